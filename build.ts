@@ -1,0 +1,27 @@
+/** Compiles dist/spool for this machine, with the version injected, then smoke-tests the binary. */
+import pkg from "./package.json"
+
+const outfile = "dist/spool"
+const version = process.env.SPOOL_VERSION ?? pkg.version
+
+const result = await Bun.build({
+  entrypoints: ["src/cli.ts"],
+  compile: { outfile, autoloadBunfig: false, autoloadDotenv: false, autoloadTsconfig: false, autoloadPackageJson: false },
+  bytecode: true,
+  minify: true,
+  sourcemap: "none",
+  define: { SPOOL_VERSION: JSON.stringify(version) },
+})
+if (!result.success) {
+  for (const message of result.logs) console.error(message)
+  process.exit(1)
+}
+
+const smoke = Bun.spawnSync([outfile, "--version"])
+const said = smoke.stdout.toString().trim()
+if (smoke.exitCode !== 0 || said !== version) {
+  console.error(`smoke test failed: \`${outfile} --version\` said "${said}" (exit ${smoke.exitCode}), expected "${version}"`)
+  console.error(smoke.stderr.toString())
+  process.exit(1)
+}
+console.error(`built ${outfile} ${version}`)

@@ -1,0 +1,256 @@
+/** The spool command line: each command parses, calls the core, prints. Errors become text in `main` only. */
+import { defineCommand, runCommand, renderUsage, type ArgsDef, type CommandDef } from "citty"
+import { createWriteStream, renameSync, rmSync } from "node:fs"
+import { resolve } from "node:path"
+import { SpoolError, UsageError, type ExitCode } from "./core/errors.ts"
+import * as engine from "./core/engine.ts"
+import * as jobs from "./core/job.ts"
+import * as report from "./core/report.ts"
+import * as store from "./core/store.ts"
+import * as states from "./core/states.ts"
+
+declare const SPOOL_VERSION: string | undefined
+export const VERSION = typeof SPOOL_VERSION === "string" ? SPOOL_VERSION : "0.0.0-dev"
+
+const common = {
+  home: { type: "string", description: "Where the store lives (default: $SPOOL_HOME or ./.spool)" },
+  verbose: { type: "boolean", description: "Show stack traces of errors" },
+} as const satisfies ArgsDef
+
+function home(arg: string | undefined): string {
+  return resolve(arg ?? process.env.SPOOL_HOME ?? ".spool")
+}
+
+const runArgs = {
+  job: { type: "positional", required: false, description: "The job file (TOML)" },
+  input: { type: "string", description: "Input file (source.path)" },
+  id: { type: "string", description: "Field with each row's stable id (source.id)" },
+  provider: { type: "string", description: "openai | mock (provider.name)" },
+  model: { type: "string", description: "Model name (provider.model)" },
+  "base-url": { type: "string", description: "Provider base URL (provider.base_url)" },
+  "api-key-env": { type: "string", description: "Variable holding the API key (provider.api_key_env)" },
+  system: { type: "string", description: "System prompt (request.system)" },
+  prompt: { type: "string", description: "Prompt template with {{field}} placeholders (request.prompt)" },
+  "max-tokens": { type: "string", description: "request.max_tokens" },
+  temperature: { type: "string", description: "request.temperature" },
+  concurrency: { type: "string", description: "Parallel calls (limits.concurrency)" },
+  "max-attempts": { type: "string", description: "Attempts per item (limits.max_attempts)" },
+  timeout: { type: "string", description: "Per-request timeout in seconds (limits.timeout_s)" },
+  grace: { type: "string", description: "Seconds in-flight calls get after Ctrl+C (limits.grace_s)" },
+  name: { type: "string", description: "Run name (default: the job file's name)" },
+  "new-run": { type: "boolean", description: "Start a fresh run even if one of this name exists" },
+  reingest: { type: "boolean", description: "Read the inputs again from the start (after they changed)" },
+  ...common,
+} as const satisfies ArgsDef
+
+/** Quotes an argument for a POSIX shell when it needs it. */
+function quote(arg: string): string {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`
+}
+
+const run = defineCommand({
+  meta: { name: "run", description: "Start a run, or resume the run of the same name" },
+  args: runArgs,
+  async run({ args, rawArgs }) {
+    const resume = ["spool", "run", ...rawArgs.filter((a) => a !== "--new-run" && a !== "--reingest")]
+      .map(quote)
+      .join(" ")
+    const session = await engine.prepare({
+      file: args.job,
+      flags: {
+        name: args.name,
+        input: args.input,
+        id: args.id,
+        provider: args.provider,
+        model: args.model,
+        baseUrl: args["base-url"],
+        apiKeyEnv: args["api-key-env"],
+        system: args.system,
+        prompt: args.prompt,
+        maxTokens: args["max-tokens"],
+        temperature: args.temperature,
+        concurrency: args.concurrency,
+        maxAttempts: args["max-attempts"],
+        timeout: args.timeout,
+        grace: args.grace,
+      },
+      home: home(args.home),
+      newRun: args["new-run"] ?? false,
+      reingest: args.reingest ?? false,
+      resume,
+    })
+    let signals = 0
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++
+      if (signals > 1) {
+        process.stderr.write(`\nsecond ${signal}: exiting now; in-flight items are re-queued on resume.\n`)
+        process.exit(130)
+      }
+      process.stderr.write(
+        `\n${signal}: finishing in-flight calls (up to ${session.job.limits.grace_s} s; again to exit now)\n`,
+      )
+      session.stop(session.job.limits.grace_s * 1000)
+    }
+    process.on("SIGINT", onSignal)
+    process.on("SIGTERM", onSignal)
+    const progress = report.progress(process.stderr)
+    const code = await session.execute(progress.tick)
+    progress.end()
+    if (code === 130) {
+      process.stderr.write(`Interrupted; nothing finished is lost. Resume with:\n  ${resume}\n`)
+    } else {
+      const t = session.ticker
+      process.stderr.write(
+        `run "${session.run.name}": ${t.done - t.failed} completed, ${t.failed} failed of ${t.total}` +
+          ` — \`spool results ${quote(session.run.name)}\` for the outputs\n`,
+      )
+    }
+    return code
+  },
+})
+
+const status = defineCommand({
+  meta: { name: "status", description: "Per-state counts, attempts, errors, rate and ETA of a run" },
+  args: {
+    run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
+    json: { type: "boolean", description: "Machine-readable output" },
+    ...common,
+  },
+  run({ args }) {
+    const db = store.open(home(args.home))
+    try {
+      const r = store.mustFindRun(db, args.run)
+      const view = report.status(db, r)
+      process.stdout.write(args.json ? `${JSON.stringify(view, null, 2)}\n` : report.statusText(view))
+    } finally {
+      db.close()
+    }
+    return 0
+  },
+})
+
+const runs = defineCommand({
+  meta: { name: "runs", description: "Every run in the store" },
+  args: { json: { type: "boolean", description: "Machine-readable output" }, ...common },
+  run({ args }) {
+    const db = store.open(home(args.home))
+    try {
+      const list = db.runs().map((r) => report.runLine(db, r))
+      process.stdout.write(args.json ? `${JSON.stringify(list, null, 2)}\n` : report.runsText(list))
+    } finally {
+      db.close()
+    }
+    return 0
+  },
+})
+
+const results = defineCommand({
+  meta: { name: "results", description: "One JSON line per item: id, state, output, error, attempts, usage, source" },
+  args: {
+    run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
+    out: { type: "string", description: "Write to this file instead of stdout" },
+    state: { type: "string", description: `Only items in this state (${states.STATES.join(", ")})` },
+    ...common,
+  },
+  async run({ args }) {
+    const state = args.state
+    if (state !== undefined && !states.isState(state)) {
+      throw new UsageError(`--state: unknown state "${state}"`, `Use one of: ${states.STATES.join(", ")}.`)
+    }
+    const db = store.open(home(args.home))
+    try {
+      const r = store.mustFindRun(db, args.run)
+      const lines = report.results(db, r, state)
+      if (!args.out) {
+        for (const line of lines) process.stdout.write(line)
+        return 0
+      }
+      await writeAtomically(resolve(args.out), lines)
+    } finally {
+      db.close()
+    }
+    return 0
+  },
+})
+
+/** Writes beside the target and renames, so a reader never sees a half-written file. Owner-only. */
+async function writeAtomically(path: string, lines: Iterable<string>): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`
+  const out = createWriteStream(tmp, { mode: 0o600 })
+  try {
+    for (const line of lines) {
+      if (!out.write(line)) await new Promise((done) => out.once("drain", done))
+    }
+    await new Promise<void>((done, fail) => out.end((err?: Error | null) => (err ? fail(err) : done())))
+    renameSync(tmp, path)
+  } catch (err) {
+    rmSync(tmp, { force: true })
+    throw err
+  }
+}
+
+const main = defineCommand({
+  meta: { name: "spool", version: VERSION, description: "Durable LLM batch jobs, from one executable" },
+  subCommands: { run, status, runs, results },
+})
+
+/** Refuses flags a command does not define: a typo must not be silently ignored. */
+function checkFlags(cmd: CommandDef, rawArgs: string[]): void {
+  const defined = new Set(Object.keys((cmd.args ?? {}) as ArgsDef))
+  for (const arg of rawArgs) {
+    if (arg === "--") break
+    if (!arg.startsWith("--")) continue
+    const name = arg.slice(2).split("=")[0] as string
+    if (defined.has(name) || (name.startsWith("no-") && defined.has(name.slice(3)))) continue
+    throw new UsageError(`unknown flag --${name}`, `See \`spool ${cmd === main ? "" : "<command> "}--help\`.`)
+  }
+}
+
+const COMMANDS: Record<string, CommandDef> = { run, status, runs, results } as Record<string, CommandDef>
+
+export async function cli(argv: string[]): Promise<ExitCode> {
+  const verbose = argv.includes("--verbose")
+  try {
+    const [name, ...rest] = argv
+    if (!name || name === "--help" || name === "-h") {
+      process.stdout.write(`${await renderUsage(main)}\n`)
+      return 0
+    }
+    if (name === "--version" || name === "-v") {
+      process.stdout.write(`${VERSION}\n`)
+      return 0
+    }
+    const cmd = COMMANDS[name]
+    if (!cmd) throw new UsageError(`unknown command "${name}"`, `Commands: ${Object.keys(COMMANDS).join(", ")}.`)
+    if (rest.includes("--help") || rest.includes("-h")) {
+      process.stdout.write(`${await renderUsage(cmd, main)}\n`)
+      return 0
+    }
+    checkFlags(cmd, rest)
+    const { result } = await runCommand(cmd, { rawArgs: rest })
+    return (typeof result === "number" ? result : 0) as ExitCode
+  } catch (err) {
+    return fail(err, verbose)
+  }
+}
+
+function fail(err: unknown, verbose: boolean): ExitCode {
+  if (err instanceof SpoolError) {
+    process.stderr.write(`spool: ${err.message}\n`)
+    if (err.hint) process.stderr.write(`  ${err.hint}\n`)
+    if (verbose && err.stack) process.stderr.write(`${err.stack}\n`)
+    return err.exit
+  }
+  const e = err as Error
+  const cittyUsage = (e as { code?: string })?.code === "EARG"
+  process.stderr.write(`spool: ${cittyUsage ? "" : "internal error: "}${e?.message ?? String(err)}\n`)
+  if (verbose || !cittyUsage) process.stderr.write(`${e?.stack ?? ""}\n`)
+  return cittyUsage ? 2 : 1
+}
+
+if (import.meta.main) {
+  process.umask(0o077)
+  const argv = process.argv.slice(2)
+  jobs.loadDotenv()
+  cli(argv).then((code) => process.exit(code))
+}

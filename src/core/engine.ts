@@ -1,0 +1,175 @@
+/** `spool run`: from a job to a finished (or safely stopped) run. The CLI only parses, calls this, and prints. */
+import { existsSync } from "node:fs"
+import { JobError, RunPausedError, SourceError, type ExitCode } from "./errors.ts"
+import * as jobs from "./job.ts"
+import * as log from "./log.ts"
+import * as registry from "../plugins/registry.ts"
+import * as store from "./store.ts"
+import * as template from "./template.ts"
+import { ingest, preflight } from "./ingest.ts"
+import { Runner, dead, ownerId, type Progress } from "./runner.ts"
+import type { ProviderClient } from "../plugins/define.ts"
+
+export interface StartOptions {
+  file: string | undefined
+  flags: jobs.Flags
+  home: string
+  newRun: boolean
+  reingest: boolean
+  /** The command that resumes this run, printed when it stops early. */
+  resume: string
+}
+
+export interface Ticker {
+  total: number
+  done: number
+  failed: number
+  startedAt: number
+  doneAtStart: number
+}
+
+/** Everything checked and opened; nothing has been called yet. */
+export interface Session {
+  run: store.Run
+  job: jobs.Job
+  ticker: Ticker
+  /** Runs to the end, or until stopped; resolves with the exit code. */
+  execute(onTick?: (ticker: Ticker) => void): Promise<ExitCode>
+  /** First signal: stop claiming, give in-flight calls `graceMs`, then cut them short. */
+  stop(graceMs: number): void
+}
+
+function client(job: jobs.Job): ProviderClient {
+  const provider = registry.provider(job.provider.name)
+  const options = registry.options(provider.options, job.provider.options, "provider.options")
+  const keyEnv = job.provider.api_key_env ?? provider.keyEnv
+  const apiKey = keyEnv ? process.env[keyEnv] : undefined
+  if (keyEnv && !apiKey) {
+    throw new JobError(
+      `${keyEnv} is not set: provider "${provider.name}" reads its API key from it`,
+      [],
+      `Export ${keyEnv}=… or put it in .env in this directory (api_key_env names another variable).`,
+    )
+  }
+  if (provider.keyEnv !== undefined && !job.provider.model) {
+    throw new JobError("the job is not valid", ["provider.model: missing (required)"], "Set model, or pass --model.")
+  }
+  const envUrl = provider.baseUrlEnv ? process.env[provider.baseUrlEnv] : undefined
+  return provider.create(options, {
+    model: job.provider.model ?? provider.name,
+    baseUrl: job.provider.base_url ?? (envUrl || undefined),
+    apiKey,
+    timeoutMs: job.limits.timeout_s * 1000,
+  })
+}
+
+/** Validates the job, opens the store, finds or creates the run, and recovers what a crash left in flight. */
+export async function prepare(o: StartOptions): Promise<Session> {
+  const { job } = jobs.load(o.file, o.flags)
+  const provider = client(job)
+  const prompt = template.parse(job.request.prompt)
+  const source = registry.source(job.source.path, job.source.format)
+  if (!existsSync(job.source.path)) {
+    throw new SourceError(`the input ${job.source.path} does not exist`, "Check source.path (relative to the job file).")
+  }
+  const db = store.open(o.home)
+  log.init(o.home)
+  let run = o.newRun ? null : db.latestRun(job.name)
+  if (run && run.fingerprint !== jobs.fingerprint(job)) {
+    const before = JSON.parse(run.job) as jobs.Job
+    const changed = jobs.changedKeys(before, job)
+    db.close()
+    throw new JobError(
+      `run "${job.name}" was started with a different job; resuming it would mix two kinds of requests`,
+      changed.map((k) => `${k} changed`),
+      `Put back the old values to resume it, or start a fresh run: add --new-run, or give the job another name.`,
+    )
+  }
+  if (!run) {
+    await preflight(job, prompt)
+    run = db.createRun(job.name, JSON.stringify(job), jobs.fingerprint(job), o.resume, [
+      { path: job.source.path, format: source.name },
+    ])
+    log.info("run created", { run: run.name, id: run.id })
+  } else {
+    db.setResume(run.id, o.resume)
+    if (run.state !== "running") db.setRunState(run.id, "running")
+    if (o.reingest) db.resetIngest(run.id)
+    const back = db.recover(run.id, dead)
+    log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
+  }
+  const owner = ownerId()
+  const runner = new Runner({ store: db, run, job, client: provider, owner })
+  const counts = db.counts(run.id)
+  const total = Object.values(counts).reduce((a, b) => a + b, 0)
+  const terminal = counts.completed + counts.failed + counts.needs_review
+  const ticker: Ticker = { total, done: terminal, failed: counts.failed, startedAt: Date.now(), doneAtStart: terminal }
+  const ingestAbort = new AbortController()
+  const current = run
+
+  async function ingester(): Promise<void> {
+    const lease = () => db.leaseIngest(current.id, owner, 60_000, dead)
+    while (!ingestAbort.signal.aborted && db.run(current.id)?.ingested === 0) {
+      if (!lease()) {
+        await Bun.sleep(2000)
+        continue
+      }
+      const added = await ingest(db, current, job, lease, ingestAbort.signal, (n) => {
+        ticker.total += n
+        runner.poke()
+      })
+      if (added.problems > 0) {
+        log.warn("input lines skipped", { run: current.name, count: added.problems, see: "spool status" })
+      }
+      runner.poke()
+    }
+  }
+
+  return {
+    run,
+    job,
+    ticker,
+    stop(graceMs) {
+      ingestAbort.abort()
+      runner.stop()
+      setTimeout(() => runner.abort(), graceMs).unref()
+    },
+    async execute(onTick) {
+      const tick = (p: Progress) => {
+        ticker.done = ticker.doneAtStart + p.completed + p.failed
+        ticker.failed = counts.failed + p.failed
+        onTick?.(ticker)
+      }
+      const reading = ingester().catch((err: unknown) => {
+        runner.stop()
+        throw err
+      })
+      runner.onCommit = tick
+      const ending = await runner.loop()
+      await reading
+      onTick?.(ticker)
+      try {
+        return finish(db, current, ending, runner.pausedBy?.message)
+      } finally {
+        db.close()
+      }
+    },
+  }
+}
+
+function finish(db: store.Store, run: store.Run, ending: string, reason: string | undefined): ExitCode {
+  if (ending === "interrupted") return 130
+  if (ending === "paused") {
+    db.setRunState(run.id, "paused", reason ?? null)
+    log.error("run paused", { run: run.name, reason })
+    throw new RunPausedError(
+      `run "${run.name}" paused: ${reason}`,
+      `Going on would fail every item the same way. Fix the cause (API key, quota, billing), then resume: ${run.resume}`,
+    )
+  }
+  const counts = db.counts(run.id)
+  const failures = counts.failed + counts.needs_review
+  db.setRunState(run.id, failures > 0 ? "completed_with_failures" : "completed")
+  log.info("run finished", { run: run.name, completed: counts.completed, failed: counts.failed })
+  return failures > 0 ? 3 : 0
+}

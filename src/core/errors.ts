@@ -1,0 +1,112 @@
+/** The one family of errors spool throws; the CLI and the server turn them into text for people. */
+
+export type ExitCode = 0 | 1 | 2 | 3 | 130
+
+/** Base of every error spool throws on purpose. `name` is a literal because bundling renames classes. */
+export abstract class SpoolError extends Error {
+  abstract override readonly name: string
+  abstract readonly code: string
+  readonly exit: ExitCode = 1
+  readonly hint: string | undefined
+
+  constructor(message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.hint = hint
+  }
+}
+
+/** The job file or the flags are wrong; nothing was written. */
+export class JobError extends SpoolError {
+  override readonly name = "JobError"
+  readonly code = "E_JOB"
+  override readonly exit = 2
+  /** One line per problem, each naming its key path. */
+  readonly problems: string[]
+
+  constructor(message: string, problems: string[] = [], hint?: string) {
+    super(problems.length ? `${message}\n${problems.map((p) => `  × ${p}`).join("\n")}` : message, hint)
+    this.problems = problems
+  }
+}
+
+/** A command was called with the wrong arguments, or names something that does not exist. */
+export class UsageError extends SpoolError {
+  override readonly name = "UsageError"
+  readonly code = "E_USAGE"
+  override readonly exit = 2
+}
+
+/** An input file changed under a run that has not finished ingesting it. */
+export class SourceChangedError extends SpoolError {
+  override readonly name = "SourceChangedError"
+  readonly code = "E_SOURCE_CHANGED"
+  override readonly exit = 2
+}
+
+/** A source cannot be read at all (missing file, permission, unsupported format). */
+export class SourceError extends SpoolError {
+  override readonly name = "SourceError"
+  readonly code = "E_SOURCE"
+  override readonly exit = 2
+}
+
+/** The store is unusable: locked by an incompatible version, corrupt, or not writable. */
+export class StoreError extends SpoolError {
+  override readonly name = "StoreError"
+  readonly code = "E_STORE"
+}
+
+/** An item was asked to move along an edge the state machine does not have. Always a bug. */
+export class TransitionError extends SpoolError {
+  override readonly name = "TransitionError"
+  readonly code = "E_TRANSITION"
+}
+
+/** The run was paused because going on would fail every item (bad key, no quota). */
+export class RunPausedError extends SpoolError {
+  override readonly name = "RunPausedError"
+  readonly code = "E_PAUSED"
+}
+
+/**
+ * Why an item's attempt failed. Classes group errors in `spool status`:
+ * rate_limit, server, timeout, network, bad_response, bad_request, auth, quota, not_found, template.
+ */
+export type ErrorClass =
+  | "rate_limit"
+  | "server"
+  | "timeout"
+  | "network"
+  | "bad_response"
+  | "bad_request"
+  | "auth"
+  | "quota"
+  | "not_found"
+  | "template"
+  | "interrupted"
+
+/** A provider call failed. Providers map their SDK's or HTTP errors to this once; the runner reads only this. */
+export class ProviderError extends SpoolError {
+  override readonly name = "ProviderError"
+  readonly code = "E_PROVIDER"
+  readonly errorClass: ErrorClass
+  readonly retryable: boolean
+  /** Milliseconds the provider asked us to wait (Retry-After), if it said. */
+  readonly retryAfterMs: number | undefined
+  /** Going on would fail every item the same way: pause the whole run. */
+  readonly pause: boolean
+  readonly status: number | undefined
+
+  constructor(
+    errorClass: ErrorClass,
+    message: string,
+    options: { retryable: boolean; retryAfterMs?: number; pause?: boolean; status?: number; cause?: unknown },
+  ) {
+    super(message, undefined, { cause: options.cause })
+    this.errorClass = errorClass
+    this.retryable = options.retryable
+    this.retryAfterMs = options.retryAfterMs
+    this.pause = options.pause ?? false
+    this.status = options.status
+  }
+}

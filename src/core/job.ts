@@ -1,0 +1,237 @@
+/** The job: a TOML file and flags, merged and validated before anything is written. */
+import * as v from "valibot"
+import { existsSync, readFileSync } from "node:fs"
+import { basename, dirname, extname, resolve } from "node:path"
+import { JobError } from "./errors.ts"
+
+const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
+  v.strictObject(entries, (issue) =>
+    issue.expected === "never" ? "unknown key (check its spelling)" : `expected a table (${what})`,
+  )
+
+const text = (what: string) => v.pipe(v.string(`expected a string (${what})`), v.minLength(1, "must not be empty"))
+const int = (min: number, max: number) =>
+  v.pipe(
+    v.number("expected a number"),
+    v.integer("expected a whole number"),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  )
+const seconds = (min: number) => v.pipe(v.number("expected a number of seconds"), v.minValue(min))
+
+const SourceSchema = strict(
+  {
+    path: text("the input file, relative to the job file"),
+    id: v.optional(text("the field that holds each row's stable id")),
+    format: v.optional(v.picklist(["jsonl"], 'format must be "jsonl" (more formats come with their sources)')),
+  },
+  "[source]",
+)
+
+const ProviderSchema = strict(
+  {
+    name: text("openai | mock"),
+    model: v.optional(text("the model name")),
+    mode: v.optional(v.picklist(["realtime"], 'mode must be "realtime" (batch mode is not available yet)')),
+    base_url: v.optional(v.pipe(v.string(), v.url("must be a URL such as http://127.0.0.1:8080/v1"))),
+    api_key_env: v.optional(
+      v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")),
+    ),
+    options: v.optional(v.record(v.string(), v.unknown())),
+  },
+  "[provider]",
+)
+
+const RequestSchema = strict(
+  {
+    system: v.optional(v.string("expected a string")),
+    prompt: text("the prompt template, with {{field}} placeholders"),
+    max_tokens: v.optional(int(1, 1_000_000)),
+    temperature: v.optional(v.pipe(v.number("expected a number"), v.minValue(0), v.maxValue(2))),
+    params: v.optional(v.record(v.string(), v.unknown(), "expected a table of request parameters")),
+  },
+  "[request]",
+)
+
+const LimitsSchema = strict(
+  {
+    concurrency: v.optional(int(1, 4096), 32),
+    max_attempts: v.optional(int(1, 100), 5),
+    timeout_s: v.optional(seconds(0.001), 120),
+    grace_s: v.optional(seconds(0), 10),
+  },
+  "[limits]",
+)
+
+export const JobSchema = strict(
+  {
+    name: v.pipe(
+      v.string("expected a string"),
+      v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, "must be letters, digits, dot, dash or underscore"),
+    ),
+    source: SourceSchema,
+    provider: ProviderSchema,
+    request: RequestSchema,
+    limits: v.optional(LimitsSchema, {}),
+  },
+  "the job",
+)
+
+export type Job = v.InferOutput<typeof JobSchema>
+
+/** Flags that map onto job keys; each overrides the file's value. */
+export interface Flags {
+  name?: string | undefined
+  input?: string | undefined
+  id?: string | undefined
+  provider?: string | undefined
+  model?: string | undefined
+  baseUrl?: string | undefined
+  apiKeyEnv?: string | undefined
+  system?: string | undefined
+  prompt?: string | undefined
+  maxTokens?: string | undefined
+  temperature?: string | undefined
+  concurrency?: string | undefined
+  maxAttempts?: string | undefined
+  timeout?: string | undefined
+  grace?: string | undefined
+}
+
+export interface Loaded {
+  job: Job
+  /** The job file, when there is one. */
+  file: string | undefined
+}
+
+type Table = Record<string, unknown>
+
+/** Reads the job file (if any), lays the flags over it, resolves paths, and validates the whole. */
+export function load(file: string | undefined, flags: Flags, cwd = process.cwd()): Loaded {
+  const path = file ? resolve(cwd, file) : undefined
+  const raw: Table = path ? readToml(path) : {}
+  const base = path ? dirname(path) : cwd
+  const table = (key: string): Table => {
+    const value = raw[key]
+    if (value === undefined) return (raw[key] = {}) as Table
+    return value as Table
+  }
+  const numeric = (flag: string, value: string | undefined): number | undefined => {
+    if (value === undefined) return undefined
+    const n = Number(value)
+    if (value.trim() === "" || !Number.isFinite(n)) {
+      throw new JobError(`--${flag} must be a number, not "${value}"`)
+    }
+    return n
+  }
+  const set = (t: Table, key: string, value: unknown) => {
+    if (value !== undefined) t[key] = value
+  }
+  set(raw, "name", flags.name)
+  if (flags.input !== undefined) {
+    table("source").path = resolve(cwd, flags.input)
+  }
+  set(table("source"), "id", flags.id)
+  set(table("provider"), "name", flags.provider)
+  set(table("provider"), "model", flags.model)
+  set(table("provider"), "base_url", flags.baseUrl)
+  set(table("provider"), "api_key_env", flags.apiKeyEnv)
+  set(table("request"), "system", flags.system)
+  set(table("request"), "prompt", flags.prompt)
+  set(table("request"), "max_tokens", numeric("max-tokens", flags.maxTokens))
+  set(table("request"), "temperature", numeric("temperature", flags.temperature))
+  const limits = flags.concurrency ?? flags.maxAttempts ?? flags.timeout ?? flags.grace
+  if (limits !== undefined) {
+    set(table("limits"), "concurrency", numeric("concurrency", flags.concurrency))
+    set(table("limits"), "max_attempts", numeric("max-attempts", flags.maxAttempts))
+    set(table("limits"), "timeout_s", numeric("timeout", flags.timeout))
+    set(table("limits"), "grace_s", numeric("grace", flags.grace))
+  }
+  if (raw.name === undefined) raw.name = defaultName(path, table("source").path)
+  const source = table("source")
+  if (typeof source.path === "string") source.path = resolve(base, source.path)
+
+  const parsed = v.safeParse(JobSchema, raw)
+  if (!parsed.success) {
+    throw new JobError(
+      `${path ?? "the flags"}: the job is not valid`,
+      parsed.issues.map(describe),
+      "Fix the keys listed above; nothing was run.",
+    )
+  }
+  return { job: parsed.output, file: path }
+}
+
+function readToml(path: string): Table {
+  let text: string
+  try {
+    text = readFileSync(path, "utf8")
+  } catch {
+    throw new JobError(`cannot read the job file ${path}`, [], "Check the path; `spool run job.toml`.")
+  }
+  try {
+    const parsed: unknown = Bun.TOML.parse(text)
+    return parsed as Table
+  } catch (cause) {
+    throw new JobError(`${path} is not valid TOML: ${(cause as Error).message}`, [], "Fix the TOML syntax.")
+  }
+}
+
+function defaultName(path: string | undefined, input: unknown): string | undefined {
+  const from = path ?? (typeof input === "string" ? input : undefined)
+  if (!from) return undefined
+  return basename(from, extname(from)).replace(/[^A-Za-z0-9._-]/g, "-") || undefined
+}
+
+function describe(issue: v.BaseIssue<unknown>): string {
+  const path = issue.path?.map((p) => String(p.key)).join(".") ?? ""
+  const where = path || "(top level)"
+  if (issue.input === undefined && issue.kind === "schema") return `${where}: missing (required)`
+  return `${where}: ${issue.message}`
+}
+
+/**
+ * A hash of everything that shapes the requests; a run refuses a job whose fingerprint changed. Limits are
+ * left out: changing concurrency between resumes is fine.
+ */
+export function fingerprint(job: Job): string {
+  return new Bun.CryptoHasher("sha256").update(JSON.stringify(shaping(job))).digest("hex")
+}
+
+export function shaping(job: Job): Record<string, unknown> {
+  return {
+    "source.path": job.source.path,
+    "source.id": job.source.id ?? null,
+    "provider.name": job.provider.name,
+    "provider.model": job.provider.model ?? null,
+    "provider.options": job.provider.options ?? null,
+    "request.system": job.request.system ?? null,
+    "request.prompt": job.request.prompt,
+    "request.max_tokens": job.request.max_tokens ?? null,
+    "request.temperature": job.request.temperature ?? null,
+    "request.params": job.request.params ?? null,
+  }
+}
+
+/** The keys whose values differ between two jobs' shaping parts. */
+export function changedKeys(before: Job, after: Job): string[] {
+  const a = shaping(before)
+  const b = shaping(after)
+  return Object.keys(b).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+}
+
+/** Loads `.env` from `dir` into the environment without overriding what is already set. */
+export function loadDotenv(dir = process.cwd()): void {
+  const path = resolve(dir, ".env")
+  if (!existsSync(path)) return
+  for (const line of readFileSync(path, "utf8").split(/\r?\n/)) {
+    const m = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line)
+    if (!m) continue
+    const key = m[1] as string
+    let value = m[2] as string
+    const quoted = /^(['"])(.*)\1$/.exec(value)
+    if (quoted) value = quoted[1] === '"' ? (quoted[2] as string).replace(/\\n/g, "\n") : (quoted[2] as string)
+    else value = value.replace(/\s+#.*$/, "")
+    if (process.env[key] === undefined) process.env[key] = value
+  }
+}

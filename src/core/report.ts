@@ -1,0 +1,158 @@
+/** What the CLI shows: status views, the runs list, result lines, and live progress. */
+import type { Ticker } from "./engine.ts"
+import type { State } from "./states.ts"
+import type { Run, Store } from "./store.ts"
+
+export interface StatusView {
+  id: number
+  name: string
+  state: string
+  reason: string | null
+  created_at: string
+  finished_at: string | null
+  counts: Record<State, number>
+  total: number
+  attempts: number
+  usage: { input_tokens: number; output_tokens: number }
+  errors: { class: string; count: number; example: string; id: string }[]
+  malformed: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
+  elapsed_s: number
+  rate_per_s: number
+  eta_s: number | null
+  resume: string
+}
+
+export function status(db: Store, run: Run, now = Date.now()): StatusView {
+  const s = db.summary(run.id, now)
+  const start = s.firstStarted ?? run.created_at
+  const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)
+  const rate = s.recentCompleted / (s.recentWindowMs / 1000)
+  const left = s.counts.pending + s.counts.running + s.counts.retry_wait + s.counts.queued + s.counts.submitted
+  return {
+    id: run.id,
+    name: run.name,
+    state: run.state,
+    reason: run.reason,
+    created_at: new Date(run.created_at).toISOString(),
+    finished_at: run.finished_at ? new Date(run.finished_at).toISOString() : null,
+    counts: s.counts,
+    total: s.total,
+    attempts: s.attempts,
+    usage: { input_tokens: s.inputTokens, output_tokens: s.outputTokens },
+    errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
+    malformed: s.problems,
+    elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
+    rate_per_s: Math.round(rate * 100) / 100,
+    eta_s: left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
+    resume: run.resume,
+  }
+}
+
+export function duration(seconds: number): string {
+  if (seconds < 60) return `${seconds}s`
+  const m = Math.floor(seconds / 60)
+  if (m < 60) return `${m}m ${seconds % 60}s`
+  return `${Math.floor(m / 60)}h ${m % 60}m`
+}
+
+const n = (x: number) => x.toLocaleString("en-US")
+
+export function statusText(v: StatusView): string {
+  const order: State[] = ["completed", "failed", "needs_review", "pending", "running", "retry_wait", "queued", "submitted"]
+  const counts = order
+    .filter((s) => v.counts[s] > 0 || s === "completed")
+    .map((s) => `${s} ${n(v.counts[s])}`)
+    .join(" · ")
+  const lines = [
+    `run ${v.name} (#${v.id}) · ${v.state}${v.reason ? ` — ${v.reason}` : ""}`,
+    `items     ${n(v.total)}: ${counts}`,
+    `attempts  ${n(v.attempts)} · tokens in ${n(v.usage.input_tokens)} out ${n(v.usage.output_tokens)}`,
+    `time      elapsed ${duration(v.elapsed_s)} · ${v.rate_per_s}/s over the last minute · ETA ${
+      v.eta_s === null ? "unknown" : duration(v.eta_s)
+    }`,
+  ]
+  if (v.errors.length) {
+    lines.push("errors")
+    for (const e of v.errors) lines.push(`  ${e.class} ×${n(e.count)}  e.g. ${e.id}: ${e.example}`)
+  }
+  if (v.malformed.count) {
+    lines.push(`input     ${n(v.malformed.count)} line(s) skipped (${n(v.malformed.duplicates)} duplicate ids)`)
+    for (const p of v.malformed.sample) lines.push(`  ${p.file}:${p.line}  ${p.reason}`)
+  }
+  if (v.state === "paused" || v.state === "running") lines.push(`resume    ${v.resume}`)
+  return `${lines.join("\n")}\n`
+}
+
+export interface RunLine {
+  id: number
+  name: string
+  state: string
+  completed: number
+  failed: number
+  total: number
+  created_at: string
+}
+
+export function runLine(db: Store, run: Run): RunLine {
+  const counts = db.counts(run.id)
+  const total = Object.values(counts).reduce((a, b) => a + b, 0)
+  return {
+    id: run.id,
+    name: run.name,
+    state: run.state,
+    completed: counts.completed,
+    failed: counts.failed + counts.needs_review,
+    total,
+    created_at: new Date(run.created_at).toISOString(),
+  }
+}
+
+export function runsText(list: RunLine[]): string {
+  if (!list.length) return "no runs yet — start one with `spool run job.toml`\n"
+  const rows = list.map(
+    (r) => `${String(r.id).padStart(4)}  ${r.name.padEnd(24)} ${r.state.padEnd(24)} ${n(r.completed)}/${n(r.total)} done${r.failed ? `, ${n(r.failed)} failed` : ""}  ${r.created_at}`,
+  )
+  return `${["  id  name                     state                    progress", ...rows].join("\n")}\n`
+}
+
+/** The result lines of DESIGN §7, streamed in ledger order. Only committed data is ever read. */
+export function* results(db: Store, run: Run, state?: State): Generator<string> {
+  for (const item of db.items(run.id, state)) {
+    const line = {
+      id: item.key,
+      state: item.state,
+      output: item.state === "completed" ? item.output : null,
+      error: item.error ? { class: item.error_class, message: item.error } : null,
+      attempts: item.attempts,
+      usage: { input_tokens: item.input_tokens, output_tokens: item.output_tokens },
+      source: { file: item.path, row: item.row, id: item.source_id },
+    }
+    yield `${JSON.stringify(line)}\n`
+  }
+}
+
+/** Live progress on stderr: one redrawn line on a terminal, a plain line every 10 s otherwise. */
+export function progress(out: NodeJS.WriteStream, tty = out.isTTY === true) {
+  let last = 0
+  let shown: Ticker | undefined
+  const every = tty ? 200 : 10_000
+  const line = (t: Ticker) => {
+    const secs = (Date.now() - t.startedAt) / 1000
+    const rate = secs > 0 ? (t.done - t.doneAtStart) / secs : 0
+    const left = t.total - t.done
+    const eta = rate > 0 ? duration(Math.round(left / rate)) : "—"
+    return `${n(t.done)}/${n(t.total)} done · ${n(t.failed)} failed · ${rate.toFixed(1)}/s · ETA ${eta}`
+  }
+  return {
+    tick(t: Ticker) {
+      shown = t
+      const now = Date.now()
+      if (now - last < every) return
+      last = now
+      out.write(tty ? `\r\x1b[K${line(t)}` : `${line(t)}\n`)
+    },
+    end() {
+      if (tty && shown) out.write(`\r\x1b[K${line(shown)}\n`)
+    },
+  }
+}

@@ -1,0 +1,240 @@
+/** Drives a run's items through the ledger: claim, call, record; concurrency-limited, durable at every step. */
+import { hostname } from "node:os"
+import { ProviderError } from "./errors.ts"
+import * as retry from "./retry.ts"
+import type { Claimed, Outcome, Run, Store } from "./store.ts"
+import * as template from "./template.ts"
+import type { Job } from "./job.ts"
+import type { ProviderClient } from "../plugins/define.ts"
+
+const self = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`
+
+/** This process's identity in leases: host, pid, and a nonce so that a reused pid is a different owner. */
+export function ownerId(): string {
+  return self
+}
+
+/** Whether an owner is a process on this host that no longer exists. Other hosts' owners wait for expiry. */
+export function dead(owner: string): boolean {
+  const [host, pid] = owner.split(":")
+  if (host !== hostname() || !pid) return false
+  if (Number(pid) === process.pid) return owner !== self
+  try {
+    process.kill(Number(pid), 0)
+    return false
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH"
+  }
+}
+
+export type Ending = "done" | "interrupted" | "paused"
+
+export interface Progress {
+  completed: number
+  failed: number
+  retried: number
+  inFlight: number
+}
+
+export interface RunnerOptions {
+  store: Store
+  run: Run
+  job: Job
+  client: ProviderClient
+  owner: string
+  leaseMs?: number
+  policy?: retry.Policy
+}
+
+const IDLE_POLL_MS = 1000
+
+export class Runner {
+  readonly progress: Progress = { completed: 0, failed: 0, retried: 0, inFlight: 0 }
+  /** Called after each commit with what this process has committed so far. */
+  onCommit: ((progress: Progress) => void) | undefined
+  /** Set when a provider error paused the run. */
+  pausedBy: ProviderError | undefined
+  private readonly o: RunnerOptions
+  private readonly prompt: template.Template
+  private readonly inflight = new Map<number, AbortController>()
+  private outcomes: Outcome[] = []
+  private stopping = false
+  private wake: (() => void) | undefined
+  private readonly leaseMs: number
+
+  constructor(options: RunnerOptions) {
+    this.o = options
+    this.prompt = template.parse(options.job.request.prompt)
+    this.leaseMs = options.leaseMs ?? 60_000
+  }
+
+  /** Stops claiming; in-flight calls run on until they end or `abort()` is called. */
+  stop(): void {
+    this.stopping = true
+    this.notify()
+  }
+
+  /** Cuts every in-flight call short; those items go back to pending with their attempt counted. */
+  abort(): void {
+    for (const controller of this.inflight.values()) controller.abort(new Error("interrupted"))
+  }
+
+  get inFlight(): number {
+    return this.inflight.size
+  }
+
+  async loop(): Promise<Ending> {
+    const { store, run, owner } = this.o
+    const concurrency = this.o.job.limits.concurrency
+    const renew = setInterval(() => store.renew(run.id, owner, this.leaseMs), this.leaseMs / 4)
+    try {
+      for (;;) {
+        const holding = this.stopping || this.pausedBy !== undefined
+        const free = holding ? 0 : concurrency - this.inflight.size
+        const done = this.outcomes
+        this.outcomes = []
+        const claimed = store.step(run.id, owner, done, free, this.leaseMs)
+        this.committed(done)
+        for (const item of claimed) this.start(item)
+        if (this.outcomes.length > 0) {
+          await this.idle(0)
+          continue
+        }
+        if (this.inflight.size > 0) {
+          // with free slots, look again when a retry falls due or new items may have come in
+          const roomy = !holding && this.inflight.size < concurrency
+          await this.idle(roomy ? this.untilDue() : undefined)
+          continue
+        }
+        if (holding) return this.pausedBy ? "paused" : "interrupted"
+        const wait = this.nothingToClaim()
+        if (wait === null) return "done"
+        await this.idle(wait)
+      }
+    } finally {
+      clearInterval(renew)
+    }
+  }
+
+  private untilDue(): number {
+    const next = this.o.store.nextRetryAt(this.o.run.id)
+    return next === null ? IDLE_POLL_MS : Math.max(0, Math.min(next - Date.now(), IDLE_POLL_MS))
+  }
+
+  /** With nothing in flight and nothing claimable: null when the run has nothing left, else how long to wait. */
+  private nothingToClaim(): number | null {
+    const { store, run } = this.o
+    if (store.nextRetryAt(run.id) !== null) return this.untilDue()
+    const counts = store.counts(run.id)
+    const ingesting = store.run(run.id)?.ingested === 0
+    if (counts.running === 0 && counts.queued === 0 && counts.pending === 0 && !ingesting) return null
+    // another worker holds items or is still ingesting: wait for it, and take over what a dead one held
+    store.recover(run.id, dead)
+    return IDLE_POLL_MS
+  }
+
+  private idle(ms: number | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(finish, ms)
+      function finish() {
+        clearTimeout(timer)
+        resolve()
+      }
+      this.wake = finish
+    })
+  }
+
+  /** Wakes the loop: new items were ingested, or something else changed. */
+  poke(): void {
+    this.notify()
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = undefined
+    wake?.()
+  }
+
+  private committed(outcomes: Outcome[]): void {
+    for (const o of outcomes) {
+      if (o.to === "completed") this.progress.completed++
+      else if (o.to === "failed") this.progress.failed++
+      else if (o.to === "retry_wait") this.progress.retried++
+    }
+    this.progress.inFlight = this.inflight.size
+    if (outcomes.length > 0) this.onCommit?.(this.progress)
+  }
+
+  private start(item: Claimed): void {
+    const controller = new AbortController()
+    this.inflight.set(item.id, controller)
+    this.attempt(item, controller.signal).then((outcome) => {
+      this.inflight.delete(item.id)
+      this.outcomes.push(outcome)
+      // let every response that is already in settle first, so one commit carries them all
+      if (this.outcomes.length === 1) setImmediate(() => this.notify())
+    })
+  }
+
+  private async attempt(item: Claimed, signal: AbortSignal): Promise<Outcome> {
+    const started = performance.now()
+    const base = { item: item.id, attempt: item.attempt }
+    const end = () => ({ latencyMs: Math.round(performance.now() - started), endedAt: Date.now() })
+    const row = JSON.parse(item.data) as Record<string, unknown>
+    const prompt = template.render(this.prompt, row)
+    if (typeof prompt !== "string") {
+      const fields = prompt.missing.map((f) => `"${f}"`).join(", ")
+      return {
+        ...base,
+        ...end(),
+        to: "failed",
+        label: "failed",
+        errorClass: "template",
+        error: `the row has no field ${fields} for the prompt's placeholder${prompt.missing.length > 1 ? "s" : ""}`,
+      }
+    }
+    const { request } = this.o.job
+    try {
+      const reply = await this.o.client.call(
+        {
+          system: request.system,
+          prompt,
+          max_tokens: request.max_tokens,
+          temperature: request.temperature,
+          params: request.params,
+        },
+        signal,
+      )
+      return {
+        ...base,
+        ...end(),
+        to: "completed",
+        label: "ok",
+        output: reply.text,
+        status: 200,
+        inputTokens: reply.usage.input_tokens,
+        outputTokens: reply.usage.output_tokens,
+      }
+    } catch (err) {
+      if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted", errorClass: "interrupted" }
+      const e =
+        err instanceof ProviderError
+          ? err
+          : new ProviderError("bad_response", `unexpected error: ${(err as Error)?.message ?? String(err)}`, {
+              retryable: true,
+              cause: err,
+            })
+      const info = { errorClass: e.errorClass, error: e.message, ...(e.status ? { status: e.status } : {}) }
+      if (e.pause) {
+        this.pausedBy ??= e
+        this.notify()
+        return { ...base, ...end(), ...info, to: "pending", label: "paused" }
+      }
+      if (e.retryable && item.attempts < this.o.job.limits.max_attempts) {
+        const nextAt = Date.now() + retry.delay(item.attempts, e.retryAfterMs, this.o.policy)
+        return { ...base, ...end(), ...info, to: "retry_wait", label: "retry", nextAt }
+      }
+      return { ...base, ...end(), ...info, to: "failed", label: "failed" }
+    }
+  }
+}

@@ -1,0 +1,65 @@
+/** The item state machine of DESIGN §3: the one place that says which transitions exist. */
+import { TransitionError } from "./errors.ts"
+
+export const STATES = [
+  "pending",
+  "running",
+  "retry_wait",
+  "queued",
+  "submitted",
+  "completed",
+  "failed",
+  "needs_review",
+] as const
+
+export type State = (typeof STATES)[number]
+
+/** Every legal edge, and why it exists. Anything else is a bug. */
+const EDGES: Record<State, readonly State[]> = {
+  // claim for a direct call, or for a provider batch
+  pending: ["running", "queued"],
+  // ok; retryable error; permanent error or attempts used up; schema failure after max attempts;
+  // lease expired, interrupted, or the run paused before the call could finish
+  running: ["completed", "retry_wait", "failed", "needs_review", "pending"],
+  // backoff elapsed and claimed again; `spool retry` or a pause folding waits back
+  retry_wait: ["running", "pending"],
+  // batch created at the provider; batch never reached it
+  queued: ["submitted", "pending"],
+  // line ok; line without a result; line errored (retryable / permanent / invalid output)
+  submitted: ["completed", "pending", "retry_wait", "failed", "needs_review"],
+  // terminal until `spool retry`
+  completed: [],
+  failed: ["pending"],
+  needs_review: ["pending"],
+}
+
+export const TERMINAL: readonly State[] = ["completed", "failed", "needs_review"]
+export const IN_FLIGHT: readonly State[] = ["running", "queued"]
+
+export function allowed(from: State, to: State): boolean {
+  return EDGES[from].includes(to)
+}
+
+/** Throws unless `from → to` is an edge of the state machine. */
+export function check(from: State, to: State): void {
+  if (!allowed(from, to)) throw new TransitionError(`illegal item transition ${from} → ${to}`)
+}
+
+/** The states an item may be in for a move to `to`; the store uses it to guard its updates. */
+export function sources(to: State): State[] {
+  return STATES.filter((from) => EDGES[from].includes(to))
+}
+
+export function isState(value: string): value is State {
+  return (STATES as readonly string[]).includes(value)
+}
+
+export const RUN_STATES = [
+  "running",
+  "paused",
+  "cancelling",
+  "completed",
+  "completed_with_failures",
+  "cancelled",
+] as const
+export type RunState = (typeof RUN_STATES)[number]

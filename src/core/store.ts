@@ -1,0 +1,710 @@
+/** The ledger: the only module that writes SQL. Every state change is one synchronous transaction. */
+import { Database, type SQLQueryBindings, type Statement } from "bun:sqlite"
+import { chmodSync, existsSync, mkdirSync } from "node:fs"
+import { join } from "node:path"
+import { StoreError, UsageError, type ErrorClass } from "./errors.ts"
+import * as states from "./states.ts"
+import type { RunState, State } from "./states.ts"
+import type { Checkpoint, SourceBatch } from "../plugins/define.ts"
+
+/** Migrations, in order; `PRAGMA user_version` is the number applied. Never edit one that has shipped. */
+const MIGRATIONS = [
+  `
+  CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    job TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    resume TEXT NOT NULL,
+    reason TEXT,
+    ingested INTEGER NOT NULL DEFAULT 0,
+    ingest_owner TEXT,
+    ingest_expires INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    finished_at INTEGER
+  );
+  CREATE INDEX runs_name ON runs (name, id);
+
+  CREATE TABLE inputs (
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    idx INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    format TEXT NOT NULL,
+    checkpoint TEXT,
+    rows INTEGER NOT NULL DEFAULT 0,
+    problems INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, idx)
+  );
+
+  CREATE TABLE items (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    input INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    source_id TEXT,
+    data TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER,
+    lease_owner TEXT,
+    lease_expires INTEGER,
+    output TEXT,
+    error_class TEXT,
+    error TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (run_id, input, key)
+  );
+  CREATE INDEX items_state ON items (run_id, state, id);
+
+  CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id),
+    run_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    outcome TEXT,
+    error_class TEXT,
+    error TEXT,
+    http_status INTEGER,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    latency_ms INTEGER
+  );
+  CREATE INDEX attempts_item ON attempts (item_id, n);
+  CREATE INDEX attempts_run_ended ON attempts (run_id, ended_at);
+
+  CREATE TABLE problems (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    input INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    excerpt TEXT NOT NULL
+  );
+  CREATE INDEX problems_run ON problems (run_id, id);
+  `,
+]
+
+export interface Run {
+  id: number
+  name: string
+  state: RunState
+  job: string
+  fingerprint: string
+  resume: string
+  reason: string | null
+  ingested: number
+  created_at: number
+  updated_at: number
+  finished_at: number | null
+}
+
+export interface Input {
+  run_id: number
+  idx: number
+  path: string
+  format: string
+  checkpoint: string | null
+  rows: number
+  problems: number
+  duplicates: number
+  done: number
+}
+
+/** An item as the runner needs it to make a request. */
+export interface Claimed {
+  id: number
+  key: string
+  data: string
+  attempts: number
+  attempt: number
+}
+
+export interface Item {
+  id: number
+  run_id: number
+  input: number
+  key: string
+  row: number
+  source_id: string | null
+  data: string
+  state: State
+  attempts: number
+  next_at: number | null
+  output: string | null
+  error_class: string | null
+  error: string | null
+  input_tokens: number
+  output_tokens: number
+  path: string
+}
+
+/** How one attempt ended, as the runner hands it to the store. */
+export interface Outcome {
+  item: number
+  attempt: number
+  to: Extract<State, "completed" | "retry_wait" | "failed" | "pending">
+  /** ok, retry, failed, interrupted, paused */
+  label: string
+  output?: string
+  errorClass?: ErrorClass
+  error?: string
+  status?: number
+  nextAt?: number
+  inputTokens?: number
+  outputTokens?: number
+  latencyMs: number
+  endedAt: number
+}
+
+export interface Summary {
+  counts: Record<State, number>
+  total: number
+  attempts: number
+  inputTokens: number
+  outputTokens: number
+  errors: { class: string; count: number; example: string; key: string }[]
+  problems: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
+  firstStarted: number | null
+  lastEnded: number | null
+  recentCompleted: number
+  recentWindowMs: number
+}
+
+const ZERO_COUNTS = (): Record<State, number> =>
+  Object.fromEntries(states.STATES.map((s) => [s, 0])) as Record<State, number>
+
+export const DB_FILE = "spool.db"
+
+/** Opens (creating if needed) the store under `home`, with the durability pragmas of DESIGN §4 rule 6. */
+export function open(home: string, options: { synchronous?: "FULL" | "NORMAL" } = {}): Store {
+  try {
+    mkdirSync(home, { recursive: true, mode: 0o700 })
+    chmodSync(home, 0o700)
+  } catch (cause) {
+    throw new StoreError(`cannot create the store directory ${home}`, "Check the path and its permissions.", {
+      cause,
+    })
+  }
+  const path = join(home, DB_FILE)
+  const fresh = !existsSync(path)
+  let db: Database
+  try {
+    db = new Database(path, { create: true, strict: true })
+  } catch (cause) {
+    throw new StoreError(`cannot open the store ${path}: ${String(cause)}`, "Check the file's permissions.", {
+      cause,
+    })
+  }
+  if (fresh) chmodSync(path, 0o600)
+  db.run("PRAGMA busy_timeout = 10000")
+  db.run("PRAGMA journal_mode = WAL")
+  db.run(`PRAGMA synchronous = ${options.synchronous ?? "FULL"}`)
+  db.run("PRAGMA foreign_keys = ON")
+  migrate(db, path)
+  return new Store(db, path)
+}
+
+function migrate(db: Database, path: string): void {
+  const row = db.query<{ user_version: number }, []>("PRAGMA user_version").get()
+  const version = row?.user_version ?? 0
+  if (version > MIGRATIONS.length) {
+    throw new StoreError(
+      `the store ${path} was written by a newer spool (schema ${version}, this one knows ${MIGRATIONS.length})`,
+      "Upgrade spool, or point --home at another directory.",
+    )
+  }
+  if (version === MIGRATIONS.length) return
+  db.transaction(() => {
+    for (let i = version; i < MIGRATIONS.length; i++) db.run(MIGRATIONS[i] as string)
+    db.run(`PRAGMA user_version = ${MIGRATIONS.length}`)
+  }).immediate()
+}
+
+export class Store {
+  readonly db: Database
+  readonly path: string
+  private readonly q: ReturnType<typeof prepare>
+
+  constructor(db: Database, path: string) {
+    this.db = db
+    this.path = path
+    this.q = prepare(db)
+  }
+
+  close(): void {
+    this.db.close()
+  }
+
+  // ---- runs
+
+  latestRun(name: string): Run | null {
+    return this.q.latestRun.get(name)
+  }
+
+  run(id: number): Run | null {
+    return this.q.runById.get(id)
+  }
+
+  /** A run by name (its latest) or by numeric id. */
+  findRun(ref: string): Run | null {
+    return this.latestRun(ref) ?? (/^\d+$/.test(ref) ? this.run(Number(ref)) : null)
+  }
+
+  runs(): Run[] {
+    return this.q.runs.all()
+  }
+
+  createRun(
+    name: string,
+    job: string,
+    fingerprint: string,
+    resume: string,
+    inputs: { path: string; format: string }[],
+  ): Run {
+    const now = Date.now()
+    return this.db
+      .transaction(() => {
+        const run = this.q.insertRun.get(name, job, fingerprint, resume, now, now)
+        if (!run) throw new StoreError("the run could not be created")
+        inputs.forEach((input, idx) => this.q.insertInput.run(run.id, idx, input.path, input.format))
+        return run
+      })
+      .immediate()
+  }
+
+  setRunState(id: number, state: RunState, reason: string | null = null): void {
+    const finished = state === "completed" || state === "completed_with_failures" || state === "cancelled"
+    this.q.setRunState.run(state, reason, Date.now(), finished ? Date.now() : null, id)
+  }
+
+  setResume(id: number, resume: string): void {
+    this.q.setResume.run(resume, id)
+  }
+
+  inputs(run: number): Input[] {
+    return this.q.inputs.all(run)
+  }
+
+  // ---- ingestion
+
+  /**
+   * Takes (or renews) the right to ingest a run's inputs, so that two workers never read the same file into
+   * the ledger at once. Succeeds when nobody holds it, the holder is us, or the holder's lease has lapsed.
+   */
+  leaseIngest(run: number, owner: string, ms: number, dead: (owner: string) => boolean): boolean {
+    return this.db
+      .transaction(() => {
+        const row = this.q.ingestLease.get(run)
+        if (!row) return false
+        const now = Date.now()
+        const free =
+          row.ingest_owner === null ||
+          row.ingest_owner === owner ||
+          (row.ingest_expires ?? 0) < now ||
+          dead(row.ingest_owner)
+        if (!free) return false
+        this.q.setIngestLease.run(owner, now + ms, run)
+        return true
+      })
+      .immediate()
+  }
+
+  /** Stores one source batch: its rows as pending items, its problems, and its checkpoint, atomically. */
+  ingest(run: number, input: Input, batch: SourceBatch, last: boolean): { added: number; duplicates: number } {
+    const now = Date.now()
+    return this.db
+      .transaction(() => {
+        let added = 0
+        let duplicates = 0
+        for (const row of batch.rows) {
+          const result = this.q.insertItem.run(
+            run,
+            input.idx,
+            row.key,
+            row.line,
+            row.id ?? null,
+            JSON.stringify(row.data),
+            now,
+          )
+          if (result.changes > 0) {
+            added++
+            continue
+          }
+          // the same row read again (--reingest, or a resumed batch) is not a duplicate
+          if (this.q.itemRow.get(run, input.idx, row.key)?.row === row.line) continue
+          duplicates++
+          this.q.insertProblem.run(
+            run,
+            input.idx,
+            input.path,
+            row.line,
+            `duplicate id "${row.key}" (the first row with this id is kept)`,
+            JSON.stringify(row.data).slice(0, 200),
+          )
+        }
+        for (const p of batch.problems) {
+          this.q.insertProblem.run(run, input.idx, input.path, p.line, p.reason, p.excerpt)
+        }
+        this.q.advanceInput.run(
+          JSON.stringify(batch.checkpoint),
+          added,
+          batch.problems.length + duplicates,
+          duplicates,
+          last ? 1 : 0,
+          run,
+          input.idx,
+        )
+        return { added, duplicates }
+      })
+      .immediate()
+  }
+
+  markIngested(run: number): void {
+    this.q.markIngested.run(run)
+  }
+
+  /** Forgets a run's ingestion so `--reingest` can read its inputs again; items already done are kept. */
+  resetIngest(run: number): void {
+    this.db
+      .transaction(() => {
+        this.q.resetInputs.run(run)
+        this.q.clearProblems.run(run)
+        this.q.unmarkIngested.run(run)
+      })
+      .immediate()
+  }
+
+  static checkpoint(input: Input): Checkpoint | undefined {
+    return input.checkpoint ? (JSON.parse(input.checkpoint) as Checkpoint) : undefined
+  }
+
+  // ---- claims and outcomes
+
+  /**
+   * Puts back to `pending` every `running` item whose lease has lapsed or whose owner is known dead. The
+   * attempt stays counted and is closed as `lost`. Returns how many came back.
+   */
+  recover(run: number, dead: (owner: string) => boolean): number {
+    const now = Date.now()
+    return this.db
+      .transaction(() => {
+        let n = 0
+        for (const item of this.q.leased.all(run)) {
+          if ((item.lease_expires ?? 0) >= now && !dead(item.lease_owner ?? "")) continue
+          states.check("running", "pending")
+          this.q.release.run(now, item.id)
+          this.q.loseAttempt.run(now, item.id)
+          n++
+        }
+        return n
+      })
+      .immediate()
+  }
+
+  /**
+   * Records finished attempts and claims up to `limit` more, in one transaction: write-before-call (rule 1)
+   * and commit-before-count (rule 2) share each fsync. Due retries come first, then pending items in
+   * ledger order. Outcomes for items whose lease was lost to another worker are recorded on the attempt only.
+   */
+  step(run: number, owner: string, outcomes: Outcome[], limit: number, leaseMs: number): Claimed[] {
+    return this.db
+      .transaction(() => {
+        for (const o of outcomes) this.record(o, owner)
+        if (limit <= 0) return []
+        const now = Date.now()
+        const picked = this.q.dueRetries.all(run, now, limit)
+        if (picked.length < limit) picked.push(...this.q.pendingItems.all(run, limit - picked.length))
+        const claimed: Claimed[] = []
+        for (const item of picked) {
+          states.check(item.state, "running")
+          const attempt = item.attempts + 1
+          this.q.claim.run(owner, now + leaseMs, now, item.id, item.state)
+          const a = this.q.insertAttempt.get(item.id, run, attempt, owner, now)
+          claimed.push({ id: item.id, key: item.key, data: item.data, attempts: attempt, attempt: a?.id ?? 0 })
+        }
+        return claimed
+      })
+      .immediate()
+  }
+
+  private record(o: Outcome, owner: string): void {
+    states.check("running", o.to)
+    const input = o.inputTokens ?? null
+    const output = o.outputTokens ?? null
+    this.q.endAttempt.run(
+      o.endedAt,
+      o.label,
+      o.errorClass ?? null,
+      o.error ?? null,
+      o.status ?? null,
+      input,
+      output,
+      o.latencyMs,
+      o.attempt,
+    )
+    this.q.finish.run(
+      o.to,
+      o.output ?? null,
+      o.errorClass ?? null,
+      o.error ?? null,
+      o.nextAt ?? null,
+      input ?? 0,
+      output ?? 0,
+      o.endedAt,
+      o.item,
+      owner,
+    )
+  }
+
+  /** Extends the leases of every item this owner holds. */
+  renew(run: number, owner: string, leaseMs: number): void {
+    this.q.renew.run(Date.now() + leaseMs, run, owner)
+  }
+
+  /** When the earliest waiting retry falls due, or null when none waits. */
+  nextRetryAt(run: number): number | null {
+    return this.q.nextRetry.get(run)?.at ?? null
+  }
+
+  /** Moves every failed (or needs_review) item back to pending; attempts are kept. */
+  retry(run: number, from: Extract<State, "failed" | "needs_review">): number {
+    states.check(from, "pending")
+    return this.db
+      .transaction(() => {
+        const n = this.q.retryItems.run(Date.now(), run, from).changes
+        if (n > 0) this.q.setRunState.run("running", null, Date.now(), null, run)
+        return n
+      })
+      .immediate()
+  }
+
+  // ---- reading
+
+  counts(run: number): Record<State, number> {
+    const counts = ZERO_COUNTS()
+    for (const row of this.q.counts.all(run)) {
+      if (states.isState(row.state)) counts[row.state] = row.n
+    }
+    return counts
+  }
+
+  summary(run: number, now = Date.now(), windowMs = 60_000): Summary {
+    const counts = this.counts(run)
+    const totals = this.q.totals.get(run)
+    const problems = this.q.problemTotals.get(run)
+    return {
+      counts,
+      total: Object.values(counts).reduce((a, b) => a + b, 0),
+      attempts: totals?.attempts ?? 0,
+      inputTokens: totals?.input_tokens ?? 0,
+      outputTokens: totals?.output_tokens ?? 0,
+      errors: this.q.errorClasses.all(run).map((e) => ({
+        class: e.error_class,
+        count: e.n,
+        example: e.error ?? "",
+        key: e.key,
+      })),
+      problems: {
+        count: problems?.n ?? 0,
+        duplicates: problems?.duplicates ?? 0,
+        sample: this.q.problemSample.all(run),
+      },
+      firstStarted: totals?.first_started ?? null,
+      lastEnded: totals?.last_ended ?? null,
+      recentCompleted: this.q.recentCompleted.get(run, now - windowMs)?.n ?? 0,
+      recentWindowMs: windowMs,
+    }
+  }
+
+  /** Streams a run's items in ledger order, optionally of one state. */
+  *items(run: number, state?: State): Generator<Item> {
+    const rows = state ? this.q.itemsOfState.iterate(run, state) : this.q.allItems.iterate(run)
+    for (const row of rows) yield row
+  }
+
+  attemptsOf(item: number): { n: number; outcome: string | null; error_class: string | null; error: string | null }[] {
+    return this.q.attemptsOf.all(item)
+  }
+
+  problems(run: number, limit = 1000): { file: string; line: number; reason: string; excerpt: string }[] {
+    return this.q.problems.all(run, limit)
+  }
+
+  integrity(): string {
+    return this.db.query<{ integrity_check: string }, []>("PRAGMA integrity_check").get()?.integrity_check ?? ""
+  }
+}
+
+function prepare(db: Database) {
+  const q = <R, P extends SQLQueryBindings[] = SQLQueryBindings[]>(sql: string): Statement<R, P> =>
+    db.prepare<R, P>(sql) as unknown as Statement<R, P>
+  type Id = { id: number }
+  return {
+    latestRun: q<Run, [string]>("SELECT * FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1"),
+    runById: q<Run, [number]>("SELECT * FROM runs WHERE id = ?"),
+    runs: q<Run, []>("SELECT * FROM runs ORDER BY id"),
+    insertRun: q<Run, [string, string, string, string, number, number]>(
+      `INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at)
+       VALUES (?, 'running', ?, ?, ?, ?, ?) RETURNING *`,
+    ),
+    insertInput: q<void, [number, number, string, string]>(
+      "INSERT INTO inputs (run_id, idx, path, format) VALUES (?, ?, ?, ?)",
+    ),
+    setRunState: q<void, [RunState, string | null, number, number | null, number]>(
+      "UPDATE runs SET state = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+    ),
+    setResume: q<void, [string, number]>("UPDATE runs SET resume = ? WHERE id = ?"),
+    inputs: q<Input, [number]>("SELECT * FROM inputs WHERE run_id = ? ORDER BY idx"),
+    ingestLease: q<{ ingest_owner: string | null; ingest_expires: number | null }, [number]>(
+      "SELECT ingest_owner, ingest_expires FROM runs WHERE id = ?",
+    ),
+    setIngestLease: q<void, [string, number, number]>(
+      "UPDATE runs SET ingest_owner = ?, ingest_expires = ? WHERE id = ?",
+    ),
+    insertItem: q<void, [number, number, string, number, string | null, string, number]>(
+      `INSERT OR IGNORE INTO items (run_id, input, key, row, source_id, data, state, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)`,
+    ),
+    insertProblem: q<void, [number, number, string, number, string, string]>(
+      "INSERT INTO problems (run_id, input, file, line, reason, excerpt) VALUES (?, ?, ?, ?, ?, ?)",
+    ),
+    advanceInput: q<void, [string, number, number, number, number, number, number]>(
+      `UPDATE inputs SET checkpoint = ?, rows = rows + ?, problems = problems + ?, duplicates = duplicates + ?,
+       done = ? WHERE run_id = ? AND idx = ?`,
+    ),
+    markIngested: q<void, [number]>(
+      "UPDATE runs SET ingested = 1, ingest_owner = NULL, ingest_expires = NULL WHERE id = ?",
+    ),
+    unmarkIngested: q<void, [number]>("UPDATE runs SET ingested = 0 WHERE id = ?"),
+    resetInputs: q<void, [number]>(
+      "UPDATE inputs SET checkpoint = NULL, done = 0, problems = 0, duplicates = 0 WHERE run_id = ?",
+    ),
+    clearProblems: q<void, [number]>("DELETE FROM problems WHERE run_id = ?"),
+    itemRow: q<{ row: number }, [number, number, string]>(
+      "SELECT row FROM items WHERE run_id = ? AND input = ? AND key = ?",
+    ),
+    leased: q<{ id: number; lease_owner: string | null; lease_expires: number | null }, [number]>(
+      "SELECT id, lease_owner, lease_expires FROM items WHERE run_id = ? AND state = 'running'",
+    ),
+    release: q<void, [number, number]>(
+      `UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires = NULL, updated_at = ?
+       WHERE id = ? AND state = 'running'`,
+    ),
+    loseAttempt: q<void, [number, number]>(
+      "UPDATE attempts SET ended_at = ?, outcome = 'lost' WHERE item_id = ? AND ended_at IS NULL",
+    ),
+    dueRetries: q<Claimable, [number, number, number]>(
+      `SELECT id, key, data, attempts, state FROM items
+       WHERE run_id = ? AND state = 'retry_wait' AND next_at <= ? ORDER BY id LIMIT ?`,
+    ),
+    pendingItems: q<Claimable, [number, number]>(
+      "SELECT id, key, data, attempts, state FROM items WHERE run_id = ? AND state = 'pending' ORDER BY id LIMIT ?",
+    ),
+    claim: q<void, [string, number, number, number, State]>(
+      `UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = ?,
+       lease_expires = ?, updated_at = ? WHERE id = ? AND state = ?`,
+    ),
+    insertAttempt: q<Id, [number, number, number, string, number]>(
+      "INSERT INTO attempts (item_id, run_id, n, owner, started_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+    ),
+    endAttempt: q<
+      void,
+      [number, string, string | null, string | null, number | null, number | null, number | null, number, number]
+    >(
+      `UPDATE attempts SET ended_at = ?, outcome = ?, error_class = ?, error = ?, http_status = ?,
+       input_tokens = ?, output_tokens = ?, latency_ms = ? WHERE id = ?`,
+    ),
+    finish: q<
+      void,
+      [State, string | null, string | null, string | null, number | null, number, number, number, number, string]
+    >(
+      `UPDATE items SET state = ?, output = ?, error_class = ?, error = ?, next_at = ?,
+       input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, lease_owner = NULL,
+       lease_expires = NULL, updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?`,
+    ),
+    renew: q<void, [number, number, string]>(
+      "UPDATE items SET lease_expires = ? WHERE run_id = ? AND lease_owner = ? AND state = 'running'",
+    ),
+    nextRetry: q<{ at: number | null }, [number]>(
+      "SELECT min(next_at) AS at FROM items WHERE run_id = ? AND state = 'retry_wait'",
+    ),
+    retryItems: q<void, [number, number, State]>(
+      `UPDATE items SET state = 'pending', error = NULL, error_class = NULL, next_at = NULL, updated_at = ?
+       WHERE run_id = ? AND state = ?`,
+    ),
+    counts: q<{ state: string; n: number }, [number]>(
+      "SELECT state, count(*) AS n FROM items WHERE run_id = ? GROUP BY state",
+    ),
+    totals: q<
+      {
+        attempts: number
+        input_tokens: number | null
+        output_tokens: number | null
+        first_started: number | null
+        last_ended: number | null
+      },
+      [number]
+    >(
+      `SELECT count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       min(started_at) AS first_started, max(ended_at) AS last_ended FROM attempts WHERE run_id = ?`,
+    ),
+    recentCompleted: q<{ n: number }, [number, number]>(
+      "SELECT count(*) AS n FROM attempts WHERE run_id = ? AND ended_at >= ? AND outcome = 'ok'",
+    ),
+    errorClasses: q<{ error_class: string; n: number; error: string | null; key: string }, [number]>(
+      `SELECT i.error_class, count(*) AS n, max(i.error) AS error, min(i.key) AS key FROM items i
+       WHERE i.run_id = ? AND i.error_class IS NOT NULL GROUP BY i.error_class ORDER BY n DESC`,
+    ),
+    problemTotals: q<{ n: number; duplicates: number }, [number]>(
+      "SELECT coalesce(sum(problems), 0) AS n, coalesce(sum(duplicates), 0) AS duplicates FROM inputs WHERE run_id = ?",
+    ),
+    problemSample: q<{ file: string; line: number; reason: string }, [number]>(
+      "SELECT file, line, reason FROM problems WHERE run_id = ? ORDER BY id LIMIT 5",
+    ),
+    problems: q<{ file: string; line: number; reason: string; excerpt: string }, [number, number]>(
+      "SELECT file, line, reason, excerpt FROM problems WHERE run_id = ? ORDER BY id LIMIT ?",
+    ),
+    allItems: q<Item, [number]>(
+      `SELECT items.*, inputs.path FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
+       WHERE items.run_id = ? ORDER BY items.id`,
+    ),
+    itemsOfState: q<Item, [number, State]>(
+      `SELECT items.*, inputs.path FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
+       WHERE items.run_id = ? AND items.state = ? ORDER BY items.id`,
+    ),
+    attemptsOf: q<
+      { n: number; outcome: string | null; error_class: string | null; error: string | null },
+      [number]
+    >("SELECT n, outcome, error_class, error FROM attempts WHERE item_id = ? ORDER BY n"),
+  }
+}
+
+type Claimable = { id: number; key: string; data: string; attempts: number; state: State }
+
+/** Refuses a ref that names no run, with the list of what exists. */
+export function mustFindRun(store: Store, ref: string | undefined): Run {
+  const runs = store.runs()
+  if (!ref) {
+    const last = runs.at(-1)
+    if (!last) throw new UsageError("there are no runs yet", "Start one with `spool run job.toml`.")
+    return last
+  }
+  const run = store.findRun(ref)
+  if (run) return run
+  const names = [...new Set(runs.map((r) => r.name))]
+  throw new UsageError(
+    `no run named "${ref}"`,
+    names.length ? `Known runs: ${names.join(", ")}.` : "Start one with `spool run job.toml`.",
+  )
+}

@@ -1,0 +1,60 @@
+/** `{{field}}` prompt templates, parsed once and rendered per row. */
+
+type Part = string | { field: string; path: string[] }
+
+export interface Template {
+  source: string
+  parts: Part[]
+  /** Every distinct placeholder, in order of first use. */
+  fields: string[]
+}
+
+const PLACEHOLDER = /\{\{\s*([^{}\s]+)\s*\}\}/g
+
+export function parse(source: string): Template {
+  const parts: Part[] = []
+  const fields: string[] = []
+  let last = 0
+  for (const m of source.matchAll(PLACEHOLDER)) {
+    const field = m[1] as string
+    if (m.index > last) parts.push(source.slice(last, m.index))
+    parts.push({ field, path: field.split(".") })
+    if (!fields.includes(field)) fields.push(field)
+    last = m.index + m[0].length
+  }
+  if (last < source.length) parts.push(source.slice(last))
+  return { source, parts, fields }
+}
+
+function lookup(row: Record<string, unknown>, path: string[]): unknown {
+  let value: unknown = row
+  for (const key of path) {
+    if (value === null || typeof value !== "object" || !Object.hasOwn(value, key)) return undefined
+    value = (value as Record<string, unknown>)[key]
+  }
+  return value
+}
+
+/** Whether the row has every field the template names. */
+export function missing(template: Template, row: Record<string, unknown>): string[] {
+  return template.fields.filter((f) => lookup(row, f.split(".")) === undefined)
+}
+
+/** Renders the template for a row; returns the missing fields instead when any is absent. */
+export function render(template: Template, row: Record<string, unknown>): string | { missing: string[] } {
+  let out = ""
+  let absent: string[] | undefined
+  for (const part of template.parts) {
+    if (typeof part === "string") {
+      out += part
+      continue
+    }
+    const value = lookup(row, part.path)
+    if (value === undefined) {
+      ;(absent ??= []).push(part.field)
+      continue
+    }
+    out += typeof value === "string" ? value : JSON.stringify(value)
+  }
+  return absent ? { missing: absent } : out
+}

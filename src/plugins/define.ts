@@ -1,0 +1,128 @@
+/**
+ * The public plugin API, importable as `spool/plugin`. Built-in sources and providers use exactly this.
+ *
+ * @example
+ * import { defineSource } from "spool/plugin"
+ * import * as v from "valibot"
+ * export default defineSource({
+ *   name: "lines",
+ *   extensions: [".txt"],
+ *   options: v.object({}),
+ *   async *read(file, options, checkpoint) { ... },
+ * })
+ */
+import type * as v from "valibot"
+
+/** Any valibot object schema; its output type is the options type a plugin receives. */
+export type OptionsSchema = v.GenericSchema<Record<string, unknown>, Record<string, unknown>>
+
+/** Opaque, JSON-serialisable resume position of a source. Committed in the same transaction as the items. */
+export type Checkpoint = { readonly [key: string]: string | number | boolean | null }
+
+/** One input row. */
+export interface SourceRow {
+  /** Stable key of the row within its file: the id field's value, or the row number. */
+  key: string
+  /** 1-based line (or row) number in the file, for lineage and error messages. */
+  line: number
+  /** The original id value, when the source has an id field. */
+  id?: string
+  /** The row's fields, as the prompt template sees them. */
+  data: Record<string, unknown>
+}
+
+/** A row that could not be read. It is skipped, counted and reported; it never stops a run. */
+export interface SourceProblem {
+  line: number
+  reason: string
+  /** The first 200 bytes of the offending row. */
+  excerpt: string
+}
+
+/** A group of rows and problems, and the checkpoint that is true once they are stored. */
+export interface SourceBatch {
+  rows: SourceRow[]
+  problems: SourceProblem[]
+  checkpoint: Checkpoint
+}
+
+/** Options every source receives from the job's `[source]` table, besides its own. */
+export interface SourceCommon {
+  /** Field holding a stable id; default: the row number. */
+  id?: string | undefined
+}
+
+export interface Source<S extends OptionsSchema = OptionsSchema> {
+  name: string
+  /** File name endings this source reads, with the dot (".jsonl"). */
+  extensions: string[]
+  options: S
+  /**
+   * Streams the file from `checkpoint` (or the start), in a deterministic order, holding only a bounded
+   * part of it in memory. A source must refuse (SourceChangedError) a file whose part before the checkpoint
+   * changed.
+   */
+  read(
+    file: string,
+    options: v.InferOutput<S> & SourceCommon,
+    checkpoint: Checkpoint | undefined,
+    signal?: AbortSignal,
+  ): AsyncIterable<SourceBatch>
+}
+
+/** The neutral request every provider maps to its wire format. */
+export interface Request {
+  system?: string | undefined
+  prompt: string
+  max_tokens?: number | undefined
+  temperature?: number | undefined
+  /** Passed through to the provider's request body as they are. */
+  params?: Record<string, unknown> | undefined
+}
+
+export interface Usage {
+  input_tokens: number
+  output_tokens: number
+}
+
+/** A successful answer. Failures are thrown as `ProviderError`. */
+export interface Reply {
+  text: string
+  usage: Usage
+}
+
+/** What a provider is given to make its client. */
+export interface ProviderContext {
+  model: string
+  /** From the job's `base_url`, or the provider's base URL variable; undefined for the provider's default. */
+  baseUrl: string | undefined
+  /** Read from the environment; never stored. Undefined when the provider needs no key. */
+  apiKey: string | undefined
+  /** Per-request timeout. */
+  timeoutMs: number
+}
+
+export interface ProviderClient {
+  /** One request. Throws `ProviderError` (from `spool/errors`) with `retryable` set; never retries itself. */
+  call(request: Request, signal: AbortSignal): Promise<Reply>
+}
+
+export interface Provider<S extends OptionsSchema = OptionsSchema> {
+  name: string
+  options: S
+  /** The environment variable that holds the key by default; undefined when none is needed. */
+  keyEnv: string | undefined
+  /** The environment variable that may hold a base URL. */
+  baseUrlEnv?: string
+  create(options: v.InferOutput<S>, context: ProviderContext): ProviderClient
+}
+
+/** Identity function that infers the options type from the valibot schema. */
+export function defineSource<const S extends OptionsSchema>(source: Source<S>): Source<S> {
+  return source
+}
+
+/** Identity function that infers the options type from the valibot schema. */
+export function defineProvider<const S extends OptionsSchema>(provider: Provider<S>): Provider<S> {
+  return provider
+}

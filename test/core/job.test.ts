@@ -1,0 +1,125 @@
+import { describe, expect, test } from "bun:test"
+import { writeFileSync } from "node:fs"
+import { JobError } from "../../src/core/errors.ts"
+import * as jobs from "../../src/core/job.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+const GOOD = `
+name = "labels"
+[source]
+path = "in.jsonl"
+id = "ticket_id"
+[provider]
+name = "openai"
+model = "gpt-4.1-mini"
+[request]
+prompt = "Label: {{text}}"
+`
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn()
+  } catch (err) {
+    expect(err).toBeInstanceOf(JobError)
+    expect((err as JobError).exit).toBe(2)
+    return (err as JobError).problems
+  }
+  throw new Error("expected a JobError")
+}
+
+describe("loading a job", () => {
+  test("reads the file, resolves the input next to it, and fills the defaults", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("job.toml"), GOOD)
+    const { job, file } = jobs.load("job.toml", {}, tmp.path)
+    expect(file).toBe(tmp.join("job.toml"))
+    expect(job.source).toEqual({ path: tmp.join("in.jsonl"), id: "ticket_id" })
+    expect(job.limits).toEqual({ concurrency: 32, max_attempts: 5, timeout_s: 120, grace_s: 10 })
+  })
+
+  test("flags override the file, and the input flag is relative to the working directory", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("job.toml"), GOOD)
+    const { job } = jobs.load(
+      "job.toml",
+      { input: "other.jsonl", model: "m2", prompt: "P {{x}}", concurrency: "4", maxTokens: "9", temperature: "0.5" },
+      tmp.path,
+    )
+    expect(job.source.path).toBe(tmp.join("other.jsonl"))
+    expect(job.provider.model).toBe("m2")
+    expect(job.request).toEqual({ prompt: "P {{x}}", max_tokens: 9, temperature: 0.5 })
+    expect(job.limits.concurrency).toBe(4)
+  })
+
+  test("works from flags alone, naming the run after the input", async () => {
+    await using tmp = await tmpdir()
+    const { job } = jobs.load(undefined, { input: "tickets.jsonl", prompt: "x", provider: "mock" }, tmp.path)
+    expect(job.name).toBe("tickets")
+    expect(job.provider.name).toBe("mock")
+  })
+
+  test("an unknown key is an error naming its path", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("job.toml"), GOOD.replace('prompt = "', 'promt = "x"\nprompt = "'))
+    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
+      "request.promt: unknown key (check its spelling)",
+    ])
+  })
+
+  test("every problem is listed with its key path at once", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "x y"\n[source]\nid = 3\n[provider]\nname = "openai"\nmode = "batch"\n[request]\nmax_tokens = 0\n[limits]\nconcurrency = "many"\n`,
+    )
+    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
+      "name: must be letters, digits, dot, dash or underscore",
+      "source.path: missing (required)",
+      "source.id: expected a string (the field that holds each row's stable id)",
+      'provider.mode: mode must be "realtime" (batch mode is not available yet)',
+      "request.prompt: missing (required)",
+      "request.max_tokens: must be at least 1",
+      "limits.concurrency: expected a number",
+    ])
+  })
+
+  test("a TOML syntax error names the file", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("job.toml"), 'name = "x\n')
+    expect(() => jobs.load("job.toml", {}, tmp.path)).toThrow(`${tmp.join("job.toml")} is not valid TOML`)
+  })
+
+  test("a missing job file is a clear error", async () => {
+    await using tmp = await tmpdir()
+    expect(() => jobs.load("nope.toml", {}, tmp.path)).toThrow(`cannot read the job file ${tmp.join("nope.toml")}`)
+  })
+
+  test("a non-numeric numeric flag is refused", async () => {
+    await using tmp = await tmpdir()
+    expect(() => jobs.load(undefined, { input: "a.jsonl", prompt: "x", concurrency: "lots" }, tmp.path)).toThrow(
+      '--concurrency must be a number, not "lots"',
+    )
+  })
+
+  test("the fingerprint follows what shapes requests, not the limits", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("job.toml"), GOOD)
+    const a = jobs.load("job.toml", {}, tmp.path).job
+    const b = jobs.load("job.toml", { concurrency: "2" }, tmp.path).job
+    const c = jobs.load("job.toml", { prompt: "Other {{text}}" }, tmp.path).job
+    expect(jobs.fingerprint(a)).toBe(jobs.fingerprint(b))
+    expect(jobs.fingerprint(a)).not.toBe(jobs.fingerprint(c))
+    expect(jobs.changedKeys(a, c)).toEqual(["request.prompt"])
+  })
+
+  test(".env is loaded without overriding the real environment", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join(".env"), `SPOOL_T_A=from-file\nexport SPOOL_T_B="quoted # not a comment"\nSPOOL_T_C=x # comment\n# SPOOL_T_D=no\n`)
+    process.env.SPOOL_T_A = "from-env"
+    jobs.loadDotenv(tmp.path)
+    expect(process.env.SPOOL_T_A).toBe("from-env")
+    expect(process.env.SPOOL_T_B).toBe("quoted # not a comment")
+    expect(process.env.SPOOL_T_C).toBe("x")
+    expect(process.env.SPOOL_T_D).toBeUndefined()
+  })
+})
