@@ -8,6 +8,7 @@ const result = await Bun.build({
   entrypoints: ["src/cli.ts"],
   compile: { outfile, autoloadBunfig: false, autoloadDotenv: false, autoloadTsconfig: false, autoloadPackageJson: false },
   bytecode: true,
+  format: "esm",
   minify: true,
   sourcemap: "none",
   define: { SPOOL_VERSION: JSON.stringify(version) },

@@ -99,7 +99,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
     log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
   }
   const owner = ownerId()
-  const runner = new Runner({ store: db, run, job, client: provider, owner })
+  const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
+  const runner = new Runner({ store: db, run, job, client: provider, owner, policy })
   const counts = db.counts(run.id)
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
   const terminal = counts.completed + counts.failed + counts.needs_review

@@ -83,7 +83,6 @@ export type ErrorClass =
   | "quota"
   | "not_found"
   | "template"
-  | "interrupted"
 
 /** A provider call failed. Providers map their SDK's or HTTP errors to this once; the runner reads only this. */
 export class ProviderError extends SpoolError {

@@ -59,6 +59,8 @@ const LimitsSchema = strict(
     max_attempts: v.optional(int(1, 100), 5),
     timeout_s: v.optional(seconds(0.001), 120),
     grace_s: v.optional(seconds(0), 10),
+    retry_base_s: v.optional(seconds(0), 1),
+    retry_cap_s: v.optional(seconds(0), 60),
   },
   "[limits]",
 )

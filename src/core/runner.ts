@@ -216,7 +216,7 @@ export class Runner {
         outputTokens: reply.usage.output_tokens,
       }
     } catch (err) {
-      if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted", errorClass: "interrupted" }
+      if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted" }
       const e =
         err instanceof ProviderError
           ? err

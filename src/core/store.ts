@@ -81,6 +81,7 @@ const MIGRATIONS = [
   );
   CREATE INDEX attempts_item ON attempts (item_id, n);
   CREATE INDEX attempts_run_ended ON attempts (run_id, ended_at);
+  CREATE INDEX attempts_errors ON attempts (run_id, error_class) WHERE error_class IS NOT NULL;
 
   CREATE TABLE problems (
     id INTEGER PRIMARY KEY,
@@ -663,8 +664,8 @@ function prepare(db: Database) {
       "SELECT count(*) AS n FROM attempts WHERE run_id = ? AND ended_at >= ? AND outcome = 'ok'",
     ),
     errorClasses: q<{ error_class: string; n: number; error: string | null; key: string }, [number]>(
-      `SELECT i.error_class, count(*) AS n, max(i.error) AS error, min(i.key) AS key FROM items i
-       WHERE i.run_id = ? AND i.error_class IS NOT NULL GROUP BY i.error_class ORDER BY n DESC`,
+      `SELECT a.error_class, count(*) AS n, a.error, (SELECT key FROM items WHERE id = a.item_id) AS key
+       FROM attempts a WHERE a.run_id = ? AND a.error_class IS NOT NULL GROUP BY a.error_class ORDER BY n DESC`,
     ),
     problemTotals: q<{ n: number; duplicates: number }, [number]>(
       "SELECT coalesce(sum(problems), 0) AS n, coalesce(sum(duplicates), 0) AS duplicates FROM inputs WHERE run_id = ?",

@@ -34,7 +34,14 @@ describe("loading a job", () => {
     const { job, file } = jobs.load("job.toml", {}, tmp.path)
     expect(file).toBe(tmp.join("job.toml"))
     expect(job.source).toEqual({ path: tmp.join("in.jsonl"), id: "ticket_id" })
-    expect(job.limits).toEqual({ concurrency: 32, max_attempts: 5, timeout_s: 120, grace_s: 10 })
+    expect(job.limits).toEqual({
+      concurrency: 32,
+      max_attempts: 5,
+      timeout_s: 120,
+      grace_s: 10,
+      retry_base_s: 1,
+      retry_cap_s: 60,
+    })
   })
 
   test("flags override the file, and the input flag is relative to the working directory", async () => {

@@ -1,0 +1,186 @@
+import { describe, expect, test } from "bun:test"
+import { statSync } from "node:fs"
+import * as store from "../../src/core/store.ts"
+import type { Outcome } from "../../src/core/store.ts"
+import { TransitionError } from "../../src/core/errors.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+function seeded(home: string, n: number) {
+  const db = store.open(home)
+  const run = db.createRun("r", "{}", "fp", "spool run job.toml", [{ path: "/in.jsonl", format: "jsonl" }])
+  const input = db.inputs(run.id)[0]!
+  const rows = Array.from({ length: n }, (_, i) => ({ key: `k${i + 1}`, line: i + 1, data: { text: `t${i + 1}` } }))
+  db.ingest(run.id, input, { rows, problems: [], checkpoint: { offset: n } }, true)
+  db.markIngested(run.id)
+  return { db, run, input }
+}
+
+const ok = (item: number, attempt: number, output = "out"): Outcome => ({
+  item,
+  attempt,
+  to: "completed",
+  label: "ok",
+  output,
+  inputTokens: 3,
+  outputTokens: 2,
+  latencyMs: 5,
+  endedAt: Date.now(),
+})
+
+describe("the store", () => {
+  test("creates an owner-only directory and database in WAL mode with the schema version set", async () => {
+    await using tmp = await tmpdir()
+    const home = tmp.join(".spool")
+    const db = store.open(home)
+    expect(statSync(home).mode & 0o777).toBe(0o700)
+    expect(statSync(db.path).mode & 0o777).toBe(0o600)
+    expect(db.db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()?.journal_mode).toBe("wal")
+    expect(db.db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()?.synchronous).toBe(2)
+    expect(db.db.query<{ foreign_keys: number }, []>("PRAGMA foreign_keys").get()?.foreign_keys).toBe(1)
+    expect(db.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(1)
+    db.close()
+    // opening again migrates nothing and keeps the data
+    const again = store.open(home)
+    expect(again.runs()).toEqual([])
+    again.close()
+  })
+
+  test("refuses a store written by a newer schema", async () => {
+    await using tmp = await tmpdir()
+    const db = store.open(tmp.path)
+    db.db.run("PRAGMA user_version = 99")
+    db.close()
+    expect(() => store.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 1)")
+  })
+
+  test("ingests rows as pending items, records duplicates as problems, and re-reading a row is not a duplicate", async () => {
+    await using tmp = await tmpdir()
+    const { db, run, input } = seeded(tmp.path, 3)
+    const again = db.ingest(
+      run.id,
+      input,
+      {
+        rows: [
+          { key: "k1", line: 1, data: { text: "t1" } },
+          { key: "k2", line: 9, data: { text: "dup" } },
+          { key: "k4", line: 10, data: { text: "t4" } },
+        ],
+        problems: [{ line: 11, reason: "not valid JSON", excerpt: "{oops" }],
+        checkpoint: { offset: 99 },
+      },
+      true,
+    )
+    expect(again).toEqual({ added: 1, duplicates: 1 })
+    expect(db.counts(run.id).pending).toBe(4)
+    expect(db.problems(run.id)).toEqual([
+      { file: "/in.jsonl", line: 9, reason: 'duplicate id "k2" (the first row with this id is kept)', excerpt: '{"text":"dup"}' },
+      { file: "/in.jsonl", line: 11, reason: "not valid JSON", excerpt: "{oops" },
+    ])
+    expect(db.inputs(run.id)[0]).toMatchObject({ checkpoint: '{"offset":99}', rows: 4, problems: 2, duplicates: 1 })
+    db.close()
+  })
+
+  test("claims in ledger order up to the limit, counts the attempt, and records the outcome in the same step", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 5)
+    const first = db.step(run.id, "w1", [], 2, 60_000)
+    expect(first.map((c) => [c.key, c.attempts])).toEqual([["k1", 1], ["k2", 1]])
+    expect(db.counts(run.id)).toMatchObject({ pending: 3, running: 2 })
+    const second = db.step(run.id, "w1", [ok(first[0]!.id, first[0]!.attempt, "A")], 1, 60_000)
+    expect(second.map((c) => c.key)).toEqual(["k3"])
+    expect(db.counts(run.id)).toMatchObject({ pending: 2, running: 2, completed: 1 })
+    const items = [...db.items(run.id, "completed")]
+    expect(items.map((i) => [i.key, i.output, i.attempts, i.input_tokens, i.output_tokens])).toEqual([["k1", "A", 1, 3, 2]])
+    expect(db.attemptsOf(items[0]!.id)).toEqual([{ n: 1, outcome: "ok", error_class: null, error: null }])
+    db.close()
+  })
+
+  test("two connections never hold the same item", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 50)
+    const other = store.open(tmp.path)
+    const a: string[] = []
+    const b: string[] = []
+    for (let i = 0; i < 10; i++) {
+      a.push(...db.step(run.id, "A", [], 3, 60_000).map((c) => c.key))
+      b.push(...other.step(run.id, "B", [], 3, 60_000).map((c) => c.key))
+    }
+    expect(a.length + b.length).toBe(50)
+    expect(new Set([...a, ...b]).size).toBe(50)
+    other.close()
+    db.close()
+  })
+
+  test("an outcome from a worker that lost its lease does not touch the item", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 1)
+    const [c] = db.step(run.id, "old", [], 1, -1)
+    expect(db.recover(run.id, () => false)).toBe(1)
+    const [again] = db.step(run.id, "new", [], 1, 60_000)
+    db.step(run.id, "old", [ok(c!.id, c!.attempt, "stale")], 0, 60_000)
+    expect([...db.items(run.id)][0]).toMatchObject({ state: "running", output: null, attempts: 2 })
+    db.step(run.id, "new", [ok(again!.id, again!.attempt, "fresh")], 0, 60_000)
+    expect([...db.items(run.id)][0]).toMatchObject({ state: "completed", output: "fresh", attempts: 2 })
+    db.close()
+  })
+
+  test("recovery re-queues expired and dead owners' items, keeps live leases, and closes the attempt as lost", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 3)
+    db.step(run.id, "expired", [], 1, -1000)
+    db.step(run.id, "dead", [], 1, 60_000)
+    db.step(run.id, "alive", [], 1, 60_000)
+    expect(db.recover(run.id, (owner) => owner === "dead")).toBe(2)
+    expect(db.counts(run.id)).toMatchObject({ pending: 2, running: 1 })
+    const k1 = [...db.items(run.id)].find((i) => i.key === "k1")!
+    expect(k1.attempts).toBe(1)
+    expect(db.attemptsOf(k1.id)).toEqual([{ n: 1, outcome: "lost", error_class: null, error: null }])
+    db.close()
+  })
+
+  test("a due retry is claimed before pending items; a future one is not", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 3)
+    const [a, b] = db.step(run.id, "w", [], 2, 60_000)
+    const wait = (c: store.Claimed, nextAt: number): Outcome => ({
+      item: c.id,
+      attempt: c.attempt,
+      to: "retry_wait",
+      label: "retry",
+      errorClass: "rate_limit",
+      error: "HTTP 429",
+      status: 429,
+      nextAt,
+      latencyMs: 1,
+      endedAt: Date.now(),
+    })
+    db.step(run.id, "w", [wait(a!, Date.now() + 60_000), wait(b!, Date.now() - 1)], 0, 60_000)
+    expect(db.nextRetryAt(run.id)).toBeLessThan(Date.now())
+    const next = db.step(run.id, "w", [], 2, 60_000)
+    expect(next.map((c) => [c.key, c.attempts])).toEqual([["k2", 2], ["k3", 1]])
+    db.close()
+  })
+
+  test("an outcome that is not a legal transition throws and commits nothing", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 2)
+    const [c] = db.step(run.id, "w", [], 1, 60_000)
+    const bad = { ...ok(c!.id, c!.attempt), to: "queued" } as unknown as Outcome
+    expect(() => db.step(run.id, "w", [ok(c!.id, c!.attempt), bad], 1, 60_000)).toThrow(TransitionError)
+    expect(db.counts(run.id)).toMatchObject({ running: 1, pending: 1, completed: 0 })
+    db.close()
+  })
+
+  test("retry moves failed items back to pending and reopens the run", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 2)
+    const claimed = db.step(run.id, "w", [], 2, 60_000)
+    const fail = (c: store.Claimed): Outcome => ({ ...ok(c.id, c.attempt), to: "failed", label: "failed", output: undefined, error: "HTTP 400", errorClass: "bad_request" })
+    db.step(run.id, "w", claimed.map(fail), 0, 60_000)
+    db.setRunState(run.id, "completed_with_failures")
+    expect(db.retry(run.id, "failed")).toBe(2)
+    expect(db.counts(run.id)).toMatchObject({ pending: 2, failed: 0 })
+    expect(db.run(run.id)?.state).toBe("running")
+    db.close()
+  })
+})

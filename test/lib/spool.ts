@@ -1,0 +1,61 @@
+/** Spawns the compiled binary, as a user would run it. */
+import { existsSync } from "node:fs"
+import { join } from "node:path"
+
+export const BIN = join(import.meta.dir, "..", "..", "dist", "spool")
+
+export function requireBinary(): void {
+  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: build it first with \`bun run build\``)
+}
+
+export interface Ran {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+/** Env for a child: the test's own (keys removed by the preload) plus what the test adds. */
+export function env(extra: Record<string, string> = {}): Record<string, string> {
+  return { ...(process.env as Record<string, string>), SPOOL_QUIET: "", ...extra }
+}
+
+export function start(args: string[], options: { cwd: string; env?: Record<string, string> }) {
+  requireBinary()
+  return Bun.spawn([BIN, ...args], {
+    cwd: options.cwd,
+    env: env(options.env),
+    stdout: "pipe",
+    stderr: "pipe",
+    stdin: "ignore",
+  })
+}
+
+export async function spool(args: string[], options: { cwd: string; env?: Record<string, string> }): Promise<Ran> {
+  const child = start(args, options)
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
+  return { code, stdout, stderr }
+}
+
+/** A seeded PRNG (mulberry32), so a schedule of kills is the same on every run. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+export async function until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await Bun.sleep(10)
+  }
+}
