@@ -6,7 +6,13 @@ const version = process.env.SPOOL_VERSION ?? pkg.version
 
 const result = await Bun.build({
   entrypoints: ["src/cli.ts"],
-  compile: { outfile, autoloadBunfig: false, autoloadDotenv: false, autoloadTsconfig: false, autoloadPackageJson: false },
+  compile: {
+    outfile,
+    autoloadBunfig: false,
+    autoloadDotenv: false,
+    autoloadTsconfig: false,
+    autoloadPackageJson: false,
+  },
   bytecode: true,
   format: "esm",
   minify: true,
@@ -21,7 +27,9 @@ if (!result.success) {
 const smoke = Bun.spawnSync([outfile, "--version"])
 const said = smoke.stdout.toString().trim()
 if (smoke.exitCode !== 0 || said !== version) {
-  console.error(`smoke test failed: \`${outfile} --version\` said "${said}" (exit ${smoke.exitCode}), expected "${version}"`)
+  console.error(
+    `smoke test failed: \`${outfile} --version\` said "${said}" (exit ${smoke.exitCode}), expected "${version}"`,
+  )
   console.error(smoke.stderr.toString())
   process.exit(1)
 }

@@ -145,7 +145,10 @@ const runs = defineCommand({
 })
 
 const results = defineCommand({
-  meta: { name: "results", description: "One JSON line per item: id, state, output, error, attempts, usage, source" },
+  meta: {
+    name: "results",
+    description: "One JSON line per item: id, state, output, error, attempts, usage, source",
+  },
   args: {
     run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
     out: { type: "string", description: "Write to this file instead of stdout" },
@@ -221,7 +224,8 @@ export async function cli(argv: string[]): Promise<ExitCode> {
       return 0
     }
     const cmd = COMMANDS[name]
-    if (!cmd) throw new UsageError(`unknown command "${name}"`, `Commands: ${Object.keys(COMMANDS).join(", ")}.`)
+    if (!cmd)
+      throw new UsageError(`unknown command "${name}"`, `Commands: ${Object.keys(COMMANDS).join(", ")}.`)
     if (rest.includes("--help") || rest.includes("-h")) {
       process.stdout.write(`${await renderUsage(cmd, main)}\n`)
       return 0

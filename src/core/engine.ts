@@ -52,7 +52,11 @@ function client(job: jobs.Job): ProviderClient {
     )
   }
   if (provider.keyEnv !== undefined && !job.provider.model) {
-    throw new JobError("the job is not valid", ["provider.model: missing (required)"], "Set model, or pass --model.")
+    throw new JobError(
+      "the job is not valid",
+      ["provider.model: missing (required)"],
+      "Set model, or pass --model.",
+    )
   }
   const envUrl = provider.baseUrlEnv ? process.env[provider.baseUrlEnv] : undefined
   return provider.create(options, {
@@ -70,7 +74,10 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const prompt = template.parse(job.request.prompt)
   const source = registry.source(job.source.path, job.source.format)
   if (!existsSync(job.source.path)) {
-    throw new SourceError(`the input ${job.source.path} does not exist`, "Check source.path (relative to the job file).")
+    throw new SourceError(
+      `the input ${job.source.path} does not exist`,
+      "Check source.path (relative to the job file).",
+    )
   }
   const db = store.open(o.home)
   log.init(o.home)
@@ -95,6 +102,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
     db.setResume(run.id, o.resume)
     if (run.state !== "running") db.setRunState(run.id, "running")
     if (o.reingest) db.resetIngest(run.id)
+    else db.reopenIngest(run.id)
     const back = db.recover(run.id, dead)
     log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
   }
@@ -104,7 +112,13 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const counts = db.counts(run.id)
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
   const terminal = counts.completed + counts.failed + counts.needs_review
-  const ticker: Ticker = { total, done: terminal, failed: counts.failed, startedAt: Date.now(), doneAtStart: terminal }
+  const ticker: Ticker = {
+    total,
+    done: terminal,
+    failed: counts.failed,
+    startedAt: Date.now(),
+    doneAtStart: terminal,
+  }
   const ingestAbort = new AbortController()
   const current = run
 

@@ -59,7 +59,8 @@ export async function preflight(job: Job, prompt: template.Template): Promise<vo
     for (const row of batch.rows) {
       any = true
       if (fields.size < 50) for (const k of Object.keys(row.data)) fields.add(k)
-      for (const field of unseen) if (template.missing({ ...prompt, fields: [field] }, row.data).length === 0) unseen.delete(field)
+      for (const field of unseen)
+        if (template.missing({ ...prompt, fields: [field] }, row.data).length === 0) unseen.delete(field)
       if (unseen.size === 0) return
     }
   }

@@ -9,7 +9,8 @@ const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
     issue.expected === "never" ? "unknown key (check its spelling)" : `expected a table (${what})`,
   )
 
-const text = (what: string) => v.pipe(v.string(`expected a string (${what})`), v.minLength(1, "must not be empty"))
+const text = (what: string) =>
+  v.pipe(v.string(`expected a string (${what})`), v.minLength(1, "must not be empty"))
 const int = (min: number, max: number) =>
   v.pipe(
     v.number("expected a number"),
@@ -23,14 +24,16 @@ const SourceSchema = strict(
   {
     path: text("the input file, relative to the job file"),
     id: v.optional(text("the field that holds each row's stable id")),
-    format: v.optional(v.picklist(["jsonl"], 'format must be "jsonl" (more formats come with their sources)')),
+    format: v.optional(
+      v.picklist(["jsonl"], 'format must be "jsonl" (more formats come with their sources)'),
+    ),
   },
   "[source]",
 )
 
 const ProviderSchema = strict(
   {
-    name: text("openai | mock"),
+    name: v.optional(text("openai | mock"), "openai"),
     model: v.optional(text("the model name")),
     mode: v.optional(v.picklist(["realtime"], 'mode must be "realtime" (batch mode is not available yet)')),
     base_url: v.optional(v.pipe(v.string(), v.url("must be a URL such as http://127.0.0.1:8080/v1"))),
@@ -232,7 +235,8 @@ export function loadDotenv(dir = process.cwd()): void {
     const key = m[1] as string
     let value = m[2] as string
     const quoted = /^(['"])(.*)\1$/.exec(value)
-    if (quoted) value = quoted[1] === '"' ? (quoted[2] as string).replace(/\\n/g, "\n") : (quoted[2] as string)
+    if (quoted)
+      value = quoted[1] === '"' ? (quoted[2] as string).replace(/\\n/g, "\n") : (quoted[2] as string)
     else value = value.replace(/\s+#.*$/, "")
     if (process.env[key] === undefined) process.env[key] = value
   }

@@ -11,7 +11,11 @@ let written = 0
 let consola: ConsolaInstance | undefined
 
 function human(): ConsolaInstance {
-  consola ??= createConsola({ stdout: process.stderr, stderr: process.stderr, level: process.env.SPOOL_QUIET ? 1 : 3 })
+  consola ??= createConsola({
+    stdout: process.stderr,
+    stderr: process.stderr,
+    level: process.env.SPOOL_QUIET ? 1 : 3,
+  })
   return consola
 }
 
@@ -47,7 +51,9 @@ function write(level: string, msg: string, fields: Record<string, unknown>): voi
 }
 
 const fmt = (fields: Record<string, unknown>) => {
-  const parts = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+  const parts = Object.entries(fields).map(
+    ([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`,
+  )
   return parts.length ? ` ${parts.join(" ")}` : ""
 }
 

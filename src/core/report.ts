@@ -27,7 +27,8 @@ export function status(db: Store, run: Run, now = Date.now()): StatusView {
   const start = s.firstStarted ?? run.created_at
   const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)
   const rate = s.recentCompleted / (s.recentWindowMs / 1000)
-  const left = s.counts.pending + s.counts.running + s.counts.retry_wait + s.counts.queued + s.counts.submitted
+  const left =
+    s.counts.pending + s.counts.running + s.counts.retry_wait + s.counts.queued + s.counts.submitted
   return {
     id: run.id,
     name: run.name,
@@ -58,7 +59,16 @@ export function duration(seconds: number): string {
 const n = (x: number) => x.toLocaleString("en-US")
 
 export function statusText(v: StatusView): string {
-  const order: State[] = ["completed", "failed", "needs_review", "pending", "running", "retry_wait", "queued", "submitted"]
+  const order: State[] = [
+    "completed",
+    "failed",
+    "needs_review",
+    "pending",
+    "running",
+    "retry_wait",
+    "queued",
+    "submitted",
+  ]
   const counts = order
     .filter((s) => v.counts[s] > 0 || s === "completed")
     .map((s) => `${s} ${n(v.counts[s])}`)
@@ -76,7 +86,9 @@ export function statusText(v: StatusView): string {
     for (const e of v.errors) lines.push(`  ${e.class} ×${n(e.count)}  e.g. ${e.id}: ${e.example}`)
   }
   if (v.malformed.count) {
-    lines.push(`input     ${n(v.malformed.count)} line(s) skipped (${n(v.malformed.duplicates)} duplicate ids)`)
+    lines.push(
+      `input     ${n(v.malformed.count)} line(s) skipped (${n(v.malformed.duplicates)} duplicate ids)`,
+    )
     for (const p of v.malformed.sample) lines.push(`  ${p.file}:${p.line}  ${p.reason}`)
   }
   if (v.state === "paused" || v.state === "running") lines.push(`resume    ${v.resume}`)
@@ -110,7 +122,8 @@ export function runLine(db: Store, run: Run): RunLine {
 export function runsText(list: RunLine[]): string {
   if (!list.length) return "no runs yet — start one with `spool run job.toml`\n"
   const rows = list.map(
-    (r) => `${String(r.id).padStart(4)}  ${r.name.padEnd(24)} ${r.state.padEnd(24)} ${n(r.completed)}/${n(r.total)} done${r.failed ? `, ${n(r.failed)} failed` : ""}  ${r.created_at}`,
+    (r) =>
+      `${String(r.id).padStart(4)}  ${r.name.padEnd(24)} ${r.state.padEnd(24)} ${n(r.completed)}/${n(r.total)} done${r.failed ? `, ${n(r.failed)} failed` : ""}  ${r.created_at}`,
   )
   return `${["  id  name                     state                    progress", ...rows].join("\n")}\n`
 }

@@ -24,7 +24,11 @@ export function parseRetryAfter(value: string | null | undefined, now = Date.now
 }
 
 /** The wait before the next attempt: the provider's word when it gave one (capped), else backoff. */
-export function delay(attempt: number, retryAfterMs: number | undefined, policy: Policy = DEFAULT_POLICY): number {
+export function delay(
+  attempt: number,
+  retryAfterMs: number | undefined,
+  policy: Policy = DEFAULT_POLICY,
+): number {
   if (retryAfterMs !== undefined) return Math.min(retryAfterMs, 15 * 60_000)
   return backoff(attempt, policy)
 }

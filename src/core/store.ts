@@ -92,7 +92,7 @@ const MIGRATIONS = [
     reason TEXT NOT NULL,
     excerpt TEXT NOT NULL
   );
-  CREATE INDEX problems_run ON problems (run_id, id);
+  CREATE INDEX problems_run ON problems (run_id, input, line);
   `,
 ]
 
@@ -322,7 +322,12 @@ export class Store {
   }
 
   /** Stores one source batch: its rows as pending items, its problems, and its checkpoint, atomically. */
-  ingest(run: number, input: Input, batch: SourceBatch, last: boolean): { added: number; duplicates: number } {
+  ingest(
+    run: number,
+    input: Input,
+    batch: SourceBatch,
+    last: boolean,
+  ): { added: number; duplicates: number } {
     const now = Date.now()
     return this.db
       .transaction(() => {
@@ -373,6 +378,11 @@ export class Store {
 
   markIngested(run: number): void {
     this.q.markIngested.run(run)
+  }
+
+  /** Makes the next ingester read every input on from its checkpoint: rows appended since are picked up. */
+  reopenIngest(run: number): void {
+    this.q.unmarkIngested.run(run)
   }
 
   /** Forgets a run's ingestion so `--reingest` can read its inputs again; items already done are kept. */
@@ -432,7 +442,13 @@ export class Store {
           const attempt = item.attempts + 1
           this.q.claim.run(owner, now + leaseMs, now, item.id, item.state)
           const a = this.q.insertAttempt.get(item.id, run, attempt, owner, now)
-          claimed.push({ id: item.id, key: item.key, data: item.data, attempts: attempt, attempt: a?.id ?? 0 })
+          claimed.push({
+            id: item.id,
+            key: item.key,
+            data: item.data,
+            attempts: attempt,
+            attempt: a?.id ?? 0,
+          })
         }
         return claimed
       })
@@ -534,7 +550,9 @@ export class Store {
     for (const row of rows) yield row
   }
 
-  attemptsOf(item: number): { n: number; outcome: string | null; error_class: string | null; error: string | null }[] {
+  attemptsOf(
+    item: number,
+  ): { n: number; outcome: string | null; error_class: string | null; error: string | null }[] {
     return this.q.attemptsOf.all(item)
   }
 
@@ -543,7 +561,9 @@ export class Store {
   }
 
   integrity(): string {
-    return this.db.query<{ integrity_check: string }, []>("PRAGMA integrity_check").get()?.integrity_check ?? ""
+    return (
+      this.db.query<{ integrity_check: string }, []>("PRAGMA integrity_check").get()?.integrity_check ?? ""
+    )
   }
 }
 
@@ -621,14 +641,35 @@ function prepare(db: Database) {
     ),
     endAttempt: q<
       void,
-      [number, string, string | null, string | null, number | null, number | null, number | null, number, number]
+      [
+        number,
+        string,
+        string | null,
+        string | null,
+        number | null,
+        number | null,
+        number | null,
+        number,
+        number,
+      ]
     >(
       `UPDATE attempts SET ended_at = ?, outcome = ?, error_class = ?, error = ?, http_status = ?,
        input_tokens = ?, output_tokens = ?, latency_ms = ? WHERE id = ?`,
     ),
     finish: q<
       void,
-      [State, string | null, string | null, string | null, number | null, number, number, number, number, string]
+      [
+        State,
+        string | null,
+        string | null,
+        string | null,
+        number | null,
+        number,
+        number,
+        number,
+        number,
+        string,
+      ]
     >(
       `UPDATE items SET state = ?, output = ?, error_class = ?, error = ?, next_at = ?,
        input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, lease_owner = NULL,
@@ -671,10 +712,10 @@ function prepare(db: Database) {
       "SELECT coalesce(sum(problems), 0) AS n, coalesce(sum(duplicates), 0) AS duplicates FROM inputs WHERE run_id = ?",
     ),
     problemSample: q<{ file: string; line: number; reason: string }, [number]>(
-      "SELECT file, line, reason FROM problems WHERE run_id = ? ORDER BY id LIMIT 5",
+      "SELECT file, line, reason FROM problems WHERE run_id = ? ORDER BY input, line, id LIMIT 5",
     ),
     problems: q<{ file: string; line: number; reason: string; excerpt: string }, [number, number]>(
-      "SELECT file, line, reason, excerpt FROM problems WHERE run_id = ? ORDER BY id LIMIT ?",
+      "SELECT file, line, reason, excerpt FROM problems WHERE run_id = ? ORDER BY input, line, id LIMIT ?",
     ),
     allItems: q<Item, [number]>(
       `SELECT items.*, inputs.path FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input

@@ -13,7 +13,11 @@ export const providers: Provider[] = [openai as unknown as Provider, mock as unk
 export function provider(name: string): Provider {
   const found = providers.find((p) => p.name === name)
   if (found) return found
-  throw new JobError(`provider.name: unknown provider "${name}"`, [], `Known providers: ${providers.map((p) => p.name).join(", ")}.`)
+  throw new JobError(
+    `provider.name: unknown provider "${name}"`,
+    [],
+    `Known providers: ${providers.map((p) => p.name).join(", ")}.`,
+  )
 }
 
 /** The source for a file: named by `format`, or chosen by the file's extension. */
@@ -31,7 +35,11 @@ export function source(path: string, format: string | undefined): Source {
 }
 
 /** Validates a plugin's options, naming each problem by its key path under `prefix`. */
-export function options<S extends v.GenericSchema>(schema: S, value: unknown, prefix: string): v.InferOutput<S> {
+export function options<S extends v.GenericSchema>(
+  schema: S,
+  value: unknown,
+  prefix: string,
+): v.InferOutput<S> {
   const parsed = v.safeParse(schema, value ?? {})
   if (parsed.success) return parsed.output
   throw new JobError(

@@ -23,7 +23,10 @@ function position(checkpoint: Record<string, unknown> | undefined): Position | u
 async function open(file: string) {
   const handle = Bun.file(file)
   if (!(await handle.exists())) {
-    throw new SourceError(`cannot read ${file}: no such file`, "Check source.path (relative to the job file).")
+    throw new SourceError(
+      `cannot read ${file}: no such file`,
+      "Check source.path (relative to the job file).",
+    )
   }
   return handle
 }

@@ -16,10 +16,18 @@ describe("the engine, realtime, against the fake OpenAI server", () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({
       apiKey: KEY,
-      faults: { rate: 0.2, kinds: ["429", "500", "503", "hang", "reset", "garbage"], seed: 7, retryAfter: "0" },
+      faults: {
+        rate: 0.2,
+        kinds: ["429", "500", "503", "hang", "reset", "garbage"],
+        seed: 7,
+        retryAfter: "0",
+      },
     })
     process.env.OPENAI_API_KEY = KEY
-    writeFileSync(tmp.join("in.jsonl"), lines(1000, (i) => ({ id: `q${i}`, text: `question ${i}` })))
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      lines(1000, (i) => ({ id: `q${i}`, text: `question ${i}` })),
+    )
     writeFileSync(
       tmp.join("job.toml"),
       `name = "faults"
@@ -65,11 +73,16 @@ retry_cap_s = 0.05
       expect(fake.paid.get(`Q: question ${i + 1}`)).toBe(1)
     }
     const attempts = db.db.query<{ n: number }, []>("SELECT count(*) AS n FROM attempts").get()!.n
-    const faulted = db.db.query<{ n: number }, []>("SELECT count(*) AS n FROM attempts WHERE outcome = 'retry'").get()!.n
+    const faulted = db.db
+      .query<{ n: number }, []>("SELECT count(*) AS n FROM attempts WHERE outcome = 'retry'")
+      .get()!.n
     expect(attempts).toBe(fake.requests)
     expect(faulted).toBe(fake.requests - 1000)
     expect(faulted).toBeGreaterThan(150)
-    const classes = db.summary(run.id).errors.map((e) => e.class).sort()
+    const classes = db
+      .summary(run.id)
+      .errors.map((e) => e.class)
+      .sort()
     expect(classes).toEqual(["bad_response", "network", "rate_limit", "server", "timeout"])
     expect(fake.invalid).toEqual([])
     expect(db.integrity()).toBe("ok")

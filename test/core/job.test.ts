@@ -49,7 +49,14 @@ describe("loading a job", () => {
     writeFileSync(tmp.join("job.toml"), GOOD)
     const { job } = jobs.load(
       "job.toml",
-      { input: "other.jsonl", model: "m2", prompt: "P {{x}}", concurrency: "4", maxTokens: "9", temperature: "0.5" },
+      {
+        input: "other.jsonl",
+        model: "m2",
+        prompt: "P {{x}}",
+        concurrency: "4",
+        maxTokens: "9",
+        temperature: "0.5",
+      },
       tmp.path,
     )
     expect(job.source.path).toBe(tmp.join("other.jsonl"))
@@ -98,14 +105,16 @@ describe("loading a job", () => {
 
   test("a missing job file is a clear error", async () => {
     await using tmp = await tmpdir()
-    expect(() => jobs.load("nope.toml", {}, tmp.path)).toThrow(`cannot read the job file ${tmp.join("nope.toml")}`)
+    expect(() => jobs.load("nope.toml", {}, tmp.path)).toThrow(
+      `cannot read the job file ${tmp.join("nope.toml")}`,
+    )
   })
 
   test("a non-numeric numeric flag is refused", async () => {
     await using tmp = await tmpdir()
-    expect(() => jobs.load(undefined, { input: "a.jsonl", prompt: "x", concurrency: "lots" }, tmp.path)).toThrow(
-      '--concurrency must be a number, not "lots"',
-    )
+    expect(() =>
+      jobs.load(undefined, { input: "a.jsonl", prompt: "x", concurrency: "lots" }, tmp.path),
+    ).toThrow('--concurrency must be a number, not "lots"')
   })
 
   test("the fingerprint follows what shapes requests, not the limits", async () => {
@@ -121,7 +130,10 @@ describe("loading a job", () => {
 
   test(".env is loaded without overriding the real environment", async () => {
     await using tmp = await tmpdir()
-    writeFileSync(tmp.join(".env"), `SPOOL_T_A=from-file\nexport SPOOL_T_B="quoted # not a comment"\nSPOOL_T_C=x # comment\n# SPOOL_T_D=no\n`)
+    writeFileSync(
+      tmp.join(".env"),
+      `SPOOL_T_A=from-file\nexport SPOOL_T_B="quoted # not a comment"\nSPOOL_T_C=x # comment\n# SPOOL_T_D=no\n`,
+    )
     process.env.SPOOL_T_A = "from-env"
     jobs.loadDotenv(tmp.path)
     expect(process.env.SPOOL_T_A).toBe("from-env")

@@ -9,7 +9,11 @@ function seeded(home: string, n: number) {
   const db = store.open(home)
   const run = db.createRun("r", "{}", "fp", "spool run job.toml", [{ path: "/in.jsonl", format: "jsonl" }])
   const input = db.inputs(run.id)[0]!
-  const rows = Array.from({ length: n }, (_, i) => ({ key: `k${i + 1}`, line: i + 1, data: { text: `t${i + 1}` } }))
+  const rows = Array.from({ length: n }, (_, i) => ({
+    key: `k${i + 1}`,
+    line: i + 1,
+    data: { text: `t${i + 1}` },
+  }))
   db.ingest(run.id, input, { rows, problems: [], checkpoint: { offset: n } }, true)
   db.markIngested(run.id)
   return { db, run, input }
@@ -73,10 +77,20 @@ describe("the store", () => {
     expect(again).toEqual({ added: 1, duplicates: 1 })
     expect(db.counts(run.id).pending).toBe(4)
     expect(db.problems(run.id)).toEqual([
-      { file: "/in.jsonl", line: 9, reason: 'duplicate id "k2" (the first row with this id is kept)', excerpt: '{"text":"dup"}' },
+      {
+        file: "/in.jsonl",
+        line: 9,
+        reason: 'duplicate id "k2" (the first row with this id is kept)',
+        excerpt: '{"text":"dup"}',
+      },
       { file: "/in.jsonl", line: 11, reason: "not valid JSON", excerpt: "{oops" },
     ])
-    expect(db.inputs(run.id)[0]).toMatchObject({ checkpoint: '{"offset":99}', rows: 4, problems: 2, duplicates: 1 })
+    expect(db.inputs(run.id)[0]).toMatchObject({
+      checkpoint: '{"offset":99}',
+      rows: 4,
+      problems: 2,
+      duplicates: 1,
+    })
     db.close()
   })
 
@@ -84,13 +98,18 @@ describe("the store", () => {
     await using tmp = await tmpdir()
     const { db, run } = seeded(tmp.path, 5)
     const first = db.step(run.id, "w1", [], 2, 60_000)
-    expect(first.map((c) => [c.key, c.attempts])).toEqual([["k1", 1], ["k2", 1]])
+    expect(first.map((c) => [c.key, c.attempts])).toEqual([
+      ["k1", 1],
+      ["k2", 1],
+    ])
     expect(db.counts(run.id)).toMatchObject({ pending: 3, running: 2 })
     const second = db.step(run.id, "w1", [ok(first[0]!.id, first[0]!.attempt, "A")], 1, 60_000)
     expect(second.map((c) => c.key)).toEqual(["k3"])
     expect(db.counts(run.id)).toMatchObject({ pending: 2, running: 2, completed: 1 })
     const items = [...db.items(run.id, "completed")]
-    expect(items.map((i) => [i.key, i.output, i.attempts, i.input_tokens, i.output_tokens])).toEqual([["k1", "A", 1, 3, 2]])
+    expect(items.map((i) => [i.key, i.output, i.attempts, i.input_tokens, i.output_tokens])).toEqual([
+      ["k1", "A", 1, 3, 2],
+    ])
     expect(db.attemptsOf(items[0]!.id)).toEqual([{ n: 1, outcome: "ok", error_class: null, error: null }])
     db.close()
   })
@@ -157,7 +176,10 @@ describe("the store", () => {
     db.step(run.id, "w", [wait(a!, Date.now() + 60_000), wait(b!, Date.now() - 1)], 0, 60_000)
     expect(db.nextRetryAt(run.id)).toBeLessThan(Date.now())
     const next = db.step(run.id, "w", [], 2, 60_000)
-    expect(next.map((c) => [c.key, c.attempts])).toEqual([["k2", 2], ["k3", 1]])
+    expect(next.map((c) => [c.key, c.attempts])).toEqual([
+      ["k2", 2],
+      ["k3", 1],
+    ])
     db.close()
   })
 
@@ -175,7 +197,14 @@ describe("the store", () => {
     await using tmp = await tmpdir()
     const { db, run } = seeded(tmp.path, 2)
     const claimed = db.step(run.id, "w", [], 2, 60_000)
-    const fail = (c: store.Claimed): Outcome => ({ ...ok(c.id, c.attempt), to: "failed", label: "failed", output: undefined, error: "HTTP 400", errorClass: "bad_request" })
+    const fail = (c: store.Claimed): Outcome => ({
+      ...ok(c.id, c.attempt),
+      to: "failed",
+      label: "failed",
+      output: undefined,
+      error: "HTTP 400",
+      errorClass: "bad_request",
+    })
     db.step(run.id, "w", claimed.map(fail), 0, 60_000)
     db.setRunState(run.id, "completed_with_failures")
     expect(db.retry(run.id, "failed")).toBe(2)

@@ -23,14 +23,18 @@ export function start(args: string[], options: { cwd: string; env?: Record<strin
   requireBinary()
   return Bun.spawn([BIN, ...args], {
     cwd: options.cwd,
-    env: env(options.env),
+    // each test's store lives in its own directory unless the test names one
+    env: env({ SPOOL_HOME: `${options.cwd}/.spool`, ...options.env }),
     stdout: "pipe",
     stderr: "pipe",
     stdin: "ignore",
   })
 }
 
-export async function spool(args: string[], options: { cwd: string; env?: Record<string, string> }): Promise<Ran> {
+export async function spool(
+  args: string[],
+  options: { cwd: string; env?: Record<string, string> },
+): Promise<Ran> {
   const child = start(args, options)
   const [stdout, stderr, code] = await Promise.all([
     new Response(child.stdout).text(),

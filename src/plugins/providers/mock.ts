@@ -25,7 +25,10 @@ export default defineProvider({
         const text = options.reply.replaceAll("{{prompt}}", request.prompt)
         return {
           text,
-          usage: { input_tokens: tokens((request.system ?? "") + request.prompt), output_tokens: tokens(text) },
+          usage: {
+            input_tokens: tokens((request.system ?? "") + request.prompt),
+            output_tokens: tokens(text),
+          },
         }
       },
     }

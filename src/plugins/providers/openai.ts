@@ -38,10 +38,13 @@ export function classify(status: number, text: string, headers: Headers): Provid
   if (status === 429 && (code === "insufficient_quota" || detail?.type === "insufficient_quota")) {
     return new ProviderError("quota", message, { retryable: false, pause: true, status })
   }
-  if (status === 429) return new ProviderError("rate_limit", message, { retryable: true, retryAfterMs, status })
-  if (status === 401 || status === 403) return new ProviderError("auth", message, { retryable: false, pause: true, status })
+  if (status === 429)
+    return new ProviderError("rate_limit", message, { retryable: true, retryAfterMs, status })
+  if (status === 401 || status === 403)
+    return new ProviderError("auth", message, { retryable: false, pause: true, status })
   if (status === 408) return new ProviderError("timeout", message, { retryable: true, retryAfterMs, status })
-  if (status === 409 || status >= 500) return new ProviderError("server", message, { retryable: true, retryAfterMs, status })
+  if (status === 409 || status >= 500)
+    return new ProviderError("server", message, { retryable: true, retryAfterMs, status })
   if (status === 404) return new ProviderError("not_found", message, { retryable: false, status })
   return new ProviderError("bad_request", message, { retryable: false, status })
 }
@@ -71,18 +74,28 @@ export function reply(status: number, text: string): Reply {
   try {
     parsed = JSON.parse(text) as Completion
   } catch {
-    throw new ProviderError("bad_response", `HTTP ${status} with a body that is not JSON: ${text.slice(0, 120)}`, {
+    throw new ProviderError(
+      "bad_response",
+      `HTTP ${status} with a body that is not JSON: ${text.slice(0, 120)}`,
+      {
+        retryable: true,
+        status,
+      },
+    )
+  }
+  const content = parsed.choices?.[0]?.message?.content
+  if (typeof content !== "string") {
+    throw new ProviderError("bad_response", "the completion has no message content", {
       retryable: true,
       status,
     })
   }
-  const content = parsed.choices?.[0]?.message?.content
-  if (typeof content !== "string") {
-    throw new ProviderError("bad_response", "the completion has no message content", { retryable: true, status })
-  }
   return {
     text: content,
-    usage: { input_tokens: parsed.usage?.prompt_tokens ?? 0, output_tokens: parsed.usage?.completion_tokens ?? 0 },
+    usage: {
+      input_tokens: parsed.usage?.prompt_tokens ?? 0,
+      output_tokens: parsed.usage?.completion_tokens ?? 0,
+    },
   }
 }
 

@@ -1,0 +1,270 @@
+import { describe, expect, test } from "bun:test"
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { startFake } from "../lib/fake-openai.ts"
+import { spool } from "../lib/spool.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+const KEY = "sk-test-SECRET-do-not-leak-4242"
+
+function walk(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)],
+  )
+}
+
+describe("dist/spool", () => {
+  test("prints its version", async () => {
+    await using tmp = await tmpdir()
+    const out = await spool(["--version"], { cwd: tmp.path })
+    const pkg = (await Bun.file(join(import.meta.dir, "../../package.json")).json()) as { version: string }
+    expect(out).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: "" })
+  })
+
+  test("runs the quickstart offline with the mock provider and writes owner-only files", async () => {
+    await using tmp = await tmpdir()
+    const dir = join(import.meta.dir, "../../examples/quickstart")
+    const home = tmp.join("home")
+    const run = await spool(["run", "job.toml", "--home", home], { cwd: dir })
+    expect(run.code).toBe(0)
+    expect(run.stderr).toContain('run "quickstart": 12 completed, 0 failed of 12')
+    const results = await spool(["results", "--home", home, "--out", tmp.join("r.jsonl")], { cwd: dir })
+    expect(results.code).toBe(0)
+    const lines = readFileSync(tmp.join("r.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+    expect(lines.length).toBe(12)
+    expect(lines[0]).toEqual({
+      id: "T-1001",
+      state: "completed",
+      output: "label for: Charged twice this month",
+      error: null,
+      attempts: 1,
+      usage: { input_tokens: 20, output_tokens: 9 },
+      source: { file: join(dir, "tickets.jsonl"), row: 1, id: "T-1001" },
+    })
+    expect(statSync(tmp.join("r.jsonl")).mode & 0o777).toBe(0o600)
+    expect(statSync(home).mode & 0o777).toBe(0o700)
+    for (const file of walk(home)) expect(statSync(file).mode & 0o777).toBe(0o600)
+  })
+
+  test("an invalid job exits 2, lists every problem by key path, and creates nothing", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "bad"\n[source]\npath = "in.jsonl"\n[provider]\nname = "openai"\nmodle = "x"\n[request]\nprompt = 3\n`,
+    )
+    const out = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain("job.toml: the job is not valid")
+    expect(out.stderr).toContain("× provider.modle: unknown key (check its spelling)")
+    expect(out.stderr).toContain("× request.prompt: expected a string")
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
+  })
+
+  test("a missing API key exits 2 naming the variable", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.jsonl"), '{"a":1}\n')
+    const out = await spool(
+      ["run", "--input", "in.jsonl", "--prompt", "{{a}}", "--model", "m", "--provider", "openai"],
+      {
+        cwd: tmp.path,
+      },
+    )
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain('OPENAI_API_KEY is not set: provider "openai" reads its API key from it')
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
+  })
+
+  test("an unknown flag and an unknown command exit 2", async () => {
+    await using tmp = await tmpdir()
+    const flag = await spool(["run", "--concurency", "3"], { cwd: tmp.path })
+    expect(flag.code).toBe(2)
+    expect(flag.stderr).toContain("unknown flag --concurency")
+    const cmd = await spool(["rn"], { cwd: tmp.path })
+    expect(cmd.code).toBe(2)
+    expect(cmd.stderr).toContain('unknown command "rn"')
+  })
+
+  test("a placeholder that no row has is caught before the run is created", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.jsonl"), '{"subject":"a"}\n{"subject":"b"}\n')
+    const out = await spool(
+      ["run", "--input", "in.jsonl", "--prompt", "{{subject}} {{body}}", "--provider", "mock"],
+      {
+        cwd: tmp.path,
+      },
+    )
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain(`request.prompt: {{body}} is in no row of ${tmp.join("in.jsonl")}`)
+    expect(out.stderr).toContain("The rows have the fields: subject.")
+    const runs = await spool(["runs", "--json"], { cwd: tmp.path })
+    expect(JSON.parse(runs.stdout)).toEqual([])
+  })
+
+  test("a row without a placeholder's field fails that item only; the run exits 3", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      '{"subject":"a","body":"x"}\n{"subject":"b"}\n{"subject":"c","body":"z"}\n',
+    )
+    const out = await spool(
+      ["run", "--input", "in.jsonl", "--prompt", "{{subject}} {{body}}", "--provider", "mock"],
+      {
+        cwd: tmp.path,
+      },
+    )
+    expect(out.code).toBe(3)
+    const failed = await spool(["results", "--state", "failed"], { cwd: tmp.path })
+    expect(JSON.parse(failed.stdout)).toMatchObject({
+      id: "2",
+      state: "failed",
+      output: null,
+      error: { class: "template", message: 'the row has no field "body" for the prompt\'s placeholder' },
+    })
+  })
+
+  test("malformed and duplicate lines are skipped and reported by line; the rest completes", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      [
+        '{"id":"a","t":"1"}',
+        "{not json",
+        '{"id":"b","t":"2"}',
+        "",
+        "[1,2]",
+        '{"id":"a","t":"dup"}',
+        '{"id":"c","t":"3"}',
+      ].join("\n"),
+    )
+    const out = await spool(
+      ["run", "--input", "in.jsonl", "--id", "id", "--prompt", "{{t}}", "--provider", "mock"],
+      {
+        cwd: tmp.path,
+      },
+    )
+    expect(out.code).toBe(0)
+    expect(out.stderr).toContain("input lines skipped")
+    const status = JSON.parse((await spool(["status", "--json"], { cwd: tmp.path })).stdout)
+    expect(status.counts.completed).toBe(3)
+    expect(status.malformed.count).toBe(3)
+    expect(status.malformed.duplicates).toBe(1)
+    expect(status.malformed.sample.map((p: { line: number }) => p.line)).toEqual([2, 5, 6])
+    const text = await spool(["status"], { cwd: tmp.path })
+    expect(text.stdout).toContain(`${tmp.join("in.jsonl")}:2  not valid JSON`)
+  })
+
+  test("the same job resumes its run; a changed prompt is refused until --new-run", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.jsonl"), '{"t":"1"}\n{"t":"2"}\n')
+    const args = [
+      "run",
+      "--input",
+      "in.jsonl",
+      "--prompt",
+      "say {{t}}",
+      "--provider",
+      "mock",
+      "--name",
+      "same",
+    ]
+    expect((await spool(args, { cwd: tmp.path })).code).toBe(0)
+    writeFileSync(tmp.join("in.jsonl"), '{"t":"1"}\n{"t":"2"}\n{"t":"3"}\n')
+    const resumed = await spool(args, { cwd: tmp.path })
+    expect(resumed.code).toBe(0)
+    expect(resumed.stderr).toContain('run "same": 3 completed, 0 failed of 3')
+    const shout = [...args.slice(0, 3), "--prompt", "shout {{t}}", ...args.slice(5)]
+    const changed = await spool(shout, { cwd: tmp.path })
+    expect(changed.code).toBe(2)
+    expect(changed.stderr).toContain('run "same" was started with a different job')
+    expect(changed.stderr).toContain("× request.prompt changed")
+    expect(changed.stderr).toContain("--new-run")
+    const fresh = await spool([...shout, "--new-run"], { cwd: tmp.path })
+    expect(fresh.code).toBe(0)
+    const runs = JSON.parse((await spool(["runs", "--json"], { cwd: tmp.path })).stdout)
+    expect(
+      runs.map((r: { name: string; state: string; total: number }) => [r.name, r.state, r.total]),
+    ).toEqual([
+      ["same", "completed", 3],
+      ["same", "completed", 3],
+    ])
+  })
+
+  test("an edited input under an unfinished run is refused with a way out", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.jsonl"), '{"t":"1"}\n{"t":"2"}\n')
+    const args = ["run", "--input", "in.jsonl", "--prompt", "{{t}}", "--provider", "mock"]
+    expect((await spool(args, { cwd: tmp.path })).code).toBe(0)
+    writeFileSync(tmp.join("in.jsonl"), '{"t":"X"}\n{"t":"2"}\n')
+    const out = await spool(args, { cwd: tmp.path })
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain(`${tmp.join("in.jsonl")} changed`)
+    expect(out.stderr).toContain("--reingest")
+  })
+
+  test("a rejected API key pauses the run instead of failing every item", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: "sk-the-right-one" })
+    writeFileSync(tmp.join("in.jsonl"), Array.from({ length: 50 }, (_, i) => `{"t":"${i}"}`).join("\n"))
+    const args = [
+      "run",
+      "--input",
+      "in.jsonl",
+      "--prompt",
+      "{{t}}",
+      "--model",
+      "m",
+      "--base-url",
+      fake.url,
+      "--concurrency",
+      "2",
+    ]
+    const out = await spool(args, { cwd: tmp.path, env: { OPENAI_API_KEY: "sk-wrong" } })
+    expect(out.code).toBe(1)
+    expect(out.stderr).toContain("paused: HTTP 401")
+    expect(fake.requests).toBeLessThanOrEqual(2)
+    const status = JSON.parse((await spool(["status", "--json"], { cwd: tmp.path })).stdout)
+    expect(status.state).toBe("paused")
+    expect(status.counts.failed).toBe(0)
+    expect(status.counts.pending).toBe(50)
+    const fixed = await spool(args, { cwd: tmp.path, env: { OPENAI_API_KEY: "sk-the-right-one" } })
+    expect(fixed.code).toBe(0)
+    expect(fake.paid.size).toBe(50)
+  })
+
+  test("the API key never reaches the store, the logs or the results", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({
+      apiKey: KEY,
+      faults: { rate: 0.3, kinds: ["500", "429"], seed: 1, retryAfter: "0" },
+    })
+    writeFileSync(tmp.join("in.jsonl"), Array.from({ length: 30 }, (_, i) => `{"t":"${i}"}`).join("\n"))
+    const home = tmp.join("home")
+    const out = await spool(
+      [
+        "run",
+        "--input",
+        "in.jsonl",
+        "--prompt",
+        "{{t}}",
+        "--model",
+        "m",
+        "--base-url",
+        fake.url,
+        "--home",
+        home,
+        "--verbose",
+      ],
+      { cwd: tmp.path, env: { OPENAI_API_KEY: KEY } },
+    )
+    expect(out.code).toBe(0)
+    const results = await spool(["results", "--home", home, "--out", tmp.join("r.jsonl")], { cwd: tmp.path })
+    expect(results.code).toBe(0)
+    const files = [...walk(home), tmp.join("r.jsonl")]
+    expect(files.some((f) => f.endsWith("spool.log"))).toBe(true)
+    for (const file of files) expect(readFileSync(file).includes(KEY)).toBe(false)
+    expect(out.stderr.includes(KEY)).toBe(false)
+  })
+})
