@@ -1,0 +1,113 @@
+import { describe, expect, test } from "bun:test"
+import { appendFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import jsonl from "../../src/sources/jsonl.ts"
+import { SourceChangedError, SourceError } from "../../src/core/errors.ts"
+import type { Checkpoint, Source, SourceBatch } from "../../src/plugins/define.ts"
+import { testSource } from "../lib/source-contract.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+testSource(jsonl as unknown as Source, {
+  async write(dir, rows) {
+    const file = join(dir, "rows.jsonl")
+    writeFileSync(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
+    return file
+  },
+})
+
+async function read(file: string, id?: string, checkpoint?: Checkpoint): Promise<SourceBatch[]> {
+  const out: SourceBatch[] = []
+  for await (const b of jsonl.read(file, { id }, checkpoint)) out.push(b)
+  return out
+}
+
+describe("the jsonl source", () => {
+  test("keys rows by line number, or by a string or number id field", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("a.jsonl"), '{"id":"x","t":1}\n{"id":7,"t":2}\n')
+    const byLine = (await read(tmp.join("a.jsonl"))).flatMap((b) => b.rows)
+    expect(byLine.map((r) => [r.key, r.line, r.id])).toEqual([
+      ["1", 1, undefined],
+      ["2", 2, undefined],
+    ])
+    const byId = (await read(tmp.join("a.jsonl"), "id")).flatMap((b) => b.rows)
+    expect(byId.map((r) => [r.key, r.line, r.id, r.data])).toEqual([
+      ["x", 1, "x", { id: "x", t: 1 }],
+      ["7", 2, "7", { id: 7, t: 2 }],
+    ])
+  })
+
+  test("skips blank lines but counts them, and handles a BOM, CRLF and a last line without a newline", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("a.jsonl"), '\uFEFF{"a":1}\r\n\r\n   \n{"a":2}\r\n{"a":3}')
+    const [batch] = await read(tmp.join("a.jsonl"))
+    expect(batch!.problems).toEqual([])
+    expect(batch!.rows.map((r) => [r.line, r.data.a])).toEqual([
+      [1, 1],
+      [4, 2],
+      [5, 3],
+    ])
+  })
+
+  test("reports malformed lines with line, reason and a 200-byte excerpt, and reads the rest", async () => {
+    await using tmp = await tmpdir()
+    const long = `{"broken": "${"x".repeat(300)}`
+    writeFileSync(
+      tmp.join("a.jsonl"),
+      ['{"id":"a"}', "{nope", "[1,2]", "42", long, '{"noid":1}', '{"id":null}', '{"id":"b"}'].join("\n"),
+    )
+    const [batch] = await read(tmp.join("a.jsonl"), "id")
+    expect(batch!.rows.map((r) => r.key)).toEqual(["a", "b"])
+    expect(batch!.problems.map((p) => [p.line, p.reason.split(":")[0]])).toEqual([
+      [2, "not valid JSON"],
+      [3, "not a JSON object (array)"],
+      [4, "not a JSON object (number)"],
+      [5, "not valid JSON"],
+      [6, 'no "id" field (the id field)'],
+      [7, 'the "id" field is not a string or number'],
+    ])
+    expect(batch!.problems[0]!.excerpt).toBe("{nope")
+    expect(batch!.problems[3]!.excerpt).toBe(long.slice(0, 200))
+  })
+
+  test("yields batches of at most 2,000 entries at line boundaries", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("a.jsonl"), Array.from({ length: 5000 }, (_, i) => `{"i":${i}}`).join("\n") + "\n")
+    const batches = await read(tmp.join("a.jsonl"))
+    expect(batches.map((b) => b.rows.length)).toEqual([2000, 2000, 1000])
+    expect(batches.map((b) => b.checkpoint.line)).toEqual([2000, 4000, 5000])
+  })
+
+  test("refuses a file whose ingested part changed or shrank, naming the file", async () => {
+    await using tmp = await tmpdir()
+    const file = tmp.join("a.jsonl")
+    writeFileSync(file, '{"a":1}\n{"a":2}\n')
+    const [batch] = await read(file)
+    writeFileSync(file, '{"a":9}\n{"a":2}\n')
+    expect(read(file, undefined, batch!.checkpoint)).rejects.toThrow(SourceChangedError)
+    expect(read(file, undefined, batch!.checkpoint)).rejects.toThrow(`${file} changed since it was ingested`)
+    writeFileSync(file, '{"a":1}\n')
+    expect(read(file, undefined, batch!.checkpoint)).rejects.toThrow(SourceChangedError)
+  })
+
+  test("rows appended after the last checkpoint are read on resume, with line numbers going on", async () => {
+    await using tmp = await tmpdir()
+    const file = tmp.join("a.jsonl")
+    writeFileSync(file, '{"a":1}\n{"a":2}\n')
+    const [batch] = await read(file)
+    appendFileSync(file, '{"a":3}\n\n{"a":4}\n')
+    const rest = (await read(file, undefined, batch!.checkpoint)).flatMap((b) => b.rows)
+    expect(rest.map((r) => [r.key, r.data.a])).toEqual([
+      ["3", 3],
+      ["5", 4],
+    ])
+  })
+
+  test("a missing file is a SourceError naming it", async () => {
+    await using tmp = await tmpdir()
+    expect(read(tmp.join("nope.jsonl"))).rejects.toThrow(SourceError)
+    expect(read(tmp.join("nope.jsonl"))).rejects.toThrow(
+      `cannot read ${tmp.join("nope.jsonl")}: no such file`,
+    )
+  })
+})
