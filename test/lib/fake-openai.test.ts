@@ -24,7 +24,7 @@ describe("the fake OpenAI server", () => {
       ],
     })
     expect(res.status).toBe(200)
-    const body = await res.json()
+    const body = (await res.json()) as { model: string; choices: { message: { content: string } }[] }
     expect(validateSchema("CreateChatCompletionResponse", body)).toEqual([])
     expect(body.choices[0].message.content).toBe("echo: hello")
     expect(body.model).toBe("gpt-4.1-mini")
@@ -46,7 +46,7 @@ describe("the fake OpenAI server", () => {
     expect(statuses).toEqual([429, 429, 500, 503])
     const wrongKey = await post(fake, ask("x"), "nope")
     expect(wrongKey.status).toBe(401)
-    const body = await wrongKey.json()
+    const body = (await wrongKey.json()) as { error: { code: string } }
     expect(validateSchema("ErrorResponse", body)).toEqual([])
     expect(body.error.code).toBe("invalid_api_key")
     expect(fake.paid.size).toBe(0)

@@ -47,7 +47,7 @@ describe("the openai provider", () => {
     ]
     for (const [status, text, headers, cls, retryable, pause, after] of cases) {
       const e = classify(status, text, headers)
-      expect([status, e.errorClass, e.retryable, e.pause, e.retryAfterMs]).toEqual([
+      expect<unknown[]>([status, e.errorClass, e.retryable, e.pause, e.retryAfterMs]).toEqual([
         status,
         cls,
         retryable,
