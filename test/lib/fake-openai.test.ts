@@ -26,7 +26,7 @@ describe("the fake OpenAI server", () => {
     expect(res.status).toBe(200)
     const body = (await res.json()) as { model: string; choices: { message: { content: string } }[] }
     expect(validateSchema("CreateChatCompletionResponse", body)).toEqual([])
-    expect(body.choices[0].message.content).toBe("echo: hello")
+    expect(body.choices[0]!.message.content).toBe("echo: hello")
     expect(body.model).toBe("gpt-4.1-mini")
     expect(fake.paid.get("hello")).toBe(1)
     expect(fake.invalid).toEqual([])
