@@ -333,31 +333,32 @@ export class Store {
       .transaction(() => {
         let added = 0
         let duplicates = 0
-        for (const row of batch.rows) {
-          const result = this.q.insertItem.run(
-            run,
-            input.idx,
-            row.key,
-            row.line,
-            row.id ?? null,
-            JSON.stringify(row.data),
-            now,
-          )
-          if (result.changes > 0) {
-            added++
-            continue
+        const { rows } = batch
+        // many rows per statement: the per-row cost of crossing into SQLite dominates a bulk ingest
+        for (let i = 0; i < rows.length; i += INSERT_ROWS) {
+          const chunk = rows.slice(i, i + INSERT_ROWS)
+          const params: SQLQueryBindings[] = []
+          for (const row of chunk) {
+            params.push(row.key, row.line, row.id ?? null, row.raw ?? JSON.stringify(row.data))
           }
-          // the same row read again (--reingest, or a resumed batch) is not a duplicate
-          if (this.q.itemRow.get(run, input.idx, row.key)?.row === row.line) continue
-          duplicates++
-          this.q.insertProblem.run(
-            run,
-            input.idx,
-            input.path,
-            row.line,
-            `duplicate id "${row.key}" (the first row with this id is kept)`,
-            JSON.stringify(row.data).slice(0, 200),
-          )
+          const statement =
+            chunk.length === INSERT_ROWS ? this.q.insertItems : insertItems(this.db, chunk.length)
+          const changes = statement.run(run, input.idx, now, ...params).changes
+          added += changes
+          if (changes === chunk.length) continue
+          for (const row of chunk) {
+            // the same row read again (--reingest, or a resumed batch) is not a duplicate
+            if (this.q.itemRow.get(run, input.idx, row.key)?.row === row.line) continue
+            duplicates++
+            this.q.insertProblem.run(
+              run,
+              input.idx,
+              input.path,
+              row.line,
+              `duplicate id "${row.key}" (the first row with this id is kept)`,
+              (row.raw ?? JSON.stringify(row.data)).slice(0, 200),
+            )
+          }
         }
         for (const p of batch.problems) {
           this.q.insertProblem.run(run, input.idx, input.path, p.line, p.reason, p.excerpt)
@@ -593,10 +594,7 @@ function prepare(db: Database) {
     setIngestLease: q<void, [string, number, number]>(
       "UPDATE runs SET ingest_owner = ?, ingest_expires = ? WHERE id = ?",
     ),
-    insertItem: q<void, [number, number, string, number, string | null, string, number]>(
-      `INSERT OR IGNORE INTO items (run_id, input, key, row, source_id, data, state, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)`,
-    ),
+    insertItems: insertItems(db, INSERT_ROWS),
     insertProblem: q<void, [number, number, string, number, string, string]>(
       "INSERT INTO problems (run_id, input, file, line, reason, excerpt) VALUES (?, ?, ?, ?, ?, ?)",
     ),
@@ -733,6 +731,19 @@ function prepare(db: Database) {
 }
 
 type Claimable = { id: number; key: string; data: string; attempts: number; state: State }
+
+const INSERT_ROWS = 50
+
+/** INSERT OR IGNORE of `n` items: parameters run, input, now, then key, row, source_id, data per row. */
+function insertItems(db: Database, n: number): Statement<void, SQLQueryBindings[]> {
+  const values = Array.from({ length: n }, (_, j) => {
+    const at = 4 + 4 * j
+    return `(?1, ?2, ?${at}, ?${at + 1}, ?${at + 2}, ?${at + 3}, 'pending', ?3)`
+  }).join(", ")
+  return db.prepare<void, SQLQueryBindings[]>(
+    `INSERT OR IGNORE INTO items (run_id, input, key, row, source_id, data, state, updated_at) VALUES ${values}`,
+  ) as unknown as Statement<void, SQLQueryBindings[]>
+}
 
 /** Refuses a ref that names no run, with the list of what exists. */
 export function mustFindRun(store: Store, ref: string | undefined): Run {

@@ -29,6 +29,8 @@ export interface SourceRow {
   id?: string
   /** The row's fields, as the prompt template sees them. */
   data: Record<string, unknown>
+  /** `data` as JSON text, when the source already holds it; saves the ledger a re-serialisation. */
+  raw?: string
 }
 
 /** A row that could not be read. It is skipped, counted and reported; it never stops a run. */

@@ -1,0 +1,46 @@
+/** One ingest contender per process: `bun bench/ingest.ts spool|baseline FILE DIR`. Prints JSON. */
+import { Database } from "bun:sqlite"
+import { mkdirSync } from "node:fs"
+import { join } from "node:path"
+import * as store from "../src/core/store.ts"
+import { ingest } from "../src/core/ingest.ts"
+import type { Job } from "../src/core/job.ts"
+
+const [mode, file, dir] = process.argv.slice(2) as [string, string, string]
+mkdirSync(dir, { recursive: true })
+const started = performance.now()
+let rows = 0
+
+if (mode === "baseline") {
+  // the plainest bulk insert of the same rows: whole file in memory, one prepared statement, big transactions
+  const db = new Database(join(dir, "plain.db"), { create: true })
+  db.run("PRAGMA journal_mode = WAL")
+  db.run("PRAGMA synchronous = FULL")
+  db.run("CREATE TABLE items (id INTEGER PRIMARY KEY, key TEXT NOT NULL, data TEXT NOT NULL, UNIQUE (key))")
+  const insert = db.prepare("INSERT INTO items (key, data) VALUES (?, ?)")
+  const lines = (await Bun.file(file).text()).split("\n")
+  const chunk = db.transaction((part: string[], base: number) => {
+    for (const [i, line] of part.entries()) if (line) insert.run(String(base + i + 1), line)
+  })
+  for (let i = 0; i < lines.length; i += 2000) chunk(lines.slice(i, i + 2000), i)
+  rows = (db.query("SELECT count(*) AS n FROM items").get() as { n: number }).n
+  db.close()
+} else {
+  const db = store.open(dir)
+  const job = { source: { path: file } } as Job
+  const run = db.createRun("bench", "{}", "fp", "", [{ path: file, format: "jsonl" }])
+  await ingest(db, run, job, () => {})
+  rows = db.counts(run.id).pending
+  db.close()
+}
+
+const ms = performance.now() - started
+console.log(
+  JSON.stringify({
+    mode,
+    rows,
+    ms,
+    rowsPerSec: rows / (ms / 1000),
+    maxRssMB: process.resourceUsage().maxRSS / 1024,
+  }),
+)
