@@ -79,14 +79,15 @@ function parse(text: string, line: number, id: string | undefined): SourceRow | 
 }
 
 /** The next region to parse: whole lines from `offset`, or the rest of the file at its end. */
-async function region(handle: Bun.BunFile, offset: number, size: number): Promise<Uint8Array | undefined> {
-  let want = REGION
+// prettier-ignore
+async function region(handle: Bun.BunFile, offset: number, size: number, bytes: number) {
+  let want = bytes
   for (;;) {
     if (offset >= size) return undefined
-    const bytes = new Uint8Array(await handle.slice(offset, Math.min(size, offset + want)).arrayBuffer())
-    if (offset + bytes.length >= size) return bytes
-    const last = bytes.lastIndexOf(NEWLINE)
-    if (last >= 0) return bytes.subarray(0, last + 1)
+    const read = new Uint8Array(await handle.slice(offset, Math.min(size, offset + want)).arrayBuffer())
+    if (offset + read.length >= size) return read
+    const last = read.lastIndexOf(NEWLINE)
+    if (last >= 0) return read.subarray(0, last + 1)
     want *= 2 // a line longer than the region: read more
   }
 }
@@ -94,7 +95,10 @@ async function region(handle: Bun.BunFile, offset: number, size: number): Promis
 export default defineSource({
   name: "jsonl",
   extensions: [".jsonl", ".ndjson"],
-  options: v.object({}),
+  options: v.object({
+    /** Bytes read (and committed) per batch; a batch always ends at a line boundary. */
+    chunk_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), REGION),
+  }),
   async *read(file, options, checkpoint, signal) {
     const hasher = new Bun.CryptoHasher("sha256")
     const start = position(checkpoint)
@@ -104,7 +108,12 @@ export default defineSource({
     let offset = start?.offset ?? 0
     let line = start?.line ?? 0
     let yielded = false
-    for (let bytes = await region(handle, offset, size); bytes; bytes = await region(handle, offset, size)) {
+    const chunk = options.chunk_bytes ?? REGION
+    for (
+      let bytes = await region(handle, offset, size, chunk);
+      bytes;
+      bytes = await region(handle, offset, size, chunk)
+    ) {
       if (signal?.aborted) return
       let body = bytes
       if (offset === 0 && body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf) body = body.subarray(3)

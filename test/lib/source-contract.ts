@@ -8,13 +8,14 @@ export interface Fixture {
   write(dir: string, rows: Record<string, unknown>[]): Promise<string>
 }
 
-async function all(source: Source, file: string, checkpoint?: Checkpoint): Promise<SourceBatch[]> {
-  const out: SourceBatch[] = []
-  for await (const batch of source.read(file, { id: "id" }, checkpoint)) out.push(batch)
-  return out
-}
+/** `options` should make the source yield several batches for a few thousand rows. */
+export function testSource(source: Source, fixture: Fixture, options: Record<string, unknown> = {}): void {
+  const all = async (source: Source, file: string, checkpoint?: Checkpoint): Promise<SourceBatch[]> => {
+    const out: SourceBatch[] = []
+    for await (const batch of source.read(file, { ...options, id: "id" }, checkpoint)) out.push(batch)
+    return out
+  }
 
-export function testSource(source: Source, fixture: Fixture): void {
   const rows = Array.from({ length: 4500 }, (_, i) => ({ id: `r${i}`, text: `row ${i}`, n: i }))
 
   describe(`source contract: ${source.name}`, () => {

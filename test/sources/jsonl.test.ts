@@ -7,17 +7,27 @@ import type { Checkpoint, Source, SourceBatch } from "../../src/plugins/define.t
 import { testSource } from "../lib/source-contract.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
-testSource(jsonl as unknown as Source, {
-  async write(dir, rows) {
-    const file = join(dir, "rows.jsonl")
-    writeFileSync(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
-    return file
+testSource(
+  jsonl as unknown as Source,
+  {
+    async write(dir, rows) {
+      const file = join(dir, "rows.jsonl")
+      writeFileSync(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
+      return file
+    },
   },
-})
+  { chunk_bytes: 16_384 },
+)
 
-async function read(file: string, id?: string, checkpoint?: Checkpoint): Promise<SourceBatch[]> {
+async function read(
+  file: string,
+  id?: string,
+  checkpoint?: Checkpoint,
+  chunk_bytes?: number,
+): Promise<SourceBatch[]> {
   const out: SourceBatch[] = []
-  for await (const b of jsonl.read(file, { id }, checkpoint)) out.push(b)
+  const options = chunk_bytes === undefined ? { id } : { id, chunk_bytes }
+  for await (const b of jsonl.read(file, options, checkpoint)) out.push(b)
   return out
 }
 
@@ -70,12 +80,32 @@ describe("the jsonl source", () => {
     expect(batch!.problems[3]!.excerpt).toBe(long.slice(0, 200))
   })
 
-  test("yields batches of at most 2,000 entries at line boundaries", async () => {
+  test("yields one batch per chunk of bytes, each ending at a line boundary, with exact offsets", async () => {
     await using tmp = await tmpdir()
-    writeFileSync(tmp.join("a.jsonl"), Array.from({ length: 5000 }, (_, i) => `{"i":${i}}`).join("\n") + "\n")
-    const batches = await read(tmp.join("a.jsonl"))
-    expect(batches.map((b) => b.rows.length)).toEqual([2000, 2000, 1000])
-    expect(batches.map((b) => b.checkpoint.line)).toEqual([2000, 4000, 5000])
+    const text = Array.from({ length: 5000 }, (_, i) => `{"i":${i}}`).join("\n") + "\n"
+    writeFileSync(tmp.join("a.jsonl"), text)
+    const batches = await read(tmp.join("a.jsonl"), undefined, undefined, 4096)
+    expect(batches.flatMap((b) => b.rows).map((r) => r.data.i)).toEqual([...Array(5000).keys()])
+    let previous = 0
+    for (const b of batches) {
+      const offset = b.checkpoint.offset as number
+      expect(offset - previous).toBeLessThanOrEqual(4096)
+      expect(text[offset - 1]).toBe("\n")
+      const lines = text.slice(0, offset).split("\n").length - 1
+      expect(b.checkpoint.line).toBe(lines)
+      previous = offset
+    }
+    expect(previous).toBe(text.length)
+    expect(batches.length).toBeGreaterThanOrEqual(Math.ceil(text.length / 4096))
+  })
+
+  test("a line longer than the chunk is read whole", async () => {
+    await using tmp = await tmpdir()
+    const long = JSON.stringify({ t: "x".repeat(10_000) })
+    writeFileSync(tmp.join("a.jsonl"), `{"a":1}\n${long}\n{"a":2}\n`)
+    const rows = (await read(tmp.join("a.jsonl"), undefined, undefined, 100)).flatMap((b) => b.rows)
+    expect(rows.map((r) => r.line)).toEqual([1, 2, 3])
+    expect(rows[1]!.raw).toBe(long)
   })
 
   test("refuses a file whose ingested part changed or shrank, naming the file", async () => {
