@@ -27,7 +27,8 @@ export async function ingest(
   let last = Date.now()
   for (const input of store.inputs(run.id)) {
     const source = registry.source(input.path, input.format)
-    const batches = source.read(input.path, { id: job.source.id }, Store.checkpoint(input), signal)
+    const options = { ...registry.options(source.options, {}, "source"), id: job.source.id }
+    const batches = source.read(input.path, options, Store.checkpoint(input), signal)
     for await (const batch of batches) {
       const added = store.ingest(run.id, input, batch, false)
       rows += added.added
@@ -55,7 +56,8 @@ export async function preflight(job: Job, prompt: template.Template): Promise<vo
   const fields = new Set<string>()
   const source = registry.source(job.source.path, job.source.format)
   let any = false
-  for await (const batch of source.read(job.source.path, { id: job.source.id }, undefined)) {
+  const options = { ...registry.options(source.options, {}, "source"), id: job.source.id }
+  for await (const batch of source.read(job.source.path, options, undefined)) {
     for (const row of batch.rows) {
       any = true
       if (fields.size < 50) for (const k of Object.keys(row.data)) fields.add(k)

@@ -26,8 +26,7 @@ async function read(
   chunk_bytes?: number,
 ): Promise<SourceBatch[]> {
   const out: SourceBatch[] = []
-  const options = chunk_bytes === undefined ? { id } : { id, chunk_bytes }
-  for await (const b of jsonl.read(file, options, checkpoint)) out.push(b)
+  for await (const b of jsonl.read(file, { id, chunk_bytes: chunk_bytes ?? 1 << 20 }, checkpoint)) out.push(b)
   return out
 }
 
