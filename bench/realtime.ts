@@ -35,6 +35,9 @@ async function pool(worker: () => Promise<boolean>): Promise<void> {
   )
 }
 
+const input = join(dir, "in.jsonl")
+if (mode === "spool") writeFileSync(input, prompts.map((p) => JSON.stringify({ p })).join("\n") + "\n")
+
 let done = 0
 const started = performance.now()
 
@@ -80,8 +83,6 @@ if (mode === "sdk") {
   })
   db.close()
 } else {
-  const input = join(dir, "in.jsonl")
-  writeFileSync(input, prompts.map((p) => JSON.stringify({ p })).join("\n") + "\n")
   const home = join(dir, "home")
   const session = await engine.prepare({
     file: undefined,

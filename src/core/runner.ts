@@ -48,6 +48,18 @@ export interface RunnerOptions {
 
 const IDLE_POLL_MS = 1000
 
+/** An item claimed ahead that was never sent goes back to pending. */
+function unsent(item: Claimed): Outcome {
+  return {
+    item: item.id,
+    attempt: item.attempt,
+    to: "pending",
+    label: "unsent",
+    latencyMs: 0,
+    endedAt: Date.now(),
+  }
+}
+
 export class Runner {
   readonly progress: Progress = { completed: 0, failed: 0, retried: 0, inFlight: 0 }
   /** Called after each commit with what this process has committed so far. */
@@ -57,6 +69,8 @@ export class Runner {
   private readonly o: RunnerOptions
   private readonly prompt: template.Template
   private readonly inflight = new Map<number, AbortController>()
+  /** Claimed (committed as running) but not yet sent: a finished call starts the next without waiting for a commit. */
+  private readonly queue: Claimed[] = []
   private outcomes: Outcome[] = []
   private stopping = false
   private wake: (() => void) | undefined
@@ -86,16 +100,20 @@ export class Runner {
   async loop(): Promise<Ending> {
     const { store, run, owner } = this.o
     const concurrency = this.o.job.limits.concurrency
+    const ahead = Math.ceil(concurrency / 4)
     const renew = setInterval(() => store.renew(run.id, owner, this.leaseMs), this.leaseMs / 4)
     try {
       for (;;) {
-        const holding = this.stopping || this.pausedBy !== undefined
-        const free = holding ? 0 : concurrency - this.inflight.size
+        const holding = this.holding
+        // items claimed ahead but never sent go back as they were; no request left for them
+        if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
+        const free = holding ? 0 : concurrency + ahead - this.inflight.size - this.queue.length
         const done = this.outcomes
         this.outcomes = []
         const claimed = store.step(run.id, owner, done, free, this.leaseMs)
         this.committed(done)
-        for (const item of claimed) this.start(item)
+        this.queue.push(...claimed)
+        this.fill()
         if (this.outcomes.length > 0) {
           await this.idle(0)
           continue
@@ -113,6 +131,18 @@ export class Runner {
       }
     } finally {
       clearInterval(renew)
+    }
+  }
+
+  private get holding(): boolean {
+    return this.stopping || this.pausedBy !== undefined
+  }
+
+  /** Starts queued items while there is room. */
+  private fill(): void {
+    const concurrency = this.o.job.limits.concurrency
+    while (!this.holding && this.inflight.size < concurrency && this.queue.length > 0) {
+      this.start(this.queue.shift() as Claimed)
     }
   }
 
@@ -171,6 +201,7 @@ export class Runner {
     this.attempt(item, controller.signal).then((outcome) => {
       this.inflight.delete(item.id)
       this.outcomes.push(outcome)
+      this.fill()
       // let every response that is already in settle first, so one commit carries them all
       if (this.outcomes.length === 1) setImmediate(() => this.notify())
     })
