@@ -28,7 +28,7 @@ if (mode === "baseline") {
 } else {
   const db = store.open(dir)
   const job = { source: { path: file } } as Job
-  const run = db.createRun("bench", "{}", "fp", "", [{ path: file, format: "jsonl" }])
+  const run = db.createRun("bench", "{}", "fp", "", [{ path: file, format: "jsonl" }]).run
   await ingest(db, run, job, () => {})
   rows = db.counts(run.id).pending
   db.close()

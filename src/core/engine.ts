@@ -67,6 +67,16 @@ function client(job: jobs.Job): ProviderClient {
   })
 }
 
+/** Reopens an existing run: reads inputs on from their checkpoints, and re-queues what dead workers held. */
+function resume(db: store.Store, run: store.Run, o: StartOptions): void {
+  db.setResume(run.id, o.resume)
+  if (run.state !== "running") db.setRunState(run.id, "running")
+  if (o.reingest) db.resetIngest(run.id)
+  else db.reopenIngest(run.id)
+  const back = db.recover(run.id, dead)
+  log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
+}
+
 /** Validates the job, opens the store, finds or creates the run, and recovers what a crash left in flight. */
 export async function prepare(o: StartOptions): Promise<Session> {
   const { job } = jobs.load(o.file, o.flags)
@@ -81,10 +91,25 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
   const db = store.open(o.home)
   log.init(o.home)
-  let run = o.newRun ? null : db.latestRun(job.name)
-  if (run && run.fingerprint !== jobs.fingerprint(job)) {
-    const before = JSON.parse(run.job) as jobs.Job
-    const changed = jobs.changedKeys(before, job)
+  const latest = db.latestRun(job.name)
+  let run = o.newRun ? null : latest
+  let created = false
+  if (!run) {
+    await preflight(job, prompt)
+    const made = db.createRun(
+      job.name,
+      JSON.stringify(job),
+      jobs.fingerprint(job),
+      o.resume,
+      [{ path: job.source.path, format: source.name }],
+      o.newRun ? (latest?.id ?? null) : null,
+    )
+    run = made.run
+    created = made.created
+    if (created) log.info("run created", { run: run.name, id: run.id })
+  }
+  if (run.fingerprint !== jobs.fingerprint(job)) {
+    const changed = jobs.changedKeys(JSON.parse(run.job) as jobs.Job, job)
     db.close()
     throw new JobError(
       `run "${job.name}" was started with a different job; resuming it would mix two kinds of requests`,
@@ -92,20 +117,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       `Put back the old values to resume it, or start a fresh run: add --new-run, or give the job another name.`,
     )
   }
-  if (!run) {
-    await preflight(job, prompt)
-    run = db.createRun(job.name, JSON.stringify(job), jobs.fingerprint(job), o.resume, [
-      { path: job.source.path, format: source.name },
-    ])
-    log.info("run created", { run: run.name, id: run.id })
-  } else {
-    db.setResume(run.id, o.resume)
-    if (run.state !== "running") db.setRunState(run.id, "running")
-    if (o.reingest) db.resetIngest(run.id)
-    else db.reopenIngest(run.id)
-    const back = db.recover(run.id, dead)
-    log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
-  }
+  if (!created) resume(db, run, o)
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
   const runner = new Runner({ store: db, run, job, client: provider, owner, policy })

@@ -216,18 +216,23 @@ export function open(home: string, options: { synchronous?: "FULL" | "NORMAL" } 
   return new Store(db, path)
 }
 
+function version(db: Database): number {
+  return db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version ?? 0
+}
+
 function migrate(db: Database, path: string): void {
-  const row = db.query<{ user_version: number }, []>("PRAGMA user_version").get()
-  const version = row?.user_version ?? 0
-  if (version > MIGRATIONS.length) {
-    throw new StoreError(
-      `the store ${path} was written by a newer spool (schema ${version}, this one knows ${MIGRATIONS.length})`,
+  const tooNew = (v: number) =>
+    new StoreError(
+      `the store ${path} was written by a newer spool (schema ${v}, this one knows ${MIGRATIONS.length})`,
       "Upgrade spool, or point --home at another directory.",
     )
-  }
-  if (version === MIGRATIONS.length) return
+  if (version(db) > MIGRATIONS.length) throw tooNew(version(db))
+  if (version(db) === MIGRATIONS.length) return
+  // read the version again under the write lock: another process may have migrated meanwhile
   db.transaction(() => {
-    for (let i = version; i < MIGRATIONS.length; i++) db.run(MIGRATIONS[i] as string)
+    const current = version(db)
+    if (current > MIGRATIONS.length) throw tooNew(current)
+    for (let i = current; i < MIGRATIONS.length; i++) db.run(MIGRATIONS[i] as string)
     db.run(`PRAGMA user_version = ${MIGRATIONS.length}`)
   }).immediate()
 }
@@ -266,20 +271,27 @@ export class Store {
     return this.q.runs.all()
   }
 
+  /**
+   * Creates a run, unless another process created a run of this name after the caller last looked (`seen`:
+   * the id of the latest such run then, or null). Workers started together thus share one run.
+   */
   createRun(
     name: string,
     job: string,
     fingerprint: string,
     resume: string,
     inputs: { path: string; format: string }[],
-  ): Run {
+    seen: number | null = null,
+  ): { run: Run; created: boolean } {
     const now = Date.now()
     return this.db
       .transaction(() => {
+        const latest = this.latestRun(name)
+        if (latest && latest.id !== seen) return { run: latest, created: false }
         const run = this.q.insertRun.get(name, job, fingerprint, resume, now, now)
         if (!run) throw new StoreError("the run could not be created")
         inputs.forEach((input, idx) => this.q.insertInput.run(run.id, idx, input.path, input.format))
-        return run
+        return { run, created: true }
       })
       .immediate()
   }

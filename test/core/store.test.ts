@@ -7,7 +7,9 @@ import { tmpdir } from "../lib/tmp.ts"
 
 function seeded(home: string, n: number) {
   const db = store.open(home)
-  const run = db.createRun("r", "{}", "fp", "spool run job.toml", [{ path: "/in.jsonl", format: "jsonl" }])
+  const run = db.createRun("r", "{}", "fp", "spool run job.toml", [
+    { path: "/in.jsonl", format: "jsonl" },
+  ]).run
   const input = db.inputs(run.id)[0]!
   const rows = Array.from({ length: n }, (_, i) => ({
     key: `k${i + 1}`,

@@ -106,7 +106,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
           new ReadableStream({
             start(controller) {
               controller.enqueue(new TextEncoder().encode('{"id":'))
-              controller.error(new Error("reset"))
+              controller.error()
             },
           }),
           { status: 200, headers: { "content-type": "application/json" } },

@@ -1,0 +1,30 @@
+import { describe, expect, test } from "bun:test"
+import { existsSync, readFileSync, statSync } from "node:fs"
+import * as log from "../../src/core/log.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+describe("the log file", () => {
+  test("writes owner-only JSON lines and rotates at the limit, keeping five", async () => {
+    await using tmp = await tmpdir()
+    log.init(tmp.path, 2000)
+    for (let i = 0; i < 200; i++) log.debug("tick", { i, pad: "x".repeat(50) })
+    const file = tmp.join("logs", "spool.log")
+    expect(statSync(file).mode & 0o777).toBe(0o600)
+    const first = JSON.parse(readFileSync(file, "utf8").split("\n")[0]!)
+    expect(first).toMatchObject({ level: "debug", msg: "tick", pad: "x".repeat(50) })
+    for (let k = 1; k <= 5; k++) expect(existsSync(`${file}.${k}`)).toBe(true)
+    expect(existsSync(`${file}.6`)).toBe(false)
+    for (const f of [file, `${file}.1`, `${file}.5`]) expect(statSync(f).size).toBeLessThanOrEqual(2000)
+    // the newest lines are in spool.log, the next older ones in spool.log.1
+    const last = readFileSync(file, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l).i as number)
+    const older = readFileSync(`${file}.1`, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l).i as number)
+    expect(last.at(-1)).toBe(199)
+    expect(older.at(-1)! + 1).toBe(last[0]!)
+  })
+})

@@ -1,0 +1,48 @@
+import { describe, expect, test } from "bun:test"
+import { Database } from "bun:sqlite"
+import { writeFileSync } from "node:fs"
+import { startFake } from "../lib/fake-openai.ts"
+import { start } from "../lib/spool.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+const KEY = "sk-test-workers-0123"
+
+describe("several workers on one store", () => {
+  test("three dist/spool processes share one run: every item is done once, no item was held by two", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 5 })
+    const n = 1200
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      Array.from({ length: n }, (_, i) => JSON.stringify({ t: `w${i}` })).join("\n") + "\n",
+    )
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "shared"\n[source]\npath = "in.jsonl"\n[provider]\nmodel = "m"\nbase_url = "${fake.url}"\n[request]\nprompt = "{{t}}"\n[limits]\nconcurrency = 8\n`,
+    )
+    const home = tmp.join("home")
+    const workers = [0, 1, 2].map(() =>
+      start(["run", "job.toml", "--home", home], { cwd: tmp.path, env: { OPENAI_API_KEY: KEY } }),
+    )
+    const ended = await Promise.all(
+      workers.map(async (w) => ({ code: await w.exited, stderr: await new Response(w.stderr).text() })),
+    )
+    expect(ended.filter((e) => e.code !== 0)).toEqual([])
+    expect(fake.paid.size).toBe(n)
+    expect([...fake.paid.values()].every((c) => c === 1)).toBe(true)
+    const db = new Database(`${home}/spool.db`, { readonly: true })
+    const owners = db
+      .query<{ owner: string; n: number }, []>("SELECT owner, count(*) AS n FROM attempts GROUP BY owner")
+      .all()
+    const states = db
+      .query<{ state: string; n: number }, []>("SELECT state, count(*) AS n FROM items GROUP BY state")
+      .all()
+    const runs = db.query<{ n: number }, []>("SELECT count(*) AS n FROM runs").get()
+    db.close()
+    expect(states).toEqual([{ state: "completed", n }])
+    expect(runs?.n).toBe(1)
+    // every worker took part, and the attempts add up to one per item
+    expect(owners.length).toBeGreaterThanOrEqual(2)
+    expect(owners.reduce((a, o) => a + o.n, 0)).toBe(n)
+  }, 60_000)
+})
