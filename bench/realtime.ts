@@ -1,5 +1,5 @@
 /**
- * One realtime contender per process: `bun bench/realtime.ts spool|bare|sdk URL ITEMS CONCURRENCY DIR [sync]`.
+ * One realtime contender per process: `bun bench/realtime.ts spool|bare|sdk|fetch URL ITEMS CONCURRENCY DIR [sync]`.
  * Prints JSON with items/s. All three send the same requests to the same fake server.
  */
 import { Database } from "bun:sqlite"
@@ -55,6 +55,22 @@ if (mode === "sdk") {
     if (r.choices[0]?.message.content) done++
     return true
   })
+} else if (mode === "fetch") {
+  // the same wire format over plain fetch, no persistence: what the SDK costs on top of the HTTP itself
+  let next = 0
+  const headers = { authorization: "Bearer sk-bench", "content-type": "application/json" }
+  await pool(async () => {
+    const i = next++
+    if (i >= items) return false
+    const res = await fetch(`${url}/chat/completions`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ model: "gpt-4.1-mini", messages: [{ role: "user", content: prompts[i]! }] }),
+    })
+    const body = (await res.json()) as { choices: { message: { content: string } }[] }
+    if (body.choices[0]?.message.content) done++
+    return true
+  })
 } else if (mode === "bare") {
   // the least a durable loop can do: claim one row, call, write the answer; each its own commit
   const db = new Database(join(dir, "bare.db"), { create: true })
@@ -98,6 +114,7 @@ if (mode === "sdk") {
     newRun: true,
     reingest: false,
     resume: "",
+    synchronous: sync === "NORMAL" ? "NORMAL" : "FULL",
   })
   await session.execute()
   const db = store.open(home)

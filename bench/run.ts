@@ -93,9 +93,11 @@ const contender = (url: string, mode: string, n: number, sync?: string) => {
 }
 const zero = await withFake(0, (url) => ({
   spool: contender(url, "spool", items),
+  spoolNormal: contender(url, "spool", items, "NORMAL"),
   bare: contender(url, "bare", items),
   bareNormal: contender(url, "bare", items, "NORMAL"),
   sdk: contender(url, "sdk", items),
+  fetch: contender(url, "fetch", items),
 }))
 const rate = (r: Record<string, number | string>) => Number(r.itemsPerSec)
 console.error(
@@ -138,9 +140,11 @@ Ratio ${ingestRatio.toFixed(2)}× (goal ≥ 0.7: ${mark(ingestRatio >= 0.7)}); p
 | contender | items/s | spool ÷ contender |
 | --- | --- | --- |
 | spool (durable: claim, attempt row, result; group commit, \`synchronous=FULL\`) | ${fmt(rate(zero.spool))} | — |
+| spool with \`synchronous=NORMAL\` (not shipped; for the choice in ARCHITECTURE.md) | ${fmt(rate(zero.spoolNormal))} | ${(rate(zero.spool) / rate(zero.spoolNormal)).toFixed(2)}× |
 | bare claim→fetch→write loop, one commit per step, \`synchronous=FULL\` | ${fmt(rate(zero.bare))} | ${(rate(zero.spool) / rate(zero.bare)).toFixed(2)}× |
 | bare loop with \`synchronous=NORMAL\` | ${fmt(rate(zero.bareNormal))} | ${(rate(zero.spool) / rate(zero.bareNormal)).toFixed(2)}× |
 | naive loop of the official \`openai\` SDK, no persistence | ${fmt(rate(zero.sdk))} | ${(rate(zero.spool) / rate(zero.sdk)).toFixed(2)}× |
+| the same requests over plain \`fetch\`, no persistence (the ceiling) | ${fmt(rate(zero.fetch))} | ${(rate(zero.spool) / rate(zero.fetch)).toFixed(2)}× |
 
 Goals: ≥ 0.5× the bare loop (${mark(rate(zero.spool) / rate(zero.bare) >= 0.5)}), ≥ 1.0× the naive SDK loop (${mark(rate(zero.spool) / rate(zero.sdk) >= 1)}).
 

@@ -18,6 +18,8 @@ export interface StartOptions {
   reingest: boolean
   /** The command that resumes this run, printed when it stops early. */
   resume: string
+  /** SQLite's synchronous setting; FULL unless a benchmark compares. */
+  synchronous?: "FULL" | "NORMAL"
 }
 
 export interface Ticker {
@@ -89,7 +91,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       "Check source.path (relative to the job file).",
     )
   }
-  const db = store.open(o.home)
+  const db = store.open(o.home, { synchronous: o.synchronous ?? "FULL" })
   log.init(o.home)
   const latest = db.latestRun(job.name)
   let run = o.newRun ? null : latest

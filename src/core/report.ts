@@ -26,7 +26,10 @@ export function status(db: Store, run: Run, now = Date.now()): StatusView {
   const s = db.summary(run.id, now)
   const start = s.firstStarted ?? run.created_at
   const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)
-  const rate = s.recentCompleted / (s.recentWindowMs / 1000)
+  const elapsed = Math.max(1, (end - start) / 1000)
+  // a live run: the last minute's pace; a finished one: its whole length
+  const rate =
+    run.state === "running" ? s.recentCompleted / (s.recentWindowMs / 1000) : s.counts.completed / elapsed
   const left =
     s.counts.pending + s.counts.running + s.counts.retry_wait + s.counts.queued + s.counts.submitted
   return {
@@ -77,7 +80,7 @@ export function statusText(v: StatusView): string {
     `run ${v.name} (#${v.id}) · ${v.state}${v.reason ? ` — ${v.reason}` : ""}`,
     `items     ${n(v.total)}: ${counts}`,
     `attempts  ${n(v.attempts)} · tokens in ${n(v.usage.input_tokens)} out ${n(v.usage.output_tokens)}`,
-    `time      elapsed ${duration(v.elapsed_s)} · ${v.rate_per_s}/s over the last minute · ETA ${
+    `time      elapsed ${duration(v.elapsed_s)} · ${v.rate_per_s}/s${v.state === "running" ? " over the last minute" : ""} · ETA ${
       v.eta_s === null ? "unknown" : duration(v.eta_s)
     }`,
   ]
