@@ -122,12 +122,11 @@ export interface Input {
   done: number
 }
 
-/** An item as the runner needs it to make a request. */
+/** An item as the runner needs it to make a request. `attempt` is this attempt's number (1 for the first). */
 export interface Claimed {
   id: number
   key: string
   data: string
-  attempts: number
   attempt: number
 }
 
@@ -153,6 +152,7 @@ export interface Item {
 /** How one attempt ended, as the runner hands it to the store. */
 export interface Outcome {
   item: number
+  /** The attempt's number, as claimed. */
   attempt: number
   to: Extract<State, "completed" | "retry_wait" | "failed" | "pending">
   /** ok, retry, failed, interrupted, paused */
@@ -444,57 +444,29 @@ export class Store {
   step(run: number, owner: string, outcomes: Outcome[], limit: number, leaseMs: number): Claimed[] {
     return this.db
       .transaction(() => {
-        for (const o of outcomes) this.record(o, owner)
+        this.record(outcomes, owner)
         if (limit <= 0) return []
         const now = Date.now()
         const picked = this.q.dueRetries.all(run, now, limit)
         if (picked.length < limit) picked.push(...this.q.pendingItems.all(run, limit - picked.length))
-        const claimed: Claimed[] = []
-        for (const item of picked) {
-          states.check(item.state, "running")
-          const attempt = item.attempts + 1
-          this.q.claim.run(owner, now + leaseMs, now, item.id, item.state)
-          const a = this.q.insertAttempt.get(item.id, run, attempt, owner, now)
-          claimed.push({
-            id: item.id,
-            key: item.key,
-            data: item.data,
-            attempts: attempt,
-            attempt: a?.id ?? 0,
-          })
-        }
+        if (picked.length === 0) return []
+        for (const item of picked) states.check(item.state, "running")
+        // set-based: one statement claims them all and one opens their attempts, however many there are
+        const ids = JSON.stringify(picked.map((p) => p.id))
+        const claimed = this.q.claim.all(owner, now + leaseMs, now, ids)
+        claimed.sort((a, b) => a.id - b.id)
+        this.q.openAttempts.run(JSON.stringify(claimed.map((c) => [c.id, c.attempt])), run, owner, now)
         return claimed
       })
       .immediate()
   }
 
-  private record(o: Outcome, owner: string): void {
-    states.check("running", o.to)
-    const input = o.inputTokens ?? null
-    const output = o.outputTokens ?? null
-    this.q.endAttempt.run(
-      o.endedAt,
-      o.label,
-      o.errorClass ?? null,
-      o.error ?? null,
-      o.status ?? null,
-      input,
-      output,
-      o.latencyMs,
-      o.attempt,
-    )
-    this.q.finish.run(
-      o.to,
-      o.output ?? null,
-      o.errorClass ?? null,
-      o.error ?? null,
-      o.nextAt ?? null,
-      input ?? 0,
-      output ?? 0,
-      o.endedAt,
-      o.item,
-      owner,
-    )
+  private record(outcomes: Outcome[], owner: string): void {
+    if (outcomes.length === 0) return
+    for (const o of outcomes) states.check("running", o.to)
+    const json = JSON.stringify(outcomes)
+    this.q.endAttempts.run(json)
+    this.q.finish.run(json, owner)
   }
 
   /** Extends the leases of every item this owner holds. */
@@ -636,54 +608,36 @@ function prepare(db: Database) {
       "UPDATE attempts SET ended_at = ?, outcome = 'lost' WHERE item_id = ? AND ended_at IS NULL",
     ),
     dueRetries: q<Claimable, [number, number, number]>(
-      `SELECT id, key, data, attempts, state FROM items
-       WHERE run_id = ? AND state = 'retry_wait' AND next_at <= ? ORDER BY id LIMIT ?`,
+      `SELECT id, state FROM items WHERE run_id = ? AND state = 'retry_wait' AND next_at <= ? ORDER BY id LIMIT ?`,
     ),
     pendingItems: q<Claimable, [number, number]>(
-      "SELECT id, key, data, attempts, state FROM items WHERE run_id = ? AND state = 'pending' ORDER BY id LIMIT ?",
+      "SELECT id, state FROM items WHERE run_id = ? AND state = 'pending' ORDER BY id LIMIT ?",
     ),
-    claim: q<void, [string, number, number, number, State]>(
-      `UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = ?,
-       lease_expires = ?, updated_at = ? WHERE id = ? AND state = ?`,
+    claim: q<Claimed, [string, number, number, string]>(
+      `UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = ?1,
+       lease_expires = ?2, updated_at = ?3
+       WHERE id IN (SELECT value FROM json_each(?4)) AND state IN ('pending', 'retry_wait')
+       RETURNING id, key, data, attempts AS attempt`,
     ),
-    insertAttempt: q<Id, [number, number, number, string, number]>(
-      "INSERT INTO attempts (item_id, run_id, n, owner, started_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+    openAttempts: q<void, [string, number, string, number]>(
+      `INSERT INTO attempts (item_id, run_id, n, owner, started_at)
+       SELECT j.value ->> 0, ?2, j.value ->> 1, ?3, ?4 FROM json_each(?1) AS j`,
     ),
-    endAttempt: q<
-      void,
-      [
-        number,
-        string,
-        string | null,
-        string | null,
-        number | null,
-        number | null,
-        number | null,
-        number,
-        number,
-      ]
-    >(
-      `UPDATE attempts SET ended_at = ?, outcome = ?, error_class = ?, error = ?, http_status = ?,
-       input_tokens = ?, output_tokens = ?, latency_ms = ? WHERE id = ?`,
+    endAttempts: q<void, [string]>(
+      `UPDATE attempts SET ended_at = j.value ->> 'endedAt', outcome = j.value ->> 'label',
+       error_class = j.value ->> 'errorClass', error = j.value ->> 'error', http_status = j.value ->> 'status',
+       input_tokens = j.value ->> 'inputTokens', output_tokens = j.value ->> 'outputTokens',
+       latency_ms = j.value ->> 'latencyMs'
+       FROM json_each(?1) AS j WHERE attempts.item_id = j.value ->> 'item' AND attempts.n = j.value ->> 'attempt'`,
     ),
-    finish: q<
-      void,
-      [
-        State,
-        string | null,
-        string | null,
-        string | null,
-        number | null,
-        number,
-        number,
-        number,
-        number,
-        string,
-      ]
-    >(
-      `UPDATE items SET state = ?, output = ?, error_class = ?, error = ?, next_at = ?,
-       input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, lease_owner = NULL,
-       lease_expires = NULL, updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?`,
+    finish: q<void, [string, string]>(
+      `UPDATE items SET state = j.value ->> 'to', output = j.value ->> 'output',
+       error_class = j.value ->> 'errorClass', error = j.value ->> 'error', next_at = j.value ->> 'nextAt',
+       input_tokens = input_tokens + coalesce(j.value ->> 'inputTokens', 0),
+       output_tokens = output_tokens + coalesce(j.value ->> 'outputTokens', 0),
+       lease_owner = NULL, lease_expires = NULL, updated_at = j.value ->> 'endedAt'
+       FROM json_each(?1) AS j
+       WHERE items.id = j.value ->> 'item' AND items.state = 'running' AND items.lease_owner = ?2`,
     ),
     renew: q<void, [number, number, string]>(
       "UPDATE items SET lease_expires = ? WHERE run_id = ? AND lease_owner = ? AND state = 'running'",
@@ -742,7 +696,7 @@ function prepare(db: Database) {
   }
 }
 
-type Claimable = { id: number; key: string; data: string; attempts: number; state: State }
+type Claimable = { id: number; state: State }
 
 const INSERT_ROWS = 50
 

@@ -100,7 +100,7 @@ describe("the store", () => {
     await using tmp = await tmpdir()
     const { db, run } = seeded(tmp.path, 5)
     const first = db.step(run.id, "w1", [], 2, 60_000)
-    expect(first.map((c) => [c.key, c.attempts])).toEqual([
+    expect(first.map((c) => [c.key, c.attempt])).toEqual([
       ["k1", 1],
       ["k2", 1],
     ])
@@ -178,7 +178,7 @@ describe("the store", () => {
     db.step(run.id, "w", [wait(a!, Date.now() + 60_000), wait(b!, Date.now() - 1)], 0, 60_000)
     expect(db.nextRetryAt(run.id)).toBeLessThan(Date.now())
     const next = db.step(run.id, "w", [], 2, 60_000)
-    expect(next.map((c) => [c.key, c.attempts])).toEqual([
+    expect(next.map((c) => [c.key, c.attempt])).toEqual([
       ["k2", 2],
       ["k3", 1],
     ])

@@ -234,32 +234,21 @@ describe("dist/spool", () => {
     expect(fake.paid.size).toBe(50)
   })
 
-  test("the API key never reaches the store, the logs or the results", async () => {
+  test("reads the key from .env and the base URL from OPENAI_BASE_URL; the key never reaches the store, the logs or the results", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({
       apiKey: KEY,
       faults: { rate: 0.3, kinds: ["500", "429"], seed: 1, retryAfter: "0" },
     })
     writeFileSync(tmp.join("in.jsonl"), Array.from({ length: 30 }, (_, i) => `{"t":"${i}"}`).join("\n"))
+    writeFileSync(tmp.join(".env"), `OPENAI_API_KEY=${KEY}\n`)
     const home = tmp.join("home")
     const out = await spool(
-      [
-        "run",
-        "--input",
-        "in.jsonl",
-        "--prompt",
-        "{{t}}",
-        "--model",
-        "m",
-        "--base-url",
-        fake.url,
-        "--home",
-        home,
-        "--verbose",
-      ],
-      { cwd: tmp.path, env: { OPENAI_API_KEY: KEY } },
+      ["run", "--input", "in.jsonl", "--prompt", "{{t}}", "--model", "m", "--home", home, "--verbose"],
+      { cwd: tmp.path, env: { OPENAI_BASE_URL: fake.url } },
     )
     expect(out.code).toBe(0)
+    expect(fake.paid.size).toBe(30)
     const results = await spool(["results", "--home", home, "--out", tmp.join("r.jsonl")], { cwd: tmp.path })
     expect(results.code).toBe(0)
     const files = [...walk(home), tmp.join("r.jsonl")]
