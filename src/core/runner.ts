@@ -99,10 +99,6 @@ export class Runner {
     for (const controller of this.inflight.values()) controller.abort(new Error("interrupted"))
   }
 
-  get inFlight(): number {
-    return this.inflight.size
-  }
-
   async loop(): Promise<Ending> {
     const { store, run, owner } = this.o
     const concurrency = this.o.job.limits.concurrency

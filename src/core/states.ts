@@ -33,9 +33,6 @@ const EDGES: Record<State, readonly State[]> = {
   needs_review: ["pending"],
 }
 
-export const TERMINAL: readonly State[] = ["completed", "failed", "needs_review"]
-export const IN_FLIGHT: readonly State[] = ["running", "queued"]
-
 export function allowed(from: State, to: State): boolean {
   return EDGES[from].includes(to)
 }
@@ -43,11 +40,6 @@ export function allowed(from: State, to: State): boolean {
 /** Throws unless `from → to` is an edge of the state machine. */
 export function check(from: State, to: State): void {
   if (!allowed(from, to)) throw new TransitionError(`illegal item transition ${from} → ${to}`)
-}
-
-/** The states an item may be in for a move to `to`; the store uses it to guard its updates. */
-export function sources(to: State): State[] {
-  return STATES.filter((from) => EDGES[from].includes(to))
 }
 
 export function isState(value: string): value is State {

@@ -212,6 +212,8 @@ export function open(home: string, options: { synchronous?: "FULL" | "NORMAL" } 
   db.run("PRAGMA journal_mode = WAL")
   db.run(`PRAGMA synchronous = ${options.synchronous ?? "FULL"}`)
   db.run("PRAGMA foreign_keys = ON")
+  // a write-heavy ledger: checkpoint the WAL every ~40 MB instead of every 4 MB (fewer copy-and-fsync passes)
+  db.run("PRAGMA wal_autocheckpoint = 10000")
   migrate(db, path)
   return new Store(db, path)
 }
