@@ -3,7 +3,8 @@ import { writeFileSync } from "node:fs"
 import * as engine from "../../src/core/engine.ts"
 import * as store from "../../src/core/store.ts"
 import { startFake } from "../lib/fake-openai.ts"
-import { tmpdir } from "../lib/tmp.ts"
+import { tmpdir, type Tmp } from "../lib/tmp.ts"
+import { RunPausedError } from "../../src/core/errors.ts"
 
 const KEY = "sk-test-engine-0123456789"
 
@@ -87,5 +88,64 @@ retry_cap_s = 0.05
     expect(fake.invalid).toEqual([])
     expect(db.integrity()).toBe("ok")
     db.close()
+  })
+
+  async function small(tmp: Tmp, url: string, n: number, limits = "") {
+    process.env.OPENAI_API_KEY = KEY
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      lines(n, (i) => ({ id: `s${i}`, text: `s${i}` })),
+    )
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "small"\n[source]\npath = "in.jsonl"\nid = "id"\n[provider]\nmodel = "m"\nbase_url = "${url}"\n[request]\nprompt = "{{text}}"\n[limits]\n${limits}\n`,
+    )
+    return engine.prepare({
+      file: tmp.join("job.toml"),
+      flags: {},
+      home: tmp.join(".spool"),
+      newRun: false,
+      reingest: false,
+      resume: "spool run job.toml",
+    })
+  }
+
+  test("a 429's Retry-After is honoured before the next attempt", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY })
+    fake.faults = { rate: 0, kinds: [], retryAfter: "1" }
+    fake.script.set("s1", ["429"])
+    const session = await small(tmp, fake.url, 1, "retry_base_s = 0\nretry_cap_s = 0")
+    expect(await session.execute()).toBe(0)
+    const db = store.open(tmp.join(".spool"))
+    const rows = db.db
+      .query<{ n: number; outcome: string; started_at: number; ended_at: number; http_status: number }, []>(
+        "SELECT n, outcome, started_at, ended_at, http_status FROM attempts ORDER BY n",
+      )
+      .all()
+    db.close()
+    expect(rows.map((r) => [r.n, r.outcome, r.http_status])).toEqual([
+      [1, "retry", 429],
+      [2, "ok", 200],
+    ])
+    expect(rows[1]!.started_at - rows[0]!.ended_at).toBeGreaterThanOrEqual(990)
+  })
+
+  test("exhausted quota pauses the run: no item fails, the rest stay pending, and a resume finishes them", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY })
+    fake.script.set("s3", ["quota"])
+    const session = await small(tmp, fake.url, 40, "concurrency = 1")
+    await expect(session.execute()).rejects.toThrow(RunPausedError)
+    const db = store.open(tmp.join(".spool"))
+    const run = db.latestRun("small")!
+    expect(run.state).toBe("paused")
+    expect(run.reason).toContain("You exceeded your current quota")
+    expect(db.counts(run.id)).toMatchObject({ completed: 2, failed: 0, pending: 38, running: 0 })
+    db.close()
+    const again = await small(tmp, fake.url, 40, "concurrency = 1")
+    expect(await again.execute()).toBe(0)
+    expect(fake.paid.size).toBe(40)
+    expect([...fake.paid.values()].every((n) => n === 1)).toBe(true)
   })
 })

@@ -160,6 +160,30 @@ describe("crash safety of dist/spool", () => {
     expect([...fake.paid.values()].every((n) => n === 1)).toBe(true)
   }, 60_000)
 
+  test("SIGTERM stops as cleanly as SIGINT", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 30 })
+    writeFileSync(tmp.join("in.jsonl"), input(300))
+    writeFileSync(tmp.join("job.toml"), job(fake.url))
+    const home = tmp.join("home")
+    const child = start(["run", "job.toml", "--home", home], { cwd: tmp.path, env: { OPENAI_API_KEY: KEY } })
+    await until(() => fake.paid.size >= 20, 20_000, "20 completions")
+    child.kill("SIGTERM")
+    const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited])
+    expect(code).toBe(130)
+    expect(stderr).toContain("SIGTERM: finishing in-flight calls")
+    const db = new Database(`${home}/spool.db`, { readonly: true })
+    const running = db
+      .query<{ n: number }, []>("SELECT count(*) AS n FROM items WHERE state = 'running'")
+      .get()
+    const completed = db
+      .query<{ n: number }, []>("SELECT count(*) AS n FROM items WHERE state = 'completed'")
+      .get()
+    db.close()
+    expect(running?.n).toBe(0)
+    expect(completed?.n).toBe(fake.paid.size)
+  }, 60_000)
+
   test("a second SIGINT exits at once, and the next run still completes everything exactly once", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({ apiKey: KEY, latencyMs: 3000 })
