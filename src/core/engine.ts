@@ -199,6 +199,6 @@ function finish(db: store.Store, run: store.Run, ending: string, reason: string 
   const counts = db.counts(run.id)
   const failures = counts.failed + counts.needs_review
   db.setRunState(run.id, failures > 0 ? "completed_with_failures" : "completed")
-  log.info("run finished", { run: run.name, completed: counts.completed, failed: counts.failed })
+  log.debug("run finished", { run: run.name, completed: counts.completed, failed: counts.failed })
   return failures > 0 ? 3 : 0
 }

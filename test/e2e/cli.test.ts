@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { startFake } from "../lib/fake-openai.ts"
-import { spool } from "../lib/spool.ts"
+import { BIN, spool } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
 const KEY = "sk-test-SECRET-do-not-leak-4242"
@@ -47,6 +47,22 @@ describe("dist/spool", () => {
     expect(statSync(tmp.join("r.jsonl")).mode & 0o777).toBe(0o600)
     expect(statSync(home).mode & 0o777).toBe(0o700)
     for (const file of walk(home)) expect(statSync(file).mode & 0o777).toBe(0o600)
+  })
+
+  test("on a terminal, progress is one line redrawn in place; elsewhere, plain lines", async () => {
+    await using tmp = await tmpdir()
+    const dir = join(import.meta.dir, "../../examples/quickstart")
+    // script(1) gives the binary a pseudo-terminal, as a person's shell would
+    const tty = Bun.spawnSync(
+      ["script", "-qec", `${BIN} run job.toml --home ${tmp.join("a")}`, "/dev/null"],
+      { cwd: dir },
+    )
+    const screen = tty.stdout.toString()
+    expect(tty.exitCode).toBe(0)
+    expect(screen).toContain("\r\x1b[K12/12 done · 0 failed")
+    const plain = await spool(["run", "job.toml", "--home", tmp.join("b")], { cwd: dir })
+    expect(plain.stderr).not.toContain("\x1b[K")
+    expect(plain.stderr).toContain('run "quickstart": 12 completed, 0 failed of 12')
   })
 
   test("an invalid job exits 2, lists every problem by key path, and creates nothing", async () => {
