@@ -165,7 +165,7 @@ const results = defineCommand({
       const r = store.mustFindRun(db, args.run)
       const lines = report.results(db, r, state)
       if (!args.out) {
-        for (const line of lines) process.stdout.write(line)
+        await pour(process.stdout, lines)
         return 0
       }
       await writeAtomically(resolve(args.out), lines)
@@ -176,14 +176,24 @@ const results = defineCommand({
   },
 })
 
+/**
+ * Writes lines with backpressure and waits until the last one is handed to the OS: the process exits
+ * right after a command returns, and a pipe's unflushed tail would be lost (a slow reader saw 256 of
+ * 5,000 lines before this).
+ */
+async function pour(out: NodeJS.WritableStream, lines: Iterable<string>): Promise<void> {
+  for (const line of lines) {
+    if (!out.write(line)) await new Promise((done) => out.once("drain", done))
+  }
+  await new Promise<void>((done, fail) => out.write("", (err?: Error | null) => (err ? fail(err) : done())))
+}
+
 /** Writes beside the target and renames, so a reader never sees a half-written file. Owner-only. */
 async function writeAtomically(path: string, lines: Iterable<string>): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`
   const out = createWriteStream(tmp, { mode: 0o600 })
   try {
-    for (const line of lines) {
-      if (!out.write(line)) await new Promise((done) => out.once("drain", done))
-    }
+    await pour(out, lines)
     await new Promise<void>((done, fail) => out.end((err?: Error | null) => (err ? fail(err) : done())))
     renameSync(tmp, path)
   } catch (err) {
@@ -256,5 +266,11 @@ if (import.meta.main) {
   process.umask(0o077)
   const argv = process.argv.slice(2)
   jobs.loadDotenv()
-  cli(argv).then((code) => process.exit(code))
+  cli(argv)
+    .then(async (code) => {
+      // exit only once stdout is handed to the OS; a pipe's queued tail would be cut off otherwise
+      await new Promise((done) => process.stdout.write("", done))
+      return code
+    })
+    .then((code) => process.exit(code))
 }

@@ -172,6 +172,38 @@ describe("dist/spool", () => {
     expect(text.stdout).toContain(`${tmp.join("in.jsonl")}:2  not valid JSON`)
   })
 
+  test("results on stdout reach a slow reader whole: every line, nothing cut off at exit", async () => {
+    await using tmp = await tmpdir()
+    const n = 5000
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      Array.from({ length: n }, (_, i) =>
+        JSON.stringify({ id: `r${i}`, t: `row ${i} ${"x".repeat(40)}` }),
+      ).join("\n"),
+    )
+    const run = await spool(
+      ["run", "--input", "in.jsonl", "--id", "id", "--prompt", "{{t}}", "--provider", "mock"],
+      {
+        cwd: tmp.path,
+      },
+    )
+    expect(run.code).toBe(0)
+    // the reader starts only after the writer has filled the pipe and could have exited
+    const child = Bun.spawn(["sh", "-c", `"${BIN}" results | (sleep 1; cat)`], {
+      cwd: tmp.path,
+      env: { ...process.env, SPOOL_HOME: tmp.join(".spool") },
+      stdout: "pipe",
+      stderr: "pipe",
+    })
+    const [stdout, code] = await Promise.all([new Response(child.stdout).text(), child.exited])
+    expect(code).toBe(0)
+    const ids = stdout
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { id: string }).id)
+    expect(ids).toEqual(Array.from({ length: n }, (_, i) => `r${i}`))
+  })
+
   test("the same job resumes its run; a changed prompt is refused until --new-run", async () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("in.jsonl"), '{"t":"1"}\n{"t":"2"}\n')
