@@ -46,6 +46,8 @@ export interface SourceBatch {
   rows: SourceRow[]
   problems: SourceProblem[]
   checkpoint: Checkpoint
+  /** Things the user should know that are not row problems (say, a row group too large for memory). Logged. */
+  warnings?: string[]
 }
 
 /** Options every source receives from the job's `[source]` table, besides its own. */
@@ -54,10 +56,16 @@ export interface SourceCommon {
   id?: string | undefined
 }
 
+/** Reads one kind of input. Write `read` in method syntax, as an async generator. */
 export interface Source<S extends OptionsSchema = OptionsSchema> {
+  /** The `format` a job names it by: lowercase letters, digits and dashes; unique among all sources. */
   name: string
-  /** File name endings this source reads, with the dot (".jsonl"). */
+  /** File name endings this source reads, with the dot (".jsonl"); chosen by extension when no format is set. */
   extensions: string[]
+  /**
+   * Its options, given as keys of the job's `[source]` table (beside `path`, `id` and `format`). Keys the schema
+   * does not name are refused before a run starts.
+   */
   options: S
   /**
    * Streams the file from `checkpoint` (or the start), in a deterministic order, holding only a bounded
@@ -109,14 +117,24 @@ export interface ProviderClient {
   call(request: Request, signal: AbortSignal): Promise<Reply>
 }
 
+/** Talks to one kind of model server. */
 export interface Provider<S extends OptionsSchema = OptionsSchema> {
+  /** The `provider.name` a job names it by; unique among all providers. */
   name: string
+  /** Its options, from the job's `[provider.options]` table; unknown keys are refused. */
   options: S
   /** The environment variable that holds the key by default; undefined when none is needed. */
   keyEnv: string | undefined
   /** The environment variable that may hold a base URL. */
   baseUrlEnv?: string
+  /** Makes the client one run uses; called once, before any item is claimed. */
   create(options: v.InferOutput<S>, context: ProviderContext): ProviderClient
+}
+
+/** Several sources and providers from one file. */
+export interface Plugin {
+  sources?: Source[]
+  providers?: Provider[]
 }
 
 /** Identity function that infers the options type from the valibot schema. */
@@ -128,3 +146,11 @@ export function defineSource<const S extends OptionsSchema>(source: Source<S>): 
 export function defineProvider<const S extends OptionsSchema>(provider: Provider<S>): Provider<S> {
   return provider
 }
+
+/** Groups sources and providers that ship in one file (each made with `defineSource`/`defineProvider`). */
+export function definePlugin(plugin: Plugin): Plugin {
+  return plugin
+}
+
+// The errors a plugin throws: the runner and the ledger tell them apart by class.
+export { ProviderError, SourceChangedError, SourceError } from "../core/errors.ts"

@@ -7,8 +7,8 @@ import jsonl from "../sources/jsonl.ts"
 import openai from "./providers/openai.ts"
 import mock from "./providers/mock.ts"
 
-export const sources: Source[] = [jsonl as unknown as Source]
-export const providers: Provider[] = [openai as unknown as Provider, mock as unknown as Provider]
+export const sources: Source[] = [jsonl]
+export const providers: Provider[] = [openai, mock]
 
 export function provider(name: string): Provider {
   const found = providers.find((p) => p.name === name)

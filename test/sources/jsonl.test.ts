@@ -8,13 +8,22 @@ import { testSource } from "../lib/source-contract.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
 testSource(
-  jsonl as unknown as Source,
+  jsonl,
   {
     async write(dir, rows) {
       const file = join(dir, "rows.jsonl")
       writeFileSync(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
       return file
     },
+    async malformed(dir, a, b) {
+      const path = join(dir, "bad.jsonl")
+      writeFileSync(
+        path,
+        [...a.map((r) => JSON.stringify(r)), "{oops", ...b.map((r) => JSON.stringify(r))].join("\n"),
+      )
+      return { path, at: a.length + 1 }
+    },
+    invalid: { chunk_bytes: 0 },
   },
   { chunk_bytes: 16_384 },
 )
