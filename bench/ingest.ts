@@ -3,8 +3,8 @@ import { Database } from "bun:sqlite"
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
 import * as store from "../src/core/store.ts"
-import { ingest } from "../src/core/ingest.ts"
-import type { Job } from "../src/core/job.ts"
+import { ingest, plan } from "../src/core/ingest.ts"
+import * as jobs from "../src/core/job.ts"
 
 const [mode, file, dir] = process.argv.slice(2) as [string, string, string]
 mkdirSync(dir, { recursive: true })
@@ -27,9 +27,10 @@ if (mode === "baseline") {
   db.close()
 } else {
   const db = store.open(dir)
-  const job = { source: { path: file } } as Job
-  const run = db.createRun("bench", "{}", "fp", "", [{ path: file, format: "jsonl" }]).run
-  await ingest(db, run, job, () => {})
+  const { job } = jobs.load(undefined, { input: [file], prompt: "x", provider: "mock" })
+  const inputs = plan(job)
+  const run = db.createRun("bench", "{}", "fp", "", [{ path: file, format: inputs[0]!.source.name }]).run
+  await ingest(db, run, inputs, () => {})
   rows = db.counts(run.id).pending
   db.close()
 }

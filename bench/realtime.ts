@@ -103,7 +103,7 @@ if (mode === "sdk") {
   const session = await engine.prepare({
     file: undefined,
     flags: {
-      input,
+      input: [input],
       prompt: "{{p}}",
       model: "gpt-4.1-mini",
       baseUrl: url,

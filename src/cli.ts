@@ -6,6 +6,7 @@ import { SpoolError, UsageError, type ExitCode } from "./core/errors.ts"
 import * as engine from "./core/engine.ts"
 import * as jobs from "./core/job.ts"
 import * as report from "./core/report.ts"
+import * as registry from "./plugins/registry.ts"
 import * as store from "./core/store.ts"
 import * as states from "./core/states.ts"
 
@@ -23,9 +24,10 @@ function home(arg: string | undefined): string {
 
 const runArgs = {
   job: { type: "positional", required: false, description: "The job file (TOML)" },
-  input: { type: "string", description: "Input file (source.path)" },
+  input: { type: "string", description: "Input file (source.path); repeat it for several inputs, read in order" },
   id: { type: "string", description: "Field with each row's stable id (source.id)" },
-  provider: { type: "string", description: "openai | mock (provider.name)" },
+  format: { type: "string", description: "Input format, when the extension does not tell (source.format)" },
+  provider: { type: "string", description: "openai | mock | a plugin's (provider.name)" },
   model: { type: "string", description: "Model name (provider.model)" },
   "base-url": { type: "string", description: "Provider base URL (provider.base_url)" },
   "api-key-env": { type: "string", description: "Variable holding the API key (provider.api_key_env)" },
@@ -43,6 +45,18 @@ const runArgs = {
   ...common,
 } as const satisfies ArgsDef
 
+/** Every value of a flag given several times (`--input a --input b`, or `--input=a`), in order. */
+function repeated(rawArgs: string[], name: string): string[] | undefined {
+  const values: string[] = []
+  for (let i = 0; i < rawArgs.length; i++) {
+    const arg = rawArgs[i] as string
+    if (arg === "--") break
+    if (arg.startsWith(`--${name}=`)) values.push(arg.slice(name.length + 3))
+    else if (arg === `--${name}` && i + 1 < rawArgs.length) values.push(rawArgs[++i] as string)
+  }
+  return values.length ? values : undefined
+}
+
 /** Quotes an argument for a POSIX shell when it needs it. */
 function quote(arg: string): string {
   return /^[A-Za-z0-9_./:=@%+-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`
@@ -59,8 +73,9 @@ const run = defineCommand({
       file: args.job,
       flags: {
         name: args.name,
-        input: args.input,
+        input: repeated(rawArgs, "input"),
         id: args.id,
+        format: args.format,
         provider: args.provider,
         model: args.model,
         baseUrl: args["base-url"],
@@ -202,9 +217,30 @@ async function writeAtomically(path: string, lines: Iterable<string>): Promise<v
   }
 }
 
+const plugins = defineCommand({
+  meta: {
+    name: "plugins",
+    description: "List the sources and providers, built-in and loaded from a job's plugins, with their options",
+  },
+  args: {
+    job: { type: "positional", required: false, description: "A job file whose plugins = [...] to load" },
+    json: { type: "boolean", description: "Machine-readable output" },
+    verbose: common.verbose,
+  },
+  async run({ args }) {
+    if (args.job) {
+      const { job } = jobs.load(args.job, {})
+      await registry.load(job.plugins ?? [])
+    }
+    const list = registry.list()
+    process.stdout.write(args.json ? `${JSON.stringify(list, null, 2)}\n` : report.pluginsText(list))
+    return 0
+  },
+})
+
 const main = defineCommand({
   meta: { name: "spool", version: VERSION, description: "Durable LLM batch jobs, from one executable" },
-  subCommands: { run, status, runs, results },
+  subCommands: { run, status, runs, results, plugins },
 })
 
 /** Refuses flags a command does not define: a typo must not be silently ignored. */
@@ -219,7 +255,10 @@ function checkFlags(cmd: CommandDef, rawArgs: string[]): void {
   }
 }
 
-const COMMANDS: Record<string, CommandDef> = { run, status, runs, results } as Record<string, CommandDef>
+const COMMANDS: Record<string, CommandDef> = { run, status, runs, results, plugins } as Record<
+  string,
+  CommandDef
+>
 
 export async function cli(argv: string[]): Promise<ExitCode> {
   const verbose = argv.includes("--verbose")

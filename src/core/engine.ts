@@ -1,12 +1,12 @@
 /** `spool run`: from a job to a finished (or safely stopped) run. The CLI only parses, calls this, and prints. */
-import { existsSync } from "node:fs"
-import { JobError, RunPausedError, SourceError, type ExitCode } from "./errors.ts"
+import { basename } from "node:path"
+import { JobError, RunPausedError, type ExitCode } from "./errors.ts"
 import * as jobs from "./job.ts"
 import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
 import * as store from "./store.ts"
 import * as template from "./template.ts"
-import { ingest, preflight } from "./ingest.ts"
+import { ingest, plan, preflight, type Planned } from "./ingest.ts"
 import { Runner, dead, ownerId, type Progress } from "./runner.ts"
 import type { ProviderClient } from "../plugins/define.ts"
 
@@ -79,37 +79,54 @@ function resume(db: store.Store, run: store.Run, o: StartOptions): void {
   log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
 }
 
+/**
+ * Item ids are namespaced by input position, so a run keeps its inputs, in their order, for its whole life.
+ */
+function sameInputs(db: store.Store, run: store.Run, inputs: Planned[]): void {
+  const before = db.inputs(run.id).map((i) => i.path)
+  const now = inputs.map((i) => i.path)
+  if (JSON.stringify(before) === JSON.stringify(now)) return
+  db.close()
+  const names = (paths: string[]) => paths.map((p) => basename(p)).join(", ")
+  const same = before.length === now.length && before.every((p) => now.includes(p))
+  throw new JobError(
+    `run "${run.name}" reads ${names(before)}${same ? " in that order" : ""}; this job gives ${names(now)}`,
+    [
+      ...before.filter((p) => !now.includes(p)).map((p) => `${p} is no longer listed`),
+      ...now.filter((p) => !before.includes(p)).map((p) => `${p} was not an input of the run`),
+      ...(same ? ["the same files in another order"] : []),
+    ],
+    `A run keeps its inputs and their order (item ids depend on them). Put them back as they were, or start a fresh run with --new-run.`,
+  )
+}
+
 /** Validates the job, opens the store, finds or creates the run, and recovers what a crash left in flight. */
 export async function prepare(o: StartOptions): Promise<Session> {
   const { job } = jobs.load(o.file, o.flags)
+  await registry.load(job.plugins ?? [])
   const provider = client(job)
   const prompt = template.parse(job.request.prompt)
-  const source = registry.source(job.source.path, job.source.format)
-  if (!existsSync(job.source.path)) {
-    throw new SourceError(
-      `the input ${job.source.path} does not exist`,
-      "Check source.path (relative to the job file).",
-    )
-  }
+  const inputs = plan(job)
   const db = store.open(o.home, { synchronous: o.synchronous ?? "FULL" })
   log.init(o.home)
   const latest = db.latestRun(job.name)
   let run = o.newRun ? null : latest
   let created = false
   if (!run) {
-    await preflight(job, prompt)
+    await preflight(inputs, prompt)
     const made = db.createRun(
       job.name,
       JSON.stringify(job),
       jobs.fingerprint(job),
       o.resume,
-      [{ path: job.source.path, format: source.name }],
+      inputs.map((i) => ({ path: i.path, format: i.source.name })),
       o.newRun ? (latest?.id ?? null) : null,
     )
     run = made.run
     created = made.created
     if (created) log.info("run created", { run: run.name, id: run.id })
   }
+  sameInputs(db, run, inputs)
   if (run.fingerprint !== jobs.fingerprint(job)) {
     const changed = jobs.changedKeys(JSON.parse(run.job) as jobs.Job, job)
     db.close()
@@ -143,7 +160,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
         await Bun.sleep(2000)
         continue
       }
-      const added = await ingest(db, current, job, lease, ingestAbort.signal, (n) => {
+      const added = await ingest(db, current, inputs, lease, ingestAbort.signal, (n) => {
         ticker.total += n
         runner.poke()
       })

@@ -1,9 +1,49 @@
 /** Reads a run's inputs into the ledger, a checkpointed batch at a time (DESIGN §4 rule 5). */
-import { JobError } from "./errors.ts"
+import { existsSync } from "node:fs"
+import { JobError, SourceError } from "./errors.ts"
+import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
 import { Store, type Run } from "./store.ts"
 import * as template from "./template.ts"
 import type { Job } from "./job.ts"
+import type { Source, SourceCommon } from "../plugins/define.ts"
+
+/** An input with its source resolved and its options checked. */
+export interface Planned {
+  path: string
+  /** Where it is in the job ("source", "sources.1"), for messages. */
+  at: string
+  source: Source
+  options: Record<string, unknown> & SourceCommon
+}
+
+/** Resolves every input's source and checks its options and its existence; throws before anything is written. */
+export function plan(job: Job): Planned[] {
+  const problems: string[] = []
+  const planned: Planned[] = []
+  for (const input of job.sources) {
+    const source = registry.source(input.path, input.format, input.at)
+    try {
+      const options = registry.options(source.options, input.options, input.at) as Record<string, unknown>
+      planned.push({ path: input.path, at: input.at, source, options: { ...options, id: input.id } })
+    } catch (err) {
+      if (!(err instanceof JobError)) throw err
+      problems.push(...err.problems)
+    }
+  }
+  if (problems.length) throw new JobError("the job is not valid", problems, "Fix the keys listed above; nothing was run.")
+  for (const p of planned) {
+    if (!existsSync(p.path))
+      throw new SourceError(`the input ${p.path} does not exist`, `Check ${p.at}.path (relative to the job file).`)
+  }
+  const seen = new Set<string>()
+  for (const p of planned) {
+    if (seen.has(p.path))
+      throw new JobError(`${p.at}.path: ${p.path} is given twice`, [], "List each input once.")
+    seen.add(p.path)
+  }
+  return planned
+}
 
 export interface Ingested {
   rows: number
@@ -17,7 +57,7 @@ export interface Ingested {
 export async function ingest(
   store: Store,
   run: Run,
-  job: Job,
+  inputs: Planned[],
   renew: () => void,
   signal?: AbortSignal,
   onBatch?: (added: number) => void,
@@ -26,10 +66,11 @@ export async function ingest(
   let problems = 0
   let last = Date.now()
   for (const input of store.inputs(run.id)) {
-    const source = registry.source(input.path, input.format)
-    const options = { ...registry.options(source.options, {}, "source"), id: job.source.id }
-    const batches = source.read(input.path, options, Store.checkpoint(input), signal)
+    const planned = inputs[input.idx]
+    if (!planned || planned.path !== input.path) throw new Error(`input ${input.idx} is not ${input.path}`)
+    const batches = planned.source.read(input.path, planned.options, Store.checkpoint(input), signal)
     for await (const batch of batches) {
+      for (const warning of batch.warnings ?? []) log.warn(warning, { run: run.name, input: input.path })
       const added = store.ingest(run.id, input, batch, false)
       rows += added.added
       problems += batch.problems.length + added.duplicates
@@ -46,30 +87,32 @@ export async function ingest(
 }
 
 /**
- * Catches, before a run is created, a placeholder that no row could fill. Reads only until every placeholder
- * has been seen once (usually the first row); a placeholder absent from every row is reported with the
- * fields the rows do have.
+ * Catches, before a run is created, an input that cannot be read and a placeholder that no row could fill.
+ * Reads each input only until every placeholder has been seen once (usually its first batch); a placeholder
+ * absent from every row is reported with the fields the rows do have.
  */
-export async function preflight(job: Job, prompt: template.Template): Promise<void> {
-  if (prompt.fields.length === 0) return
+export async function preflight(inputs: Planned[], prompt: template.Template): Promise<void> {
   const unseen = new Set(prompt.fields)
   const fields = new Set<string>()
-  const source = registry.source(job.source.path, job.source.format)
   let any = false
-  const options = { ...registry.options(source.options, {}, "source"), id: job.source.id }
-  for await (const batch of source.read(job.source.path, options, undefined)) {
-    for (const row of batch.rows) {
-      any = true
-      if (fields.size < 50) for (const k of Object.keys(row.data)) fields.add(k)
-      for (const field of unseen)
-        if (template.missing({ ...prompt, fields: [field] }, row.data).length === 0) unseen.delete(field)
-      if (unseen.size === 0) return
+  for (const input of inputs) {
+    // every input is opened once, so an unreadable one stops the run before it is created
+    for await (const batch of input.source.read(input.path, input.options, undefined)) {
+      for (const row of batch.rows) {
+        any = true
+        if (fields.size < 50) for (const k of Object.keys(row.data)) fields.add(k)
+        for (const field of unseen)
+          if (template.missing({ ...prompt, fields: [field] }, row.data).length === 0) unseen.delete(field)
+        if (unseen.size === 0) break
+      }
+      if (unseen.size === 0) break
     }
   }
-  if (!any) return
+  if (!any || unseen.size === 0) return
   const names = [...unseen].map((f) => `{{${f}}}`).join(", ")
+  const files = inputs.map((i) => i.path).join(", ")
   throw new JobError(
-    `request.prompt: ${names} ${unseen.size > 1 ? "are" : "is"} in no row of ${job.source.path}`,
+    `request.prompt: ${names} ${unseen.size > 1 ? "are" : "is"} in no row of ${files}`,
     [],
     `The rows have the fields: ${[...fields].join(", ") || "(none)"}. Fix the prompt or the input.`,
   )

@@ -20,17 +20,16 @@ const int = (min: number, max: number) =>
   )
 const seconds = (min: number) => v.pipe(v.number("expected a number of seconds"), v.minValue(min))
 
-const SourceSchema = strict(
+/** `path`, `id` and `format`; any other key is an option of the source, checked against its schema. */
+const SourceSchema = v.objectWithRest(
   {
     path: text("the input file, relative to the job file"),
     id: v.optional(text("the field that holds each row's stable id")),
-    format: v.optional(
-      v.picklist(["jsonl"], 'format must be "jsonl" (more formats come with their sources)'),
-    ),
+    format: v.optional(text("a source name: jsonl, csv, tsv, parquet, or a plugin's")),
   },
-  "[source]",
+  v.unknown(),
+  "expected a table ([source] or [[sources]])",
 )
-
 const ProviderSchema = strict(
   {
     name: v.optional(text("openai | mock"), "openai"),
@@ -74,7 +73,16 @@ export const JobSchema = strict(
       v.string("expected a string"),
       v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, "must be letters, digits, dot, dash or underscore"),
     ),
-    source: SourceSchema,
+    plugins: v.optional(
+      v.array(text("a plugin file, relative to the job file"), "expected a list of plugin files"),
+    ),
+    source: v.optional(SourceSchema),
+    sources: v.optional(
+      v.pipe(
+        v.array(SourceSchema, "expected a list of tables ([[sources]])"),
+        v.minLength(1, "must list at least one input"),
+      ),
+    ),
     provider: ProviderSchema,
     request: RequestSchema,
     limits: v.optional(LimitsSchema, {}),
@@ -82,13 +90,30 @@ export const JobSchema = strict(
   "the job",
 )
 
-export type Job = v.InferOutput<typeof JobSchema>
+type Parsed = v.InferOutput<typeof JobSchema>
+
+/** One input of a run, as the job gives it. */
+export interface Input {
+  /** Absolute path. */
+  path: string
+  id?: string | undefined
+  format?: string | undefined
+  /** The source's own options (the table's other keys), checked against the source's schema. */
+  options: Record<string, unknown>
+  /** Where it came from in the job, for error messages: "source" or "sources.2". */
+  at: string
+}
+
+/** A validated job: `[source]` and `[[sources]]` both become `sources`, in the order given. */
+export type Job = Omit<Parsed, "source" | "sources"> & { sources: Input[] }
 
 /** Flags that map onto job keys; each overrides the file's value. */
 export interface Flags {
   name?: string | undefined
-  input?: string | undefined
+  /** Each one an input, in order; replaces the file's inputs. */
+  input?: string[] | undefined
   id?: string | undefined
+  format?: string | undefined
   provider?: string | undefined
   model?: string | undefined
   baseUrl?: string | undefined
@@ -133,10 +158,17 @@ export function load(file: string | undefined, flags: Flags, cwd = process.cwd()
     if (value !== undefined) t[key] = value
   }
   set(raw, "name", flags.name)
-  if (flags.input !== undefined) {
-    table("source").path = resolve(cwd, flags.input)
+  if (flags.input?.length) {
+    // the file's single [source] lends its other keys (id, format, options) to every input given
+    const template = raw.sources === undefined ? { ...table("source") } : {}
+    delete raw.source
+    raw.sources = flags.input.map((p) => ({ ...template, path: resolve(cwd, p) }))
   }
-  set(table("source"), "id", flags.id)
+  for (const [key, value] of [["id", flags.id], ["format", flags.format]] as const) {
+    if (value === undefined) continue
+    if (Array.isArray(raw.sources)) for (const s of raw.sources as Table[]) s[key] = value
+    else table("source")[key] = value
+  }
   set(table("provider"), "name", flags.provider)
   set(table("provider"), "model", flags.model)
   set(table("provider"), "base_url", flags.baseUrl)
@@ -152,19 +184,30 @@ export function load(file: string | undefined, flags: Flags, cwd = process.cwd()
     set(table("limits"), "timeout_s", numeric("timeout", flags.timeout))
     set(table("limits"), "grace_s", numeric("grace", flags.grace))
   }
-  if (raw.name === undefined) raw.name = defaultName(path, table("source").path)
-  const source = table("source")
-  if (typeof source.path === "string") source.path = resolve(base, source.path)
-
-  const parsed = v.safeParse(JobSchema, raw)
-  if (!parsed.success) {
-    throw new JobError(
-      `${path ?? "the flags"}: the job is not valid`,
-      parsed.issues.map(describe),
-      "Fix the keys listed above; nothing was run.",
-    )
+  const list = Array.isArray(raw.sources) ? (raw.sources as unknown[]) : [raw.source]
+  for (const s of list) {
+    if (s && typeof s === "object" && typeof (s as Table).path === "string")
+      (s as Table).path = resolve(base, (s as Table).path as string)
   }
-  return { job: parsed.output, file: path }
+  if (Array.isArray(raw.plugins))
+    raw.plugins = raw.plugins.map((p: unknown) => (typeof p === "string" ? resolve(base, p) : p))
+  if (raw.name === undefined) raw.name = defaultName(path, (list[0] as Table | undefined)?.path)
+
+  const invalid = (problems: string[]) =>
+    new JobError(`${path ?? "the flags"}: the job is not valid`, problems, "Fix the keys listed above; nothing was run.")
+  const parsed = v.safeParse(JobSchema, raw)
+  if (!parsed.success) throw invalid(parsed.issues.map(describe))
+  const { source, sources, ...rest } = parsed.output
+  if (source && sources) throw invalid(["source: give either [source] or [[sources]], not both"])
+  if (!source && !sources) throw invalid(["source: missing (required): a [source] table with a path, or --input"])
+  const inputs = (sources ?? [source!]).map(({ path, id, format, ...options }, i): Input => ({
+    path,
+    id,
+    format,
+    options,
+    at: sources ? `sources.${i}` : "source",
+  }))
+  return { job: { ...rest, sources: inputs }, file: path }
 }
 
 function readToml(path: string): Table {
@@ -205,8 +248,12 @@ export function fingerprint(job: Job): string {
 
 export function shaping(job: Job): Record<string, unknown> {
   return {
-    "source.path": job.source.path,
-    "source.id": job.source.id ?? null,
+    sources: (job.sources ?? []).map((s) => ({
+      path: s.path,
+      id: s.id ?? null,
+      format: s.format ?? null,
+      options: s.options,
+    })),
     "provider.name": job.provider.name,
     "provider.model": job.provider.model ?? null,
     "provider.options": job.provider.options ?? null,

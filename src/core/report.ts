@@ -1,5 +1,7 @@
 /** What the CLI shows: status views, the runs list, result lines, and live progress. */
+import { basename } from "node:path"
 import type { Ticker } from "./engine.ts"
+import type { Listed } from "../plugins/registry.ts"
 import type { State } from "./states.ts"
 import type { Run, Store } from "./store.ts"
 
@@ -131,11 +133,23 @@ export function runsText(list: RunLine[]): string {
   return `${["  id  name                     state                    progress", ...rows].join("\n")}\n`
 }
 
+/**
+ * With several inputs, an id is prefixed by its input's file name (or, when two inputs share a name, by its
+ * position and name), so equal ids in two files stay apart. One input keeps its ids as they are.
+ */
+export function namespaces(paths: string[]): (string | undefined)[] {
+  if (paths.length < 2) return paths.map(() => undefined)
+  const names = paths.map((p) => basename(p))
+  const clash = new Set(names.filter((n, i) => names.indexOf(n) !== i))
+  return names.map((n, i) => (clash.has(n) ? `${i + 1}.${n}` : n))
+}
+
 /** The result lines of DESIGN §7, streamed in ledger order. Only committed data is ever read. */
 export function* results(db: Store, run: Run, state?: State): Generator<string> {
+  const label = namespaces(db.inputs(run.id).map((i) => i.path))
   for (const item of db.items(run.id, state)) {
     const line = {
-      id: item.key,
+      id: label[item.input] === undefined ? item.key : `${label[item.input]}:${item.key}`,
       state: item.state,
       output: item.state === "completed" ? item.output : null,
       error: item.error ? { class: item.error_class, message: item.error } : null,
@@ -171,4 +185,22 @@ export function progress(out: NodeJS.WriteStream, tty = out.isTTY === true) {
       if (tty && shown) out.write(`\r\x1b[K${line(shown)}\n`)
     },
   }
+}
+
+/** `spool plugins` as text: one block per kind, each with its options. */
+export function pluginsText(list: Listed[]): string {
+  const out: string[] = []
+  for (const kind of ["source", "provider"] as const) {
+    out.push(kind === "source" ? "Sources" : "Providers")
+    for (const p of list.filter((l) => l.kind === kind)) {
+      const what = kind === "source" ? (p.extensions?.join(" ") ?? "") : p.keyEnv ? `key: $${p.keyEnv}` : "no key"
+      out.push(`  ${p.name.padEnd(20)} ${what.padEnd(24)} ${p.origin}`)
+      for (const o of p.options) {
+        const def = o.default === undefined ? "" : ` = ${JSON.stringify(o.default)}`
+        out.push(`      ${o.name}: ${o.type}${o.required ? " (required)" : def}`)
+      }
+    }
+    out.push("")
+  }
+  return `${out.join("\n")}`
 }

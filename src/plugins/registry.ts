@@ -1,52 +1,255 @@
-/** The one list of built-in sources and providers, and the only place a plugin is resolved by name. */
+/**
+ * The one list of sources and providers, built-in and loaded from plugin files, and the only place a plugin
+ * is resolved by name.
+ */
+import { existsSync } from "node:fs"
 import { extname } from "node:path"
 import * as v from "valibot"
 import { JobError } from "../core/errors.ts"
-import type { Provider, Source } from "./define.ts"
+import * as api from "./define.ts"
+import type { Plugin, Provider, Source } from "./define.ts"
 import jsonl from "../sources/jsonl.ts"
+import { csv, tsv } from "../sources/csv.ts"
+import parquet from "../sources/parquet.ts"
 import openai from "./providers/openai.ts"
 import mock from "./providers/mock.ts"
 
-export const sources: Source[] = [jsonl]
-export const providers: Provider[] = [openai, mock]
+/** Where a source or provider came from: "built-in", or the plugin file's path. */
+export type Origin = string
+
+export const BUILTIN: Origin = "built-in"
+
+const sources = new Map<string, { source: Source; origin: Origin }>()
+const providers = new Map<string, { provider: Provider; origin: Origin }>()
+for (const s of [jsonl, csv, tsv, parquet] as Source[]) sources.set(s.name, { source: s, origin: BUILTIN })
+for (const p of [openai, mock] as Provider[]) providers.set(p.name, { provider: p, origin: BUILTIN })
 
 export function provider(name: string): Provider {
-  const found = providers.find((p) => p.name === name)
-  if (found) return found
+  const found = providers.get(name)
+  if (found) return found.provider
   throw new JobError(
     `provider.name: unknown provider "${name}"`,
     [],
-    `Known providers: ${providers.map((p) => p.name).join(", ")}.`,
+    `Known providers: ${[...providers.keys()].join(", ")}. A plugin's provider needs its file in plugins = [...].`,
   )
 }
 
 /** The source for a file: named by `format`, or chosen by the file's extension. */
-export function source(path: string, format: string | undefined): Source {
-  const found = format
-    ? sources.find((s) => s.name === format)
-    : sources.find((s) => s.extensions.includes(extname(path).toLowerCase()))
-  if (found) return found
-  const known = sources.flatMap((s) => s.extensions).join(", ")
+export function source(path: string, format: string | undefined, at = "source"): Source {
+  if (format) {
+    const found = sources.get(format)
+    if (found) return found.source
+    throw new JobError(
+      `${at}.format: unknown format "${format}"`,
+      [],
+      `Known formats: ${[...sources.keys()].join(", ")}. A plugin's source needs its file in plugins = [...].`,
+    )
+  }
+  const ext = extname(path).toLowerCase()
+  for (const { source } of sources.values()) if (ext && source.extensions.includes(ext)) return source
+  const known = [...sources.values()].flatMap((s) => s.source.extensions).join(", ")
   throw new JobError(
-    format ? `source.format: unknown format "${format}"` : `source.path: cannot tell the format of ${path}`,
+    `${at}.path: cannot tell the format of ${path} from its name`,
     [],
-    `Use a file ending in ${known}, or set format = "${sources[0]?.name}".`,
+    `Use a file ending in ${known}, or set format = "…" in the job (${[...sources.keys()].join(", ")}).`,
   )
 }
 
-/** Validates a plugin's options, naming each problem by its key path under `prefix`. */
+/**
+ * Validates a plugin's options, naming each problem by its key path under `prefix`. Keys the schema does not
+ * name are refused even when the schema is a plain `v.object` (which would drop them silently).
+ */
 export function options<S extends v.GenericSchema>(
   schema: S,
   value: unknown,
   prefix: string,
 ): v.InferOutput<S> {
-  const parsed = v.safeParse(schema, value ?? {})
-  if (parsed.success) return parsed.output
-  throw new JobError(
-    "the job is not valid",
-    parsed.issues.map((i) => {
-      const path = [prefix, ...(i.path?.map((p) => String(p.key)) ?? [])].join(".")
-      return `${path}: ${i.expected === "never" ? "unknown key (check its spelling)" : i.message}`
-    }),
-  )
+  const given = (value ?? {}) as Record<string, unknown>
+  const entries = (schema as { entries?: Record<string, unknown> }).entries
+  const unknown = entries ? Object.keys(given).filter((k) => !(k in entries)) : []
+  const parsed = v.safeParse(schema, given)
+  const problems = [
+    ...unknown.map((k) => `${prefix}.${k}: unknown key (check its spelling)`),
+    ...(parsed.success
+      ? []
+      : parsed.issues.map((i) => {
+          const path = [prefix, ...(i.path?.map((p) => String(p.key)) ?? [])].join(".")
+          return `${path}: ${i.expected === "never" ? "unknown key (check its spelling)" : i.message}`
+        })),
+  ]
+  if (problems.length === 0 && parsed.success) return parsed.output
+  throw new JobError("the job is not valid", problems, "Fix the keys listed above; nothing was run.")
+}
+
+// ---- plugin files
+
+let hooked = false
+
+/**
+ * Makes `spool/plugin` (and `valibot`, which plugins use for option schemas) resolve to this binary's own
+ * modules, so a plugin file needs no install: its errors are our classes and its schemas our valibot.
+ */
+function hook(): void {
+  if (hooked) return
+  hooked = true
+  Bun.plugin({
+    name: "spool",
+    setup(build) {
+      build.module("spool/plugin", () => ({ exports: { ...api }, loader: "object" }))
+      build.module("valibot", () => ({ exports: { ...v }, loader: "object" }))
+    },
+  })
+}
+
+const NAME = /^[a-z][a-z0-9-]{0,39}$/
+
+function isSchema(value: unknown): boolean {
+  return typeof value === "object" && value !== null && (value as { kind?: unknown }).kind === "schema"
+}
+
+/** What is wrong with a source's shape, or nothing. */
+function sourceProblems(s: Record<string, unknown>): string[] {
+  const problems: string[] = []
+  if (typeof s.name !== "string" || !NAME.test(s.name)) problems.push("name must be lowercase letters, digits or dashes")
+  if (!Array.isArray(s.extensions) || s.extensions.some((e) => typeof e !== "string" || !e.startsWith(".")))
+    problems.push('extensions must be a list of endings with their dot, such as [".txt"]')
+  if (!isSchema(s.options)) problems.push("options must be a valibot schema, such as v.object({})")
+  if (typeof s.read !== "function") problems.push("read must be an async generator method")
+  return problems
+}
+
+function providerProblems(p: Record<string, unknown>): string[] {
+  const problems: string[] = []
+  if (typeof p.name !== "string" || !NAME.test(p.name)) problems.push("name must be lowercase letters, digits or dashes")
+  if (!isSchema(p.options)) problems.push("options must be a valibot schema, such as v.object({})")
+  if (p.keyEnv !== undefined && typeof p.keyEnv !== "string")
+    problems.push("keyEnv must be an environment variable name, or undefined")
+  if (typeof p.create !== "function") problems.push("create must be a method that returns a client")
+  return problems
+}
+
+/** Splits a default export into sources and providers, telling them apart by shape. */
+function members(value: unknown): { sources: Record<string, unknown>[]; providers: Record<string, unknown>[] } | null {
+  if (typeof value !== "object" || value === null) return null
+  const o = value as Record<string, unknown>
+  if (typeof o.read === "function") return { sources: [o], providers: [] }
+  if (typeof o.create === "function") return { sources: [], providers: [o] }
+  const plugin = o as Plugin
+  if (plugin.sources === undefined && plugin.providers === undefined) return null
+  if (plugin.sources !== undefined && !Array.isArray(plugin.sources)) return null
+  if (plugin.providers !== undefined && !Array.isArray(plugin.providers)) return null
+  return {
+    sources: (plugin.sources ?? []) as unknown as Record<string, unknown>[],
+    providers: (plugin.providers ?? []) as unknown as Record<string, unknown>[],
+  }
+}
+
+/**
+ * Loads plugin files (absolute paths) and registers what they export. Every problem names its file; nothing
+ * is registered from a file that has one. Loading the same file twice is a no-op.
+ */
+export async function load(files: string[]): Promise<void> {
+  hook()
+  for (const file of files) {
+    const fail = (problem: string, hint: string): never => {
+      throw new JobError(`plugin ${file}: ${problem}`, [], hint)
+    }
+    if ([...sources.values(), ...providers.values()].some((e) => e.origin === file)) continue
+    if (!existsSync(file)) fail("no such file", "Paths in plugins = [...] are relative to the job file.")
+    if (![".ts", ".js", ".mts", ".mjs"].includes(extname(file)))
+      fail("not a .ts or .js file", "A plugin is one TypeScript or JavaScript module.")
+    let mod: { default?: unknown }
+    try {
+      mod = (await import(file)) as { default?: unknown }
+    } catch (err) {
+      fail(`failed to load: ${(err as Error).message ?? String(err)}`, "Fix the error in the plugin file.")
+      return
+    }
+    const found = members(mod.default)
+    if (!found)
+      fail(
+        "its default export is not a source, a provider or a plugin",
+        "Export default defineSource(…), defineProvider(…) or definePlugin({ sources, providers }) from spool/plugin.",
+      )
+    const { sources: ss, providers: ps } = found!
+    const problems = [
+      ...ss.flatMap((s) => sourceProblems(s).map((p) => `source ${String(s.name ?? "?")}: ${p}`)),
+      ...ps.flatMap((p) => providerProblems(p).map((q) => `provider ${String(p.name ?? "?")}: ${q}`)),
+    ]
+    if (problems.length)
+      throw new JobError(`plugin ${file}: wrong shape`, problems, "See docs/PLUGINS.md for the contract.")
+    for (const s of ss) {
+      const taken = sources.get(s.name as string)
+      if (taken)
+        fail(
+          `source "${String(s.name)}" clashes with the ${taken.origin === BUILTIN ? "built-in" : `one in ${taken.origin}`} of that name`,
+          "Give the plugin's source another name.",
+        )
+    }
+    for (const p of ps) {
+      const taken = providers.get(p.name as string)
+      if (taken)
+        fail(
+          `provider "${String(p.name)}" clashes with the ${taken.origin === BUILTIN ? "built-in" : `one in ${taken.origin}`} of that name`,
+          "Give the plugin's provider another name.",
+        )
+    }
+    for (const s of ss) sources.set(s.name as string, { source: s as unknown as Source, origin: file })
+    for (const p of ps) providers.set(p.name as string, { provider: p as unknown as Provider, origin: file })
+  }
+}
+
+// ---- listing
+
+export interface OptionInfo {
+  name: string
+  type: string
+  required: boolean
+  default?: unknown
+}
+
+export interface Listed {
+  kind: "source" | "provider"
+  name: string
+  origin: Origin
+  extensions?: string[]
+  keyEnv?: string | null
+  options: OptionInfo[]
+}
+
+function describe(schema: unknown): OptionInfo[] {
+  const entries = (schema as { entries?: Record<string, v.GenericSchema> }).entries ?? {}
+  return Object.entries(entries).map(([name, entry]) => {
+    const wrapped = entry as unknown as { type: string; wrapped?: { type: string; pipe?: unknown }; default?: unknown }
+    const optional = ["optional", "nullish", "exact_optional"].includes(wrapped.type)
+    const inner = optional && wrapped.wrapped ? wrapped.wrapped : wrapped
+    const info: OptionInfo = { name, type: inner.type, required: !optional }
+    const fallback = optional ? v.getDefault(entry as never) : undefined
+    if (fallback !== undefined) info.default = fallback
+    return info
+  })
+}
+
+/** Every source and provider, built-in first, with its options. */
+export function list(): Listed[] {
+  return [
+    ...[...sources.values()].map(
+      ({ source, origin }): Listed => ({
+        kind: "source",
+        name: source.name,
+        origin,
+        extensions: source.extensions,
+        options: describe(source.options),
+      }),
+    ),
+    ...[...providers.values()].map(
+      ({ provider, origin }): Listed => ({
+        kind: "provider",
+        name: provider.name,
+        origin,
+        keyEnv: provider.keyEnv ?? null,
+        options: describe(provider.options),
+      }),
+    ),
+  ]
 }

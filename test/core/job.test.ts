@@ -33,7 +33,9 @@ describe("loading a job", () => {
     writeFileSync(tmp.join("job.toml"), GOOD)
     const { job, file } = jobs.load("job.toml", {}, tmp.path)
     expect(file).toBe(tmp.join("job.toml"))
-    expect(job.source).toEqual({ path: tmp.join("in.jsonl"), id: "ticket_id" })
+    expect(job.sources).toEqual([
+      { path: tmp.join("in.jsonl"), id: "ticket_id", format: undefined, options: {}, at: "source" },
+    ])
     expect(job.limits).toEqual({
       concurrency: 32,
       max_attempts: 5,
@@ -50,7 +52,7 @@ describe("loading a job", () => {
     const { job } = jobs.load(
       "job.toml",
       {
-        input: "other.jsonl",
+        input: ["other.jsonl"],
         model: "m2",
         prompt: "P {{x}}",
         concurrency: "4",
@@ -59,7 +61,7 @@ describe("loading a job", () => {
       },
       tmp.path,
     )
-    expect(job.source.path).toBe(tmp.join("other.jsonl"))
+    expect(job.sources.map((s) => [s.path, s.id])).toEqual([[tmp.join("other.jsonl"), "ticket_id"]])
     expect(job.provider.model).toBe("m2")
     expect(job.request).toEqual({ prompt: "P {{x}}", max_tokens: 9, temperature: 0.5 })
     expect(job.limits.concurrency).toBe(4)
@@ -67,7 +69,7 @@ describe("loading a job", () => {
 
   test("works from flags alone, naming the run after the input", async () => {
     await using tmp = await tmpdir()
-    const { job } = jobs.load(undefined, { input: "tickets.jsonl", prompt: "x", provider: "mock" }, tmp.path)
+    const { job } = jobs.load(undefined, { input: ["tickets.jsonl"], prompt: "x", provider: "mock" }, tmp.path)
     expect(job.name).toBe("tickets")
     expect(job.provider.name).toBe("mock")
   })
@@ -113,7 +115,7 @@ describe("loading a job", () => {
   test("a non-numeric numeric flag is refused", async () => {
     await using tmp = await tmpdir()
     expect(() =>
-      jobs.load(undefined, { input: "a.jsonl", prompt: "x", concurrency: "lots" }, tmp.path),
+      jobs.load(undefined, { input: ["a.jsonl"], prompt: "x", concurrency: "lots" }, tmp.path),
     ).toThrow('--concurrency must be a number, not "lots"')
   })
 

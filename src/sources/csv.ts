@@ -1,0 +1,238 @@
+/**
+ * CSV and TSV (RFC 4180): a header row, quoted fields holding delimiters, quotes and newlines, CRLF or LF, a BOM.
+ * Read in regions of about a megabyte that end at a record boundary, so each region is parsed (papaparse) and
+ * hashed once and every checkpoint is an exact byte offset between records. Same layout as the jsonl source.
+ */
+import Papa from "papaparse"
+import * as v from "valibot"
+import { defineSource, type Checkpoint, type SourceProblem, type SourceRow } from "../plugins/define.ts"
+import { SourceChangedError, SourceError } from "../core/errors.ts"
+
+const REGION = 1 << 20
+const QUOTE = 0x22
+const LF = 0x0a
+const CR = 0x0d
+const decoder = new TextDecoder()
+
+interface Position {
+  offset: number
+  /** Lines consumed so far (a record with embedded newlines spans several). */
+  line: number
+  /** Data records seen so far: the key of a row when the job names no id field. */
+  record: number
+  sha256: string
+  header: string[]
+  newline: "\n" | "\r\n"
+}
+
+function position(checkpoint: Checkpoint | undefined): Position | undefined {
+  if (!checkpoint) return undefined
+  const { offset, line, record, sha256, header, newline } = checkpoint
+  if (typeof offset !== "number" || typeof line !== "number" || typeof record !== "number") return undefined
+  if (typeof sha256 !== "string" || typeof header !== "string") return undefined
+  return { offset, line, record, sha256, header: JSON.parse(header) as string[], newline: newline === "\r\n" ? "\r\n" : "\n" }
+}
+
+function checkpointOf(p: Position): Checkpoint {
+  return { ...p, header: JSON.stringify(p.header) }
+}
+
+async function open(file: string) {
+  const handle = Bun.file(file)
+  if (!(await handle.exists()))
+    throw new SourceError(`cannot read ${file}: no such file`, "Check source.path (relative to the job file).")
+  return handle
+}
+
+async function verify(file: string, at: Position, hasher: Bun.CryptoHasher): Promise<void> {
+  const handle = await open(file)
+  const changed = () =>
+    new SourceChangedError(
+      `${file} changed since it was ingested: its first ${at.offset} bytes (${at.line} lines) are not the same`,
+      "Restore the file, or run again with --reingest to read it from the start (finished items are kept).",
+    )
+  if (handle.size < at.offset) throw changed()
+  for await (const chunk of handle.slice(0, at.offset).stream()) hasher.update(chunk)
+  if (hasher.copy().digest("hex") !== at.sha256) throw changed()
+}
+
+/**
+ * The end of the last whole record in `bytes` (just past its newline), or -1. Follows papaparse's reading of
+ * quotes: a quote opens a quoted field only at a field's start, `""` inside it is a quote, and a quote closes
+ * it only before a delimiter, a line end or the end of the data.
+ */
+export function boundary(bytes: Uint8Array, delimiter: number): number {
+  const last = bytes.lastIndexOf(LF)
+  if (last < 0) return -1
+  if (bytes.indexOf(QUOTE) < 0) return last + 1
+  let end = -1
+  let quoted = false
+  let start = true
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]
+    if (quoted) {
+      if (c !== QUOTE) continue
+      const next = bytes[i + 1]
+      if (next === QUOTE) i++
+      else if (next === undefined || next === delimiter || next === LF || next === CR) quoted = false
+      continue
+    }
+    if (c === QUOTE && start) {
+      quoted = true
+      start = false
+    } else if (c === LF) {
+      end = i + 1
+      start = true
+    } else start = c === delimiter
+  }
+  return end
+}
+
+/** The next region: whole records from `offset`, or the rest of the file at its end. */
+async function region(handle: Bun.BunFile, offset: number, size: number, bytes: number, delimiter: number) {
+  let want = bytes
+  for (;;) {
+    if (offset >= size) return undefined
+    const read = new Uint8Array(await handle.slice(offset, Math.min(size, offset + want)).arrayBuffer())
+    if (offset + read.length >= size) return read
+    const end = boundary(read, delimiter)
+    if (end > 0) return read.subarray(0, end)
+    want *= 2 // a record longer than the region: read more
+  }
+}
+
+const blank = (fields: string[]) => fields.length === 1 && fields[0] === ""
+
+function lines(fields: string[]): number {
+  let n = 1
+  for (const f of fields) {
+    if (f.length < 1 || !f.includes("\n")) continue
+    for (let i = f.indexOf("\n"); i >= 0; i = f.indexOf("\n", i + 1)) n++
+  }
+  return n
+}
+
+function header(fields: string[], file: string): string[] {
+  const names = fields.map((f, i) => f.trim() || `column_${i + 1}`)
+  const seen = new Map<string, number>()
+  for (const [i, name] of names.entries()) {
+    const first = seen.get(name)
+    if (first !== undefined)
+      throw new SourceError(
+        `${file}: the header names "${name}" twice (columns ${first + 1} and ${i + 1})`,
+        "Rename one of the columns; every field of a row needs its own name.",
+      )
+    seen.set(name, i)
+  }
+  return names
+}
+
+function excerpt(fields: string[], delimiter: string): string {
+  return fields.join(delimiter).slice(0, 200)
+}
+
+const DELIMITERS = [",", ";", "\t", "|"] as const
+
+function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[number]) {
+  return defineSource({
+    name,
+    extensions,
+    options: v.object({
+      /** The field separator. */
+      delimiter: v.optional(
+        v.picklist(DELIMITERS, 'must be one of ",", ";", "\\t" (tab) or "|"'),
+        fallback,
+      ),
+      /** Bytes read (and committed) per batch; a batch always ends between records. */
+      chunk_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), REGION),
+    }),
+    async *read(file, options, checkpoint, signal) {
+      const delimiter = options.delimiter ?? fallback
+      const hasher = new Bun.CryptoHasher("sha256")
+      const start = position(checkpoint)
+      if (start) await verify(file, start, hasher)
+      const handle = await open(file)
+      const size = handle.size
+      const at: Position = start ?? { offset: 0, line: 0, record: 0, sha256: "", header: [], newline: "\n" }
+      const chunk = options.chunk_bytes ?? REGION
+      const sep = delimiter.charCodeAt(0)
+      let yielded = false
+      for (
+        let bytes = await region(handle, at.offset, size, chunk, sep);
+        bytes;
+        bytes = await region(handle, at.offset, size, chunk, sep)
+      ) {
+        if (signal?.aborted) return
+        let text = decoder.decode(bytes)
+        if (at.offset === 0) {
+          if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+          const lf = text.indexOf("\n")
+          at.newline = lf > 0 && text[lf - 1] === "\r" ? "\r\n" : "\n"
+        }
+        const parsed = Papa.parse<string[]>(text, {
+          delimiter,
+          newline: at.newline,
+          quoteChar: '"',
+          header: false,
+          skipEmptyLines: false,
+        })
+        const records = parsed.data
+        // a region ending in a newline leaves one empty record after it, which is no line of the file
+        if (text.endsWith("\n") && records.length > 0 && blank(records.at(-1)!)) records.pop()
+        const broken = new Map<number, string>()
+        for (const e of parsed.errors) if (e.row !== undefined && !broken.has(e.row)) broken.set(e.row, e.message)
+        const rows: SourceRow[] = []
+        const problems: SourceProblem[] = []
+        for (const [i, fields] of records.entries()) {
+          const line = at.line + 1
+          at.line += lines(fields)
+          if (blank(fields)) continue
+          if (at.header.length === 0) {
+            at.header = header(fields, file)
+            if (options.id !== undefined && !at.header.includes(options.id))
+              throw new SourceError(
+                `${file}: no "${options.id}" column for the id field; the header has ${at.header.join(", ")}`,
+                "Set id to one of those columns, or leave it out to key rows by their number.",
+              )
+            continue
+          }
+          at.record++
+          const reason = broken.get(i)
+          const problem = (why: string) => problems.push({ line, reason: why, excerpt: excerpt(fields, delimiter) })
+          if (reason) {
+            problem(`malformed quotes: ${reason}`)
+            continue
+          }
+          if (fields.length !== at.header.length) {
+            problem(`has ${fields.length} fields; the header has ${at.header.length}`)
+            continue
+          }
+          const data: Record<string, string> = {}
+          for (let f = 0; f < fields.length; f++) data[at.header[f]!] = fields[f]!
+          if (options.id === undefined) {
+            rows.push({ key: String(at.record), line, data })
+            continue
+          }
+          const key = data[options.id] ?? ""
+          if (key === "") {
+            problem(`the "${options.id}" field is empty`)
+            continue
+          }
+          rows.push({ key, line, id: key, data })
+        }
+        hasher.update(bytes)
+        at.offset += bytes.length
+        at.sha256 = hasher.copy().digest("hex")
+        yielded = true
+        yield { rows, problems, checkpoint: checkpointOf(at) }
+      }
+      if (!yielded) {
+        at.sha256 = hasher.copy().digest("hex")
+        yield { rows: [], problems: [], checkpoint: checkpointOf(at) }
+      }
+    },
+  })
+}
+
+export const csv = make("csv", [".csv"], ",")
+export const tsv = make("tsv", [".tsv", ".tab"], "\t")
