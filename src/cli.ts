@@ -24,7 +24,10 @@ function home(arg: string | undefined): string {
 
 const runArgs = {
   job: { type: "positional", required: false, description: "The job file (TOML)" },
-  input: { type: "string", description: "Input file (source.path); repeat it for several inputs, read in order" },
+  input: {
+    type: "string",
+    description: "Input file (source.path); repeat it for several inputs, read in order",
+  },
   id: { type: "string", description: "Field with each row's stable id (source.id)" },
   format: { type: "string", description: "Input format, when the extension does not tell (source.format)" },
   provider: { type: "string", description: "openai | mock | a plugin's (provider.name)" },
@@ -220,7 +223,8 @@ async function writeAtomically(path: string, lines: Iterable<string>): Promise<v
 const plugins = defineCommand({
   meta: {
     name: "plugins",
-    description: "List the sources and providers, built-in and loaded from a job's plugins, with their options",
+    description:
+      "List the sources and providers, built-in and loaded from a job's plugins, with their options",
   },
   args: {
     job: { type: "positional", required: false, description: "A job file whose plugins = [...] to load" },

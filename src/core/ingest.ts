@@ -31,10 +31,14 @@ export function plan(job: Job): Planned[] {
       problems.push(...err.problems)
     }
   }
-  if (problems.length) throw new JobError("the job is not valid", problems, "Fix the keys listed above; nothing was run.")
+  if (problems.length)
+    throw new JobError("the job is not valid", problems, "Fix the keys listed above; nothing was run.")
   for (const p of planned) {
     if (!existsSync(p.path))
-      throw new SourceError(`the input ${p.path} does not exist`, `Check ${p.at}.path (relative to the job file).`)
+      throw new SourceError(
+        `the input ${p.path} does not exist`,
+        `Check ${p.at}.path (relative to the job file).`,
+      )
   }
   const seen = new Set<string>()
   for (const p of planned) {

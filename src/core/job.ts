@@ -164,7 +164,10 @@ export function load(file: string | undefined, flags: Flags, cwd = process.cwd()
     delete raw.source
     raw.sources = flags.input.map((p) => ({ ...template, path: resolve(cwd, p) }))
   }
-  for (const [key, value] of [["id", flags.id], ["format", flags.format]] as const) {
+  for (const [key, value] of [
+    ["id", flags.id],
+    ["format", flags.format],
+  ] as const) {
     if (value === undefined) continue
     if (Array.isArray(raw.sources)) for (const s of raw.sources as Table[]) s[key] = value
     else table("source")[key] = value
@@ -194,12 +197,17 @@ export function load(file: string | undefined, flags: Flags, cwd = process.cwd()
   if (raw.name === undefined) raw.name = defaultName(path, (list[0] as Table | undefined)?.path)
 
   const invalid = (problems: string[]) =>
-    new JobError(`${path ?? "the flags"}: the job is not valid`, problems, "Fix the keys listed above; nothing was run.")
+    new JobError(
+      `${path ?? "the flags"}: the job is not valid`,
+      problems,
+      "Fix the keys listed above; nothing was run.",
+    )
   const parsed = v.safeParse(JobSchema, raw)
   if (!parsed.success) throw invalid(parsed.issues.map(describe))
   const { source, sources, ...rest } = parsed.output
   if (source && sources) throw invalid(["source: give either [source] or [[sources]], not both"])
-  if (!source && !sources) throw invalid(["source: missing (required): a [source] table with a path, or --input"])
+  if (!source && !sources)
+    throw invalid(["source: missing (required): a [source] table with a path, or --input"])
   const inputs = (sources ?? [source!]).map(({ path, id, format, ...options }, i): Input => ({
     path,
     id,

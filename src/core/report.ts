@@ -193,7 +193,8 @@ export function pluginsText(list: Listed[]): string {
   for (const kind of ["source", "provider"] as const) {
     out.push(kind === "source" ? "Sources" : "Providers")
     for (const p of list.filter((l) => l.kind === kind)) {
-      const what = kind === "source" ? (p.extensions?.join(" ") ?? "") : p.keyEnv ? `key: $${p.keyEnv}` : "no key"
+      const what =
+        kind === "source" ? (p.extensions?.join(" ") ?? "") : p.keyEnv ? `key: $${p.keyEnv}` : "no key"
       out.push(`  ${p.name.padEnd(20)} ${what.padEnd(24)} ${p.origin}`)
       for (const o of p.options) {
         const def = o.default === undefined ? "" : ` = ${JSON.stringify(o.default)}`

@@ -110,7 +110,8 @@ function isSchema(value: unknown): boolean {
 /** What is wrong with a source's shape, or nothing. */
 function sourceProblems(s: Record<string, unknown>): string[] {
   const problems: string[] = []
-  if (typeof s.name !== "string" || !NAME.test(s.name)) problems.push("name must be lowercase letters, digits or dashes")
+  if (typeof s.name !== "string" || !NAME.test(s.name))
+    problems.push("name must be lowercase letters, digits or dashes")
   if (!Array.isArray(s.extensions) || s.extensions.some((e) => typeof e !== "string" || !e.startsWith(".")))
     problems.push('extensions must be a list of endings with their dot, such as [".txt"]')
   if (!isSchema(s.options)) problems.push("options must be a valibot schema, such as v.object({})")
@@ -120,7 +121,8 @@ function sourceProblems(s: Record<string, unknown>): string[] {
 
 function providerProblems(p: Record<string, unknown>): string[] {
   const problems: string[] = []
-  if (typeof p.name !== "string" || !NAME.test(p.name)) problems.push("name must be lowercase letters, digits or dashes")
+  if (typeof p.name !== "string" || !NAME.test(p.name))
+    problems.push("name must be lowercase letters, digits or dashes")
   if (!isSchema(p.options)) problems.push("options must be a valibot schema, such as v.object({})")
   if (p.keyEnv !== undefined && typeof p.keyEnv !== "string")
     problems.push("keyEnv must be an environment variable name, or undefined")
@@ -129,7 +131,9 @@ function providerProblems(p: Record<string, unknown>): string[] {
 }
 
 /** Splits a default export into sources and providers, telling them apart by shape. */
-function members(value: unknown): { sources: Record<string, unknown>[]; providers: Record<string, unknown>[] } | null {
+function members(
+  value: unknown,
+): { sources: Record<string, unknown>[]; providers: Record<string, unknown>[] } | null {
   if (typeof value !== "object" || value === null) return null
   const o = value as Record<string, unknown>
   if (typeof o.read === "function") return { sources: [o], providers: [] }
@@ -220,7 +224,11 @@ export interface Listed {
 function describe(schema: unknown): OptionInfo[] {
   const entries = (schema as { entries?: Record<string, v.GenericSchema> }).entries ?? {}
   return Object.entries(entries).map(([name, entry]) => {
-    const wrapped = entry as unknown as { type: string; wrapped?: { type: string; pipe?: unknown }; default?: unknown }
+    const wrapped = entry as unknown as {
+      type: string
+      wrapped?: { type: string; pipe?: unknown }
+      default?: unknown
+    }
     const optional = ["optional", "nullish", "exact_optional"].includes(wrapped.type)
     const inner = optional && wrapped.wrapped ? wrapped.wrapped : wrapped
     const info: OptionInfo = { name, type: inner.type, required: !optional }
@@ -233,23 +241,19 @@ function describe(schema: unknown): OptionInfo[] {
 /** Every source and provider, built-in first, with its options. */
 export function list(): Listed[] {
   return [
-    ...[...sources.values()].map(
-      ({ source, origin }): Listed => ({
-        kind: "source",
-        name: source.name,
-        origin,
-        extensions: source.extensions,
-        options: describe(source.options),
-      }),
-    ),
-    ...[...providers.values()].map(
-      ({ provider, origin }): Listed => ({
-        kind: "provider",
-        name: provider.name,
-        origin,
-        keyEnv: provider.keyEnv ?? null,
-        options: describe(provider.options),
-      }),
-    ),
+    ...[...sources.values()].map(({ source, origin }): Listed => ({
+      kind: "source",
+      name: source.name,
+      origin,
+      extensions: source.extensions,
+      options: describe(source.options),
+    })),
+    ...[...providers.values()].map(({ provider, origin }): Listed => ({
+      kind: "provider",
+      name: provider.name,
+      origin,
+      keyEnv: provider.keyEnv ?? null,
+      options: describe(provider.options),
+    })),
   ]
 }

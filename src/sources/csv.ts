@@ -30,7 +30,14 @@ function position(checkpoint: Checkpoint | undefined): Position | undefined {
   const { offset, line, record, sha256, header, newline } = checkpoint
   if (typeof offset !== "number" || typeof line !== "number" || typeof record !== "number") return undefined
   if (typeof sha256 !== "string" || typeof header !== "string") return undefined
-  return { offset, line, record, sha256, header: JSON.parse(header) as string[], newline: newline === "\r\n" ? "\r\n" : "\n" }
+  return {
+    offset,
+    line,
+    record,
+    sha256,
+    header: JSON.parse(header) as string[],
+    newline: newline === "\r\n" ? "\r\n" : "\n",
+  }
 }
 
 function checkpointOf(p: Position): Checkpoint {
@@ -40,7 +47,10 @@ function checkpointOf(p: Position): Checkpoint {
 async function open(file: string) {
   const handle = Bun.file(file)
   if (!(await handle.exists()))
-    throw new SourceError(`cannot read ${file}: no such file`, "Check source.path (relative to the job file).")
+    throw new SourceError(
+      `cannot read ${file}: no such file`,
+      "Check source.path (relative to the job file).",
+    )
   return handle
 }
 
@@ -139,10 +149,7 @@ function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[
     extensions,
     options: v.object({
       /** The field separator. */
-      delimiter: v.optional(
-        v.picklist(DELIMITERS, 'must be one of ",", ";", "\\t" (tab) or "|"'),
-        fallback,
-      ),
+      delimiter: v.optional(v.picklist(DELIMITERS, 'must be one of ",", ";", "\\t" (tab) or "|"'), fallback),
       /** Bytes read (and committed) per batch; a batch always ends between records. */
       chunk_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), REGION),
     }),
@@ -180,7 +187,8 @@ function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[
         // a region ending in a newline leaves one empty record after it, which is no line of the file
         if (text.endsWith("\n") && records.length > 0 && blank(records.at(-1)!)) records.pop()
         const broken = new Map<number, string>()
-        for (const e of parsed.errors) if (e.row !== undefined && !broken.has(e.row)) broken.set(e.row, e.message)
+        for (const e of parsed.errors)
+          if (e.row !== undefined && !broken.has(e.row)) broken.set(e.row, e.message)
         const rows: SourceRow[] = []
         const problems: SourceProblem[] = []
         for (const [i, fields] of records.entries()) {
@@ -198,7 +206,8 @@ function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[
           }
           at.record++
           const reason = broken.get(i)
-          const problem = (why: string) => problems.push({ line, reason: why, excerpt: excerpt(fields, delimiter) })
+          const problem = (why: string) =>
+            problems.push({ line, reason: why, excerpt: excerpt(fields, delimiter) })
           if (reason) {
             problem(`malformed quotes: ${reason}`)
             continue

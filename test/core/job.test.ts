@@ -69,7 +69,11 @@ describe("loading a job", () => {
 
   test("works from flags alone, naming the run after the input", async () => {
     await using tmp = await tmpdir()
-    const { job } = jobs.load(undefined, { input: ["tickets.jsonl"], prompt: "x", provider: "mock" }, tmp.path)
+    const { job } = jobs.load(
+      undefined,
+      { input: ["tickets.jsonl"], prompt: "x", provider: "mock" },
+      tmp.path,
+    )
     expect(job.name).toBe("tickets")
     expect(job.provider.name).toBe("mock")
   })
