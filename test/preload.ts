@@ -1,4 +1,5 @@
 /** Runs before every test file: no test may reach a real provider or a user's files. */
+import { setDefaultTimeout } from "bun:test"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -7,3 +8,6 @@ for (const key of Object.keys(process.env)) {
   if (/(_API_KEY|_BASE_URL)$/.test(key)) delete process.env[key]
 }
 process.env.SPOOL_HOME = mkdtempSync(join(tmpdir(), "spool-test-home-"))
+
+// bunfig's [test] timeout is not applied by this Bun; end-to-end tests with retries and backoff need more than 5 s
+setDefaultTimeout(60_000)
