@@ -136,8 +136,9 @@ function members(
 ): { sources: Record<string, unknown>[]; providers: Record<string, unknown>[] } | null {
   if (typeof value !== "object" || value === null) return null
   const o = value as Record<string, unknown>
-  if (typeof o.read === "function") return { sources: [o], providers: [] }
-  if (typeof o.create === "function") return { sources: [], providers: [o] }
+  // by the keys only one kind has, so a source with a broken `read` is reported as a source of the wrong shape
+  if ("read" in o || "extensions" in o) return { sources: [o], providers: [] }
+  if ("create" in o || "keyEnv" in o) return { sources: [], providers: [o] }
   const plugin = o as Plugin
   if (plugin.sources === undefined && plugin.providers === undefined) return null
   if (plugin.sources !== undefined && !Array.isArray(plugin.sources)) return null
