@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import { JobError } from "../../src/core/errors.ts"
 import * as jobs from "../../src/core/job.ts"
+import { plan } from "../../src/core/ingest.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
 const GOOD = `
@@ -146,5 +147,86 @@ describe("loading a job", () => {
     expect(process.env.SPOOL_T_B).toBe("quoted # not a comment")
     expect(process.env.SPOOL_T_C).toBe("x")
     expect(process.env.SPOOL_T_D).toBeUndefined()
+  })
+})
+
+describe("inputs and plugins in a job", () => {
+  const REST = `[provider]\nname = "mock"\n[request]\nprompt = "{{text}}"\n`
+
+  test("[[sources]] keep their order, their own id, format and options, relative to the job file", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("job.toml"),
+      `plugins = ["p/folder.ts"]\n[[sources]]\npath = "a.csv"\nid = "ref"\ndelimiter = ";"\n[[sources]]\npath = "data/b.txt"\nformat = "jsonl"\n${REST}`,
+    )
+    const { job } = jobs.load("job.toml", {}, tmp.path)
+    expect(job.plugins).toEqual([tmp.join("p", "folder.ts")])
+    expect(job.sources).toEqual([
+      { path: tmp.join("a.csv"), id: "ref", format: undefined, options: { delimiter: ";" }, at: "sources.0" },
+      { path: tmp.join("data", "b.txt"), id: undefined, format: "jsonl", options: {}, at: "sources.1" },
+    ])
+  })
+
+  test("repeated --input replaces the file's inputs, each taking the single [source]'s other keys", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("job.toml"), `[source]\npath = "x.csv"\nid = "ref"\ndelimiter = "|"\n${REST}`)
+    const { job } = jobs.load("job.toml", { input: ["one.csv", "two.csv"], format: "csv" }, tmp.path)
+    expect(job.sources.map((s) => [s.path, s.id, s.format, s.options, s.at])).toEqual([
+      [tmp.join("one.csv"), "ref", "csv", { delimiter: "|" }, "sources.0"],
+      [tmp.join("two.csv"), "ref", "csv", { delimiter: "|" }, "sources.1"],
+    ])
+  })
+
+  test("both [source] and [[sources]], or neither, is an error", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("both.toml"), `[source]\npath = "a.csv"\n[[sources]]\npath = "b.csv"\n${REST}`)
+    expect(problems(() => jobs.load("both.toml", {}, tmp.path))).toEqual([
+      "source: give either [source] or [[sources]], not both",
+    ])
+    writeFileSync(tmp.join("none.toml"), REST)
+    expect(problems(() => jobs.load("none.toml", {}, tmp.path))).toEqual([
+      "source: missing (required): a [source] table with a path, or --input",
+    ])
+  })
+
+  test("source options are checked against the chosen source before anything is read", async () => {
+    await using tmp = await tmpdir()
+    for (const f of ["a.csv", "b.parquet"]) writeFileSync(tmp.join(f), "")
+    writeFileSync(
+      tmp.join("job.toml"),
+      `[[sources]]\npath = "a.csv"\ndelimeter = ";"\n[[sources]]\npath = "b.parquet"\nbatch_rows = 0\n${REST}`,
+    )
+    const { job } = jobs.load("job.toml", {}, tmp.path)
+    const err = (() => {
+      try {
+        plan(job)
+      } catch (e) {
+        return e as JobError
+      }
+    })()
+    expect(err).toBeInstanceOf(JobError)
+    expect(err!.problems).toEqual([
+      "sources.0.delimeter: unknown key (check its spelling)",
+      "sources.1.batch_rows: Invalid value: Expected >=1 but received 0",
+    ])
+  })
+
+  test("an unknown format, an unknown extension, a missing file and a repeated input are refused", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("a.csv"), "id\n1\n")
+    const attempt = (flags: jobs.Flags) => {
+      try {
+        plan(jobs.load(undefined, { prompt: "x", provider: "mock", ...flags }, tmp.path).job)
+      } catch (e) {
+        return (e as Error).message
+      }
+      return "no error"
+    }
+    expect(attempt({ input: ["a.csv"], format: "xlsx" })).toContain('sources.0.format: unknown format "xlsx"')
+    expect(attempt({ input: ["a.xlsx"] })).toContain("sources.0.path: cannot tell the format of")
+    expect(attempt({ input: ["gone.csv"] })).toContain(`the input ${tmp.join("gone.csv")} does not exist`)
+    expect(attempt({ input: ["a.csv", "./a.csv"] })).toContain(
+      `sources.1.path: ${tmp.join("a.csv")} is given twice`,
+    )
   })
 })
