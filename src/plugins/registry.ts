@@ -183,22 +183,15 @@ export async function load(files: string[]): Promise<void> {
     ]
     if (problems.length)
       throw new JobError(`plugin ${file}: wrong shape`, problems, "See docs/PLUGINS.md for the contract.")
-    for (const s of ss) {
-      const taken = sources.get(s.name as string)
+    const clash = (kind: string, taken: { origin: Origin } | undefined, name: unknown) => {
       if (taken)
         fail(
-          `source "${String(s.name)}" clashes with the ${taken.origin === BUILTIN ? "built-in" : `one in ${taken.origin}`} of that name`,
-          "Give the plugin's source another name.",
+          `${kind} "${String(name)}" clashes with the ${taken.origin === BUILTIN ? "built-in" : `one in ${taken.origin}`} of that name`,
+          `Give the plugin's ${kind} another name.`,
         )
     }
-    for (const p of ps) {
-      const taken = providers.get(p.name as string)
-      if (taken)
-        fail(
-          `provider "${String(p.name)}" clashes with the ${taken.origin === BUILTIN ? "built-in" : `one in ${taken.origin}`} of that name`,
-          "Give the plugin's provider another name.",
-        )
-    }
+    for (const s of ss) clash("source", sources.get(s.name as string), s.name)
+    for (const p of ps) clash("provider", providers.get(p.name as string), p.name)
     for (const s of ss) sources.set(s.name as string, { source: s as unknown as Source, origin: file })
     for (const p of ps) providers.set(p.name as string, { provider: p as unknown as Provider, origin: file })
   }
