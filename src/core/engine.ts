@@ -6,7 +6,7 @@ import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
 import * as store from "./store.ts"
 import * as template from "./template.ts"
-import { ingest, plan, preflight, type Planned } from "./ingest.ts"
+import { ingest, plan, preflight, verify, type Planned } from "./ingest.ts"
 import { Runner, dead, ownerId, type Progress } from "./runner.ts"
 import type { ProviderClient } from "../plugins/define.ts"
 
@@ -136,7 +136,11 @@ export async function prepare(o: StartOptions): Promise<Session> {
       `Put back the old values to resume it, or start a fresh run: add --new-run, or give the job another name.`,
     )
   }
-  if (!created) resume(db, run, o)
+  if (!created) {
+    // a changed input is refused before the run is touched or any call is made
+    if (!o.reingest) await verify(db, run, inputs).catch((err: unknown) => (db.close(), Promise.reject(err)))
+    resume(db, run, o)
+  }
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
   const runner = new Runner({ store: db, run, job, client: provider, owner, policy })
@@ -190,6 +194,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
         runner.stop()
         throw err
       })
+      // awaited after the loop; until then a rejection must not count as unhandled (it would end the process)
+      reading.catch(() => {})
       runner.onCommit = tick
       const ending = await runner.loop()
       await reading

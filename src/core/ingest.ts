@@ -91,6 +91,21 @@ export async function ingest(
 }
 
 /**
+ * Checks, before a resumed run makes any call, that the part of each input already read is unchanged: a source
+ * refuses a changed prefix (SourceChangedError) when it is opened at its checkpoint.
+ */
+export async function verify(store: Store, run: Run, inputs: Planned[]): Promise<void> {
+  for (const input of store.inputs(run.id)) {
+    const checkpoint = Store.checkpoint(input)
+    const planned = inputs[input.idx]
+    if (!checkpoint || !planned) continue
+    const batches = planned.source.read(input.path, planned.options, checkpoint)[Symbol.asyncIterator]()
+    await batches.next()
+    await batches.return?.(undefined)
+  }
+}
+
+/**
  * Catches, before a run is created, an input that cannot be read and a placeholder that no row could fill.
  * Reads each input only until every placeholder has been seen once (usually its first batch); a placeholder
  * absent from every row is reported with the fields the rows do have.

@@ -12,6 +12,8 @@ const REGION = 1 << 20
 const QUOTE = 0x22
 const LF = 0x0a
 const CR = 0x0d
+const SPACE = 0x20
+const TAB = 0x09
 const decoder = new TextDecoder()
 
 interface Position {
@@ -69,7 +71,7 @@ async function verify(file: string, at: Position, hasher: Bun.CryptoHasher): Pro
 /**
  * The end of the last whole record in `bytes` (just past its newline), or -1. Follows papaparse's reading of
  * quotes: a quote opens a quoted field only at a field's start, `""` inside it is a quote, and a quote closes
- * it only before a delimiter, a line end or the end of the data.
+ * it only before a delimiter, a line end or the end of the data, with nothing but spaces or tabs between.
  */
 export function boundary(bytes: Uint8Array, delimiter: number): number {
   const last = bytes.lastIndexOf(LF)
@@ -82,9 +84,15 @@ export function boundary(bytes: Uint8Array, delimiter: number): number {
     const c = bytes[i]
     if (quoted) {
       if (c !== QUOTE) continue
-      const next = bytes[i + 1]
-      if (next === QUOTE) i++
-      else if (next === undefined || next === delimiter || next === LF || next === CR) quoted = false
+      if (bytes[i + 1] === QUOTE) {
+        i++
+        continue
+      }
+      // papaparse also closes it when only spaces stand between the quote and the delimiter or line end
+      let j = i + 1
+      while (bytes[j] !== delimiter && (bytes[j] === SPACE || bytes[j] === TAB)) j++
+      const next = bytes[j]
+      if (next === undefined || next === delimiter || next === LF || next === CR) quoted = false
       continue
     }
     if (c === QUOTE && start) {

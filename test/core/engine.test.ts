@@ -46,7 +46,7 @@ max_tokens = 20
 [limits]
 concurrency = 32
 max_attempts = 10
-timeout_s = 0.5
+timeout_s = 1
 retry_base_s = 0.01
 retry_cap_s = 0.05
 `,
@@ -67,11 +67,23 @@ retry_cap_s = 0.05
     expect(run.state).toBe("completed")
     const items = [...db.items(run.id)]
     expect(items.length).toBe(1000)
+    // an answer is paid once; only a call that timed out on our side (its fate unknown: on a loaded machine the
+    // server may have answered just after) can have been paid again
+    const timeouts = new Map(
+      db.db
+        .query<{ item_id: number; n: number }, []>(
+          "SELECT item_id, count(*) AS n FROM attempts WHERE error_class = 'timeout' GROUP BY item_id",
+        )
+        .all()
+        .map((r) => [r.item_id, r.n]),
+    )
     for (const [i, item] of items.entries()) {
       expect(item.key).toBe(`q${i + 1}`)
       expect(item.state).toBe("completed")
       expect(item.output).toBe(`echo: Q: question ${i + 1}`)
-      expect(fake.paid.get(`Q: question ${i + 1}`)).toBe(1)
+      const paid = fake.paid.get(`Q: question ${i + 1}`) ?? 0
+      expect(paid).toBeGreaterThanOrEqual(1)
+      expect(paid).toBeLessThanOrEqual(1 + (timeouts.get(item.id) ?? 0))
     }
     const attempts = db.db.query<{ n: number }, []>("SELECT count(*) AS n FROM attempts").get()!.n
     const faulted = db.db
