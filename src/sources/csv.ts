@@ -6,7 +6,8 @@
 import Papa from "papaparse"
 import * as v from "valibot"
 import { defineSource, type Checkpoint, type SourceProblem, type SourceRow } from "../plugins/define.ts"
-import { SourceChangedError, SourceError } from "../core/errors.ts"
+import { SourceError } from "../core/errors.ts"
+import { open, verify } from "./prefix.ts"
 
 const REGION = 1 << 20
 const QUOTE = 0x22
@@ -44,28 +45,6 @@ function position(checkpoint: Checkpoint | undefined): Position | undefined {
 
 function checkpointOf(p: Position): Checkpoint {
   return { ...p, header: JSON.stringify(p.header) }
-}
-
-async function open(file: string) {
-  const handle = Bun.file(file)
-  if (!(await handle.exists()))
-    throw new SourceError(
-      `cannot read ${file}: no such file`,
-      "Check source.path (relative to the job file).",
-    )
-  return handle
-}
-
-async function verify(file: string, at: Position, hasher: Bun.CryptoHasher): Promise<void> {
-  const handle = await open(file)
-  const changed = () =>
-    new SourceChangedError(
-      `${file} changed since it was ingested: its first ${at.offset} bytes (${at.line} lines) are not the same`,
-      "Restore the file, or run again with --reingest to read it from the start (finished items are kept).",
-    )
-  if (handle.size < at.offset) throw changed()
-  for await (const chunk of handle.slice(0, at.offset).stream()) hasher.update(chunk)
-  if (hasher.copy().digest("hex") !== at.sha256) throw changed()
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import * as v from "valibot"
 import { defineSource, type SourceProblem, type SourceRow } from "../plugins/define.ts"
-import { SourceChangedError, SourceError } from "../core/errors.ts"
+import { open, verify } from "./prefix.ts"
 
 const REGION = 1 << 20
 const NEWLINE = 10
@@ -22,30 +22,6 @@ function position(checkpoint: Record<string, unknown> | undefined): Position | u
   const { offset, line, sha256 } = checkpoint
   if (typeof offset !== "number" || typeof line !== "number" || typeof sha256 !== "string") return undefined
   return { offset, line, sha256 }
-}
-
-async function open(file: string) {
-  const handle = Bun.file(file)
-  if (!(await handle.exists())) {
-    throw new SourceError(
-      `cannot read ${file}: no such file`,
-      "Check source.path (relative to the job file).",
-    )
-  }
-  return handle
-}
-
-/** Re-reads the part already ingested and checks it is byte for byte what was ingested. */
-async function verify(file: string, at: Position, hasher: Bun.CryptoHasher): Promise<void> {
-  const handle = await open(file)
-  const changed = () =>
-    new SourceChangedError(
-      `${file} changed since it was ingested: its first ${at.offset} bytes (${at.line} lines) are not the same`,
-      "Restore the file, or run again with --reingest to read it from the start (finished items are kept).",
-    )
-  if (handle.size < at.offset) throw changed()
-  for await (const chunk of handle.slice(0, at.offset).stream()) hasher.update(chunk)
-  if (hasher.copy().digest("hex") !== at.sha256) throw changed()
 }
 
 function problem(line: number, text: string, reason: string): SourceProblem {
