@@ -1,4 +1,8 @@
-/** One ingest contender per process: `bun bench/ingest.ts spool|baseline FILE DIR`. Prints JSON. */
+/**
+ * One ingest contender per process: `bun bench/ingest.ts spool|baseline FILE DIR`. Prints JSON.
+ * spool reads FILE through the source its extension names (.jsonl, .csv, .parquet); the baseline inserts the lines
+ * of a JSONL FILE as they are.
+ */
 import { Database } from "bun:sqlite"
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
@@ -29,7 +33,9 @@ if (mode === "baseline") {
   const db = store.open(dir)
   const { job } = jobs.load(undefined, { input: [file], prompt: "x", provider: "mock" })
   const inputs = plan(job)
-  const run = db.createRun("bench", "{}", "fp", "", [{ path: file, format: inputs[0]!.source.name }]).run
+  const run = db.createRun("bench", "{}", "fp", "", [
+    { path: inputs[0]!.path, format: inputs[0]!.source.name },
+  ]).run
   await ingest(db, run, inputs, () => {})
   rows = db.counts(run.id).pending
   db.close()
