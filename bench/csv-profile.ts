@@ -4,7 +4,7 @@
  * Pass 1 is `ingest()`'s loop (src/core/ingest.ts) written out so each step can be timed: waiting for the
  * source's next batch, turning each row's fields into its JSON text (what `Store.ingest` does for a row without
  * `raw`; done here first, so the store stores the same text), and `Store.ingest` (SQLite).
- * Pass 2 repeats the csv source's steps for one region at a time (src/sources/csv.ts: read 1 MiB, find the last
+ * Pass 2 repeats the csv source's steps for one region at a time (src/sources/csv.ts: read 256 KiB, find the last
  * record boundary, decode, papaparse, hash) to split the source's time; the rest of the source's time is turning
  * papaparse's records into rows (header, line count, row objects) and the generator itself.
  */
@@ -14,6 +14,7 @@ import * as store from "../src/core/store.ts"
 import { plan } from "../src/core/ingest.ts"
 import * as jobs from "../src/core/job.ts"
 import { boundary } from "../src/sources/csv.ts"
+import { PARSE_OPTIONS } from "./data.ts"
 
 const [file, dir] = process.argv.slice(2) as [string, string]
 mkdirSync(dir, { recursive: true })
@@ -50,18 +51,12 @@ const rows = db.counts(run.id).pending
 db.close()
 
 // ---- pass 2: the source's steps on their own
-const REGION = 1 << 20
+const REGION = 1 << 18
 const handle = Bun.file(file)
 const size = handle.size
 const decoder = new TextDecoder()
 const hasher = new Bun.CryptoHasher("sha256")
-const options = {
-  delimiter: ",",
-  newline: "\n" as const,
-  quoteChar: '"',
-  header: false,
-  skipEmptyLines: false,
-}
+const options = PARSE_OPTIONS
 const step = { read: 0, boundary: 0, decode: 0, parse: 0, hash: 0 }
 for (let offset = 0; offset < size;) {
   let t = performance.now()

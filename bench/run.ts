@@ -249,7 +249,7 @@ comma and a quote, so the parser's quoted-field path runs: \`t-9,"Ticket 9 about
 
 | contender | rows/s | time | peak RSS |
 | --- | --- | --- | --- |
-| spool (\`ingest\` through the csv source: 1 MiB regions, papaparse, checkpoint + sha256 per region, \`synchronous=FULL\`) | ${fmt(Number(csvSpool.rowsPerSec))} | ${secs(csvSpool.ms)} | ${fmt(csvRss)} MB |
+| spool (\`ingest\` through the csv source: 256 KiB regions, papaparse, checkpoint + sha256 per region, \`synchronous=FULL\`) | ${fmt(Number(csvSpool.rowsPerSec))} | ${secs(csvSpool.ms)} | ${fmt(csvRss)} MB |
 | baseline: the same plain bun:sqlite bulk insert, of these rows' JSON text (the text spool stores), read whole from an equivalent JSONL file inside the timed part; no CSV parsing | ${fmt(Number(csvBaseline.rowsPerSec))} | ${secs(csvBaseline.ms)} | ${fmt(Number(csvBaseline.maxRssMB))} MB |
 
 Ratio ${csvRatio.toFixed(2)}× (goal ≥ 0.7: ${mark(csvRatio >= 0.7)}); peak RSS ${fmt(csvRss)} MB (goal ≤ 150 MB: ${mark(csvRss <= 150)}). Run by run, each spool
@@ -261,8 +261,8 @@ total, ${secs(csvProfile.ms)}, includes the timers):
 | step | time (share) |
 | --- | --- |
 | the csv source, all of it | ${step("sourceMs")} |
-| … reading 1 MiB regions | ${step("readMs")} |
-| … finding the last record boundary (\`boundary()\`, a JS loop over every byte when a region holds a quote) | ${step("boundaryMs")} |
+| … reading 256 KiB regions | ${step("readMs")} |
+| … finding the last record boundary (\`boundary()\`: \`indexOf\` from quote to quote) | ${step("boundaryMs")} |
 | … decoding UTF-8 | ${step("decodeMs")} |
 | … papaparse | ${step("parseMs")} |
 | … sha256 of the region (and a copy of the hash for the checkpoint) | ${step("hashMs")} |
@@ -274,18 +274,19 @@ The source's steps are timed in a second pass that repeats them on their own and
 is the source's time less the others, so it also carries what collecting the first pass's garbage cost.
 
 What bounds CSV ingest: SQLite, as for JSONL (\`Store.ingest\` is the same code); the csv source costs about what
-the jsonl one does, plus the JSON text the store makes of every row. Measured while writing this benchmark, on the
-1,000,000-row file, in alternating runs, and not applied to src/:
+the jsonl one does, plus the JSON text the store makes of every row. Measured on the 1,000,000-row file in
+alternating runs, and applied:
 
-- Peak RSS follows the region size, not the file: \`chunk_bytes = 262144\` (256 KiB regions) peaked at 92–97 MB and
-  512 KiB at 105–115 MB, against 141–167 MB at the default 1 MiB, at the same speed (four runs each); 4 MiB peaked
-  at 250–370 MB and ran slower. What a region leaves behind (papaparse's records, the row objects, their JSON
-  text) sets how far the heap grows; the csv source alone, without SQLite, peaked nearly as high (~128 MB).
-- \`boundary()\` walks every byte of a region in JS once the region holds a quote. Jumping between quotes and
-  newlines with \`indexOf\`/\`lastIndexOf\` found the same offsets ~10× faster (~110 → ~12 ms per million rows,
-  2–3% of the ingest).
-- The csv source gives no \`raw\`, so the store serialises each row; making the text in the source only moves
-  that cost.
+- Peak RSS follows the region size, not the file: 1 MiB regions peaked at 141–167 MB, 256 KiB at 92–97 MB at the
+  same speed, 4 MiB at 250–370 MB and slower. The default is now 256 KiB (\`chunk_bytes\`).
+- After each stored batch, ingest hints the garbage collector (\`Bun.gc(false)\`): what a batch leaves behind
+  (papaparse's records, the row objects, their JSON text) is garbage once it is committed, and collecting it early
+  keeps the heap small. With it, CSV peaks fell to ~85 MB and the ratio rose from 0.57–0.69 to 0.73–0.74 (three
+  alternating runs each); a smaller heap is also a faster one.
+- \`boundary()\` walked every byte of a region in JS once the region held a quote; it now jumps from quote to quote
+  with \`indexOf\` and finds newlines with \`lastIndexOf\` (~110 → ~12 ms per million rows).
+- Tried and dropped: making each row's JSON text in the source, field by field, instead of \`JSON.stringify\` in the
+  store: slower once warm (119 vs 89 ms per million rows).
 
 ### CSV parser throughput
 
@@ -310,14 +311,12 @@ and time are the median run's, peak RSS the median of the three runs' peaks.
 Goals: ≥ 150,000 rows/s at ${fmt(pqLarge)} rows (${mark(Number(pq.large.rowsPerSec) >= 150_000)}); peak RSS ≤ 150 MB at ${fmt(pqLarge)} rows
 (${mark(pqRss.large <= 150)}); peak RSS at ${fmt(pqLarge)} rows ÷ at ${fmt(pqSmall)} rows ≤ 1.3× (${pqRssRatio.toFixed(2)}×: ${mark(pqRssRatio <= 1.3)}).
 
-Measured while writing this benchmark (1,000,000 and 100,000 rows, alternating runs, not applied to src/): peak
-RSS climbs over the first ~30 row groups and then levels off, and the parquet source alone, without SQLite, peaks
-as high. It is the JS heap growing under garbage (each group's decoded values, the copy of every row \`jsonSafe\`
-makes, its JSON text), so the size ratio measures how far the heap ramps in 10 groups against 100. A
-\`Bun.gc(false)\` after each batch held the peaks at 108–111 MB and 95–101 MB (1.1×) at the same speed, against
-136–144 MB and 97–103 MB without (three runs each). Time: the source alone reads a million rows in ~1.7 s (by a CPU
-profile: \`JSON.stringify\` ~20%, hyparquet's per-value UTF-8 decoding ~25%, \`jsonSafe\`'s \`Object.entries\` copy
-~10%); the rest is \`Store.ingest\`, as for JSONL.
+Peak RSS climbed over the first ~30 row groups and then levelled off, and the parquet source alone, without SQLite,
+peaked as high: the JS heap growing under garbage (each group's decoded values, the copy of every row \`jsonSafe\`
+makes, its JSON text). The \`Bun.gc(false)\` hint after each stored batch (see CSV) flattened it: 1M-row peaks fell
+from 136–144 MB to ~108 MB, 100k-row peaks stayed ~96 MB (ratio 1.46× → ~1.13×), at the same speed. Time: the source
+alone reads a million rows in ~1.7 s (by a CPU profile: \`JSON.stringify\` ~20%, hyparquet's per-value UTF-8
+decoding ~25%, \`jsonSafe\`'s \`Object.entries\` copy ~10%); the rest is \`Store.ingest\`, as for JSONL.
 
 Every peak RSS on this page is the contender's own \`process.resourceUsage().maxRSS\`. On Linux a process starts
 with the peak of the one that started it (it is carried across fork and exec), so the inputs are written in

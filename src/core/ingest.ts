@@ -79,6 +79,8 @@ export async function ingest(
       rows += added.added
       problems += batch.problems.length + added.duplicates
       onBatch?.(added.added)
+      // the rows just stored are garbage now: a hint to collect keeps peak memory flat however long the input
+      Bun.gc(false)
       if (Date.now() - last > 5_000) {
         renew()
         last = Date.now()
