@@ -5,7 +5,7 @@ const outfile = "dist/spool"
 const version = process.env.SPOOL_VERSION ?? pkg.version
 
 const result = await Bun.build({
-  entrypoints: ["src/cli.ts"],
+  entrypoints: ["src/main.ts"],
   compile: {
     outfile,
     autoloadBunfig: false,
@@ -15,6 +15,7 @@ const result = await Bun.build({
   },
   bytecode: true,
   format: "esm",
+  splitting: true,
   minify: true,
   sourcemap: "none",
   define: { SPOOL_VERSION: JSON.stringify(version) },

@@ -41,6 +41,21 @@ for (let i = 0; i < 21; i++) {
   Bun.spawnSync([process.execPath, "--version"])
   if (i > 0) bunStartups.push(performance.now() - t)
 }
+// the floor on this machine: a compiled binary that only prints a line
+const hello = join(data, "hello")
+await Bun.write(join(data, "hello.ts"), 'console.log("x")\n')
+await Bun.build({
+  entrypoints: [join(data, "hello.ts")],
+  compile: { outfile: hello },
+  bytecode: true,
+  format: "esm",
+})
+const helloStartups: number[] = []
+for (let i = 0; i < 21; i++) {
+  const t = performance.now()
+  Bun.spawnSync([hello])
+  if (i > 0) helloStartups.push(performance.now() - t)
+}
 const startup = median(startups)
 console.error(`startup: ${startup.toFixed(1)} ms`)
 
@@ -221,6 +236,7 @@ ingest baseline and the SDK loop run three times, alternating, and their median 
 | --- | --- |
 | \`dist/spool --version\` | ${startup.toFixed(1)} ms |
 | \`bun --version\` (the runtime alone, for scale) | ${median(bunStartups).toFixed(1)} ms |
+| a compiled \`console.log("x")\` (the floor for any compiled binary here) | ${median(helloStartups).toFixed(1)} ms |
 
 Goal ≤ 25 ms: ${mark(startup <= 25)}.
 

@@ -3,12 +3,15 @@ import { defineCommand, runCommand, renderUsage, type ArgsDef, type CommandDef }
 import { createWriteStream, renameSync, rmSync } from "node:fs"
 import { resolve } from "node:path"
 import { SpoolError, UsageError, type ExitCode } from "./core/errors.ts"
-import * as engine from "./core/engine.ts"
 import * as jobs from "./core/job.ts"
-import * as report from "./core/report.ts"
-import * as registry from "./plugins/registry.ts"
-import * as store from "./core/store.ts"
 import * as states from "./core/states.ts"
+
+// The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
+// start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
+const engine = () => import("./core/engine.ts")
+const lazyReport = () => import("./core/report.ts")
+const lazyRegistry = () => import("./plugins/registry.ts")
+const lazyStore = () => import("./core/store.ts")
 
 declare const SPOOL_VERSION: string | undefined
 export const VERSION = typeof SPOOL_VERSION === "string" ? SPOOL_VERSION : "0.0.0-dev"
@@ -72,7 +75,9 @@ const run = defineCommand({
     const resume = ["spool", "run", ...rawArgs.filter((a) => a !== "--new-run" && a !== "--reingest")]
       .map(quote)
       .join(" ")
-    const session = await engine.prepare({
+    const session = await (
+      await engine()
+    ).prepare({
       file: args.job,
       flags: {
         name: args.name,
@@ -111,7 +116,7 @@ const run = defineCommand({
     }
     process.on("SIGINT", onSignal)
     process.on("SIGTERM", onSignal)
-    const progress = report.progress(process.stderr)
+    const progress = (await lazyReport()).progress(process.stderr)
     const code = await session.execute(progress.tick)
     progress.end()
     if (code === 130) {
@@ -134,7 +139,8 @@ const status = defineCommand({
     json: { type: "boolean", description: "Machine-readable output" },
     ...common,
   },
-  run({ args }) {
+  async run({ args }) {
+    const [store, report] = await Promise.all([lazyStore(), lazyReport()])
     const db = store.open(home(args.home))
     try {
       const r = store.mustFindRun(db, args.run)
@@ -150,7 +156,8 @@ const status = defineCommand({
 const runs = defineCommand({
   meta: { name: "runs", description: "Every run in the store" },
   args: { json: { type: "boolean", description: "Machine-readable output" }, ...common },
-  run({ args }) {
+  async run({ args }) {
+    const [store, report] = await Promise.all([lazyStore(), lazyReport()])
     const db = store.open(home(args.home))
     try {
       const list = db.runs().map((r) => report.runLine(db, r))
@@ -178,6 +185,7 @@ const results = defineCommand({
     if (state !== undefined && !states.isState(state)) {
       throw new UsageError(`--state: unknown state "${state}"`, `Use one of: ${states.STATES.join(", ")}.`)
     }
+    const [store, report] = await Promise.all([lazyStore(), lazyReport()])
     const db = store.open(home(args.home))
     try {
       const r = store.mustFindRun(db, args.run)
@@ -232,6 +240,7 @@ const plugins = defineCommand({
     verbose: common.verbose,
   },
   async run({ args }) {
+    const [registry, report] = await Promise.all([lazyRegistry(), lazyReport()])
     if (args.job) {
       const { job } = jobs.load(args.job, {})
       await registry.load(job.plugins ?? [])
@@ -305,15 +314,14 @@ function fail(err: unknown, verbose: boolean): ExitCode {
   return cittyUsage ? 2 : 1
 }
 
-if (import.meta.main) {
+/** Runs the command line of this process and exits with its code. The binary enters here through src/main.ts. */
+export async function start(): Promise<never> {
   process.umask(0o077)
-  const argv = process.argv.slice(2)
   jobs.loadDotenv()
-  cli(argv)
-    .then(async (code) => {
-      // exit only once stdout is handed to the OS; a pipe's queued tail would be cut off otherwise
-      await new Promise((done) => process.stdout.write("", done))
-      return code
-    })
-    .then((code) => process.exit(code))
+  const code = await cli(process.argv.slice(2))
+  // exit only once stdout is handed to the OS; a pipe's queued tail would be cut off otherwise
+  await new Promise((done) => process.stdout.write("", done))
+  process.exit(code)
 }
+
+if (import.meta.main) await start()
