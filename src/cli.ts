@@ -208,10 +208,24 @@ const results = defineCommand({
  * 5,000 lines before this).
  */
 async function pour(out: NodeJS.WritableStream, lines: Iterable<string>): Promise<void> {
-  for (const line of lines) {
-    if (!out.write(line)) await new Promise((done) => out.once("drain", done))
+  let failed: NodeJS.ErrnoException | undefined
+  const onError = (err: NodeJS.ErrnoException) => (failed ??= err)
+  out.on("error", onError)
+  try {
+    for (const line of lines) {
+      if (failed) break
+      if (!out.write(line))
+        await new Promise((done) => {
+          out.once("drain", done)
+          out.once("error", done)
+        })
+    }
+    if (!failed) await new Promise<void>((done) => out.write("", () => done()))
+  } finally {
+    out.off("error", onError)
   }
-  await new Promise<void>((done, fail) => out.write("", (err?: Error | null) => (err ? fail(err) : done())))
+  // the reader went away (`spool results | head`): it has what it wanted, which is not an error
+  if (failed && !(failed.code === "EPIPE" && out === process.stdout)) throw failed
 }
 
 /** Writes beside the target and renames, so a reader never sees a half-written file. Owner-only. */
@@ -319,7 +333,9 @@ export async function start(): Promise<never> {
   process.umask(0o077)
   jobs.loadDotenv()
   const code = await cli(process.argv.slice(2))
-  // exit only once stdout is handed to the OS; a pipe's queued tail would be cut off otherwise
+  // exit only once stdout is handed to the OS; a pipe's queued tail would be cut off otherwise (a reader that
+  // has gone away makes this write fail: that is fine, there is no one left to read the tail)
+  process.stdout.on("error", () => {})
   await new Promise((done) => process.stdout.write("", done))
   process.exit(code)
 }

@@ -53,7 +53,7 @@ function client(job: jobs.Job): ProviderClient {
       `Export ${keyEnv}=… or put it in .env in this directory (api_key_env names another variable).`,
     )
   }
-  if (provider.keyEnv !== undefined && !job.provider.model) {
+  if (!provider.modelOptional && !job.provider.model) {
     throw new JobError(
       "the job is not valid",
       ["provider.model: missing (required)"],
@@ -139,6 +139,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   if (!created) {
     // a changed input is refused before the run is touched or any call is made
     if (!o.reingest) await verify(db, run, inputs).catch((err: unknown) => (db.close(), Promise.reject(err)))
+    db.updateJob(run.id, JSON.stringify(job))
     resume(db, run, o)
   }
   const owner = ownerId()

@@ -32,7 +32,7 @@ const SourceSchema = v.objectWithRest(
 )
 const ProviderSchema = strict(
   {
-    name: v.optional(text("openai | mock"), "openai"),
+    name: v.optional(text("openai | anthropic | openai-compatible | mock | a plugin's provider"), "openai"),
     model: v.optional(text("the model name")),
     mode: v.optional(v.picklist(["realtime"], 'mode must be "realtime" (batch mode is not available yet)')),
     base_url: v.optional(v.pipe(v.string(), v.url("must be a URL such as http://127.0.0.1:8080/v1"))),
@@ -67,6 +67,26 @@ const LimitsSchema = strict(
   "[limits]",
 )
 
+const usd = (what: string) =>
+  v.pipe(v.number(`expected a number (${what})`), v.minValue(0, "must not be negative"))
+
+/** Prices for this job's model, in USD per million tokens; they override the built-in table (src/core/pricing.ts). */
+const PricingSchema = strict(
+  {
+    input: usd("USD per million input tokens"),
+    output: usd("USD per million output tokens"),
+    cached_input: v.optional(usd("USD per million cached input tokens")),
+    batch_discount: v.optional(
+      v.pipe(
+        v.number("expected a number"),
+        v.minValue(0),
+        v.maxValue(1, "must be at most 1 (a share: 0.5 is half)"),
+      ),
+    ),
+  },
+  "[pricing]",
+)
+
 export const JobSchema = strict(
   {
     name: v.pipe(
@@ -86,6 +106,7 @@ export const JobSchema = strict(
     provider: ProviderSchema,
     request: RequestSchema,
     limits: v.optional(LimitsSchema, {}),
+    pricing: v.optional(PricingSchema),
   },
   "the job",
 )

@@ -4,6 +4,8 @@ import type { Ticker } from "./engine.ts"
 import type { Listed } from "../plugins/registry.ts"
 import type { State } from "./states.ts"
 import type { Run, Store } from "./store.ts"
+import type { Job } from "./job.ts"
+import { cost, priceOf, type Priced } from "./pricing.ts"
 
 export interface StatusView {
   id: number
@@ -16,6 +18,13 @@ export interface StatusView {
   total: number
   attempts: number
   usage: { input_tokens: number; output_tokens: number }
+  /** USD; null when the model's price is unknown (never 0 for unknown). */
+  spend: {
+    usd: number | null
+    /** What the items not yet finished will cost at the average so far; null until an item has finished. */
+    remaining_usd: number | null
+    prices: Priced | null
+  }
   errors: { class: string; count: number; example: string; id: string }[]
   malformed: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
   elapsed_s: number
@@ -24,8 +33,19 @@ export interface StatusView {
   resume: string
 }
 
+/** The prices of a run's model, from the job it was (last) run with. */
+export function pricesOf(run: Run): Priced | undefined {
+  const job = JSON.parse(run.job) as Job
+  return priceOf(job.provider.model, job.pricing)
+}
+
+const round = (usd: number) => Math.round(usd * 1e6) / 1e6
+
 export function status(db: Store, run: Run, now = Date.now()): StatusView {
   const s = db.summary(run.id, now)
+  const prices = pricesOf(run)
+  const spent = prices ? cost(prices, { input_tokens: s.inputTokens, output_tokens: s.outputTokens }) : null
+  const finished = s.counts.completed + s.counts.failed + s.counts.needs_review
   const start = s.firstStarted ?? run.created_at
   const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)
   const elapsed = Math.max(1, (end - start) / 1000)
@@ -45,6 +65,11 @@ export function status(db: Store, run: Run, now = Date.now()): StatusView {
     total: s.total,
     attempts: s.attempts,
     usage: { input_tokens: s.inputTokens, output_tokens: s.outputTokens },
+    spend: {
+      usd: spent === null ? null : round(spent),
+      remaining_usd: spent === null || finished === 0 ? null : round((spent / finished) * left),
+      prices: prices ?? null,
+    },
     errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
     malformed: s.problems,
     elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
@@ -62,6 +87,18 @@ export function duration(seconds: number): string {
 }
 
 const n = (x: number) => x.toLocaleString("en-US")
+
+/** Dollars with enough digits to be useful for small runs: $0.0123, $4.56, $1,234.50. */
+export function usd(x: number): string {
+  return `$${x.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: x < 1 ? 4 : 2 })}`
+}
+
+function spendText(spend: StatusView["spend"]): string {
+  if (spend.usd === null)
+    return "unknown (no price for this model: set input and output in [pricing], USD per million tokens)"
+  const rest = spend.remaining_usd ? ` · ~${usd(spend.remaining_usd)} for the rest` : ""
+  return `${usd(spend.usd)} so far${rest} (${spend.prices?.source})`
+}
 
 export function statusText(v: StatusView): string {
   const order: State[] = [
@@ -82,6 +119,7 @@ export function statusText(v: StatusView): string {
     `run ${v.name} (#${v.id}) · ${v.state}${v.reason ? ` — ${v.reason}` : ""}`,
     `items     ${n(v.total)}: ${counts}`,
     `attempts  ${n(v.attempts)} · tokens in ${n(v.usage.input_tokens)} out ${n(v.usage.output_tokens)}`,
+    `spend     ${spendText(v.spend)}`,
     `time      elapsed ${duration(v.elapsed_s)} · ${v.rate_per_s}/s${v.state === "running" ? " over the last minute" : ""} · ETA ${
       v.eta_s === null ? "unknown" : duration(v.eta_s)
     }`,
@@ -147,6 +185,7 @@ export function namespaces(paths: string[]): (string | undefined)[] {
 /** The result lines of DESIGN §7, streamed in ledger order. Only committed data is ever read. */
 export function* results(db: Store, run: Run, state?: State): Generator<string> {
   const label = namespaces(db.inputs(run.id).map((i) => i.path))
+  const prices = pricesOf(run)
   for (const item of db.items(run.id, state)) {
     const line = {
       id: label[item.input] === undefined ? item.key : `${label[item.input]}:${item.key}`,
@@ -155,6 +194,7 @@ export function* results(db: Store, run: Run, state?: State): Generator<string> 
       error: item.error ? { class: item.error_class, message: item.error } : null,
       attempts: item.attempts,
       usage: { input_tokens: item.input_tokens, output_tokens: item.output_tokens },
+      cost_usd: prices ? round(cost(prices, item)) : null,
       source: { file: item.path, row: item.row, id: item.source_id },
     }
     yield `${JSON.stringify(line)}\n`

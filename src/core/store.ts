@@ -391,6 +391,11 @@ export class Store {
       .immediate()
   }
 
+  /** Keeps the latest job of a resumed run (same fingerprint: only limits and pricing can differ). */
+  updateJob(run: number, job: string): void {
+    this.q.updateJob.run(job, Date.now(), run)
+  }
+
   markIngested(run: number): void {
     this.q.markIngested.run(run)
   }
@@ -588,6 +593,7 @@ function prepare(db: Database) {
       `UPDATE inputs SET checkpoint = ?, rows = rows + ?, problems = problems + ?, duplicates = duplicates + ?,
        done = ? WHERE run_id = ? AND idx = ?`,
     ),
+    updateJob: q<void, [string, number, number]>("UPDATE runs SET job = ?, updated_at = ? WHERE id = ?"),
     markIngested: q<void, [number]>(
       "UPDATE runs SET ingested = 1, ingest_owner = NULL, ingest_expires = NULL WHERE id = ?",
     ),

@@ -127,6 +127,8 @@ export interface Provider<S extends OptionsSchema = OptionsSchema> {
   keyEnv: string | undefined
   /** The environment variable that may hold a base URL. */
   baseUrlEnv?: string
+  /** A job may leave `provider.model` out (the provider is given its own name); otherwise the model is required. */
+  modelOptional?: boolean
   /** Makes the client one run uses; called once, before any item is claimed. */
   create(options: v.InferOutput<S>, context: ProviderContext): ProviderClient
 }

@@ -12,6 +12,8 @@ import jsonl from "../sources/jsonl.ts"
 import { csv, tsv } from "../sources/csv.ts"
 import parquet from "../sources/parquet.ts"
 import openai from "./providers/openai.ts"
+import anthropic from "./providers/anthropic.ts"
+import openaiCompatible from "./providers/openai-compatible.ts"
 import mock from "./providers/mock.ts"
 
 /** Where a source or provider came from: "built-in", or the plugin file's path. */
@@ -22,7 +24,8 @@ export const BUILTIN: Origin = "built-in"
 const sources = new Map<string, { source: Source; origin: Origin }>()
 const providers = new Map<string, { provider: Provider; origin: Origin }>()
 for (const s of [jsonl, csv, tsv, parquet] as Source[]) sources.set(s.name, { source: s, origin: BUILTIN })
-for (const p of [openai, mock] as Provider[]) providers.set(p.name, { provider: p, origin: BUILTIN })
+for (const p of [openai, anthropic, openaiCompatible, mock] as Provider[])
+  providers.set(p.name, { provider: p, origin: BUILTIN })
 
 export function provider(name: string): Provider {
   const found = providers.get(name)

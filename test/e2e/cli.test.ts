@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { startFake } from "../lib/fake-openai.ts"
-import { BIN, spool } from "../lib/spool.ts"
+import { BIN, spool, start } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
 const KEY = "sk-test-SECRET-do-not-leak-4242"
@@ -42,6 +42,7 @@ describe("dist/spool", () => {
       error: null,
       attempts: 1,
       usage: { input_tokens: 20, output_tokens: 9 },
+      cost_usd: null, // mock-1 has no price: unknown, not 0
       source: { file: join(dir, "tickets.jsonl"), row: 1, id: "T-1001" },
     })
     expect(statSync(tmp.join("r.jsonl")).mode & 0o777).toBe(0o600)
@@ -303,5 +304,76 @@ describe("dist/spool", () => {
     expect(files.some((f) => f.endsWith("spool.log"))).toBe(true)
     for (const file of files) expect(readFileSync(file).includes(KEY)).toBe(false)
     expect(out.stderr.includes(KEY)).toBe(false)
+  })
+
+  test("spend: cost per result and in status from the built-in prices or the job's [pricing]; unknown stays unknown", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      Array.from({ length: 40 }, (_, i) => `{"t":"ticket number ${i}"}`).join("\n"),
+    )
+    const run = (name: string, extra: string[]) =>
+      spool(
+        ["run", "--input", "in.jsonl", "--prompt", "{{t}}", "--provider", "mock", "--name", name, ...extra],
+        {
+          cwd: tmp.path,
+        },
+      )
+    expect((await run("priced", ["--model", "gpt-4.1-mini"])).code).toBe(0)
+    const lines = (await spool(["results", "priced"], { cwd: tmp.path })).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+    expect(lines.length).toBe(40)
+    let total = 0
+    for (const l of lines) {
+      const expected = (l.usage.input_tokens * 0.4 + l.usage.output_tokens * 1.6) / 1e6
+      expect(l.cost_usd).toBeCloseTo(expected, 6)
+      total += expected
+    }
+    const view = JSON.parse((await spool(["status", "priced", "--json"], { cwd: tmp.path })).stdout)
+    expect(view.spend.usd).toBeCloseTo(total, 6)
+    expect(view.spend.prices.source).toContain("gpt-4.1-mini")
+    const text = (await spool(["status", "priced"], { cwd: tmp.path })).stdout
+    expect(text).toContain(`spend     $${total.toFixed(4)} so far (built-in prices for gpt-4.1-mini`)
+
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "own"\n[source]\npath = "in.jsonl"\n[provider]\nname = "mock"\nmodel = "llama3.2"\n[request]\nprompt = "{{t}}"\n[pricing]\ninput = 1\noutput = 2\n`,
+    )
+    expect((await spool(["run", "job.toml"], { cwd: tmp.path })).code).toBe(0)
+    const own = JSON.parse((await spool(["status", "own", "--json"], { cwd: tmp.path })).stdout)
+    expect(own.spend.usd).toBeCloseTo((own.usage.input_tokens * 1 + own.usage.output_tokens * 2) / 1e6, 6)
+    expect(own.spend.prices.source).toBe("the job's [pricing]")
+
+    expect((await run("unpriced", ["--model", "llama3.2"])).code).toBe(0)
+    const unknown = JSON.parse((await spool(["status", "unpriced", "--json"], { cwd: tmp.path })).stdout)
+    expect(unknown.spend).toEqual({ usd: null, remaining_usd: null, prices: null })
+    expect((await spool(["status", "unpriced"], { cwd: tmp.path })).stdout).toContain(
+      "spend     unknown (no price",
+    )
+  })
+
+  test("results to a reader that stops early (| head -1): exit 0, no error printed", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      Array.from({ length: 3000 }, (_, i) => `{"t":"${"x".repeat(60)}${i}"}`).join("\n"),
+    )
+    expect(
+      (
+        await spool(
+          ["run", "--input", "in.jsonl", "--prompt", "{{t}}", "--provider", "mock", "--concurrency", "64"],
+          { cwd: tmp.path },
+        )
+      ).code,
+    ).toBe(0)
+    const child = start(["results"], { cwd: tmp.path })
+    const reader = child.stdout.getReader()
+    const first = await reader.read()
+    expect(new TextDecoder().decode(first.value).startsWith('{"id":"1"')).toBe(true)
+    await reader.cancel()
+    expect(await child.exited).toBe(0)
+    expect(await new Response(child.stderr).text()).toBe("")
   })
 })

@@ -41,6 +41,7 @@ describe("plugins in dist/spool", () => {
         error: null,
         attempts: 1,
         usage: expect.any(Object),
+        cost_usd: null,
         source: { file: join(dir, "sqlite-table", "tickets.db"), row: Number(r.rowid), id: r.ticket_id },
       })),
     )

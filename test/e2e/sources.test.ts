@@ -17,6 +17,7 @@ interface Line {
   error: { class: string; message: string } | null
   attempts: number
   usage: { input_tokens: number; output_tokens: number }
+  cost_usd: number | null
   source: { file: string; row: number; id: string | null }
 }
 
@@ -163,6 +164,7 @@ describe("inputs through dist/spool", () => {
           output: reply(`${text}|${note}`),
           error: null,
           attempts: 1,
+          cost_usd: null,
           source: { file, row: line, id },
         })),
       )
@@ -220,6 +222,7 @@ describe("inputs through dist/spool", () => {
       output: reply(`${i}: ${text(i)}`),
       error: null,
       attempts: 1,
+      cost_usd: null,
       source: { file, row: i + 1, id: `p${i}` },
     })
     for (const i of [0, 1, 9_999, 10_000, 54_321, n - 1]) expect(parsed(lines[i]!)).toEqual(expected(i))
@@ -254,6 +257,7 @@ describe("inputs through dist/spool", () => {
       output: reply(`${file[0]} ${key}`),
       error: null,
       attempts: 1,
+      cost_usd: null,
       source: { file: tmp.join(file), row, id: String(key) },
     })
     expect((await results(tmp.path)).map(parsed)).toEqual([
@@ -552,6 +556,7 @@ describe("inputs through dist/spool", () => {
       output: reply(text),
       error: null,
       attempts: 1,
+      cost_usd: null,
       source: { file, row, id },
     })
     expect((await results(tmp.path)).map(parsed)).toEqual([

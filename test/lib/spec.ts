@@ -1,12 +1,16 @@
-/** Validates values against schemas of the official OpenAPI specs in ../shared/specs, with ajv. */
+/** Validates values against schemas of the OpenAPI specs in ../shared/specs, with ajv. */
 import Ajv2020, { type ValidateFunction } from "ajv/dist/2020"
 import { readFileSync } from "node:fs"
 
 const SPECS = {
   openai: new URL("../../../shared/specs/openai-openapi.yaml", import.meta.url),
+  anthropic: new URL("../../../shared/specs/anthropic-openapi.json", import.meta.url),
 } as const
 
-let ajv: Ajv2020 | undefined
+/** Which spec a schema name is looked up in. */
+export type Spec = keyof typeof SPECS
+
+const instances = new Map<Spec, Ajv2020>()
 
 /** OpenAPI 3.0's `nullable` (still used in places) becomes JSON Schema: a "null" type or a null alternative. */
 function normalize(node: unknown): unknown {
@@ -26,11 +30,15 @@ function normalize(node: unknown): unknown {
 }
 const compiled = new Map<string, ValidateFunction>()
 
-function load(): Ajv2020 {
-  if (ajv) return ajv
-  const doc = normalize(Bun.YAML.parse(readFileSync(SPECS.openai, "utf8"))) as Record<string, unknown>
-  ajv = new Ajv2020({ strict: false, allErrors: true, validateFormats: false })
-  // OpenAPI's own keywords are annotations here
+function load(spec: Spec): Ajv2020 {
+  const loaded = instances.get(spec)
+  if (loaded) return loaded
+  const text = readFileSync(SPECS[spec], "utf8")
+  const raw = spec === "openai" ? Bun.YAML.parse(text) : JSON.parse(text)
+  // the Anthropic spec is OpenAPI 3.1 but still says `nullable` in places, as the OpenAI one does
+  const doc = normalize(raw) as Record<string, unknown>
+  const ajv = new Ajv2020({ strict: false, allErrors: true, validateFormats: false })
+  // OpenAPI's own keywords are annotations here (others, such as x-stainless-…, are ignored: strict is off)
   for (const k of [
     "discriminator",
     "example",
@@ -41,18 +49,23 @@ function load(): Ajv2020 {
   ]) {
     if (!ajv.getKeyword(k)) ajv.addKeyword(k)
   }
-  ajv.addSchema({ ...doc, $id: "openai" })
+  ajv.addSchema({ ...doc, $id: spec })
+  instances.set(spec, ajv)
   return ajv
 }
 
-/** Violations of `value` against components/schemas/`name` of the OpenAI spec; empty when valid. */
-export function validateSchema(name: string, value: unknown): string[] {
-  let validate = compiled.get(name)
+/**
+ * Violations of `value` against components/schemas/`name` of a spec (the OpenAI one unless `spec` says
+ * otherwise); empty when valid.
+ */
+export function validateSchema(name: string, value: unknown, spec: Spec = "openai"): string[] {
+  const key = `${spec}#${name}`
+  let validate = compiled.get(key)
   if (!validate) {
-    const found = load().getSchema(`openai#/components/schemas/${name}`)
-    if (!found) throw new Error(`no schema ${name} in the OpenAI spec`)
+    const found = load(spec).getSchema(`${spec}#/components/schemas/${name}`)
+    if (!found) throw new Error(`no schema ${name} in the ${spec === "openai" ? "OpenAI" : "Anthropic"} spec`)
     validate = found
-    compiled.set(name, validate)
+    compiled.set(key, validate)
   }
   if (validate(value)) return []
   return (validate.errors ?? []).map((e) => `${e.instancePath || "/"} ${e.message ?? "invalid"}`)

@@ -13,6 +13,7 @@ export default defineProvider({
     reply: v.optional(v.string(), "mock reply to: {{prompt}}"),
   }),
   keyEnv: undefined,
+  modelOptional: true,
   create(options) {
     return {
       async call(request, signal) {

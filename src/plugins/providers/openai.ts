@@ -6,13 +6,20 @@ import { parseRetryAfter } from "../../core/retry.ts"
 
 export const DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
-/** The chat completions body for a neutral request; `params` are laid over it as they are. */
-export function body(model: string, request: Request): Record<string, unknown> {
+/**
+ * The chat completions body for a neutral request; `params` are laid over it as they are. `limit` names the
+ * output-limit field: OpenAI's current one by default; servers that mimic the older API read `max_tokens`.
+ */
+export function body(
+  model: string,
+  request: Request,
+  limit: "max_completion_tokens" | "max_tokens" = "max_completion_tokens",
+): Record<string, unknown> {
   const messages: { role: string; content: string }[] = []
   if (request.system) messages.push({ role: "system", content: request.system })
   messages.push({ role: "user", content: request.prompt })
   const out: Record<string, unknown> = { model, messages }
-  if (request.max_tokens !== undefined) out.max_completion_tokens = request.max_tokens
+  if (request.max_tokens !== undefined) out[limit] = request.max_tokens
   if (request.temperature !== undefined) out.temperature = request.temperature
   return request.params ? { ...out, ...request.params } : out
 }
@@ -22,16 +29,31 @@ type Completion = {
   usage?: { prompt_tokens?: number; completion_tokens?: number }
 }
 
-type ErrorBody = { error?: { message?: string; code?: string | null; type?: string } }
+/** What an error body says of itself; OpenAI sends `{ error: { message, type, code } }`. */
+export type ErrorDetail = {
+  message?: string | undefined
+  code?: string | null | undefined
+  type?: string | undefined
+}
 
-/** Maps an HTTP error response to the project's error, once, here. */
-export function classify(status: number, text: string, headers: Headers): ProviderError {
-  let detail: ErrorBody["error"]
+function detailOf(text: string): ErrorDetail | undefined {
   try {
-    detail = (JSON.parse(text) as ErrorBody).error
+    return (JSON.parse(text) as { error?: ErrorDetail }).error
   } catch {
-    detail = undefined
+    return undefined
   }
+}
+
+/**
+ * Maps an HTTP error response to the project's error, once, here. `detail` is what the body says; a provider
+ * that reads other error shapes passes its own reading.
+ */
+export function classify(
+  status: number,
+  text: string,
+  headers: Headers,
+  detail: ErrorDetail | undefined = detailOf(text),
+): ProviderError {
   const message = `HTTP ${status}: ${detail?.message ?? text.slice(0, 200)}`
   const retryAfterMs = retryAfter(headers)
   const code = detail?.code ?? detail?.type ?? ""
@@ -68,11 +90,32 @@ export function failure(cause: unknown, signal: AbortSignal, timeoutMs: number):
   })
 }
 
-/** Reads a completion, or says why the body is not one. */
-export function reply(status: number, text: string): Reply {
-  let parsed: Completion
+/** One POST of a JSON body: the answer and its text, or a ProviderError when no answer came. */
+export async function post(
+  url: string,
+  headers: Record<string, string>,
+  payload: unknown,
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<{ response: Response; text: string }> {
+  const timeout = AbortSignal.timeout(timeoutMs)
   try {
-    parsed = JSON.parse(text) as Completion
+    const response = await fetch(url, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(payload),
+      signal: AbortSignal.any([signal, timeout]),
+    })
+    return { response, text: await response.text() }
+  } catch (cause) {
+    throw failure(cause, signal, timeoutMs)
+  }
+}
+
+/** The JSON of a successful answer's body, or a retryable bad_response when it is not JSON. */
+export function json(status: number, text: string): unknown {
+  try {
+    return JSON.parse(text)
   } catch {
     throw new ProviderError(
       "bad_response",
@@ -83,6 +126,11 @@ export function reply(status: number, text: string): Reply {
       },
     )
   }
+}
+
+/** Reads a completion, or says why the body is not one. */
+export function reply(status: number, text: string): Reply {
+  const parsed = (json(status, text) ?? {}) as Completion
   const content = parsed.choices?.[0]?.message?.content
   if (typeof content !== "string") {
     throw new ProviderError("bad_response", "the completion has no message content", {
@@ -109,20 +157,8 @@ export default defineProvider({
     const headers = { authorization: `Bearer ${context.apiKey ?? ""}`, "content-type": "application/json" }
     return {
       async call(request, signal) {
-        const timeout = AbortSignal.timeout(context.timeoutMs)
-        let response: Response
-        let text: string
-        try {
-          response = await fetch(url, {
-            method: "POST",
-            headers,
-            body: JSON.stringify(body(context.model, request)),
-            signal: AbortSignal.any([signal, timeout]),
-          })
-          text = await response.text()
-        } catch (cause) {
-          throw failure(cause, signal, context.timeoutMs)
-        }
+        const payload = body(context.model, request)
+        const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
         if (!response.ok) throw classify(response.status, text, response.headers)
         return reply(response.status, text)
       },

@@ -1,0 +1,175 @@
+/** Anthropic Messages, realtime, through the official SDK. Its errors are mapped here and never leave this file. */
+import Anthropic, {
+  AnthropicError,
+  APIConnectionError,
+  APIConnectionTimeoutError,
+  APIError,
+  APIUserAbortError,
+} from "@anthropic-ai/sdk"
+import type { Message, MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/messages"
+import * as v from "valibot"
+import { defineProvider, type Reply, type Request } from "../define.ts"
+import { ProviderError } from "../../core/errors.ts"
+import { parseRetryAfter } from "../../core/retry.ts"
+
+/**
+ * The API requires `max_tokens`; a job that gives none gets this. 4096 is the largest output that every model
+ * in the API's list accepts (claude-3-haiku-20240307 stops there), so no job is refused for want of a value,
+ * whatever its model. A job that wants longer answers sets `max_tokens`.
+ */
+export const DEFAULT_MAX_TOKENS = 4096
+
+/** The Messages body for a neutral request; `params` are laid over it as they are. */
+export function body(model: string, request: Request): MessageCreateParamsNonStreaming {
+  const out: Record<string, unknown> = {
+    model,
+    max_tokens: request.max_tokens ?? DEFAULT_MAX_TOKENS,
+    messages: [{ role: "user", content: request.prompt }],
+  }
+  if (request.system) out.system = request.system
+  if (request.temperature !== undefined) out.temperature = request.temperature
+  return { ...out, ...request.params } as unknown as MessageCreateParamsNonStreaming
+}
+
+/** Error codes (error.details.error_code) that say the organization may not spend more: no item can pass. */
+const SPENT = new Set([
+  "contract_spend_limit_reached",
+  "enforced_spend_limit_reached",
+  "linked_organization_billing_unavailable",
+  "linked_organization_spend_limit_reached",
+])
+
+/**
+ * The API reports an empty credit balance as a plain 400 invalid_request_error ("Your credit balance is too low
+ * to access the Anthropic API. Please go to Plans & Billing…") and reached usage limits likewise ("You have
+ * reached your specified API usage limits…"), with no code: only the wording tells them from a bad request.
+ * The words are narrow on purpose: a 400 about, say, the `billing_policy` parameter is the request's fault.
+ */
+const BILLING = /credit balance|plans & billing|api usage limits|spend limit/i
+
+type ErrorBody = { error?: { type?: string; message?: string; details?: { error_code?: unknown } } }
+
+/**
+ * Maps an HTTP error response to the project's error, once, here. `detail` is the parsed error body
+ * (`{type: "error", error: {type, message}}`) or, when the body was not JSON, its text.
+ */
+export function classify(status: number, detail: unknown, headers: Headers): ProviderError {
+  const error = typeof detail === "object" && detail !== null ? (detail as ErrorBody).error : undefined
+  const text = error?.message ?? (typeof detail === "string" ? detail.slice(0, 200) : "")
+  const message = `HTTP ${status}: ${text || "no body"}`
+  const type = error?.type ?? ""
+  const code = typeof error?.details?.error_code === "string" ? error.details.error_code : ""
+  const retryAfterMs = retryAfter(headers)
+  if (status === 402 || type === "billing_error" || SPENT.has(code) || (status === 400 && BILLING.test(text)))
+    return new ProviderError("quota", message, { retryable: false, pause: true, status })
+  if (status === 429)
+    return new ProviderError("rate_limit", message, { retryable: true, retryAfterMs, status })
+  if (status === 401 || status === 403)
+    return new ProviderError("auth", message, { retryable: false, pause: true, status })
+  if (status === 408 || type === "timeout_error")
+    return new ProviderError("timeout", message, { retryable: true, retryAfterMs, status })
+  // 529 is "overloaded_error"; 409 is a conflict the SDK itself would retry
+  if (status === 409 || status >= 500)
+    return new ProviderError("server", message, { retryable: true, retryAfterMs, status })
+  if (status === 404) return new ProviderError("not_found", message, { retryable: false, status })
+  return new ProviderError("bad_request", message, { retryable: false, status })
+}
+
+function retryAfter(headers: Headers): number | undefined {
+  const ms = headers.get("retry-after-ms")
+  if (ms && /^\d+(\.\d+)?$/.test(ms)) return Math.round(Number(ms))
+  return parseRetryAfter(headers.get("retry-after"))
+}
+
+/**
+ * Turns whatever the SDK threw into a ProviderError. An abort by the caller is rethrown as the caller's own
+ * reason: the runner tells it by its signal, and an SDK class must not get out.
+ */
+export function failure(cause: unknown, signal: AbortSignal, timeoutMs: number): unknown {
+  if (signal.aborted) return signal.reason ?? cause
+  const seconds = `no answer within ${timeoutMs / 1000} s`
+  if (cause instanceof APIError && cause.status !== undefined && cause.headers) {
+    // without a JSON body the SDK's message is "<status> <body text>"
+    return classify(cause.status, cause.error ?? cause.message.replace(/^\d+ /, ""), cause.headers)
+  }
+  // the SDK's own timer covers the wait for headers; ours (an abort the caller did not make) covers the body too
+  if (cause instanceof APIConnectionTimeoutError || cause instanceof APIUserAbortError) {
+    return new ProviderError("timeout", seconds, { retryable: true })
+  }
+  if (cause instanceof APIConnectionError) {
+    const why = cause.cause instanceof Error ? cause.cause.message : cause.message
+    return new ProviderError("network", `connection failed: ${why}`, { retryable: true })
+  }
+  // what remains is the SDK refusing our options before sending anything: retrying would not help
+  if (cause instanceof AnthropicError) {
+    return new ProviderError("bad_request", `the request was not sent: ${cause.message}`, {
+      retryable: false,
+    })
+  }
+  // the SDK reads a 200 body with no wrapping of its own
+  const name = (cause as Error)?.name
+  const text = (cause as Error)?.message ?? String(cause)
+  if (name === "SyntaxError") {
+    return new ProviderError("bad_response", `HTTP 200 with a body that is not JSON: ${text}`, {
+      retryable: true,
+      status: 200,
+    })
+  }
+  if (name === "TimeoutError" || name === "AbortError") {
+    return new ProviderError("timeout", seconds, { retryable: true })
+  }
+  return new ProviderError("network", `connection failed: ${text}`, { retryable: true })
+}
+
+/** Reads a Message, or says why the body is not one. */
+export function reply(message: Message | string): Reply {
+  const content = typeof message === "object" && message !== null ? message.content : undefined
+  const texts = Array.isArray(content) ? content.filter((b) => b.type === "text").map((b) => b.text) : []
+  if (texts.length === 0) {
+    const what = typeof message === "string" ? "a body that is not JSON" : "no text block"
+    throw new ProviderError("bad_response", `the message has ${what}`, { retryable: true, status: 200 })
+  }
+  const usage = typeof message === "object" ? message.usage : undefined
+  return {
+    text: texts.join(""),
+    usage: { input_tokens: usage?.input_tokens ?? 0, output_tokens: usage?.output_tokens ?? 0 },
+  }
+}
+
+export default defineProvider({
+  name: "anthropic",
+  options: v.strictObject({}),
+  keyEnv: "ANTHROPIC_API_KEY",
+  baseUrlEnv: "ANTHROPIC_BASE_URL",
+  create(_options, context) {
+    // The SDK rejects a timeout that is not a whole number of milliseconds (timeout_s = 0.07 is 70.00000000000001).
+    const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
+    // A key always given (even empty) keeps the SDK from looking for credentials in the environment and on disk.
+    const key = context.apiKey ?? ""
+    const client = new Anthropic({
+      apiKey: key,
+      // This SDK sends `apiKey` as `Authorization: Bearer`; the Messages API takes a key in `x-api-key`.
+      defaultHeaders: { "x-api-key": key, authorization: null },
+      baseURL: context.baseUrl ?? null,
+      maxRetries: 0,
+      timeout: timeoutMs,
+      // spool writes every attempt to its ledger and prints its own errors: no spans, and nothing on stdout
+      openTelemetry: false,
+      logLevel: "off",
+    })
+    return {
+      async call(request, signal) {
+        const timeout = AbortSignal.timeout(timeoutMs)
+        let message: Message
+        try {
+          message = await client.messages.create(body(context.model, request), {
+            signal: AbortSignal.any([signal, timeout]),
+          })
+        } catch (cause) {
+          throw failure(cause, signal, timeoutMs)
+        }
+        return reply(message)
+      },
+    }
+  },
+})

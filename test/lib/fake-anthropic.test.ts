@@ -1,0 +1,216 @@
+import { describe, expect, test } from "bun:test"
+import { CREDIT_MESSAGE, startFakeAnthropic, type Fake } from "./fake-anthropic.ts"
+import { validateSchema } from "./spec.ts"
+
+const VERSION = "2023-06-01"
+
+function post(
+  fake: Fake,
+  body: unknown,
+  key = "k",
+  timeoutMs = 2000,
+  headers: Record<string, string> = { "anthropic-version": VERSION },
+) {
+  return fetch(`${fake.url}/v1/messages`, {
+    method: "POST",
+    headers: { "x-api-key": key, "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(timeoutMs),
+  })
+}
+
+const ask = (content: string, extra: Record<string, unknown> = {}) => ({
+  model: "claude-haiku-4-5",
+  max_tokens: 64,
+  messages: [{ role: "user", content }],
+  ...extra,
+})
+
+type Message = {
+  id: string
+  type: string
+  role: string
+  model: string
+  content: { type: string; text: string }[]
+  stop_reason: string
+  stop_sequence: null
+  usage: Record<string, unknown>
+}
+
+type ErrorBody = { type: string; error: { type: string; message: string }; request_id: string }
+
+describe("the fake Anthropic server", () => {
+  test("serves a Message that conforms to the spec and echoes the last user text", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: "k" })
+    const res = await post(
+      fake,
+      ask("ignored", {
+        system: "be brief",
+        messages: [
+          { role: "user", content: "first" },
+          { role: "assistant", content: "ok" },
+          { role: "user", content: [{ type: "text", text: "hello" }] },
+        ],
+      }),
+    )
+    expect(res.status).toBe(200)
+    expect(res.headers.get("request-id")).toMatch(/^req_[0-9A-Za-z]{24}$/)
+    const body = (await res.json()) as Message
+    expect(validateSchema("Message", body, "anthropic")).toEqual([])
+    expect(body.id).toMatch(/^msg_[0-9A-Za-z]{24}$/)
+    expect(body).toMatchObject({
+      type: "message",
+      role: "assistant",
+      model: "claude-haiku-4-5",
+      content: [{ type: "text", text: "echo: hello", citations: null }],
+      stop_reason: "end_turn",
+      stop_sequence: null,
+    })
+    expect(body.content.length).toBe(1)
+    const input = Math.ceil(
+      JSON.stringify([
+        "be brief",
+        [
+          { role: "user", content: "first" },
+          { role: "assistant", content: "ok" },
+          { role: "user", content: [{ type: "text", text: "hello" }] },
+        ],
+      ]).length / 4,
+    )
+    expect(body.usage).toEqual({
+      input_tokens: input,
+      output_tokens: 3,
+      cache_creation_input_tokens: 0,
+      cache_read_input_tokens: 0,
+      cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 },
+      server_tool_use: null,
+      service_tier: "standard",
+      inference_geo: null,
+    })
+    expect(fake.paid.get("hello")).toBe(1)
+    expect(fake.invalid).toEqual([])
+    expect(fake.headers?.get("x-api-key")).toBe("k")
+  })
+
+  test("a scripted max_tokens cuts the reply and says so; a scripted empty has no content block; both conform", async () => {
+    await using fake = await startFakeAnthropic()
+    fake.script.set("a longer input than two tokens", ["max_tokens", "empty"])
+    const cut = (await (
+      await post(fake, ask("a longer input than two tokens", { max_tokens: 2 }))
+    ).json()) as Message
+    expect(validateSchema("Message", cut, "anthropic")).toEqual([])
+    expect(cut.content).toEqual([{ type: "text", text: "echo: a ", citations: null } as never])
+    expect(cut.stop_reason).toBe("max_tokens")
+    expect(cut.usage.output_tokens).toBe(2)
+    const empty = (await (await post(fake, ask("a longer input than two tokens"))).json()) as Message
+    expect(validateSchema("Message", empty, "anthropic")).toEqual([])
+    expect(empty.content).toEqual([])
+    expect(empty.stop_reason).toBe("end_turn")
+    expect(fake.paid.get("a longer input than two tokens")).toBe(2)
+  })
+
+  test("every error it serves conforms to ErrorResponse; 429 carries retry-after", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: "k" })
+    fake.faults = { rate: 0, kinds: [], retryAfter: "Tue, 24 Nov 2026 12:00:30 GMT" }
+    fake.script.set("e", ["429", "529", "500", "credit"])
+    const got: [number, string, string][] = []
+    for (let i = 0; i < 4; i++) {
+      const res = await post(fake, ask("e"))
+      const body = (await res.json()) as ErrorBody
+      expect(validateSchema("ErrorResponse", body, "anthropic")).toEqual([])
+      expect(body.request_id).toBe(res.headers.get("request-id")!)
+      got.push([res.status, body.error.type, res.status === 400 ? body.error.message : ""])
+      if (i === 0) expect(res.headers.get("retry-after")).toBe("Tue, 24 Nov 2026 12:00:30 GMT")
+    }
+    expect(got).toEqual([
+      [429, "rate_limit_error", ""],
+      [529, "overloaded_error", ""],
+      [500, "api_error", ""],
+      [400, "invalid_request_error", CREDIT_MESSAGE],
+    ])
+    expect(CREDIT_MESSAGE).toBe(
+      "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+    )
+
+    const wrongKey = await post(fake, ask("x"), "nope")
+    expect(wrongKey.status).toBe(401)
+    const denied = (await wrongKey.json()) as ErrorBody
+    expect(validateSchema("ErrorResponse", denied, "anthropic")).toEqual([])
+    expect(denied.error).toEqual({ type: "authentication_error", message: "invalid x-api-key" })
+
+    const noVersion = await post(fake, ask("x"), "k", 2000, {})
+    expect(noVersion.status).toBe(400)
+    const unversioned = (await noVersion.json()) as ErrorBody
+    expect(validateSchema("ErrorResponse", unversioned, "anthropic")).toEqual([])
+    expect(unversioned.error.message).toBe("anthropic-version: header is required")
+
+    const elsewhere = await fetch(`${fake.url}/v1/complete`, { method: "POST" })
+    expect(elsewhere.status).toBe(404)
+    expect(validateSchema("ErrorResponse", await elsewhere.json(), "anthropic")).toEqual([])
+    expect(fake.paid.size).toBe(0)
+  })
+
+  test("a key in Authorization: Bearer instead of x-api-key is refused", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: "k" })
+    const res = await fetch(`${fake.url}/v1/messages`, {
+      method: "POST",
+      headers: {
+        authorization: "Bearer k",
+        "anthropic-version": VERSION,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify(ask("b")),
+    })
+    expect(res.status).toBe(401)
+    expect(fake.seen.size).toBe(0)
+  })
+
+  test("reset kills the connection, hang never answers, garbage is not JSON; scripted faults run in order, then stop", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: "k" })
+    fake.script.set("f", ["reset", "hang", "garbage", "ok"])
+    const reset = await post(fake, ask("f"))
+      .then((r) => r.text())
+      .catch((e: Error) => e)
+    expect(reset).toBeInstanceOf(Error)
+    const hang = await post(fake, ask("f"), "k", 300).catch((e: Error) => e.name)
+    expect(hang).toBe("TimeoutError")
+    const garbage = await post(fake, ask("f"))
+    expect(garbage.status).toBe(200)
+    expect(await garbage.text()).toBe("<html>oops</html>")
+    for (let i = 0; i < 2; i++) expect((await post(fake, ask("f"))).status).toBe(200)
+    expect(fake.seen.get("f")).toBe(5)
+    expect(fake.paid.get("f")).toBe(2)
+  })
+
+  test("rate-based faults are the same for the same seed and inputs, whatever the order", async () => {
+    const run = async (order: number[]) => {
+      await using fake = await startFakeAnthropic({ faults: { rate: 0.5, kinds: ["429", "529"], seed: 11 } })
+      const out = new Map<number, number>()
+      for (const i of order) out.set(i, (await post(fake, ask(`q${i}`))).status)
+      return [...out.entries()].sort((a, b) => a[0] - b[0])
+    }
+    const forward = await run([...Array(40).keys()])
+    const backward = await run([...Array(40).keys()].reverse())
+    expect(forward).toEqual(backward)
+    const faulted = forward.filter(([, s]) => s !== 200).length
+    expect(faulted).toBeGreaterThan(5)
+    expect(faulted).toBeLessThan(35)
+    expect(new Set(forward.map(([, s]) => s))).toEqual(new Set([200, 429, 529]))
+  })
+
+  test("records request bodies that break the spec, and not valid ones", async () => {
+    await using fake = await startFakeAnthropic()
+    await post(fake, ask("fine", { system: "s", temperature: 0.5, top_k: 3, stop_sequences: ["\n"] }))
+    await post(fake, { model: "m", messages: [{ role: "user", content: "x" }], max_completion_tokens: 5 })
+    expect(fake.invalid.length).toBe(1)
+    expect(fake.invalid[0]!.body).toEqual({
+      model: "m",
+      messages: [{ role: "user", content: "x" }],
+      max_completion_tokens: 5,
+    })
+    expect(fake.invalid[0]!.errors).toEqual([
+      "/ must have required property 'max_tokens'",
+      "/ must NOT have additional properties",
+    ])
+  })
+})
