@@ -45,6 +45,10 @@ const runArgs = {
   "max-attempts": { type: "string", description: "Attempts per item (limits.max_attempts)" },
   timeout: { type: "string", description: "Per-request timeout in seconds (limits.timeout_s)" },
   grace: { type: "string", description: "Seconds in-flight calls get after Ctrl+C (limits.grace_s)" },
+  "max-cost-usd": {
+    type: "string",
+    description: "Spend cap in USD (limits.max_cost_usd); raise it to resume",
+  },
   name: { type: "string", description: "Run name (default: the job file's name)" },
   "new-run": { type: "boolean", description: "Start a fresh run even if one of this name exists" },
   reingest: { type: "boolean", description: "Read the inputs again from the start (after they changed)" },
@@ -96,6 +100,7 @@ const run = defineCommand({
         maxAttempts: args["max-attempts"],
         timeout: args.timeout,
         grace: args.grace,
+        maxCostUsd: args["max-cost-usd"],
       },
       home: home(args.home),
       newRun: args["new-run"] ?? false,
@@ -265,9 +270,44 @@ const plugins = defineCommand({
   },
 })
 
+const { "new-run": _newRun, reingest: _reingest, home: _home, ...jobArgs } = runArgs
+
+const estimate = defineCommand({
+  meta: {
+    name: "estimate",
+    description: "Items, estimated tokens and cost of a job, without calling anything or writing anything",
+  },
+  args: { ...jobArgs, json: { type: "boolean", description: "Machine-readable output" } },
+  async run({ args, rawArgs }) {
+    const { job } = jobs.load(args.job, {
+      name: args.name,
+      input: repeated(rawArgs, "input"),
+      id: args.id,
+      format: args.format,
+      provider: args.provider,
+      model: args.model,
+      baseUrl: args["base-url"],
+      apiKeyEnv: args["api-key-env"],
+      system: args.system,
+      prompt: args.prompt,
+      maxTokens: args["max-tokens"],
+      temperature: args.temperature,
+      concurrency: args.concurrency,
+      maxAttempts: args["max-attempts"],
+      timeout: args.timeout,
+      grace: args.grace,
+      maxCostUsd: args["max-cost-usd"],
+    })
+    const est = await import("./core/estimate.ts")
+    const e = await est.estimate(job)
+    process.stdout.write(args.json ? `${JSON.stringify(e, null, 2)}\n` : est.estimateText(e))
+    return 0
+  },
+})
+
 const main = defineCommand({
   meta: { name: "spool", version: VERSION, description: "Durable LLM batch jobs, from one executable" },
-  subCommands: { run, status, runs, results, plugins },
+  subCommands: { run, estimate, status, runs, results, plugins },
 })
 
 /** Refuses flags a command does not define: a typo must not be silently ignored. */
@@ -282,7 +322,7 @@ function checkFlags(cmd: CommandDef, rawArgs: string[]): void {
   }
 }
 
-const COMMANDS: Record<string, CommandDef> = { run, status, runs, results, plugins } as Record<
+const COMMANDS: Record<string, CommandDef> = { run, estimate, status, runs, results, plugins } as Record<
   string,
   CommandDef
 >

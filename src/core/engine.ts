@@ -7,7 +7,8 @@ import * as registry from "../plugins/registry.ts"
 import * as store from "./store.ts"
 import * as template from "./template.ts"
 import { ingest, plan, preflight, verify, type Planned } from "./ingest.ts"
-import { Runner, dead, ownerId, type Progress } from "./runner.ts"
+import { Runner, dead, ownerId, type Budget, type Progress } from "./runner.ts"
+import { cost, priceOf } from "./pricing.ts"
 import type { ProviderClient } from "../plugins/define.ts"
 
 export interface StartOptions {
@@ -105,6 +106,15 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const { job } = jobs.load(o.file, o.flags)
   await registry.load(job.plugins ?? [])
   const provider = client(job)
+  const price = priceOf(job.provider.model, job.pricing)
+  if (job.limits.max_cost_usd !== undefined && !price)
+    throw new JobError(
+      "the job is not valid",
+      [
+        `limits.max_cost_usd: needs a price, and there is none for the model "${job.provider.model ?? job.provider.name}"`,
+      ],
+      "Give the model's prices in [pricing] (input and output, USD per million tokens).",
+    )
   const prompt = template.parse(job.request.prompt)
   const inputs = plan(job)
   const db = store.open(o.home, { synchronous: o.synchronous ?? "FULL" })
@@ -144,7 +154,17 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
-  const runner = new Runner({ store: db, run, job, client: provider, owner, policy })
+  let budget: Budget | undefined
+  if (job.limits.max_cost_usd !== undefined && price) {
+    const spent = db.summary(run.id)
+    budget = {
+      capUsd: job.limits.max_cost_usd,
+      price,
+      spentUsd: cost(price, { input_tokens: spent.inputTokens, output_tokens: spent.outputTokens }),
+      attempts: spent.attempts,
+    }
+  }
+  const runner = new Runner({ store: db, run, job, client: provider, owner, policy, budget })
   const counts = db.counts(run.id)
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
   const terminal = counts.completed + counts.failed + counts.needs_review
@@ -202,7 +222,13 @@ export async function prepare(o: StartOptions): Promise<Session> {
       await reading
       onTick?.(ticker)
       try {
-        return finish(db, current, ending, runner.pausedBy?.message)
+        return finish(
+          db,
+          current,
+          ending,
+          runner.pausedBy?.message ?? runner.capped,
+          runner.capped !== undefined,
+        )
       } finally {
         db.close()
       }
@@ -210,14 +236,22 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
 }
 
-function finish(db: store.Store, run: store.Run, ending: string, reason: string | undefined): ExitCode {
+function finish(
+  db: store.Store,
+  run: store.Run,
+  ending: string,
+  reason: string | undefined,
+  capped = false,
+): ExitCode {
   if (ending === "interrupted") return 130
   if (ending === "paused") {
     db.setRunState(run.id, "paused", reason ?? null)
     log.error("run paused", { run: run.name, reason })
     throw new RunPausedError(
       `run "${run.name}" paused: ${reason}`,
-      `Going on would fail every item the same way. Fix the cause (API key, quota, billing), then resume: ${run.resume}`,
+      capped
+        ? `Nothing more was started. To go on, raise the cap: ${run.resume} --max-cost-usd N`
+        : `Going on would fail every item the same way. Fix the cause (API key, quota, billing), then resume: ${run.resume}`,
     )
   }
   const counts = db.counts(run.id)

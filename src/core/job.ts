@@ -63,6 +63,8 @@ const LimitsSchema = strict(
     grace_s: v.optional(seconds(0), 10),
     retry_base_s: v.optional(seconds(0), 1),
     retry_cap_s: v.optional(seconds(0), 60),
+    /** Stop claiming new work before spend (plus what is in flight) would pass this many USD. */
+    max_cost_usd: v.optional(v.pipe(v.number("expected a number of US dollars"), v.minValue(0))),
   },
   "[limits]",
 )
@@ -147,6 +149,7 @@ export interface Flags {
   maxAttempts?: string | undefined
   timeout?: string | undefined
   grace?: string | undefined
+  maxCostUsd?: string | undefined
 }
 
 export interface Loaded {
@@ -201,10 +204,11 @@ export function load(file: string | undefined, flags: Flags, cwd = process.cwd()
   set(table("request"), "prompt", flags.prompt)
   set(table("request"), "max_tokens", numeric("max-tokens", flags.maxTokens))
   set(table("request"), "temperature", numeric("temperature", flags.temperature))
-  const limits = flags.concurrency ?? flags.maxAttempts ?? flags.timeout ?? flags.grace
+  const limits = flags.concurrency ?? flags.maxAttempts ?? flags.timeout ?? flags.grace ?? flags.maxCostUsd
   if (limits !== undefined) {
     set(table("limits"), "concurrency", numeric("concurrency", flags.concurrency))
     set(table("limits"), "max_attempts", numeric("max-attempts", flags.maxAttempts))
+    set(table("limits"), "max_cost_usd", numeric("max-cost-usd", flags.maxCostUsd))
     set(table("limits"), "timeout_s", numeric("timeout", flags.timeout))
     set(table("limits"), "grace_s", numeric("grace", flags.grace))
   }

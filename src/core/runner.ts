@@ -6,6 +6,7 @@ import type { Claimed, Outcome, Run, Store } from "./store.ts"
 import * as template from "./template.ts"
 import type { Job } from "./job.ts"
 import type { ProviderClient } from "../plugins/define.ts"
+import { cost, type Price } from "./pricing.ts"
 
 const self = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`
 
@@ -44,6 +45,16 @@ export interface RunnerOptions {
   owner: string
   leaseMs?: number
   policy?: retry.Policy
+  /** The spend cap (`limits.max_cost_usd`), with the model's price and what the run had spent before this process. */
+  budget?: Budget
+}
+
+export interface Budget {
+  capUsd: number
+  price: Price
+  spentUsd: number
+  /** Attempts that had ended before this process: with spentUsd, the average cost of one. */
+  attempts: number
 }
 
 const IDLE_POLL_MS = 1000
@@ -68,6 +79,8 @@ export class Runner {
   onCommit: ((progress: Progress) => void) | undefined
   /** Set when a provider error paused the run. */
   pausedBy: ProviderError | undefined
+  /** Set when the spend cap stopped new work. */
+  capped: string | undefined
   private readonly o: RunnerOptions
   private readonly prompt: template.Template
   private readonly inflight = new Map<number, AbortController>()
@@ -109,7 +122,9 @@ export class Runner {
         const holding = this.holding
         // items claimed ahead but never sent go back as they were; no request left for them
         if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
-        const free = holding ? 0 : concurrency + ahead - this.inflight.size - this.queue.length
+        let free = holding ? 0 : concurrency + ahead - this.inflight.size - this.queue.length
+        if (free > 0 && this.o.budget) free = Math.min(free, this.affordable(this.o.budget))
+        if (this.capped && !holding) continue // the next turn commits what is waiting and winds down
         const done = this.outcomes
         this.outcomes = []
         const claimed = store.step(run.id, owner, done, free, this.leaseMs)
@@ -126,7 +141,14 @@ export class Runner {
           await this.idle(roomy ? this.untilDue() : undefined)
           continue
         }
-        if (holding) return this.pausedBy ? "paused" : "interrupted"
+        if (holding) {
+          if (this.pausedBy) return "paused"
+          if (this.capped) {
+            const left = this.o.store.counts(run.id)
+            return left.pending + left.retry_wait > 0 ? "paused" : "done"
+          }
+          return "interrupted"
+        }
         const wait = this.nothingToClaim()
         if (wait === null) return "done"
         await this.idle(wait)
@@ -137,7 +159,7 @@ export class Runner {
   }
 
   private get holding(): boolean {
-    return this.stopping || this.pausedBy !== undefined
+    return this.stopping || this.pausedBy !== undefined || this.capped !== undefined
   }
 
   /** Starts queued items while there is room. */
@@ -187,8 +209,41 @@ export class Runner {
     wake?.()
   }
 
+  /**
+   * How many more items may start: spent, plus an estimate for every item in flight or claimed, must stay under the
+   * cap. The estimate is the average cost of an attempt so far, or before any has ended, a bound from the prompt
+   * template's length and max_tokens. When nothing more fits, new work stops and the run pauses once the calls in
+   * flight have ended; the overshoot is at most what those calls cost beyond their estimate.
+   */
+  private affordable(budget: Budget): number {
+    const each =
+      budget.attempts > 0
+        ? budget.spentUsd / budget.attempts
+        : cost(budget.price, {
+            input_tokens:
+              Math.ceil(((this.o.job.request.system ?? "").length + this.o.job.request.prompt.length) / 4) +
+              100,
+            output_tokens: this.o.job.request.max_tokens ?? 1000,
+          })
+    const committed = budget.spentUsd + each * (this.inflight.size + this.queue.length)
+    const room = each > 0 ? Math.floor((budget.capUsd - committed) / each) : Number.POSITIVE_INFINITY
+    if (room <= 0 && this.inflight.size + this.queue.length === 0) {
+      this.capped = `the spend cap of $${budget.capUsd} is reached ($${budget.spentUsd.toFixed(4)} spent)`
+      this.notify()
+    }
+    return Math.max(0, room)
+  }
+
   private committed(outcomes: Outcome[]): void {
+    const budget = this.o.budget
     for (const o of outcomes) {
+      if (budget && o.label !== "unsent") {
+        budget.attempts++
+        budget.spentUsd += cost(budget.price, {
+          input_tokens: o.inputTokens ?? 0,
+          output_tokens: o.outputTokens ?? 0,
+        })
+      }
       if (o.to === "completed") this.progress.completed++
       else if (o.to === "failed") this.progress.failed++
       else if (o.to === "retry_wait") this.progress.retried++

@@ -160,4 +160,52 @@ retry_cap_s = 0.05
     expect(fake.paid.size).toBe(40)
     expect([...fake.paid.values()].every((n) => n === 1)).toBe(true)
   })
+
+  test("max_cost_usd: at concurrency 64 new work stops before the cap; the overshoot stays within what was in flight; a higher cap finishes the run", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      lines(2000, (i) => ({
+        id: `c${i}`,
+        text: `a ticket about an invoice, number ${String(i).padStart(5, "0")}`,
+      })),
+    )
+    const job = (cap: number) =>
+      `name = "capped"\n[source]\npath = "in.jsonl"\nid = "id"\n[provider]\nname = "mock"\nmodel = "gpt-4.1-mini"\n[provider.options]\nlatency_ms = 5\n[request]\nprompt = "{{text}}"\nmax_tokens = 50\n[limits]\nconcurrency = 64\nmax_cost_usd = ${cap}\n`
+    // every item costs the same: the mock's usage is a function of the prompt's length, and all prompts are equally long
+    const price = { input: 0.4, output: 1.6 }
+    const open = async (cap: number) => {
+      writeFileSync(tmp.join("job.toml"), job(cap))
+      return engine.prepare({
+        file: tmp.join("job.toml"),
+        flags: {},
+        home: tmp.join(".spool"),
+        newRun: false,
+        reingest: false,
+        resume: "spool run job.toml",
+      })
+    }
+    const cap = 0.02
+    await expect((await open(cap)).execute()).rejects.toThrow(RunPausedError)
+    const db = store.open(tmp.join(".spool"))
+    const run = db.latestRun("capped")!
+    const s = db.summary(run.id)
+    const spent = (s.inputTokens * price.input + s.outputTokens * price.output) / 1e6
+    const each = spent / s.counts.completed
+    expect(run.state).toBe("paused")
+    expect(run.reason).toContain("the spend cap of $0.02 is reached")
+    expect(s.counts.failed).toBe(0)
+    expect(s.counts.running).toBe(0)
+    expect(s.counts.completed + s.counts.pending).toBe(2000)
+    // it used the budget, and went past it by less than one in-flight window (64 items) at most
+    expect(spent).toBeGreaterThan(cap - 65 * each)
+    expect(spent).toBeLessThanOrEqual(cap + 64 * each)
+    expect(s.counts.completed).toBeLessThan(2000)
+    db.close()
+
+    expect(await (await open(1)).execute()).toBe(0)
+    const after = store.open(tmp.join(".spool"))
+    expect(after.counts(after.latestRun("capped")!.id).completed).toBe(2000)
+    after.close()
+  })
 })
