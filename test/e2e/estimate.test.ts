@@ -1,0 +1,78 @@
+import { describe, expect, test } from "bun:test"
+import { existsSync, readdirSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { spool } from "../lib/spool.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+const QUICKSTART = join(import.meta.dir, "../../examples/quickstart/job.toml")
+
+describe("spool estimate", () => {
+  test("the quickstart: 12 items, exact tokens, unknown cost, and nothing written", async () => {
+    await using tmp = await tmpdir()
+    const out = await spool(["estimate", QUICKSTART, "--json"], { cwd: tmp.path })
+    expect(out.code).toBe(0)
+    const e = JSON.parse(out.stdout)
+    expect(e.items).toBe(12)
+    expect(e.requests).toBe(12)
+    expect(e.malformed.count).toBe(0)
+    expect(e.unfilled.count).toBe(0)
+    // per ticket: system 55 bytes → 14 + 3, subject → ceil(bytes / 4) + 3, reply priming 3
+    expect(e.tokens).toMatchObject({ input: 357, output: 600, output_upper_bound: true })
+    expect(e.cost).toMatchObject({ realtime_usd: null, batch_usd: null, prices: null }) // mock-1: no price
+    // no store, no log file: SPOOL_HOME points into the cwd, which stays empty
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
+    expect(readdirSync(tmp.path)).toEqual([])
+  })
+
+  test("a priced model gives exact costs, in JSON and in text, with no API key", async () => {
+    await using tmp = await tmpdir()
+    const rows = ["abcd", "abcdefgh", "abcdefghi"].map((t, i) => JSON.stringify({ n: i, t }))
+    writeFileSync(tmp.join("in.jsonl"), `${rows.join("\n")}\n{oops\n{"n":9}\n`)
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "e"\n[source]\npath = "in.jsonl"\nid = "n"\n[provider]\nname = "openai"\nmodel = "gpt-4.1-mini"\n` +
+        `[request]\nprompt = "{{t}}"\nmax_tokens = 1000\n`,
+    )
+    // input: 1 + 2 + 3 tokens of text, + 6 framing each = 24; output ≤ 3 × 1,000
+    // realtime (24 × 0.40 + 3,000 × 1.60) / 1e6 = 0.0048096 → 0.00481; batch half: 0.0024048 → 0.002405
+    const json = await spool(["estimate", "job.toml", "--json"], { cwd: tmp.path })
+    expect(json.code).toBe(0)
+    const e = JSON.parse(json.stdout)
+    expect(e).toMatchObject({
+      items: 4,
+      requests: 3,
+      malformed: { count: 1 },
+      unfilled: { count: 1, sample: [{ file: "in.jsonl", line: 5, id: "9", missing: ["t"] }] },
+      tokens: { input: 24, output: 3000 },
+      cost: { realtime_usd: 0.00481, batch_usd: 0.002405, output_included: true },
+    })
+    const text = await spool(["estimate", "job.toml"], { cwd: tmp.path })
+    expect(text.code).toBe(0)
+    expect(text.stdout).toContain("4 read · 3 request(s) · 1 malformed row(s) skipped · 1 with a template")
+    expect(text.stdout).toContain("in ~24 (estimated: ceil(UTF-8 bytes / 4) per text")
+    expect(text.stdout).toContain("out ≤ 3,000 (max_tokens per request: an upper bound)")
+    expect(text.stdout).toContain("cost      ~$0.0048 realtime · ~$0.0024 batch")
+    expect(text.stdout).toContain("in.jsonl:5 9  missing {{t}}")
+    expect(text.stdout).toContain("in.jsonl:4  not valid JSON")
+    // flags override the job as for run: a model with no price has an unknown cost
+    const flagged = await spool(["estimate", "job.toml", "--model", "my-model", "--max-tokens", "10"], {
+      cwd: tmp.path,
+    })
+    expect(flagged.stdout).toContain("out ≤ 30 ")
+    expect(flagged.stdout).toContain("cost      unknown (no price for my-model")
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
+  })
+
+  test("a bad job exits 2 like run, and nothing is created", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "bad"\n[source]\npath = "in.jsonl"\n[provider]\nname = "openai"\nmodle = "x"\n[request]\nprompt = 3\n`,
+    )
+    const out = await spool(["estimate", "job.toml"], { cwd: tmp.path })
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain("× provider.modle: unknown key (check its spelling)")
+    expect(out.stderr).toContain("× request.prompt: expected a string")
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
+  })
+})
