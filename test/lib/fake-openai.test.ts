@@ -2,8 +2,14 @@ import { describe, expect, test } from "bun:test"
 import { startFake, type Fake } from "./fake-openai.ts"
 import { validateSchema } from "./spec.ts"
 
-function post(fake: Fake, body: unknown, key = "k", timeoutMs = 2000) {
-  return fetch(`${fake.url}/chat/completions`, {
+function post(
+  fake: Fake,
+  body: unknown,
+  key = "k",
+  timeoutMs = 2000,
+  endpoint: "chat/completions" | "responses" = "chat/completions",
+) {
+  return fetch(`${fake.url}/${endpoint}`, {
     method: "POST",
     headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
     body: JSON.stringify(body),
@@ -30,6 +36,61 @@ describe("the fake OpenAI server", () => {
     expect(body.model).toBe("gpt-4.1-mini")
     expect(fake.paid.get("hello")).toBe(1)
     expect(fake.invalid).toEqual([])
+  })
+
+  test("serves a response that conforms to Response and echoes the input, for a string or a message list", async () => {
+    await using fake = await startFake({ apiKey: "k" })
+    const plain = await post(
+      fake,
+      { model: "gpt-4.1-mini", input: "hello", instructions: "be brief" },
+      "k",
+      2000,
+      "responses",
+    )
+    expect(plain.status).toBe(200)
+    const body = (await plain.json()) as Record<string, unknown> & {
+      output: { content: unknown[] }[]
+      usage: { input_tokens: number; output_tokens: number; total_tokens: number }
+    }
+    expect(validateSchema("Response", body)).toEqual([])
+    expect([body.object, body.status, body.model, body.instructions]).toEqual([
+      "response",
+      "completed",
+      "gpt-4.1-mini",
+      "be brief",
+    ])
+    expect(String(body.id)).toStartWith("resp_")
+    expect(body.output[0]!.content).toEqual([
+      { type: "output_text", text: "echo: hello", annotations: [], logprobs: [] },
+    ])
+    expect(body.usage.total_tokens).toBe(body.usage.input_tokens + body.usage.output_tokens)
+    const listed = await post(
+      fake,
+      { model: "gpt-4.1-mini", input: [{ role: "user", content: "hello" }] },
+      "k",
+      2000,
+      "responses",
+    )
+    const second = (await listed.json()) as { output: { content: { text: string }[] }[] }
+    expect(validateSchema("Response", second)).toEqual([])
+    expect(second.output[0]!.content[0]!.text).toBe("echo: hello")
+    expect(fake.paid.get("hello")).toBe(2)
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("the responses endpoint has the same faults and accounting", async () => {
+    await using fake = await startFake({ apiKey: "k" })
+    fake.script.set("r", ["429", "500", "ok"])
+    const statuses: number[] = []
+    for (let i = 0; i < 3; i++) {
+      const res = await post(fake, { model: "m", input: "r" }, "k", 2000, "responses")
+      statuses.push(res.status)
+      if (res.status !== 200) expect(validateSchema("ErrorResponse", await res.json())).toEqual([])
+      else await res.arrayBuffer()
+    }
+    expect(statuses).toEqual([429, 500, 200])
+    expect([fake.seen.get("r"), fake.paid.get("r")]).toEqual([3, 1])
+    expect((await post(fake, { model: "m", input: "r" }, "nope", 2000, "responses")).status).toBe(401)
   })
 
   test("every error it serves conforms to ErrorResponse, and 429 carries Retry-After", async () => {
@@ -92,5 +153,9 @@ describe("the fake OpenAI server", () => {
     expect(fake.invalid.length).toBe(1)
     expect(fake.invalid[0]!.body).toEqual({ model: "m", max_tokens: "x" })
     expect(fake.invalid[0]!.errors).toContain("/ must have required property 'messages'")
+    await post(fake, { model: "m", input: "fine", max_output_tokens: 16 }, "k", 2000, "responses")
+    await post(fake, { model: "m", input: 3 }, "k", 2000, "responses")
+    expect(fake.invalid.length).toBe(2)
+    expect(fake.invalid[1]!.body).toEqual({ model: "m", input: 3 })
   })
 })

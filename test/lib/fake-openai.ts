@@ -1,4 +1,7 @@
-/** A fake OpenAI chat-completions server on 127.0.0.1 that speaks the official wire format, with switchable faults. */
+/**
+ * A fake OpenAI server on 127.0.0.1 (`POST /v1/chat/completions` and `POST /v1/responses`) that speaks the official
+ * wire format, with switchable faults.
+ */
 import { validateSchema } from "./spec.ts"
 
 export type FaultKind = "ok" | "429" | "quota" | "500" | "503" | "hang" | "reset" | "garbage"
@@ -15,7 +18,7 @@ export interface Faults {
 export interface FakeOptions {
   apiKey?: string
   latencyMs?: number
-  /** Check every request body against CreateChatCompletionRequest (default on). */
+  /** Check every request body against CreateChatCompletionRequest or CreateResponse (default on). */
   validate?: boolean
   faults?: Faults
   reply?: (input: string, body: Record<string, unknown>) => string
@@ -28,7 +31,7 @@ export interface Fake extends AsyncDisposable {
   faults: Faults | undefined
   /** input → the faults its 1st, 2nd, … requests get ("ok" for none); wins over `faults`. */
   script: Map<string, FaultKind[]>
-  /** input → 200 completions served: what the provider would bill. */
+  /** input → 200 completions (or responses) served: what the provider would bill. */
   paid: Map<string, number>
   /** input → requests received, faulted or not. */
   seen: Map<string, number>
@@ -50,16 +53,100 @@ function errorBody(
 }
 
 /** The text of the last user message: content may be a string or a list of text parts. */
-function inputOf(body: Record<string, unknown>): string {
-  const messages = Array.isArray(body.messages)
-    ? (body.messages as { role?: string; content?: unknown }[])
-    : []
-  const user = messages.findLast((m) => m.role === "user")
+function userText(messages: unknown): string {
+  const list = Array.isArray(messages) ? (messages as { role?: string; content?: unknown }[]) : []
+  const user = list.findLast((m) => m?.role === "user")
   if (typeof user?.content === "string") return user.content
   if (Array.isArray(user?.content)) {
     return (user.content as { text?: string }[]).map((p) => p.text ?? "").join("")
   }
   return ""
+}
+
+/** One endpoint the fake serves: its request schema, where its input text is, and its success body. */
+interface Api {
+  schema: string
+  input(body: Record<string, unknown>): string
+  answer(body: Record<string, unknown>, content: string, n: number): Record<string, unknown>
+}
+
+const model = (body: Record<string, unknown>) => (typeof body.model === "string" ? body.model : "unknown")
+
+const CHAT: Api = {
+  schema: "CreateChatCompletionRequest",
+  input: (body) => userText(body.messages),
+  answer(body, content, n) {
+    const prompt = tokens(JSON.stringify(body.messages ?? ""))
+    const completion = tokens(content)
+    return {
+      id: `chatcmpl-${n}`,
+      object: "chat.completion",
+      created: Math.floor(Date.now() / 1000),
+      model: model(body),
+      choices: [
+        {
+          index: 0,
+          message: { role: "assistant", content, refusal: null },
+          logprobs: null,
+          finish_reason: "stop",
+        },
+      ],
+      usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
+    }
+  },
+}
+
+/** `input` is a string or a list of input items; `instructions` counts toward the input tokens. */
+const RESPONSES: Api = {
+  schema: "CreateResponse",
+  input: (body) => (typeof body.input === "string" ? body.input : userText(body.input)),
+  answer(body, content, n) {
+    const instructions = typeof body.instructions === "string" ? body.instructions : null
+    const input = tokens(JSON.stringify(body.input ?? "")) + (instructions ? tokens(instructions) : 0)
+    const output = tokens(content)
+    const now = Math.floor(Date.now() / 1000)
+    const hex = n.toString(16).padStart(8, "0")
+    return {
+      id: `resp_${hex}`,
+      object: "response",
+      created_at: now,
+      status: "completed",
+      completed_at: now,
+      error: null,
+      incomplete_details: null,
+      instructions,
+      max_output_tokens: typeof body.max_output_tokens === "number" ? body.max_output_tokens : null,
+      model: model(body),
+      output: [
+        {
+          type: "message",
+          id: `msg_${hex}`,
+          status: "completed",
+          role: "assistant",
+          content: [{ type: "output_text", text: content, annotations: [], logprobs: [] }],
+        },
+      ],
+      parallel_tool_calls: true,
+      previous_response_id: null,
+      reasoning: { effort: null, summary: null },
+      store: true,
+      temperature: typeof body.temperature === "number" ? body.temperature : 1,
+      text: { format: { type: "text" } },
+      tool_choice: "auto",
+      tools: [],
+      top_p: typeof body.top_p === "number" ? body.top_p : 1,
+      truncation: "disabled",
+      usage: {
+        input_tokens: input,
+        input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 },
+        output_tokens: output,
+        output_tokens_details: { reasoning_tokens: 0 },
+        total_tokens: input + output,
+      },
+      ...(typeof body.user === "string" ? { user: body.user } : {}),
+      metadata: body.metadata ?? {},
+    }
+  },
 }
 
 function pick(faults: Faults, input: string, nth: number): FaultKind {
@@ -125,7 +212,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     }
   }
 
-  const complete = async (req: Request): Promise<Response> => {
+  const complete = async (req: Request, api: Api): Promise<Response> => {
     fake.requests++
     if (options.apiKey !== undefined && req.headers.get("authorization") !== `Bearer ${options.apiKey}`) {
       return errorBody(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
@@ -142,10 +229,10 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
       )
     }
     if (options.validate !== false) {
-      const errors = validateSchema("CreateChatCompletionRequest", body)
+      const errors = validateSchema(api.schema, body)
       if (errors.length) fake.invalid.push({ body, errors })
     }
-    const input = inputOf(body)
+    const input = api.input(body)
     const nth = fake.seen.get(input) ?? 0
     fake.seen.set(input, nth + 1)
     const scripted = fake.script.get(input)
@@ -155,23 +242,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     if (failed) return failed
     const content = reply(input, body)
     fake.paid.set(input, (fake.paid.get(input) ?? 0) + 1)
-    const prompt = tokens(JSON.stringify(body.messages ?? ""))
-    const completion = tokens(content)
-    return Response.json({
-      id: `chatcmpl-${fake.requests}`,
-      object: "chat.completion",
-      created: Math.floor(Date.now() / 1000),
-      model: typeof body.model === "string" ? body.model : "unknown",
-      choices: [
-        {
-          index: 0,
-          message: { role: "assistant", content, refusal: null },
-          logprobs: null,
-          finish_reason: "stop",
-        },
-      ],
-      usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
-    })
+    return Response.json(api.answer(body, content, fake.requests))
   }
 
   const server = Bun.serve({
@@ -181,7 +252,10 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     fetch(req) {
       const path = new URL(req.url).pathname
       if (req.method === "POST" && (path === "/v1/chat/completions" || path === "/chat/completions")) {
-        return complete(req)
+        return complete(req, CHAT)
+      }
+      if (req.method === "POST" && (path === "/v1/responses" || path === "/responses")) {
+        return complete(req, RESPONSES)
       }
       return errorBody(
         404,

@@ -69,6 +69,32 @@ const OPENAI_INVALID = {
   temperature: "hot",
 }
 
+/** The Responses API: its own names for sampling, metadata and structured output (`text.format`). */
+const OPENAI_RESPONSES_SHAPES: Request[] = [
+  { prompt: "sampling params", params: { top_p: 0.5, store: false, safety_identifier: "u1" } },
+  { prompt: "metadata", params: { metadata: { run: "r-1", row: "7" }, prompt_cache_key: "spool" } },
+  { prompt: "json mode", params: { text: { format: { type: "json_object" } } } },
+  {
+    prompt: "structured output",
+    max_tokens: 200,
+    params: {
+      text: {
+        format: {
+          type: "json_schema",
+          name: "answer",
+          strict: true,
+          schema: {
+            type: "object",
+            properties: { label: { type: "string" } },
+            required: ["label"],
+            additionalProperties: false,
+          },
+        },
+      },
+    },
+  },
+]
+
 const ANTHROPIC_SHAPES: Request[] = [
   { prompt: "sampling params", params: { top_k: 5, top_p: 0.9, stop_sequences: ["\n\n"] } },
   { prompt: "metadata", params: { metadata: { user_id: "u-1" } } },
@@ -86,6 +112,19 @@ export const PROVIDER_CASES: ProviderCase[] = [
     shapes: OPENAI_SHAPES,
     wrong: { temperature: "hot" },
     invalid: OPENAI_INVALID,
+  },
+  {
+    provider: openai,
+    options: { endpoint: "responses" },
+    spec: "openai-openapi.yaml",
+    path: "/responses",
+    baseUrl: (url) => url,
+    model: "gpt-4.1-mini",
+    apiKey: "sk-test",
+    shapes: OPENAI_RESPONSES_SHAPES,
+    // metadata values must be strings
+    wrong: { metadata: { row: 7 } },
+    invalid: { model: "gpt-4.1-mini", input: 42, max_output_tokens: "many" },
   },
   {
     provider: compatible,
@@ -127,7 +166,7 @@ async function outcome(call: Promise<unknown>): Promise<string> {
 }
 
 for (const c of PROVIDER_CASES) {
-  describe(`the ${c.provider.name} provider against ${c.spec}`, () => {
+  describe(`the ${c.provider.name} provider against ${c.spec} (${c.path})`, () => {
     const client = (url: string) =>
       c.provider.create(c.options ?? {}, {
         model: c.model,

@@ -1,4 +1,7 @@
-/** OpenAI chat completions, realtime. The hot call is a direct fetch of the official wire format. */
+/**
+ * OpenAI chat completions or the Responses API (option `endpoint`), realtime. The hot call is a direct fetch of
+ * the official wire format.
+ */
 import * as v from "valibot"
 import { defineProvider, type Reply, type Request } from "../define.ts"
 import { ProviderError } from "../../core/errors.ts"
@@ -22,6 +25,59 @@ export function body(
   if (request.max_tokens !== undefined) out[limit] = request.max_tokens
   if (request.temperature !== undefined) out.temperature = request.temperature
   return request.params ? { ...out, ...request.params } : out
+}
+
+/** The Responses API refuses a `max_output_tokens` below this; a smaller limit is raised to it. */
+export const MIN_OUTPUT_TOKENS = 16
+
+/**
+ * The Responses API body for a neutral request: the prompt as the `input` string, the system prompt as
+ * `instructions`; `params` are laid over it as they are.
+ */
+export function responsesBody(model: string, request: Request): Record<string, unknown> {
+  const out: Record<string, unknown> = { model, input: request.prompt }
+  if (request.system) out.instructions = request.system
+  if (request.max_tokens !== undefined)
+    out.max_output_tokens = Math.max(MIN_OUTPUT_TOKENS, request.max_tokens)
+  if (request.temperature !== undefined) out.temperature = request.temperature
+  return request.params ? { ...out, ...request.params } : out
+}
+
+type ResponseObject = {
+  status?: unknown
+  incomplete_details?: { reason?: unknown } | null
+  output?: unknown
+  usage?: { input_tokens?: number; output_tokens?: number } | null
+}
+
+/** Reads a Responses API answer: the `output_text` parts of its `message` items, joined; or says why it has none. */
+export function responsesReply(status: number, text: string): Reply {
+  const parsed = (json(status, text) ?? {}) as ResponseObject
+  const parts: string[] = []
+  for (const item of Array.isArray(parsed.output) ? parsed.output : []) {
+    const message = item as { type?: unknown; content?: unknown } | null
+    if (message?.type !== "message" || !Array.isArray(message.content)) continue
+    for (const part of message.content as ({ type?: unknown; text?: unknown } | null)[]) {
+      if (part?.type === "output_text" && typeof part.text === "string") parts.push(part.text)
+    }
+  }
+  const content = parts.join("")
+  if (parsed.status === "incomplete" && content === "") {
+    const reason = parsed.incomplete_details?.reason
+    throw new ProviderError(
+      "bad_response",
+      `the response is incomplete (${typeof reason === "string" ? reason : "no reason given"}) and has no text`,
+      { retryable: false, status },
+    )
+  }
+  if (parts.length === 0) {
+    throw new ProviderError("bad_response", "the response has no output_text", { retryable: true, status })
+  }
+  // an incomplete response with text is returned as it is for now; gating truncated answers comes later
+  return {
+    text: content,
+    usage: { input_tokens: parsed.usage?.input_tokens ?? 0, output_tokens: parsed.usage?.output_tokens ?? 0 },
+  }
 }
 
 type Completion = {
@@ -149,12 +205,24 @@ export function reply(status: number, text: string): Reply {
 
 export default defineProvider({
   name: "openai",
-  options: v.strictObject({}),
+  options: v.strictObject({ endpoint: v.optional(v.picklist(["chat", "responses"]), "chat") }),
   keyEnv: "OPENAI_API_KEY",
   baseUrlEnv: "OPENAI_BASE_URL",
-  create(_options, context) {
-    const url = `${(context.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "")}/chat/completions`
+  create(options, context) {
+    const base = (context.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "")
     const headers = { authorization: `Bearer ${context.apiKey ?? ""}`, "content-type": "application/json" }
+    if (options.endpoint === "responses") {
+      const url = `${base}/responses`
+      return {
+        async call(request, signal) {
+          const payload = responsesBody(context.model, request)
+          const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
+          if (!response.ok) throw classify(response.status, text, response.headers)
+          return responsesReply(response.status, text)
+        },
+      }
+    }
+    const url = `${base}/chat/completions`
     return {
       async call(request, signal) {
         const payload = body(context.model, request)
