@@ -70,7 +70,7 @@ export class RunPausedError extends SpoolError {
 
 /**
  * Why an item's attempt failed. Classes group errors in `spool status`:
- * rate_limit, server, timeout, network, bad_response, bad_request, auth, quota, not_found, template.
+ * rate_limit, server, timeout, network, bad_response, bad_request, auth, quota, not_found, template, output.
  */
 export type ErrorClass =
   | "rate_limit"
@@ -83,6 +83,8 @@ export type ErrorClass =
   | "quota"
   | "not_found"
   | "template"
+  /** The answer came back but failed a gate: not JSON, a schema violation, refused, truncated at max_tokens. */
+  | "output"
 
 /** A provider call failed. Providers map their SDK's or HTTP errors to this once; the runner reads only this. */
 export class ProviderError extends SpoolError {

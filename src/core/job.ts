@@ -89,6 +89,21 @@ const PricingSchema = strict(
   "[pricing]",
 )
 
+/** Structured output: a JSON Schema file (relative to the job file) or an inline table. */
+const OutputSchema = strict(
+  {
+    schema: v.union(
+      [text("a JSON Schema file, relative to the job file"), v.record(v.string(), v.unknown())],
+      "expected a JSON Schema file name or an inline table",
+    ),
+    name: v.optional(
+      v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1–64 letters, digits, _ or -")),
+      "output",
+    ),
+  },
+  "[output]",
+)
+
 export const JobSchema = strict(
   {
     name: v.pipe(
@@ -109,6 +124,7 @@ export const JobSchema = strict(
     request: RequestSchema,
     limits: v.optional(LimitsSchema, {}),
     pricing: v.optional(PricingSchema),
+    output: v.optional(OutputSchema),
   },
   "the job",
 )
@@ -128,7 +144,11 @@ export interface Input {
 }
 
 /** A validated job: `[source]` and `[[sources]]` both become `sources`, in the order given. */
-export type Job = Omit<Parsed, "source" | "sources"> & { sources: Input[] }
+export type Job = Omit<Parsed, "source" | "sources" | "output"> & {
+  sources: Input[]
+  /** The schema read and parsed, whether the job named a file or gave it inline. */
+  output?: { name: string; schema: Record<string, unknown> } | undefined
+}
 
 /** Flags that map onto job keys; each overrides the file's value. */
 export interface Flags {
@@ -240,7 +260,33 @@ export function load(file: string | undefined, flags: Flags, cwd = process.cwd()
     options,
     at: sources ? `sources.${i}` : "source",
   }))
-  return { job: { ...rest, sources: inputs }, file: path }
+  const { output, ...others } = rest
+  return { job: { ...others, sources: inputs, output: output && outputOf(output, base) }, file: path }
+}
+
+function outputOf(output: NonNullable<Parsed["output"]>, base: string): NonNullable<Job["output"]> {
+  if (typeof output.schema !== "string") return { name: output.name, schema: output.schema }
+  const file = resolve(base, output.schema)
+  let text: string
+  try {
+    text = readFileSync(file, "utf8")
+  } catch {
+    throw new JobError(
+      "the job is not valid",
+      [`output.schema: cannot read ${file}`],
+      "The path is relative to the job file.",
+    )
+  }
+  try {
+    const schema: unknown = JSON.parse(text)
+    if (schema === null || typeof schema !== "object" || Array.isArray(schema))
+      throw new Error("not a JSON object")
+    return { name: output.name, schema: schema as Record<string, unknown> }
+  } catch (err) {
+    throw new JobError("the job is not valid", [
+      `output.schema: ${file} is not a JSON Schema: ${(err as Error).message}`,
+    ])
+  }
 }
 
 function readToml(path: string): Table {
@@ -295,6 +341,8 @@ export function shaping(job: Job): Record<string, unknown> {
     "request.max_tokens": job.request.max_tokens ?? null,
     "request.temperature": job.request.temperature ?? null,
     "request.params": job.request.params ?? null,
+    // only when set, so that runs started before structured output existed keep their fingerprint
+    ...(job.output && { "output.schema": job.output.schema }),
   }
 }
 

@@ -186,11 +186,20 @@ export function namespaces(paths: string[]): (string | undefined)[] {
 export function* results(db: Store, run: Run, state?: State): Generator<string> {
   const label = namespaces(db.inputs(run.id).map((i) => i.path))
   const prices = pricesOf(run)
+  const structured = (JSON.parse(run.job) as Job).output !== undefined
   for (const item of db.items(run.id, state)) {
     const line = {
       id: label[item.input] === undefined ? item.key : `${label[item.input]}:${item.key}`,
       state: item.state,
-      output: item.state === "completed" ? item.output : null,
+      // the parsed object with a schema; for an item left for review, the answer that failed its gate
+      output:
+        item.state === "completed"
+          ? structured && item.output !== null
+            ? JSON.parse(item.output)
+            : item.output
+          : item.state === "needs_review"
+            ? item.output
+            : null,
       error: item.error ? { class: item.error_class, message: item.error } : null,
       attempts: item.attempts,
       usage: { input_tokens: item.input_tokens, output_tokens: item.output_tokens },

@@ -7,6 +7,7 @@ import * as template from "./template.ts"
 import type { Job } from "./job.ts"
 import type { ProviderClient } from "../plugins/define.ts"
 import { cost, type Price } from "./pricing.ts"
+import * as schemas from "./schema.ts"
 
 const self = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`
 
@@ -83,6 +84,8 @@ export class Runner {
   capped: string | undefined
   private readonly o: RunnerOptions
   private readonly prompt: template.Template
+  /** The structured-output check, when the job has a schema. */
+  private readonly validate: ((value: unknown) => string | undefined) | undefined
   private readonly inflight = new Map<number, AbortController>()
   /** Claimed (committed as running) but not yet sent: a finished call starts the next without waiting for a commit. */
   private readonly queue: Claimed[] = []
@@ -97,6 +100,7 @@ export class Runner {
   constructor(options: RunnerOptions) {
     this.o = options
     this.prompt = template.parse(options.job.request.prompt)
+    this.validate = options.job.output ? schemas.validator(options.job.output.schema) : undefined
     this.leaseMs = options.leaseMs ?? 60_000
     this.ahead = Math.ceil(options.job.limits.concurrency / 4)
   }
@@ -245,7 +249,7 @@ export class Runner {
         })
       }
       if (o.to === "completed") this.progress.completed++
-      else if (o.to === "failed") this.progress.failed++
+      else if (o.to === "failed" || o.to === "needs_review") this.progress.failed++
       else if (o.to === "retry_wait") this.progress.retried++
     }
     this.progress.inFlight = this.inflight.size
@@ -305,19 +309,33 @@ export class Runner {
           max_tokens: request.max_tokens,
           temperature: request.temperature,
           params: request.params,
+          schema: this.o.job.output,
         },
         signal,
       )
-      return {
-        ...base,
-        ...end(),
-        to: "completed",
-        label: "ok",
-        output: reply.text,
+      const usage = {
         status: 200,
         inputTokens: reply.usage.input_tokens,
         outputTokens: reply.usage.output_tokens,
       }
+      const checked = schemas.gate(reply, this.validate)
+      if (!checked.ok) {
+        // an answer that fails a gate is an attempt like any other: retried, then left for a person to review
+        const failed = {
+          ...base,
+          ...end(),
+          ...usage,
+          errorClass: "output" as const,
+          error: checked.gate,
+          output: reply.text,
+        }
+        if (item.attempt < this.o.job.limits.max_attempts) {
+          const nextAt = Date.now() + retry.delay(item.attempt, undefined, this.o.policy)
+          return { ...failed, to: "retry_wait", label: "retry", nextAt }
+        }
+        return { ...failed, to: "needs_review", label: "needs_review" }
+      }
+      return { ...base, ...end(), ...usage, to: "completed", label: "ok", output: reply.text }
     } catch (err) {
       if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted" }
       const e =

@@ -154,8 +154,8 @@ export interface Outcome {
   item: number
   /** The attempt's number, as claimed. */
   attempt: number
-  to: Extract<State, "completed" | "retry_wait" | "failed" | "pending">
-  /** ok, retry, failed, interrupted, paused */
+  to: Extract<State, "completed" | "retry_wait" | "failed" | "pending" | "needs_review">
+  /** ok, retry, failed, needs_review, interrupted, paused */
   label: string
   output?: string
   errorClass?: ErrorClass

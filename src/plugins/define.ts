@@ -88,6 +88,11 @@ export interface Request {
   temperature?: number | undefined
   /** Passed through to the provider's request body as they are. */
   params?: Record<string, unknown> | undefined
+  /**
+   * Structured output: the answer must be JSON valid against this JSON Schema. A provider maps it to its own
+   * mechanism (OpenAI `response_format` json_schema, Anthropic a forced tool call) and returns the JSON as `text`.
+   */
+  schema?: { name: string; schema: Record<string, unknown> } | undefined
 }
 
 export interface Usage {
@@ -99,6 +104,11 @@ export interface Usage {
 export interface Reply {
   text: string
   usage: Usage
+  /**
+   * Why the answer ended, when the provider says: "length" (cut at max_tokens: never taken as complete) or
+   * "refusal" (the model declined; `text` holds its explanation). Undefined or "stop" for a whole answer.
+   */
+  finish?: "stop" | "length" | "refusal" | undefined
 }
 
 /** What a provider is given to make its client. */

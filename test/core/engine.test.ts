@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import * as engine from "../../src/core/engine.ts"
 import * as store from "../../src/core/store.ts"
+import * as report from "../../src/core/report.ts"
 import { startFake } from "../lib/fake-openai.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
 import { RunPausedError } from "../../src/core/errors.ts"
@@ -207,5 +208,68 @@ retry_cap_s = 0.05
     const after = store.open(tmp.join(".spool"))
     expect(after.counts(after.latestRun("capped")!.id).completed).toBe(2000)
     after.close()
+  })
+
+  test("structured output: valid answers complete as parsed objects; not JSON and schema violations are retried, then left for review with their gate", async () => {
+    await using tmp = await tmpdir()
+    const labels = ["billing", "bug", "spam", 'say "hi"', "question"]
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      lines(5, (i) => ({ id: `s${i}`, label: labels[i - 1] })),
+    )
+    writeFileSync(
+      tmp.join("label.schema.json"),
+      JSON.stringify({
+        type: "object",
+        properties: { label: { type: "string", enum: ["billing", "bug", "question"] } },
+        required: ["label"],
+        additionalProperties: false,
+      }),
+    )
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "typed"\n[source]\npath = "in.jsonl"\nid = "id"\n[provider]\nname = "mock"\n[provider.options]\nreply = '{"label": "{{prompt}}"}'\n[request]\nprompt = "{{label}}"\n[output]\nschema = "label.schema.json"\n[limits]\nmax_attempts = 2\nretry_base_s = 0\nretry_cap_s = 0\n`,
+    )
+    const session = await engine.prepare({
+      file: tmp.join("job.toml"),
+      flags: {},
+      home: tmp.join(".spool"),
+      newRun: false,
+      reingest: false,
+      resume: "spool run job.toml",
+    })
+    expect(await session.execute()).toBe(3)
+    const db = store.open(tmp.join(".spool"))
+    const run = db.latestRun("typed")!
+    const results = [...report.results(db, run)].map((l) => JSON.parse(l))
+    expect(results.map((r) => [r.id, r.state, r.output, r.error, r.attempts])).toEqual([
+      ["s1", "completed", { label: "billing" }, null, 1],
+      ["s2", "completed", { label: "bug" }, null, 1],
+      [
+        "s3",
+        "needs_review",
+        '{"label": "spam"}',
+        {
+          class: "output",
+          message:
+            'schema violation at /label: must be equal to one of the allowed values: "billing", "bug", "question"',
+        },
+        2,
+      ],
+      [
+        "s4",
+        "needs_review",
+        '{"label": "say "hi""}',
+        { class: "output", message: 'not JSON: {"label": "say "hi""}' },
+        2,
+      ],
+      ["s5", "completed", { label: "question" }, null, 1],
+    ])
+    const outcomes = db.db
+      .query<{ outcome: string }, []>("SELECT outcome FROM attempts ORDER BY item_id, n")
+      .all()
+      .map((a) => a.outcome)
+    expect(outcomes).toEqual(["ok", "ok", "retry", "needs_review", "retry", "needs_review", "ok"])
+    db.close()
   })
 })

@@ -109,6 +109,31 @@ describe("the fake Anthropic server", () => {
     expect(fake.paid.get("a longer input than two tokens")).toBe(2)
   })
 
+  test("a forced tool call gets a tool_use block with the reply as its input; the request and the answer conform", async () => {
+    await using fake = await startFakeAnthropic({ reply: (input) => JSON.stringify({ label: input }) })
+    const tools = [
+      {
+        name: "output",
+        input_schema: { type: "object", properties: { label: { type: "string" } }, required: ["label"] },
+      },
+    ]
+    const answer = (await (
+      await post(fake, ask("bug", { tools, tool_choice: { type: "tool", name: "output" } }))
+    ).json()) as Message
+    expect(validateSchema("Message", answer, "anthropic")).toEqual([])
+    expect(answer.content).toEqual([
+      {
+        type: "tool_use",
+        id: expect.stringMatching(/^toolu_/),
+        name: "output",
+        input: { label: "bug" },
+        caller: { type: "direct" },
+      } as never,
+    ])
+    expect(answer.stop_reason).toBe("tool_use")
+    expect(fake.invalid).toEqual([])
+  })
+
   test("every error it serves conforms to ErrorResponse; 429 carries retry-after", async () => {
     await using fake = await startFakeAnthropic({ apiKey: "k" })
     fake.faults = { rate: 0, kinds: [], retryAfter: "Tue, 24 Nov 2026 12:00:30 GMT" }

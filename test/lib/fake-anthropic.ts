@@ -187,14 +187,37 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     const full = reply(input, body)
     const text = kind === "max_tokens" ? full.slice(0, Math.max(1, limit) * 4) : full
     const requestId = id("req_", fake.requests)
+    // a forced tool call (how spool asks for structured output): the reply, parsed, is the tool's input
+    const forced = body.tool_choice as { type?: string; name?: string } | undefined
+    const tool = forced?.type === "tool" && kind !== "empty" && kind !== "max_tokens"
+    let toolInput: unknown
+    if (tool) {
+      try {
+        toolInput = JSON.parse(full)
+      } catch {
+        toolInput = { text: full }
+      }
+    }
     return Response.json(
       {
         id: id("msg_", fake.requests),
         type: "message",
         role: "assistant",
         model: typeof body.model === "string" ? body.model : "unknown",
-        content: kind === "empty" ? [] : [{ type: "text", text, citations: null }],
-        stop_reason: kind === "max_tokens" ? "max_tokens" : "end_turn",
+        content: tool
+          ? [
+              {
+                type: "tool_use",
+                id: id("toolu_", fake.requests),
+                name: forced!.name,
+                input: toolInput,
+                caller: { type: "direct" },
+              },
+            ]
+          : kind === "empty"
+            ? []
+            : [{ type: "text", text, citations: null }],
+        stop_reason: tool ? "tool_use" : kind === "max_tokens" ? "max_tokens" : "end_turn",
         stop_sequence: null,
         stop_details: null,
         container: null,

@@ -94,6 +94,7 @@ describe("the anthropic provider", () => {
       const text = `echo: ${request.prompt}`
       expect(reply).toEqual({
         text,
+        finish: "stop",
         usage: {
           input_tokens: tokens(JSON.stringify([request.system ?? "", expected.messages])),
           output_tokens: tokens(text),
@@ -117,12 +118,13 @@ describe("the anthropic provider", () => {
     expect(leaked).toEqual([])
   })
 
-  test("a reply cut at max_tokens is returned as it is; a message with no text block is a retryable bad response", async () => {
+  test("a reply cut at max_tokens is returned marked as cut; a message with no text block is a retryable bad response", async () => {
     await using fake = await startFakeAnthropic({ apiKey: KEY })
     fake.script.set("a prompt long enough to be cut", ["max_tokens"]).set("e", ["empty"])
     const c = client(fake)
     expect(await outcome(c, { prompt: "a prompt long enough to be cut", max_tokens: 3 })).toEqual({
-      reply: { text: "echo: a prom", usage: { input_tokens: 17, output_tokens: 3 } },
+      // cut at max_tokens: returned, and marked so the runner never takes it as complete
+      reply: { text: "echo: a prom", finish: "length", usage: { input_tokens: 17, output_tokens: 3 } },
     })
     expect(await outcome(c, { prompt: "e" })).toEqual({
       class: "bad_response",
@@ -174,7 +176,7 @@ describe("the anthropic provider", () => {
       expect(await outcome(c, { prompt: `c${i}` })).toMatchObject(expected)
     }
     expect(await outcome(c, { prompt: "c0" })).toEqual({
-      reply: { text: "echo: c0", usage: expect.any(Object) },
+      reply: { text: "echo: c0", finish: "stop", usage: expect.any(Object) },
     })
 
     const wrong = anthropic.create(

@@ -6,8 +6,8 @@
  *   { "model", "prompt", "system"?, "max_tokens"?, "temperature"?, ...request.params }
  * and the answer's text is read from the JSON reply at `reply_field` (a dotted path, default "text").
  * Token counts are read from `usage.input_tokens` / `usage.output_tokens` when the reply has them.
- * 429, 408 and 5xx answers and network failures are retried by spool (honouring Retry-After); 401/403
- * pause the run; other 4xx fail the item.
+ * 429, 408, 409 and 5xx answers and network failures are retried by spool (honouring Retry-After or
+ * Retry-After-Ms); 401/403 (bad key) and 402 (no credit) pause the run; other 4xx fail the item.
  */
 import { defineProvider, ProviderError } from "spool/plugin"
 import * as v from "valibot"
@@ -32,14 +32,18 @@ function at(value: unknown, path: string): unknown {
 
 function failure(status: number, body: string, headers: Headers): ProviderError {
   const message = `HTTP ${status}: ${body.slice(0, 200)}`
-  const wait = retryAfter(headers.get("retry-after"))
+  const ms = headers.get("retry-after-ms")
+  const wait =
+    ms && /^\d+(\.\d+)?$/.test(ms) ? Math.round(Number(ms)) : retryAfter(headers.get("retry-after"))
   if (status === 429)
     return new ProviderError("rate_limit", message, { retryable: true, retryAfterMs: wait, status })
   if (status === 401 || status === 403)
     return new ProviderError("auth", message, { retryable: false, pause: true, status })
+  // no credit left: every item would fail the same way, so the run pauses
+  if (status === 402) return new ProviderError("quota", message, { retryable: false, pause: true, status })
   if (status === 408)
     return new ProviderError("timeout", message, { retryable: true, retryAfterMs: wait, status })
-  if (status >= 500)
+  if (status === 409 || status >= 500)
     return new ProviderError("server", message, { retryable: true, retryAfterMs: wait, status })
   if (status === 404) return new ProviderError("not_found", message, { retryable: false, status })
   return new ProviderError("bad_request", message, { retryable: false, status })

@@ -28,7 +28,26 @@ export function body(model: string, request: Request): MessageCreateParamsNonStr
   }
   if (request.system) out.system = request.system
   if (request.temperature !== undefined) out.temperature = request.temperature
+  if (request.schema) {
+    // structured output as a forced tool call: the one tool's input is the answer, shaped by the job's schema.
+    // (The pinned SDK's Messages API has tools and tool_choice; a forced tool works on every current model.)
+    out.tools = [
+      {
+        name: request.schema.name,
+        description: "Give the answer by calling this tool; its input is the whole answer.",
+        input_schema: request.schema.schema,
+      },
+    ]
+    out.tool_choice = { type: "tool", name: request.schema.name }
+  }
   return { ...out, ...request.params } as unknown as MessageCreateParamsNonStreaming
+}
+
+/** How a Message ended, in the neutral terms of `Reply.finish`. */
+function finishOf(stop: string | null | undefined): Reply["finish"] {
+  if (stop === "max_tokens") return "length"
+  if (stop === "refusal") return "refusal"
+  return "stop"
 }
 
 /** Error codes (error.details.error_code) that say the organization may not spend more: no item can pass. */
@@ -124,6 +143,18 @@ export function failure(cause: unknown, signal: AbortSignal, timeoutMs: number):
 /** Reads a Message, or says why the body is not one. */
 export function reply(message: Message | string): Reply {
   const content = typeof message === "object" && message !== null ? message.content : undefined
+  const tool = Array.isArray(content) ? content.find((b) => b.type === "tool_use") : undefined
+  if (tool && typeof message === "object") {
+    // a structured answer: the forced tool call's input, as JSON text
+    return {
+      text: JSON.stringify(tool.input),
+      usage: {
+        input_tokens: message.usage?.input_tokens ?? 0,
+        output_tokens: message.usage?.output_tokens ?? 0,
+      },
+      finish: finishOf(message.stop_reason),
+    }
+  }
   const texts = Array.isArray(content) ? content.filter((b) => b.type === "text").map((b) => b.text) : []
   if (texts.length === 0) {
     const what = typeof message === "string" ? "a body that is not JSON" : "no text block"
@@ -133,6 +164,7 @@ export function reply(message: Message | string): Reply {
   return {
     text: texts.join(""),
     usage: { input_tokens: usage?.input_tokens ?? 0, output_tokens: usage?.output_tokens ?? 0 },
+    finish: typeof message === "object" ? finishOf(message.stop_reason) : undefined,
   }
 }
 

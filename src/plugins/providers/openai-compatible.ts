@@ -32,7 +32,7 @@
 import * as v from "valibot"
 import { defineProvider, type Reply } from "../define.ts"
 import { JobError, ProviderError } from "../../core/errors.ts"
-import { body, classify, json, post, type ErrorDetail } from "./openai.ts"
+import { body, classify, finishOf, json, post, type ErrorDetail } from "./openai.ts"
 
 type Detail = ErrorDetail & {
   /** A numeric code, when the body gives one: an HTTP status for servers that send errors with a 200. */
@@ -155,6 +155,7 @@ function reply(status: number, text: string, headers: Headers): Reply {
       input_tokens: count(completion.usage, "prompt_tokens", "input_tokens"),
       output_tokens: count(completion.usage, "completion_tokens", "output_tokens"),
     },
+    ...finishOf(isRecord(choice) ? choice.finish_reason : undefined),
   }
 }
 

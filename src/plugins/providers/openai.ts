@@ -24,7 +24,19 @@ export function body(
   const out: Record<string, unknown> = { model, messages }
   if (request.max_tokens !== undefined) out[limit] = request.max_tokens
   if (request.temperature !== undefined) out.temperature = request.temperature
+  if (request.schema)
+    out.response_format = {
+      type: "json_schema",
+      json_schema: { name: request.schema.name, strict: true, schema: request.schema.schema },
+    }
   return request.params ? { ...out, ...request.params } : out
+}
+
+/** How a chat completion ended, in the neutral terms of `Reply.finish`; nothing for a whole answer. */
+export function finishOf(reason: unknown): Pick<Reply, "finish"> {
+  if (reason === "length") return { finish: "length" }
+  if (reason === "content_filter") return { finish: "refusal" }
+  return {}
 }
 
 /** The Responses API refuses a `max_output_tokens` below this; a smaller limit is raised to it. */
@@ -40,6 +52,10 @@ export function responsesBody(model: string, request: Request): Record<string, u
   if (request.max_tokens !== undefined)
     out.max_output_tokens = Math.max(MIN_OUTPUT_TOKENS, request.max_tokens)
   if (request.temperature !== undefined) out.temperature = request.temperature
+  if (request.schema)
+    out.text = {
+      format: { type: "json_schema", name: request.schema.name, schema: request.schema.schema, strict: true },
+    }
   return request.params ? { ...out, ...request.params } : out
 }
 
@@ -54,13 +70,20 @@ type ResponseObject = {
 export function responsesReply(status: number, text: string): Reply {
   const parsed = (json(status, text) ?? {}) as ResponseObject
   const parts: string[] = []
+  const refusals: string[] = []
   for (const item of Array.isArray(parsed.output) ? parsed.output : []) {
     const message = item as { type?: unknown; content?: unknown } | null
     if (message?.type !== "message" || !Array.isArray(message.content)) continue
-    for (const part of message.content as ({ type?: unknown; text?: unknown } | null)[]) {
+    for (const part of message.content as ({ type?: unknown; text?: unknown; refusal?: unknown } | null)[]) {
       if (part?.type === "output_text" && typeof part.text === "string") parts.push(part.text)
+      if (part?.type === "refusal" && typeof part.refusal === "string") refusals.push(part.refusal)
     }
   }
+  const usage = {
+    input_tokens: parsed.usage?.input_tokens ?? 0,
+    output_tokens: parsed.usage?.output_tokens ?? 0,
+  }
+  if (parts.length === 0 && refusals.length > 0) return { text: refusals.join(""), usage, finish: "refusal" }
   const content = parts.join("")
   if (parsed.status === "incomplete" && content === "") {
     const reason = parsed.incomplete_details?.reason
@@ -73,15 +96,18 @@ export function responsesReply(status: number, text: string): Reply {
   if (parts.length === 0) {
     throw new ProviderError("bad_response", "the response has no output_text", { retryable: true, status })
   }
-  // an incomplete response with text is returned as it is for now; gating truncated answers comes later
+  // an incomplete response with text is returned marked, so the runner never takes it as complete
+  const reason = parsed.status === "incomplete" ? parsed.incomplete_details?.reason : undefined
   return {
     text: content,
-    usage: { input_tokens: parsed.usage?.input_tokens ?? 0, output_tokens: parsed.usage?.output_tokens ?? 0 },
+    usage,
+    ...(reason === "max_output_tokens" ? { finish: "length" as const } : {}),
+    ...(reason === "content_filter" ? { finish: "refusal" as const } : {}),
   }
 }
 
 type Completion = {
-  choices?: { message?: { content?: unknown } }[]
+  choices?: { message?: { content?: unknown; refusal?: unknown }; finish_reason?: unknown }[]
   usage?: { prompt_tokens?: number; completion_tokens?: number }
 }
 
@@ -187,20 +213,22 @@ export function json(status: number, text: string): unknown {
 /** Reads a completion, or says why the body is not one. */
 export function reply(status: number, text: string): Reply {
   const parsed = (json(status, text) ?? {}) as Completion
-  const content = parsed.choices?.[0]?.message?.content
+  const choice = parsed.choices?.[0]
+  const content = choice?.message?.content
+  const refusal = choice?.message?.refusal
+  const usage = {
+    input_tokens: parsed.usage?.prompt_tokens ?? 0,
+    output_tokens: parsed.usage?.completion_tokens ?? 0,
+  }
+  // a refusal is an answer of its own kind: the runner records it as such (and never as a completed item)
+  if (typeof refusal === "string" && refusal !== "") return { text: refusal, usage, finish: "refusal" }
   if (typeof content !== "string") {
     throw new ProviderError("bad_response", "the completion has no message content", {
       retryable: true,
       status,
     })
   }
-  return {
-    text: content,
-    usage: {
-      input_tokens: parsed.usage?.prompt_tokens ?? 0,
-      output_tokens: parsed.usage?.completion_tokens ?? 0,
-    },
-  }
+  return { text: content, usage, ...finishOf(choice?.finish_reason) }
 }
 
 export default defineProvider({
