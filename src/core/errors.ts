@@ -1,4 +1,5 @@
 /** The one family of errors spool throws; the CLI and the server turn them into text for people. */
+import type { RateInfo } from "./ratelimit.ts"
 
 export type ExitCode = 0 | 1 | 2 | 3 | 130
 
@@ -97,6 +98,8 @@ export class ProviderError extends SpoolError {
   /** Going on would fail every item the same way: pause the whole run. */
   readonly pause: boolean
   readonly status: number | undefined
+  /** The rate limits the failed response reported, if it did (set by the provider after classifying). */
+  rate: RateInfo | undefined
 
   constructor(
     errorClass: ErrorClass,

@@ -58,6 +58,10 @@ const RequestSchema = strict(
 const LimitsSchema = strict(
   {
     concurrency: v.optional(int(1, 4096), 32),
+    /** Requests per minute; 0: learn the limit from the provider's rate-limit headers. */
+    rpm: v.optional(int(0, 100_000_000), 0),
+    /** Tokens per minute (input estimate plus max_tokens); 0: learn it from the provider's headers. */
+    tpm: v.optional(int(0, 1_000_000_000_000), 0),
     max_attempts: v.optional(int(1, 100), 5),
     timeout_s: v.optional(seconds(0.001), 120),
     grace_s: v.optional(seconds(0), 10),

@@ -8,6 +8,7 @@ import type { Job } from "./job.ts"
 import type { ProviderClient } from "../plugins/define.ts"
 import { cost, type Price } from "./pricing.ts"
 import * as schemas from "./schema.ts"
+import { Limiter } from "./ratelimit.ts"
 
 const self = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`
 
@@ -84,6 +85,9 @@ export class Runner {
   capped: string | undefined
   private readonly o: RunnerOptions
   private readonly prompt: template.Template
+  /** Keeps calls under the provider's rate limits, configured or learned, and backs off on 429 bursts. */
+  readonly limiter: Limiter
+  private limiterTimer: ReturnType<typeof setTimeout> | undefined
   /** The structured-output check, when the job has a schema. */
   private readonly validate: ((value: unknown) => string | undefined) | undefined
   private readonly inflight = new Map<number, AbortController>()
@@ -101,6 +105,8 @@ export class Runner {
     this.o = options
     this.prompt = template.parse(options.job.request.prompt)
     this.validate = options.job.output ? schemas.validator(options.job.output.schema) : undefined
+    const { rpm, tpm, concurrency } = options.job.limits
+    this.limiter = new Limiter({ rpm, tpm, concurrency })
     this.leaseMs = options.leaseMs ?? 60_000
     this.ahead = Math.ceil(options.job.limits.concurrency / 4)
   }
@@ -118,7 +124,6 @@ export class Runner {
 
   async loop(): Promise<Ending> {
     const { store, run, owner } = this.o
-    const concurrency = this.o.job.limits.concurrency
     const ahead = this.ahead
     const renew = setInterval(() => store.renew(run.id, owner, this.leaseMs), this.leaseMs / 4)
     try {
@@ -126,7 +131,7 @@ export class Runner {
         const holding = this.holding
         // items claimed ahead but never sent go back as they were; no request left for them
         if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
-        let free = holding ? 0 : concurrency + ahead - this.inflight.size - this.queue.length
+        let free = holding ? 0 : this.slots() + ahead - this.inflight.size - this.queue.length
         if (free > 0 && this.o.budget) free = Math.min(free, this.affordable(this.o.budget))
         if (this.capped && !holding) continue // the next turn commits what is waiting and winds down
         const done = this.outcomes
@@ -141,7 +146,7 @@ export class Runner {
         }
         if (this.inflight.size > 0) {
           // with free slots, look again when a retry falls due or new items may have come in
-          const roomy = !holding && this.inflight.size < concurrency
+          const roomy = !holding && this.inflight.size < this.slots()
           await this.idle(roomy ? this.untilDue() : undefined)
           continue
         }
@@ -159,6 +164,7 @@ export class Runner {
       }
     } finally {
       clearInterval(renew)
+      clearTimeout(this.limiterTimer)
     }
   }
 
@@ -167,10 +173,34 @@ export class Runner {
   }
 
   /** Starts queued items while there is room. */
+  /** Calls that may be in flight now: the job's concurrency, or less while 429s have cut it back. */
+  private slots(): number {
+    return Math.max(1, Math.floor(this.limiter.concurrency))
+  }
+
+  /** Tokens a call will count against a tokens-per-minute limit: its input, estimated, and its max_tokens. */
+  private estimate(item: Claimed): number {
+    const { request } = this.o.job
+    return (
+      Math.ceil(((request.system ?? "").length + request.prompt.length + item.data.length) / 4) +
+      (request.max_tokens ?? 0)
+    )
+  }
+
+  /** Starts queued items while there is room, and while the rate limits allow; else looks again when they will. */
   private fill(): void {
-    const concurrency = this.o.job.limits.concurrency
-    while (!this.holding && this.inflight.size < concurrency && this.queue.length > 0) {
-      this.start(this.queue.shift() as Claimed)
+    while (!this.holding && this.inflight.size < this.slots() && this.queue.length > 0) {
+      const item = this.queue[0]!
+      const tokens = this.estimate(item)
+      if (!this.limiter.take(tokens)) {
+        this.limiterTimer ??= setTimeout(() => {
+          this.limiterTimer = undefined
+          this.fill()
+        }, this.limiter.wait(tokens))
+        return
+      }
+      this.queue.shift()
+      this.start(item, tokens)
     }
   }
 
@@ -256,10 +286,10 @@ export class Runner {
     if (outcomes.length > 0) this.onCommit?.(this.progress)
   }
 
-  private start(item: Claimed): void {
+  private start(item: Claimed, tokens: number): void {
     const controller = new AbortController()
     this.inflight.set(item.id, controller)
-    this.attempt(item, controller.signal).then((outcome) => {
+    this.attempt(item, controller.signal, tokens).then((outcome) => {
       this.inflight.delete(item.id)
       this.outcomes.push(outcome)
       this.fill()
@@ -283,7 +313,7 @@ export class Runner {
     return this.outcomes.length >= this.ahead || this.queue.length === 0 || this.holding
   }
 
-  private async attempt(item: Claimed, signal: AbortSignal): Promise<Outcome> {
+  private async attempt(item: Claimed, signal: AbortSignal, tokens: number): Promise<Outcome> {
     const started = performance.now()
     const base = { item: item.id, attempt: item.attempt }
     const end = () => ({ latencyMs: Math.round(performance.now() - started), endedAt: Date.now() })
@@ -313,6 +343,9 @@ export class Runner {
         },
         signal,
       )
+      this.limiter.observe(reply.rate)
+      this.limiter.settle(tokens, reply.usage.input_tokens + reply.usage.output_tokens)
+      this.limiter.succeeded()
       const usage = {
         status: 200,
         inputTokens: reply.usage.input_tokens,
@@ -345,6 +378,8 @@ export class Runner {
               retryable: true,
               cause: err,
             })
+      this.limiter.observe(e.rate)
+      if (e.errorClass === "rate_limit") this.limiter.limited()
       const info = { errorClass: e.errorClass, error: e.message, ...(e.status ? { status: e.status } : {}) }
       if (e.pause) {
         this.pausedBy ??= e

@@ -12,6 +12,9 @@
  * })
  */
 import type * as v from "valibot"
+import type { RateInfo } from "../core/ratelimit.ts"
+
+export type { RateInfo, Window } from "../core/ratelimit.ts"
 
 /** Any valibot object schema; its output type is the options type a plugin receives. */
 export type OptionsSchema = v.GenericSchema<Record<string, unknown>, Record<string, unknown>>
@@ -109,6 +112,8 @@ export interface Reply {
    * "refusal" (the model declined; `text` holds its explanation). Undefined or "stop" for a whole answer.
    */
   finish?: "stop" | "length" | "refusal" | undefined
+  /** The rate limits the response reported (its `x-ratelimit-*` headers, or the provider's own): spool learns from them. */
+  rate?: RateInfo | undefined
 }
 
 /** What a provider is given to make its client. */

@@ -272,4 +272,27 @@ retry_cap_s = 0.05
     expect(outcomes).toEqual(["ok", "ok", "retry", "needs_review", "retry", "needs_review", "ok"])
     db.close()
   })
+
+  test("rpm not set: the limit is learned from the first answer's headers, and a run at concurrency 64 meets at most one 429", async () => {
+    await using tmp = await tmpdir()
+    // 6,000 requests a minute, enforced over a tenth of a second: 10 at once, then 100 a second
+    await using fake = await startFake({
+      apiKey: KEY,
+      rateLimit: { rpm: 6000, burstSeconds: 0.1 },
+      latencyMs: 20,
+    })
+    const session = await small(tmp, fake.url, 300, "concurrency = 64")
+    expect(await session.execute()).toBe(0)
+    expect(fake.paid.size).toBe(300)
+    expect(fake.limited).toBeLessThanOrEqual(1) // how close it keeps to the limit is measured in bench/ratelimit.ts
+  })
+
+  test("rpm set in the job: kept to, and synced with the provider's remaining count; no 429 at all", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, rateLimit: { rpm: 6000, burstSeconds: 0.1 } })
+    const session = await small(tmp, fake.url, 200, "concurrency = 64\nrpm = 5400")
+    expect(await session.execute()).toBe(0)
+    expect(fake.paid.size).toBe(200)
+    expect(fake.limited).toBe(0)
+  })
 })

@@ -39,6 +39,8 @@ describe("loading a job", () => {
     ])
     expect(job.limits).toEqual({
       concurrency: 32,
+      rpm: 0,
+      tpm: 0,
       max_attempts: 5,
       timeout_s: 120,
       grace_s: 10,

@@ -239,3 +239,136 @@ describe("the fake Anthropic server", () => {
     ])
   })
 })
+
+const rateHeaders = (res: Response) =>
+  Object.fromEntries(
+    [...res.headers].filter(([k]) => k.startsWith("anthropic-ratelimit-") || k === "retry-after"),
+  )
+
+/** RFC 3339 as the reset headers carry it: a UTC time to the second. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$/
+
+describe("the fake Anthropic server's rate limit", () => {
+  const T0 = Date.UTC(2026, 0, 1)
+  const at = (seconds: number) => new Date(T0 + seconds * 1000).toISOString().replace(".000Z", "Z")
+
+  test("is off by default: no anthropic-ratelimit-* headers", async () => {
+    await using fake = await startFakeAnthropic()
+    const res = await post(fake, ask("a"))
+    expect(res.status).toBe(200)
+    expect(rateHeaders(res)).toEqual({})
+    expect([fake.limited, fake.served.length]).toEqual([0, 1])
+  })
+
+  test("a success carries well-formed anthropic-ratelimit-* headers, and remaining counts down", async () => {
+    let t = T0
+    await using fake = await startFakeAnthropic({ rateLimit: { rpm: 3, tpm: 6000 }, now: () => t })
+    const body = ask("hello", { system: "be brief", max_tokens: 40 })
+    const input = Math.ceil(JSON.stringify(["be brief", body.messages]).length / 4)
+    const first = await post(fake, body)
+    expect(first.status).toBe(200)
+    const headers = rateHeaders(first)
+    expect(Object.keys(headers).length).toBe(12)
+    for (const [k, v] of Object.entries(headers)) {
+      if (k.endsWith("-reset")) expect(v).toMatch(RFC3339)
+      else expect(v).toMatch(/^\d+$/)
+    }
+    // 3 a minute refill one every 20 s; 6000 tokens a minute refill 100 a second (rounded up to the second)
+    expect(headers).toEqual({
+      "anthropic-ratelimit-requests-limit": "3",
+      "anthropic-ratelimit-requests-remaining": "2",
+      "anthropic-ratelimit-requests-reset": at(20),
+      "anthropic-ratelimit-tokens-limit": "6000",
+      "anthropic-ratelimit-tokens-remaining": String(6000 - input - 40),
+      "anthropic-ratelimit-tokens-reset": at(Math.ceil((input + 40) / 100)),
+      "anthropic-ratelimit-input-tokens-limit": "6000",
+      "anthropic-ratelimit-input-tokens-remaining": String(6000 - input),
+      "anthropic-ratelimit-input-tokens-reset": at(Math.ceil(input / 100)),
+      "anthropic-ratelimit-output-tokens-limit": "6000",
+      "anthropic-ratelimit-output-tokens-remaining": "5960",
+      "anthropic-ratelimit-output-tokens-reset": at(1),
+    })
+    const message = (await first.json()) as Message
+    expect(validateSchema("Message", message, "anthropic")).toEqual([])
+    expect(message.usage.input_tokens).toBe(input)
+    t += 5000
+    const second = await post(fake, body)
+    expect(rateHeaders(second)).toMatchObject({
+      "anthropic-ratelimit-requests-remaining": "1",
+      "anthropic-ratelimit-requests-reset": at(40),
+    })
+    expect(fake.served).toEqual([T0, T0 + 5000])
+  })
+
+  test("the (R+1)th request within a minute gets 429 rate_limit_error with retry-after; after the wait it is served", async () => {
+    let t = T0
+    await using fake = await startFakeAnthropic({ apiKey: "k", rateLimit: { rpm: 3 }, now: () => t })
+    for (let i = 0; i < 3; i++) expect((await post(fake, ask("x"))).status).toBe(200)
+    t += 1000
+    const refused = await post(fake, ask("x"))
+    expect(refused.status).toBe(429)
+    const body = (await refused.json()) as ErrorBody
+    expect(validateSchema("ErrorResponse", body, "anthropic")).toEqual([])
+    expect(body.error.type).toBe("rate_limit_error")
+    expect(body.error.message).toStartWith(
+      "This request would exceed your organization's rate limit of 3 requests per minute.",
+    )
+    expect(body.request_id).toBe(refused.headers.get("request-id")!)
+    expect(rateHeaders(refused)).toEqual({
+      "retry-after": "19",
+      "anthropic-ratelimit-requests-limit": "3",
+      "anthropic-ratelimit-requests-remaining": "0",
+      "anthropic-ratelimit-requests-reset": at(60),
+    })
+    expect([fake.requests, fake.limited, fake.seen.get("x"), fake.paid.get("x")]).toEqual([4, 1, 3, 3])
+    const denied = await post(fake, ask("x"), "nope")
+    expect(denied.status).toBe(401)
+    expect(rateHeaders(denied)["anthropic-ratelimit-requests-remaining"]).toBe("0")
+    t += 18_999
+    const early = await post(fake, ask("x"))
+    expect(early.status).toBe(429)
+    expect(early.headers.get("retry-after")).toBe("1")
+    t += 1
+    const again = await post(fake, ask("x"))
+    expect(again.status).toBe(200)
+    expect(rateHeaders(again)).toMatchObject({
+      "anthropic-ratelimit-requests-remaining": "0",
+      "anthropic-ratelimit-requests-reset": at(80),
+    })
+    expect([fake.limited, fake.served.length, fake.served.at(-1)]).toEqual([2, 4, T0 + 20_000])
+  })
+
+  test("a scripted 429 fault is not counted as rate-limited, and carries the limiter's headers", async () => {
+    await using fake = await startFakeAnthropic({ rateLimit: { rpm: 50 } })
+    fake.script.set("e", ["429"])
+    const res = await post(fake, ask("e"))
+    expect(res.status).toBe(429)
+    expect(validateSchema("ErrorResponse", await res.json(), "anthropic")).toEqual([])
+    expect(rateHeaders(res)).toMatchObject({
+      "anthropic-ratelimit-requests-limit": "50",
+      "anthropic-ratelimit-requests-remaining": "49",
+    })
+    expect(fake.limited).toBe(0)
+  })
+
+  test("a request past the token limit gets 429; GET /_stats reports the counters", async () => {
+    let t = T0
+    await using fake = await startFakeAnthropic({ rateLimit: { rpm: 100, tpm: 600 }, now: () => t })
+    expect((await post(fake, ask("a", { max_tokens: 500 }))).status).toBe(200)
+    t += 2000
+    const refused = await post(fake, ask("b", { max_tokens: 500 }))
+    expect(refused.status).toBe(429)
+    expect(validateSchema("ErrorResponse", await refused.json(), "anthropic")).toEqual([])
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(30)
+    expect(rateHeaders(refused)["anthropic-ratelimit-output-tokens-remaining"]).toBe("120")
+    const stats = await (await fetch(`${fake.url}/_stats`)).json()
+    expect(stats).toEqual({
+      requests: 2,
+      limited: 1,
+      served: 1,
+      firstServedAt: T0,
+      lastServedAt: T0,
+      rateLimit: { rpm: 100, tpm: 600 },
+    })
+  })
+})

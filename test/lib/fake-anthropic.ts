@@ -1,5 +1,8 @@
 /** A fake Anthropic Messages server on 127.0.0.1 that speaks the official wire format, with switchable faults. */
+import { RateLimiter, retryAfterSeconds, type RateLimit, type Stats, type Verdict } from "./fake-openai.ts"
 import { validateSchema } from "./spec.ts"
+
+export type { RateLimit, Stats } from "./fake-openai.ts"
 
 /**
  * What one request gets. Besides the faults: "max_tokens" answers with the reply cut at the request's
@@ -25,6 +28,14 @@ export interface FakeOptions {
   validate?: boolean
   faults?: Faults
   reply?: (input: string, body: Record<string, unknown>) => string
+  /**
+   * A rate limit like the API's (off by default; the token buckets of fake-openai.ts's RateLimit): the
+   * anthropic-ratelimit-* headers on every response, 429 rate_limit_error with retry-after past it. A request costs
+   * one request and, against `tpm`, its input tokens as usage reports them plus its max_tokens.
+   */
+  rateLimit?: RateLimit
+  /** The clock of the rate limit and of `served`, in ms (default Date.now). */
+  now?: () => number
 }
 
 export interface Fake extends AsyncDisposable {
@@ -44,7 +55,12 @@ export interface Fake extends AsyncDisposable {
   headers: Headers | undefined
   /** Every JSON body received, in order. */
   bodies: Record<string, unknown>[]
+  /** 429s sent because the rate limit refused the request (not scripted or random 429 faults). */
+  limited: number
+  /** When (by `now`) each 200 message went out: `paid`, in time. */
+  served: number[]
   invalid: { body: unknown; errors: string[] }[]
+  stats(): Stats
   stop(): Promise<void>
 }
 
@@ -89,9 +105,51 @@ function pick(faults: Faults, input: string, nth: number): FaultKind {
   return faults.kinds[which] ?? "ok"
 }
 
+/** RFC 3339, to the second (rounded up), as the anthropic-ratelimit-*-reset headers write it. */
+const rfc3339 = (ms: number) => new Date(Math.ceil(ms / 1000) * 1000).toISOString().replace(".000Z", "Z")
+
+/** The anthropic-ratelimit-* headers for the limiter's state: limit, what is left, when the bucket is full again. */
+function rateHeaders(limiter: RateLimiter, now: number): Record<string, string> {
+  const headers: Record<string, string> = {}
+  for (const [name, bucket] of [
+    ["requests", limiter.requests],
+    ["tokens", limiter.tokens],
+    ["input-tokens", limiter.input],
+    ["output-tokens", limiter.output],
+  ] as const) {
+    if (!bucket) continue
+    headers[`anthropic-ratelimit-${name}-limit`] = String(bucket.perMinute)
+    headers[`anthropic-ratelimit-${name}-remaining`] = String(Math.max(0, Math.floor(bucket.level)))
+    headers[`anthropic-ratelimit-${name}-reset`] = rfc3339(now + bucket.fullInMs())
+  }
+  return headers
+}
+
 export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fake> {
   const hung = new Set<() => void>()
   const reply = options.reply ?? ((input: string) => `echo: ${input}`)
+  const now = options.now ?? Date.now
+  const limiter = options.rateLimit ? new RateLimiter(options.rateLimit, now()) : undefined
+
+  /** The API's 429 for a refused request: rate_limit_error, with retry-after unless waiting cannot help. */
+  const rateLimited = (verdict: Extract<Verdict, { ok: false }>) => {
+    const { limit, bucket, waitMs } = verdict
+    const what = limit === "requests" ? "requests" : "tokens (input and max_tokens)"
+    const rate = `${bucket.perMinute.toLocaleString("en-US")} ${what} per minute`
+    if (waitMs === Infinity) {
+      return error(
+        429,
+        "rate_limit_error",
+        `This request would exceed your organization's rate limit of ${rate} on its own. Please reduce the prompt length or the maximum tokens requested.`,
+      )
+    }
+    return error(
+      429,
+      "rate_limit_error",
+      `This request would exceed your organization's rate limit of ${rate}. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later.`,
+      { "retry-after": retryAfterSeconds(waitMs) },
+    )
+  }
 
   /** An ErrorResponse, with the request-id header the API sends on every response. */
   const error = (status: number, type: string, message: string, headers: Record<string, string> = {}) => {
@@ -109,11 +167,8 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
           429,
           "rate_limit_error",
           "This request would exceed your organization's rate limit of 50 requests per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
-          {
-            "retry-after": fake.faults?.retryAfter ?? "0",
-            "anthropic-ratelimit-requests-limit": "50",
-            "anthropic-ratelimit-requests-remaining": "0",
-          },
+          // a fault, not the rate limit (see `rateLimit`): no anthropic-ratelimit-* figures that the fake does not keep
+          { "retry-after": fake.faults?.retryAfter ?? "0" },
         )
       case "529":
         return error(529, "overloaded_error", "Overloaded")
@@ -153,7 +208,18 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     }
   }
 
-  const create = async (req: Request): Promise<Response> => {
+  /** Every answer of /v1/messages carries the rate-limit headers: as of the request's admission, or of now. */
+  const limitedCreate = async (req: Request): Promise<Response> => {
+    const state: { headers?: Record<string, string> } = {}
+    const res = await create(req, state)
+    if (limiter) {
+      if (!state.headers) limiter.refill(now())
+      for (const [k, v] of Object.entries(state.headers ?? rateHeaders(limiter, now()))) res.headers.set(k, v)
+    }
+    return res
+  }
+
+  const create = async (req: Request, state: { headers?: Record<string, string> }): Promise<Response> => {
     fake.requests++
     fake.headers = req.headers
     const key = req.headers.get("x-api-key")
@@ -174,6 +240,18 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
       const errors = validateSchema("CreateMessageParams", body, "anthropic")
       if (errors.length) fake.invalid.push({ body, errors })
     }
+    const inputTokens = tokens(JSON.stringify([body.system ?? "", body.messages ?? ""]))
+    const limit = typeof body.max_tokens === "number" ? body.max_tokens : 0
+    if (limiter) {
+      // before anything else is counted: a refused request is not `seen` and does not move the script on
+      const at = now()
+      const verdict = limiter.admit({ input: inputTokens, output: Math.max(0, limit) }, at)
+      state.headers = rateHeaders(limiter, at)
+      if (!verdict.ok) {
+        fake.limited++
+        return rateLimited(verdict)
+      }
+    }
     const input = inputOf(body)
     const nth = fake.seen.get(input) ?? 0
     fake.seen.set(input, nth + 1)
@@ -183,7 +261,7 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     const failed = fault(kind, req.signal)
     if (failed) return failed
     fake.paid.set(input, (fake.paid.get(input) ?? 0) + 1)
-    const limit = typeof body.max_tokens === "number" ? body.max_tokens : 0
+    fake.served.push(now())
     const full = reply(input, body)
     const text = kind === "max_tokens" ? full.slice(0, Math.max(1, limit) * 4) : full
     const requestId = id("req_", fake.requests)
@@ -222,7 +300,7 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
         stop_details: null,
         container: null,
         usage: {
-          input_tokens: tokens(JSON.stringify([body.system ?? "", body.messages ?? ""])),
+          input_tokens: inputTokens,
           output_tokens: kind === "empty" ? 0 : tokens(text),
           cache_creation_input_tokens: 0,
           cache_read_input_tokens: 0,
@@ -242,7 +320,8 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     idleTimeout: 0,
     fetch(req) {
       const path = new URL(req.url).pathname
-      if (req.method === "POST" && path === "/v1/messages") return create(req)
+      if (req.method === "POST" && path === "/v1/messages") return limitedCreate(req)
+      if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
       return error(404, "not_found_error", `Not Found: ${req.method} ${path}`)
     },
     error() {
@@ -261,7 +340,17 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     requests: 0,
     headers: undefined,
     bodies: [],
+    limited: 0,
+    served: [],
     invalid: [],
+    stats: () => ({
+      requests: fake.requests,
+      limited: fake.limited,
+      served: fake.served.length,
+      firstServedAt: fake.served[0] ?? null,
+      lastServedAt: fake.served.at(-1) ?? null,
+      rateLimit: options.rateLimit ?? null,
+    }),
     async stop() {
       for (const release of [...hung]) release()
       await server.stop(true)

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test"
-import { startFake, type Fake } from "./fake-openai.ts"
+import { goDuration, startFake, type Fake } from "./fake-openai.ts"
 import { validateSchema } from "./spec.ts"
 
 function post(
@@ -157,5 +157,168 @@ describe("the fake OpenAI server", () => {
     await post(fake, { model: "m", input: 3 }, "k", 2000, "responses")
     expect(fake.invalid.length).toBe(2)
     expect(fake.invalid[1]!.body).toEqual({ model: "m", input: 3 })
+  })
+})
+
+/** A Go duration to the millisecond, as x-ratelimit-reset-* carries it: 120ms, 1.5s, 6m0s, 1h2m3.004s. */
+const DURATION = /^(?:\d+ms|(?:(?:\d+h)?\d+m)?\d+(?:\.\d+)?s)$/
+
+const rateHeaders = (res: Response) =>
+  Object.fromEntries([...res.headers].filter(([k]) => k.startsWith("x-ratelimit-") || k === "retry-after"))
+
+describe("the fake OpenAI server's rate limit", () => {
+  test("writes reset durations as the API does", () => {
+    expect([0, 120, 999.2, 1000, 1500, 17_280, 360_000, 86_400, 3_723_004].map(goDuration)).toEqual([
+      "0s",
+      "120ms",
+      "1s",
+      "1s",
+      "1.5s",
+      "17.28s",
+      "6m0s",
+      "1m26.4s",
+      "1h2m3.004s",
+    ])
+  })
+
+  test("is off by default: no x-ratelimit-* headers", async () => {
+    await using fake = await startFake()
+    const res = await post(fake, ask("a"))
+    expect(res.status).toBe(200)
+    expect(rateHeaders(res)).toEqual({})
+    expect([fake.limited, fake.served.length]).toEqual([0, 1])
+  })
+
+  test("a success carries well-formed x-ratelimit-* headers, and remaining counts down", async () => {
+    let t = 1_000_000
+    await using fake = await startFake({ rateLimit: { rpm: 3, tpm: 6000 }, now: () => t })
+    const body = { ...ask("hello"), max_completion_tokens: 40 }
+    const cost = Math.ceil(JSON.stringify(body.messages).length / 4) + 40
+    const first = await post(fake, body)
+    expect(first.status).toBe(200)
+    const headers = rateHeaders(first)
+    expect(Object.keys(headers).sort()).toEqual([
+      "x-ratelimit-limit-requests",
+      "x-ratelimit-limit-tokens",
+      "x-ratelimit-remaining-requests",
+      "x-ratelimit-remaining-tokens",
+      "x-ratelimit-reset-requests",
+      "x-ratelimit-reset-tokens",
+    ])
+    for (const k of ["reset-requests", "reset-tokens"]) expect(headers[`x-ratelimit-${k}`]).toMatch(DURATION)
+    // 3 a minute refill one every 20 s; 6000 tokens a minute refill 100 a second
+    expect(headers).toEqual({
+      "x-ratelimit-limit-requests": "3",
+      "x-ratelimit-remaining-requests": "2",
+      "x-ratelimit-reset-requests": "20s",
+      "x-ratelimit-limit-tokens": "6000",
+      "x-ratelimit-remaining-tokens": String(6000 - cost),
+      "x-ratelimit-reset-tokens": goDuration(cost * 10),
+    })
+    expect(validateSchema("CreateChatCompletionResponse", await first.json())).toEqual([])
+    t += 5000
+    const second = await post(fake, body)
+    expect(second.status).toBe(200)
+    expect(rateHeaders(second)).toMatchObject({
+      "x-ratelimit-remaining-requests": "1",
+      "x-ratelimit-reset-requests": "35s",
+      "x-ratelimit-remaining-tokens": String(6000 - cost),
+    })
+    // the responses endpoint shares the limit and counts max_output_tokens
+    const third = await post(fake, { model: "m", input: "hi", max_output_tokens: 10 }, "k", 2000, "responses")
+    expect(third.status).toBe(200)
+    expect(rateHeaders(third)["x-ratelimit-remaining-requests"]).toBe("0")
+    expect(fake.served).toEqual([1_000_000, 1_005_000, 1_005_000])
+  })
+
+  test("the (R+1)th request within a minute gets 429 rate_limit_exceeded with retry-after; after the wait it is served", async () => {
+    let t = 0
+    await using fake = await startFake({ apiKey: "k", rateLimit: { rpm: 3 }, now: () => t })
+    for (let i = 0; i < 3; i++) expect((await post(fake, ask("x"))).status).toBe(200)
+    t += 1000
+    const refused = await post(fake, ask("x"))
+    expect(refused.status).toBe(429)
+    const body = (await refused.json()) as { error: { type: string; code: string; message: string } }
+    expect(validateSchema("ErrorResponse", body)).toEqual([])
+    expect(body.error).toMatchObject({ type: "requests", code: "rate_limit_exceeded", param: null })
+    expect(body.error.message).toContain("on requests per min (RPM): Limit 3, Used 3, Requested 1")
+    expect(body.error.message).toContain("Please try again in 19s.")
+    expect(rateHeaders(refused)).toEqual({
+      "retry-after": "19",
+      "x-ratelimit-limit-requests": "3",
+      "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": "59s",
+    })
+    // a refused request is counted apart: not seen, not paid, and the script does not move on
+    expect([fake.requests, fake.limited, fake.seen.get("x"), fake.paid.get("x")]).toEqual([4, 1, 3, 3])
+    // every response carries the headers, a 401 too (it takes nothing)
+    const denied = await post(fake, ask("x"), "nope")
+    expect(denied.status).toBe(401)
+    expect(rateHeaders(denied)["x-ratelimit-remaining-requests"]).toBe("0")
+    t += 18_999
+    const early = await post(fake, ask("x"))
+    expect(early.status).toBe(429)
+    expect(early.headers.get("retry-after")).toBe("1")
+    t += 1
+    const again = await post(fake, ask("x"))
+    expect(again.status).toBe(200)
+    expect(rateHeaders(again)).toMatchObject({
+      "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": "1m0s",
+    })
+    expect([fake.limited, fake.served.length, fake.served.at(-1)]).toEqual([2, 4, 20_000])
+  })
+
+  test("a request past the token limit gets 429 of type tokens; one larger than the limit gets no retry-after", async () => {
+    let t = 0
+    await using fake = await startFake({ rateLimit: { rpm: 100, tpm: 600 }, now: () => t })
+    expect((await post(fake, { ...ask("a"), max_tokens: 500 })).status).toBe(200)
+    const refused = await post(fake, { ...ask("b"), max_tokens: 500 })
+    expect(refused.status).toBe(429)
+    const body = (await refused.json()) as { error: { type: string; code: string } }
+    expect(validateSchema("ErrorResponse", body)).toEqual([])
+    expect(body.error).toMatchObject({ type: "tokens", code: "rate_limit_exceeded" })
+    // 600 a minute is 10 a second; about 90 of the 600 are left, and the request needs about 510
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(40)
+    const huge = await post(fake, { ...ask("c"), max_tokens: 5000 })
+    expect(huge.status).toBe(429)
+    expect(huge.headers.get("retry-after")).toBeNull()
+    expect(((await huge.json()) as { error: { message: string } }).error.message).toStartWith(
+      "Request too large",
+    )
+    expect(fake.limited).toBe(2)
+  })
+
+  test("GET /_stats reports the counters", async () => {
+    let t = 7
+    await using fake = await startFake({ rateLimit: { rpm: 1, burstSeconds: 60 }, now: () => t })
+    await post(fake, ask("a"))
+    t = 9
+    await post(fake, ask("a"))
+    const stats = await (await fetch(`http://127.0.0.1:${fake.port}/_stats`)).json()
+    expect(stats).toEqual({
+      requests: 2,
+      limited: 1,
+      served: 1,
+      firstServedAt: 7,
+      lastServedAt: 7,
+      rateLimit: { rpm: 1, burstSeconds: 60 },
+    })
+  })
+
+  test("burstSeconds makes the bucket hold a share of the minute: 600 rpm at 1 s admits 10 at once, then one per 100 ms", async () => {
+    let t = 0
+    await using fake = await startFake({ rateLimit: { rpm: 600, burstSeconds: 1 }, now: () => t })
+    const statuses: number[] = []
+    for (let i = 0; i < 11; i++) statuses.push((await post(fake, ask(`q${i}`))).status)
+    expect(statuses).toEqual([...Array(10).fill(200), 429])
+    t += 100
+    const next = await post(fake, ask("q11"))
+    expect(next.status).toBe(200)
+    expect(rateHeaders(next)).toMatchObject({
+      "x-ratelimit-limit-requests": "600",
+      "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": "1s",
+    })
   })
 })

@@ -11,6 +11,7 @@ import * as v from "valibot"
 import { defineProvider, type Reply, type Request } from "../define.ts"
 import { ProviderError } from "../../core/errors.ts"
 import { parseRetryAfter } from "../../core/retry.ts"
+import { fromHeaders, rated } from "../../core/ratelimit.ts"
 
 /**
  * The API requires `max_tokens`; a job that gives none gets this. 4096 is the largest output that every model
@@ -193,14 +194,23 @@ export default defineProvider({
       async call(request, signal) {
         const timeout = AbortSignal.timeout(timeoutMs)
         let message: Message
+        let headers: Headers | undefined
         try {
-          message = await client.messages.create(body(context.model, request), {
-            signal: AbortSignal.any([signal, timeout]),
-          })
+          const { data, response } = await client.messages
+            .create(body(context.model, request), { signal: AbortSignal.any([signal, timeout]) })
+            .withResponse()
+          message = data
+          headers = response.headers
         } catch (cause) {
-          throw failure(cause, signal, timeoutMs)
+          const err = failure(cause, signal, timeoutMs)
+          // the limits an error response reported (a 429's above all) teach the runner as much as a success's
+          if (err instanceof ProviderError) {
+            const headers = (cause as { headers?: unknown } | null)?.headers
+            err.rate ??= headers instanceof Headers ? fromHeaders(headers) : undefined
+          }
+          throw err
         }
-        return reply(message)
+        return rated(headers, () => reply(message))
       },
     }
   },

@@ -33,6 +33,7 @@ import * as v from "valibot"
 import { defineProvider, type Reply } from "../define.ts"
 import { JobError, ProviderError } from "../../core/errors.ts"
 import { body, classify, finishOf, json, post, type ErrorDetail } from "./openai.ts"
+import { rated } from "../../core/ratelimit.ts"
 
 type Detail = ErrorDetail & {
   /** A numeric code, when the body gives one: an HTTP status for servers that send errors with a 200. */
@@ -185,8 +186,10 @@ export default defineProvider({
       async call(request, signal) {
         const payload = body(context.model, request, "max_tokens")
         const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
-        if (!response.ok) throw classify(response.status, text, response.headers, detailOf(text))
-        return reply(response.status, text, response.headers)
+        return rated(response.headers, () => {
+          if (!response.ok) throw classify(response.status, text, response.headers, detailOf(text))
+          return reply(response.status, text, response.headers)
+        })
       },
     }
   },

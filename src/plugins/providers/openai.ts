@@ -6,6 +6,7 @@ import * as v from "valibot"
 import { defineProvider, type Reply, type Request } from "../define.ts"
 import { ProviderError } from "../../core/errors.ts"
 import { parseRetryAfter } from "../../core/retry.ts"
+import { rated } from "../../core/ratelimit.ts"
 
 export const DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -245,8 +246,10 @@ export default defineProvider({
         async call(request, signal) {
           const payload = responsesBody(context.model, request)
           const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
-          if (!response.ok) throw classify(response.status, text, response.headers)
-          return responsesReply(response.status, text)
+          return rated(response.headers, () => {
+            if (!response.ok) throw classify(response.status, text, response.headers)
+            return responsesReply(response.status, text)
+          })
         },
       }
     }
@@ -255,8 +258,10 @@ export default defineProvider({
       async call(request, signal) {
         const payload = body(context.model, request)
         const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
-        if (!response.ok) throw classify(response.status, text, response.headers)
-        return reply(response.status, text)
+        return rated(response.headers, () => {
+          if (!response.ok) throw classify(response.status, text, response.headers)
+          return reply(response.status, text)
+        })
       },
     }
   },
