@@ -9,7 +9,7 @@ import * as template from "./template.ts"
 import { ingest, plan, preflight, verify, type Planned } from "./ingest.ts"
 import { Runner, dead, ownerId, type Budget, type Progress } from "./runner.ts"
 import { cost, priceOf } from "./pricing.ts"
-import { basicProblems, strictProblems } from "./schema.ts"
+import { assertUsable } from "./schema.ts"
 import type { ProviderClient } from "../plugins/define.ts"
 
 export interface StartOptions {
@@ -107,19 +107,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const { job } = jobs.load(o.file, o.flags)
   await registry.load(job.plugins ?? [])
   const provider = client(job)
-  if (job.output) {
-    // OpenAI (and servers that copy its strict mode) refuse a schema strict mode cannot enforce: say so before any call
-    const strict = job.provider.name === "openai" || job.provider.name === "openai-compatible"
-    const problems = [
-      ...new Set([...basicProblems(job.output.schema), ...(strict ? strictProblems(job.output.schema) : [])]),
-    ]
-    if (problems.length)
-      throw new JobError(
-        "the output schema cannot be used",
-        problems,
-        "Fix the schema listed above; nothing was run.",
-      )
-  }
+  assertUsable(job)
   const price = priceOf(job.provider.model, job.pricing)
   if (job.limits.max_cost_usd !== undefined && !price)
     throw new JobError(
@@ -174,7 +162,11 @@ export async function prepare(o: StartOptions): Promise<Session> {
     budget = {
       capUsd: job.limits.max_cost_usd,
       price,
-      spentUsd: cost(price, { input_tokens: spent.inputTokens, output_tokens: spent.outputTokens }),
+      spentUsd: cost(price, {
+        input_tokens: spent.inputTokens,
+        output_tokens: spent.outputTokens,
+        cached_input_tokens: spent.cachedTokens,
+      }),
       attempts: spent.attempts,
     }
   }

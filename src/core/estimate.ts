@@ -15,6 +15,7 @@ import { basename } from "node:path"
 import { JobError } from "./errors.ts"
 import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
+import { assertUsable } from "./schema.ts"
 import * as template from "./template.ts"
 import { plan } from "./ingest.ts"
 import { cost, priceOf, type Priced } from "./pricing.ts"
@@ -73,6 +74,7 @@ export async function estimate(job: Job): Promise<Estimate> {
   await registry.load(job.plugins ?? [])
   const provider = registry.provider(job.provider.name)
   registry.options(provider.options, job.provider.options, "provider.options")
+  assertUsable(job)
   if (!provider.modelOptional && !job.provider.model)
     throw new JobError(
       "the job is not valid",

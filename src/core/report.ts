@@ -17,7 +17,7 @@ export interface StatusView {
   counts: Record<State, number>
   total: number
   attempts: number
-  usage: { input_tokens: number; output_tokens: number }
+  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
   /** USD; null when the model's price is unknown (never 0 for unknown). */
   spend: {
     usd: number | null
@@ -44,7 +44,12 @@ const round = (usd: number) => Math.round(usd * 1e6) / 1e6
 export function status(db: Store, run: Run, now = Date.now()): StatusView {
   const s = db.summary(run.id, now)
   const prices = pricesOf(run)
-  const spent = prices ? cost(prices, { input_tokens: s.inputTokens, output_tokens: s.outputTokens }) : null
+  const tokens = {
+    input_tokens: s.inputTokens,
+    output_tokens: s.outputTokens,
+    cached_input_tokens: s.cachedTokens,
+  }
+  const spent = prices ? cost(prices, tokens) : null
   const finished = s.counts.completed + s.counts.failed + s.counts.needs_review
   const start = s.firstStarted ?? run.created_at
   const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)
@@ -64,7 +69,7 @@ export function status(db: Store, run: Run, now = Date.now()): StatusView {
     counts: s.counts,
     total: s.total,
     attempts: s.attempts,
-    usage: { input_tokens: s.inputTokens, output_tokens: s.outputTokens },
+    usage: tokens,
     spend: {
       usd: spent === null ? null : round(spent),
       remaining_usd: spent === null || finished === 0 ? null : round((spent / finished) * left),
@@ -118,7 +123,9 @@ export function statusText(v: StatusView): string {
   const lines = [
     `run ${v.name} (#${v.id}) · ${v.state}${v.reason ? ` — ${v.reason}` : ""}`,
     `items     ${n(v.total)}: ${counts}`,
-    `attempts  ${n(v.attempts)} · tokens in ${n(v.usage.input_tokens)} out ${n(v.usage.output_tokens)}`,
+    `attempts  ${n(v.attempts)} · tokens in ${n(v.usage.input_tokens)}${
+      v.usage.cached_input_tokens ? ` (${n(v.usage.cached_input_tokens)} cached)` : ""
+    } out ${n(v.usage.output_tokens)}`,
     `spend     ${spendText(v.spend)}`,
     `time      elapsed ${duration(v.elapsed_s)} · ${v.rate_per_s}/s${v.state === "running" ? " over the last minute" : ""} · ETA ${
       v.eta_s === null ? "unknown" : duration(v.eta_s)
@@ -202,7 +209,11 @@ export function* results(db: Store, run: Run, state?: State): Generator<string> 
             : null,
       error: item.error ? { class: item.error_class, message: item.error } : null,
       attempts: item.attempts,
-      usage: { input_tokens: item.input_tokens, output_tokens: item.output_tokens },
+      usage: {
+        input_tokens: item.input_tokens,
+        output_tokens: item.output_tokens,
+        cached_input_tokens: item.cached_input_tokens,
+      },
       cost_usd: prices ? round(cost(prices, item)) : null,
       source: { file: item.path, row: item.row, id: item.source_id },
     }

@@ -350,6 +350,7 @@ export class Runner {
         status: 200,
         inputTokens: reply.usage.input_tokens,
         outputTokens: reply.usage.output_tokens,
+        cachedTokens: reply.usage.cached_input_tokens ?? 0,
       }
       const checked = schemas.gate(reply, this.validate)
       if (!checked.ok) {

@@ -5,6 +5,8 @@
  */
 import Ajv from "ajv"
 import type { Reply } from "../plugins/define.ts"
+import { JobError } from "./errors.ts"
+import type { Job } from "./job.ts"
 
 export type JsonSchema = Record<string, unknown>
 
@@ -94,4 +96,22 @@ export function validator(schema: JsonSchema): (value: unknown) => string | unde
           : ""
     return `schema violation at ${where}: ${e?.message ?? "invalid"}${extra}`
   }
+}
+
+/**
+ * Refuses, before any call, a job's schema that its provider cannot use: OpenAI (and servers that copy its strict
+ * mode) refuse one strict mode cannot enforce; every provider needs an object at the root.
+ */
+export function assertUsable(job: Job): void {
+  if (!job.output) return
+  const strict = job.provider.name === "openai" || job.provider.name === "openai-compatible"
+  const problems = [
+    ...new Set([...basicProblems(job.output.schema), ...(strict ? strictProblems(job.output.schema) : [])]),
+  ]
+  if (problems.length)
+    throw new JobError(
+      "the output schema cannot be used",
+      problems,
+      "Fix the schema listed above; nothing was run.",
+    )
 }

@@ -94,6 +94,11 @@ const MIGRATIONS = [
   );
   CREATE INDEX problems_run ON problems (run_id, input, line);
   `,
+  // 2: input tokens served from the provider's prompt cache (a part of input_tokens, billed lower)
+  `
+  ALTER TABLE items ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE attempts ADD COLUMN cached_input_tokens INTEGER;
+  `,
 ]
 
 export interface Run {
@@ -146,6 +151,7 @@ export interface Item {
   error: string | null
   input_tokens: number
   output_tokens: number
+  cached_input_tokens: number
   path: string
 }
 
@@ -164,6 +170,7 @@ export interface Outcome {
   nextAt?: number
   inputTokens?: number
   outputTokens?: number
+  cachedTokens?: number
   latencyMs: number
   endedAt: number
 }
@@ -174,6 +181,7 @@ export interface Summary {
   attempts: number
   inputTokens: number
   outputTokens: number
+  cachedTokens: number
   errors: { class: string; count: number; example: string; key: string }[]
   problems: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
   firstStarted: number | null
@@ -518,6 +526,7 @@ export class Store {
       attempts: totals?.attempts ?? 0,
       inputTokens: totals?.input_tokens ?? 0,
       outputTokens: totals?.output_tokens ?? 0,
+      cachedTokens: totals?.cached_input_tokens ?? 0,
       errors: this.q.errorClasses.all(run).map((e) => ({
         class: e.error_class,
         count: e.n,
@@ -635,6 +644,7 @@ function prepare(db: Database) {
       `UPDATE attempts SET ended_at = j.value ->> 'endedAt', outcome = j.value ->> 'label',
        error_class = j.value ->> 'errorClass', error = j.value ->> 'error', http_status = j.value ->> 'status',
        input_tokens = j.value ->> 'inputTokens', output_tokens = j.value ->> 'outputTokens',
+       cached_input_tokens = j.value ->> 'cachedTokens',
        latency_ms = j.value ->> 'latencyMs'
        FROM json_each(?1) AS j WHERE attempts.item_id = j.value ->> 'item' AND attempts.n = j.value ->> 'attempt'`,
     ),
@@ -642,6 +652,7 @@ function prepare(db: Database) {
       `UPDATE items SET state = j.value ->> 'to', output = j.value ->> 'output',
        error_class = j.value ->> 'errorClass', error = j.value ->> 'error', next_at = j.value ->> 'nextAt',
        input_tokens = input_tokens + coalesce(j.value ->> 'inputTokens', 0),
+       cached_input_tokens = cached_input_tokens + coalesce(j.value ->> 'cachedTokens', 0),
        output_tokens = output_tokens + coalesce(j.value ->> 'outputTokens', 0),
        lease_owner = NULL, lease_expires = NULL, updated_at = j.value ->> 'endedAt'
        FROM json_each(?1) AS j
@@ -665,12 +676,14 @@ function prepare(db: Database) {
         attempts: number
         input_tokens: number | null
         output_tokens: number | null
+        cached_input_tokens: number | null
         first_started: number | null
         last_ended: number | null
       },
       [number]
     >(
       `SELECT count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cached_input_tokens) AS cached_input_tokens,
        min(started_at) AS first_started, max(ended_at) AS last_ended FROM attempts WHERE run_id = ?`,
     ),
     recentCompleted: q<{ n: number }, [number, number]>(

@@ -99,8 +99,11 @@ export interface Request {
 }
 
 export interface Usage {
+  /** Every input token, cached ones included. */
   input_tokens: number
   output_tokens: number
+  /** The input tokens served from the provider's prompt cache (billed at the cached-input price), when it says. */
+  cached_input_tokens?: number | undefined
 }
 
 /** A successful answer. Failures are thrown as `ProviderError`. */

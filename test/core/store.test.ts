@@ -43,7 +43,7 @@ describe("the store", () => {
     expect(db.db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()?.journal_mode).toBe("wal")
     expect(db.db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()?.synchronous).toBe(2)
     expect(db.db.query<{ foreign_keys: number }, []>("PRAGMA foreign_keys").get()?.foreign_keys).toBe(1)
-    expect(db.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(1)
+    expect(db.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(2)
     db.close()
     // opening again migrates nothing and keeps the data
     const again = store.open(home)
@@ -56,7 +56,27 @@ describe("the store", () => {
     const db = store.open(tmp.path)
     db.db.run("PRAGMA user_version = 99")
     db.close()
-    expect(() => store.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 1)")
+    expect(() => store.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 2)")
+  })
+  test("a store of schema 1 is migrated to 2 on open: the cached-token columns are added, the data kept", async () => {
+    await using tmp = await tmpdir()
+    const db = store.open(tmp.path)
+    const { run } = db.createRun("r", "{}", "fp", "", [{ path: "/in.jsonl", format: "jsonl" }])
+    db.db.run("ALTER TABLE items DROP COLUMN cached_input_tokens")
+    db.db.run("ALTER TABLE attempts DROP COLUMN cached_input_tokens")
+    db.db.run("PRAGMA user_version = 1")
+    db.close()
+    const again = store.open(tmp.path)
+    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(2)
+    const columns = (table: string) =>
+      again.db
+        .query<{ name: string }, []>(`PRAGMA table_info(${table})`)
+        .all()
+        .map((c) => c.name)
+    expect(columns("items")).toContain("cached_input_tokens")
+    expect(columns("attempts")).toContain("cached_input_tokens")
+    expect(again.latestRun("r")?.id).toBe(run.id)
+    again.close()
   })
 
   test("ingests rows as pending items, records duplicates as problems, and re-reading a row is not a duplicate", async () => {

@@ -41,7 +41,7 @@ describe("dist/spool", () => {
       output: "label for: Charged twice this month",
       error: null,
       attempts: 1,
-      usage: { input_tokens: 20, output_tokens: 9 },
+      usage: { input_tokens: 20, output_tokens: 9, cached_input_tokens: 0 },
       cost_usd: null, // mock-1 has no price: unknown, not 0
       source: { file: join(dir, "tickets.jsonl"), row: 1, id: "T-1001" },
     })

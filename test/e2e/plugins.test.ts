@@ -95,7 +95,11 @@ describe("plugins in dist/spool", () => {
     const tickets = lines(readFileSync(join(EXAMPLES, "quickstart", "tickets.jsonl"), "utf8"))
     const results = lines((await spool(["results"], { cwd: tmp.path })).stdout)
     expect(results.map((r) => [r.id, r.output, r.usage])).toEqual(
-      tickets.map((t) => [t.ticket_id, `label(${t.subject})`, { input_tokens: 9, output_tokens: 2 }]),
+      tickets.map((t) => [
+        t.ticket_id,
+        `label(${t.subject})`,
+        { input_tokens: 9, output_tokens: 2, cached_input_tokens: 0 },
+      ]),
     )
     expect(prompts.sort()).toEqual(tickets.map((t) => String(t.subject)).sort())
   })

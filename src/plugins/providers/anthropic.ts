@@ -44,6 +44,19 @@ export function body(model: string, request: Request): MessageCreateParamsNonStr
   return { ...out, ...request.params } as unknown as MessageCreateParamsNonStreaming
 }
 
+/**
+ * Anthropic's usage in spool's terms: its `input_tokens` leaves out the tokens read from and written to the prompt
+ * cache, so they are added back (all input is input); the ones read from the cache are the cached input.
+ */
+function usageOf(usage: Message["usage"] | undefined): Reply["usage"] {
+  const read = usage?.cache_read_input_tokens ?? 0
+  return {
+    input_tokens: (usage?.input_tokens ?? 0) + read + (usage?.cache_creation_input_tokens ?? 0),
+    output_tokens: usage?.output_tokens ?? 0,
+    cached_input_tokens: read || undefined,
+  }
+}
+
 /** How a Message ended, in the neutral terms of `Reply.finish`. */
 function finishOf(stop: string | null | undefined): Reply["finish"] {
   if (stop === "max_tokens") return "length"
@@ -149,10 +162,7 @@ export function reply(message: Message | string): Reply {
     // a structured answer: the forced tool call's input, as JSON text
     return {
       text: JSON.stringify(tool.input),
-      usage: {
-        input_tokens: message.usage?.input_tokens ?? 0,
-        output_tokens: message.usage?.output_tokens ?? 0,
-      },
+      usage: usageOf(message.usage),
       finish: finishOf(message.stop_reason),
     }
   }
@@ -164,7 +174,7 @@ export function reply(message: Message | string): Reply {
   const usage = typeof message === "object" ? message.usage : undefined
   return {
     text: texts.join(""),
-    usage: { input_tokens: usage?.input_tokens ?? 0, output_tokens: usage?.output_tokens ?? 0 },
+    usage: usageOf(usage),
     finish: typeof message === "object" ? finishOf(message.stop_reason) : undefined,
   }
 }

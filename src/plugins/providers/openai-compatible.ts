@@ -155,6 +155,11 @@ function reply(status: number, text: string, headers: Headers): Reply {
     usage: {
       input_tokens: count(completion.usage, "prompt_tokens", "input_tokens"),
       output_tokens: count(completion.usage, "completion_tokens", "output_tokens"),
+      cached_input_tokens:
+        count(
+          isRecord(completion.usage) ? completion.usage.prompt_tokens_details : undefined,
+          "cached_tokens",
+        ) || undefined,
     },
     ...finishOf(isRecord(choice) ? choice.finish_reason : undefined),
   }

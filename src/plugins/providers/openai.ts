@@ -64,7 +64,11 @@ type ResponseObject = {
   status?: unknown
   incomplete_details?: { reason?: unknown } | null
   output?: unknown
-  usage?: { input_tokens?: number; output_tokens?: number } | null
+  usage?: {
+    input_tokens?: number
+    output_tokens?: number
+    input_tokens_details?: { cached_tokens?: number } | null
+  } | null
 }
 
 /** Reads a Responses API answer: the `output_text` parts of its `message` items, joined; or says why it has none. */
@@ -83,6 +87,7 @@ export function responsesReply(status: number, text: string): Reply {
   const usage = {
     input_tokens: parsed.usage?.input_tokens ?? 0,
     output_tokens: parsed.usage?.output_tokens ?? 0,
+    cached_input_tokens: parsed.usage?.input_tokens_details?.cached_tokens || undefined,
   }
   if (parts.length === 0 && refusals.length > 0) return { text: refusals.join(""), usage, finish: "refusal" }
   const content = parts.join("")
@@ -109,7 +114,11 @@ export function responsesReply(status: number, text: string): Reply {
 
 type Completion = {
   choices?: { message?: { content?: unknown; refusal?: unknown }; finish_reason?: unknown }[]
-  usage?: { prompt_tokens?: number; completion_tokens?: number }
+  usage?: {
+    prompt_tokens?: number
+    completion_tokens?: number
+    prompt_tokens_details?: { cached_tokens?: number } | null
+  }
 }
 
 /** What an error body says of itself; OpenAI sends `{ error: { message, type, code } }`. */
@@ -220,6 +229,7 @@ export function reply(status: number, text: string): Reply {
   const usage = {
     input_tokens: parsed.usage?.prompt_tokens ?? 0,
     output_tokens: parsed.usage?.completion_tokens ?? 0,
+    cached_input_tokens: parsed.usage?.prompt_tokens_details?.cached_tokens || undefined,
   }
   // a refusal is an answer of its own kind: the runner records it as such (and never as a completed item)
   if (typeof refusal === "string" && refusal !== "") return { text: refusal, usage, finish: "refusal" }
