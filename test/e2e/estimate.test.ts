@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test"
-import { existsSync, readdirSync, writeFileSync } from "node:fs"
+import { cpSync, existsSync, readdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { spool } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
@@ -22,6 +22,30 @@ describe("spool estimate", () => {
     // no store, no log file: SPOOL_HOME points into the cwd, which stays empty
     expect(existsSync(tmp.join(".spool"))).toBe(false)
     expect(readdirSync(tmp.path)).toEqual([])
+  })
+
+  test("the example plugin jobs: plugins loaded by the binary, every row counted, no key needed, nothing written", async () => {
+    await using tmp = await tmpdir()
+    cpSync(join(import.meta.dir, "../../examples"), tmp.join("examples"), { recursive: true })
+    const cases: [string, number, string][] = [
+      ["examples/plugins/sqlite-table/job.toml", 6, "mock"],
+      ["examples/plugins/http-endpoint/job.toml", 12, "http-endpoint"],
+    ]
+    for (const [job, items, provider] of cases) {
+      const out = await spool(["estimate", job, "--json"], { cwd: tmp.path })
+      expect(out.code).toBe(0)
+      const e = JSON.parse(out.stdout)
+      expect([e.provider, e.items, e.requests, e.malformed.count, e.unfilled.count]).toEqual([
+        provider,
+        items,
+        items,
+        0,
+        0,
+      ])
+      expect(e.tokens.output).toBe(items * 20) // max_tokens = 20 in both jobs
+      expect(e.cost.realtime_usd).toBeNull() // neither model has a price
+    }
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
   })
 
   test("a priced model gives exact costs, in JSON and in text, with no API key", async () => {

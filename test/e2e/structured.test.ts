@@ -1,6 +1,6 @@
 /** Structured output through dist/spool, on each provider's fake: the schema travels, answers are checked. */
 import { describe, expect, test } from "bun:test"
-import { existsSync, writeFileSync } from "node:fs"
+import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import { startFakeAnthropic } from "../lib/fake-anthropic.ts"
 import { startFake } from "../lib/fake-openai.ts"
 import { spool } from "../lib/spool.ts"
@@ -70,6 +70,28 @@ describe("structured output through dist/spool", () => {
         id: "t3",
       },
     ])
+  })
+
+  test("openai-compatible: the same response_format to any base URL, the same gates", async () => {
+    await using tmp = await tmpdir()
+    const formats: unknown[] = []
+    await using fake = await startFake({
+      reply: (input, body) => (formats.push(body.response_format), JSON.stringify({ label: input })),
+    })
+    setUp(tmp, "openai-compatible", "llama3.2")
+    const job = readFileSync(tmp.join("job.toml"), "utf8").replace(
+      "[request]",
+      `base_url = "${fake.url}"\n[request]`,
+    )
+    writeFileSync(tmp.join("job.toml"), job)
+    const run = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(run.code).toBe(3)
+    expect(await results(tmp)).toEqual(EXPECTED)
+    expect(fake.invalid).toEqual([])
+    expect(formats[0]).toEqual({
+      type: "json_schema",
+      json_schema: { name: "ticket_label", strict: true, schema: SCHEMA },
+    })
   })
 
   test("anthropic: a forced tool call carries the schema; the tool input is the answer", async () => {
