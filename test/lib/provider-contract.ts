@@ -74,7 +74,24 @@ export interface ProviderHarness<O> {
   usage(body: Record<string, unknown>, text: string): Usage
   /** `given` is what a job may write at the least; `parsed`, what the schema must make of it (its defaults). */
   options: { given: Record<string, unknown>; parsed: Record<string, unknown> }
+  /**
+   * For a provider that does structured output: where the server finds the schema in a body it received. Its
+   * server answers a request carrying a schema with `{"label": <prompt>}` as JSON, or, for the prompt
+   * `NOT_JSON`, with text that is not JSON.
+   */
+  structured?: { schemaIn(body: Record<string, unknown>): unknown }
 }
+
+/** The schema the structured-output checks send. */
+export const LABEL_SCHEMA = {
+  type: "object",
+  properties: { label: { type: "string" } },
+  required: ["label"],
+  additionalProperties: false,
+}
+
+/** The prompt a harness server answers with text that is not JSON, even under a schema. */
+export const NOT_JSON = "contract: answer in prose"
 
 /** The fields of a ProviderError the runner reads. */
 interface Outcome {
@@ -323,5 +340,26 @@ export function testProvider<S extends OptionsSchema>(
       expect(e).not.toBeInstanceOf(ProviderError)
       expect(performance.now() - started).toBeLessThan(TIMEOUT_MS / 2)
     })
+
+    if (harness.structured) {
+      const { schemaIn } = harness.structured
+      const schema = { name: "contract_label", schema: LABEL_SCHEMA }
+
+      test("structured output: the schema reaches the server in the provider's form; the JSON answer comes back as text", async () => {
+        await using running = await start()
+        const reply = await running.client.call({ prompt: "bug", schema }, new AbortController().signal)
+        expect(JSON.parse(reply.text)).toEqual({ label: "bug" })
+        expect(reply.finish === undefined || reply.finish === "stop").toBe(true)
+        expect(schemaIn(running.server.bodies.at(-1)!)).toEqual(LABEL_SCHEMA)
+        expect(running.server.invalid ?? []).toEqual([])
+      })
+
+      test("structured output: an answer that is not what the schema asks is returned, not thrown: the runner gates it", async () => {
+        await using running = await start()
+        const reply = await running.client.call({ prompt: NOT_JSON, schema }, new AbortController().signal)
+        expect(typeof reply.text).toBe("string")
+        expect(reply.text).not.toBe(JSON.stringify({ label: NOT_JSON }))
+      })
+    }
   })
 }

@@ -13,6 +13,7 @@ import type { Request, Usage } from "../../src/plugins/define.ts"
 import { startFake, type FaultKind as OpenAIFault } from "../lib/fake-openai.ts"
 import { startFakeAnthropic, type FaultKind as AnthropicFault } from "../lib/fake-anthropic.ts"
 import {
+  NOT_JSON,
   testProvider,
   type Fault,
   type HarnessServer,
@@ -43,6 +44,10 @@ const OPENAI_FAULTS: Partial<Record<ScriptedFault, OpenAIFault>> = {
   quota: "quota",
 }
 
+/** What the fakes answer a request that carries a schema (see ProviderHarness.structured). */
+const structuredAnswer = (input: string) =>
+  input === NOT_JSON ? "Here is my answer in prose." : JSON.stringify({ label: input })
+
 const OPENAI_SUPPORTS: Fault[] = ["429", "429-date", "500", "hang", "reset", "garbage", "auth", "quota"]
 
 /** The OpenAI fake, requiring `Bearer KEY`, as a harness server for a provider that takes `options`. */
@@ -53,7 +58,7 @@ function openaiServer<O>(options: O, model: string): () => Promise<HarnessServer
       apiKey: KEY,
       reply: (input, body) => {
         bodies.push(body)
-        return echo(input)
+        return body.response_format || body.text ? structuredAnswer(input) : echo(input)
       },
     })
     return {
@@ -97,6 +102,9 @@ testProvider(openai, {
   wire: chatWire("max_completion_tokens"),
   usage: chatUsage,
   options: { given: {}, parsed: { endpoint: "chat" } },
+  structured: {
+    schemaIn: (body) => (body.response_format as { json_schema: { schema: unknown } }).json_schema.schema,
+  },
 })
 
 testProvider(openai, {
@@ -119,6 +127,7 @@ testProvider(openai, {
     output_tokens: tokens(text),
   }),
   options: { given: { endpoint: "responses" }, parsed: { endpoint: "responses" } },
+  structured: { schemaIn: (body) => (body.text as { format: { schema: unknown } }).format.schema },
 })
 
 testProvider(compatible, {
@@ -128,6 +137,9 @@ testProvider(compatible, {
   wire: chatWire("max_tokens"),
   usage: chatUsage,
   options: { given: {}, parsed: {} },
+  structured: {
+    schemaIn: (body) => (body.response_format as { json_schema: { schema: unknown } }).json_schema.schema,
+  },
 })
 
 // ---------------------------------------------------------------------------------------------------------
@@ -152,7 +164,7 @@ testProvider(anthropic, {
       apiKey: KEY,
       reply: (input, body) => {
         bodies.push(body)
-        return echo(input)
+        return body.tools ? structuredAnswer(input) : echo(input)
       },
     })
     return {
@@ -185,6 +197,8 @@ testProvider(anthropic, {
     output_tokens: tokens(text),
   }),
   options: { given: {}, parsed: {} },
+  // a forced tool call: the tool's input schema is the job's
+  structured: { schemaIn: (body) => (body.tools as { input_schema: unknown }[])[0]?.input_schema },
 })
 
 // ---------------------------------------------------------------------------------------------------------

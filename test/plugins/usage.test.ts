@@ -47,3 +47,51 @@ describe("usage with a prompt cache", () => {
     })
   })
 })
+
+describe("how an answer ended", () => {
+  const completion = (message: Record<string, unknown>, finish_reason: string) =>
+    JSON.stringify({
+      choices: [{ message, finish_reason }],
+      usage: { prompt_tokens: 3, completion_tokens: 2 },
+    })
+
+  test("openai chat: length is a cut answer; a refusal or a content filter is a refusal; stop is whole", () => {
+    expect(chat(200, completion({ content: '{"label":' }, "length")).finish).toBe("length")
+    expect(chat(200, completion({ content: null, refusal: "I can't help with that." }, "stop"))).toEqual({
+      text: "I can't help with that.",
+      usage: { input_tokens: 3, output_tokens: 2 },
+      finish: "refusal",
+    })
+    expect(chat(200, completion({ content: "" }, "content_filter")).finish).toBe("refusal")
+    expect(chat(200, completion({ content: "ok" }, "stop")).finish).toBeUndefined()
+  })
+
+  test("openai responses: incomplete at max_output_tokens is a cut answer; a refusal part is a refusal", () => {
+    const response = (extra: Record<string, unknown>, content: unknown[]) =>
+      JSON.stringify({
+        output: [{ type: "message", content }],
+        usage: { input_tokens: 3, output_tokens: 2 },
+        ...extra,
+      })
+    const cut = response({ status: "incomplete", incomplete_details: { reason: "max_output_tokens" } }, [
+      { type: "output_text", text: '{"label":' },
+    ])
+    expect(responsesReply(200, cut).finish).toBe("length")
+    const refused = response({ status: "completed" }, [{ type: "refusal", refusal: "No." }])
+    expect(responsesReply(200, refused)).toMatchObject({ text: "No.", finish: "refusal" })
+  })
+
+  test("anthropic: max_tokens is a cut answer, refusal a refusal, end_turn and tool_use whole", () => {
+    const message = (stop_reason: string, content: unknown[]) =>
+      ({ content, stop_reason, usage: { input_tokens: 3, output_tokens: 2 } }) as never
+    expect(messages(message("max_tokens", [{ type: "text", text: "cut" }])).finish).toBe("length")
+    expect(messages(message("refusal", [{ type: "text", text: "No." }])).finish).toBe("refusal")
+    expect(messages(message("end_turn", [{ type: "text", text: "ok" }])).finish).toBe("stop")
+    expect(
+      messages(message("tool_use", [{ type: "tool_use", id: "t", name: "o", input: { a: 1 } }])),
+    ).toMatchObject({
+      text: '{"a":1}',
+      finish: "stop",
+    })
+  })
+})
