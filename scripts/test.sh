@@ -6,7 +6,7 @@ bash scripts/setup.sh --no-quickstart || exit 1
 export PATH="$PWD/.tools/node_modules/.bin:$PATH"
 mkdir -p test/artifacts
 rm -f test/artifacts/junit.xml
-bun test --reporter=junit --reporter-outfile=test/artifacts/junit.xml "$@"
+bun test --timeout 60000 --reporter=junit --reporter-outfile=test/artifacts/junit.xml "$@"
 code=$?
 bun scripts/totals.ts test/artifacts/junit.xml || code=1
 exit $code

@@ -9,5 +9,6 @@ for (const key of Object.keys(process.env)) {
 }
 process.env.SPOOL_HOME = mkdtempSync(join(tmpdir(), "spool-test-home-"))
 
-// bunfig's [test] timeout is not applied by this Bun; end-to-end tests with retries and backoff need more than 5 s
+// bunfig's [test] timeout is not applied by this Bun, and this reaches only some files of a full run: the test
+// command passes --timeout 60000 as well (scripts/test.sh, package.json)
 setDefaultTimeout(60_000)
