@@ -72,6 +72,30 @@ function quote(arg: string): string {
   return /^[A-Za-z0-9_./:=@%+-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`
 }
 
+/** The job keys given as flags (shared by run and estimate); `--input` may be repeated. */
+function jobFlags(args: Record<string, unknown>, rawArgs: string[]): jobs.Flags {
+  const str = (key: string) => args[key] as string | undefined
+  return {
+    name: str("name"),
+    input: repeated(rawArgs, "input"),
+    id: str("id"),
+    format: str("format"),
+    provider: str("provider"),
+    model: str("model"),
+    baseUrl: str("base-url"),
+    apiKeyEnv: str("api-key-env"),
+    system: str("system"),
+    prompt: str("prompt"),
+    maxTokens: str("max-tokens"),
+    temperature: str("temperature"),
+    concurrency: str("concurrency"),
+    maxAttempts: str("max-attempts"),
+    timeout: str("timeout"),
+    grace: str("grace"),
+    maxCostUsd: str("max-cost-usd"),
+  }
+}
+
 const run = defineCommand({
   meta: { name: "run", description: "Start a run, or resume the run of the same name" },
   args: runArgs,
@@ -83,25 +107,7 @@ const run = defineCommand({
       await engine()
     ).prepare({
       file: args.job,
-      flags: {
-        name: args.name,
-        input: repeated(rawArgs, "input"),
-        id: args.id,
-        format: args.format,
-        provider: args.provider,
-        model: args.model,
-        baseUrl: args["base-url"],
-        apiKeyEnv: args["api-key-env"],
-        system: args.system,
-        prompt: args.prompt,
-        maxTokens: args["max-tokens"],
-        temperature: args.temperature,
-        concurrency: args.concurrency,
-        maxAttempts: args["max-attempts"],
-        timeout: args.timeout,
-        grace: args.grace,
-        maxCostUsd: args["max-cost-usd"],
-      },
+      flags: jobFlags(args, rawArgs),
       home: home(args.home),
       newRun: args["new-run"] ?? false,
       reingest: args.reingest ?? false,
@@ -279,25 +285,7 @@ const estimate = defineCommand({
   },
   args: { ...jobArgs, json: { type: "boolean", description: "Machine-readable output" } },
   async run({ args, rawArgs }) {
-    const { job } = jobs.load(args.job, {
-      name: args.name,
-      input: repeated(rawArgs, "input"),
-      id: args.id,
-      format: args.format,
-      provider: args.provider,
-      model: args.model,
-      baseUrl: args["base-url"],
-      apiKeyEnv: args["api-key-env"],
-      system: args.system,
-      prompt: args.prompt,
-      maxTokens: args["max-tokens"],
-      temperature: args.temperature,
-      concurrency: args.concurrency,
-      maxAttempts: args["max-attempts"],
-      timeout: args.timeout,
-      grace: args.grace,
-      maxCostUsd: args["max-cost-usd"],
-    })
+    const { job } = jobs.load(args.job, jobFlags(args, rawArgs))
     const est = await import("./core/estimate.ts")
     const e = await est.estimate(job)
     process.stdout.write(args.json ? `${JSON.stringify(e, null, 2)}\n` : est.estimateText(e))
