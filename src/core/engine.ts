@@ -10,7 +10,7 @@ import { ingest, plan, preflight, verify, type Planned } from "./ingest.ts"
 import { Runner, dead, ownerId, type Budget, type Progress } from "./runner.ts"
 import { cost, priceOf } from "./pricing.ts"
 import { assertUsable } from "./schema.ts"
-import type { ProviderClient } from "../plugins/define.ts"
+import type { Provider, ProviderClient } from "../plugins/define.ts"
 
 export interface StartOptions {
   file: string | undefined
@@ -43,9 +43,29 @@ export interface Session {
   stop(graceMs: number): void
 }
 
-function client(job: jobs.Job): ProviderClient {
+/**
+ * What `run` and `estimate` both check of a job's provider before anything is read: that it exists, its options,
+ * its model, and that it can use the job's output schema. Plugins must be loaded first.
+ */
+export function checkProvider(job: jobs.Job): { provider: Provider; options: Record<string, unknown> } {
   const provider = registry.provider(job.provider.name)
-  const options = registry.options(provider.options, job.provider.options, "provider.options")
+  const options = registry.options(provider.options, job.provider.options, "provider.options") as Record<
+    string,
+    unknown
+  >
+  if (!provider.modelOptional && !job.provider.model) {
+    throw new JobError(
+      "the job is not valid",
+      ["provider.model: missing (required)"],
+      "Set model, or pass --model.",
+    )
+  }
+  assertUsable(job)
+  return { provider, options }
+}
+
+function client(job: jobs.Job): ProviderClient {
+  const { provider, options } = checkProvider(job)
   const keyEnv = job.provider.api_key_env ?? provider.keyEnv
   const apiKey = keyEnv ? process.env[keyEnv] : undefined
   if (keyEnv && !apiKey) {
@@ -53,13 +73,6 @@ function client(job: jobs.Job): ProviderClient {
       `${keyEnv} is not set: provider "${provider.name}" reads its API key from it`,
       [],
       `Export ${keyEnv}=… or put it in .env in this directory (api_key_env names another variable).`,
-    )
-  }
-  if (!provider.modelOptional && !job.provider.model) {
-    throw new JobError(
-      "the job is not valid",
-      ["provider.model: missing (required)"],
-      "Set model, or pass --model.",
     )
   }
   const envUrl = provider.baseUrlEnv ? process.env[provider.baseUrlEnv] : undefined
@@ -107,7 +120,6 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const { job } = jobs.load(o.file, o.flags)
   await registry.load(job.plugins ?? [])
   const provider = client(job)
-  assertUsable(job)
   const price = priceOf(job.provider.model, job.pricing)
   if (job.limits.max_cost_usd !== undefined && !price)
     throw new JobError(

@@ -12,10 +12,9 @@
  * Duplicate ids are not detected (that needs every key in memory); a run skips them, so they are counted here.
  */
 import { basename } from "node:path"
-import { JobError } from "./errors.ts"
 import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
-import { assertUsable } from "./schema.ts"
+import { checkProvider } from "./engine.ts"
 import * as template from "./template.ts"
 import { plan } from "./ingest.ts"
 import { cost, priceOf, type Priced } from "./pricing.ts"
@@ -72,15 +71,7 @@ const round = (x: number) => Math.round(x * 1e6) / 1e6
 /** Checks what `run` checks except the API key, then streams every input and renders every request. */
 export async function estimate(job: Job): Promise<Estimate> {
   await registry.load(job.plugins ?? [])
-  const provider = registry.provider(job.provider.name)
-  registry.options(provider.options, job.provider.options, "provider.options")
-  assertUsable(job)
-  if (!provider.modelOptional && !job.provider.model)
-    throw new JobError(
-      "the job is not valid",
-      ["provider.model: missing (required)"],
-      "Set model, or pass --model.",
-    )
+  checkProvider(job)
   const prompt = template.parse(job.request.prompt)
   const inputs = plan(job)
   const system = job.request.system ? tokens(job.request.system) + PER_MESSAGE : 0

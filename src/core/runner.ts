@@ -172,19 +172,22 @@ export class Runner {
     return this.stopping || this.pausedBy !== undefined || this.capped !== undefined
   }
 
-  /** Starts queued items while there is room. */
   /** Calls that may be in flight now: the job's concurrency, or less while 429s have cut it back. */
   private slots(): number {
     return Math.max(1, Math.floor(this.limiter.concurrency))
   }
 
+  /** A call's tokens, estimated before it is sent: its input (about 4 characters a token) and its max_tokens. */
+  private tokensOf(dataChars: number): { input_tokens: number; output_tokens: number | undefined } {
+    const { request } = this.o.job
+    const input = Math.ceil(((request.system ?? "").length + request.prompt.length + dataChars) / 4)
+    return { input_tokens: input, output_tokens: request.max_tokens }
+  }
+
   /** Tokens a call will count against a tokens-per-minute limit: its input, estimated, and its max_tokens. */
   private estimate(item: Claimed): number {
-    const { request } = this.o.job
-    return (
-      Math.ceil(((request.system ?? "").length + request.prompt.length + item.data.length) / 4) +
-      (request.max_tokens ?? 0)
-    )
+    const { input_tokens, output_tokens } = this.tokensOf(item.data.length)
+    return input_tokens + (output_tokens ?? 0)
   }
 
   /** Starts queued items while there is room, and while the rate limits allow; else looks again when they will. */
@@ -254,10 +257,9 @@ export class Runner {
       budget.attempts > 0
         ? budget.spentUsd / budget.attempts
         : cost(budget.price, {
-            input_tokens:
-              Math.ceil(((this.o.job.request.system ?? "").length + this.o.job.request.prompt.length) / 4) +
-              100,
-            output_tokens: this.o.job.request.max_tokens ?? 1000,
+            // before any attempt has ended: a row of ~400 characters and max_tokens (or 1,000) of answer
+            input_tokens: this.tokensOf(400).input_tokens,
+            output_tokens: this.tokensOf(0).output_tokens ?? 1000,
           })
     const committed = budget.spentUsd + each * (this.inflight.size + this.queue.length)
     const room = each > 0 ? Math.floor((budget.capUsd - committed) / each) : Number.POSITIVE_INFINITY
@@ -276,6 +278,7 @@ export class Runner {
         budget.spentUsd += cost(budget.price, {
           input_tokens: o.inputTokens ?? 0,
           output_tokens: o.outputTokens ?? 0,
+          cached_input_tokens: o.cachedTokens ?? 0,
         })
       }
       if (o.to === "completed") this.progress.completed++

@@ -10,8 +10,8 @@ import type { Message, MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk
 import * as v from "valibot"
 import { defineProvider, type Reply, type Request } from "../define.ts"
 import { ProviderError } from "../../core/errors.ts"
-import { parseRetryAfter } from "../../core/retry.ts"
 import { fromHeaders, rated } from "../../core/ratelimit.ts"
+import { byStatus, retryAfterMs } from "./status.ts"
 
 /**
  * The API requires `max_tokens`; a job that gives none gets this. 4096 is the largest output that every model
@@ -92,26 +92,16 @@ export function classify(status: number, detail: unknown, headers: Headers): Pro
   const message = `HTTP ${status}: ${text || "no body"}`
   const type = error?.type ?? ""
   const code = typeof error?.details?.error_code === "string" ? error.details.error_code : ""
-  const retryAfterMs = retryAfter(headers)
   if (status === 402 || type === "billing_error" || SPENT.has(code) || (status === 400 && BILLING.test(text)))
     return new ProviderError("quota", message, { retryable: false, pause: true, status })
-  if (status === 429)
-    return new ProviderError("rate_limit", message, { retryable: true, retryAfterMs, status })
-  if (status === 401 || status === 403)
-    return new ProviderError("auth", message, { retryable: false, pause: true, status })
-  if (status === 408 || type === "timeout_error")
-    return new ProviderError("timeout", message, { retryable: true, retryAfterMs, status })
-  // 529 is "overloaded_error"; 409 is a conflict the SDK itself would retry
-  if (status === 409 || status >= 500)
-    return new ProviderError("server", message, { retryable: true, retryAfterMs, status })
-  if (status === 404) return new ProviderError("not_found", message, { retryable: false, status })
-  return new ProviderError("bad_request", message, { retryable: false, status })
-}
-
-function retryAfter(headers: Headers): number | undefined {
-  const ms = headers.get("retry-after-ms")
-  if (ms && /^\d+(\.\d+)?$/.test(ms)) return Math.round(Number(ms))
-  return parseRetryAfter(headers.get("retry-after"))
+  // a gateway timeout (504) reported as timeout_error is a timeout, not a server error; 529 is "overloaded_error"
+  if (type === "timeout_error")
+    return new ProviderError("timeout", message, {
+      retryable: true,
+      retryAfterMs: retryAfterMs(headers),
+      status,
+    })
+  return byStatus(status, message, retryAfterMs(headers))
 }
 
 /**

@@ -5,8 +5,8 @@
 import * as v from "valibot"
 import { defineProvider, type Reply, type Request } from "../define.ts"
 import { ProviderError } from "../../core/errors.ts"
-import { parseRetryAfter } from "../../core/retry.ts"
 import { rated } from "../../core/ratelimit.ts"
+import { byStatus, retryAfterMs } from "./status.ts"
 
 export const DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -147,26 +147,11 @@ export function classify(
   detail: ErrorDetail | undefined = detailOf(text),
 ): ProviderError {
   const message = `HTTP ${status}: ${detail?.message ?? text.slice(0, 200)}`
-  const retryAfterMs = retryAfter(headers)
   const code = detail?.code ?? detail?.type ?? ""
   if (status === 429 && (code === "insufficient_quota" || detail?.type === "insufficient_quota")) {
     return new ProviderError("quota", message, { retryable: false, pause: true, status })
   }
-  if (status === 429)
-    return new ProviderError("rate_limit", message, { retryable: true, retryAfterMs, status })
-  if (status === 401 || status === 403)
-    return new ProviderError("auth", message, { retryable: false, pause: true, status })
-  if (status === 408) return new ProviderError("timeout", message, { retryable: true, retryAfterMs, status })
-  if (status === 409 || status >= 500)
-    return new ProviderError("server", message, { retryable: true, retryAfterMs, status })
-  if (status === 404) return new ProviderError("not_found", message, { retryable: false, status })
-  return new ProviderError("bad_request", message, { retryable: false, status })
-}
-
-function retryAfter(headers: Headers): number | undefined {
-  const ms = headers.get("retry-after-ms")
-  if (ms && /^\d+(\.\d+)?$/.test(ms)) return Math.round(Number(ms))
-  return parseRetryAfter(headers.get("retry-after"))
+  return byStatus(status, message, retryAfterMs(headers))
 }
 
 /** Turns a fetch failure into a ProviderError; an abort by the caller is rethrown as it is. */
@@ -250,27 +235,22 @@ export default defineProvider({
   create(options, context) {
     const base = (context.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "")
     const headers = { authorization: `Bearer ${context.apiKey ?? ""}`, "content-type": "application/json" }
-    if (options.endpoint === "responses") {
-      const url = `${base}/responses`
-      return {
-        async call(request, signal) {
-          const payload = responsesBody(context.model, request)
-          const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
-          return rated(response.headers, () => {
-            if (!response.ok) throw classify(response.status, text, response.headers)
-            return responsesReply(response.status, text)
-          })
-        },
-      }
-    }
-    const url = `${base}/chat/completions`
+    const responses = options.endpoint === "responses"
+    const url = `${base}/${responses ? "responses" : "chat/completions"}`
+    const build = responses ? responsesBody : body
+    const read = responses ? responsesReply : reply
     return {
       async call(request, signal) {
-        const payload = body(context.model, request)
-        const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
+        const { response, text } = await post(
+          url,
+          headers,
+          build(context.model, request),
+          signal,
+          context.timeoutMs,
+        )
         return rated(response.headers, () => {
           if (!response.ok) throw classify(response.status, text, response.headers)
-          return reply(response.status, text)
+          return read(response.status, text)
         })
       },
     }
