@@ -35,6 +35,7 @@ const runArgs = {
   format: { type: "string", description: "Input format, when the extension does not tell (source.format)" },
   provider: { type: "string", description: "openai | mock | a plugin's (provider.name)" },
   model: { type: "string", description: "Model name (provider.model)" },
+  mode: { type: "string", description: "realtime (direct calls) or batch (the provider's Batch API)" },
   "base-url": { type: "string", description: "Provider base URL (provider.base_url)" },
   "api-key-env": { type: "string", description: "Variable holding the API key (provider.api_key_env)" },
   system: { type: "string", description: "System prompt (request.system)" },
@@ -82,6 +83,7 @@ function jobFlags(args: Record<string, unknown>, rawArgs: string[]): jobs.Flags 
     format: str("format"),
     provider: str("provider"),
     model: str("model"),
+    mode: str("mode"),
     baseUrl: str("base-url"),
     apiKeyEnv: str("api-key-env"),
     system: str("system"),
@@ -293,9 +295,113 @@ const estimate = defineCommand({
   },
 })
 
+const refArgs = {
+  run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
+  ...common,
+} as const satisfies ArgsDef
+
+/** Opens the store for a command that acts on one run, and closes it after. */
+async function withStore<T>(
+  arg: string | undefined,
+  use: (db: import("./core/store.ts").Store) => Promise<T> | T,
+) {
+  const store = await lazyStore()
+  const db = store.open(home(arg))
+  try {
+    return await use(db)
+  } finally {
+    db.close()
+  }
+}
+
+const lazyControl = () => import("./core/control.ts")
+
+const pause = defineCommand({
+  meta: {
+    name: "pause",
+    description: "Stop sending new work (new batches, new calls); batches at the provider are still followed",
+  },
+  args: refArgs,
+  async run({ args }) {
+    const control = await lazyControl()
+    process.stderr.write(await withStore(args.home, (db) => control.pause(db, args.run)))
+    return 0
+  },
+})
+
+const resume = defineCommand({
+  meta: { name: "resume", description: "Go on with a paused run" },
+  args: refArgs,
+  async run({ args }) {
+    const control = await lazyControl()
+    process.stderr.write(await withStore(args.home, (db) => control.resume(db, args.run)))
+    return 0
+  },
+})
+
+const cancel = defineCommand({
+  meta: {
+    name: "cancel",
+    description:
+      "Cancel a run: its live batches are cancelled at the provider, and what they finished is kept",
+  },
+  args: refArgs,
+  async run({ args }) {
+    const control = await lazyControl()
+    return withStore(args.home, (db) =>
+      control.cancel(db, args.run, home(args.home), (line) => process.stderr.write(line)),
+    )
+  },
+})
+
+const exportCmd = defineCommand({
+  meta: {
+    name: "export",
+    description: "Write a run's bundle: manifest, batch request files, raw outputs, results",
+  },
+  args: {
+    ...refArgs,
+    dir: { type: "string", required: true, description: "A new or empty directory to write into" },
+  },
+  async run({ args }) {
+    const control = await lazyControl()
+    const dir = resolve(args.dir)
+    process.stderr.write(await withStore(args.home, (db) => control.exportRun(db, args.run, dir, VERSION)))
+    return 0
+  },
+})
+
+const prune = defineCommand({
+  meta: {
+    name: "prune",
+    description: "Delete a finished run's batch request files, and its raw outputs once exported",
+  },
+  args: {
+    ...refArgs,
+    force: { type: "boolean", description: "Delete raw outputs even if the run was never exported" },
+  },
+  async run({ args }) {
+    const control = await lazyControl()
+    process.stderr.write(await withStore(args.home, (db) => control.prune(db, args.run, args.force ?? false)))
+    return 0
+  },
+})
+
 const main = defineCommand({
   meta: { name: "spool", version: VERSION, description: "Durable LLM batch jobs, from one executable" },
-  subCommands: { run, estimate, status, runs, results, plugins },
+  subCommands: {
+    run,
+    estimate,
+    status,
+    runs,
+    results,
+    pause,
+    resume,
+    cancel,
+    export: exportCmd,
+    prune,
+    plugins,
+  },
 })
 
 /** Refuses flags a command does not define: a typo must not be silently ignored. */
@@ -310,10 +416,19 @@ function checkFlags(cmd: CommandDef, rawArgs: string[]): void {
   }
 }
 
-const COMMANDS: Record<string, CommandDef> = { run, estimate, status, runs, results, plugins } as Record<
-  string,
-  CommandDef
->
+const COMMANDS = {
+  run,
+  estimate,
+  status,
+  runs,
+  results,
+  pause,
+  resume,
+  cancel,
+  export: exportCmd,
+  prune,
+  plugins,
+} as Record<string, CommandDef>
 
 export async function cli(argv: string[]): Promise<ExitCode> {
   const verbose = argv.includes("--verbose")

@@ -1,6 +1,6 @@
 /** `spool run`: from a job to a finished (or safely stopped) run. The CLI only parses, calls this, and prints. */
 import { basename } from "node:path"
-import { JobError, RunPausedError, type ExitCode } from "./errors.ts"
+import { JobError, RunCancelledError, RunPausedError, type ExitCode } from "./errors.ts"
 import * as jobs from "./job.ts"
 import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
@@ -10,7 +10,8 @@ import { ingest, plan, preflight, verify, type Planned } from "./ingest.ts"
 import { Runner, dead, ownerId, type Budget, type Progress } from "./runner.ts"
 import { cost, priceOf } from "./pricing.ts"
 import { assertUsable } from "./schema.ts"
-import type { Provider, ProviderClient } from "../plugins/define.ts"
+import type { BatchClient, Provider, ProviderClient } from "../plugins/define.ts"
+import { Batcher } from "./batcher.ts"
 
 export interface StartOptions {
   file: string | undefined
@@ -64,7 +65,7 @@ export function checkProvider(job: jobs.Job): { provider: Provider; options: Rec
   return { provider, options }
 }
 
-function client(job: jobs.Job): ProviderClient {
+export function client(job: jobs.Job): ProviderClient {
   const { provider, options } = checkProvider(job)
   const keyEnv = job.provider.api_key_env ?? provider.keyEnv
   const apiKey = keyEnv ? process.env[keyEnv] : undefined
@@ -76,12 +77,19 @@ function client(job: jobs.Job): ProviderClient {
     )
   }
   const envUrl = provider.baseUrlEnv ? process.env[provider.baseUrlEnv] : undefined
-  return provider.create(options, {
+  const made = provider.create(options, {
     model: job.provider.model ?? provider.name,
     baseUrl: job.provider.base_url ?? (envUrl || undefined),
     apiKey,
     timeoutMs: job.limits.timeout_s * 1000,
   })
+  if (job.provider.mode === "batch" && !made.batch)
+    throw new JobError(
+      "the job is not valid",
+      [`provider.mode: provider "${provider.name}" has no batch mode`],
+      'Batch mode needs a provider with a Batch API: openai or anthropic. Use mode = "realtime" with this one.',
+    )
+  return made
 }
 
 /** Reopens an existing run: reads inputs on from their checkpoints, and re-queues what dead workers held. */
@@ -183,6 +191,18 @@ export async function prepare(o: StartOptions): Promise<Session> {
     }
   }
   const runner = new Runner({ store: db, run, job, client: provider, owner, policy, budget })
+  const batcher =
+    job.provider.mode === "batch"
+      ? new Batcher({
+          store: db,
+          run,
+          job,
+          client: provider as ProviderClient & { batch: BatchClient },
+          owner,
+          home: o.home,
+          policy,
+        })
+      : undefined
   const counts = db.counts(run.id)
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
   const terminal = counts.completed + counts.failed + counts.needs_review
@@ -206,11 +226,13 @@ export async function prepare(o: StartOptions): Promise<Session> {
       const added = await ingest(db, current, inputs, lease, ingestAbort.signal, (n) => {
         ticker.total += n
         runner.poke()
+        batcher?.poke()
       })
       if (added.problems > 0) {
         log.warn("input lines skipped", { run: current.name, count: added.problems, see: "spool status" })
       }
       runner.poke()
+      batcher?.poke()
     }
   }
 
@@ -221,7 +243,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
     stop(graceMs) {
       ingestAbort.abort()
       runner.stop()
-      setTimeout(() => runner.abort(), graceMs).unref()
+      batcher?.stop()
+      setTimeout(() => (runner.abort(), batcher?.cut()), graceMs).unref()
     },
     async execute(onTick) {
       const tick = (p: Progress) => {
@@ -231,12 +254,17 @@ export async function prepare(o: StartOptions): Promise<Session> {
       }
       const reading = ingester().catch((err: unknown) => {
         runner.stop()
+        batcher?.stop()
         throw err
       })
       // awaited after the loop; until then a rejection must not count as unhandled (it would end the process)
       reading.catch(() => {})
       runner.onCommit = tick
-      const ending = await runner.loop()
+      let ending
+      if (batcher) {
+        batcher.onCommit = (p) => tick({ ...p, retried: 0, inFlight: 0 })
+        ending = await batcher.loop()
+      } else ending = await runner.loop()
       await reading
       onTick?.(ticker)
       try {
@@ -244,7 +272,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
           db,
           current,
           ending,
-          runner.pausedBy?.message ?? runner.capped,
+          (batcher?.pausedBy ?? runner.pausedBy)?.message ?? runner.capped,
           runner.capped !== undefined,
         )
       } finally {
@@ -262,6 +290,13 @@ function finish(
   capped = false,
 ): ExitCode {
   if (ending === "interrupted") return 130
+  if (ending === "cancelled") {
+    log.warn("run cancelled", { run: run.name })
+    throw new RunCancelledError(
+      `run "${run.name}" was cancelled`,
+      "Its finished items are kept: `spool results` gives them. Start it again with --new-run.",
+    )
+  }
   if (ending === "paused") {
     db.setRunState(run.id, "paused", reason ?? null)
     log.error("run paused", { run: run.name, reason })

@@ -69,9 +69,16 @@ export class RunPausedError extends SpoolError {
   readonly code = "E_PAUSED"
 }
 
+/** The run was cancelled (`spool cancel`) while this process was running it. */
+export class RunCancelledError extends SpoolError {
+  override readonly name = "RunCancelledError"
+  readonly code = "E_CANCELLED"
+}
+
 /**
  * Why an item's attempt failed. Classes group errors in `spool status`:
- * rate_limit, server, timeout, network, bad_response, bad_request, auth, quota, not_found, template, output.
+ * rate_limit, server, timeout, network, bad_response, bad_request, auth, quota, not_found, template, output,
+ * queue_limit.
  */
 export type ErrorClass =
   | "rate_limit"
@@ -86,6 +93,8 @@ export type ErrorClass =
   | "template"
   /** The answer came back but failed a gate: not JSON, a schema violation, refused, truncated at max_tokens. */
   | "output"
+  /** A batch was refused because the provider's queue for this model is full (enqueued tokens or requests). */
+  | "queue_limit"
 
 /** A provider call failed. Providers map their SDK's or HTTP errors to this once; the runner reads only this. */
 export class ProviderError extends SpoolError {
@@ -100,6 +109,8 @@ export class ProviderError extends SpoolError {
   readonly status: number | undefined
   /** The rate limits the failed response reported, if it did (set by the provider after classifying). */
   rate: RateInfo | undefined
+  /** For a queue_limit: the limit the provider gave, when its message says (enqueued tokens, or requests). */
+  queueLimit: { tokens?: number | undefined; requests?: number | undefined } | undefined
 
   constructor(
     errorClass: ErrorClass,

@@ -34,7 +34,13 @@ const ProviderSchema = strict(
   {
     name: v.optional(text("openai | anthropic | openai-compatible | mock | a plugin's provider"), "openai"),
     model: v.optional(text("the model name")),
-    mode: v.optional(v.picklist(["realtime"], 'mode must be "realtime" (batch mode is not available yet)')),
+    mode: v.optional(
+      v.picklist(
+        ["realtime", "batch"],
+        'must be "realtime" (direct calls) or "batch" (the provider\'s Batch API)',
+      ),
+      "realtime",
+    ),
     base_url: v.optional(v.pipe(v.string(), v.url("must be a URL such as http://127.0.0.1:8080/v1"))),
     api_key_env: v.optional(
       v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")),
@@ -67,10 +73,28 @@ const LimitsSchema = strict(
     grace_s: v.optional(seconds(0), 10),
     retry_base_s: v.optional(seconds(0), 1),
     retry_cap_s: v.optional(seconds(0), 60),
+    /** Batch mode: when no more than this many items are left to do, finish them with direct calls (0: never). */
+    tail_realtime: v.optional(int(0, 1_000_000_000), 0),
     /** Stop claiming new work before spend (plus what is in flight) would pass this many USD. */
     max_cost_usd: v.optional(v.pipe(v.number("expected a number of US dollars"), v.minValue(0))),
   },
   "[limits]",
+)
+
+/** Batch mode: how batches are packed, how often they are polled, what is kept. */
+const BatchSchema = strict(
+  {
+    /** Requests per batch, at most; the provider's own limit (50,000 OpenAI, 100,000 Anthropic) always holds. */
+    batch_size: v.optional(int(1, 100_000)),
+    /** While inputs are still being read, a batch that is not full is sent once its first item has waited this long. */
+    flush_s: v.optional(seconds(0), 30),
+    /** The first wait between two looks at a batch; it grows while nothing changes, up to poll_max_s. */
+    poll_s: v.optional(seconds(0.001), 10),
+    poll_max_s: v.optional(seconds(0.001), 300),
+    /** Keep the raw output and error files under .spool/artifacts after their lines are applied. */
+    keep_raw: v.optional(v.boolean("expected true or false"), true),
+  },
+  "[batch]",
 )
 
 const usd = (what: string) =>
@@ -127,6 +151,7 @@ export const JobSchema = strict(
     provider: ProviderSchema,
     request: RequestSchema,
     limits: v.optional(LimitsSchema, {}),
+    batch: v.optional(BatchSchema, {}),
     pricing: v.optional(PricingSchema),
     output: v.optional(OutputSchema),
   },
@@ -163,6 +188,7 @@ export interface Flags {
   format?: string | undefined
   provider?: string | undefined
   model?: string | undefined
+  mode?: string | undefined
   baseUrl?: string | undefined
   apiKeyEnv?: string | undefined
   system?: string | undefined
@@ -222,6 +248,7 @@ export function load(file: string | undefined, flags: Flags, cwd = process.cwd()
   }
   set(table("provider"), "name", flags.provider)
   set(table("provider"), "model", flags.model)
+  set(table("provider"), "mode", flags.mode)
   set(table("provider"), "base_url", flags.baseUrl)
   set(table("provider"), "api_key_env", flags.apiKeyEnv)
   set(table("request"), "system", flags.system)
@@ -347,6 +374,8 @@ export function shaping(job: Job): Record<string, unknown> {
     "request.params": job.request.params ?? null,
     // only when set, so that runs started before structured output existed keep their fingerprint
     ...(job.output && { "output.schema": job.output.schema }),
+    // likewise: a batch run's items are in provider batches, which a realtime process would never poll
+    ...(job.provider.mode === "batch" && { "provider.mode": "batch" }),
   }
 }
 

@@ -97,3 +97,28 @@ export function cost(
     1e6
   return batch ? usd * (1 - price.batch_discount) : usd
 }
+
+/** Tokens of which a part was paid at the batch price (an item, or a run's totals). */
+export interface Paid {
+  input_tokens: number
+  output_tokens: number
+  cached_input_tokens: number
+  batch_input_tokens: number
+  batch_output_tokens: number
+  batch_cached_tokens: number
+}
+
+/** The cost of tokens of which the `batch_` part was paid at the batch price and the rest at the full one. */
+export function paidCost(price: Price, t: Paid): number {
+  const batch = {
+    input_tokens: t.batch_input_tokens,
+    output_tokens: t.batch_output_tokens,
+    cached_input_tokens: t.batch_cached_tokens,
+  }
+  const direct = {
+    input_tokens: t.input_tokens - t.batch_input_tokens,
+    output_tokens: t.output_tokens - t.batch_output_tokens,
+    cached_input_tokens: t.cached_input_tokens - t.batch_cached_tokens,
+  }
+  return cost(price, direct) + cost(price, batch, true)
+}

@@ -3,9 +3,9 @@ import { basename } from "node:path"
 import type { Ticker } from "./engine.ts"
 import type { Listed } from "../plugins/registry.ts"
 import type { State } from "./states.ts"
-import type { Run, Store } from "./store.ts"
+import type { Batch, Run, Store } from "./store.ts"
 import type { Job } from "./job.ts"
-import { cost, priceOf, type Priced } from "./pricing.ts"
+import { paidCost, priceOf, type Priced } from "./pricing.ts"
 
 export interface StatusView {
   id: number
@@ -27,6 +27,10 @@ export interface StatusView {
   }
   errors: { class: string; count: number; example: string; id: string }[]
   malformed: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
+  /** Batch mode: every provider batch of the run, oldest first. */
+  batches: BatchView[]
+  /** Queue limits learned from the provider (batch mode), when it reported one. */
+  queue: { tokens: number | null; requests: number | null }
   elapsed_s: number
   rate_per_s: number
   eta_s: number | null
@@ -41,6 +45,57 @@ export function pricesOf(run: Run): Priced | undefined {
 
 const round = (usd: number) => Math.round(usd * 1e6) / 1e6
 
+export interface BatchView {
+  id: number
+  tag: string
+  provider_id: string | null
+  /** creating, validating, in_progress, finalizing, cancelling, downloading, applying, ended, abandoned */
+  phase: string
+  /** The provider's own status word. */
+  status: string | null
+  outcome: string | null
+  items: number
+  /** Requests done of the total, as the provider reports them. */
+  done: number | null
+  failed: number | null
+  error: string | null
+  created_at: string
+  ended_at: string | null
+}
+
+/** Where a batch is, in one word: the ledger's step until the provider has it, then the provider's phase. */
+export function batchPhase(b: Batch): string {
+  if (b.state === "intent") return "creating"
+  if (b.state === "submitted") return b.phase ?? "validating"
+  if (b.state === "done") return "ended"
+  return b.state
+}
+
+export function batchView(b: Batch): BatchView {
+  return {
+    id: b.id,
+    tag: b.tag,
+    provider_id: b.provider_id,
+    phase: batchPhase(b),
+    status: b.status,
+    outcome: b.outcome,
+    items: b.count,
+    done: b.done,
+    failed: b.failed,
+    error: b.error,
+    created_at: new Date(b.created_at).toISOString(),
+    ended_at: b.ended_at ? new Date(b.ended_at).toISOString() : null,
+  }
+}
+
+function batchText(b: BatchView): string {
+  const of = b.done !== null ? ` ${n(b.done)}/${n(b.items)}` : ` ${n(b.items)} items`
+  const phase = b.phase === "in_progress" ? "in progress" : b.phase
+  const end = b.outcome ? ` (${b.outcome})` : ""
+  const why = b.error ? ` — ${b.error}` : ""
+  return `  #${b.id} ${b.provider_id ?? b.tag}  ${phase}${end}${of}${b.failed ? `, ${n(b.failed)} failed` : ""}${why}`
+}
+
 export function status(db: Store, run: Run, now = Date.now()): StatusView {
   const s = db.summary(run.id, now)
   const prices = pricesOf(run)
@@ -49,7 +104,14 @@ export function status(db: Store, run: Run, now = Date.now()): StatusView {
     output_tokens: s.outputTokens,
     cached_input_tokens: s.cachedTokens,
   }
-  const spent = prices ? cost(prices, tokens) : null
+  const spent = prices
+    ? paidCost(prices, {
+        ...tokens,
+        batch_input_tokens: s.batch.inputTokens,
+        batch_output_tokens: s.batch.outputTokens,
+        batch_cached_tokens: s.batch.cachedTokens,
+      })
+    : null
   const finished = s.counts.completed + s.counts.failed + s.counts.needs_review
   const start = s.firstStarted ?? run.created_at
   const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)
@@ -77,6 +139,8 @@ export function status(db: Store, run: Run, now = Date.now()): StatusView {
     },
     errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
     malformed: s.problems,
+    batches: db.batches(run.id).map(batchView),
+    queue: { tokens: run.queue_tokens ?? null, requests: run.queue_requests ?? null },
     elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
     rate_per_s: Math.round(rate * 100) / 100,
     eta_s: left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
@@ -134,6 +198,19 @@ export function statusText(v: StatusView): string {
   if (v.errors.length) {
     lines.push("errors")
     for (const e of v.errors) lines.push(`  ${e.class} ×${n(e.count)}  e.g. ${e.id}: ${e.example}`)
+  }
+  if (v.batches.length) {
+    const live = v.batches.filter((b) => b.phase !== "ended" && b.phase !== "abandoned")
+    const ended = v.batches.length - live.length
+    lines.push(`batches   ${n(v.batches.length)}: ${n(live.length)} live, ${n(ended)} ended or given up`)
+    // the live ones, and the last few that ended
+    const shown = [...v.batches.filter((b) => !live.includes(b)).slice(-3), ...live.slice(0, 20)]
+    for (const b of shown.sort((a, b) => a.id - b.id)) lines.push(batchText(b))
+    if (live.length > 20) lines.push(`  … and ${n(live.length - 20)} more live`)
+    if (v.queue.tokens || v.queue.requests)
+      lines.push(
+        `  queue limit learned: ${[v.queue.tokens ? `${n(v.queue.tokens)} enqueued tokens` : "", v.queue.requests ? `${n(v.queue.requests)} requests` : ""].filter(Boolean).join(", ")}`,
+      )
   }
   if (v.malformed.count) {
     lines.push(
@@ -214,7 +291,7 @@ export function* results(db: Store, run: Run, state?: State): Generator<string> 
         output_tokens: item.output_tokens,
         cached_input_tokens: item.cached_input_tokens,
       },
-      cost_usd: prices ? round(cost(prices, item)) : null,
+      cost_usd: prices ? round(paidCost(prices, item)) : null,
       source: { file: item.path, row: item.row, id: item.source_id },
     }
     yield `${JSON.stringify(line)}\n`

@@ -30,7 +30,7 @@ export function dead(owner: string): boolean {
   }
 }
 
-export type Ending = "done" | "interrupted" | "paused"
+export type Ending = "done" | "interrupted" | "paused" | "cancelled"
 
 export interface Progress {
   completed: number
@@ -95,6 +95,9 @@ export class Runner {
   private readonly queue: Claimed[] = []
   private outcomes: Outcome[] = []
   private stopping = false
+  /** `spool pause` or `spool cancel` from another process, read from the run's state every half second. */
+  private userHold: "paused" | "cancelling" | undefined
+  private checkedAt = 0
   private wake: (() => void) | undefined
   private readonly leaseMs: number
   /** How many items are claimed ahead of free slots, and the most results one commit waits for. */
@@ -128,6 +131,7 @@ export class Runner {
     const renew = setInterval(() => store.renew(run.id, owner, this.leaseMs), this.leaseMs / 4)
     try {
       for (;;) {
+        this.watch()
         const holding = this.holding
         // items claimed ahead but never sent go back as they were; no request left for them
         if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
@@ -156,7 +160,14 @@ export class Runner {
             const left = this.o.store.counts(run.id)
             return left.pending + left.retry_wait > 0 ? "paused" : "done"
           }
-          return "interrupted"
+          if (this.stopping) return "interrupted"
+          if (this.userHold === "cancelling") {
+            store.setRunState(run.id, "cancelled", "cancelled by `spool cancel`")
+            return "cancelled"
+          }
+          // paused by `spool pause`: nothing is in flight; wait for `spool resume`
+          await this.idle(IDLE_POLL_MS)
+          continue
         }
         const wait = this.nothingToClaim()
         if (wait === null) return "done"
@@ -169,7 +180,22 @@ export class Runner {
   }
 
   private get holding(): boolean {
-    return this.stopping || this.pausedBy !== undefined || this.capped !== undefined
+    return (
+      this.stopping || this.pausedBy !== undefined || this.capped !== undefined || this.userHold !== undefined
+    )
+  }
+
+  private watch(): void {
+    const now = Date.now()
+    if (now - this.checkedAt < 500) return
+    this.checkedAt = now
+    const state = this.o.store.run(this.o.run.id)?.state
+    this.userHold =
+      state === "paused"
+        ? "paused"
+        : state === "cancelling" || state === "cancelled"
+          ? "cancelling"
+          : undefined
   }
 
   /** Calls that may be in flight now: the job's concurrency, or less while 429s have cut it back. */

@@ -23,8 +23,8 @@ const EDGES: Record<State, readonly State[]> = {
   running: ["completed", "retry_wait", "failed", "needs_review", "pending"],
   // backoff elapsed and claimed again; `spool retry` or a pause folding waits back
   retry_wait: ["running", "pending"],
-  // batch created at the provider; batch never reached it
-  queued: ["submitted", "pending"],
+  // batch created at the provider; batch never reached it; no request could be made of it (template, size)
+  queued: ["submitted", "pending", "failed"],
   // line ok; line without a result; line errored (retryable / permanent / invalid output)
   submitted: ["completed", "pending", "retry_wait", "failed", "needs_review"],
   // terminal until `spool retry`

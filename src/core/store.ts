@@ -5,7 +5,13 @@ import { join } from "node:path"
 import { StoreError, UsageError, type ErrorClass } from "./errors.ts"
 import * as states from "./states.ts"
 import type { RunState, State } from "./states.ts"
-import type { Checkpoint, SourceBatch } from "../plugins/define.ts"
+import type { Checkpoint, RemoteBatch, SourceBatch } from "../plugins/define.ts"
+
+/** What the ledger keeps of a provider batch's state. */
+export type RemoteView = Pick<
+  RemoteBatch,
+  "id" | "status" | "phase" | "outcome" | "counts" | "files" | "error"
+>
 
 /** Migrations, in order; `PRAGMA user_version` is the number applied. Never edit one that has shipped. */
 const MIGRATIONS = [
@@ -99,6 +105,55 @@ const MIGRATIONS = [
   ALTER TABLE items ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE attempts ADD COLUMN cached_input_tokens INTEGER;
   `,
+  // 3: batch mode. A batch row is the submission intent (DESIGN §4 rule 3); an item in a batch knows its batch,
+  // its line in the request file and the bytes of that line (its exact request, replayed on retry). Tokens paid at
+  // the batch price are kept apart, so cost stays computed at read time.
+  `
+  CREATE TABLE batches (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    tag TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    provider_id TEXT,
+    status TEXT,
+    phase TEXT,
+    outcome TEXT,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    total INTEGER,
+    done INTEGER,
+    failed INTEGER,
+    files TEXT,
+    requests TEXT NOT NULL,
+    output TEXT,
+    errors TEXT,
+    error TEXT,
+    error_class TEXT,
+    lines INTEGER NOT NULL DEFAULT 0,
+    polls INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER,
+    created_at INTEGER NOT NULL,
+    submitted_at INTEGER,
+    ended_at INTEGER,
+    finished_at INTEGER
+  );
+  CREATE INDEX batches_run ON batches (run_id, state);
+  ALTER TABLE items ADD COLUMN batch_id INTEGER;
+  ALTER TABLE items ADD COLUMN batch_line INTEGER;
+  ALTER TABLE items ADD COLUMN batch_offset INTEGER;
+  ALTER TABLE items ADD COLUMN batch_bytes INTEGER;
+  ALTER TABLE items ADD COLUMN batch_input_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE items ADD COLUMN batch_output_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE items ADD COLUMN batch_cached_tokens INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX items_batch ON items (batch_id, state) WHERE batch_id IS NOT NULL;
+  ALTER TABLE attempts ADD COLUMN batch_id INTEGER;
+  ALTER TABLE runs ADD COLUMN queue_tokens INTEGER;
+  ALTER TABLE runs ADD COLUMN queue_requests INTEGER;
+  ALTER TABLE runs ADD COLUMN batch_owner TEXT;
+  ALTER TABLE runs ADD COLUMN batch_expires INTEGER;
+  ALTER TABLE runs ADD COLUMN exported_at INTEGER;
+  `,
 ]
 
 export interface Run {
@@ -113,6 +168,10 @@ export interface Run {
   created_at: number
   updated_at: number
   finished_at: number | null
+  /** Queue limits learned from the provider (batch mode): enqueued tokens, and requests. */
+  queue_tokens: number | null
+  queue_requests: number | null
+  exported_at: number | null
 }
 
 export interface Input {
@@ -152,6 +211,11 @@ export interface Item {
   input_tokens: number
   output_tokens: number
   cached_input_tokens: number
+  batch_id: number | null
+  batch_line: number | null
+  batch_input_tokens: number
+  batch_output_tokens: number
+  batch_cached_tokens: number
   path: string
 }
 
@@ -175,6 +239,66 @@ export interface Outcome {
   endedAt: number
 }
 
+/** A provider batch as the ledger keeps it: from the intent committed before `create` to the last line applied. */
+export interface Batch {
+  id: number
+  run_id: number
+  tag: string
+  /** intent → submitted → downloading → applying → done; or abandoned (never reached the provider, or refused). */
+  state: BatchState
+  provider_id: string | null
+  status: string | null
+  phase: string | null
+  outcome: string | null
+  count: number
+  bytes: number
+  tokens: number
+  total: number | null
+  done: number | null
+  failed: number | null
+  files: string | null
+  requests: string
+  output: string | null
+  errors: string | null
+  error: string | null
+  error_class: string | null
+  lines: number
+  polls: number
+  next_at: number | null
+  created_at: number
+  submitted_at: number | null
+  ended_at: number | null
+  finished_at: number | null
+}
+
+export type BatchState = "intent" | "submitted" | "downloading" | "applying" | "done" | "abandoned"
+
+/** An item that may go into the next batch, with where its last request is, when it has been in a batch. */
+export interface Packable {
+  id: number
+  key: string
+  data: string
+  attempts: number
+  batch_id: number | null
+  batch_offset: number | null
+  batch_bytes: number | null
+}
+
+/** How one line of an ended batch settles its item. */
+export interface LineOutcome {
+  item: number
+  to: Extract<State, "completed" | "pending" | "failed" | "needs_review">
+  label: string
+  output?: string | undefined
+  errorClass?: ErrorClass | undefined
+  error?: string | undefined
+  status?: number | undefined
+  inputTokens?: number | undefined
+  outputTokens?: number | undefined
+  cachedTokens?: number | undefined
+  endedAt: number
+}
+
 export interface Summary {
   counts: Record<State, number>
   total: number
@@ -182,6 +306,8 @@ export interface Summary {
   inputTokens: number
   outputTokens: number
   cachedTokens: number
+  /** The part of the tokens paid at the batch price. */
+  batch: { inputTokens: number; outputTokens: number; cachedTokens: number }
   errors: { class: string; count: number; example: string; key: string }[]
   problems: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
   firstStarted: number | null
@@ -506,6 +632,221 @@ export class Store {
       .immediate()
   }
 
+  // ---- batches (DESIGN §4 rules 3 and 4)
+
+  /** The right to pack, submit, poll and apply a run's batches: one process at a time, as with ingestion. */
+  leaseBatches(run: number, owner: string, ms: number, dead: (owner: string) => boolean): boolean {
+    return this.db
+      .transaction(() => {
+        const row = this.q.batchLease.get(run)
+        if (!row) return false
+        const now = Date.now()
+        const free =
+          row.batch_owner === null ||
+          row.batch_owner === owner ||
+          (row.batch_expires ?? 0) < now ||
+          dead(row.batch_owner)
+        if (!free) return false
+        this.q.setBatchLease.run(owner, now + ms, run)
+        return true
+      })
+      .immediate()
+  }
+
+  /** Who holds the batch lease, while it is held. */
+  batchHolder(run: number): string | null {
+    const row = this.q.batchLease.get(run)
+    return row?.batch_owner && (row.batch_expires ?? 0) >= Date.now() ? row.batch_owner : null
+  }
+
+  releaseBatches(run: number, owner: string): void {
+    this.q.releaseBatchLease.run(run, owner)
+  }
+
+  /** The processes that hold a lease on the run: items in flight, ingestion, batches. */
+  leaseHolders(run: number): string[] {
+    return this.q.leaseHolders.all(run).map((r) => r.owner)
+  }
+
+  /** Items that may go into the next batch: due retries first, then pending ones, in ledger order. */
+  packable(run: number, limit: number, now = Date.now()): Packable[] {
+    const picked = this.q.packableRetries.all(run, now, limit)
+    if (picked.length < limit) picked.push(...this.q.packablePending.all(run, limit - picked.length))
+    return picked
+  }
+
+  /**
+   * Commits a submission intent: the batch row, and its items claimed as `queued` with their line and its bytes
+   * in the request file, each with a new attempt. Items whose request could not be made at all (`failed`) end
+   * here, with their attempt. Throws, committing nothing, if any item is no longer claimable.
+   */
+  intend(
+    run: number,
+    intent: { tag: string; requests: string; bytes: number; tokens: number },
+    lines: { id: number; line: number; offset: number; bytes: number }[],
+    failed: { id: number; errorClass: ErrorClass; error: string }[],
+    owner: string,
+  ): Batch | null {
+    const now = Date.now()
+    return this.db
+      .transaction(() => {
+        let batch: Batch | null = null
+        if (lines.length > 0) {
+          batch = this.q.insertBatch.get(
+            run,
+            intent.tag,
+            lines.length,
+            intent.bytes,
+            intent.tokens,
+            intent.requests,
+            now,
+          )
+          if (!batch) throw new StoreError("the batch could not be recorded")
+          states.check("pending", "queued")
+          const claimed = this.q.queueItems.run(batch.id, now, JSON.stringify(lines)).changes
+          if (claimed !== lines.length)
+            throw new StoreError(
+              `${lines.length - claimed} item(s) of batch ${intent.tag} were claimed elsewhere`,
+            )
+          this.q.openBatchAttempts.run(batch.id, run, owner, now)
+        }
+        if (failed.length > 0) {
+          states.check("queued", "failed")
+          const json = JSON.stringify(failed)
+          const n = this.q.failUnpackable.run(now, json).changes
+          if (n !== failed.length)
+            throw new StoreError("an item that could not be packed was claimed elsewhere")
+          this.q.closeUnpackable.run(run, owner, now, json)
+        }
+        return batch
+      })
+      .immediate()
+  }
+
+  /** The provider has the batch: its items are `submitted`. */
+  submitted(batch: number, remote: RemoteView): void {
+    const now = Date.now()
+    this.db
+      .transaction(() => {
+        states.check("queued", "submitted")
+        this.q.submitBatch.run(remote.id, remote.status, remote.phase, now, batch)
+        this.q.submitItems.run(now, batch)
+        this.observe(batch, remote, null)
+      })
+      .immediate()
+  }
+
+  /**
+   * The batch never reached the provider, or the provider refused the whole of it (a full queue): its items go back
+   * to pending as if never sent; their attempt is taken back.
+   */
+  abandon(batch: number, why: { errorClass: string; error: string }): number {
+    const now = Date.now()
+    return this.db
+      .transaction(() => {
+        const n = this.unrun(batch, now)
+        this.q.abandonBatch.run(why.error, why.errorClass, now, batch)
+        return n
+      })
+      .immediate()
+  }
+
+  /** Items of a batch still `queued` or `submitted` go back to pending, their attempt taken back (it never ran). */
+  private unrun(batch: number, now: number): number {
+    states.check("submitted", "pending")
+    states.check("queued", "pending")
+    this.q.dropUnrunAttempts.run(batch)
+    return this.q.unrunItems.run(now, batch).changes
+  }
+
+  /** What the provider said of the batch; `nextAt` is when to ask again. An ended batch moves on to downloading. */
+  observe(batch: number, remote: RemoteView, nextAt: number | null): void {
+    const ended = remote.phase === "ended"
+    this.q.observeBatch.run(
+      remote.status,
+      remote.phase,
+      remote.outcome ?? null,
+      remote.counts?.total ?? null,
+      remote.counts?.done ?? null,
+      remote.counts?.failed ?? null,
+      remote.files ? JSON.stringify(remote.files) : null,
+      remote.error?.message ?? null,
+      remote.error?.errorClass ?? null,
+      nextAt,
+      ended ? Date.now() : null,
+      batch,
+    )
+  }
+
+  /** Sets when to look at a batch again, with the error that made us wait, if any. */
+  later(batch: number, nextAt: number, error: string | null = null): void {
+    this.q.batchLater.run(nextAt, error, batch)
+  }
+
+  /** The raw result files are on disk: apply them next. */
+  downloaded(batch: number, files: { output?: string | undefined; errors?: string | undefined }): void {
+    this.q.downloadedBatch.run(files.output ?? null, files.errors ?? null, batch)
+  }
+
+  /** Settles items by their lines, in one transaction. Lines of items already settled (a re-apply) are skipped. */
+  apply(batch: number, outcomes: LineOutcome[]): void {
+    if (outcomes.length === 0) return
+    for (const o of outcomes) states.check("submitted", o.to)
+    const json = JSON.stringify(outcomes)
+    this.db
+      .transaction(() => {
+        this.q.endBatchAttempts.run(json, batch)
+        this.q.settleItems.run(json, batch)
+      })
+      .immediate()
+  }
+
+  /** Every line is applied: items without a line go back to pending, unpaid; the batch is done. */
+  finishBatch(batch: number, lines: number): number {
+    const now = Date.now()
+    return this.db
+      .transaction(() => {
+        const n = this.unrun(batch, now)
+        this.q.finishBatch.run(lines, now, batch)
+        return n
+      })
+      .immediate()
+  }
+
+  /** The items a batch still has at the provider, with their attempt numbers. */
+  batchItems(batch: number): { id: number; attempts: number }[] {
+    return this.q.batchItems.all(batch)
+  }
+
+  batch(id: number): Batch | null {
+    return this.q.batchById.get(id)
+  }
+
+  batches(run: number): Batch[] {
+    return this.q.batchesOf.all(run)
+  }
+
+  /** Batches not yet done or abandoned. */
+  liveBatches(run: number): Batch[] {
+    return this.q.liveBatches.all(run)
+  }
+
+  /** Remembers a queue limit the provider reported (enqueued tokens, or requests). */
+  learnQueue(run: number, limit: { tokens?: number | undefined; requests?: number | undefined }): void {
+    this.q.learnQueue.run(limit.tokens ?? null, limit.requests ?? null, run)
+  }
+
+  markExported(run: number): void {
+    this.q.markExported.run(Date.now(), run)
+  }
+
+  /** The exact bytes of an item's request line, when its batch's request file is still there. */
+  static requestOf(file: string, offset: number, bytes: number): Promise<string> {
+    return Bun.file(file)
+      .slice(offset, offset + bytes)
+      .text()
+  }
+
   // ---- reading
 
   counts(run: number): Record<State, number> {
@@ -527,6 +868,11 @@ export class Store {
       inputTokens: totals?.input_tokens ?? 0,
       outputTokens: totals?.output_tokens ?? 0,
       cachedTokens: totals?.cached_input_tokens ?? 0,
+      batch: {
+        inputTokens: totals?.batch_input_tokens ?? 0,
+        outputTokens: totals?.batch_output_tokens ?? 0,
+        cachedTokens: totals?.batch_cached_tokens ?? 0,
+      },
       errors: this.q.errorClasses.all(run).map((e) => ({
         class: e.error_class,
         count: e.n,
@@ -677,6 +1023,9 @@ function prepare(db: Database) {
         input_tokens: number | null
         output_tokens: number | null
         cached_input_tokens: number | null
+        batch_input_tokens: number | null
+        batch_output_tokens: number | null
+        batch_cached_tokens: number | null
         first_started: number | null
         last_ended: number | null
       },
@@ -684,6 +1033,9 @@ function prepare(db: Database) {
     >(
       `SELECT count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
        sum(cached_input_tokens) AS cached_input_tokens,
+       sum(input_tokens) FILTER (WHERE batch_id IS NOT NULL) AS batch_input_tokens,
+       sum(output_tokens) FILTER (WHERE batch_id IS NOT NULL) AS batch_output_tokens,
+       sum(cached_input_tokens) FILTER (WHERE batch_id IS NOT NULL) AS batch_cached_tokens,
        min(started_at) AS first_started, max(ended_at) AS last_ended FROM attempts WHERE run_id = ?`,
     ),
     recentCompleted: q<{ n: number }, [number, number]>(
@@ -710,6 +1062,138 @@ function prepare(db: Database) {
       `SELECT items.*, inputs.path FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
        WHERE items.run_id = ? AND items.state = ? ORDER BY items.id`,
     ),
+    batchLease: q<{ batch_owner: string | null; batch_expires: number | null }, [number]>(
+      "SELECT batch_owner, batch_expires FROM runs WHERE id = ?",
+    ),
+    setBatchLease: q<void, [string, number, number]>(
+      "UPDATE runs SET batch_owner = ?, batch_expires = ? WHERE id = ?",
+    ),
+    releaseBatchLease: q<void, [number, string]>(
+      "UPDATE runs SET batch_owner = NULL, batch_expires = NULL WHERE id = ? AND batch_owner = ?",
+    ),
+    leaseHolders: q<{ owner: string }, [number]>(
+      `SELECT DISTINCT lease_owner AS owner FROM items WHERE run_id = ?1 AND state = 'running'
+       UNION SELECT ingest_owner FROM runs WHERE id = ?1 AND ingest_owner IS NOT NULL
+       UNION SELECT batch_owner FROM runs WHERE id = ?1 AND batch_owner IS NOT NULL`,
+    ),
+    packableRetries: q<Packable, [number, number, number]>(
+      `SELECT id, key, data, attempts, batch_id, batch_offset, batch_bytes FROM items
+       WHERE run_id = ? AND state = 'retry_wait' AND next_at <= ? ORDER BY id LIMIT ?`,
+    ),
+    packablePending: q<Packable, [number, number]>(
+      `SELECT id, key, data, attempts, batch_id, batch_offset, batch_bytes FROM items
+       WHERE run_id = ? AND state = 'pending' ORDER BY id LIMIT ?`,
+    ),
+    insertBatch: q<Batch, [number, string, number, number, number, string, number]>(
+      `INSERT INTO batches (run_id, tag, state, count, bytes, tokens, requests, created_at)
+       VALUES (?, ?, 'intent', ?, ?, ?, ?, ?) RETURNING *`,
+    ),
+    queueItems: q<void, [number, number, string]>(
+      `UPDATE items SET state = 'queued', attempts = attempts + 1, next_at = NULL, batch_id = ?1,
+       batch_line = j.value ->> 'line', batch_offset = j.value ->> 'offset', batch_bytes = j.value ->> 'bytes',
+       updated_at = ?2
+       FROM json_each(?3) AS j WHERE items.id = j.value ->> 'id' AND items.state IN ('pending', 'retry_wait')`,
+    ),
+    openBatchAttempts: q<void, [number, number, string, number]>(
+      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, batch_id)
+       SELECT id, ?2, attempts, ?3, ?4, ?1 FROM items WHERE batch_id = ?1 AND state = 'queued'`,
+    ),
+    failUnpackable: q<void, [number, string]>(
+      `UPDATE items SET state = 'failed', attempts = attempts + 1, next_at = NULL,
+       error_class = j.value ->> 'errorClass', error = j.value ->> 'error', updated_at = ?1
+       FROM json_each(?2) AS j WHERE items.id = j.value ->> 'id' AND items.state IN ('pending', 'retry_wait')`,
+    ),
+    closeUnpackable: q<void, [number, string, number, string]>(
+      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, error_class, error)
+       SELECT i.id, ?1, i.attempts, ?2, ?3, ?3, 'failed', i.error_class, i.error
+       FROM json_each(?4) AS j JOIN items i ON i.id = j.value ->> 'id'`,
+    ),
+    submitBatch: q<void, [string, string, string, number, number]>(
+      `UPDATE batches SET state = 'submitted', provider_id = ?, status = ?, phase = ?, submitted_at = ?
+       WHERE id = ? AND state = 'intent'`,
+    ),
+    submitItems: q<void, [number, number]>(
+      "UPDATE items SET state = 'submitted', updated_at = ? WHERE batch_id = ? AND state = 'queued'",
+    ),
+    dropUnrunAttempts: q<void, [number]>(
+      `DELETE FROM attempts WHERE batch_id = ?1 AND ended_at IS NULL
+       AND item_id IN (SELECT id FROM items WHERE batch_id = ?1 AND state IN ('queued', 'submitted'))`,
+    ),
+    unrunItems: q<void, [number, number]>(
+      `UPDATE items SET state = 'pending', attempts = attempts - 1, updated_at = ?
+       WHERE batch_id = ? AND state IN ('queued', 'submitted')`,
+    ),
+    abandonBatch: q<void, [string, string, number, number]>(
+      `UPDATE batches SET state = 'abandoned', error = ?, error_class = ?, finished_at = ?, next_at = NULL
+       WHERE id = ?`,
+    ),
+    observeBatch: q<
+      void,
+      [
+        string,
+        string,
+        string | null,
+        number | null,
+        number | null,
+        number | null,
+        string | null,
+        string | null,
+        string | null,
+        number | null,
+        number | null,
+        number,
+      ]
+    >(
+      `UPDATE batches SET status = ?1, phase = ?2, outcome = ?3, total = coalesce(?4, total),
+       done = coalesce(?5, done), failed = coalesce(?6, failed), files = coalesce(?7, files), error = ?8,
+       error_class = ?9, next_at = ?10, polls = polls + 1,
+       ended_at = coalesce(ended_at, ?11),
+       state = CASE WHEN ?11 IS NOT NULL AND state = 'submitted' THEN 'downloading' ELSE state END
+       WHERE id = ?12`,
+    ),
+    batchLater: q<void, [number, string | null, number]>(
+      "UPDATE batches SET next_at = ?, error = ? WHERE id = ?",
+    ),
+    downloadedBatch: q<void, [string | null, string | null, number]>(
+      "UPDATE batches SET state = 'applying', output = ?, errors = ? WHERE id = ? AND state = 'downloading'",
+    ),
+    endBatchAttempts: q<void, [string, number]>(
+      `UPDATE attempts SET ended_at = j.value ->> 'endedAt', outcome = j.value ->> 'label',
+       error_class = j.value ->> 'errorClass', error = j.value ->> 'error', http_status = j.value ->> 'status',
+       input_tokens = j.value ->> 'inputTokens', output_tokens = j.value ->> 'outputTokens',
+       cached_input_tokens = j.value ->> 'cachedTokens'
+       FROM json_each(?1) AS j
+       WHERE attempts.item_id = j.value ->> 'item' AND attempts.batch_id = ?2 AND attempts.ended_at IS NULL`,
+    ),
+    settleItems: q<void, [string, number]>(
+      `UPDATE items SET state = j.value ->> 'to', output = j.value ->> 'output',
+       error_class = j.value ->> 'errorClass', error = j.value ->> 'error',
+       input_tokens = input_tokens + coalesce(j.value ->> 'inputTokens', 0),
+       output_tokens = output_tokens + coalesce(j.value ->> 'outputTokens', 0),
+       cached_input_tokens = cached_input_tokens + coalesce(j.value ->> 'cachedTokens', 0),
+       batch_input_tokens = batch_input_tokens + coalesce(j.value ->> 'inputTokens', 0),
+       batch_output_tokens = batch_output_tokens + coalesce(j.value ->> 'outputTokens', 0),
+       batch_cached_tokens = batch_cached_tokens + coalesce(j.value ->> 'cachedTokens', 0),
+       updated_at = j.value ->> 'endedAt'
+       FROM json_each(?1) AS j
+       WHERE items.id = j.value ->> 'item' AND items.batch_id = ?2 AND items.state = 'submitted'`,
+    ),
+    finishBatch: q<void, [number, number, number]>(
+      "UPDATE batches SET state = 'done', lines = ?, finished_at = ?, next_at = NULL WHERE id = ?",
+    ),
+    batchItems: q<{ id: number; attempts: number }, [number]>(
+      "SELECT id, attempts FROM items WHERE batch_id = ? AND state = 'submitted'",
+    ),
+    batchById: q<Batch, [number]>("SELECT * FROM batches WHERE id = ?"),
+    batchesOf: q<Batch, [number]>("SELECT * FROM batches WHERE run_id = ? ORDER BY id"),
+    liveBatches: q<Batch, [number]>(
+      "SELECT * FROM batches WHERE run_id = ? AND state NOT IN ('done', 'abandoned') ORDER BY id",
+    ),
+    learnQueue: q<void, [number | null, number | null, number]>(
+      `UPDATE runs SET queue_tokens = coalesce(?1, queue_tokens), queue_requests = coalesce(?2, queue_requests)
+       WHERE id = ?3`,
+    ),
+    markExported: q<void, [number, number]>("UPDATE runs SET exported_at = ? WHERE id = ?"),
     attemptsOf: q<
       { n: number; outcome: string | null; error_class: string | null; error: string | null },
       [number]

@@ -13,6 +13,7 @@
  */
 import type * as v from "valibot"
 import type { RateInfo } from "../core/ratelimit.ts"
+import type { ProviderError } from "../core/errors.ts"
 
 export type { RateInfo, Window } from "../core/ratelimit.ts"
 
@@ -133,6 +134,99 @@ export interface ProviderContext {
 export interface ProviderClient {
   /** One request. Throws `ProviderError` (from `spool/errors`) with `retryable` set; never retries itself. */
   call(request: Request, signal: AbortSignal): Promise<Reply>
+  /** The provider's Batch API, when it has one (`mode = "batch"` needs it). */
+  batch?: BatchClient | undefined
+}
+
+/** How much one provider batch may hold. */
+export interface BatchLimits {
+  /** Requests per batch (OpenAI 50,000; Anthropic 100,000). */
+  maxRequests: number
+  /** Bytes of the request file (OpenAI 200 MB) or of the create body (Anthropic 256 MB). */
+  maxBytes: number
+}
+
+/**
+ * What identifies a batch spool made: `tag` is unique to one local batch of one store (letters, digits and `-`,
+ * at most 40 characters). Every custom_id of the batch is `${tag}_${n}`, so results map back without
+ * ambiguity, and a provider without batch metadata (Anthropic) is matched by that prefix.
+ */
+export interface BatchTag {
+  tag: string
+  /** The run's name, for the provider's batch metadata (OpenAI), so a person can tell the batch in a console. */
+  run: string
+  /** How many requests the batch holds. */
+  count: number
+  /** When the intent was committed (ms): the batch, if it was created, was created after this. */
+  since: number
+}
+
+/** The provider's batch, in neutral terms. */
+export interface RemoteBatch {
+  /** The provider's id (OpenAI `batch_…`, Anthropic `msgbatch_…`). */
+  id: string
+  /** The provider's own status word: OpenAI `status`, Anthropic `processing_status`. */
+  status: string
+  /** Where it is: shown in `spool status` as validating, in progress (n of m), finalizing, cancelling, ended. */
+  phase: "validating" | "in_progress" | "finalizing" | "cancelling" | "ended"
+  /** How it ended, once `phase` is "ended". */
+  outcome?: "completed" | "expired" | "cancelled" | "failed" | undefined
+  /** Requests done (with a result or an error) of the total, when the provider reports them. */
+  counts?: { total: number; done: number; failed: number } | undefined
+  /**
+   * Why the whole batch failed, when it did (OpenAI `errors.data`). A queue limit (OpenAI `token_limit_exceeded`)
+   * is errorClass "queue_limit", with `queueLimit` set when the message gives the number.
+   */
+  error?: ProviderError | undefined
+  /** Created at (ms since the epoch). */
+  createdAt: number
+  /** What `download` needs: OpenAI output and error file ids, Anthropic the results URL; kept in the ledger as JSON. */
+  files?: { output?: string | undefined; errors?: string | undefined } | undefined
+}
+
+/** One line of a downloaded result file, read. */
+export interface BatchLine {
+  customId: string
+  /** The line has an answer (status 200 / succeeded). */
+  reply?: Reply | undefined
+  /** The line has an error, classified as a direct call's would be. */
+  error?: ProviderError | undefined
+  /** Neither: the line was never run (expired, cancelled); its item goes back to pending, unpaid. */
+}
+
+/** How `find` answered. */
+export type Found =
+  | { found: RemoteBatch }
+  /** No batch of the provider's carries the tag: the create call never reached it. */
+  | { none: true }
+  /** Candidates exist that cannot be told apart yet (Anthropic: several unended batches of the same size). */
+  | { wait: string }
+
+/**
+ * A provider's Batch API. Every method throws `ProviderError` on failure (network, 5xx, auth …), classified as
+ * `call` classifies; spool retries with backoff and never guesses.
+ */
+export interface BatchClient {
+  limits: BatchLimits
+  /** One line of the request file (JSON, no newline): OpenAI `{custom_id, method, url, body}`, Anthropic `{custom_id, params}`. */
+  line(customId: string, request: Request): string
+  /** Creates the batch from a request file of `line`s. OpenAI uploads it (purpose batch) and tags the batch's metadata. */
+  create(file: string, tag: BatchTag, signal: AbortSignal): Promise<RemoteBatch>
+  retrieve(id: string, signal: AbortSignal): Promise<RemoteBatch>
+  /** After a crash between create and its commit: the batch carrying `tag`, if the provider has one. */
+  find(tag: BatchTag, signal: AbortSignal): Promise<Found>
+  cancel(id: string, signal: AbortSignal): Promise<RemoteBatch>
+  /**
+   * Writes an ended batch's raw result files, as the provider serves them, to `output` (and `errors`, OpenAI's
+   * error file); returns the paths written (a file the provider does not have is not written).
+   */
+  download(
+    batch: RemoteBatch,
+    to: { output: string; errors: string },
+    signal: AbortSignal,
+  ): Promise<{ output?: string | undefined; errors?: string | undefined }>
+  /** Reads one line of a downloaded file. Throws (any error) only when the line is not a result line at all. */
+  parse(line: string): BatchLine
 }
 
 /** Talks to one kind of model server. */

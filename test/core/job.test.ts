@@ -46,7 +46,10 @@ describe("loading a job", () => {
       grace_s: 10,
       retry_base_s: 1,
       retry_cap_s: 60,
+      tail_realtime: 0,
     })
+    expect(job.provider.mode).toBe("realtime")
+    expect(job.batch).toEqual({ flush_s: 30, poll_s: 10, poll_max_s: 300, keep_raw: true })
   })
 
   test("flags override the file, and the input flag is relative to the working directory", async () => {
@@ -93,13 +96,13 @@ describe("loading a job", () => {
     await using tmp = await tmpdir()
     writeFileSync(
       tmp.join("job.toml"),
-      `name = "x y"\n[source]\nid = 3\n[provider]\nname = "openai"\nmode = "batch"\n[request]\nmax_tokens = 0\n[limits]\nconcurrency = "many"\n`,
+      `name = "x y"\n[source]\nid = 3\n[provider]\nname = "openai"\nmode = "bulk"\n[request]\nmax_tokens = 0\n[limits]\nconcurrency = "many"\n`,
     )
     expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
       "name: must be letters, digits, dot, dash or underscore",
       "source.path: missing (required)",
       "source.id: expected a string (the field that holds each row's stable id)",
-      'provider.mode: mode must be "realtime" (batch mode is not available yet)',
+      `provider.mode: must be "realtime" (direct calls) or "batch" (the provider's Batch API)`,
       "request.prompt: missing (required)",
       "request.max_tokens: must be at least 1",
       "limits.concurrency: expected a number",

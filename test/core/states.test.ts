@@ -15,6 +15,7 @@ const LEGAL: [State, State][] = [
   ["retry_wait", "pending"],
   ["queued", "submitted"],
   ["queued", "pending"],
+  ["queued", "failed"],
   ["submitted", "completed"],
   ["submitted", "pending"],
   ["submitted", "retry_wait"],

@@ -33,6 +33,25 @@ const ok = (item: number, attempt: number, output = "out"): Outcome => ({
   endedAt: Date.now(),
 })
 
+/** Takes a store back to before migration 3 (batch mode). */
+function undoBatches(db: import("bun:sqlite").Database): void {
+  db.run("DROP INDEX items_batch")
+  db.run("DROP TABLE batches")
+  for (const c of [
+    "batch_id",
+    "batch_line",
+    "batch_offset",
+    "batch_bytes",
+    "batch_input_tokens",
+    "batch_output_tokens",
+    "batch_cached_tokens",
+  ])
+    db.run(`ALTER TABLE items DROP COLUMN ${c}`)
+  db.run("ALTER TABLE attempts DROP COLUMN batch_id")
+  for (const c of ["queue_tokens", "queue_requests", "batch_owner", "batch_expires", "exported_at"])
+    db.run(`ALTER TABLE runs DROP COLUMN ${c}`)
+}
+
 describe("the store", () => {
   test("creates an owner-only directory and database in WAL mode with the schema version set", async () => {
     await using tmp = await tmpdir()
@@ -43,7 +62,7 @@ describe("the store", () => {
     expect(db.db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()?.journal_mode).toBe("wal")
     expect(db.db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()?.synchronous).toBe(2)
     expect(db.db.query<{ foreign_keys: number }, []>("PRAGMA foreign_keys").get()?.foreign_keys).toBe(1)
-    expect(db.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(2)
+    expect(db.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(3)
     db.close()
     // opening again migrates nothing and keeps the data
     const again = store.open(home)
@@ -56,18 +75,19 @@ describe("the store", () => {
     const db = store.open(tmp.path)
     db.db.run("PRAGMA user_version = 99")
     db.close()
-    expect(() => store.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 2)")
+    expect(() => store.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 3)")
   })
-  test("a store of schema 1 is migrated to 2 on open: the cached-token columns are added, the data kept", async () => {
+  test("a store of schema 1 is migrated on open: the cached-token columns are added, the data kept", async () => {
     await using tmp = await tmpdir()
     const db = store.open(tmp.path)
     const { run } = db.createRun("r", "{}", "fp", "", [{ path: "/in.jsonl", format: "jsonl" }])
+    undoBatches(db.db)
     db.db.run("ALTER TABLE items DROP COLUMN cached_input_tokens")
     db.db.run("ALTER TABLE attempts DROP COLUMN cached_input_tokens")
     db.db.run("PRAGMA user_version = 1")
     db.close()
     const again = store.open(tmp.path)
-    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(2)
+    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(3)
     const columns = (table: string) =>
       again.db
         .query<{ name: string }, []>(`PRAGMA table_info(${table})`)
@@ -76,6 +96,23 @@ describe("the store", () => {
     expect(columns("items")).toContain("cached_input_tokens")
     expect(columns("attempts")).toContain("cached_input_tokens")
     expect(again.latestRun("r")?.id).toBe(run.id)
+    again.close()
+  })
+
+  test("a store of schema 2 is migrated to 3 on open: batch tables and columns are added, the data kept", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 2)
+    undoBatches(db.db)
+    db.db.run("PRAGMA user_version = 2")
+    db.close()
+    const again = store.open(tmp.path)
+    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(3)
+    expect(again.batches(run.id)).toEqual([])
+    expect([...again.items(run.id)].map((i) => [i.key, i.state, i.batch_id, i.batch_input_tokens])).toEqual([
+      ["k1", "pending", null, 0],
+      ["k2", "pending", null, 0],
+    ])
+    expect(again.run(run.id)).toMatchObject({ queue_tokens: null, exported_at: null })
     again.close()
   })
 

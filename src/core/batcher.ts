@@ -1,0 +1,787 @@
+/**
+ * Batch mode (DESIGN §5): packs a run's items into provider batches, creates each once, polls them, downloads what
+ * they return and settles every item line by line. Every step is committed before the next provider call, so a
+ * process killed at any point leaves a ledger the next one carries on from:
+ *
+ *   pack ─▶ intent (committed) ─▶ create ─▶ submitted ─▶ poll … ─▶ ended ─▶ downloading ─▶ applying ─▶ done
+ *
+ * - An intent whose create may have happened (the process died, or the call failed without a clear answer) is
+ *   looked up at the provider by its tag before anything is created again (DESIGN §4 rule 3).
+ * - An ended batch, whatever its end (completed, expired, cancelled, failed), is salvaged: each line with a result
+ *   settles its item, and only items with no line go back to pending, unpaid (DESIGN §4 rule 4).
+ */
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
+import { join } from "node:path"
+import { ProviderError, type ErrorClass } from "./errors.ts"
+import * as log from "./log.ts"
+import * as retry from "./retry.ts"
+import * as schemas from "./schema.ts"
+import * as template from "./template.ts"
+import { Store, type Batch, type LineOutcome, type Packable, type Run } from "./store.ts"
+import { Runner, dead, type Ending } from "./runner.ts"
+import type { Job } from "./job.ts"
+import type { BatchClient, BatchLine, BatchTag, ProviderClient, Request } from "../plugins/define.ts"
+
+export interface BatcherOptions {
+  store: Store
+  run: Run
+  job: Job
+  client: ProviderClient & { batch: BatchClient }
+  owner: string
+  /** The store's directory: artifacts go under `artifacts/<run>/` in it. */
+  home: string
+  policy?: retry.Policy
+}
+
+export interface BatchProgress {
+  completed: number
+  failed: number
+}
+
+/** How long the batch lease lasts without renewal. */
+const LEASE_MS = 60_000
+/** Lines settled per transaction while applying a result file. */
+const APPLY_CHUNK = 5000
+/** A 404 this soon after create is the provider not having caught up yet (OpenAI documents the lag). */
+const YOUNG_MS = 120_000
+/** The longest the loop sleeps when nothing is due: it looks at the run's state (pause, cancel) this often. */
+const TICK_MS = 1000
+
+/**
+ * Test hook: `SPOOL_CRASH_AT=<point>` makes the process kill itself with SIGKILL at that point, so the crash tests
+ * can stop a real `dist/spool` exactly between two steps. Points: pack (request file half written), intent (intent
+ * committed, create not called), created (create answered, not committed), poll (a poll answered, not committed),
+ * download (files written, not committed), apply (the first lines committed, not the rest).
+ */
+function crashPoint(at: string): void {
+  if (process.env.SPOOL_CRASH_AT === at) process.kill(process.pid, "SIGKILL")
+}
+
+/** The directory of a run's batch files. */
+export function artifactsDir(home: string, run: Pick<Run, "name">): string {
+  return join(home, "artifacts", run.name)
+}
+
+function randomTag(): string {
+  // letters and digits only: a custom_id is `${tag}_${item}`, within Anthropic's ^[a-zA-Z0-9_-]{1,64}$
+  const bytes = crypto.getRandomValues(new Uint8Array(8))
+  return `sp${[...bytes].map((b) => (b % 36).toString(36)).join("")}`
+}
+
+/** Writes a file with owner-only permissions: to `.part`, fsynced, then renamed into place. */
+class FileOut {
+  private readonly fd: number
+  private readonly part: string
+  private chunks: string[] = []
+  private size = 0
+  bytes = 0
+
+  constructor(readonly path: string) {
+    this.part = `${path}.part`
+    this.fd = openSync(this.part, "w", 0o600)
+  }
+
+  /** Appends a line; returns its byte offset and length (the newline excluded). */
+  line(text: string): { offset: number; bytes: number } {
+    const bytes = Buffer.byteLength(text)
+    const at = { offset: this.bytes, bytes }
+    this.chunks.push(text, "\n")
+    this.bytes += bytes + 1
+    this.size += bytes + 1
+    if (this.size >= 1 << 20) this.flush()
+    return at
+  }
+
+  private flush(): void {
+    if (this.chunks.length) writeSync(this.fd, this.chunks.join(""))
+    this.chunks = []
+    this.size = 0
+  }
+
+  close(): void {
+    this.flush()
+    fsyncSync(this.fd)
+    closeSync(this.fd)
+    renameSync(this.part, this.path)
+  }
+
+  discard(): void {
+    closeSync(this.fd)
+    rmSync(this.part, { force: true })
+  }
+}
+
+/** Streams a file's lines without holding the file in memory. */
+async function* linesOf(path: string): AsyncGenerator<string> {
+  const decoder = new TextDecoder()
+  let rest = ""
+  for await (const chunk of Bun.file(path).stream()) {
+    const text = rest + decoder.decode(chunk, { stream: true })
+    const lines = text.split("\n")
+    rest = lines.pop() ?? ""
+    for (const line of lines) if (line.trim() !== "") yield line
+  }
+  rest += decoder.decode()
+  if (rest.trim() !== "") yield rest
+}
+
+export class Batcher {
+  readonly progress: BatchProgress = { completed: 0, failed: 0 }
+  /** Called after lines are committed. */
+  onCommit: ((progress: BatchProgress) => void) | undefined
+  /** Set when a provider error paused the run (bad key, no quota). */
+  pausedBy: ProviderError | undefined
+  private readonly o: BatcherOptions
+  private readonly api: BatchClient
+  private readonly prompt: template.Template
+  private readonly validate: ((value: unknown) => string | undefined) | undefined
+  private readonly dir: string
+  private readonly abort = new AbortController()
+  private stopping = false
+  private wake: (() => void) | undefined
+  /** Intents this process committed and has not yet tried to create: nothing can exist at the provider for them. */
+  private readonly fresh = new Set<number>()
+  /** Per batch: the provider status last seen, and how many looks in a row found it unchanged. */
+  private readonly seen = new Map<number, { key: string; same: number; errors: number }>()
+  /** When a batch that was not full was first seen waiting for more items (the flush timer). */
+  private waitingSince: number | undefined
+  /** Set while the provider's queue is full: nothing new is packed until a live batch ends. */
+  private queueFull = false
+  private tailRunner: Runner | undefined
+
+  constructor(options: BatcherOptions) {
+    this.o = options
+    this.api = options.client.batch
+    this.prompt = template.parse(options.job.request.prompt)
+    this.validate = options.job.output ? schemas.validator(options.job.output.schema) : undefined
+    this.dir = artifactsDir(options.home, options.run)
+  }
+
+  /** Stops packing and creating; batches already at the provider are picked up by the next run. */
+  stop(): void {
+    this.stopping = true
+    this.tailRunner?.stop()
+    this.notify()
+  }
+
+  /** Cuts the provider call in flight short. */
+  cut(): void {
+    this.abort.abort(new Error("interrupted"))
+    this.tailRunner?.abort()
+  }
+
+  poke(): void {
+    this.notify()
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = undefined
+    wake?.()
+  }
+
+  private idle(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, Math.max(0, ms))
+      const self = this
+      function done() {
+        clearTimeout(timer)
+        if (self.wake === done) self.wake = undefined
+        resolve()
+      }
+      this.wake = done
+    })
+  }
+
+  private get signal(): AbortSignal {
+    return this.abort.signal
+  }
+
+  async loop(): Promise<Ending | "cancelled"> {
+    const { store, run, owner } = this.o
+    while (!store.leaseBatches(run.id, owner, LEASE_MS, dead)) {
+      if (this.stopping) return "interrupted"
+      log.info("another process drives this run's batches; waiting for it", { run: run.name })
+      await this.idle(2000)
+    }
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+    this.sweep()
+    const renew = setInterval(() => store.leaseBatches(run.id, owner, LEASE_MS, dead), LEASE_MS / 4)
+    try {
+      for (;;) {
+        const state = store.run(run.id)?.state
+        if (state === "cancelling") return await this.cancel()
+        if (state === "cancelled") return "cancelled"
+        await this.advance()
+        if (this.stopping) return "interrupted"
+        if (this.pausedBy) return "paused"
+        const paused = state === "paused"
+        if (!paused) await this.pack()
+        if (this.stopping) return "interrupted"
+        if (!paused && (await this.tail())) continue
+        if (this.finished()) return "done"
+        await this.idle(this.untilDue())
+      }
+    } finally {
+      clearInterval(renew)
+      store.releaseBatches(run.id, owner)
+    }
+  }
+
+  /** Removes request files a killed process left half written (their batches were never committed). */
+  private sweep(): void {
+    for (const name of new Bun.Glob("*.part").scanSync(this.dir))
+      rmSync(join(this.dir, name), { force: true })
+  }
+
+  private finished(): boolean {
+    const { store, run } = this.o
+    if (store.liveBatches(run.id).length > 0) return false
+    if (store.run(run.id)?.ingested === 0) return false
+    const c = store.counts(run.id)
+    return c.pending + c.queued + c.submitted + c.running + c.retry_wait === 0
+  }
+
+  /** Milliseconds until a batch is due a look, a retry falls due, or the flush timer runs out; at most TICK_MS. */
+  private untilDue(): number {
+    const now = Date.now()
+    let next = now + TICK_MS
+    for (const b of this.o.store.liveBatches(this.o.run.id)) next = Math.min(next, b.next_at ?? now)
+    const retryAt = this.o.store.nextRetryAt(this.o.run.id)
+    if (retryAt !== null) next = Math.min(next, retryAt)
+    if (this.waitingSince !== undefined)
+      next = Math.min(next, this.waitingSince + this.o.job.batch.flush_s * 1000)
+    return Math.max(0, next - now)
+  }
+
+  // ---- the life of a batch
+
+  /** Moves every live batch that is due one step on: create, look up, poll, download, apply. */
+  private async advance(): Promise<void> {
+    const { store, run } = this.o
+    for (const b of store.liveBatches(run.id)) {
+      if (this.stopping || this.pausedBy) return
+      if (b.next_at !== null && b.next_at > Date.now()) continue
+      try {
+        await this.step(b)
+      } catch (err) {
+        if (this.signal.aborted) return
+        this.failedStep(b, err)
+      }
+    }
+  }
+
+  private async step(b: Batch): Promise<void> {
+    switch (b.state) {
+      case "intent":
+        return this.resolve(b)
+      case "submitted":
+        return this.poll(b)
+      case "downloading":
+        await this.download(b)
+        return this.apply(this.o.store.batch(b.id)!)
+      case "applying":
+        return this.apply(b)
+      default:
+        return
+    }
+  }
+
+  private tagOf(b: Batch): BatchTag {
+    return { tag: b.tag, run: this.o.run.name, count: b.count, since: b.created_at }
+  }
+
+  /** An intent: create its batch, unless it may exist already; then look it up and adopt it instead. */
+  private async resolve(b: Batch): Promise<void> {
+    const { store, run } = this.o
+    if (!this.fresh.has(b.id)) {
+      const found = await this.api.find(this.tagOf(b), this.signal)
+      if ("found" in found) {
+        log.info("batch adopted: it was created before the process stopped", {
+          run: run.name,
+          batch: b.id,
+          provider_id: found.found.id,
+        })
+        store.submitted(b.id, found.found)
+        this.seen.delete(b.id)
+        return
+      }
+      if ("wait" in found) {
+        store.later(b.id, Date.now() + this.pollMs(), found.wait)
+        return
+      }
+    }
+    this.fresh.delete(b.id)
+    if (!existsSync(b.requests)) {
+      // the request file is gone (pruned by hand): these items were never sent; pack them again
+      store.abandon(b.id, { errorClass: "bad_request", error: `the request file ${b.requests} is missing` })
+      return
+    }
+    crashPoint("intent")
+    let remote
+    try {
+      remote = await this.api.create(b.requests, this.tagOf(b), this.signal)
+    } catch (err) {
+      if (err instanceof ProviderError && err.errorClass === "queue_limit") return this.queueLimited(b, err)
+      throw err
+    }
+    crashPoint("created")
+    store.submitted(b.id, remote)
+    store.later(b.id, Date.now() + this.pollMs())
+    log.info("batch created", { run: run.name, batch: b.id, provider_id: remote.id, items: b.count })
+  }
+
+  /** The provider's queue is full: the batch goes back (its items unsent), and the limit is remembered. */
+  private queueLimited(b: Batch, err: ProviderError): void {
+    const { store, run } = this.o
+    const live = store.liveBatches(run.id).filter((x) => x.id !== b.id && x.state !== "intent")
+    // with no number in the message, the limit is at most what is enqueued now
+    const limit = err.queueLimit ?? {
+      tokens: live.reduce((a, x) => a + x.tokens, 0) || undefined,
+      requests: live.reduce((a, x) => a + x.count, 0) || undefined,
+    }
+    if (limit.tokens !== undefined || limit.requests !== undefined) store.learnQueue(run.id, limit)
+    const back = store.abandon(b.id, { errorClass: "queue_limit", error: err.message })
+    this.queueFull = live.length > 0
+    log.warn("the provider's batch queue is full; the batch waits for earlier ones to finish", {
+      run: run.name,
+      batch: b.id,
+      items: back,
+      limit,
+    })
+  }
+
+  private async poll(b: Batch): Promise<void> {
+    const { store } = this.o
+    const remote = await this.api.retrieve(b.provider_id!, this.signal)
+    crashPoint("poll")
+    if (remote.phase === "ended" && remote.error?.errorClass === "queue_limit") {
+      store.observe(b.id, remote, null)
+      return this.queueLimited(store.batch(b.id)!, remote.error)
+    }
+    const key = `${remote.status}|${remote.counts?.done ?? ""}`
+    const seen = this.seen.get(b.id)
+    const same = seen && seen.key === key ? seen.same + 1 : 0
+    this.seen.set(b.id, { key, same, errors: 0 })
+    store.observe(b.id, remote, remote.phase === "ended" ? null : Date.now() + this.pollMs(same))
+    if (remote.phase === "ended") {
+      log.info("batch ended", {
+        run: this.o.run.name,
+        batch: b.id,
+        outcome: remote.outcome,
+        done: remote.counts?.done,
+        total: remote.counts?.total,
+      })
+      this.queueFull = false
+      await this.download(store.batch(b.id)!)
+      await this.apply(store.batch(b.id)!)
+    }
+  }
+
+  /** The wait before the next look: poll_s, growing by half each look that finds nothing new, up to poll_max_s. */
+  private pollMs(same = 0): number {
+    const { poll_s, poll_max_s } = this.o.job.batch
+    return Math.min(poll_max_s, poll_s * 1.5 ** same) * 1000
+  }
+
+  private async download(b: Batch): Promise<void> {
+    const files = b.files ? (JSON.parse(b.files) as Record<string, string>) : undefined
+    const to = {
+      output: join(this.dir, `${b.tag}.output.jsonl`),
+      errors: join(this.dir, `${b.tag}.errors.jsonl`),
+    }
+    const written = await this.api.download(
+      {
+        id: b.provider_id!,
+        status: b.status ?? "",
+        phase: "ended",
+        createdAt: b.created_at,
+        files: files ?? {},
+      },
+      to,
+      this.signal,
+    )
+    crashPoint("download")
+    this.o.store.downloaded(b.id, written)
+  }
+
+  /**
+   * Settles the batch's items from its result files, a chunk of lines per transaction; a line whose item is already
+   * settled (applied before a crash) changes nothing. Lines that are not this batch's are ignored.
+   */
+  private async apply(b: Batch): Promise<void> {
+    const { store, run, job } = this.o
+    const prefix = `${b.tag}_`
+    let chunk: LineOutcome[] = []
+    let lines = 0
+    let first = true
+    const commit = () => {
+      store.apply(b.id, chunk)
+      for (const o of chunk) {
+        if (o.to === "completed") this.progress.completed++
+        else if (o.to === "failed" || o.to === "needs_review") this.progress.failed++
+      }
+      chunk = []
+      this.onCommit?.(this.progress)
+      if (first) crashPoint("apply")
+      first = false
+    }
+    const attempts = new Map<number, number>()
+    for (const row of store.batchItems(b.id)) attempts.set(row.id, row.attempts)
+    for (const file of [b.output, b.errors]) {
+      if (!file || !existsSync(file)) continue
+      for await (const text of linesOf(file)) {
+        let line: BatchLine
+        try {
+          line = this.api.parse(text)
+        } catch (err) {
+          log.warn("a result line could not be read; its item goes back to pending", {
+            run: run.name,
+            batch: b.id,
+            error: (err as Error).message,
+            line: text.slice(0, 200),
+          })
+          continue
+        }
+        if (!line.customId.startsWith(prefix)) continue
+        const item = Number(line.customId.slice(prefix.length))
+        const n = attempts.get(item)
+        if (n === undefined) continue
+        const outcome = this.settle(item, n, line, job)
+        if (!outcome) continue
+        lines++
+        chunk.push(outcome)
+        if (chunk.length >= APPLY_CHUNK) commit()
+      }
+    }
+    if (chunk.length > 0) commit()
+    const back = store.finishBatch(b.id, lines)
+    if (!job.batch.keep_raw) {
+      for (const file of [b.output, b.errors]) if (file) rmSync(file, { force: true })
+    }
+    log.info("batch applied", { run: run.name, batch: b.id, lines, requeued: back })
+  }
+
+  /** How one line settles its item; undefined for a line with no result (the item goes back to pending). */
+  private settle(item: number, attempt: number, line: BatchLine, job: Job): LineOutcome | undefined {
+    const endedAt = Date.now()
+    const max = job.limits.max_attempts
+    if (line.reply) {
+      const reply = line.reply
+      const usage = {
+        status: 200,
+        inputTokens: reply.usage.input_tokens,
+        outputTokens: reply.usage.output_tokens,
+        cachedTokens: reply.usage.cached_input_tokens ?? 0,
+      }
+      const checked = schemas.gate(reply, this.validate)
+      if (checked.ok) return { item, to: "completed", label: "ok", output: reply.text, endedAt, ...usage }
+      const failed = {
+        item,
+        endedAt,
+        ...usage,
+        errorClass: "output" as const,
+        error: checked.gate,
+        output: reply.text,
+      }
+      return attempt < max
+        ? { ...failed, to: "pending", label: "retry" }
+        : { ...failed, to: "needs_review", label: "needs_review" }
+    }
+    if (line.error) {
+      const e = line.error
+      const info = { errorClass: e.errorClass, error: e.message, ...(e.status ? { status: e.status } : {}) }
+      if (e.retryable && attempt < max) return { item, endedAt, ...info, to: "pending", label: "retry" }
+      return { item, endedAt, ...info, to: "failed", label: "failed" }
+    }
+    return undefined
+  }
+
+  /** A step failed: wait and try again (transient), pause the run (auth, quota), or give the batch up (refused). */
+  private failedStep(b: Batch, err: unknown): void {
+    const { store, run } = this.o
+    const e =
+      err instanceof ProviderError
+        ? err
+        : new ProviderError("network", (err as Error)?.message ?? String(err), {
+            retryable: true,
+            cause: err,
+          })
+    if (e.pause) {
+      this.pausedBy = e
+      store.later(b.id, Date.now(), e.message)
+      return
+    }
+    const seen = this.seen.get(b.id) ?? { key: "", same: 0, errors: 0 }
+    seen.errors++
+    this.seen.set(b.id, seen)
+    const young = b.submitted_at !== null && Date.now() - b.submitted_at < YOUNG_MS
+    if (e.errorClass === "not_found" && b.state === "submitted" && young) {
+      store.later(b.id, Date.now() + this.pollMs(), null)
+      return
+    }
+    if (!e.retryable && b.state === "intent") {
+      // the provider refused to create it (a bad request): going on would refuse every batch the same way
+      store.abandon(b.id, { errorClass: e.errorClass, error: e.message })
+      this.pausedBy = e
+      return
+    }
+    const wait = retry.delay(seen.errors, e.retryAfterMs, {
+      baseMs: this.o.job.batch.poll_s * 1000,
+      capMs: this.o.job.batch.poll_max_s * 1000,
+    })
+    store.later(b.id, Date.now() + wait, e.message)
+    log.warn("batch step failed; trying again", {
+      run: run.name,
+      batch: b.id,
+      state: b.state,
+      error: e.message,
+      wait_ms: wait,
+    })
+  }
+
+  // ---- packing
+
+  /** Packs and creates batches while there are items, room in the provider's queue, and no reason to wait. */
+  private async pack(): Promise<void> {
+    const { store, run, job } = this.o
+    const cap = Math.min(job.batch.batch_size ?? this.api.limits.maxRequests, this.api.limits.maxRequests)
+    for (;;) {
+      if (this.stopping || this.pausedBy || this.queueFull) return
+      const room = this.queueRoom()
+      if (room.tokens <= 0 || room.requests <= 0) return
+      const candidates = store.packable(run.id, Math.min(cap, room.requests))
+      if (candidates.length === 0) {
+        this.waitingSince = undefined
+        return
+      }
+      const ingesting = store.run(run.id)?.ingested === 0
+      if (ingesting && candidates.length < cap) {
+        this.waitingSince ??= Date.now()
+        if (Date.now() - this.waitingSince < job.batch.flush_s * 1000) return
+      }
+      this.waitingSince = undefined
+      const b = await this.packOne(candidates, room.tokens)
+      if (!b) return
+      try {
+        await this.resolve(b)
+      } catch (err) {
+        if (this.signal.aborted) return
+        this.failedStep(b, err)
+        return
+      }
+    }
+  }
+
+  /** What the learned queue limits leave for a new batch (Infinity when none is known). */
+  private queueRoom(): { tokens: number; requests: number } {
+    const { store, run } = this.o
+    const r = store.run(run.id)
+    const live = store.liveBatches(run.id).filter((b) => b.phase !== "ended")
+    const tokens = r?.queue_tokens ? r.queue_tokens - live.reduce((a, b) => a + b.tokens, 0) : Infinity
+    const requests = r?.queue_requests ? r.queue_requests - live.reduce((a, b) => a + b.count, 0) : Infinity
+    return { tokens, requests }
+  }
+
+  private request(item: Packable): Request | { missing: string[] } {
+    const { request } = this.o.job
+    const prompt = template.render(this.prompt, JSON.parse(item.data) as Record<string, unknown>)
+    if (typeof prompt !== "string") return prompt
+    return {
+      system: request.system,
+      prompt,
+      max_tokens: request.max_tokens,
+      temperature: request.temperature,
+      params: request.params,
+      schema: this.o.job.output,
+    }
+  }
+
+  /**
+   * Writes the request file of one batch and commits its intent. A retried item's line is its exact earlier
+   * request, read back from the batch file it was sent in, under its new custom_id.
+   */
+  private async packOne(candidates: Packable[], tokenRoom: number): Promise<Batch | null> {
+    const { store, run, owner } = this.o
+    const { maxBytes } = this.api.limits
+    const tag = randomTag()
+    const path = join(this.dir, `${tag}.requests.jsonl`)
+    const out = new FileOut(path)
+    const lines: { id: number; line: number; offset: number; bytes: number }[] = []
+    const failed: { id: number; errorClass: ErrorClass; error: string }[] = []
+    const files = new Map<number, string | null>()
+    let tokens = 0
+    try {
+      for (const item of candidates) {
+        const text = await this.lineOf(item, `${tag}_${item.id}`, files)
+        if (typeof text !== "string") {
+          const fields = text.missing.map((f) => `"${f}"`).join(", ")
+          failed.push({
+            id: item.id,
+            errorClass: "template",
+            error: `the row has no field ${fields} for the prompt's placeholder${text.missing.length > 1 ? "s" : ""}`,
+          })
+          continue
+        }
+        const size = Buffer.byteLength(text) + 1
+        if (size > maxBytes) {
+          failed.push({
+            id: item.id,
+            errorClass: "bad_request",
+            error: `the request is ${size} bytes; a provider batch holds at most ${maxBytes} bytes`,
+          })
+          continue
+        }
+        // OpenAI counts a batch's input tokens against the queue; about 4 characters a token
+        const estimate = Math.ceil(size / 4)
+        if (out.bytes + size > maxBytes || (lines.length > 0 && tokens + estimate > tokenRoom)) break
+        if (lines.length === 0 && estimate > tokenRoom && tokenRoom !== Infinity) {
+          if (this.queueRoomEmptyOfOthers()) {
+            failed.push({
+              id: item.id,
+              errorClass: "queue_limit",
+              error: `the request (~${estimate} tokens) is larger than the provider's whole batch queue (${tokenRoom} tokens)`,
+            })
+            continue
+          }
+          break
+        }
+        tokens += estimate
+        lines.push({ id: item.id, line: lines.length + 1, ...out.line(text) })
+        if (lines.length === Math.ceil(candidates.length / 2)) crashPoint("pack")
+      }
+      if (lines.length === 0) out.discard()
+      else out.close()
+    } catch (err) {
+      out.discard()
+      throw err
+    }
+    const batch = store.intend(
+      run.id,
+      { tag, requests: path, bytes: out.bytes, tokens },
+      lines,
+      failed,
+      owner,
+    )
+    if (failed.length > 0) {
+      this.progress.failed += failed.length
+      this.onCommit?.(this.progress)
+    }
+    if (!batch) return null
+    this.fresh.add(batch.id)
+    log.info("batch packed", { run: run.name, batch: batch.id, items: lines.length, bytes: out.bytes })
+    return batch
+  }
+
+  /** With no batch of ours in the provider's queue, a request larger than the queue can never be sent. */
+  private queueRoomEmptyOfOthers(): boolean {
+    return this.o.store.liveBatches(this.o.run.id).every((b) => b.phase === "ended")
+  }
+
+  /** The item's request line: its earlier exact bytes when it has been in a batch whose file is kept, else rendered. */
+  private async lineOf(
+    item: Packable,
+    customId: string,
+    files: Map<number, string | null>,
+  ): Promise<string | { missing: string[] }> {
+    if (item.batch_id !== null && item.batch_offset !== null && item.batch_bytes !== null) {
+      let file = files.get(item.batch_id)
+      if (file === undefined) {
+        file = this.o.store.batch(item.batch_id)?.requests ?? null
+        if (file && !existsSync(file)) file = null
+        files.set(item.batch_id, file)
+      }
+      if (file) {
+        const before = JSON.parse(await Store.requestOf(file, item.batch_offset, item.batch_bytes)) as {
+          custom_id?: unknown
+        }
+        if (typeof before.custom_id === "string") return JSON.stringify({ ...before, custom_id: customId })
+      }
+    }
+    const request = this.request(item)
+    if ("missing" in request) return request
+    return this.api.line(customId, request)
+  }
+
+  // ---- the last items, through direct calls
+
+  /**
+   * With `tail_realtime = N`: once the inputs are read, no batch is live, and at most N items are left, they are
+   * finished with direct calls on the same ledger (the realtime runner), rather than waiting for another batch.
+   */
+  private async tail(): Promise<boolean> {
+    const { store, run, job } = this.o
+    const n = job.limits.tail_realtime
+    if (n <= 0 || store.liveBatches(run.id).length > 0 || store.run(run.id)?.ingested === 0) return false
+    const c = store.counts(run.id)
+    const left = c.pending + c.retry_wait
+    if (left === 0 || left > n) return false
+    log.info("finishing the last items with direct calls", { run: run.name, items: left })
+    const runner = new Runner({
+      store,
+      run,
+      job,
+      client: this.o.client,
+      owner: this.o.owner,
+      ...(this.o.policy ? { policy: this.o.policy } : {}),
+    })
+    this.tailRunner = runner
+    runner.onCommit = (p) => {
+      this.onCommit?.({
+        completed: this.progress.completed + p.completed,
+        failed: this.progress.failed + p.failed,
+      })
+    }
+    const ending = await runner.loop()
+    this.tailRunner = undefined
+    this.progress.completed += runner.progress.completed
+    this.progress.failed += runner.progress.failed
+    if (runner.pausedBy) this.pausedBy = runner.pausedBy
+    return ending === "done"
+  }
+
+  // ---- cancel
+
+  /**
+   * `spool cancel`: every live batch is cancelled at the provider, then salvaged as it ends; intents are looked up
+   * first (a batch created just before a crash is cancelled too). Items never sent stay pending.
+   */
+  private async cancel(): Promise<"cancelled" | "interrupted"> {
+    const { store, run } = this.o
+    const asked = new Set<number>()
+    for (;;) {
+      const live = store.liveBatches(run.id)
+      if (live.length === 0) break
+      for (const b of live) {
+        if (this.stopping) return "interrupted"
+        if (b.next_at !== null && b.next_at > Date.now() && !(b.state === "submitted" && !asked.has(b.id)))
+          continue
+        try {
+          if (b.state === "intent") {
+            this.fresh.delete(b.id)
+            const found = await this.api.find(this.tagOf(b), this.signal)
+            if ("found" in found) store.submitted(b.id, found.found)
+            else if ("none" in found)
+              store.abandon(b.id, { errorClass: "cancelled", error: "cancelled before it was created" })
+            else store.later(b.id, Date.now() + this.pollMs(), found.wait)
+          } else if (b.state === "submitted" && !asked.has(b.id)) {
+            const remote = await this.api.cancel(b.provider_id!, this.signal)
+            asked.add(b.id)
+            store.observe(b.id, remote, Date.now() + this.pollMs())
+            log.info("batch cancel asked", { run: run.name, batch: b.id, status: remote.status })
+          } else {
+            await this.step(b)
+          }
+        } catch (err) {
+          if (this.signal.aborted) return "interrupted"
+          // a batch that ended meanwhile cannot be cancelled: it is polled, downloaded and applied as usual
+          if (err instanceof ProviderError && !err.retryable && b.state === "submitted") asked.add(b.id)
+          this.failedStep(b, err)
+        }
+      }
+      await this.idle(this.untilDue())
+    }
+    store.setRunState(run.id, "cancelled", "cancelled by `spool cancel`")
+    return "cancelled"
+  }
+}
