@@ -20,6 +20,7 @@ import * as template from "./template.ts"
 import { Store, type Batch, type LineOutcome, type Packable, type Run } from "./store.ts"
 import { Runner, dead, type Ending } from "./runner.ts"
 import type { Job } from "./job.ts"
+import { cost, paidCost, type Price } from "./pricing.ts"
 import type { BatchClient, BatchLine, BatchTag, ProviderClient, Request } from "../plugins/define.ts"
 
 export interface BatcherOptions {
@@ -31,6 +32,8 @@ export interface BatcherOptions {
   /** The store's directory: artifacts go under `artifacts/<run>/` in it. */
   home: string
   policy?: retry.Policy
+  /** The spend cap (`limits.max_cost_usd`) and the model's price. */
+  budget?: { capUsd: number; price: Price } | undefined
 }
 
 export interface BatchProgress {
@@ -131,6 +134,8 @@ export class Batcher {
   onCommit: ((progress: BatchProgress) => void) | undefined
   /** Set when a provider error paused the run (bad key, no quota). */
   pausedBy: ProviderError | undefined
+  /** Set when the spend cap stopped new batches. */
+  capped: string | undefined
   private readonly o: BatcherOptions
   private readonly api: BatchClient
   private readonly prompt: template.Template
@@ -215,10 +220,11 @@ export class Batcher {
         await this.advance()
         if (this.stopping) return "interrupted"
         if (this.pausedBy) return "paused"
+        if (this.capped && store.liveBatches(run.id).length === 0) return "paused"
         const paused = state === "paused"
+        if (!paused && (await this.tail())) continue
         if (!paused) await this.pack()
         if (this.stopping) return "interrupted"
-        if (!paused && (await this.tail())) continue
         if (this.finished()) return "done"
         await this.idle(this.untilDue())
       }
@@ -549,8 +555,10 @@ export class Batcher {
     for (;;) {
       if (this.stopping || this.pausedBy || this.queueFull) return
       const room = this.queueRoom()
-      if (room.tokens <= 0 || room.requests <= 0) return
-      const candidates = store.packable(run.id, Math.min(cap, room.requests))
+      if (room.tokens <= 0 || room.requests <= 0 || room.batches <= 0) return
+      const affordable = this.affordable()
+      if (affordable <= 0) return
+      const candidates = store.packable(run.id, Math.min(cap, room.requests, affordable))
       if (candidates.length === 0) {
         this.waitingSince = undefined
         return
@@ -573,14 +581,48 @@ export class Batcher {
     }
   }
 
+  /**
+   * How many more items the spend cap allows: what is spent, plus an estimate for every item in a live batch, must
+   * stay under it. The estimate is the average cost of an attempt so far, or before any has ended, a bound from the
+   * prompt's length and max_tokens; all at the batch price.
+   */
+  private affordable(): number {
+    const budget = this.o.budget
+    if (!budget) return Number.POSITIVE_INFINITY
+    const { store, run, job } = this.o
+    const s = store.summary(run.id)
+    const spent = paidCost(budget.price, {
+      input_tokens: s.inputTokens,
+      output_tokens: s.outputTokens,
+      cached_input_tokens: s.cachedTokens,
+      batch_input_tokens: s.batch.inputTokens,
+      batch_output_tokens: s.batch.outputTokens,
+      batch_cached_tokens: s.batch.cachedTokens,
+    })
+    const ended = s.attempts - s.counts.queued - s.counts.submitted
+    const input = Math.ceil(((job.request.system ?? "").length + job.request.prompt.length + 400) / 4)
+    const each =
+      ended > 0
+        ? spent / ended
+        : cost(budget.price, { input_tokens: input, output_tokens: job.request.max_tokens ?? 1000 }, true)
+    const inBatches = s.counts.queued + s.counts.submitted
+    const room = each > 0 ? Math.floor((budget.capUsd - spent - each * inBatches) / each) : Infinity
+    if (room <= 0 && !this.capped) {
+      this.capped = `the spend cap of $${budget.capUsd} is reached ($${spent.toFixed(4)} spent)`
+      log.warn("spend cap reached: no new batch is sent; live batches are still followed", { run: run.name })
+    }
+    return room
+  }
+
   /** What the learned queue limits leave for a new batch (Infinity when none is known). */
-  private queueRoom(): { tokens: number; requests: number } {
+  private queueRoom(): { tokens: number; requests: number; batches: number } {
     const { store, run } = this.o
     const r = store.run(run.id)
     const live = store.liveBatches(run.id).filter((b) => b.phase !== "ended")
     const tokens = r?.queue_tokens ? r.queue_tokens - live.reduce((a, b) => a + b.tokens, 0) : Infinity
     const requests = r?.queue_requests ? r.queue_requests - live.reduce((a, b) => a + b.count, 0) : Infinity
-    return { tokens, requests }
+    const max = this.o.job.batch.max_live
+    return { tokens, requests, batches: max > 0 ? max - live.length : Infinity }
   }
 
   private request(item: Packable): Request | { missing: string[] } {

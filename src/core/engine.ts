@@ -201,6 +201,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
           owner,
           home: o.home,
           policy,
+          budget: budget && { capUsd: budget.capUsd, price: budget.price },
         })
       : undefined
   const counts = db.counts(run.id)
@@ -272,8 +273,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
           db,
           current,
           ending,
-          (batcher?.pausedBy ?? runner.pausedBy)?.message ?? runner.capped,
-          runner.capped !== undefined,
+          (batcher?.pausedBy ?? runner.pausedBy)?.message ?? batcher?.capped ?? runner.capped,
+          (batcher?.capped ?? runner.capped) !== undefined,
         )
       } finally {
         db.close()

@@ -91,6 +91,8 @@ const BatchSchema = strict(
     /** The first wait between two looks at a batch; it grows while nothing changes, up to poll_max_s. */
     poll_s: v.optional(seconds(0.001), 10),
     poll_max_s: v.optional(seconds(0.001), 300),
+    /** At most this many batches at the provider at once (0: no limit beyond the provider's queue). */
+    max_live: v.optional(int(0, 100_000), 0),
     /** Keep the raw output and error files under .spool/artifacts after their lines are applied. */
     keep_raw: v.optional(v.boolean("expected true or false"), true),
   },
