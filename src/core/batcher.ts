@@ -44,7 +44,7 @@ export interface BatchProgress {
 /** How long the batch lease lasts without renewal. */
 const LEASE_MS = 60_000
 /** Lines settled per transaction while applying a result file. */
-const APPLY_CHUNK = 5000
+const APPLY_CHUNK = 10_000
 /** A 404 this soon after create is the provider not having caught up yet (OpenAI documents the lag). */
 const YOUNG_MS = 120_000
 /** The longest the loop sleeps when nothing is due: it looks at the run's state (pause, cancel) this often. */
@@ -217,16 +217,16 @@ export class Batcher {
         const state = store.run(run.id)?.state
         if (state === "cancelling") return await this.cancel()
         if (state === "cancelled") return "cancelled"
-        await this.advance()
+        const paused = state === "paused"
+        // the batches at the provider move on while the next one is packed and sent: its work and ours overlap
+        // (advance() takes its list of batches before its first await, so the two never touch the same batch)
+        const [moved, packed] = await Promise.all([this.advance(), paused ? false : this.pack()])
         if (this.stopping) return "interrupted"
         if (this.pausedBy) return "paused"
         if (this.capped && store.liveBatches(run.id).length === 0) return "paused"
-        const paused = state === "paused"
         if (!paused && (await this.tail())) continue
-        if (!paused) await this.pack()
-        if (this.stopping) return "interrupted"
         if (this.finished()) return "done"
-        await this.idle(this.untilDue())
+        if (!moved && !packed) await this.idle(this.untilDue())
       }
     } finally {
       clearInterval(renew)
@@ -263,18 +263,21 @@ export class Batcher {
   // ---- the life of a batch
 
   /** Moves every live batch that is due one step on: create, look up, poll, download, apply. */
-  private async advance(): Promise<void> {
+  private async advance(): Promise<boolean> {
     const { store, run } = this.o
+    let moved = false
     for (const b of store.liveBatches(run.id)) {
-      if (this.stopping || this.pausedBy) return
+      if (this.stopping || this.pausedBy) return moved
       if (b.next_at !== null && b.next_at > Date.now()) continue
+      moved = true
       try {
         await this.step(b)
       } catch (err) {
-        if (this.signal.aborted) return
+        if (this.signal.aborted) return moved
         this.failedStep(b, err)
       }
     }
+    return moved
   }
 
   private async step(b: Batch): Promise<void> {
@@ -422,6 +425,8 @@ export class Batcher {
     let lines = 0
     let first = true
     const commit = () => {
+      // in ledger order: results come in any order, and item pages touched in order stay in the cache
+      chunk.sort((x, y) => x.item - y.item)
       store.apply(b.id, chunk)
       for (const o of chunk) {
         if (o.to === "completed") this.progress.completed++
@@ -548,37 +553,35 @@ export class Batcher {
 
   // ---- packing
 
-  /** Packs and creates batches while there are items, room in the provider's queue, and no reason to wait. */
-  private async pack(): Promise<void> {
+  /** Packs and creates one batch, when there are items, room in the provider's queue, and no reason to wait. */
+  private async pack(): Promise<boolean> {
     const { store, run, job } = this.o
     const cap = Math.min(job.batch.batch_size ?? this.api.limits.maxRequests, this.api.limits.maxRequests)
-    for (;;) {
-      if (this.stopping || this.pausedBy || this.queueFull) return
-      const room = this.queueRoom()
-      if (room.tokens <= 0 || room.requests <= 0 || room.batches <= 0) return
-      const affordable = this.affordable()
-      if (affordable <= 0) return
-      const candidates = store.packable(run.id, Math.min(cap, room.requests, affordable))
-      if (candidates.length === 0) {
-        this.waitingSince = undefined
-        return
-      }
-      const ingesting = store.run(run.id)?.ingested === 0
-      if (ingesting && candidates.length < cap) {
-        this.waitingSince ??= Date.now()
-        if (Date.now() - this.waitingSince < job.batch.flush_s * 1000) return
-      }
+    if (this.stopping || this.pausedBy || this.queueFull) return false
+    const room = this.queueRoom()
+    if (room.tokens <= 0 || room.requests <= 0 || room.batches <= 0) return false
+    const affordable = this.affordable()
+    if (affordable <= 0) return false
+    const candidates = store.packable(run.id, Math.min(cap, room.requests, affordable))
+    if (candidates.length === 0) {
       this.waitingSince = undefined
-      const b = await this.packOne(candidates, room.tokens)
-      if (!b) return
-      try {
-        await this.resolve(b)
-      } catch (err) {
-        if (this.signal.aborted) return
-        this.failedStep(b, err)
-        return
-      }
+      return false
     }
+    const ingesting = store.run(run.id)?.ingested === 0
+    if (ingesting && candidates.length < cap) {
+      this.waitingSince ??= Date.now()
+      if (Date.now() - this.waitingSince < job.batch.flush_s * 1000) return false
+    }
+    this.waitingSince = undefined
+    const b = await this.packOne(candidates, room.tokens)
+    if (!b) return true
+    try {
+      await this.resolve(b)
+    } catch (err) {
+      if (this.signal.aborted) return false
+      this.failedStep(b, err)
+    }
+    return true
   }
 
   /**

@@ -345,7 +345,11 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     child.kill("SIGKILL")
     await child.exited
     // the fake moves a batch on when it is looked at: look, as a person at the console would
-    await until(() => fake.batch.batches.every((b) => b.status !== "") && fake.batch.paidLines >= 4, 20_000, "some lines done")
+    await until(
+      () => fake.batch.batches.every((b) => b.status !== "") && fake.batch.paidLines >= 4,
+      20_000,
+      "some lines done",
+    )
     const cancel = await spool(["cancel", "--home", home], { cwd: tmp.path, env })
     expect(cancel.code).toBe(0)
     expect(cancel.stderr).toContain("cancelling 2 live batch(es)")

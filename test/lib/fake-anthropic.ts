@@ -1,5 +1,18 @@
 /** A fake Anthropic Messages server on 127.0.0.1 that speaks the official wire format, with switchable faults. */
 import { RateLimiter, retryAfterSeconds, type RateLimit, type Stats, type Verdict } from "./fake-openai.ts"
+import {
+  BatchEngine,
+  base62,
+  pageLimit,
+  Validator,
+  jsonl,
+  mapIter,
+  type BatchLine,
+  type BatchOptions,
+  type FakeBatch,
+  type LineError,
+  type View,
+} from "./fake-batch.ts"
 import { validateSchema } from "./spec.ts"
 
 export type { RateLimit, Stats } from "./fake-openai.ts"
@@ -34,8 +47,10 @@ export interface FakeOptions {
    * one request and, against `tpm`, its input tokens as usage reports them plus its max_tokens.
    */
   rateLimit?: RateLimit
-  /** The clock of the rate limit and of `served`, in ms (default Date.now). */
+  /** The clock of the rate limit, of `served` and of the batches, in ms (default Date.now). */
   now?: () => number
+  /** The Message Batches API: how long batches take, their faults and limits (fake-batch.ts). */
+  batch?: BatchOptions
 }
 
 export interface Fake extends AsyncDisposable {
@@ -60,6 +75,8 @@ export interface Fake extends AsyncDisposable {
   /** When (by `now`) each 200 message went out: `paid`, in time. */
   served: number[]
   invalid: { body: unknown; errors: string[] }[]
+  /** The Message Batches API: its options (change them at any time), faults, and records of every batch. */
+  batch: BatchEngine<null>
   stats(): Stats
   stop(): Promise<void>
 }
@@ -69,18 +86,15 @@ export const CREDIT_MESSAGE =
 
 const tokens = (text: string) => Math.max(1, Math.ceil(text.length / 4))
 
-const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+/**
+ * The message of a create refused for the Message Batches queue limit (`batch.queueLimit`): Anthropic's docs name the
+ * limit ("batch requests in processing queue") but not its error's wording, so this is the fake's own.
+ */
+export const QUEUE_LIMIT_MESSAGE =
+  "This batch would exceed your organization's limit on batch requests in the processing queue. Please wait for your current Message Batches to finish processing, or submit fewer requests."
 
-/** An id as the API makes them: a prefix and 24 base62 characters, here derived from a counter. */
-function id(prefix: string, n: number): string {
-  let h = Bun.hash(`${prefix}${n}`)
-  let out = ""
-  for (let i = 0; i < 24; i++) {
-    out += ALPHABET[Number(h % 62n)]
-    h = h / 62n || Bun.hash(`${out}${n}`)
-  }
-  return `${prefix}${out}`
-}
+/** An id as the API makes them: a prefix and 24 base62 characters, here derived from a counter (or another seed). */
+const id = (prefix: string, n: number | string) => `${prefix}${base62(`${prefix}${n}`, 24)}`
 
 /** The text of the last user message: content may be a string or a list of blocks. */
 function inputOf(body: Record<string, unknown>): string {
@@ -123,6 +137,304 @@ function rateHeaders(limiter: RateLimiter, now: number): Record<string, string> 
     headers[`anthropic-ratelimit-${name}-reset`] = rfc3339(now + bucket.fullInMs())
   }
   return headers
+}
+
+/**
+ * The Message for a request: the reply as a text block (cut at max_tokens for the "max_tokens" kind, none for
+ * "empty"), or, when the request forces a tool, a tool_use block whose input is the reply parsed. `n` seeds the ids.
+ */
+function message(body: Record<string, unknown>, full: string, kind: FaultKind, n: number | string) {
+  const inputTokens = tokens(JSON.stringify([body.system ?? "", body.messages ?? ""]))
+  const limit = typeof body.max_tokens === "number" ? body.max_tokens : 0
+  const text = kind === "max_tokens" ? full.slice(0, Math.max(1, limit) * 4) : full
+  // a forced tool call (how spool asks for structured output): the reply, parsed, is the tool's input
+  const forced = body.tool_choice as { type?: string; name?: string } | undefined
+  const tool = forced?.type === "tool" && kind !== "empty" && kind !== "max_tokens"
+  let toolInput: unknown
+  if (tool) {
+    try {
+      toolInput = JSON.parse(full)
+    } catch {
+      toolInput = { text: full }
+    }
+  }
+  return {
+    id: id("msg_", n),
+    type: "message",
+    role: "assistant",
+    model: typeof body.model === "string" ? body.model : "unknown",
+    content: tool
+      ? [
+          {
+            type: "tool_use",
+            id: id("toolu_", n),
+            name: forced!.name,
+            input: toolInput,
+            caller: { type: "direct" },
+          },
+        ]
+      : kind === "empty"
+        ? []
+        : [{ type: "text", text, citations: null }],
+    stop_reason: tool ? "tool_use" : kind === "max_tokens" ? "max_tokens" : "end_turn",
+    stop_sequence: null,
+    stop_details: null,
+    container: null,
+    usage: {
+      input_tokens: inputTokens,
+      output_tokens: kind === "empty" ? 0 : tokens(text),
+      cache_creation_input_tokens: 0,
+      cache_read_input_tokens: 0,
+      cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 },
+      server_tool_use: null,
+      service_tier: "standard",
+      inference_geo: null,
+    },
+  }
+}
+
+/** The error type the API gives each status, and a message for it. */
+const ERRORS: Record<number, [type: string, message: string]> = {
+  400: ["invalid_request_error", "Invalid request."],
+  401: ["authentication_error", "invalid x-api-key"],
+  402: ["billing_error", CREDIT_MESSAGE],
+  403: ["permission_error", "Your API key does not have permission to use the specified resource."],
+  404: ["not_found_error", "Not found"],
+  429: ["rate_limit_error", "Rate limited"],
+  504: ["timeout_error", "Request timed out"],
+  529: ["overloaded_error", "Overloaded"],
+}
+
+/** A line error as the API writes it: the type and message of its status (api_error otherwise), unless set. */
+function errorOf(e: LineError): { type: string; message: string } {
+  const [type, message] = ERRORS[e.status] ?? ["api_error", "Internal server error"]
+  return { type: e.type ?? type, message: e.message ?? message }
+}
+
+const CUSTOM_ID = /^[a-zA-Z0-9_-]{1,64}$/
+
+type ErrorFn = (status: number, type: string, message: string, headers?: Record<string, string>) => Response
+
+/**
+ * The Message Batches API on the fake's server: `POST /v1/messages/batches`, `GET /v1/messages/batches`,
+ * `GET /v1/messages/batches/{id}`, `POST /v1/messages/batches/{id}/cancel`, `GET /v1/messages/batches/{id}/results`.
+ * Returns undefined for any other request.
+ */
+function messageBatchApi(
+  fake: Fake,
+  options: FakeOptions,
+  now: () => number,
+  error: ErrorFn,
+  denied: (req: Request) => Response | undefined,
+) {
+  const validator = new Validator("CreateMessageParams", "anthropic")
+  const iso = (ms: number) => new Date(ms).toISOString()
+  const noBatch = (batchId: string) =>
+    error(404, "not_found_error", `No Message Batch found with id '${batchId}'.`)
+
+  const batchJson = (b: FakeBatch<null>, view: View) => {
+    const ended = view.phase === "ended"
+    const lost = (outcome: string) => (view.ending === outcome ? view.unprocessed : 0)
+    return {
+      id: b.id,
+      type: "message_batch",
+      processing_status: fake.batch.host.status(view),
+      request_counts: {
+        processing: ended ? 0 : view.total - view.processed,
+        succeeded: view.succeeded,
+        errored: view.errored + lost("failed"),
+        canceled: lost("cancelled"),
+        expired: lost("expired"),
+      },
+      ended_at: ended ? iso(view.at.ended!) : null,
+      created_at: iso(b.createdAt),
+      expires_at: iso(b.createdAt + 86_400_000),
+      archived_at: null,
+      cancel_initiated_at: view.at.cancelling !== undefined ? iso(view.at.cancelling) : null,
+      results_url: ended ? `${fake.url}/v1/messages/batches/${b.id}/results` : null,
+    }
+  }
+
+  const create = async (req: Request): Promise<Response> => {
+    const at = now()
+    const refuse = (status: number, type: string, message: string, requests = 0) => {
+      fake.batch.creates.push({ at, status, requests, error: message })
+      return error(status, type, message)
+    }
+    const size = Number(req.headers.get("content-length") ?? 0)
+    if (size > fake.batch.maxBytes) {
+      return refuse(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
+    }
+    let body: Record<string, unknown>
+    try {
+      body = (await req.json()) as Record<string, unknown>
+    } catch {
+      return refuse(400, "invalid_request_error", "There was an issue with the JSON body of your request.")
+    }
+    const requests =
+      body && typeof body === "object" && Array.isArray(body.requests)
+        ? (body.requests as unknown[])
+        : undefined
+    if (!requests) {
+      if (options.validate !== false) {
+        fake.invalid.push({ body, errors: validateSchema("CreateMessageBatchParams", body, "anthropic") })
+      }
+      return refuse(400, "invalid_request_error", "requests: Field required")
+    }
+    const n = requests.length
+    if (n === 0 || n > fake.batch.maxRequests) {
+      const message =
+        n === 0
+          ? "requests: List should have at least 1 item after validation, not 0"
+          : `requests: List should have at most ${fake.batch.maxRequests} items after validation, not ${n}`
+      fake.invalid.push({ body: { requests: n }, errors: [message] })
+      return refuse(400, "invalid_request_error", message, n)
+    }
+    const check = options.validate !== false
+    if (check) {
+      // the envelope (its keys) here, its requests one by one below
+      const errors = validateSchema(
+        "CreateMessageBatchParams",
+        { ...body, requests: [] },
+        "anthropic",
+      ).filter((e) => !e.startsWith("/requests "))
+      if (errors.length) fake.invalid.push({ body: { ...body, requests: `(${n} requests)` }, errors })
+    }
+    const lines: BatchLine[] = []
+    const seen = new Set<string>()
+    let refusal: string | undefined
+    for (let i = 0; i < n; i++) {
+      const r = requests[i] as Record<string, unknown> | null
+      const wrong: string[] = []
+      const customId = r && typeof r === "object" ? r.custom_id : undefined
+      const params = r && typeof r === "object" ? (r.params as Record<string, unknown>) : undefined
+      if (typeof customId !== "string" || !CUSTOM_ID.test(customId)) {
+        wrong.push(`requests.${i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'`)
+      } else if (seen.has(customId)) {
+        wrong.push(
+          `requests.${i}.custom_id: Duplicate custom_id '${customId}'; custom_ids must be unique within a Message Batch.`,
+        )
+      }
+      if (typeof customId === "string") seen.add(customId)
+      if (!params || typeof params !== "object" || Array.isArray(params)) {
+        wrong.push(`requests.${i}.params: Field required`)
+      }
+      if (wrong.length) {
+        refusal ??= wrong[0]
+        fake.invalid.push({ body: r, errors: wrong })
+        continue
+      }
+      const extra = Object.keys(r!).filter((k) => k !== "custom_id" && k !== "params")
+      const errors = check ? validator.errors(params!) : []
+      if (extra.length || errors.length) {
+        fake.invalid.push({
+          body: r,
+          errors: [
+            ...extra.map((k) => `requests.${i}: must NOT have additional property '${k}'`),
+            ...errors.map((e) => `requests.${i}.params${e}`),
+          ],
+        })
+      }
+      lines.push({ customId: customId as string, input: inputOf(params!), body: params! })
+    }
+    if (refusal) return refuse(400, "invalid_request_error", refusal, n)
+    const limit = fake.batch.queueLimit
+    if (limit !== undefined) {
+      let queued = 0
+      for (const b of fake.batch.pending()) queued += b.lines.length
+      if (queued + n > limit) return refuse(429, "rate_limit_error", QUEUE_LIMIT_MESSAGE, n)
+    }
+    const batch = fake.batch.create({
+      id: (seq) => id("msgbatch_", `${fake.port}|${seq}`),
+      lines,
+      data: null,
+    })
+    fake.batch.creates.push({ at, status: 200, id: batch.id, requests: n })
+    return Response.json(batchJson(batch, fake.batch.fresh(batch)))
+  }
+
+  const resultLines = (b: FakeBatch<null>) =>
+    mapIter(fake.batch.results(b), ({ line, index, result }) => {
+      const custom_id = line.customId
+      switch (result.type) {
+        case "succeeded":
+          return JSON.stringify({
+            custom_id,
+            result: {
+              type: "succeeded",
+              message: message(line.body, result.content, "ok", `${b.id}|${index}`),
+            },
+          })
+        case "errored":
+        case "failed":
+          return JSON.stringify({
+            custom_id,
+            result: {
+              type: "errored",
+              error: {
+                type: "error",
+                error: errorOf(result.type === "errored" ? result.error : { status: 500 }),
+                request_id: null,
+              },
+            },
+          })
+        case "cancelled":
+          return JSON.stringify({ custom_id, result: { type: "canceled" } })
+        case "expired":
+          return JSON.stringify({ custom_id, result: { type: "expired" } })
+      }
+    })
+
+  const list = (url: URL): Response => {
+    const limit = pageLimit(url.searchParams.get("limit"), 1000)
+    const { data, hasMore } = fake.batch.page(
+      limit,
+      url.searchParams.get("after_id") ?? undefined,
+      url.searchParams.get("before_id") ?? undefined,
+    )
+    return Response.json({
+      data: data.map((b) => batchJson(b, fake.batch.observe(b))),
+      has_more: hasMore,
+      first_id: data[0]?.id ?? null,
+      last_id: data.at(-1)?.id ?? null,
+    })
+  }
+
+  return (req: Request, url: URL): Response | Promise<Response> | undefined => {
+    const path = url.pathname
+    if (path !== "/v1/messages/batches" && !path.startsWith("/v1/messages/batches/")) return undefined
+    const [batchId, action, ...rest] = path.slice("/v1/messages/batches/".length).split("/")
+    if (rest.length) return undefined
+    const method = req.method
+    const refused = denied(req)
+    if (refused) return refused
+    if (!batchId) {
+      if (method === "POST") return create(req)
+      if (method === "GET") return list(url)
+      return undefined
+    }
+    if (action === undefined && method === "GET") {
+      const b = fake.batch.reveal(batchId)
+      return b ? Response.json(batchJson(b, fake.batch.observe(b))) : noBatch(batchId)
+    }
+    const b = fake.batch.find(batchId)
+    if (action === "cancel" && method === "POST") {
+      if (!b) return noBatch(batchId)
+      return Response.json(batchJson(b, fake.batch.cancel(b) ?? fake.batch.observe(b)))
+    }
+    if (action === "results" && method === "GET") {
+      if (!b) return noBatch(batchId)
+      if (fake.batch.observe(b).phase !== "ended") {
+        return error(
+          400,
+          "invalid_request_error",
+          `Message Batch ${batchId} has not ended yet; its results are not available.`,
+        )
+      }
+      return jsonl(resultLines(b), "application/binary")
+    }
+    return undefined
+  }
 }
 
 export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fake> {
@@ -208,6 +520,18 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     }
   }
 
+  /** A 401 without the right x-api-key, a 400 without anthropic-version; undefined if the request may go on. */
+  const denied = (req: Request): Response | undefined => {
+    const key = req.headers.get("x-api-key")
+    if (!key || (options.apiKey !== undefined && key !== options.apiKey)) {
+      return error(401, "authentication_error", "invalid x-api-key")
+    }
+    if (!req.headers.get("anthropic-version")) {
+      return error(400, "invalid_request_error", "anthropic-version: header is required")
+    }
+    return undefined
+  }
+
   /** Every answer of /v1/messages carries the rate-limit headers: as of the request's admission, or of now. */
   const limitedCreate = async (req: Request): Promise<Response> => {
     const state: { headers?: Record<string, string> } = {}
@@ -222,13 +546,8 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
   const create = async (req: Request, state: { headers?: Record<string, string> }): Promise<Response> => {
     fake.requests++
     fake.headers = req.headers
-    const key = req.headers.get("x-api-key")
-    if (!key || (options.apiKey !== undefined && key !== options.apiKey)) {
-      return error(401, "authentication_error", "invalid x-api-key")
-    }
-    if (!req.headers.get("anthropic-version")) {
-      return error(400, "invalid_request_error", "anthropic-version: header is required")
-    }
+    const refused = denied(req)
+    if (refused) return refused
     let body: Record<string, unknown>
     try {
       body = (await req.json()) as Record<string, unknown>
@@ -262,66 +581,26 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     if (failed) return failed
     fake.paid.set(input, (fake.paid.get(input) ?? 0) + 1)
     fake.served.push(now())
-    const full = reply(input, body)
-    const text = kind === "max_tokens" ? full.slice(0, Math.max(1, limit) * 4) : full
-    const requestId = id("req_", fake.requests)
-    // a forced tool call (how spool asks for structured output): the reply, parsed, is the tool's input
-    const forced = body.tool_choice as { type?: string; name?: string } | undefined
-    const tool = forced?.type === "tool" && kind !== "empty" && kind !== "max_tokens"
-    let toolInput: unknown
-    if (tool) {
-      try {
-        toolInput = JSON.parse(full)
-      } catch {
-        toolInput = { text: full }
-      }
-    }
-    return Response.json(
-      {
-        id: id("msg_", fake.requests),
-        type: "message",
-        role: "assistant",
-        model: typeof body.model === "string" ? body.model : "unknown",
-        content: tool
-          ? [
-              {
-                type: "tool_use",
-                id: id("toolu_", fake.requests),
-                name: forced!.name,
-                input: toolInput,
-                caller: { type: "direct" },
-              },
-            ]
-          : kind === "empty"
-            ? []
-            : [{ type: "text", text, citations: null }],
-        stop_reason: tool ? "tool_use" : kind === "max_tokens" ? "max_tokens" : "end_turn",
-        stop_sequence: null,
-        stop_details: null,
-        container: null,
-        usage: {
-          input_tokens: inputTokens,
-          output_tokens: kind === "empty" ? 0 : tokens(text),
-          cache_creation_input_tokens: 0,
-          cache_read_input_tokens: 0,
-          cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 },
-          server_tool_use: null,
-          service_tier: "standard",
-          inference_geo: null,
-        },
-      },
-      { headers: { "request-id": requestId } },
-    )
+    return Response.json(message(body, reply(input, body), kind, fake.requests), {
+      headers: { "request-id": id("req_", fake.requests) },
+    })
   }
+
+  let batchRoutes: ReturnType<typeof messageBatchApi>
 
   const server = Bun.serve({
     port: 0,
     hostname: "127.0.0.1",
     idleTimeout: 0,
+    // a Message Batches create may carry 256 MB
+    maxRequestBodySize: 1024 * 1024 * 1024,
     fetch(req) {
-      const path = new URL(req.url).pathname
+      const url = new URL(req.url)
+      const path = url.pathname
       if (req.method === "POST" && path === "/v1/messages") return limitedCreate(req)
       if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
+      const batchAnswer = batchRoutes(req, url)
+      if (batchAnswer) return batchAnswer
       return error(404, "not_found_error", `Not Found: ${req.method} ${path}`)
     },
     error() {
@@ -343,6 +622,7 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     limited: 0,
     served: [],
     invalid: [],
+    batch: undefined as unknown as BatchEngine<null>,
     stats: () => ({
       requests: fake.requests,
       limited: fake.limited,
@@ -359,5 +639,19 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
       await fake.stop()
     },
   }
+  fake.batch = new BatchEngine<null>(
+    {
+      now,
+      reply,
+      paid: () => fake.paid,
+      // validating and finalizing are in_progress too: a Message Batch is processing until it has ended
+      status: (view) =>
+        view.phase === "ended" ? "ended" : view.phase === "cancelling" ? "canceling" : "in_progress",
+      // 100,000 requests and 256 MB a create
+      limits: { maxRequests: 100_000, maxBytes: 256 * 1024 * 1024 },
+    },
+    options.batch,
+  )
+  batchRoutes = messageBatchApi(fake, options, now, error, denied)
   return fake
 }

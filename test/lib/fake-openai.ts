@@ -2,6 +2,20 @@
  * A fake OpenAI server on 127.0.0.1 (`POST /v1/chat/completions` and `POST /v1/responses`) that speaks the official
  * wire format, with switchable faults.
  */
+import {
+  BatchEngine,
+  base62,
+  pageLimit,
+  Validator,
+  jsonl,
+  mapIter,
+  unix,
+  type BatchLine,
+  type BatchOptions,
+  type FakeBatch,
+  type LineError,
+  type View,
+} from "./fake-batch.ts"
 import { validateSchema } from "./spec.ts"
 
 export type FaultKind = "ok" | "429" | "quota" | "500" | "503" | "hang" | "reset" | "garbage"
@@ -154,8 +168,46 @@ export interface FakeOptions {
   reply?: (input: string, body: Record<string, unknown>) => string
   /** A rate limit like the API's (off by default): x-ratelimit-* headers on every response, 429s past it. */
   rateLimit?: RateLimit
-  /** The clock of the rate limit and of `served`, in ms (default Date.now). */
+  /** The clock of the rate limit, of `served` and of the batches, in ms (default Date.now). */
   now?: () => number
+  /** The Batch API (files, batches): how long batches take, their faults and limits (fake-batch.ts). */
+  batch?: BatchOptions
+}
+
+/** One error of a batch that failed, as `errors.data` lists them. */
+export interface BatchError {
+  code: string
+  message: string
+  param: string | null
+  line: number | null
+}
+
+/** What the OpenAI fake keeps of each batch (`fake.batch.batches[i].data`). */
+export interface OpenAIBatch {
+  endpoint: string
+  /** How its lines are answered: the realtime endpoint's code. */
+  api: Api
+  inputFileId: string
+  /** The model of its lines. */
+  model: string | undefined
+  /** Why it failed validation (refused batches), or why it failed (a `failed` fault). */
+  errors: BatchError[]
+  /** Input tokens of its lines, once counted (for the enqueued-token limit). */
+  tokens: number | undefined
+  outputFileId?: string
+  errorFileId?: string
+  /** Its output and error files were made (it has ended). */
+  finished: boolean
+}
+
+/** A file of the Files API: uploaded (its bytes) or made by a batch (its lines, built whenever it is read). */
+export interface StoredFile {
+  id: string
+  filename: string
+  purpose: "batch" | "batch_output"
+  createdAt: number
+  bytes?: Uint8Array
+  lines?: () => Iterator<string>
 }
 
 export interface Fake extends AsyncDisposable {
@@ -175,6 +227,10 @@ export interface Fake extends AsyncDisposable {
   /** When (by `now`) each 200 completion or response went out: `paid`, in time. */
   served: number[]
   invalid: { body: unknown; errors: string[] }[]
+  /** The Batch API: its options (change them at any time), faults, and records of every batch. */
+  batch: BatchEngine<OpenAIBatch>
+  /** The Files API's files, by id. */
+  files: Map<string, StoredFile>
   stats(): Stats
   stop(): Promise<void>
 }
@@ -203,7 +259,7 @@ function userText(messages: unknown): string {
 }
 
 /** One endpoint the fake serves: its request schema, where its input text is, and its success body. */
-interface Api {
+export interface Api {
   schema: string
   input(body: Record<string, unknown>): string
   /** What the request costs against a token limit: its input tokens as usage reports them, plus its max output. */
@@ -346,6 +402,602 @@ function rateLimited(verdict: Extract<Verdict, { ok: false }>, modelName: string
   )
 }
 
+/** A 401 unless the request carries `Bearer <apiKey>` (any key passes when apiKey is undefined). */
+function unauthorized(req: Request, apiKey: string | undefined): Response | undefined {
+  if (apiKey !== undefined && req.headers.get("authorization") !== `Bearer ${apiKey}`) {
+    return errorBody(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+  }
+  return undefined
+}
+
+/**
+ * The parts of a multipart/form-data body, by name: their bytes, and the filename of file parts. Read by hand, as
+ * Bun's own parser is several times slower on large files; undefined when the body is not multipart.
+ */
+async function multipart(
+  req: Request,
+): Promise<Map<string, { filename?: string; data: Uint8Array }> | undefined> {
+  const match = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(req.headers.get("content-type") ?? "")
+  if (!match) return undefined
+  // read as the chunks come: req.arrayBuffer() is several times slower on large bodies sent in many chunks
+  const chunks: Uint8Array[] = []
+  if (req.body) for await (const chunk of req.body) chunks.push(chunk)
+  const body = Buffer.concat(chunks)
+  const delimiter = Buffer.from(`\r\n--${match[1] ?? match[2]}`)
+  const parts = new Map<string, { filename?: string; data: Uint8Array }>()
+  // the first delimiter may come without its CRLF, at the very start
+  let at = body.indexOf(delimiter.subarray(2))
+  if (at < 0) return undefined
+  at += delimiter.length - 2
+  for (;;) {
+    if (body[at] === 45 && body[at + 1] === 45) return parts // "--": the closing delimiter
+    const head = body.indexOf("\r\n\r\n", at)
+    if (head < 0) return undefined
+    const next = body.indexOf(delimiter, head + 4)
+    if (next < 0) return undefined
+    const headers = body.toString("utf8", at, head)
+    const name = /(?:^|[;\s])name="([^"]*)"/i.exec(headers)?.[1]
+    const filename = /filename="([^"]*)"/i.exec(headers)?.[1]
+    if (name !== undefined) {
+      parts.set(name, {
+        ...(filename !== undefined ? { filename } : {}),
+        data: body.subarray(head + 4, next),
+      })
+    }
+    at = next + delimiter.length
+  }
+}
+
+/** A line of a JSONL file that is not JSON. */
+class Unparsable {
+  constructor(readonly raw: string) {}
+}
+
+/**
+ * The values of a JSONL file's non-blank lines (an Unparsable for a line that is not JSON), and their line numbers
+ * when they are not simply 1, 2, 3… (blank lines). Parsed in one native pass when the file is clean, as a spool
+ * file is; line by line otherwise.
+ */
+function jsonLines(bytes: Uint8Array): { values: unknown[]; numbers: number[] | undefined } {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+  let lines = 0
+  let blank = false
+  let start = 0
+  for (let end = buf.indexOf(10); ; end = buf.indexOf(10, start)) {
+    const stop = end < 0 ? buf.length : end
+    const empty = stop === start || (stop === start + 1 && buf[start] === 13)
+    if (empty) blank ||= end >= 0
+    else lines++
+    if (end < 0) break
+    start = end + 1
+  }
+  if (!blank) {
+    const parsed = Bun.JSONL.parseChunk(bytes)
+    if (parsed.done && !parsed.error && parsed.values.length === lines)
+      return { values: parsed.values, numbers: undefined }
+  }
+  const values: unknown[] = []
+  const numbers: number[] = []
+  const raws = new TextDecoder().decode(bytes).split("\n")
+  for (let k = 1; k <= raws.length; k++) {
+    const raw = raws[k - 1]!
+    if (raw === "" || raw === "\r") continue
+    try {
+      values.push(JSON.parse(raw))
+    } catch {
+      values.push(new Unparsable(raw))
+    }
+    numbers.push(k)
+  }
+  return { values, numbers }
+}
+
+/** An error of the official shape that names its parameter. */
+const paramError = (status: number, message: string, param: string | null) =>
+  Response.json({ error: { message, type: "invalid_request_error", param, code: null } }, { status })
+
+/** The endpoints a batch may run, and how their lines are answered. */
+const ENDPOINTS: Record<string, Api> = { "/v1/chat/completions": CHAT, "/v1/responses": RESPONSES }
+
+/** 32 hex digits derived from `seed`, as OpenAI's ids end. */
+const hex = (seed: string) =>
+  Bun.hash(seed).toString(16).padStart(16, "0") + Bun.hash(`${seed}|`).toString(16).padStart(16, "0")
+
+/** A file id as the Files API makes them: file- and 22 base62 characters. */
+const fileId = (seed: string) => `file-${base62(seed, 22)}`
+
+/** The error body of a line that errored, with the type and message the API gives its status unless set. */
+function lineErrorBody(e: LineError) {
+  const type =
+    e.type ?? (e.status === 429 ? "requests" : e.status >= 500 ? "server_error" : "invalid_request_error")
+  const message =
+    e.message ??
+    (e.status === 429
+      ? "Rate limit reached for requests"
+      : e.status >= 500
+        ? "The server had an error while processing your request."
+        : "Invalid request.")
+  const code = e.code !== undefined ? e.code : e.status === 429 ? "rate_limit_exceeded" : null
+  return { error: { message, type, param: null, code } }
+}
+
+/** What a line that was never run says in the error file. */
+const UNRUN = {
+  expired: {
+    code: "batch_expired",
+    message: "This request could not be executed before the completion window expired.",
+  },
+  cancelled: {
+    code: "batch_cancelled",
+    message: "This request was not executed because the batch was cancelled.",
+  },
+} as const
+
+/** The error of a batch that failed part-way (a `failed` fault). */
+const FAILED: BatchError = {
+  code: "server_error",
+  message: "The batch failed while processing. The requests it processed are in its output and error files.",
+  param: null,
+  line: null,
+}
+
+/** The message of a batch refused for the enqueued-token limit, as the API writes it. */
+export const enqueuedLimitMessage = (model: string, limit: number) =>
+  `Enqueued token limit reached for ${model} in organization org-fake. Limit: ${limit.toLocaleString("en-US")} enqueued tokens. Please try submitting an input file with fewer tokens, or wait for current batches to complete.`
+
+/**
+ * The Files and Batch APIs on the fake's server: `POST /v1/files`, `GET /v1/files/{id}`, `GET /v1/files/{id}/content`,
+ * `DELETE /v1/files/{id}`, `POST /v1/batches`, `GET /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`
+ * (with or without /v1). Returns undefined for any other request.
+ */
+function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
+  const validators = new Map<Api, Validator>()
+  const validator = (api: Api) => {
+    let v = validators.get(api)
+    if (!v) validators.set(api, (v = new Validator(api.schema)))
+    return v
+  }
+  const sizes = new Map<string, number>()
+  let files = 0
+
+  const addFile = (
+    filename: string,
+    purpose: StoredFile["purpose"],
+    content: Pick<StoredFile, "bytes" | "lines">,
+  ) => {
+    const id = fileId(`${fake.port}|${files++}|${filename}`)
+    fake.files.set(id, { id, filename, purpose, createdAt: now(), ...content })
+    return id
+  }
+
+  const fileJson = (f: StoredFile) => {
+    let bytes = f.bytes?.length ?? sizes.get(f.id)
+    if (bytes === undefined) {
+      bytes = 0
+      for (const line of { [Symbol.iterator]: f.lines! }) bytes += Buffer.byteLength(line) + 1
+      sizes.set(f.id, bytes)
+    }
+    const created = unix(f.createdAt)
+    return {
+      id: f.id,
+      object: "file",
+      bytes,
+      created_at: created,
+      expires_at: created + 30 * 86_400,
+      filename: f.filename,
+      purpose: f.purpose,
+      status: "processed",
+    }
+  }
+
+  const noFile = (id: string) => paramError(404, `No such File object: ${id}`, "id")
+  const noBatch = (id: string) => paramError(404, `No batch found with id '${id}'.`, "batch_id")
+
+  const upload = async (req: Request): Promise<Response> => {
+    const form = await multipart(req)
+    if (!form) return paramError(400, "The body must be multipart/form-data with a file and a purpose.", null)
+    const file = form.get("file")
+    const purpose = form.get("purpose")
+    if (!file || file.filename === undefined)
+      return paramError(400, "Missing required parameter: 'file'.", "file")
+    const purposeText = purpose ? new TextDecoder().decode(purpose.data) : undefined
+    if (purposeText !== "batch") {
+      return paramError(
+        400,
+        `Invalid value for 'purpose': '${purposeText}'. This server takes 'batch' files only.`,
+        "purpose",
+      )
+    }
+    if (!file.filename.endsWith(".jsonl")) {
+      return paramError(400, "Invalid file format for Batch API. Must be .jsonl", null)
+    }
+    const id = addFile(file.filename, "batch", { bytes: file.data })
+    return Response.json(fileJson(fake.files.get(id)!))
+  }
+
+  const content = (id: string): Response => {
+    const f = fake.files.get(id)
+    if (!f) return noFile(id)
+    if (f.bytes) return new Response(f.bytes, { headers: { "content-type": "application/octet-stream" } })
+    return jsonl(f.lines!(), "application/octet-stream")
+  }
+
+  /** Reads an input file: its lines, what makes the batch fail validation, and its model. */
+  const readFile = (file: StoredFile, endpoint: string, api: Api) => {
+    const { numbers, values } = jsonLines(file.bytes!)
+    const count = values.length
+    const errors: BatchError[] = []
+    const fail = (
+      code: string,
+      message: string,
+      param: string | null,
+      line: number | null,
+      body: unknown,
+    ) => {
+      if (errors.length < 100) errors.push({ code, message, param, line })
+      if (line !== null) fake.invalid.push({ body, errors: [`line ${line}: ${code}: ${message}`] })
+    }
+    const { maxBytes, maxRequests } = fake.batch
+    if (count === 0) fail("empty_file", "The batch input file is empty.", null, null, null)
+    if (file.bytes!.length > maxBytes) {
+      fail(
+        "file_too_large",
+        `The batch input file is larger than the ${maxBytes} byte maximum. Please try again with a smaller file.`,
+        null,
+        null,
+        null,
+      )
+    }
+    if (count > maxRequests) {
+      fail(
+        "too_many_tasks",
+        `The batch input file has ${count.toLocaleString("en-US")} requests; a batch may have at most ${maxRequests.toLocaleString("en-US")}. Please try again with fewer requests.`,
+        null,
+        null,
+        null,
+      )
+    }
+    const checkBodies = errors.length === 0 && options.validate !== false
+    const lines: BatchLine[] = []
+    const seen = new Set<string>()
+    const models = new Set<string>()
+    let model: string | undefined
+    for (let i = 0; i < count; i++) {
+      const k = numbers ? numbers[i]! : i + 1
+      const value = values[i]
+      if (value instanceof Unparsable) {
+        fail("invalid_json_line", "This line is not parseable as valid JSON.", null, k, value.raw)
+        continue
+      }
+      if (!value || typeof value !== "object" || Array.isArray(value)) {
+        fail("invalid_json_line", "This line is not a JSON object.", null, k, value)
+        continue
+      }
+      const line = value as Record<string, unknown>
+      const { custom_id: customId, method, url } = line
+      const body = line.body as Record<string, unknown>
+      const missing =
+        customId == null
+          ? "custom_id"
+          : method == null
+            ? "method"
+            : url == null
+              ? "url"
+              : body == null
+                ? "body"
+                : undefined
+      if (missing) {
+        fail("missing_required_parameter", `Missing required parameter: '${missing}'.`, missing, k, line)
+        continue
+      }
+      if (typeof customId !== "string" || typeof body !== "object" || Array.isArray(body)) {
+        const param = typeof customId !== "string" ? "custom_id" : "body"
+        fail("invalid_type", "custom_id must be a string and body an object.", param, k, line)
+        continue
+      }
+      if (method !== "POST") {
+        fail("invalid_method", `Invalid method '${method}': only POST is supported.`, "method", k, line)
+      }
+      if (url !== endpoint) {
+        fail(
+          "url_mismatch",
+          `The url '${url}' does not match the batch's endpoint '${endpoint}'.`,
+          "url",
+          k,
+          line,
+        )
+      }
+      if (seen.has(customId)) {
+        fail(
+          "duplicate_custom_id",
+          `The custom_id '${customId}' is a duplicate of another request's. The custom_id parameter must be unique for each request in a batch.`,
+          "custom_id",
+          k,
+          line,
+        )
+      }
+      seen.add(customId)
+      const lineModel = body.model
+      if (typeof lineModel === "string" && lineModel !== model) {
+        if (model === undefined) model = lineModel
+        else {
+          models.add(lineModel)
+          if (errors.length < 100) {
+            errors.push({
+              code: "model_mismatch",
+              message: `The model '${lineModel}' of this request differs from the batch's model '${model}'. All requests in a batch must use the same model.`,
+              param: "body.model",
+              line: k,
+            })
+          }
+        }
+      }
+      if (checkBodies) {
+        const wrong = validator(api).errors(body)
+        if (wrong.length) fake.invalid.push({ body, errors: wrong.map((e) => `line ${k}: body${e}`) })
+      }
+      lines.push({ customId, input: api.input(body), body })
+    }
+    if (models.size) {
+      fake.invalid.push({
+        body: { input_file_id: file.id },
+        errors: [`the lines use different models: ${[model!, ...models].join(", ")}`],
+      })
+    }
+    return { lines, errors, model, count }
+  }
+
+  const tokensOf = (b: FakeBatch<OpenAIBatch>) => {
+    if (b.data.tokens === undefined) {
+      let sum = 0
+      for (const line of b.lines) sum += b.data.api.cost(line.body).input
+      b.data.tokens = sum
+    }
+    return b.data.tokens
+  }
+
+  const createBatch = async (req: Request): Promise<Response> => {
+    const at = now()
+    const refuse = (status: number, message: string, param: string | null, requests = 0) => {
+      fake.batch.creates.push({ at, status, requests, error: message })
+      return paramError(status, message, param)
+    }
+    let body: Record<string, unknown>
+    try {
+      body = (await req.json()) as Record<string, unknown>
+    } catch {
+      return refuse(400, "We could not parse the JSON body of your request.", null)
+    }
+    if (!body || typeof body !== "object" || Array.isArray(body)) {
+      return refuse(400, "The body of your request must be a JSON object.", null)
+    }
+    if (options.validate !== false) {
+      const errors = validateSchema("CreateBatchRequest", body)
+      if (errors.length) fake.invalid.push({ body, errors })
+    }
+    const inputFileId = String(body.input_file_id)
+    const file = fake.files.get(inputFileId)
+    if (!file) return refuse(404, `No such File object: ${inputFileId}`, "input_file_id")
+    if (file.purpose !== "batch" || !file.bytes) {
+      return refuse(400, `The file ${inputFileId} was not uploaded with purpose 'batch'.`, "input_file_id")
+    }
+    const endpoint = String(body.endpoint)
+    const api = ENDPOINTS[endpoint]
+    if (!api) {
+      return refuse(
+        400,
+        `Invalid value for 'endpoint': '${endpoint}'. This server runs batches of '/v1/chat/completions' and '/v1/responses'.`,
+        "endpoint",
+      )
+    }
+    if (body.completion_window !== "24h") {
+      return refuse(
+        400,
+        `Invalid value for 'completion_window': '${body.completion_window}'. Supported values are: '24h'.`,
+        "completion_window",
+      )
+    }
+    if (body.metadata !== undefined && body.metadata !== null) {
+      const meta = body.metadata
+      if (typeof meta !== "object" || Array.isArray(meta)) {
+        return refuse(
+          400,
+          `Invalid type for 'metadata': expected an object, but got ${typeof meta} instead.`,
+          "metadata",
+        )
+      }
+      const wrong = Object.entries(meta).find(([, v]) => typeof v !== "string")
+      if (wrong) {
+        const [key, value] = wrong
+        return refuse(
+          400,
+          `Invalid type for 'metadata.${key}': expected a string, but got a ${typeof value} instead.`,
+          `metadata.${key}`,
+        )
+      }
+    }
+    const { lines, errors, model, count } = readFile(file, endpoint, api)
+    const data: OpenAIBatch = {
+      endpoint,
+      api,
+      inputFileId,
+      model,
+      errors,
+      tokens: undefined,
+      finished: false,
+    }
+    const limit = fake.batch.enqueuedTokenLimit
+    if (limit !== undefined && errors.length === 0) {
+      let tokens = 0
+      for (const line of lines) tokens += api.cost(line.body).input
+      data.tokens = tokens
+      let enqueued = 0
+      for (const b of fake.batch.pending()) if (!b.refused) enqueued += tokensOf(b)
+      if (enqueued + tokens > limit) {
+        errors.push({
+          code: "token_limit_exceeded",
+          message: enqueuedLimitMessage(model ?? "unknown", limit),
+          param: null,
+          line: null,
+        })
+      }
+    }
+    const metadata = (body.metadata as Record<string, string> | null | undefined) ?? null
+    const batch = fake.batch.create({
+      id: (seq) => `batch_${hex(`${fake.port}|batch|${seq}`)}`,
+      lines,
+      metadata,
+      refused: errors.length > 0,
+      data,
+    })
+    fake.batch.creates.push({
+      at,
+      status: 200,
+      id: batch.id,
+      requests: count,
+      ...(errors.length ? { error: errors[0]!.message } : {}),
+    })
+    return Response.json(batchJson(batch, fake.batch.fresh(batch)))
+  }
+
+  /**
+   * A batch's output lines, as `kind` picks them ("output": those that succeeded; "error": those that errored or
+   * were never run because it expired or was cancelled). Each is written by hand around the JSON of its body: the
+   * envelope's fields are strings the fake made, and this is the benchmark's hot path.
+   */
+  const resultLines = (b: FakeBatch<OpenAIBatch>, kind: "output" | "error") => {
+    // ids of the lines: batch_req_… and req_…, 32 hex digits, distinct per batch and line
+    const head = hex(b.id)
+    const idHead = `{"id":"batch_req_${head.slice(0, 24)}`
+    const requestHead = `"request_id":"req_${head.slice(8)}`
+    const base = (b.seq + 1) * 0x1_0000_0000
+    return mapIter(fake.batch.results(b), ({ line, index, result }) => {
+      const tail = index.toString(16).padStart(8, "0")
+      const start = `${idHead}${tail}","custom_id":${JSON.stringify(line.customId)},"response":`
+      if (kind === "output") {
+        if (result.type !== "succeeded") return undefined
+        const body = JSON.stringify(b.data.api.answer(line.body, result.content, base + index))
+        return `${start}{"status_code":200,${requestHead}${tail}","body":${body}},"error":null}`
+      }
+      if (result.type === "errored") {
+        const body = JSON.stringify(lineErrorBody(result.error))
+        return `${start}{"status_code":${result.error.status},${requestHead}${tail}","body":${body}},"error":null}`
+      }
+      if (result.type === "expired" || result.type === "cancelled") {
+        return `${start}null,"error":${JSON.stringify(UNRUN[result.type])}}`
+      }
+      return undefined
+    })
+  }
+
+  /** Lines that were never run and get an error line: those of a batch that expired or was cancelled. */
+  const unrun = (view: View) =>
+    view.ending === "expired" || view.ending === "cancelled" ? view.unprocessed : 0
+
+  /** Once a batch has ended: its output and error files, if it has lines for them. */
+  const finish = (b: FakeBatch<OpenAIBatch>, view: View) => {
+    const d = b.data
+    if (d.finished) return
+    d.finished = true
+    if (b.refused) return
+    if (view.succeeded > 0)
+      d.outputFileId = addFile(`batch_${b.id}_output.jsonl`, "batch_output", {
+        lines: () => resultLines(b, "output"),
+      })
+    if (view.errored + unrun(view) > 0) {
+      d.errorFileId = addFile(`batch_${b.id}_error.jsonl`, "batch_output", {
+        lines: () => resultLines(b, "error"),
+      })
+    }
+  }
+
+  /** The Batch object for a view of the batch. */
+  const batchJson = (b: FakeBatch<OpenAIBatch>, view: View): Record<string, unknown> => {
+    const d = b.data
+    const ended = view.phase === "ended"
+    if (ended) finish(b, view)
+    const errors = b.refused ? d.errors : ended && view.ending === "failed" ? [FAILED] : []
+    const out: Record<string, unknown> = {
+      id: b.id,
+      object: "batch",
+      endpoint: d.endpoint,
+      ...(d.model !== undefined ? { model: d.model } : {}),
+      ...(errors.length ? { errors: { object: "list", data: errors } } : {}),
+      input_file_id: d.inputFileId,
+      completion_window: "24h",
+      status: ended ? view.ending : view.phase,
+      ...(ended && d.outputFileId ? { output_file_id: d.outputFileId } : {}),
+      ...(ended && d.errorFileId ? { error_file_id: d.errorFileId } : {}),
+      created_at: unix(b.createdAt),
+      expires_at: unix(b.createdAt + 86_400_000),
+    }
+    const times: [string, number | undefined][] = [
+      ["in_progress_at", view.at.inProgress],
+      ["finalizing_at", view.at.finalizing],
+      ["cancelling_at", view.at.cancelling],
+      [`${view.ending}_at`, ended ? view.at.ended : undefined],
+    ]
+    for (const [k, v] of times) if (v !== undefined) out[k] = unix(v)
+    out.request_counts =
+      view.phase === "validating" || b.refused
+        ? { total: 0, completed: 0, failed: 0 }
+        : { total: view.total, completed: view.succeeded, failed: view.errored + unrun(view) }
+    out.metadata = b.metadata
+    return out
+  }
+
+  const listBatches = (url: URL): Response => {
+    const limit = pageLimit(url.searchParams.get("limit"), 100)
+    const { data, hasMore } = fake.batch.page(limit, url.searchParams.get("after") ?? undefined)
+    const items = data.map((b) => batchJson(b, fake.batch.observe(b)))
+    return Response.json({
+      object: "list",
+      data: items,
+      ...(items.length ? { first_id: items[0]!.id, last_id: items.at(-1)!.id } : {}),
+      has_more: hasMore,
+    })
+  }
+
+  return (req: Request, url: URL): Response | Promise<Response> | undefined => {
+    const path = url.pathname.startsWith("/v1/") ? url.pathname.slice(3) : url.pathname
+    const [kind, id, action, ...rest] = path.split("/").slice(1)
+    if ((kind !== "files" && kind !== "batches") || rest.length) return undefined
+    const denied = unauthorized(req, options.apiKey)
+    if (denied) return denied
+    const method = req.method
+    if (kind === "files") {
+      if (!id && method === "POST") return upload(req)
+      if (!id || (action !== undefined && action !== "content")) return undefined
+      const f = fake.files.get(id)
+      if (action === "content" && method === "GET") return content(id)
+      if (action === undefined && method === "GET") return f ? Response.json(fileJson(f)) : noFile(id)
+      if (action === undefined && method === "DELETE") {
+        if (!f) return noFile(id)
+        fake.files.delete(id)
+        return Response.json({ id, object: "file", deleted: true })
+      }
+      return undefined
+    }
+    if (!id && method === "POST") return createBatch(req)
+    if (!id && method === "GET") return listBatches(url)
+    if (!id) return undefined
+    if (action === undefined && method === "GET") {
+      const b = fake.batch.reveal(id)
+      return b ? Response.json(batchJson(b, fake.batch.observe(b))) : noBatch(id)
+    }
+    const b = fake.batch.find(id)
+    if (action === "cancel" && method === "POST") {
+      if (!b) return noBatch(id)
+      const view = fake.batch.cancel(b)
+      if (!view) {
+        return paramError(400, `Cannot cancel a batch with status '${b.status}'.`, null)
+      }
+      return Response.json(batchJson(b, view))
+    }
+    return undefined
+  }
+}
+
 export async function startFake(options: FakeOptions = {}): Promise<Fake> {
   const hung = new Set<() => void>()
   const reply = options.reply ?? ((input: string) => `echo: ${input}`)
@@ -421,9 +1073,8 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     state: { headers?: Record<string, string> },
   ): Promise<Response> => {
     fake.requests++
-    if (options.apiKey !== undefined && req.headers.get("authorization") !== `Bearer ${options.apiKey}`) {
-      return errorBody(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-    }
+    const denied = unauthorized(req, options.apiKey)
+    if (denied) return denied
     let body: Record<string, unknown>
     try {
       body = (await req.json()) as Record<string, unknown>
@@ -462,12 +1113,17 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     return Response.json(api.answer(body, content, fake.requests))
   }
 
+  let batchRoutes: ReturnType<typeof batchApi>
+
   const server = Bun.serve({
     port: 0,
     hostname: "127.0.0.1",
     idleTimeout: 0,
+    // the Files API takes files up to 512 MB (a batch input file may have 200 MB)
+    maxRequestBodySize: 1024 * 1024 * 1024,
     fetch(req) {
-      const path = new URL(req.url).pathname
+      const url = new URL(req.url)
+      const path = url.pathname
       if (req.method === "POST" && (path === "/v1/chat/completions" || path === "/chat/completions")) {
         return limitedEndpoint(req, CHAT)
       }
@@ -475,6 +1131,8 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
         return limitedEndpoint(req, RESPONSES)
       }
       if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
+      const batchAnswer = batchRoutes(req, url)
+      if (batchAnswer) return batchAnswer
       return errorBody(
         404,
         `Unknown request URL: ${req.method} ${path}`,
@@ -499,6 +1157,8 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     limited: 0,
     served: [],
     invalid: [],
+    batch: undefined as unknown as BatchEngine<OpenAIBatch>,
+    files: new Map(),
     stats: () => ({
       requests: fake.requests,
       limited: fake.limited,
@@ -515,5 +1175,13 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
       await fake.stop()
     },
   }
+  // OpenAI's statuses are the engine's phases, and once ended how it ended; 50,000 lines and 200 MB a file
+  const status = (view: View) => (view.phase === "ended" ? view.ending! : view.phase)
+  const limits = { maxRequests: 50_000, maxBytes: 200 * 1024 * 1024 }
+  fake.batch = new BatchEngine<OpenAIBatch>(
+    { now, reply, paid: () => fake.paid, status, limits },
+    options.batch,
+  )
+  batchRoutes = batchApi(fake, options, now)
   return fake
 }

@@ -1,4 +1,7 @@
-/** Anthropic Messages, realtime, through the official SDK. Its errors are mapped here and never leave this file. */
+/**
+ * Anthropic Messages, realtime, through the official SDK. Its errors are mapped here and never leave this file (and
+ * anthropic-batch.ts, the Message Batches API, which maps them with `failure`).
+ */
 import Anthropic, {
   AnthropicError,
   APIConnectionError,
@@ -8,10 +11,11 @@ import Anthropic, {
 } from "@anthropic-ai/sdk"
 import type { Message, MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/messages"
 import * as v from "valibot"
-import { defineProvider, type Reply, type Request } from "../define.ts"
+import { defineProvider, type ProviderContext, type Reply, type Request } from "../define.ts"
 import { ProviderError } from "../../core/errors.ts"
 import { fromHeaders, rated } from "../../core/ratelimit.ts"
 import { byStatus, retryAfterMs } from "./status.ts"
+import { anthropicBatch } from "./anthropic-batch.ts"
 
 /**
  * The API requires `max_tokens`; a job that gives none gets this. 4096 is the largest output that every model
@@ -169,27 +173,35 @@ export function reply(message: Message | string): Reply {
   }
 }
 
+/**
+ * The SDK client of one run, shared by realtime calls and the Batch API, and its timeout in whole milliseconds.
+ */
+export function sdk(context: ProviderContext): { client: Anthropic; timeoutMs: number } {
+  // The SDK rejects a timeout that is not a whole number of milliseconds (timeout_s = 0.07 is 70.00000000000001).
+  const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
+  // A key always given (even empty) keeps the SDK from looking for credentials in the environment and on disk.
+  const key = context.apiKey ?? ""
+  const client = new Anthropic({
+    apiKey: key,
+    // This SDK sends `apiKey` as `Authorization: Bearer`; the Messages API takes a key in `x-api-key`.
+    defaultHeaders: { "x-api-key": key, authorization: null },
+    baseURL: context.baseUrl ?? null,
+    maxRetries: 0,
+    timeout: timeoutMs,
+    // spool writes every attempt to its ledger and prints its own errors: no spans, and nothing on stdout
+    openTelemetry: false,
+    logLevel: "off",
+  })
+  return { client, timeoutMs }
+}
+
 export default defineProvider({
   name: "anthropic",
   options: v.strictObject({}),
   keyEnv: "ANTHROPIC_API_KEY",
   baseUrlEnv: "ANTHROPIC_BASE_URL",
   create(_options, context) {
-    // The SDK rejects a timeout that is not a whole number of milliseconds (timeout_s = 0.07 is 70.00000000000001).
-    const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
-    // A key always given (even empty) keeps the SDK from looking for credentials in the environment and on disk.
-    const key = context.apiKey ?? ""
-    const client = new Anthropic({
-      apiKey: key,
-      // This SDK sends `apiKey` as `Authorization: Bearer`; the Messages API takes a key in `x-api-key`.
-      defaultHeaders: { "x-api-key": key, authorization: null },
-      baseURL: context.baseUrl ?? null,
-      maxRetries: 0,
-      timeout: timeoutMs,
-      // spool writes every attempt to its ledger and prints its own errors: no spans, and nothing on stdout
-      openTelemetry: false,
-      logLevel: "off",
-    })
+    const { client, timeoutMs } = sdk(context)
     return {
       async call(request, signal) {
         const timeout = AbortSignal.timeout(timeoutMs)
@@ -212,6 +224,7 @@ export default defineProvider({
         }
         return rated(headers, () => reply(message))
       },
+      batch: anthropicBatch(client, context.model, timeoutMs),
     }
   },
 })

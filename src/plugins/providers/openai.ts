@@ -1,12 +1,13 @@
 /**
  * OpenAI chat completions or the Responses API (option `endpoint`), realtime. The hot call is a direct fetch of
- * the official wire format.
+ * the official wire format. The Batch API (`mode = "batch"`) is in openai-batch.ts, through the official SDK.
  */
 import * as v from "valibot"
 import { defineProvider, type Reply, type Request } from "../define.ts"
 import { ProviderError } from "../../core/errors.ts"
 import { rated } from "../../core/ratelimit.ts"
 import { byStatus, retryAfterMs } from "./status.ts"
+import { openaiBatch } from "./openai-batch.ts"
 
 export const DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -253,6 +254,7 @@ export default defineProvider({
           return read(response.status, text)
         })
       },
+      batch: openaiBatch(context, options.endpoint),
     }
   },
 })

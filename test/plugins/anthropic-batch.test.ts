@@ -1,0 +1,881 @@
+import { describe, expect, test } from "bun:test"
+import type { MessageBatch } from "@anthropic-ai/sdk/resources/messages/batches"
+import anthropic, { DEFAULT_MAX_TOKENS } from "../../src/plugins/providers/anthropic.ts"
+import {
+  createBodyBytes,
+  queueLimit,
+  queuedRequests,
+  remote,
+} from "../../src/plugins/providers/anthropic-batch.ts"
+import { ProviderError, type ErrorClass } from "../../src/core/errors.ts"
+import type { BatchClient, BatchLine, Reply, Request } from "../../src/plugins/define.ts"
+import { validateSchema } from "../lib/spec.ts"
+import { QUEUE_LIMIT_MESSAGE, startFakeAnthropic, type Fake } from "../lib/fake-anthropic.ts"
+import { tmpdir } from "../lib/tmp.ts"
+import { stat } from "node:fs/promises"
+
+const MODEL = "claude-haiku-4-5"
+const KEY = "sk-ant-test-0123456789"
+
+function batchClient(baseUrl = "http://127.0.0.1:9", timeoutMs = 5000): BatchClient {
+  const client = anthropic.create({}, { model: MODEL, baseUrl, apiKey: KEY, timeoutMs })
+  if (!client.batch) throw new Error("the anthropic provider has no batch client")
+  return client.batch
+}
+
+function fields(e: ProviderError | undefined) {
+  if (!e) return undefined
+  expect(e).toBeInstanceOf(ProviderError)
+  return {
+    class: e.errorClass,
+    retryable: e.retryable,
+    pause: e.pause,
+    status: e.status,
+    message: e.message,
+    queueLimit: e.queueLimit,
+  }
+}
+
+function read(line: BatchLine) {
+  return {
+    customId: line.customId,
+    reply: line.reply,
+    error: fields(line.error),
+    keys: Object.keys(line).sort(),
+  }
+}
+
+const SHAPES: Request[] = [
+  { prompt: "plain" },
+  { system: "sys", prompt: "with system" },
+  { prompt: "limits", max_tokens: 50, temperature: 0.2 },
+  { prompt: "params", params: { top_p: 0.5, top_k: 3, stop_sequences: ["\n"] } },
+  {
+    prompt: "structured",
+    schema: {
+      name: "answer",
+      schema: { type: "object", properties: { n: { type: "integer" } }, required: ["n"] },
+    },
+  },
+  { prompt: 'unicode ✓ \u2028 "quoted" \\ back' },
+]
+
+const CUSTOM_ID = /^[a-zA-Z0-9_-]{1,64}$/
+
+/** A Message as the API returns it (every field the spec requires). */
+const message = {
+  id: "msg_014VwiXbi91y3JMjcpyGBHX5",
+  type: "message",
+  role: "assistant",
+  model: "claude-haiku-4-5",
+  content: [{ type: "text", text: "Hello again! It's nice to see you.", citations: null }],
+  stop_reason: "end_turn",
+  stop_sequence: null,
+  stop_details: null,
+  container: null,
+  usage: {
+    input_tokens: 11,
+    output_tokens: 36,
+    cache_creation_input_tokens: 4,
+    cache_read_input_tokens: 20,
+    cache_creation: { ephemeral_5m_input_tokens: 4, ephemeral_1h_input_tokens: 0 },
+    server_tool_use: null,
+    service_tier: "batch",
+    inference_geo: null,
+  },
+}
+
+// Lines of a results file, shaped as the batch processing guide shows them (MessageBatchIndividualResponse).
+const succeeded = (customId: string, m: unknown = message) =>
+  JSON.stringify({ custom_id: customId, result: { type: "succeeded", message: m } })
+const errored = (customId: string, type: string, text: string) =>
+  JSON.stringify({
+    custom_id: customId,
+    result: {
+      type: "errored",
+      error: { type: "error", error: { type, message: text }, request_id: "req_011CSHoEeqs5C35K2UUqR7Fy" },
+    },
+  })
+const ended = (customId: string, type: "canceled" | "expired") =>
+  JSON.stringify({ custom_id: customId, result: { type } })
+
+/** A Message Batch as the API returns it, with the fields a test changes. */
+function batch(over: Partial<MessageBatch> = {}): MessageBatch {
+  return {
+    id: "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF",
+    type: "message_batch",
+    processing_status: "in_progress",
+    request_counts: { processing: 100, succeeded: 0, errored: 0, canceled: 0, expired: 0 },
+    ended_at: null,
+    created_at: "2024-09-24T18:37:24.100435Z",
+    expires_at: "2024-09-25T18:37:24.100435Z",
+    archived_at: null,
+    cancel_initiated_at: null,
+    results_url: null,
+    ...over,
+  } as MessageBatch
+}
+
+const RESULTS = "https://api.anthropic.com/v1/messages/batches/msgbatch_013Zva2CMHLNnXjNJJKqJ2EF/results"
+const CREATED = Date.parse("2024-09-24T18:37:24.100Z")
+
+describe("the anthropic batch client, without a server", () => {
+  test("has the Message Batches API's limits, counted on the create body", () => {
+    expect(batchClient().limits).toEqual({ maxRequests: 100_000, maxBytes: 256_000_000 })
+    const c = batchClient()
+    const lines = SHAPES.map((shape, n) => c.line(`tag_${n}`, shape))
+    const bytes = lines.reduce((sum, line) => sum + Buffer.byteLength(line), 0)
+    // the body the SDK sends for these lines is exactly as long as counted
+    const sent = JSON.stringify({ requests: lines.map((line) => JSON.parse(line)) })
+    expect(createBodyBytes(bytes, lines.length)).toBe(Buffer.byteLength(sent))
+    expect(createBodyBytes(0, 0)).toBe('{"requests":[]}'.length)
+  })
+
+  test("writes lines of the realtime Messages body, valid against the spec, one JSON line each", () => {
+    const c = batchClient()
+    for (const [n, shape] of SHAPES.entries()) {
+      const text = c.line(`a1b2-c3_${n}`, shape)
+      expect(text.includes("\n")).toBe(false)
+      const line = JSON.parse(text) as Record<string, unknown>
+      expect(Object.keys(line)).toEqual(["custom_id", "params"])
+      expect(line.custom_id).toBe(`a1b2-c3_${n}`)
+      expect(line.custom_id).toMatch(CUSTOM_ID)
+      expect(validateSchema("CreateMessageParams", line.params, "anthropic")).toEqual([])
+      expect(validateSchema("MessageBatchIndividualRequestParams", line, "anthropic")).toEqual([])
+    }
+    expect(JSON.parse(c.line("t_0", { prompt: "plain" }))).toEqual({
+      custom_id: "t_0",
+      params: {
+        model: MODEL,
+        max_tokens: DEFAULT_MAX_TOKENS,
+        messages: [{ role: "user", content: "plain" }],
+      },
+    })
+    expect(JSON.parse(c.line("t_1", { system: "sys", prompt: "p", max_tokens: 5, temperature: 0 }))).toEqual({
+      custom_id: "t_1",
+      params: {
+        model: MODEL,
+        max_tokens: 5,
+        messages: [{ role: "user", content: "p" }],
+        system: "sys",
+        temperature: 0,
+      },
+    })
+    expect(JSON.parse(c.line("t_4", SHAPES[4]!)).params.tool_choice).toEqual({ type: "tool", name: "answer" })
+  })
+
+  test("writes 100,000 lines quickly", () => {
+    const c = batchClient()
+    const started = performance.now()
+    let bytes = 0
+    for (let n = 0; n < 100_000; n++) bytes += c.line(`tag_${n}`, { system: "s", prompt: `item ${n}` }).length
+    expect(bytes).toBeGreaterThan(100_000 * 90)
+    expect(performance.now() - started).toBeLessThan(5000)
+  })
+
+  test("the fixtures below are shaped as the spec says", () => {
+    expect(validateSchema("Message", message, "anthropic")).toEqual([])
+    for (const line of [
+      succeeded("a_1"),
+      errored("a_2", "invalid_request_error", "m"),
+      ended("a_3", "canceled"),
+      ended("a_4", "expired"),
+    ]) {
+      expect(validateSchema("MessageBatchIndividualResponse", JSON.parse(line), "anthropic")).toEqual([])
+    }
+    expect(validateSchema("MessageBatch", batch(), "anthropic")).toEqual([])
+  })
+
+  test("reads a succeeded line as the realtime reader reads the Message", () => {
+    const c = batchClient()
+    expect(read(c.parse(succeeded("tag_1")))).toEqual({
+      customId: "tag_1",
+      reply: {
+        text: "Hello again! It's nice to see you.",
+        usage: { input_tokens: 35, output_tokens: 36, cached_input_tokens: 20 },
+        finish: "stop",
+      },
+      error: undefined,
+      keys: ["customId", "reply"],
+    })
+    const tool = {
+      ...message,
+      content: [
+        { type: "tool_use", id: "toolu_01", name: "answer", input: { n: 3 }, caller: { type: "direct" } },
+      ],
+      stop_reason: "tool_use",
+    }
+    expect(c.parse(succeeded("tag_2", tool)).reply?.text).toBe('{"n":3}')
+    const cut = { ...message, stop_reason: "max_tokens" }
+    expect(c.parse(succeeded("tag_3", cut)).reply?.finish).toBe("length")
+    // a Message with no text is a line error, as a direct call's would be
+    expect(read(c.parse(succeeded("tag_4", { ...message, content: [] })))).toEqual({
+      customId: "tag_4",
+      reply: undefined,
+      error: {
+        class: "bad_response",
+        retryable: true,
+        pause: false,
+        status: 200,
+        message: "the message has no text block",
+        queueLimit: undefined,
+      },
+      keys: ["customId", "error"],
+    })
+  })
+
+  test("classifies an errored line by its error type as a direct call's error of that status", () => {
+    const c = batchClient()
+    const cases: [string, number, ErrorClass, boolean, boolean][] = [
+      ["invalid_request_error", 400, "bad_request", false, false],
+      ["authentication_error", 401, "auth", false, true],
+      ["billing_error", 402, "quota", false, true],
+      ["permission_error", 403, "auth", false, true],
+      ["not_found_error", 404, "not_found", false, false],
+      ["request_too_large", 413, "bad_request", false, false],
+      ["rate_limit_error", 429, "rate_limit", true, false],
+      ["api_error", 500, "server", true, false],
+      ["timeout_error", 504, "timeout", true, false],
+      ["overloaded_error", 529, "server", true, false],
+      ["some_new_error", 500, "server", true, false],
+    ]
+    for (const [type, status, cls, retryable, pause] of cases) {
+      expect(read(c.parse(errored(`tag_${status}`, type, "Something happened.")))).toEqual({
+        customId: `tag_${status}`,
+        reply: undefined,
+        error: {
+          class: cls,
+          retryable,
+          pause,
+          status,
+          message: `HTTP ${status}: Something happened.`,
+          queueLimit: undefined,
+        },
+        keys: ["customId", "error"],
+      })
+    }
+    // an empty credit balance reads as a quota, as the realtime classifier reads it
+    const credit = c.parse(
+      errored(
+        "tag_c",
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API.",
+      ),
+    )
+    expect([credit.error?.errorClass, credit.error?.pause]).toEqual(["quota", true])
+    // the inner error alone (as older docs show it) reads the same
+    const bare = JSON.stringify({
+      custom_id: "tag_b",
+      result: { type: "errored", error: { type: "overloaded_error", message: "Overloaded" } },
+    })
+    expect(fields(c.parse(bare).error)).toEqual({
+      class: "server",
+      retryable: true,
+      pause: false,
+      status: 529,
+      message: "HTTP 529: Overloaded",
+      queueLimit: undefined,
+    })
+  })
+
+  test("a canceled or expired line is neither an answer nor an error", () => {
+    const c = batchClient()
+    expect(read(c.parse(ended("tag_5", "canceled")))).toEqual({
+      customId: "tag_5",
+      reply: undefined,
+      error: undefined,
+      keys: ["customId"],
+    })
+    expect(read(c.parse(ended("tag_6", "expired")))).toEqual({
+      customId: "tag_6",
+      reply: undefined,
+      error: undefined,
+      keys: ["customId"],
+    })
+  })
+
+  test("throws on a line that is not a result line at all", () => {
+    const c = batchClient()
+    expect(() => c.parse("{")).toThrow()
+    expect(() => c.parse("null")).toThrow("no custom_id")
+    expect(() => c.parse(JSON.stringify({ result: { type: "expired" } }))).toThrow("no custom_id")
+    expect(() => c.parse(JSON.stringify({ custom_id: "tag_1" }))).toThrow("no result")
+    expect(() => c.parse(JSON.stringify({ custom_id: "tag_1", result: { type: "other" } }))).toThrow(
+      "no result",
+    )
+  })
+
+  test("maps a batch's processing status, counts, results URL and creation time", () => {
+    expect(remote(batch())).toEqual({
+      id: "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF",
+      status: "in_progress",
+      phase: "in_progress",
+      counts: { total: 100, done: 0, failed: 0 },
+      createdAt: CREATED,
+    })
+    expect(
+      remote(
+        batch({
+          processing_status: "canceling",
+          cancel_initiated_at: "2024-09-24T18:39:03.114875Z",
+          request_counts: { processing: 60, succeeded: 30, errored: 10, canceled: 0, expired: 0 },
+        }),
+      ),
+    ).toEqual({
+      id: "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF",
+      status: "canceling",
+      phase: "cancelling",
+      counts: { total: 100, done: 40, failed: 10 },
+      createdAt: CREATED,
+    })
+    const done = {
+      processing_status: "ended" as const,
+      ended_at: "2024-09-24T19:37:24.100435Z",
+      results_url: RESULTS,
+    }
+    const cases: [Partial<MessageBatch>, string][] = [
+      [
+        { request_counts: { processing: 0, succeeded: 90, errored: 10, canceled: 0, expired: 0 } },
+        "completed",
+      ],
+      [{ request_counts: { processing: 0, succeeded: 90, errored: 0, canceled: 0, expired: 10 } }, "expired"],
+      [
+        {
+          cancel_initiated_at: "2024-09-24T18:39:03.114875Z",
+          request_counts: { processing: 0, succeeded: 50, errored: 10, canceled: 30, expired: 10 },
+        },
+        "cancelled",
+      ],
+    ]
+    for (const [over, outcome] of cases) {
+      const b = batch({ ...done, ...over })
+      expect(validateSchema("MessageBatch", b, "anthropic")).toEqual([])
+      const c = b.request_counts
+      expect(remote(b)).toEqual({
+        id: "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF",
+        status: "ended",
+        phase: "ended",
+        outcome: outcome as never,
+        counts: { total: 100, done: 100, failed: c.errored },
+        createdAt: CREATED,
+        files: { output: RESULTS },
+      })
+    }
+  })
+
+  test("a 429 that speaks of the batch queue is a retryable queue_limit with the number it gives; any other error stays", () => {
+    const queue = new ProviderError(
+      "rate_limit",
+      "HTTP 429: Your organization has reached its limit of 100,000 batch requests in the processing queue for this model. Please try again once some batches have ended.",
+      { retryable: true, retryAfterMs: 30_000, status: 429 },
+    )
+    const out = queueLimit(queue) as ProviderError
+    expect(fields(out)).toEqual({
+      class: "queue_limit",
+      retryable: true,
+      pause: false,
+      status: 429,
+      message: queue.message,
+      queueLimit: { requests: 100_000 },
+    })
+    expect(out.retryAfterMs).toBe(30_000)
+    const plain = new ProviderError("rate_limit", "HTTP 429: Number of batch requests in queue exceeded", {
+      retryable: true,
+      status: 429,
+    })
+    expect(fields(queueLimit(plain) as ProviderError)).toEqual({
+      class: "queue_limit",
+      retryable: true,
+      pause: false,
+      status: 429,
+      message: "HTTP 429: Number of batch requests in queue exceeded",
+      queueLimit: undefined,
+    })
+    const rate = new ProviderError(
+      "rate_limit",
+      "HTTP 429: This request would exceed your organization's rate limit of 50 requests per minute.",
+      { retryable: true, status: 429 },
+    )
+    expect(queueLimit(rate)).toBe(rate)
+    const server = new ProviderError("server", "HTTP 500: queue broke", { retryable: true, status: 500 })
+    expect(queueLimit(server)).toBe(server)
+    expect(queuedRequests("… a maximum of 500,000 requests in the processing queue")).toBe(500_000)
+    expect(queuedRequests("200,000 batch requests are already in the processing queue")).toBe(200_000)
+    expect(queuedRequests("the processing queue is full")).toBeUndefined()
+  })
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Against the fake server (test/lib/fake-anthropic.ts): real HTTP on 127.0.0.1, through the official SDK.
+
+const never = () => new AbortController().signal
+const tokens = (text: string) => Math.max(1, Math.ceil(text.length / 4))
+const TAG = "r1-b0001"
+
+async function requestFile(c: BatchClient, path: string, n: number, tag = TAG): Promise<void> {
+  const lines = Array.from({ length: n }, (_, k) =>
+    c.line(`${tag}_${k}`, { system: "sys", prompt: `item ${k}` }),
+  )
+  await Bun.write(path, lines.join("\n") + "\n")
+}
+
+async function thrown(run: () => Promise<unknown>) {
+  try {
+    await run()
+  } catch (e) {
+    if (!(e instanceof ProviderError)) throw e
+    return fields(e)
+  }
+  throw new Error("it did not throw")
+}
+
+async function lines(c: BatchClient, path: string): Promise<BatchLine[]> {
+  return (await Bun.file(path).text())
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => c.parse(l))
+}
+
+/** The reply the fake gives "item k" asked with system "sys". */
+function expected(k: number): Reply {
+  const text = `echo: item ${k}`
+  const input = tokens(JSON.stringify(["sys", [{ role: "user", content: `item ${k}` }]]))
+  return {
+    text,
+    usage: { input_tokens: input, output_tokens: tokens(text), cached_input_tokens: undefined },
+    finish: "stop",
+  }
+}
+
+const resultsUrl = (fake: Fake, id: string) => `${fake.url}/v1/messages/batches/${id}/results`
+
+describe("the anthropic batch client, against the fake Message Batches API", () => {
+  test("create, retrieve until ended, download the raw results and parse every line, out of order", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: KEY })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    await requestFile(c, tmp.join("requests.jsonl"), 40)
+    const created = await c.create(
+      tmp.join("requests.jsonl"),
+      { tag: TAG, run: "r", count: 40, since: Date.now() },
+      never(),
+    )
+    const b = fake.batch.batches[0]!
+    const createdAt = Date.parse(new Date(b.createdAt).toISOString())
+    expect(created).toEqual({
+      id: b.id,
+      status: "in_progress",
+      phase: "in_progress",
+      counts: { total: 40, done: 0, failed: 0 },
+      createdAt,
+    })
+    expect(created.id).toMatch(/^msgbatch_[0-9A-Za-z]{24}$/)
+    expect(fake.batch.creates.map(({ at: _at, ...record }) => record)).toEqual([
+      { status: 200, id: b.id, requests: 40 },
+    ])
+    expect(b.custom_ids).toEqual(Array.from({ length: 40 }, (_, k) => `${TAG}_${k}`))
+    let batch = created
+    while (batch.phase !== "ended") batch = await c.retrieve(created.id, never())
+    expect(batch).toEqual({
+      id: created.id,
+      status: "ended",
+      phase: "ended",
+      outcome: "completed",
+      counts: { total: 40, done: 40, failed: 0 },
+      createdAt,
+      files: { output: resultsUrl(fake, created.id) },
+    })
+    const written = await c.download(
+      batch,
+      { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") },
+      never(),
+    )
+    expect(written).toEqual({ output: tmp.join("out.jsonl") })
+    expect((await stat(tmp.join("out.jsonl"))).mode & 0o777).toBe(0o600)
+    expect(await Bun.file(tmp.join("out.jsonl.part")).exists()).toBe(false)
+    expect(await Bun.file(tmp.join("err.jsonl")).exists()).toBe(false)
+    // the raw bytes the API served, not re-serialised: the file is what a plain GET of the results gives
+    const raw = await (
+      await fetch(resultsUrl(fake, created.id), {
+        headers: { "x-api-key": KEY, "anthropic-version": "2023-06-01" },
+      })
+    ).text()
+    expect(await Bun.file(tmp.join("out.jsonl")).text()).toBe(raw)
+    const parsed = await lines(c, tmp.join("out.jsonl"))
+    const ids = parsed.map((l) => l.customId)
+    expect(ids).not.toEqual(b.custom_ids)
+    expect(ids.slice().sort()).toEqual(b.custom_ids.slice().sort())
+    for (const line of parsed) {
+      const k = Number(line.customId.slice(TAG.length + 1))
+      expect(line).toEqual({ customId: `${TAG}_${k}`, reply: expected(k) })
+    }
+    expect(fake.batch.paidLines).toBe(40)
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("line errors and an expiry: answers, classified errors and unrun lines", async () => {
+    await using fake = await startFakeAnthropic({
+      apiKey: KEY,
+      batch: {
+        script: [
+          {
+            end: { outcome: "expired", after: 0.5 },
+            lineError: (customId) =>
+              customId.endsWith("_1")
+                ? { status: 529 }
+                : customId.endsWith("_2")
+                  ? { status: 400 }
+                  : undefined,
+          },
+        ],
+      },
+    })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    await requestFile(c, tmp.join("requests.jsonl"), 20)
+    const created = await c.create(
+      tmp.join("requests.jsonl"),
+      { tag: TAG, run: "r", count: 20, since: Date.now() },
+      never(),
+    )
+    const batch = await c.retrieve(created.id, never())
+    const b = fake.batch.batches[0]!
+    expect(batch).toEqual({
+      id: created.id,
+      status: "ended",
+      phase: "ended",
+      outcome: "expired",
+      counts: { total: 20, done: 20, failed: b.errored },
+      createdAt: created.createdAt,
+      files: { output: resultsUrl(fake, created.id) },
+    })
+    await c.download(batch, { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }, never())
+    const all = await lines(c, tmp.join("out.jsonl"))
+    expect(all.length).toBe(20)
+    const processed = new Set(Array.from(b.order.slice(0, b.done), (i) => `${TAG}_${i}`))
+    expect(processed.size).toBe(10)
+    for (const line of all) {
+      const k = Number(line.customId.slice(TAG.length + 1))
+      if (!processed.has(line.customId)) expect(Object.keys(line)).toEqual(["customId"])
+      else if (k === 1)
+        expect(fields(line.error)).toEqual({
+          class: "server",
+          retryable: true,
+          pause: false,
+          status: 529,
+          message: "HTTP 529: Overloaded",
+          queueLimit: undefined,
+        })
+      else if (k === 2)
+        expect(fields(line.error)).toEqual({
+          class: "bad_request",
+          retryable: false,
+          pause: false,
+          status: 400,
+          message: "HTTP 400: Invalid request.",
+          queueLimit: undefined,
+        })
+      else expect(line.reply).toEqual(expected(k))
+    }
+    expect(all.filter((l) => l.reply).length).toBe(b.succeeded)
+  })
+
+  test("cancel: canceling, then ended as cancelled; the lines not run come back canceled", async () => {
+    let clock = Date.now()
+    await using fake = await startFakeAnthropic({
+      apiKey: KEY,
+      now: () => clock,
+      batch: { processingMs: 10_000, cancelMs: 5_000 },
+    })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    await requestFile(c, tmp.join("requests.jsonl"), 10)
+    const created = await c.create(
+      tmp.join("requests.jsonl"),
+      { tag: TAG, run: "r", count: 10, since: clock },
+      never(),
+    )
+    clock += 4_000
+    // requests count as processing until the batch ends (as the API's do)
+    expect(await c.retrieve(created.id, never())).toEqual({
+      id: created.id,
+      status: "in_progress",
+      phase: "in_progress",
+      counts: { total: 10, done: 4, failed: 0 },
+      createdAt: created.createdAt,
+    })
+    const cancelling = await c.cancel(created.id, never())
+    expect([cancelling.status, cancelling.phase, cancelling.outcome]).toEqual([
+      "canceling",
+      "cancelling",
+      undefined,
+    ])
+    clock += 5_000
+    const ended = await c.retrieve(created.id, never())
+    expect(ended).toEqual({
+      id: created.id,
+      status: "ended",
+      phase: "ended",
+      outcome: "cancelled",
+      counts: { total: 10, done: 10, failed: 0 },
+      createdAt: created.createdAt,
+      files: { output: resultsUrl(fake, created.id) },
+    })
+    await c.download(ended, { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }, never())
+    const all = await lines(c, tmp.join("out.jsonl"))
+    const b = fake.batch.batches[0]!
+    expect(
+      all
+        .filter((l) => l.reply)
+        .map((l) => l.customId)
+        .sort(),
+    ).toEqual(Array.from(b.order.slice(0, 4), (i) => `${TAG}_${i}`).sort())
+    expect(all.filter((l) => !l.reply).length).toBe(6)
+    for (const line of all.filter((l) => !l.reply)) expect(Object.keys(line)).toEqual(["customId"])
+  })
+
+  test("find: an ended batch by its results' custom_ids, through every page; none for a tag never sent", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: KEY })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    const since = Date.now()
+    const ids: string[] = []
+    // 105 ended batches of 2 requests: the oldest is on the list's second page (100 a page)
+    for (let b = 0; b < 105; b++) {
+      const tag = `r1-b${String(b).padStart(4, "0")}`
+      await requestFile(c, tmp.join("requests.jsonl"), 2, tag)
+      ids.push((await c.create(tmp.join("requests.jsonl"), { tag, run: "r", count: 2, since }, never())).id)
+    }
+    const oldest = await c.find({ tag: "r1-b0000", run: "r", count: 2, since }, never())
+    expect(oldest).toEqual({ found: await c.retrieve(ids[0]!, never()) })
+    const middle = await c.find({ tag: "r1-b0050", run: "r", count: 2, since }, never())
+    expect("found" in middle && middle.found.id).toBe(ids[50]!)
+    // same size, other tags, all ended: none is ours
+    expect(await c.find({ tag: "r1-b9999", run: "r", count: 2, since }, never())).toEqual({ none: true })
+    // another size: no candidate at all
+    expect(await c.find({ tag: "r1-b0000", run: "r", count: 3, since }, never())).toEqual({ none: true })
+    // batches made long (more than the clock slack) before the intent are not looked at
+    expect(
+      await c.find({ tag: "r1-b0104", run: "r", count: 2, since: since + 60 * 60_000 }, never()),
+    ).toEqual({
+      none: true,
+    })
+  })
+
+  test("find: one unended candidate is taken provisionally; several mean waiting until they end", async () => {
+    let clock = Date.now()
+    await using fake = await startFakeAnthropic({
+      apiKey: KEY,
+      now: () => clock,
+      batch: { processingMs: 60_000 },
+    })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    const since = clock
+    await requestFile(c, tmp.join("requests.jsonl"), 3, "r1-b0001")
+    const first = await c.create(
+      tmp.join("requests.jsonl"),
+      { tag: "r1-b0001", run: "r", count: 3, since },
+      never(),
+    )
+    // a batch of another size is no candidate
+    await requestFile(c, tmp.join("requests.jsonl"), 4, "r1-b0009")
+    await c.create(tmp.join("requests.jsonl"), { tag: "r1-b0009", run: "r", count: 4, since }, never())
+    expect(await c.find({ tag: "r1-b0001", run: "r", count: 3, since }, never())).toEqual({
+      found: { ...first, counts: { total: 3, done: 0, failed: 0 } },
+    })
+    clock += 1_000
+    await requestFile(c, tmp.join("requests.jsonl"), 3, "r1-b0002")
+    const second = await c.create(
+      tmp.join("requests.jsonl"),
+      { tag: "r1-b0002", run: "r", count: 3, since },
+      never(),
+    )
+    const waiting = await c.find({ tag: "r1-b0001", run: "r", count: 3, since }, never())
+    expect(waiting).toEqual({
+      wait: `2 unended batches of 3 requests were created since the batch's intent (${second.id}, ${first.id}); which one is r1-b0001 can be told only once they end`,
+    })
+    // once they end, each is told by its results
+    clock += 60_000
+    expect(await c.find({ tag: "r1-b0001", run: "r", count: 3, since }, never())).toEqual({
+      found: await c.retrieve(first.id, never()),
+    })
+    expect(await c.find({ tag: "r1-b0002", run: "r", count: 3, since }, never())).toEqual({
+      found: await c.retrieve(second.id, never()),
+    })
+    expect(await c.find({ tag: "r1-b0003", run: "r", count: 3, since }, never())).toEqual({ none: true })
+  })
+
+  test("a create past the processing-queue limit is a retryable queue_limit; under it, batches are created", async () => {
+    await using fake = await startFakeAnthropic({
+      apiKey: KEY,
+      batch: { processingMs: 60_000, queueLimit: 5 },
+    })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    await requestFile(c, tmp.join("requests.jsonl"), 4)
+    await c.create(tmp.join("requests.jsonl"), { tag: TAG, run: "r", count: 4, since: Date.now() }, never())
+    await requestFile(c, tmp.join("requests.jsonl"), 2, "r1-b0002")
+    const tag = { tag: "r1-b0002", run: "r", count: 2, since: Date.now() }
+    expect(await thrown(() => c.create(tmp.join("requests.jsonl"), tag, never()))).toEqual({
+      class: "queue_limit",
+      retryable: true,
+      pause: false,
+      status: 429,
+      message: `HTTP 429: ${QUEUE_LIMIT_MESSAGE}`,
+      queueLimit: undefined,
+    })
+    expect(fake.batch.batches.length).toBe(1)
+    await requestFile(c, tmp.join("requests.jsonl"), 1, "r1-b0003")
+    const one = await c.create(tmp.join("requests.jsonl"), { ...tag, tag: "r1-b0003", count: 1 }, never())
+    expect(one.counts).toEqual({ total: 1, done: 0, failed: 0 })
+  })
+
+  test("a 404 right after create is not_found, and the next retrieve finds the batch", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: KEY, batch: { script: [{ notFoundOnce: true }] } })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    await requestFile(c, tmp.join("requests.jsonl"), 2)
+    const created = await c.create(
+      tmp.join("requests.jsonl"),
+      { tag: TAG, run: "r", count: 2, since: Date.now() },
+      never(),
+    )
+    expect(await thrown(() => c.retrieve(created.id, never()))).toEqual({
+      class: "not_found",
+      retryable: false,
+      pause: false,
+      status: 404,
+      message: `HTTP 404: No Message Batch found with id '${created.id}'.`,
+      queueLimit: undefined,
+    })
+    expect((await c.retrieve(created.id, never())).outcome).toBe("completed")
+  })
+
+  test("failures of the calls: a wrong key pauses, a dead server is a network error, an abort is the caller's", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: "another-key" })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    await requestFile(c, tmp.join("requests.jsonl"), 1)
+    const tag = { tag: TAG, run: "r", count: 1, since: Date.now() }
+    expect(await thrown(() => c.create(tmp.join("requests.jsonl"), tag, never()))).toEqual({
+      class: "auth",
+      retryable: false,
+      pause: true,
+      status: 401,
+      message: "HTTP 401: invalid x-api-key",
+      queueLimit: undefined,
+    })
+    expect(await thrown(() => c.find(tag, never()))).toMatchObject({ class: "auth", status: 401 })
+    expect(await thrown(() => c.retrieve("msgbatch_1", never()))).toMatchObject({
+      class: "auth",
+      status: 401,
+    })
+    const down = await thrown(() => batchClient("http://127.0.0.1:9").cancel("msgbatch_1", never()))
+    expect([down?.class, down?.retryable, down?.message.startsWith("connection failed: ")]).toEqual([
+      "network",
+      true,
+      true,
+    ])
+    const controller = new AbortController()
+    const reason = new Error("stopped by the caller")
+    controller.abort(reason)
+    let caught: unknown
+    try {
+      await c.retrieve("msgbatch_1", controller.signal)
+    } catch (e) {
+      caught = e
+    }
+    expect(caught).toBe(reason)
+  })
+
+  test("a download streams 150 MB of results to disk, in a process whose memory does not grow with it", async () => {
+    const reply = (input: string) => `${input} ${"x".repeat(7_500)}`
+    await using fake = await startFakeAnthropic({ apiKey: KEY, validate: false, reply })
+    await using tmp = await tmpdir()
+    const c = batchClient(fake.url)
+    await requestFile(c, tmp.join("requests.jsonl"), 20_000)
+    const since = Date.now()
+    const created = await c.create(
+      tmp.join("requests.jsonl"),
+      { tag: TAG, run: "r", count: 20_000, since },
+      never(),
+    )
+    const batch = await c.retrieve(created.id, never())
+    const script = tmp.join("download.ts")
+    const source = new URL("../../src/plugins/providers/anthropic.ts", import.meta.url).pathname
+    await Bun.write(
+      script,
+      `import anthropic from ${JSON.stringify(source)}
+const c = anthropic.create({}, { model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringify(fake.url)}, apiKey: ${JSON.stringify(KEY)}, timeoutMs: 5000 }).batch
+Bun.gc(true)
+const before = process.memoryUsage().rss
+let peak = before
+const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 2)
+const written = await c.download(${JSON.stringify(batch)}, { output: ${JSON.stringify(tmp.join("out.jsonl"))}, errors: ${JSON.stringify(tmp.join("err.jsonl"))} }, new AbortController().signal)
+clearInterval(sampler)
+console.log(JSON.stringify({ written, growth: peak - before }))
+`,
+    )
+    const child = Bun.spawn([process.execPath, script], { stdout: "pipe", stderr: "pipe" })
+    const [out, err, code] = await Promise.all([
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+      child.exited,
+    ])
+    expect([code, err]).toEqual([0, ""])
+    const { written, growth } = JSON.parse(out) as { written: unknown; growth: number }
+    expect(written).toEqual({ output: tmp.join("out.jsonl") })
+    expect(Bun.file(tmp.join("out.jsonl")).size).toBeGreaterThan(150_000_000)
+    expect(growth).toBeLessThan(100_000_000)
+    let n = 0
+    for (const line of (await Bun.file(tmp.join("out.jsonl")).text()).split("\n")) {
+      if (!line) continue
+      const parsed = c.parse(line)
+      expect(parsed.reply?.text).toBe(reply(`item ${parsed.customId.slice(TAG.length + 1)}`))
+      n++
+    }
+    expect(n).toBe(20_000)
+  })
+})
+
+describe("the anthropic batch client's downloads, against a server that misbehaves", () => {
+  test("results that stall are a retryable timeout and leave nothing behind", async () => {
+    using server = Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      idleTimeout: 0,
+      fetch: () =>
+        new Response(
+          new ReadableStream({
+            start(controller) {
+              controller.enqueue(new TextEncoder().encode('{"custom_id":"t_0",'))
+            },
+          }),
+        ),
+    })
+    await using tmp = await tmpdir()
+    const c = batchClient(`http://127.0.0.1:${server.port}`, 300)
+    const batch = {
+      id: "msgbatch_1",
+      status: "ended",
+      phase: "ended" as const,
+      outcome: "completed" as const,
+      createdAt: 0,
+      files: { output: `http://127.0.0.1:${server.port}/v1/messages/batches/msgbatch_1/results` },
+    }
+    const to = { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }
+    expect(await thrown(() => c.download(batch, to, never()))).toEqual({
+      class: "timeout",
+      retryable: true,
+      pause: false,
+      status: undefined,
+      message: "no answer within 0.3 s",
+      queueLimit: undefined,
+    })
+    expect(await Bun.file(to.output).exists()).toBe(false)
+    expect(await Bun.file(`${to.output}.part`).exists()).toBe(false)
+    // a batch without results (not ended, or archived) has nothing to download
+    expect(await c.download({ ...batch, files: undefined }, to, never())).toEqual({})
+  })
+})
