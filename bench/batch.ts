@@ -69,7 +69,13 @@ const home = join(dir, ".spool")
 const started = performance.now()
 const child = Bun.spawn(
   [
-    ...(process.env.BENCH_SRC ? ["bun", join(import.meta.dir, "..", "src", "main.ts")] : [bin]),
+    ...(process.env.BENCH_SRC
+      ? [
+          "bun",
+          ...(process.env.BENCH_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROF] : []),
+          join(import.meta.dir, "..", "src", "main.ts"),
+        ]
+      : [bin]),
     "run",
     jobFile,
     "--home",
@@ -84,6 +90,7 @@ const child = Bun.spawn(
 )
 const stderr = await new Response(child.stderr).text()
 const code = await child.exited
+if (process.env.SPOOL_TIMING) console.error(stderr)
 const seconds = (performance.now() - started) / 1000
 
 if (code !== 0) throw new Error(`dist/spool exited ${code}: ${stderr.slice(-2000)}`)

@@ -44,7 +44,7 @@ export interface BatchProgress {
 /** How long the batch lease lasts without renewal. */
 const LEASE_MS = 60_000
 /** Lines settled per transaction while applying a result file. */
-const APPLY_CHUNK = 10_000
+const APPLY_CHUNK = 5000
 /** A 404 this soon after create is the provider not having caught up yet (OpenAI documents the lag). */
 const YOUNG_MS = 120_000
 /** The longest the loop sleeps when nothing is due: it looks at the run's state (pause, cancel) this often. */
@@ -244,8 +244,7 @@ export class Batcher {
     const { store, run } = this.o
     if (store.liveBatches(run.id).length > 0) return false
     if (store.run(run.id)?.ingested === 0) return false
-    const c = store.counts(run.id)
-    return c.pending + c.queued + c.submitted + c.running + c.retry_wait === 0
+    return !store.hasOpen(run.id)
   }
 
   /** Milliseconds until a batch is due a look, a retry falls due, or the flush timer runs out; at most TICK_MS. */
@@ -427,12 +426,14 @@ export class Batcher {
     const commit = () => {
       // in ledger order: results come in any order, and item pages touched in order stay in the cache
       chunk.sort((x, y) => x.item - y.item)
-      store.apply(b.id, chunk)
+      store.apply(b.id, chunk, this.o.owner)
       for (const o of chunk) {
         if (o.to === "completed") this.progress.completed++
         else if (o.to === "failed" || o.to === "needs_review") this.progress.failed++
       }
       chunk = []
+      // the lines just applied are garbage now: a hint to collect keeps the peak flat over a 1M-item run
+      Bun.gc(false)
       this.onCommit?.(this.progress)
       if (first) crashPoint("apply")
       first = false
@@ -602,7 +603,8 @@ export class Batcher {
       batch_output_tokens: s.batch.outputTokens,
       batch_cached_tokens: s.batch.cachedTokens,
     })
-    const ended = s.attempts - s.counts.queued - s.counts.submitted
+    // a batch item's attempt is recorded when its line comes back: every attempt row has ended, or is a direct call
+    const ended = s.attempts
     const input = Math.ceil(((job.request.system ?? "").length + job.request.prompt.length + 400) / 4)
     const each =
       ended > 0
@@ -694,6 +696,7 @@ export class Batcher {
         tokens += estimate
         lines.push({ id: item.id, line: lines.length + 1, ...out.line(text) })
         if (lines.length === Math.ceil(candidates.length / 2)) crashPoint("pack")
+        if (lines.length % 10_000 === 0) Bun.gc(false)
       }
       if (lines.length === 0) out.discard()
       else out.close()
@@ -714,6 +717,7 @@ export class Batcher {
     }
     if (!batch) return null
     this.fresh.add(batch.id)
+    Bun.gc(false)
     log.info("batch packed", { run: run.name, batch: batch.id, items: lines.length, bytes: out.bytes })
     return batch
   }

@@ -663,6 +663,11 @@ export class Store {
     this.q.releaseBatchLease.run(run, owner)
   }
 
+  /** Whether any item of the run is not yet finished (pending, in flight or waiting to retry): one index probe. */
+  hasOpen(run: number): boolean {
+    return this.q.hasOpen.get(run) !== null
+  }
+
   /** The processes that hold a lease on the run: items in flight, ingestion, batches. */
   leaseHolders(run: number): string[] {
     return this.q.leaseHolders.all(run).map((r) => r.owner)
@@ -708,7 +713,6 @@ export class Store {
             throw new StoreError(
               `${lines.length - claimed} item(s) of batch ${intent.tag} were claimed elsewhere`,
             )
-          this.q.openBatchAttempts.run(batch.id, run, owner, now)
         }
         if (failed.length > 0) {
           states.check("queued", "failed")
@@ -755,7 +759,6 @@ export class Store {
   private unrun(batch: number, now: number): number {
     states.check("submitted", "pending")
     states.check("queued", "pending")
-    this.q.dropUnrunAttempts.run(batch)
     return this.q.unrunItems.run(now, batch).changes
   }
 
@@ -788,14 +791,18 @@ export class Store {
     this.q.downloadedBatch.run(files.output ?? null, files.errors ?? null, batch)
   }
 
-  /** Settles items by their lines, in one transaction. Lines of items already settled (a re-apply) are skipped. */
-  apply(batch: number, outcomes: LineOutcome[]): void {
+  /**
+   * Settles items by their lines, in one transaction, recording each line as the item's attempt (a batch item's
+   * attempt row is written when its line comes back; until then `items.attempts` alone counts it). Lines of items
+   * already settled (a re-apply after a crash) are skipped.
+   */
+  apply(batch: number, outcomes: LineOutcome[], owner: string): void {
     if (outcomes.length === 0) return
     for (const o of outcomes) states.check("submitted", o.to)
     const json = JSON.stringify(outcomes)
     this.db
       .transaction(() => {
-        this.q.endBatchAttempts.run(json, batch)
+        this.q.recordLines.run(json, batch, owner)
         this.q.settleItems.run(json, batch)
       })
       .immediate()
@@ -1071,6 +1078,10 @@ function prepare(db: Database) {
     releaseBatchLease: q<void, [number, string]>(
       "UPDATE runs SET batch_owner = NULL, batch_expires = NULL WHERE id = ? AND batch_owner = ?",
     ),
+    hasOpen: q<{ one: number }, [number]>(
+      `SELECT 1 AS one FROM items WHERE run_id = ?
+       AND state IN ('pending', 'running', 'retry_wait', 'queued', 'submitted') LIMIT 1`,
+    ),
     leaseHolders: q<{ owner: string }, [number]>(
       `SELECT DISTINCT lease_owner AS owner FROM items WHERE run_id = ?1 AND state = 'running'
        UNION SELECT ingest_owner FROM runs WHERE id = ?1 AND ingest_owner IS NOT NULL
@@ -1094,10 +1105,6 @@ function prepare(db: Database) {
        updated_at = ?2
        FROM json_each(?3) AS j WHERE items.id = j.value ->> 'id' AND items.state IN ('pending', 'retry_wait')`,
     ),
-    openBatchAttempts: q<void, [number, number, string, number]>(
-      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, batch_id)
-       SELECT id, ?2, attempts, ?3, ?4, ?1 FROM items WHERE batch_id = ?1 AND state = 'queued'`,
-    ),
     failUnpackable: q<void, [number, string]>(
       `UPDATE items SET state = 'failed', attempts = attempts + 1, next_at = NULL,
        error_class = j.value ->> 'errorClass', error = j.value ->> 'error', updated_at = ?1
@@ -1114,10 +1121,6 @@ function prepare(db: Database) {
     ),
     submitItems: q<void, [number, number]>(
       "UPDATE items SET state = 'submitted', updated_at = ? WHERE batch_id = ? AND state = 'queued'",
-    ),
-    dropUnrunAttempts: q<void, [number]>(
-      `DELETE FROM attempts WHERE batch_id = ?1 AND ended_at IS NULL
-       AND item_id IN (SELECT id FROM items WHERE batch_id = ?1 AND state IN ('queued', 'submitted'))`,
     ),
     unrunItems: q<void, [number, number]>(
       `UPDATE items SET state = 'pending', attempts = attempts - 1, updated_at = ?
@@ -1157,13 +1160,14 @@ function prepare(db: Database) {
     downloadedBatch: q<void, [string | null, string | null, number]>(
       "UPDATE batches SET state = 'applying', output = ?, errors = ? WHERE id = ? AND state = 'downloading'",
     ),
-    endBatchAttempts: q<void, [string, number]>(
-      `UPDATE attempts SET ended_at = j.value ->> 'endedAt', outcome = j.value ->> 'label',
-       error_class = j.value ->> 'errorClass', error = j.value ->> 'error', http_status = j.value ->> 'status',
-       input_tokens = j.value ->> 'inputTokens', output_tokens = j.value ->> 'outputTokens',
-       cached_input_tokens = j.value ->> 'cachedTokens'
-       FROM json_each(?1) AS j
-       WHERE attempts.item_id = j.value ->> 'item' AND attempts.batch_id = ?2 AND attempts.ended_at IS NULL`,
+    recordLines: q<void, [string, number, string]>(
+      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, error_class, error,
+       http_status, input_tokens, output_tokens, cached_input_tokens, batch_id)
+       SELECT i.id, i.run_id, i.attempts, ?3, coalesce(b.submitted_at, b.created_at), j.value ->> 'endedAt',
+       j.value ->> 'label', j.value ->> 'errorClass', j.value ->> 'error', j.value ->> 'status',
+       j.value ->> 'inputTokens', j.value ->> 'outputTokens', j.value ->> 'cachedTokens', ?2
+       FROM json_each(?1) AS j JOIN items i ON i.id = j.value ->> 'item' JOIN batches b ON b.id = ?2
+       WHERE +i.batch_id = ?2 AND +i.state = 'submitted'`,
     ),
     settleItems: q<void, [string, number]>(
       `UPDATE items SET state = j.value ->> 'to', output = j.value ->> 'output',

@@ -476,3 +476,64 @@ describe("batch mode refusals", () => {
     expect(existsSync(tmp.join("h", "spool.db"))).toBe(false)
   })
 })
+
+describe("pause, resume and cancel of a realtime run", () => {
+  const realtime = (url: string) =>
+    job(url).replace('mode = "batch"', 'mode = "realtime"').replace("[limits]", "[limits]\nconcurrency = 4")
+
+  test("pause lets the calls in flight end and sends nothing more; resume finishes the run in the same process", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 40 })
+    writeFileSync(tmp.join("in.jsonl"), input(200))
+    writeFileSync(tmp.join("job.toml"), realtime(fake.url))
+    const home = tmp.join("home")
+    const child = start(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    await until(() => fake.paid.size >= 20, 20_000, "20 completions")
+    expect((await spool(["pause", "--home", home], { cwd: tmp.path, env })).code).toBe(0)
+    // within a second the process stops sending; then nothing more goes out
+    await Bun.sleep(1200)
+    const sent = fake.requests
+    await Bun.sleep(800)
+    expect(fake.requests).toBe(sent)
+    expect(sent).toBeLessThan(200)
+    expect(child.exitCode).toBeNull()
+    const status = JSON.parse(
+      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
+    ) as {
+      state: string
+      counts: { running: number; completed: number }
+    }
+    expect(status.state).toBe("paused")
+    expect(status.counts.running).toBe(0)
+    expect(status.counts.completed).toBe(fake.paid.size)
+    const resumed = await spool(["resume", "--home", home], { cwd: tmp.path, env })
+    expect(resumed.stderr).toContain('run "batchy" resumed')
+    expect(await child.exited).toBe(0)
+    expect(fake.paid.size).toBe(200)
+    expect([...fake.paid.values()].every((n) => n === 1)).toBe(true)
+  }, 60_000)
+
+  test("cancel stops a realtime run: the process ends with the run cancelled, finished items kept, the rest pending", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 40 })
+    writeFileSync(tmp.join("in.jsonl"), input(200))
+    writeFileSync(tmp.join("job.toml"), realtime(fake.url))
+    const home = tmp.join("home")
+    const child = start(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    await until(() => fake.paid.size >= 20, 20_000, "20 completions")
+    const cancel = await spool(["cancel", "--home", home], { cwd: tmp.path, env })
+    expect(cancel.code).toBe(0)
+    expect(cancel.stderr).toContain('run "batchy" cancelled')
+    const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited])
+    expect(code).toBe(1)
+    expect(stderr).toContain('run "batchy" was cancelled')
+    const lines = await results(tmp.path, home)
+    const done = lines.filter((l) => l.state === "completed").length
+    expect(done).toBe(fake.paid.size)
+    expect(lines.filter((l) => l.state === "pending").length).toBe(200 - done)
+    // a cancelled run is finished: it cannot be paused, and prune may now clean it
+    const pause = await spool(["pause", "--home", home], { cwd: tmp.path, env })
+    expect(pause.code).toBe(2)
+    expect(pause.stderr).toContain('run "batchy" is cancelled: there is nothing to pause')
+  }, 60_000)
+})
