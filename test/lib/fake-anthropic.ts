@@ -1,18 +1,22 @@
 /** A fake Anthropic Messages server on 127.0.0.1 that speaks the official wire format, with switchable faults. */
-import { RateLimiter, retryAfterSeconds, type RateLimit, type Stats, type Verdict } from "./fake-openai.ts"
 import {
-  BatchEngine,
-  base62,
-  pageLimit,
-  Validator,
-  jsonl,
-  mapIter,
-  type BatchLine,
-  type BatchOptions,
-  type FakeBatch,
-  type LineError,
-  type View,
-} from "./fake-batch.ts"
+  counters,
+  faultFor,
+  RateLimiter,
+  retryAfterSeconds,
+  serveFake,
+  statsOf,
+  stopFake,
+  wireFault,
+  type FakeOf,
+  type FakeOptionsOf,
+  type FaultsOf,
+  type RateLimit,
+  type Stats,
+  type Verdict,
+} from "./fake-openai.ts"
+import { BatchEngine, base62, jsonl, mapIter, pageLimit, Validator } from "./fake-batch.ts"
+import type { BatchLine, BatchOptions, FakeBatch, LineError, View } from "./fake-batch.ts"
 import { validateSchema } from "./spec.ts"
 
 export type { RateLimit, Stats } from "./fake-openai.ts"
@@ -24,61 +28,36 @@ export type { RateLimit, Stats } from "./fake-openai.ts"
 export type FaultKind =
   "ok" | "429" | "529" | "500" | "credit" | "hang" | "reset" | "garbage" | "max_tokens" | "empty"
 
-export interface Faults {
-  /** Share of requests that get a fault, decided per (seed, input, how often the input was seen). */
-  rate: number
-  kinds: FaultKind[]
-  seed?: number
-  /** The retry-after header of 429s: seconds or an HTTP-date. */
-  retryAfter?: string
-}
+export type Faults = FaultsOf<FaultKind>
 
-export interface FakeOptions {
+export interface FakeOptions extends FakeOptionsOf<Faults> {
   /** The key `x-api-key` must carry; any key (but one) is taken when undefined. */
   apiKey?: string
-  latencyMs?: number
   /** Check every request body against CreateMessageParams (default on). */
   validate?: boolean
-  faults?: Faults
-  reply?: (input: string, body: Record<string, unknown>) => string
   /**
    * A rate limit like the API's (off by default; the token buckets of fake-openai.ts's RateLimit): the
    * anthropic-ratelimit-* headers on every response, 429 rate_limit_error with retry-after past it. A request costs
    * one request and, against `tpm`, its input tokens as usage reports them plus its max_tokens.
    */
   rateLimit?: RateLimit
-  /** The clock of the rate limit, of `served` and of the batches, in ms (default Date.now). */
-  now?: () => number
   /** The Message Batches API: how long batches take, their faults and limits (fake-batch.ts). */
   batch?: BatchOptions
 }
 
-export interface Fake extends AsyncDisposable {
+export interface Fake extends FakeOf<FaultKind> {
   /** The base URL, as ANTHROPIC_BASE_URL takes it: the SDK appends /v1/messages. */
   url: string
-  port: number
-  latencyMs: number
-  faults: Faults | undefined
-  /** input → the kinds its 1st, 2nd, … requests get ("ok" for none); wins over `faults`. */
-  script: Map<string, FaultKind[]>
   /** input → 200 messages served: what the provider would bill. */
   paid: Map<string, number>
-  /** input → requests received, faulted or not. */
-  seen: Map<string, number>
-  requests: number
   /** The headers of the last request to /v1/messages. */
   headers: Headers | undefined
   /** Every JSON body received, in order. */
   bodies: Record<string, unknown>[]
-  /** 429s sent because the rate limit refused the request (not scripted or random 429 faults). */
-  limited: number
   /** When (by `now`) each 200 message went out: `paid`, in time. */
   served: number[]
-  invalid: { body: unknown; errors: string[] }[]
   /** The Message Batches API: its options (change them at any time), faults, and records of every batch. */
   batch: BatchEngine<null>
-  stats(): Stats
-  stop(): Promise<void>
 }
 
 export const CREDIT_MESSAGE =
@@ -110,13 +89,6 @@ function inputOf(body: Record<string, unknown>): string {
       .join("")
   }
   return ""
-}
-
-function pick(faults: Faults, input: string, nth: number): FaultKind {
-  const h = Number(Bun.hash(`${faults.seed ?? 0}|${input}|${nth}`) % 1_000_000n) / 1_000_000
-  if (h >= faults.rate || faults.kinds.length === 0) return "ok"
-  const which = Number(Bun.hash(`kind|${faults.seed ?? 0}|${input}|${nth}`) % BigInt(faults.kinds.length))
-  return faults.kinds[which] ?? "ok"
 }
 
 /** RFC 3339, to the second (rounded up), as the anthropic-ratelimit-*-reset headers write it. */
@@ -413,16 +385,15 @@ function messageBatchApi(
       if (method === "GET") return list(url)
       return undefined
     }
-    if (action === undefined && method === "GET") {
-      const b = fake.batch.reveal(batchId)
-      return b ? Response.json(batchJson(b, fake.batch.observe(b))) : noBatch(batchId)
-    }
-    const b = fake.batch.find(batchId)
-    if (action === "cancel" && method === "POST") {
-      if (!b) return noBatch(batchId)
-      return Response.json(batchJson(b, fake.batch.cancel(b) ?? fake.batch.observe(b)))
-    }
+    const routed = fake.batch.route(batchId, action, method, {
+      json: batchJson,
+      missing: noBatch,
+      // an ended batch is not cancelled again: the cancel answers it as it is
+      ended: (b) => Response.json(batchJson(b, fake.batch.observe(b))),
+    })
+    if (routed) return routed
     if (action === "results" && method === "GET") {
+      const b = fake.batch.find(batchId)
       if (!b) return noBatch(batchId)
       if (fake.batch.observe(b).phase !== "ended") {
         return error(
@@ -489,30 +460,9 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
       case "credit":
         return error(400, "invalid_request_error", CREDIT_MESSAGE)
       case "garbage":
-        return new Response("<html>oops</html>", {
-          status: 200,
-          headers: { "content-type": "application/json" },
-        })
       case "reset":
-        // headers go out, then the connection dies mid-body: the client sees a network error
-        return new Response(
-          new ReadableStream({
-            start(controller) {
-              controller.enqueue(new TextEncoder().encode('{"id":'))
-              controller.error()
-            },
-          }),
-          { status: 200, headers: { "content-type": "application/json" } },
-        )
       case "hang":
-        return new Promise<Response>((resolve) => {
-          const release = () => {
-            hung.delete(release)
-            resolve(new Response(null, { status: 499 }))
-          }
-          hung.add(release)
-          signal.addEventListener("abort", release, { once: true })
-        })
+        return wireFault(kind, signal, hung)
       case "ok":
       case "max_tokens":
       case "empty":
@@ -572,10 +522,7 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
       }
     }
     const input = inputOf(body)
-    const nth = fake.seen.get(input) ?? 0
-    fake.seen.set(input, nth + 1)
-    const scripted = fake.script.get(input)
-    const kind = scripted ? (scripted[nth] ?? "ok") : fake.faults ? pick(fake.faults, input, nth) : "ok"
+    const kind = faultFor(fake, input)
     if (fake.latencyMs > 0 && kind !== "hang") await Bun.sleep(fake.latencyMs)
     const failed = fault(kind, req.signal)
     if (failed) return failed
@@ -588,53 +535,25 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
 
   let batchRoutes: ReturnType<typeof messageBatchApi>
 
-  const server = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    idleTimeout: 0,
-    // a Message Batches create may carry 256 MB
-    maxRequestBodySize: 1024 * 1024 * 1024,
-    fetch(req) {
-      const url = new URL(req.url)
-      const path = url.pathname
-      if (req.method === "POST" && path === "/v1/messages") return limitedCreate(req)
-      if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
-      const batchAnswer = batchRoutes(req, url)
-      if (batchAnswer) return batchAnswer
-      return error(404, "not_found_error", `Not Found: ${req.method} ${path}`)
-    },
-    error() {
-      return new Response(null, { status: 500 })
-    },
+  const server = serveFake((req) => {
+    const url = new URL(req.url)
+    const path = url.pathname
+    if (req.method === "POST" && path === "/v1/messages") return limitedCreate(req)
+    if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
+    const batchAnswer = batchRoutes(req, url)
+    if (batchAnswer) return batchAnswer
+    return error(404, "not_found_error", `Not Found: ${req.method} ${path}`)
   })
 
   const fake: Fake = {
     url: `http://127.0.0.1:${server.port}`,
     port: server.port ?? 0,
-    latencyMs: options.latencyMs ?? 0,
-    faults: options.faults,
-    script: new Map(),
-    paid: new Map(),
-    seen: new Map(),
-    requests: 0,
+    ...counters<FaultKind>(options),
     headers: undefined,
     bodies: [],
-    limited: 0,
-    served: [],
-    invalid: [],
     batch: undefined as unknown as BatchEngine<null>,
-    stats: () => ({
-      requests: fake.requests,
-      limited: fake.limited,
-      served: fake.served.length,
-      firstServedAt: fake.served[0] ?? null,
-      lastServedAt: fake.served.at(-1) ?? null,
-      rateLimit: options.rateLimit ?? null,
-    }),
-    async stop() {
-      for (const release of [...hung]) release()
-      await server.stop(true)
-    },
+    stats: () => statsOf(fake, options.rateLimit),
+    stop: () => stopFake(server, hung),
     async [Symbol.asyncDispose]() {
       await fake.stop()
     },

@@ -2,6 +2,7 @@ import Anthropic from "@anthropic-ai/sdk"
 import { describe, expect, test } from "bun:test"
 import OpenAI from "openai"
 import { QUEUE_LIMIT_MESSAGE, startFakeAnthropic, type Fake as AnthropicFake } from "./fake-anthropic.ts"
+import type { BatchOptions } from "./fake-batch.ts"
 import { enqueuedLimitMessage, startFake, type Fake } from "./fake-openai.ts"
 import { validateSchema } from "./spec.ts"
 
@@ -13,6 +14,8 @@ function clock() {
 }
 const unix = (ms: number) => Math.floor((T0 + ms) / 1000)
 const iso = (ms: number) => new Date(T0 + ms).toISOString()
+/** A fake's options: key "k", the clock `c`, and these batch options. */
+const onClock = (c: ReturnType<typeof clock>, batch: BatchOptions) => ({ apiKey: "k", now: c.now, batch })
 
 // ---------------------------------------------------------------------------------------------------------------
 // OpenAI
@@ -74,14 +77,18 @@ const counts = (b: OpenAI.Batches.Batch) => [
   b.request_counts!.failed,
 ]
 
+/** A batch that failed as a whole at `ms`, for one reason (`code`, `message`) that names no line. */
+function expectFailed(b: OpenAI.Batches.Batch, ms: number, code: string, message: string) {
+  expect(b.failed_at).toBe(unix(ms))
+  expect(b.errors).toEqual({ object: "list", data: [{ code, message, param: null, line: null }] })
+}
+
 describe("the fake OpenAI Batch API", () => {
   test("a batch moves validating → in_progress (n of m) → finalizing → completed on the fake's clock, conforming all along", async () => {
     const c = clock()
-    await using fake = await startFake({
-      apiKey: "k",
-      now: c.now,
-      batch: { validatingMs: 1000, processingMs: 10_000, finalizingMs: 2000 },
-    })
+    await using fake = await startFake(
+      onClock(c, { validatingMs: 1000, processingMs: 10_000, finalizingMs: 2000 }),
+    )
     const client = openai(fake)
     const lines = items(10)
     const text = jsonlOf(lines)
@@ -229,11 +236,7 @@ describe("the fake OpenAI Batch API", () => {
 
   test("a cancel answers cancelling, then after cancelMs the batch is cancelled: done lines in the output, the rest batch_cancelled", async () => {
     const c = clock()
-    await using fake = await startFake({
-      apiKey: "k",
-      now: c.now,
-      batch: { processingMs: 10_000, cancelMs: 5000 },
-    })
+    await using fake = await startFake(onClock(c, { processingMs: 10_000, cancelMs: 5000 }))
     const client = openai(fake)
     const created = await submit(client, items(10))
     c.at(3000)
@@ -280,7 +283,7 @@ describe("the fake OpenAI Batch API", () => {
 
   test("end faults, scripted per batch before the global one: failed, cancelled and expired part-way, with exact result lines", async () => {
     const c = clock()
-    await using fake = await startFake({ apiKey: "k", now: c.now, batch: { processingMs: 10_000 } })
+    await using fake = await startFake(onClock(c, { processingMs: 10_000 }))
     const client = openai(fake)
     fake.batch.faults = { end: { outcome: "expired", after: 0.4 } }
     fake.batch.script = [
@@ -312,19 +315,12 @@ describe("the fake OpenAI Batch API", () => {
     c.at(5000)
     const f = await retrieve(client, failed.id)
     expect(counts(f)).toEqual(["failed", 10, 5, 0])
-    expect(f.failed_at).toBe(unix(5000))
-    expect(f.errors).toEqual({
-      object: "list",
-      data: [
-        {
-          code: "server_error",
-          message:
-            "The batch failed while processing. The requests it processed are in its output and error files.",
-          param: null,
-          line: null,
-        },
-      ],
-    })
+    expectFailed(
+      f,
+      5000,
+      "server_error",
+      "The batch failed while processing. The requests it processed are in its output and error files.",
+    )
     const failedOutput = await fileLines(client, f.output_file_id)
     expect([failedOutput.length, f.error_file_id]).toEqual([5, undefined])
     // the 5 lines never run have no line at all
@@ -429,11 +425,9 @@ describe("the fake OpenAI Batch API", () => {
 
   test("the enqueued-token limit fails a batch that would pass it, with the API's message; it frees up as batches end", async () => {
     const c = clock()
-    await using fake = await startFake({
-      apiKey: "k",
-      now: c.now,
-      batch: { validatingMs: 1000, processingMs: 10_000, enqueuedTokenLimit: 1500 },
-    })
+    await using fake = await startFake(
+      onClock(c, { validatingMs: 1000, processingMs: 10_000, enqueuedTokenLimit: 1500 }),
+    )
     const client = openai(fake)
     const big = (tag: string, n: number) =>
       Array.from({ length: n }, (_, i) => chatLine(`${tag}_${i}`, `${"x".repeat(500)}${tag}${i}`))
@@ -449,19 +443,12 @@ describe("the fake OpenAI Batch API", () => {
     c.at(1000)
     const failed = await retrieve(client, refused.id)
     expect(counts(failed)).toEqual(["failed", 0, 0, 0])
-    expect(failed.failed_at).toBe(unix(1000))
-    expect(failed.errors).toEqual({
-      object: "list",
-      data: [
-        {
-          code: "token_limit_exceeded",
-          message:
-            "Enqueued token limit reached for gpt-4.1-mini in organization org-fake. Limit: 1,500 enqueued tokens. Please try submitting an input file with fewer tokens, or wait for current batches to complete.",
-          param: null,
-          line: null,
-        },
-      ],
-    })
+    expectFailed(
+      failed,
+      1000,
+      "token_limit_exceeded",
+      "Enqueued token limit reached for gpt-4.1-mini in organization org-fake. Limit: 1,500 enqueued tokens. Please try submitting an input file with fewer tokens, or wait for current batches to complete.",
+    )
     expect(enqueuedLimitMessage("gpt-4.1-mini", 1500)).toBe(failed.errors!.data![0]!.message!)
     expect([failed.output_file_id, failed.error_file_id]).toEqual([undefined, undefined])
     expect(counts(await retrieve(client, fits.id))).toEqual(["in_progress", 1, 0, 0])
@@ -680,6 +667,17 @@ const requests = (n: number, tag = "t") =>
 
 type Result = { custom_id: string; result: { type: string; message?: any; error?: any } }
 
+/** The inner `error` of the body an SDK error of class `cls` carries; the body is checked against the spec. */
+function errorOf(
+  e: unknown,
+  cls: abstract new (...args: never[]) => InstanceType<typeof Anthropic.APIError>,
+) {
+  expect(e).toBeInstanceOf(cls)
+  const body = (e as InstanceType<typeof Anthropic.APIError>).error
+  expect(validateSchema("ErrorResponse", body, "anthropic")).toEqual([])
+  return (body as { error: unknown }).error
+}
+
 async function fetchBatch(client: Anthropic, id: string) {
   const batch = await client.messages.batches.retrieve(id)
   expect(validateSchema("MessageBatch", batch, "anthropic")).toEqual([])
@@ -705,11 +703,9 @@ const rc = (processing: number, succeeded: number, errored = 0, canceled = 0, ex
 describe("the fake Anthropic Message Batches API", () => {
   test("a batch is in_progress (n of m), then ended with a results_url; results are Messages the realtime endpoint would build", async () => {
     const c = clock()
-    await using fake = await startFakeAnthropic({
-      apiKey: "k",
-      now: c.now,
-      batch: { validatingMs: 1000, processingMs: 10_000, finalizingMs: 500 },
-    })
+    await using fake = await startFakeAnthropic(
+      onClock(c, { validatingMs: 1000, processingMs: 10_000, finalizingMs: 500 }),
+    )
     const client = anthropic(fake)
     const created = await client.messages.batches.create({ requests: requests(10) })
     expect(validateSchema("MessageBatch", created, "anthropic")).toEqual([])
@@ -793,11 +789,7 @@ describe("the fake Anthropic Message Batches API", () => {
 
   test("a cancel answers canceling, then the batch ends with the rest canceled", async () => {
     const c = clock()
-    await using fake = await startFakeAnthropic({
-      apiKey: "k",
-      now: c.now,
-      batch: { processingMs: 10_000, cancelMs: 3000 },
-    })
+    await using fake = await startFakeAnthropic(onClock(c, { processingMs: 10_000, cancelMs: 3000 }))
     const client = anthropic(fake)
     const created = await client.messages.batches.create({ requests: requests(10) })
     c.at(4000)
@@ -894,10 +886,7 @@ describe("the fake Anthropic Message Batches API", () => {
     const client = anthropic(fake)
     const created = await client.messages.batches.create({ requests: requests(2) })
     const missing = await client.messages.batches.retrieve(created.id).catch((e: unknown) => e)
-    expect(missing).toBeInstanceOf(Anthropic.NotFoundError)
-    const body = (missing as InstanceType<typeof Anthropic.NotFoundError>).error
-    expect(validateSchema("ErrorResponse", body, "anthropic")).toEqual([])
-    expect((body as { error: unknown }).error).toEqual({
+    expect(errorOf(missing, Anthropic.NotFoundError)).toEqual({
       type: "not_found_error",
       message: `No Message Batch found with id '${created.id}'.`,
     })
@@ -909,20 +898,13 @@ describe("the fake Anthropic Message Batches API", () => {
 
   test("the queue limit answers 429 rate_limit_error past it; the queue frees up as batches end", async () => {
     const c = clock()
-    await using fake = await startFakeAnthropic({
-      apiKey: "k",
-      now: c.now,
-      batch: { processingMs: 10_000, queueLimit: 15 },
-    })
+    await using fake = await startFakeAnthropic(onClock(c, { processingMs: 10_000, queueLimit: 15 }))
     const client = anthropic(fake)
     const first = await client.messages.batches.create({ requests: requests(10, "a") })
     const refused = await client.messages.batches
       .create({ requests: requests(6, "b") })
       .catch((e: unknown) => e)
-    expect(refused).toBeInstanceOf(Anthropic.RateLimitError)
-    const body = (refused as InstanceType<typeof Anthropic.RateLimitError>).error
-    expect(validateSchema("ErrorResponse", body, "anthropic")).toEqual([])
-    expect((body as { error: unknown }).error).toEqual({
+    expect(errorOf(refused, Anthropic.RateLimitError)).toEqual({
       type: "rate_limit_error",
       message: QUEUE_LIMIT_MESSAGE,
     })

@@ -413,6 +413,34 @@ export class BatchEngine<D = unknown> {
     return { ...view, phase: "cancelling", ending: undefined, unprocessed: 0, at }
   }
 
+  /**
+   * The two routes on one batch that every batch API has: its GET, and the POST of its cancel, each answered with
+   * `json` of the batch (as it stands, or cancelling); `missing` answers for an id no batch has (and, once, for one
+   * hidden by notFoundOnce), `ended` for a cancel of a batch that has ended. Undefined for any other request.
+   */
+  route(
+    id: string,
+    action: string | undefined,
+    method: string,
+    answer: {
+      json: (b: FakeBatch<D>, view: View) => unknown
+      missing: (id: string) => Response
+      ended: (b: FakeBatch<D>) => Response
+    },
+  ): Response | undefined {
+    if (action === undefined && method === "GET") {
+      const b = this.reveal(id)
+      return b ? Response.json(answer.json(b, this.observe(b))) : answer.missing(id)
+    }
+    if (action === "cancel" && method === "POST") {
+      const b = this.find(id)
+      if (!b) return answer.missing(id)
+      const view = this.cancel(b)
+      return view ? Response.json(answer.json(b, view)) : answer.ended(b)
+    }
+    return undefined
+  }
+
   /** The results in result order: processed lines, then (ended early) the others with the batch's outcome. */
   *results(b: FakeBatch<D>): Generator<{ line: BatchLine; index: number; result: Result }> {
     const view = this.observe(b)

@@ -2,32 +2,23 @@
  * A fake OpenAI server on 127.0.0.1 (`POST /v1/chat/completions` and `POST /v1/responses`) that speaks the official
  * wire format, with switchable faults.
  */
-import {
-  BatchEngine,
-  base62,
-  pageLimit,
-  Validator,
-  jsonl,
-  mapIter,
-  unix,
-  type BatchLine,
-  type BatchOptions,
-  type FakeBatch,
-  type LineError,
-  type View,
-} from "./fake-batch.ts"
+import { BatchEngine, base62, jsonl, mapIter, pageLimit, unix, Validator } from "./fake-batch.ts"
+import type { BatchLine, BatchOptions, FakeBatch, LineError, View } from "./fake-batch.ts"
 import { validateSchema } from "./spec.ts"
 
 export type FaultKind = "ok" | "429" | "quota" | "500" | "503" | "hang" | "reset" | "garbage"
 
-export interface Faults {
+/** Random faults, of the kinds `K` a fake has (this one's FaultKind, or fake-anthropic.ts's). */
+export interface FaultsOf<K extends string> {
   /** Share of requests that get a fault, decided per (seed, input, how often the input was seen). */
   rate: number
-  kinds: FaultKind[]
+  kinds: K[]
   seed?: number
-  /** The Retry-After header of 429s: seconds or an HTTP-date. */
+  /** The retry-after header of 429s: seconds or an HTTP-date. */
   retryAfter?: string
 }
+
+export type Faults = FaultsOf<FaultKind>
 
 /**
  * A provider-side rate limit, per server, as token buckets (the model both providers document: capacity that
@@ -159,17 +150,21 @@ export interface Stats {
   rateLimit: RateLimit | null
 }
 
-export interface FakeOptions {
-  apiKey?: string
+/** The options both fakes (this one and fake-anthropic.ts) take, with their own faults `F`. */
+export interface FakeOptionsOf<F> {
   latencyMs?: number
-  /** Check every request body against CreateChatCompletionRequest or CreateResponse (default on). */
-  validate?: boolean
-  faults?: Faults
+  faults?: F
   reply?: (input: string, body: Record<string, unknown>) => string
-  /** A rate limit like the API's (off by default): x-ratelimit-* headers on every response, 429s past it. */
-  rateLimit?: RateLimit
   /** The clock of the rate limit, of `served` and of the batches, in ms (default Date.now). */
   now?: () => number
+}
+
+export interface FakeOptions extends FakeOptionsOf<Faults> {
+  apiKey?: string
+  /** Check every request body against CreateChatCompletionRequest or CreateResponse (default on). */
+  validate?: boolean
+  /** A rate limit like the API's (off by default): x-ratelimit-* headers on every response, 429s past it. */
+  rateLimit?: RateLimit
   /** The Batch API (files, batches): how long batches take, their faults and limits (fake-batch.ts). */
   batch?: BatchOptions
 }
@@ -210,29 +205,138 @@ export interface StoredFile {
   lines?: () => Iterator<string>
 }
 
-export interface Fake extends AsyncDisposable {
-  url: string
+/** What both fakes (this one and fake-anthropic.ts) have, with their own kinds of fault `K`. */
+export interface FakeOf<K extends string> extends AsyncDisposable {
   port: number
   latencyMs: number
-  faults: Faults | undefined
-  /** input → the faults its 1st, 2nd, … requests get ("ok" for none); wins over `faults`. */
-  script: Map<string, FaultKind[]>
-  /** input → 200 completions (or responses) served: what the provider would bill. */
-  paid: Map<string, number>
+  faults: FaultsOf<K> | undefined
+  /** input → the kinds of fault its 1st, 2nd, … requests get ("ok" for none); wins over `faults`. */
+  script: Map<string, K[]>
   /** input → requests received, faulted or not. */
   seen: Map<string, number>
   requests: number
   /** 429s sent because the rate limit refused the request (not scripted or random 429 faults). */
   limited: number
+  invalid: { body: unknown; errors: string[] }[]
+  stats(): Stats
+  stop(): Promise<void>
+}
+
+export interface Fake extends FakeOf<FaultKind> {
+  url: string
+  /** input → 200 completions (or responses) served: what the provider would bill. */
+  paid: Map<string, number>
   /** When (by `now`) each 200 completion or response went out: `paid`, in time. */
   served: number[]
-  invalid: { body: unknown; errors: string[] }[]
   /** The Batch API: its options (change them at any time), faults, and records of every batch. */
   batch: BatchEngine<OpenAIBatch>
   /** The Files API's files, by id. */
   files: Map<string, StoredFile>
-  stats(): Stats
-  stop(): Promise<void>
+}
+
+/** What a fake that has answered nothing yet counts, with the latency and faults `options` give. */
+export function counters<K extends string>(options: FakeOptionsOf<FaultsOf<K>>) {
+  return {
+    latencyMs: options.latencyMs ?? 0,
+    faults: options.faults,
+    script: new Map<string, K[]>(),
+    paid: new Map<string, number>(),
+    seen: new Map<string, number>(),
+    requests: 0,
+    limited: 0,
+    served: [] as number[],
+    invalid: [] as { body: unknown; errors: string[] }[],
+  }
+}
+
+/** What `GET /_stats` answers for a fake with the rate limit `rateLimit`. */
+export function statsOf(
+  fake: { requests: number; limited: number; served: number[] },
+  rateLimit: RateLimit | undefined,
+): Stats {
+  return {
+    requests: fake.requests,
+    limited: fake.limited,
+    served: fake.served.length,
+    firstServedAt: fake.served[0] ?? null,
+    lastServedAt: fake.served.at(-1) ?? null,
+    rateLimit: rateLimit ?? null,
+  }
+}
+
+/** Stops a fake's server, once the requests it holds hanging (`hung`, their releases) are let go. */
+export async function stopFake(server: { stop(force?: boolean): Promise<void> }, hung: Set<() => void>) {
+  for (const release of [...hung]) release()
+  await server.stop(true)
+}
+
+/**
+ * The server of a fake: on 127.0.0.1 at a free port, with no idle timeout, bodies of up to 1 GB (an OpenAI batch
+ * input file may have 200 MB, and the Files API takes 512 MB; a Message Batches create may carry 256 MB), and a bare
+ * 500 for a route that throws.
+ */
+export function serveFake(fetch: (req: Request) => Response | Promise<Response>) {
+  return Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    idleTimeout: 0,
+    maxRequestBodySize: 1024 * 1024 * 1024,
+    fetch,
+    error() {
+      return new Response(null, { status: 500 })
+    },
+  })
+}
+
+/**
+ * The faults of the connection rather than of the API, alike in both fakes: "garbage", a 200 whose body is not JSON;
+ * "reset", headers, then the connection dies mid-body; "hang", no answer until the client gives up or the fake stops
+ * (`hung` holds the release of each). Undefined for any other kind.
+ */
+export function wireFault(
+  kind: string,
+  signal: AbortSignal,
+  hung: Set<() => void>,
+): Response | Promise<Response> | undefined {
+  switch (kind) {
+    case "garbage":
+      return new Response("<html>oops</html>", {
+        status: 200,
+        headers: { "content-type": "application/json" },
+      })
+    case "reset":
+      // headers go out, then the connection dies mid-body: the client sees a network error
+      return new Response(
+        new ReadableStream({
+          start(controller) {
+            controller.enqueue(new TextEncoder().encode('{"id":'))
+            controller.error()
+          },
+        }),
+        { status: 200, headers: { "content-type": "application/json" } },
+      )
+    case "hang":
+      return new Promise<Response>((resolve) => {
+        const release = () => {
+          hung.delete(release)
+          resolve(new Response(null, { status: 499 }))
+        }
+        hung.add(release)
+        signal.addEventListener("abort", release, { once: true })
+      })
+  }
+  return undefined
+}
+
+/**
+ * The kind of fault a request for `input` gets: its script's next entry, else a draw from the fake's random faults,
+ * else "ok". The request is counted as seen.
+ */
+export function faultFor<K extends string>(fake: FakeOf<K>, input: string): K | "ok" {
+  const nth = fake.seen.get(input) ?? 0
+  fake.seen.set(input, nth + 1)
+  const scripted = fake.script.get(input)
+  return scripted ? (scripted[nth] ?? "ok") : fake.faults ? pick(fake.faults, input, nth) : "ok"
 }
 
 const tokens = (text: string) => Math.max(1, Math.ceil(text.length / 4))
@@ -357,7 +461,7 @@ const RESPONSES: Api = {
   },
 }
 
-function pick(faults: Faults, input: string, nth: number): FaultKind {
+function pick<K extends string>(faults: FaultsOf<K>, input: string, nth: number): K | "ok" {
   const h = Number(Bun.hash(`${faults.seed ?? 0}|${input}|${nth}`) % 1_000_000n) / 1_000_000
   if (h >= faults.rate || faults.kinds.length === 0) return "ok"
   const which = Number(Bun.hash(`kind|${faults.seed ?? 0}|${input}|${nth}`) % BigInt(faults.kinds.length))
@@ -981,20 +1085,11 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
     if (!id && method === "POST") return createBatch(req)
     if (!id && method === "GET") return listBatches(url)
     if (!id) return undefined
-    if (action === undefined && method === "GET") {
-      const b = fake.batch.reveal(id)
-      return b ? Response.json(batchJson(b, fake.batch.observe(b))) : noBatch(id)
-    }
-    const b = fake.batch.find(id)
-    if (action === "cancel" && method === "POST") {
-      if (!b) return noBatch(id)
-      const view = fake.batch.cancel(b)
-      if (!view) {
-        return paramError(400, `Cannot cancel a batch with status '${b.status}'.`, null)
-      }
-      return Response.json(batchJson(b, view))
-    }
-    return undefined
+    return fake.batch.route(id, action, method, {
+      json: batchJson,
+      missing: noBatch,
+      ended: (b) => paramError(400, `Cannot cancel a batch with status '${b.status}'.`, null),
+    })
   }
 }
 
@@ -1027,30 +1122,9 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
           null,
         )
       case "garbage":
-        return new Response("<html>oops</html>", {
-          status: 200,
-          headers: { "content-type": "application/json" },
-        })
       case "reset":
-        // headers go out, then the connection dies mid-body: the client sees a network error
-        return new Response(
-          new ReadableStream({
-            start(controller) {
-              controller.enqueue(new TextEncoder().encode('{"id":'))
-              controller.error()
-            },
-          }),
-          { status: 200, headers: { "content-type": "application/json" } },
-        )
       case "hang":
-        return new Promise<Response>((resolve) => {
-          const release = () => {
-            hung.delete(release)
-            resolve(new Response(null, { status: 499 }))
-          }
-          hung.add(release)
-          signal.addEventListener("abort", release, { once: true })
-        })
+        return wireFault(kind, signal, hung)
       case "ok":
         return undefined
     }
@@ -1100,10 +1174,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
       }
     }
     const input = api.input(body)
-    const nth = fake.seen.get(input) ?? 0
-    fake.seen.set(input, nth + 1)
-    const scripted = fake.script.get(input)
-    const kind = scripted ? (scripted[nth] ?? "ok") : fake.faults ? pick(fake.faults, input, nth) : "ok"
+    const kind = faultFor(fake, input)
     if (fake.latencyMs > 0 && kind !== "hang") await Bun.sleep(fake.latencyMs)
     const failed = fault(kind, req.signal)
     if (failed) return failed
@@ -1115,62 +1186,34 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
 
   let batchRoutes: ReturnType<typeof batchApi>
 
-  const server = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    idleTimeout: 0,
-    // the Files API takes files up to 512 MB (a batch input file may have 200 MB)
-    maxRequestBodySize: 1024 * 1024 * 1024,
-    fetch(req) {
-      const url = new URL(req.url)
-      const path = url.pathname
-      if (req.method === "POST" && (path === "/v1/chat/completions" || path === "/chat/completions")) {
-        return limitedEndpoint(req, CHAT)
-      }
-      if (req.method === "POST" && (path === "/v1/responses" || path === "/responses")) {
-        return limitedEndpoint(req, RESPONSES)
-      }
-      if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
-      const batchAnswer = batchRoutes(req, url)
-      if (batchAnswer) return batchAnswer
-      return errorBody(
-        404,
-        `Unknown request URL: ${req.method} ${path}`,
-        "invalid_request_error",
-        "unknown_url",
-      )
-    },
-    error() {
-      return new Response(null, { status: 500 })
-    },
+  const server = serveFake((req) => {
+    const url = new URL(req.url)
+    const path = url.pathname
+    if (req.method === "POST" && (path === "/v1/chat/completions" || path === "/chat/completions")) {
+      return limitedEndpoint(req, CHAT)
+    }
+    if (req.method === "POST" && (path === "/v1/responses" || path === "/responses")) {
+      return limitedEndpoint(req, RESPONSES)
+    }
+    if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
+    const batchAnswer = batchRoutes(req, url)
+    if (batchAnswer) return batchAnswer
+    return errorBody(
+      404,
+      `Unknown request URL: ${req.method} ${path}`,
+      "invalid_request_error",
+      "unknown_url",
+    )
   })
 
   const fake: Fake = {
     url: `http://127.0.0.1:${server.port}/v1`,
     port: server.port ?? 0,
-    latencyMs: options.latencyMs ?? 0,
-    faults: options.faults,
-    script: new Map(),
-    paid: new Map(),
-    seen: new Map(),
-    requests: 0,
-    limited: 0,
-    served: [],
-    invalid: [],
+    ...counters<FaultKind>(options),
     batch: undefined as unknown as BatchEngine<OpenAIBatch>,
     files: new Map(),
-    stats: () => ({
-      requests: fake.requests,
-      limited: fake.limited,
-      served: fake.served.length,
-      firstServedAt: fake.served[0] ?? null,
-      lastServedAt: fake.served.at(-1) ?? null,
-      rateLimit: options.rateLimit ?? null,
-    }),
-    async stop() {
-      for (const release of [...hung]) release()
-      await server.stop(true)
-    },
+    stats: () => statsOf(fake, options.rateLimit),
+    stop: () => stopFake(server, hung),
     async [Symbol.asyncDispose]() {
       await fake.stop()
     },

@@ -8,11 +8,46 @@ import {
   remote,
 } from "../../src/plugins/providers/anthropic-batch.ts"
 import { ProviderError, type ErrorClass } from "../../src/core/errors.ts"
-import type { BatchClient, BatchLine, Reply, Request } from "../../src/plugins/define.ts"
+import type { BatchClient, RemoteBatch, Reply, Request } from "../../src/plugins/define.ts"
 import { validateSchema } from "../lib/spec.ts"
 import { QUEUE_LIMIT_MESSAGE, startFakeAnthropic, type Fake } from "../lib/fake-anthropic.ts"
 import { tmpdir } from "../lib/tmp.ts"
-import { stat } from "node:fs/promises"
+import {
+  answerLine,
+  bigReply,
+  cancelPartWay,
+  customIds,
+  downloadOutput,
+  errorFields,
+  errorLine,
+  expectBigDownload,
+  expectCallersAbort,
+  expectConnectionFailed,
+  expectHalfRun,
+  expectNotFoundOnce,
+  expectQuickLines,
+  expectShuffled,
+  expectStalledDownload,
+  fields,
+  halfExpired,
+  handClock,
+  itemOf,
+  lines,
+  never,
+  outputs,
+  read,
+  SLOW_CANCEL,
+  STALL_MS,
+  stallingServer,
+  submit,
+  TAG,
+  tagNo,
+  tagOf,
+  thrown,
+  tokens,
+  unrunLine,
+  untilEnded,
+} from "../lib/batch-helpers.ts"
 
 const MODEL = "claude-haiku-4-5"
 const KEY = "sk-ant-test-0123456789"
@@ -21,28 +56,6 @@ function batchClient(baseUrl = "http://127.0.0.1:9", timeoutMs = 5000): BatchCli
   const client = anthropic.create({}, { model: MODEL, baseUrl, apiKey: KEY, timeoutMs })
   if (!client.batch) throw new Error("the anthropic provider has no batch client")
   return client.batch
-}
-
-function fields(e: ProviderError | undefined) {
-  if (!e) return undefined
-  expect(e).toBeInstanceOf(ProviderError)
-  return {
-    class: e.errorClass,
-    retryable: e.retryable,
-    pause: e.pause,
-    status: e.status,
-    message: e.message,
-    queueLimit: e.queueLimit,
-  }
-}
-
-function read(line: BatchLine) {
-  return {
-    customId: line.customId,
-    reply: line.reply,
-    error: fields(line.error),
-    keys: Object.keys(line).sort(),
-  }
 }
 
 const SHAPES: Request[] = [
@@ -165,12 +178,7 @@ describe("the anthropic batch client, without a server", () => {
   })
 
   test("writes 100,000 lines quickly", () => {
-    const c = batchClient()
-    const started = performance.now()
-    let bytes = 0
-    for (let n = 0; n < 100_000; n++) bytes += c.line(`tag_${n}`, { system: "s", prompt: `item ${n}` }).length
-    expect(bytes).toBeGreaterThan(100_000 * 90)
-    expect(performance.now() - started).toBeLessThan(5000)
+    expectQuickLines(batchClient(), 90)
   })
 
   test("the fixtures below are shaped as the spec says", () => {
@@ -188,16 +196,13 @@ describe("the anthropic batch client, without a server", () => {
 
   test("reads a succeeded line as the realtime reader reads the Message", () => {
     const c = batchClient()
-    expect(read(c.parse(succeeded("tag_1")))).toEqual({
-      customId: "tag_1",
-      reply: {
+    expect(read(c.parse(succeeded("tag_1")))).toEqual(
+      answerLine("tag_1", {
         text: "Hello again! It's nice to see you.",
         usage: { input_tokens: 35, output_tokens: 36, cached_input_tokens: 20 },
         finish: "stop",
-      },
-      error: undefined,
-      keys: ["customId", "reply"],
-    })
+      }),
+    )
     const tool = {
       ...message,
       content: [
@@ -209,19 +214,12 @@ describe("the anthropic batch client, without a server", () => {
     const cut = { ...message, stop_reason: "max_tokens" }
     expect(c.parse(succeeded("tag_3", cut)).reply?.finish).toBe("length")
     // a Message with no text is a line error, as a direct call's would be
-    expect(read(c.parse(succeeded("tag_4", { ...message, content: [] })))).toEqual({
-      customId: "tag_4",
-      reply: undefined,
-      error: {
-        class: "bad_response",
-        retryable: true,
-        pause: false,
-        status: 200,
-        message: "the message has no text block",
-        queueLimit: undefined,
-      },
-      keys: ["customId", "error"],
-    })
+    expect(read(c.parse(succeeded("tag_4", { ...message, content: [] })))).toEqual(
+      errorLine(
+        "tag_4",
+        errorFields("bad_response", "the message has no text block", { retryable: true, status: 200 }),
+      ),
+    )
   })
 
   test("classifies an errored line by its error type as a direct call's error of that status", () => {
@@ -240,19 +238,12 @@ describe("the anthropic batch client, without a server", () => {
       ["some_new_error", 500, "server", true, false],
     ]
     for (const [type, status, cls, retryable, pause] of cases) {
-      expect(read(c.parse(errored(`tag_${status}`, type, "Something happened.")))).toEqual({
-        customId: `tag_${status}`,
-        reply: undefined,
-        error: {
-          class: cls,
-          retryable,
-          pause,
-          status,
-          message: `HTTP ${status}: Something happened.`,
-          queueLimit: undefined,
-        },
-        keys: ["customId", "error"],
-      })
+      expect(read(c.parse(errored(`tag_${status}`, type, "Something happened.")))).toEqual(
+        errorLine(
+          `tag_${status}`,
+          errorFields(cls, `HTTP ${status}: Something happened.`, { retryable, pause, status }),
+        ),
+      )
     }
     // an empty credit balance reads as a quota, as the realtime classifier reads it
     const credit = c.parse(
@@ -268,30 +259,15 @@ describe("the anthropic batch client, without a server", () => {
       custom_id: "tag_b",
       result: { type: "errored", error: { type: "overloaded_error", message: "Overloaded" } },
     })
-    expect(fields(c.parse(bare).error)).toEqual({
-      class: "server",
-      retryable: true,
-      pause: false,
-      status: 529,
-      message: "HTTP 529: Overloaded",
-      queueLimit: undefined,
-    })
+    expect(fields(c.parse(bare).error)).toEqual(
+      errorFields("server", "HTTP 529: Overloaded", { retryable: true, status: 529 }),
+    )
   })
 
   test("a canceled or expired line is neither an answer nor an error", () => {
     const c = batchClient()
-    expect(read(c.parse(ended("tag_5", "canceled")))).toEqual({
-      customId: "tag_5",
-      reply: undefined,
-      error: undefined,
-      keys: ["customId"],
-    })
-    expect(read(c.parse(ended("tag_6", "expired")))).toEqual({
-      customId: "tag_6",
-      reply: undefined,
-      error: undefined,
-      keys: ["customId"],
-    })
+    expect(read(c.parse(ended("tag_5", "canceled")))).toEqual(unrunLine("tag_5"))
+    expect(read(c.parse(ended("tag_6", "expired")))).toEqual(unrunLine("tag_6"))
   })
 
   test("throws on a line that is not a result line at all", () => {
@@ -370,27 +346,24 @@ describe("the anthropic batch client, without a server", () => {
       { retryable: true, retryAfterMs: 30_000, status: 429 },
     )
     const out = queueLimit(queue) as ProviderError
-    expect(fields(out)).toEqual({
-      class: "queue_limit",
-      retryable: true,
-      pause: false,
-      status: 429,
-      message: queue.message,
-      queueLimit: { requests: 100_000 },
-    })
+    expect(fields(out)).toEqual(
+      errorFields("queue_limit", queue.message, {
+        retryable: true,
+        status: 429,
+        queueLimit: { requests: 100_000 },
+      }),
+    )
     expect(out.retryAfterMs).toBe(30_000)
     const plain = new ProviderError("rate_limit", "HTTP 429: Number of batch requests in queue exceeded", {
       retryable: true,
       status: 429,
     })
-    expect(fields(queueLimit(plain) as ProviderError)).toEqual({
-      class: "queue_limit",
-      retryable: true,
-      pause: false,
-      status: 429,
-      message: "HTTP 429: Number of batch requests in queue exceeded",
-      queueLimit: undefined,
-    })
+    expect(fields(queueLimit(plain) as ProviderError)).toEqual(
+      errorFields("queue_limit", "HTTP 429: Number of batch requests in queue exceeded", {
+        retryable: true,
+        status: 429,
+      }),
+    )
     const rate = new ProviderError(
       "rate_limit",
       "HTTP 429: This request would exceed your organization's rate limit of 50 requests per minute.",
@@ -408,33 +381,8 @@ describe("the anthropic batch client, without a server", () => {
 // ---------------------------------------------------------------------------------------------------------------
 // Against the fake server (test/lib/fake-anthropic.ts): real HTTP on 127.0.0.1, through the official SDK.
 
-const never = () => new AbortController().signal
-const tokens = (text: string) => Math.max(1, Math.ceil(text.length / 4))
-const TAG = "r1-b0001"
-
-async function requestFile(c: BatchClient, path: string, n: number, tag = TAG): Promise<void> {
-  const lines = Array.from({ length: n }, (_, k) =>
-    c.line(`${tag}_${k}`, { system: "sys", prompt: `item ${k}` }),
-  )
-  await Bun.write(path, lines.join("\n") + "\n")
-}
-
-async function thrown(run: () => Promise<unknown>) {
-  try {
-    await run()
-  } catch (e) {
-    if (!(e instanceof ProviderError)) throw e
-    return fields(e)
-  }
-  throw new Error("it did not throw")
-}
-
-async function lines(c: BatchClient, path: string): Promise<BatchLine[]> {
-  return (await Bun.file(path).text())
-    .split("\n")
-    .filter((l) => l !== "")
-    .map((l) => c.parse(l))
-}
+/** What every request of these tests has besides its prompt ("item k"). */
+const SYS = { system: "sys" }
 
 /** The reply the fake gives "item k" asked with system "sys". */
 function expected(k: number): Reply {
@@ -449,17 +397,28 @@ function expected(k: number): Reply {
 
 const resultsUrl = (fake: Fake, id: string) => `${fake.url}/v1/messages/batches/${id}/results`
 
+/** What the client gives for the batch `created` once it has ended with `outcome`: its results at its results URL. */
+const endedAs = (
+  fake: Fake,
+  created: RemoteBatch,
+  outcome: RemoteBatch["outcome"],
+  counts: RemoteBatch["counts"],
+): RemoteBatch => ({
+  id: created.id,
+  status: "ended",
+  phase: "ended",
+  outcome,
+  counts,
+  createdAt: created.createdAt,
+  files: { output: resultsUrl(fake, created.id) },
+})
+
 describe("the anthropic batch client, against the fake Message Batches API", () => {
   test("create, retrieve until ended, download the raw results and parse every line, out of order", async () => {
     await using fake = await startFakeAnthropic({ apiKey: KEY })
     await using tmp = await tmpdir()
     const c = batchClient(fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 40)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 40, since: Date.now() },
-      never(),
-    )
+    const created = await submit(c, tmp, tagOf(40), SYS)
     const b = fake.batch.batches[0]!
     const createdAt = Date.parse(new Date(b.createdAt).toISOString())
     expect(created).toEqual({
@@ -474,26 +433,9 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
       { status: 200, id: b.id, requests: 40 },
     ])
     expect(b.custom_ids).toEqual(Array.from({ length: 40 }, (_, k) => `${TAG}_${k}`))
-    let batch = created
-    while (batch.phase !== "ended") batch = await c.retrieve(created.id, never())
-    expect(batch).toEqual({
-      id: created.id,
-      status: "ended",
-      phase: "ended",
-      outcome: "completed",
-      counts: { total: 40, done: 40, failed: 0 },
-      createdAt,
-      files: { output: resultsUrl(fake, created.id) },
-    })
-    const written = await c.download(
-      batch,
-      { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") },
-      never(),
-    )
-    expect(written).toEqual({ output: tmp.join("out.jsonl") })
-    expect((await stat(tmp.join("out.jsonl"))).mode & 0o777).toBe(0o600)
-    expect(await Bun.file(tmp.join("out.jsonl.part")).exists()).toBe(false)
-    expect(await Bun.file(tmp.join("err.jsonl")).exists()).toBe(false)
+    const batch = await untilEnded(c, created)
+    expect(batch).toEqual(endedAs(fake, created, "completed", { total: 40, done: 40, failed: 0 }))
+    const parsed = await downloadOutput(c, batch, tmp)
     // the raw bytes the API served, not re-serialised: the file is what a plain GET of the results gives
     const raw = await (
       await fetch(resultsUrl(fake, created.id), {
@@ -501,12 +443,12 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
       })
     ).text()
     expect(await Bun.file(tmp.join("out.jsonl")).text()).toBe(raw)
-    const parsed = await lines(c, tmp.join("out.jsonl"))
-    const ids = parsed.map((l) => l.customId)
-    expect(ids).not.toEqual(b.custom_ids)
-    expect(ids.slice().sort()).toEqual(b.custom_ids.slice().sort())
+    expectShuffled(
+      parsed.map((l) => l.customId),
+      b.custom_ids,
+    )
     for (const line of parsed) {
-      const k = Number(line.customId.slice(TAG.length + 1))
+      const k = itemOf(line.customId)
       expect(line).toEqual({ customId: `${TAG}_${k}`, reply: expected(k) })
     }
     expect(fake.batch.paidLines).toBe(40)
@@ -514,114 +456,42 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
   })
 
   test("line errors and an expiry: answers, classified errors and unrun lines", async () => {
-    await using fake = await startFakeAnthropic({
-      apiKey: KEY,
-      batch: {
-        script: [
-          {
-            end: { outcome: "expired", after: 0.5 },
-            lineError: (customId) =>
-              customId.endsWith("_1")
-                ? { status: 529 }
-                : customId.endsWith("_2")
-                  ? { status: 400 }
-                  : undefined,
-          },
-        ],
-      },
-    })
+    await using fake = await startFakeAnthropic({ apiKey: KEY, batch: halfExpired(529, 400) })
     await using tmp = await tmpdir()
     const c = batchClient(fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 20)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 20, since: Date.now() },
-      never(),
-    )
+    const created = await submit(c, tmp, tagOf(20), SYS)
     const batch = await c.retrieve(created.id, never())
     const b = fake.batch.batches[0]!
-    expect(batch).toEqual({
-      id: created.id,
-      status: "ended",
-      phase: "ended",
-      outcome: "expired",
-      counts: { total: 20, done: 20, failed: b.errored },
-      createdAt: created.createdAt,
-      files: { output: resultsUrl(fake, created.id) },
-    })
-    await c.download(batch, { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }, never())
+    expect(batch).toEqual(endedAs(fake, created, "expired", { total: 20, done: 20, failed: b.errored }))
+    await c.download(batch, outputs(tmp), never())
     const all = await lines(c, tmp.join("out.jsonl"))
     expect(all.length).toBe(20)
-    const processed = new Set(Array.from(b.order.slice(0, b.done), (i) => `${TAG}_${i}`))
-    expect(processed.size).toBe(10)
-    for (const line of all) {
-      const k = Number(line.customId.slice(TAG.length + 1))
-      if (!processed.has(line.customId)) expect(Object.keys(line)).toEqual(["customId"])
-      else if (k === 1)
-        expect(fields(line.error)).toEqual({
-          class: "server",
-          retryable: true,
-          pause: false,
-          status: 529,
-          message: "HTTP 529: Overloaded",
-          queueLimit: undefined,
-        })
-      else if (k === 2)
-        expect(fields(line.error)).toEqual({
-          class: "bad_request",
-          retryable: false,
-          pause: false,
-          status: 400,
-          message: "HTTP 400: Invalid request.",
-          queueLimit: undefined,
-        })
-      else expect(line.reply).toEqual(expected(k))
-    }
-    expect(all.filter((l) => l.reply).length).toBe(b.succeeded)
+    expectHalfRun(
+      all,
+      b,
+      {
+        1: errorFields("server", "HTTP 529: Overloaded", { retryable: true, status: 529 }),
+        2: errorFields("bad_request", "HTTP 400: Invalid request.", { status: 400 }),
+      },
+      (line, k) => expect(line.reply).toEqual(expected(k)),
+    )
   })
 
   test("cancel: canceling, then ended as cancelled; the lines not run come back canceled", async () => {
-    let clock = Date.now()
-    await using fake = await startFakeAnthropic({
-      apiKey: KEY,
-      now: () => clock,
-      batch: { processingMs: 10_000, cancelMs: 5_000 },
-    })
+    const clock = handClock()
+    await using fake = await startFakeAnthropic({ apiKey: KEY, now: clock.now, batch: SLOW_CANCEL })
     await using tmp = await tmpdir()
     const c = batchClient(fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 10)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 10, since: clock },
-      never(),
-    )
-    clock += 4_000
     // requests count as processing until the batch ends (as the API's do)
-    expect(await c.retrieve(created.id, never())).toEqual({
-      id: created.id,
-      status: "in_progress",
-      phase: "in_progress",
-      counts: { total: 10, done: 4, failed: 0 },
-      createdAt: created.createdAt,
-    })
-    const cancelling = await c.cancel(created.id, never())
-    expect([cancelling.status, cancelling.phase, cancelling.outcome]).toEqual([
-      "canceling",
-      "cancelling",
-      undefined,
-    ])
-    clock += 5_000
-    const ended = await c.retrieve(created.id, never())
-    expect(ended).toEqual({
-      id: created.id,
-      status: "ended",
-      phase: "ended",
-      outcome: "cancelled",
-      counts: { total: 10, done: 10, failed: 0 },
-      createdAt: created.createdAt,
-      files: { output: resultsUrl(fake, created.id) },
-    })
-    await c.download(ended, { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }, never())
+    const { created, ended } = await cancelPartWay(
+      c,
+      tmp,
+      clock,
+      { ranMs: 4_000, done: 4, word: "canceling" },
+      SYS,
+    )
+    expect(ended).toEqual(endedAs(fake, created, "cancelled", { total: 10, done: 10, failed: 0 }))
+    await c.download(ended, outputs(tmp), never())
     const all = await lines(c, tmp.join("out.jsonl"))
     const b = fake.batch.batches[0]!
     expect(
@@ -629,7 +499,7 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
         .filter((l) => l.reply)
         .map((l) => l.customId)
         .sort(),
-    ).toEqual(Array.from(b.order.slice(0, 4), (i) => `${TAG}_${i}`).sort())
+    ).toEqual(customIds(b.order.slice(0, 4)).sort())
     expect(all.filter((l) => !l.reply).length).toBe(6)
     for (const line of all.filter((l) => !l.reply)) expect(Object.keys(line)).toEqual(["customId"])
   })
@@ -641,11 +511,7 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
     const since = Date.now()
     const ids: string[] = []
     // 105 ended batches of 2 requests: the oldest is on the list's second page (100 a page)
-    for (let b = 0; b < 105; b++) {
-      const tag = `r1-b${String(b).padStart(4, "0")}`
-      await requestFile(c, tmp.join("requests.jsonl"), 2, tag)
-      ids.push((await c.create(tmp.join("requests.jsonl"), { tag, run: "r", count: 2, since }, never())).id)
-    }
+    for (let b = 0; b < 105; b++) ids.push((await submit(c, tmp, tagOf(2, since, tagNo(b)), SYS)).id)
     const oldest = await c.find({ tag: "r1-b0000", run: "r", count: 2, since }, never())
     expect(oldest).toEqual({ found: await c.retrieve(ids[0]!, never()) })
     const middle = await c.find({ tag: "r1-b0050", run: "r", count: 2, since }, never())
@@ -672,25 +538,14 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
     await using tmp = await tmpdir()
     const c = batchClient(fake.url)
     const since = clock
-    await requestFile(c, tmp.join("requests.jsonl"), 3, "r1-b0001")
-    const first = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: "r1-b0001", run: "r", count: 3, since },
-      never(),
-    )
+    const first = await submit(c, tmp, tagOf(3, since, "r1-b0001"), SYS)
     // a batch of another size is no candidate
-    await requestFile(c, tmp.join("requests.jsonl"), 4, "r1-b0009")
-    await c.create(tmp.join("requests.jsonl"), { tag: "r1-b0009", run: "r", count: 4, since }, never())
+    await submit(c, tmp, tagOf(4, since, "r1-b0009"), SYS)
     expect(await c.find({ tag: "r1-b0001", run: "r", count: 3, since }, never())).toEqual({
       found: { ...first, counts: { total: 3, done: 0, failed: 0 } },
     })
     clock += 1_000
-    await requestFile(c, tmp.join("requests.jsonl"), 3, "r1-b0002")
-    const second = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: "r1-b0002", run: "r", count: 3, since },
-      never(),
-    )
+    const second = await submit(c, tmp, tagOf(3, since, "r1-b0002"), SYS)
     const waiting = await c.find({ tag: "r1-b0001", run: "r", count: 3, since }, never())
     expect(waiting).toEqual({
       wait: `2 unended batches of 3 requests were created since the batch's intent (${second.id}, ${first.id}); which one is r1-b0001 can be told only once they end`,
@@ -713,149 +568,55 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
     })
     await using tmp = await tmpdir()
     const c = batchClient(fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 4)
-    await c.create(tmp.join("requests.jsonl"), { tag: TAG, run: "r", count: 4, since: Date.now() }, never())
-    await requestFile(c, tmp.join("requests.jsonl"), 2, "r1-b0002")
-    const tag = { tag: "r1-b0002", run: "r", count: 2, since: Date.now() }
-    expect(await thrown(() => c.create(tmp.join("requests.jsonl"), tag, never()))).toEqual({
-      class: "queue_limit",
-      retryable: true,
-      pause: false,
-      status: 429,
-      message: `HTTP 429: ${QUEUE_LIMIT_MESSAGE}`,
-      queueLimit: undefined,
-    })
+    await submit(c, tmp, tagOf(4), SYS)
+    const tag = tagOf(2, Date.now(), "r1-b0002")
+    expect(await thrown(() => submit(c, tmp, tag, SYS))).toEqual(
+      errorFields("queue_limit", `HTTP 429: ${QUEUE_LIMIT_MESSAGE}`, { retryable: true, status: 429 }),
+    )
     expect(fake.batch.batches.length).toBe(1)
-    await requestFile(c, tmp.join("requests.jsonl"), 1, "r1-b0003")
-    const one = await c.create(tmp.join("requests.jsonl"), { ...tag, tag: "r1-b0003", count: 1 }, never())
+    const one = await submit(c, tmp, { ...tag, tag: "r1-b0003", count: 1 }, SYS)
     expect(one.counts).toEqual({ total: 1, done: 0, failed: 0 })
   })
 
   test("a 404 right after create is not_found, and the next retrieve finds the batch", async () => {
     await using fake = await startFakeAnthropic({ apiKey: KEY, batch: { script: [{ notFoundOnce: true }] } })
-    await using tmp = await tmpdir()
-    const c = batchClient(fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 2)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 2, since: Date.now() },
-      never(),
-    )
-    expect(await thrown(() => c.retrieve(created.id, never()))).toEqual({
-      class: "not_found",
-      retryable: false,
-      pause: false,
-      status: 404,
-      message: `HTTP 404: No Message Batch found with id '${created.id}'.`,
-      queueLimit: undefined,
-    })
-    expect((await c.retrieve(created.id, never())).outcome).toBe("completed")
+    await expectNotFoundOnce(batchClient(fake.url), (id) => `No Message Batch found with id '${id}'.`, SYS)
   })
 
   test("failures of the calls: a wrong key pauses, a dead server is a network error, an abort is the caller's", async () => {
     await using fake = await startFakeAnthropic({ apiKey: "another-key" })
     await using tmp = await tmpdir()
     const c = batchClient(fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 1)
-    const tag = { tag: TAG, run: "r", count: 1, since: Date.now() }
-    expect(await thrown(() => c.create(tmp.join("requests.jsonl"), tag, never()))).toEqual({
-      class: "auth",
-      retryable: false,
-      pause: true,
-      status: 401,
-      message: "HTTP 401: invalid x-api-key",
-      queueLimit: undefined,
-    })
+    const tag = tagOf(1)
+    expect(await thrown(() => submit(c, tmp, tag, SYS))).toEqual(
+      errorFields("auth", "HTTP 401: invalid x-api-key", { pause: true, status: 401 }),
+    )
     expect(await thrown(() => c.find(tag, never()))).toMatchObject({ class: "auth", status: 401 })
     expect(await thrown(() => c.retrieve("msgbatch_1", never()))).toMatchObject({
       class: "auth",
       status: 401,
     })
-    const down = await thrown(() => batchClient("http://127.0.0.1:9").cancel("msgbatch_1", never()))
-    expect([down?.class, down?.retryable, down?.message.startsWith("connection failed: ")]).toEqual([
-      "network",
-      true,
-      true,
-    ])
-    const controller = new AbortController()
-    const reason = new Error("stopped by the caller")
-    controller.abort(reason)
-    let caught: unknown
-    try {
-      await c.retrieve("msgbatch_1", controller.signal)
-    } catch (e) {
-      caught = e
-    }
-    expect(caught).toBe(reason)
+    await expectConnectionFailed(() => batchClient("http://127.0.0.1:9").cancel("msgbatch_1", never()))
+    await expectCallersAbort((signal) => c.retrieve("msgbatch_1", signal))
   })
 
   test("a download streams 150 MB of results to disk, in a process whose memory does not grow with it", async () => {
-    const reply = (input: string) => `${input} ${"x".repeat(7_500)}`
-    await using fake = await startFakeAnthropic({ apiKey: KEY, validate: false, reply })
-    await using tmp = await tmpdir()
-    const c = batchClient(fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 20_000)
-    const since = Date.now()
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 20_000, since },
-      never(),
-    )
-    const batch = await c.retrieve(created.id, never())
-    const script = tmp.join("download.ts")
+    await using fake = await startFakeAnthropic({ apiKey: KEY, validate: false, reply: bigReply })
     const source = new URL("../../src/plugins/providers/anthropic.ts", import.meta.url).pathname
-    await Bun.write(
-      script,
+    await expectBigDownload(
+      batchClient(fake.url),
       `import anthropic from ${JSON.stringify(source)}
-const c = anthropic.create({}, { model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringify(fake.url)}, apiKey: ${JSON.stringify(KEY)}, timeoutMs: 5000 }).batch
-Bun.gc(true)
-const before = process.memoryUsage().rss
-let peak = before
-const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 2)
-const written = await c.download(${JSON.stringify(batch)}, { output: ${JSON.stringify(tmp.join("out.jsonl"))}, errors: ${JSON.stringify(tmp.join("err.jsonl"))} }, new AbortController().signal)
-clearInterval(sampler)
-console.log(JSON.stringify({ written, growth: peak - before }))
-`,
+const c = anthropic.create({}, { model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringify(fake.url)}, apiKey: ${JSON.stringify(KEY)}, timeoutMs: 5000 }).batch`,
+      SYS,
     )
-    const child = Bun.spawn([process.execPath, script], { stdout: "pipe", stderr: "pipe" })
-    const [out, err, code] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
-      child.exited,
-    ])
-    expect([code, err]).toEqual([0, ""])
-    const { written, growth } = JSON.parse(out) as { written: unknown; growth: number }
-    expect(written).toEqual({ output: tmp.join("out.jsonl") })
-    expect(Bun.file(tmp.join("out.jsonl")).size).toBeGreaterThan(150_000_000)
-    expect(growth).toBeLessThan(100_000_000)
-    let n = 0
-    for (const line of (await Bun.file(tmp.join("out.jsonl")).text()).split("\n")) {
-      if (!line) continue
-      const parsed = c.parse(line)
-      expect(parsed.reply?.text).toBe(reply(`item ${parsed.customId.slice(TAG.length + 1)}`))
-      n++
-    }
-    expect(n).toBe(20_000)
   })
 })
 
 describe("the anthropic batch client's downloads, against a server that misbehaves", () => {
   test("results that stall are a retryable timeout and leave nothing behind", async () => {
-    using server = Bun.serve({
-      port: 0,
-      hostname: "127.0.0.1",
-      idleTimeout: 0,
-      fetch: () =>
-        new Response(
-          new ReadableStream({
-            start(controller) {
-              controller.enqueue(new TextEncoder().encode('{"custom_id":"t_0",'))
-            },
-          }),
-        ),
-    })
+    using server = stallingServer()
     await using tmp = await tmpdir()
-    const c = batchClient(`http://127.0.0.1:${server.port}`, 300)
+    const c = batchClient(`http://127.0.0.1:${server.port}`, STALL_MS)
     const batch = {
       id: "msgbatch_1",
       status: "ended",
@@ -864,17 +625,8 @@ describe("the anthropic batch client's downloads, against a server that misbehav
       createdAt: 0,
       files: { output: `http://127.0.0.1:${server.port}/v1/messages/batches/msgbatch_1/results` },
     }
-    const to = { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }
-    expect(await thrown(() => c.download(batch, to, never()))).toEqual({
-      class: "timeout",
-      retryable: true,
-      pause: false,
-      status: undefined,
-      message: "no answer within 0.3 s",
-      queueLimit: undefined,
-    })
-    expect(await Bun.file(to.output).exists()).toBe(false)
-    expect(await Bun.file(`${to.output}.part`).exists()).toBe(false)
+    const to = outputs(tmp)
+    await expectStalledDownload(c, batch, to)
     // a batch without results (not ended, or archived) has nothing to download
     expect(await c.download({ ...batch, files: undefined }, to, never())).toEqual({})
   })

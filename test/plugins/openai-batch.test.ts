@@ -2,12 +2,49 @@ import { describe, expect, test } from "bun:test"
 import type { Batch } from "openai/resources/batches"
 import openai from "../../src/plugins/providers/openai.ts"
 import { batchError, enqueuedLimit, remote } from "../../src/plugins/providers/openai-batch.ts"
-import { ProviderError, StoreError, type ErrorClass } from "../../src/core/errors.ts"
-import type { BatchClient, BatchLine, RemoteBatch, Request } from "../../src/plugins/define.ts"
+import { StoreError, type ErrorClass } from "../../src/core/errors.ts"
+import type { BatchClient, RemoteBatch, Request } from "../../src/plugins/define.ts"
 import { validateSchema } from "../lib/spec.ts"
 import { enqueuedLimitMessage, startFake } from "../lib/fake-openai.ts"
 import { tmpdir } from "../lib/tmp.ts"
-import { stat } from "node:fs/promises"
+import {
+  answerLine,
+  bigReply,
+  cancelPartWay,
+  caught,
+  downloadOutput,
+  errorFields,
+  errorLine,
+  expectBigDownload,
+  expectCallersAbort,
+  expectConnectionFailed,
+  expectHalfRun,
+  expectNotFoundOnce,
+  expectQuickLines,
+  expectShuffled,
+  expectStalledDownload,
+  fields,
+  halfExpired,
+  handClock,
+  itemOf,
+  lines,
+  measured,
+  modeOf,
+  never,
+  outputs,
+  read,
+  SLOW_CANCEL,
+  STALL_MS,
+  stallingServer,
+  submit,
+  TAG,
+  tagNo,
+  tagOf,
+  thrown,
+  tokens,
+  unrunLine,
+  untilEnded,
+} from "../lib/batch-helpers.ts"
 
 const MODEL = "gpt-4.1-mini"
 const KEY = "sk-test-0123456789"
@@ -20,30 +57,6 @@ function batchClient(
   const client = openai.create({ endpoint }, { model: MODEL, baseUrl, apiKey: KEY, timeoutMs })
   if (!client.batch) throw new Error("the openai provider has no batch client")
   return client.batch
-}
-
-/** The fields of a ProviderError the runner reads. */
-function fields(e: ProviderError | undefined) {
-  if (!e) return undefined
-  expect(e).toBeInstanceOf(ProviderError)
-  return {
-    class: e.errorClass,
-    retryable: e.retryable,
-    pause: e.pause,
-    status: e.status,
-    message: e.message,
-    queueLimit: e.queueLimit,
-  }
-}
-
-/** A parsed line with its error reduced to the fields the runner reads. */
-function read(line: BatchLine) {
-  return {
-    customId: line.customId,
-    reply: line.reply,
-    error: fields(line.error),
-    keys: Object.keys(line).sort(),
-  }
 }
 
 const SHAPES: Request[] = [
@@ -237,12 +250,7 @@ describe("the openai batch client, without a server", () => {
   })
 
   test("writes 100,000 lines quickly", () => {
-    const c = batchClient("chat")
-    const started = performance.now()
-    let bytes = 0
-    for (let n = 0; n < 100_000; n++) bytes += c.line(`tag_${n}`, { system: "s", prompt: `item ${n}` }).length
-    expect(bytes).toBeGreaterThan(100_000 * 100)
-    expect(performance.now() - started).toBeLessThan(5000)
+    expectQuickLines(batchClient("chat"), 100)
   })
 
   test("the fixtures below are shaped as the spec says", () => {
@@ -253,15 +261,12 @@ describe("the openai batch client, without a server", () => {
 
   test("reads a chat completions answer line as the realtime reader reads the answer", () => {
     const c = batchClient("chat")
-    expect(read(c.parse(ok("tag_1", chatCompletion)))).toEqual({
-      customId: "tag_1",
-      reply: {
+    expect(read(c.parse(ok("tag_1", chatCompletion)))).toEqual(
+      answerLine("tag_1", {
         text: "Hello.",
         usage: { input_tokens: 22, output_tokens: 2, cached_input_tokens: undefined },
-      },
-      error: undefined,
-      keys: ["customId", "reply"],
-    })
+      }),
+    )
     const cut = { ...chatCompletion, choices: [{ ...chatCompletion.choices[0]!, finish_reason: "length" }] }
     expect(c.parse(ok("tag_2", cut)).reply?.finish).toBe("length")
     const refused = {
@@ -279,29 +284,22 @@ describe("the openai batch client, without a server", () => {
 
   test("reads a Responses API answer line with the Responses reader", () => {
     const c = batchClient("responses")
-    expect(read(c.parse(ok("tag_7", response)))).toEqual({
-      customId: "tag_7",
-      reply: {
+    expect(read(c.parse(ok("tag_7", response)))).toEqual(
+      answerLine("tag_7", {
         text: "In a peaceful grove.",
         usage: { input_tokens: 36, output_tokens: 87, cached_input_tokens: 12 },
-      },
-      error: undefined,
-      keys: ["customId", "reply"],
-    })
+      }),
+    )
     // the same line read as a chat completion has no message content: a line error, not a throw
-    expect(read(batchClient("chat").parse(ok("tag_7", response)))).toEqual({
-      customId: "tag_7",
-      reply: undefined,
-      error: {
-        class: "bad_response",
-        retryable: true,
-        pause: false,
-        status: 200,
-        message: "the completion has no message content",
-        queueLimit: undefined,
-      },
-      keys: ["customId", "error"],
-    })
+    expect(read(batchClient("chat").parse(ok("tag_7", response)))).toEqual(
+      errorLine(
+        "tag_7",
+        errorFields("bad_response", "the completion has no message content", {
+          retryable: true,
+          status: 200,
+        }),
+      ),
+    )
   })
 
   test("classifies an error line as a direct call's error of that status", () => {
@@ -316,19 +314,12 @@ describe("the openai batch client, without a server", () => {
     ]
     for (const [status, code, type, cls, retryable, pause] of cases) {
       const line = c.parse(failed(`tag_${status}`, status, code, type, "Invalid value for 'model'."))
-      expect(read(line)).toEqual({
-        customId: `tag_${status}`,
-        reply: undefined,
-        error: {
-          class: cls,
-          retryable,
-          pause,
-          status,
-          message: `HTTP ${status}: Invalid value for 'model'.`,
-          queueLimit: undefined,
-        },
-        keys: ["customId", "error"],
-      })
+      expect(read(line)).toEqual(
+        errorLine(
+          `tag_${status}`,
+          errorFields(cls, `HTTP ${status}: Invalid value for 'model'.`, { retryable, pause, status }),
+        ),
+      )
     }
   })
 
@@ -341,32 +332,12 @@ describe("the openai batch client, without a server", () => {
         "This request could not be executed before the completion window expired.",
       ),
     )
-    expect(read(expired)).toEqual({
-      customId: "tag_3",
-      reply: undefined,
-      error: undefined,
-      keys: ["customId"],
-    })
+    expect(read(expired)).toEqual(unrunLine("tag_3"))
     const cancelled = c.parse(notRun("tag_4", "batch_cancelled", "This request was cancelled."))
-    expect(read(cancelled)).toEqual({
-      customId: "tag_4",
-      reply: undefined,
-      error: undefined,
-      keys: ["customId"],
-    })
-    expect(read(c.parse(notRun("tag_5", "invalid_request", "The body is not valid JSON.")))).toEqual({
-      customId: "tag_5",
-      reply: undefined,
-      error: {
-        class: "bad_request",
-        retryable: false,
-        pause: false,
-        status: undefined,
-        message: "invalid_request: The body is not valid JSON.",
-        queueLimit: undefined,
-      },
-      keys: ["customId", "error"],
-    })
+    expect(read(cancelled)).toEqual(unrunLine("tag_4"))
+    expect(read(c.parse(notRun("tag_5", "invalid_request", "The body is not valid JSON.")))).toEqual(
+      errorLine("tag_5", errorFields("bad_request", "invalid_request: The body is not valid JSON.")),
+    )
   })
 
   test("throws on a line that is not a result line at all", () => {
@@ -450,14 +421,12 @@ describe("the openai batch client, without a server", () => {
     expect(validateSchema("Batch", failedBatch)).toEqual([])
     const r = remote(failedBatch)
     expect([r.phase, r.outcome]).toEqual(["ended", "failed"])
-    expect(fields(r.error)).toEqual({
-      class: "queue_limit",
-      retryable: true,
-      pause: false,
-      status: undefined,
-      message: `the batch was refused (token_limit_exceeded): ${TOKEN_LIMIT}`,
-      queueLimit: { tokens: 90_000 },
-    })
+    expect(fields(r.error)).toEqual(
+      errorFields("queue_limit", `the batch was refused (token_limit_exceeded): ${TOKEN_LIMIT}`, {
+        retryable: true,
+        queueLimit: { tokens: 90_000 },
+      }),
+    )
     // a limit message without a number still tells what happened
     const bare = batchError(
       batch({
@@ -493,23 +462,15 @@ describe("the openai batch client, without a server", () => {
         },
       }),
     )
-    expect(fields(r.error)).toEqual({
-      class: "bad_request",
-      retryable: false,
-      pause: false,
-      status: undefined,
-      message:
+    expect(fields(r.error)).toEqual(
+      errorFields(
+        "bad_request",
         "the batch failed: invalid_json_line at line 2: This line is not parseable as valid JSON.; missing_required_parameter at line 5: Missing 'url'.; duplicate_custom_id at line 7: The custom ID 'x' is not unique. (and 1 more)",
-      queueLimit: undefined,
-    })
-    expect(fields(remote(batch({ status: "failed" })).error)).toEqual({
-      class: "bad_request",
-      retryable: false,
-      pause: false,
-      status: undefined,
-      message: "the batch failed and the API gave no reason",
-      queueLimit: undefined,
-    })
+      ),
+    )
+    expect(fields(remote(batch({ status: "failed" })).error)).toEqual(
+      errorFields("bad_request", "the batch failed and the API gave no reason"),
+    )
     // only a failed batch has an error
     expect(
       remote(batch({ status: "completed", errors: { data: [{ code: "x", message: "y" }] } })).error,
@@ -520,38 +481,24 @@ describe("the openai batch client, without a server", () => {
 // ---------------------------------------------------------------------------------------------------------------
 // Against the fake server (test/lib/fake-openai.ts): real HTTP on 127.0.0.1, through the official SDK.
 
-const never = () => new AbortController().signal
-const tokens = (text: string) => Math.max(1, Math.ceil(text.length / 4))
-const TAG = "r1-b0001"
-
-/** Writes a request file of `n` lines (`${tag}_${k}`, prompt "item k") and returns the requests. */
-async function requestFile(c: BatchClient, path: string, n: number, tag = TAG): Promise<Request[]> {
-  const requests = Array.from({ length: n }, (_, k) => ({ prompt: `item ${k}` }))
-  await Bun.write(path, requests.map((r, k) => c.line(`${tag}_${k}`, r)).join("\n") + "\n")
-  return requests
-}
-
-/** What a call throws: the fields of its ProviderError. */
-async function thrown(run: () => Promise<unknown>) {
-  try {
-    await run()
-  } catch (e) {
-    if (!(e instanceof ProviderError)) throw e
-    return fields(e)
-  }
-  throw new Error("it did not throw")
-}
-
-/** Every line of a downloaded file, parsed. */
-async function lines(c: BatchClient, path: string): Promise<BatchLine[]> {
-  const text = await Bun.file(path).text()
-  return text
-    .split("\n")
-    .filter((l) => l !== "")
-    .map((l) => c.parse(l))
-}
-
-const modeOf = async (path: string) => (await stat(path)).mode & 0o777
+/**
+ * What the client gives for the batch `created` once it has ended with `outcome` (its status says the same), with
+ * these files.
+ */
+const endedAs = (
+  created: RemoteBatch,
+  outcome: NonNullable<RemoteBatch["outcome"]>,
+  counts: RemoteBatch["counts"],
+  files: RemoteBatch["files"],
+): RemoteBatch => ({
+  id: created.id,
+  status: outcome,
+  phase: "ended",
+  outcome,
+  counts,
+  createdAt: created.createdAt,
+  files,
+})
 
 describe("the openai batch client, against the fake Batch API", () => {
   for (const endpoint of ["chat", "responses"] as const) {
@@ -559,13 +506,7 @@ describe("the openai batch client, against the fake Batch API", () => {
       await using fake = await startFake({ apiKey: KEY })
       await using tmp = await tmpdir()
       const c = batchClient(endpoint, fake.url)
-      const requests = await requestFile(c, tmp.join("requests.jsonl"), 40)
-      const since = Date.now()
-      const created = await c.create(
-        tmp.join("requests.jsonl"),
-        { tag: TAG, run: "nightly-run", count: 40, since },
-        never(),
-      )
+      const created = await submit(c, tmp, { ...tagOf(40), run: "nightly-run" })
       expect(created).toEqual({
         id: fake.batch.batches[0]!.id,
         status: "validating",
@@ -585,34 +526,18 @@ describe("the openai batch client, against the fake Batch API", () => {
       expect(fake.batch.batches[0]!.data.endpoint).toBe(
         endpoint === "chat" ? "/v1/chat/completions" : "/v1/responses",
       )
-      let batch = created
-      while (batch.phase !== "ended") batch = await c.retrieve(created.id, never())
-      expect(batch).toEqual({
-        id: created.id,
-        status: "completed",
-        phase: "ended",
-        outcome: "completed",
-        counts: { total: 40, done: 40, failed: 0 },
-        createdAt: created.createdAt,
-        files: { output: fake.batch.batches[0]!.data.outputFileId! },
-      })
-      const written = await c.download(
-        batch,
-        { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") },
-        never(),
-      )
-      expect(written).toEqual({ output: tmp.join("out.jsonl") })
-      expect(await modeOf(tmp.join("out.jsonl"))).toBe(0o600)
-      expect(await Bun.file(tmp.join("out.jsonl.part")).exists()).toBe(false)
-      expect(await Bun.file(tmp.join("err.jsonl")).exists()).toBe(false)
-      const parsed = await lines(c, tmp.join("out.jsonl"))
+      const batch = await untilEnded(c, created)
+      const files = { output: fake.batch.batches[0]!.data.outputFileId! }
+      expect(batch).toEqual(endedAs(created, "completed", { total: 40, done: 40, failed: 0 }, files))
+      const parsed = await downloadOutput(c, batch, tmp)
       expect(parsed.length).toBe(40)
-      const ids = parsed.map((l) => l.customId)
       // results come in another order than the requests went in; every request has exactly one
-      expect(ids).not.toEqual(requests.map((_, k) => `${TAG}_${k}`))
-      expect(ids.slice().sort()).toEqual(requests.map((_, k) => `${TAG}_${k}`).sort())
+      expectShuffled(
+        parsed.map((l) => l.customId),
+        Array.from({ length: 40 }, (_, k) => `${TAG}_${k}`),
+      )
       for (const line of parsed) {
-        const k = Number(line.customId.slice(TAG.length + 1))
+        const k = itemOf(line.customId)
         const text = `echo: item ${k}`
         const input =
           endpoint === "chat"
@@ -632,123 +557,49 @@ describe("the openai batch client, against the fake Batch API", () => {
   }
 
   test("line errors and an expiry: answers, classified errors and unrun lines from the output and error files", async () => {
-    await using fake = await startFake({
-      apiKey: KEY,
-      batch: {
-        script: [
-          {
-            end: { outcome: "expired", after: 0.5 },
-            lineError: (customId) =>
-              customId.endsWith("_1")
-                ? { status: 400 }
-                : customId.endsWith("_2")
-                  ? { status: 500 }
-                  : undefined,
-          },
-        ],
-      },
-    })
+    await using fake = await startFake({ apiKey: KEY, batch: halfExpired(400, 500) })
     await using tmp = await tmpdir()
     const c = batchClient("chat", fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 20)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 20, since: Date.now() },
-      never(),
-    )
+    const created = await submit(c, tmp, tagOf(20))
     const batch = await c.retrieve(created.id, never())
     const d = fake.batch.batches[0]!
-    expect(batch).toEqual({
-      id: created.id,
-      status: "expired",
-      phase: "ended",
-      outcome: "expired",
-      counts: { total: 20, done: 20, failed: 20 - d.succeeded },
-      createdAt: created.createdAt,
-      files: { output: d.data.outputFileId!, errors: d.data.errorFileId! },
-    })
-    const written = await c.download(
-      batch,
-      { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") },
-      never(),
+    const files = { output: d.data.outputFileId!, errors: d.data.errorFileId! }
+    expect(batch).toEqual(
+      endedAs(created, "expired", { total: 20, done: 20, failed: 20 - d.succeeded }, files),
     )
+    const written = await c.download(batch, outputs(tmp), never())
     expect(written).toEqual({ output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") })
     expect(await modeOf(tmp.join("err.jsonl"))).toBe(0o600)
     const all = [...(await lines(c, tmp.join("out.jsonl"))), ...(await lines(c, tmp.join("err.jsonl")))]
     expect(all.length).toBe(20)
-    const processed = new Set(Array.from(d.order.slice(0, d.done), (i) => `${TAG}_${i}`))
-    expect(processed.size).toBe(10)
-    for (const line of all) {
-      const k = Number(line.customId.slice(TAG.length + 1))
-      if (!processed.has(line.customId)) {
-        expect(Object.keys(line)).toEqual(["customId"])
-      } else if (k === 1) {
-        expect(fields(line.error)).toEqual({
-          class: "bad_request",
-          retryable: false,
-          pause: false,
-          status: 400,
-          message: "HTTP 400: Invalid request.",
-          queueLimit: undefined,
-        })
-      } else if (k === 2) {
-        expect(fields(line.error)).toEqual({
-          class: "server",
+    expectHalfRun(
+      all,
+      d,
+      {
+        1: errorFields("bad_request", "HTTP 400: Invalid request.", { status: 400 }),
+        2: errorFields("server", "HTTP 500: The server had an error while processing your request.", {
           retryable: true,
-          pause: false,
           status: 500,
-          message: "HTTP 500: The server had an error while processing your request.",
-          queueLimit: undefined,
-        })
-      } else {
-        expect(line.reply?.text).toBe(`echo: item ${k}`)
-      }
-    }
-    expect(all.filter((l) => l.reply).length).toBe(d.succeeded)
+        }),
+      },
+      (line, k) => expect(line.reply?.text).toBe(`echo: item ${k}`),
+    )
   })
 
   test("cancel: the batch is cancelling, then cancelled with the lines it ran; the others come back unrun", async () => {
-    let clock = Date.now()
-    await using fake = await startFake({
-      apiKey: KEY,
-      now: () => clock,
-      batch: { processingMs: 10_000, cancelMs: 5_000 },
-    })
+    const clock = handClock()
+    await using fake = await startFake({ apiKey: KEY, now: clock.now, batch: SLOW_CANCEL })
     await using tmp = await tmpdir()
     const c = batchClient("responses", fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 10)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 10, since: clock },
-      never(),
-    )
-    clock += 3_000
-    expect(await c.retrieve(created.id, never())).toEqual({
-      id: created.id,
-      status: "in_progress",
-      phase: "in_progress",
-      counts: { total: 10, done: 3, failed: 0 },
-      createdAt: created.createdAt,
+    const { created, ended } = await cancelPartWay(c, tmp, clock, {
+      ranMs: 3_000,
+      done: 3,
+      word: "cancelling",
     })
-    const cancelling = await c.cancel(created.id, never())
-    expect([cancelling.status, cancelling.phase, cancelling.outcome]).toEqual([
-      "cancelling",
-      "cancelling",
-      undefined,
-    ])
-    clock += 5_000
-    const ended = await c.retrieve(created.id, never())
     const d = fake.batch.batches[0]!
-    expect(ended).toEqual({
-      id: created.id,
-      status: "cancelled",
-      phase: "ended",
-      outcome: "cancelled",
-      counts: { total: 10, done: 10, failed: 7 },
-      createdAt: created.createdAt,
-      files: { output: d.data.outputFileId!, errors: d.data.errorFileId! },
-    })
-    await c.download(ended, { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }, never())
+    const files = { output: d.data.outputFileId!, errors: d.data.errorFileId! }
+    expect(ended).toEqual(endedAs(created, "cancelled", { total: 10, done: 10, failed: 7 }, files))
+    await c.download(ended, outputs(tmp), never())
     const out = await lines(c, tmp.join("out.jsonl"))
     const err = await lines(c, tmp.join("err.jsonl"))
     expect(out.map((l) => l.reply?.text).sort()).toEqual(
@@ -757,14 +608,9 @@ describe("the openai batch client, against the fake Batch API", () => {
     expect(err.length).toBe(7)
     for (const line of err) expect(Object.keys(line)).toEqual(["customId"])
     // an ended batch cannot be cancelled: the API's 400, not retried
-    expect(await thrown(() => c.cancel(created.id, never()))).toEqual({
-      class: "bad_request",
-      retryable: false,
-      pause: false,
-      status: 400,
-      message: "HTTP 400: Cannot cancel a batch with status 'cancelled'.",
-      queueLimit: undefined,
-    })
+    expect(await thrown(() => c.cancel(created.id, never()))).toEqual(
+      errorFields("bad_request", "HTTP 400: Cannot cancel a batch with status 'cancelled'.", { status: 400 }),
+    )
   })
 
   test("find: the batch whose metadata carries the tag, through every page of the list; none for a tag never sent", async () => {
@@ -774,11 +620,7 @@ describe("the openai batch client, against the fake Batch API", () => {
     const since = Date.now()
     const ids: string[] = []
     // 105 batches: the oldest is on the list's second page (100 a page)
-    for (let b = 0; b < 105; b++) {
-      const tag = `r1-b${String(b).padStart(4, "0")}`
-      await requestFile(c, tmp.join("requests.jsonl"), 1, tag)
-      ids.push((await c.create(tmp.join("requests.jsonl"), { tag, run: "r", count: 1, since }, never())).id)
-    }
+    for (let b = 0; b < 105; b++) ids.push((await submit(c, tmp, tagOf(1, since, tagNo(b)))).id)
     const oldest = await c.find({ tag: "r1-b0000", run: "r", count: 1, since }, never())
     expect("found" in oldest && oldest.found.id).toBe(ids[0]!)
     const newest = await c.find({ tag: "r1-b0104", run: "r", count: 1, since }, never())
@@ -800,12 +642,7 @@ describe("the openai batch client, against the fake Batch API", () => {
     await using fake = await startFake({ apiKey: KEY, batch: { enqueuedTokenLimit: 30 } })
     await using tmp = await tmpdir()
     const c = batchClient("chat", fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 10)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 10, since: Date.now() },
-      never(),
-    )
+    const created = await submit(c, tmp, tagOf(10))
     const batch = await c.retrieve(created.id, never())
     expect([batch.status, batch.phase, batch.outcome, batch.files]).toEqual([
       "failed",
@@ -813,18 +650,15 @@ describe("the openai batch client, against the fake Batch API", () => {
       "failed",
       undefined,
     ])
-    expect(fields(batch.error)).toEqual({
-      class: "queue_limit",
-      retryable: true,
-      pause: false,
-      status: undefined,
-      message: `the batch was refused (token_limit_exceeded): ${enqueuedLimitMessage(MODEL, 30)}`,
-      queueLimit: { tokens: 30 },
-    })
+    expect(fields(batch.error)).toEqual(
+      errorFields(
+        "queue_limit",
+        `the batch was refused (token_limit_exceeded): ${enqueuedLimitMessage(MODEL, 30)}`,
+        { retryable: true, queueLimit: { tokens: 30 } },
+      ),
+    )
     // nothing to download
-    expect(
-      await c.download(batch, { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }, never()),
-    ).toEqual({})
+    expect(await c.download(batch, outputs(tmp), never())).toEqual({})
     expect(await Bun.file(tmp.join("out.jsonl")).exists()).toBe(false)
   })
 
@@ -835,76 +669,33 @@ describe("the openai batch client, against the fake Batch API", () => {
     const good = c.line(`${TAG}_0`, { prompt: "a" })
     const wrong = c.line(`${TAG}_1`, { prompt: "b" }).replace("/v1/chat/completions", "/v1/responses")
     await Bun.write(tmp.join("requests.jsonl"), `${good}\n${wrong}\n`)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 2, since: Date.now() },
-      never(),
-    )
+    const created = await c.create(tmp.join("requests.jsonl"), tagOf(2), never())
     const batch = await c.retrieve(created.id, never())
-    expect(fields(batch.error)).toEqual({
-      class: "bad_request",
-      retryable: false,
-      pause: false,
-      status: undefined,
-      message:
+    expect(fields(batch.error)).toEqual(
+      errorFields(
+        "bad_request",
         "the batch failed: url_mismatch at line 2: The url '/v1/responses' does not match the batch's endpoint '/v1/chat/completions'.",
-      queueLimit: undefined,
-    })
+      ),
+    )
   })
 
   test("a 404 right after create is not_found, and the next retrieve finds the batch", async () => {
     await using fake = await startFake({ apiKey: KEY, batch: { script: [{ notFoundOnce: true }] } })
-    await using tmp = await tmpdir()
-    const c = batchClient("chat", fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 2)
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 2, since: Date.now() },
-      never(),
-    )
-    expect(await thrown(() => c.retrieve(created.id, never()))).toEqual({
-      class: "not_found",
-      retryable: false,
-      pause: false,
-      status: 404,
-      message: `HTTP 404: No batch found with id '${created.id}'.`,
-      queueLimit: undefined,
-    })
-    expect((await c.retrieve(created.id, never())).outcome).toBe("completed")
+    await expectNotFoundOnce(batchClient("chat", fake.url), (id) => `No batch found with id '${id}'.`)
   })
 
   test("failures of the calls: a wrong key pauses, a dead server is a network error, an abort is the caller's", async () => {
     await using fake = await startFake({ apiKey: "another-key" })
     await using tmp = await tmpdir()
     const c = batchClient("chat", fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 1)
-    const tag = { tag: TAG, run: "r", count: 1, since: Date.now() }
-    expect(await thrown(() => c.create(tmp.join("requests.jsonl"), tag, never()))).toEqual({
-      class: "auth",
-      retryable: false,
-      pause: true,
-      status: 401,
-      message: "HTTP 401: Incorrect API key provided.",
-      queueLimit: undefined,
-    })
+    const tag = tagOf(1)
+    expect(await thrown(() => submit(c, tmp, tag))).toEqual(
+      errorFields("auth", "HTTP 401: Incorrect API key provided.", { pause: true, status: 401 }),
+    )
     expect(await thrown(() => c.find(tag, never()))).toMatchObject({ class: "auth", status: 401 })
     const dead = batchClient("chat", "http://127.0.0.1:9/v1")
-    const down = await thrown(() => dead.retrieve("batch_1", never()))
-    expect([down?.class, down?.retryable, down?.message.startsWith("connection failed: ")]).toEqual([
-      "network",
-      true,
-      true,
-    ])
-    const controller = new AbortController()
-    const reason = new Error("stopped by the caller")
-    controller.abort(reason)
-    let caught: unknown
-    try {
-      await batchClient("chat", fake.url).retrieve("batch_1", controller.signal)
-    } catch (e) {
-      caught = e
-    }
-    expect(caught).toBe(reason)
+    await expectConnectionFailed(() => dead.retrieve("batch_1", never()))
+    await expectCallersAbort((signal) => batchClient("chat", fake.url).retrieve("batch_1", signal))
     // no key at all: the Batch API cannot be used
     const keyless = openai.create(
       { endpoint: "chat" },
@@ -921,37 +712,21 @@ describe("the openai batch client, against the fake Batch API", () => {
     await using tmp = await tmpdir()
     const c = batchClient("chat", fake.url)
     const pad = "y".repeat(3_000)
-    const lines = Array.from({ length: 50_000 }, (_, k) =>
+    const requests = Array.from({ length: 50_000 }, (_, k) =>
       c.line(`${TAG}_${k}`, { prompt: `item ${k} ${pad}` }),
     )
-    await Bun.write(tmp.join("requests.jsonl"), lines.join("\n") + "\n")
+    await Bun.write(tmp.join("requests.jsonl"), requests.join("\n") + "\n")
     const size = Bun.file(tmp.join("requests.jsonl")).size
     expect(size).toBeGreaterThan(150_000_000)
     expect(size).toBeLessThan(200_000_000)
-    const script = tmp.join("create.ts")
     const source = new URL("../../src/plugins/providers/openai-batch.ts", import.meta.url).pathname
-    const tag = { tag: TAG, run: "r", count: 50_000, since: Date.now() }
-    await Bun.write(
-      script,
+    const { result: batch, growth } = await measured<RemoteBatch>(
+      tmp,
+      "create.ts",
       `import { openaiBatch } from ${JSON.stringify(source)}
-const c = openaiBatch({ model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringify(fake.url)}, apiKey: ${JSON.stringify(KEY)}, timeoutMs: 60000 }, "chat")
-Bun.gc(true)
-const before = process.memoryUsage().rss
-let peak = before
-const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 2)
-const batch = await c.create(${JSON.stringify(tmp.join("requests.jsonl"))}, ${JSON.stringify(tag)}, new AbortController().signal)
-clearInterval(sampler)
-console.log(JSON.stringify({ batch, growth: peak - before }))
-`,
+const c = openaiBatch({ model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringify(fake.url)}, apiKey: ${JSON.stringify(KEY)}, timeoutMs: 60000 }, "chat")`,
+      `c.create(${JSON.stringify(tmp.join("requests.jsonl"))}, ${JSON.stringify(tagOf(50_000))}, new AbortController().signal)`,
     )
-    const child = Bun.spawn([process.execPath, script], { stdout: "pipe", stderr: "pipe" })
-    const [out, err, code] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
-      child.exited,
-    ])
-    expect([code, err]).toEqual([0, ""])
-    const { batch, growth } = JSON.parse(out) as { batch: RemoteBatch; growth: number }
     expect([batch.id, batch.phase]).toEqual([fake.batch.batches[0]!.id, "validating"])
     expect(growth).toBeLessThan(100_000_000)
     // every byte arrived
@@ -960,75 +735,22 @@ console.log(JSON.stringify({ batch, growth: peak - before }))
   })
 
   test("a download streams a 150 MB file to disk, in a process whose memory does not grow with it", async () => {
-    const reply = (input: string) => `${input} ${"x".repeat(7_500)}`
-    await using fake = await startFake({ apiKey: KEY, validate: false, reply })
-    await using tmp = await tmpdir()
-    const c = batchClient("chat", fake.url)
-    await requestFile(c, tmp.join("requests.jsonl"), 20_000)
-    const since = Date.now()
-    const created = await c.create(
-      tmp.join("requests.jsonl"),
-      { tag: TAG, run: "r", count: 20_000, since },
-      never(),
-    )
-    const batch = await c.retrieve(created.id, never())
+    await using fake = await startFake({ apiKey: KEY, validate: false, reply: bigReply })
     // the download runs in a process of its own, so that only the client's memory is measured
-    const script = tmp.join("download.ts")
     const source = new URL("../../src/plugins/providers/openai-batch.ts", import.meta.url).pathname
-    await Bun.write(
-      script,
+    await expectBigDownload(
+      batchClient("chat", fake.url),
       `import { openaiBatch } from ${JSON.stringify(source)}
-const c = openaiBatch({ model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringify(fake.url)}, apiKey: ${JSON.stringify(KEY)}, timeoutMs: 5000 }, "chat")
-Bun.gc(true)
-const before = process.memoryUsage().rss
-let peak = before
-const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 2)
-const written = await c.download(${JSON.stringify(batch)}, { output: ${JSON.stringify(tmp.join("out.jsonl"))}, errors: ${JSON.stringify(tmp.join("err.jsonl"))} }, new AbortController().signal)
-clearInterval(sampler)
-console.log(JSON.stringify({ written, growth: peak - before }))
-`,
+const c = openaiBatch({ model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringify(fake.url)}, apiKey: ${JSON.stringify(KEY)}, timeoutMs: 5000 }, "chat")`,
     )
-    const child = Bun.spawn([process.execPath, script], { stdout: "pipe", stderr: "pipe" })
-    const [out, err, code] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
-      child.exited,
-    ])
-    expect([code, err]).toEqual([0, ""])
-    const { written, growth } = JSON.parse(out) as { written: unknown; growth: number }
-    expect(written).toEqual({ output: tmp.join("out.jsonl") })
-    const size = Bun.file(tmp.join("out.jsonl")).size
-    expect(size).toBeGreaterThan(150_000_000)
-    expect(growth).toBeLessThan(100_000_000)
-    let n = 0
-    for (const line of (await Bun.file(tmp.join("out.jsonl")).text()).split("\n")) {
-      if (!line) continue
-      const parsed = c.parse(line)
-      expect(parsed.reply?.text).toBe(reply(`item ${parsed.customId.slice(TAG.length + 1)}`))
-      n++
-    }
-    expect(n).toBe(20_000)
   })
 })
 
 describe("the openai batch client's downloads, against a server that misbehaves", () => {
   test("a body that stalls is a retryable timeout and leaves nothing behind; a disk that fails is a StoreError", async () => {
-    using server = Bun.serve({
-      port: 0,
-      hostname: "127.0.0.1",
-      idleTimeout: 0,
-      fetch: () =>
-        new Response(
-          new ReadableStream({
-            start(controller) {
-              controller.enqueue(new TextEncoder().encode('{"custom_id":"t_0",'))
-              // and nothing more: the connection stays open
-            },
-          }),
-        ),
-    })
+    using server = stallingServer()
     await using tmp = await tmpdir()
-    const c = batchClient("chat", `http://127.0.0.1:${server.port}/v1`, 300)
+    const c = batchClient("chat", `http://127.0.0.1:${server.port}/v1`, STALL_MS)
     const batch: RemoteBatch = {
       id: "batch_1",
       status: "completed",
@@ -1037,25 +759,13 @@ describe("the openai batch client's downloads, against a server that misbehaves"
       createdAt: 0,
       files: { output: "file-1" },
     }
-    const to = { output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") }
-    expect(await thrown(() => c.download(batch, to, never()))).toEqual({
-      class: "timeout",
-      retryable: true,
-      pause: false,
-      status: undefined,
-      message: "no answer within 0.3 s",
-      queueLimit: undefined,
-    })
-    expect(await Bun.file(to.output).exists()).toBe(false)
-    expect(await Bun.file(`${to.output}.part`).exists()).toBe(false)
-    let caught: unknown
-    try {
-      await c.download(batch, { output: tmp.join("missing", "out.jsonl"), errors: to.errors }, never())
-    } catch (e) {
-      caught = e
-    }
-    expect(caught).toBeInstanceOf(StoreError)
-    expect((caught as StoreError).message).toStartWith(
+    const to = outputs(tmp)
+    await expectStalledDownload(c, batch, to)
+    const failed = await caught(() =>
+      c.download(batch, { output: tmp.join("missing", "out.jsonl"), errors: to.errors }, never()),
+    )
+    expect(failed).toBeInstanceOf(StoreError)
+    expect((failed as StoreError).message).toStartWith(
       `cannot write ${tmp.join("missing", "out.jsonl.part")}: `,
     )
   })

@@ -14,7 +14,7 @@ import * as v from "valibot"
 import { defineProvider, type ProviderContext, type Reply, type Request } from "../define.ts"
 import { ProviderError } from "../../core/errors.ts"
 import { fromHeaders, rated } from "../../core/ratelimit.ts"
-import { byStatus, retryAfterMs } from "./status.ts"
+import { byStatus, retryAfterMs, unanswered, type SdkErrors } from "./status.ts"
 import { anthropicBatch } from "./anthropic-batch.ts"
 
 /**
@@ -108,44 +108,25 @@ export function classify(status: number, detail: unknown, headers: Headers): Pro
   return byStatus(status, message, retryAfterMs(headers))
 }
 
+/** The SDK's error classes, for `unanswered`. */
+const SDK_ERRORS: SdkErrors = {
+  timeout: APIConnectionTimeoutError,
+  abort: APIUserAbortError,
+  connection: APIConnectionError,
+  base: AnthropicError,
+}
+
 /**
  * Turns whatever the SDK threw into a ProviderError. An abort by the caller is rethrown as the caller's own
  * reason: the runner tells it by its signal, and an SDK class must not get out.
  */
 export function failure(cause: unknown, signal: AbortSignal, timeoutMs: number): unknown {
   if (signal.aborted) return signal.reason ?? cause
-  const seconds = `no answer within ${timeoutMs / 1000} s`
   if (cause instanceof APIError && cause.status !== undefined && cause.headers) {
     // without a JSON body the SDK's message is "<status> <body text>"
     return classify(cause.status, cause.error ?? cause.message.replace(/^\d+ /, ""), cause.headers)
   }
-  // the SDK's own timer covers the wait for headers; ours (an abort the caller did not make) covers the body too
-  if (cause instanceof APIConnectionTimeoutError || cause instanceof APIUserAbortError) {
-    return new ProviderError("timeout", seconds, { retryable: true })
-  }
-  if (cause instanceof APIConnectionError) {
-    const why = cause.cause instanceof Error ? cause.cause.message : cause.message
-    return new ProviderError("network", `connection failed: ${why}`, { retryable: true })
-  }
-  // what remains is the SDK refusing our options before sending anything: retrying would not help
-  if (cause instanceof AnthropicError) {
-    return new ProviderError("bad_request", `the request was not sent: ${cause.message}`, {
-      retryable: false,
-    })
-  }
-  // the SDK reads a 200 body with no wrapping of its own
-  const name = (cause as Error)?.name
-  const text = (cause as Error)?.message ?? String(cause)
-  if (name === "SyntaxError") {
-    return new ProviderError("bad_response", `HTTP 200 with a body that is not JSON: ${text}`, {
-      retryable: true,
-      status: 200,
-    })
-  }
-  if (name === "TimeoutError" || name === "AbortError") {
-    return new ProviderError("timeout", seconds, { retryable: true })
-  }
-  return new ProviderError("network", `connection failed: ${text}`, { retryable: true })
+  return unanswered(cause, timeoutMs, SDK_ERRORS)
 }
 
 /** Reads a Message, or says why the body is not one. */

@@ -26,6 +26,7 @@ import {
   responsesReply,
   type ErrorDetail,
 } from "./openai.ts"
+import { unanswered, type SdkErrors } from "./status.ts"
 
 /** 50,000 requests and 200 MB of request file per batch, as the Batch API guide states. */
 export const OPENAI_BATCH_LIMITS = { maxRequests: 50_000, maxBytes: 200_000_000 } as const
@@ -122,6 +123,14 @@ export function remote(batch: Batch): RemoteBatch {
   return out
 }
 
+/** The SDK's error classes, for `unanswered`. */
+const SDK_ERRORS: SdkErrors = {
+  timeout: APIConnectionTimeoutError,
+  abort: APIUserAbortError,
+  connection: APIConnectionError,
+  base: OpenAIError,
+}
+
 /**
  * Turns whatever the SDK threw into a ProviderError, classified as the realtime provider classifies an HTTP answer.
  * An abort by the caller is rethrown as the caller's own reason.
@@ -130,40 +139,13 @@ export function sdkFailure(cause: unknown, signal: AbortSignal, timeoutMs: numbe
   if (signal.aborted) return signal.reason ?? cause
   // already ours: a provider's error mapped before, or the disk failing under a download
   if (cause instanceof ProviderError || cause instanceof StoreError) return cause
-  const seconds = `no answer within ${timeoutMs / 1000} s`
   if (cause instanceof APIError && cause.status !== undefined && cause.headers) {
     // `error` is the body's `error` object; without a JSON body the SDK's message is "<status> <body text>"
     const detail = (cause.error ?? undefined) as ErrorDetail | undefined
     const text = detail ? JSON.stringify({ error: detail }) : cause.message.replace(/^\d+ /, "")
     return classify(cause.status, text, cause.headers, detail)
   }
-  if (cause instanceof APIConnectionTimeoutError || cause instanceof APIUserAbortError) {
-    return new ProviderError("timeout", seconds, { retryable: true, cause })
-  }
-  if (cause instanceof APIConnectionError) {
-    const why = cause.cause instanceof Error ? cause.cause.message : cause.message
-    return new ProviderError("network", `connection failed: ${why}`, { retryable: true, cause })
-  }
-  // the SDK refusing our options before sending anything: retrying would not help
-  if (cause instanceof OpenAIError) {
-    return new ProviderError("bad_request", `the request was not sent: ${cause.message}`, {
-      retryable: false,
-      cause,
-    })
-  }
-  const name = (cause as Error)?.name
-  const text = (cause as Error)?.message ?? String(cause)
-  if (name === "SyntaxError") {
-    return new ProviderError("bad_response", `HTTP 200 with a body that is not JSON: ${text}`, {
-      retryable: true,
-      status: 200,
-      cause,
-    })
-  }
-  if (name === "TimeoutError" || name === "AbortError") {
-    return new ProviderError("timeout", seconds, { retryable: true, cause })
-  }
-  return new ProviderError("network", `connection failed: ${text}`, { retryable: true, cause })
+  return unanswered(cause, timeoutMs, SDK_ERRORS, { cause })
 }
 
 /**
