@@ -387,35 +387,6 @@ const prune = defineCommand({
   },
 })
 
-const main = defineCommand({
-  meta: { name: "spool", version: VERSION, description: "Durable LLM batch jobs, from one executable" },
-  subCommands: {
-    run,
-    estimate,
-    status,
-    runs,
-    results,
-    pause,
-    resume,
-    cancel,
-    export: exportCmd,
-    prune,
-    plugins,
-  },
-})
-
-/** Refuses flags a command does not define: a typo must not be silently ignored. */
-function checkFlags(cmd: CommandDef, rawArgs: string[]): void {
-  const defined = new Set(Object.keys((cmd.args ?? {}) as ArgsDef))
-  for (const arg of rawArgs) {
-    if (arg === "--") break
-    if (!arg.startsWith("--")) continue
-    const name = arg.slice(2).split("=")[0] as string
-    if (defined.has(name) || (name.startsWith("no-") && defined.has(name.slice(3)))) continue
-    throw new UsageError(`unknown flag --${name}`, `See \`spool ${cmd === main ? "" : "<command> "}--help\`.`)
-  }
-}
-
 const COMMANDS = {
   run,
   estimate,
@@ -429,6 +400,23 @@ const COMMANDS = {
   prune,
   plugins,
 } as Record<string, CommandDef>
+
+const main = defineCommand({
+  meta: { name: "spool", version: VERSION, description: "Durable LLM batch jobs, from one executable" },
+  subCommands: COMMANDS,
+})
+
+/** Refuses flags a command does not define: a typo must not be silently ignored. */
+function checkFlags(cmd: CommandDef, rawArgs: string[]): void {
+  const defined = new Set(Object.keys((cmd.args ?? {}) as ArgsDef))
+  for (const arg of rawArgs) {
+    if (arg === "--") break
+    if (!arg.startsWith("--")) continue
+    const name = arg.slice(2).split("=")[0] as string
+    if (defined.has(name) || (name.startsWith("no-") && defined.has(name.slice(3)))) continue
+    throw new UsageError(`unknown flag --${name}`, `See \`spool ${cmd === main ? "" : "<command> "}--help\`.`)
+  }
+}
 
 export async function cli(argv: string[]): Promise<ExitCode> {
   const verbose = argv.includes("--verbose")

@@ -14,6 +14,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSy
 import { join } from "node:path"
 import { ProviderError, type ErrorClass } from "./errors.ts"
 import * as log from "./log.ts"
+import { Waker } from "./wake.ts"
 import * as retry from "./retry.ts"
 import * as schemas from "./schema.ts"
 import * as template from "./template.ts"
@@ -143,7 +144,7 @@ export class Batcher {
   private readonly dir: string
   private readonly abort = new AbortController()
   private stopping = false
-  private wake: (() => void) | undefined
+  private readonly waker = new Waker()
   /** Intents this process committed and has not yet tried to create: nothing can exist at the provider for them. */
   private readonly fresh = new Set<number>()
   /** Per batch: the provider status last seen, and how many looks in a row found it unchanged. */
@@ -166,7 +167,7 @@ export class Batcher {
   stop(): void {
     this.stopping = true
     this.tailRunner?.stop()
-    this.notify()
+    this.waker.notify()
   }
 
   /** Cuts the provider call in flight short. */
@@ -176,26 +177,7 @@ export class Batcher {
   }
 
   poke(): void {
-    this.notify()
-  }
-
-  private notify(): void {
-    const wake = this.wake
-    this.wake = undefined
-    wake?.()
-  }
-
-  private idle(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, Math.max(0, ms))
-      const self = this
-      function done() {
-        clearTimeout(timer)
-        if (self.wake === done) self.wake = undefined
-        resolve()
-      }
-      this.wake = done
-    })
+    this.waker.notify()
   }
 
   private get signal(): AbortSignal {
@@ -207,7 +189,7 @@ export class Batcher {
     while (!store.leaseBatches(run.id, owner, LEASE_MS, dead)) {
       if (this.stopping) return "interrupted"
       log.info("another process drives this run's batches; waiting for it", { run: run.name })
-      await this.idle(2000)
+      await this.waker.sleep(2000)
     }
     mkdirSync(this.dir, { recursive: true, mode: 0o700 })
     this.sweep()
@@ -226,7 +208,7 @@ export class Batcher {
         if (this.capped && store.liveBatches(run.id).length === 0) return "paused"
         if (!paused && (await this.tail())) continue
         if (this.finished()) return "done"
-        if (!moved && !packed) await this.idle(this.untilDue())
+        if (!moved && !packed) await this.waker.sleep(this.untilDue())
       }
     } finally {
       clearInterval(renew)
@@ -828,7 +810,7 @@ export class Batcher {
           this.failedStep(b, err)
         }
       }
-      await this.idle(this.untilDue())
+      await this.waker.sleep(this.untilDue())
     }
     store.setRunState(run.id, "cancelled", "cancelled by `spool cancel`")
     return "cancelled"

@@ -9,6 +9,7 @@ import type { ProviderClient } from "../plugins/define.ts"
 import { cost, type Price } from "./pricing.ts"
 import * as schemas from "./schema.ts"
 import { Limiter } from "./ratelimit.ts"
+import { Waker } from "./wake.ts"
 
 const self = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`
 
@@ -98,7 +99,7 @@ export class Runner {
   /** `spool pause` or `spool cancel` from another process, read from the run's state every half second. */
   private userHold: "paused" | "cancelling" | undefined
   private checkedAt = 0
-  private wake: (() => void) | undefined
+  private readonly waker = new Waker()
   private readonly leaseMs: number
   /** How many items are claimed ahead of free slots, and the most results one commit waits for. */
   private readonly ahead: number
@@ -117,7 +118,7 @@ export class Runner {
   /** Stops claiming; in-flight calls run on until they end or `abort()` is called. */
   stop(): void {
     this.stopping = true
-    this.notify()
+    this.waker.notify()
   }
 
   /** Cuts every in-flight call short; those items go back to pending with their attempt counted. */
@@ -145,13 +146,13 @@ export class Runner {
         this.queue.push(...claimed)
         this.fill()
         if (this.outcomes.length > 0) {
-          await this.idle(this.commitNow() ? 0 : GROUP_MS)
+          await this.waker.sleep(this.commitNow() ? 0 : GROUP_MS)
           continue
         }
         if (this.inflight.size > 0) {
           // with free slots, look again when a retry falls due or new items may have come in
           const roomy = !holding && this.inflight.size < this.slots()
-          await this.idle(roomy ? this.untilDue() : undefined)
+          await this.waker.sleep(roomy ? this.untilDue() : undefined)
           continue
         }
         if (holding) {
@@ -166,12 +167,12 @@ export class Runner {
             return "cancelled"
           }
           // paused by `spool pause`: nothing is in flight; wait for `spool resume`
-          await this.idle(IDLE_POLL_MS)
+          await this.waker.sleep(IDLE_POLL_MS)
           continue
         }
         const wait = this.nothingToClaim()
         if (wait === null) return "done"
-        await this.idle(wait)
+        await this.waker.sleep(wait)
       }
     } finally {
       clearInterval(renew)
@@ -250,26 +251,9 @@ export class Runner {
     return IDLE_POLL_MS
   }
 
-  private idle(ms: number | undefined): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = ms === undefined ? undefined : setTimeout(finish, ms)
-      function finish() {
-        clearTimeout(timer)
-        resolve()
-      }
-      this.wake = finish
-    })
-  }
-
   /** Wakes the loop: new items were ingested, or something else changed. */
   poke(): void {
-    this.notify()
-  }
-
-  private notify(): void {
-    const wake = this.wake
-    this.wake = undefined
-    wake?.()
+    this.waker.notify()
   }
 
   /**
@@ -291,7 +275,7 @@ export class Runner {
     const room = each > 0 ? Math.floor((budget.capUsd - committed) / each) : Number.POSITIVE_INFINITY
     if (room <= 0 && this.inflight.size + this.queue.length === 0) {
       this.capped = `the spend cap of $${budget.capUsd} is reached ($${budget.spentUsd.toFixed(4)} spent)`
-      this.notify()
+      this.waker.notify()
     }
     return Math.max(0, room)
   }
@@ -327,7 +311,7 @@ export class Runner {
         this.soon = true
         setImmediate(() => {
           this.soon = false
-          this.notify()
+          this.waker.notify()
         })
       }
     })
@@ -413,7 +397,7 @@ export class Runner {
       const info = { errorClass: e.errorClass, error: e.message, ...(e.status ? { status: e.status } : {}) }
       if (e.pause) {
         this.pausedBy ??= e
-        this.notify()
+        this.waker.notify()
         return { ...base, ...end(), ...info, to: "pending", label: "paused" }
       }
       if (e.retryable && item.attempt < this.o.job.limits.max_attempts) {

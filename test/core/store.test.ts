@@ -4,22 +4,7 @@ import * as store from "../../src/core/store.ts"
 import type { Outcome } from "../../src/core/store.ts"
 import { TransitionError } from "../../src/core/errors.ts"
 import { tmpdir } from "../lib/tmp.ts"
-
-function seeded(home: string, n: number) {
-  const db = store.open(home)
-  const run = db.createRun("r", "{}", "fp", "spool run job.toml", [
-    { path: "/in.jsonl", format: "jsonl" },
-  ]).run
-  const input = db.inputs(run.id)[0]!
-  const rows = Array.from({ length: n }, (_, i) => ({
-    key: `k${i + 1}`,
-    line: i + 1,
-    data: { text: `t${i + 1}` },
-  }))
-  db.ingest(run.id, input, { rows, problems: [], checkpoint: { offset: n } }, true)
-  db.markIngested(run.id)
-  return { db, run, input }
-}
+import { seeded } from "../lib/ledger.ts"
 
 const ok = (item: number, attempt: number, output = "out"): Outcome => ({
   item,
