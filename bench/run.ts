@@ -434,6 +434,18 @@ making of each output file on the other core.
 | peak RSS of \`dist/spool\` | ${fmt(batchRss)} MB |
 
 Goals: local work ≥ 50,000 items/s (${mark(batchRate >= 50_000)}); peak RSS ≤ 200 MB (${mark(batchRss <= 200)}).
+
+Where the time goes (a CPU profile of the same run at 100,000 items, \`bun --cpu-prof\` on the sources): applying the
+lines ~40% (SQLite updating each item and inserting its attempt row ~20%, the commits ~9%, reading and parsing the
+output file ~10%), packing ~14% (rendering, JSON, the request file), the intent and submitted transactions ~14%,
+streaming the downloads to disk ~9%; the rest is the SDK's upload, polling and the event loop. What was measured and
+changed on the way: the apply statement's plan (it went through the batch index: minutes per 50,000-line batch, now by
+primary key), a statement per line instead of one \`json_each\` statement per chunk (2× on the apply), the attempt row
+written once when the line comes back instead of inserted at packing and updated, the line commits without an fsync of
+their own (safe: ARCHITECTURE.md, "Batch mode"), a batch packed and sent while others are applied, and \`Bun.gc\`
+hints while packing and applying (while a 50,000-item batch is packed, RSS rose 53 MB without them and 33 MB with them). Larger apply chunks (20,000 lines) were not faster here
+and raised the peak RSS past 200 MB. The goal needs roughly another 3.5×: the ledger work per item (an update with two
+index changes, an attempt row, the queued → submitted update) is what remains, and was not cut further this session.
 `
 await Bun.write(join(root, "docs", "BENCHMARKS.md"), md + batchMd)
 console.error("wrote docs/BENCHMARKS.md")

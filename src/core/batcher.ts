@@ -45,7 +45,7 @@ export interface BatchProgress {
 /** How long the batch lease lasts without renewal. */
 const LEASE_MS = 60_000
 /** Lines settled per transaction while applying a result file. */
-const APPLY_CHUNK = Number(process.env.SPOOL_APPLY_CHUNK ?? 5000)
+const APPLY_CHUNK = 5000
 /** A 404 this soon after create is the provider not having caught up yet (OpenAI documents the lag). */
 const YOUNG_MS = 120_000
 /** The longest the loop sleeps when nothing is due: it looks at the run's state (pause, cancel) this often. */
@@ -154,6 +154,8 @@ export class Batcher {
   /** Set while the provider's queue is full: nothing new is packed until a live batch ends. */
   private queueFull = false
   private tailRunner: Runner | undefined
+  /** Batches in a row that the provider failed without one result line. */
+  private emptyFailures = 0
 
   constructor(options: BatcherOptions) {
     this.o = options
@@ -454,6 +456,16 @@ export class Batcher {
       for (const file of [b.output, b.errors]) if (file) rmSync(file, { force: true })
     }
     log.info("batch applied", { run: run.name, batch: b.id, lines, requeued: back })
+    // a batch the provider failed without a single result (its file did not validate, say) would fail the same way
+    // again and again: after three in a row the run pauses, with the provider's reason
+    if (b.outcome === "failed" && lines === 0) this.emptyFailures++
+    else if (lines > 0) this.emptyFailures = 0
+    if (this.emptyFailures >= 3)
+      this.pausedBy = new ProviderError(
+        "bad_request",
+        `${this.emptyFailures} batches in a row failed at the provider with no result: ${b.error ?? "no reason given"}`,
+        { retryable: false, pause: true },
+      )
   }
 
   /** How one line settles its item; undefined for a line with no result (the item goes back to pending). */

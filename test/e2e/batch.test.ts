@@ -247,6 +247,33 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     expect(fake.batch.batches.map((b) => b.lines.length)).toEqual([10, 1])
   }, 60_000)
 
+  test("batches the provider fails with no result three times in a row pause the run with its reason; nothing fails", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY })
+    const failed = { end: { outcome: "failed" as const, after: 0 } }
+    fake.batch.script = [failed, failed, failed]
+    writeFileSync(tmp.join("in.jsonl"), input(30))
+    writeFileSync(tmp.join("job.toml"), job(fake.url))
+    const home = tmp.join("home")
+    const run = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    expect(run.code).toBe(1)
+    expect(run.stderr).toContain(
+      'run "batchy" paused: 3 batches in a row failed at the provider with no result',
+    )
+    expect(fake.batch.batches.length).toBe(3)
+    const status = JSON.parse(
+      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
+    ) as {
+      state: string
+      counts: { pending: number; failed: number }
+    }
+    expect(status).toMatchObject({ state: "paused", counts: { pending: 30, failed: 0 } })
+    // the provider works again: the same command finishes the run
+    const again = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    expect(again.code).toBe(0)
+    await allDoneOnce(fake, tmp.path, home, 30)
+  }, 60_000)
+
   test("a 404 right after create is waited out; out-of-order results map back to their items", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 100 } })
