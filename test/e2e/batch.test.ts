@@ -492,6 +492,38 @@ describe("batch mode through dist/spool (Anthropic Message Batches)", () => {
   }, 60_000)
 })
 
+describe("batch mode through dist/spool (Anthropic queue limit)", () => {
+  test("a queue-full 429 sends the batch's items back unsent; the limit is learned and later batches fit under it", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFakeAnthropic({ apiKey: KEY, batch: { processingMs: 300, queueLimit: 50 } })
+    writeFileSync(tmp.join("in.jsonl"), input(100))
+    writeFileSync(
+      tmp.join("job.toml"),
+      job(fake.url, "", "anthropic", "claude-haiku-4-5").replace("batch_size = 40", "batch_size = 30"),
+    )
+    const home = tmp.join("home")
+    const run = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    expect(run.code).toBe(0)
+    const lines = await results(tmp.path, home)
+    expect(lines.filter((l) => l.state === "completed").length).toBe(100)
+    for (let i = 1; i <= 100; i++) expect(fake.paid.get(prompt(i))).toBe(1)
+    const refused = fake.batch.creates.filter((c) => c.status === 429)
+    expect(refused.length).toBeGreaterThanOrEqual(1)
+    const status = JSON.parse(
+      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
+    ) as {
+      queue: { requests: number | null }
+      counts: { failed: number }
+    }
+    // the message gives no number: the limit learned is what was enqueued when the queue was full
+    expect(status.queue.requests).toBe(30)
+    expect(status.counts.failed).toBe(0)
+    // once learned, no batch pushed the queue past it
+    expect(fake.batch.batches.every((b) => b.lines.length <= 30)).toBe(true)
+    expect(fake.invalid).toEqual([])
+  }, 60_000)
+})
+
 describe("batch mode refusals", () => {
   test("a provider without a Batch API is refused before anything runs", async () => {
     await using tmp = await tmpdir()
