@@ -153,6 +153,8 @@ export class Batcher {
   private waitingSince: number | undefined
   /** Set while the provider's queue is full: nothing new is packed until a live batch ends. */
   private queueFull = false
+  /** Nothing new is packed before this time (ms): the queue was full with none of our batches in it. */
+  private packAfter = 0
   private tailRunner: Runner | undefined
   /** Batches in a row that the provider failed without one result line. */
   private emptyFailures = 0
@@ -240,6 +242,7 @@ export class Batcher {
     if (retryAt !== null) next = Math.min(next, retryAt)
     if (this.waitingSince !== undefined)
       next = Math.min(next, this.waitingSince + this.o.job.batch.flush_s * 1000)
+    if (this.packAfter > now) next = Math.min(next, this.packAfter)
     return Math.max(0, next - now)
   }
 
@@ -326,7 +329,10 @@ export class Batcher {
   /** The provider's queue is full: the batch goes back (its items unsent), and the limit is remembered. */
   private queueLimited(b: Batch, err: ProviderError): void {
     const { store, run } = this.o
-    const live = store.liveBatches(run.id).filter((x) => x.id !== b.id && x.state !== "intent")
+    // ours still in the provider's queue: created, not yet ended
+    const live = store
+      .liveBatches(run.id)
+      .filter((x) => x.id !== b.id && x.state === "submitted" && x.phase !== "ended")
     // with no number in the message, the limit is at most what is enqueued now
     const limit = err.queueLimit ?? {
       tokens: live.reduce((a, x) => a + x.tokens, 0) || undefined,
@@ -334,7 +340,11 @@ export class Batcher {
     }
     if (limit.tokens !== undefined || limit.requests !== undefined) store.learnQueue(run.id, limit)
     const back = store.abandon(b.id, { errorClass: "queue_limit", error: err.message })
+    // with batches of ours in the queue, the next pack waits for one to end; with none (other work fills the
+    // queue), it waits a while before it asks again
     this.queueFull = live.length > 0
+    if (!this.queueFull)
+      this.packAfter = Date.now() + (err.retryAfterMs ?? this.o.job.batch.poll_max_s * 1000)
     log.warn("the provider's batch queue is full; the batch waits for earlier ones to finish", {
       run: run.name,
       batch: b.id,
@@ -552,7 +562,7 @@ export class Batcher {
   private async pack(): Promise<boolean> {
     const { store, run, job } = this.o
     const cap = Math.min(job.batch.batch_size ?? this.api.limits.maxRequests, this.api.limits.maxRequests)
-    if (this.stopping || this.pausedBy || this.queueFull) return false
+    if (this.stopping || this.pausedBy || this.queueFull || Date.now() < this.packAfter) return false
     const room = this.queueRoom()
     if (room.tokens <= 0 || room.requests <= 0 || room.batches <= 0) return false
     const affordable = this.affordable()
