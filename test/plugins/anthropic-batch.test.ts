@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test"
 import type { MessageBatch } from "@anthropic-ai/sdk/resources/messages/batches"
 import anthropic, { DEFAULT_MAX_TOKENS } from "../../src/plugins/providers/anthropic.ts"
+import { createBody } from "../../src/plugins/providers/anthropic-batch.ts"
 import {
   createBodyBytes,
   queueLimit,
@@ -41,6 +42,7 @@ import {
   stallingServer,
   submit,
   TAG,
+  measured,
   tagNo,
   tagOf,
   thrown,
@@ -629,5 +631,57 @@ describe("the anthropic batch client's downloads, against a server that misbehav
     await expectStalledDownload(c, batch, to)
     // a batch without results (not ended, or archived) has nothing to download
     expect(await c.download({ ...batch, files: undefined }, to, never())).toEqual({})
+  })
+})
+
+describe("the anthropic create body, streamed from the request file", () => {
+  const read = async (file: string) => await new Response(createBody(file)).text()
+
+  test('is the request lines joined by commas inside {"requests":[…]}, across read boundaries, with or without a last newline', async () => {
+    await using tmp = await tmpdir()
+    const c = batchClient()
+    // lines long enough that the file spans many of the stream's chunks
+    const lines = Array.from({ length: 3000 }, (_, i) =>
+      c.line(`${TAG}_${i}`, { prompt: `item ${i}\nwith a newline inside and ${"y".repeat(i % 97)}` }),
+    )
+    await Bun.write(tmp.join("a.jsonl"), `${lines.join("\n")}\n`)
+    await Bun.write(tmp.join("b.jsonl"), lines.join("\n"))
+    await Bun.write(tmp.join("one.jsonl"), `${lines[0]}\n`)
+    for (const [file, want] of [
+      ["a.jsonl", lines],
+      ["b.jsonl", lines],
+      ["one.jsonl", lines.slice(0, 1)],
+    ] as const) {
+      const text = await read(tmp.join(file))
+      expect(text).toBe(`{"requests":[${want.join(",")}]}`)
+      const parsed = JSON.parse(text) as { requests: unknown[] }
+      expect(parsed.requests.length).toBe(want.length)
+      expect(validateSchema("CreateMessageBatchParams", parsed, "anthropic")).toEqual([])
+    }
+    expect(Bun.file(tmp.join("a.jsonl")).size).toBeGreaterThan(200_000)
+  })
+
+  test("a 150 MB request file is sent without the process's memory growing with it", async () => {
+    await using tmp = await tmpdir()
+    const line = batchClient().line(`${TAG}_1`, { prompt: "z".repeat(7_500) })
+    const writer = Bun.file(tmp.join("big.jsonl")).writer()
+    for (let i = 0; i < 20_000; i++) writer.write(`${line}\n`)
+    await writer.end()
+    expect(Bun.file(tmp.join("big.jsonl")).size).toBeGreaterThan(150_000_000)
+    const source = new URL("../../src/plugins/providers/anthropic-batch.ts", import.meta.url).pathname
+    const { result, growth } = await measured<number>(
+      tmp,
+      "create-body.ts",
+      `import { createBody } from ${JSON.stringify(source)}
+async function drain(stream: ReadableStream<Uint8Array>) {
+  let bytes = 0
+  for await (const chunk of stream) bytes += chunk.length
+  return bytes
+}`,
+      `drain(createBody(${JSON.stringify(tmp.join("big.jsonl"))}))`,
+    )
+    // every byte of the file (its last newline dropped) plus the 15 bytes of the wrapper
+    expect(result).toBe(Bun.file(tmp.join("big.jsonl")).size - 1 + 15)
+    expect(growth).toBeLessThan(100_000_000)
   })
 })

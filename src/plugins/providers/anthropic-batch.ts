@@ -41,6 +41,45 @@ export const ERROR_STATUS: Readonly<Record<string, number>> = {
 /** How many result lines `find` reads of an ended candidate to tell whether its custom_ids carry the tag. */
 const SAMPLE_LINES = 20
 
+/**
+ * The create body, streamed from a request file of JSON lines (each ending in a newline): `{"requests":[`, the lines
+ * with each newline turned into a comma but the last one dropped, then `]}`. Newlines appear in the file only
+ * between lines (JSON escapes those inside strings).
+ */
+export function createBody(file: string): ReadableStream<Uint8Array> {
+  const encoder = new TextEncoder()
+  const reader = Bun.file(file).stream().getReader()
+  // the last byte read is held back until more comes: if nothing does, it was the last newline, and is dropped
+  let held: number | undefined
+  let started = false
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (!started) {
+        started = true
+        controller.enqueue(encoder.encode('{"requests":['))
+        return
+      }
+      const { value, done } = await reader.read()
+      if (done) {
+        if (held !== undefined && held !== 10) controller.enqueue(Uint8Array.of(held))
+        controller.enqueue(encoder.encode("]}"))
+        controller.close()
+        return
+      }
+      if (value.length === 0) return
+      const out = new Uint8Array(value.length)
+      let n = 0
+      if (held !== undefined) out[n++] = held === 10 ? 44 : held
+      for (let i = 0; i < value.length - 1; i++) out[n++] = value[i] === 10 ? 44 : value[i]!
+      held = value[value.length - 1]
+      controller.enqueue(out.subarray(0, n))
+    },
+    cancel(reason) {
+      return reader.cancel(reason)
+    },
+  })
+}
+
 /** The number a queue-limit message gives: "… limit of 100,000 batch requests …" or "… 100,000 requests …". */
 export function queuedRequests(message: string): number | undefined {
   const m =
@@ -232,19 +271,16 @@ export function anthropicBatch(client: Anthropic, model: string, timeoutMs: numb
     },
 
     async create(file, _tag, signal) {
-      // The create body holds every request (the API takes no file): the lines are parsed for the SDK to send.
-      const text = await Bun.file(file).text()
-      const requests: Anthropic.Messages.BatchCreateParams.Request[] = []
-      for (const line of text.split("\n")) {
-        if (line.trim() !== "")
-          requests.push(JSON.parse(line) as Anthropic.Messages.BatchCreateParams.Request)
-      }
       try {
-        const batch = await client.messages.batches.create(
-          { requests },
+        // The API takes the requests in the create body, not as a file: the body is streamed from the request file
+        // (`{"requests":[` + its lines joined by commas + `]}`), so a 256 MB batch is never held in memory.
+        const batch = await client.post<MessageBatch>("/v1/messages/batches", {
+          body: createBody(file),
+          headers: { "content-type": "application/json" },
+          signal,
           // the body may be 256 MB: the SDK's timer runs until the answer's headers
-          { signal, timeout: Math.max(timeoutMs, UPLOAD_TIMEOUT_MS) },
-        )
+          timeout: Math.max(timeoutMs, UPLOAD_TIMEOUT_MS),
+        })
         return remote(batch)
       } catch (cause) {
         throw queueLimit(mapped(cause, signal))
