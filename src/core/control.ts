@@ -2,7 +2,16 @@
  * `spool pause | resume | cancel | export | prune`: acting on a run from outside the process that runs it. A
  * running process reads its run's state from the store, so a change made here reaches it within a second.
  */
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs"
 import { basename, join } from "node:path"
 import { UsageError, type ExitCode } from "./errors.ts"
 import type { Job } from "./job.ts"
@@ -135,8 +144,11 @@ export async function exportRun(
       },
     })
   }
-  const results = [...report.results(db, run)].join("")
-  writeFileSync(join(dir, "results.jsonl"), results, { mode: 0o600 })
+  // streamed: a run of a million items is not held in memory
+  const out = Bun.file(join(dir, "results.jsonl")).writer({ highWaterMark: 1 << 20 })
+  for (const line of report.results(db, run)) out.write(line)
+  await out.end()
+  chmodSync(join(dir, "results.jsonl"), 0o600)
   files.push(await describe(dir, "results.jsonl"))
   const manifest = {
     format: manifestVersion,

@@ -447,6 +447,10 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
       new Bun.CryptoHasher("sha256").update(readFileSync(join(out, "results.jsonl"))).digest("hex"),
     )
     expect(JSON.stringify(manifest)).not.toContain(KEY)
+    // the bundle is the owner's only: files 0600, directories 0700
+    for (const rel of ["", "requests", "outputs"]) expect(statSync(join(out, rel)).mode & 0o777).toBe(0o700)
+    for (const f of [...manifest.files.map((f) => f.path), "manifest.json"])
+      expect(statSync(join(out, f)).mode & 0o777).toBe(0o600)
     const outputs = manifest.files.filter((f) => f.path.startsWith("outputs/"))
     expect(outputs.reduce((a, f) => a + f.lines, 0)).toBe(50)
     // exported: now prune deletes the raw outputs too
