@@ -91,8 +91,10 @@ try {
   const code = await child.exited
   const seconds = (performance.now() - started) / 1000
   if (code !== 0) throw new Error(`dist/spool exited ${code}: ${stderr.slice(-2000)}`)
-  // Bun reports a child's peak RSS in bytes
-  const maxRssMB = (child.resourceUsage()?.maxRSS ?? 0) / 2 ** 20
+  // Bun reports a child's peak RSS in bytes, and its CPU time in microseconds
+  const usage = child.resourceUsage()
+  const maxRssMB = (usage?.maxRSS ?? 0) / 2 ** 20
+  const cpuSeconds = Number(usage?.cpuTime.total ?? 0) / 1e6
 
   const db = new Database(join(home, "spool.db"), { readonly: true })
   const completed = db
@@ -108,6 +110,8 @@ try {
       items,
       seconds,
       itemsPerSecond: items / seconds,
+      cpuSeconds,
+      itemsPerCpuSecond: items / cpuSeconds,
       maxRssMB,
       batches,
       selfMaxRssMB: process.resourceUsage().maxRSS / 1024,

@@ -431,9 +431,10 @@ making of each output file on the other core.
 | --- | --- |
 | items/s (the whole \`spool run\`: startup and the check of the input already read included) | ${fmt(batchRate)} |
 | time | ${fmt(Number(batchRun.seconds), 1)} s |
+| items per second of \`dist/spool\`'s own CPU time (user + system: the local work alone, without the waits for the fake) | ${fmt(Number(batchRun.itemsPerCpuSecond))} |
 | peak RSS of \`dist/spool\` | ${fmt(batchRss)} MB |
 
-Goals: local work ≥ 50,000 items/s (${mark(batchRate >= 50_000)}); peak RSS ≤ 200 MB (${mark(batchRss <= 200)}).
+Goals: local work ≥ 50,000 items/s (${mark(batchRate >= 50_000)} by wall time; ${mark(Number(batchRun.itemsPerCpuSecond) >= 50_000)} by CPU time); peak RSS ≤ 200 MB (${mark(batchRss <= 200)}).
 
 Where the time goes (a CPU profile of the same run at 100,000 items, \`bun --cpu-prof\` on the sources): applying the
 lines ~40% (SQLite updating each item and inserting its attempt row ~20%, the commits ~9%, reading and parsing the
