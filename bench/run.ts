@@ -445,7 +445,7 @@ primary key), a statement per line instead of one \`json_each\` statement per ch
 written once when the line comes back instead of inserted at packing and updated, the line commits without an fsync of
 their own (safe: ARCHITECTURE.md, "Batch mode"), a batch packed and sent while others are applied, and \`Bun.gc\`
 hints while packing and applying (while a 50,000-item batch is packed, RSS rose 53 MB without them and 33 MB with them). Larger apply chunks (20,000 lines) were not faster here
-and raised the peak RSS past 200 MB. The goal needs roughly another 3.5×: the ledger work per item (an update with two
+and raised the peak RSS past 200 MB. The goal needs roughly another 2.5–3× (by CPU time, 2.4×): the ledger work per item (an update with two
 index changes, an attempt row, the queued → submitted update) is what remains, and was not cut further this session.
 `
 await Bun.write(join(root, "docs", "BENCHMARKS.md"), md + batchMd)
