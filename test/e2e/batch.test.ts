@@ -361,6 +361,52 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     expect(runs[0]!.state).toBe("cancelled")
   }, 60_000)
 
+  test("spool status shows each live batch's progress as the provider reports it", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, batch: { validatingMs: 800, processingMs: 3000 } })
+    writeFileSync(tmp.join("in.jsonl"), input(40))
+    writeFileSync(tmp.join("job.toml"), job(fake.url))
+    const home = tmp.join("home")
+    const child = start(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    const seen = new Set<string>()
+    const phases: string[] = []
+    while (child.exitCode === null) {
+      await Bun.sleep(50)
+      const status = await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })
+      // before the run is created there is nothing to show
+      if (status.code !== 0) continue
+      const view = JSON.parse(status.stdout) as {
+        batches: { phase: string; done: number | null; items: number }[]
+      }
+      const b = view.batches[0]
+      if (b && !seen.has(b.phase)) {
+        seen.add(b.phase)
+        phases.push(b.phase)
+      }
+      if (b?.phase === "in_progress") {
+        // the text view, read on its own: the batch may have moved on in between
+        const text = await spool(["status", "--home", home], { cwd: tmp.path, env })
+        const n = /#1 batch_\w+ {2}in progress (\d+)\/40\n/.exec(text.stdout)?.[1]
+        if (n !== undefined && Number(n) > 0 && Number(n) < 40) seen.add("n of m")
+      }
+    }
+    expect(await child.exited).toBe(0)
+    const last = JSON.parse(
+      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
+    ) as {
+      batches: { phase: string; outcome: string; done: number }[]
+    }
+    phases.push(last.batches[0]!.phase)
+    expect(last.batches[0]).toMatchObject({ outcome: "completed", done: 40 })
+    // the provider's phases in order, with a count part-way through
+    expect([...new Set(phases.filter((p) => ["validating", "in_progress", "ended"].includes(p)))]).toEqual([
+      "validating",
+      "in_progress",
+      "ended",
+    ])
+    expect(seen.has("n of m")).toBe(true)
+  }, 60_000)
+
   test("spool cancel with no process running cancels the batches itself and salvages them", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 3000 } })
