@@ -1,7 +1,7 @@
 /** Logs: people read consola on stderr; tools read JSON lines in .spool/logs/spool.log, rotated. */
 import { createConsola, type ConsolaInstance } from "consola"
 import { appendFileSync, chmodSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 
 export const ROTATE_BYTES = 10 * 1024 * 1024
 export const KEEP = 5
@@ -45,7 +45,17 @@ function write(level: string, msg: string, fields: Record<string, unknown>): voi
   const line = `${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`
   if (written + line.length > limit && written > 0) rotate(file)
   const fresh = written === 0 && !existsSync(file)
-  appendFileSync(file, line, { mode: 0o600 })
+  try {
+    appendFileSync(file, line, { mode: 0o600 })
+  } catch {
+    // the log directory was removed under us: make it again once; a log that cannot be written must not stop a run
+    try {
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+      appendFileSync(file, line, { mode: 0o600 })
+    } catch {
+      return
+    }
+  }
   if (fresh) chmodSync(file, 0o600)
   written += line.length
 }

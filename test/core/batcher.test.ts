@@ -8,6 +8,7 @@ import { Batcher } from "../../src/core/batcher.ts"
 import { client } from "../../src/core/engine.ts"
 import { ingest, plan } from "../../src/core/ingest.ts"
 import * as jobs from "../../src/core/job.ts"
+import * as log from "../../src/core/log.ts"
 import * as store from "../../src/core/store.ts"
 import type { BatchClient, ProviderClient } from "../../src/plugins/define.ts"
 import { startFake } from "../lib/fake-openai.ts"
@@ -39,6 +40,7 @@ ${batch}`,
   const { job } = jobs.load(tmp.join("job.toml"), {})
   const home = tmp.join(".spool")
   const db = store.open(home)
+  log.init(home)
   const planned = plan(job)
   const { run } = db.createRun(
     job.name,

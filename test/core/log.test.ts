@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test"
-import { existsSync, readFileSync, statSync } from "node:fs"
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs"
+import { join } from "node:path"
 import * as log from "../../src/core/log.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
@@ -26,5 +27,19 @@ describe("the log file", () => {
       .map((l) => JSON.parse(l).i as number)
     expect(last.at(-1)).toBe(199)
     expect(older.at(-1)! + 1).toBe(last[0]!)
+  })
+})
+
+describe("a log whose directory goes away", () => {
+  test("is made again at the next line; the line is written and nothing throws", async () => {
+    await using tmp = await tmpdir()
+    log.init(tmp.path)
+    log.info("first", {})
+    rmSync(join(tmp.path, "logs"), { recursive: true })
+    expect(() => log.info("second", { n: 2 })).not.toThrow()
+    const lines = readFileSync(join(tmp.path, "logs", "spool.log"), "utf8")
+      .trim()
+      .split("\n")
+    expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual(["second"])
   })
 })
