@@ -13,6 +13,7 @@ import OpenAI, {
   toStreamingFile,
 } from "openai"
 import type { Batch } from "openai/resources/batches"
+import { closeSync, fsyncSync, openSync, writeSync } from "node:fs"
 import { open, rename, rm } from "node:fs/promises"
 import { dirname } from "node:path"
 import type { BatchClient, BatchLine, ProviderContext, RemoteBatch, Reply, Request } from "../define.ts"
@@ -21,9 +22,9 @@ import {
   body,
   classify,
   DEFAULT_BASE_URL,
-  reply,
+  replyOf,
   responsesBody,
-  responsesReply,
+  responsesReplyOf,
   type ErrorDetail,
 } from "./openai.ts"
 import { unanswered, type SdkErrors } from "./status.ts"
@@ -186,25 +187,25 @@ export async function save(
   }
   // a .part left by a crash may have other permissions: start from nothing, so the mode below applies
   await disk(() => rm(part, { force: true }))
-  const handle = await disk(() => open(part, "w", 0o600))
+  const fd = await disk(async () => openSync(part, "w", 0o600))
   try {
     if (stream) {
       for await (const chunk of stream) {
         touch()
+        // a chunk at a time, synchronously: an awaited write per chunk cost more than the writing itself
         let offset = 0
-        while (offset < chunk.length) {
-          const { bytesWritten } = await disk(() => handle.write(chunk, offset, chunk.length - offset))
-          offset += bytesWritten
-        }
+        while (offset < chunk.length) offset += await disk(async () => writeSync(fd, chunk, offset))
       }
     }
-    await disk(() => handle.sync())
+    await disk(async () => fsyncSync(fd))
   } catch (error) {
-    await handle.close().catch(() => {})
+    try {
+      closeSync(fd)
+    } catch {}
     await rm(part, { force: true }).catch(() => {})
     throw error
   }
-  await disk(() => handle.close())
+  await disk(async () => closeSync(fd))
   await disk(() => rename(part, path))
   // the rename itself is durable once the directory is synced (not every platform lets a directory be opened)
   const dir = await open(dirname(path), "r").catch(() => undefined)
@@ -233,7 +234,7 @@ export function openaiBatch(context: ProviderContext, endpoint: "chat" | "respon
   const responses = endpoint === "responses"
   const url = responses ? "/v1/responses" : "/v1/chat/completions"
   const build = responses ? responsesBody : body
-  const read: (status: number, text: string) => Reply = responses ? responsesReply : reply
+  const read: (status: number, body: unknown) => Reply = responses ? responsesReplyOf : replyOf
   const model = context.model
   // The SDK rejects a timeout that is not a whole number of milliseconds.
   const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
@@ -356,10 +357,13 @@ export function openaiBatch(context: ProviderContext, endpoint: "chat" | "respon
       const response = line?.response
       if (response && typeof response.status_code === "number") {
         const status = response.status_code
-        const payload = response.body === undefined ? "" : JSON.stringify(response.body)
-        if (status !== 200) return { customId, error: classify(status, payload, new Headers()) }
+        if (status !== 200) {
+          const payload = response.body === undefined ? "" : JSON.stringify(response.body)
+          return { customId, error: classify(status, payload, new Headers()) }
+        }
         try {
-          return { customId, reply: read(status, payload) }
+          // the body is read as it was parsed with its line: no second JSON round trip per line
+          return { customId, reply: read(status, response.body) }
         } catch (error) {
           if (error instanceof ProviderError) return { customId, error }
           throw error

@@ -74,7 +74,12 @@ type ResponseObject = {
 
 /** Reads a Responses API answer: the `output_text` parts of its `message` items, joined; or says why it has none. */
 export function responsesReply(status: number, text: string): Reply {
-  const parsed = (json(status, text) ?? {}) as ResponseObject
+  return responsesReplyOf(status, json(status, text))
+}
+
+/** `responsesReply` of a body already parsed (a batch output line's `response.body`). */
+export function responsesReplyOf(status: number, body: unknown): Reply {
+  const parsed = (body ?? {}) as ResponseObject
   const parts: string[] = []
   const refusals: string[] = []
   for (const item of Array.isArray(parsed.output) ? parsed.output : []) {
@@ -208,7 +213,12 @@ export function json(status: number, text: string): unknown {
 
 /** Reads a completion, or says why the body is not one. */
 export function reply(status: number, text: string): Reply {
-  const parsed = (json(status, text) ?? {}) as Completion
+  return replyOf(status, json(status, text))
+}
+
+/** `reply` of a body already parsed (a batch output line's `response.body`). */
+export function replyOf(status: number, body: unknown): Reply {
+  const parsed = (body ?? {}) as Completion
   const choice = parsed.choices?.[0]
   const content = choice?.message?.content
   const refusal = choice?.message?.refusal
