@@ -42,6 +42,8 @@ export interface BatchProgress {
   failed: number
 }
 
+/** The spend cap counts each item of a new batch at this much of the most one item has cost so far. */
+const BATCH_MARGIN = 1.25
 /** How long the batch lease lasts without renewal. */
 const LEASE_MS = 60_000
 /** Lines settled per transaction while applying a result file. */
@@ -209,7 +211,7 @@ export class Batcher {
         const [moved, packed] = await Promise.all([this.advance(), paused ? false : this.pack()])
         if (this.stopping) return "interrupted"
         if (this.pausedBy) return "paused"
-        if (this.capped && store.liveBatches(run.id).length === 0) return "paused"
+        if (this.capped && store.liveBatches(run.id).length === 0 && this.affordable() <= 0) return "paused"
         if (!paused && (await this.tail())) continue
         if (this.finished()) return "done"
         if (!moved && !packed) await this.waker.sleep(this.untilDue())
@@ -591,8 +593,7 @@ export class Batcher {
 
   /**
    * How many more items the spend cap allows: what is spent, plus an estimate for every item in a live batch, must
-   * stay under it. The estimate is the average cost of an attempt so far, or before any has ended, a bound from the
-   * prompt's length and max_tokens; all at the batch price.
+   * stay under it; all at the batch price.
    */
   private affordable(): number {
     const budget = this.o.budget
@@ -607,19 +608,26 @@ export class Batcher {
       batch_output_tokens: s.batch.outputTokens,
       batch_cached_tokens: s.batch.cachedTokens,
     })
-    // a batch item's attempt is recorded when its line comes back: every attempt row has ended, or is a direct call
-    const ended = s.attempts
+    // A whole batch goes out at once and cannot be stopped part-way, so each of its items is counted at a quarter
+    // more than the most one item has cost so far (not the average: items later in an input are often longer, and
+    // a run's first items say little of its last); before any has come back, at a bound from the prompt's length
+    // (and ~400 characters of row) and max_tokens.
+    const largest = store.largestAttempt(run.id)
     const input = Math.ceil(((job.request.system ?? "").length + job.request.prompt.length + 400) / 4)
-    const each =
-      ended > 0
-        ? spent / ended
-        : cost(budget.price, { input_tokens: input, output_tokens: job.request.max_tokens ?? 1000 }, true)
+    const each = largest
+      ? cost(budget.price, { input_tokens: largest.input, output_tokens: largest.output }, true) *
+        BATCH_MARGIN
+      : cost(budget.price, { input_tokens: input, output_tokens: job.request.max_tokens ?? 1000 }, true)
     const inBatches = s.counts.queued + s.counts.submitted
     const room = each > 0 ? Math.floor((budget.capUsd - spent - each * inBatches) / each) : Infinity
-    if (room <= 0 && !this.capped) {
+    // while batches are live their estimate holds the room; once they end, their real cost decides
+    if (room <= 0) {
+      if (!this.capped)
+        log.warn("spend cap reached: no new batch is sent; live batches are still followed", {
+          run: run.name,
+        })
       this.capped = `the spend cap of $${budget.capUsd} is reached ($${spent.toFixed(4)} spent)`
-      log.warn("spend cap reached: no new batch is sent; live batches are still followed", { run: run.name })
-    }
+    } else this.capped = undefined
     return room
   }
 

@@ -673,6 +673,12 @@ export class Store {
     return this.q.hasOpen.get(run) !== null
   }
 
+  /** The most input and output tokens one attempt of the run has used: a bound for what the next one will. */
+  largestAttempt(run: number): { input: number; output: number } | null {
+    const row = this.q.largestAttempt.get(run)
+    return row && row.input !== null ? { input: row.input, output: row.output ?? 0 } : null
+  }
+
   /** The processes that hold a lease on the run: items in flight, ingestion, batches. */
   leaseHolders(run: number): string[] {
     return this.q.leaseHolders.all(run).map((r) => r.owner)
@@ -1122,6 +1128,10 @@ function prepare(db: Database) {
     ),
     releaseBatchLease: q<void, [number, string]>(
       "UPDATE runs SET batch_owner = NULL, batch_expires = NULL WHERE id = ? AND batch_owner = ?",
+    ),
+    largestAttempt: q<{ input: number | null; output: number | null }, [number]>(
+      `SELECT max(input_tokens) AS input, max(output_tokens) AS output FROM attempts
+       WHERE run_id = ? AND outcome IS NOT NULL AND input_tokens IS NOT NULL`,
     ),
     hasOpen: q<{ one: number }, [number]>(
       `SELECT 1 AS one FROM items WHERE run_id = ?

@@ -274,6 +274,50 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     await allDoneOnce(fake, tmp.path, home, 30)
   }, 60_000)
 
+  test("max_cost_usd: no batch goes out that would pass the cap at the batch price; a higher cap finishes the run", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY })
+    writeFileSync(tmp.join("in.jsonl"), input(100))
+    writeFileSync(
+      tmp.join("job.toml"),
+      job(fake.url).replace("batch_size = 40", "batch_size = 20") +
+        "[pricing]\ninput = 1000\noutput = 1000\n",
+    )
+    const home = tmp.join("home")
+    const capped = await spool(["run", "job.toml", "--home", home, "--max-cost-usd", "0.4"], {
+      cwd: tmp.path,
+      env,
+    })
+    expect(capped.code).toBe(1)
+    expect(capped.stderr).toContain('run "batchy" paused: the spend cap of $0.4 is reached')
+    type View = { state: string; counts: { completed: number; pending: number }; spend: { usd: number } }
+    const view = async () =>
+      JSON.parse((await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout) as View
+    const paused = await view()
+    expect(paused.state).toBe("paused")
+    expect(paused.counts.completed).toBeGreaterThan(20)
+    expect(paused.counts.completed).toBeLessThan(100)
+    expect(paused.counts.pending).toBe(100 - paused.counts.completed)
+    // spent within the cap: once one batch has ended, each next one is sized by the average cost so far
+    expect(paused.spend.usd).toBeLessThanOrEqual(0.4)
+    // the batch price: half of what the same tokens cost in direct calls
+    const lines = await results(tmp.path, home)
+    const db = new Database(join(home, "spool.db"), { readonly: true })
+    const t = db
+      .query<{ i: number; o: number }, []>(
+        "SELECT input_tokens AS i, output_tokens AS o FROM items WHERE key = 'id-1'",
+      )
+      .get()!
+    db.close()
+    expect(lines[0]!.cost_usd).toBeCloseTo(((t.i + t.o) * 1000 * 0.5) / 1e6, 6)
+    const more = await spool(["run", "job.toml", "--home", home, "--max-cost-usd", "10"], {
+      cwd: tmp.path,
+      env,
+    })
+    expect(more.code).toBe(0)
+    await allDoneOnce(fake, tmp.path, home, 100)
+  }, 60_000)
+
   test("a 404 right after create is waited out; out-of-order results map back to their items", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 100 } })
