@@ -485,23 +485,10 @@ export class Batcher {
     const endedAt = Date.now()
     const max = job.limits.max_attempts
     if (line.reply) {
-      const reply = line.reply
-      const usage = {
-        status: 200,
-        inputTokens: reply.usage.input_tokens,
-        outputTokens: reply.usage.output_tokens,
-        cachedTokens: reply.usage.cached_input_tokens ?? 0,
-      }
-      const checked = schemas.gate(reply, this.validate)
-      if (checked.ok) return { item, to: "completed", label: "ok", output: reply.text, endedAt, ...usage }
-      const failed = {
-        item,
-        endedAt,
-        ...usage,
-        errorClass: "output" as const,
-        error: checked.gate,
-        output: reply.text,
-      }
+      const judged = schemas.judge(line.reply, this.validate)
+      if (judged.ok)
+        return { item, to: "completed", label: "ok", output: judged.output, endedAt, ...judged.usage }
+      const failed = { item, endedAt, ...judged.usage, ...judged.failed }
       return attempt < max
         ? { ...failed, to: "pending", label: "retry" }
         : { ...failed, to: "needs_review", label: "needs_review" }

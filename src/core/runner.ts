@@ -359,30 +359,17 @@ export class Runner {
       this.limiter.observe(reply.rate)
       this.limiter.settle(tokens, reply.usage.input_tokens + reply.usage.output_tokens)
       this.limiter.succeeded()
-      const usage = {
-        status: 200,
-        inputTokens: reply.usage.input_tokens,
-        outputTokens: reply.usage.output_tokens,
-        cachedTokens: reply.usage.cached_input_tokens ?? 0,
-      }
-      const checked = schemas.gate(reply, this.validate)
-      if (!checked.ok) {
+      const judged = schemas.judge(reply, this.validate)
+      if (!judged.ok) {
         // an answer that fails a gate is an attempt like any other: retried, then left for a person to review
-        const failed = {
-          ...base,
-          ...end(),
-          ...usage,
-          errorClass: "output" as const,
-          error: checked.gate,
-          output: reply.text,
-        }
+        const failed = { ...base, ...end(), ...judged.usage, ...judged.failed }
         if (item.attempt < this.o.job.limits.max_attempts) {
           const nextAt = Date.now() + retry.delay(item.attempt, undefined, this.o.policy)
           return { ...failed, to: "retry_wait", label: "retry", nextAt }
         }
         return { ...failed, to: "needs_review", label: "needs_review" }
       }
-      return { ...base, ...end(), ...usage, to: "completed", label: "ok", output: reply.text }
+      return { ...base, ...end(), ...judged.usage, to: "completed", label: "ok", output: judged.output }
     } catch (err) {
       if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted" }
       const e =

@@ -81,6 +81,29 @@ export function gate(reply: Reply, validate: ((value: unknown) => string | undef
   return violation ? { ok: false, gate: violation } : { ok: true, value }
 }
 
+/**
+ * An answer in the ledger's terms, for a direct call and a batch line alike: its usage, and either its output (every
+ * gate passed) or why it failed one (an `output` error, with the answer kept for review).
+ */
+export function judge(
+  reply: Reply,
+  validate: ((value: unknown) => string | undefined) | undefined,
+):
+  | { ok: true; usage: Usage; output: string }
+  | { ok: false; usage: Usage; failed: { errorClass: "output"; error: string; output: string } } {
+  const usage = {
+    status: 200,
+    inputTokens: reply.usage.input_tokens,
+    outputTokens: reply.usage.output_tokens,
+    cachedTokens: reply.usage.cached_input_tokens ?? 0,
+  }
+  const checked = gate(reply, validate)
+  if (checked.ok) return { ok: true, usage, output: reply.text }
+  return { ok: false, usage, failed: { errorClass: "output", error: checked.gate, output: reply.text } }
+}
+
+type Usage = { status: number; inputTokens: number; outputTokens: number; cachedTokens: number }
+
 /** A validator that names the first violation: "schema violation at /label: must be equal to one of …". */
 export function validator(schema: JsonSchema): (value: unknown) => string | undefined {
   const check = new Ajv({ strict: false, allErrors: false }).compile(schema)
