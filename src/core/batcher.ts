@@ -21,8 +21,8 @@ import * as template from "./template.ts"
 import { Store, type Batch, type LineOutcome, type Packable, type Run } from "./store.ts"
 import { Runner, dead, type Ending } from "./runner.ts"
 import type { Job } from "./job.ts"
-import { cost, paidCost, type Price } from "./pricing.ts"
-import type { BatchClient, BatchLine, BatchTag, ProviderClient, Request } from "../plugins/define.ts"
+import { cost, spentOf, type Price } from "./pricing.ts"
+import type { BatchClient, BatchLine, BatchTag, ProviderClient } from "../plugins/define.ts"
 
 export interface BatcherOptions {
   store: Store
@@ -144,7 +144,7 @@ export class Batcher {
   private readonly prompt: template.Template
   private readonly validate: ((value: unknown) => string | undefined) | undefined
   private readonly dir: string
-  private readonly abort = new AbortController()
+  private readonly calls = new AbortController()
   private stopping = false
   private readonly waker = new Waker()
   /** Intents this process committed and has not yet tried to create: nothing can exist at the provider for them. */
@@ -158,6 +158,8 @@ export class Batcher {
   /** Nothing new is packed before this time (ms): the queue was full with none of our batches in it. */
   private packAfter = 0
   private tailRunner: Runner | undefined
+  /** Set when the spend cap stopped the direct calls of the realtime tail. */
+  private tailCapped: string | undefined
   /** Batches in a row that the provider failed without one result line. */
   private emptyFailures = 0
 
@@ -177,8 +179,8 @@ export class Batcher {
   }
 
   /** Cuts the provider call in flight short. */
-  cut(): void {
-    this.abort.abort(new Error("interrupted"))
+  abort(): void {
+    this.calls.abort(new Error("interrupted"))
     this.tailRunner?.abort()
   }
 
@@ -187,7 +189,7 @@ export class Batcher {
   }
 
   private get signal(): AbortSignal {
-    return this.abort.signal
+    return this.calls.signal
   }
 
   async loop(): Promise<Ending | "cancelled"> {
@@ -213,6 +215,7 @@ export class Batcher {
         if (this.pausedBy) return "paused"
         if (this.capped && store.liveBatches(run.id).length === 0 && this.affordable() <= 0) return "paused"
         if (!paused && (await this.tail())) continue
+        if (this.tailCapped) return "paused"
         if (this.finished()) return "done"
         if (!moved && !packed) await this.waker.sleep(this.untilDue())
       }
@@ -587,14 +590,7 @@ export class Batcher {
     if (!budget) return Number.POSITIVE_INFINITY
     const { store, run, job } = this.o
     const s = store.summary(run.id)
-    const spent = paidCost(budget.price, {
-      input_tokens: s.inputTokens,
-      output_tokens: s.outputTokens,
-      cached_input_tokens: s.cachedTokens,
-      batch_input_tokens: s.batch.inputTokens,
-      batch_output_tokens: s.batch.outputTokens,
-      batch_cached_tokens: s.batch.cachedTokens,
-    })
+    const spent = spentOf(budget.price, s)
     // A whole batch goes out at once and cannot be stopped part-way, so each of its items is counted at a quarter
     // more than the most one item has cost so far (not the average: items later in an input are often longer, and
     // a run's first items say little of its last); before any has come back, at a bound from the prompt's length
@@ -629,20 +625,6 @@ export class Batcher {
     return { tokens, requests, batches: max > 0 ? max - live.length : Infinity }
   }
 
-  private request(item: Packable): Request | { missing: string[] } {
-    const { request } = this.o.job
-    const prompt = template.render(this.prompt, JSON.parse(item.data) as Record<string, unknown>)
-    if (typeof prompt !== "string") return prompt
-    return {
-      system: request.system,
-      prompt,
-      max_tokens: request.max_tokens,
-      temperature: request.temperature,
-      params: request.params,
-      schema: this.o.job.output,
-    }
-  }
-
   /**
    * Writes the request file of one batch and commits its intent. A retried item's line is its exact earlier
    * request, read back from the batch file it was sent in, under its new custom_id.
@@ -661,12 +643,7 @@ export class Batcher {
       for (const item of candidates) {
         const text = await this.lineOf(item, `${tag}_${item.id}`, files)
         if (typeof text !== "string") {
-          const fields = text.missing.map((f) => `"${f}"`).join(", ")
-          failed.push({
-            id: item.id,
-            errorClass: "template",
-            error: `the row has no field ${fields} for the prompt's placeholder${text.missing.length > 1 ? "s" : ""}`,
-          })
+          failed.push({ id: item.id, errorClass: "template", error: text.unfilled })
           continue
         }
         const size = Buffer.byteLength(text) + 1
@@ -731,7 +708,7 @@ export class Batcher {
     item: Packable,
     customId: string,
     files: Map<number, string | null>,
-  ): Promise<string | { missing: string[] }> {
+  ): Promise<string | { unfilled: string }> {
     if (item.batch_id !== null && item.batch_offset !== null && item.batch_bytes !== null) {
       let file = files.get(item.batch_id)
       if (file === undefined) {
@@ -746,8 +723,8 @@ export class Batcher {
         if (typeof before.custom_id === "string") return JSON.stringify({ ...before, custom_id: customId })
       }
     }
-    const request = this.request(item)
-    if ("missing" in request) return request
+    const request = template.requestOf(this.o.job, this.prompt, item.data)
+    if ("unfilled" in request) return request
     return this.api.line(customId, request)
   }
 
@@ -765,6 +742,9 @@ export class Batcher {
     const left = c.pending + c.retry_wait
     if (left === 0 || left > n) return false
     log.info("finishing the last items with direct calls", { run: run.name, items: left })
+    // the spend cap holds for direct calls too: they start from what the run has spent, batches included
+    const budget = this.o.budget
+    const spent = budget ? store.summary(run.id) : undefined
     const runner = new Runner({
       store,
       run,
@@ -772,6 +752,16 @@ export class Batcher {
       client: this.o.client,
       owner: this.o.owner,
       ...(this.o.policy ? { policy: this.o.policy } : {}),
+      ...(budget && spent
+        ? {
+            budget: {
+              capUsd: budget.capUsd,
+              price: budget.price,
+              spentUsd: spentOf(budget.price, spent),
+              attempts: spent.attempts,
+            },
+          }
+        : {}),
     })
     this.tailRunner = runner
     runner.onCommit = (p) => {
@@ -785,6 +775,8 @@ export class Batcher {
     this.progress.completed += runner.progress.completed
     this.progress.failed += runner.progress.failed
     if (runner.pausedBy) this.pausedBy = runner.pausedBy
+    // the cap stopped the direct calls: the run pauses as it would for batches
+    if (runner.capped) this.capped = this.tailCapped = runner.capped
     return ending === "done"
   }
 

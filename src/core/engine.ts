@@ -8,7 +8,7 @@ import * as store from "./store.ts"
 import * as template from "./template.ts"
 import { ingest, plan, preflight, verify, type Planned } from "./ingest.ts"
 import { Runner, dead, ownerId, type Budget, type Progress } from "./runner.ts"
-import { cost, priceOf } from "./pricing.ts"
+import { priceOf, spentOf } from "./pricing.ts"
 import { assertUsable } from "./schema.ts"
 import type { BatchClient, Provider, ProviderClient } from "../plugins/define.ts"
 import { Batcher } from "./batcher.ts"
@@ -182,16 +182,12 @@ export async function prepare(o: StartOptions): Promise<Session> {
     budget = {
       capUsd: job.limits.max_cost_usd,
       price,
-      spentUsd: cost(price, {
-        input_tokens: spent.inputTokens,
-        output_tokens: spent.outputTokens,
-        cached_input_tokens: spent.cachedTokens,
-      }),
+      spentUsd: spentOf(price, spent),
       attempts: spent.attempts,
     }
   }
-  const runner = new Runner({ store: db, run, job, client: provider, owner, policy, budget })
-  const batcher =
+  // realtime calls or provider batches: the same ledger, driven one way or the other
+  const driver =
     job.provider.mode === "batch"
       ? new Batcher({
           store: db,
@@ -203,7 +199,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
           policy,
           budget: budget && { capUsd: budget.capUsd, price: budget.price },
         })
-      : undefined
+      : new Runner({ store: db, run, job, client: provider, owner, policy, budget })
   const counts = db.counts(run.id)
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
   const terminal = counts.completed + counts.failed + counts.needs_review
@@ -226,14 +222,12 @@ export async function prepare(o: StartOptions): Promise<Session> {
       }
       const added = await ingest(db, current, inputs, lease, ingestAbort.signal, (n) => {
         ticker.total += n
-        runner.poke()
-        batcher?.poke()
+        driver.poke()
       })
       if (added.problems > 0) {
         log.warn("input lines skipped", { run: current.name, count: added.problems, see: "spool status" })
       }
-      runner.poke()
-      batcher?.poke()
+      driver.poke()
     }
   }
 
@@ -243,29 +237,23 @@ export async function prepare(o: StartOptions): Promise<Session> {
     ticker,
     stop(graceMs) {
       ingestAbort.abort()
-      runner.stop()
-      batcher?.stop()
-      setTimeout(() => (runner.abort(), batcher?.cut()), graceMs).unref()
+      driver.stop()
+      setTimeout(() => driver.abort(), graceMs).unref()
     },
     async execute(onTick) {
-      const tick = (p: Progress) => {
+      const tick = (p: Pick<Progress, "completed" | "failed">) => {
         ticker.done = ticker.doneAtStart + p.completed + p.failed
         ticker.failed = counts.failed + p.failed
         onTick?.(ticker)
       }
       const reading = ingester().catch((err: unknown) => {
-        runner.stop()
-        batcher?.stop()
+        driver.stop()
         throw err
       })
       // awaited after the loop; until then a rejection must not count as unhandled (it would end the process)
       reading.catch(() => {})
-      runner.onCommit = tick
-      let ending
-      if (batcher) {
-        batcher.onCommit = (p) => tick({ ...p, retried: 0, inFlight: 0 })
-        ending = await batcher.loop()
-      } else ending = await runner.loop()
+      driver.onCommit = tick
+      const ending = await driver.loop()
       await reading
       onTick?.(ticker)
       try {
@@ -273,8 +261,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
           db,
           current,
           ending,
-          (batcher?.pausedBy ?? runner.pausedBy)?.message ?? batcher?.capped ?? runner.capped,
-          (batcher?.capped ?? runner.capped) !== undefined,
+          driver.pausedBy?.message ?? driver.capped,
+          driver.capped !== undefined,
         )
       } finally {
         db.close()

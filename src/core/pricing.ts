@@ -98,6 +98,26 @@ export function cost(
   return batch ? usd * (1 - price.batch_discount) : usd
 }
 
+/** What a run has spent so far, from its ledger totals (`Store.summary`): the batch part at the batch price. */
+export function spentOf(
+  price: Price,
+  s: {
+    inputTokens: number
+    outputTokens: number
+    cachedTokens: number
+    batch: { inputTokens: number; outputTokens: number; cachedTokens: number }
+  },
+): number {
+  return paidCost(price, {
+    input_tokens: s.inputTokens,
+    output_tokens: s.outputTokens,
+    cached_input_tokens: s.cachedTokens,
+    batch_input_tokens: s.batch.inputTokens,
+    batch_output_tokens: s.batch.outputTokens,
+    batch_cached_tokens: s.batch.cachedTokens,
+  })
+}
+
 /** Tokens of which a part was paid at the batch price (an item, or a run's totals). */
 export interface Paid {
   input_tokens: number

@@ -5,7 +5,7 @@ import type { Listed } from "../plugins/registry.ts"
 import type { State } from "./states.ts"
 import type { Batch, Run, Store } from "./store.ts"
 import type { Job } from "./job.ts"
-import { paidCost, priceOf, type Priced } from "./pricing.ts"
+import { paidCost, priceOf, spentOf, type Priced } from "./pricing.ts"
 
 export interface StatusView {
   id: number
@@ -104,14 +104,7 @@ export function status(db: Store, run: Run, now = Date.now()): StatusView {
     output_tokens: s.outputTokens,
     cached_input_tokens: s.cachedTokens,
   }
-  const spent = prices
-    ? paidCost(prices, {
-        ...tokens,
-        batch_input_tokens: s.batch.inputTokens,
-        batch_output_tokens: s.batch.outputTokens,
-        batch_cached_tokens: s.batch.cachedTokens,
-      })
-    : null
+  const spent = prices ? spentOf(prices, s) : null
   const finished = s.counts.completed + s.counts.failed + s.counts.needs_review
   const start = s.firstStarted ?? run.created_at
   const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)

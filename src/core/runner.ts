@@ -330,32 +330,18 @@ export class Runner {
     const started = performance.now()
     const base = { item: item.id, attempt: item.attempt }
     const end = () => ({ latencyMs: Math.round(performance.now() - started), endedAt: Date.now() })
-    const row = JSON.parse(item.data) as Record<string, unknown>
-    const prompt = template.render(this.prompt, row)
-    if (typeof prompt !== "string") {
-      const fields = prompt.missing.map((f) => `"${f}"`).join(", ")
+    const request = template.requestOf(this.o.job, this.prompt, item.data)
+    if ("unfilled" in request)
       return {
         ...base,
         ...end(),
         to: "failed",
         label: "failed",
         errorClass: "template",
-        error: `the row has no field ${fields} for the prompt's placeholder${prompt.missing.length > 1 ? "s" : ""}`,
+        error: request.unfilled,
       }
-    }
-    const { request } = this.o.job
     try {
-      const reply = await this.o.client.call(
-        {
-          system: request.system,
-          prompt,
-          max_tokens: request.max_tokens,
-          temperature: request.temperature,
-          params: request.params,
-          schema: this.o.job.output,
-        },
-        signal,
-      )
+      const reply = await this.o.client.call(request, signal)
       this.limiter.observe(reply.rate)
       this.limiter.settle(tokens, reply.usage.input_tokens + reply.usage.output_tokens)
       this.limiter.succeeded()

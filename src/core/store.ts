@@ -457,18 +457,32 @@ export class Store {
    * the ledger at once. Succeeds when nobody holds it, the holder is us, or the holder's lease has lapsed.
    */
   leaseIngest(run: number, owner: string, ms: number, dead: (owner: string) => boolean): boolean {
+    return this.lease("ingest", run, owner, ms, dead)
+  }
+
+  /**
+   * A run-wide lease (ingestion, or driving its batches): taken when nobody holds it, the holder is `owner`, or the
+   * holder's lease has lapsed or its process is known dead.
+   */
+  private lease(
+    kind: "ingest" | "batch",
+    run: number,
+    owner: string,
+    ms: number,
+    dead: (owner: string) => boolean,
+  ): boolean {
+    const [get, set] =
+      kind === "ingest"
+        ? [this.q.ingestLease, this.q.setIngestLease]
+        : [this.q.batchLease, this.q.setBatchLease]
     return this.db
       .transaction(() => {
-        const row = this.q.ingestLease.get(run)
+        const row = get.get(run)
         if (!row) return false
         const now = Date.now()
-        const free =
-          row.ingest_owner === null ||
-          row.ingest_owner === owner ||
-          (row.ingest_expires ?? 0) < now ||
-          dead(row.ingest_owner)
+        const free = row.owner === null || row.owner === owner || (row.expires ?? 0) < now || dead(row.owner)
         if (!free) return false
-        this.q.setIngestLease.run(owner, now + ms, run)
+        set.run(owner, now + ms, run)
         return true
       })
       .immediate()
@@ -641,27 +655,13 @@ export class Store {
 
   /** The right to pack, submit, poll and apply a run's batches: one process at a time, as with ingestion. */
   leaseBatches(run: number, owner: string, ms: number, dead: (owner: string) => boolean): boolean {
-    return this.db
-      .transaction(() => {
-        const row = this.q.batchLease.get(run)
-        if (!row) return false
-        const now = Date.now()
-        const free =
-          row.batch_owner === null ||
-          row.batch_owner === owner ||
-          (row.batch_expires ?? 0) < now ||
-          dead(row.batch_owner)
-        if (!free) return false
-        this.q.setBatchLease.run(owner, now + ms, run)
-        return true
-      })
-      .immediate()
+    return this.lease("batch", run, owner, ms, dead)
   }
 
   /** Who holds the batch lease, while it is held. */
   batchHolder(run: number): string | null {
     const row = this.q.batchLease.get(run)
-    return row?.batch_owner && (row.batch_expires ?? 0) >= Date.now() ? row.batch_owner : null
+    return row?.owner && (row.expires ?? 0) >= Date.now() ? row.owner : null
   }
 
   releaseBatches(run: number, owner: string): void {
@@ -992,8 +992,8 @@ function prepare(db: Database) {
     ),
     setResume: q<void, [string, number]>("UPDATE runs SET resume = ? WHERE id = ?"),
     inputs: q<Input, [number]>("SELECT * FROM inputs WHERE run_id = ? ORDER BY idx"),
-    ingestLease: q<{ ingest_owner: string | null; ingest_expires: number | null }, [number]>(
-      "SELECT ingest_owner, ingest_expires FROM runs WHERE id = ?",
+    ingestLease: q<Lease, [number]>(
+      "SELECT ingest_owner AS owner, ingest_expires AS expires FROM runs WHERE id = ?",
     ),
     setIngestLease: q<void, [string, number, number]>(
       "UPDATE runs SET ingest_owner = ?, ingest_expires = ? WHERE id = ?",
@@ -1120,8 +1120,8 @@ function prepare(db: Database) {
       `SELECT items.*, inputs.path FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
        WHERE items.run_id = ? AND items.state = ? ORDER BY items.id`,
     ),
-    batchLease: q<{ batch_owner: string | null; batch_expires: number | null }, [number]>(
-      "SELECT batch_owner, batch_expires FROM runs WHERE id = ?",
+    batchLease: q<Lease, [number]>(
+      "SELECT batch_owner AS owner, batch_expires AS expires FROM runs WHERE id = ?",
     ),
     setBatchLease: q<void, [string, number, number]>(
       "UPDATE runs SET batch_owner = ?, batch_expires = ? WHERE id = ?",
@@ -1276,6 +1276,8 @@ function prepare(db: Database) {
 }
 
 type Claimable = { id: number; state: State }
+
+type Lease = { owner: string | null; expires: number | null }
 
 const INSERT_ROWS = 50
 

@@ -1,4 +1,6 @@
 /** `{{field}}` prompt templates, parsed once and rendered per row. */
+import type { Request } from "../plugins/define.ts"
+import type { Job } from "./job.ts"
 
 type Part = string | { field: string; path: string[] }
 
@@ -57,4 +59,26 @@ export function render(template: Template, row: Record<string, unknown>): string
     out += typeof value === "string" ? value : JSON.stringify(value)
   }
   return absent ? { missing: absent } : out
+}
+
+/**
+ * The neutral request for one item (its row as JSON text): the job's request with the row's prompt; or, when the row
+ * cannot fill every placeholder, why (the item fails with it, as a `template` error).
+ */
+export function requestOf(job: Job, prompt: Template, data: string): Request | { unfilled: string } {
+  const text = render(prompt, JSON.parse(data) as Record<string, unknown>)
+  if (typeof text !== "string") {
+    const fields = text.missing.map((f) => `"${f}"`).join(", ")
+    const s = text.missing.length > 1 ? "s" : ""
+    return { unfilled: `the row has no field ${fields} for the prompt's placeholder${s}` }
+  }
+  const { request } = job
+  return {
+    system: request.system,
+    prompt: text,
+    max_tokens: request.max_tokens,
+    temperature: request.temperature,
+    params: request.params,
+    schema: job.output,
+  }
 }

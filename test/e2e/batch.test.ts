@@ -318,6 +318,48 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     await allDoneOnce(fake, tmp.path, home, 100)
   }, 60_000)
 
+  test("max_cost_usd holds for the realtime tail too: its direct calls start from what the batches spent", async () => {
+    await using tmp = await tmpdir()
+    // the batch expires half-way; the first direct call of the tail finds the quota spent, which pauses the run
+    await using fake = await startFake({ apiKey: KEY, faults: { rate: 1, kinds: ["quota"] } })
+    fake.batch.script = [{ end: { outcome: "expired", after: 0.5 } }]
+    writeFileSync(tmp.join("in.jsonl"), input(80))
+    writeFileSync(
+      tmp.join("job.toml"),
+      job(fake.url)
+        .replace("batch_size = 40", "batch_size = 80")
+        .replace("[limits]", "[limits]\ntail_realtime = 40\nconcurrency = 2") +
+        "[pricing]\ninput = 1000\noutput = 1000\n",
+    )
+    const home = tmp.join("home")
+    const first = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    expect(first.code).toBe(1)
+    expect(first.stderr).toContain("You exceeded your current quota")
+    type View = { counts: { completed: number; pending: number }; spend: { usd: number } }
+    const view = async () =>
+      JSON.parse((await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout) as View
+    const batched = await view()
+    expect(batched.counts.completed).toBe(40)
+    expect(fake.batch.paidLines).toBe(40)
+    // the quota is back; a cap 0.2 USD above what the batch spent lets only some of the 40 direct calls go out
+    fake.faults = undefined
+    const cap = Math.round((batched.spend.usd + 0.2) * 1000) / 1000
+    const run = await spool(["run", "job.toml", "--home", home, "--max-cost-usd", String(cap)], {
+      cwd: tmp.path,
+      env,
+    })
+    expect(run.code).toBe(1)
+    expect(run.stderr).toContain(`run "batchy" paused: the spend cap of $${cap} is reached`)
+    const capped = await view()
+    expect(fake.served.length).toBeGreaterThan(0)
+    expect(capped.counts.completed).toBe(40 + fake.served.length)
+    expect(capped.counts.completed).toBeLessThan(80)
+    expect(capped.counts.pending).toBe(80 - capped.counts.completed)
+    // past the cap by no more than the calls in flight (concurrency 2, one claimed ahead) at ~0.016 USD each
+    expect(capped.spend.usd).toBeLessThanOrEqual(cap + 3 * 0.02)
+    expect(fake.batch.batches.length).toBe(1)
+  }, 60_000)
+
   test("a 404 right after create is waited out; out-of-order results map back to their items", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 100 } })
