@@ -12,6 +12,7 @@ import { startFakeAnthropic } from "../lib/fake-anthropic.ts"
 import { validateSchema } from "../lib/spec.ts"
 import { spool, start, until } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
+import type { StatusView } from "../../src/core/report.ts"
 
 const KEY = "sk-test-batch-0123456789"
 const env = { OPENAI_API_KEY: KEY, ANTHROPIC_API_KEY: KEY }
@@ -63,6 +64,13 @@ async function results(cwd: string, home: string): Promise<Line[]> {
     .trim()
     .split("\n")
     .map((l) => JSON.parse(l) as Line)
+}
+
+/** `spool status --json` of the run in `home`. */
+async function statusOf(cwd: string, home: string): Promise<StatusView> {
+  const out = await spool(["status", "--json", "--home", home], { cwd, env })
+  expect(out.code).toBe(0)
+  return JSON.parse(out.stdout) as StatusView
 }
 
 function integrity(home: string): string {
@@ -145,8 +153,7 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     expect(requestLines).toBe(N)
     expect(statSync(dir).mode & 0o777).toBe(0o700)
     // status shows the batches and where each one ended
-    const status = await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })
-    const view = JSON.parse(status.stdout) as { batches: { phase: string; outcome: string; items: number }[] }
+    const view = await statusOf(tmp.path, home)
     expect(view.batches.map((b) => [b.phase, b.outcome, b.items])).toEqual([
       ["ended", "completed", 40],
       ["ended", "completed", 40],
@@ -261,12 +268,7 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
       'run "batchy" paused: 3 batches in a row failed at the provider with no result',
     )
     expect(fake.batch.batches.length).toBe(3)
-    const status = JSON.parse(
-      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
-    ) as {
-      state: string
-      counts: { pending: number; failed: number }
-    }
+    const status = await statusOf(tmp.path, home)
     expect(status).toMatchObject({ state: "paused", counts: { pending: 30, failed: 0 } })
     // the provider works again: the same command finishes the run
     const again = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
@@ -290,10 +292,7 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     })
     expect(capped.code).toBe(1)
     expect(capped.stderr).toContain('run "batchy" paused: the spend cap of $0.4 is reached')
-    type View = { state: string; counts: { completed: number; pending: number }; spend: { usd: number } }
-    const view = async () =>
-      JSON.parse((await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout) as View
-    const paused = await view()
+    const paused = await statusOf(tmp.path, home)
     expect(paused.state).toBe("paused")
     expect(paused.counts.completed).toBeGreaterThan(20)
     expect(paused.counts.completed).toBeLessThan(100)
@@ -335,22 +334,19 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     const first = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
     expect(first.code).toBe(1)
     expect(first.stderr).toContain("You exceeded your current quota")
-    type View = { counts: { completed: number; pending: number }; spend: { usd: number } }
-    const view = async () =>
-      JSON.parse((await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout) as View
-    const batched = await view()
+    const batched = await statusOf(tmp.path, home)
     expect(batched.counts.completed).toBe(40)
     expect(fake.batch.paidLines).toBe(40)
     // the quota is back; a cap 0.2 USD above what the batch spent lets only some of the 40 direct calls go out
     fake.faults = undefined
-    const cap = Math.round((batched.spend.usd + 0.2) * 1000) / 1000
+    const cap = Math.round((batched.spend.usd! + 0.2) * 1000) / 1000
     const run = await spool(["run", "job.toml", "--home", home, "--max-cost-usd", String(cap)], {
       cwd: tmp.path,
       env,
     })
     expect(run.code).toBe(1)
     expect(run.stderr).toContain(`run "batchy" paused: the spend cap of $${cap} is reached`)
-    const capped = await view()
+    const capped = await statusOf(tmp.path, home)
     expect(fake.served.length).toBeGreaterThan(0)
     expect(capped.counts.completed).toBe(40 + fake.served.length)
     expect(capped.counts.completed).toBeLessThan(80)
@@ -388,13 +384,7 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
       b.data.errors.some((e) => e.code === "token_limit_exceeded"),
     )
     expect(refused.length).toBeGreaterThanOrEqual(1)
-    const status = JSON.parse(
-      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
-    ) as {
-      queue: { tokens: number }
-      counts: { failed: number }
-      batches: { phase: string }[]
-    }
+    const status = await statusOf(tmp.path, home)
     expect(status.queue.tokens).toBe(500)
     expect(status.counts.failed).toBe(0)
     expect(status.batches.filter((b) => b.phase === "abandoned").length).toBe(refused.length)
@@ -477,11 +467,7 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
       }
     }
     expect(await child.exited).toBe(0)
-    const last = JSON.parse(
-      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
-    ) as {
-      batches: { phase: string; outcome: string; done: number }[]
-    }
+    const last = await statusOf(tmp.path, home)
     phases.push(last.batches[0]!.phase)
     expect(last.batches[0]).toMatchObject({ outcome: "completed", done: 40 })
     // the provider's phases in order, with a count part-way through
@@ -645,12 +631,7 @@ describe("batch mode through dist/spool (Anthropic queue limit)", () => {
     for (let i = 1; i <= 100; i++) expect(fake.paid.get(prompt(i))).toBe(1)
     const refused = fake.batch.creates.filter((c) => c.status === 429)
     expect(refused.length).toBeGreaterThanOrEqual(1)
-    const status = JSON.parse(
-      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
-    ) as {
-      queue: { requests: number | null }
-      counts: { failed: number }
-    }
+    const status = await statusOf(tmp.path, home)
     // the message gives no number: the limit learned is what was enqueued when the queue was full
     expect(status.queue.requests).toBe(30)
     expect(status.counts.failed).toBe(0)
@@ -692,12 +673,7 @@ describe("pause, resume and cancel of a realtime run", () => {
     expect(fake.requests).toBe(sent)
     expect(sent).toBeLessThan(200)
     expect(child.exitCode).toBeNull()
-    const status = JSON.parse(
-      (await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })).stdout,
-    ) as {
-      state: string
-      counts: { running: number; completed: number }
-    }
+    const status = await statusOf(tmp.path, home)
     expect(status.state).toBe("paused")
     expect(status.counts.running).toBe(0)
     expect(status.counts.completed).toBe(fake.paid.size)

@@ -10,7 +10,7 @@ import anthropic from "../../src/plugins/providers/anthropic.ts"
 import compatible from "../../src/plugins/providers/openai-compatible.ts"
 import httpEndpoint from "../../examples/plugins/http-endpoint/http-endpoint.ts"
 import type { Request, Usage } from "../../src/plugins/define.ts"
-import { startFake, type FaultKind as OpenAIFault } from "../lib/fake-openai.ts"
+import { startFake, wireFault, type FaultKind as OpenAIFault } from "../lib/fake-openai.ts"
 import { startFakeAnthropic, type FaultKind as AnthropicFault } from "../lib/fake-anthropic.ts"
 import {
   NOT_JSON,
@@ -245,26 +245,10 @@ async function startEndpoint(): Promise<HarnessServer<EndpointOptions>> {
         case "529":
           return error(529, "overloaded")
         case "garbage":
-          return new Response("<html>oops</html>", { headers: { "content-type": "application/json" } })
         case "reset":
-          return new Response(
-            new ReadableStream({
-              start(controller) {
-                controller.enqueue(new TextEncoder().encode('{"output":'))
-                controller.error()
-              },
-            }),
-            { headers: { "content-type": "application/json" } },
-          )
         case "hang":
-          return new Promise<Response>((resolve) => {
-            const release = () => {
-              hung.delete(release)
-              resolve(new Response(null, { status: 499 }))
-            }
-            hung.add(release)
-            req.signal.addEventListener("abort", release, { once: true })
-          })
+          // the same broken answers the provider fakes give (a garbage 200, a body cut mid-way, no answer at all)
+          return wireFault(scripted.fault, req.signal, hung)!
         case "quota":
           return error(402, "payment required: the account has no credit left")
         case undefined:
