@@ -1,5 +1,5 @@
 /**
- * `spool pause | resume | cancel | export | prune`: acting on a run from outside the process that runs it. A
+ * `spool pause | resume | cancel | retry | export | prune`: acting on a run from outside the process that runs it. A
  * running process reads its run's state from the store, so a change made here reaches it within a second.
  */
 import {
@@ -98,6 +98,25 @@ export async function cancel(
   if (ending === "interrupted") return 130
   say(`run "${run.name}" cancelled: ${batcher.progress.completed} more item(s) completed from its batches\n`)
   return 0
+}
+
+/**
+ * Moves a run's failed (or needs_review) items back to pending, their attempts kept. A process running the run
+ * picks them up; a finished run is reopened, to be finished by the next `spool run`.
+ */
+export function retry(db: Store, ref: string | undefined, from: "failed" | "needs_review"): string {
+  const run = mustFindRun(db, ref)
+  if (run.state === "cancelling" || run.state === "cancelled")
+    throw new UsageError(
+      `run "${run.name}" is ${run.state}: its items cannot be retried`,
+      "Start it again with --new-run.",
+    )
+  const n = db.retry(run.id, from)
+  if (n === 0) return `run "${run.name}" has no ${from} items\n`
+  const running = runningElsewhere(db, run) || db.batchHolder(run.id) !== null
+  return running
+    ? `${n} ${from} item(s) of run "${run.name}" are pending again; the process running it picks them up\n`
+    : `${n} ${from} item(s) of run "${run.name}" are pending again. Process them with:\n  ${run.resume}\n`
 }
 
 /** Whether a live process holds items of this (realtime) run. */

@@ -3,7 +3,7 @@ import { basename } from "node:path"
 import type { Ticker } from "./engine.ts"
 import type { Listed } from "../plugins/registry.ts"
 import type { State } from "./states.ts"
-import type { Batch, Run, Store } from "./store.ts"
+import type { Batch, Item, Run, Store } from "./store.ts"
 import type { Job } from "./job.ts"
 import { paidCost, priceOf, spentOf, type Priced } from "./pricing.ts"
 
@@ -259,36 +259,60 @@ export function namespaces(paths: string[]): (string | undefined)[] {
   return names.map((n, i) => (clash.has(n) ? `${i + 1}.${n}` : n))
 }
 
-/** The result lines of DESIGN §7, streamed in ledger order. Only committed data is ever read. */
-export function* results(db: Store, run: Run, state?: State): Generator<string> {
+/** The fields of an item a result line is made of. */
+export type ResultRow = Pick<
+  Item,
+  | "input"
+  | "key"
+  | "state"
+  | "output"
+  | "error"
+  | "error_class"
+  | "attempts"
+  | "input_tokens"
+  | "output_tokens"
+  | "cached_input_tokens"
+  | "batch_input_tokens"
+  | "batch_output_tokens"
+  | "batch_cached_tokens"
+  | "path"
+  | "row"
+  | "source_id"
+>
+
+/** Makes a run's result lines (DESIGN §7): its ids namespaced by input, its outputs parsed, its costs priced. */
+export function resultLine(db: Store, run: Run) {
   const label = namespaces(db.inputs(run.id).map((i) => i.path))
   const prices = pricesOf(run)
   const structured = (JSON.parse(run.job) as Job).output !== undefined
-  for (const item of db.items(run.id, state)) {
-    const line = {
-      id: label[item.input] === undefined ? item.key : `${label[item.input]}:${item.key}`,
-      state: item.state,
-      // the parsed object with a schema; for an item left for review, the answer that failed its gate
-      output:
-        item.state === "completed"
-          ? structured && item.output !== null
-            ? JSON.parse(item.output)
-            : item.output
-          : item.state === "needs_review"
-            ? item.output
-            : null,
-      error: item.error ? { class: item.error_class, message: item.error } : null,
-      attempts: item.attempts,
-      usage: {
-        input_tokens: item.input_tokens,
-        output_tokens: item.output_tokens,
-        cached_input_tokens: item.cached_input_tokens,
-      },
-      cost_usd: prices ? round(paidCost(prices, item)) : null,
-      source: { file: item.path, row: item.row, id: item.source_id },
-    }
-    yield `${JSON.stringify(line)}\n`
-  }
+  return (item: ResultRow) => ({
+    id: label[item.input] === undefined ? item.key : `${label[item.input]}:${item.key}`,
+    state: item.state,
+    // the parsed object with a schema; for an item left for review, the answer that failed its gate
+    output:
+      item.state === "completed"
+        ? structured && item.output !== null
+          ? (JSON.parse(item.output) as unknown)
+          : item.output
+        : item.state === "needs_review"
+          ? item.output
+          : null,
+    error: item.error ? { class: item.error_class, message: item.error } : null,
+    attempts: item.attempts,
+    usage: {
+      input_tokens: item.input_tokens,
+      output_tokens: item.output_tokens,
+      cached_input_tokens: item.cached_input_tokens,
+    },
+    cost_usd: prices ? round(paidCost(prices, item)) : null,
+    source: { file: item.path, row: item.row, id: item.source_id },
+  })
+}
+
+/** The result lines of DESIGN §7, streamed in ledger order. Only committed data is ever read. */
+export function* results(db: Store, run: Run, state?: State): Generator<string> {
+  const line = resultLine(db, run)
+  for (const item of db.items(run.id, state)) yield `${JSON.stringify(line(item))}\n`
 }
 
 /** Live progress on stderr: one redrawn line on a terminal, a plain line every 10 s otherwise. */

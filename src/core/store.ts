@@ -154,6 +154,92 @@ const MIGRATIONS = [
   ALTER TABLE runs ADD COLUMN batch_expires INTEGER;
   ALTER TABLE runs ADD COLUMN exported_at INTEGER;
   `,
+  // 4: counters kept by the ledger itself, so a page over a run of millions of items reads a few rows, never a scan
+  // (issue 6). Per run and state: how many items, and the sums of their attempts and tokens; per run and 10 s:
+  // how many items ended; per run and error class: how many attempts failed so, with the first example. Item
+  // inserts are counted by ingest (one statement per source batch), every other change by these triggers.
+  `
+  CREATE TABLE tallies (
+    run_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    batch_input_tokens INTEGER NOT NULL DEFAULT 0,
+    batch_output_tokens INTEGER NOT NULL DEFAULT 0,
+    batch_cached_tokens INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, state)
+  ) WITHOUT ROWID;
+  INSERT INTO tallies
+    SELECT run_id, state, count(*), sum(attempts), sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),
+    sum(batch_input_tokens), sum(batch_output_tokens), sum(batch_cached_tokens) FROM items GROUP BY run_id, state;
+  CREATE TRIGGER items_tally AFTER UPDATE OF state, attempts, input_tokens, output_tokens, cached_input_tokens,
+    batch_input_tokens, batch_output_tokens, batch_cached_tokens ON items
+  BEGIN
+    UPDATE tallies SET n = n - 1, attempts = attempts - old.attempts, input_tokens = input_tokens - old.input_tokens,
+      output_tokens = output_tokens - old.output_tokens,
+      cached_input_tokens = cached_input_tokens - old.cached_input_tokens,
+      batch_input_tokens = batch_input_tokens - old.batch_input_tokens,
+      batch_output_tokens = batch_output_tokens - old.batch_output_tokens,
+      batch_cached_tokens = batch_cached_tokens - old.batch_cached_tokens
+      WHERE run_id = old.run_id AND state = old.state;
+    INSERT INTO tallies VALUES (new.run_id, new.state, 1, new.attempts, new.input_tokens, new.output_tokens,
+      new.cached_input_tokens, new.batch_input_tokens, new.batch_output_tokens, new.batch_cached_tokens)
+      ON CONFLICT (run_id, state) DO UPDATE SET n = n + 1, attempts = attempts + excluded.attempts,
+      input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+      cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+      batch_input_tokens = batch_input_tokens + excluded.batch_input_tokens,
+      batch_output_tokens = batch_output_tokens + excluded.batch_output_tokens,
+      batch_cached_tokens = batch_cached_tokens + excluded.batch_cached_tokens;
+  END;
+
+  CREATE TABLE progress (
+    run_id INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, bucket)
+  ) WITHOUT ROWID;
+  INSERT INTO progress
+    SELECT run_id, updated_at / 10000, sum(state = 'completed'), sum(state <> 'completed') FROM items
+    WHERE state IN ('completed', 'failed', 'needs_review') GROUP BY 1, 2;
+  CREATE TRIGGER items_progress AFTER UPDATE OF state ON items
+    WHEN new.state IN ('completed', 'failed', 'needs_review')
+    AND old.state NOT IN ('completed', 'failed', 'needs_review')
+  BEGIN
+    INSERT INTO progress VALUES (new.run_id, new.updated_at / 10000, new.state = 'completed', new.state <> 'completed')
+      ON CONFLICT (run_id, bucket) DO UPDATE SET completed = completed + excluded.completed,
+      failed = failed + excluded.failed;
+  END;
+
+  CREATE TABLE error_tallies (
+    run_id INTEGER NOT NULL,
+    class TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    attempt_id INTEGER NOT NULL,
+    last_at INTEGER,
+    PRIMARY KEY (run_id, class)
+  ) WITHOUT ROWID;
+  INSERT INTO error_tallies
+    SELECT run_id, error_class, count(*), min(id), NULL FROM attempts WHERE error_class IS NOT NULL
+    GROUP BY run_id, error_class;
+  UPDATE error_tallies SET last_at = (SELECT max(ended_at) FROM attempts a
+    WHERE a.run_id = error_tallies.run_id AND a.error_class = error_tallies.class);
+  CREATE TRIGGER attempts_error_insert AFTER INSERT ON attempts WHEN new.error_class IS NOT NULL
+  BEGIN
+    INSERT INTO error_tallies VALUES (new.run_id, new.error_class, 1, new.id, new.ended_at)
+      ON CONFLICT (run_id, class) DO UPDATE SET n = n + 1, last_at = excluded.last_at;
+  END;
+  CREATE TRIGGER attempts_error_update AFTER UPDATE OF error_class ON attempts
+    WHEN new.error_class IS NOT NULL AND old.error_class IS NULL
+  BEGIN
+    INSERT INTO error_tallies VALUES (new.run_id, new.error_class, 1, new.id, new.ended_at)
+      ON CONFLICT (run_id, class) DO UPDATE SET n = n + 1, last_at = excluded.last_at;
+  END;
+  CREATE INDEX attempts_failed ON attempts (run_id, ended_at) WHERE error_class IS NOT NULL;
+  `,
 ]
 
 export interface Run {
@@ -450,6 +536,21 @@ export class Store {
     return this.q.inputs.all(run)
   }
 
+  /**
+   * Appends a file to a run's inputs at the next index (a new match of a glob: the indexes of the others, and so
+   * their items' ids, never move). A path already an input of the run is kept as it is. Returns its input.
+   */
+  addInput(run: number, path: string, format: string): Input {
+    return this.db
+      .transaction(() => {
+        this.q.addInput.run(run, path, format)
+        const input = this.q.inputs.all(run).find((i) => i.path === path)
+        if (!input) throw new StoreError(`the input ${path} could not be added`)
+        return input
+      })
+      .immediate()
+  }
+
   // ---- ingestion
 
   /**
@@ -527,6 +628,7 @@ export class Store {
             )
           }
         }
+        if (added > 0) this.q.tallyPending.run(run, added)
         for (const p of batch.problems) {
           this.q.insertProblem.run(run, input.idx, input.path, p.line, p.reason, p.excerpt)
         }
@@ -907,46 +1009,110 @@ export class Store {
 
   // ---- reading
 
+  /** Items per state: the ledger's maintained tallies (a few rows, whatever the run's size). */
   counts(run: number): Record<State, number> {
     const counts = ZERO_COUNTS()
-    for (const row of this.q.counts.all(run)) {
+    for (const row of this.q.tallies.all(run)) {
       if (states.isState(row.state)) counts[row.state] = row.n
     }
     return counts
   }
 
+  /** A run's totals, from maintained tallies and indexed lookups only: as fast for a million items as for ten. */
   summary(run: number, now = Date.now(), windowMs = 60_000): Summary {
-    const counts = this.counts(run)
-    const totals = this.q.totals.get(run)
+    const counts = ZERO_COUNTS()
+    const sum = {
+      attempts: 0,
+      input_tokens: 0,
+      output_tokens: 0,
+      cached_input_tokens: 0,
+      batch_input_tokens: 0,
+      batch_output_tokens: 0,
+      batch_cached_tokens: 0,
+    }
+    for (const row of this.q.tallies.all(run)) {
+      if (states.isState(row.state)) counts[row.state] = row.n
+      for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += row[k]
+    }
     const problems = this.q.problemTotals.get(run)
+    const since = Math.floor((now - windowMs) / PROGRESS_BUCKET_MS)
+    const recent = this.q.progressSince.get(run, since)
     return {
       counts,
       total: Object.values(counts).reduce((a, b) => a + b, 0),
-      attempts: totals?.attempts ?? 0,
-      inputTokens: totals?.input_tokens ?? 0,
-      outputTokens: totals?.output_tokens ?? 0,
-      cachedTokens: totals?.cached_input_tokens ?? 0,
+      attempts: sum.attempts,
+      inputTokens: sum.input_tokens,
+      outputTokens: sum.output_tokens,
+      cachedTokens: sum.cached_input_tokens,
       batch: {
-        inputTokens: totals?.batch_input_tokens ?? 0,
-        outputTokens: totals?.batch_output_tokens ?? 0,
-        cachedTokens: totals?.batch_cached_tokens ?? 0,
+        inputTokens: sum.batch_input_tokens,
+        outputTokens: sum.batch_output_tokens,
+        cachedTokens: sum.batch_cached_tokens,
       },
-      errors: this.q.errorClasses.all(run).map((e) => ({
-        class: e.error_class,
-        count: e.n,
-        example: e.error ?? "",
-        key: e.key,
-      })),
+      errors: this.errorClasses(run),
       problems: {
         count: problems?.n ?? 0,
         duplicates: problems?.duplicates ?? 0,
         sample: this.q.problemSample.all(run),
       },
-      firstStarted: totals?.first_started ?? null,
-      lastEnded: totals?.last_ended ?? null,
-      recentCompleted: this.q.recentCompleted.get(run, now - windowMs)?.n ?? 0,
-      recentWindowMs: windowMs,
+      firstStarted: this.q.firstStarted.get(run)?.at ?? null,
+      lastEnded: this.q.lastEnded.get(run)?.at ?? null,
+      recentCompleted: recent?.completed ?? 0,
+      // the buckets summed cover from the start of the first one to now
+      recentWindowMs: Math.max(1000, now - since * PROGRESS_BUCKET_MS),
     }
+  }
+
+  /** Error classes of a run's attempts, most frequent first, each with its first example. */
+  errorClasses(run: number): Summary["errors"] {
+    return this.q.errorClasses.all(run).map((e) => ({
+      class: e.class,
+      count: e.n,
+      example: e.error ?? "",
+      key: e.key ?? "",
+    }))
+  }
+
+  /**
+   * Items ended per PROGRESS_BUCKET_MS since `from` (ms), merged into slots of `slotMs`: the completions chart.
+   * Reads one row per bucket, so its cost grows with the run's duration, never with its size.
+   */
+  progress(run: number, from: number, slotMs: number): { at: number; completed: number; failed: number }[] {
+    const slot = Math.max(1, Math.round(slotMs / PROGRESS_BUCKET_MS))
+    const first = Math.floor(from / PROGRESS_BUCKET_MS)
+    return this.q.progressSlots.all(run, first, slot).map((r) => ({
+      at: (first + r.slot * slot) * PROGRESS_BUCKET_MS,
+      completed: r.completed,
+      failed: r.failed,
+    }))
+  }
+
+  /** When the first item of a run ended (the start of its chart), or null. */
+  firstProgress(run: number): number | null {
+    const bucket = this.q.firstBucket.get(run)?.bucket
+    return bucket === undefined || bucket === null ? null : bucket * PROGRESS_BUCKET_MS
+  }
+
+  /** Failed attempts that ended at or after `since` (ms), oldest first: the "new errors" of a live page. */
+  errorsSince(run: number, since: number, limit = 50): AttemptError[] {
+    return this.q.errorsSince.all(run, since, limit)
+  }
+
+  /**
+   * A page of a run's items in ledger order after the item id `after`, optionally of one state, each with its
+   * attempts. Walks an index from `after`, so any page costs the same.
+   */
+  page(run: number, o: { state?: State | undefined; after?: number; limit: number }): PagedItem[] {
+    const after = o.after ?? 0
+    const rows = o.state
+      ? this.q.pageOfState.all(run, o.state, after, o.limit)
+      : this.q.pageAll.all(run, after, o.limit)
+    return rows.map((row) => ({ ...row, attempts_list: this.q.attemptsFull.all(row.id) }))
+  }
+
+  /** A cheap number that changes whenever any connection commits to the store (PRAGMA data_version). */
+  dataVersion(): number {
+    return this.db.query<{ data_version: number }, []>("PRAGMA data_version").get()?.data_version ?? 0
   }
 
   /** Streams a run's items in ledger order, optionally of one state. */
@@ -992,6 +1158,11 @@ function prepare(db: Database) {
     ),
     setResume: q<void, [string, number]>("UPDATE runs SET resume = ? WHERE id = ?"),
     inputs: q<Input, [number]>("SELECT * FROM inputs WHERE run_id = ? ORDER BY idx"),
+    addInput: q<void, [number, string, string]>(
+      `INSERT INTO inputs (run_id, idx, path, format)
+       SELECT ?1, (SELECT coalesce(max(idx) + 1, 0) FROM inputs WHERE run_id = ?1), ?2, ?3
+       WHERE NOT EXISTS (SELECT 1 FROM inputs WHERE run_id = ?1 AND path = ?2)`,
+    ),
     ingestLease: q<Lease, [number]>(
       "SELECT ingest_owner AS owner, ingest_expires AS expires FROM runs WHERE id = ?",
     ),
@@ -1072,36 +1243,61 @@ function prepare(db: Database) {
       `UPDATE items SET state = 'pending', error = NULL, error_class = NULL, next_at = NULL, updated_at = ?
        WHERE run_id = ? AND state = ?`,
     ),
-    counts: q<{ state: string; n: number }, [number]>(
-      "SELECT state, count(*) AS n FROM items WHERE run_id = ? GROUP BY state",
-    ),
-    totals: q<
+    tallies: q<
       {
+        state: string
+        n: number
         attempts: number
-        input_tokens: number | null
-        output_tokens: number | null
-        cached_input_tokens: number | null
-        batch_input_tokens: number | null
-        batch_output_tokens: number | null
-        batch_cached_tokens: number | null
-        first_started: number | null
-        last_ended: number | null
+        input_tokens: number
+        output_tokens: number
+        cached_input_tokens: number
+        batch_input_tokens: number
+        batch_output_tokens: number
+        batch_cached_tokens: number
       },
       [number]
-    >(
-      `SELECT count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-       sum(cached_input_tokens) AS cached_input_tokens,
-       sum(input_tokens) FILTER (WHERE batch_id IS NOT NULL) AS batch_input_tokens,
-       sum(output_tokens) FILTER (WHERE batch_id IS NOT NULL) AS batch_output_tokens,
-       sum(cached_input_tokens) FILTER (WHERE batch_id IS NOT NULL) AS batch_cached_tokens,
-       min(started_at) AS first_started, max(ended_at) AS last_ended FROM attempts WHERE run_id = ?`,
+    >("SELECT * FROM tallies WHERE run_id = ?"),
+    tallyPending: q<void, [number, number]>(
+      `INSERT INTO tallies (run_id, state, n) VALUES (?, 'pending', ?)
+       ON CONFLICT (run_id, state) DO UPDATE SET n = n + excluded.n`,
     ),
-    recentCompleted: q<{ n: number }, [number, number]>(
-      "SELECT count(*) AS n FROM attempts WHERE run_id = ? AND ended_at >= ? AND outcome = 'ok'",
+    firstStarted: q<{ at: number }, [number]>(
+      "SELECT started_at AS at FROM attempts WHERE run_id = ? AND ended_at IS NOT NULL ORDER BY ended_at LIMIT 1",
     ),
-    errorClasses: q<{ error_class: string; n: number; error: string | null; key: string }, [number]>(
-      `SELECT a.error_class, count(*) AS n, a.error, (SELECT key FROM items WHERE id = a.item_id) AS key
-       FROM attempts a WHERE a.run_id = ? AND a.error_class IS NOT NULL GROUP BY a.error_class ORDER BY n DESC`,
+    lastEnded: q<{ at: number }, [number]>(
+      "SELECT ended_at AS at FROM attempts WHERE run_id = ? AND ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT 1",
+    ),
+    progressSince: q<{ completed: number | null }, [number, number]>(
+      "SELECT sum(completed) AS completed FROM progress WHERE run_id = ? AND bucket >= ?",
+    ),
+    progressSlots: q<{ slot: number; completed: number; failed: number }, [number, number, number]>(
+      `SELECT (bucket - ?2) / ?3 AS slot, sum(completed) AS completed, sum(failed) AS failed FROM progress
+       WHERE run_id = ?1 AND bucket >= ?2 GROUP BY slot ORDER BY slot`,
+    ),
+    firstBucket: q<{ bucket: number | null }, [number]>(
+      "SELECT min(bucket) AS bucket FROM progress WHERE run_id = ?",
+    ),
+    errorClasses: q<{ class: string; n: number; error: string | null; key: string | null }, [number]>(
+      `SELECT t.class, t.n, a.error, i.key FROM error_tallies t
+       LEFT JOIN attempts a ON a.id = t.attempt_id LEFT JOIN items i ON i.id = a.item_id
+       WHERE t.run_id = ? ORDER BY t.n DESC, t.class`,
+    ),
+    errorsSince: q<AttemptError, [number, number, number]>(
+      `SELECT a.id, a.item_id, i.key, a.n, a.ended_at, a.outcome, a.error_class, a.error, a.http_status
+       FROM attempts a JOIN items i ON i.id = a.item_id
+       WHERE a.run_id = ? AND a.error_class IS NOT NULL AND a.ended_at >= ? ORDER BY a.ended_at, a.id LIMIT ?`,
+    ),
+    pageAll: q<PageRow, [number, number, number]>(
+      `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
+       WHERE items.run_id = ? AND items.id > ? ORDER BY items.id LIMIT ?`,
+    ),
+    pageOfState: q<PageRow, [number, State, number, number]>(
+      `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
+       WHERE items.run_id = ? AND items.state = ? AND items.id > ? ORDER BY items.id LIMIT ?`,
+    ),
+    attemptsFull: q<AttemptRow, [number]>(
+      `SELECT n, started_at, ended_at, outcome, error_class, error, http_status, input_tokens, output_tokens,
+       cached_input_tokens, latency_ms, batch_id FROM attempts WHERE item_id = ? ORDER BY n`,
     ),
     problemTotals: q<{ n: number; duplicates: number }, [number]>(
       "SELECT coalesce(sum(problems), 0) AS n, coalesce(sum(duplicates), 0) AS duplicates FROM inputs WHERE run_id = ?",
@@ -1276,6 +1472,68 @@ function prepare(db: Database) {
 }
 
 type Claimable = { id: number; state: State }
+
+/** The length of a `progress` bucket: completions are counted per run and per 10 s. */
+export const PROGRESS_BUCKET_MS = 10_000
+
+/** A failed attempt, as the page lists it. */
+export interface AttemptError {
+  id: number
+  item_id: number
+  key: string
+  n: number
+  ended_at: number
+  outcome: string | null
+  error_class: string
+  error: string | null
+  http_status: number | null
+}
+
+export interface AttemptRow {
+  n: number
+  started_at: number
+  ended_at: number | null
+  outcome: string | null
+  error_class: string | null
+  error: string | null
+  http_status: number | null
+  input_tokens: number | null
+  output_tokens: number | null
+  cached_input_tokens: number | null
+  latency_ms: number | null
+  batch_id: number | null
+}
+
+const PAGE_COLUMNS = `items.id, items.input, items.key, items.state, items.attempts, items.output, items.error_class,
+  items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.batch_input_tokens,
+  items.batch_output_tokens, items.batch_cached_tokens, items.batch_id, items.updated_at, items.row,
+  items.source_id, inputs.path`
+
+export interface PageRow {
+  id: number
+  input: number
+  key: string
+  state: State
+  attempts: number
+  output: string | null
+  error_class: string | null
+  error: string | null
+  input_tokens: number
+  output_tokens: number
+  cached_input_tokens: number
+  batch_input_tokens: number
+  batch_output_tokens: number
+  batch_cached_tokens: number
+  batch_id: number | null
+  updated_at: number
+  row: number
+  source_id: string | null
+  path: string
+}
+
+export interface PagedItem extends PageRow {
+  attempts_list: AttemptRow[]
+}
 
 type Lease = { owner: string | null; expires: number | null }
 

@@ -18,8 +18,17 @@ const ok = (item: number, attempt: number, output = "out"): Outcome => ({
   endedAt: Date.now(),
 })
 
+/** Takes a store back to before migration 4 (maintained tallies). */
+function undoTallies(db: import("bun:sqlite").Database): void {
+  for (const t of ["items_tally", "items_progress", "attempts_error_insert", "attempts_error_update"])
+    db.run(`DROP TRIGGER ${t}`)
+  db.run("DROP INDEX attempts_failed")
+  for (const t of ["tallies", "progress", "error_tallies"]) db.run(`DROP TABLE ${t}`)
+}
+
 /** Takes a store back to before migration 3 (batch mode). */
 function undoBatches(db: import("bun:sqlite").Database): void {
+  undoTallies(db)
   db.run("DROP INDEX items_batch")
   db.run("DROP TABLE batches")
   for (const c of [
@@ -47,7 +56,7 @@ describe("the store", () => {
     expect(db.db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()?.journal_mode).toBe("wal")
     expect(db.db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()?.synchronous).toBe(2)
     expect(db.db.query<{ foreign_keys: number }, []>("PRAGMA foreign_keys").get()?.foreign_keys).toBe(1)
-    expect(db.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(3)
+    expect(db.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(4)
     db.close()
     // opening again migrates nothing and keeps the data
     const again = store.open(home)
@@ -60,7 +69,7 @@ describe("the store", () => {
     const db = store.open(tmp.path)
     db.db.run("PRAGMA user_version = 99")
     db.close()
-    expect(() => store.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 3)")
+    expect(() => store.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 4)")
   })
   test("a store of schema 1 is migrated on open: the cached-token columns are added, the data kept", async () => {
     await using tmp = await tmpdir()
@@ -72,7 +81,7 @@ describe("the store", () => {
     db.db.run("PRAGMA user_version = 1")
     db.close()
     const again = store.open(tmp.path)
-    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(3)
+    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(4)
     const columns = (table: string) =>
       again.db
         .query<{ name: string }, []>(`PRAGMA table_info(${table})`)
@@ -84,14 +93,14 @@ describe("the store", () => {
     again.close()
   })
 
-  test("a store of schema 2 is migrated to 3 on open: batch tables and columns are added, the data kept", async () => {
+  test("a store of schema 2 is migrated to 4 on open: batch tables and columns are added, the data kept", async () => {
     await using tmp = await tmpdir()
     const { db, run } = seeded(tmp.path, 2)
     undoBatches(db.db)
     db.db.run("PRAGMA user_version = 2")
     db.close()
     const again = store.open(tmp.path)
-    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(3)
+    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(4)
     expect(again.batches(run.id)).toEqual([])
     expect([...again.items(run.id)].map((i) => [i.key, i.state, i.batch_id, i.batch_input_tokens])).toEqual([
       ["k1", "pending", null, 0],
@@ -99,6 +108,129 @@ describe("the store", () => {
     ])
     expect(again.run(run.id)).toMatchObject({ queue_tokens: null, exported_at: null })
     again.close()
+  })
+
+  test("a store of schema 3 is migrated to 4 on open: tallies, completions and error classes are counted from the data", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 5)
+    const claimed = db.step(run.id, "w", [], 4, 60_000)
+    const at = Date.UTC(2026, 0, 1, 12, 0, 5)
+    db.step(
+      run.id,
+      "w",
+      [
+        { ...ok(claimed[0]!.id, 1), endedAt: at },
+        { ...ok(claimed[1]!.id, 1), endedAt: at + 20_000 },
+        {
+          item: claimed[2]!.id,
+          attempt: 1,
+          to: "failed",
+          label: "failed",
+          errorClass: "bad_request",
+          error: "no",
+          latencyMs: 5,
+          endedAt: at,
+        },
+      ],
+      0,
+      60_000,
+    )
+    undoTallies(db.db)
+    db.db.run("PRAGMA user_version = 3")
+    db.close()
+    const again = store.open(tmp.path)
+    expect(again.db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(4)
+    const s = again.summary(run.id, at + 30_000)
+    expect(s.counts).toMatchObject({ completed: 2, failed: 1, running: 1, pending: 1 })
+    expect(s.total).toBe(5)
+    expect(s.attempts).toBe(4)
+    expect([s.inputTokens, s.outputTokens]).toEqual([6, 4])
+    expect(s.errors).toEqual([{ class: "bad_request", count: 1, example: "no", key: "k3" }])
+    expect(again.progress(run.id, at - 5_000, 10_000)).toEqual([
+      { at: at - 5_000, completed: 1, failed: 1 },
+      { at: at + 15_000, completed: 1, failed: 0 },
+    ])
+    again.close()
+  })
+
+  test("the tallies always equal a count of the items, through claims, outcomes, retries, recovery and batches", async () => {
+    await using tmp = await tmpdir()
+    const { db, run, input } = seeded(tmp.path, 6)
+    const exact = () => {
+      const rows = db.db
+        .query<{ state: string; n: number; attempts: number; input: number }, [number]>(
+          `SELECT state, count(*) AS n, sum(attempts) AS attempts, sum(input_tokens) AS input FROM items
+           WHERE run_id = ? GROUP BY state`,
+        )
+        .all(run.id)
+      const counts = db.counts(run.id)
+      for (const r of rows) expect([r.state, counts[r.state as keyof typeof counts]]).toEqual([r.state, r.n])
+      const s = db.summary(run.id)
+      expect(s.total).toBe(rows.reduce((a, r) => a + r.n, 0))
+      expect(s.attempts).toBe(rows.reduce((a, r) => a + r.attempts, 0))
+      expect(s.inputTokens).toBe(rows.reduce((a, r) => a + r.input, 0))
+    }
+    exact()
+    const c = db.step(run.id, "w", [], 3, 60_000)
+    exact()
+    db.step(
+      run.id,
+      "w",
+      [
+        ok(c[0]!.id, 1),
+        {
+          item: c[1]!.id,
+          attempt: 1,
+          to: "failed",
+          label: "failed",
+          errorClass: "auth",
+          error: "key",
+          latencyMs: 5,
+          endedAt: Date.now(),
+        },
+      ],
+      0,
+      60_000,
+    )
+    exact()
+    // c[2] is still running, under an owner that is dead
+    expect(db.recover(run.id, () => true)).toBe(1)
+    exact()
+    expect(db.retry(run.id, "failed")).toBe(1)
+    exact()
+    const lines = db.packable(run.id, 2).map((p, i) => ({ id: p.id, line: i, offset: i * 10, bytes: 10 }))
+    const batch = db.intend(run.id, { tag: "t1", requests: "/r", bytes: 20, tokens: 4 }, lines, [], "w")!
+    exact()
+    db.submitted(batch.id, { id: "b1", status: "in_progress", phase: "in_progress" })
+    exact()
+    db.apply(
+      batch.id,
+      [
+        {
+          item: lines[0]!.id,
+          to: "completed",
+          label: "ok",
+          output: "o",
+          inputTokens: 7,
+          outputTokens: 1,
+          endedAt: Date.now(),
+        },
+      ],
+      "w",
+    )
+    exact()
+    db.finishBatch(batch.id, 1)
+    exact()
+    db.ingest(
+      run.id,
+      input,
+      { rows: [{ key: "k7", line: 7, data: {} }], problems: [], checkpoint: { offset: 7 } },
+      true,
+    )
+    exact()
+    expect(db.counts(run.id)).toMatchObject({ completed: 2, pending: 5, failed: 0 })
+    expect(db.summary(run.id).errors).toEqual([{ class: "auth", count: 1, example: "key", key: "k2" }])
+    db.close()
   })
 
   test("ingests rows as pending items, records duplicates as problems, and re-reading a row is not a duplicate", async () => {

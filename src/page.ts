@@ -1,0 +1,347 @@
+/**
+ * The status page (DESIGN §9): one server-rendered HTML document with a small inline script. The parts that change
+ * while a run goes (counts, figures, chart, tables) are drawn by `views()`, a self-contained function the server
+ * calls to render the page and whose source the page embeds, so the first paint and every live update are drawn
+ * by the same code, with no build step, no CDN, and nothing fetched but the page's own API.
+ */
+import type { BatchView, RunLine, StatusView } from "./core/report.ts"
+import type { State } from "./core/states.ts"
+
+/** A run as the list at the top of the page shows it. */
+export interface RunRow extends RunLine {
+  rate_per_s: number
+  eta_s: number | null
+  spend_usd: number | null
+}
+
+/** Completions per slot of time, oldest first: the chart. */
+export interface Chart {
+  slot_ms: number
+  points: { at: number; completed: number; failed: number }[]
+}
+
+/** What `GET /api/runs/:id` returns: the status view of `spool status --json`, with its chart. */
+export interface RunDetail extends StatusView {
+  chart: Chart
+}
+
+/** An item as `GET /api/runs/:id/items` returns it: its result line, with every attempt. */
+export interface ItemView {
+  id: string
+  item_id: number
+  state: State
+  output: unknown
+  error: { class: string | null; message: string } | null
+  attempts: number
+  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
+  cost_usd: number | null
+  history: {
+    n: number
+    started_at: string
+    ended_at: string | null
+    outcome: string | null
+    error_class: string | null
+    error: string | null
+    http_status: number | null
+    input_tokens: number | null
+    output_tokens: number | null
+    latency_ms: number | null
+    batch_id: number | null
+  }[]
+  source: { file: string; row: number; id: string | null }
+}
+
+type Views = ReturnType<typeof views>
+
+/**
+ * The page's renderers. Runs on the server and, embedded as source text, in the browser: it must use nothing
+ * from outside its own body (no imports, no module-level names).
+ */
+export function views() {
+  const esc = (s: unknown): string =>
+    String(s ?? "").replace(
+      /[&<>"']/g,
+      (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] as string,
+    )
+  const num = (n: number): string => n.toLocaleString("en-US")
+  const dur = (s: number | null): string => {
+    if (s === null) return "—"
+    if (s < 60) return `${s}s`
+    const m = Math.floor(s / 60)
+    return m < 60 ? `${m}m ${s % 60}s` : `${Math.floor(m / 60)}h ${m % 60}m`
+  }
+  const usd = (x: number | null): string =>
+    x === null
+      ? "unknown"
+      : `$${x.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: x < 1 ? 4 : 2 })}`
+  const time = (iso: string | null): string => (iso ? iso.replace("T", " ").slice(0, 19) : "")
+  const bar = (completed: number, failed: number, total: number): string => {
+    const pc = total ? (100 * completed) / total : 0
+    const pf = total ? (100 * failed) / total : 0
+    return `<div class="bar" title="${num(completed)} completed, ${num(failed)} failed of ${num(total)}"><i class="ok" style="width:${pc.toFixed(2)}%"></i><i class="bad" style="width:${pf.toFixed(2)}%"></i></div>`
+  }
+  const ORDER = [
+    "completed",
+    "failed",
+    "needs_review",
+    "pending",
+    "running",
+    "retry_wait",
+    "queued",
+    "submitted",
+  ]
+  const FINISHED = ["completed", "completed_with_failures", "cancelled"]
+
+  return {
+    runs(list: RunRow[], selected: number | null): string {
+      if (!list.length)
+        return `<tr><td colspan="6" class="muted">No runs yet: start one with <code>spool run job.toml</code>.</td></tr>`
+      return list
+        .map(
+          (r) =>
+            `<tr class="${r.id === selected ? "sel" : ""}" data-run="${r.id}"><td><a href="?run=${r.id}">${esc(r.name)}</a> <span class="muted">#${r.id}</span></td><td><span class="st st-${esc(r.state)}">${esc(r.state)}</span></td><td class="grow">${bar(r.completed, r.failed, r.total)}<span class="muted">${num(r.completed + r.failed)} / ${num(r.total)}</span></td><td>${r.rate_per_s}/s</td><td>${dur(r.eta_s)}</td><td>${usd(r.spend_usd)}</td></tr>`,
+        )
+        .join("")
+    },
+
+    head(v: RunDetail): string {
+      const why = v.reason ? ` <span class="muted">— ${esc(v.reason)}</span>` : ""
+      return `<h2>${esc(v.name)} <span class="muted">#${v.id}</span> <span class="st st-${esc(v.state)}" id="run-state">${esc(v.state)}</span>${why}</h2>${bar(v.counts.completed, v.counts.failed + v.counts.needs_review, v.total)}`
+    },
+
+    controls(v: RunDetail): string {
+      const done = FINISHED.includes(v.state)
+      const b = (action: string, label: string, enabled: boolean, state = "") =>
+        `<button type="button" data-action="${action}"${state ? ` data-state="${state}"` : ""}${enabled ? "" : " disabled"}>${label}</button>`
+      return [
+        b("pause", "Pause", v.state === "running"),
+        b("resume", "Resume", v.state === "paused"),
+        b("cancel", "Cancel", !done && v.state !== "cancelling"),
+        b(
+          "retry",
+          `Retry failed (${num(v.counts.failed)})`,
+          v.counts.failed > 0 && v.state !== "cancelled",
+          "failed",
+        ),
+        b(
+          "retry",
+          `Retry needs_review (${num(v.counts.needs_review)})`,
+          v.counts.needs_review > 0 && v.state !== "cancelled",
+          "needs_review",
+        ),
+      ].join("")
+    },
+
+    counts(v: RunDetail): string {
+      return ORDER.map(
+        (s) =>
+          `<div class="tile${v.counts[s as State] ? "" : " zero"}" data-state="${s}"><b>${num(v.counts[s as State])}</b><span>${s}</span></div>`,
+      ).join("")
+    },
+
+    figures(v: RunDetail): string {
+      const rest = v.spend.remaining_usd ? ` · ~${usd(v.spend.remaining_usd)} for the rest` : ""
+      const spend = v.spend.usd === null ? "unknown (no price for this model)" : `${usd(v.spend.usd)}${rest}`
+      const rows: [string, string][] = [
+        ["throughput", `${v.rate_per_s}/s${v.state === "running" ? " (last minute)" : ""}`],
+        ["ETA", dur(v.eta_s)],
+        ["elapsed", dur(v.elapsed_s)],
+        ["items", num(v.total)],
+        ["attempts", num(v.attempts)],
+        ["tokens", `${num(v.usage.input_tokens)} in · ${num(v.usage.output_tokens)} out`],
+        ["spend", spend],
+      ]
+      return rows.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")
+    },
+
+    chart(c: Chart): string {
+      const W = 720
+      const H = 140
+      const pts = c.points
+      if (!pts.length) return `<p class="muted">No item has finished yet.</p>`
+      const first = pts[0]?.at ?? 0
+      const slots = Math.max(1, Math.round(((pts[pts.length - 1]?.at ?? first) - first) / c.slot_ms) + 1)
+      const max = Math.max(1, ...pts.map((p) => p.completed + p.failed))
+      const w = W / slots
+      const bars = pts
+        .map((p) => {
+          const x = (((p.at - first) / c.slot_ms) * w).toFixed(1)
+          const hc = ((p.completed / max) * (H - 20)).toFixed(1)
+          const hf = ((p.failed / max) * (H - 20)).toFixed(1)
+          const when = new Date(p.at).toISOString().slice(11, 19)
+          return `<g><title>${when}: ${num(p.completed)} completed, ${num(p.failed)} failed</title><rect class="ok" x="${x}" y="${(H - Number(hc)).toFixed(1)}" width="${Math.max(1, w - 1).toFixed(1)}" height="${hc}"/><rect class="bad" x="${x}" y="${(H - Number(hc) - Number(hf)).toFixed(1)}" width="${Math.max(1, w - 1).toFixed(1)}" height="${hf}"/></g>`
+        })
+        .join("")
+      const per = c.slot_ms >= 60_000 ? `${c.slot_ms / 60_000} min` : `${c.slot_ms / 1000} s`
+      return `<svg viewBox="0 0 ${W} ${H}" width="100%" height="${H}" role="img" aria-label="items finished per ${per}">${bars}<text x="4" y="12">${num(max)} per ${per}</text></svg>`
+    },
+
+    errors(list: StatusView["errors"]): string {
+      if (!list.length) return `<tr><td colspan="3" class="muted">No errors.</td></tr>`
+      return list
+        .map(
+          (e) =>
+            `<tr><td><code>${esc(e.class)}</code></td><td>${num(e.count)}</td><td>${esc(e.id)}: ${esc(e.example)}</td></tr>`,
+        )
+        .join("")
+    },
+
+    items(list: ItemView[]): string {
+      if (!list.length) return `<tr><td colspan="5" class="muted">No failed or needs_review items.</td></tr>`
+      return list
+        .map((i) => {
+          const out =
+            i.output === null || i.output === undefined
+              ? ""
+              : typeof i.output === "string"
+                ? i.output
+                : JSON.stringify(i.output)
+          const err = i.error ? `${i.error.class ?? ""}: ${i.error.message}` : ""
+          return `<tr><td>${esc(i.id)}</td><td><span class="st st-${esc(i.state)}">${esc(i.state)}</span></td><td>${i.attempts}</td><td class="clip">${esc(err)}</td><td class="clip">${esc(out.slice(0, 300))}</td></tr>`
+        })
+        .join("")
+    },
+
+    batches(list: BatchView[]): string {
+      if (!list.length) return `<tr><td colspan="6" class="muted">No batches.</td></tr>`
+      return list
+        .slice(-50)
+        .reverse()
+        .map(
+          (b) =>
+            `<tr><td>#${b.id} <code>${esc(b.provider_id ?? b.tag)}</code></td><td>${esc(b.phase)}${b.outcome ? ` (${esc(b.outcome)})` : ""}</td><td>${esc(b.status ?? "")}</td><td>${b.done === null ? "" : `${num(b.done)} / `}${num(b.items)}${b.failed ? `, ${num(b.failed)} failed` : ""}</td><td>${time(b.created_at)}</td><td class="clip">${esc(b.error ?? "")}</td></tr>`,
+        )
+        .join("")
+    },
+
+    malformed(m: StatusView["malformed"]): string {
+      if (!m.count) return `<li class="muted">No malformed input lines.</li>`
+      return (
+        `<li>${num(m.count)} line(s) skipped${m.duplicates ? `, ${num(m.duplicates)} duplicate id(s)` : ""}</li>` +
+        m.sample.map((p) => `<li><code>${esc(p.file)}:${p.line}</code> ${esc(p.reason)}</li>`).join("")
+      )
+    },
+
+    recent(
+      list: { key: string; n: number; ended_at: number; error_class: string; error: string | null }[],
+    ): string {
+      return list
+        .map(
+          (e) =>
+            `<li><span class="muted">${new Date(e.ended_at).toISOString().slice(11, 19)}</span> <code>${esc(e.error_class)}</code> ${esc(e.key)} (attempt ${e.n}): ${esc(e.error ?? "")}</li>`,
+        )
+        .join("")
+    },
+  }
+}
+
+const STYLE = `
+:root{--ok:#2e9d57;--bad:#d0453a;--mut:#6b7280;--line:#e5e7eb;--bg:#fff;--fg:#111827;font:14px/1.45 system-ui,sans-serif}
+@media (prefers-color-scheme:dark){:root{--line:#374151;--bg:#111827;--fg:#e5e7eb;--mut:#9ca3af}}
+body{margin:0;background:var(--bg);color:var(--fg)}header{padding:10px 20px;border-bottom:1px solid var(--line);display:flex;gap:12px;align-items:baseline}
+header h1{font-size:18px;margin:0}main{padding:12px 20px;max-width:1200px}h2{font-size:17px;margin:18px 0 8px}h3{font-size:14px;margin:18px 0 6px}
+table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+th{font-weight:600;color:var(--mut)}tr.sel{background:rgba(46,157,87,.08)}td.grow{width:40%}td.clip{max-width:380px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.bar{display:flex;height:8px;background:var(--line);border-radius:4px;overflow:hidden;margin:4px 0}.bar i{display:block;height:100%}
+.ok{background:var(--ok);fill:var(--ok)}.bad{background:var(--bad);fill:var(--bad)}.muted{color:var(--mut)}
+.tiles{display:flex;flex-wrap:wrap;gap:8px}.tile{border:1px solid var(--line);border-radius:6px;padding:6px 10px;min-width:92px}.tile b{display:block;font-size:18px}.tile span{color:var(--mut);font-size:12px}.tile.zero{opacity:.55}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:10px 0}dt{color:var(--mut)}dd{margin:0}
+.st{font-size:12px;padding:1px 6px;border-radius:9px;border:1px solid var(--line)}.st-running{color:var(--ok)}.st-failed,.st-cancelled,.st-completed_with_failures,.st-needs_review{color:var(--bad)}
+button{margin:0 6px 6px 0;padding:4px 10px;border:1px solid var(--line);border-radius:5px;background:transparent;color:inherit;cursor:pointer}button:disabled{opacity:.4;cursor:default}
+#message{min-height:1.3em;color:var(--mut)}svg text{font-size:11px;fill:var(--mut)}ul{padding-left:18px;margin:4px 0}
+.live{font-size:12px;color:var(--mut)}.live.on::before{content:"● ";color:var(--ok)}
+@media (max-width:700px){td.grow{width:auto}td.clip{max-width:160px}}
+`
+
+/** The client side: live updates from the events stream, and the control buttons. */
+function script(viewsSource: string): string {
+  return `
+const V = (${viewsSource})();
+const $ = (id) => document.getElementById(id);
+const put = (id, html) => { const el = $(id); if (el && el.innerHTML !== html) el.innerHTML = html; };
+const runId = document.body.dataset.run ? Number(document.body.dataset.run) : null;
+let failing = "";
+async function loadItems() {
+  const get = (s) => fetch("api/runs/" + runId + "/items?limit=25&state=" + s).then((r) => r.json());
+  const [f, n] = await Promise.all([get("failed"), get("needs_review")]);
+  put("items", V.items([...(f.items || []), ...(n.items || [])]));
+}
+function connect() {
+  const es = new EventSource(runId ? "api/runs/" + runId + "/events?runs=1" : "api/events");
+  es.onopen = () => $("live").classList.add("on");
+  es.onerror = () => $("live").classList.remove("on");
+  es.addEventListener("runs", (e) => put("runs", V.runs(JSON.parse(e.data), runId)));
+  es.addEventListener("run", (e) => {
+    const v = JSON.parse(e.data);
+    put("head", V.head(v)); put("controls", V.controls(v)); put("counts", V.counts(v));
+    put("figures", V.figures(v)); put("chart", V.chart(v.chart)); put("errors", V.errors(v.errors));
+    put("batches", V.batches(v.batches)); put("malformed", V.malformed(v.malformed));
+    const key = v.counts.failed + "/" + v.counts.needs_review;
+    if (key !== failing) { failing = key; loadItems(); }
+  });
+  es.addEventListener("errors", (e) => {
+    const list = $("recent"); list.insertAdjacentHTML("afterbegin", V.recent(JSON.parse(e.data).reverse()));
+    while (list.children.length > 20) list.lastElementChild.remove();
+  });
+}
+document.addEventListener("click", async (e) => {
+  const b = e.target.closest("button[data-action]");
+  if (!b || !runId) return;
+  b.disabled = true;
+  const body = b.dataset.state ? { state: b.dataset.state } : {};
+  try {
+    const r = await fetch("api/runs/" + runId + "/" + b.dataset.action, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+    });
+    const j = await r.json();
+    $("message").textContent = j.message || j.error || "";
+  } catch (err) { $("message").textContent = String(err); }
+});
+if (runId) failing = document.body.dataset.failing || "";
+connect();
+`
+}
+
+/** The whole page: every run, and the selected one (null: none yet) in detail. */
+export function render(o: {
+  runs: RunRow[]
+  run: RunDetail | null
+  items: ItemView[]
+  recent: Parameters<Views["recent"]>[0]
+  nonce: string
+  version: string
+}): string {
+  const V = views()
+  const v = o.run
+  const detail = v
+    ? `
+<section id="run">
+  <div id="head">${V.head(v)}</div>
+  <div id="controls">${V.controls(v)}</div><div id="message" role="status"></div>
+  <div class="tiles" id="counts">${V.counts(v)}</div>
+  <dl id="figures">${V.figures(v)}</dl>
+  <h3>Items finished over time</h3><div id="chart">${V.chart(v.chart)}</div>
+  <h3>Error classes</h3><table><thead><tr><th>class</th><th>attempts</th><th>example</th></tr></thead><tbody id="errors">${V.errors(v.errors)}</tbody></table>
+  <h3>Latest errors</h3><ul id="recent">${V.recent(o.recent)}</ul>
+  <h3>Failed and needs_review items</h3><table><thead><tr><th>id</th><th>state</th><th>attempts</th><th>last error</th><th>output</th></tr></thead><tbody id="items">${V.items(o.items)}</tbody></table>
+  <h3>Batches</h3><table><thead><tr><th>batch</th><th>phase</th><th>provider status</th><th>requests</th><th>created</th><th>error</th></tr></thead><tbody id="batches">${V.batches(v.batches)}</tbody></table>
+  <h3>Malformed input lines</h3><ul id="malformed">${V.malformed(v.malformed)}</ul>
+</section>`
+    : ""
+  const failing = v ? `${v.counts.failed}/${v.counts.needs_review}` : ""
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>${v ? `${escapeHtml(v.name)} · ` : ""}spool</title><style nonce="${o.nonce}">${STYLE}</style></head>
+<body data-run="${v ? v.id : ""}" data-failing="${failing}">
+<header><h1>spool</h1><span class="muted">${escapeHtml(o.version)}</span><span id="live" class="live">live</span></header>
+<main>
+<table><thead><tr><th>run</th><th>state</th><th>progress</th><th>rate</th><th>ETA</th><th>spend</th></tr></thead><tbody id="runs">${V.runs(o.runs, v ? v.id : null)}</tbody></table>
+${detail}
+</main>
+<script nonce="${o.nonce}">${script(views.toString())}</script>
+</body></html>`
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+}

@@ -1,0 +1,331 @@
+/**
+ * `spool serve`: the status page and its JSON API (DESIGN §9), a Hono app over its own read connection to the
+ * store. Every figure comes from the ledger's maintained tallies or an index walk, so a request costs the same for a
+ * run of ten items as for a run of a million, and a page never holds a read open long enough to stall a writer.
+ */
+import { Hono, type Context } from "hono"
+import { getCookie, setCookie } from "hono/cookie"
+import { HTTPException } from "hono/http-exception"
+import { streamSSE } from "hono/streaming"
+import { randomBytes, timingSafeEqual } from "node:crypto"
+import * as v from "valibot"
+import * as control from "./core/control.ts"
+import { SpoolError, UsageError } from "./core/errors.ts"
+import * as log from "./core/log.ts"
+import * as report from "./core/report.ts"
+import { STATES, type State } from "./core/states.ts"
+import { PROGRESS_BUCKET_MS, type Run, type Store } from "./core/store.ts"
+import { render, type Chart, type ItemView, type RunDetail, type RunRow } from "./page.ts"
+
+export interface ServerOptions {
+  /** A connection of the server's own (not the one a run in the same process writes through). */
+  store: Store
+  home: string
+  /** When set, every request must carry it: header, or the cookie a `?token=` visit sets. */
+  token?: string | undefined
+  version?: string
+  /** How often a live events stream looks for changes, in ms (at most this many updates per second: 1000 / it). */
+  eventMs?: number
+}
+
+/** The chart shows at most this many bars, however long the run. */
+const CHART_SLOTS = 120
+const COOKIE = "spool_token"
+
+const RunRef = v.pipe(v.string(), v.nonEmpty(), v.maxLength(200))
+const ItemsQuery = v.object({
+  state: v.optional(v.picklist(STATES, `must be one of ${STATES.join(", ")}`)),
+  after: v.optional(v.pipe(v.string(), v.regex(/^\d{1,15}$/, "must be an item id (a whole number)"))),
+  limit: v.optional(v.pipe(v.string(), v.regex(/^\d{1,4}$/, "must be a whole number from 1 to 1000"))),
+})
+const RetryBody = v.object({
+  state: v.picklist(["failed", "needs_review"], "must be failed or needs_review"),
+})
+
+/** Parses `input` with `schema`, or answers 400 with each problem named by its field. */
+function valid<S extends v.GenericSchema>(schema: S, input: unknown, where: string): v.InferOutput<S> {
+  const parsed = v.safeParse(schema, input)
+  if (parsed.success) return parsed.output
+  const problems = parsed.issues.map(
+    (i) => `${where}${i.path?.length ? `.${v.getDotPath(i)}` : ""}: ${i.message}`,
+  )
+  throw new HTTPException(400, { message: problems.join("; ") })
+}
+
+/** A run of the store by id or name, or 404. */
+function runOf(db: Store, ref: string): Run {
+  const run = db.findRun(valid(RunRef, ref, "run"))
+  if (!run) throw new HTTPException(404, { message: `no run "${ref}"` })
+  return run
+}
+
+export function runRow(db: Store, run: Run, now = Date.now()): RunRow {
+  const s = report.status(db, run, now)
+  return {
+    id: run.id,
+    name: run.name,
+    state: run.state,
+    completed: s.counts.completed,
+    failed: s.counts.failed + s.counts.needs_review,
+    total: s.total,
+    created_at: s.created_at,
+    rate_per_s: s.rate_per_s,
+    eta_s: s.eta_s,
+    spend_usd: s.spend.usd,
+  }
+}
+
+/** A run's status with its chart: completions in at most CHART_SLOTS slots from its first to now. */
+export function runDetail(db: Store, run: Run, now = Date.now()): RunDetail {
+  const status = report.status(db, run, now)
+  const from = db.firstProgress(run.id) ?? run.created_at
+  const end = run.finished_at ?? now
+  const span = Math.max(PROGRESS_BUCKET_MS, end - from + PROGRESS_BUCKET_MS)
+  const slot = Math.ceil(span / CHART_SLOTS / PROGRESS_BUCKET_MS) * PROGRESS_BUCKET_MS
+  const chart: Chart = { slot_ms: slot, points: db.progress(run.id, from, slot) }
+  return { ...status, chart }
+}
+
+/** A page of a run's items, each with its attempts; `next` is the cursor of the next page, or null. */
+export function itemsOf(
+  db: Store,
+  run: Run,
+  q: { state?: State | undefined; after?: number; limit: number },
+): { items: ItemView[]; next: string | null } {
+  const rows = db.page(run.id, q)
+  const line = report.resultLine(db, run)
+  const items = rows.map((row) => {
+    return {
+      ...line(row),
+      item_id: row.id,
+      history: row.attempts_list.map((a) => ({
+        ...a,
+        started_at: new Date(a.started_at).toISOString(),
+        ended_at: a.ended_at === null ? null : new Date(a.ended_at).toISOString(),
+      })),
+    }
+  })
+  return { items, next: rows.length === q.limit ? String(rows.at(-1)?.id) : null }
+}
+
+/** Token comparison in constant time. */
+function same(a: string, b: string): boolean {
+  const x = Buffer.from(a)
+  const y = Buffer.from(b)
+  return x.length === y.length && timingSafeEqual(x, y)
+}
+
+/** Builds the app: the page at `/`, the API under `/api`. Requests are answered with `app.request()` or `fetch`. */
+export function createApp(o: ServerOptions): Hono {
+  const db = o.store
+  const eventMs = o.eventMs ?? 500
+  // bumped by every control this server performs: its own writes do not change PRAGMA data_version
+  let generation = 0
+  const app = new Hono()
+
+  app.use(async (c, next) => {
+    c.header("X-Content-Type-Options", "nosniff")
+    c.header("Referrer-Policy", "no-referrer")
+    c.header("Cache-Control", "no-store")
+    if (!o.token) return next()
+    const offered = new URL(c.req.url).searchParams.get("token")
+    if (offered !== null && c.req.method === "GET" && same(offered, o.token)) {
+      // a first visit with ?token=: keep it in a cookie, and take it out of the address bar and history
+      setCookie(c, COOKIE, o.token, { httpOnly: true, sameSite: "Strict", path: "/" })
+      const url = new URL(c.req.url)
+      url.searchParams.delete("token")
+      return c.redirect(`${url.pathname}${url.search}`, 303)
+    }
+    const auth = c.req.header("authorization")
+    const given =
+      (auth?.startsWith("Bearer ") ? auth.slice(7) : undefined) ??
+      c.req.header("x-spool-token") ??
+      getCookie(c, COOKIE)
+    if (given !== undefined && same(given, o.token)) return next()
+    throw new HTTPException(401, {
+      message:
+        "this spool server needs its token: open the address `spool serve` printed (with ?token=…), or send the header Authorization: Bearer <token>",
+    })
+  })
+
+  // controls refuse other sites' pages: a cross-site form or script post carries a foreign Origin
+  app.use("/api/runs/:id/:action{pause|resume|cancel|retry}", async (c, next) => {
+    if (c.req.method !== "POST") return next()
+    const origin = c.req.header("origin")
+    const own = new URL(c.req.url).origin
+    const site = c.req.header("sec-fetch-site")
+    if (
+      (origin !== undefined && origin !== own) ||
+      (origin === undefined && site && site !== "same-origin" && site !== "none")
+    )
+      throw new HTTPException(403, {
+        message: `refused: a control must come from this server's own page (Origin ${origin ?? site} is not ${own})`,
+      })
+    return next()
+  })
+
+  app.get("/", (c) => {
+    const now = Date.now()
+    const runs = db.runs()
+    const ref = c.req.query("run")
+    const selected = ref ? runOf(db, ref) : (runs.at(-1) ?? null)
+    const nonce = randomBytes(16).toString("base64")
+    c.header(
+      "Content-Security-Policy",
+      `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+    )
+    const failing = (state: State) => (selected ? itemsOf(db, selected, { state, limit: 25 }).items : [])
+    return c.html(
+      render({
+        runs: runs.map((r) => runRow(db, r, now)),
+        run: selected ? runDetail(db, selected, now) : null,
+        items: [...failing("failed"), ...failing("needs_review")],
+        recent: selected ? db.errorsSince(selected.id, 0, 20).reverse() : [],
+        nonce,
+        version: o.version ?? "",
+      }),
+    )
+  })
+
+  app.get("/api/runs", (c) => {
+    const now = Date.now()
+    return c.json({ runs: db.runs().map((r) => runRow(db, r, now)) })
+  })
+
+  app.get("/api/runs/:id", (c) => c.json(runDetail(db, runOf(db, c.req.param("id")))))
+
+  app.get("/api/runs/:id/items", (c) => {
+    const run = runOf(db, c.req.param("id"))
+    const q = valid(ItemsQuery, c.req.query(), "query")
+    const limit = q.limit === undefined ? 100 : Number(q.limit)
+    if (limit < 1 || limit > 1000)
+      throw new HTTPException(400, { message: "query.limit: must be from 1 to 1000" })
+    return c.json(
+      itemsOf(db, run, { state: q.state, after: q.after === undefined ? 0 : Number(q.after), limit }),
+    )
+  })
+
+  app.post("/api/runs/:id/pause", (c) => act(c, (run) => control.pause(db, String(run.id))))
+  app.post("/api/runs/:id/resume", (c) => act(c, (run) => control.resume(db, String(run.id))))
+  app.post("/api/runs/:id/retry", async (c) => {
+    const body = valid(RetryBody, await c.req.json().catch(() => ({})), "body")
+    return act(c, (run) => control.retry(db, String(run.id), body.state))
+  })
+  app.post("/api/runs/:id/cancel", (c) =>
+    act(c, (run) => {
+      // a process driving the run does the work; else cancelling its batches takes a while: answer now
+      const lines: string[] = []
+      const done = control.cancel(db, String(run.id), o.home, (line) => lines.push(line.trim()))
+      done.then(
+        () => log.info("cancelled from the status page", { run: run.name }),
+        (err: unknown) =>
+          log.error("cancel from the status page failed", { run: run.name, error: String(err) }),
+      )
+      return `run "${run.name}" is being cancelled`
+    }),
+  )
+
+  function act(c: Context, f: (run: Run) => string) {
+    const run = runOf(db, c.req.param("id") ?? "")
+    const message = f(run).trim()
+    generation++
+    return c.json({ ok: true, message, state: db.run(run.id)?.state ?? null })
+  }
+
+  app.get("/api/events", (c) => events(c, null, true))
+  app.get("/api/runs/:id/events", (c) => events(c, runOf(db, c.req.param("id")), c.req.query("runs") === "1"))
+
+  /**
+   * Server-sent events: `runs` (the list), `run` (one run's detail) and `errors` (its failed attempts since the
+   * stream opened), each sent only when it changed, looked at every `eventMs` and only when the store changed (or
+   * every few seconds, for rates and ETA): at most 1000 / eventMs updates per second however fast the run goes.
+   */
+  function events(c: Context, run: Run | null, withRuns: boolean) {
+    return streamSSE(c, async (stream) => {
+      let version = -1
+      let seen = -1
+      let lastRuns = ""
+      let lastRun = ""
+      let refreshed = 0
+      let pinged = Date.now()
+      let errorsFrom = Number(c.req.query("since") ?? Date.now())
+      const sent = new Set<number>()
+      while (!stream.aborted) {
+        const now = Date.now()
+        const dv = db.dataVersion()
+        if (dv !== version || generation !== seen || now - refreshed > 5_000) {
+          version = dv
+          seen = generation
+          refreshed = now
+          if (withRuns) {
+            const json = JSON.stringify(db.runs().map((r) => runRow(db, r, now)))
+            if (json !== lastRuns) await stream.writeSSE({ event: "runs", data: (lastRuns = json) })
+          }
+          const current = run && db.run(run.id)
+          if (current) {
+            const json = JSON.stringify(runDetail(db, current, now))
+            if (json !== lastRun) await stream.writeSSE({ event: "run", data: (lastRun = json) })
+            const fresh = db.errorsSince(current.id, errorsFrom).filter((e) => !sent.has(e.id))
+            if (fresh.length) {
+              // attempts that end in the same millisecond are told apart by id
+              errorsFrom = fresh.at(-1)?.ended_at ?? errorsFrom
+              sent.clear()
+              for (const e of fresh) if (e.ended_at === errorsFrom) sent.add(e.id)
+              await stream.writeSSE({ event: "errors", data: JSON.stringify(fresh) })
+            }
+          }
+          pinged = now
+        } else if (now - pinged > 15_000) {
+          await stream.write(": keep-alive\n\n")
+          pinged = now
+        }
+        await stream.sleep(eventMs)
+      }
+    })
+  }
+
+  app.notFound((c) => c.json({ error: `no such page: ${c.req.method} ${new URL(c.req.url).pathname}` }, 404))
+
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) return c.json({ error: err.message }, err.status)
+    if (err instanceof UsageError) return c.json({ error: err.message, hint: err.hint ?? null }, 409)
+    if (err instanceof SpoolError) return c.json({ error: err.message, hint: err.hint ?? null }, 500)
+    log.error("status page request failed", { path: new URL(c.req.url).pathname, error: String(err) })
+    return c.json({ error: "internal error (see the log)" }, 500)
+  })
+
+  return app
+}
+
+/** Whether a host name or address stays on this machine. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host === "[::1]" || /^127(\.\d{1,3}){3}$/.test(host)
+}
+
+/** Starts the server; refuses a non-loopback address without a token before anything listens. */
+export function start(o: ServerOptions & { host: string; port: number }): { url: string; stop(): void } {
+  if (!isLoopback(o.host) && !o.token)
+    throw new UsageError(
+      `refusing to serve on ${o.host} without a token: anyone who can reach it could read every run and cancel it`,
+      "Pass --token <secret> (or set SPOOL_TOKEN), or keep the default --host 127.0.0.1.",
+    )
+  const app = createApp(o)
+  let server: ReturnType<typeof Bun.serve>
+  try {
+    // SSE streams stay open: no idle timeout (they send a keep-alive every 15 s)
+    server = Bun.serve({ hostname: o.host, port: o.port, fetch: app.fetch, idleTimeout: 0 })
+  } catch (cause) {
+    const busy = String(cause).includes("EADDRINUSE") || String(cause).includes("in use")
+    throw new UsageError(
+      busy
+        ? `port ${o.port} on ${o.host} is in use`
+        : `cannot serve on ${o.host}:${o.port}: ${String(cause)}`,
+      busy ? "Pass --port N (--port 0 picks a free one)." : "Check --host and --port.",
+    )
+  }
+  const host = o.host.includes(":") && !o.host.startsWith("[") ? `[${o.host}]` : o.host
+  return {
+    url: `http://${host}:${server.port}/`,
+    stop: () => void server.stop(true),
+  }
+}
