@@ -32,11 +32,21 @@ export interface ServerOptions {
 const CHART_SLOTS = 120
 const COOKIE = "spool_token"
 
+const LIMIT = "must be a whole number from 1 to 1000"
 const RunRef = v.pipe(v.string(), v.nonEmpty(), v.maxLength(200))
 const ItemsQuery = v.object({
   state: v.optional(v.picklist(STATES, `must be one of ${STATES.join(", ")}`)),
   after: v.optional(v.pipe(v.string(), v.regex(/^\d{1,15}$/, "must be an item id (a whole number)"))),
-  limit: v.optional(v.pipe(v.string(), v.regex(/^\d{1,4}$/, "must be a whole number from 1 to 1000"))),
+  limit: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\d{1,4}$/, LIMIT),
+      v.transform(Number),
+      v.minValue(1, LIMIT),
+      v.maxValue(1000, LIMIT),
+    ),
+    "100",
+  ),
 })
 const RetryBody = v.object({
   state: v.picklist(["failed", "needs_review"], "must be failed or needs_review"),
@@ -197,12 +207,8 @@ export function createApp(o: ServerOptions): Hono {
   app.get("/api/runs/:id/items", (c) => {
     const run = runOf(db, c.req.param("id"))
     const q = valid(ItemsQuery, c.req.query(), "query")
-    const limit = q.limit === undefined ? 100 : Number(q.limit)
-    if (limit < 1 || limit > 1000)
-      throw new HTTPException(400, { message: "query.limit: must be from 1 to 1000" })
-    return c.json(
-      itemsOf(db, run, { state: q.state, after: q.after === undefined ? 0 : Number(q.after), limit }),
-    )
+    const after = q.after === undefined ? 0 : Number(q.after)
+    return c.json(itemsOf(db, run, { state: q.state, after, limit: q.limit }))
   })
 
   app.post("/api/runs/:id/pause", (c) => act(c, (run) => control.pause(db, String(run.id))))

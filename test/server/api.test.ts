@@ -1,0 +1,430 @@
+/**
+ * The status page's API, in process through `app.request()` (no port): every route, the token and origin refusals,
+ * the events stream. The server reads through a connection of its own while the test writes through another, as
+ * `spool serve` does beside `spool run`.
+ */
+import { afterEach, beforeEach, describe, expect, test } from "bun:test"
+import * as store from "../../src/core/store.ts"
+import type { Outcome } from "../../src/core/store.ts"
+import { createApp, isLoopback, start } from "../../src/serve.ts"
+import { UsageError } from "../../src/core/errors.ts"
+import { seeded } from "../lib/ledger.ts"
+import { tmpdir, type Tmp } from "../lib/tmp.ts"
+
+const end = (item: number, to: Outcome["to"], extra: Partial<Outcome> = {}): Outcome => ({
+  item,
+  attempt: 1,
+  to,
+  label: to === "completed" ? "ok" : to,
+  latencyMs: 5,
+  endedAt: Date.now(),
+  ...(to === "completed" ? { output: `out ${item}`, inputTokens: 10, outputTokens: 4 } : {}),
+  ...extra,
+})
+
+/** The job the runs were made with, as the store keeps it (what the server prices and reads the mode from). */
+const JOB = JSON.stringify({
+  name: "r",
+  provider: { name: "openai", model: "gpt-4o-mini", mode: "realtime" },
+})
+
+let tmp: Tmp
+let writer: store.Store
+let reader: store.Store
+let runId: number
+
+/** One run of 6 items: 2 completed, 1 failed (auth), 1 needs_review (output), 2 pending. */
+beforeEach(async () => {
+  tmp = await tmpdir()
+  const s = seeded(tmp.path, 6)
+  writer = s.db
+  runId = s.run.id
+  writer.db.run("UPDATE runs SET job = ?", [JOB])
+  const claimed = writer.step(runId, "w", [], 4, 60_000)
+  const [a, b, c, d] = claimed.map((x) => x.id) as [number, number, number, number]
+  writer.step(
+    runId,
+    "w",
+    [
+      end(a, "completed"),
+      end(b, "completed"),
+      end(c, "failed", { errorClass: "auth", error: "invalid api key", status: 401 }),
+      end(d, "needs_review", { errorClass: "output", error: "not JSON", output: "{oops" }),
+    ],
+    0,
+    60_000,
+  )
+  reader = store.open(tmp.path)
+})
+
+afterEach(async () => {
+  reader.close()
+  writer.close()
+  await tmp[Symbol.asyncDispose]()
+})
+
+const app = (o: { token?: string; eventMs?: number } = {}) =>
+  createApp({ store: reader, home: tmp.path, version: "test", ...o })
+
+async function json(res: Response): Promise<any> {
+  return res.json()
+}
+
+describe("the JSON API", () => {
+  test("GET /api/runs lists every run with its summary", async () => {
+    const res = await app().request("/api/runs")
+    expect(res.status).toBe(200)
+    const body = await json(res)
+    expect(body.runs).toHaveLength(1)
+    expect(body.runs[0]).toMatchObject({
+      id: runId,
+      name: "r",
+      state: "running",
+      completed: 2,
+      failed: 2,
+      total: 6,
+    })
+  })
+
+  test("GET /api/runs/:id gives counts, attempts, usage, errors, malformed lines, batches and a chart; by id or name", async () => {
+    for (const ref of [String(runId), "r"]) {
+      const body = await json(await app().request(`/api/runs/${ref}`))
+      expect(body.counts).toEqual({
+        pending: 2,
+        running: 0,
+        retry_wait: 0,
+        queued: 0,
+        submitted: 0,
+        completed: 2,
+        failed: 1,
+        needs_review: 1,
+      })
+      expect(body.total).toBe(6)
+      expect(body.attempts).toBe(4)
+      expect(body.usage).toEqual({ input_tokens: 20, output_tokens: 8, cached_input_tokens: 0 })
+      expect(body.errors).toEqual([
+        { class: "auth", count: 1, example: "invalid api key", id: "k3" },
+        { class: "output", count: 1, example: "not JSON", id: "k4" },
+      ])
+      expect(body.malformed).toEqual({ count: 0, duplicates: 0, sample: [] })
+      expect(body.batches).toEqual([])
+      expect(body.chart.slot_ms).toBe(10_000)
+      const ended = body.chart.points.reduce(
+        (a: number, p: { completed: number; failed: number }) => a + p.completed + p.failed,
+        0,
+      )
+      expect(ended).toBe(4)
+    }
+  })
+
+  test("an unknown run is a JSON 404, and so is an unknown path", async () => {
+    const res = await app().request("/api/runs/nope")
+    expect(res.status).toBe(404)
+    expect(await json(res)).toEqual({ error: 'no run "nope"' })
+    const lost = await app().request("/api/nothing")
+    expect(lost.status).toBe(404)
+    expect((await json(lost)).error).toBe("no such page: GET /api/nothing")
+  })
+
+  test("GET /api/runs/:id/items filters by state and pages with a cursor, each item with its attempts", async () => {
+    const failed = await json(await app().request(`/api/runs/${runId}/items?state=failed`))
+    expect(failed.next).toBeNull()
+    expect(failed.items).toHaveLength(1)
+    expect(failed.items[0]).toMatchObject({
+      id: "k3",
+      state: "failed",
+      attempts: 1,
+      error: { class: "auth", message: "invalid api key" },
+      source: { file: "/in.jsonl", row: 3 },
+    })
+    expect(failed.items[0].history).toHaveLength(1)
+    expect(failed.items[0].history[0]).toMatchObject({
+      n: 1,
+      outcome: "failed",
+      error_class: "auth",
+      http_status: 401,
+    })
+    const review = await json(await app().request(`/api/runs/${runId}/items?state=needs_review`))
+    expect(review.items.map((i: { id: string; output: string }) => [i.id, i.output])).toEqual([
+      ["k4", "{oops"],
+    ])
+    // all six, two at a time, in ledger order, each exactly once
+    const seen: string[] = []
+    let after = ""
+    for (let page = 0; page < 10; page++) {
+      const body = await json(await app().request(`/api/runs/${runId}/items?limit=2${after}`))
+      seen.push(...body.items.map((i: { id: string }) => i.id))
+      if (body.next === null) break
+      after = `&after=${body.next}`
+    }
+    expect(seen).toEqual(["k1", "k2", "k3", "k4", "k5", "k6"])
+  })
+
+  test("bad query values are refused with 400, naming each field", async () => {
+    const res = await app().request(`/api/runs/${runId}/items?state=done&limit=x`)
+    expect(res.status).toBe(400)
+    expect((await json(res)).error).toBe(
+      "query.state: must be one of pending, running, retry_wait, queued, submitted, completed, failed, needs_review; query.limit: must be a whole number from 1 to 1000",
+    )
+    const big = await app().request(`/api/runs/${runId}/items?limit=5000`)
+    expect(big.status).toBe(400)
+    expect((await json(big)).error).toBe("query.limit: must be a whole number from 1 to 1000")
+  })
+})
+
+describe("the controls", () => {
+  const post = (
+    a: ReturnType<typeof app>,
+    path: string,
+    body: unknown = {},
+    headers: Record<string, string> = {},
+  ) =>
+    a.request(path, {
+      method: "POST",
+      headers: { "content-type": "application/json", origin: "http://localhost", ...headers },
+      body: JSON.stringify(body),
+    })
+
+  test("pause and resume change the run's state, through the same code as the CLI", async () => {
+    const a = app()
+    const paused = await post(a, `/api/runs/${runId}/pause`)
+    expect(paused.status).toBe(200)
+    expect(await json(paused)).toMatchObject({ ok: true, state: "paused" })
+    expect(writer.run(runId)?.state).toBe("paused")
+    const again = await json(await post(a, `/api/runs/${runId}/pause`))
+    expect(again.message).toBe('run "r" is already paused')
+    const resumed = await json(await post(a, `/api/runs/${runId}/resume`))
+    expect(resumed).toMatchObject({ ok: true, state: "running" })
+    expect(writer.run(runId)?.state).toBe("running")
+  })
+
+  test("retry moves failed or needs_review items back to pending; a bad state is a 400", async () => {
+    const a = app()
+    const bad = await post(a, `/api/runs/${runId}/retry`, { state: "completed" })
+    expect(bad.status).toBe(400)
+    expect((await json(bad)).error).toBe("body.state: must be failed or needs_review")
+    const res = await json(await post(a, `/api/runs/${runId}/retry`, { state: "needs_review" }))
+    expect(res.ok).toBe(true)
+    expect(res.message).toStartWith('1 needs_review item(s) of run "r" are pending again')
+    expect(writer.counts(runId)).toMatchObject({ needs_review: 0, failed: 1, pending: 3 })
+    await post(a, `/api/runs/${runId}/retry`, { state: "failed" })
+    expect(writer.counts(runId)).toMatchObject({ failed: 0, pending: 4 })
+  })
+
+  test("cancel of a realtime run that no process runs cancels it at once", async () => {
+    const res = await json(await post(app(), `/api/runs/${runId}/cancel`))
+    expect(res.ok).toBe(true)
+    for (let i = 0; i < 50 && writer.run(runId)?.state !== "cancelled"; i++) await Bun.sleep(20)
+    expect(writer.run(runId)?.state).toBe("cancelled")
+    // a finished run cannot be paused: 409 with the CLI's message
+    const late = await post(app(), `/api/runs/${runId}/pause`)
+    expect(late.status).toBe(409)
+    expect((await json(late)).error).toBe('run "r" is cancelled: there is nothing to pause')
+  })
+
+  test("a control from another site's page is refused: foreign Origin, or a cross-site fetch without one", async () => {
+    const a = app()
+    const foreign = await post(a, `/api/runs/${runId}/pause`, {}, { origin: "http://evil.example" })
+    expect(foreign.status).toBe(403)
+    expect((await json(foreign)).error).toBe(
+      "refused: a control must come from this server's own page (Origin http://evil.example is not http://localhost)",
+    )
+    const crossSite = await a.request(`/api/runs/${runId}/cancel`, {
+      method: "POST",
+      headers: { "sec-fetch-site": "cross-site" },
+    })
+    expect(crossSite.status).toBe(403)
+    for (const action of ["resume", "retry"]) {
+      const res = await post(a, `/api/runs/${runId}/${action}`, { state: "failed" }, { origin: "null" })
+      expect(res.status).toBe(403)
+    }
+    expect(writer.run(runId)?.state).toBe("running")
+    expect(writer.counts(runId).failed).toBe(1)
+  })
+})
+
+describe("the token", () => {
+  test("with a token, every route refuses a request without it, and takes it by header or by the cookie of a ?token= visit", async () => {
+    const a = app({ token: "s3cret" })
+    for (const path of ["/", "/api/runs", `/api/runs/${runId}`, `/api/runs/${runId}/items`, "/api/events"]) {
+      const res = await a.request(path)
+      expect([path, res.status]).toEqual([path, 401])
+    }
+    const refused = await a.request(`/api/runs/${runId}/pause`, {
+      method: "POST",
+      headers: { origin: "http://localhost" },
+    })
+    expect(refused.status).toBe(401)
+    expect(writer.run(runId)?.state).toBe("running")
+    expect((await a.request("/api/runs", { headers: { authorization: "Bearer wrong" } })).status).toBe(401)
+    expect((await a.request("/api/runs", { headers: { authorization: "Bearer s3cret" } })).status).toBe(200)
+    expect((await a.request("/api/runs", { headers: { "x-spool-token": "s3cret" } })).status).toBe(200)
+    const visit = await a.request(`/?run=${runId}&token=s3cret`)
+    expect(visit.status).toBe(303)
+    expect(visit.headers.get("location")).toBe(`/?run=${runId}`)
+    const cookie = visit.headers.get("set-cookie") ?? ""
+    expect(cookie).toContain("spool_token=s3cret")
+    expect(cookie).toContain("HttpOnly")
+    expect(cookie).toContain("SameSite=Strict")
+    const page = await a.request(`/?run=${runId}`, { headers: { cookie: "spool_token=s3cret" } })
+    expect(page.status).toBe(200)
+    expect(await page.text()).toContain("<title>r · spool</title>")
+    expect((await a.request("/?token=nope")).status).toBe(401)
+  })
+
+  test("serving beyond loopback without a token is refused before anything listens", () => {
+    expect(() => start({ store: reader, home: tmp.path, host: "0.0.0.0", port: 0 })).toThrow(UsageError)
+    expect(() => start({ store: reader, home: tmp.path, host: "0.0.0.0", port: 0 })).toThrow(
+      "refusing to serve on 0.0.0.0 without a token",
+    )
+    expect(["127.0.0.1", "127.1.2.3", "localhost", "::1"].map(isLoopback)).toEqual([true, true, true, true])
+    expect(["0.0.0.0", "192.168.1.4", "::", "example.com"].map(isLoopback)).toEqual([
+      false,
+      false,
+      false,
+      false,
+    ])
+    const served = start({ store: reader, home: tmp.path, host: "127.0.0.1", port: 0 })
+    expect(served.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
+    served.stop()
+  })
+})
+
+describe("the page", () => {
+  test("GET / renders every run and the selected one: counts, errors, failing items, controls, with a CSP nonce", async () => {
+    const res = await app().request("/")
+    expect(res.status).toBe(200)
+    const csp = res.headers.get("content-security-policy") ?? ""
+    const nonce = /'nonce-([^']+)'/.exec(csp)?.[1]
+    expect(nonce).toBeDefined()
+    const html = await res.text()
+    expect(html).toContain(`<script nonce="${nonce}">`)
+    expect(html).toContain('<div class="tile" data-state="completed"><b>2</b><span>completed</span></div>')
+    expect(html).toContain("<tr><td><code>auth</code></td><td>1</td><td>k3: invalid api key</td></tr>")
+    expect(html).toContain("<td>k4</td>")
+    expect(html).toContain('data-action="pause">Pause</button>')
+    expect(html).toContain('data-action="resume" disabled>Resume</button>')
+    expect(html).not.toContain("http://")
+  })
+
+  test("text from the data is escaped: a run name or an output cannot inject markup", async () => {
+    const evil = writer.createRun('<img src=x onerror="alert(1)">', JOB, "fp", "spool run", [
+      { path: "/in.jsonl", format: "jsonl" },
+    ]).run
+    const html = await (await app().request(`/?run=${evil.id}`)).text()
+    expect(html).not.toContain("<img src=x")
+    expect(html).toContain("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;")
+  })
+})
+
+/** Reads server-sent events off a response body, one at a time. */
+function sse(res: Response) {
+  const reader = res.body!.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ""
+  return {
+    async next(ms = 3000): Promise<{ event: string; data: any } | null> {
+      const deadline = Date.now() + ms
+      while (!buffer.includes("\n\n")) {
+        const left = deadline - Date.now()
+        if (left <= 0) return null
+        const chunk = await Promise.race([reader.read(), Bun.sleep(left).then(() => null)])
+        if (chunk === null) return null
+        if (chunk.done) return null
+        buffer += decoder.decode(chunk.value)
+      }
+      const at = buffer.indexOf("\n\n")
+      const block = buffer.slice(0, at)
+      buffer = buffer.slice(at + 2)
+      if (block.startsWith(":")) return this.next(deadline - Date.now())
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? "message"
+      const data = block
+        .split("\n")
+        .filter((l) => l.startsWith("data: "))
+        .map((l) => l.slice(6))
+        .join("\n")
+      return { event, data: JSON.parse(data) }
+    },
+    close: () => reader.cancel(),
+  }
+}
+
+describe("the events stream", () => {
+  test("sends the runs and the run at once, then again when another connection commits, with new errors", async () => {
+    const since = Date.now() - 60_000
+    const res = await app({ eventMs: 50 }).request(`/api/runs/${runId}/events?runs=1&since=${since}`)
+    expect(res.headers.get("content-type")).toStartWith("text/event-stream")
+    const events = sse(res)
+    expect(await events.next()).toMatchObject({ event: "runs", data: [{ id: runId, completed: 2 }] })
+    expect(await events.next()).toMatchObject({
+      event: "run",
+      data: { counts: { completed: 2, pending: 2 } },
+    })
+    const first = await events.next()
+    expect(first?.event).toBe("errors")
+    expect(first?.data.map((e: { key: string; error_class: string }) => [e.key, e.error_class])).toEqual([
+      ["k3", "auth"],
+      ["k4", "output"],
+    ])
+    // another process finishes the two pending items, one of them failing
+    const claimed = writer.step(runId, "w2", [], 2, 60_000)
+    writer.step(
+      runId,
+      "w2",
+      [
+        end(claimed[0]!.id, "completed"),
+        end(claimed[1]!.id, "failed", { errorClass: "bad_request", error: "too long" }),
+      ],
+      0,
+      60_000,
+    )
+    const got: { event: string; data: any }[] = []
+    for (let e = await events.next(); e; e = got.length < 3 ? await events.next() : null) got.push(e)
+    const byEvent = Object.fromEntries(got.map((e) => [e.event, e.data]))
+    expect(byEvent.runs[0]).toMatchObject({ completed: 3, failed: 3 })
+    expect(byEvent.run.counts).toMatchObject({ completed: 3, failed: 2, pending: 0 })
+    expect(byEvent.errors.map((e: { key: string; error: string }) => [e.key, e.error])).toEqual([
+      ["k6", "too long"],
+    ])
+    await events.close()
+  })
+
+  test("however fast the run commits, a stream sends at most one update per eventMs", async () => {
+    const res = await app({ eventMs: 250 }).request(`/api/runs/${runId}/events`)
+    const events = sse(res)
+    expect((await events.next())?.event).toBe("run")
+    // 40 commits over ~1 s, each changing the counts
+    const started = Date.now()
+    const counting = (async () => {
+      const seen: number[] = []
+      for (
+        let e = await events.next(1500);
+        e;
+        e = await events.next(Math.max(1, 1500 - (Date.now() - started)))
+      )
+        if (e.event === "run") seen.push(e.data.counts.pending)
+      return seen
+    })()
+    for (let i = 0; i < 40; i++) {
+      writer.ingest(
+        runId,
+        writer.inputs(runId)[0]!,
+        { rows: [{ key: `n${i}`, line: 100 + i, data: {} }], problems: [], checkpoint: { offset: 100 + i } },
+        false,
+      )
+      await Bun.sleep(25)
+    }
+    const seen = await counting
+    // every update shows newer counts than the one before, and there are far fewer updates than commits
+    expect(seen.length).toBeGreaterThanOrEqual(2)
+    expect(seen.length).toBeLessThanOrEqual(7)
+    expect([...seen].sort((x, y) => x - y)).toEqual(seen)
+    await events.close()
+  })
+
+  test("GET /api/events streams the runs list", async () => {
+    const events = sse(await app({ eventMs: 50 }).request("/api/events"))
+    expect(await events.next()).toMatchObject({ event: "runs", data: [{ id: runId, name: "r", total: 6 }] })
+    await events.close()
+  })
+})
