@@ -70,7 +70,7 @@ function runOf(db: Store, ref: string): Run {
 }
 
 export function runRow(db: Store, run: Run, now = Date.now()): RunRow {
-  const s = report.status(db, run, now)
+  const s = report.status(db, run, now, { recentBatches: 0 })
   return {
     id: run.id,
     name: run.name,
@@ -87,7 +87,7 @@ export function runRow(db: Store, run: Run, now = Date.now()): RunRow {
 
 /** A run's status with its chart: completions in at most CHART_SLOTS slots from its first to now. */
 export function runDetail(db: Store, run: Run, now = Date.now()): RunDetail {
-  const status = report.status(db, run, now)
+  const status = report.status(db, run, now, { recentBatches: 50 })
   const from = db.firstProgress(run.id) ?? run.created_at
   const end = run.finished_at ?? now
   const span = Math.max(PROGRESS_BUCKET_MS, end - from + PROGRESS_BUCKET_MS)

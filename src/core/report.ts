@@ -27,8 +27,9 @@ export interface StatusView {
   }
   errors: { class: string; count: number; example: string; id: string }[]
   malformed: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
-  /** Batch mode: every provider batch of the run, oldest first. */
+  /** Batch mode: every provider batch of the run, oldest first (the page: the live ones and the last 50). */
   batches: BatchView[]
+  batches_total: number
   /** Queue limits learned from the provider (batch mode), when it reported one. */
   queue: { tokens: number | null; requests: number | null }
   elapsed_s: number
@@ -96,7 +97,16 @@ function batchText(b: BatchView): string {
   return `  #${b.id} ${b.provider_id ?? b.tag}  ${phase}${end}${of}${b.failed ? `, ${n(b.failed)} failed` : ""}${why}`
 }
 
-export function status(db: Store, run: Run, now = Date.now()): StatusView {
+/**
+ * A run's status. `recentBatches`: only the live batches and the last N that ended (a page's update must not grow
+ * with a run's history); `batches_total` says how many there are in all.
+ */
+export function status(
+  db: Store,
+  run: Run,
+  now = Date.now(),
+  o: { recentBatches?: number } = {},
+): StatusView {
   const s = db.summary(run.id, now)
   const prices = pricesOf(run)
   const tokens = {
@@ -132,13 +142,22 @@ export function status(db: Store, run: Run, now = Date.now()): StatusView {
     },
     errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
     malformed: s.problems,
-    batches: db.batches(run.id).map(batchView),
+    ...batchesOf(db, run, o.recentBatches),
     queue: { tokens: run.queue_tokens ?? null, requests: run.queue_requests ?? null },
     elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
     rate_per_s: Math.round(rate * 100) / 100,
     eta_s: left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
     resume: run.resume,
   }
+}
+
+function batchesOf(db: Store, run: Run, recent: number | undefined) {
+  if (recent === undefined) {
+    const all = db.batches(run.id)
+    return { batches: all.map(batchView), batches_total: all.length }
+  }
+  const { batches, total } = db.recentBatches(run.id, recent)
+  return { batches: batches.map(batchView), batches_total: total }
 }
 
 export function duration(seconds: number): string {

@@ -986,6 +986,14 @@ export class Store {
     return this.q.batchesOf.all(run)
   }
 
+  /** A run's live batches and the last `n` that ended, oldest first; and how many it has in all. */
+  recentBatches(run: number, n: number): { batches: Batch[]; total: number } {
+    return {
+      batches: this.q.recentBatches.all(run, n),
+      total: this.q.batchCount.get(run)?.n ?? 0,
+    }
+  }
+
   /** Batches not yet done or abandoned. */
   liveBatches(run: number): Batch[] {
     return this.q.liveBatches.all(run)
@@ -1456,6 +1464,15 @@ function prepare(db: Database) {
     ),
     batchById: q<Batch, [number]>("SELECT * FROM batches WHERE id = ?"),
     batchesOf: q<Batch, [number]>("SELECT * FROM batches WHERE run_id = ? ORDER BY id"),
+    recentBatches: q<Batch, [number, number]>(
+      `SELECT * FROM (
+         SELECT * FROM batches WHERE run_id = ?1 AND state NOT IN ('done', 'abandoned')
+         UNION ALL
+         SELECT * FROM (SELECT * FROM batches WHERE run_id = ?1 AND state IN ('done', 'abandoned')
+           ORDER BY id DESC LIMIT ?2)
+       ) ORDER BY id`,
+    ),
+    batchCount: q<{ n: number }, [number]>("SELECT count(*) AS n FROM batches WHERE run_id = ?"),
     liveBatches: q<Batch, [number]>(
       "SELECT * FROM batches WHERE run_id = ? AND state NOT IN ('done', 'abandoned') ORDER BY id",
     ),

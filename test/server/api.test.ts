@@ -117,6 +117,32 @@ describe("the JSON API", () => {
     }
   })
 
+  test("a batch run's detail lists its batches with the provider's status: the live ones and the last 50 ended", async () => {
+    const lines = writer.packable(runId, 2).map((p, i) => ({ id: p.id, line: i, offset: i * 10, bytes: 10 }))
+    const batch = writer.intend(runId, { tag: "sp1", requests: "/r", bytes: 20, tokens: 4 }, lines, [], "w")!
+    writer.submitted(batch.id, {
+      id: "batch_abc",
+      status: "in_progress",
+      phase: "in_progress",
+      counts: { total: 2, done: 1, failed: 0 },
+    })
+    const body = await json(await app().request(`/api/runs/${runId}`))
+    expect(body.counts).toMatchObject({ pending: 0, submitted: 2 })
+    expect(body.batches_total).toBe(1)
+    expect(body.batches).toEqual([
+      expect.objectContaining({
+        id: batch.id,
+        tag: "sp1",
+        provider_id: "batch_abc",
+        phase: "in_progress",
+        status: "in_progress",
+        items: 2,
+        done: 1,
+        failed: 0,
+      }),
+    ])
+  })
+
   test("an unknown run is a JSON 404, and so is an unknown path", async () => {
     const res = await app().request("/api/runs/nope")
     expect(res.status).toBe(404)
