@@ -56,6 +56,49 @@ const runArgs = {
   ...common,
 } as const satisfies ArgsDef
 
+const serveArgs = {
+  port: { type: "string", description: "Port of the status page (default 4777; 0 picks a free one)" },
+  host: {
+    type: "string",
+    description: "Address to listen on (default 127.0.0.1; any other needs --token)",
+  },
+  token: {
+    type: "string",
+    description: "Secret every request must carry (or set SPOOL_TOKEN); open the page once with ?token=",
+  },
+} as const satisfies ArgsDef
+
+/** Starts the status page for --serve, serve and watch; prints its address on stderr. */
+async function startServer(args: { home?: string; port?: string; host?: string; token?: string }) {
+  const port = args.port === undefined ? 4777 : Number(args.port)
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new UsageError(`--port: "${args.port}" is not a port`, "Give a number from 0 to 65535.")
+  const token = args.token ?? (process.env.SPOOL_TOKEN || undefined)
+  const [{ start }, store] = await Promise.all([import("./serve.ts"), lazyStore()])
+  const db = store.open(home(args.home))
+  try {
+    const server = start({
+      store: db,
+      home: home(args.home),
+      host: args.host ?? "127.0.0.1",
+      port,
+      token,
+      version: VERSION,
+    })
+    process.stderr.write(`serving ${server.url}${token ? " (open it once with ?token=<your token>)" : ""}\n`)
+    return {
+      url: server.url,
+      stop() {
+        server.stop()
+        db.close()
+      },
+    }
+  } catch (err) {
+    db.close()
+    throw err
+  }
+}
+
 /** Every value of a flag given several times (`--input a --input b`, or `--input=a`), in order. */
 function repeated(rawArgs: string[], name: string): string[] | undefined {
   const values: string[] = []
@@ -98,38 +141,50 @@ function jobFlags(args: Record<string, unknown>, rawArgs: string[]): jobs.Flags 
   }
 }
 
-const run = defineCommand({
-  meta: { name: "run", description: "Start a run, or resume the run of the same name" },
-  args: runArgs,
-  async run({ args, rawArgs }) {
-    const resume = ["spool", "run", ...rawArgs.filter((a) => a !== "--new-run" && a !== "--reingest")]
-      .map(quote)
-      .join(" ")
-    const session = await (
+/** `run` and `watch`: prepare, execute with progress on stderr, stop cleanly on the first signal. */
+async function runJob(
+  args: Record<string, unknown>,
+  rawArgs: string[],
+  o: { command: "run" | "watch"; serve: boolean; follow: boolean },
+): Promise<ExitCode> {
+  const resume = ["spool", o.command, ...rawArgs.filter((a) => a !== "--new-run" && a !== "--reingest")]
+    .map(quote)
+    .join(" ")
+  // the page first: a busy port is refused before the run is touched
+  const server = o.serve ? await startServer(args as Parameters<typeof startServer>[0]) : undefined
+  let session: Awaited<ReturnType<Awaited<ReturnType<typeof engine>>["prepare"]>>
+  try {
+    session = await (
       await engine()
     ).prepare({
-      file: args.job,
+      file: args.job as string | undefined,
       flags: jobFlags(args, rawArgs),
-      home: home(args.home),
-      newRun: args["new-run"] ?? false,
-      reingest: args.reingest ?? false,
+      home: home(args.home as string | undefined),
+      newRun: (args["new-run"] as boolean | undefined) ?? false,
+      reingest: (args.reingest as boolean | undefined) ?? false,
       resume,
+      follow: o.follow,
     })
-    let signals = 0
-    const onSignal = (signal: NodeJS.Signals) => {
-      signals++
-      if (signals > 1) {
-        process.stderr.write(`\nsecond ${signal}: exiting now; in-flight items are re-queued on resume.\n`)
-        process.exit(130)
-      }
-      process.stderr.write(
-        `\n${signal}: finishing in-flight calls (up to ${session.job.limits.grace_s} s; again to exit now)\n`,
-      )
-      session.stop(session.job.limits.grace_s * 1000)
+  } catch (err) {
+    server?.stop()
+    throw err
+  }
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++
+    if (signals > 1) {
+      process.stderr.write(`\nsecond ${signal}: exiting now; in-flight items are re-queued on resume.\n`)
+      process.exit(130)
     }
-    process.on("SIGINT", onSignal)
-    process.on("SIGTERM", onSignal)
-    const progress = (await lazyReport()).progress(process.stderr)
+    process.stderr.write(
+      `\n${signal}: finishing in-flight calls (up to ${session.job.limits.grace_s} s; again to exit now)\n`,
+    )
+    session.stop(session.job.limits.grace_s * 1000)
+  }
+  process.on("SIGINT", onSignal)
+  process.on("SIGTERM", onSignal)
+  const progress = (await lazyReport()).progress(process.stderr)
+  try {
     const code = await session.execute(progress.tick)
     progress.end()
     if (code === 130) {
@@ -142,6 +197,53 @@ const run = defineCommand({
       )
     }
     return code
+  } finally {
+    server?.stop()
+  }
+}
+
+const run = defineCommand({
+  meta: { name: "run", description: "Start a run, or resume the run of the same name" },
+  args: {
+    ...runArgs,
+    serve: { type: "boolean", description: "Serve the status page while the run goes (see `spool serve`)" },
+    ...serveArgs,
+  },
+  async run({ args, rawArgs }) {
+    const serving = args.serve ?? false
+    if (!serving && (args.port !== undefined || args.host !== undefined || args.token !== undefined))
+      throw new UsageError("--port, --host and --token go with --serve", "Add --serve, or drop them.")
+    return runJob(args, rawArgs, { command: "run", serve: serving, follow: false })
+  },
+})
+
+const watch = defineCommand({
+  meta: {
+    name: "watch",
+    description:
+      "Keep a run open: rows appended to its inputs and new files matching its glob are processed as they arrive; serves the status page",
+  },
+  args: { ...runArgs, ...serveArgs },
+  async run({ args, rawArgs }) {
+    return runJob(args, rawArgs, { command: "watch", serve: true, follow: true })
+  },
+})
+
+const serve = defineCommand({
+  meta: {
+    name: "serve",
+    description: "Serve the status page and the JSON API of every run in the store (until Ctrl+C)",
+  },
+  args: { ...serveArgs, ...common },
+  async run({ args }) {
+    const server = await startServer(args)
+    await new Promise<void>((done) => {
+      const stop = () => done()
+      process.once("SIGINT", stop)
+      process.once("SIGTERM", stop)
+    })
+    server.stop()
+    return 0
   },
 })
 
@@ -354,6 +456,25 @@ const cancel = defineCommand({
   },
 })
 
+const retry = defineCommand({
+  meta: {
+    name: "retry",
+    description: "Move a run's failed (or needs_review) items back to pending, their attempts kept",
+  },
+  args: {
+    ...refArgs,
+    state: { type: "string", description: "Which items: failed (default) or needs_review" },
+  },
+  async run({ args }) {
+    const from = args.state ?? "failed"
+    if (from !== "failed" && from !== "needs_review")
+      throw new UsageError(`--state: "${from}" cannot be retried`, "Use failed or needs_review.")
+    const control = await lazyControl()
+    process.stderr.write(await withStore(args.home, (db) => control.retry(db, args.run, from)))
+    return 0
+  },
+})
+
 const exportCmd = defineCommand({
   meta: {
     name: "export",
@@ -389,6 +510,8 @@ const prune = defineCommand({
 
 const COMMANDS = {
   run,
+  watch,
+  serve,
   estimate,
   status,
   runs,
@@ -396,6 +519,7 @@ const COMMANDS = {
   pause,
   resume,
   cancel,
+  retry,
   export: exportCmd,
   prune,
   plugins,

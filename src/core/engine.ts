@@ -6,7 +6,18 @@ import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
 import * as store from "./store.ts"
 import * as template from "./template.ts"
-import { ingest, plan, preflight, verify, type Planned } from "./ingest.ts"
+import {
+  expand,
+  globBase,
+  ingest,
+  plan,
+  preflight,
+  specs,
+  verify,
+  type Planned,
+  type Spec,
+} from "./ingest.ts"
+import { Follower, pollMs, sleep } from "./follow.ts"
 import { Runner, dead, ownerId, type Budget, type Progress } from "./runner.ts"
 import { priceOf, spentOf } from "./pricing.ts"
 import { assertUsable } from "./schema.ts"
@@ -23,6 +34,12 @@ export interface StartOptions {
   resume: string
   /** SQLite's synchronous setting; FULL unless a benchmark compares. */
   synchronous?: "FULL" | "NORMAL"
+  /**
+   * `spool watch`: keep the run open. Inputs are read on as lines are appended and globs matched again as files
+   * arrive (file-system events, or every `SPOOL_WATCH_POLL_MS`, default 1000); an unterminated last line waits
+   * for its newline. The run ends only when stopped (exit 130), cancelled or paused.
+   */
+  follow?: boolean
 }
 
 export interface Ticker {
@@ -103,12 +120,45 @@ function resume(db: store.Store, run: store.Run, o: StartOptions): void {
 }
 
 /**
- * Item ids are namespaced by input position, so a run keeps its inputs, in their order, for its whole life.
+ * Item ids are namespaced by input position, so a run keeps its inputs, in their order, for its whole life. The
+ * files a glob matches are how a run grows: a new match is appended as a new input (the next index; the others'
+ * never move), and a match that is gone is skipped with a warning, its items kept. Files the job names are held
+ * to the old rule: the same, in the same order. `gone` remembers the warnings given, so each is given once.
  */
-function sameInputs(db: store.Store, run: store.Run, inputs: Planned[]): void {
-  const before = db.inputs(run.id).map((i) => i.path)
-  const now = inputs.map((i) => i.path)
-  if (JSON.stringify(before) === JSON.stringify(now)) return
+function sameInputs(
+  db: store.Store,
+  run: store.Run,
+  given: Spec[],
+  inputs: Planned[],
+  gone: Set<string>,
+): void {
+  const named = new Set(given.filter((s) => !s.glob).map((s) => s.path))
+  const globs = given.filter((s) => s.glob).map((s) => new Bun.Glob(s.path))
+  const matched = (path: string) => !named.has(path) && globs.some((g) => g.match(path))
+  const stored = db.inputs(run.id)
+  const before = stored.map((i) => i.path).filter((p) => !matched(p))
+  const now = inputs.filter((i) => i.glob === undefined).map((i) => i.path)
+  if (JSON.stringify(before) !== JSON.stringify(now)) refuse(db, run, before, now)
+  const present = new Set(inputs.map((i) => i.path))
+  for (const input of stored) {
+    if (present.has(input.path) || !matched(input.path)) {
+      gone.delete(input.path)
+      continue
+    }
+    if (gone.has(input.path)) continue
+    gone.add(input.path)
+    log.warn("an input matched by the glob is gone; its items are kept", { run: run.name, input: input.path })
+  }
+  const known = new Set(stored.map((i) => i.path))
+  for (const p of inputs) {
+    if (p.glob === undefined || known.has(p.path)) continue
+    const added = db.addInput(run.id, p.path, p.source.name)
+    known.add(p.path)
+    log.info("new input", { run: run.name, input: p.path, idx: added.idx })
+  }
+}
+
+function refuse(db: store.Store, run: store.Run, before: string[], now: string[]): never {
   db.close()
   const names = (paths: string[]) => paths.map((p) => basename(p)).join(", ")
   const same = before.length === now.length && before.every((p) => now.includes(p))
@@ -138,7 +188,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
       "Give the model's prices in [pricing] (input and output, USD per million tokens).",
     )
   const prompt = template.parse(job.request.prompt)
-  const inputs = plan(job)
+  const given = specs(job, o.follow)
+  const inputs = plan(job, o.follow)
   const db = store.open(o.home, { synchronous: o.synchronous ?? "FULL" })
   log.init(o.home)
   const latest = db.latestRun(job.name)
@@ -158,7 +209,9 @@ export async function prepare(o: StartOptions): Promise<Session> {
     created = made.created
     if (created) log.info("run created", { run: run.name, id: run.id })
   }
-  sameInputs(db, run, inputs)
+  // a glob's match that is gone is warned about once, here or at the pass that first misses it
+  const gone = new Set<string>()
+  sameInputs(db, run, given, inputs, gone)
   if (run.fingerprint !== jobs.fingerprint(job)) {
     const changed = jobs.changedKeys(JSON.parse(run.job) as jobs.Job, job)
     db.close()
@@ -212,23 +265,59 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
   const ingestAbort = new AbortController()
   const current = run
+  const follower = o.follow ? new Follower(pollMs()) : undefined
 
   async function ingester(): Promise<void> {
-    const lease = () => db.leaseIngest(current.id, owner, 60_000, dead)
-    while (!ingestAbort.signal.aborted && db.run(current.id)?.ingested === 0) {
-      if (!lease()) {
-        await Bun.sleep(2000)
-        continue
-      }
-      const added = await ingest(db, current, inputs, lease, ingestAbort.signal, (n) => {
-        ticker.total += n
-        driver.poke()
-      })
-      if (added.problems > 0) {
-        log.warn("input lines skipped", { run: current.name, count: added.problems, see: "spool status" })
-      }
-      driver.poke()
+    const signal = ingestAbort.signal
+    // a lease is good for 60 s: renewing it every 15 s spares an fsync on every pass of a watch
+    let leasedAt = 0
+    const lease = () => {
+      if (Date.now() - leasedAt < 15_000) return true
+      const held = db.leaseIngest(current.id, owner, 60_000, dead)
+      if (held) leasedAt = Date.now()
+      return held
     }
+    const seen = follower && new Map<string, string>()
+    let files = inputs
+    try {
+      while (!signal.aborted && (follower || db.run(current.id)?.ingested === 0)) {
+        if (!lease()) {
+          await sleep(2000, signal)
+          continue
+        }
+        if (follower) files = pass(follower)
+        const added = await ingest(db, current, files, lease, {
+          signal,
+          follow: seen,
+          onBatch: (n) => {
+            ticker.total += n
+            driver.poke()
+          },
+        })
+        if (added.problems > 0) {
+          log.warn("input lines skipped", { run: current.name, count: added.problems, see: "spool status" })
+        }
+        // each stored batch has poked the driver already; this tells it the inputs are read to their end
+        if (!follower) driver.poke()
+        else await follower.wait(signal)
+      }
+    } finally {
+      follower?.close()
+    }
+  }
+
+  /** Follow mode, before each pass: the globs matched again, new files made inputs, and everything watched. */
+  function pass(follower: Follower): Planned[] {
+    const files = expand(given, true)
+    sameInputs(db, current, given, files, gone)
+    for (const s of given) {
+      if (!s.glob) follower.watch(s.path, "file")
+      else {
+        const { dir, rest } = globBase(s.path)
+        follower.watch(dir, rest.includes("/") ? "tree" : "dir")
+      }
+    }
+    return files
   }
 
   return {
@@ -237,6 +326,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
     ticker,
     stop(graceMs) {
       ingestAbort.abort()
+      follower?.close()
       driver.stop()
       setTimeout(() => driver.abort(), graceMs).unref()
     },
@@ -254,6 +344,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
       reading.catch(() => {})
       driver.onCommit = tick
       const ending = await driver.loop()
+      // a watch's ingester never ends by itself: a run cancelled, paused or capped ends it here
+      if (follower) ingestAbort.abort()
       await reading
       onTick?.(ticker)
       try {

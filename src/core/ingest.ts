@@ -1,31 +1,58 @@
 /** Reads a run's inputs into the ledger, a checkpointed batch at a time (DESIGN §4 rule 5). */
-import { existsSync } from "node:fs"
+import { existsSync, statSync } from "node:fs"
+import { sep } from "node:path"
 import { JobError, SourceError } from "./errors.ts"
 import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
-import { Store, type Run } from "./store.ts"
+import { Store, type Input, type Run } from "./store.ts"
 import * as template from "./template.ts"
 import type { Job } from "./job.ts"
 import type { Source, SourceCommon } from "../plugins/define.ts"
 
-/** An input with its source resolved and its options checked. */
+/** An input as the job gives it, its source resolved and its options checked: one file, or a glob of files. */
+export interface Spec {
+  /** Absolute: a file, or a pattern when `glob` is set. */
+  path: string
+  /** Where it is in the job ("source", "sources.1"), for messages. */
+  at: string
+  source: Source
+  options: Record<string, unknown> & SourceCommon
+  glob: boolean
+}
+
+/** One input file with its source resolved and its options checked. */
 export interface Planned {
   path: string
   /** Where it is in the job ("source", "sources.1"), for messages. */
   at: string
   source: Source
   options: Record<string, unknown> & SourceCommon
+  /** The pattern (absolute) that matched this file, when the job gave a glob. */
+  glob?: string | undefined
 }
 
-/** Resolves every input's source and checks its options and its existence; throws before anything is written. */
-export function plan(job: Job): Planned[] {
+const GLOB = /[*?[{]/
+
+/** A path is a glob when it holds a glob character and is not itself a file (`data[1].csv` stays a file name). */
+export function isGlob(path: string): boolean {
+  return GLOB.test(path) && !existsSync(path)
+}
+
+/** Resolves every input's source and checks its options; reads nothing from the disk but the globs' test. */
+export function specs(job: Job, follow = false): Spec[] {
   const problems: string[] = []
-  const planned: Planned[] = []
+  const out: Spec[] = []
   for (const input of job.sources) {
     const source = registry.source(input.path, input.format, input.at)
     try {
       const options = registry.options(source.options, input.options, input.at) as Record<string, unknown>
-      planned.push({ path: input.path, at: input.at, source, options: { ...options, id: input.id } })
+      out.push({
+        path: input.path,
+        at: input.at,
+        source,
+        options: { ...options, id: input.id, ...(follow && { follow: true }) },
+        glob: isGlob(input.path),
+      })
     } catch (err) {
       if (!(err instanceof JobError)) throw err
       problems.push(...err.problems)
@@ -33,13 +60,58 @@ export function plan(job: Job): Planned[] {
   }
   if (problems.length)
     throw new JobError("the job is not valid", problems, "Fix the keys listed above; nothing was run.")
-  for (const p of planned) {
-    if (!existsSync(p.path))
+  return out
+}
+
+/** The directory a glob is scanned from (its part before the first glob character), and the rest of it. */
+export function globBase(pattern: string): { dir: string; rest: string } {
+  const parts = pattern.split(sep)
+  const first = parts.findIndex((p) => GLOB.test(p))
+  return { dir: parts.slice(0, first).join(sep) || sep, rest: parts.slice(first).join("/") }
+}
+
+/** The files a glob matches now, sorted by path; none when its directory does not exist (yet). */
+export function matches(pattern: string): string[] {
+  const { dir, rest } = globBase(pattern)
+  if (!existsSync(dir)) return []
+  const found = [...new Bun.Glob(rest).scanSync({ cwd: dir, absolute: true, onlyFiles: true })]
+  return found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+}
+
+/**
+ * One input per file: a glob becomes the files it matches, sorted by path. A glob matching nothing is an error
+ * unless `follow` (`spool watch` waits for files to arrive); a missing file always is.
+ */
+export function expand(specs: Spec[], follow = false): Planned[] {
+  const planned: Planned[] = []
+  for (const s of specs) {
+    if (!s.glob) {
+      if (!existsSync(s.path))
+        throw new SourceError(
+          `the input ${s.path} does not exist`,
+          `Check ${s.at}.path (relative to the job file).`,
+        )
+      planned.push({ path: s.path, at: s.at, source: s.source, options: s.options })
+      continue
+    }
+    const files = matches(s.path)
+    if (files.length === 0 && !follow)
       throw new SourceError(
-        `the input ${p.path} does not exist`,
-        `Check ${p.at}.path (relative to the job file).`,
+        `${s.at}.path: ${s.path} matches no file`,
+        `Check ${s.at}.path (relative to the job file). \`spool watch\` waits for matching files to arrive.`,
       )
+    for (const file of files)
+      planned.push({ path: file, at: s.at, source: s.source, options: s.options, glob: s.path })
   }
+  return planned
+}
+
+/**
+ * Resolves every input's source, checks its options and its existence, and expands globs (DESIGN §9: `spool watch`
+ * passes `follow`, which lets a glob match nothing yet). Throws before anything is written.
+ */
+export function plan(job: Job, follow = false): Planned[] {
+  const planned = expand(specs(job, follow), follow)
   const seen = new Set<string>()
   for (const p of planned) {
     if (seen.has(p.path))
@@ -54,41 +126,89 @@ export interface Ingested {
   problems: number
 }
 
+export interface IngestOptions {
+  signal?: AbortSignal | undefined
+  /** After each stored batch, with the items it added. */
+  onBatch?: ((added: number) => void) | undefined
+  /**
+   * Follow mode (`spool watch`): the run is never marked ingested, and an input is read only when its size or
+   * modification time changed since this map (path → stamp) last saw it, so an idle pass costs one stat a file.
+   */
+  follow?: Map<string, string> | undefined
+}
+
+/** What tells a file changed between two passes; undefined when it is gone. */
+function stamp(path: string): string | undefined {
+  try {
+    const s = statSync(path)
+    return `${s.ino}:${s.size}:${s.mtimeMs}`
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * Streams every input from its checkpoint to its end. Rows appended since the last run are picked up; a
- * changed prefix is refused by the source. Returns what this call added.
+ * changed prefix is refused by the source. An input of the run with no file planned (a glob's match that is
+ * gone) is skipped. Returns what this call added.
  */
 export async function ingest(
   store: Store,
   run: Run,
   inputs: Planned[],
   renew: () => void,
-  signal?: AbortSignal,
-  onBatch?: (added: number) => void,
+  o: IngestOptions = {},
 ): Promise<Ingested> {
+  const { signal, follow } = o
+  const byPath = new Map<string, Planned>()
+  for (const p of inputs) if (!byPath.has(p.path)) byPath.set(p.path, p)
   let rows = 0
   let problems = 0
   let last = Date.now()
   for (const input of store.inputs(run.id)) {
-    const planned = inputs[input.idx]
-    if (!planned || planned.path !== input.path) throw new Error(`input ${input.idx} is not ${input.path}`)
-    const batches = planned.source.read(input.path, planned.options, Store.checkpoint(input), signal)
-    for await (const batch of batches) {
-      for (const warning of batch.warnings ?? []) log.warn(warning, { run: run.name, input: input.path })
-      const added = store.ingest(run.id, input, batch, false)
-      rows += added.added
-      problems += batch.problems.length + added.duplicates
-      onBatch?.(added.added)
-      // the rows just stored are garbage now: a hint to collect keeps peak memory flat however long the input
-      Bun.gc(false)
-      if (Date.now() - last > 5_000) {
-        renew()
-        last = Date.now()
-      }
-      if (signal?.aborted) return { rows, problems }
-    }
+    if (signal?.aborted) return { rows, problems }
+    const planned = byPath.get(input.path)
+    if (!planned) continue
+    const before = follow ? stamp(input.path) : undefined
+    if (follow && (before === undefined || follow.get(input.path) === before)) continue
+    const added = await read(store, run, input, planned, signal, o.onBatch, () => {
+      if (Date.now() - last <= 5_000) return
+      renew()
+      last = Date.now()
+    })
+    rows += added.rows
+    problems += added.problems
+    if (signal?.aborted) return { rows, problems }
+    if (follow && before) follow.set(input.path, before)
   }
-  store.markIngested(run.id)
+  if (!follow) store.markIngested(run.id)
+  return { rows, problems }
+}
+
+/** One input from its checkpoint to its end (in follow mode: to its last whole line). */
+async function read(
+  store: Store,
+  run: Run,
+  input: Input,
+  planned: Planned,
+  signal: AbortSignal | undefined,
+  onBatch: ((added: number) => void) | undefined,
+  renew: () => void,
+): Promise<Ingested> {
+  let rows = 0
+  let problems = 0
+  const batches = planned.source.read(input.path, planned.options, Store.checkpoint(input), signal)
+  for await (const batch of batches) {
+    for (const warning of batch.warnings ?? []) log.warn(warning, { run: run.name, input: input.path })
+    const added = store.ingest(run.id, input, batch, false)
+    rows += added.added
+    problems += batch.problems.length + added.duplicates
+    onBatch?.(added.added)
+    // the rows just stored are garbage now: a hint to collect keeps peak memory flat however long the input
+    Bun.gc(false)
+    renew()
+    if (signal?.aborted) break
+  }
   return { rows, problems }
 }
 
@@ -97,9 +217,10 @@ export async function ingest(
  * refuses a changed prefix (SourceChangedError) when it is opened at its checkpoint.
  */
 export async function verify(store: Store, run: Run, inputs: Planned[]): Promise<void> {
+  const byPath = new Map(inputs.map((p) => [p.path, p]))
   for (const input of store.inputs(run.id)) {
     const checkpoint = Store.checkpoint(input)
-    const planned = inputs[input.idx]
+    const planned = byPath.get(input.path)
     if (!checkpoint || !planned) continue
     const batches = planned.source.read(input.path, planned.options, checkpoint)[Symbol.asyncIterator]()
     await batches.next()

@@ -58,6 +58,13 @@ export interface SourceBatch {
 export interface SourceCommon {
   /** Field holding a stable id; default: the row number. */
   id?: string | undefined
+  /**
+   * Set by `spool watch`: the file may still be being written. Read only what is complete, and leave the rest
+   * for a later read from the checkpoint: a last line (record) with no line end yet is not consumed (the
+   * checkpoint stays before it), and a file that cannot be parsed yet (a Parquet file with no footer) yields
+   * nothing rather than failing. Without it, the end of the file is the end of the data, as always.
+   */
+  follow?: boolean | undefined
 }
 
 /** Reads one kind of input. Write `read` in method syntax, as an async generator. */

@@ -88,13 +88,27 @@ export function boundary(bytes: Uint8Array, delimiter: number): number {
   }
 }
 
-/** The next region: whole records from `offset`, or the rest of the file at its end. */
-async function region(handle: Bun.BunFile, offset: number, size: number, bytes: number, delimiter: number) {
+/**
+ * The next region: whole records from `offset`, or the rest of the file at its end. Following a file that is
+ * still being written (`follow`), a last record without its line end (or inside an open quote) is left for later.
+ */
+async function region(
+  handle: Bun.BunFile,
+  offset: number,
+  size: number,
+  bytes: number,
+  delimiter: number,
+  follow: boolean,
+) {
   let want = bytes
   for (;;) {
     if (offset >= size) return undefined
     const read = new Uint8Array(await handle.slice(offset, Math.min(size, offset + want)).arrayBuffer())
-    if (offset + read.length >= size) return read
+    if (offset + read.length >= size) {
+      if (!follow) return read
+      const end = boundary(read, delimiter)
+      return end > 0 ? read.subarray(0, end) : undefined
+    }
     const end = boundary(read, delimiter)
     if (end > 0) return read.subarray(0, end)
     want *= 2 // a record longer than the region: read more
@@ -153,11 +167,12 @@ function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[
       const at: Position = start ?? { offset: 0, line: 0, record: 0, sha256: "", header: [], newline: "\n" }
       const chunk = options.chunk_bytes ?? REGION
       const sep = delimiter.charCodeAt(0)
+      const follow = options.follow === true
       let yielded = false
       for (
-        let bytes = await region(handle, at.offset, size, chunk, sep);
+        let bytes = await region(handle, at.offset, size, chunk, sep, follow);
         bytes;
-        bytes = await region(handle, at.offset, size, chunk, sep)
+        bytes = await region(handle, at.offset, size, chunk, sep, follow)
       ) {
         if (signal?.aborted) return
         let text = decoder.decode(bytes)

@@ -54,14 +54,21 @@ function parse(text: string, line: number, id: string | undefined): SourceRow | 
   return { key, line, id: key, data, raw: text }
 }
 
-/** The next region to parse: whole lines from `offset`, or the rest of the file at its end. */
+/**
+ * The next region to parse: whole lines from `offset`, or the rest of the file at its end. Following a file
+ * that is still being written (`follow`), a last line without its newline is left for a later read.
+ */
 // prettier-ignore
-async function region(handle: Bun.BunFile, offset: number, size: number, bytes: number) {
+async function region(handle: Bun.BunFile, offset: number, size: number, bytes: number, follow: boolean) {
   let want = bytes
   for (;;) {
     if (offset >= size) return undefined
     const read = new Uint8Array(await handle.slice(offset, Math.min(size, offset + want)).arrayBuffer())
-    if (offset + read.length >= size) return read
+    if (offset + read.length >= size) {
+      if (!follow || read.at(-1) === NEWLINE) return read
+      const last = read.lastIndexOf(NEWLINE)
+      return last >= 0 ? read.subarray(0, last + 1) : undefined
+    }
     const last = read.lastIndexOf(NEWLINE)
     if (last >= 0) return read.subarray(0, last + 1)
     want *= 2 // a line longer than the region: read more
@@ -85,10 +92,11 @@ export default defineSource({
     let line = start?.line ?? 0
     let yielded = false
     const chunk = options.chunk_bytes ?? REGION
+    const follow = options.follow === true
     for (
-      let bytes = await region(handle, offset, size, chunk);
+      let bytes = await region(handle, offset, size, chunk, follow);
       bytes;
-      bytes = await region(handle, offset, size, chunk)
+      bytes = await region(handle, offset, size, chunk, follow)
     ) {
       if (signal?.aborted) return
       let body = bytes

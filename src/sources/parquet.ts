@@ -232,7 +232,14 @@ export default defineSource({
   }),
   async *read(file, options, checkpoint, signal) {
     const buffer = await open(file)
-    const metadata = await metadataOf(file, buffer)
+    let metadata: FileMetaData
+    try {
+      metadata = await metadataOf(file, buffer)
+    } catch (err) {
+      // followed (`spool watch`), a file with no footer yet is still being written: it is read at a later pass
+      if (options.follow) return
+      throw err
+    }
     const columns = projection(file, metadata, options.columns, options.id)
     const groups = metadata.row_groups
     const hasher = new Bun.CryptoHasher("sha256")

@@ -1,0 +1,156 @@
+/** `spool serve`, `spool run --serve` and `spool retry`, through the compiled binary. */
+import { describe, expect, test } from "bun:test"
+import { writeFileSync } from "node:fs"
+import { spool, start } from "../lib/spool.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+/** Reads a child's stderr until it prints the address it serves, and returns it. */
+async function served(
+  stderr: ReadableStream<Uint8Array>,
+): Promise<{ url: string; rest: () => Promise<string> }> {
+  const reader = stderr.getReader()
+  const decoder = new TextDecoder()
+  let text = ""
+  const deadline = Date.now() + 20_000
+  while (!/serving (http:\/\/\S+)/.test(text)) {
+    if (Date.now() > deadline) throw new Error(`no address on stderr: ${text}`)
+    const { done, value } = await reader.read()
+    if (done) throw new Error(`exited before serving: ${text}`)
+    text += decoder.decode(value)
+  }
+  const url = /serving (http:\/\/\S+)/.exec(text)?.[1] as string
+  return {
+    url,
+    async rest() {
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += decoder.decode(r.value)
+      return text
+    },
+  }
+}
+
+function job(dir: string, rows: number, options: { latency?: number; holes?: number[] } = {}): void {
+  const lines = Array.from({ length: rows }, (_, i) =>
+    JSON.stringify(
+      options.holes?.includes(i + 1) ? { id: `t${i + 1}` } : { id: `t${i + 1}`, text: `row ${i + 1}` },
+    ),
+  )
+  writeFileSync(`${dir}/in.jsonl`, `${lines.join("\n")}\n`)
+  writeFileSync(
+    `${dir}/job.toml`,
+    `name = "served"
+[source]
+path = "in.jsonl"
+id = "id"
+[provider]
+name = "mock"
+[provider.options]
+latency_ms = ${options.latency ?? 0}
+[request]
+prompt = "Label: {{text}}"
+[limits]
+concurrency = 2
+`,
+  )
+}
+
+describe("spool serve", () => {
+  test("refuses an address beyond loopback without a token, before listening", async () => {
+    await using tmp = await tmpdir()
+    const out = await spool(["serve", "--host", "0.0.0.0", "--port", "0"], { cwd: tmp.path })
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain("spool: refusing to serve on 0.0.0.0 without a token")
+    expect(out.stderr).toContain("Pass --token <secret> (or set SPOOL_TOKEN)")
+  })
+
+  test("a busy port is a clear error naming it", async () => {
+    await using tmp = await tmpdir()
+    const other = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("") })
+    try {
+      const out = await spool(["serve", "--port", String(other.port)], { cwd: tmp.path })
+      expect(out.code).toBe(2)
+      expect(out.stderr).toContain(`spool: port ${other.port} on 127.0.0.1 is in use`)
+    } finally {
+      other.stop(true)
+    }
+  })
+
+  test("with SPOOL_TOKEN, the API needs the token; Ctrl+C ends it with exit 0", async () => {
+    await using tmp = await tmpdir()
+    job(tmp.path, 3)
+    expect((await spool(["run", "job.toml"], { cwd: tmp.path })).code).toBe(0)
+    const child = start(["serve", "--port", "0"], { cwd: tmp.path, env: { SPOOL_TOKEN: "tok-123" } })
+    try {
+      const { url } = await served(child.stderr)
+      expect((await fetch(`${url}api/runs`)).status).toBe(401)
+      const res = await fetch(`${url}api/runs/served`, { headers: { authorization: "Bearer tok-123" } })
+      expect(res.status).toBe(200)
+      expect(((await res.json()) as { counts: { completed: number } }).counts.completed).toBe(3)
+      child.kill("SIGINT")
+      expect(await child.exited).toBe(0)
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+
+  test("spool run --serve serves the live run, then ends with it", async () => {
+    await using tmp = await tmpdir()
+    job(tmp.path, 40, { latency: 100 })
+    const child = start(["run", "job.toml", "--serve", "--port", "0"], { cwd: tmp.path })
+    try {
+      const { url, rest } = await served(child.stderr)
+      // the page is up before the run is made (a busy port is refused first): wait for the run to appear
+      let first = await fetch(`${url}api/runs/served`)
+      for (let i = 0; i < 100 && first.status === 404; i++) {
+        await Bun.sleep(20)
+        first = await fetch(`${url}api/runs/served`)
+      }
+      expect(((await first.json()) as { state: string }).state).toBe("running")
+      const page = await (await fetch(url)).text()
+      expect(page).toContain("<title>served · spool</title>")
+      expect(await child.exited).toBe(0)
+      expect(await rest()).toContain('run "served": 40 completed, 0 failed of 40')
+      // the page ended with the run
+      expect(
+        await fetch(url).then(
+          () => "answered",
+          () => "closed",
+        ),
+      ).toBe("closed")
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+
+  test("--port without --serve is refused", async () => {
+    await using tmp = await tmpdir()
+    job(tmp.path, 1)
+    const out = await spool(["run", "job.toml", "--port", "5000"], { cwd: tmp.path })
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain("--port, --host and --token go with --serve")
+  })
+})
+
+describe("spool retry", () => {
+  test("puts failed items back to pending, and the next run finishes them", async () => {
+    await using tmp = await tmpdir()
+    // rows 2 and 4 have no text: their requests cannot be made, so they fail
+    job(tmp.path, 5, { holes: [2, 4] })
+    expect((await spool(["run", "job.toml"], { cwd: tmp.path })).code).toBe(3)
+    const bad = await spool(["retry", "served", "--state", "completed"], { cwd: tmp.path })
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain('--state: "completed" cannot be retried')
+    const out = await spool(["retry", "served"], { cwd: tmp.path })
+    expect(out.code).toBe(0)
+    expect(out.stderr).toBe(
+      '2 failed item(s) of run "served" are pending again. Process them with:\n  spool run job.toml\n',
+    )
+    const status = JSON.parse((await spool(["status", "served", "--json"], { cwd: tmp.path })).stdout) as {
+      state: string
+      counts: Record<string, number>
+    }
+    expect(status.state).toBe("running")
+    expect(status.counts).toMatchObject({ completed: 3, failed: 0, pending: 2 })
+    const none = await spool(["retry", "served", "--state", "needs_review"], { cwd: tmp.path })
+    expect(none.stderr).toBe('run "served" has no needs_review items\n')
+  })
+})
