@@ -338,8 +338,12 @@ function readToml(path: string): Table {
 }
 
 function defaultName(path: string | undefined, input: unknown): string | undefined {
-  const from = path ?? (typeof input === "string" ? input : undefined)
+  let from = path ?? (typeof input === "string" ? input : undefined)
   if (!from) return undefined
+  // a glob (`inbox/*.jsonl`) names its run after the folder it scans
+  const parts = from.split("/")
+  const glob = parts.findIndex((p) => /[*?[\]{}]/.test(p))
+  if (!path && glob >= 0) from = basename(resolve(parts.slice(0, glob).join("/") || "."))
   return basename(from, extname(from)).replace(/[^A-Za-z0-9._-]/g, "-") || undefined
 }
 

@@ -84,6 +84,13 @@ describe("loading a job", () => {
     expect(job.provider.name).toBe("mock")
   })
 
+  test("from flags alone with a glob, the run is named after the folder it scans", async () => {
+    await using tmp = await tmpdir()
+    const flags = { input: ["inbox/*.jsonl"], prompt: "x", provider: "mock" }
+    expect(jobs.load(undefined, flags, tmp.path).job.name).toBe("inbox")
+    expect(jobs.load(undefined, { ...flags, input: ["in/2026-*/part?.csv"] }, tmp.path).job.name).toBe("in")
+  })
+
   test("an unknown key is an error naming its path", async () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("job.toml"), GOOD.replace('prompt = "', 'promt = "x"\nprompt = "'))
