@@ -75,10 +75,11 @@ export function views() {
       ? "unknown"
       : `$${x.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: x < 1 ? 4 : 2 })}`
   const time = (iso: string | null): string => (iso ? iso.replace("T", " ").slice(0, 19) : "")
+  // an SVG, not styled boxes: the page's CSP refuses style attributes, but not SVG geometry
   const bar = (completed: number, failed: number, total: number): string => {
     const pc = total ? (100 * completed) / total : 0
     const pf = total ? (100 * failed) / total : 0
-    return `<div class="bar" title="${num(completed)} completed, ${num(failed)} failed of ${num(total)}"><i class="ok" style="width:${pc.toFixed(2)}%"></i><i class="bad" style="width:${pf.toFixed(2)}%"></i></div>`
+    return `<svg class="bar" viewBox="0 0 100 1" preserveAspectRatio="none" role="img" aria-label="${num(completed)} completed, ${num(failed)} failed of ${num(total)}"><title>${num(completed)} completed, ${num(failed)} failed of ${num(total)}</title><rect class="ok" width="${pc.toFixed(2)}" height="1"/><rect class="bad" x="${pc.toFixed(2)}" width="${pf.toFixed(2)}" height="1"/></svg>`
   }
   const ORDER = [
     "completed",
@@ -99,7 +100,7 @@ export function views() {
       return list
         .map(
           (r) =>
-            `<tr class="${r.id === selected ? "sel" : ""}" data-run="${r.id}"><td><a href="?run=${r.id}">${esc(r.name)}</a> <span class="muted">#${r.id}</span></td><td><span class="st st-${esc(r.state)}">${esc(r.state)}</span></td><td class="grow">${bar(r.completed, r.failed, r.total)}<span class="muted">${num(r.completed + r.failed)} / ${num(r.total)}</span></td><td>${r.rate_per_s}/s</td><td>${dur(r.eta_s)}</td><td>${usd(r.spend_usd)}</td></tr>`,
+            `<tr class="${r.id === selected ? "sel" : ""}" data-run="${r.id}"><td><a href="?run=${r.id}">${esc(r.name)}</a> <span class="muted">#${r.id}</span></td><td><span class="st st-${esc(r.state)}">${esc(r.state)}</span></td><td class="grow"><div class="prog">${bar(r.completed, r.failed, r.total)}<span class="muted">${num(r.completed + r.failed)} / ${num(r.total)}</span></div></td><td>${r.rate_per_s}/s</td><td>${dur(r.eta_s)}</td><td>${usd(r.spend_usd)}</td></tr>`,
         )
         .join("")
     },
@@ -156,24 +157,29 @@ export function views() {
 
     chart(c: Chart): string {
       const W = 720
-      const H = 140
+      const H = 120
+      // at least this many slots wide: a short run's few bars stay bars, drawn from the left as time goes
+      const MIN_SLOTS = 60
       const pts = c.points
       if (!pts.length) return `<p class="muted">No item has finished yet.</p>`
       const first = pts[0]?.at ?? 0
-      const slots = Math.max(1, Math.round(((pts[pts.length - 1]?.at ?? first) - first) / c.slot_ms) + 1)
+      const last = pts[pts.length - 1]?.at ?? first
+      const slots = Math.max(MIN_SLOTS, Math.round((last - first) / c.slot_ms) + 1)
       const max = Math.max(1, ...pts.map((p) => p.completed + p.failed))
       const w = W / slots
+      const clock = (ms: number) => new Date(ms).toISOString().slice(11, 19)
       const bars = pts
         .map((p) => {
-          const x = (((p.at - first) / c.slot_ms) * w).toFixed(1)
-          const hc = ((p.completed / max) * (H - 20)).toFixed(1)
-          const hf = ((p.failed / max) * (H - 20)).toFixed(1)
-          const when = new Date(p.at).toISOString().slice(11, 19)
-          return `<g><title>${when}: ${num(p.completed)} completed, ${num(p.failed)} failed</title><rect class="ok" x="${x}" y="${(H - Number(hc)).toFixed(1)}" width="${Math.max(1, w - 1).toFixed(1)}" height="${hc}"/><rect class="bad" x="${x}" y="${(H - Number(hc) - Number(hf)).toFixed(1)}" width="${Math.max(1, w - 1).toFixed(1)}" height="${hf}"/></g>`
+          const x = (((p.at - first) / c.slot_ms) * w).toFixed(2)
+          const width = Math.max(0.5, w * 0.85).toFixed(2)
+          const hc = (p.completed / max) * (H - 4)
+          const hf = (p.failed / max) * (H - 4)
+          return `<g><title>${clock(p.at)}: ${num(p.completed)} completed, ${num(p.failed)} failed</title><rect class="ok" x="${x}" y="${(H - hc).toFixed(2)}" width="${width}" height="${hc.toFixed(2)}"/><rect class="bad" x="${x}" y="${(H - hc - hf).toFixed(2)}" width="${width}" height="${hf.toFixed(2)}"/></g>`
         })
         .join("")
       const per = c.slot_ms >= 60_000 ? `${c.slot_ms / 60_000} min` : `${c.slot_ms / 1000} s`
-      return `<svg viewBox="0 0 ${W} ${H}" width="100%" height="${H}" role="img" aria-label="items finished per ${per}">${bars}<text x="4" y="12">${num(max)} per ${per}</text></svg>`
+      const failed = pts.some((p) => p.failed) ? `<i class="key bad"></i>failed or needs_review` : ""
+      return `<div class="axis"><span>highest: ${num(max)} per ${per}</span><span><i class="key ok"></i>completed${failed}</span></div><svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" width="100%" height="${H}" role="img" aria-label="items finished per ${per}">${bars}</svg><div class="axis"><span>from ${clock(first)} UTC</span><span>a bar: ${per}</span></div>`
     },
 
     errors(list: StatusView["errors"]): string {
@@ -225,6 +231,7 @@ export function views() {
     recent(
       list: { key: string; n: number; ended_at: number; error_class: string; error: string | null }[],
     ): string {
+      if (!list.length) return `<li class="muted none">No failed attempts.</li>`
       return list
         .map(
           (e) =>
@@ -236,19 +243,23 @@ export function views() {
 }
 
 const STYLE = `
-:root{--ok:#2e9d57;--bad:#d0453a;--mut:#6b7280;--line:#e5e7eb;--bg:#fff;--fg:#111827;font:14px/1.45 system-ui,sans-serif}
-@media (prefers-color-scheme:dark){:root{--line:#374151;--bg:#111827;--fg:#e5e7eb;--mut:#9ca3af}}
+:root{--ok:#2e9d57;--bad:#d0453a;--mut:#6b7280;--line:#e5e7eb;--bg:#fff;--fg:#111827;--link:#1d4ed8;font:14px/1.45 system-ui,sans-serif}
+@media (prefers-color-scheme:dark){:root{--line:#374151;--bg:#111827;--fg:#e5e7eb;--mut:#9ca3af;--link:#93c5fd}}
+a{color:var(--link)}.wide{overflow-x:auto}
 body{margin:0;background:var(--bg);color:var(--fg)}header{padding:10px 20px;border-bottom:1px solid var(--line);display:flex;gap:12px;align-items:baseline}
 header h1{font-size:18px;margin:0}main{padding:12px 20px;max-width:1200px}h2{font-size:17px;margin:18px 0 8px}h3{font-size:14px;margin:18px 0 6px}
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 th{font-weight:600;color:var(--mut)}tr.sel{background:rgba(46,157,87,.08)}td.grow{width:40%}td.clip{max-width:380px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.bar{display:flex;height:8px;background:var(--line);border-radius:4px;overflow:hidden;margin:4px 0}.bar i{display:block;height:100%}
+.bar{display:block;width:100%;height:8px;background:var(--line);border-radius:4px;overflow:hidden;margin:4px 0}
+.prog{display:flex;align-items:center;gap:8px}.prog .bar{flex:1;min-width:60px;margin:0}.prog span{white-space:nowrap}
 .ok{background:var(--ok);fill:var(--ok)}.bad{background:var(--bad);fill:var(--bad)}.muted{color:var(--mut)}
 .tiles{display:flex;flex-wrap:wrap;gap:8px}.tile{border:1px solid var(--line);border-radius:6px;padding:6px 10px;min-width:92px}.tile b{display:block;font-size:18px}.tile span{color:var(--mut);font-size:12px}.tile.zero{opacity:.55}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:10px 0}dt{color:var(--mut)}dd{margin:0}
-.st{font-size:12px;padding:1px 6px;border-radius:9px;border:1px solid var(--line)}.st-running{color:var(--ok)}.st-failed,.st-cancelled,.st-completed_with_failures,.st-needs_review{color:var(--bad)}
+.st{font-size:12px;padding:1px 6px;border-radius:9px;border:1px solid var(--line)}.st-running,.st-completed{color:var(--ok)}.st-paused,.st-cancelling{color:#b7791f}.st-failed,.st-cancelled,.st-completed_with_failures,.st-needs_review{color:var(--bad)}
 button{margin:0 6px 6px 0;padding:4px 10px;border:1px solid var(--line);border-radius:5px;background:transparent;color:inherit;cursor:pointer}button:disabled{opacity:.4;cursor:default}
-#message{min-height:1.3em;color:var(--mut)}svg text{font-size:11px;fill:var(--mut)}ul{padding-left:18px;margin:4px 0}
+#message{min-height:1.3em;color:var(--mut);margin-bottom:6px}#controls{margin-top:8px}
+#chart svg{display:block;border-bottom:1px solid var(--line)}.axis{display:flex;justify-content:space-between;font-size:12px;color:var(--mut);margin:2px 0}
+.key{display:inline-block;width:9px;height:9px;border-radius:2px;margin:0 4px 0 8px}ul{padding-left:18px;margin:4px 0}
 .live{font-size:12px;color:var(--mut)}.live.on::before{content:"● ";color:var(--ok)}
 @media (max-width:700px){td.grow{width:auto}td.clip{max-width:160px}}
 `
@@ -258,18 +269,29 @@ function script(viewsSource: string): string {
   return `
 const V = (${viewsSource})();
 const $ = (id) => document.getElementById(id);
-const put = (id, html) => { const el = $(id); if (el && el.innerHTML !== html) el.innerHTML = html; };
+// what each part was last drawn from: innerHTML reads back normalized (disabled="", quotes), never equal to it
+const drawn = {};
+const put = (id, html) => {
+  const el = $(id);
+  if (el && drawn[id] !== html) { drawn[id] = html; el.innerHTML = html; }
+};
 const runId = document.body.dataset.run ? Number(document.body.dataset.run) : null;
 let failing = "";
 async function loadItems() {
   const get = (s) => fetch("api/runs/" + runId + "/items?limit=25&state=" + s).then((r) => r.json());
-  const [f, n] = await Promise.all([get("failed"), get("needs_review")]);
-  put("items", V.items([...(f.items || []), ...(n.items || [])]));
+  try {
+    const [f, n] = await Promise.all([get("failed"), get("needs_review")]);
+    put("items", V.items([...(f.items || []), ...(n.items || [])]));
+  } catch { failing = ""; } // drawn again with the next change
 }
+// errors from where the list ends (the page's own, then the last one streamed): none missed, none twice
+let since = document.body.dataset.since || "";
 function connect() {
-  const es = new EventSource(runId ? "api/runs/" + runId + "/events?runs=1" : "api/events");
+  const from = since ? "&since=" + since : "";
+  const es = new EventSource(runId ? "api/runs/" + runId + "/events?runs=1" + from : "api/events");
   es.onopen = () => $("live").classList.add("on");
-  es.onerror = () => $("live").classList.remove("on");
+  // reconnected here rather than by the browser, which would ask again from the first address's since
+  es.onerror = () => { $("live").classList.remove("on"); es.close(); setTimeout(connect, 2000); };
   es.addEventListener("runs", (e) => put("runs", V.runs(JSON.parse(e.data), runId)));
   es.addEventListener("run", (e) => {
     const v = JSON.parse(e.data);
@@ -280,7 +302,11 @@ function connect() {
     if (key !== failing) { failing = key; loadItems(); }
   });
   es.addEventListener("errors", (e) => {
-    const list = $("recent"); list.insertAdjacentHTML("afterbegin", V.recent(JSON.parse(e.data).reverse()));
+    const fresh = JSON.parse(e.data);
+    if (fresh.length) since = String(fresh[fresh.length - 1].ended_at + 1);
+    const list = $("recent");
+    for (const none of list.querySelectorAll(".none")) none.remove();
+    list.insertAdjacentHTML("afterbegin", V.recent(fresh.reverse()));
     while (list.children.length > 20) list.lastElementChild.remove();
   });
 }
@@ -293,9 +319,11 @@ document.addEventListener("click", async (e) => {
     const r = await fetch("api/runs/" + runId + "/" + b.dataset.action, {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
     });
-    const j = await r.json();
+    const j = await r.json().catch(() => ({ error: r.status + " " + r.statusText }));
     $("message").textContent = j.message || j.error || "";
-  } catch (err) { $("message").textContent = String(err); }
+    // refused: the run did not change, so no update redraws the button
+    if (!r.ok) b.disabled = false;
+  } catch (err) { $("message").textContent = String(err); b.disabled = false; }
 });
 if (runId) failing = document.body.dataset.failing || "";
 connect();
@@ -321,21 +349,25 @@ export function render(o: {
   <div class="tiles" id="counts">${V.counts(v)}</div>
   <dl id="figures">${V.figures(v)}</dl>
   <h3>Items finished over time</h3><div id="chart">${V.chart(v.chart)}</div>
-  <h3>Error classes</h3><table><thead><tr><th>class</th><th>attempts</th><th>example</th></tr></thead><tbody id="errors">${V.errors(v.errors)}</tbody></table>
+  <h3>Error classes</h3><div class="wide"><table><thead><tr><th>class</th><th>attempts</th><th>example</th></tr></thead><tbody id="errors">${V.errors(v.errors)}</tbody></table></div>
   <h3>Latest errors</h3><ul id="recent">${V.recent(o.recent)}</ul>
-  <h3>Failed and needs_review items</h3><table><thead><tr><th>id</th><th>state</th><th>attempts</th><th>last error</th><th>output</th></tr></thead><tbody id="items">${V.items(o.items)}</tbody></table>
-  <h3>Batches</h3><table><thead><tr><th>batch</th><th>phase</th><th>provider status</th><th>requests</th><th>created</th><th>error</th></tr></thead><tbody id="batches">${V.batches(v.batches)}</tbody></table>
+  <h3>Failed and needs_review items</h3><div class="wide"><table><thead><tr><th>id</th><th>state</th><th>attempts</th><th>last error</th><th>output</th></tr></thead><tbody id="items">${V.items(o.items)}</tbody></table></div>
+  <h3>Batches</h3><div class="wide"><table><thead><tr><th>batch</th><th>phase</th><th>provider status</th><th>requests</th><th>created</th><th>error</th></tr></thead><tbody id="batches">${V.batches(v.batches)}</tbody></table></div>
   <h3>Malformed input lines</h3><ul id="malformed">${V.malformed(v.malformed)}</ul>
 </section>`
     : ""
   const failing = v ? `${v.counts.failed}/${v.counts.needs_review}` : ""
+  // the live errors start just after the newest one listed (or now, when none is)
+  const since = v
+    ? String(o.recent.length ? Math.max(...o.recent.map((e) => e.ended_at)) + 1 : Date.now())
+    : ""
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${v ? `${escapeHtml(v.name)} · ` : ""}spool</title><style nonce="${o.nonce}">${STYLE}</style></head>
-<body data-run="${v ? v.id : ""}" data-failing="${failing}">
+<title>${v ? `${escapeHtml(v.name)} · ` : ""}spool</title><link rel="icon" href="data:,"><style nonce="${o.nonce}">${STYLE}</style></head>
+<body data-run="${v ? v.id : ""}" data-failing="${failing}" data-since="${since}">
 <header><h1>spool</h1><span class="muted">${escapeHtml(o.version)}</span><span id="live" class="live">live</span></header>
 <main>
-<table><thead><tr><th>run</th><th>state</th><th>progress</th><th>rate</th><th>ETA</th><th>spend</th></tr></thead><tbody id="runs">${V.runs(o.runs, v ? v.id : null)}</tbody></table>
+<div class="wide"><table><thead><tr><th>run</th><th>state</th><th>progress</th><th>rate</th><th>ETA</th><th>spend</th></tr></thead><tbody id="runs">${V.runs(o.runs, v ? v.id : null)}</tbody></table></div>
 ${detail}
 </main>
 <script nonce="${o.nonce}">${script(views.toString())}</script>

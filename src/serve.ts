@@ -190,7 +190,7 @@ export function createApp(o: ServerOptions): Hono {
         runs: runs.map((r) => runRow(db, r, now)),
         run: selected ? runDetail(db, selected, now) : null,
         items: [...failing("failed"), ...failing("needs_review")],
-        recent: selected ? db.errorsSince(selected.id, 0, 20).reverse() : [],
+        recent: selected ? db.latestErrors(selected.id, 20) : [],
         nonce,
         version: o.version ?? "",
       }),

@@ -1045,6 +1045,7 @@ export class Store {
     const problems = this.q.problemTotals.get(run)
     const since = Math.floor((now - windowMs) / PROGRESS_BUCKET_MS)
     const recent = this.q.progressSince.get(run, since)
+    const firstStarted = this.q.firstStarted.get(run)?.at ?? null
     return {
       counts,
       total: Object.values(counts).reduce((a, b) => a + b, 0),
@@ -1063,11 +1064,11 @@ export class Store {
         duplicates: problems?.duplicates ?? 0,
         sample: this.q.problemSample.all(run),
       },
-      firstStarted: this.q.firstStarted.get(run)?.at ?? null,
+      firstStarted,
       lastEnded: this.q.lastEnded.get(run)?.at ?? null,
       recentCompleted: recent?.completed ?? 0,
-      // the buckets summed cover from the start of the first one to now
-      recentWindowMs: Math.max(1000, now - since * PROGRESS_BUCKET_MS),
+      // the buckets summed cover from the start of the first one (or of the run's first attempt, if later) to now
+      recentWindowMs: Math.max(1000, now - Math.max(since * PROGRESS_BUCKET_MS, firstStarted ?? 0)),
     }
   }
 
@@ -1099,6 +1100,11 @@ export class Store {
   firstProgress(run: number): number | null {
     const bucket = this.q.firstBucket.get(run)?.bucket
     return bucket === undefined || bucket === null ? null : bucket * PROGRESS_BUCKET_MS
+  }
+
+  /** The last `limit` failed attempts of a run, newest first. */
+  latestErrors(run: number, limit: number): AttemptError[] {
+    return this.q.latestErrors.all(run, limit)
   }
 
   /** Failed attempts that ended at or after `since` (ms), oldest first: the "new errors" of a live page. */
@@ -1294,6 +1300,12 @@ function prepare(db: Database) {
       `SELECT a.id, a.item_id, i.key, a.n, a.ended_at, a.outcome, a.error_class, a.error, a.http_status
        FROM attempts a JOIN items i ON i.id = a.item_id
        WHERE a.run_id = ? AND a.error_class IS NOT NULL AND a.ended_at >= ? ORDER BY a.ended_at, a.id LIMIT ?`,
+    ),
+    latestErrors: q<AttemptError, [number, number]>(
+      `SELECT a.id, a.item_id, i.key, a.n, a.ended_at, a.outcome, a.error_class, a.error, a.http_status
+       FROM attempts a JOIN items i ON i.id = a.item_id
+       WHERE a.run_id = ? AND a.error_class IS NOT NULL AND a.ended_at IS NOT NULL
+       ORDER BY a.ended_at DESC, a.id DESC LIMIT ?`,
     ),
     pageAll: q<PageRow, [number, number, number]>(
       `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input

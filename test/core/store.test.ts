@@ -153,6 +153,29 @@ describe("the store", () => {
     again.close()
   })
 
+  test("the last minute's rate of a run younger than a minute is over its own age, not a whole minute", async () => {
+    await using tmp = await tmpdir()
+    const { db, run } = seeded(tmp.path, 3)
+    const claimed = db.step(run.id, "w", [], 3, 60_000)
+    const started = db.db.query<{ at: number }, []>("SELECT min(started_at) AS at FROM attempts").get()!.at
+    db.step(
+      run.id,
+      "w",
+      claimed.map((c) => ok(c.id, 1)),
+      0,
+      60_000,
+    )
+    const now = started + 12_000
+    const s = db.summary(run.id, now)
+    expect(s.recentCompleted).toBe(3)
+    expect(s.recentWindowMs).toBe(12_000)
+    // an older run: the window is the last minute, from the start of its first 10 s bucket
+    const later = db.summary(run.id, started + 600_000)
+    expect(later.recentCompleted).toBe(0)
+    expect(later.recentWindowMs).toBe(started + 600_000 - Math.floor((started + 540_000) / 10_000) * 10_000)
+    db.close()
+  })
+
   test("the tallies always equal a count of the items, through claims, outcomes, retries, recovery and batches", async () => {
     await using tmp = await tmpdir()
     const { db, run, input } = seeded(tmp.path, 6)

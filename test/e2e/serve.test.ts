@@ -1,32 +1,8 @@
 /** `spool serve`, `spool run --serve` and `spool retry`, through the compiled binary. */
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
-import { spool, start } from "../lib/spool.ts"
+import { served, spool, start } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
-
-/** Reads a child's stderr until it prints the address it serves, and returns it. */
-async function served(
-  stderr: ReadableStream<Uint8Array>,
-): Promise<{ url: string; rest: () => Promise<string> }> {
-  const reader = stderr.getReader()
-  const decoder = new TextDecoder()
-  let text = ""
-  const deadline = Date.now() + 20_000
-  while (!/serving (http:\/\/\S+)/.test(text)) {
-    if (Date.now() > deadline) throw new Error(`no address on stderr: ${text}`)
-    const { done, value } = await reader.read()
-    if (done) throw new Error(`exited before serving: ${text}`)
-    text += decoder.decode(value)
-  }
-  const url = /serving (http:\/\/\S+)/.exec(text)?.[1] as string
-  return {
-    url,
-    async rest() {
-      for (let r = await reader.read(); !r.done; r = await reader.read()) text += decoder.decode(r.value)
-      return text
-    },
-  }
-}
 
 function job(dir: string, rows: number, options: { latency?: number; holes?: number[] } = {}): void {
   const lines = Array.from({ length: rows }, (_, i) =>

@@ -63,3 +63,33 @@ export async function until(check: () => boolean, timeoutMs: number, what: strin
     await Bun.sleep(10)
   }
 }
+
+/**
+ * Reads a child's stderr until it prints the address it serves (`serving http://…`). `rest()` gives all it printed,
+ * once it has exited; without a call to it, the rest is drained so the child never blocks on a full pipe.
+ */
+export async function served(
+  stderr: ReadableStream<Uint8Array>,
+): Promise<{ url: string; rest: () => Promise<string> }> {
+  const reader = stderr.getReader()
+  const decoder = new TextDecoder()
+  let text = ""
+  const deadline = Date.now() + 20_000
+  while (!/serving (http:\/\/\S+)/.test(text)) {
+    if (Date.now() > deadline) throw new Error(`no address on stderr: ${text}`)
+    const { done, value } = await reader.read()
+    if (done) throw new Error(`exited before serving: ${text}`)
+    text += decoder.decode(value)
+  }
+  const url = /serving (http:\/\/\S+)/.exec(text)?.[1] as string
+  const drained = (async () => {
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += decoder.decode(r.value)
+  })().catch(() => {})
+  return {
+    url,
+    rest: async () => {
+      await drained
+      return text
+    },
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * The status page in a real browser: headless Chromium (Debian's, driven by playwright-core) against
+ * `dist/spool serve` over a store holding a finished run and a live one that a `spool run` beside it is working
+ * through. The page must draw both, follow the live run without a reload, pause and resume it from its buttons,
+ * show the finished run's counts exactly, and do all that without a console error or a CSP violation.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test"
+import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { chromium, type Browser, type Page } from "playwright-core"
+import { served, spool, start } from "../lib/spool.ts"
+import { tmpdir, type Tmp } from "../lib/tmp.ts"
+
+const CHROMIUM = "/usr/bin/chromium"
+const ARTIFACTS = join(import.meta.dir, "..", "artifacts")
+
+type Child = ReturnType<typeof start>
+type Counts = Record<string, number>
+
+let tmp: Tmp
+let home: string
+let url: string
+let live: Child | undefined
+let server: Child | undefined
+let browser: Browser | undefined
+let page: Page
+const ids: Record<string, number> = {}
+/** Console errors, uncaught exceptions, CSP violations and failed requests of every page the test opened. */
+const problems: string[] = []
+
+async function status(run: number): Promise<{ state: string; counts: Counts; total: number }> {
+  const out = await spool(["status", String(run), "--json", "--home", home], { cwd: tmp.path })
+  expect(out.code).toBe(0)
+  return JSON.parse(out.stdout)
+}
+
+// what runs in the page is written as source text: this project's types have no DOM
+
+/** Every tile of the page's counts, as numbers, read from the DOM. */
+async function tiles(): Promise<Counts> {
+  return page.evaluate<Counts>(
+    `Object.fromEntries([...document.querySelectorAll("#counts .tile")].map((el) =>
+      [el.dataset.state, Number(el.querySelector("b").textContent.replace(/,/g, ""))]))`,
+  )
+}
+
+const completed = async (): Promise<number> => (await tiles()).completed as number
+
+/**
+ * Waits until `expression`, evaluated in the page, is true. Polled from here: the page's CSP forbids eval, which
+ * a string given to waitForFunction would need.
+ */
+async function until(expression: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await page.evaluate<boolean>(expression))) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${expression}`)
+    await Bun.sleep(100)
+  }
+}
+
+/** Waits until the page's completed count passes `n` (the page updating itself: nothing here reloads it). */
+const countPasses = (n: number) =>
+  until(
+    `Number(document.querySelector(".tile[data-state=completed] b").textContent.replace(/,/g, "")) > ${n}`,
+    10_000,
+  )
+
+/** Waits until the page shows the run in `state`. */
+const stateIs = (state: string) =>
+  until(`document.getElementById("run-state")?.textContent === ${JSON.stringify(state)}`, 5_000)
+
+async function open(path: string): Promise<void> {
+  await page.goto(`${url}${path}`)
+  // a page that reloaded itself would lose this mark
+  await page.evaluate("window.mark = 1")
+  await page.waitForSelector("#live.on", { timeout: 10_000 })
+}
+
+const marked = () => page.evaluate<boolean>("window.mark === 1")
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `${CHROMIUM} is missing: install Debian's Chromium (apt-get install chromium), as .ci/run does`,
+    )
+  tmp = await tmpdir()
+  home = tmp.join("home")
+
+  // the finished run: 4 completed; 2 needs_review (an answer outside the schema); 2 failed (no text for the
+  // template); and one line that is not JSON
+  const rows = ["billing", "bug", "spam", null, "question", "spam", null, "billing"]
+  writeFileSync(
+    tmp.join("done.jsonl"),
+    rows
+      .map((t, i) => JSON.stringify(t === null ? { id: `t${i + 1}` } : { id: `t${i + 1}`, text: t }))
+      .join("\n") + "\nnot json\n",
+  )
+  writeFileSync(
+    tmp.join("label.json"),
+    JSON.stringify({
+      type: "object",
+      properties: { label: { type: "string", enum: ["billing", "bug", "question"] } },
+      required: ["label"],
+      additionalProperties: false,
+    }),
+  )
+  writeFileSync(
+    tmp.join("done.toml"),
+    `name = "finished"
+[source]
+path = "done.jsonl"
+id = "id"
+[provider]
+name = "mock"
+[provider.options]
+reply = '{"label":"{{prompt}}"}'
+[request]
+prompt = "{{text}}"
+[output]
+schema = "label.json"
+name = "ticket_label"
+[limits]
+max_attempts = 1
+`,
+  )
+  const done = await spool(["run", "done.toml", "--home", home], { cwd: tmp.path })
+  expect(done.stderr).toContain('run "finished": 4 completed, 4 failed of 8')
+  expect(done.code).toBe(3)
+
+  // the live run: 600 items, two at a time, 100 ms each: about 30 s, longer than the test needs it; every 20th
+  // has no text, and fails
+  writeFileSync(
+    tmp.join("live.jsonl"),
+    Array.from({ length: 600 }, (_, i) =>
+      JSON.stringify((i + 1) % 20 ? { id: `r${i + 1}`, text: `row ${i + 1}` } : { id: `r${i + 1}` }),
+    ).join("\n") + "\n",
+  )
+  writeFileSync(
+    tmp.join("live.toml"),
+    `name = "live"
+[source]
+path = "live.jsonl"
+id = "id"
+[provider]
+name = "mock"
+[provider.options]
+latency_ms = 100
+[request]
+prompt = "Label: {{text}}"
+[limits]
+concurrency = 2
+`,
+  )
+  live = start(["run", "live.toml", "--home", home], { cwd: tmp.path })
+  // drained, so a full pipe never holds it up
+  void new Response(live.stdout).text()
+  void new Response(live.stderr).text()
+
+  server = start(["serve", "--port", "0", "--home", home], { cwd: tmp.path })
+  url = (await served(server.stderr)).url
+  void new Response(server.stdout).text()
+
+  // until the live run has started and finished a few items
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    const { runs } = (await (await fetch(`${url}api/runs`)).json()) as {
+      runs: { id: number; name: string; state: string; completed: number }[]
+    }
+    for (const r of runs) ids[r.name] = r.id
+    const l = runs.find((r) => r.name === "live")
+    if (l && l.state === "running" && l.completed > 0) break
+    if (Date.now() > deadline) throw new Error(`the live run did not start: ${JSON.stringify(runs)}`)
+    await Bun.sleep(100)
+  }
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  })
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+  // a CSP violation is reported on the console too; this names it for certain, whatever the browser says
+  await page.addInitScript(
+    `document.addEventListener("securitypolicyviolation", (e) =>
+      console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline")))`,
+  )
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") problems.push(`console.${m.type()}: ${m.text()}`)
+  })
+  page.on("pageerror", (e) => problems.push(`uncaught: ${e.message}`))
+  page.on("response", (r) => {
+    if (r.status() >= 400) problems.push(`${r.status()} ${r.request().method()} ${r.url()}`)
+  })
+}, 45_000)
+
+afterAll(async () => {
+  await browser?.close().catch(() => {})
+  for (const child of [live, server]) {
+    if (!child) continue
+    child.kill("SIGKILL")
+    await child.exited
+  }
+  await tmp?.[Symbol.asyncDispose]()
+}, 20_000)
+
+describe("the status page in Chromium", () => {
+  test("lists both runs", async () => {
+    await open("")
+    const rows = await page.evaluate(
+      `[...document.querySelectorAll("#runs tr[data-run]")].map((el) => [Number(el.dataset.run), el.querySelector("a").textContent])`,
+    )
+    expect(rows).toEqual([
+      [ids.finished, "finished"],
+      [ids.live, "live"],
+    ])
+    // the latest run is the one shown, and marked in the list
+    expect(await page.textContent("#head h2")).toContain("live")
+    expect(await page.getAttribute(`#runs tr[data-run="${ids.live}"]`, "class")).toBe("sel")
+  })
+
+  test("follows the live run: its completed count goes up without a reload", async () => {
+    await open(`?run=${ids.live}`)
+    expect(await page.textContent("#run-state")).toBe("running")
+    const first = await completed()
+    await Bun.sleep(2_500)
+    const second = await completed()
+    expect(second).toBeGreaterThan(first)
+    // the list's progress follows too, and the chart has bars
+    expect(await page.textContent(`#runs tr[data-run="${ids.live}"] .prog span`)).toMatch(/^[\d,]+ \/ 600$/)
+    expect(await page.locator("#chart svg rect.ok").count()).toBeGreaterThan(0)
+    // the failures as they come: each in the latest errors once, and in the failed items (fetched as they change)
+    const failed = `Number(document.querySelector(".tile[data-state=failed] b").textContent.replace(/,/g, ""))`
+    await until(
+      `${failed} > 0 && document.querySelectorAll("#recent li:not(.none)").length === Math.min(20, ${failed}) &&
+        document.querySelectorAll("#items .st-failed").length === Math.min(25, ${failed})`,
+      10_000,
+    )
+    const errors = await page.locator("#recent li").allTextContents()
+    const keys = errors.map((e) => /template (r\d+) \(attempt 1\)/.exec(e)?.[1])
+    expect(keys.every((k) => k !== undefined && Number(k.slice(1)) % 20 === 0)).toBe(true)
+    expect(new Set(keys).size).toBe(keys.length)
+    expect(await marked()).toBe(true)
+  })
+
+  test("Pause stops it (page and store say paused); Resume makes it go on", async () => {
+    await page.click("button[data-action=pause]")
+    await stateIs("paused")
+    expect(await page.textContent("#message")).toContain('run "live" paused')
+    expect(await page.isDisabled("button[data-action=pause]")).toBe(true)
+    expect(await page.isEnabled("button[data-action=resume]")).toBe(true)
+    // calls in flight when it paused may still land (the process sees the pause within half a second): once
+    // none is running, nothing more
+    await Bun.sleep(1_000)
+    await until(`document.querySelector(".tile[data-state=running] b").textContent === "0"`, 5_000)
+    const held = await completed()
+    await Bun.sleep(2_500)
+    expect(await completed()).toBe(held)
+    const stopped = await status(ids.live as number)
+    expect(stopped.state).toBe("paused")
+    expect(stopped.counts.completed).toBe(held)
+
+    await page.click("button[data-action=resume]")
+    await stateIs("running")
+    expect(await page.textContent("#message")).toContain('run "live" resumed')
+    await countPasses(held)
+    const going = await status(ids.live as number)
+    expect(going.state).toBe("running")
+    expect(going.counts.completed).toBeGreaterThan(held)
+    expect(await marked()).toBe(true)
+
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await page.screenshot({ path: join(ARTIFACTS, "status-page.png"), fullPage: true })
+  })
+
+  test("shows the finished run's counts exactly", async () => {
+    await open(`?run=${ids.finished}`)
+    expect(await page.textContent("#run-state")).toBe("completed_with_failures")
+    const expected = {
+      completed: 4,
+      failed: 2,
+      needs_review: 2,
+      pending: 0,
+      running: 0,
+      retry_wait: 0,
+      queued: 0,
+      submitted: 0,
+    }
+    expect(await tiles()).toEqual(expected)
+    expect((await status(ids.finished as number)).counts).toEqual(expected)
+    // the progress bar: half completed, half failed or for review
+    expect(await page.getAttribute("#head .bar rect.ok", "width")).toBe("50.00")
+    expect(await page.getAttribute("#head .bar rect.bad", "width")).toBe("50.00")
+    expect(await page.textContent(`#runs tr[data-run="${ids.finished}"] .prog span`)).toBe("8 / 8")
+    expect(await page.locator("#items tr td:first-child").allTextContents()).toEqual(["t4", "t7", "t3", "t6"])
+    expect(await page.textContent("#malformed")).toContain("1 line(s) skipped")
+    expect(await page.isDisabled("button[data-action=pause]")).toBe(true)
+    expect(await page.isEnabled("button[data-action=retry][data-state=failed]")).toBe(true)
+    await page.screenshot({ path: join(ARTIFACTS, "status-page-finished.png"), fullPage: true })
+  })
+
+  test("no console error, uncaught exception, CSP violation or failed request on any page", () => {
+    expect(problems).toEqual([])
+  })
+})
