@@ -1307,9 +1307,11 @@ function prepare(db: Database) {
        WHERE a.run_id = ? AND a.error_class IS NOT NULL AND a.ended_at IS NOT NULL
        ORDER BY a.ended_at DESC, a.id DESC LIMIT ?`,
     ),
+    // walks the primary key from the cursor (`+run_id` keeps the planner off items_state, which would read and sort
+    // every item of the run): a run's items are nearly contiguous, so a page reads about `limit` rows
     pageAll: q<PageRow, [number, number, number]>(
       `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
-       WHERE items.run_id = ? AND items.id > ? ORDER BY items.id LIMIT ?`,
+       WHERE +items.run_id = ? AND items.id > ? ORDER BY items.id LIMIT ?`,
     ),
     pageOfState: q<PageRow, [number, State, number, number]>(
       `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input

@@ -186,6 +186,40 @@ describe("the JSON API", () => {
     expect(seen).toEqual(["k1", "k2", "k3", "k4", "k5", "k6"])
   })
 
+  test("pages of a run whose items are interleaved with another run's skip the other run's items", async () => {
+    const other = writer.createRun("other", JOB, "fp2", "spool run", [
+      { path: "/o.jsonl", format: "jsonl" },
+    ]).run
+    const rows = (keys: string[]) => keys.map((key, i) => ({ key, line: i + 1, data: {} }))
+    writer.ingest(
+      other.id,
+      writer.inputs(other.id)[0]!,
+      { rows: rows(["o1", "o2", "o3"]), problems: [], checkpoint: {} },
+      false,
+    )
+    writer.ingest(
+      runId,
+      writer.inputs(runId)[0]!,
+      { rows: rows(["k7", "k8"]), problems: [], checkpoint: {} },
+      false,
+    )
+    const pages: string[][] = []
+    let after = ""
+    for (let page = 0; page < 10; page++) {
+      const body = await json(await app().request(`/api/runs/${runId}/items?limit=3${after}`))
+      pages.push(body.items.map((i: { id: string }) => i.id))
+      if (body.next === null) break
+      after = `&after=${body.next}`
+    }
+    expect(pages).toEqual([
+      ["k1", "k2", "k3"],
+      ["k4", "k5", "k6"],
+      ["k7", "k8"],
+    ])
+    const theirs = await json(await app().request(`/api/runs/${other.id}/items`))
+    expect(theirs.items.map((i: { id: string }) => i.id)).toEqual(["o1", "o2", "o3"])
+  })
+
   test("bad query values are refused with 400, naming each field", async () => {
     const res = await app().request(`/api/runs/${runId}/items?state=done&limit=x`)
     expect(res.status).toBe(400)
