@@ -21,8 +21,8 @@ const EDGES: Record<State, readonly State[]> = {
   // ok; retryable error; permanent error or attempts used up; schema failure after max attempts;
   // lease expired, interrupted, or the run paused before the call could finish
   running: ["completed", "retry_wait", "failed", "needs_review", "pending"],
-  // backoff elapsed and claimed again; `spool retry` or a pause folding waits back
-  retry_wait: ["running", "pending"],
+  // backoff elapsed and claimed again (for a direct call, or for a batch); `spool retry` or a pause folding waits back
+  retry_wait: ["running", "queued", "pending"],
   // batch created at the provider; batch never reached it; no request could be made of it (template, size)
   queued: ["submitted", "pending", "failed"],
   // line ok; line without a result; line errored (retryable / permanent / invalid output)
@@ -40,6 +40,11 @@ export function allowed(from: State, to: State): boolean {
 /** Throws unless `from → to` is an edge of the state machine. */
 export function check(from: State, to: State): void {
   if (!allowed(from, to)) throw new TransitionError(`illegal item transition ${from} → ${to}`)
+}
+
+/** States an item ends in (until `spool retry`): what the completions chart and the progress counts count. */
+export function isFinal(state: State): boolean {
+  return state === "completed" || state === "failed" || state === "needs_review"
 }
 
 export function isState(value: string): value is State {

@@ -13,6 +13,7 @@ const LEGAL: [State, State][] = [
   ["running", "pending"],
   ["retry_wait", "running"],
   ["retry_wait", "pending"],
+  ["retry_wait", "queued"],
   ["queued", "submitted"],
   ["queued", "pending"],
   ["queued", "failed"],

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test"
 import { statSync } from "node:fs"
 import * as store from "../../src/core/store.ts"
-import type { Outcome } from "../../src/core/store.ts"
+import type { LineOutcome, Outcome } from "../../src/core/store.ts"
 import { TransitionError } from "../../src/core/errors.ts"
 import { tmpdir } from "../lib/tmp.ts"
 import { seeded } from "../lib/ledger.ts"
@@ -253,6 +253,74 @@ describe("the store", () => {
     exact()
     expect(db.counts(run.id)).toMatchObject({ completed: 2, pending: 5, failed: 0 })
     expect(db.summary(run.id).errors).toEqual([{ class: "auth", count: 1, example: "key", key: "k2" }])
+    // a direct call that waits to retry, then goes into a batch with four others; the batch is given up once, then
+    // a second one settles its lines every way a line can end
+    const [w] = db.step(run.id, "w", [], 1, 60_000)
+    db.step(
+      run.id,
+      "w",
+      [
+        {
+          item: w!.id,
+          attempt: 2,
+          to: "retry_wait",
+          label: "retry",
+          nextAt: 0,
+          latencyMs: 5,
+          endedAt: Date.now(),
+        },
+      ],
+      0,
+      60_000,
+    )
+    exact()
+    const pack = () =>
+      db.packable(run.id, 5).map((p, i) => ({ id: p.id, line: i, offset: i * 10, bytes: 10 }))
+    const given = db.intend(run.id, { tag: "t2", requests: "/r", bytes: 50, tokens: 9 }, pack(), [], "w")!
+    expect(db.counts(run.id)).toMatchObject({ queued: 5, retry_wait: 0, pending: 0 })
+    exact()
+    db.abandon(given.id, { errorClass: "queue_limit", error: "full" })
+    exact()
+    const five = pack()
+    const b3 = db.intend(run.id, { tag: "t3", requests: "/r", bytes: 50, tokens: 9 }, five, [], "w")!
+    db.submitted(b3.id, { id: "b3", status: "in_progress", phase: "in_progress" })
+    exact()
+    const line = (i: number, to: LineOutcome["to"], extra: Partial<LineOutcome> = {}): LineOutcome => ({
+      item: five[i]!.id,
+      to,
+      label: to,
+      inputTokens: 3,
+      outputTokens: 1,
+      endedAt: Date.now(),
+      ...extra,
+    })
+    db.apply(
+      b3.id,
+      [
+        line(0, "completed", { output: "a" }),
+        line(1, "failed", { errorClass: "bad_request", error: "no" }),
+        line(2, "needs_review", { errorClass: "output", error: "not JSON", output: "{" }),
+        line(3, "pending", { errorClass: "server", error: "500" }),
+      ],
+      "w",
+    )
+    exact()
+    // the same lines applied again (a resumed apply) change nothing
+    db.apply(b3.id, [line(0, "completed", { output: "a" })], "w")
+    exact()
+    db.finishBatch(b3.id, 4)
+    exact()
+    expect(db.counts(run.id)).toMatchObject({
+      completed: 3,
+      failed: 1,
+      needs_review: 1,
+      retry_wait: 0,
+      pending: 2,
+    })
+    // the completions chart counts every item that ended, by direct call or by batch line, once
+    const ended = db.progress(run.id, 0, 10_000_000_000_000).reduce((a, p) => a + p.completed + p.failed, 0)
+    const final = db.counts(run.id)
+    expect(ended).toBe(final.completed + final.failed + final.needs_review + 1) // + the failed item retried above
     db.close()
   })
 
