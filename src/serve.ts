@@ -48,6 +48,12 @@ const ItemsQuery = v.object({
     "100",
   ),
 })
+const EventsQuery = v.object({
+  runs: v.optional(v.picklist(["0", "1"], "must be 0 or 1")),
+  since: v.optional(
+    v.pipe(v.string(), v.regex(/^\d{1,15}$/, "must be a time in ms since the epoch"), v.transform(Number)),
+  ),
+})
 const RetryBody = v.object({
   state: v.picklist(["failed", "needs_review"], "must be failed or needs_review"),
 })
@@ -137,7 +143,16 @@ export function createApp(o: ServerOptions): Hono {
     c.header("X-Content-Type-Options", "nosniff")
     c.header("Referrer-Policy", "no-referrer")
     c.header("Cache-Control", "no-store")
-    if (!o.token) return next()
+    if (!o.token) {
+      // without a token only this machine may ask, by a loopback name: a page of another site that rebinds its own
+      // name to 127.0.0.1 (DNS rebinding) would otherwise count as this server's own origin
+      const host = hostOf(c.req.header("host") ?? new URL(c.req.url).host)
+      if (!isLoopback(host))
+        throw new HTTPException(403, {
+          message: `refused: this server answers only to a loopback address (127.0.0.1, localhost), not to "${host}"; serve with --token to be reached by other names`,
+        })
+      return next()
+    }
     const offered = new URL(c.req.url).searchParams.get("token")
     if (offered !== null && c.req.method === "GET" && same(offered, o.token)) {
       // a first visit with ?token=: keep it in a cookie, and take it out of the address bar and history
@@ -238,15 +253,18 @@ export function createApp(o: ServerOptions): Hono {
     return c.json({ ok: true, message, state: db.run(run.id)?.state ?? null })
   }
 
-  app.get("/api/events", (c) => events(c, null, true))
-  app.get("/api/runs/:id/events", (c) => events(c, runOf(db, c.req.param("id")), c.req.query("runs") === "1"))
+  app.get("/api/events", (c) => events(c, null, true, valid(EventsQuery, c.req.query(), "query")))
+  app.get("/api/runs/:id/events", (c) => {
+    const q = valid(EventsQuery, c.req.query(), "query")
+    return events(c, runOf(db, c.req.param("id")), q.runs === "1", q)
+  })
 
   /**
    * Server-sent events: `runs` (the list), `run` (one run's detail) and `errors` (its failed attempts since the
    * stream opened), each sent only when it changed, looked at every `eventMs` and only when the store changed (or
    * every few seconds, for rates and ETA): at most 1000 / eventMs updates per second however fast the run goes.
    */
-  function events(c: Context, run: Run | null, withRuns: boolean) {
+  function events(c: Context, run: Run | null, withRuns: boolean, q: v.InferOutput<typeof EventsQuery>) {
     return streamSSE(c, async (stream) => {
       let version = -1
       let seen = -1
@@ -254,7 +272,7 @@ export function createApp(o: ServerOptions): Hono {
       let lastRun = ""
       let refreshed = 0
       let pinged = Date.now()
-      let errorsFrom = Number(c.req.query("since") ?? Date.now())
+      let errorsFrom = q.since ?? Date.now()
       const sent = new Set<number>()
       while (!stream.aborted) {
         const now = Date.now()
@@ -301,6 +319,13 @@ export function createApp(o: ServerOptions): Hono {
   })
 
   return app
+}
+
+/** The name in a Host header, without its port: `127.0.0.1:4777` → `127.0.0.1`, `[::1]:80` → `::1`. */
+function hostOf(header: string): string {
+  const bracketed = /^\[([^\]]+)\]/.exec(header)
+  if (bracketed) return bracketed[1] as string
+  return header.replace(/:\d+$/, "").toLowerCase()
 }
 
 /** Whether a host name or address stays on this machine. */

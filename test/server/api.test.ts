@@ -332,6 +332,30 @@ describe("the token", () => {
     expect((await a.request("/?token=nope")).status).toBe(401)
   })
 
+  test("without a token, only loopback names are answered (DNS rebinding); with one, any name that brings it", async () => {
+    for (const host of ["localhost:4777", "127.0.0.1:4777", "[::1]:4777", "LOCALHOST"]) {
+      const res = await app().request("http://x/api/runs", { headers: { host } })
+      expect([host, res.status]).toEqual([host, 200])
+    }
+    for (const host of ["evil.example:4777", "evil.example", "192.168.1.9:4777"]) {
+      const res = await app().request("/api/runs", { headers: { host } })
+      expect([host, res.status]).toEqual([host, 403])
+    }
+    const rebound = await app().request(`/api/runs/${runId}/pause`, {
+      method: "POST",
+      headers: { host: "evil.example:4777", origin: "http://evil.example:4777" },
+    })
+    expect(rebound.status).toBe(403)
+    expect((await json(rebound)).error).toStartWith(
+      'refused: this server answers only to a loopback address (127.0.0.1, localhost), not to "evil.example"',
+    )
+    expect(writer.run(runId)?.state).toBe("running")
+    const named = await app({ token: "t" }).request("/api/runs", {
+      headers: { host: "spool.internal:4777", authorization: "Bearer t" },
+    })
+    expect(named.status).toBe(200)
+  })
+
   test("serving beyond loopback without a token is refused before anything listens", () => {
     expect(() => start({ store: reader, home: tmp.path, host: "0.0.0.0", port: 0 })).toThrow(UsageError)
     expect(() => start({ store: reader, home: tmp.path, host: "0.0.0.0", port: 0 })).toThrow(
@@ -480,6 +504,14 @@ describe("the events stream", () => {
     expect(seen.length).toBeLessThanOrEqual(7)
     expect([...seen].sort((x, y) => x - y)).toEqual(seen)
     await events.close()
+  })
+
+  test("a bad events query is a 400 naming the field", async () => {
+    const res = await app().request(`/api/runs/${runId}/events?since=yesterday&runs=2`)
+    expect(res.status).toBe(400)
+    expect((await json(res)).error).toBe(
+      "query.runs: must be 0 or 1; query.since: must be a time in ms since the epoch",
+    )
   })
 
   test("GET /api/events streams the runs list", async () => {
