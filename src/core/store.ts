@@ -6,6 +6,7 @@ import { StoreError, UsageError, type ErrorClass } from "./errors.ts"
 import * as states from "./states.ts"
 import type { RunState, State } from "./states.ts"
 import type { Checkpoint, RemoteBatch, SourceBatch } from "../plugins/define.ts"
+import type { Paid } from "./pricing.ts"
 
 /** What the ledger keeps of a provider batch's state. */
 export type RemoteView = Pick<
@@ -912,19 +913,19 @@ export class Store {
     let first = true
     for (const [state, n] of Object.entries(moved)) {
       if (n === 0 && !first) continue
-      const a = first ? added : {}
+      const a = { ...ZERO_TALLY(), ...(first ? added : {}) }
       first = false
       this.q.tallyAdd.run(
         run,
         state,
         n,
-        a.attempts ?? 0,
-        a.input_tokens ?? 0,
-        a.output_tokens ?? 0,
-        a.cached_input_tokens ?? 0,
-        a.batch_input_tokens ?? 0,
-        a.batch_output_tokens ?? 0,
-        a.batch_cached_tokens ?? 0,
+        a.attempts,
+        a.input_tokens,
+        a.output_tokens,
+        a.cached_input_tokens,
+        a.batch_input_tokens,
+        a.batch_output_tokens,
+        a.batch_cached_tokens,
       )
     }
   }
@@ -1109,18 +1110,10 @@ export class Store {
   /** A run's totals, from maintained tallies and indexed lookups only: as fast for a million items as for ten. */
   summary(run: number, now = Date.now(), windowMs = 60_000): Summary {
     const counts = ZERO_COUNTS()
-    const sum = {
-      attempts: 0,
-      input_tokens: 0,
-      output_tokens: 0,
-      cached_input_tokens: 0,
-      batch_input_tokens: 0,
-      batch_output_tokens: 0,
-      batch_cached_tokens: 0,
-    }
+    const sum = ZERO_TALLY()
     for (const row of this.q.tallies.all(run)) {
       if (states.isState(row.state)) counts[row.state] = row.n
-      for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += row[k]
+      for (const k of Object.keys(sum) as (keyof Tally)[]) sum[k] += row[k]
     }
     const problems = this.q.problemTotals.get(run)
     const since = Math.floor((now - windowMs) / PROGRESS_BUCKET_MS)
@@ -1337,20 +1330,7 @@ function prepare(db: Database) {
       `UPDATE items SET state = 'pending', error = NULL, error_class = NULL, next_at = NULL, updated_at = ?
        WHERE run_id = ? AND state = ?`,
     ),
-    tallies: q<
-      {
-        state: string
-        n: number
-        attempts: number
-        input_tokens: number
-        output_tokens: number
-        cached_input_tokens: number
-        batch_input_tokens: number
-        batch_output_tokens: number
-        batch_cached_tokens: number
-      },
-      [number]
-    >("SELECT * FROM tallies WHERE run_id = ?"),
+    tallies: q<Tally & { state: string; n: number }, [number]>("SELECT * FROM tallies WHERE run_id = ?"),
     tallyAdd: q<void, [number, string, number, number, number, number, number, number, number, number]>(
       `INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (run_id, state) DO UPDATE SET n = n + excluded.n, attempts = attempts + excluded.attempts,
@@ -1597,16 +1577,18 @@ function prepare(db: Database) {
 
 type Claimable = { id: number; state: State }
 
-/** The sums a `tallies` row keeps beside its count. */
-type Tally = {
-  attempts: number
-  input_tokens: number
-  output_tokens: number
-  cached_input_tokens: number
-  batch_input_tokens: number
-  batch_output_tokens: number
-  batch_cached_tokens: number
-}
+/** The sums a `tallies` row keeps beside its count: attempts, and tokens (the batch-priced part apart). */
+type Tally = Paid & { attempts: number }
+
+const ZERO_TALLY = (): Tally => ({
+  attempts: 0,
+  input_tokens: 0,
+  output_tokens: 0,
+  cached_input_tokens: 0,
+  batch_input_tokens: 0,
+  batch_output_tokens: 0,
+  batch_cached_tokens: 0,
+})
 
 /** The length of a `progress` bucket: completions are counted per run and per 10 s. */
 export const PROGRESS_BUCKET_MS = 10_000
