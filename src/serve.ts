@@ -234,14 +234,17 @@ export function createApp(o: ServerOptions): Hono {
   })
   app.post("/api/runs/:id/cancel", (c) =>
     act(c, (run) => {
-      // a process driving the run does the work; else cancelling its batches takes a while: answer now
-      const lines: string[] = []
-      const done = control.cancel(db, String(run.id), o.home, (line) => lines.push(line.trim()))
-      done.then(
-        () => log.info("cancelled from the status page", { run: run.name }),
-        (err: unknown) =>
-          log.error("cancel from the status page failed", { run: run.name, error: String(err) }),
-      )
+      // refused now if there is nothing to cancel; the cancelling itself (by the process driving the run, or here
+      // for a batch run nobody drives: its batches cancelled at the provider) can take a while, so it is not awaited
+      control.live(db, String(run.id), "cancel")
+      const said: string[] = []
+      control
+        .cancel(db, String(run.id), o.home, (line) => said.push(line.trim()))
+        .then(
+          () => log.info("cancelled from the status page", { run: run.name, said: said.join(" ") }),
+          (err: unknown) =>
+            log.error("cancel from the status page failed", { run: run.name, error: String(err) }),
+        )
       return `run "${run.name}" is being cancelled`
     }),
   )

@@ -26,7 +26,8 @@ import type { BatchClient, ProviderClient } from "../plugins/define.ts"
 
 const FINISHED = new Set(["completed", "completed_with_failures", "cancelled"])
 
-function live(db: Store, ref: string | undefined, verb: string): Run {
+/** The run `ref` names, refused (UsageError) when it has finished: there is nothing left to `verb`. */
+export function live(db: Store, ref: string | undefined, verb: string): Run {
   const run = mustFindRun(db, ref)
   if (FINISHED.has(run.state))
     throw new UsageError(`run "${run.name}" is ${run.state}: there is nothing to ${verb}`)

@@ -276,10 +276,13 @@ describe("the controls", () => {
     expect(res.ok).toBe(true)
     for (let i = 0; i < 50 && writer.run(runId)?.state !== "cancelled"; i++) await Bun.sleep(20)
     expect(writer.run(runId)?.state).toBe("cancelled")
-    // a finished run cannot be paused: 409 with the CLI's message
+    // a finished run cannot be paused or cancelled again: 409 with the CLI's message
     const late = await post(app(), `/api/runs/${runId}/pause`)
     expect(late.status).toBe(409)
     expect((await json(late)).error).toBe('run "r" is cancelled: there is nothing to pause')
+    const again = await post(app(), `/api/runs/${runId}/cancel`)
+    expect(again.status).toBe(409)
+    expect((await json(again)).error).toBe('run "r" is cancelled: there is nothing to cancel')
   })
 
   test("a control from another site's page is refused: foreign Origin, or a cross-site fetch without one", async () => {
