@@ -485,6 +485,14 @@ their own (safe: ARCHITECTURE.md, "Batch mode"), a batch packed and sent while o
 hints while packing and applying (while a 50,000-item batch is packed, RSS rose 53 MB without them and 33 MB with them). Larger apply chunks (20,000 lines) were not faster here
 and raised the peak RSS past 200 MB. The goal needs roughly another 2.5–3× (by CPU time, 2.4×): the ledger work per item (an update with two
 index changes, an attempt row, the queued → submitted update) is what remains, and was not cut further this session.
+
+Since migration 4 the ledger also keeps the tallies the status page reads (ARCHITECTURE.md, "The ledger"). Measured
+once, on 2026-11-27, alternating the two builds on this machine (\`bench/batch.ts 200000\` against the commit before
+the tallies, and \`bench/realtime.ts spool\`, 20,000 items at concurrency 64): with a trigger per item in the batch path
+they cost batch mode ~30% (0.69×); counted by the store per statement instead, 5–15% (0.86×, 0.95×); the realtime
+path, where the triggers count, ~4% (8,600 against 8,970 items/s). This machine's speed drifts between sessions by
+more than that: the 17,226 items/s of the session before at 1,000,000 items and the figure above were not measured in
+one run.
 `
 // ---- the status page and its API
 const serveMd = `\n${serveSection()}`
