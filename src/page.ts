@@ -313,6 +313,8 @@ function connect() {
 document.addEventListener("click", async (e) => {
   const b = e.target.closest("button[data-action]");
   if (!b || !runId) return;
+  // the one control that cannot be taken back asks first
+  if (b.dataset.action === "cancel" && !confirm("Cancel this run? Its live batches are cancelled at the provider; what they finished is kept.")) return;
   b.disabled = true;
   const body = b.dataset.state ? { state: b.dataset.state } : {};
   try {

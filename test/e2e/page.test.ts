@@ -305,6 +305,42 @@ describe("the status page in Chromium", () => {
     await page.screenshot({ path: join(ARTIFACTS, "status-page-finished.png"), fullPage: true })
   })
 
+  test("Retry reopens the finished run's items; Cancel asks first, and stops the live run only once confirmed", async () => {
+    // still on the finished run's page
+    await page.click("button[data-action=retry][data-state=needs_review]")
+    await stateIs("running")
+    expect(await page.textContent("#message")).toContain(
+      '2 needs_review item(s) of run "finished" are pending again',
+    )
+    await until(`document.querySelector(".tile[data-state=pending] b").textContent === "2"`, 5_000)
+    expect((await status(ids.finished as number)).counts).toMatchObject({
+      completed: 4,
+      failed: 2,
+      needs_review: 0,
+      pending: 2,
+    })
+
+    await open(`?run=${ids.live}`)
+    const asked: string[] = []
+    page.once("dialog", (d) => (asked.push(d.message()), d.dismiss()))
+    await page.click("button[data-action=cancel]")
+    await Bun.sleep(1_000)
+    expect(asked).toEqual([
+      "Cancel this run? Its live batches are cancelled at the provider; what they finished is kept.",
+    ])
+    expect(await page.textContent("#run-state")).toBe("running")
+    expect((await status(ids.live as number)).state).toBe("running")
+
+    page.once("dialog", (d) => d.accept())
+    await page.click("button[data-action=cancel]")
+    await until(`document.getElementById("run-state")?.textContent === "cancelled"`, 15_000)
+    // the process running it stops its work and exits 1 ("was cancelled")
+    expect(await live!.exited).toBe(1)
+    expect((await status(ids.live as number)).state).toBe("cancelled")
+    expect(await page.isDisabled("button[data-action=cancel]")).toBe(true)
+    expect(await marked()).toBe(true)
+  })
+
   test("no console error, uncaught exception, CSP violation or failed request on any page", () => {
     expect(problems).toEqual([])
   })
