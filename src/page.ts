@@ -4,8 +4,9 @@
  * calls to render the page and whose source the page embeds, so the first paint and every live update are drawn
  * by the same code, with no build step, no CDN, and nothing fetched but the page's own API.
  */
-import type { BatchView, RunLine, StatusView } from "./core/report.ts"
+import type { BatchView, ResultLine, RunLine, StatusView } from "./core/report.ts"
 import type { State } from "./core/states.ts"
+import type { AttemptRow } from "./core/store.ts"
 
 /** A run as the list at the top of the page shows it. */
 export interface RunRow extends RunLine {
@@ -26,29 +27,10 @@ export interface RunDetail extends StatusView {
 }
 
 /** An item as `GET /api/runs/:id/items` returns it: its result line, with every attempt. */
-export interface ItemView {
-  id: string
+export interface ItemView extends ResultLine {
   item_id: number
-  state: State
-  output: unknown
-  error: { class: string | null; message: string } | null
-  attempts: number
-  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
-  cost_usd: number | null
-  history: {
-    n: number
-    started_at: string
-    ended_at: string | null
-    outcome: string | null
-    error_class: string | null
-    error: string | null
-    http_status: number | null
-    input_tokens: number | null
-    output_tokens: number | null
-    latency_ms: number | null
-    batch_id: number | null
-  }[]
-  source: { file: string; row: number; id: string | null }
+  /** Every attempt, oldest first; times as ISO strings. */
+  history: (Omit<AttemptRow, "started_at" | "ended_at"> & { started_at: string; ended_at: string | null })[]
 }
 
 type Views = ReturnType<typeof views>

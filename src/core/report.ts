@@ -3,7 +3,7 @@ import { basename } from "node:path"
 import type { Ticker } from "./engine.ts"
 import type { Listed } from "../plugins/registry.ts"
 import type { State } from "./states.ts"
-import type { Batch, Item, Run, Store } from "./store.ts"
+import type { Batch, ResultRow, Run, Store } from "./store.ts"
 import type { Job } from "./job.ts"
 import { paidCost, priceOf, spentOf, type Priced } from "./pricing.ts"
 
@@ -278,33 +278,24 @@ export function namespaces(paths: string[]): (string | undefined)[] {
   return names.map((n, i) => (clash.has(n) ? `${i + 1}.${n}` : n))
 }
 
-/** The fields of an item a result line is made of. */
-export type ResultRow = Pick<
-  Item,
-  | "input"
-  | "key"
-  | "state"
-  | "output"
-  | "error"
-  | "error_class"
-  | "attempts"
-  | "input_tokens"
-  | "output_tokens"
-  | "cached_input_tokens"
-  | "batch_input_tokens"
-  | "batch_output_tokens"
-  | "batch_cached_tokens"
-  | "path"
-  | "row"
-  | "source_id"
->
+/** One result line (DESIGN §7). */
+export interface ResultLine {
+  id: string
+  state: State
+  output: unknown
+  error: { class: string | null; message: string } | null
+  attempts: number
+  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
+  cost_usd: number | null
+  source: { file: string; row: number; id: string | null }
+}
 
 /** Makes a run's result lines (DESIGN §7): its ids namespaced by input, its outputs parsed, its costs priced. */
-export function resultLine(db: Store, run: Run) {
+export function resultLine(db: Store, run: Run): (item: ResultRow) => ResultLine {
   const label = namespaces(db.inputs(run.id).map((i) => i.path))
   const prices = pricesOf(run)
   const structured = (JSON.parse(run.job) as Job).output !== undefined
-  return (item: ResultRow) => ({
+  return (item) => ({
     id: label[item.input] === undefined ? item.key : `${label[item.input]}:${item.key}`,
     state: item.state,
     // the parsed object with a schema; for an item left for review, the answer that failed its gate

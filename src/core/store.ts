@@ -1593,19 +1593,7 @@ const ZERO_TALLY = (): Tally => ({
 /** The length of a `progress` bucket: completions are counted per run and per 10 s. */
 export const PROGRESS_BUCKET_MS = 10_000
 
-/** A failed attempt, as the page lists it. */
-export interface AttemptError {
-  id: number
-  item_id: number
-  key: string
-  n: number
-  ended_at: number
-  outcome: string | null
-  error_class: string
-  error: string | null
-  http_status: number | null
-}
-
+/** One attempt of an item, as the page and the API show it. */
 export interface AttemptRow {
   n: number
   started_at: number
@@ -1621,32 +1609,42 @@ export interface AttemptRow {
   batch_id: number | null
 }
 
+/** A failed attempt, with its item, as the page lists it. */
+export type AttemptError = Pick<AttemptRow, "n" | "outcome" | "error" | "http_status"> & {
+  id: number
+  item_id: number
+  key: string
+  ended_at: number
+  error_class: string
+}
+
+/** The fields of an item a result line (DESIGN §7) is made of. */
+export type ResultRow = Pick<
+  Item,
+  | "input"
+  | "key"
+  | "state"
+  | "output"
+  | "error"
+  | "error_class"
+  | "attempts"
+  | "input_tokens"
+  | "output_tokens"
+  | "cached_input_tokens"
+  | "batch_input_tokens"
+  | "batch_output_tokens"
+  | "batch_cached_tokens"
+  | "path"
+  | "row"
+  | "source_id"
+>
+
 const PAGE_COLUMNS = `items.id, items.input, items.key, items.state, items.attempts, items.output, items.error_class,
   items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.batch_input_tokens,
-  items.batch_output_tokens, items.batch_cached_tokens, items.batch_id, items.updated_at, items.row,
-  items.source_id, inputs.path`
+  items.batch_output_tokens, items.batch_cached_tokens, items.row, items.source_id, inputs.path`
 
-export interface PageRow {
-  id: number
-  input: number
-  key: string
-  state: State
-  attempts: number
-  output: string | null
-  error_class: string | null
-  error: string | null
-  input_tokens: number
-  output_tokens: number
-  cached_input_tokens: number
-  batch_input_tokens: number
-  batch_output_tokens: number
-  batch_cached_tokens: number
-  batch_id: number | null
-  updated_at: number
-  row: number
-  source_id: string | null
-  path: string
-}
+/** An item of a page: its result line's fields, and its id (the cursor). */
+export type PageRow = ResultRow & { id: number }
 
 export interface PagedItem extends PageRow {
   attempts_list: AttemptRow[]
