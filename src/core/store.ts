@@ -223,24 +223,21 @@ const MIGRATIONS = [
     class TEXT NOT NULL,
     n INTEGER NOT NULL,
     attempt_id INTEGER NOT NULL,
-    last_at INTEGER,
     PRIMARY KEY (run_id, class)
   ) WITHOUT ROWID;
   INSERT INTO error_tallies
-    SELECT run_id, error_class, count(*), min(id), NULL FROM attempts WHERE error_class IS NOT NULL
+    SELECT run_id, error_class, count(*), min(id) FROM attempts WHERE error_class IS NOT NULL
     GROUP BY run_id, error_class;
-  UPDATE error_tallies SET last_at = (SELECT max(ended_at) FROM attempts a
-    WHERE a.run_id = error_tallies.run_id AND a.error_class = error_tallies.class);
   CREATE TRIGGER attempts_error_insert AFTER INSERT ON attempts WHEN new.error_class IS NOT NULL
   BEGIN
-    INSERT INTO error_tallies VALUES (new.run_id, new.error_class, 1, new.id, new.ended_at)
-      ON CONFLICT (run_id, class) DO UPDATE SET n = n + 1, last_at = excluded.last_at;
+    INSERT INTO error_tallies VALUES (new.run_id, new.error_class, 1, new.id)
+      ON CONFLICT (run_id, class) DO UPDATE SET n = n + 1;
   END;
   CREATE TRIGGER attempts_error_update AFTER UPDATE OF error_class ON attempts
     WHEN new.error_class IS NOT NULL AND old.error_class IS NULL
   BEGIN
-    INSERT INTO error_tallies VALUES (new.run_id, new.error_class, 1, new.id, new.ended_at)
-      ON CONFLICT (run_id, class) DO UPDATE SET n = n + 1, last_at = excluded.last_at;
+    INSERT INTO error_tallies VALUES (new.run_id, new.error_class, 1, new.id)
+      ON CONFLICT (run_id, class) DO UPDATE SET n = n + 1;
   END;
   CREATE INDEX attempts_failed ON attempts (run_id, ended_at) WHERE error_class IS NOT NULL;
   `,
@@ -1100,21 +1097,23 @@ export class Store {
 
   /** Items per state: the ledger's maintained tallies (a few rows, whatever the run's size). */
   counts(run: number): Record<State, number> {
-    const counts = ZERO_COUNTS()
-    for (const row of this.q.tallies.all(run)) {
-      if (states.isState(row.state)) counts[row.state] = row.n
-    }
-    return counts
+    return this.tallied(run).counts
   }
 
-  /** A run's totals, from maintained tallies and indexed lookups only: as fast for a million items as for ten. */
-  summary(run: number, now = Date.now(), windowMs = 60_000): Summary {
+  /** A run's tallies: items per state, and the sums of their attempts and tokens over all states. */
+  private tallied(run: number): { counts: Record<State, number>; sum: Tally } {
     const counts = ZERO_COUNTS()
     const sum = ZERO_TALLY()
     for (const row of this.q.tallies.all(run)) {
       if (states.isState(row.state)) counts[row.state] = row.n
       for (const k of Object.keys(sum) as (keyof Tally)[]) sum[k] += row[k]
     }
+    return { counts, sum }
+  }
+
+  /** A run's totals, from maintained tallies and indexed lookups only: as fast for a million items as for ten. */
+  summary(run: number, now = Date.now(), windowMs = 60_000): Summary {
+    const { counts, sum } = this.tallied(run)
     const problems = this.q.problemTotals.get(run)
     const since = Math.floor((now - windowMs) / PROGRESS_BUCKET_MS)
     const recent = this.q.progressSince.get(run, since)
