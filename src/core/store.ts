@@ -629,7 +629,7 @@ export class Store {
             )
           }
         }
-        if (added > 0) this.q.tallyPending.run(run, added)
+        if (added > 0) this.shift(run, { pending: added })
         for (const p of batch.problems) {
           this.q.insertProblem.run(run, input.idx, input.path, p.line, p.reason, p.excerpt)
         }
@@ -1193,7 +1193,7 @@ export class Store {
     const rows = o.state
       ? this.q.pageOfState.all(run, o.state, after, o.limit)
       : this.q.pageAll.all(run, after, o.limit)
-    return rows.map((row) => ({ ...row, attempts_list: this.q.attemptsFull.all(row.id) }))
+    return rows.map((row) => ({ ...row, attempts_list: this.attemptsOf(row.id) }))
   }
 
   /** A cheap number that changes whenever any connection commits to the store (PRAGMA data_version). */
@@ -1207,9 +1207,8 @@ export class Store {
     for (const row of rows) yield row
   }
 
-  attemptsOf(
-    item: number,
-  ): { n: number; outcome: string | null; error_class: string | null; error: string | null }[] {
+  /** An item's attempts, oldest first. */
+  attemptsOf(item: number): AttemptRow[] {
     return this.q.attemptsOf.all(item)
   }
 
@@ -1343,10 +1342,6 @@ function prepare(db: Database) {
       `INSERT INTO progress VALUES (?, ?, ?, ?) ON CONFLICT (run_id, bucket) DO UPDATE SET
        completed = completed + excluded.completed, failed = failed + excluded.failed`,
     ),
-    tallyPending: q<void, [number, number]>(
-      `INSERT INTO tallies (run_id, state, n) VALUES (?, 'pending', ?)
-       ON CONFLICT (run_id, state) DO UPDATE SET n = n + excluded.n`,
-    ),
     firstStarted: q<{ at: number }, [number]>(
       "SELECT started_at AS at FROM attempts WHERE run_id = ? AND ended_at IS NOT NULL ORDER BY ended_at LIMIT 1",
     ),
@@ -1369,14 +1364,10 @@ function prepare(db: Database) {
        WHERE t.run_id = ? ORDER BY t.n DESC, t.class`,
     ),
     errorsSince: q<AttemptError, [number, number, number]>(
-      `SELECT a.id, a.item_id, i.key, a.n, a.ended_at, a.outcome, a.error_class, a.error, a.http_status
-       FROM attempts a JOIN items i ON i.id = a.item_id
-       WHERE a.run_id = ? AND a.error_class IS NOT NULL AND a.ended_at >= ? ORDER BY a.ended_at, a.id LIMIT ?`,
+      `${FAILED_ATTEMPTS} AND a.ended_at >= ? ORDER BY a.ended_at, a.id LIMIT ?`,
     ),
     latestErrors: q<AttemptError, [number, number]>(
-      `SELECT a.id, a.item_id, i.key, a.n, a.ended_at, a.outcome, a.error_class, a.error, a.http_status
-       FROM attempts a JOIN items i ON i.id = a.item_id
-       WHERE a.run_id = ? AND a.error_class IS NOT NULL AND a.ended_at IS NOT NULL
+      `${FAILED_ATTEMPTS} AND a.ended_at IS NOT NULL
        ORDER BY a.ended_at DESC, a.id DESC LIMIT ?`,
     ),
     // walks the primary key from the cursor (`+run_id` keeps the planner off items_state, which would read and sort
@@ -1389,7 +1380,7 @@ function prepare(db: Database) {
       `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
        WHERE items.run_id = ? AND items.state = ? AND items.id > ? ORDER BY items.id LIMIT ?`,
     ),
-    attemptsFull: q<AttemptRow, [number]>(
+    attemptsOf: q<AttemptRow, [number]>(
       `SELECT n, started_at, ended_at, outcome, error_class, error, http_status, input_tokens, output_tokens,
        cached_input_tokens, latency_ms, batch_id FROM attempts WHERE item_id = ? ORDER BY n`,
     ),
@@ -1567,10 +1558,6 @@ function prepare(db: Database) {
        WHERE id = ?3`,
     ),
     markExported: q<void, [number, number]>("UPDATE runs SET exported_at = ? WHERE id = ?"),
-    attemptsOf: q<
-      { n: number; outcome: string | null; error_class: string | null; error: string | null },
-      [number]
-    >("SELECT n, outcome, error_class, error FROM attempts WHERE item_id = ? ORDER BY n"),
   }
 }
 
@@ -1637,6 +1624,10 @@ export type ResultRow = Pick<
   | "row"
   | "source_id"
 >
+
+/** A run's failed attempts with their items' keys (\`run_id\` the first parameter), as AttemptError rows. */
+const FAILED_ATTEMPTS = `SELECT a.id, a.item_id, i.key, a.n, a.ended_at, a.outcome, a.error_class, a.error, a.http_status
+  FROM attempts a JOIN items i ON i.id = a.item_id WHERE a.run_id = ? AND a.error_class IS NOT NULL`
 
 const PAGE_COLUMNS = `items.id, items.input, items.key, items.state, items.attempts, items.output, items.error_class,
   items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.batch_input_tokens,

@@ -86,7 +86,7 @@ describe("batches in the ledger", () => {
     expect(b).toBeNull()
     const item = [...db.items(run.id)][1]!
     expect(item).toMatchObject({ state: "failed", attempts: 1, error_class: "bad_request" })
-    expect(db.attemptsOf(2)).toEqual([
+    expect(db.attemptsOf(2)).toMatchObject([
       { n: 1, outcome: "failed", error_class: "bad_request", error: "the request is 300000000 bytes" },
     ])
     db.close()
@@ -140,10 +140,12 @@ describe("batches in the ledger", () => {
       ["pending", 1, null, 0],
       ["pending", 0, null, 0],
     ])
-    expect(db.attemptsOf(1)).toEqual([{ n: 1, outcome: "ok", error_class: null, error: null }])
-    expect(db.attemptsOf(3)).toEqual([{ n: 1, outcome: "retry", error_class: "server", error: "HTTP 500" }])
+    expect(db.attemptsOf(1)).toMatchObject([{ n: 1, outcome: "ok", error_class: null, error: null }])
+    expect(db.attemptsOf(3)).toMatchObject([
+      { n: 1, outcome: "retry", error_class: "server", error: "HTTP 500" },
+    ])
     // the line never run left no attempt behind
-    expect(db.attemptsOf(4)).toEqual([])
+    expect(db.attemptsOf(4)).toMatchObject([])
     const s = db.summary(run.id)
     expect(s.batch).toEqual({ inputTokens: 20, outputTokens: 8, cachedTokens: 0 })
     expect(db.liveBatches(run.id)).toEqual([])

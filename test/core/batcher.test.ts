@@ -77,7 +77,7 @@ describe("the batcher", () => {
     const big = items[1]!
     expect(big.error_class).toBe("bad_request")
     expect(big.error).toMatch(/^the request is 5\d{3} bytes; a provider batch holds at most 2000 bytes$/)
-    expect(db.attemptsOf(big.id)).toEqual([
+    expect(db.attemptsOf(big.id)).toMatchObject([
       { n: 1, outcome: "failed", error_class: "bad_request", error: big.error },
     ])
     expect(fake.batch.batches.map((b) => b.lines.length)).toEqual([2])

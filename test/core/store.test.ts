@@ -377,7 +377,9 @@ describe("the store", () => {
     expect(items.map((i) => [i.key, i.output, i.attempts, i.input_tokens, i.output_tokens])).toEqual([
       ["k1", "A", 1, 3, 2],
     ])
-    expect(db.attemptsOf(items[0]!.id)).toEqual([{ n: 1, outcome: "ok", error_class: null, error: null }])
+    expect(db.attemptsOf(items[0]!.id)).toMatchObject([
+      { n: 1, outcome: "ok", error_class: null, error: null },
+    ])
     db.close()
   })
 
@@ -420,7 +422,7 @@ describe("the store", () => {
     expect(db.counts(run.id)).toMatchObject({ pending: 2, running: 1 })
     const k1 = [...db.items(run.id)].find((i) => i.key === "k1")!
     expect(k1.attempts).toBe(1)
-    expect(db.attemptsOf(k1.id)).toEqual([{ n: 1, outcome: "lost", error_class: null, error: null }])
+    expect(db.attemptsOf(k1.id)).toMatchObject([{ n: 1, outcome: "lost", error_class: null, error: null }])
     db.close()
   })
 
