@@ -77,18 +77,7 @@ function runOf(db: Store, ref: string): Run {
 
 export function runRow(db: Store, run: Run, now = Date.now()): RunRow {
   const s = report.status(db, run, now, { recentBatches: 0 })
-  return {
-    id: run.id,
-    name: run.name,
-    state: run.state,
-    completed: s.counts.completed,
-    failed: s.counts.failed + s.counts.needs_review,
-    total: s.total,
-    created_at: s.created_at,
-    rate_per_s: s.rate_per_s,
-    eta_s: s.eta_s,
-    spend_usd: s.spend.usd,
-  }
+  return { ...report.runLine(db, run), rate_per_s: s.rate_per_s, eta_s: s.eta_s, spend_usd: s.spend.usd }
 }
 
 /** A run's status with its chart: completions in at most CHART_SLOTS slots from its first to now. */

@@ -6,7 +6,7 @@ import * as log from "./log.ts"
 import * as registry from "../plugins/registry.ts"
 import { Store, type Input, type Run } from "./store.ts"
 import * as template from "./template.ts"
-import type { Job } from "./job.ts"
+import { GLOB_CHARS, type Job } from "./job.ts"
 import type { Source, SourceCommon } from "../plugins/define.ts"
 
 /** An input as the job gives it, its source resolved and its options checked: one file, or a glob of files. */
@@ -21,21 +21,14 @@ export interface Spec {
 }
 
 /** One input file with its source resolved and its options checked. */
-export interface Planned {
-  path: string
-  /** Where it is in the job ("source", "sources.1"), for messages. */
-  at: string
-  source: Source
-  options: Record<string, unknown> & SourceCommon
+export type Planned = Omit<Spec, "glob"> & {
   /** The pattern (absolute) that matched this file, when the job gave a glob. */
   glob?: string | undefined
 }
 
-const GLOB = /[*?[{]/
-
 /** A path is a glob when it holds a glob character and is not itself a file (`data[1].csv` stays a file name). */
 export function isGlob(path: string): boolean {
-  return GLOB.test(path) && !existsSync(path)
+  return GLOB_CHARS.test(path) && !existsSync(path)
 }
 
 /** Resolves every input's source and checks its options; reads nothing from the disk but the globs' test. */
@@ -66,7 +59,7 @@ export function specs(job: Job, follow = false): Spec[] {
 /** The directory a glob is scanned from (its part before the first glob character), and the rest of it. */
 export function globBase(pattern: string): { dir: string; rest: string } {
   const parts = pattern.split(sep)
-  const first = parts.findIndex((p) => GLOB.test(p))
+  const first = parts.findIndex((p) => GLOB_CHARS.test(p))
   return { dir: parts.slice(0, first).join(sep) || sep, rest: parts.slice(first).join("/") }
 }
 

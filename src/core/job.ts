@@ -337,12 +337,15 @@ function readToml(path: string): Table {
   }
 }
 
+/** The characters that make a source path a glob (\`inbox/*.jsonl\`); see ingest.ts \`isGlob\`. */
+export const GLOB_CHARS = /[*?[{]/
+
 function defaultName(path: string | undefined, input: unknown): string | undefined {
   let from = path ?? (typeof input === "string" ? input : undefined)
   if (!from) return undefined
   // a glob (`inbox/*.jsonl`) names its run after the folder it scans
   const parts = from.split("/")
-  const glob = parts.findIndex((p) => /[*?[\]{}]/.test(p))
+  const glob = parts.findIndex((p) => GLOB_CHARS.test(p))
   if (!path && glob >= 0) from = basename(resolve(parts.slice(0, glob).join("/") || "."))
   return basename(from, extname(from)).replace(/[^A-Za-z0-9._-]/g, "-") || undefined
 }
