@@ -62,6 +62,20 @@ function ledger(tmp: Tmp) {
   }
 }
 
+/** A watch over an inbox holding one line (a1) and an empty CSV feed, once that line is done. */
+async function watching(tmp: Tmp, pollMs: number) {
+  process.env.SPOOL_WATCH_POLL_MS = String(pollMs)
+  mkdirSync(tmp.join("inbox"))
+  writeFileSync(tmp.join("job.toml"), JOB)
+  writeFileSync(tmp.join("inbox", "a.jsonl"), line("a1", "alpha"))
+  writeFileSync(tmp.join("feed.csv"), "id,text\n")
+  const session = await start(tmp, true)
+  const ending = session.execute()
+  const db = ledger(tmp)
+  await until(() => db.done(1), 10_000, "the first item")
+  return { session, ending, db }
+}
+
 afterEach(() => {
   delete process.env.SPOOL_WATCH_POLL_MS
 })
@@ -145,15 +159,7 @@ describe("follow mode (spool watch)", () => {
 
   test("Ctrl+C ends the wait at once, even with a long poll interval, and the run resumes where it was", async () => {
     await using tmp = await tmpdir()
-    process.env.SPOOL_WATCH_POLL_MS = "60000"
-    mkdirSync(tmp.join("inbox"))
-    writeFileSync(tmp.join("job.toml"), JOB)
-    writeFileSync(tmp.join("inbox", "a.jsonl"), line("a1", "alpha"))
-    writeFileSync(tmp.join("feed.csv"), "id,text\n")
-    const session = await start(tmp, true)
-    const ending = session.execute()
-    const db = ledger(tmp)
-    await until(() => db.done(1), 10_000, "the first item")
+    const { session, ending, db } = await watching(tmp, 60_000)
     // events, not the minute-long poll, bring this one in
     appendFileSync(tmp.join("inbox", "a.jsonl"), line("a2", "beta"))
     await until(() => db.done(2), 10_000, "the appended line, by a file-system event")
@@ -203,15 +209,7 @@ describe("follow mode (spool watch)", () => {
 
   test("an edit to a line already read stops the watch with an error naming the file", async () => {
     await using tmp = await tmpdir()
-    process.env.SPOOL_WATCH_POLL_MS = "50"
-    mkdirSync(tmp.join("inbox"))
-    writeFileSync(tmp.join("job.toml"), JOB)
-    writeFileSync(tmp.join("inbox", "a.jsonl"), line("a1", "alpha"))
-    writeFileSync(tmp.join("feed.csv"), "id,text\n")
-    const session = await start(tmp, true)
-    const ending = session.execute()
-    const db = ledger(tmp)
-    await until(() => db.done(1), 10_000, "the first item")
+    const { ending, db } = await watching(tmp, 50)
     writeFileSync(tmp.join("inbox", "a.jsonl"), line("a1", "ALPHA") + line("a2", "beta"))
     const err = await ending.then(
       () => undefined,
