@@ -31,6 +31,8 @@ export interface ServerOptions {
 /** The chart shows at most this many bars, however long the run. */
 const CHART_SLOTS = 120
 const COOKIE = "spool_token"
+/** The shortest token `start` accepts: a shorter one could be guessed. */
+export const MIN_TOKEN = 16
 
 const LIMIT = "must be a whole number from 1 to 1000"
 const RunRef = v.pipe(v.string(), v.nonEmpty(), v.maxLength(200))
@@ -132,10 +134,16 @@ export function createApp(o: ServerOptions): Hono {
     c.header("X-Content-Type-Options", "nosniff")
     c.header("Referrer-Policy", "no-referrer")
     c.header("Cache-Control", "no-store")
+    // HTTP/1.0 allows a request without one, and Bun then gives it a bare path for a URL; the checks below need it
+    const named = c.req.header("host") ?? (URL.canParse(c.req.url) ? new URL(c.req.url).host : undefined)
+    if (!named)
+      throw new HTTPException(400, {
+        message: "the request has no Host header: send one (HTTP/1.1 requires it)",
+      })
     if (!o.token) {
       // without a token only this machine may ask, by a loopback name: a page of another site that rebinds its own
       // name to 127.0.0.1 (DNS rebinding) would otherwise count as this server's own origin
-      const host = hostOf(c.req.header("host") ?? new URL(c.req.url).host)
+      const host = hostOf(named)
       if (!isLoopback(host))
         throw new HTTPException(403, {
           message: `refused: this server answers only to a loopback address (127.0.0.1, localhost), not to "${host}"; serve with --token to be reached by other names`,
@@ -300,17 +308,23 @@ export function createApp(o: ServerOptions): Hono {
     })
   }
 
-  app.notFound((c) => c.json({ error: `no such page: ${c.req.method} ${new URL(c.req.url).pathname}` }, 404))
+  app.notFound((c) => c.json({ error: `no such page: ${c.req.method} ${c.req.path}` }, 404))
 
+  // must not throw itself (it did, on a request without Host): what it cannot answer, Bun.serve's `error` does
   app.onError((err, c) => {
     if (err instanceof HTTPException) return c.json({ error: err.message }, err.status)
     if (err instanceof UsageError) return c.json({ error: err.message, hint: err.hint ?? null }, 409)
     if (err instanceof SpoolError) return c.json({ error: err.message, hint: err.hint ?? null }, 500)
-    log.error("status page request failed", { path: new URL(c.req.url).pathname, error: String(err) })
-    return c.json({ error: "internal error (see the log)" }, 500)
+    return internal(err, c.req.path)
   })
 
   return app
+}
+
+/** The answer to an error nobody expected: logged, and told as JSON like every other error, without details. */
+function internal(err: unknown, path: string): Response {
+  log.error("status page request failed", { path, error: String(err) })
+  return Response.json({ error: "internal error (see the log)" }, { status: 500 })
 }
 
 /** The name in a Host header, without its port: `127.0.0.1:4777` → `127.0.0.1`, `[::1]:80` → `::1`. */
@@ -332,11 +346,25 @@ export function start(o: ServerOptions & { host: string; port: number }): { url:
       `refusing to serve on ${o.host} without a token: anyone who can reach it could read every run and cancel it`,
       "Pass --token <secret> (or set SPOOL_TOKEN), or keep the default --host 127.0.0.1.",
     )
+  if (o.token !== undefined && o.token.length < MIN_TOKEN)
+    throw new UsageError(
+      `refusing a token of ${o.token.length} character${o.token.length === 1 ? "" : "s"}: it must have at least ${MIN_TOKEN}, or it could be guessed`,
+      "Pass a longer --token (or SPOOL_TOKEN), such as the output of `openssl rand -hex 16`.",
+    )
   const app = createApp(o)
   let server: ReturnType<typeof Bun.serve>
   try {
-    // SSE streams stay open: no idle timeout (they send a keep-alive every 15 s)
-    server = Bun.serve({ hostname: o.host, port: o.port, fetch: app.fetch, idleTimeout: 0 })
+    server = Bun.serve({
+      hostname: o.host,
+      port: o.port,
+      fetch: app.fetch,
+      // SSE streams stay open: no idle timeout (they send a keep-alive every 15 s)
+      idleTimeout: 0,
+      // never Bun's development error page (its HTML carries the working directory and the bundled source)
+      development: false,
+      // what gets past Hono's onError is answered as every other error is: JSON
+      error: (err) => internal(err, "?"),
+    })
   } catch (cause) {
     const busy = String(cause).includes("EADDRINUSE") || String(cause).includes("in use")
     throw new UsageError(

@@ -1,8 +1,25 @@
 /** `spool serve`, `spool run --serve` and `spool retry`, through the compiled binary. */
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
+import { connect } from "node:net"
 import { served, spool, start } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
+
+/** Sends `request` as it is over TCP and reads the answer to the end: its status line and headers, and its body. */
+function raw(port: number, request: string): Promise<{ head: string[]; body: string }> {
+  return new Promise((done, fail) => {
+    const socket = connect(port, "127.0.0.1", () => socket.end(request))
+    const chunks: Buffer[] = []
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+    socket.on("error", fail)
+    socket.on("close", () => {
+      const text = Buffer.concat(chunks).toString("utf8")
+      const at = text.indexOf("\r\n\r\n")
+      const head = text.slice(0, at).split("\r\n")
+      done({ head: [head[0]!, ...head.slice(1).map((h) => h.toLowerCase())], body: text.slice(at + 4) })
+    })
+  })
+}
 
 function job(dir: string, rows: number, options: { latency?: number; holes?: number[] } = {}): void {
   const lines = Array.from({ length: rows }, (_, i) =>
@@ -54,11 +71,12 @@ describe("spool serve", () => {
     await using tmp = await tmpdir()
     job(tmp.path, 3)
     expect((await spool(["run", "job.toml"], { cwd: tmp.path })).code).toBe(0)
-    const child = start(["serve", "--port", "0"], { cwd: tmp.path, env: { SPOOL_TOKEN: "tok-123" } })
+    const token = "tok-0123456789abcdef"
+    const child = start(["serve", "--port", "0"], { cwd: tmp.path, env: { SPOOL_TOKEN: token } })
     try {
       const { url } = await served(child.stderr)
       expect((await fetch(`${url}api/runs`)).status).toBe(401)
-      const res = await fetch(`${url}api/runs/served`, { headers: { authorization: "Bearer tok-123" } })
+      const res = await fetch(`${url}api/runs/served`, { headers: { authorization: `Bearer ${token}` } })
       expect(res.status).toBe(200)
       expect(((await res.json()) as { counts: { completed: number } }).counts.completed).toBe(3)
       child.kill("SIGINT")
@@ -94,6 +112,42 @@ describe("spool serve", () => {
       ).toBe("closed")
     } finally {
       child.kill("SIGKILL")
+    }
+  })
+
+  test("a token shorter than 16 characters is refused with exit 2, before listening or running", async () => {
+    await using tmp = await tmpdir()
+    job(tmp.path, 1)
+    const said = (n: number) =>
+      `spool: refusing a token of ${n} character${n === 1 ? "" : "s"}: it must have at least 16, or it could be guessed\n` +
+      "  Pass a longer --token (or SPOOL_TOKEN), such as the output of `openssl rand -hex 16`.\n"
+    const flag = await spool(["serve", "--port", "0", "--token", "x"], { cwd: tmp.path })
+    expect({ code: flag.code, stderr: flag.stderr }).toEqual({ code: 2, stderr: said(1) })
+    const env = await spool(["serve", "--port", "0"], { cwd: tmp.path, env: { SPOOL_TOKEN: "a".repeat(15) } })
+    expect({ code: env.code, stderr: env.stderr }).toEqual({ code: 2, stderr: said(15) })
+    const run = await spool(["run", "job.toml", "--serve", "--port", "0", "--token", "short"], {
+      cwd: tmp.path,
+    })
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 2, stderr: said(5) })
+    expect((await spool(["runs", "--json"], { cwd: tmp.path })).stdout).toBe("[]\n")
+  })
+
+  test("a request without a Host header gets the JSON error, never Bun's error page, with or without a token", async () => {
+    await using tmp = await tmpdir()
+    for (const env of [{}, { SPOOL_TOKEN: "tok-0123456789abcdef" }] as Record<string, string>[]) {
+      const child = start(["serve", "--port", "0"], { cwd: tmp.path, env })
+      try {
+        const { url } = await served(child.stderr)
+        // HTTP/1.0 lets a client leave Host out; fetch always sends it, so the request is written by hand
+        const answer = await raw(Number(new URL(url).port), "GET / HTTP/1.0\r\n\r\n")
+        const body = '{"error":"the request has no Host header: send one (HTTP/1.1 requires it)"}'
+        expect(answer.head[0]).toBe("HTTP/1.1 400 Bad Request")
+        expect(answer.head).toContain("content-type: application/json")
+        expect(answer.body).toBe(body)
+      } finally {
+        child.kill("SIGKILL")
+        await child.exited
+      }
     }
   })
 
