@@ -3,6 +3,7 @@ import { defineCommand, runCommand, renderUsage, type ArgsDef, type CommandDef }
 import { createWriteStream, renameSync, rmSync } from "node:fs"
 import { resolve } from "node:path"
 import { SpoolError, UsageError, type ExitCode } from "./core/errors.ts"
+import { scrub } from "./core/redact.ts"
 import * as jobs from "./core/job.ts"
 import * as states from "./core/states.ts"
 
@@ -571,15 +572,17 @@ export async function cli(argv: string[]): Promise<ExitCode> {
 
 function fail(err: unknown, verbose: boolean): ExitCode {
   if (err instanceof SpoolError) {
-    process.stderr.write(`spool: ${err.message}\n`)
-    if (err.hint) process.stderr.write(`  ${err.hint}\n`)
-    if (verbose && err.stack) process.stderr.write(`${err.stack}\n`)
+    say(`spool: ${err.message}\n`)
+    if (err.hint) say(`  ${err.hint}\n`)
+    if (verbose && err.stack) say(`${err.stack}\n`)
     return err.exit
   }
   const e = err as Error
+  // our errors are scrubbed when made; anything else (and any stack) may still carry a key a provider echoed
+  const say = (text: string) => process.stderr.write(scrub(text))
   const cittyUsage = (e as { code?: string })?.code === "EARG"
-  process.stderr.write(`spool: ${cittyUsage ? "" : "internal error: "}${e?.message ?? String(err)}\n`)
-  if (verbose || !cittyUsage) process.stderr.write(`${e?.stack ?? ""}\n`)
+  say(`spool: ${cittyUsage ? "" : "internal error: "}${e?.message ?? String(err)}\n`)
+  if (verbose || !cittyUsage) say(`${e?.stack ?? ""}\n`)
   return cittyUsage ? 2 : 1
 }
 

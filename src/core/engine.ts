@@ -3,6 +3,7 @@ import { basename } from "node:path"
 import { JobError, RunCancelledError, RunPausedError, type ExitCode } from "./errors.ts"
 import * as jobs from "./job.ts"
 import * as log from "./log.ts"
+import * as redact from "./redact.ts"
 import * as registry from "../plugins/registry.ts"
 import * as store from "./store.ts"
 import * as template from "./template.ts"
@@ -103,6 +104,8 @@ export function client(job: jobs.Job): ProviderClient {
   if (job.provider.mode === "batch" && !made.batch)
     throw new JobError(
       "the job is not valid",
+  // a provider may echo the key in its errors: from here on, every error and log line has it taken out
+  redact.register(apiKey)
       [`provider.mode: provider "${provider.name}" has no batch mode`],
       'Batch mode needs a provider with a Batch API: openai or anthropic. Use mode = "realtime" with this one.',
     )

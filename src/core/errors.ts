@@ -1,5 +1,6 @@
 /** The one family of errors spool throws; the CLI and the server turn them into text for people. */
 import type { RateInfo } from "./ratelimit.ts"
+import { scrub } from "./redact.ts"
 
 export type ExitCode = 0 | 1 | 2 | 3 | 130
 
@@ -10,9 +11,10 @@ export abstract class SpoolError extends Error {
   readonly exit: ExitCode = 1
   readonly hint: string | undefined
 
+  /** The message and hint have every known secret taken out (redact.ts): a provider may echo the key it was sent. */
   constructor(message: string, hint?: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.hint = hint
+    super(scrub(message), options)
+    this.hint = hint === undefined ? undefined : scrub(hint)
   }
 }
 

@@ -2,6 +2,7 @@
 import { createConsola, type ConsolaInstance } from "consola"
 import { appendFileSync, chmodSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs"
 import { dirname, join } from "node:path"
+import { scrub } from "./redact.ts"
 
 export const ROTATE_BYTES = 10 * 1024 * 1024
 export const KEEP = 5
@@ -42,7 +43,7 @@ function rotate(path: string): void {
 
 function write(level: string, msg: string, fields: Record<string, unknown>): void {
   if (!file) return
-  const line = `${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`
+  const line = `${scrub(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }))}\n`
   if (written + line.length > limit && written > 0) rotate(file)
   const fresh = written === 0 && !existsSync(file)
   try {
@@ -74,15 +75,15 @@ export function debug(msg: string, fields: Record<string, unknown> = {}): void {
 
 export function info(msg: string, fields: Record<string, unknown> = {}): void {
   write("info", msg, fields)
-  human().info(msg + fmt(fields))
+  human().info(scrub(msg + fmt(fields)))
 }
 
 export function warn(msg: string, fields: Record<string, unknown> = {}): void {
   write("warn", msg, fields)
-  human().warn(msg + fmt(fields))
+  human().warn(scrub(msg + fmt(fields)))
 }
 
 export function error(msg: string, fields: Record<string, unknown> = {}): void {
   write("error", msg, fields)
-  human().error(msg + fmt(fields))
+  human().error(scrub(msg + fmt(fields)))
 }
