@@ -192,8 +192,9 @@ async function runJob(
       process.stderr.write(`Interrupted; nothing finished is lost. Resume with:\n  ${resume}\n`)
     } else {
       const t = session.ticker
+      const review = t.review ? `, ${t.review} need review` : ""
       process.stderr.write(
-        `run "${session.run.name}": ${t.done - t.failed} completed, ${t.failed} failed of ${t.total}` +
+        `run "${session.run.name}": ${t.done - t.failed - t.review} completed, ${t.failed} failed${review} of ${t.total}` +
           ` — \`spool results ${quote(session.run.name)}\` for the outputs\n`,
       )
     }
@@ -330,10 +331,16 @@ async function pour(out: NodeJS.WritableStream, lines: Iterable<string>): Promis
   try {
     for (const line of lines) {
       if (failed) break
+      // each wait takes its listeners off again: left on, they piled up (MaxListenersExceededWarning at ~3,000 lines)
       if (!out.write(line))
-        await new Promise((done) => {
-          out.once("drain", done)
-          out.once("error", done)
+        await new Promise<void>((done) => {
+          const go = () => {
+            out.off("drain", go)
+            out.off("error", go)
+            done()
+          }
+          out.on("drain", go)
+          out.on("error", go)
         })
     }
     if (!failed) await new Promise<void>((done) => out.write("", () => done()))
@@ -571,6 +578,8 @@ export async function cli(argv: string[]): Promise<ExitCode> {
 }
 
 function fail(err: unknown, verbose: boolean): ExitCode {
+  // our errors are scrubbed when made; anything else (and any stack) may still carry a key a provider echoed
+  const say = (text: string) => process.stderr.write(scrub(text))
   if (err instanceof SpoolError) {
     say(`spool: ${err.message}\n`)
     if (err.hint) say(`  ${err.hint}\n`)
@@ -578,8 +587,6 @@ function fail(err: unknown, verbose: boolean): ExitCode {
     return err.exit
   }
   const e = err as Error
-  // our errors are scrubbed when made; anything else (and any stack) may still carry a key a provider echoed
-  const say = (text: string) => process.stderr.write(scrub(text))
   const cittyUsage = (e as { code?: string })?.code === "EARG"
   say(`spool: ${cittyUsage ? "" : "internal error: "}${e?.message ?? String(err)}\n`)
   if (verbose || !cittyUsage) say(`${e?.stack ?? ""}\n`)

@@ -7,6 +7,7 @@ import * as redact from "./redact.ts"
 import * as registry from "../plugins/registry.ts"
 import * as store from "./store.ts"
 import * as template from "./template.ts"
+import type { State } from "./states.ts"
 import {
   expand,
   globBase,
@@ -19,7 +20,7 @@ import {
   type Spec,
 } from "./ingest.ts"
 import { Follower, pollMs, sleep } from "./follow.ts"
-import { Runner, dead, ownerId, type Budget, type Progress } from "./runner.ts"
+import { Runner, dead, ownerId, type Budget } from "./runner.ts"
 import { priceOf, spentOf } from "./pricing.ts"
 import { assertUsable } from "./schema.ts"
 import type { BatchClient, Provider, ProviderClient } from "../plugins/define.ts"
@@ -43,12 +44,28 @@ export interface StartOptions {
   follow?: boolean
 }
 
+/** The whole run's progress, from the store (every worker's items, not only this process's). */
 export interface Ticker {
   total: number
+  /** Items in a final state: completed, failed or needs_review. */
   done: number
   failed: number
+  /** Items left for a person to review (needs_review), apart from `failed`. */
+  review: number
   startedAt: number
   doneAtStart: number
+}
+
+/** How often, at most, progress reads the run's counts again (a few rows of the tallies). */
+const TICK_MS = 200
+
+function tally(counts: Record<State, number>): Pick<Ticker, "total" | "done" | "failed" | "review"> {
+  return {
+    total: Object.values(counts).reduce((a, b) => a + b, 0),
+    done: counts.completed + counts.failed + counts.needs_review,
+    failed: counts.failed,
+    review: counts.needs_review,
+  }
 }
 
 /** Everything checked and opened; nothing has been called yet. */
@@ -87,6 +104,8 @@ export function client(job: jobs.Job): ProviderClient {
   const { provider, options } = checkProvider(job)
   const keyEnv = job.provider.api_key_env ?? provider.keyEnv
   const apiKey = keyEnv ? process.env[keyEnv] : undefined
+  // a provider may echo the key in its errors: from here on, every error and log line has it taken out
+  redact.register(apiKey)
   if (keyEnv && !apiKey) {
     throw new JobError(
       `${keyEnv} is not set: provider "${provider.name}" reads its API key from it`,
@@ -104,8 +123,6 @@ export function client(job: jobs.Job): ProviderClient {
   if (job.provider.mode === "batch" && !made.batch)
     throw new JobError(
       "the job is not valid",
-  // a provider may echo the key in its errors: from here on, every error and log line has it taken out
-  redact.register(apiKey)
       [`provider.mode: provider "${provider.name}" has no batch mode`],
       'Batch mode needs a provider with a Batch API: openai or anthropic. Use mode = "realtime" with this one.',
     )
@@ -256,16 +273,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
           budget: budget && { capUsd: budget.capUsd, price: budget.price },
         })
       : new Runner({ store: db, run, job, client: provider, owner, policy, budget })
-  const counts = db.counts(run.id)
-  const total = Object.values(counts).reduce((a, b) => a + b, 0)
-  const terminal = counts.completed + counts.failed + counts.needs_review
-  const ticker: Ticker = {
-    total,
-    done: terminal,
-    failed: counts.failed,
-    startedAt: Date.now(),
-    doneAtStart: terminal,
-  }
+  const counted = tally(db.counts(run.id))
+  const ticker: Ticker = { ...counted, startedAt: Date.now(), doneAtStart: counted.done }
   const ingestAbort = new AbortController()
   const current = run
   const follower = o.follow ? new Follower(pollMs()) : undefined
@@ -334,9 +343,14 @@ export async function prepare(o: StartOptions): Promise<Session> {
       setTimeout(() => driver.abort(), graceMs).unref()
     },
     async execute(onTick) {
-      const tick = (p: Pick<Progress, "completed" | "failed">) => {
-        ticker.done = ticker.doneAtStart + p.completed + p.failed
-        ticker.failed = counts.failed + p.failed
+      // the run's counts, not this process's own: another worker may have started it, or be working beside it
+      let readAt = 0
+      const read = () => {
+        readAt = Date.now()
+        Object.assign(ticker, tally(db.counts(current.id)))
+      }
+      const tick = () => {
+        if (Date.now() - readAt >= TICK_MS) read()
         onTick?.(ticker)
       }
       const reading = ingester().catch((err: unknown) => {
@@ -350,6 +364,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       // a watch's ingester never ends by itself: a run cancelled, paused or capped ends it here
       if (follower) ingestAbort.abort()
       await reading
+      read()
       onTick?.(ticker)
       try {
         return finish(

@@ -333,9 +333,10 @@ export function progress(out: NodeJS.WriteStream, tty = out.isTTY === true) {
   const line = (t: Ticker) => {
     const secs = (Date.now() - t.startedAt) / 1000
     const rate = secs > 0 ? (t.done - t.doneAtStart) / secs : 0
-    const left = t.total - t.done
+    const left = Math.max(0, t.total - t.done)
     const eta = rate > 0 ? duration(Math.round(left / rate)) : "—"
-    return `${n(t.done)}/${n(t.total)} done · ${n(t.failed)} failed · ${rate.toFixed(1)}/s · ETA ${eta}`
+    const review = t.review ? ` · ${n(t.review)} need review` : ""
+    return `${n(t.done)}/${n(t.total)} done · ${n(t.failed)} failed${review} · ${rate.toFixed(1)}/s · ETA ${eta}`
   }
   return {
     tick(t: Ticker) {

@@ -13,6 +13,13 @@ function walk(dir: string): string[] {
   )
 }
 
+/** The ids of result lines (JSONL), in order. */
+const idsOf = (jsonl: string) =>
+  jsonl
+    .trim()
+    .split("\n")
+    .map((l) => (JSON.parse(l) as { id: string }).id)
+
 describe("dist/spool", () => {
   test("prints its version", async () => {
     await using tmp = await tmpdir()
@@ -198,11 +205,7 @@ describe("dist/spool", () => {
     })
     const [stdout, code] = await Promise.all([new Response(child.stdout).text(), child.exited])
     expect(code).toBe(0)
-    const ids = stdout
-      .trim()
-      .split("\n")
-      .map((l) => (JSON.parse(l) as { id: string }).id)
-    expect(ids).toEqual(Array.from({ length: n }, (_, i) => `r${i}`))
+    expect(idsOf(stdout)).toEqual(Array.from({ length: n }, (_, i) => `r${i}`))
   })
 
   test("the same job resumes its run; a changed prompt is refused until --new-run", async () => {
@@ -375,5 +378,50 @@ describe("dist/spool", () => {
     await reader.cancel()
     expect(await child.exited).toBe(0)
     expect(await new Response(child.stderr).text()).toBe("")
+  })
+
+  test("results --out with 3,000 items writes them all and prints nothing, no MaxListenersExceededWarning", async () => {
+    await using tmp = await tmpdir()
+    const n = 3000
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      Array.from({ length: n }, (_, i) => `{"id":"r${i}","t":"${"x".repeat(60)}"}`).join("\n"),
+    )
+    const args = ["run", "--input", "in.jsonl", "--id", "id", "--prompt", "{{t}}", "--provider", "mock"]
+    expect((await spool([...args, "--concurrency", "64"], { cwd: tmp.path })).code).toBe(0)
+    const out = await spool(["results", "--out", "r.jsonl"], { cwd: tmp.path })
+    expect({ code: out.code, stdout: out.stdout, stderr: out.stderr }).toEqual({
+      code: 0,
+      stdout: "",
+      stderr: "",
+    })
+    expect(idsOf(readFileSync(tmp.join("r.jsonl"), "utf8"))).toEqual(
+      Array.from({ length: n }, (_, i) => `r${i}`),
+    )
+  })
+
+  test("the run's summary counts failed and need-review items apart", async () => {
+    await using tmp = await tmpdir()
+    // two answers pass the schema, one does not (needs review), one row cannot fill the prompt (failed)
+    const rows = [{ text: "bug" }, { text: "spam" }, {}, { text: "billing" }]
+    writeFileSync(tmp.join("in.jsonl"), rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
+    writeFileSync(
+      tmp.join("label.json"),
+      JSON.stringify({
+        type: "object",
+        properties: { label: { type: "string", enum: ["billing", "bug"] } },
+        required: ["label"],
+        additionalProperties: false,
+      }),
+    )
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "mixed"\n[source]\npath = "in.jsonl"\n[provider]\nname = "mock"\n[provider.options]\nreply = '{"label":"{{prompt}}"}'\n[request]\nprompt = "{{text}}"\n[output]\nschema = "label.json"\n[limits]\nmax_attempts = 1\n`,
+    )
+    const run = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(run.code).toBe(3)
+    expect(run.stderr.trim().split("\n").at(-1)).toBe(
+      'run "mixed": 2 completed, 1 failed, 1 need review of 4 — `spool results mixed` for the outputs',
+    )
   })
 })

@@ -124,7 +124,7 @@ max_attempts = 1
 `,
   )
   const done = await spool(["run", "done.toml", "--home", home], { cwd: tmp.path })
-  expect(done.stderr).toContain('run "finished": 4 completed, 4 failed of 8')
+  expect(done.stderr).toContain('run "finished": 4 completed, 2 failed, 2 need review of 8')
   expect(done.code).toBe(3)
 
   // the live run: 600 items, two at a time, 100 ms each: about 30 s, longer than the test needs it; every 20th
