@@ -10,7 +10,17 @@
  * - An ended batch, whatever its end (completed, expired, cancelled, failed), is salvaged: each line with a result
  *   settles its item, and only items with no line go back to pending, unpaid (DESIGN §4 rule 4).
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs"
 import { join } from "node:path"
 import { ProviderError, type ErrorClass } from "./errors.ts"
 import * as log from "./log.ts"
@@ -22,7 +32,15 @@ import { Store, type Batch, type LineOutcome, type Packable, type Run } from "./
 import { Runner, dead, type Ending } from "./runner.ts"
 import type { Job } from "./job.ts"
 import { cost, spentOf, type Price } from "./pricing.ts"
-import type { BatchClient, BatchLine, BatchTag, ProviderClient } from "../plugins/define.ts"
+import * as results from "./results.ts"
+import type {
+  BatchClient,
+  BatchLine,
+  BatchTag,
+  Downloaded,
+  ProviderClient,
+  RemoteBatch,
+} from "../plugins/define.ts"
 
 export interface BatcherOptions {
   store: Store
@@ -117,18 +135,31 @@ class FileOut {
   }
 }
 
-/** Streams a file's lines without holding the file in memory. */
-async function* linesOf(path: string): AsyncGenerator<string> {
-  const decoder = new TextDecoder()
-  let rest = ""
-  for await (const chunk of Bun.file(path).stream()) {
-    const text = rest + decoder.decode(chunk, { stream: true })
-    const lines = text.split("\n")
-    rest = lines.pop() ?? ""
-    for (const line of lines) if (line.trim() !== "") yield line
+/** The provider's counts of an ended batch, for a message. */
+function counted(remote: RemoteBatch): string {
+  const e = remote.expect
+  if (e?.kinds)
+    return Object.entries(e.kinds)
+      .map(([k, n]) => `${n} ${k}`)
+      .join(", ")
+  if (remote.counts)
+    return `${remote.counts.total} requests, ${remote.counts.done - remote.counts.failed} completed, ${remote.counts.failed} failed`
+  return "nothing"
+}
+
+/** An item whose result line the provider's file holds but nobody can read: to review, with the line as its output. */
+function unreadable(item: number, text: string | undefined, why: string): LineOutcome {
+  return {
+    item,
+    to: "needs_review",
+    label: "needs_review",
+    errorClass: "bad_response",
+    error:
+      `the provider's result line cannot be read (${why}), the same in two downloads; it was paid for, so the ` +
+      "item is not sent again by itself (`spool retry --state needs_review` sends it again)",
+    output: text,
+    endedAt: Date.now(),
   }
-  rest += decoder.decode()
-  if (rest.trim() !== "") yield rest
 }
 
 export class Batcher {
@@ -162,6 +193,10 @@ export class Batcher {
   private tailCapped: string | undefined
   /** Batches in a row that the provider failed without one result line. */
   private emptyFailures = 0
+  /** Per batch: downloads that failed verification in this process. */
+  private readonly badDownloads = new Map<number, number>()
+  /** Batches left alone after `download_tries` bad downloads, with why: their items stay submitted. */
+  private readonly held = new Map<number, string>()
 
   constructor(options: BatcherOptions) {
     this.o = options
@@ -217,6 +252,7 @@ export class Batcher {
         if (!paused && (await this.tail())) continue
         if (this.tailCapped) return "paused"
         if (this.finished()) return "done"
+        if (this.onlyHeld()) return this.holdUp()
         if (!moved && !packed) await this.waker.sleep(this.untilDue())
       }
     } finally {
@@ -236,6 +272,27 @@ export class Batcher {
     if (store.liveBatches(run.id).length > 0) return false
     if (store.run(run.id)?.ingested === 0) return false
     return !store.hasOpen(run.id)
+  }
+
+  /** Nothing is left to do but batches whose downloads would not verify. */
+  private onlyHeld(): boolean {
+    const { store, run } = this.o
+    if (this.held.size === 0 || store.run(run.id)?.ingested === 0) return false
+    if (store.liveBatches(run.id).some((b) => !this.held.has(b.id))) return false
+    const c = store.counts(run.id)
+    return c.pending + c.running + c.retry_wait + c.queued === 0
+  }
+
+  /** Ends the process with the held batches' reasons; their items stay submitted, for a later run to fetch. */
+  private holdUp(): "paused" {
+    this.pausedBy = new ProviderError("bad_response", [...this.held.values()].join("\n"), {
+      retryable: false,
+      pause: true,
+      hint:
+        "Nothing was applied from those files, and their items stay submitted: `spool run` again downloads and checks " +
+        "them anew. The files that failed are kept beside the batch's request file for inspection.",
+    })
+    return "paused"
   }
 
   /** Milliseconds until a batch is due a look, a retry falls due, or the flush timer runs out; at most TICK_MS. */
@@ -259,6 +316,7 @@ export class Batcher {
     let moved = false
     for (const b of store.liveBatches(run.id)) {
       if (this.stopping || this.pausedBy) return moved
+      if (this.held.has(b.id)) continue
       if (b.next_at !== null && b.next_at > Date.now()) continue
       moved = true
       try {
@@ -278,8 +336,8 @@ export class Batcher {
       case "submitted":
         return this.poll(b)
       case "downloading":
-        await this.download(b)
-        return this.apply(this.o.store.batch(b.id)!)
+        if (await this.download(b)) await this.apply(this.o.store.batch(b.id)!)
+        return
       case "applying":
         return this.apply(b)
       default:
@@ -380,8 +438,7 @@ export class Batcher {
         total: remote.counts?.total,
       })
       this.queueFull = false
-      await this.download(store.batch(b.id)!)
-      await this.apply(store.batch(b.id)!)
+      if (await this.download(store.batch(b.id)!, remote)) await this.apply(store.batch(b.id)!)
     }
   }
 
@@ -391,25 +448,116 @@ export class Batcher {
     return Math.min(poll_max_s, poll_s * 1.5 ** same) * 1000
   }
 
-  private async download(b: Batch): Promise<void> {
-    const files = b.files ? (JSON.parse(b.files) as Record<string, string>) : undefined
+  /**
+   * Downloads an ended batch's result files and checks them (results.ts) before anything is applied; true when they
+   * can be. A download that fails the check is kept as `<tag>.output.bad-N.jsonl` (and `.errors.`) and fetched again
+   * with backoff; after `download_tries` of them in this process the batch is held, its items left submitted. A line
+   * that cannot be read in two downloads in a row, all else agreeing, is the provider's own: it is taken as it is.
+   * `seen` is the batch as the poll that saw it end found it; otherwise it is looked up for its counts.
+   */
+  private async download(b: Batch, seen?: RemoteBatch): Promise<boolean> {
+    const { store, run, job } = this.o
+    const remote = seen ?? (await this.api.retrieve(b.provider_id!, this.signal))
     const to = {
       output: join(this.dir, `${b.tag}.output.jsonl`),
       errors: join(this.dir, `${b.tag}.errors.jsonl`),
     }
-    const written = await this.api.download(
-      {
-        id: b.provider_id!,
-        status: b.status ?? "",
-        phase: "ended",
-        createdAt: b.created_at,
-        files: files ?? {},
-      },
-      to,
-      this.signal,
-    )
+    const written = await this.api.download(remote, to, this.signal)
     crashPoint("download")
-    this.o.store.downloaded(b.id, written)
+    const reader = this.reader(b)
+    const checked = await results.check(written, remote.expect, reader)
+    if (checked.problems.length === 0 && (await this.sameBroken(b, checked.broken, reader))) {
+      if (checked.broken.length > 0)
+        log.warn(
+          "result lines that cannot be read came back the same in two downloads: they are the provider's",
+          {
+            run: run.name,
+            batch: b.id,
+            lines: checked.broken.map((x) => `${x.file}:${x.line}`),
+          },
+        )
+      store.downloaded(b.id, written)
+      this.badDownloads.delete(b.id)
+      return true
+    }
+    const kept = this.keepBad(b, written, checked.suspect)
+    crashPoint("verify")
+    const tries = (this.badDownloads.get(b.id) ?? 0) + 1
+    this.badDownloads.set(b.id, tries)
+    const problems = [...checked.problems]
+    if (checked.broken.length > 0) {
+      const first = checked.broken[0]!
+      problems.push(
+        `${checked.broken.length} line(s) that cannot be read (the first: ${first.file} line ${first.line})`,
+      )
+    }
+    const why =
+      `batch ${b.id} (${remote.id}): its result files do not agree with the provider ` +
+      `(${written.output ? `${checked.lines.output} output lines` : "no output file"}, ` +
+      `${written.errors ? `${checked.lines.errors} error lines` : "no error file"}; ` +
+      `the provider counts ${counted(remote)}): ${problems.join("; ")}; kept as ${kept.join(", ") || "nothing"}`
+    if (tries >= job.batch.download_tries) {
+      const held = `${why}; ${tries} downloads failed the check, nothing was applied`
+      this.held.set(b.id, held)
+      store.later(b.id, Date.now(), held)
+      log.error("batch held: its result files would not verify", { run: run.name, batch: b.id, error: held })
+      return false
+    }
+    throw new ProviderError("bad_response", `${why}; downloading them again`, { retryable: true })
+  }
+
+  private reader(b: Batch): results.Reader {
+    return {
+      parse: (text) => this.api.parse(text),
+      prefix: `${b.tag}_`,
+      items: new Set(this.o.store.batchItems(b.id).map((r) => r.id)),
+    }
+  }
+
+  /** The `bad-N` files of a batch, newest first. */
+  private badFiles(b: Batch): { n: number; path: string }[] {
+    const pattern = new RegExp(`^${b.tag}\\.(?:output|errors)\\.bad-(\\d+)\\.jsonl$`)
+    return readdirSync(this.dir)
+      .map((name) => ({ name, m: pattern.exec(name) }))
+      .filter((x) => x.m)
+      .map((x) => ({ n: Number(x.m![1]), path: join(this.dir, x.name) }))
+      .sort((x, y) => y.n - x.n)
+  }
+
+  /** Moves the files of a download that failed the check aside, as `<tag>.<file>.bad-N.jsonl`; returns their paths. */
+  private keepBad(b: Batch, written: Downloaded, suspect: Set<results.FileKind>): string[] {
+    const n = (this.badFiles(b)[0]?.n ?? 0) + 1
+    const kept: string[] = []
+    for (const kind of suspect) {
+      const path = written[kind]
+      if (!path || !existsSync(path)) continue
+      const bad = join(this.dir, `${b.tag}.${kind}.bad-${n}.jsonl`)
+      renameSync(path, bad)
+      kept.push(bad)
+    }
+    return kept
+  }
+
+  /**
+   * Whether the lines that cannot be read (none is the easy case) are exactly those of the last download that failed
+   * the check: the provider's file itself has them, and downloading again will not mend them.
+   */
+  private async sameBroken(b: Batch, broken: results.Broken[], reader: results.Reader): Promise<boolean> {
+    if (broken.length === 0) return true
+    const newest = this.badFiles(b)
+    const last = newest.filter((f) => f.n === newest[0]?.n)
+    const before: string[] = []
+    for (const f of last) {
+      for await (const { text } of results.linesOf(f.path)) {
+        try {
+          reader.parse(text)
+        } catch {
+          before.push(text)
+        }
+      }
+    }
+    const now = broken.map((x) => x.text)
+    return before.length === now.length && now.every((text) => before.includes(text))
   }
 
   /**
@@ -439,19 +587,21 @@ export class Batcher {
     }
     const attempts = new Map<number, number>()
     for (const row of store.batchItems(b.id)) attempts.set(row.id, row.attempts)
+    const reader = { prefix, items: new Set(attempts.keys()) }
+    // lines that cannot be read got here only by coming back the same in two downloads (download()): the provider
+    // charged for them, so their items go to review with the raw line, never back to be paid for again
+    let unplaced = 0
     for (const file of [b.output, b.errors]) {
       if (!file || !existsSync(file)) continue
-      for await (const text of linesOf(file)) {
+      for await (const { text } of results.linesOf(file)) {
         let line: BatchLine
         try {
           line = this.api.parse(text)
         } catch (err) {
-          log.warn("a result line could not be read; its item goes back to pending", {
-            run: run.name,
-            batch: b.id,
-            error: (err as Error).message,
-            line: text.slice(0, 200),
-          })
+          const item = results.itemOf(results.claimedId(text), reader)
+          if (item === undefined) unplaced++
+          else chunk.push(unreadable(item, text, (err as Error).message))
+          lines++
           continue
         }
         if (!line.customId.startsWith(prefix)) continue
@@ -466,6 +616,12 @@ export class Batcher {
       }
     }
     if (chunk.length > 0) commit()
+    if (unplaced > 0) {
+      // which items those lines were cannot be told: every item left without a line is one of them, perhaps
+      const why = `one of ${unplaced} result line(s) with no readable custom_id`
+      chunk = store.batchItems(b.id).map((row) => unreadable(row.id, undefined, why))
+      if (chunk.length > 0) commit()
+    }
     const back = store.finishBatch(b.id, lines)
     if (!job.batch.keep_raw) {
       for (const file of [b.output, b.errors]) if (file) rmSync(file, { force: true })
@@ -786,11 +942,12 @@ export class Batcher {
    * `spool cancel`: every live batch is cancelled at the provider, then salvaged as it ends; intents are looked up
    * first (a batch created just before a crash is cancelled too). Items never sent stay pending.
    */
-  private async cancel(): Promise<"cancelled" | "interrupted"> {
+  private async cancel(): Promise<"cancelled" | "interrupted" | "paused"> {
     const { store, run } = this.o
     const asked = new Set<number>()
     for (;;) {
-      const live = store.liveBatches(run.id)
+      const live = store.liveBatches(run.id).filter((b) => !this.held.has(b.id))
+      if (live.length === 0 && this.held.size > 0) return this.holdUp()
       if (live.length === 0) break
       for (const b of live) {
         if (this.stopping) return "interrupted"

@@ -373,6 +373,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
           ending,
           driver.pausedBy?.message ?? driver.capped,
           driver.capped !== undefined,
+          driver.pausedBy?.hint,
         )
       } finally {
         db.close()
@@ -387,6 +388,7 @@ function finish(
   ending: string,
   reason: string | undefined,
   capped = false,
+  hint?: string,
 ): ExitCode {
   if (ending === "interrupted") return 130
   if (ending === "cancelled") {
@@ -403,7 +405,9 @@ function finish(
       `run "${run.name}" paused: ${reason}`,
       capped
         ? `Nothing more was started. To go on, raise the cap: ${run.resume} --max-cost-usd N`
-        : `Going on would fail every item the same way. Fix the cause (API key, quota, billing), then resume: ${run.resume}`,
+        : hint
+          ? `${hint} Resume: ${run.resume}`
+          : `Going on would fail every item the same way. Fix the cause (API key, quota, billing), then resume: ${run.resume}`,
     )
   }
   const counts = db.counts(run.id)

@@ -117,9 +117,17 @@ export class ProviderError extends SpoolError {
   constructor(
     errorClass: ErrorClass,
     message: string,
-    options: { retryable: boolean; retryAfterMs?: number; pause?: boolean; status?: number; cause?: unknown },
+    options: {
+      retryable: boolean
+      retryAfterMs?: number
+      pause?: boolean
+      status?: number
+      cause?: unknown
+      /** What a person should do, when the run stops for it. */
+      hint?: string
+    },
   ) {
-    super(message, undefined, { cause: options.cause })
+    super(message, options.hint, { cause: options.cause })
     this.errorClass = errorClass
     this.retryable = options.retryable
     this.retryAfterMs = options.retryAfterMs

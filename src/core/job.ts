@@ -95,6 +95,11 @@ const BatchSchema = strict(
     max_live: v.optional(int(0, 100_000), 0),
     /** Keep the raw output and error files under .spool/artifacts after their lines are applied. */
     keep_raw: v.optional(v.boolean("expected true or false"), true),
+    /**
+     * How many downloads of an ended batch's result files may fail verification (cut short, not JSONL, lines that
+     * disagree with the provider's counts) before the batch is held and the run stops with the reason.
+     */
+    download_tries: v.optional(int(1, 100), 5),
   },
   "[batch]",
 )

@@ -189,6 +189,26 @@ export interface RemoteBatch {
   createdAt: number
   /** What `download` needs: OpenAI output and error file ids, Anthropic the results URL; kept in the ledger as JSON. */
   files?: { output?: string | undefined; errors?: string | undefined } | undefined
+  /**
+   * How many result lines an ended batch's files hold, as the provider counted them: a download is verified against
+   * this before any of its lines settles an item. `output` and `errors` bound the lines of each file (OpenAI's
+   * `request_counts`); `kinds` gives the exact lines of each `BatchLine.kind` (Anthropic's counts per result type).
+   */
+  expect?: BatchExpect | undefined
+}
+
+/** The lines a batch's result files must hold (see `RemoteBatch.expect`). */
+export interface BatchExpect {
+  output?: { min: number; max: number } | undefined
+  errors?: { min: number; max: number } | undefined
+  kinds?: Record<string, number> | undefined
+}
+
+/** The result files `download` wrote, and the length each was served with (Content-Length), when it was given. */
+export interface Downloaded {
+  output?: string | undefined
+  errors?: string | undefined
+  announced?: { output?: number | undefined; errors?: number | undefined } | undefined
 }
 
 /** One line of a downloaded result file, read. */
@@ -199,6 +219,8 @@ export interface BatchLine {
   /** The line has an error, classified as a direct call's would be. */
   error?: ProviderError | undefined
   /** Neither: the line was never run (expired, cancelled); its item goes back to pending, unpaid. */
+  /** The provider's own word for the line's result (Anthropic `result.type`), matched against `expect.kinds`. */
+  kind?: string | undefined
 }
 
 /** How `find` answered. */
@@ -225,13 +247,14 @@ export interface BatchClient {
   cancel(id: string, signal: AbortSignal): Promise<RemoteBatch>
   /**
    * Writes an ended batch's raw result files, as the provider serves them, to `output` (and `errors`, OpenAI's
-   * error file); returns the paths written (a file the provider does not have is not written).
+   * error file); returns the paths written (a file the provider does not have is not written) and their announced
+   * lengths. spool verifies the files before it applies a line of them, and downloads them again when they fail.
    */
   download(
     batch: RemoteBatch,
     to: { output: string; errors: string },
     signal: AbortSignal,
-  ): Promise<{ output?: string | undefined; errors?: string | undefined }>
+  ): Promise<Downloaded>
   /** Reads one line of a downloaded file. Throws (any error) only when the line is not a result line at all. */
   parse(line: string): BatchLine
 }

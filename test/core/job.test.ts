@@ -49,7 +49,14 @@ describe("loading a job", () => {
       tail_realtime: 0,
     })
     expect(job.provider.mode).toBe("realtime")
-    expect(job.batch).toEqual({ flush_s: 30, poll_s: 10, poll_max_s: 300, max_live: 0, keep_raw: true })
+    expect(job.batch).toEqual({
+      flush_s: 30,
+      poll_s: 10,
+      poll_max_s: 300,
+      max_live: 0,
+      keep_raw: true,
+      download_tries: 5,
+    })
   })
 
   test("flags override the file, and the input flag is relative to the working directory", async () => {

@@ -402,7 +402,7 @@ function messageBatchApi(
           `Message Batch ${batchId} has not ended yet; its results are not available.`,
         )
       }
-      return jsonl(resultLines(b), "application/binary")
+      return fake.batch.serve(resultLines(b), "application/binary")
     }
     return undefined
   }

@@ -71,6 +71,17 @@ export interface BatchOptions {
   maxBytes?: number
 }
 
+/**
+ * What one download of a result file serves instead of the file, as a broken gateway or proxy does, each with a 200:
+ * the body cut mid-line (no Content-Length, as a proxy that does not enforce it sends it), an empty body, an HTML
+ * error page, the file with its middle line left out, or with its first line twice.
+ */
+export type DownloadFault = "truncated" | "empty" | "html" | "missing_line" | "duplicate_line"
+
+/** The page a broken gateway answers with, status 200. */
+export const GATEWAY_PAGE =
+  "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n<body><h1>502 Bad Gateway</h1></body></html>\n"
+
 /** One request of a batch. */
 export interface BatchLine {
   customId: string
@@ -227,6 +238,15 @@ export class BatchEngine<D = unknown> {
   maxBytes: number
   /** Lines that produced a successful result (each also counted in the fake's `paid`). */
   paidLines = 0
+  /** Faults for the next result file downloads, one each, in order (`serve`); null serves one intact. */
+  downloadFaults: (DownloadFault | null)[] = []
+  /**
+   * A line (0-based) that every download of every result file has garbled, cut to its first half: the provider's own
+   * file is broken there, and downloading again does not mend it.
+   */
+  garbledLine: number | undefined
+  /** Result file downloads served, faulty or not. */
+  downloads = 0
   /** Every batch created, in order. */
   readonly batches: FakeBatch<D>[] = []
   /** Every create call received, including refused ones. */
@@ -247,6 +267,48 @@ export class BatchEngine<D = unknown> {
     this.script = options.script ?? []
     this.enqueuedTokenLimit = options.enqueuedTokenLimit
     this.queueLimit = options.queueLimit
+  }
+
+  /** A result file's download: its lines as `jsonl` serves them, with the next download fault or the garbled line. */
+  serve(lines: Iterator<string>, contentType: string): Response {
+    this.downloads++
+    const fault = this.downloadFaults.shift() ?? undefined
+    if (fault === undefined && this.garbledLine === undefined) return jsonl(lines, contentType)
+    const all = [...{ [Symbol.iterator]: () => lines }]
+    const garbled = this.garbledLine
+    if (garbled !== undefined && all[garbled] !== undefined)
+      all[garbled] = all[garbled]!.slice(0, Math.floor(all[garbled]!.length / 2))
+    const text = all.length ? `${all.join("\n")}\n` : ""
+    const streamed = (body: string, type = contentType) =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            if (body) controller.enqueue(new TextEncoder().encode(body))
+            controller.close()
+          },
+        }),
+        { headers: { "content-type": type } },
+      )
+    switch (fault) {
+      case "truncated": {
+        // cut inside a line, never just after a newline
+        let cut = Math.floor(text.length / 2)
+        while (cut > 1 && text[cut - 1] === "\n") cut--
+        return streamed(text.slice(0, cut))
+      }
+      case "empty":
+        return streamed("")
+      case "html":
+        return streamed(GATEWAY_PAGE, "text/html; charset=utf-8")
+      case "missing_line":
+        all.splice(Math.floor(all.length / 2), 1)
+        return streamed(all.length ? `${all.join("\n")}\n` : "")
+      case "duplicate_line":
+        if (all[0] !== undefined) all.unshift(all[0])
+        return streamed(`${all.join("\n")}\n`)
+      default:
+        return streamed(text)
+    }
   }
 
   /** Batches whose custom_ids all start with `prefix` (spool's are `${tag}_${n}`), or whose metadata.spool_tag is it. */

@@ -723,7 +723,7 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
     const f = fake.files.get(id)
     if (!f) return noFile(id)
     if (f.bytes) return new Response(f.bytes, { headers: { "content-type": "application/octet-stream" } })
-    return jsonl(f.lines!(), "application/octet-stream")
+    return fake.batch.serve(f.lines!(), "application/octet-stream")
   }
 
   /** Reads an input file: its lines, what makes the batch fail validation, and its model. */

@@ -9,7 +9,7 @@ import type { Message } from "@anthropic-ai/sdk/resources/messages"
 import type { BatchClient, BatchLine, BatchTag, Found, RemoteBatch, Request } from "../define.ts"
 import { ProviderError, StoreError } from "../../core/errors.ts"
 import { body, classify, failure, reply } from "./anthropic.ts"
-import { CLOCK_SLACK_MS, save, stallWatch, UPLOAD_TIMEOUT_MS } from "./openai-batch.ts"
+import { announced, CLOCK_SLACK_MS, save, stallWatch, UPLOAD_TIMEOUT_MS } from "./openai-batch.ts"
 
 /**
  * 100,000 requests or 256 MB per batch, whichever comes first. The bytes are those of the create body, counted as
@@ -129,6 +129,12 @@ export function remote(batch: MessageBatch): RemoteBatch {
   if (batch.processing_status === "ended") {
     out.phase = "ended"
     out.outcome = batch.cancel_initiated_at ? "cancelled" : c.expired > 0 ? "expired" : "completed"
+    // one results line per request, of the type it is counted under
+    const lines = c.succeeded + c.errored + c.canceled + c.expired
+    out.expect = {
+      output: { min: lines, max: lines },
+      kinds: { succeeded: c.succeeded, errored: c.errored, canceled: c.canceled, expired: c.expired },
+    }
   }
   if (batch.results_url) out.files = { output: batch.results_url }
   return out
@@ -306,12 +312,12 @@ export function anthropicBatch(client: Anthropic, model: string, timeoutMs: numb
       try {
         const response = await results(url, AbortSignal.any([signal, watch.signal]))
         await save(response.body, to.output, watch.touch)
+        return { output: to.output, announced: { output: announced(response) } }
       } catch (cause) {
         throw mapped(cause, signal)
       } finally {
         watch.stop()
       }
-      return { output: to.output }
     },
 
     parse(text: string): BatchLine {
@@ -322,9 +328,9 @@ export function anthropicBatch(client: Anthropic, model: string, timeoutMs: numb
       switch (result?.type) {
         case "succeeded":
           try {
-            return { customId, reply: reply(result.message as Message) }
+            return { customId, kind: result.type, reply: reply(result.message as Message) }
           } catch (error) {
-            if (error instanceof ProviderError) return { customId, error }
+            if (error instanceof ProviderError) return { customId, kind: result.type, error }
             throw error
           }
         case "errored": {
@@ -333,11 +339,11 @@ export function anthropicBatch(client: Anthropic, model: string, timeoutMs: numb
           // an error type this code does not know is taken as the API's own (500): retried, never given up on
           const status = ERROR_STATUS[type] ?? 500
           const detail = result.error?.error ? result.error : { type: "error", error: inner }
-          return { customId, error: classify(status, detail, new Headers()) }
+          return { customId, kind: result.type, error: classify(status, detail, new Headers()) }
         }
         case "canceled":
         case "expired":
-          return { customId }
+          return { customId, kind: result.type }
         default:
           throw new Error(`the line has no result this code knows (${String(result?.type)})`)
       }

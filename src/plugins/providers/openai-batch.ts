@@ -16,7 +16,16 @@ import type { Batch } from "openai/resources/batches"
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs"
 import { open, rename, rm } from "node:fs/promises"
 import { dirname } from "node:path"
-import type { BatchClient, BatchLine, ProviderContext, RemoteBatch, Reply, Request } from "../define.ts"
+import type {
+  BatchClient,
+  BatchExpect,
+  BatchLine,
+  Downloaded,
+  ProviderContext,
+  RemoteBatch,
+  Reply,
+  Request,
+} from "../define.ts"
 import { ProviderError, StoreError } from "../../core/errors.ts"
 import {
   body,
@@ -99,6 +108,25 @@ const PHASES: Record<Batch["status"], Pick<RemoteBatch, "phase" | "outcome">> = 
   failed: { phase: "ended", outcome: "failed" },
 }
 
+/**
+ * The lines an ended batch's files hold: the output file one per completed request; the error file one per failed
+ * request, and, for a batch that expired or was cancelled, possibly one more per request never run (whether those
+ * are counted as failed is not documented, so both readings are accepted).
+ */
+function expectOf(
+  counts: NonNullable<Batch["request_counts"]>,
+  outcome: RemoteBatch["outcome"],
+): BatchExpect {
+  const cut = outcome === "expired" || outcome === "cancelled"
+  return {
+    output: { min: counts.completed, max: counts.completed },
+    errors: {
+      min: counts.failed,
+      max: cut ? Math.max(counts.failed, counts.total - counts.completed) : counts.failed,
+    },
+  }
+}
+
 /** An OpenAI batch in neutral terms. A status this code does not know is taken as still in progress. */
 export function remote(batch: Batch): RemoteBatch {
   const out: RemoteBatch = {
@@ -110,6 +138,7 @@ export function remote(batch: Batch): RemoteBatch {
   const counts = batch.request_counts
   if (counts) {
     out.counts = { total: counts.total, done: counts.completed + counts.failed, failed: counts.failed }
+    if (out.phase === "ended") out.expect = expectOf(counts, out.outcome)
   }
   // the API sends null for a file it has not made
   const output = batch.output_file_id ?? undefined
@@ -163,6 +192,17 @@ export function stallWatch(ms: number): { signal: AbortSignal; touch(): void; st
   }
   touch()
   return { signal: controller.signal, touch, stop: () => clearTimeout(timer) }
+}
+
+/**
+ * The length a response announced for its body (Content-Length), when that is the length of the bytes it gives: not
+ * for a compressed body, which fetch inflates.
+ */
+export function announced(response: Response): number | undefined {
+  const encoding = response.headers.get("content-encoding")
+  if (encoding && encoding !== "identity") return undefined
+  const length = response.headers.get("content-length")
+  return length !== null && /^\d+$/.test(length) ? Number(length) : undefined
 }
 
 /**
@@ -273,13 +313,14 @@ export function openaiBatch(context: ProviderContext, endpoint: "chat" | "respon
     }
   }
 
-  /** Streams one file's content to `path`. */
-  const fetchFile = async (id: string, path: string, signal: AbortSignal): Promise<void> => {
+  /** Streams one file's content to `path`; returns the length it was served with, if one was announced. */
+  const fetchFile = async (id: string, path: string, signal: AbortSignal): Promise<number | undefined> => {
     const watch = stallWatch(timeoutMs)
     const both = AbortSignal.any([signal, watch.signal])
     try {
       const response = await sdk().files.content(id, { signal: both })
       await save(response.body, path, watch.touch)
+      return announced(response)
     } catch (cause) {
       throw sdkFailure(cause, signal, timeoutMs)
     } finally {
@@ -338,13 +379,13 @@ export function openaiBatch(context: ProviderContext, endpoint: "chat" | "respon
     },
 
     async download(batch, to, signal) {
-      const written: { output?: string; errors?: string } = {}
+      const written: Downloaded = { announced: {} }
       if (batch.files?.output) {
-        await fetchFile(batch.files.output, to.output, signal)
+        written.announced!.output = await fetchFile(batch.files.output, to.output, signal)
         written.output = to.output
       }
       if (batch.files?.errors) {
-        await fetchFile(batch.files.errors, to.errors, signal)
+        written.announced!.errors = await fetchFile(batch.files.errors, to.errors, signal)
         written.errors = to.errors
       }
       return written
