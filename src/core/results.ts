@@ -68,8 +68,9 @@ export function itemOf(
 ): number | undefined {
   if (!customId?.startsWith(reader.prefix)) return undefined
   const rest = customId.slice(reader.prefix.length)
-  if (!/^\d+$/.test(rest)) return undefined
   const item = Number(rest)
+  // the one spelling spool writes: `01` is not item 1
+  if (!/^\d+$/.test(rest) || String(item) !== rest) return undefined
   return reader.items.has(item) ? item : undefined
 }
 
@@ -111,7 +112,8 @@ export async function check(
     if (size > 0 && !(await endsWithNewline(path, size)))
       blame(kind, `${kind} file: its last line has no newline (cut short?)`)
     for await (const { text, n } of linesOf(path)) {
-      lines[kind]++
+      // the lines read are garbage at once: a hint to collect keeps the peak flat, as while applying
+      if (++lines[kind] % 5000 === 0) Bun.gc(false)
       let line: BatchLine
       try {
         line = reader.parse(text)
@@ -129,6 +131,12 @@ export async function check(
         suspect.add(kind).add(where.get(line.customId)!)
       } else where.set(line.customId, kind)
     }
+  }
+  // an unreadable line can be taken as the provider's own only when it still names one of the batch's items
+  const nameless = broken.filter((b) => itemOf(b.customId, reader) === undefined)
+  if (nameless.length) {
+    problems.push(`${nameless.length} unreadable line(s) naming none of this batch's custom_ids`)
+    for (const b of nameless) suspect.add(b.file)
   }
   for (const b of broken) {
     if (b.customId === undefined) continue

@@ -216,9 +216,11 @@ export interface BatchLine {
   customId: string
   /** The line has an answer (status 200 / succeeded). */
   reply?: Reply | undefined
-  /** The line has an error, classified as a direct call's would be. */
+  /**
+   * The line has an error, classified as a direct call's would be. With neither `reply` nor `error`, the line was
+   * never run (expired, cancelled): its item goes back to pending, unpaid.
+   */
   error?: ProviderError | undefined
-  /** Neither: the line was never run (expired, cancelled); its item goes back to pending, unpaid. */
   /** The provider's own word for the line's result (Anthropic `result.type`), matched against `expect.kinds`. */
   kind?: string | undefined
 }

@@ -69,32 +69,39 @@ export function read(line: BatchLine) {
     customId: line.customId,
     reply: line.reply,
     error: fields(line.error),
+    kind: line.kind,
     keys: Object.keys(line).sort(),
   }
 }
 
-/** What `read` gives for a line with an answer. */
-export const answerLine = (customId: string, reply: BatchLine["reply"]) => ({
+/** The keys of a line: `base`, and kind when the provider gives one. */
+const keysOf = (base: string[], kind: string | undefined) => (kind ? [...base, "kind"].sort() : base)
+
+/** What `read` gives for a line with an answer, of the provider's `kind` (Anthropic "succeeded"; OpenAI none). */
+export const answerLine = (customId: string, reply: BatchLine["reply"], kind?: string) => ({
   customId,
   reply,
   error: undefined,
-  keys: ["customId", "reply"],
+  kind,
+  keys: keysOf(["customId", "reply"], kind),
 })
 
-/** What `read` gives for a line with an error (its fields as `errorFields` gives them). */
-export const errorLine = (customId: string, error: ReturnType<typeof fields>) => ({
+/** What `read` gives for a line with an error (its fields as `errorFields` gives them), of the provider's `kind`. */
+export const errorLine = (customId: string, error: ReturnType<typeof fields>, kind?: string) => ({
   customId,
   reply: undefined,
   error,
-  keys: ["customId", "error"],
+  kind,
+  keys: keysOf(["customId", "error"], kind),
 })
 
-/** What `read` gives for a line that is neither an answer nor an error: its request never ran. */
-export const unrunLine = (customId: string) => ({
+/** What `read` gives for a line that is neither an answer nor an error (its request never ran), of `kind`. */
+export const unrunLine = (customId: string, kind?: string) => ({
   customId,
   reply: undefined,
   error: undefined,
-  keys: ["customId"],
+  kind,
+  keys: keysOf(["customId"], kind),
 })
 
 /** What a call throws, which it must. */
@@ -179,12 +186,13 @@ export async function lines(c: BatchClient, path: string): Promise<BatchLine[]> 
 }
 
 /**
- * Downloads an ended batch that has an output file and no error file to tmp's out.jsonl: it alone is written, with
- * mode 0600 and no .part left behind. Returns its lines, parsed.
+ * Downloads an ended batch that has an output file and no error file from a fake to tmp's out.jsonl: it alone is
+ * written, with mode 0600 and no .part left behind, and no length was announced (the fakes stream their result
+ * files, and Bun sends a body of 256 bytes or more so chunked, without a Content-Length). Returns its lines, parsed.
  */
 export async function downloadOutput(c: BatchClient, batch: RemoteBatch, tmp: Tmp): Promise<BatchLine[]> {
   const written = await c.download(batch, outputs(tmp), never())
-  expect(written).toEqual({ output: tmp.join("out.jsonl") })
+  expect(written).toEqual({ output: tmp.join("out.jsonl"), announced: {} })
   expect(await modeOf(tmp.join("out.jsonl"))).toBe(0o600)
   expect(await Bun.file(tmp.join("out.jsonl.part")).exists()).toBe(false)
   expect(await Bun.file(tmp.join("err.jsonl")).exists()).toBe(false)
@@ -239,12 +247,14 @@ export async function cancelPartWay(
 
 /**
  * A fake's batch options under which its first batch expires half-way, its items 1 and 2 failing with the HTTP
- * statuses `one` and `two` (`expectHalfRun` checks its lines).
+ * statuses `one` and `two` (`expectHalfRun` checks its lines). Its lines run in request order, so that items 1 and
+ * 2 are among those run: a batch of 20 has items 0 to 9 run (8 succeeded, 2 errored) and 10 to 19 expired.
  */
 export const halfExpired = (one: number, two: number): BatchOptions => ({
   script: [
     {
       end: { outcome: "expired", after: 0.5 },
+      shuffle: false,
       lineError: (customId) =>
         customId.endsWith("_1") ? { status: one } : customId.endsWith("_2") ? { status: two } : undefined,
     },
@@ -253,20 +263,24 @@ export const halfExpired = (one: number, two: number): BatchOptions => ({
 
 /**
  * The lines of a batch the fake expired half-way (`b`, its record): a line it never reached is neither an answer nor
- * an error; items 1 and 2 carry the errors `errors` gives (as `fields`); `answered` checks any other line, and there
- * are as many answers as the fake counted.
+ * an error (of the provider's kind `unrun`, if it gives kinds); items 1 and 2 carry the errors `errors` gives (as
+ * `fields`); `answered` checks any other line, and there are as many answers as the fake counted.
  */
 export function expectHalfRun(
   all: BatchLine[],
   b: { order: Uint32Array; done: number; succeeded: number },
   errors: Record<1 | 2, ReturnType<typeof fields>>,
   answered: (line: BatchLine, k: number) => void,
+  unrun?: string,
 ): void {
   const processed = new Set(customIds(b.order.slice(0, b.done)))
   expect(processed.size).toBe(10)
+  // else the errors would go unchecked
+  expect([processed.has(`${TAG}_1`), processed.has(`${TAG}_2`)]).toEqual([true, true])
+  expect(all.filter((l) => l.error).length).toBe(2)
   for (const line of all) {
     const k = itemOf(line.customId)
-    if (!processed.has(line.customId)) expect(Object.keys(line)).toEqual(["customId"])
+    if (!processed.has(line.customId)) expect(read(line)).toEqual(unrunLine(line.customId, unrun))
     else if (k === 1 || k === 2) expect(fields(line.error)).toEqual(errors[k])
     else answered(line, k)
   }
@@ -334,7 +348,8 @@ export async function expectBigDownload(c: BatchClient, setup: string, base: Omi
     setup,
     `c.download(${JSON.stringify(batch)}, ${JSON.stringify(outputs(tmp))}, new AbortController().signal)`,
   )
-  expect(written).toEqual({ output: tmp.join("out.jsonl") })
+  // (through JSON: an announced length the fake did not send is left out)
+  expect(written).toEqual({ output: tmp.join("out.jsonl"), announced: {} })
   expect(Bun.file(tmp.join("out.jsonl")).size).toBeGreaterThan(150_000_000)
   expect(growth).toBeLessThan(100_000_000)
   let n = 0
@@ -365,6 +380,26 @@ export function stallingServer() {
           },
         }),
       ),
+  })
+}
+
+/** What a `plainServer` serves: two result lines, one with a character of three bytes in UTF-8. */
+export const SERVED = '{"custom_id":"t_0","text":"✓"}\n{"custom_id":"t_1","text":"x"}\n'
+
+/**
+ * A server that answers every request with SERVED as a plain body, which Bun sends with its Content-Length; a request
+ * whose path has "gzip" in it gets SERVED gzipped, with Content-Encoding gzip and the compressed body's length.
+ */
+export function plainServer() {
+  const gzipped = Bun.gzipSync(SERVED)
+  const type = { "content-type": "application/octet-stream" }
+  return Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    fetch: (req) =>
+      new URL(req.url).pathname.includes("gzip")
+        ? new Response(gzipped, { headers: { ...type, "content-encoding": "gzip" } })
+        : new Response(SERVED, { headers: type }),
   })
 }
 

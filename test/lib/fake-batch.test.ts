@@ -2,7 +2,7 @@ import Anthropic from "@anthropic-ai/sdk"
 import { describe, expect, test } from "bun:test"
 import OpenAI from "openai"
 import { QUEUE_LIMIT_MESSAGE, startFakeAnthropic, type Fake as AnthropicFake } from "./fake-anthropic.ts"
-import type { BatchOptions } from "./fake-batch.ts"
+import { GATEWAY_PAGE, type BatchOptions } from "./fake-batch.ts"
 import { enqueuedLimitMessage, startFake, type Fake } from "./fake-openai.ts"
 import { validateSchema } from "./spec.ts"
 
@@ -1028,5 +1028,153 @@ describe("the fake Anthropic Message Batches API", () => {
     expect(validateSchema("ErrorResponse", await noKey.json(), "anthropic")).toEqual([])
     expect((await get({ "x-api-key": "k" })).status).toBe(400)
     expect((await get({ "x-api-key": "k", "anthropic-version": "2023-06-01" })).status).toBe(200)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Result file downloads, spoiled as a broken gateway or proxy spoils them
+
+/**
+ * A GET with plain fetch: its status, content type and body. The fakes stream result files, chunked, but Bun sends a
+ * Content-Length for a streamed body it has whole and shorter than 256 bytes (an empty body, the gateway page): when
+ * there is one, it is the length of the body.
+ */
+async function download(url: string, headers: Record<string, string>) {
+  const response = await fetch(url, { headers })
+  const body = await response.text()
+  const length = response.headers.get("content-length")
+  if (length !== null) expect(Number(length)).toBe(Buffer.byteLength(body))
+  return { status: response.status, type: response.headers.get("content-type"), body }
+}
+
+/** A download cut short: a 200 of the file's type, its body a part of the intact one's, cut inside a line. */
+function expectTruncated(
+  truncated: Awaited<ReturnType<typeof download>>,
+  intact: Awaited<ReturnType<typeof download>>,
+) {
+  expect([truncated.status, truncated.type]).toEqual([200, intact.type])
+  expect(truncated.body.length).toBeGreaterThan(0)
+  expect(truncated.body.length).toBeLessThan(intact.body.length)
+  expect(intact.body.startsWith(truncated.body)).toBe(true)
+  expect(truncated.body.endsWith("\n")).toBe(false)
+}
+
+/** The lines of a file that ends with a newline. */
+const linesOf = (text: string) => {
+  expect(text.endsWith("\n")).toBe(true)
+  return text.slice(0, -1).split("\n")
+}
+
+describe("the fakes' result file downloads, with download faults", () => {
+  test("OpenAI: each fault spoils one download of a result file, in order, with a 200; then the file is served intact", async () => {
+    await using fake = await startFake({ apiKey: "k" })
+    const client = openai(fake)
+    const done = await retrieve(client, (await submit(client, items(6))).id)
+    expect(done.status).toBe("completed")
+    const get = () =>
+      download(`${fake.url}/files/${done.output_file_id}/content`, { authorization: "Bearer k" })
+    const intact = await get()
+    expect([intact.status, intact.type]).toEqual([200, "application/octet-stream"])
+    const full = linesOf(intact.body)
+    expect(full.length).toBe(6)
+    expect(await get()).toEqual(intact)
+
+    fake.batch.downloadFaults = ["truncated", "empty", "html", "missing_line", "duplicate_line", null]
+    expectTruncated(await get(), intact)
+    expect(await get()).toEqual({ ...intact, body: "" })
+    expect(await get()).toEqual({ ...intact, type: "text/html; charset=utf-8", body: GATEWAY_PAGE })
+    // the middle line (of 6, the 4th) left out, the others intact and in order
+    expect(linesOf((await get()).body)).toEqual([...full.slice(0, 3), ...full.slice(4)])
+    expect(linesOf((await get()).body)).toEqual([full[0]!, ...full])
+    // null: this one intact
+    expect(await get()).toEqual(intact)
+    expect(fake.batch.downloadFaults).toEqual([])
+    // each fault was used once: the file is intact again
+    expect(await get()).toEqual(intact)
+    expect(await get()).toEqual(intact)
+    expect(fake.batch.downloads).toBe(10)
+  })
+
+  test("OpenAI: faults are used by the output and error files alike, in download order, and never by an input file", async () => {
+    await using fake = await startFake({
+      apiKey: "k",
+      batch: { faults: { end: { outcome: "expired", after: 0.5 } } },
+    })
+    const client = openai(fake)
+    const created = await submit(client, items(6))
+    const done = await retrieve(client, created.id)
+    expect(counts(done)).toEqual(["expired", 6, 3, 3])
+    const get = (id: string | null | undefined) =>
+      download(`${fake.url}/files/${id}/content`, { authorization: "Bearer k" })
+    const output = (await get(done.output_file_id)).body
+    const errors = (await get(done.error_file_id)).body
+    expect([linesOf(output).length, linesOf(errors).length]).toEqual([3, 3])
+    fake.batch.downloadFaults = ["empty", "duplicate_line"]
+    // the batch's input file is no result file: it takes no fault, and is not counted
+    const input = await get(done.input_file_id)
+    expect([input.status, input.body]).toEqual([200, jsonlOf(items(6))])
+    expect(fake.batch.downloadFaults).toEqual(["empty", "duplicate_line"])
+    expect((await get(done.error_file_id)).body).toBe("")
+    const first = linesOf(output)[0]!
+    expect((await get(done.output_file_id)).body).toBe(`${first}\n${output}`)
+    expect([(await get(done.output_file_id)).body, (await get(done.error_file_id)).body]).toEqual([
+      output,
+      errors,
+    ])
+    expect(fake.batch.downloads).toBe(6)
+  })
+
+  test("OpenAI: garbledLine cuts that line of every result file to its first half, on every download, and leaves the others", async () => {
+    await using fake = await startFake({ apiKey: "k" })
+    const client = openai(fake)
+    const done = await retrieve(client, (await submit(client, items(6))).id)
+    const get = () =>
+      download(`${fake.url}/files/${done.output_file_id}/content`, { authorization: "Bearer k" })
+    const full = linesOf((await get()).body)
+    fake.batch.garbledLine = 1
+    const garbled = await get()
+    const lines = linesOf(garbled.body)
+    expect(lines.length).toBe(6)
+    expect([lines[0], ...lines.slice(2)]).toEqual([full[0]!, ...full.slice(2)])
+    expect(lines[1]!.length).toBe(Math.floor(full[1]!.length / 2))
+    expect(full[1]!.startsWith(lines[1]!)).toBe(true)
+    expect(() => JSON.parse(lines[1]!)).toThrow()
+    // the same bytes every time: downloading again does not mend it
+    expect(await get()).toEqual(garbled)
+    expect(await get()).toEqual(garbled)
+    // a line past the end of the file garbles nothing
+    fake.batch.garbledLine = 6
+    expect(linesOf((await get()).body)).toEqual(full)
+  })
+
+  test("Anthropic: the results take the faults as OpenAI's files do, and garbledLine on every download, a fault's too", async () => {
+    await using fake = await startFakeAnthropic({ apiKey: "k" })
+    const client = anthropic(fake)
+    const created = await client.messages.batches.create({ requests: requests(6) })
+    expect((await fetchBatch(client, created.id)).processing_status).toBe("ended")
+    const get = () =>
+      download(`${fake.url}/v1/messages/batches/${created.id}/results`, {
+        "x-api-key": "k",
+        "anthropic-version": "2023-06-01",
+      })
+    const intact = await get()
+    expect([intact.status, intact.type]).toEqual([200, "application/binary"])
+    const full = linesOf(intact.body)
+    expect(full.length).toBe(6)
+
+    fake.batch.downloadFaults = ["html", "truncated", "missing_line"]
+    expect(await get()).toEqual({ ...intact, type: "text/html; charset=utf-8", body: GATEWAY_PAGE })
+    expectTruncated(await get(), intact)
+    expect(linesOf((await get()).body)).toEqual([...full.slice(0, 3), ...full.slice(4)])
+    expect(await get()).toEqual(intact)
+
+    fake.batch.garbledLine = 0
+    fake.batch.downloadFaults = ["duplicate_line"]
+    const half = full[0]!.slice(0, Math.floor(full[0]!.length / 2))
+    expect(linesOf((await get()).body)).toEqual([half, half, ...full.slice(1)])
+    const garbled = await get()
+    expect(linesOf(garbled.body)).toEqual([half, ...full.slice(1)])
+    expect(await get()).toEqual(garbled)
+    expect(fake.batch.downloads).toBe(8)
   })
 })

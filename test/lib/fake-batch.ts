@@ -73,7 +73,7 @@ export interface BatchOptions {
 
 /**
  * What one download of a result file serves instead of the file, as a broken gateway or proxy does, each with a 200:
- * the body cut mid-line (no Content-Length, as a proxy that does not enforce it sends it), an empty body, an HTML
+ * the body cut mid-line (streamed: Bun announces no Content-Length for one of 256 bytes or more), an empty body, an HTML
  * error page, the file with its middle line left out, or with its first line twice.
  */
 export type DownloadFault = "truncated" | "empty" | "html" | "missing_line" | "duplicate_line"
@@ -305,7 +305,7 @@ export class BatchEngine<D = unknown> {
         return streamed(all.length ? `${all.join("\n")}\n` : "")
       case "duplicate_line":
         if (all[0] !== undefined) all.unshift(all[0])
-        return streamed(`${all.join("\n")}\n`)
+        return streamed(all.length ? `${all.join("\n")}\n` : "")
       default:
         return streamed(text)
     }

@@ -36,7 +36,9 @@ import {
   lines,
   never,
   outputs,
+  plainServer,
   read,
+  SERVED,
   SLOW_CANCEL,
   STALL_MS,
   stallingServer,
@@ -199,11 +201,15 @@ describe("the anthropic batch client, without a server", () => {
   test("reads a succeeded line as the realtime reader reads the Message", () => {
     const c = batchClient()
     expect(read(c.parse(succeeded("tag_1")))).toEqual(
-      answerLine("tag_1", {
-        text: "Hello again! It's nice to see you.",
-        usage: { input_tokens: 35, output_tokens: 36, cached_input_tokens: 20 },
-        finish: "stop",
-      }),
+      answerLine(
+        "tag_1",
+        {
+          text: "Hello again! It's nice to see you.",
+          usage: { input_tokens: 35, output_tokens: 36, cached_input_tokens: 20 },
+          finish: "stop",
+        },
+        "succeeded",
+      ),
     )
     const tool = {
       ...message,
@@ -215,11 +221,12 @@ describe("the anthropic batch client, without a server", () => {
     expect(c.parse(succeeded("tag_2", tool)).reply?.text).toBe('{"n":3}')
     const cut = { ...message, stop_reason: "max_tokens" }
     expect(c.parse(succeeded("tag_3", cut)).reply?.finish).toBe("length")
-    // a Message with no text is a line error, as a direct call's would be
+    // a Message with no text is a line error, as a direct call's would be; the line still counts as succeeded
     expect(read(c.parse(succeeded("tag_4", { ...message, content: [] })))).toEqual(
       errorLine(
         "tag_4",
         errorFields("bad_response", "the message has no text block", { retryable: true, status: 200 }),
+        "succeeded",
       ),
     )
   })
@@ -244,6 +251,7 @@ describe("the anthropic batch client, without a server", () => {
         errorLine(
           `tag_${status}`,
           errorFields(cls, `HTTP ${status}: Something happened.`, { retryable, pause, status }),
+          "errored",
         ),
       )
     }
@@ -261,15 +269,19 @@ describe("the anthropic batch client, without a server", () => {
       custom_id: "tag_b",
       result: { type: "errored", error: { type: "overloaded_error", message: "Overloaded" } },
     })
-    expect(fields(c.parse(bare).error)).toEqual(
-      errorFields("server", "HTTP 529: Overloaded", { retryable: true, status: 529 }),
+    expect(read(c.parse(bare))).toEqual(
+      errorLine(
+        "tag_b",
+        errorFields("server", "HTTP 529: Overloaded", { retryable: true, status: 529 }),
+        "errored",
+      ),
     )
   })
 
   test("a canceled or expired line is neither an answer nor an error", () => {
     const c = batchClient()
-    expect(read(c.parse(ended("tag_5", "canceled")))).toEqual(unrunLine("tag_5"))
-    expect(read(c.parse(ended("tag_6", "expired")))).toEqual(unrunLine("tag_6"))
+    expect(read(c.parse(ended("tag_5", "canceled")))).toEqual(unrunLine("tag_5", "canceled"))
+    expect(read(c.parse(ended("tag_6", "expired")))).toEqual(unrunLine("tag_6", "expired"))
   })
 
   test("throws on a line that is not a result line at all", () => {
@@ -283,7 +295,7 @@ describe("the anthropic batch client, without a server", () => {
     )
   })
 
-  test("maps a batch's processing status, counts, results URL and creation time", () => {
+  test("maps a batch's processing status, counts, results URL, creation time, and once ended the lines of each type its results hold", () => {
     expect(remote(batch())).toEqual({
       id: "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF",
       status: "in_progress",
@@ -311,21 +323,29 @@ describe("the anthropic batch client, without a server", () => {
       ended_at: "2024-09-24T19:37:24.100435Z",
       results_url: RESULTS,
     }
-    const cases: [Partial<MessageBatch>, string][] = [
+    // every request has one line in the results, whatever its type
+    const all = { output: { min: 100, max: 100 } }
+    const cases: [Partial<MessageBatch>, string, RemoteBatch["expect"]][] = [
       [
         { request_counts: { processing: 0, succeeded: 90, errored: 10, canceled: 0, expired: 0 } },
         "completed",
+        { ...all, kinds: { succeeded: 90, errored: 10, canceled: 0, expired: 0 } },
       ],
-      [{ request_counts: { processing: 0, succeeded: 90, errored: 0, canceled: 0, expired: 10 } }, "expired"],
+      [
+        { request_counts: { processing: 0, succeeded: 90, errored: 0, canceled: 0, expired: 10 } },
+        "expired",
+        { ...all, kinds: { succeeded: 90, errored: 0, canceled: 0, expired: 10 } },
+      ],
       [
         {
           cancel_initiated_at: "2024-09-24T18:39:03.114875Z",
           request_counts: { processing: 0, succeeded: 50, errored: 10, canceled: 30, expired: 10 },
         },
         "cancelled",
+        { ...all, kinds: { succeeded: 50, errored: 10, canceled: 30, expired: 10 } },
       ],
     ]
-    for (const [over, outcome] of cases) {
+    for (const [over, outcome, lines] of cases) {
       const b = batch({ ...done, ...over })
       expect(validateSchema("MessageBatch", b, "anthropic")).toEqual([])
       const c = b.request_counts
@@ -337,8 +357,11 @@ describe("the anthropic batch client, without a server", () => {
         counts: { total: 100, done: 100, failed: c.errored },
         createdAt: CREATED,
         files: { output: RESULTS },
+        expect: lines,
       })
     }
+    // a batch that has not ended says nothing of its results
+    expect("expect" in remote(batch())).toBe(false)
   })
 
   test("a 429 that speaks of the batch queue is a retryable queue_limit with the number it gives; any other error stays", () => {
@@ -399,12 +422,16 @@ function expected(k: number): Reply {
 
 const resultsUrl = (fake: Fake, id: string) => `${fake.url}/v1/messages/batches/${id}/results`
 
-/** What the client gives for the batch `created` once it has ended with `outcome`: its results at its results URL. */
+/**
+ * What the client gives for the batch `created` once it has ended with `outcome`: its results at its results URL,
+ * which hold `lines`.
+ */
 const endedAs = (
   fake: Fake,
   created: RemoteBatch,
   outcome: RemoteBatch["outcome"],
   counts: RemoteBatch["counts"],
+  lines: RemoteBatch["expect"],
 ): RemoteBatch => ({
   id: created.id,
   status: "ended",
@@ -413,7 +440,15 @@ const endedAs = (
   counts,
   createdAt: created.createdAt,
   files: { output: resultsUrl(fake, created.id) },
+  expect: lines,
 })
+
+/** How many lines there are of each kind. */
+const kindsOf = (lines: { kind?: string | undefined }[]) => {
+  const out: Record<string, number> = {}
+  for (const { kind } of lines) out[String(kind)] = (out[String(kind)] ?? 0) + 1
+  return out
+}
 
 describe("the anthropic batch client, against the fake Message Batches API", () => {
   test("create, retrieve until ended, download the raw results and parse every line, out of order", async () => {
@@ -436,7 +471,18 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
     ])
     expect(b.custom_ids).toEqual(Array.from({ length: 40 }, (_, k) => `${TAG}_${k}`))
     const batch = await untilEnded(c, created)
-    expect(batch).toEqual(endedAs(fake, created, "completed", { total: 40, done: 40, failed: 0 }))
+    expect(batch).toEqual(
+      endedAs(
+        fake,
+        created,
+        "completed",
+        { total: 40, done: 40, failed: 0 },
+        {
+          output: { min: 40, max: 40 },
+          kinds: { succeeded: 40, errored: 0, canceled: 0, expired: 0 },
+        },
+      ),
+    )
     const parsed = await downloadOutput(c, batch, tmp)
     // the raw bytes the API served, not re-serialised: the file is what a plain GET of the results gives
     const raw = await (
@@ -451,7 +497,7 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
     )
     for (const line of parsed) {
       const k = itemOf(line.customId)
-      expect(line).toEqual({ customId: `${TAG}_${k}`, reply: expected(k) })
+      expect(line).toEqual({ customId: `${TAG}_${k}`, kind: "succeeded", reply: expected(k) })
     }
     expect(fake.batch.paidLines).toBe(40)
     expect(fake.invalid).toEqual([])
@@ -464,10 +510,23 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
     const created = await submit(c, tmp, tagOf(20), SYS)
     const batch = await c.retrieve(created.id, never())
     const b = fake.batch.batches[0]!
-    expect(batch).toEqual(endedAs(fake, created, "expired", { total: 20, done: 20, failed: b.errored }))
+    // 10 run (8 succeeded, 2 errored), 10 expired
+    expect(batch).toEqual(
+      endedAs(
+        fake,
+        created,
+        "expired",
+        { total: 20, done: 20, failed: 2 },
+        {
+          output: { min: 20, max: 20 },
+          kinds: { succeeded: 8, errored: 2, canceled: 0, expired: 10 },
+        },
+      ),
+    )
     await c.download(batch, outputs(tmp), never())
     const all = await lines(c, tmp.join("out.jsonl"))
     expect(all.length).toBe(20)
+    expect(kindsOf(all)).toEqual({ succeeded: 8, errored: 2, expired: 10 })
     expectHalfRun(
       all,
       b,
@@ -475,7 +534,8 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
         1: errorFields("server", "HTTP 529: Overloaded", { retryable: true, status: 529 }),
         2: errorFields("bad_request", "HTTP 400: Invalid request.", { status: 400 }),
       },
-      (line, k) => expect(line.reply).toEqual(expected(k)),
+      (line, k) => expect(line).toEqual({ customId: `${TAG}_${k}`, kind: "succeeded", reply: expected(k) }),
+      "expired",
     )
   })
 
@@ -492,7 +552,18 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
       { ranMs: 4_000, done: 4, word: "canceling" },
       SYS,
     )
-    expect(ended).toEqual(endedAs(fake, created, "cancelled", { total: 10, done: 10, failed: 0 }))
+    expect(ended).toEqual(
+      endedAs(
+        fake,
+        created,
+        "cancelled",
+        { total: 10, done: 10, failed: 0 },
+        {
+          output: { min: 10, max: 10 },
+          kinds: { succeeded: 4, errored: 0, canceled: 6, expired: 0 },
+        },
+      ),
+    )
     await c.download(ended, outputs(tmp), never())
     const all = await lines(c, tmp.join("out.jsonl"))
     const b = fake.batch.batches[0]!
@@ -502,8 +573,9 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
         .map((l) => l.customId)
         .sort(),
     ).toEqual(customIds(b.order.slice(0, 4)).sort())
-    expect(all.filter((l) => !l.reply).length).toBe(6)
-    for (const line of all.filter((l) => !l.reply)) expect(Object.keys(line)).toEqual(["customId"])
+    expect(kindsOf(all)).toEqual({ succeeded: 4, canceled: 6 })
+    for (const line of all.filter((l) => !l.reply))
+      expect(read(line)).toEqual(unrunLine(line.customId, "canceled"))
   })
 
   test("find: an ended batch by its results' custom_ids, through every page; none for a tag never sent", async () => {
@@ -611,6 +683,31 @@ describe("the anthropic batch client, against the fake Message Batches API", () 
 const c = anthropic.create({}, { model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringify(fake.url)}, apiKey: ${JSON.stringify(KEY)}, timeoutMs: 5000 }).batch`,
       SYS,
     )
+  })
+})
+
+describe("the anthropic batch client's downloads, against a plain server", () => {
+  test("returns the length the results were served with; none for results served compressed, which are written inflated", async () => {
+    using server = plainServer()
+    await using tmp = await tmpdir()
+    const c = batchClient(`http://127.0.0.1:${server.port}`)
+    const at = (path: string): RemoteBatch => ({
+      id: "msgbatch_1",
+      status: "ended",
+      phase: "ended",
+      outcome: "completed",
+      createdAt: 0,
+      files: { output: `http://127.0.0.1:${server.port}/v1/messages/batches/${path}/results` },
+    })
+    const to = outputs(tmp)
+    // SERVED: 62 characters, 64 bytes
+    expect(await c.download(at("msgbatch_1"), to, never())).toEqual({
+      output: to.output,
+      announced: { output: 64 },
+    })
+    expect(await Bun.file(to.output).text()).toBe(SERVED)
+    expect(await c.download(at("gzip"), to, never())).toEqual({ output: to.output, announced: {} })
+    expect(await Bun.file(to.output).text()).toBe(SERVED)
   })
 })
 

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test"
 import type { Batch } from "openai/resources/batches"
 import openai from "../../src/plugins/providers/openai.ts"
-import { batchError, enqueuedLimit, remote } from "../../src/plugins/providers/openai-batch.ts"
+import { announced, batchError, enqueuedLimit, remote } from "../../src/plugins/providers/openai-batch.ts"
 import { StoreError, type ErrorClass } from "../../src/core/errors.ts"
 import type { BatchClient, RemoteBatch, Request } from "../../src/plugins/define.ts"
 import { validateSchema } from "../lib/spec.ts"
@@ -32,7 +32,9 @@ import {
   modeOf,
   never,
   outputs,
+  plainServer,
   read,
+  SERVED,
   SLOW_CANCEL,
   STALL_MS,
   stallingServer,
@@ -364,18 +366,36 @@ describe("the openai batch client, without a server", () => {
     expect(enqueuedLimit("Enqueued token limit reached.")).toBeUndefined()
   })
 
-  test("maps every status to a phase and an outcome, with counts, files and the creation time", () => {
-    const cases: [Batch["status"], string, string | undefined][] = [
-      ["validating", "validating", undefined],
-      ["in_progress", "in_progress", undefined],
-      ["finalizing", "finalizing", undefined],
-      ["cancelling", "cancelling", undefined],
-      ["completed", "ended", "completed"],
-      ["expired", "ended", "expired"],
-      ["cancelled", "ended", "cancelled"],
+  test("a response announces the length of its body by its Content-Length, unless the body was compressed", () => {
+    const served = (headers: Record<string, string>) => new Response("abc", { headers })
+    expect(announced(served({ "content-length": "3" }))).toBe(3)
+    expect(announced(served({ "content-length": "0" }))).toBe(0)
+    expect(announced(served({ "content-length": "3", "content-encoding": "identity" }))).toBe(3)
+    // fetch inflates a compressed body: its Content-Length is not the length of the bytes read
+    expect(announced(served({ "content-length": "3", "content-encoding": "gzip" }))).toBeUndefined()
+    expect(announced(served({ "content-length": "3", "content-encoding": "br" }))).toBeUndefined()
+    expect(announced(served({}))).toBeUndefined()
+    expect(announced(served({ "content-length": "3x" }))).toBeUndefined()
+    expect(announced(served({ "content-length": "-3" }))).toBeUndefined()
+    // a streamed body has none
+    expect(announced(new Response(new Blob(["abc"]).stream()))).toBeUndefined()
+  })
+
+  test("maps every status to a phase and an outcome, with counts, files, the creation time, and once ended the lines its files hold", () => {
+    // request_counts: 100 in all, 95 completed, 5 failed
+    const ended = { output: { min: 95, max: 95 }, errors: { min: 5, max: 5 } }
+    const cases: [Batch["status"], string, string | undefined, RemoteBatch["expect"]][] = [
+      ["validating", "validating", undefined, undefined],
+      ["in_progress", "in_progress", undefined, undefined],
+      ["finalizing", "finalizing", undefined, undefined],
+      ["cancelling", "cancelling", undefined, undefined],
+      ["completed", "ended", "completed", ended],
+      ["expired", "ended", "expired", ended],
+      ["cancelled", "ended", "cancelled", ended],
     ]
-    for (const [status, phase, outcome] of cases) {
-      expect(remote(batch({ status }))).toEqual({
+    for (const [status, phase, outcome, lines] of cases) {
+      const r = remote(batch({ status }))
+      expect(r).toEqual({
         id: "batch_abc123",
         status,
         phase: phase as never,
@@ -383,7 +403,20 @@ describe("the openai batch client, without a server", () => {
         counts: { total: 100, done: 100, failed: 5 },
         createdAt: 1711471533000,
         files: { output: "file-cvaTdG", errors: "file-HOWS94" },
+        expect: lines,
       })
+      expect("expect" in r).toBe(lines !== undefined)
+    }
+    // 30 requests neither completed nor failed: an expired or cancelled batch's error file may hold a line for each
+    // of them (or not); a completed batch's may not
+    const cut = { total: 100, completed: 60, failed: 10 }
+    const bounds: [Batch["status"], RemoteBatch["expect"]][] = [
+      ["completed", { output: { min: 60, max: 60 }, errors: { min: 10, max: 10 } }],
+      ["expired", { output: { min: 60, max: 60 }, errors: { min: 10, max: 40 } }],
+      ["cancelled", { output: { min: 60, max: 60 }, errors: { min: 10, max: 40 } }],
+    ]
+    for (const [status, lines] of bounds) {
+      expect(remote(batch({ status, request_counts: cut })).expect).toEqual(lines)
     }
     const running = remote(
       batch({
@@ -421,6 +454,7 @@ describe("the openai batch client, without a server", () => {
     expect(validateSchema("Batch", failedBatch)).toEqual([])
     const r = remote(failedBatch)
     expect([r.phase, r.outcome]).toEqual(["ended", "failed"])
+    expect(r.expect).toEqual({ output: { min: 0, max: 0 }, errors: { min: 0, max: 0 } })
     expect(fields(r.error)).toEqual(
       errorFields("queue_limit", `the batch was refused (token_limit_exceeded): ${TOKEN_LIMIT}`, {
         retryable: true,
@@ -483,13 +517,14 @@ describe("the openai batch client, without a server", () => {
 
 /**
  * What the client gives for the batch `created` once it has ended with `outcome` (its status says the same), with
- * these files.
+ * these files, which hold `lines`.
  */
 const endedAs = (
   created: RemoteBatch,
   outcome: NonNullable<RemoteBatch["outcome"]>,
   counts: RemoteBatch["counts"],
   files: RemoteBatch["files"],
+  lines: RemoteBatch["expect"],
 ): RemoteBatch => ({
   id: created.id,
   status: outcome,
@@ -498,6 +533,7 @@ const endedAs = (
   counts,
   createdAt: created.createdAt,
   files,
+  expect: lines,
 })
 
 describe("the openai batch client, against the fake Batch API", () => {
@@ -528,7 +564,12 @@ describe("the openai batch client, against the fake Batch API", () => {
       )
       const batch = await untilEnded(c, created)
       const files = { output: fake.batch.batches[0]!.data.outputFileId! }
-      expect(batch).toEqual(endedAs(created, "completed", { total: 40, done: 40, failed: 0 }, files))
+      expect(batch).toEqual(
+        endedAs(created, "completed", { total: 40, done: 40, failed: 0 }, files, {
+          output: { min: 40, max: 40 },
+          errors: { min: 0, max: 0 },
+        }),
+      )
       const parsed = await downloadOutput(c, batch, tmp)
       expect(parsed.length).toBe(40)
       // results come in another order than the requests went in; every request has exactly one
@@ -564,14 +605,22 @@ describe("the openai batch client, against the fake Batch API", () => {
     const batch = await c.retrieve(created.id, never())
     const d = fake.batch.batches[0]!
     const files = { output: d.data.outputFileId!, errors: d.data.errorFileId! }
+    // 10 run (8 answered, 2 errored), 10 expired: the fake counts those never run as failed
     expect(batch).toEqual(
-      endedAs(created, "expired", { total: 20, done: 20, failed: 20 - d.succeeded }, files),
+      endedAs(created, "expired", { total: 20, done: 20, failed: 12 }, files, {
+        output: { min: 8, max: 8 },
+        errors: { min: 12, max: 12 },
+      }),
     )
     const written = await c.download(batch, outputs(tmp), never())
-    expect(written).toEqual({ output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl") })
+    // the fake streams its files, chunked: no length is announced
+    expect(written).toEqual({ output: tmp.join("out.jsonl"), errors: tmp.join("err.jsonl"), announced: {} })
     expect(await modeOf(tmp.join("err.jsonl"))).toBe(0o600)
-    const all = [...(await lines(c, tmp.join("out.jsonl"))), ...(await lines(c, tmp.join("err.jsonl")))]
-    expect(all.length).toBe(20)
+    const out = await lines(c, tmp.join("out.jsonl"))
+    const err = await lines(c, tmp.join("err.jsonl"))
+    // as many lines as the batch said its files hold
+    expect([out.length, err.length]).toEqual([8, 12])
+    const all = [...out, ...err]
     expectHalfRun(
       all,
       d,
@@ -598,7 +647,12 @@ describe("the openai batch client, against the fake Batch API", () => {
     })
     const d = fake.batch.batches[0]!
     const files = { output: d.data.outputFileId!, errors: d.data.errorFileId! }
-    expect(ended).toEqual(endedAs(created, "cancelled", { total: 10, done: 10, failed: 7 }, files))
+    expect(ended).toEqual(
+      endedAs(created, "cancelled", { total: 10, done: 10, failed: 7 }, files, {
+        output: { min: 3, max: 3 },
+        errors: { min: 7, max: 7 },
+      }),
+    )
     await c.download(ended, outputs(tmp), never())
     const out = await lines(c, tmp.join("out.jsonl"))
     const err = await lines(c, tmp.join("err.jsonl"))
@@ -644,11 +698,12 @@ describe("the openai batch client, against the fake Batch API", () => {
     const c = batchClient("chat", fake.url)
     const created = await submit(c, tmp, tagOf(10))
     const batch = await c.retrieve(created.id, never())
-    expect([batch.status, batch.phase, batch.outcome, batch.files]).toEqual([
+    expect([batch.status, batch.phase, batch.outcome, batch.files, batch.expect]).toEqual([
       "failed",
       "ended",
       "failed",
       undefined,
+      { output: { min: 0, max: 0 }, errors: { min: 0, max: 0 } },
     ])
     expect(fields(batch.error)).toEqual(
       errorFields(
@@ -658,7 +713,7 @@ describe("the openai batch client, against the fake Batch API", () => {
       ),
     )
     // nothing to download
-    expect(await c.download(batch, outputs(tmp), never())).toEqual({})
+    expect(await c.download(batch, outputs(tmp), never())).toEqual({ announced: {} })
     expect(await Bun.file(tmp.join("out.jsonl")).exists()).toBe(false)
   })
 
@@ -746,19 +801,37 @@ const c = openaiBatch({ model: ${JSON.stringify(MODEL)}, baseUrl: ${JSON.stringi
   })
 })
 
+/** A completed batch with these files, as a test of the downloads alone needs it. */
+const completed = (files: RemoteBatch["files"]): RemoteBatch => ({
+  id: "batch_1",
+  status: "completed",
+  phase: "ended",
+  outcome: "completed",
+  createdAt: 0,
+  files,
+})
+
+describe("the openai batch client's downloads, against a plain server", () => {
+  test("returns the length each file was served with; none for a file served compressed, which is written inflated", async () => {
+    using server = plainServer()
+    await using tmp = await tmpdir()
+    const c = batchClient("chat", `http://127.0.0.1:${server.port}/v1`)
+    const batch = completed({ output: "file-plain", errors: "file-gzip" })
+    const to = outputs(tmp)
+    // SERVED: 62 characters, 64 bytes
+    expect(await c.download(batch, to, never())).toEqual({ ...to, announced: { output: 64 } })
+    expect(await Bun.file(to.output).text()).toBe(SERVED)
+    expect(await Bun.file(to.errors).text()).toBe(SERVED)
+    expect(Bun.file(to.output).size).toBe(64)
+  })
+})
+
 describe("the openai batch client's downloads, against a server that misbehaves", () => {
   test("a body that stalls is a retryable timeout and leaves nothing behind; a disk that fails is a StoreError", async () => {
     using server = stallingServer()
     await using tmp = await tmpdir()
     const c = batchClient("chat", `http://127.0.0.1:${server.port}/v1`, STALL_MS)
-    const batch: RemoteBatch = {
-      id: "batch_1",
-      status: "completed",
-      phase: "ended",
-      outcome: "completed",
-      createdAt: 0,
-      files: { output: "file-1" },
-    }
+    const batch = completed({ output: "file-1" })
     const to = outputs(tmp)
     await expectStalledDownload(c, batch, to)
     const failed = await caught(() =>
