@@ -1,14 +1,38 @@
-/** Validates values against schemas of the OpenAPI specs in ../shared/specs, with ajv. */
+/**
+ * The OpenAPI specs the conformance checks use (SPOOL_SPECS, or ../shared/specs beside the clone), and
+ * `validateSchema`, which checks values against their schemas with ajv. Without the specs the checks are skipped:
+ * `validateSchema` finds nothing, and the preload prints one line saying so, unless SPOOL_REQUIRE_SPECS=1 (CI).
+ */
 import Ajv2020, { type ValidateFunction } from "ajv/dist/2020"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
+import { join, resolve } from "node:path"
 
-const SPECS = {
-  openai: new URL("../../../shared/specs/openai-openapi.yaml", import.meta.url),
-  anthropic: new URL("../../../shared/specs/anthropic-openapi.json", import.meta.url),
-} as const
+const FILES = { openai: "openai-openapi.yaml", anthropic: "anthropic-openapi.json" } as const
 
 /** Which spec a schema name is looked up in. */
-export type Spec = keyof typeof SPECS
+export type Spec = keyof typeof FILES
+
+/** Where the specs are looked for: SPOOL_SPECS (relative to the working directory), or ../shared/specs. */
+export const SPECS_AT = process.env.SPOOL_SPECS
+  ? resolve(process.env.SPOOL_SPECS)
+  : join(import.meta.dir, "..", "..", "..", "shared", "specs")
+
+const missing = Object.values(FILES).filter((file) => !existsSync(join(SPECS_AT, file)))
+
+/** The directory holding both specs, or undefined when either is missing. */
+export const SPECS_DIR: string | undefined = missing.length ? undefined : SPECS_AT
+
+/** SPOOL_REQUIRE_SPECS=1 (as .ci/run sets it): missing specs fail the run instead of skipping the checks. */
+export const REQUIRE_SPECS = process.env.SPOOL_REQUIRE_SPECS === "1"
+
+/** Whether the tests that need the specs skip: only when the specs are missing and not required. */
+export const SKIP_SPEC_CHECKS = !SPECS_DIR && !REQUIRE_SPECS
+
+/** How to make the specs found. */
+export const SPECS_HINT = "set SPOOL_SPECS=DIR or put the specs in ../shared/specs (README.md, Testing)"
+
+/** What is missing where, and how to get it; empty when the specs are there. */
+export const SPECS_MISSING = SPECS_DIR ? "" : `no ${missing.join(" or ")} in ${SPECS_AT}: ${SPECS_HINT}`
 
 const instances = new Map<Spec, Ajv2020>()
 
@@ -33,7 +57,7 @@ const compiled = new Map<string, ValidateFunction>()
 function load(spec: Spec): Ajv2020 {
   const loaded = instances.get(spec)
   if (loaded) return loaded
-  const text = readFileSync(SPECS[spec], "utf8")
+  const text = readFileSync(join(SPECS_AT, FILES[spec]), "utf8")
   const raw = spec === "openai" ? Bun.YAML.parse(text) : JSON.parse(text)
   // the Anthropic spec is OpenAPI 3.1 but still says `nullable` in places, as the OpenAI one does
   const doc = normalize(raw) as Record<string, unknown>
@@ -56,9 +80,13 @@ function load(spec: Spec): Ajv2020 {
 
 /**
  * Violations of `value` against components/schemas/`name` of a spec (the OpenAI one unless `spec` says
- * otherwise); empty when valid.
+ * otherwise); empty when valid, and when the specs are missing (unless they are required: then it throws).
  */
 export function validateSchema(name: string, value: unknown, spec: Spec = "openai"): string[] {
+  if (!SPECS_DIR) {
+    if (REQUIRE_SPECS) throw new Error(`[spec] SPOOL_REQUIRE_SPECS=1, but ${SPECS_MISSING}`)
+    return []
+  }
   const key = `${spec}#${name}`
   let validate = compiled.get(key)
   if (!validate) {

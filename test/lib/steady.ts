@@ -1,6 +1,6 @@
 /**
- * Steady, the OpenAPI mock server the official SDKs test against, serving a spec from ../shared/specs on
- * 127.0.0.1; and a recording proxy that keeps what Steady said of each request it passed on.
+ * Steady, the OpenAPI mock server the official SDKs test against, serving one of the specs (test/lib/spec.ts finds
+ * them) on 127.0.0.1; and a recording proxy that keeps what Steady said of each request it passed on.
  *
  * Steady 0.22 answers every request with `X-Steady-Request-Valid: true|false` and, per problem,
  * `X-Steady-Error-N-Code/-Path/-Message`. It refuses an invalid request with a 400 (reject-on-sdk-error is on
@@ -9,9 +9,7 @@
 import type { Subprocess } from "bun"
 import { existsSync } from "node:fs"
 import { isAbsolute, join } from "node:path"
-
-/** ../shared/specs beside the clone, as CI lays it out. */
-export const SPECS = join(import.meta.dir, "..", "..", "..", "shared", "specs")
+import { SPECS_AT, SPECS_HINT } from "./spec.ts"
 
 const BIN = join(import.meta.dir, "..", "..", "node_modules", ".bin", "steady")
 
@@ -68,7 +66,7 @@ async function kill(child: Subprocess): Promise<void> {
 }
 
 /**
- * Starts Steady on a free port of 127.0.0.1 for `spec` (a file name in ../shared/specs, or a path) and waits
+ * Starts Steady on a free port of 127.0.0.1 for `spec` (a file name in the specs' directory, or a path) and waits
  * until `/_x-steady/health` answers. Throws, with Steady's output, when it does not come up in `timeoutMs`.
  *
  * @example
@@ -76,10 +74,8 @@ async function kill(child: Subprocess): Promise<void> {
  * await fetch(`${steady.url}/chat/completions`, { method: "POST", ... })
  */
 export async function startSteady(spec: string, options: { timeoutMs?: number } = {}): Promise<Steady> {
-  const file = isAbsolute(spec) ? spec : join(SPECS, spec)
-  if (!existsSync(file)) {
-    throw new Error(`[steady] no spec at ${file}: the specs live in ../shared/specs beside the clone`)
-  }
+  const file = isAbsolute(spec) ? spec : join(SPECS_AT, spec)
+  if (!existsSync(file)) throw new Error(`[steady] no spec at ${file}: ${SPECS_HINT}`)
   if (!existsSync(BIN))
     throw new Error(`[steady] ${BIN} is missing: run bun install (dev dependency @stdy/cli)`)
   const timeoutMs = options.timeoutMs ?? 90_000

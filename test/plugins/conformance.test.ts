@@ -1,6 +1,7 @@
 /**
  * Every request shape the built-in providers send, checked by Steady against the provider's official OpenAPI
- * spec over real HTTP: provider → recording proxy → Steady.
+ * spec over real HTTP: provider → recording proxy → Steady. Skipped, with one line from the preload, where the
+ * specs are missing (test/lib/spec.ts); failed instead under SPOOL_REQUIRE_SPECS=1, as in CI.
  */
 import { describe, expect, test } from "bun:test"
 import { ProviderError } from "../../src/core/errors.ts"
@@ -8,13 +9,14 @@ import type { Provider, Request } from "../../src/plugins/define.ts"
 import openai from "../../src/plugins/providers/openai.ts"
 import compatible from "../../src/plugins/providers/openai-compatible.ts"
 import anthropic from "../../src/plugins/providers/anthropic.ts"
+import { SKIP_SPEC_CHECKS } from "../lib/spec.ts"
 import { record, startSteady } from "../lib/steady.ts"
 
 /** One provider, the spec it must conform to, and the shapes only its API has. */
 export interface ProviderCase {
   provider: Provider
   options?: Record<string, unknown>
-  /** A file in ../shared/specs. */
+  /** A file in the specs' directory. */
   spec: string
   /** The spec path every call must match, as Steady reports it in X-Steady-Matched-Path. */
   path: string
@@ -166,7 +168,7 @@ async function outcome(call: Promise<unknown>): Promise<string> {
 }
 
 for (const c of PROVIDER_CASES) {
-  describe(`the ${c.provider.name} provider against ${c.spec} (${c.path})`, () => {
+  describe.skipIf(SKIP_SPEC_CHECKS)(`the ${c.provider.name} provider against ${c.spec} (${c.path})`, () => {
     const client = (url: string) =>
       c.provider.create(c.options ?? {}, {
         model: c.model,
