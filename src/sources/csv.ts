@@ -7,16 +7,19 @@ import Papa from "papaparse"
 import * as v from "valibot"
 import { defineSource, type Checkpoint, type SourceProblem, type SourceRow } from "../plugins/define.ts"
 import { SourceError } from "../core/errors.ts"
-import { open, verify } from "./prefix.ts"
+import { excerpt as head, open, pass, region, unfinished, verify } from "./prefix.ts"
 
 /** 256 KiB regions: as fast as 1 MiB in the benchmark, with a third less peak memory. */
 const REGION = 1 << 18
+/** 16 MiB: a record is held whole, several times over (bytes, text, fields), while it is read. */
+const MAX_RECORD = 1 << 24
 const QUOTE = 0x22
 const LF = 0x0a
 const CR = 0x0d
 const SPACE = 0x20
 const TAB = 0x09
-const decoder = new TextDecoder()
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+const lenient = new TextDecoder("utf-8", { ignoreBOM: true })
 
 interface Position {
   offset: number
@@ -48,72 +51,242 @@ function checkpointOf(p: Position): Checkpoint {
   return { ...p, header: JSON.stringify(p.header) }
 }
 
-/**
- * The end of the last whole record in `bytes` (just past its newline), or -1. Follows papaparse's reading of
- * quotes: a quote opens a quoted field only at a field's start, `""` inside it is a quote, and a quote closes
- * it only before a delimiter, a line end or the end of the data, with nothing but spaces or tabs between.
- */
-export function boundary(bytes: Uint8Array, delimiter: number): number {
-  const last = bytes.lastIndexOf(LF)
-  if (last < 0) return -1
-  let end = -1
-  let i = 0 // outside quotes, at a field's start or inside an unquoted field
-  for (;;) {
-    // the next quote that opens a quoted field: one at a field's start
-    let open = bytes.indexOf(QUOTE, i)
-    while (open > 0 && bytes[open - 1] !== delimiter && bytes[open - 1] !== LF)
-      open = bytes.indexOf(QUOTE, open + 1)
-    const stop = open < 0 ? bytes.length : open
-    if (stop > i) {
-      const lf = bytes.lastIndexOf(LF, stop - 1)
-      if (lf >= i) end = lf + 1
-    }
-    if (open < 0) return end
-    // its closing quote: not doubled, and followed (past spaces) by a delimiter, a line end or the end of the data
-    let j = open + 1
-    for (;;) {
-      const q = bytes.indexOf(QUOTE, j)
-      if (q < 0) return end
-      if (bytes[q + 1] === QUOTE) {
-        j = q + 2
-        continue
-      }
-      let k = q + 1
-      while (bytes[k] !== delimiter && (bytes[k] === SPACE || bytes[k] === TAB)) k++
-      const next = bytes[k]
-      j = q + 1
-      if (next === undefined || next === delimiter || next === LF || next === CR) break
-    }
-    i = j
-  }
+/** Where a walk over CSV bytes stands, between two pieces of a file. Offsets are the file's. */
+interface Walk {
+  /** Where the current record began. */
+  start: number
+  /** Inside a quoted field, opened by the quote at `open`. */
+  quoted: boolean
+  open: number
+  /** The first line end after `open`, or -1 while none is known. */
+  lf: number
+  /** Whether the next piece starts at a field's start (the byte before it is a delimiter or a line end). */
+  fieldStart: boolean
+  /** Why the current record is malformed, once a quoted field on one line had bytes after its closing quote. */
+  broken: string | undefined
+}
+
+const fresh = (offset: number): Walk => ({
+  start: offset,
+  quoted: false,
+  open: -1,
+  lf: -1,
+  fieldStart: true,
+  broken: undefined,
+})
+
+/** A malformed record: its bytes [start, stop) and why. */
+interface Bad {
+  start: number
+  stop: number
+  reason: string
+}
+
+/** Why a record is malformed: the byte at `k` follows a closing quote. (Only its first byte is sure to be read.) */
+function junk(bytes: Uint8Array, k: number): string {
+  const byte = bytes[k]!
+  const what = byte < 0x80 ? JSON.stringify(String.fromCharCode(byte)) : "a non-ASCII character"
+  return (
+    `malformed quotes: ${what} after the closing quote of a quoted field ` +
+    '(a quote inside a quoted field is written twice: "")'
+  )
 }
 
 /**
- * The next region: whole records from `offset`, or the rest of the file at its end. Following a file that is
- * still being written (`follow`), a last record without its line end (or inside an open quote) is left for later.
+ * The length of the whitespace character at `k` (not the delimiter, not a line end), 0 for none, -1 when the bytes
+ * end inside one. Whitespace as JavaScript's `trim()` has it, which papaparse uses between a closing quote and the
+ * delimiter or line end: space, tab, VT, FF, and the Unicode spaces (NBSP, U+2000–U+200A, U+2028, BOM, …).
  */
-async function region(
+function space(bytes: Uint8Array, k: number, delimiter: number): number {
+  const b = bytes[k]
+  if (b === undefined || b === delimiter) return 0
+  if (b === SPACE || b === TAB || b === 0x0b || b === 0x0c) return 1
+  if (b < 0xc2) return 0
+  const need = b < 0xe0 ? 2 : 3
+  if (k + need > bytes.length)
+    return b === 0xc2 || b === 0xe1 || b === 0xe2 || b === 0xe3 || b === 0xef ? -1 : 0
+  const c = bytes[k + 1]!
+  const d = bytes[k + 2]!
+  if (b === 0xc2) return c === 0xa0 ? 2 : 0
+  if (b === 0xe1) return c === 0x9a && d === 0x80 ? 3 : 0
+  if (b === 0xe2 && c === 0x80)
+    return (d >= 0x80 && d <= 0x8a) || d === 0xa8 || d === 0xa9 || d === 0xaf ? 3 : 0
+  if (b === 0xe2) return c === 0x81 && d === 0x9f ? 3 : 0
+  if (b === 0xe3) return c === 0x80 && d === 0x80 ? 3 : 0
+  if (b === 0xef) return c === 0xbb && d === 0xbf ? 3 : 0
+  return 0
+}
+
+/** Notes the first line end in a quoted field's bytes [from, to), if none is known yet. */
+function note(bytes: Uint8Array, base: number, w: Walk, from: number, to: number): void {
+  if (w.lf >= 0) return
+  const lf = bytes.indexOf(LF, from)
+  if (lf >= 0 && lf < to) w.lf = base + lf
+}
+
+/**
+ * Walks CSV `bytes` (at file offset `base`) from the state `w`, finding where records end: the last end in the
+ * bytes (`first`: the first one) and the malformed records before it. `safe` is where the walk stopped deciding:
+ * a piece that follows must start there (the bytes after it, a quote and spaces, depend on what comes next).
+ *
+ * The rules are papaparse's reading of quotes, with RFC 4180's closing quote: a quote opens a quoted field only at
+ * a field's start; inside it `""` is a quote and the first other quote closes it; whitespace (`space()`) may follow
+ * before the delimiter or the line end. Anything else after a closing quote makes the record malformed, and it ends
+ *  - when the quoted field was on one line, at the next line end outside quotes (`2,"bad"x` is one record);
+ *  - when the field ran over a line end first, at that line end: the quote was most likely never closed (the
+ *    quote that "closed" it opens a field on a later line), and the lines after it are records of their own.
+ * With `eof`, the bytes end at the end of the file, so a quote there closes its field.
+ */
+export function walk(
+  bytes: Uint8Array,
+  base: number,
+  w: Walk,
+  delimiter: number,
+  o: { first?: boolean; eof?: boolean } = {},
+): { end: number; safe: number; bad: Bad[] } {
+  const bad: Bad[] = []
+  const n = bytes.length
+  let end = -1
+  let i = 0
+  for (;;) {
+    if (!w.quoted) {
+      // the next quote that opens a quoted field: one at a field's start
+      let open = bytes.indexOf(QUOTE, i)
+      while (
+        open >= 0 &&
+        !(open === 0 ? w.fieldStart : bytes[open - 1] === delimiter || bytes[open - 1] === LF)
+      )
+        open = bytes.indexOf(QUOTE, open + 1)
+      const stop = open < 0 ? n : open
+      const last = stop > i ? bytes.lastIndexOf(LF, stop - 1) : -1
+      if (last >= i) {
+        const lf = w.broken !== undefined || o.first ? bytes.indexOf(LF, i) : last
+        if (w.broken !== undefined) bad.push({ start: w.start, stop: base + lf + 1, reason: w.broken })
+        w.broken = undefined
+        end = base + (o.first ? lf : last) + 1
+        w.start = end
+        if (o.first) {
+          w.fieldStart = true
+          return { end, safe: end, bad }
+        }
+      }
+      if (open < 0) {
+        if (n > 0) w.fieldStart = bytes[n - 1] === delimiter || bytes[n - 1] === LF
+        return { end, safe: base + n, bad }
+      }
+      w.quoted = true
+      w.open = base + open
+      w.lf = -1
+      i = open + 1
+    }
+    // inside a quoted field: its first quote that is not doubled closes it
+    let q = bytes.indexOf(QUOTE, i)
+    while (q >= 0 && bytes[q + 1] === QUOTE) q = bytes.indexOf(QUOTE, q + 2)
+    if (q < 0 || (q + 1 >= n && !o.eof)) {
+      // it goes on past these bytes (or its last byte may be the first of a doubled quote)
+      const at = q < 0 ? n : q
+      note(bytes, base, w, i, at)
+      return { end, safe: base + at, bad }
+    }
+    let k = q + 1
+    for (let m = space(bytes, k, delimiter); m > 0; m = space(bytes, k, delimiter)) k += m
+    if ((k >= n || space(bytes, k, delimiter) < 0) && !o.eof) {
+      note(bytes, base, w, i, q)
+      return { end, safe: base + q, bad }
+    }
+    w.quoted = false
+    const next = bytes[k]
+    i = k
+    if (next === undefined || next === delimiter || next === LF || next === CR) continue
+    // bytes after the closing quote: the record is malformed
+    const reason = w.broken ?? junk(bytes, k)
+    note(bytes, base, w, Math.max(w.open - base + 1, 0), q)
+    if (w.lf < 0) {
+      w.broken = reason
+      continue
+    }
+    bad.push({ start: w.start, stop: w.lf + 1, reason })
+    w.broken = undefined
+    end = w.lf + 1
+    w.start = end
+    w.fieldStart = true
+    if (o.first || w.lf < base) return { end, safe: end, bad }
+    i = w.lf + 1 - base
+  }
+}
+
+/** The end of the last whole record in `bytes` (just past its line end), or -1: `walk` from a record's start. */
+export function boundary(bytes: Uint8Array, delimiter: number): number {
+  return walk(bytes, 0, fresh(0), delimiter).end
+}
+
+/** What is left at the end of the file that is not a whole record. */
+interface Tail {
+  /** `line`: a last line with no line end yet. `quote`: a quoted field that opened before the last line never closes. */
+  tail: "line" | "quote"
+  /** Where that quote opened. */
+  open: number
+  blank: boolean
+}
+
+function tail(w: Walk, bytes: Uint8Array | undefined): Tail {
+  const blank = bytes !== undefined && !w.quoted && lenient.decode(bytes).trim() === ""
+  return { tail: w.quoted && w.lf >= 0 ? "quote" : "line", open: w.open, blank }
+}
+
+/**
+ * Where a region read from `offset` (a record's start) is cut: after its last whole record, with the malformed
+ * ones among them; or, at the end of the file, what is left when it is not a whole record.
+ */
+function cut(offset: number, delimiter: number) {
+  return (read: Uint8Array, eof: boolean): { bytes: Uint8Array; bad: Bad[] } | Tail | undefined => {
+    const w = fresh(offset)
+    const { end, bad } = walk(read, offset, w, delimiter, { eof })
+    if (end > offset) return { bytes: read.subarray(0, end - offset), bad }
+    return eof ? tail(w, read) : undefined
+  }
+}
+
+/** Walks past the record at `offset`, too long to hold, `step` bytes at a time: where it ends, and why if it is broken. */
+async function skip(
   handle: Bun.BunFile,
   offset: number,
   size: number,
-  bytes: number,
+  step: number,
   delimiter: number,
-  follow: boolean,
-) {
-  let want = bytes
+): Promise<{ end: number; reason: string | undefined } | Tail> {
+  const w = fresh(offset)
+  let at = offset
+  let want = step
   for (;;) {
-    if (offset >= size) return undefined
-    const read = new Uint8Array(await handle.slice(offset, Math.min(size, offset + want)).arrayBuffer())
-    if (offset + read.length >= size) {
-      if (!follow) return read
-      const end = boundary(read, delimiter)
-      return end > 0 ? read.subarray(0, end) : undefined
-    }
-    const end = boundary(read, delimiter)
-    if (end > 0) return read.subarray(0, end)
-    want *= 2 // a record longer than the region: read more
+    const read = new Uint8Array(await handle.slice(at, Math.min(size, at + want)).arrayBuffer())
+    const eof = at + read.length >= size
+    const r = walk(read, at, w, delimiter, { first: true, eof })
+    if (r.end >= 0) return { end: r.end, reason: r.bad[0]?.reason }
+    if (eof) return tail(w, undefined)
+    // a piece that decided nothing (a quote, then only spaces) is read again, longer
+    want = r.safe > at ? step : want * 2
+    at = r.safe
   }
 }
+
+/** The records of `bytes` (whole records at file offset `base`) that are not valid UTF-8. */
+function unreadable(bytes: Uint8Array, base: number, delimiter: number): Bad[] {
+  const out: Bad[] = []
+  for (let s = 0; s < bytes.length;) {
+    const { end } = walk(bytes.subarray(s), base + s, fresh(base + s), delimiter, { first: true, eof: true })
+    const e = end < 0 ? bytes.length : end - base
+    try {
+      decoder.decode(bytes.subarray(s, e))
+    } catch {
+      out.push({ start: base + s, stop: base + e, reason: UTF8 })
+    }
+    s = e
+  }
+  return out
+}
+
+const UTF8 = "not valid UTF-8: the file must be UTF-8 text (convert it, e.g. with iconv)"
 
 const blank = (fields: string[]) => fields.length === 1 && fields[0] === ""
 
@@ -145,6 +318,124 @@ function excerpt(fields: string[], delimiter: string): string {
   return fields.join(delimiter).slice(0, 200)
 }
 
+/** What reading one file needs besides its position. */
+interface Reading {
+  file: string
+  delimiter: string
+  id: string | undefined
+  rows: SourceRow[]
+  problems: SourceProblem[]
+}
+
+/** Parses whole, well-quoted records (papaparse) into rows and problems, moving `at` past them. */
+function records(text: string, at: Position, r: Reading): void {
+  const parsed = Papa.parse<string[]>(text, {
+    delimiter: r.delimiter,
+    newline: at.newline,
+    quoteChar: '"',
+    header: false,
+    skipEmptyLines: false,
+  })
+  const records = parsed.data
+  // text ending in a newline leaves one empty record after it, which is no line of the file
+  if (text.endsWith("\n") && records.length > 0 && blank(records.at(-1)!)) records.pop()
+  const broken = new Map<number, string>()
+  for (const e of parsed.errors) if (e.row !== undefined && !broken.has(e.row)) broken.set(e.row, e.message)
+  // without a quote in the text no field holds a newline: every record is one line
+  const multiline = text.includes('"')
+  for (let i = 0; i < records.length; i++) {
+    const fields = records[i]!
+    const line = at.line + 1
+    at.line += multiline ? lines(fields) : 1
+    if (blank(fields)) continue
+    if (at.header.length === 0) {
+      at.header = header(fields, r.file)
+      if (r.id !== undefined && !at.header.includes(r.id))
+        throw new SourceError(
+          `${r.file}: no "${r.id}" column for the id field; the header has ${at.header.join(", ")}`,
+          "Set id to one of those columns, or leave it out to key rows by their number.",
+        )
+      continue
+    }
+    at.record++
+    const reason = broken.get(i)
+    const problem = (why: string) =>
+      r.problems.push({ line, reason: why, excerpt: excerpt(fields, r.delimiter) })
+    if (reason) {
+      problem(`malformed quotes: ${reason}`)
+      continue
+    }
+    if (fields.length !== at.header.length) {
+      problem(`has ${fields.length} fields; the header has ${at.header.length}`)
+      continue
+    }
+    const data: Record<string, string> = {}
+    for (let f = 0; f < fields.length; f++) data[at.header[f]!] = fields[f]!
+    if (r.id === undefined) {
+      r.rows.push({ key: String(at.record), line, data })
+      continue
+    }
+    const key = data[r.id] ?? ""
+    if (key === "") {
+      problem(`the "${r.id}" field is empty`)
+      continue
+    }
+    r.rows.push({ key, line, id: key, data })
+  }
+}
+
+/** Reports a malformed record, `lines` lines long, as one problem; the header cannot be one. */
+function malformed(at: Position, r: Reading, reason: string, text: string, lines: number): void {
+  const line = at.line + 1
+  at.line += lines
+  if (at.header.length === 0)
+    throw new SourceError(
+      `${r.file}:${line}: the header row cannot be read: ${reason}`,
+      "Fix the header (the first line): it names the columns of every row.",
+    )
+  at.record++
+  r.problems.push({ line, reason, excerpt: text })
+}
+
+const count = (bytes: Uint8Array): number => {
+  let n = 0
+  for (let i = bytes.indexOf(LF); i >= 0; i = bytes.indexOf(LF, i + 1)) n++
+  return n
+}
+
+/**
+ * One region of whole records: its well-formed stretches go to papaparse, each malformed record (`bad`, and any
+ * record that is not valid UTF-8) is one problem.
+ */
+function parse(bytes: Uint8Array, bad: Bad[], at: Position, r: Reading, sep: number): void {
+  const base = at.offset
+  // a BOM is not part of the first field's name
+  const from = base === 0 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0
+  if (base === 0) {
+    const lf = bytes.indexOf(LF)
+    at.newline = lf > 0 && bytes[lf - 1] === CR ? "\r\n" : "\n"
+  }
+  let text: string | undefined
+  try {
+    text = decoder.decode(bytes.subarray(from))
+  } catch {
+    const seen = new Set(bad.map((b) => b.start))
+    bad = [...bad, ...unreadable(bytes, base, sep).filter((b) => !seen.has(b.start))]
+    bad.sort((a, b) => a.start - b.start)
+  }
+  if (text !== undefined && bad.length === 0) return records(text, at, r)
+  let cursor = from
+  for (const b of bad) {
+    const start = b.start - base
+    if (start > cursor) records(decoder.decode(bytes.subarray(cursor, start)), at, r)
+    cursor = b.stop - base
+    const record = bytes.subarray(start, cursor)
+    const first = lenient.decode(record.subarray(0, 200)).split("\n")[0]!.replace(/\r$/, "")
+    malformed(at, r, b.reason, first, count(record))
+  }
+  if (cursor < bytes.length) records(decoder.decode(bytes.subarray(cursor)), at, r)
+}
+
 const DELIMITERS = [",", ";", "\t", "|"] as const
 
 function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[number]) {
@@ -154,8 +445,10 @@ function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[
     options: v.object({
       /** The field separator. */
       delimiter: v.optional(v.picklist(DELIMITERS, 'must be one of ",", ";", "\\t" (tab) or "|"'), fallback),
-      /** Bytes read (and committed) per batch; a batch always ends between records. */
+      /** Bytes read (and committed) per batch; a batch always ends between records. At most max_line_bytes. */
       chunk_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), REGION),
+      /** The longest record read, in bytes with its line end; a longer one is a problem row, skipped unread. */
+      max_line_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), MAX_RECORD),
     }),
     async *read(file, options, checkpoint, signal) {
       const delimiter = options.delimiter ?? fallback
@@ -166,87 +459,60 @@ function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[
       const size = handle.size
       const at: Position = start ?? { offset: 0, line: 0, record: 0, sha256: "", header: [], newline: "\n" }
       const chunk = options.chunk_bytes ?? REGION
+      const max = options.max_line_bytes ?? MAX_RECORD
       const sep = delimiter.charCodeAt(0)
       const follow = options.follow === true
+      const here = () => {
+        at.sha256 = hasher.copy().digest("hex")
+        return checkpointOf(at)
+      }
+      const reading = (): Reading => ({ file, delimiter, id: options.id, rows: [], problems: [] })
       let yielded = false
-      for (
-        let bytes = await region(handle, at.offset, size, chunk, sep, follow);
-        bytes;
-        bytes = await region(handle, at.offset, size, chunk, sep, follow)
-      ) {
+      for (;;) {
         if (signal?.aborted) return
-        let text = decoder.decode(bytes)
-        if (at.offset === 0) {
-          if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
-          const lf = text.indexOf("\n")
-          at.newline = lf > 0 && text[lf - 1] === "\r" ? "\r\n" : "\n"
+        let next = await region(handle, at.offset, chunk, max, cut(at.offset, sep))
+        if (next && "long" in next) {
+          const skipped = await skip(handle, at.offset, size, chunk, sep)
+          if ("tail" in skipped) next = skipped
+          else {
+            const r = reading()
+            const length = skipped.end - at.offset
+            const reason =
+              skipped.reason ??
+              `the record is ${length} bytes, longer than max_line_bytes (${max}); raise max_line_bytes to read it`
+            const text = await head(handle, at.offset)
+            malformed(at, r, reason, text, await pass(handle, at.offset, skipped.end, hasher))
+            at.offset = skipped.end
+            yielded = true
+            yield { rows: r.rows, problems: r.problems, checkpoint: here() }
+            continue
+          }
         }
-        const parsed = Papa.parse<string[]>(text, {
-          delimiter,
-          newline: at.newline,
-          quoteChar: '"',
-          header: false,
-          skipEmptyLines: false,
-        })
-        const records = parsed.data
-        // a region ending in a newline leaves one empty record after it, which is no line of the file
-        if (text.endsWith("\n") && records.length > 0 && blank(records.at(-1)!)) records.pop()
-        const broken = new Map<number, string>()
-        for (const e of parsed.errors)
-          if (e.row !== undefined && !broken.has(e.row)) broken.set(e.row, e.message)
-        const rows: SourceRow[] = []
-        const problems: SourceProblem[] = []
-        // without a quote in the region no field holds a newline: every record is one line
-        const multiline = text.includes('"')
-        for (let i = 0; i < records.length; i++) {
-          const fields = records[i]!
-          const line = at.line + 1
-          at.line += multiline ? lines(fields) : 1
-          if (blank(fields)) continue
-          if (at.header.length === 0) {
-            at.header = header(fields, file)
-            if (options.id !== undefined && !at.header.includes(options.id))
-              throw new SourceError(
-                `${file}: no "${options.id}" column for the id field; the header has ${at.header.join(", ")}`,
-                "Set id to one of those columns, or leave it out to key rows by their number.",
-              )
-            continue
+        if (!next) break
+        if ("tail" in next) {
+          // a writer may still be on it: the checkpoint stays before it, and a later read takes it whole
+          if (follow || next.blank) break
+          if (next.tail === "quote") {
+            const opened = at.line + 1 + (await pass(handle, at.offset, next.open))
+            throw new SourceError(
+              `${file}:${opened}: a quoted field opens here and never closes: the last ${size - at.offset} bytes ` +
+                `of the file (from line ${at.line + 1}) cannot be read`,
+              `Close the quote (a quote inside a quoted field is written twice: ""), then run again: the rows ` +
+                `before line ${at.line + 1} are kept, and reading goes on from there.`,
+            )
           }
-          at.record++
-          const reason = broken.get(i)
-          const problem = (why: string) =>
-            problems.push({ line, reason: why, excerpt: excerpt(fields, delimiter) })
-          if (reason) {
-            problem(`malformed quotes: ${reason}`)
-            continue
-          }
-          if (fields.length !== at.header.length) {
-            problem(`has ${fields.length} fields; the header has ${at.header.length}`)
-            continue
-          }
-          const data: Record<string, string> = {}
-          for (let f = 0; f < fields.length; f++) data[at.header[f]!] = fields[f]!
-          if (options.id === undefined) {
-            rows.push({ key: String(at.record), line, data })
-            continue
-          }
-          const key = data[options.id] ?? ""
-          if (key === "") {
-            problem(`the "${options.id}" field is empty`)
-            continue
-          }
-          rows.push({ key, line, id: key, data })
+          yielded = true
+          yield { rows: [], problems: [], checkpoint: here(), warnings: [unfinished(file, at.line + 1)] }
+          return
         }
-        hasher.update(bytes)
-        at.offset += bytes.length
-        at.sha256 = hasher.copy().digest("hex")
+        const r = reading()
+        parse(next.bytes, next.bad, at, r, sep)
+        hasher.update(next.bytes)
+        at.offset += next.bytes.length
         yielded = true
-        yield { rows, problems, checkpoint: checkpointOf(at) }
+        yield { rows: r.rows, problems: r.problems, checkpoint: here() }
       }
-      if (!yielded) {
-        at.sha256 = hasher.copy().digest("hex")
-        yield { rows: [], problems: [], checkpoint: checkpointOf(at) }
-      }
+      if (!yielded) yield { rows: [], problems: [], checkpoint: here() }
     },
   })
 }

@@ -1,14 +1,19 @@
 /**
  * JSON Lines: one object per line. Read in regions of about a megabyte that end at a newline, so each region
- * is decoded and hashed once and every checkpoint is an exact byte offset at a line boundary.
+ * is decoded and hashed once and every checkpoint is an exact byte offset at a line boundary. A line longer than
+ * `max_line_bytes` is a problem row, walked past without being held; a last line with no newline yet is left
+ * for a later read (its writer may still be on it).
  */
 import * as v from "valibot"
 import { defineSource, type SourceProblem, type SourceRow } from "../plugins/define.ts"
-import { open, verify } from "./prefix.ts"
+import { excerpt, open, pass, region, unfinished, verify } from "./prefix.ts"
 
 const REGION = 1 << 20
+/** 16 MiB: a line is held whole, several times over (bytes, text, parsed object), while it is read. */
+const MAX_LINE = 1 << 24
 const NEWLINE = 10
-const decoder = new TextDecoder()
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+const lenient = new TextDecoder("utf-8", { ignoreBOM: true })
 const encoder = new TextEncoder()
 
 interface Position {
@@ -25,7 +30,7 @@ function position(checkpoint: Record<string, unknown> | undefined): Position | u
 }
 
 function problem(line: number, text: string, reason: string): SourceProblem {
-  return { line, reason, excerpt: decoder.decode(encoder.encode(text.slice(0, 200)).subarray(0, 200)) }
+  return { line, reason, excerpt: lenient.decode(encoder.encode(text.slice(0, 200)).subarray(0, 200)) }
 }
 
 function idOf(value: unknown): string | undefined {
@@ -54,24 +59,57 @@ function parse(text: string, line: number, id: string | undefined): SourceRow | 
   return { key, line, id: key, data, raw: text }
 }
 
-/**
- * The next region to parse: whole lines from `offset`, or the rest of the file at its end. Following a file
- * that is still being written (`follow`), a last line without its newline is left for a later read.
- */
-// prettier-ignore
-async function region(handle: Bun.BunFile, offset: number, size: number, bytes: number, follow: boolean) {
-  let want = bytes
-  for (;;) {
-    if (offset >= size) return undefined
-    const read = new Uint8Array(await handle.slice(offset, Math.min(size, offset + want)).arrayBuffer())
-    if (offset + read.length >= size) {
-      if (!follow || read.at(-1) === NEWLINE) return read
-      const last = read.lastIndexOf(NEWLINE)
-      return last >= 0 ? read.subarray(0, last + 1) : undefined
+/** The next part of the file: whole lines; or a last line with no newline yet (or `long`, see `region`). */
+type Region = { lines: Uint8Array } | { tail: Uint8Array }
+
+const lines = (read: Uint8Array, eof: boolean): Region | undefined => {
+  const last = read.lastIndexOf(NEWLINE)
+  if (last >= 0) return { lines: read.subarray(0, last + 1) }
+  return eof ? { tail: read } : undefined
+}
+
+/** Just past the next newline at or after `from`, looking `step` bytes at a time; undefined if the file ends first. */
+async function lineEnd(
+  handle: Bun.BunFile,
+  from: number,
+  size: number,
+  step: number,
+): Promise<number | undefined> {
+  for (let at = from; at < size; at += step) {
+    const bytes = new Uint8Array(await handle.slice(at, Math.min(size, at + step)).arrayBuffer())
+    const i = bytes.indexOf(NEWLINE)
+    if (i >= 0) return at + i + 1
+  }
+  return undefined
+}
+
+/** A line that is not valid UTF-8, as text with U+FFFD in place of its bad bytes (for the excerpt). */
+interface Invalid {
+  invalid: string
+}
+
+/** The lines of a region (which ends with a newline); one that is not valid UTF-8 is `Invalid`. */
+function split(bytes: Uint8Array): (string | Invalid)[] {
+  try {
+    const lines: (string | Invalid)[] = decoder.decode(bytes).split("\n")
+    lines.pop()
+    return lines
+  } catch {
+    // rare: decode line by line to find the bad ones
+    const lines: (string | Invalid)[] = []
+    for (
+      let start = 0, i = bytes.indexOf(NEWLINE);
+      i >= 0;
+      start = i + 1, i = bytes.indexOf(NEWLINE, start)
+    ) {
+      const line = bytes.subarray(start, i)
+      try {
+        lines.push(decoder.decode(line))
+      } catch {
+        lines.push({ invalid: lenient.decode(line) })
+      }
     }
-    const last = read.lastIndexOf(NEWLINE)
-    if (last >= 0) return read.subarray(0, last + 1)
-    want *= 2 // a line longer than the region: read more
+    return lines
   }
 }
 
@@ -79,8 +117,10 @@ export default defineSource({
   name: "jsonl",
   extensions: [".jsonl", ".ndjson"],
   options: v.object({
-    /** Bytes read (and committed) per batch; a batch always ends at a line boundary. */
+    /** Bytes read (and committed) per batch; a batch always ends at a line boundary. At most max_line_bytes. */
     chunk_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), REGION),
+    /** The longest line read, in bytes with its newline; a longer one is a problem row, skipped unread. */
+    max_line_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), MAX_LINE),
   }),
   async *read(file, options, checkpoint, signal) {
     const hasher = new Bun.CryptoHasher("sha256")
@@ -92,21 +132,62 @@ export default defineSource({
     let line = start?.line ?? 0
     let yielded = false
     const chunk = options.chunk_bytes ?? REGION
+    const max = options.max_line_bytes ?? MAX_LINE
     const follow = options.follow === true
+    const here = () => ({ offset, line, sha256: hasher.copy().digest("hex") })
     for (
-      let bytes = await region(handle, offset, size, chunk, follow);
-      bytes;
-      bytes = await region(handle, offset, size, chunk, follow)
+      let r = await region(handle, offset, chunk, max, lines);
+      r;
+      r = await region(handle, offset, chunk, max, lines)
     ) {
       if (signal?.aborted) return
-      let body = bytes
-      if (offset === 0 && body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf) body = body.subarray(3)
-      const lines = decoder.decode(body).split("\n")
-      if (lines.at(-1) === "") lines.pop()
+      if ("long" in r) {
+        const end = await lineEnd(handle, offset + max, size, chunk)
+        // a long last line with no newline yet is left for later, like a short one
+        if (end === undefined) {
+          if (follow) break
+          yielded = true
+          yield { rows: [], problems: [], checkpoint: here(), warnings: [unfinished(file, line + 1)] }
+          return
+        }
+        line++
+        const skipped = {
+          line,
+          reason: `the line is ${end - offset} bytes, longer than max_line_bytes (${max}); raise max_line_bytes to read it`,
+          excerpt: await excerpt(handle, offset),
+        }
+        await pass(handle, offset, end, hasher)
+        offset = end
+        yielded = true
+        yield { rows: [], problems: [skipped], checkpoint: here() }
+        continue
+      }
+      if ("tail" in r) {
+        // its writer may still be on it: the checkpoint stays before it, and a later read takes it whole
+        if (follow || lenient.decode(r.tail).trim() === "") break
+        yielded = true
+        yield { rows: [], problems: [], checkpoint: here(), warnings: [unfinished(file, line + 1)] }
+        return
+      }
+      const bytes = r.lines
+      const body =
+        offset === 0 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
+          ? bytes.subarray(3)
+          : bytes
       const rows: SourceRow[] = []
       const problems: SourceProblem[] = []
-      for (const raw of lines) {
+      for (const raw of split(body)) {
         line++
+        if (typeof raw !== "string") {
+          problems.push(
+            problem(
+              line,
+              raw.invalid,
+              "not valid UTF-8: the file must be UTF-8 text (convert it, e.g. with iconv)",
+            ),
+          )
+          continue
+        }
         const text = raw.endsWith("\r") ? raw.slice(0, -1) : raw
         if (text.trim() === "") continue
         const parsed = parse(text, line, options.id)
@@ -116,9 +197,8 @@ export default defineSource({
       hasher.update(bytes)
       offset += bytes.length
       yielded = true
-      yield { rows, problems, checkpoint: { offset, line, sha256: hasher.copy().digest("hex") } }
+      yield { rows, problems, checkpoint: here() }
     }
-    if (!yielded)
-      yield { rows: [], problems: [], checkpoint: { offset, line, sha256: hasher.copy().digest("hex") } }
+    if (!yielded) yield { rows: [], problems: [], checkpoint: here() }
   },
 })

@@ -14,6 +14,7 @@ import {
 } from "hyparquet"
 import { defineSource, type SourceProblem, type SourceRow } from "../plugins/define.ts"
 import { SourceChangedError, SourceError } from "../core/errors.ts"
+import { check } from "./prefix.ts"
 
 const BATCH_ROWS = 10_000
 const MB = 1 << 20
@@ -72,13 +73,8 @@ const DECODE_HINT =
 
 /** The file as hyparquet reads it: byte ranges on demand, never the whole file. */
 async function open(file: string): Promise<AsyncBuffer> {
+  check(file)
   const handle = Bun.file(file)
-  if (!(await handle.exists())) {
-    throw new SourceError(
-      `cannot read ${file}: no such file`,
-      "Check source.path (relative to the job file).",
-    )
-  }
   const size = handle.size
   return { byteLength: size, slice: (start, end) => handle.slice(start, end ?? size).arrayBuffer() }
 }

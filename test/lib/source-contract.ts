@@ -18,6 +18,11 @@ export interface Fixture {
     a: Record<string, unknown>[],
     b: Record<string, unknown>[],
   ): Promise<{ path: string; at: number }>
+  /**
+   * Writes the rows with the last one cut short, as a writer still on it leaves it, and returns the path and how
+   * to finish it. Sources of line-ended records leave this in; others (Parquet) leave it out.
+   */
+  unfinished?(dir: string, rows: Record<string, unknown>[]): Promise<{ path: string; finish(): void }>
   /** Options the source's schema must refuse. */
   invalid: Record<string, unknown>
 }
@@ -98,6 +103,21 @@ export function testSource(source: Source, fixture: Fixture, options: Record<str
         const problems = batches.flatMap((b) => b.problems)
         expect(problems.map((p) => p.line)).toEqual([at])
         expect(problems[0]?.reason.length).toBeGreaterThan(5)
+      })
+    }
+
+    if (fixture.unfinished) {
+      const unfinished = fixture.unfinished
+      test("a last row its writer is still on is not read, nor malformed, until it is complete", async () => {
+        await using tmp = await tmpdir()
+        const { path, finish } = await unfinished(tmp.path, rows.slice(0, 5))
+        const first = await all(path)
+        expect(first.flatMap((b) => b.rows).map((r) => r.key)).toEqual(rows.slice(0, 4).map((r) => r.id))
+        expect(first.flatMap((b) => b.problems)).toEqual([])
+        finish()
+        const rest = await all(path, first.at(-1)!.checkpoint)
+        expect(rest.flatMap((b) => b.rows).map((r) => r.key)).toEqual([rows[4]!.id])
+        expect(rest.flatMap((b) => b.problems)).toEqual([])
       })
     }
 

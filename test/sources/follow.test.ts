@@ -23,22 +23,26 @@ async function read(
 const rowsOf = (batches: SourceBatch[]) => batches.flatMap((b) => b.rows).map((r) => [r.key, r.line, r.data])
 
 describe("the follow flag (spool watch)", () => {
-  test("jsonl holds back an unterminated last line only when following, and reads it once its newline comes", async () => {
+  test("jsonl holds back an unterminated last line, following or not, and reads it once its newline comes", async () => {
     await using tmp = await tmpdir()
     const file = tmp.join("a.jsonl")
     const done = '{"id":"1","t":"one"}\n'
     writeFileSync(file, done + '{"id":"2","t":"tw')
 
+    // without follow the half line is not read either, nor reported as malformed: a warning says it waits
     const plain = await read(jsonl, file, false)
     expect(rowsOf(plain)).toEqual([["1", 1, { id: "1", t: "one" }]])
-    // without follow the end of the file is the end of the data: the half line is read, and is not JSON
-    expect(plain.flatMap((b) => b.problems).map((p) => [p.line, p.excerpt])).toEqual([
-      [2, '{"id":"2","t":"tw'],
+    expect(plain.flatMap((b) => b.problems)).toEqual([])
+    expect(plain.flatMap((b) => b.warnings ?? [])).toEqual([
+      `${file}:2: the last line has no newline yet; it will be read when it is complete (if the file is complete, end it with a newline)`,
     ])
+    expect(plain.at(-1)!.checkpoint.offset).toBe(done.length)
 
+    // following, it waits in silence
     const followed = await read(jsonl, file, true)
     expect(rowsOf(followed)).toEqual([["1", 1, { id: "1", t: "one" }]])
     expect(followed.flatMap((b) => b.problems)).toEqual([])
+    expect(followed.flatMap((b) => b.warnings ?? [])).toEqual([])
     const at = followed.at(-1)!.checkpoint
     expect(at.offset).toBe(done.length)
     expect(at.line).toBe(1)
@@ -79,13 +83,15 @@ describe("the follow flag (spool watch)", () => {
     ])
   })
 
-  test("csv holds back an unterminated last record only when following", async () => {
+  test("csv holds back an unterminated last record, following or not (with a warning when not)", async () => {
     await using tmp = await tmpdir()
     const file = tmp.join("a.csv")
     writeFileSync(file, "id,text\n1,a\n2,b")
-    expect(rowsOf(await read(csv, file, false))).toEqual([
-      ["1", 2, { id: "1", text: "a" }],
-      ["2", 3, { id: "2", text: "b" }],
+    const plain = await read(csv, file, false)
+    expect(rowsOf(plain)).toEqual([["1", 2, { id: "1", text: "a" }]])
+    expect(plain.flatMap((b) => b.problems)).toEqual([])
+    expect(plain.flatMap((b) => b.warnings ?? [])).toEqual([
+      `${file}:3: the last line has no newline yet; it will be read when it is complete (if the file is complete, end it with a newline)`,
     ])
     const followed = await read(csv, file, true)
     expect(rowsOf(followed)).toEqual([["1", 2, { id: "1", text: "a" }]])
