@@ -20,12 +20,26 @@ const int = (min: number, max: number) =>
   )
 const seconds = (min: number) => v.pipe(v.number("expected a number of seconds"), v.minValue(min))
 
-/** `path`, `id` and `format`; any other key is an option of the source, checked against its schema. */
+/** A share of a file's rows ("10%") or a number of them. */
+const MALFORMED = /^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%$/
+const MALFORMED_MESSAGE = 'expected a share of the rows such as "10%", or a number of rows such as 50'
+
+/** `path`, `id`, `format` and `max_malformed`; any other key is an option of the source, checked against its schema. */
 const SourceSchema = v.objectWithRest(
   {
     path: text("the input file, relative to the job file"),
     id: v.optional(text("the field that holds each row's stable id")),
     format: v.optional(text("a source name: jsonl, csv, tsv, parquet, or a plugin's")),
+    /** How many malformed rows make a file refused: a share of its rows ("10%") or a number (0: none). */
+    max_malformed: v.optional(
+      v.union(
+        [
+          v.pipe(v.string(), v.regex(MALFORMED, MALFORMED_MESSAGE)),
+          v.pipe(v.number(), v.integer(MALFORMED_MESSAGE), v.minValue(0, MALFORMED_MESSAGE)),
+        ],
+        MALFORMED_MESSAGE,
+      ),
+    ),
   },
   v.unknown(),
   "expected a table ([source] or [[sources]])",
@@ -175,6 +189,8 @@ export interface Input {
   format?: string | undefined
   /** The source's own options (the table's other keys), checked against the source's schema. */
   options: Record<string, unknown>
+  /** How many malformed rows make the file refused (ingest.ts `tolerance`); outside the fingerprint, so it can change. */
+  max_malformed?: string | number | undefined
   /** Where it came from in the job, for error messages: "source" or "sources.2". */
   at: string
 }
@@ -286,20 +302,88 @@ export function load(file: string | undefined, flags: Flags, cwd = process.cwd()
       "Fix the keys listed above; nothing was run.",
     )
   const parsed = v.safeParse(JobSchema, raw)
-  if (!parsed.success) throw invalid(parsed.issues.map(describe))
+  // valibot's strict objects name only their first unknown key: every one is listed here, once
+  const unknown = unknownKeys(raw)
+  const issues = parsed.success ? [] : parsed.issues.filter((i) => i.expected !== "never").map(describe)
+  if (!parsed.success || unknown.length) throw invalid([...issues, ...unknown])
   const { source, sources, ...rest } = parsed.output
   if (source && sources) throw invalid(["source: give either [source] or [[sources]], not both"])
   if (!source && !sources)
     throw invalid(["source: missing (required): a [source] table with a path, or --input"])
-  const inputs = (sources ?? [source!]).map(({ path, id, format, ...options }, i): Input => ({
+  const inputs = (sources ?? [source!]).map(({ path, id, format, max_malformed, ...options }, i): Input => ({
     path,
     id,
     format,
     options,
     at: sources ? `sources.${i}` : "source",
+    ...(max_malformed !== undefined && { max_malformed }),
   }))
   const { output, ...others } = rest
   return { job: { ...others, sources: inputs, output: output && outputOf(output, base) }, file: path }
+}
+
+/**
+ * The built-in sources: their formats, file endings and option keys, so that a job's unknown keys are found when
+ * it is loaded, before the sources or any plugin are (test/core/job.test.ts holds this list to the registry's).
+ */
+export const BUILTIN_SOURCES: { name: string; extensions: string[]; keys: string[] }[] = [
+  { name: "jsonl", extensions: [".jsonl", ".ndjson"], keys: ["chunk_bytes", "max_line_bytes"] },
+  { name: "csv", extensions: [".csv"], keys: ["delimiter", "chunk_bytes", "max_line_bytes"] },
+  { name: "tsv", extensions: [".tsv", ".tab"], keys: ["delimiter", "chunk_bytes", "max_line_bytes"] },
+  { name: "parquet", extensions: [".parquet"], keys: ["columns", "batch_rows"] },
+]
+
+/** The strict tables of a job, by key. */
+const TABLES: Record<string, v.ObjectEntries> = {
+  provider: ProviderSchema.entries,
+  request: RequestSchema.entries,
+  limits: LimitsSchema.entries,
+  batch: BatchSchema.entries,
+  pricing: PricingSchema.entries,
+  output: OutputSchema.entries,
+}
+
+const isTable = (value: unknown): value is Table =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+/**
+ * The keys a source table may hold: its own (`path`, `id`, …) and its source's options. Undefined when a plugin may
+ * be its source (plugins load after the job: the registry checks their options then).
+ */
+function sourceKeys(table: Table, plugins: boolean): Set<string> | undefined {
+  const own = Object.keys(SourceSchema.entries)
+  const { format, path } = table
+  const ext = typeof path === "string" ? extname(path).toLowerCase() : ""
+  const found = BUILTIN_SOURCES.find((s) =>
+    typeof format === "string" ? s.name === format : ext !== "" && s.extensions.includes(ext),
+  )
+  if (found) return new Set([...own, ...found.keys])
+  if (plugins) return undefined
+  // no plugin to read it, whatever it is: a key that no built-in source takes is unknown
+  return new Set([...own, ...BUILTIN_SOURCES.flatMap((s) => s.keys)])
+}
+
+/** Every key of the raw job that nothing reads, as `path: unknown key`, in the order the job gives them. */
+function unknownKeys(raw: Table): string[] {
+  const out: string[] = []
+  const report = (table: Table, known: Set<string> | undefined, at: string) => {
+    if (!known) return
+    for (const key of Object.keys(table))
+      if (!known.has(key)) out.push(`${at ? `${at}.` : ""}${key}: unknown key (check its spelling)`)
+  }
+  const plugins = Array.isArray(raw.plugins) && raw.plugins.length > 0
+  for (const [key, value] of Object.entries(raw)) {
+    if (!(key in JobSchema.entries)) {
+      report({ [key]: value }, new Set(), "")
+      continue
+    }
+    const entries = TABLES[key]
+    if (entries && isTable(value)) report(value, new Set(Object.keys(entries)), key)
+    if (key === "source" && isTable(value)) report(value, sourceKeys(value, plugins), "source")
+    if (key === "sources" && Array.isArray(value))
+      for (const [i, s] of value.entries()) if (isTable(s)) report(s, sourceKeys(s, plugins), `sources.${i}`)
+  }
+  return out
 }
 
 function outputOf(output: NonNullable<Parsed["output"]>, base: string): NonNullable<Job["output"]> {

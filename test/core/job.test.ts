@@ -3,6 +3,7 @@ import { writeFileSync } from "node:fs"
 import { JobError } from "../../src/core/errors.ts"
 import * as jobs from "../../src/core/job.ts"
 import { plan } from "../../src/core/ingest.ts"
+import * as registry from "../../src/plugins/registry.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
 const GOOD = `
@@ -16,6 +17,9 @@ model = "gpt-4.1-mini"
 [request]
 prompt = "Label: {{text}}"
 `
+
+/** The rest of a job that reads with the mock provider. */
+const REST = `[provider]\nname = "mock"\n[request]\nprompt = "{{text}}"\n`
 
 function problems(fn: () => unknown): string[] {
   try {
@@ -106,6 +110,87 @@ describe("loading a job", () => {
     ])
   })
 
+  test("every unknown key is reported once, beside the other problems: top level, tables, a source's own keys", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("job.toml"),
+      [
+        'name = "x"',
+        "zzz = 1",
+        "yyy = 2",
+        "[source]",
+        'pth = "in.jsonl"',
+        "[provider]",
+        'name = "mock"',
+        'modle = "m"',
+        'mdoe = "batch"',
+        "[request]",
+        'prompt = "{{text}}"',
+        'max_tokens = "x"',
+        "[limits]",
+        "concurency = 4",
+        "[bogus]",
+        "a = 1",
+      ].join("\n"),
+    )
+    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
+      "source.path: missing (required)",
+      "request.max_tokens: expected a number",
+      "zzz: unknown key (check its spelling)",
+      "yyy: unknown key (check its spelling)",
+      "source.pth: unknown key (check its spelling)",
+      "provider.modle: unknown key (check its spelling)",
+      "provider.mdoe: unknown key (check its spelling)",
+      "limits.concurency: unknown key (check its spelling)",
+      "bogus: unknown key (check its spelling)",
+    ])
+    // a source's options are its source's: a csv takes a delimiter, a jsonl file does not; max_malformed is anyone's
+    writeFileSync(
+      tmp.join("job.toml"),
+      `[[sources]]\npath = "a.jsonl"\ndelimiter = ";"\nmax_malformed = "5%"\n[[sources]]\npath = "b.csv"\ndelimiter = ";"\nchunk_byte = 1\n${REST}`,
+    )
+    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
+      "sources.0.delimiter: unknown key (check its spelling)",
+      "sources.1.chunk_byte: unknown key (check its spelling)",
+    ])
+    // a source a plugin may read is left to the plugin's schema, checked once the plugins are loaded
+    writeFileSync(
+      tmp.join("job.toml"),
+      `plugins = ["p.ts"]\nzzz = 1\n[source]\npath = "a.db"\ntable = "t"\n${REST}`,
+    )
+    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
+      "zzz: unknown key (check its spelling)",
+    ])
+  })
+
+  test("the job's list of built-in sources and their option keys is the registry's", () => {
+    const listed = registry.list().filter((s) => s.kind === "source" && s.origin === registry.BUILTIN)
+    expect(
+      listed.map((s) => ({ name: s.name, extensions: s.extensions, keys: s.options.map((o) => o.name) })),
+    ).toEqual(jobs.BUILTIN_SOURCES)
+  })
+
+  test("max_malformed is a share or a number of rows, kept beside the source's options", async () => {
+    await using tmp = await tmpdir()
+    const load = (value: string) => {
+      writeFileSync(tmp.join("job.toml"), `[source]\npath = "a.csv"\nmax_malformed = ${value}\n${REST}`)
+      return jobs.load("job.toml", {}, tmp.path).job.sources[0]
+    }
+    expect(load('"2.5%"')).toEqual({
+      path: tmp.join("a.csv"),
+      id: undefined,
+      format: undefined,
+      options: {},
+      at: "source",
+      max_malformed: "2.5%",
+    })
+    expect(load("0")?.max_malformed).toBe(0)
+    for (const bad of ['"ten"', '"150%"', '"100.5%"', "-1", "1.5"])
+      expect(problems(() => load(bad))).toEqual([
+        'source.max_malformed: expected a share of the rows such as "10%", or a number of rows such as 50',
+      ])
+  })
+
   test("every problem is listed with its key path at once", async () => {
     await using tmp = await tmpdir()
     writeFileSync(
@@ -170,8 +255,6 @@ describe("loading a job", () => {
 })
 
 describe("inputs and plugins in a job", () => {
-  const REST = `[provider]\nname = "mock"\n[request]\nprompt = "{{text}}"\n`
-
   test("[[sources]] keep their order, their own id, format and options, relative to the job file", async () => {
     await using tmp = await tmpdir()
     writeFileSync(
@@ -211,21 +294,22 @@ describe("inputs and plugins in a job", () => {
   test("source options are checked against the chosen source before anything is read", async () => {
     await using tmp = await tmpdir()
     for (const f of ["a.csv", "b.parquet"]) writeFileSync(tmp.join(f), "")
+    // a misspelt key is found as the job is loaded
     writeFileSync(
       tmp.join("job.toml"),
       `[[sources]]\npath = "a.csv"\ndelimeter = ";"\n[[sources]]\npath = "b.parquet"\nbatch_rows = 0\n${REST}`,
     )
-    const { job } = jobs.load("job.toml", {}, tmp.path)
-    const err = (() => {
-      try {
-        plan(job)
-      } catch (e) {
-        return e as JobError
-      }
-    })()
-    expect(err).toBeInstanceOf(JobError)
-    expect(err!.problems).toEqual([
+    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
       "sources.0.delimeter: unknown key (check its spelling)",
+    ])
+    // a value, against the source's schema, once its plugins could be loaded
+    writeFileSync(
+      tmp.join("job.toml"),
+      `[[sources]]\npath = "a.csv"\ndelimiter = "#"\n[[sources]]\npath = "b.parquet"\nbatch_rows = 0\n${REST}`,
+    )
+    const { job } = jobs.load("job.toml", {}, tmp.path)
+    expect(problems(() => plan(job))).toEqual([
+      'sources.0.delimiter: must be one of ",", ";", "\\t" (tab) or "|"',
       "sources.1.batch_rows: Invalid value: Expected >=1 but received 0",
     ])
   })
