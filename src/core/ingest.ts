@@ -7,7 +7,7 @@ import * as registry from "../plugins/registry.ts"
 import { Store, type Input, type Run } from "./store.ts"
 import * as template from "./template.ts"
 import { GLOB_CHARS, type Job } from "./job.ts"
-import type { Source, SourceCommon } from "../plugins/define.ts"
+import type { Source, SourceBatch, SourceCommon, SourceProblem } from "../plugins/define.ts"
 
 /** An input as the job gives it, its source resolved and its options checked: one file, or a glob of files. */
 export interface Spec {
@@ -18,6 +18,8 @@ export interface Spec {
   source: Source
   options: Record<string, unknown> & SourceCommon
   glob: boolean
+  /** `[source] max_malformed`: when the file is refused for its malformed rows (see `guard`). */
+  max_malformed?: string | number | undefined
 }
 
 /** One input file with its source resolved and its options checked. */
@@ -45,6 +47,7 @@ export function specs(job: Job, follow = false): Spec[] {
         source,
         options: { ...options, id: input.id, ...(follow && { follow: true }) },
         glob: isGlob(input.path),
+        max_malformed: input.max_malformed,
       })
     } catch (err) {
       if (!(err instanceof JobError)) throw err
@@ -77,14 +80,14 @@ export function matches(pattern: string): string[] {
  */
 export function expand(specs: Spec[], follow = false): Planned[] {
   const planned: Planned[] = []
-  for (const s of specs) {
-    if (!s.glob) {
+  for (const { glob, ...s } of specs) {
+    if (!glob) {
       if (!existsSync(s.path))
         throw new SourceError(
           `the input ${s.path} does not exist`,
           `Check ${s.at}.path (relative to the job file).`,
         )
-      planned.push({ path: s.path, at: s.at, source: s.source, options: s.options })
+      planned.push(s)
       continue
     }
     const files = matches(s.path)
@@ -93,8 +96,7 @@ export function expand(specs: Spec[], follow = false): Planned[] {
         `${s.at}.path: ${s.path} matches no file`,
         `Check ${s.at}.path (relative to the job file). \`spool watch\` waits for matching files to arrive.`,
       )
-    for (const file of files)
-      planned.push({ path: file, at: s.at, source: s.source, options: s.options, glob: s.path })
+    for (const file of files) planned.push({ ...s, path: file, glob: s.path })
   }
   return planned
 }
@@ -190,9 +192,11 @@ async function read(
 ): Promise<Ingested> {
   let rows = 0
   let problems = 0
+  const check = guard(planned, input)
   const batches = planned.source.read(input.path, planned.options, Store.checkpoint(input), signal)
   for await (const batch of batches) {
     for (const warning of batch.warnings ?? []) log.warn(warning, { run: run.name, input: input.path })
+    check.check(batch)
     const added = store.ingest(run.id, input, batch, false)
     rows += added.added
     problems += batch.problems.length + added.duplicates
@@ -203,6 +207,76 @@ async function read(
     if (signal?.aborted) break
   }
   return { rows, problems }
+}
+
+/** A share is judged once this many rows are read: before, only a file whose first rows are all malformed is. */
+const JUDGED_AFTER = 1000
+/** A file whose first this many rows are all malformed is refused at once (unless max_malformed is "100%"). */
+const FIRST = 100
+
+/**
+ * Counts a file's rows and malformed rows as its batches are read, and refuses the file (SourceError, exit 2) when
+ * so many are malformed that it is evidently not what the job says. `[source] max_malformed` is a share of the rows
+ * ("10%", the default, judged once 1,000 rows are read; a file whose first 100 rows are all malformed is refused
+ * at once) or a number of rows. `check` refuses the batch that crosses the line before it is stored; `whole`, for a
+ * file read to its end before a run is created, refuses one with malformed rows and no good one. `past` is the
+ * ledger's input, whose counts go on from its checkpoint.
+ */
+export function guard(planned: Planned, past?: Input) {
+  const limit = planned.max_malformed ?? "10%"
+  const share = typeof limit === "string" ? Number(limit.slice(0, -1)) / 100 : undefined
+  const resumed = past?.checkpoint ? past : undefined
+  let good = resumed?.rows ?? 0
+  let bad = resumed ? resumed.problems - resumed.duplicates : 0
+  // malformed rows before the first good one, while there is none
+  let leading = good === 0 ? bad : -1
+  let example: SourceProblem | undefined
+  const refuse = (what: string, from: number) =>
+    new SourceError(
+      `${planned.path}: ${what}, so it does not look like ${planned.source.name} data; the first is line ` +
+        `${example!.line}: ${example!.reason}`,
+      `Check ${planned.at}.path and ${planned.at}.format. To read it anyway, skipping the malformed rows, raise ` +
+        `${planned.at}.max_malformed (now ${JSON.stringify(limit)}; a share such as "50%", or a number of rows). ` +
+        `Nothing from line ${from} on was stored.`,
+    )
+  return {
+    check(batch: SourceBatch): void {
+      const { problems } = batch
+      good += batch.rows.length
+      bad += problems.length
+      if (problems.length === 0) {
+        if (batch.rows.length > 0) leading = -1
+        return
+      }
+      example ??= problems[0]
+      const from = Math.min(problems[0]!.line, batch.rows[0]?.line ?? Infinity)
+      if (share === undefined) {
+        if (bad > (limit as number))
+          throw refuse(`${bad} rows are malformed, more than max_malformed allows (${limit})`, from)
+        return
+      }
+      if (share >= 1) return
+      if (leading >= 0) {
+        const first = batch.rows[0]?.line ?? Infinity
+        leading += problems.filter((p) => p.line < first).length
+        if (leading >= FIRST) throw refuse(`its first ${FIRST} rows are all malformed`, from)
+        if (batch.rows.length > 0) leading = -1
+      }
+      const total = good + bad
+      if (total >= JUDGED_AFTER && bad > share * total) {
+        const percent = Math.round((bad / total) * 1000) / 10
+        const what = `${bad} of its first ${total} rows are malformed (${percent}%), more than max_malformed allows (${limit})`
+        throw refuse(what, from)
+      }
+    },
+    whole(): void {
+      if (good > 0 || bad === 0 || (share ?? 0) >= 1 || share === undefined) return
+      throw refuse(
+        bad === 1 ? "its only row is malformed" : `all ${bad} of its rows are malformed`,
+        example!.line,
+      )
+    },
+  }
 }
 
 /**
@@ -232,16 +306,26 @@ export async function preflight(inputs: Planned[], prompt: template.Template): P
   let any = false
   for (const input of inputs) {
     // every input is opened once, so an unreadable one stops the run before it is created
+    const check = guard(input)
+    // read on until a row is seen as well: a file with none is read whole, and refused if it is all malformed
+    let whole = true
+    let rows = false
     for await (const batch of input.source.read(input.path, input.options, undefined)) {
+      check.check(batch)
       for (const row of batch.rows) {
         any = true
+        rows = true
         if (fields.size < 50) for (const k of Object.keys(row.data)) fields.add(k)
         for (const field of unseen)
           if (template.missing({ ...prompt, fields: [field] }, row.data).length === 0) unseen.delete(field)
         if (unseen.size === 0) break
       }
-      if (unseen.size === 0) break
+      if (unseen.size === 0 && rows) {
+        whole = false
+        break
+      }
     }
+    if (whole) check.whole()
   }
   if (!any || unseen.size === 0) return
   const names = [...unseen].map((f) => `{{${f}}}`).join(", ")

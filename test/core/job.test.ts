@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
-import { JobError } from "../../src/core/errors.ts"
+import { JobError, SourceError } from "../../src/core/errors.ts"
 import * as jobs from "../../src/core/job.ts"
-import { plan } from "../../src/core/ingest.ts"
+import { plan, preflight } from "../../src/core/ingest.ts"
+import * as template from "../../src/core/template.ts"
 import * as registry from "../../src/plugins/registry.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
@@ -331,5 +332,73 @@ describe("inputs and plugins in a job", () => {
     expect(attempt({ input: ["a.csv", "./a.csv"] })).toContain(
       `sources.1.path: ${tmp.join("a.csv")} is given twice`,
     )
+  })
+})
+
+describe("max_malformed: a file with too many malformed rows is refused before a run is made of it", () => {
+  /** Reads `lines` (a JSONL file) as a new run would, under `max_malformed`; the refusal's message, or "read". */
+  async function refusal(lines: string[], max_malformed?: string | number): Promise<string> {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.jsonl"), lines.map((l) => `${l}\n`).join(""))
+    const table = max_malformed === undefined ? "" : `max_malformed = ${JSON.stringify(max_malformed)}\n`
+    writeFileSync(tmp.join("job.toml"), `[source]\npath = "in.jsonl"\n${table}${REST}`)
+    try {
+      await preflight(plan(jobs.load("job.toml", {}, tmp.path).job), template.parse("{{text}}"))
+      return "read"
+    } catch (err) {
+      expect(err).toBeInstanceOf(SourceError)
+      expect((err as SourceError).exit).toBe(2)
+      return (err as SourceError).message.replace(tmp.path, "DIR")
+    }
+  }
+  const good = (i: number) => JSON.stringify({ text: `row ${i}` })
+  const rows = (n: number, bad: (i: number) => boolean) =>
+    Array.from({ length: n }, (_, i) => (bad(i) ? `{broken ${i}` : good(i)))
+  const why = "not valid JSON: JSON Parse error: Expected '}'"
+
+  test("by default: more than 10% once 1,000 rows are read", async () => {
+    // every 9th row: 111 of 1,000 (11.1%)
+    expect(await refusal(rows(1000, (i) => i % 9 === 4))).toBe(
+      `DIR/in.jsonl: 111 of its first 1000 rows are malformed (11.1%), more than max_malformed allows (10%), so it does not look like jsonl data; the first is line 5: ${why}`,
+    )
+    // every 10th: 100 of 1,000 is not more than 10%
+    expect(await refusal(rows(1000, (i) => i % 10 === 4))).toBe("read")
+    // more than 10% of fewer than 1,000 rows is not judged yet
+    expect(await refusal(rows(999, (i) => i % 3 === 0))).toBe("read")
+  })
+
+  test("by default: the first 100 rows all malformed, or every row of a shorter file", async () => {
+    expect(await refusal(rows(150, (i) => i < 100))).toBe(
+      `DIR/in.jsonl: its first 100 rows are all malformed, so it does not look like jsonl data; the first is line 1: ${why}`,
+    )
+    expect(await refusal(rows(150, (i) => i < 99))).toBe("read")
+    expect(await refusal(rows(3, () => true))).toBe(
+      `DIR/in.jsonl: all 3 of its rows are malformed, so it does not look like jsonl data; the first is line 1: ${why}`,
+    )
+    expect(await refusal(["{"])).toStartWith("DIR/in.jsonl: its only row is malformed,")
+  })
+
+  test("a share, a number of rows, or 100% for never", async () => {
+    const mixed = rows(2000, (i) => i % 4 === 0)
+    expect(await refusal(mixed, "30%")).toBe("read")
+    expect(await refusal(mixed, "20%")).toStartWith(
+      "DIR/in.jsonl: 500 of its first 2000 rows are malformed (25%), more than max_malformed allows (20%)",
+    )
+    expect(await refusal(mixed, 500)).toBe("read")
+    expect(await refusal(mixed, 499)).toStartWith(
+      "DIR/in.jsonl: 500 rows are malformed, more than max_malformed allows (499)",
+    )
+    expect(
+      await refusal(
+        rows(3, (i) => i === 1),
+        0,
+      ),
+    ).toStartWith("DIR/in.jsonl: 1 rows are malformed, more than max_malformed allows (0)")
+    expect(
+      await refusal(
+        rows(300, () => true),
+        "100%",
+      ),
+    ).toBe("read")
   })
 })
