@@ -627,3 +627,199 @@ describe("inputs through dist/spool", () => {
     expect(readFileSync(file, "utf8")).toContain("1,EDITED")
   })
 })
+
+describe("bad input through dist/spool (issue 12)", () => {
+  const job = (name: string, path: string, extra: Record<string, string | number> = {}) =>
+    jobFile({ name, sources: [{ path, id: "id", ...extra }], prompt: "{{text}}" })
+  const done = (id: string, text: string, file: string, row: number) => ({
+    id,
+    state: "completed",
+    output: reply(text),
+    error: null,
+    attempts: 1,
+    cost_usd: null,
+    source: { file, row, id },
+  })
+
+  test("a malformed CSV quote costs its record alone; a quote that never closes stops with exit 2 and resumes once fixed", async () => {
+    await using tmp = await tmpdir()
+    const file = tmp.join("in.csv")
+    writeFileSync(file, 'id,text\n1,a\n2,"bad"x\n3,c\n4,d\n')
+    writeFileSync(tmp.join("job.toml"), job("quotes", "in.csv"))
+    const run = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(run.code).toBe(0)
+    expect(run.stderr).toContain('run "quotes": 3 completed, 0 failed of 3')
+    expect((await results(tmp.path)).map(parsed)).toEqual([
+      done("1", "a", file, 2),
+      done("3", "c", file, 4),
+      done("4", "d", file, 5),
+    ])
+    const reason = `malformed quotes: "x" after the closing quote of a quoted field (a quote inside a quoted field is written twice: "")`
+    expect((await status(tmp.path)).malformed).toEqual({
+      count: 1,
+      duplicates: 0,
+      sample: [{ file, line: 3, reason }],
+    })
+
+    // a quote left open to the end of the file: the rows before it are kept, the rest is not read, and it says so
+    const home = tmp.join("open")
+    writeFileSync(file, 'id,text\n1,a\n2,"oops\n3,c\n4,d\n')
+    const open = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path })
+    expect(open.code).toBe(2)
+    expect(open.stderr).toContain(
+      `spool: ${file}:3: a quoted field opens here and never closes: the last 16 bytes of the file (from line 3) cannot be read\n`,
+    )
+    expect(open.stderr).toContain("Close the quote")
+    // closing it changes nothing already read: the run goes on from line 3
+    writeFileSync(file, 'id,text\n1,a\n2,"oops"\n3,c\n4,d\n')
+    const fixed = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path })
+    expect(fixed.code).toBe(0)
+    expect(fixed.stderr).toContain('run "quotes": 4 completed, 0 failed of 4')
+    expect((await results(tmp.path, home)).map(parsed)).toEqual([
+      done("1", "a", file, 2),
+      done("2", "oops", file, 3),
+      done("3", "c", file, 4),
+      done("4", "d", file, 5),
+    ])
+    expect((await status(tmp.path, home)).malformed.count).toBe(0)
+  })
+
+  test("a row its writer is still on waits, unreported as malformed; the run finishes with the rest and reads it once complete", async () => {
+    await using tmp = await tmpdir()
+    const file = tmp.join("in.jsonl")
+    const line = (i: number) => `{"id":"k${i}","text":"row ${i}"}\n`
+    writeFileSync(file, [1, 2, 3, 4, 5].map(line).join(""))
+    writeFileSync(tmp.join("job.toml"), job("tail", "in.jsonl"))
+    expect((await spool(["run", "job.toml"], { cwd: tmp.path })).code).toBe(0)
+
+    appendFileSync(file, '{"id":"k6","text":"row')
+    const waiting = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(waiting.code).toBe(0)
+    expect(waiting.stderr).toContain(
+      `${file}:6: the last line has no newline yet; it will be read when it is complete (if the file is complete, end it with a newline)`,
+    )
+    expect(waiting.stderr).toContain('run "tail": 5 completed, 0 failed of 5')
+    expect(waiting.stderr).not.toContain("input lines skipped")
+    expect((await status(tmp.path)).malformed.count).toBe(0)
+
+    appendFileSync(file, ' 6"}\n')
+    const complete = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(complete.code).toBe(0)
+    expect(complete.stderr).not.toContain("no newline yet")
+    expect(complete.stderr).toContain('run "tail": 6 completed, 0 failed of 6')
+    expect((await results(tmp.path)).map(parsed).at(-1)).toEqual(done("k6", "row 6", file, 6))
+    const view = await status(tmp.path)
+    expect([view.total, view.attempts, view.malformed.count]).toEqual([6, 6, 0])
+  })
+
+  test("random bytes named .jsonl, and a file a fifth malformed, are refused with exit 2 naming the file; max_malformed lets one through", async () => {
+    await using tmp = await tmpdir()
+    const random = prng(756)
+    const noise = new Uint8Array(300_000).map(() => Math.floor(random() * 256))
+    writeFileSync(tmp.join("noise.jsonl"), noise)
+    writeFileSync(tmp.join("job.toml"), job("noise", "noise.jsonl"))
+    const refused = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain(
+      `spool: ${tmp.join("noise.jsonl")}: its first 100 rows are all malformed, so it does not look like jsonl data; the first is line 1: `,
+    )
+    expect(refused.stderr).toContain("raise sources.0.max_malformed")
+    // refused before a run was made of it
+    expect(JSON.parse((await spool(["runs", "--json"], { cwd: tmp.path })).stdout)).toEqual([])
+
+    // 1,500 rows, every 5th not JSON and one not UTF-8
+    const rows = Array.from({ length: 1500 }, (_, i) =>
+      i % 5 === 4 ? Buffer.from(`{"id":"m${i}",\n`) : Buffer.from(`{"id":"m${i}","text":"row ${i}"}\n`),
+    )
+    rows[0] = Buffer.concat([Buffer.from('{"id":"m0","text":"caf'), Buffer.from([0xe9]), Buffer.from('"}\n')])
+    const file = tmp.join("mixed.jsonl")
+    writeFileSync(file, Buffer.concat(rows))
+    writeFileSync(tmp.join("mixed.toml"), job("mixed", "mixed.jsonl"))
+    const share = await spool(["run", "mixed.toml"], { cwd: tmp.path })
+    expect(share.code).toBe(2)
+    expect(share.stderr).toContain(
+      `spool: ${file}: 301 of its first 1500 rows are malformed (20.1%), more than max_malformed allows (10%), so it does not look like jsonl data; the first is line 1: not valid UTF-8`,
+    )
+    writeFileSync(tmp.join("mixed.toml"), job("mixed", "mixed.jsonl", { max_malformed: "25%" }))
+    const let_through = await spool(["run", "mixed.toml"], { cwd: tmp.path })
+    expect(let_through.code).toBe(0)
+    expect(let_through.stderr).toContain('run "mixed": 1199 completed, 0 failed of 1199')
+    const view = await status(tmp.path)
+    expect(view.malformed.count).toBe(301)
+    expect(view.malformed.sample[0]).toEqual({
+      file,
+      line: 1,
+      reason: "not valid UTF-8: the file must be UTF-8 text (convert it, e.g. with iconv)",
+    })
+    expect(view.malformed.sample[1]?.line).toBe(5)
+  })
+
+  test("a 50 MB line is a problem row, read past in bounded memory, and the rows after it are ingested", async () => {
+    await using tmp = await tmpdir()
+    const file = tmp.join("in.jsonl")
+    const big = `{"id":"big","text":"${"x".repeat(50 * 1024 * 1024)}"}`
+    writeFileSync(
+      file,
+      `{"id":"a","text":"one"}\n${big}\n{"id":"c","text":"three"}\n{"id":"d","text":"four"}\n`,
+    )
+    writeFileSync(tmp.join("job.toml"), job("long", "in.jsonl"))
+    const child = start(["run", "job.toml"], { cwd: tmp.path })
+    const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited])
+    expect(code).toBe(0)
+    expect(stderr).toContain('run "long": 3 completed, 0 failed of 3')
+    // the line was never held whole (a 50 MB line peaked at 1.25 GB before)
+    expect(child.resourceUsage()!.maxRSS).toBeLessThan(400 * 1024 * 1024)
+    expect((await results(tmp.path)).map(parsed)).toEqual([
+      done("a", "one", file, 1),
+      done("c", "three", file, 3),
+      done("d", "four", file, 4),
+    ])
+    expect((await status(tmp.path)).malformed.sample).toEqual([
+      {
+        file,
+        line: 2,
+        reason: `the line is ${big.length + 1} bytes, longer than max_line_bytes (16777216); raise max_line_bytes to read it`,
+      },
+    ])
+  }, 60_000)
+
+  test("an input that is a directory, a device or a FIFO is refused for what it is, at once", async () => {
+    await using tmp = await tmpdir()
+    mkdirSync(tmp.join("d.jsonl"))
+    Bun.spawnSync(["mkfifo", tmp.join("f.jsonl")])
+    const cases: [string, string][] = [
+      ["d.jsonl", `spool: cannot read ${tmp.join("d.jsonl")}: it is a directory\n`],
+      ["/dev/null", "spool: cannot read /dev/null: it is not a regular file (character device)\n"],
+      ["f.jsonl", `spool: cannot read ${tmp.join("f.jsonl")}: it is not a regular file (FIFO)\n`],
+    ]
+    for (const [input, message] of cases) {
+      const args = ["run", "--input", input, "--format", "jsonl", "--prompt", "x", "--provider", "mock"]
+      const out = await spool(args, { cwd: tmp.path })
+      expect(out.code).toBe(2)
+      expect(out.stderr).toContain(message)
+    }
+  })
+
+  test("every unknown key is reported beside the other problems, with exit 2 and nothing written", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.jsonl"), '{"id":"1","text":"a"}\n')
+    writeFileSync(
+      tmp.join("job.toml"),
+      'name = "keys"\nzzz = 1\n[source]\npth = "in.jsonl"\n[provider]\nname = "mock"\n[request]\nprompt = "{{text}}"\nmax_tokens = 0\n[bogus]\na = 1\n',
+    )
+    const out = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain(
+      [
+        `spool: ${tmp.join("job.toml")}: the job is not valid`,
+        "  × source.path: missing (required)",
+        "  × request.max_tokens: must be at least 1",
+        "  × zzz: unknown key (check its spelling)",
+        "  × source.pth: unknown key (check its spelling)",
+        "  × bogus: unknown key (check its spelling)",
+        "  Fix the keys listed above; nothing was run.",
+      ].join("\n"),
+    )
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
+  })
+})
