@@ -86,6 +86,17 @@ async function status(cwd: string, home?: string) {
 /** A result line without what the mock's token count adds: what the sources decide. */
 const parsed = ({ usage: _, ...line }: Line) => line
 
+/** A result line of a row the mock completed at its first attempt (without its usage: see `parsed`). */
+const completed = (id: string, text: string, file: string, row: number) => ({
+  id,
+  state: "completed",
+  output: reply(text),
+  error: null,
+  attempts: 1,
+  cost_usd: null,
+  source: { file, row, id },
+})
+
 /** Runs a read-only query on a store. */
 function query<T>(home: string, sql: string): T[] {
   const db = new Database(join(home, "spool.db"), { readonly: true })
@@ -550,21 +561,12 @@ describe("inputs through dist/spool", () => {
     const second = await spool(args, { cwd: tmp.path })
     expect(second.code).toBe(0)
     expect(second.stderr).toContain('run "grow": 5 completed, 0 failed of 5')
-    const line = (id: string, text: string, row: number) => ({
-      id,
-      state: "completed",
-      output: reply(text),
-      error: null,
-      attempts: 1,
-      cost_usd: null,
-      source: { file, row, id },
-    })
     expect((await results(tmp.path)).map(parsed)).toEqual([
-      line("A", "one", 2),
-      line("B", "two", 3),
-      line("C", "three", 4),
-      line("D", "four, with\r\na newline", 5),
-      line("E", "five", 7),
+      completed("A", "one", file, 2),
+      completed("B", "two", file, 3),
+      completed("C", "three", file, 4),
+      completed("D", "four, with\r\na newline", file, 5),
+      completed("E", "five", file, 7),
     ])
     // one call per row over both runs
     const view = await status(tmp.path)
@@ -631,15 +633,6 @@ describe("inputs through dist/spool", () => {
 describe("bad input through dist/spool (issue 12)", () => {
   const job = (name: string, path: string, extra: Record<string, string | number> = {}) =>
     jobFile({ name, sources: [{ path, id: "id", ...extra }], prompt: "{{text}}" })
-  const done = (id: string, text: string, file: string, row: number) => ({
-    id,
-    state: "completed",
-    output: reply(text),
-    error: null,
-    attempts: 1,
-    cost_usd: null,
-    source: { file, row, id },
-  })
 
   test("a malformed CSV quote costs its record alone; a quote that never closes stops with exit 2 and resumes once fixed", async () => {
     await using tmp = await tmpdir()
@@ -650,9 +643,9 @@ describe("bad input through dist/spool (issue 12)", () => {
     expect(run.code).toBe(0)
     expect(run.stderr).toContain('run "quotes": 3 completed, 0 failed of 3')
     expect((await results(tmp.path)).map(parsed)).toEqual([
-      done("1", "a", file, 2),
-      done("3", "c", file, 4),
-      done("4", "d", file, 5),
+      completed("1", "a", file, 2),
+      completed("3", "c", file, 4),
+      completed("4", "d", file, 5),
     ])
     const reason = `malformed quotes: "x" after the closing quote of a quoted field (a quote inside a quoted field is written twice: "")`
     expect((await status(tmp.path)).malformed).toEqual({
@@ -676,10 +669,10 @@ describe("bad input through dist/spool (issue 12)", () => {
     expect(fixed.code).toBe(0)
     expect(fixed.stderr).toContain('run "quotes": 4 completed, 0 failed of 4')
     expect((await results(tmp.path, home)).map(parsed)).toEqual([
-      done("1", "a", file, 2),
-      done("2", "oops", file, 3),
-      done("3", "c", file, 4),
-      done("4", "d", file, 5),
+      completed("1", "a", file, 2),
+      completed("2", "oops", file, 3),
+      completed("3", "c", file, 4),
+      completed("4", "d", file, 5),
     ])
     expect((await status(tmp.path, home)).malformed.count).toBe(0)
   })
@@ -707,7 +700,7 @@ describe("bad input through dist/spool (issue 12)", () => {
     expect(complete.code).toBe(0)
     expect(complete.stderr).not.toContain("no newline yet")
     expect(complete.stderr).toContain('run "tail": 6 completed, 0 failed of 6')
-    expect((await results(tmp.path)).map(parsed).at(-1)).toEqual(done("k6", "row 6", file, 6))
+    expect((await results(tmp.path)).map(parsed).at(-1)).toEqual(completed("k6", "row 6", file, 6))
     const view = await status(tmp.path)
     expect([view.total, view.attempts, view.malformed.count]).toEqual([6, 6, 0])
   })
@@ -770,9 +763,9 @@ describe("bad input through dist/spool (issue 12)", () => {
     // the line was never held whole (a 50 MB line peaked at 1.25 GB before)
     expect(child.resourceUsage()!.maxRSS).toBeLessThan(400 * 1024 * 1024)
     expect((await results(tmp.path)).map(parsed)).toEqual([
-      done("a", "one", file, 1),
-      done("c", "three", file, 3),
-      done("d", "four", file, 4),
+      completed("a", "one", file, 1),
+      completed("c", "three", file, 3),
+      completed("d", "four", file, 4),
     ])
     expect((await status(tmp.path)).malformed.sample).toEqual([
       {
