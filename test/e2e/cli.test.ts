@@ -161,7 +161,7 @@ describe("dist/spool", () => {
         "[1,2]",
         '{"id":"a","t":"dup"}',
         '{"id":"c","t":"3"}',
-      ].join("\n"),
+      ].join("\n") + "\n",
     )
     const out = await spool(
       ["run", "--input", "in.jsonl", "--id", "id", "--prompt", "{{t}}", "--provider", "mock"],
@@ -187,7 +187,7 @@ describe("dist/spool", () => {
       tmp.join("in.jsonl"),
       Array.from({ length: n }, (_, i) =>
         JSON.stringify({ id: `r${i}`, t: `row ${i} ${"x".repeat(40)}` }),
-      ).join("\n"),
+      ).join("\n") + "\n",
     )
     const run = await spool(
       ["run", "--input", "in.jsonl", "--id", "id", "--prompt", "{{t}}", "--provider", "mock"],
@@ -259,7 +259,7 @@ describe("dist/spool", () => {
   test("a rejected API key pauses the run instead of failing every item", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({ apiKey: "sk-the-right-one" })
-    writeFileSync(tmp.join("in.jsonl"), Array.from({ length: 50 }, (_, i) => `{"t":"${i}"}`).join("\n"))
+    writeFileSync(tmp.join("in.jsonl"), Array.from({ length: 50 }, (_, i) => `{"t":"${i}"}\n`).join(""))
     const args = [
       "run",
       "--input",
@@ -292,7 +292,7 @@ describe("dist/spool", () => {
       apiKey: KEY,
       faults: { rate: 0.3, kinds: ["500", "429"], seed: 1, retryAfter: "0" },
     })
-    writeFileSync(tmp.join("in.jsonl"), Array.from({ length: 30 }, (_, i) => `{"t":"${i}"}`).join("\n"))
+    writeFileSync(tmp.join("in.jsonl"), Array.from({ length: 30 }, (_, i) => `{"t":"${i}"}\n`).join(""))
     writeFileSync(tmp.join(".env"), `OPENAI_API_KEY=${KEY}\n`)
     const home = tmp.join("home")
     const out = await spool(
@@ -313,7 +313,7 @@ describe("dist/spool", () => {
     await using tmp = await tmpdir()
     writeFileSync(
       tmp.join("in.jsonl"),
-      Array.from({ length: 40 }, (_, i) => `{"t":"ticket number ${i}"}`).join("\n"),
+      Array.from({ length: 40 }, (_, i) => `{"t":"ticket number ${i}"}\n`).join(""),
     )
     const run = (name: string, extra: string[]) =>
       spool(
@@ -385,7 +385,7 @@ describe("dist/spool", () => {
     const n = 3000
     writeFileSync(
       tmp.join("in.jsonl"),
-      Array.from({ length: n }, (_, i) => `{"id":"r${i}","t":"${"x".repeat(60)}"}`).join("\n"),
+      Array.from({ length: n }, (_, i) => `{"id":"r${i}","t":"${"x".repeat(60)}"}\n`).join(""),
     )
     const args = ["run", "--input", "in.jsonl", "--id", "id", "--prompt", "{{t}}", "--provider", "mock"]
     expect((await spool([...args, "--concurrency", "64"], { cwd: tmp.path })).code).toBe(0)
