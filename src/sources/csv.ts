@@ -447,7 +447,7 @@ function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[
       delimiter: v.optional(v.picklist(DELIMITERS, 'must be one of ",", ";", "\\t" (tab) or "|"'), fallback),
       /** Bytes read (and committed) per batch; a batch always ends between records. At most max_line_bytes. */
       chunk_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), REGION),
-      /** The longest record read, in bytes with its line end; a longer one is a problem row, skipped unread. */
+      /** The longest record read, in bytes with its line end; a longer one is a problem row, read past without being held. */
       max_line_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), MAX_RECORD),
     }),
     async *read(file, options, checkpoint, signal) {

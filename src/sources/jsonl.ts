@@ -119,7 +119,7 @@ export default defineSource({
   options: v.object({
     /** Bytes read (and committed) per batch; a batch always ends at a line boundary. At most max_line_bytes. */
     chunk_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), REGION),
-    /** The longest line read, in bytes with its newline; a longer one is a problem row, skipped unread. */
+    /** The longest line read, in bytes with its newline; a longer one is a problem row, read past without being held. */
     max_line_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), MAX_LINE),
   }),
   async *read(file, options, checkpoint, signal) {
