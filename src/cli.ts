@@ -258,7 +258,7 @@ const status = defineCommand({
   },
   async run({ args }) {
     const [store, report] = await Promise.all([lazyStore(), lazyReport()])
-    const db = store.open(home(args.home))
+    const db = store.open(home(args.home), { access: "read" })
     try {
       const r = store.mustFindRun(db, args.run)
       const view = report.status(db, r)
@@ -275,7 +275,7 @@ const runs = defineCommand({
   args: { json: { type: "boolean", description: "Machine-readable output" }, ...common },
   async run({ args }) {
     const [store, report] = await Promise.all([lazyStore(), lazyReport()])
-    const db = store.open(home(args.home))
+    const db = store.open(home(args.home), { access: "read" })
     try {
       const list = db.runs().map((r) => report.runLine(db, r))
       process.stdout.write(args.json ? `${JSON.stringify(list, null, 2)}\n` : report.runsText(list))
@@ -303,7 +303,7 @@ const results = defineCommand({
       throw new UsageError(`--state: unknown state "${state}"`, `Use one of: ${states.STATES.join(", ")}.`)
     }
     const [store, report] = await Promise.all([lazyStore(), lazyReport()])
-    const db = store.open(home(args.home))
+    const db = store.open(home(args.home), { access: "read" })
     try {
       const r = store.mustFindRun(db, args.run)
       const lines = report.results(db, r, state)

@@ -59,6 +59,12 @@ export class StoreError extends SpoolError {
   readonly code = "E_STORE"
 }
 
+/** The store's file is damaged, cut short or not a SQLite database: what it holds cannot be trusted to go on. */
+export class StoreCorruptError extends SpoolError {
+  override readonly name = "StoreCorruptError"
+  readonly code = "E_STORE_CORRUPT"
+}
+
 /** An item was asked to move along an edge the state machine does not have. Always a bug. */
 export class TransitionError extends SpoolError {
   override readonly name = "TransitionError"
