@@ -4,7 +4,7 @@ import OpenAI from "openai"
 import { QUEUE_LIMIT_MESSAGE, startFakeAnthropic, type Fake as AnthropicFake } from "./fake-anthropic.ts"
 import { GATEWAY_PAGE, type BatchOptions } from "./fake-batch.ts"
 import { enqueuedLimitMessage, startFake, type Fake } from "./fake-openai.ts"
-import { validateSchema } from "./spec.ts"
+import { SKIP_SPEC_CHECKS, validateSchema } from "./spec.ts"
 
 /** A clock a test moves by hand: `now` for a fake, `at(ms)` to set it to T0 + ms. */
 const T0 = 1_800_000_000_000
@@ -500,112 +500,121 @@ describe("the fake OpenAI Batch API", () => {
     expect([fake.paid.size, fake.batch.paidLines]).toEqual([0, 0])
   })
 
-  test("records bad lines and bad bodies in fake.invalid; bad lines fail the batch, bad bodies still run", async () => {
-    await using fake = await startFake({ apiKey: "k" })
-    const client = openai(fake)
-    const { method: _method, ...noMethod } = chatLine("t_1", "one")
-    const lines = [
-      chatLine("t_0", "zero"),
-      noMethod,
-      chatLine("t_0", "again"),
-      { ...chatLine("t_3", "three"), url: "/v1/responses" },
-      chatLine("t_4", "four", "gpt-4o"),
-      "{oops",
-    ]
-    const failed = await retrieve(client, (await submit(client, lines)).id)
-    expect(counts(failed)).toEqual(["failed", 0, 0, 0])
-    expect(failed.errors!.data!.map((e) => [e.code, e.line, e.param])).toEqual([
-      ["missing_required_parameter", 2, "method"],
-      ["duplicate_custom_id", 3, "custom_id"],
-      ["url_mismatch", 4, "url"],
-      ["model_mismatch", 5, "body.model"],
-      ["invalid_json_line", 6, null],
-    ])
-    expect(fake.invalid.flatMap((i) => i.errors)).toEqual([
-      "line 2: missing_required_parameter: Missing required parameter: 'method'.",
-      "line 3: duplicate_custom_id: The custom_id 't_0' is a duplicate of another request's. The custom_id parameter must be unique for each request in a batch.",
-      "line 4: url_mismatch: The url '/v1/responses' does not match the batch's endpoint '/v1/chat/completions'.",
-      "line 6: invalid_json_line: This line is not parseable as valid JSON.",
-      "the lines use different models: gpt-4.1-mini, gpt-4o",
-    ])
-    expect(fake.batch.batches[0]!.custom_ids).toEqual(["t_0", "t_0", "t_3", "t_4"])
+  test.skipIf(SKIP_SPEC_CHECKS)(
+    "records bad lines and bad bodies in fake.invalid; bad lines fail the batch, bad bodies still run",
+    async () => {
+      await using fake = await startFake({ apiKey: "k" })
+      const client = openai(fake)
+      const { method: _method, ...noMethod } = chatLine("t_1", "one")
+      const lines = [
+        chatLine("t_0", "zero"),
+        noMethod,
+        chatLine("t_0", "again"),
+        { ...chatLine("t_3", "three"), url: "/v1/responses" },
+        chatLine("t_4", "four", "gpt-4o"),
+        "{oops",
+      ]
+      const failed = await retrieve(client, (await submit(client, lines)).id)
+      expect(counts(failed)).toEqual(["failed", 0, 0, 0])
+      expect(failed.errors!.data!.map((e) => [e.code, e.line, e.param])).toEqual([
+        ["missing_required_parameter", 2, "method"],
+        ["duplicate_custom_id", 3, "custom_id"],
+        ["url_mismatch", 4, "url"],
+        ["model_mismatch", 5, "body.model"],
+        ["invalid_json_line", 6, null],
+      ])
+      expect(fake.invalid.flatMap((i) => i.errors)).toEqual([
+        "line 2: missing_required_parameter: Missing required parameter: 'method'.",
+        "line 3: duplicate_custom_id: The custom_id 't_0' is a duplicate of another request's. The custom_id parameter must be unique for each request in a batch.",
+        "line 4: url_mismatch: The url '/v1/responses' does not match the batch's endpoint '/v1/chat/completions'.",
+        "line 6: invalid_json_line: This line is not parseable as valid JSON.",
+        "the lines use different models: gpt-4.1-mini, gpt-4o",
+      ])
+      expect(fake.batch.batches[0]!.custom_ids).toEqual(["t_0", "t_0", "t_3", "t_4"])
 
-    fake.invalid.length = 0
-    const badBody = {
-      model: "gpt-4.1-mini",
-      messages: [{ role: "user", content: "two" }],
-      temperature: "hot",
-    }
-    const runs = await submit(client, [chatLine("t_1", "one"), { ...chatLine("t_2", "two"), body: badBody }])
-    expect(counts(await retrieve(client, runs.id))).toEqual(["completed", 2, 2, 0])
-    const expected = validateSchema("CreateChatCompletionRequest", badBody)
-    expect(expected.length).toBeGreaterThan(0)
-    expect(fake.invalid).toEqual([{ body: badBody, errors: expected.map((e) => `line 2: body${e}`) }])
-    expect(Object.fromEntries(fake.paid)).toEqual({ one: 1, two: 1 })
-  })
+      fake.invalid.length = 0
+      const badBody = {
+        model: "gpt-4.1-mini",
+        messages: [{ role: "user", content: "two" }],
+        temperature: "hot",
+      }
+      const runs = await submit(client, [
+        chatLine("t_1", "one"),
+        { ...chatLine("t_2", "two"), body: badBody },
+      ])
+      expect(counts(await retrieve(client, runs.id))).toEqual(["completed", 2, 2, 0])
+      const expected = validateSchema("CreateChatCompletionRequest", badBody)
+      expect(expected.length).toBeGreaterThan(0)
+      expect(fake.invalid).toEqual([{ body: badBody, errors: expected.map((e) => `line 2: body${e}`) }])
+      expect(Object.fromEntries(fake.paid)).toEqual({ one: 1, two: 1 })
+    },
+  )
 
-  test("refuses a bad upload or create in the official error shape, and records refused creates", async () => {
-    await using fake = await startFake({ apiKey: "k" })
-    const client = openai(fake)
-    const error = (e: unknown) => {
-      const err = e as InstanceType<typeof OpenAI.APIError>
-      expect(validateSchema("ErrorResponse", { error: err.error })).toEqual([])
-      return [err.status, (err.error as { param: string | null }).param]
-    }
-    const text = jsonlOf(items(1))
-    expect(
-      error(
-        await client.files
-          .create({ file: new File([text], "in.jsonl"), purpose: "fine-tune" })
-          .catch((e) => e),
-      ),
-    ).toEqual([400, "purpose"])
-    expect(
-      error(
-        await client.files.create({ file: new File([text], "in.txt"), purpose: "batch" }).catch((e) => e),
-      ),
-    ).toEqual([400, null])
-    expect(error(await client.files.content("file-nope").catch((e) => e))).toEqual([404, "id"])
-    const file = await client.files.create({ file: new File([text], "in.jsonl"), purpose: "batch" })
-    const create = (body: Record<string, unknown>) =>
-      client.batches
-        .create({
-          input_file_id: file.id,
-          endpoint: "/v1/chat/completions",
-          completion_window: "24h",
-          ...body,
-        } as never)
+  test.skipIf(SKIP_SPEC_CHECKS)(
+    "refuses a bad upload or create in the official error shape, and records refused creates",
+    async () => {
+      await using fake = await startFake({ apiKey: "k" })
+      const client = openai(fake)
+      const error = (e: unknown) => {
+        const err = e as InstanceType<typeof OpenAI.APIError>
+        expect(validateSchema("ErrorResponse", { error: err.error })).toEqual([])
+        return [err.status, (err.error as { param: string | null }).param]
+      }
+      const text = jsonlOf(items(1))
+      expect(
+        error(
+          await client.files
+            .create({ file: new File([text], "in.jsonl"), purpose: "fine-tune" })
+            .catch((e) => e),
+        ),
+      ).toEqual([400, "purpose"])
+      expect(
+        error(
+          await client.files.create({ file: new File([text], "in.txt"), purpose: "batch" }).catch((e) => e),
+        ),
+      ).toEqual([400, null])
+      expect(error(await client.files.content("file-nope").catch((e) => e))).toEqual([404, "id"])
+      const file = await client.files.create({ file: new File([text], "in.jsonl"), purpose: "batch" })
+      const create = (body: Record<string, unknown>) =>
+        client.batches
+          .create({
+            input_file_id: file.id,
+            endpoint: "/v1/chat/completions",
+            completion_window: "24h",
+            ...body,
+          } as never)
+          .catch((e) => e)
+      expect(error(await create({ input_file_id: "file-nope" }))).toEqual([404, "input_file_id"])
+      expect(error(await create({ endpoint: "/v1/embeddings" }))).toEqual([400, "endpoint"])
+      expect(error(await create({ completion_window: "48h" }))).toEqual([400, "completion_window"])
+      expect(error(await create({ metadata: { spool_tag: "t", n: 5 } }))).toEqual([400, "metadata.n"])
+      expect(fake.batch.creates.map((r) => [r.status, r.id, r.error])).toEqual([
+        [404, undefined, "No such File object: file-nope"],
+        [
+          400,
+          undefined,
+          "Invalid value for 'endpoint': '/v1/embeddings'. This server runs batches of '/v1/chat/completions' and '/v1/responses'.",
+        ],
+        [400, undefined, "Invalid value for 'completion_window': '48h'. Supported values are: '24h'."],
+        [400, undefined, "Invalid type for 'metadata.n': expected a string, but got a number instead."],
+      ])
+      // the bodies that break CreateBatchRequest are recorded too
+      const base = { input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h" }
+      const wrong = [
+        { ...base, completion_window: "48h" },
+        { ...base, metadata: { spool_tag: "t", n: 5 } },
+      ]
+      expect(fake.invalid).toEqual(
+        wrong.map((body) => ({ body, errors: validateSchema("CreateBatchRequest", body) })),
+      )
+      expect(fake.invalid.every((i) => i.errors.length > 0)).toBe(true)
+      expect(fake.batch.batches).toEqual([])
+      const denied = await new OpenAI({ apiKey: "nope", baseURL: fake.url, maxRetries: 0 }).batches
+        .list()
         .catch((e) => e)
-    expect(error(await create({ input_file_id: "file-nope" }))).toEqual([404, "input_file_id"])
-    expect(error(await create({ endpoint: "/v1/embeddings" }))).toEqual([400, "endpoint"])
-    expect(error(await create({ completion_window: "48h" }))).toEqual([400, "completion_window"])
-    expect(error(await create({ metadata: { spool_tag: "t", n: 5 } }))).toEqual([400, "metadata.n"])
-    expect(fake.batch.creates.map((r) => [r.status, r.id, r.error])).toEqual([
-      [404, undefined, "No such File object: file-nope"],
-      [
-        400,
-        undefined,
-        "Invalid value for 'endpoint': '/v1/embeddings'. This server runs batches of '/v1/chat/completions' and '/v1/responses'.",
-      ],
-      [400, undefined, "Invalid value for 'completion_window': '48h'. Supported values are: '24h'."],
-      [400, undefined, "Invalid type for 'metadata.n': expected a string, but got a number instead."],
-    ])
-    // the bodies that break CreateBatchRequest are recorded too
-    const base = { input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h" }
-    const wrong = [
-      { ...base, completion_window: "48h" },
-      { ...base, metadata: { spool_tag: "t", n: 5 } },
-    ]
-    expect(fake.invalid).toEqual(
-      wrong.map((body) => ({ body, errors: validateSchema("CreateBatchRequest", body) })),
-    )
-    expect(fake.invalid.every((i) => i.errors.length > 0)).toBe(true)
-    expect(fake.batch.batches).toEqual([])
-    const denied = await new OpenAI({ apiKey: "nope", baseURL: fake.url, maxRetries: 0 }).batches
-      .list()
-      .catch((e) => e)
-    expect(denied).toBeInstanceOf(OpenAI.AuthenticationError)
-  })
+      expect(denied).toBeInstanceOf(OpenAI.AuthenticationError)
+    },
+  )
 
   test("a batch line and a direct call of the same input are both paid, once each", async () => {
     await using fake = await startFake({ apiKey: "k" })
@@ -922,76 +931,83 @@ describe("the fake Anthropic Message Batches API", () => {
     expect(fake.batch.batches.map((b) => b.id)).toEqual([first.id, fits.id, again.id])
   })
 
-  test("refuses bad custom_ids and more than 100,000 requests with 400; records bad params in fake.invalid and runs them", async () => {
-    await using fake = await startFakeAnthropic({ apiKey: "k" })
-    const post = (body: unknown) =>
-      fetch(`${fake.url}/v1/messages/batches`, {
-        method: "POST",
-        headers: { "x-api-key": "k", "anthropic-version": "2023-06-01", "content-type": "application/json" },
-        body: JSON.stringify(body),
-      })
-    const refusal = async (body: unknown) => {
-      const res = await post(body)
-      const json = (await res.json()) as { error: { type: string; message: string } }
-      // the spec's ErrorResponse does not list request_too_large, which the API documents for 413
-      if (res.status !== 413) expect(validateSchema("ErrorResponse", json, "anthropic")).toEqual([])
-      return [res.status, json.error.type, json.error.message]
-    }
-    expect(await refusal({ requests: [request("bad id!", "x")] })).toEqual([
-      400,
-      "invalid_request_error",
-      "requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'",
-    ])
-    expect(await refusal({ requests: [request("a", "x"), request("b", "y"), request("a", "z")] })).toEqual([
-      400,
-      "invalid_request_error",
-      "requests.2.custom_id: Duplicate custom_id 'a'; custom_ids must be unique within a Message Batch.",
-    ])
-    expect(await refusal({ requests: [request("x".repeat(65), "x")] })).toEqual([
-      400,
-      "invalid_request_error",
-      "requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'",
-    ])
-    const many = Array.from({ length: 100_001 }, (_, i) => request(`m${i}`, "x"))
-    expect(await refusal({ requests: many })).toEqual([
-      400,
-      "invalid_request_error",
-      "requests: List should have at most 100000 items after validation, not 100001",
-    ])
-    fake.batch.maxBytes = 100
-    expect(await refusal({ requests: requests(2) })).toEqual([
-      413,
-      "request_too_large",
-      "Request exceeds the maximum allowed number of bytes.",
-    ])
-    fake.batch.maxBytes = 256 * 1024 * 1024
-    expect(fake.batch.batches).toEqual([])
-    expect(fake.batch.creates.map((r) => [r.status, r.requests])).toEqual([
-      [400, 1],
-      [400, 3],
-      [400, 1],
-      [400, 100_001],
-      [413, 0],
-    ])
-    expect(fake.invalid.map((i) => i.errors)).toEqual([
-      ["requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"],
-      ["requests.2.custom_id: Duplicate custom_id 'a'; custom_ids must be unique within a Message Batch."],
-      ["requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"],
-      ["requests: List should have at most 100000 items after validation, not 100001"],
-    ])
+  test.skipIf(SKIP_SPEC_CHECKS)(
+    "refuses bad custom_ids and more than 100,000 requests with 400; records bad params in fake.invalid and runs them",
+    async () => {
+      await using fake = await startFakeAnthropic({ apiKey: "k" })
+      const post = (body: unknown) =>
+        fetch(`${fake.url}/v1/messages/batches`, {
+          method: "POST",
+          headers: {
+            "x-api-key": "k",
+            "anthropic-version": "2023-06-01",
+            "content-type": "application/json",
+          },
+          body: JSON.stringify(body),
+        })
+      const refusal = async (body: unknown) => {
+        const res = await post(body)
+        const json = (await res.json()) as { error: { type: string; message: string } }
+        // the spec's ErrorResponse does not list request_too_large, which the API documents for 413
+        if (res.status !== 413) expect(validateSchema("ErrorResponse", json, "anthropic")).toEqual([])
+        return [res.status, json.error.type, json.error.message]
+      }
+      expect(await refusal({ requests: [request("bad id!", "x")] })).toEqual([
+        400,
+        "invalid_request_error",
+        "requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'",
+      ])
+      expect(await refusal({ requests: [request("a", "x"), request("b", "y"), request("a", "z")] })).toEqual([
+        400,
+        "invalid_request_error",
+        "requests.2.custom_id: Duplicate custom_id 'a'; custom_ids must be unique within a Message Batch.",
+      ])
+      expect(await refusal({ requests: [request("x".repeat(65), "x")] })).toEqual([
+        400,
+        "invalid_request_error",
+        "requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'",
+      ])
+      const many = Array.from({ length: 100_001 }, (_, i) => request(`m${i}`, "x"))
+      expect(await refusal({ requests: many })).toEqual([
+        400,
+        "invalid_request_error",
+        "requests: List should have at most 100000 items after validation, not 100001",
+      ])
+      fake.batch.maxBytes = 100
+      expect(await refusal({ requests: requests(2) })).toEqual([
+        413,
+        "request_too_large",
+        "Request exceeds the maximum allowed number of bytes.",
+      ])
+      fake.batch.maxBytes = 256 * 1024 * 1024
+      expect(fake.batch.batches).toEqual([])
+      expect(fake.batch.creates.map((r) => [r.status, r.requests])).toEqual([
+        [400, 1],
+        [400, 3],
+        [400, 1],
+        [400, 100_001],
+        [413, 0],
+      ])
+      expect(fake.invalid.map((i) => i.errors)).toEqual([
+        ["requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"],
+        ["requests.2.custom_id: Duplicate custom_id 'a'; custom_ids must be unique within a Message Batch."],
+        ["requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"],
+        ["requests: List should have at most 100000 items after validation, not 100001"],
+      ])
 
-    fake.invalid.length = 0
-    const bad = request("t_1", "two", { max_tokens: "lots" })
-    const res = await post({ requests: [request("t_0", "one"), bad] })
-    expect(res.status).toBe(200)
-    const expected = validateSchema("CreateMessageParams", bad.params, "anthropic")
-    expect(expected.length).toBeGreaterThan(0)
-    expect(fake.invalid).toEqual([{ body: bad, errors: expected.map((e) => `requests.1.params${e}`) }])
-    const client = anthropic(fake)
-    const id = ((await res.json()) as { id: string }).id
-    expect(tally(await fetchBatch(client, id))).toEqual(["ended", rc(0, 2)])
-    expect(Object.fromEntries(fake.paid)).toEqual({ one: 1, two: 1 })
-  })
+      fake.invalid.length = 0
+      const bad = request("t_1", "two", { max_tokens: "lots" })
+      const res = await post({ requests: [request("t_0", "one"), bad] })
+      expect(res.status).toBe(200)
+      const expected = validateSchema("CreateMessageParams", bad.params, "anthropic")
+      expect(expected.length).toBeGreaterThan(0)
+      expect(fake.invalid).toEqual([{ body: bad, errors: expected.map((e) => `requests.1.params${e}`) }])
+      const client = anthropic(fake)
+      const id = ((await res.json()) as { id: string }).id
+      expect(tally(await fetchBatch(client, id))).toEqual(["ended", rc(0, 2)])
+      expect(Object.fromEntries(fake.paid)).toEqual({ one: 1, two: 1 })
+    },
+  )
 
   test("a batch request and a direct call of the same input are both paid; a forced tool gets a tool_use block", async () => {
     await using fake = await startFakeAnthropic({

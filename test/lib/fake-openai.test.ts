@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test"
 import { goDuration, startFake, type Fake } from "./fake-openai.ts"
-import { validateSchema } from "./spec.ts"
+import { SKIP_SPEC_CHECKS, validateSchema } from "./spec.ts"
 
 function post(
   fake: Fake,
@@ -146,18 +146,21 @@ describe("the fake OpenAI server", () => {
     expect(faulted).toBeLessThan(35)
   })
 
-  test("records request bodies that break the spec, and not valid ones", async () => {
-    await using fake = await startFake()
-    await post(fake, ask("fine"))
-    await post(fake, { model: "m", max_tokens: "x" })
-    expect(fake.invalid.length).toBe(1)
-    expect(fake.invalid[0]!.body).toEqual({ model: "m", max_tokens: "x" })
-    expect(fake.invalid[0]!.errors).toContain("/ must have required property 'messages'")
-    await post(fake, { model: "m", input: "fine", max_output_tokens: 16 }, "k", 2000, "responses")
-    await post(fake, { model: "m", input: 3 }, "k", 2000, "responses")
-    expect(fake.invalid.length).toBe(2)
-    expect(fake.invalid[1]!.body).toEqual({ model: "m", input: 3 })
-  })
+  test.skipIf(SKIP_SPEC_CHECKS)(
+    "records request bodies that break the spec, and not valid ones",
+    async () => {
+      await using fake = await startFake()
+      await post(fake, ask("fine"))
+      await post(fake, { model: "m", max_tokens: "x" })
+      expect(fake.invalid.length).toBe(1)
+      expect(fake.invalid[0]!.body).toEqual({ model: "m", max_tokens: "x" })
+      expect(fake.invalid[0]!.errors).toContain("/ must have required property 'messages'")
+      await post(fake, { model: "m", input: "fine", max_output_tokens: 16 }, "k", 2000, "responses")
+      await post(fake, { model: "m", input: 3 }, "k", 2000, "responses")
+      expect(fake.invalid.length).toBe(2)
+      expect(fake.invalid[1]!.body).toEqual({ model: "m", input: 3 })
+    },
+  )
 })
 
 /** A Go duration to the millisecond, as x-ratelimit-reset-* carries it: 120ms, 1.5s, 6m0s, 1h2m3.004s. */
