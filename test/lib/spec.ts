@@ -1,11 +1,12 @@
 /**
  * The OpenAPI specs the conformance checks use (SPOOL_SPECS, or ../shared/specs beside the clone), and
  * `validateSchema`, which checks values against their schemas with ajv. Without the specs the checks are skipped:
- * `validateSchema` finds nothing, and the preload prints one line saying so, unless SPOOL_REQUIRE_SPECS=1 (CI).
+ * `validateSchema` finds nothing, and the preload prints one line saying so, unless SPOOL_REQUIRE_ALL=1 (CI).
  */
 import Ajv2020, { type ValidateFunction } from "ajv/dist/2020"
 import { existsSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
+import { REQUIRE_ALL } from "./needs.ts"
 
 const FILES = { openai: "openai-openapi.yaml", anthropic: "anthropic-openapi.json" } as const
 
@@ -22,11 +23,8 @@ const missing = Object.values(FILES).filter((file) => !existsSync(join(SPECS_AT,
 /** The directory holding both specs, or undefined when either is missing. */
 export const SPECS_DIR: string | undefined = missing.length ? undefined : SPECS_AT
 
-/** SPOOL_REQUIRE_SPECS=1 (as .ci/run sets it): missing specs fail the run instead of skipping the checks. */
-export const REQUIRE_SPECS = process.env.SPOOL_REQUIRE_SPECS === "1"
-
 /** Whether the tests that need the specs skip: only when the specs are missing and not required. */
-export const SKIP_SPEC_CHECKS = !SPECS_DIR && !REQUIRE_SPECS
+export const SKIP_SPEC_CHECKS = !SPECS_DIR && !REQUIRE_ALL
 
 /** How to make the specs found. */
 export const SPECS_HINT = "set SPOOL_SPECS=DIR or put the specs in ../shared/specs (README.md, Testing)"
@@ -84,7 +82,7 @@ function load(spec: Spec): Ajv2020 {
  */
 export function validateSchema(name: string, value: unknown, spec: Spec = "openai"): string[] {
   if (!SPECS_DIR) {
-    if (REQUIRE_SPECS) throw new Error(`[spec] SPOOL_REQUIRE_SPECS=1, but ${SPECS_MISSING}`)
+    if (REQUIRE_ALL) throw new Error(`[spec] SPOOL_REQUIRE_ALL=1, but ${SPECS_MISSING}`)
     return []
   }
   const key = `${spec}#${name}`

@@ -1,7 +1,7 @@
 /**
  * Every request shape the built-in providers send, checked by Steady against the provider's official OpenAPI
  * spec over real HTTP: provider → recording proxy → Steady. Skipped, with one line from the preload, where the
- * specs are missing (test/lib/spec.ts); failed instead under SPOOL_REQUIRE_SPECS=1, as in CI.
+ * specs are missing (test/lib/spec.ts); failed instead under SPOOL_REQUIRE_ALL=1, as in CI.
  */
 import { describe, expect, test } from "bun:test"
 import { ProviderError } from "../../src/core/errors.ts"
