@@ -22,7 +22,7 @@ import {
   writeSync,
 } from "node:fs"
 import { join } from "node:path"
-import { ProviderError, type ErrorClass } from "./errors.ts"
+import { ProviderError, StoreCorruptError, StoreError, type ErrorClass } from "./errors.ts"
 import * as log from "./log.ts"
 import { Waker } from "./wake.ts"
 import * as retry from "./retry.ts"
@@ -664,6 +664,8 @@ export class Batcher {
   /** A step failed: wait and try again (transient), pause the run (auth, quota), or give the batch up (refused). */
   private failedStep(b: Batch, err: unknown): void {
     const { store, run } = this.o
+    // the store or the disk failing is ours, not the provider's: waiting would not mend it, so the run stops
+    if (err instanceof StoreError || err instanceof StoreCorruptError) throw err
     const e =
       err instanceof ProviderError
         ? err

@@ -6,12 +6,12 @@
  */
 import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
-import { readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { startFake } from "../lib/fake-openai.ts"
 import { startFakeAnthropic } from "../lib/fake-anthropic.ts"
 import { GATEWAY_PAGE, type BatchFault, type DownloadFault } from "../lib/fake-batch.ts"
-import { spool } from "../lib/spool.ts"
+import { spool, start, until } from "../lib/spool.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
 
 const KEY = "sk-test-download-0123456789"
@@ -82,6 +82,7 @@ function states(tmp: Tmp): Record<string, number> {
 }
 
 const artifacts = (tmp: Tmp) => tmp.join(".spool", "artifacts", "dl")
+const requestFiles = (tmp: Tmp) => readdirSync(artifacts(tmp)).filter((f) => f.endsWith(".requests.jsonl"))
 const badFiles = (tmp: Tmp) =>
   readdirSync(artifacts(tmp))
     .filter((f) => f.includes(".bad-"))
@@ -227,6 +228,33 @@ describe("batch downloads are verified before they settle anything (OpenAI)", ()
       "TAG.output.bad-2.jsonl",
     ])
     expect(readFileSync(join(artifacts(tmp), badFiles(tmp)[1]!), "utf8")).toBe(GATEWAY_PAGE)
+  }, 60_000)
+})
+
+describe("a download that cannot be written", () => {
+  test("stops the run with the file named, instead of being retried as the provider's failure; the next run goes on", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 1500 } })
+    refuseLast(fake)
+    writeFileSync(tmp.join("in.jsonl"), input(N))
+    writeFileSync(tmp.join("job.toml"), job(fake.url))
+    const child = start(["run", "job.toml"], { cwd: tmp.path, env })
+    // while the batch runs, a directory takes the place its output file is downloaded into
+    await until(
+      () => existsSync(artifacts(tmp)) && requestFiles(tmp).length === 1,
+      10_000,
+      "the request file",
+    )
+    const tag = requestFiles(tmp)[0]!.replace(".requests.jsonl", "")
+    mkdirSync(join(artifacts(tmp), `${tag}.output.jsonl.part`, "in-the-way"), { recursive: true })
+    const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited])
+    expect(code).toBe(1)
+    expect(stderr).toContain(`cannot write ${join(artifacts(tmp), `${tag}.output.jsonl.part`)}`)
+    expect(states(tmp)).toEqual({ submitted: N })
+    rmSync(join(artifacts(tmp), `${tag}.output.jsonl.part`), { recursive: true })
+    const again = await spool(["run", "job.toml"], { cwd: tmp.path, env })
+    expect(again.code).toBe(3)
+    await paidOnce(fake, tmp)
   }, 60_000)
 })
 
