@@ -31,6 +31,24 @@ export function start(args: string[], options: { cwd: string; env?: Record<strin
   })
 }
 
+/**
+ * The peak resident memory of a child started with `start`, its own: the VmHWM of its /proc status, read every 5 ms
+ * until it exits. (Its `resourceUsage().maxRSS` is not: on Linux a process starts with the peak of its parent.)
+ */
+export async function peakRss(child: ReturnType<typeof start>): Promise<number> {
+  let peak = 0
+  const status = `/proc/${child.pid}/status`
+  while (child.exitCode === null && child.signalCode === null) {
+    const text = await Bun.file(status)
+      .text()
+      .catch(() => "")
+    const kb = Number(/^VmHWM:\s+(\d+) kB/m.exec(text)?.[1] ?? 0)
+    peak = Math.max(peak, kb * 1024)
+    await Bun.sleep(5)
+  }
+  return peak
+}
+
 export async function spool(
   args: string[],
   options: { cwd: string; env?: Record<string, string> },
