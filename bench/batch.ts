@@ -15,9 +15,9 @@ const root = join(import.meta.dir, "..")
 if (process.argv[2] === "prepare") {
   // the ledger as `spool run` would leave it after reading the input, before any batch
   const [, , , itemsArg, dir, url] = process.argv as [string, string, string, string, string, string]
-  const jobs = await import("../src/core/job.ts")
-  const store = await import("../src/core/store.ts")
-  const { ingest, plan } = await import("../src/core/ingest.ts")
+  const jobs = await import("../src/core/job/job.ts")
+  const store = await import("../src/core/ledger/sqlite/store.ts")
+  const { ingest, plan } = await import("../src/core/engine/ingest.ts")
   const writer = Bun.file(join(dir, "in.jsonl")).writer()
   for (let i = 0; i < Number(itemsArg); i++)
     writer.write(`${JSON.stringify({ id: `t-${i}`, subject: `Ticket ${i} about billing` })}\n`)

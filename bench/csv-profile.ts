@@ -10,9 +10,9 @@
  */
 import Papa from "papaparse"
 import { mkdirSync } from "node:fs"
-import * as store from "../src/core/store.ts"
-import { plan } from "../src/core/ingest.ts"
-import * as jobs from "../src/core/job.ts"
+import * as store from "../src/core/ledger/sqlite/store.ts"
+import { plan } from "../src/core/engine/ingest.ts"
+import * as jobs from "../src/core/job/job.ts"
 import { boundary } from "../src/sources/csv.ts"
 import { PARSE_OPTIONS } from "./data.ts"
 

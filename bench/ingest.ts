@@ -6,9 +6,9 @@
 import { Database } from "bun:sqlite"
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
-import * as store from "../src/core/store.ts"
-import { ingest, plan } from "../src/core/ingest.ts"
-import * as jobs from "../src/core/job.ts"
+import * as store from "../src/core/ledger/sqlite/store.ts"
+import { ingest, plan } from "../src/core/engine/ingest.ts"
+import * as jobs from "../src/core/job/job.ts"
 
 const [mode, file, dir] = process.argv.slice(2) as [string, string, string]
 mkdirSync(dir, { recursive: true })

@@ -113,8 +113,8 @@ if (mode === "naive") {
     }),
   )
 } else if (mode === "spool") {
-  const engine = await import("../src/core/engine.ts")
-  const store = await import("../src/core/store.ts")
+  const engine = await import("../src/core/engine/run.ts")
+  const store = await import("../src/core/ledger/sqlite/store.ts")
   const input = join(dir, "in.jsonl")
   writeFileSync(input, prompts.map((p) => JSON.stringify({ p })).join("\n") + "\n")
   const home = join(dir, "home")

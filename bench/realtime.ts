@@ -6,8 +6,8 @@ import { Database } from "bun:sqlite"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import OpenAI from "openai"
-import * as engine from "../src/core/engine.ts"
-import * as store from "../src/core/store.ts"
+import * as engine from "../src/core/engine/run.ts"
+import * as store from "../src/core/ledger/sqlite/store.ts"
 
 const [mode, url, itemsArg, concArg, dir, sync] = process.argv.slice(2) as [
   string,

@@ -17,8 +17,8 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import * as store from "../src/core/store.ts"
-import type { Claimed, Outcome } from "../src/core/store.ts"
+import * as store from "../src/core/ledger/sqlite/store.ts"
+import type { Claimed, Outcome } from "../src/core/ledger/sqlite/store.ts"
 
 const root = join(import.meta.dir, "..")
 const bin = join(root, "dist", "spool")
@@ -40,7 +40,7 @@ const LEASE_MS = 3_600_000
  * the batch calls), so tallies, progress buckets, attempts and error tallies are what a real run would keep.
  */
 async function build(n: number, home: string): Promise<Record<string, number>> {
-  const jobs = await import("../src/core/job.ts")
+  const jobs = await import("../src/core/job/job.ts")
   const t0 = performance.now()
   const db = store.open(home, { synchronous: "NORMAL" })
   const input = join(home, "tickets.jsonl")

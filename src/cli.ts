@@ -2,17 +2,17 @@
 import { defineCommand, runCommand, renderUsage, type ArgsDef, type CommandDef } from "citty"
 import { createWriteStream, renameSync, rmSync } from "node:fs"
 import { resolve } from "node:path"
-import { SpoolError, UsageError, type ExitCode } from "./core/errors.ts"
-import { scrub } from "./core/redact.ts"
-import * as jobs from "./core/job.ts"
-import * as states from "./core/states.ts"
+import { SpoolError, UsageError, type ExitCode } from "./core/base/errors.ts"
+import { scrub } from "./core/base/redact.ts"
+import * as jobs from "./core/job/job.ts"
+import * as states from "./core/ledger/states.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
 // start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
-const engine = () => import("./core/engine.ts")
-const lazyReport = () => import("./core/report.ts")
+const engine = () => import("./core/engine/run.ts")
+const lazyReport = () => import("./core/report/report.ts")
 const lazyRegistry = () => import("./plugins/registry.ts")
-const lazyStore = () => import("./core/store.ts")
+const lazyStore = () => import("./core/ledger/sqlite/store.ts")
 
 declare const SPOOL_VERSION: string | undefined
 export const VERSION = typeof SPOOL_VERSION === "string" ? SPOOL_VERSION : "0.0.0-dev"
@@ -398,7 +398,7 @@ const estimate = defineCommand({
   args: { ...jobArgs, json: { type: "boolean", description: "Machine-readable output" } },
   async run({ args, rawArgs }) {
     const { job } = jobs.load(args.job, jobFlags(args, rawArgs))
-    const est = await import("./core/estimate.ts")
+    const est = await import("./core/job/estimate.ts")
     const e = await est.estimate(job)
     process.stdout.write(args.json ? `${JSON.stringify(e, null, 2)}\n` : est.estimateText(e))
     return 0
@@ -413,7 +413,7 @@ const refArgs = {
 /** Opens the store for a command that acts on one run, and closes it after. */
 async function withStore<T>(
   arg: string | undefined,
-  use: (db: import("./core/store.ts").Store) => Promise<T> | T,
+  use: (db: import("./core/ledger/sqlite/store.ts").Store) => Promise<T> | T,
 ) {
   const store = await lazyStore()
   const db = store.open(home(arg))
@@ -424,7 +424,7 @@ async function withStore<T>(
   }
 }
 
-const lazyControl = () => import("./core/control.ts")
+const lazyControl = () => import("./core/engine/control.ts")
 
 const pause = defineCommand({
   meta: {

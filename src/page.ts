@@ -4,9 +4,9 @@
  * calls to render the page and whose source the page embeds, so the first paint and every live update are drawn
  * by the same code, with no build step, no CDN, and nothing fetched but the page's own API.
  */
-import type { BatchView, ResultLine, RunLine, StatusView } from "./core/report.ts"
-import type { State } from "./core/states.ts"
-import type { AttemptRow } from "./core/store.ts"
+import type { BatchView, ResultLine, RunLine, StatusView } from "./core/report/report.ts"
+import type { State } from "./core/ledger/states.ts"
+import type { AttemptRow } from "./core/ledger/sqlite/store.ts"
 
 /** A run as the list at the top of the page shows it. */
 export interface RunRow extends RunLine {

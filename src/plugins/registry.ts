@@ -5,16 +5,16 @@
 import { existsSync } from "node:fs"
 import { extname } from "node:path"
 import * as v from "valibot"
-import { JobError } from "../core/errors.ts"
-import * as api from "./define.ts"
-import type { Plugin, Provider, Source } from "./define.ts"
+import { JobError } from "../core/base/errors.ts"
+import * as api from "./api/define.ts"
+import type { Plugin, Provider, Source } from "./api/define.ts"
 import jsonl from "../sources/jsonl.ts"
 import { csv, tsv } from "../sources/csv.ts"
 import parquet from "../sources/parquet.ts"
-import openai from "./providers/openai.ts"
-import anthropic from "./providers/anthropic.ts"
-import openaiCompatible from "./providers/openai-compatible.ts"
-import mock from "./providers/mock.ts"
+import openai from "./providers/openai/openai.ts"
+import anthropic from "./providers/anthropic/anthropic.ts"
+import openaiCompatible from "./providers/openai-compatible/openai-compatible.ts"
+import mock from "./providers/mock/mock.ts"
 
 /** Where a source or provider came from: "built-in", or the plugin file's path. */
 export type Origin = string

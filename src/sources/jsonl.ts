@@ -5,7 +5,7 @@
  * for a later read (its writer may still be on it).
  */
 import * as v from "valibot"
-import { defineSource, type SourceProblem, type SourceRow } from "../plugins/define.ts"
+import { defineSource, type SourceProblem, type SourceRow } from "../plugins/api/define.ts"
 import { excerpt, open, pass, region, unfinished, verify } from "./prefix.ts"
 
 const REGION = 1 << 20

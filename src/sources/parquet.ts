@@ -12,8 +12,8 @@ import {
   type FileMetaData,
   type RowGroup,
 } from "hyparquet"
-import { defineSource, type SourceProblem, type SourceRow } from "../plugins/define.ts"
-import { SourceChangedError, SourceError } from "../core/errors.ts"
+import { defineSource, type SourceProblem, type SourceRow } from "../plugins/api/define.ts"
+import { SourceChangedError, SourceError } from "../core/base/errors.ts"
 import { check } from "./prefix.ts"
 
 const BATCH_ROWS = 10_000

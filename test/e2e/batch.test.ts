@@ -12,7 +12,7 @@ import { startFakeAnthropic } from "../lib/fake-anthropic.ts"
 import { validateSchema } from "../lib/spec.ts"
 import { spool, start, until } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
-import type { StatusView } from "../../src/core/report.ts"
+import type { StatusView } from "../../src/core/report/report.ts"
 
 const KEY = "sk-test-batch-0123456789"
 const env = { OPENAI_API_KEY: KEY, ANTHROPIC_API_KEY: KEY }

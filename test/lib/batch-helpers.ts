@@ -5,8 +5,8 @@
  */
 import { expect } from "bun:test"
 import { stat } from "node:fs/promises"
-import { ProviderError, type ErrorClass } from "../../src/core/errors.ts"
-import type { BatchClient, BatchLine, BatchTag, RemoteBatch, Request } from "../../src/plugins/define.ts"
+import { ProviderError, type ErrorClass } from "../../src/core/base/errors.ts"
+import type { BatchClient, BatchLine, BatchTag, RemoteBatch, Request } from "../../src/plugins/api/define.ts"
 import type { BatchOptions } from "./fake-batch.ts"
 import { tmpdir, type Tmp } from "./tmp.ts"
 

@@ -1,5 +1,5 @@
 /** A store in a temporary directory with one run of `n` ingested rows (keys k1…kn), for ledger tests. */
-import * as store from "../../src/core/store.ts"
+import * as store from "../../src/core/ledger/sqlite/store.ts"
 
 export function seeded(home: string, n: number) {
   const db = store.open(home)

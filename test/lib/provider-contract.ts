@@ -13,8 +13,8 @@ import type {
   ProviderContext,
   Request,
   Usage,
-} from "../../src/plugins/define.ts"
-import { ProviderError } from "../../src/core/errors.ts"
+} from "../../src/plugins/api/define.ts"
+import { ProviderError } from "../../src/core/base/errors.ts"
 
 /** What a contract check may ask a harness's server to do to one request. */
 export type Fault =

@@ -1,8 +1,8 @@
 /** The contract every source must honour; run it with `testSource(source, fixture)`. */
 import { describe, expect, test } from "bun:test"
 import * as v from "valibot"
-import type { Checkpoint, Source, SourceBatch } from "../../src/plugins/define.ts"
-import { SourceChangedError } from "../../src/core/errors.ts"
+import type { Checkpoint, Source, SourceBatch } from "../../src/plugins/api/define.ts"
+import { SourceChangedError } from "../../src/core/base/errors.ts"
 import { tmpdir } from "./tmp.ts"
 
 export interface Fixture {

@@ -4,11 +4,11 @@
  * specs are missing (test/lib/spec.ts); failed instead under SPOOL_REQUIRE_ALL=1, as in CI.
  */
 import { describe, expect, test } from "bun:test"
-import { ProviderError } from "../../src/core/errors.ts"
-import type { Provider, Request } from "../../src/plugins/define.ts"
-import openai from "../../src/plugins/providers/openai.ts"
-import compatible from "../../src/plugins/providers/openai-compatible.ts"
-import anthropic from "../../src/plugins/providers/anthropic.ts"
+import { ProviderError } from "../../src/core/base/errors.ts"
+import type { Provider, Request } from "../../src/plugins/api/define.ts"
+import openai from "../../src/plugins/providers/openai/openai.ts"
+import compatible from "../../src/plugins/providers/openai-compatible/openai-compatible.ts"
+import anthropic from "../../src/plugins/providers/anthropic/anthropic.ts"
 import { SKIP_SPEC_CHECKS } from "../lib/spec.ts"
 import { record, startSteady } from "../lib/steady.ts"
 

@@ -5,11 +5,11 @@
  * A check runs only where its fault exists: Anthropic's 529 (overloaded) is not a status OpenAI's API sends, so
  * the OpenAI fake (openai, both endpoints, and openai-compatible) is not asked for it.
  */
-import openai from "../../src/plugins/providers/openai.ts"
-import anthropic from "../../src/plugins/providers/anthropic.ts"
-import compatible from "../../src/plugins/providers/openai-compatible.ts"
+import openai from "../../src/plugins/providers/openai/openai.ts"
+import anthropic from "../../src/plugins/providers/anthropic/anthropic.ts"
+import compatible from "../../src/plugins/providers/openai-compatible/openai-compatible.ts"
 import httpEndpoint from "../../examples/plugins/http-endpoint/http-endpoint.ts"
-import type { Request, Usage } from "../../src/plugins/define.ts"
+import type { Request, Usage } from "../../src/plugins/api/define.ts"
 import { startFake, wireFault, type FaultKind as OpenAIFault } from "../lib/fake-openai.ts"
 import { startFakeAnthropic, type FaultKind as AnthropicFault } from "../lib/fake-anthropic.ts"
 import {

@@ -4,10 +4,10 @@
  * `spool serve` does beside `spool run`.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test"
-import * as store from "../../src/core/store.ts"
-import type { Outcome } from "../../src/core/store.ts"
+import * as store from "../../src/core/ledger/sqlite/store.ts"
+import type { Outcome } from "../../src/core/ledger/sqlite/store.ts"
 import { createApp, isLoopback, start } from "../../src/serve.ts"
-import { UsageError } from "../../src/core/errors.ts"
+import { UsageError } from "../../src/core/base/errors.ts"
 import { seeded } from "../lib/ledger.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
 

@@ -3,7 +3,7 @@ import { mkdirSync } from "node:fs"
 import jsonl from "../../src/sources/jsonl.ts"
 import { csv } from "../../src/sources/csv.ts"
 import parquet from "../../src/sources/parquet.ts"
-import type { Source } from "../../src/plugins/define.ts"
+import type { Source } from "../../src/plugins/api/define.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
 async function read(source: Source, file: string): Promise<void> {

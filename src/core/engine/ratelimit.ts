@@ -1,0 +1,195 @@
+/**
+ * Rate limits: the provider's own figures read from its response headers, and a limiter that keeps a run under
+ * them. `rpm` and `tpm` from the job are token buckets; left at 0 they are learned from the headers, and until the
+ * first answer says what they are, one call goes out alone (a run of 64 at once would meet the limit with 64 calls).
+ * A burst of 429s halves the concurrency (at most once a second); each success wins a little of it back. The item a
+ * 429 hit waits its own Retry-After (the runner's retry policy); the others go on at the learned pace.
+ */
+import type { Reply } from "../../plugins/api/define.ts"
+import { ProviderError } from "../base/errors.ts"
+
+/** One limit as the provider reports it. */
+export interface Window {
+  limit?: number | undefined
+  remaining?: number | undefined
+  /** Milliseconds until the window is full again. */
+  resetMs?: number | undefined
+}
+
+/** What a response says of the limits: requests and tokens per minute. */
+export interface RateInfo {
+  requests?: Window | undefined
+  tokens?: Window | undefined
+}
+
+/** "1s", "6m0s", "120ms", "1h2m3.5s" (OpenAI's reset durations) in milliseconds. */
+export function duration(text: string): number | undefined {
+  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g
+  let total = 0
+  let seen = 0
+  for (const [part, n, unit] of text.trim().matchAll(re)) {
+    seen += part.length
+    total += Number(n) * (unit === "h" ? 3_600_000 : unit === "m" ? 60_000 : unit === "s" ? 1000 : 1)
+  }
+  return seen > 0 && seen === text.trim().length ? Math.round(total) : undefined
+}
+
+const number = (x: string | null) => (x !== null && /^\d+(\.\d+)?$/.test(x.trim()) ? Number(x) : undefined)
+
+/** Reads OpenAI's `x-ratelimit-*` and Anthropic's `anthropic-ratelimit-*` headers; undefined when there are none. */
+export function fromHeaders(h: Headers | undefined, now = Date.now()): RateInfo | undefined {
+  if (!h) return undefined
+  const openai = (what: "requests" | "tokens"): Window | undefined => {
+    const limit = number(h.get(`x-ratelimit-limit-${what}`))
+    const remaining = number(h.get(`x-ratelimit-remaining-${what}`))
+    const reset = h.get(`x-ratelimit-reset-${what}`)
+    if (limit === undefined && remaining === undefined) return undefined
+    return { limit, remaining, resetMs: reset ? duration(reset) : undefined }
+  }
+  const anthropic = (what: string): Window | undefined => {
+    const limit = number(h.get(`anthropic-ratelimit-${what}-limit`))
+    const remaining = number(h.get(`anthropic-ratelimit-${what}-remaining`))
+    const reset = h.get(`anthropic-ratelimit-${what}-reset`)
+    if (limit === undefined && remaining === undefined) return undefined
+    const at = reset ? Date.parse(reset) : Number.NaN
+    return { limit, remaining, resetMs: Number.isNaN(at) ? undefined : Math.max(0, at - now) }
+  }
+  const requests = openai("requests") ?? anthropic("requests")
+  // Anthropic reports input and output tokens apart (and, on some tiers, combined): the input limit binds first
+  const tokens = openai("tokens") ?? anthropic("tokens") ?? anthropic("input-tokens")
+  return requests || tokens ? { requests, tokens } : undefined
+}
+
+/** Runs `fn` (which returns a reply or throws a ProviderError) and tags either with the response's limits. */
+export function rated(headers: Headers | undefined, fn: () => Reply): Reply {
+  const rate = fromHeaders(headers)
+  try {
+    const reply = fn()
+    return rate ? { ...reply, rate } : reply
+  } catch (err) {
+    if (err instanceof ProviderError && rate) err.rate = rate
+    throw err
+  }
+}
+
+/** A token bucket: `limit` per minute, refilled continuously. */
+class Bucket {
+  level: number
+  constructor(
+    public limit: number,
+    private at: number,
+  ) {
+    this.level = limit
+  }
+  refill(now: number): void {
+    this.level = Math.min(this.limit, this.level + ((now - this.at) * this.limit) / 60_000)
+    this.at = now
+  }
+  /** Milliseconds until `n` is available (0: now). */
+  wait(n: number, now: number): number {
+    this.refill(now)
+    const need = Math.min(n, this.limit) - this.level
+    return need <= 0 ? 0 : Math.ceil((need * 60_000) / this.limit)
+  }
+}
+
+export interface LimiterOptions {
+  /** Requests per minute; 0: learn from the provider. */
+  rpm: number
+  /** Tokens per minute (input estimate plus max_tokens, corrected by usage); 0: learn. */
+  tpm: number
+  concurrency: number
+  now?: () => number
+}
+
+export class Limiter {
+  private requests: Bucket | undefined
+  private tokens: Bucket | undefined
+  private readonly learn: { rpm: boolean; tpm: boolean }
+  private readonly now: () => number
+  private readonly max: number
+  private allowed: number
+  private cutAt = Number.NEGATIVE_INFINITY
+  /** Limits to learn and no answer yet: one call at a time until the first one tells them. */
+  private probing: boolean
+
+  constructor(o: LimiterOptions) {
+    this.now = o.now ?? Date.now
+    const t = this.now()
+    this.requests = o.rpm > 0 ? new Bucket(o.rpm, t) : undefined
+    this.tokens = o.tpm > 0 ? new Bucket(o.tpm, t) : undefined
+    this.learn = { rpm: o.rpm === 0, tpm: o.tpm === 0 }
+    this.max = o.concurrency
+    this.allowed = o.concurrency
+    this.probing = this.learn.rpm || this.learn.tpm
+  }
+
+  /** Calls allowed in flight now: the job's concurrency, less after a burst of 429s, one while probing. */
+  get concurrency(): number {
+    return this.probing ? 1 : this.allowed
+  }
+
+  /** Milliseconds until a request of `tokens` may start; 0 when it may start now. */
+  wait(tokens: number): number {
+    const now = this.now()
+    return Math.max(this.requests?.wait(1, now) ?? 0, this.tokens?.wait(tokens, now) ?? 0, 0)
+  }
+
+  /** Takes a request of `tokens` if it may start now. */
+  take(tokens: number): boolean {
+    if (this.wait(tokens) > 0) return false
+    if (this.requests) this.requests.level -= 1
+    if (this.tokens) this.tokens.level -= tokens
+    return true
+  }
+
+  /** After a call: the tokens it really used replace the estimate taken for it. */
+  settle(estimated: number, used: number): void {
+    if (this.tokens) this.tokens.level -= used - estimated
+  }
+
+  /**
+   * Learns from an answer (any answer: a server that sends no rate-limit headers has none to learn): its limits,
+   * when the job set none, and what is left of them.
+   */
+  observe(rate: RateInfo | undefined): void {
+    this.probing = false
+    if (!rate) return
+    const now = this.now()
+    const apply = (bucket: Bucket | undefined, w: Window | undefined, learn: boolean): Bucket | undefined => {
+      if (!w) return bucket
+      let b = bucket
+      if (learn && w.limit !== undefined && w.limit > 0) {
+        if (!b) b = new Bucket(w.limit, now)
+        b.limit = w.limit
+      }
+      if (b && w.remaining !== undefined) {
+        b.refill(now)
+        // the server's count is the truth; in-flight requests it has not seen yet are already taken from ours
+        b.level = Math.min(b.level, w.remaining)
+      }
+      return b
+    }
+    this.requests = apply(this.requests, rate.requests, this.learn.rpm)
+    this.tokens = apply(this.tokens, rate.tokens, this.learn.tpm)
+  }
+
+  /** A 429: halve the concurrency (once per second of 429s). */
+  limited(): void {
+    const now = this.now()
+    if (now - this.cutAt >= 1000) {
+      this.allowed = Math.max(1, Math.floor(this.allowed / 2))
+      this.cutAt = now
+    }
+  }
+
+  /** A success: concurrency grows back by about one per round of calls. */
+  succeeded(): void {
+    if (this.allowed < this.max) this.allowed = Math.min(this.max, this.allowed + 1 / this.allowed)
+  }
+
+  /** What it knows, for tests and status. */
+  get state(): { rpm?: number; tpm?: number; concurrency: number } {
+    return { rpm: this.requests?.limit, tpm: this.tokens?.limit, concurrency: this.concurrency }
+  }
+}

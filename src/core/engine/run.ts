@@ -1,0 +1,418 @@
+/** `spool run`: from a job to a finished (or safely stopped) run. The CLI only parses, calls this, and prints. */
+import { basename } from "node:path"
+import { JobError, RunCancelledError, RunPausedError, type ExitCode } from "../base/errors.ts"
+import * as jobs from "../job/job.ts"
+import * as log from "../base/log.ts"
+import * as redact from "../base/redact.ts"
+import * as registry from "../../plugins/registry.ts"
+import * as store from "../ledger/sqlite/store.ts"
+import * as template from "../job/template.ts"
+import type { State } from "../ledger/states.ts"
+import {
+  expand,
+  globBase,
+  ingest,
+  plan,
+  preflight,
+  specs,
+  verify,
+  type Planned,
+  type Spec,
+} from "./ingest.ts"
+import { Follower, pollMs, sleep } from "./follow.ts"
+import { Runner, dead, ownerId, type Budget } from "./runner.ts"
+import { priceOf, spentOf } from "../job/pricing.ts"
+import { assertUsable } from "../job/schema.ts"
+import type { BatchClient, Provider, ProviderClient } from "../../plugins/api/define.ts"
+import { Batcher } from "./batcher.ts"
+
+export interface StartOptions {
+  file: string | undefined
+  flags: jobs.Flags
+  home: string
+  newRun: boolean
+  reingest: boolean
+  /** The command that resumes this run, printed when it stops early. */
+  resume: string
+  /** SQLite's synchronous setting; FULL unless a benchmark compares. */
+  synchronous?: "FULL" | "NORMAL"
+  /**
+   * `spool watch`: keep the run open. Inputs are read on as lines are appended and globs matched again as files
+   * arrive (file-system events, or every `SPOOL_WATCH_POLL_MS`, default 1000); an unterminated last line waits
+   * for its newline. The run ends only when stopped (exit 130), cancelled or paused.
+   */
+  follow?: boolean
+}
+
+/** The whole run's progress, from the store (every worker's items, not only this process's). */
+export interface Ticker {
+  total: number
+  /** Items in a final state: completed, failed or needs_review. */
+  done: number
+  failed: number
+  /** Items left for a person to review (needs_review), apart from `failed`. */
+  review: number
+  startedAt: number
+  doneAtStart: number
+}
+
+/** How often, at most, progress reads the run's counts again (a few rows of the tallies). */
+const TICK_MS = 200
+
+function tally(counts: Record<State, number>): Pick<Ticker, "total" | "done" | "failed" | "review"> {
+  return {
+    total: Object.values(counts).reduce((a, b) => a + b, 0),
+    done: counts.completed + counts.failed + counts.needs_review,
+    failed: counts.failed,
+    review: counts.needs_review,
+  }
+}
+
+/** Everything checked and opened; nothing has been called yet. */
+export interface Session {
+  run: store.Run
+  job: jobs.Job
+  ticker: Ticker
+  /** Runs to the end, or until stopped; resolves with the exit code. */
+  execute(onTick?: (ticker: Ticker) => void): Promise<ExitCode>
+  /** First signal: stop claiming, give in-flight calls `graceMs`, then cut them short. */
+  stop(graceMs: number): void
+}
+
+/**
+ * What `run` and `estimate` both check of a job's provider before anything is read: that it exists, its options,
+ * its model, and that it can use the job's output schema. Plugins must be loaded first.
+ */
+export function checkProvider(job: jobs.Job): { provider: Provider; options: Record<string, unknown> } {
+  const provider = registry.provider(job.provider.name)
+  const options = registry.options(provider.options, job.provider.options, "provider.options") as Record<
+    string,
+    unknown
+  >
+  if (!provider.modelOptional && !job.provider.model) {
+    throw new JobError(
+      "the job is not valid",
+      ["provider.model: missing (required)"],
+      "Set model, or pass --model.",
+    )
+  }
+  assertUsable(job)
+  return { provider, options }
+}
+
+export function client(job: jobs.Job): ProviderClient {
+  const { provider, options } = checkProvider(job)
+  const keyEnv = job.provider.api_key_env ?? provider.keyEnv
+  const apiKey = keyEnv ? process.env[keyEnv] : undefined
+  // a provider may echo the key in its errors: from here on, every error and log line has it taken out
+  redact.register(apiKey)
+  if (keyEnv && !apiKey) {
+    throw new JobError(
+      `${keyEnv} is not set: provider "${provider.name}" reads its API key from it`,
+      [],
+      `Export ${keyEnv}=… or put it in .env in this directory (api_key_env names another variable).`,
+    )
+  }
+  const envUrl = provider.baseUrlEnv ? process.env[provider.baseUrlEnv] : undefined
+  const made = provider.create(options, {
+    model: job.provider.model ?? provider.name,
+    baseUrl: job.provider.base_url ?? (envUrl || undefined),
+    apiKey,
+    timeoutMs: job.limits.timeout_s * 1000,
+  })
+  if (job.provider.mode === "batch" && !made.batch)
+    throw new JobError(
+      "the job is not valid",
+      [`provider.mode: provider "${provider.name}" has no batch mode`],
+      'Batch mode needs a provider with a Batch API: openai or anthropic. Use mode = "realtime" with this one.',
+    )
+  return made
+}
+
+/** Reopens an existing run: reads inputs on from their checkpoints, and re-queues what dead workers held. */
+function resume(db: store.Store, run: store.Run, o: StartOptions): void {
+  db.setResume(run.id, o.resume)
+  if (run.state !== "running") db.setRunState(run.id, "running")
+  if (o.reingest) db.resetIngest(run.id)
+  else db.reopenIngest(run.id)
+  const back = db.recover(run.id, dead)
+  log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
+}
+
+/**
+ * Item ids are namespaced by input position, so a run keeps its inputs, in their order, for its whole life. The
+ * files a glob matches are how a run grows: a new match is appended as a new input (the next index; the others'
+ * never move), and a match that is gone is skipped with a warning, its items kept. Files the job names are held
+ * to the old rule: the same, in the same order. `gone` remembers the warnings given, so each is given once.
+ */
+function sameInputs(
+  db: store.Store,
+  run: store.Run,
+  given: Spec[],
+  inputs: Planned[],
+  gone: Set<string>,
+): void {
+  const named = new Set(given.filter((s) => !s.glob).map((s) => s.path))
+  const globs = given.filter((s) => s.glob).map((s) => new Bun.Glob(s.path))
+  const matched = (path: string) => !named.has(path) && globs.some((g) => g.match(path))
+  const stored = db.inputs(run.id)
+  const before = stored.map((i) => i.path).filter((p) => !matched(p))
+  const now = inputs.filter((i) => i.glob === undefined).map((i) => i.path)
+  if (JSON.stringify(before) !== JSON.stringify(now)) refuse(db, run, before, now)
+  const present = new Set(inputs.map((i) => i.path))
+  for (const input of stored) {
+    if (present.has(input.path) || !matched(input.path)) {
+      gone.delete(input.path)
+      continue
+    }
+    if (gone.has(input.path)) continue
+    gone.add(input.path)
+    log.warn("an input matched by the glob is gone; its items are kept", { run: run.name, input: input.path })
+  }
+  const known = new Set(stored.map((i) => i.path))
+  for (const p of inputs) {
+    if (p.glob === undefined || known.has(p.path)) continue
+    const added = db.addInput(run.id, p.path, p.source.name)
+    known.add(p.path)
+    log.info("new input", { run: run.name, input: p.path, idx: added.idx })
+  }
+}
+
+function refuse(db: store.Store, run: store.Run, before: string[], now: string[]): never {
+  db.close()
+  const names = (paths: string[]) => paths.map((p) => basename(p)).join(", ")
+  const same = before.length === now.length && before.every((p) => now.includes(p))
+  throw new JobError(
+    `run "${run.name}" reads ${names(before)}${same ? " in that order" : ""}; this job gives ${names(now)}`,
+    [
+      ...before.filter((p) => !now.includes(p)).map((p) => `${p} is no longer listed`),
+      ...now.filter((p) => !before.includes(p)).map((p) => `${p} was not an input of the run`),
+      ...(same ? ["the same files in another order"] : []),
+    ],
+    `A run keeps its inputs and their order (item ids depend on them). Put them back as they were, or start a fresh run with --new-run.`,
+  )
+}
+
+/** Validates the job, opens the store, finds or creates the run, and recovers what a crash left in flight. */
+export async function prepare(o: StartOptions): Promise<Session> {
+  const { job } = jobs.load(o.file, o.flags)
+  await registry.load(job.plugins ?? [])
+  const provider = client(job)
+  const price = priceOf(job.provider.model, job.pricing)
+  if (job.limits.max_cost_usd !== undefined && !price)
+    throw new JobError(
+      "the job is not valid",
+      [
+        `limits.max_cost_usd: needs a price, and there is none for the model "${job.provider.model ?? job.provider.name}"`,
+      ],
+      "Give the model's prices in [pricing] (input and output, USD per million tokens).",
+    )
+  const prompt = template.parse(job.request.prompt)
+  const given = specs(job, o.follow)
+  const inputs = plan(job, o.follow)
+  const db = store.open(o.home, { synchronous: o.synchronous ?? "FULL" })
+  log.init(o.home)
+  const latest = db.latestRun(job.name)
+  let run = o.newRun ? null : latest
+  let created = false
+  if (!run) {
+    await preflight(inputs, prompt)
+    const made = db.createRun(
+      job.name,
+      JSON.stringify(job),
+      jobs.fingerprint(job),
+      o.resume,
+      inputs.map((i) => ({ path: i.path, format: i.source.name })),
+      o.newRun ? (latest?.id ?? null) : null,
+    )
+    run = made.run
+    created = made.created
+    if (created) log.info("run created", { run: run.name, id: run.id })
+  }
+  // a glob's match that is gone is warned about once, here or at the pass that first misses it
+  const gone = new Set<string>()
+  sameInputs(db, run, given, inputs, gone)
+  if (run.fingerprint !== jobs.fingerprint(job)) {
+    const changed = jobs.changedKeys(JSON.parse(run.job) as jobs.Job, job)
+    db.close()
+    throw new JobError(
+      `run "${job.name}" was started with a different job; resuming it would mix two kinds of requests`,
+      changed.map((k) => `${k} changed`),
+      `Put back the old values to resume it, or start a fresh run: add --new-run, or give the job another name.`,
+    )
+  }
+  if (!created) {
+    // a changed input is refused before the run is touched or any call is made
+    if (!o.reingest) await verify(db, run, inputs).catch((err: unknown) => (db.close(), Promise.reject(err)))
+    db.updateJob(run.id, JSON.stringify(job))
+    resume(db, run, o)
+  }
+  const owner = ownerId()
+  const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
+  let budget: Budget | undefined
+  if (job.limits.max_cost_usd !== undefined && price) {
+    const spent = db.summary(run.id)
+    budget = {
+      capUsd: job.limits.max_cost_usd,
+      price,
+      spentUsd: spentOf(price, spent),
+      attempts: spent.attempts,
+    }
+  }
+  // realtime calls or provider batches: the same ledger, driven one way or the other
+  const driver =
+    job.provider.mode === "batch"
+      ? new Batcher({
+          store: db,
+          run,
+          job,
+          client: provider as ProviderClient & { batch: BatchClient },
+          owner,
+          home: o.home,
+          policy,
+          budget: budget && { capUsd: budget.capUsd, price: budget.price },
+        })
+      : new Runner({ store: db, run, job, client: provider, owner, policy, budget })
+  const counted = tally(db.counts(run.id))
+  const ticker: Ticker = { ...counted, startedAt: Date.now(), doneAtStart: counted.done }
+  const ingestAbort = new AbortController()
+  const current = run
+  const follower = o.follow ? new Follower(pollMs()) : undefined
+
+  async function ingester(): Promise<void> {
+    const signal = ingestAbort.signal
+    // a lease is good for 60 s: renewing it every 15 s spares an fsync on every pass of a watch
+    let leasedAt = 0
+    const lease = () => {
+      if (Date.now() - leasedAt < 15_000) return true
+      const held = db.leaseIngest(current.id, owner, 60_000, dead)
+      if (held) leasedAt = Date.now()
+      return held
+    }
+    const seen = follower && new Map<string, string>()
+    let files = inputs
+    try {
+      while (!signal.aborted && (follower || db.run(current.id)?.ingested === 0)) {
+        if (!lease()) {
+          await sleep(2000, signal)
+          continue
+        }
+        if (follower) files = pass(follower)
+        const added = await ingest(db, current, files, lease, {
+          signal,
+          follow: seen,
+          onBatch: (n) => {
+            ticker.total += n
+            driver.poke()
+          },
+        })
+        if (added.problems > 0) {
+          log.warn("input lines skipped", { run: current.name, count: added.problems, see: "spool status" })
+        }
+        // each stored batch has poked the driver already; this tells it the inputs are read to their end
+        if (!follower) driver.poke()
+        else await follower.wait(signal)
+      }
+    } finally {
+      follower?.close()
+    }
+  }
+
+  /** Follow mode, before each pass: the globs matched again, new files made inputs, and everything watched. */
+  function pass(follower: Follower): Planned[] {
+    const files = expand(given, true)
+    sameInputs(db, current, given, files, gone)
+    for (const s of given) {
+      if (!s.glob) follower.watch(s.path, "file")
+      else {
+        const { dir, rest } = globBase(s.path)
+        follower.watch(dir, rest.includes("/") ? "tree" : "dir")
+      }
+    }
+    return files
+  }
+
+  return {
+    run,
+    job,
+    ticker,
+    stop(graceMs) {
+      ingestAbort.abort()
+      follower?.close()
+      driver.stop()
+      setTimeout(() => driver.abort(), graceMs).unref()
+    },
+    async execute(onTick) {
+      // the run's counts, not this process's own: another worker may have started it, or be working beside it
+      let readAt = 0
+      const read = () => {
+        readAt = Date.now()
+        Object.assign(ticker, tally(db.counts(current.id)))
+      }
+      const tick = () => {
+        if (Date.now() - readAt >= TICK_MS) read()
+        onTick?.(ticker)
+      }
+      const reading = ingester().catch((err: unknown) => {
+        driver.stop()
+        throw err
+      })
+      // awaited after the loop; until then a rejection must not count as unhandled (it would end the process)
+      reading.catch(() => {})
+      driver.onCommit = tick
+      const ending = await driver.loop()
+      // a watch's ingester never ends by itself: a run cancelled, paused or capped ends it here
+      if (follower) ingestAbort.abort()
+      await reading
+      read()
+      onTick?.(ticker)
+      try {
+        return finish(
+          db,
+          current,
+          ending,
+          driver.pausedBy?.message ?? driver.capped,
+          driver.capped !== undefined,
+          driver.pausedBy?.hint,
+        )
+      } finally {
+        db.close()
+      }
+    },
+  }
+}
+
+function finish(
+  db: store.Store,
+  run: store.Run,
+  ending: string,
+  reason: string | undefined,
+  capped = false,
+  hint?: string,
+): ExitCode {
+  if (ending === "interrupted") return 130
+  if (ending === "cancelled") {
+    log.warn("run cancelled", { run: run.name })
+    throw new RunCancelledError(
+      `run "${run.name}" was cancelled`,
+      "Its finished items are kept: `spool results` gives them. Start it again with --new-run.",
+    )
+  }
+  if (ending === "paused") {
+    db.setRunState(run.id, "paused", reason ?? null)
+    log.error("run paused", { run: run.name, reason })
+    throw new RunPausedError(
+      `run "${run.name}" paused: ${reason}`,
+      capped
+        ? `Nothing more was started. To go on, raise the cap: ${run.resume} --max-cost-usd N`
+        : hint
+          ? `${hint} Resume: ${run.resume}`
+          : `Going on would fail every item the same way. Fix the cause (API key, quota, billing), then resume: ${run.resume}`,
+    )
+  }
+  const counts = db.counts(run.id)
+  const failures = counts.failed + counts.needs_review
+  db.setRunState(run.id, failures > 0 ? "completed_with_failures" : "completed")
+  log.debug("run finished", { run: run.name, completed: counts.completed, failed: counts.failed })
+  return failures > 0 ? 3 : 0
+}

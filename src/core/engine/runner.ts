@@ -1,0 +1,383 @@
+/** Drives a run's items through the ledger: claim, call, record; concurrency-limited, durable at every step. */
+import { hostname } from "node:os"
+import { ProviderError } from "../base/errors.ts"
+import * as retry from "./retry.ts"
+import type { Claimed, Outcome, Run, Store } from "../ledger/sqlite/store.ts"
+import * as template from "../job/template.ts"
+import type { Job } from "../job/job.ts"
+import type { ProviderClient } from "../../plugins/api/define.ts"
+import { cost, type Price } from "../job/pricing.ts"
+import * as schemas from "../job/schema.ts"
+import { Limiter } from "./ratelimit.ts"
+import { Waker } from "./wake.ts"
+
+const self = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`
+
+/** This process's identity in leases: host, pid, and a nonce so that a reused pid is a different owner. */
+export function ownerId(): string {
+  return self
+}
+
+/** Whether an owner is a process on this host that no longer exists. Other hosts' owners wait for expiry. */
+export function dead(owner: string): boolean {
+  const [host, pid] = owner.split(":")
+  if (host !== hostname() || !pid) return false
+  if (Number(pid) === process.pid) return owner !== self
+  try {
+    process.kill(Number(pid), 0)
+    return false
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH"
+  }
+}
+
+export type Ending = "done" | "interrupted" | "paused" | "cancelled"
+
+export interface Progress {
+  completed: number
+  failed: number
+  retried: number
+  inFlight: number
+}
+
+export interface RunnerOptions {
+  store: Store
+  run: Run
+  job: Job
+  client: ProviderClient
+  owner: string
+  leaseMs?: number
+  policy?: retry.Policy
+  /** The spend cap (`limits.max_cost_usd`), with the model's price and what the run had spent before this process. */
+  budget?: Budget
+}
+
+export interface Budget {
+  capUsd: number
+  price: Price
+  spentUsd: number
+  /** Attempts that had ended before this process: with spentUsd, the average cost of one. */
+  attempts: number
+}
+
+const IDLE_POLL_MS = 1000
+/** The longest a finished result waits for companions before it is committed. */
+const GROUP_MS = 10
+
+/** An item claimed ahead that was never sent goes back to pending. */
+function unsent(item: Claimed): Outcome {
+  return {
+    item: item.id,
+    attempt: item.attempt,
+    to: "pending",
+    label: "unsent",
+    latencyMs: 0,
+    endedAt: Date.now(),
+  }
+}
+
+export class Runner {
+  readonly progress: Progress = { completed: 0, failed: 0, retried: 0, inFlight: 0 }
+  /** Called after each commit with what this process has committed so far. */
+  onCommit: ((progress: Progress) => void) | undefined
+  /** Set when a provider error paused the run. */
+  pausedBy: ProviderError | undefined
+  /** Set when the spend cap stopped new work. */
+  capped: string | undefined
+  private readonly o: RunnerOptions
+  private readonly prompt: template.Template
+  /** Keeps calls under the provider's rate limits, configured or learned, and backs off on 429 bursts. */
+  readonly limiter: Limiter
+  private limiterTimer: ReturnType<typeof setTimeout> | undefined
+  /** The structured-output check, when the job has a schema. */
+  private readonly validate: ((value: unknown) => string | undefined) | undefined
+  private readonly inflight = new Map<number, AbortController>()
+  /** Claimed (committed as running) but not yet sent: a finished call starts the next without waiting for a commit. */
+  private readonly queue: Claimed[] = []
+  private outcomes: Outcome[] = []
+  private stopping = false
+  /** `spool pause` or `spool cancel` from another process, read from the run's state every half second. */
+  private userHold: "paused" | "cancelling" | undefined
+  private checkedAt = 0
+  private readonly waker = new Waker()
+  private readonly leaseMs: number
+  /** How many items are claimed ahead of free slots, and the most results one commit waits for. */
+  private readonly ahead: number
+  private soon = false
+
+  constructor(options: RunnerOptions) {
+    this.o = options
+    this.prompt = template.parse(options.job.request.prompt)
+    this.validate = options.job.output ? schemas.validator(options.job.output.schema) : undefined
+    const { rpm, tpm, concurrency } = options.job.limits
+    this.limiter = new Limiter({ rpm, tpm, concurrency })
+    this.leaseMs = options.leaseMs ?? 60_000
+    this.ahead = Math.ceil(options.job.limits.concurrency / 4)
+  }
+
+  /** Stops claiming; in-flight calls run on until they end or `abort()` is called. */
+  stop(): void {
+    this.stopping = true
+    this.waker.notify()
+  }
+
+  /** Cuts every in-flight call short; those items go back to pending with their attempt counted. */
+  abort(): void {
+    for (const controller of this.inflight.values()) controller.abort(new Error("interrupted"))
+  }
+
+  async loop(): Promise<Ending> {
+    const { store, run, owner } = this.o
+    const ahead = this.ahead
+    const renew = setInterval(() => store.renew(run.id, owner, this.leaseMs), this.leaseMs / 4)
+    try {
+      for (;;) {
+        this.watch()
+        const holding = this.holding
+        // items claimed ahead but never sent go back as they were; no request left for them
+        if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
+        let free = holding ? 0 : this.slots() + ahead - this.inflight.size - this.queue.length
+        if (free > 0 && this.o.budget) free = Math.min(free, this.affordable(this.o.budget))
+        if (this.capped && !holding) continue // the next turn commits what is waiting and winds down
+        const done = this.outcomes
+        this.outcomes = []
+        const claimed = store.step(run.id, owner, done, free, this.leaseMs)
+        this.committed(done)
+        this.queue.push(...claimed)
+        this.fill()
+        if (this.outcomes.length > 0) {
+          await this.waker.sleep(this.commitNow() ? 0 : GROUP_MS)
+          continue
+        }
+        if (this.inflight.size > 0) {
+          // with free slots, look again when a retry falls due or new items may have come in
+          const roomy = !holding && this.inflight.size < this.slots()
+          await this.waker.sleep(roomy ? this.untilDue() : undefined)
+          continue
+        }
+        if (holding) {
+          if (this.pausedBy) return "paused"
+          if (this.capped) {
+            const left = this.o.store.counts(run.id)
+            return left.pending + left.retry_wait > 0 ? "paused" : "done"
+          }
+          if (this.stopping) return "interrupted"
+          if (this.userHold === "cancelling") {
+            store.setRunState(run.id, "cancelled", "cancelled by `spool cancel`")
+            return "cancelled"
+          }
+          // paused by `spool pause`: nothing is in flight; wait for `spool resume`
+          await this.waker.sleep(IDLE_POLL_MS)
+          continue
+        }
+        const wait = this.nothingToClaim()
+        if (wait === null) return "done"
+        await this.waker.sleep(wait)
+      }
+    } finally {
+      clearInterval(renew)
+      clearTimeout(this.limiterTimer)
+    }
+  }
+
+  private get holding(): boolean {
+    return (
+      this.stopping || this.pausedBy !== undefined || this.capped !== undefined || this.userHold !== undefined
+    )
+  }
+
+  private watch(): void {
+    const now = Date.now()
+    if (now - this.checkedAt < 500) return
+    this.checkedAt = now
+    const state = this.o.store.run(this.o.run.id)?.state
+    this.userHold =
+      state === "paused"
+        ? "paused"
+        : state === "cancelling" || state === "cancelled"
+          ? "cancelling"
+          : undefined
+  }
+
+  /** Calls that may be in flight now: the job's concurrency, or less while 429s have cut it back. */
+  private slots(): number {
+    return Math.max(1, Math.floor(this.limiter.concurrency))
+  }
+
+  /** A call's tokens, estimated before it is sent: its input (about 4 characters a token) and its max_tokens. */
+  private tokensOf(dataChars: number): { input_tokens: number; output_tokens: number | undefined } {
+    const { request } = this.o.job
+    const input = Math.ceil(((request.system ?? "").length + request.prompt.length + dataChars) / 4)
+    return { input_tokens: input, output_tokens: request.max_tokens }
+  }
+
+  /** Tokens a call will count against a tokens-per-minute limit: its input, estimated, and its max_tokens. */
+  private estimate(item: Claimed): number {
+    const { input_tokens, output_tokens } = this.tokensOf(item.data.length)
+    return input_tokens + (output_tokens ?? 0)
+  }
+
+  /** Starts queued items while there is room, and while the rate limits allow; else looks again when they will. */
+  private fill(): void {
+    while (!this.holding && this.inflight.size < this.slots() && this.queue.length > 0) {
+      const item = this.queue[0]!
+      const tokens = this.estimate(item)
+      if (!this.limiter.take(tokens)) {
+        this.limiterTimer ??= setTimeout(() => {
+          this.limiterTimer = undefined
+          this.fill()
+        }, this.limiter.wait(tokens))
+        return
+      }
+      this.queue.shift()
+      this.start(item, tokens)
+    }
+  }
+
+  private untilDue(): number {
+    const next = this.o.store.nextRetryAt(this.o.run.id)
+    return next === null ? IDLE_POLL_MS : Math.max(0, Math.min(next - Date.now(), IDLE_POLL_MS))
+  }
+
+  /** With nothing in flight and nothing claimable: null when the run has nothing left, else how long to wait. */
+  private nothingToClaim(): number | null {
+    const { store, run } = this.o
+    if (store.nextRetryAt(run.id) !== null) return this.untilDue()
+    const counts = store.counts(run.id)
+    const ingesting = store.run(run.id)?.ingested === 0
+    if (counts.running === 0 && counts.queued === 0 && counts.pending === 0 && !ingesting) return null
+    // another worker holds items or is still ingesting: wait for it, and take over what a dead one held
+    store.recover(run.id, dead)
+    return IDLE_POLL_MS
+  }
+
+  /** Wakes the loop: new items were ingested, or something else changed. */
+  poke(): void {
+    this.waker.notify()
+  }
+
+  /**
+   * How many more items may start: spent, plus an estimate for every item in flight or claimed, must stay under the
+   * cap. The estimate is the average cost of an attempt so far, or before any has ended, a bound from the prompt
+   * template's length and max_tokens. When nothing more fits, new work stops and the run pauses once the calls in
+   * flight have ended; the overshoot is at most what those calls cost beyond their estimate.
+   */
+  private affordable(budget: Budget): number {
+    const each =
+      budget.attempts > 0
+        ? budget.spentUsd / budget.attempts
+        : cost(budget.price, {
+            // before any attempt has ended: a row of ~400 characters and max_tokens (or 1,000) of answer
+            input_tokens: this.tokensOf(400).input_tokens,
+            output_tokens: this.tokensOf(0).output_tokens ?? 1000,
+          })
+    const committed = budget.spentUsd + each * (this.inflight.size + this.queue.length)
+    const room = each > 0 ? Math.floor((budget.capUsd - committed) / each) : Number.POSITIVE_INFINITY
+    if (room <= 0 && this.inflight.size + this.queue.length === 0) {
+      this.capped = `the spend cap of $${budget.capUsd} is reached ($${budget.spentUsd.toFixed(4)} spent)`
+      this.waker.notify()
+    }
+    return Math.max(0, room)
+  }
+
+  private committed(outcomes: Outcome[]): void {
+    const budget = this.o.budget
+    for (const o of outcomes) {
+      if (budget && o.label !== "unsent") {
+        budget.attempts++
+        budget.spentUsd += cost(budget.price, {
+          input_tokens: o.inputTokens ?? 0,
+          output_tokens: o.outputTokens ?? 0,
+          cached_input_tokens: o.cachedTokens ?? 0,
+        })
+      }
+      if (o.to === "completed") this.progress.completed++
+      else if (o.to === "failed" || o.to === "needs_review") this.progress.failed++
+      else if (o.to === "retry_wait") this.progress.retried++
+    }
+    this.progress.inFlight = this.inflight.size
+    if (outcomes.length > 0) this.onCommit?.(this.progress)
+  }
+
+  private start(item: Claimed, tokens: number): void {
+    const controller = new AbortController()
+    this.inflight.set(item.id, controller)
+    this.attempt(item, controller.signal, tokens).then((outcome) => {
+      this.inflight.delete(item.id)
+      this.outcomes.push(outcome)
+      this.fill()
+      // let every response that is already in settle first, so one commit carries them all
+      if (this.commitNow() && !this.soon) {
+        this.soon = true
+        setImmediate(() => {
+          this.soon = false
+          this.waker.notify()
+        })
+      }
+    })
+  }
+
+  /**
+   * Whether the results waiting should be committed now. While claimed-ahead items keep every slot busy, results
+   * gather into one commit, up to a quarter of concurrency or GROUP_MS: fewer fsyncs, and a crash can cost at most
+   * that many finished calls.
+   */
+  private commitNow(): boolean {
+    return this.outcomes.length >= this.ahead || this.queue.length === 0 || this.holding
+  }
+
+  private async attempt(item: Claimed, signal: AbortSignal, tokens: number): Promise<Outcome> {
+    const started = performance.now()
+    const base = { item: item.id, attempt: item.attempt }
+    const end = () => ({ latencyMs: Math.round(performance.now() - started), endedAt: Date.now() })
+    const request = template.requestOf(this.o.job, this.prompt, item.data)
+    if ("unfilled" in request)
+      return {
+        ...base,
+        ...end(),
+        to: "failed",
+        label: "failed",
+        errorClass: "template",
+        error: request.unfilled,
+      }
+    try {
+      const reply = await this.o.client.call(request, signal)
+      this.limiter.observe(reply.rate)
+      this.limiter.settle(tokens, reply.usage.input_tokens + reply.usage.output_tokens)
+      this.limiter.succeeded()
+      const judged = schemas.judge(reply, this.validate)
+      if (!judged.ok) {
+        // an answer that fails a gate is an attempt like any other: retried, then left for a person to review
+        const failed = { ...base, ...end(), ...judged.usage, ...judged.failed }
+        if (item.attempt < this.o.job.limits.max_attempts) {
+          const nextAt = Date.now() + retry.delay(item.attempt, undefined, this.o.policy)
+          return { ...failed, to: "retry_wait", label: "retry", nextAt }
+        }
+        return { ...failed, to: "needs_review", label: "needs_review" }
+      }
+      return { ...base, ...end(), ...judged.usage, to: "completed", label: "ok", output: judged.output }
+    } catch (err) {
+      if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted" }
+      const e =
+        err instanceof ProviderError
+          ? err
+          : new ProviderError("bad_response", `unexpected error: ${(err as Error)?.message ?? String(err)}`, {
+              retryable: true,
+              cause: err,
+            })
+      this.limiter.observe(e.rate)
+      if (e.errorClass === "rate_limit") this.limiter.limited()
+      const info = { errorClass: e.errorClass, error: e.message, ...(e.status ? { status: e.status } : {}) }
+      if (e.pause) {
+        this.pausedBy ??= e
+        this.waker.notify()
+        return { ...base, ...end(), ...info, to: "pending", label: "paused" }
+      }
+      if (e.retryable && item.attempt < this.o.job.limits.max_attempts) {
+        const nextAt = Date.now() + retry.delay(item.attempt, e.retryAfterMs, this.o.policy)
+        return { ...base, ...end(), ...info, to: "retry_wait", label: "retry", nextAt }
+      }
+      return { ...base, ...end(), ...info, to: "failed", label: "failed" }
+    }
+  }
+}

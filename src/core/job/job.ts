@@ -1,0 +1,502 @@
+/** The job: a TOML file and flags, merged and validated before anything is written. */
+import * as v from "valibot"
+import { existsSync, readFileSync } from "node:fs"
+import { basename, dirname, extname, resolve } from "node:path"
+import { JobError } from "../base/errors.ts"
+
+const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
+  v.strictObject(entries, (issue) =>
+    issue.expected === "never" ? "unknown key (check its spelling)" : `expected a table (${what})`,
+  )
+
+const text = (what: string) =>
+  v.pipe(v.string(`expected a string (${what})`), v.minLength(1, "must not be empty"))
+const int = (min: number, max: number) =>
+  v.pipe(
+    v.number("expected a number"),
+    v.integer("expected a whole number"),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  )
+const seconds = (min: number) => v.pipe(v.number("expected a number of seconds"), v.minValue(min))
+
+/** A share of a file's rows ("10%") or a number of them. */
+const MALFORMED = /^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%$/
+const MALFORMED_MESSAGE = 'expected a share of the rows such as "10%", or a number of rows such as 50'
+
+/** `path`, `id`, `format` and `max_malformed`; any other key is an option of the source, checked against its schema. */
+const SourceSchema = v.objectWithRest(
+  {
+    path: text("the input file, relative to the job file"),
+    id: v.optional(text("the field that holds each row's stable id")),
+    format: v.optional(text("a source name: jsonl, csv, tsv, parquet, or a plugin's")),
+    /** How many malformed rows make a file refused: a share of its rows ("10%") or a number (0: none). */
+    max_malformed: v.optional(
+      v.union(
+        [
+          v.pipe(v.string(), v.regex(MALFORMED, MALFORMED_MESSAGE)),
+          v.pipe(v.number(), v.integer(MALFORMED_MESSAGE), v.minValue(0, MALFORMED_MESSAGE)),
+        ],
+        MALFORMED_MESSAGE,
+      ),
+    ),
+  },
+  v.unknown(),
+  "expected a table ([source] or [[sources]])",
+)
+const ProviderSchema = strict(
+  {
+    name: v.optional(text("openai | anthropic | openai-compatible | mock | a plugin's provider"), "openai"),
+    model: v.optional(text("the model name")),
+    mode: v.optional(
+      v.picklist(
+        ["realtime", "batch"],
+        'must be "realtime" (direct calls) or "batch" (the provider\'s Batch API)',
+      ),
+      "realtime",
+    ),
+    base_url: v.optional(v.pipe(v.string(), v.url("must be a URL such as http://127.0.0.1:8080/v1"))),
+    api_key_env: v.optional(
+      v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")),
+    ),
+    options: v.optional(v.record(v.string(), v.unknown())),
+  },
+  "[provider]",
+)
+
+const RequestSchema = strict(
+  {
+    system: v.optional(v.string("expected a string")),
+    prompt: text("the prompt template, with {{field}} placeholders"),
+    max_tokens: v.optional(int(1, 1_000_000)),
+    temperature: v.optional(v.pipe(v.number("expected a number"), v.minValue(0), v.maxValue(2))),
+    params: v.optional(v.record(v.string(), v.unknown(), "expected a table of request parameters")),
+  },
+  "[request]",
+)
+
+const LimitsSchema = strict(
+  {
+    concurrency: v.optional(int(1, 4096), 32),
+    /** Requests per minute; 0: learn the limit from the provider's rate-limit headers. */
+    rpm: v.optional(int(0, 100_000_000), 0),
+    /** Tokens per minute (input estimate plus max_tokens); 0: learn it from the provider's headers. */
+    tpm: v.optional(int(0, 1_000_000_000_000), 0),
+    max_attempts: v.optional(int(1, 100), 5),
+    timeout_s: v.optional(seconds(0.001), 120),
+    grace_s: v.optional(seconds(0), 10),
+    retry_base_s: v.optional(seconds(0), 1),
+    retry_cap_s: v.optional(seconds(0), 60),
+    /** Batch mode: when no more than this many items are left to do, finish them with direct calls (0: never). */
+    tail_realtime: v.optional(int(0, 1_000_000_000), 0),
+    /** Stop claiming new work before spend (plus what is in flight) would pass this many USD. */
+    max_cost_usd: v.optional(v.pipe(v.number("expected a number of US dollars"), v.minValue(0))),
+  },
+  "[limits]",
+)
+
+/** Batch mode: how batches are packed, how often they are polled, what is kept. */
+const BatchSchema = strict(
+  {
+    /** Requests per batch, at most; the provider's own limit (50,000 OpenAI, 100,000 Anthropic) always holds. */
+    batch_size: v.optional(int(1, 100_000)),
+    /** While inputs are still being read, a batch that is not full is sent once its first item has waited this long. */
+    flush_s: v.optional(seconds(0), 30),
+    /** The first wait between two looks at a batch; it grows while nothing changes, up to poll_max_s. */
+    poll_s: v.optional(seconds(0.001), 10),
+    poll_max_s: v.optional(seconds(0.001), 300),
+    /** At most this many batches at the provider at once (0: no limit beyond the provider's queue). */
+    max_live: v.optional(int(0, 100_000), 0),
+    /** Keep the raw output and error files under .spool/artifacts after their lines are applied. */
+    keep_raw: v.optional(v.boolean("expected true or false"), true),
+    /**
+     * How many downloads of an ended batch's result files may fail verification (cut short, not JSONL, lines that
+     * disagree with the provider's counts) before the batch is held and the run stops with the reason.
+     */
+    download_tries: v.optional(int(1, 100), 5),
+  },
+  "[batch]",
+)
+
+const usd = (what: string) =>
+  v.pipe(v.number(`expected a number (${what})`), v.minValue(0, "must not be negative"))
+
+/** Prices for this job's model, in USD per million tokens; they override the built-in table (src/core/pricing.ts). */
+const PricingSchema = strict(
+  {
+    input: usd("USD per million input tokens"),
+    output: usd("USD per million output tokens"),
+    cached_input: v.optional(usd("USD per million cached input tokens")),
+    batch_discount: v.optional(
+      v.pipe(
+        v.number("expected a number"),
+        v.minValue(0),
+        v.maxValue(1, "must be at most 1 (a share: 0.5 is half)"),
+      ),
+    ),
+  },
+  "[pricing]",
+)
+
+/** Structured output: a JSON Schema file (relative to the job file) or an inline table. */
+const OutputSchema = strict(
+  {
+    schema: v.union(
+      [text("a JSON Schema file, relative to the job file"), v.record(v.string(), v.unknown())],
+      "expected a JSON Schema file name or an inline table",
+    ),
+    name: v.optional(
+      v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1–64 letters, digits, _ or -")),
+      "output",
+    ),
+  },
+  "[output]",
+)
+
+export const JobSchema = strict(
+  {
+    name: v.pipe(
+      v.string("expected a string"),
+      v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, "must be letters, digits, dot, dash or underscore"),
+    ),
+    plugins: v.optional(
+      v.array(text("a plugin file, relative to the job file"), "expected a list of plugin files"),
+    ),
+    source: v.optional(SourceSchema),
+    sources: v.optional(
+      v.pipe(
+        v.array(SourceSchema, "expected a list of tables ([[sources]])"),
+        v.minLength(1, "must list at least one input"),
+      ),
+    ),
+    provider: ProviderSchema,
+    request: RequestSchema,
+    limits: v.optional(LimitsSchema, {}),
+    batch: v.optional(BatchSchema, {}),
+    pricing: v.optional(PricingSchema),
+    output: v.optional(OutputSchema),
+  },
+  "the job",
+)
+
+type Parsed = v.InferOutput<typeof JobSchema>
+
+/** One input of a run, as the job gives it. */
+export interface Input {
+  /** Absolute path. */
+  path: string
+  id?: string | undefined
+  format?: string | undefined
+  /** The source's own options (the table's other keys), checked against the source's schema. */
+  options: Record<string, unknown>
+  /** How many malformed rows make the file refused (ingest.ts `tolerance`); outside the fingerprint, so it can change. */
+  max_malformed?: string | number | undefined
+  /** Where it came from in the job, for error messages: "source" or "sources.2". */
+  at: string
+}
+
+/** A validated job: `[source]` and `[[sources]]` both become `sources`, in the order given. */
+export type Job = Omit<Parsed, "source" | "sources" | "output"> & {
+  sources: Input[]
+  /** The schema read and parsed, whether the job named a file or gave it inline. */
+  output?: { name: string; schema: Record<string, unknown> } | undefined
+}
+
+/** Flags that map onto job keys; each overrides the file's value. */
+export interface Flags {
+  name?: string | undefined
+  /** Each one an input, in order; replaces the file's inputs. */
+  input?: string[] | undefined
+  id?: string | undefined
+  format?: string | undefined
+  provider?: string | undefined
+  model?: string | undefined
+  mode?: string | undefined
+  baseUrl?: string | undefined
+  apiKeyEnv?: string | undefined
+  system?: string | undefined
+  prompt?: string | undefined
+  maxTokens?: string | undefined
+  temperature?: string | undefined
+  concurrency?: string | undefined
+  maxAttempts?: string | undefined
+  timeout?: string | undefined
+  grace?: string | undefined
+  maxCostUsd?: string | undefined
+}
+
+export interface Loaded {
+  job: Job
+  /** The job file, when there is one. */
+  file: string | undefined
+}
+
+type Table = Record<string, unknown>
+
+/** Reads the job file (if any), lays the flags over it, resolves paths, and validates the whole. */
+export function load(file: string | undefined, flags: Flags, cwd = process.cwd()): Loaded {
+  const path = file ? resolve(cwd, file) : undefined
+  const raw: Table = path ? readToml(path) : {}
+  const base = path ? dirname(path) : cwd
+  const table = (key: string): Table => {
+    const value = raw[key]
+    if (value === undefined) return (raw[key] = {}) as Table
+    return value as Table
+  }
+  const numeric = (flag: string, value: string | undefined): number | undefined => {
+    if (value === undefined) return undefined
+    const n = Number(value)
+    if (value.trim() === "" || !Number.isFinite(n)) {
+      throw new JobError(`--${flag} must be a number, not "${value}"`)
+    }
+    return n
+  }
+  const set = (t: Table, key: string, value: unknown) => {
+    if (value !== undefined) t[key] = value
+  }
+  set(raw, "name", flags.name)
+  if (flags.input?.length) {
+    // the file's single [source] lends its other keys (id, format, options) to every input given
+    const template = raw.sources === undefined ? { ...table("source") } : {}
+    delete raw.source
+    raw.sources = flags.input.map((p) => ({ ...template, path: resolve(cwd, p) }))
+  }
+  for (const [key, value] of [
+    ["id", flags.id],
+    ["format", flags.format],
+  ] as const) {
+    if (value === undefined) continue
+    if (Array.isArray(raw.sources)) for (const s of raw.sources as Table[]) s[key] = value
+    else table("source")[key] = value
+  }
+  set(table("provider"), "name", flags.provider)
+  set(table("provider"), "model", flags.model)
+  set(table("provider"), "mode", flags.mode)
+  set(table("provider"), "base_url", flags.baseUrl)
+  set(table("provider"), "api_key_env", flags.apiKeyEnv)
+  set(table("request"), "system", flags.system)
+  set(table("request"), "prompt", flags.prompt)
+  set(table("request"), "max_tokens", numeric("max-tokens", flags.maxTokens))
+  set(table("request"), "temperature", numeric("temperature", flags.temperature))
+  const limits = flags.concurrency ?? flags.maxAttempts ?? flags.timeout ?? flags.grace ?? flags.maxCostUsd
+  if (limits !== undefined) {
+    set(table("limits"), "concurrency", numeric("concurrency", flags.concurrency))
+    set(table("limits"), "max_attempts", numeric("max-attempts", flags.maxAttempts))
+    set(table("limits"), "max_cost_usd", numeric("max-cost-usd", flags.maxCostUsd))
+    set(table("limits"), "timeout_s", numeric("timeout", flags.timeout))
+    set(table("limits"), "grace_s", numeric("grace", flags.grace))
+  }
+  const list = Array.isArray(raw.sources) ? (raw.sources as unknown[]) : [raw.source]
+  for (const s of list) {
+    if (s && typeof s === "object" && typeof (s as Table).path === "string")
+      (s as Table).path = resolve(base, (s as Table).path as string)
+  }
+  if (Array.isArray(raw.plugins))
+    raw.plugins = raw.plugins.map((p: unknown) => (typeof p === "string" ? resolve(base, p) : p))
+  if (raw.name === undefined) raw.name = defaultName(path, (list[0] as Table | undefined)?.path)
+
+  const invalid = (problems: string[]) =>
+    new JobError(
+      `${path ?? "the flags"}: the job is not valid`,
+      problems,
+      "Fix the keys listed above; nothing was run.",
+    )
+  const parsed = v.safeParse(JobSchema, raw)
+  // valibot's strict objects name only their first unknown key: every one is listed here, once
+  const unknown = unknownKeys(raw)
+  const issues = parsed.success ? [] : parsed.issues.filter((i) => i.expected !== "never").map(describe)
+  if (!parsed.success || unknown.length) throw invalid([...issues, ...unknown])
+  const { source, sources, ...rest } = parsed.output
+  if (source && sources) throw invalid(["source: give either [source] or [[sources]], not both"])
+  if (!source && !sources)
+    throw invalid(["source: missing (required): a [source] table with a path, or --input"])
+  const inputs = (sources ?? [source!]).map(({ path, id, format, max_malformed, ...options }, i): Input => ({
+    path,
+    id,
+    format,
+    options,
+    at: sources ? `sources.${i}` : "source",
+    ...(max_malformed !== undefined && { max_malformed }),
+  }))
+  const { output, ...others } = rest
+  return { job: { ...others, sources: inputs, output: output && outputOf(output, base) }, file: path }
+}
+
+/**
+ * The built-in sources: their formats, file endings and option keys, so that a job's unknown keys are found when
+ * it is loaded, before the sources or any plugin are (test/core/job.test.ts holds this list to the registry's).
+ */
+export const BUILTIN_SOURCES: { name: string; extensions: string[]; keys: string[] }[] = [
+  { name: "jsonl", extensions: [".jsonl", ".ndjson"], keys: ["chunk_bytes", "max_line_bytes"] },
+  { name: "csv", extensions: [".csv"], keys: ["delimiter", "chunk_bytes", "max_line_bytes"] },
+  { name: "tsv", extensions: [".tsv", ".tab"], keys: ["delimiter", "chunk_bytes", "max_line_bytes"] },
+  { name: "parquet", extensions: [".parquet"], keys: ["columns", "batch_rows"] },
+]
+
+/** The strict tables of a job, by key. */
+const TABLES: Record<string, v.ObjectEntries> = {
+  provider: ProviderSchema.entries,
+  request: RequestSchema.entries,
+  limits: LimitsSchema.entries,
+  batch: BatchSchema.entries,
+  pricing: PricingSchema.entries,
+  output: OutputSchema.entries,
+}
+
+const isTable = (value: unknown): value is Table =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+/**
+ * The keys a source table may hold: its own (`path`, `id`, …) and its source's options. Undefined when a plugin may
+ * be its source (plugins load after the job: the registry checks their options then).
+ */
+function sourceKeys(table: Table, plugins: boolean): Set<string> | undefined {
+  const own = Object.keys(SourceSchema.entries)
+  const { format, path } = table
+  const ext = typeof path === "string" ? extname(path).toLowerCase() : ""
+  const found = BUILTIN_SOURCES.find((s) =>
+    typeof format === "string" ? s.name === format : ext !== "" && s.extensions.includes(ext),
+  )
+  if (found) return new Set([...own, ...found.keys])
+  if (plugins) return undefined
+  // no plugin to read it, whatever it is: a key that no built-in source takes is unknown
+  return new Set([...own, ...BUILTIN_SOURCES.flatMap((s) => s.keys)])
+}
+
+/** Every key of the raw job that nothing reads, as `path: unknown key`, in the order the job gives them. */
+function unknownKeys(raw: Table): string[] {
+  const out: string[] = []
+  const report = (table: Table, known: Set<string> | undefined, at: string) => {
+    if (!known) return
+    for (const key of Object.keys(table))
+      if (!known.has(key)) out.push(`${at ? `${at}.` : ""}${key}: unknown key (check its spelling)`)
+  }
+  const plugins = Array.isArray(raw.plugins) && raw.plugins.length > 0
+  for (const [key, value] of Object.entries(raw)) {
+    if (!(key in JobSchema.entries)) {
+      report({ [key]: value }, new Set(), "")
+      continue
+    }
+    const entries = TABLES[key]
+    if (entries && isTable(value)) report(value, new Set(Object.keys(entries)), key)
+    if (key === "source" && isTable(value)) report(value, sourceKeys(value, plugins), "source")
+    if (key === "sources" && Array.isArray(value))
+      for (const [i, s] of value.entries()) if (isTable(s)) report(s, sourceKeys(s, plugins), `sources.${i}`)
+  }
+  return out
+}
+
+function outputOf(output: NonNullable<Parsed["output"]>, base: string): NonNullable<Job["output"]> {
+  if (typeof output.schema !== "string") return { name: output.name, schema: output.schema }
+  const file = resolve(base, output.schema)
+  let text: string
+  try {
+    text = readFileSync(file, "utf8")
+  } catch {
+    throw new JobError(
+      "the job is not valid",
+      [`output.schema: cannot read ${file}`],
+      "The path is relative to the job file.",
+    )
+  }
+  try {
+    const schema: unknown = JSON.parse(text)
+    if (schema === null || typeof schema !== "object" || Array.isArray(schema))
+      throw new Error("not a JSON object")
+    return { name: output.name, schema: schema as Record<string, unknown> }
+  } catch (err) {
+    throw new JobError("the job is not valid", [
+      `output.schema: ${file} is not a JSON Schema: ${(err as Error).message}`,
+    ])
+  }
+}
+
+function readToml(path: string): Table {
+  let text: string
+  try {
+    text = readFileSync(path, "utf8")
+  } catch {
+    throw new JobError(`cannot read the job file ${path}`, [], "Check the path; `spool run job.toml`.")
+  }
+  try {
+    const parsed: unknown = Bun.TOML.parse(text)
+    return parsed as Table
+  } catch (cause) {
+    throw new JobError(`${path} is not valid TOML: ${(cause as Error).message}`, [], "Fix the TOML syntax.")
+  }
+}
+
+/** The characters that make a source path a glob (\`inbox/*.jsonl\`); see ingest.ts \`isGlob\`. */
+export const GLOB_CHARS = /[*?[{]/
+
+function defaultName(path: string | undefined, input: unknown): string | undefined {
+  let from = path ?? (typeof input === "string" ? input : undefined)
+  if (!from) return undefined
+  // a glob (`inbox/*.jsonl`) names its run after the folder it scans
+  const parts = from.split("/")
+  const glob = parts.findIndex((p) => GLOB_CHARS.test(p))
+  if (!path && glob >= 0) from = basename(resolve(parts.slice(0, glob).join("/") || "."))
+  return basename(from, extname(from)).replace(/[^A-Za-z0-9._-]/g, "-") || undefined
+}
+
+function describe(issue: v.BaseIssue<unknown>): string {
+  const path = issue.path?.map((p) => String(p.key)).join(".") ?? ""
+  const where = path || "(top level)"
+  if (issue.input === undefined && issue.kind === "schema") return `${where}: missing (required)`
+  return `${where}: ${issue.message}`
+}
+
+/**
+ * A hash of everything that shapes the requests; a run refuses a job whose fingerprint changed. Limits are
+ * left out: changing concurrency between resumes is fine.
+ */
+export function fingerprint(job: Job): string {
+  return new Bun.CryptoHasher("sha256").update(JSON.stringify(shaping(job))).digest("hex")
+}
+
+export function shaping(job: Job): Record<string, unknown> {
+  return {
+    sources: (job.sources ?? []).map((s) => ({
+      path: s.path,
+      id: s.id ?? null,
+      format: s.format ?? null,
+      options: s.options,
+    })),
+    "provider.name": job.provider.name,
+    "provider.model": job.provider.model ?? null,
+    "provider.options": job.provider.options ?? null,
+    "request.system": job.request.system ?? null,
+    "request.prompt": job.request.prompt,
+    "request.max_tokens": job.request.max_tokens ?? null,
+    "request.temperature": job.request.temperature ?? null,
+    "request.params": job.request.params ?? null,
+    // only when set, so that runs started before structured output existed keep their fingerprint
+    ...(job.output && { "output.schema": job.output.schema }),
+    // likewise: a batch run's items are in provider batches, which a realtime process would never poll
+    ...(job.provider.mode === "batch" && { "provider.mode": "batch" }),
+  }
+}
+
+/** The keys whose values differ between two jobs' shaping parts. */
+export function changedKeys(before: Job, after: Job): string[] {
+  const a = shaping(before)
+  const b = shaping(after)
+  return Object.keys(b).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+}
+
+/** Loads `.env` from `dir` into the environment without overriding what is already set. */
+export function loadDotenv(dir = process.cwd()): void {
+  const path = resolve(dir, ".env")
+  if (!existsSync(path)) return
+  for (const line of readFileSync(path, "utf8").split(/\r?\n/)) {
+    const m = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line)
+    if (!m) continue
+    const key = m[1] as string
+    let value = m[2] as string
+    const quoted = /^(['"])(.*)\1$/.exec(value)
+    if (quoted)
+      value = quoted[1] === '"' ? (quoted[2] as string).replace(/\\n/g, "\n") : (quoted[2] as string)
+    else value = value.replace(/\s+#.*$/, "")
+    if (process.env[key] === undefined) process.env[key] = value
+  }
+}

@@ -1,0 +1,372 @@
+/** What the CLI shows: status views, the runs list, result lines, and live progress. */
+import { basename } from "node:path"
+import type { Ticker } from "../engine/run.ts"
+import type { Listed } from "../../plugins/registry.ts"
+import type { State } from "../ledger/states.ts"
+import type { Batch, ResultRow, Run, Store } from "../ledger/sqlite/store.ts"
+import type { Job } from "../job/job.ts"
+import { paidCost, priceOf, spentOf, type Priced } from "../job/pricing.ts"
+
+export interface StatusView {
+  id: number
+  name: string
+  state: string
+  reason: string | null
+  created_at: string
+  finished_at: string | null
+  counts: Record<State, number>
+  total: number
+  attempts: number
+  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
+  /** USD; null when the model's price is unknown (never 0 for unknown). */
+  spend: {
+    usd: number | null
+    /** What the items not yet finished will cost at the average so far; null until an item has finished. */
+    remaining_usd: number | null
+    prices: Priced | null
+  }
+  errors: { class: string; count: number; example: string; id: string }[]
+  malformed: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
+  /** Batch mode: every provider batch of the run, oldest first (the page: the live ones and the last 50). */
+  batches: BatchView[]
+  batches_total: number
+  /** Queue limits learned from the provider (batch mode), when it reported one. */
+  queue: { tokens: number | null; requests: number | null }
+  elapsed_s: number
+  rate_per_s: number
+  eta_s: number | null
+  resume: string
+}
+
+/** The prices of a run's model, from the job it was (last) run with. */
+export function pricesOf(run: Run): Priced | undefined {
+  const job = JSON.parse(run.job) as Job
+  return priceOf(job.provider.model, job.pricing)
+}
+
+const round = (usd: number) => Math.round(usd * 1e6) / 1e6
+
+export interface BatchView {
+  id: number
+  tag: string
+  provider_id: string | null
+  /** creating, validating, in_progress, finalizing, cancelling, downloading, applying, ended, abandoned */
+  phase: string
+  /** The provider's own status word. */
+  status: string | null
+  outcome: string | null
+  items: number
+  /** Requests done of the total, as the provider reports them. */
+  done: number | null
+  failed: number | null
+  error: string | null
+  created_at: string
+  ended_at: string | null
+}
+
+/** Where a batch is, in one word: the ledger's step until the provider has it, then the provider's phase. */
+export function batchPhase(b: Batch): string {
+  if (b.state === "intent") return "creating"
+  if (b.state === "submitted") return b.phase ?? "validating"
+  if (b.state === "done") return "ended"
+  return b.state
+}
+
+export function batchView(b: Batch): BatchView {
+  return {
+    id: b.id,
+    tag: b.tag,
+    provider_id: b.provider_id,
+    phase: batchPhase(b),
+    status: b.status,
+    outcome: b.outcome,
+    items: b.count,
+    done: b.done,
+    failed: b.failed,
+    error: b.error,
+    created_at: new Date(b.created_at).toISOString(),
+    ended_at: b.ended_at ? new Date(b.ended_at).toISOString() : null,
+  }
+}
+
+function batchText(b: BatchView): string {
+  const of = b.done !== null ? ` ${n(b.done)}/${n(b.items)}` : ` ${n(b.items)} items`
+  const phase = b.phase === "in_progress" ? "in progress" : b.phase
+  const end = b.outcome ? ` (${b.outcome})` : ""
+  const why = b.error ? ` — ${b.error}` : ""
+  return `  #${b.id} ${b.provider_id ?? b.tag}  ${phase}${end}${of}${b.failed ? `, ${n(b.failed)} failed` : ""}${why}`
+}
+
+/**
+ * A run's status. `recentBatches`: only the live batches and the last N that ended (a page's update must not grow
+ * with a run's history); `batches_total` says how many there are in all.
+ */
+export function status(
+  db: Store,
+  run: Run,
+  now = Date.now(),
+  o: { recentBatches?: number } = {},
+): StatusView {
+  const s = db.summary(run.id, now)
+  const prices = pricesOf(run)
+  const tokens = {
+    input_tokens: s.inputTokens,
+    output_tokens: s.outputTokens,
+    cached_input_tokens: s.cachedTokens,
+  }
+  const spent = prices ? spentOf(prices, s) : null
+  const finished = s.counts.completed + s.counts.failed + s.counts.needs_review
+  const start = s.firstStarted ?? run.created_at
+  const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)
+  const elapsed = Math.max(1, (end - start) / 1000)
+  // a live run: the last minute's pace; a finished one: its whole length
+  const rate =
+    run.state === "running" ? s.recentCompleted / (s.recentWindowMs / 1000) : s.counts.completed / elapsed
+  const left =
+    s.counts.pending + s.counts.running + s.counts.retry_wait + s.counts.queued + s.counts.submitted
+  return {
+    id: run.id,
+    name: run.name,
+    state: run.state,
+    reason: run.reason,
+    created_at: new Date(run.created_at).toISOString(),
+    finished_at: run.finished_at ? new Date(run.finished_at).toISOString() : null,
+    counts: s.counts,
+    total: s.total,
+    attempts: s.attempts,
+    usage: tokens,
+    spend: {
+      usd: spent === null ? null : round(spent),
+      remaining_usd: spent === null || finished === 0 ? null : round((spent / finished) * left),
+      prices: prices ?? null,
+    },
+    errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
+    malformed: s.problems,
+    ...batchesOf(db, run, o.recentBatches),
+    queue: { tokens: run.queue_tokens ?? null, requests: run.queue_requests ?? null },
+    elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
+    rate_per_s: Math.round(rate * 100) / 100,
+    eta_s: left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
+    resume: run.resume,
+  }
+}
+
+function batchesOf(db: Store, run: Run, recent: number | undefined) {
+  if (recent === undefined) {
+    const all = db.batches(run.id)
+    return { batches: all.map(batchView), batches_total: all.length }
+  }
+  const { batches, total } = db.recentBatches(run.id, recent)
+  return { batches: batches.map(batchView), batches_total: total }
+}
+
+export function duration(seconds: number): string {
+  if (seconds < 60) return `${seconds}s`
+  const m = Math.floor(seconds / 60)
+  if (m < 60) return `${m}m ${seconds % 60}s`
+  return `${Math.floor(m / 60)}h ${m % 60}m`
+}
+
+const n = (x: number) => x.toLocaleString("en-US")
+
+/** Dollars with enough digits to be useful for small runs: $0.0123, $4.56, $1,234.50. */
+export function usd(x: number): string {
+  return `$${x.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: x < 1 ? 4 : 2 })}`
+}
+
+function spendText(spend: StatusView["spend"]): string {
+  if (spend.usd === null)
+    return "unknown (no price for this model: set input and output in [pricing], USD per million tokens)"
+  const rest = spend.remaining_usd ? ` · ~${usd(spend.remaining_usd)} for the rest` : ""
+  return `${usd(spend.usd)} so far${rest} (${spend.prices?.source})`
+}
+
+export function statusText(v: StatusView): string {
+  const order: State[] = [
+    "completed",
+    "failed",
+    "needs_review",
+    "pending",
+    "running",
+    "retry_wait",
+    "queued",
+    "submitted",
+  ]
+  const counts = order
+    .filter((s) => v.counts[s] > 0 || s === "completed")
+    .map((s) => `${s} ${n(v.counts[s])}`)
+    .join(" · ")
+  const lines = [
+    `run ${v.name} (#${v.id}) · ${v.state}${v.reason ? ` — ${v.reason}` : ""}`,
+    `items     ${n(v.total)}: ${counts}`,
+    `attempts  ${n(v.attempts)} · tokens in ${n(v.usage.input_tokens)}${
+      v.usage.cached_input_tokens ? ` (${n(v.usage.cached_input_tokens)} cached)` : ""
+    } out ${n(v.usage.output_tokens)}`,
+    `spend     ${spendText(v.spend)}`,
+    `time      elapsed ${duration(v.elapsed_s)} · ${v.rate_per_s}/s${v.state === "running" ? " over the last minute" : ""} · ETA ${
+      v.eta_s === null ? "unknown" : duration(v.eta_s)
+    }`,
+  ]
+  if (v.errors.length) {
+    lines.push("errors")
+    for (const e of v.errors) lines.push(`  ${e.class} ×${n(e.count)}  e.g. ${e.id}: ${e.example}`)
+  }
+  if (v.batches.length) {
+    const live = v.batches.filter((b) => b.phase !== "ended" && b.phase !== "abandoned")
+    const ended = v.batches.length - live.length
+    lines.push(`batches   ${n(v.batches.length)}: ${n(live.length)} live, ${n(ended)} ended or given up`)
+    // the live ones, and the last few that ended
+    const shown = [...v.batches.filter((b) => !live.includes(b)).slice(-3), ...live.slice(0, 20)]
+    for (const b of shown.sort((a, b) => a.id - b.id)) lines.push(batchText(b))
+    if (live.length > 20) lines.push(`  … and ${n(live.length - 20)} more live`)
+    if (v.queue.tokens || v.queue.requests)
+      lines.push(
+        `  queue limit learned: ${[v.queue.tokens ? `${n(v.queue.tokens)} enqueued tokens` : "", v.queue.requests ? `${n(v.queue.requests)} requests` : ""].filter(Boolean).join(", ")}`,
+      )
+  }
+  if (v.malformed.count) {
+    lines.push(
+      `input     ${n(v.malformed.count)} line(s) skipped (${n(v.malformed.duplicates)} duplicate ids)`,
+    )
+    for (const p of v.malformed.sample) lines.push(`  ${p.file}:${p.line}  ${p.reason}`)
+  }
+  if (v.state === "paused" || v.state === "running") lines.push(`resume    ${v.resume}`)
+  return `${lines.join("\n")}\n`
+}
+
+export interface RunLine {
+  id: number
+  name: string
+  state: string
+  completed: number
+  failed: number
+  total: number
+  created_at: string
+}
+
+export function runLine(db: Store, run: Run): RunLine {
+  const counts = db.counts(run.id)
+  const total = Object.values(counts).reduce((a, b) => a + b, 0)
+  return {
+    id: run.id,
+    name: run.name,
+    state: run.state,
+    completed: counts.completed,
+    failed: counts.failed + counts.needs_review,
+    total,
+    created_at: new Date(run.created_at).toISOString(),
+  }
+}
+
+export function runsText(list: RunLine[]): string {
+  if (!list.length) return "no runs yet — start one with `spool run job.toml`\n"
+  const rows = list.map(
+    (r) =>
+      `${String(r.id).padStart(4)}  ${r.name.padEnd(24)} ${r.state.padEnd(24)} ${n(r.completed)}/${n(r.total)} done${r.failed ? `, ${n(r.failed)} failed` : ""}  ${r.created_at}`,
+  )
+  return `${["  id  name                     state                    progress", ...rows].join("\n")}\n`
+}
+
+/**
+ * With several inputs, an id is prefixed by its input's file name (or, when two inputs share a name, by its
+ * position and name), so equal ids in two files stay apart. One input keeps its ids as they are.
+ */
+export function namespaces(paths: string[]): (string | undefined)[] {
+  if (paths.length < 2) return paths.map(() => undefined)
+  const names = paths.map((p) => basename(p))
+  const clash = new Set(names.filter((n, i) => names.indexOf(n) !== i))
+  return names.map((n, i) => (clash.has(n) ? `${i + 1}.${n}` : n))
+}
+
+/** One result line (DESIGN §7). */
+export interface ResultLine {
+  id: string
+  state: State
+  output: unknown
+  error: { class: string | null; message: string } | null
+  attempts: number
+  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
+  cost_usd: number | null
+  source: { file: string; row: number; id: string | null }
+}
+
+/** Makes a run's result lines (DESIGN §7): its ids namespaced by input, its outputs parsed, its costs priced. */
+export function resultLine(db: Store, run: Run): (item: ResultRow) => ResultLine {
+  const label = namespaces(db.inputs(run.id).map((i) => i.path))
+  const prices = pricesOf(run)
+  const structured = (JSON.parse(run.job) as Job).output !== undefined
+  return (item) => ({
+    id: label[item.input] === undefined ? item.key : `${label[item.input]}:${item.key}`,
+    state: item.state,
+    // the parsed object with a schema; for an item left for review, the answer that failed its gate
+    output:
+      item.state === "completed"
+        ? structured && item.output !== null
+          ? (JSON.parse(item.output) as unknown)
+          : item.output
+        : item.state === "needs_review"
+          ? item.output
+          : null,
+    error: item.error ? { class: item.error_class, message: item.error } : null,
+    attempts: item.attempts,
+    usage: {
+      input_tokens: item.input_tokens,
+      output_tokens: item.output_tokens,
+      cached_input_tokens: item.cached_input_tokens,
+    },
+    cost_usd: prices ? round(paidCost(prices, item)) : null,
+    source: { file: item.path, row: item.row, id: item.source_id },
+  })
+}
+
+/** The result lines of DESIGN §7, streamed in ledger order. Only committed data is ever read. */
+export function* results(db: Store, run: Run, state?: State): Generator<string> {
+  const line = resultLine(db, run)
+  for (const item of db.items(run.id, state)) yield `${JSON.stringify(line(item))}\n`
+}
+
+/** Live progress on stderr: one redrawn line on a terminal, a plain line every 10 s otherwise. */
+export function progress(out: NodeJS.WriteStream, tty = out.isTTY === true) {
+  let last = 0
+  let shown: Ticker | undefined
+  const every = tty ? 200 : 10_000
+  const line = (t: Ticker) => {
+    const secs = (Date.now() - t.startedAt) / 1000
+    const rate = secs > 0 ? (t.done - t.doneAtStart) / secs : 0
+    const left = Math.max(0, t.total - t.done)
+    const eta = rate > 0 ? duration(Math.round(left / rate)) : "—"
+    const review = t.review ? ` · ${n(t.review)} need review` : ""
+    return `${n(t.done)}/${n(t.total)} done · ${n(t.failed)} failed${review} · ${rate.toFixed(1)}/s · ETA ${eta}`
+  }
+  return {
+    tick(t: Ticker) {
+      shown = t
+      const now = Date.now()
+      if (now - last < every) return
+      last = now
+      out.write(tty ? `\r\x1b[K${line(t)}` : `${line(t)}\n`)
+    },
+    end() {
+      if (tty && shown) out.write(`\r\x1b[K${line(shown)}\n`)
+    },
+  }
+}
+
+/** `spool plugins` as text: one block per kind, each with its options. */
+export function pluginsText(list: Listed[]): string {
+  const out: string[] = []
+  for (const kind of ["source", "provider"] as const) {
+    out.push(kind === "source" ? "Sources" : "Providers")
+    for (const p of list.filter((l) => l.kind === kind)) {
+      const what =
+        kind === "source" ? (p.extensions?.join(" ") ?? "") : p.keyEnv ? `key: $${p.keyEnv}` : "no key"
+      out.push(`  ${p.name.padEnd(20)} ${what.padEnd(24)} ${p.origin}`)
+      for (const o of p.options) {
+        const def = o.default === undefined ? "" : ` = ${JSON.stringify(o.default)}`
+        out.push(`      ${o.name}: ${o.type}${o.required ? " (required)" : def}`)
+      }
+    }
+    out.push("")
+  }
+  return `${out.join("\n")}`
+}

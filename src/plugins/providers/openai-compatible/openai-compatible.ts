@@ -1,0 +1,201 @@
+/**
+ * Chat completions against any OpenAI-compatible base URL (vLLM, Ollama, LM Studio, llama.cpp, gateways),
+ * realtime. It builds and sends requests with the `openai` provider's code, and reads answers more
+ * tolerantly.
+ *
+ * Differences from api.openai.com handled here, and nothing else:
+ * - `base_url` is required: there is no default server (refused before a run starts, naming
+ *   `provider.base_url`). `/chat/completions` is appended to it, unless it already ends so.
+ * - The output limit is sent as `max_tokens`, which Ollama, llama.cpp, LM Studio and vLLM all read, not
+ *   OpenAI's newer `max_completion_tokens` (which Ollama, for one, does not list). `params` may send either.
+ * - A key is optional: `Authorization: Bearer …` is sent only when the job names one with `api_key_env`.
+ * - No `usage` block: usage 0/0.
+ * - Usage named `input_tokens`/`output_tokens` instead of `prompt_tokens`/`completion_tokens`.
+ * - No `x-ratelimit-*` or `retry-after` headers: nothing here needs them.
+ * - `content` as a list of parts: the `text` of its text parts (type "text" or no type), joined; other parts
+ *   (images, thinking) are skipped.
+ * - `content` null or missing beside `reasoning_content` (or `reasoning`): the reasoning is never taken as
+ *   the answer. It is a bad_response, not retryable when `finish_reason` is "length" (the model spent
+ *   max_tokens thinking and would again: raise max_tokens), retryable otherwise.
+ * - `finish_reason` missing, and unknown fields anywhere: ignored.
+ * - Error bodies of any of these shapes, read for their message (and code, for quota):
+ *   `{error:{message,type,code}}` (OpenAI, newer vLLM, Ollama's /v1), `{error:"text"}` (Ollama, LM Studio,
+ *   TGI), `{detail:"text"}` or FastAPI's `{detail:[{loc,msg}]}`, `{object:"error",message,type,code}`
+ *   (older vLLM), or plain text / HTML.
+ * - A 200 whose body is an error (`error` not null, `object: "error"`, or no `choices` but one of the
+ *   shapes above): a failure, never a reply. Classified as that HTTP status when it carries a numeric code
+ *   400–599 (as OpenRouter does), else a retryable server error.
+ *
+ * Classification of HTTP errors is the openai provider's: 429/408/409/5xx retryable with Retry-After,
+ * 401/403 and quota pause the run, 404 not_found, other 4xx bad_request.
+ */
+import * as v from "valibot"
+import { defineProvider, type Reply } from "../../api/define.ts"
+import { JobError, ProviderError } from "../../../core/base/errors.ts"
+import { body, classify, finishOf, json, post, type ErrorDetail } from "../openai/openai.ts"
+import { rated } from "../../../core/engine/ratelimit.ts"
+
+type Detail = ErrorDetail & {
+  /** A numeric code, when the body gives one: an HTTP status for servers that send errors with a 200. */
+  status?: number | undefined
+}
+
+const isRecord = (x: unknown): x is Record<string, unknown> =>
+  typeof x === "object" && x !== null && !Array.isArray(x)
+
+const str = (x: unknown): string | undefined => (typeof x === "string" && x !== "" ? x : undefined)
+
+function fields(error: Record<string, unknown>): Detail {
+  const code = error.code
+  return {
+    message: str(error.message) ?? (error.message === undefined ? undefined : JSON.stringify(error.message)),
+    type: str(error.type),
+    code: typeof code === "number" ? String(code) : (str(code) ?? null),
+    status: typeof code === "number" ? code : undefined,
+  }
+}
+
+/** FastAPI's validation errors: `[{ loc: ["body", "messages"], msg: "Field required" }]`. */
+function problems(detail: unknown[]): string {
+  return detail
+    .map((d) => {
+      if (!isRecord(d)) return String(d)
+      const at = Array.isArray(d.loc) ? `${d.loc.join(".")}: ` : ""
+      return `${at}${str(d.msg) ?? JSON.stringify(d)}`
+    })
+    .join("; ")
+}
+
+/** What a parsed body says went wrong, in whichever of the known shapes it says it; undefined when none. */
+function explain(parsed: unknown): Detail | undefined {
+  if (!isRecord(parsed)) return undefined
+  const { error, detail } = parsed
+  if (typeof error === "string") return { message: error }
+  if (isRecord(error)) return fields(error)
+  if (parsed.object === "error") return fields(parsed)
+  if (typeof detail === "string") return { message: detail }
+  if (Array.isArray(detail)) return { message: problems(detail) }
+  if (isRecord(detail)) return fields(detail)
+  return undefined
+}
+
+/** Reads what an error body says, JSON or not. */
+function detailOf(text: string): Detail | undefined {
+  try {
+    return explain(JSON.parse(text))
+  } catch {
+    return undefined
+  }
+}
+
+/** A 200 whose body reports an error. */
+function failed(status: number, text: string, headers: Headers, detail: Detail): ProviderError {
+  if (detail.status !== undefined && detail.status >= 400 && detail.status <= 599) {
+    return classify(detail.status, text, headers, detail)
+  }
+  return new ProviderError(
+    "server",
+    `HTTP ${status} with an error: ${detail.message ?? text.slice(0, 200)}`,
+    {
+      retryable: true,
+      status,
+    },
+  )
+}
+
+/** The answer's text: a string, or the text parts of a list of parts; undefined when there is none. */
+function textOf(content: unknown): string | undefined {
+  if (typeof content === "string") return content
+  if (!Array.isArray(content)) return undefined
+  const texts: string[] = []
+  for (const part of content) {
+    if (!isRecord(part) || typeof part.text !== "string") continue
+    if (part.type === "text" || part.type === undefined) texts.push(part.text)
+  }
+  return texts.length ? texts.join("") : undefined
+}
+
+function count(usage: unknown, ...names: string[]): number {
+  if (!isRecord(usage)) return 0
+  for (const name of names) {
+    const n = usage[name]
+    if (typeof n === "number" && Number.isFinite(n)) return n
+  }
+  return 0
+}
+
+/** Reads a completion however the server shaped it, or says why the body is not one. */
+function reply(status: number, text: string, headers: Headers): Reply {
+  const parsed = json(status, text)
+  const completion = isRecord(parsed) ? parsed : {}
+  if (completion.error != null || completion.object === "error" || !Array.isArray(completion.choices)) {
+    const detail = explain(parsed)
+    if (detail) throw failed(status, text, headers, detail)
+  }
+  const choice = Array.isArray(completion.choices) ? completion.choices[0] : undefined
+  const message = isRecord(choice) && isRecord(choice.message) ? choice.message : {}
+  const content = textOf(message.content)
+  if (content === undefined) {
+    const finish = isRecord(choice) ? choice.finish_reason : undefined
+    if (str(message.reasoning_content) ?? str(message.reasoning)) {
+      const spent = finish === "length"
+      const why = spent ? ": it reached max_tokens while reasoning (raise max_tokens)" : ""
+      throw new ProviderError("bad_response", `the completion has reasoning but no answer${why}`, {
+        retryable: !spent,
+        status,
+      })
+    }
+    throw new ProviderError("bad_response", "the completion has no message content", {
+      retryable: true,
+      status,
+    })
+  }
+  return {
+    text: content,
+    usage: {
+      input_tokens: count(completion.usage, "prompt_tokens", "input_tokens"),
+      output_tokens: count(completion.usage, "completion_tokens", "output_tokens"),
+      cached_input_tokens:
+        count(
+          isRecord(completion.usage) ? completion.usage.prompt_tokens_details : undefined,
+          "cached_tokens",
+        ) || undefined,
+    },
+    ...finishOf(isRecord(choice) ? choice.finish_reason : undefined),
+  }
+}
+
+/** The chat completions URL under a base URL; a base URL that already names the endpoint is kept. */
+function endpoint(baseUrl: string): string {
+  const base = baseUrl.replace(/\/+$/, "")
+  return base.endsWith("/chat/completions") ? base : `${base}/chat/completions`
+}
+
+export default defineProvider({
+  name: "openai-compatible",
+  options: v.strictObject({}),
+  keyEnv: undefined,
+  baseUrlEnv: "OPENAI_BASE_URL",
+  create(_options, context) {
+    if (!context.baseUrl) {
+      throw new JobError(
+        "the job is not valid",
+        ['provider.base_url: missing (required: provider "openai-compatible" has no default server)'],
+        'Set base_url = "http://127.0.0.1:8000/v1" under [provider], pass --base-url, or export OPENAI_BASE_URL.',
+      )
+    }
+    const url = endpoint(context.baseUrl)
+    const headers: Record<string, string> = { "content-type": "application/json" }
+    if (context.apiKey) headers.authorization = `Bearer ${context.apiKey}`
+    return {
+      async call(request, signal) {
+        const payload = body(context.model, request, "max_tokens")
+        const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
+        return rated(response.headers, () => {
+          if (!response.ok) throw classify(response.status, text, response.headers, detailOf(text))
+          return reply(response.status, text, response.headers)
+        })
+      },
+    }
+  },
+})

@@ -1,0 +1,426 @@
+/**
+ * The OpenAI Batch API, through the official SDK: the request file is uploaded (purpose "batch") and a batch is made
+ * of it, tagged in its metadata; result files are streamed to disk as the API serves them. Lines are written and
+ * read with the realtime provider's own body builders and readers (openai.ts), so a batch item is asked and read
+ * exactly as a direct call would be.
+ */
+import OpenAI, {
+  APIConnectionError,
+  APIConnectionTimeoutError,
+  APIError,
+  APIUserAbortError,
+  OpenAIError,
+  toStreamingFile,
+} from "openai"
+import type { Batch } from "openai/resources/batches"
+import { closeSync, fsyncSync, openSync, writeSync } from "node:fs"
+import { open, rename, rm } from "node:fs/promises"
+import { dirname } from "node:path"
+import type {
+  BatchClient,
+  BatchExpect,
+  BatchLine,
+  Downloaded,
+  ProviderContext,
+  RemoteBatch,
+  Reply,
+  Request,
+} from "../../api/define.ts"
+import { ProviderError, StoreError } from "../../../core/base/errors.ts"
+import {
+  body,
+  classify,
+  DEFAULT_BASE_URL,
+  replyOf,
+  responsesBody,
+  responsesReplyOf,
+  type ErrorDetail,
+} from "./openai.ts"
+import { unanswered, type SdkErrors } from "../../api/http.ts"
+
+/** 50,000 requests and 200 MB of request file per batch, as the Batch API guide states. */
+export const OPENAI_BATCH_LIMITS = { maxRequests: 50_000, maxBytes: 200_000_000 } as const
+
+/** How far before a batch's committed intent `find` still looks: clocks of this machine and the provider's differ. */
+export const CLOCK_SLACK_MS = 10 * 60_000
+
+/**
+ * Uploading a request file (up to 200 MB) and sending a create body (up to 256 MB) take longer than one realtime
+ * call: the SDK's timer runs until the response's headers, so these two get at least this long.
+ */
+export const UPLOAD_TIMEOUT_MS = 15 * 60_000
+
+/** Batch metadata values may be 512 characters long. */
+const METADATA_MAX = 512
+
+/** The enqueued-token (or request) limit a refusal names: "… Limit: 90,000 enqueued tokens. …". */
+export function enqueuedLimit(message: string): { tokens?: number; requests?: number } | undefined {
+  const m = /limit:?\s*(\d[\d,]*)\s+enqueued\s+(tokens|requests)/i.exec(message)
+  if (!m?.[1] || !m[2]) return undefined
+  const n = Number(m[1].replaceAll(",", ""))
+  if (!Number.isFinite(n)) return undefined
+  return m[2].toLowerCase() === "tokens" ? { tokens: n } : { requests: n }
+}
+
+/**
+ * Why a failed batch failed. The queue being full (`token_limit_exceeded`, or a message naming an enqueued limit) is
+ * a queue_limit, retryable once other batches finish; anything else (the file did not validate) is the request
+ * file's fault and is not retried.
+ */
+export function batchError(batch: Pick<Batch, "status" | "errors">): ProviderError | undefined {
+  if (batch.status !== "failed") return undefined
+  const data = batch.errors?.data ?? []
+  const limit = data.find(
+    (e) => e.code === "token_limit_exceeded" || (e.message !== undefined && enqueuedLimit(e.message)),
+  )
+  if (limit) {
+    const err = new ProviderError(
+      "queue_limit",
+      `the batch was refused (${limit.code ?? "queue limit"}): ${limit.message ?? "no message"}`,
+      { retryable: true },
+    )
+    err.queueLimit = enqueuedLimit(limit.message ?? "")
+    return err
+  }
+  if (data.length === 0) {
+    return new ProviderError("bad_request", "the batch failed and the API gave no reason", {
+      retryable: false,
+    })
+  }
+  const shown = data.slice(0, 3).map((e) => {
+    const where = e.line === null || e.line === undefined ? "" : ` at line ${e.line}`
+    return `${e.code ?? "error"}${where}: ${e.message ?? "no message"}`
+  })
+  const more = data.length > shown.length ? ` (and ${data.length - shown.length} more)` : ""
+  return new ProviderError("bad_request", `the batch failed: ${shown.join("; ")}${more}`, {
+    retryable: false,
+  })
+}
+
+const PHASES: Record<Batch["status"], Pick<RemoteBatch, "phase" | "outcome">> = {
+  validating: { phase: "validating" },
+  in_progress: { phase: "in_progress" },
+  finalizing: { phase: "finalizing" },
+  cancelling: { phase: "cancelling" },
+  completed: { phase: "ended", outcome: "completed" },
+  expired: { phase: "ended", outcome: "expired" },
+  cancelled: { phase: "ended", outcome: "cancelled" },
+  failed: { phase: "ended", outcome: "failed" },
+}
+
+/**
+ * The lines an ended batch's files hold: the output file one per completed request; the error file one per failed
+ * request, and, for a batch that expired or was cancelled, possibly one more per request never run (whether those
+ * are counted as failed is not documented, so both readings are accepted).
+ */
+function expectOf(
+  counts: NonNullable<Batch["request_counts"]>,
+  outcome: RemoteBatch["outcome"],
+): BatchExpect {
+  const cut = outcome === "expired" || outcome === "cancelled"
+  return {
+    output: { min: counts.completed, max: counts.completed },
+    errors: {
+      min: counts.failed,
+      max: cut ? Math.max(counts.failed, counts.total - counts.completed) : counts.failed,
+    },
+  }
+}
+
+/** An OpenAI batch in neutral terms. A status this code does not know is taken as still in progress. */
+export function remote(batch: Batch): RemoteBatch {
+  const out: RemoteBatch = {
+    id: batch.id,
+    status: batch.status,
+    ...(PHASES[batch.status] ?? { phase: "in_progress" }),
+    createdAt: batch.created_at * 1000,
+  }
+  const counts = batch.request_counts
+  if (counts) {
+    out.counts = { total: counts.total, done: counts.completed + counts.failed, failed: counts.failed }
+    if (out.phase === "ended") out.expect = expectOf(counts, out.outcome)
+  }
+  // the API sends null for a file it has not made
+  const output = batch.output_file_id ?? undefined
+  const errors = batch.error_file_id ?? undefined
+  if (output !== undefined || errors !== undefined) {
+    out.files = {}
+    if (output !== undefined) out.files.output = output
+    if (errors !== undefined) out.files.errors = errors
+  }
+  const error = batchError(batch)
+  if (error) out.error = error
+  return out
+}
+
+/** The SDK's error classes, for `unanswered`. */
+const SDK_ERRORS: SdkErrors = {
+  timeout: APIConnectionTimeoutError,
+  abort: APIUserAbortError,
+  connection: APIConnectionError,
+  base: OpenAIError,
+}
+
+/**
+ * Turns whatever the SDK threw into a ProviderError, classified as the realtime provider classifies an HTTP answer.
+ * An abort by the caller is rethrown as the caller's own reason.
+ */
+export function sdkFailure(cause: unknown, signal: AbortSignal, timeoutMs: number): unknown {
+  if (signal.aborted) return signal.reason ?? cause
+  // already ours: a provider's error mapped before, or the disk failing under a download
+  if (cause instanceof ProviderError || cause instanceof StoreError) return cause
+  if (cause instanceof APIError && cause.status !== undefined && cause.headers) {
+    // `error` is the body's `error` object; without a JSON body the SDK's message is "<status> <body text>"
+    const detail = (cause.error ?? undefined) as ErrorDetail | undefined
+    const text = detail ? JSON.stringify({ error: detail }) : cause.message.replace(/^\d+ /, "")
+    return classify(cause.status, text, cause.headers, detail)
+  }
+  return unanswered(cause, timeoutMs, SDK_ERRORS, { cause })
+}
+
+/**
+ * A signal that fires when `ms` pass without `touch()`: a download may take long, but must not stall. `stop()` ends
+ * the watch.
+ */
+export function stallWatch(ms: number): { signal: AbortSignal; touch(): void; stop(): void } {
+  const controller = new AbortController()
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const fire = () => controller.abort(new DOMException(`no data for ${ms / 1000} s`, "TimeoutError"))
+  const touch = () => {
+    clearTimeout(timer)
+    timer = setTimeout(fire, ms)
+  }
+  touch()
+  return { signal: controller.signal, touch, stop: () => clearTimeout(timer) }
+}
+
+/**
+ * The length a response announced for its body (Content-Length), when that is the length of the bytes it gives: not
+ * for a compressed body, which fetch inflates.
+ */
+export function announced(response: Response): number | undefined {
+  const encoding = response.headers.get("content-encoding")
+  if (encoding && encoding !== "identity") return undefined
+  const length = response.headers.get("content-length")
+  return length !== null && /^\d+$/.test(length) ? Number(length) : undefined
+}
+
+/**
+ * Streams a response body to `path`, durably: into `path.part` (mode 0600), fsynced, then renamed over `path`; a
+ * failure leaves no `.part` behind. `touch` is called for every chunk (a stall watch). Never holds the body in memory.
+ * A failure of the disk is a StoreError (never retried as a provider's); one of the stream is thrown as it is.
+ */
+export async function save(
+  stream: ReadableStream<Uint8Array> | null,
+  path: string,
+  touch: () => void = () => {},
+): Promise<void> {
+  const part = `${path}.part`
+  const disk = async <T>(run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run()
+    } catch (cause) {
+      throw new StoreError(`cannot write ${part}: ${(cause as Error)?.message ?? String(cause)}`, undefined, {
+        cause,
+      })
+    }
+  }
+  // a .part left by a crash may have other permissions: start from nothing, so the mode below applies
+  await disk(() => rm(part, { force: true }))
+  const fd = await disk(async () => openSync(part, "w", 0o600))
+  try {
+    if (stream) {
+      for await (const chunk of stream) {
+        touch()
+        // a chunk at a time, synchronously: an awaited write per chunk cost more than the writing itself
+        let offset = 0
+        while (offset < chunk.length) offset += await disk(async () => writeSync(fd, chunk, offset))
+      }
+    }
+    await disk(async () => fsyncSync(fd))
+  } catch (error) {
+    try {
+      closeSync(fd)
+    } catch {}
+    await rm(part, { force: true }).catch(() => {})
+    throw error
+  }
+  await disk(async () => closeSync(fd))
+  await disk(() => rename(part, path))
+  // the rename itself is durable once the directory is synced (not every platform lets a directory be opened)
+  const dir = await open(dirname(path), "r").catch(() => undefined)
+  if (dir)
+    await dir
+      .sync()
+      .catch(() => {})
+      .finally(() => dir.close())
+}
+
+/** The fields of one output or error file line (the Batch API's BatchRequestOutput). */
+type OutputLine = {
+  custom_id?: unknown
+  response?: { status_code?: unknown; body?: unknown } | null
+  error?: { code?: unknown; message?: unknown } | null
+}
+
+/** Line errors that mean the request never ran: its item goes back to pending, unpaid. */
+const NOT_RUN = new Set(["batch_expired", "batch_cancelled"])
+
+/**
+ * The Batch API of the openai provider. The SDK client is made on first use (the Batch API needs a key; a run that
+ * never uses it never makes one).
+ */
+export function openaiBatch(context: ProviderContext, endpoint: "chat" | "responses"): BatchClient {
+  const responses = endpoint === "responses"
+  const url = responses ? "/v1/responses" : "/v1/chat/completions"
+  const build = responses ? responsesBody : body
+  const read: (status: number, body: unknown) => Reply = responses ? responsesReplyOf : replyOf
+  const model = context.model
+  // The SDK rejects a timeout that is not a whole number of milliseconds.
+  const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
+  const head = `,"method":"POST","url":${JSON.stringify(url)},"body":`
+
+  let made: OpenAI | undefined
+  const sdk = (): OpenAI => {
+    if (made) return made
+    if (!context.apiKey) {
+      throw new ProviderError("auth", "the Batch API needs an API key, and none was given", {
+        retryable: false,
+        pause: true,
+      })
+    }
+    made = new OpenAI({
+      apiKey: context.apiKey,
+      baseURL: (context.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, ""),
+      maxRetries: 0,
+      timeout: timeoutMs,
+      logLevel: "off",
+      // spool reads the environment itself: the SDK must not add an organization, project or admin key of its own
+      organization: null,
+      project: null,
+      adminAPIKey: null,
+      webhookSecret: null,
+    })
+    return made
+  }
+
+  /** One SDK call, its failure mapped. */
+  const attempt = async <T>(signal: AbortSignal, run: (client: OpenAI) => Promise<T>): Promise<T> => {
+    try {
+      return await run(sdk())
+    } catch (cause) {
+      throw sdkFailure(cause, signal, timeoutMs)
+    }
+  }
+
+  /** Streams one file's content to `path`; returns the length it was served with, if one was announced. */
+  const fetchFile = async (id: string, path: string, signal: AbortSignal): Promise<number | undefined> => {
+    const watch = stallWatch(timeoutMs)
+    const both = AbortSignal.any([signal, watch.signal])
+    try {
+      const response = await sdk().files.content(id, { signal: both })
+      await save(response.body, path, watch.touch)
+      return announced(response)
+    } catch (cause) {
+      throw sdkFailure(cause, signal, timeoutMs)
+    } finally {
+      watch.stop()
+    }
+  }
+
+  return {
+    limits: OPENAI_BATCH_LIMITS,
+
+    line(customId: string, request: Request): string {
+      return `{"custom_id":${JSON.stringify(customId)}${head}${JSON.stringify(build(model, request))}}`
+    },
+
+    async create(file, tag, signal) {
+      return attempt(signal, async (client) => {
+        // streamed from disk as multipart form data: a 200 MB file is never held in memory
+        const upload = toStreamingFile(Bun.file(file).stream(), `${tag.tag}.jsonl`)
+        const input = await client.files.create(
+          { file: upload, purpose: "batch" },
+          { signal, timeout: Math.max(timeoutMs, UPLOAD_TIMEOUT_MS) },
+        )
+        // the input file is left to expire (batch files do, after 30 days): if this create reached the API but its
+        // answer was lost, the batch reads that file, and deleting it would fail the batch
+        const batch = await client.batches.create(
+          {
+            input_file_id: input.id,
+            endpoint: url,
+            completion_window: "24h",
+            metadata: { spool_run: Array.from(tag.run).slice(0, METADATA_MAX).join(""), spool_tag: tag.tag },
+          },
+          { signal },
+        )
+        return remote(batch)
+      })
+    },
+
+    async retrieve(id, signal) {
+      return attempt(signal, async (client) => remote(await client.batches.retrieve(id, { signal })))
+    },
+
+    async find(tag, signal) {
+      return attempt(signal, async (client) => {
+        const since = tag.since - CLOCK_SLACK_MS
+        // newest first, page after page, until the batches are older than the intent
+        for await (const batch of client.batches.list({ limit: 100 }, { signal })) {
+          if (batch.created_at * 1000 < since) break
+          if (batch.metadata?.spool_tag === tag.tag) return { found: remote(batch) }
+        }
+        return { none: true as const }
+      })
+    },
+
+    async cancel(id, signal) {
+      return attempt(signal, async (client) => remote(await client.batches.cancel(id, { signal })))
+    },
+
+    async download(batch, to, signal) {
+      const written: Downloaded = { announced: {} }
+      if (batch.files?.output) {
+        written.announced!.output = await fetchFile(batch.files.output, to.output, signal)
+        written.output = to.output
+      }
+      if (batch.files?.errors) {
+        written.announced!.errors = await fetchFile(batch.files.errors, to.errors, signal)
+        written.errors = to.errors
+      }
+      return written
+    },
+
+    parse(text: string): BatchLine {
+      const line = JSON.parse(text) as OutputLine | null
+      const customId = line?.custom_id
+      if (typeof customId !== "string") throw new Error("the line has no custom_id")
+      const response = line?.response
+      if (response && typeof response.status_code === "number") {
+        const status = response.status_code
+        if (status !== 200) {
+          const payload = response.body === undefined ? "" : JSON.stringify(response.body)
+          return { customId, error: classify(status, payload, new Headers()) }
+        }
+        try {
+          // the body is read as it was parsed with its line: no second JSON round trip per line
+          return { customId, reply: read(status, response.body) }
+        } catch (error) {
+          if (error instanceof ProviderError) return { customId, error }
+          throw error
+        }
+      }
+      const error = line?.error
+      if (error && typeof error === "object") {
+        const code = typeof error.code === "string" ? error.code : "unknown"
+        if (NOT_RUN.has(code)) return { customId }
+        const message = typeof error.message === "string" ? error.message : "no message"
+        return {
+          customId,
+          error: new ProviderError("bad_request", `${code}: ${message}`, { retryable: false }),
+        }
+      }
+      throw new Error("the line has neither a response nor an error")
+    },
+  }
+}

@@ -1,0 +1,131 @@
+import { describe, expect, test } from "bun:test"
+import { duration, fromHeaders, Limiter } from "../../../src/core/engine/ratelimit.ts"
+
+function clock(start = 1_000_000) {
+  let t = start
+  return { now: () => t, advance: (ms: number) => (t += ms) }
+}
+
+describe("rate limits", () => {
+  test("OpenAI's reset durations", () => {
+    expect(duration("1s")).toBe(1000)
+    expect(duration("6m0s")).toBe(360_000)
+    expect(duration("120ms")).toBe(120)
+    expect(duration("1h2m3.5s")).toBe(3_723_500)
+    expect(duration("0.5s")).toBe(500)
+    expect(duration("soon")).toBeUndefined()
+    expect(duration("5s later")).toBeUndefined()
+  })
+
+  test("headers: OpenAI's x-ratelimit-*, Anthropic's anthropic-ratelimit-*, none", () => {
+    const now = Date.parse("2026-11-27T10:00:00Z")
+    expect(
+      fromHeaders(
+        new Headers({
+          "x-ratelimit-limit-requests": "500",
+          "x-ratelimit-remaining-requests": "499",
+          "x-ratelimit-reset-requests": "120ms",
+          "x-ratelimit-limit-tokens": "200000",
+          "x-ratelimit-remaining-tokens": "199900",
+          "x-ratelimit-reset-tokens": "30ms",
+        }),
+        now,
+      ),
+    ).toEqual({
+      requests: { limit: 500, remaining: 499, resetMs: 120 },
+      tokens: { limit: 200_000, remaining: 199_900, resetMs: 30 },
+    })
+    expect(
+      fromHeaders(
+        new Headers({
+          "anthropic-ratelimit-requests-limit": "50",
+          "anthropic-ratelimit-requests-remaining": "49",
+          "anthropic-ratelimit-requests-reset": "2026-11-27T10:00:01Z",
+          "anthropic-ratelimit-input-tokens-limit": "30000",
+          "anthropic-ratelimit-input-tokens-remaining": "29000",
+          "anthropic-ratelimit-input-tokens-reset": "2026-11-27T10:00:02Z",
+        }),
+        now,
+      ),
+    ).toEqual({
+      requests: { limit: 50, remaining: 49, resetMs: 1000 },
+      tokens: { limit: 30_000, remaining: 29_000, resetMs: 2000 },
+    })
+    expect(fromHeaders(new Headers({ "content-type": "application/json" }))).toBeUndefined()
+  })
+
+  test("a configured rpm is a bucket: a minute's worth at once, then one per 60/rpm seconds", () => {
+    const c = clock()
+    const limiter = new Limiter({ rpm: 60, tpm: 0, concurrency: 8, now: c.now })
+    let taken = 0
+    while (limiter.take(1)) taken++
+    expect(taken).toBe(60)
+    expect(limiter.wait(1)).toBe(1000)
+    c.advance(999)
+    expect(limiter.take(1)).toBe(false)
+    c.advance(1)
+    expect(limiter.take(1)).toBe(true)
+  })
+
+  test("tokens per minute: estimates are taken before a call and corrected by its usage after", () => {
+    const c = clock()
+    const limiter = new Limiter({ rpm: 0, tpm: 1000, concurrency: 8, now: c.now })
+    expect(limiter.take(600)).toBe(true)
+    expect(limiter.take(600)).toBe(false)
+    expect(limiter.wait(600)).toBe(12_000) // 200 missing at 1000 a minute
+    limiter.settle(600, 100) // it used 100, not 600
+    expect(limiter.take(600)).toBe(true)
+  })
+
+  test("with rpm and tpm at 0, the limits are learned from the headers, and the server's remaining count wins", () => {
+    const c = clock()
+    const limiter = new Limiter({ rpm: 0, tpm: 0, concurrency: 8, now: c.now })
+    expect(limiter.state.concurrency).toBe(1)
+    for (let i = 0; i < 1000; i++) expect(limiter.take(50)).toBe(true) // nothing known yet: no limit
+    limiter.observe({
+      requests: { limit: 120, remaining: 0 },
+      tokens: { limit: 1_000_000, remaining: 900_000 },
+    })
+    expect(limiter.state).toEqual({ rpm: 120, tpm: 1_000_000, concurrency: 8 })
+    expect(limiter.wait(50)).toBe(500)
+    c.advance(500)
+    expect(limiter.take(50)).toBe(true)
+    expect(limiter.take(50)).toBe(false)
+  })
+
+  test("a configured limit is not replaced by a learned one", () => {
+    const limiter = new Limiter({ rpm: 10, tpm: 0, concurrency: 8, now: clock().now })
+    limiter.observe({ requests: { limit: 10_000, remaining: 9_999 } })
+    expect(limiter.state.rpm).toBe(10)
+  })
+
+  test("limits to learn: one call alone until the first answer (with or without headers) says what they are", () => {
+    const learning = new Limiter({ rpm: 0, tpm: 0, concurrency: 64, now: clock().now })
+    expect(learning.state.concurrency).toBe(1)
+    learning.observe(undefined) // an answer with no rate-limit headers: nothing to learn, so no limit
+    expect(learning.state.concurrency).toBe(64)
+    expect(new Limiter({ rpm: 600, tpm: 90_000, concurrency: 64 }).state.concurrency).toBe(64)
+  })
+
+  test("429s: halve concurrency at most once a second, win it back gradually", () => {
+    const c = clock()
+    const limiter = new Limiter({ rpm: 0, tpm: 0, concurrency: 64, now: c.now })
+    limiter.observe(undefined)
+    limiter.limited()
+    limiter.limited()
+    limiter.limited()
+    expect(limiter.state.concurrency).toBe(32)
+    c.advance(1000)
+    limiter.limited()
+    expect(limiter.state.concurrency).toBe(16)
+    for (let i = 0; i < 16; i++) limiter.succeeded()
+    expect(Math.floor(limiter.state.concurrency)).toBe(16) // about one more per round of 16 calls
+    let rounds = 0
+    while (limiter.state.concurrency < 64) {
+      limiter.succeeded()
+      rounds++
+    }
+    expect(rounds).toBeGreaterThan(1000) // back to 64 only after many successes
+    expect(limiter.state.concurrency).toBe(64)
+  })
+})

@@ -1,0 +1,57 @@
+import { describe, expect, test } from "bun:test"
+import { TransitionError } from "../../../src/core/base/errors.ts"
+import * as states from "../../../src/core/ledger/states.ts"
+import type { State } from "../../../src/core/ledger/states.ts"
+
+const LEGAL: [State, State][] = [
+  ["pending", "running"],
+  ["pending", "queued"],
+  ["running", "completed"],
+  ["running", "retry_wait"],
+  ["running", "failed"],
+  ["running", "needs_review"],
+  ["running", "pending"],
+  ["retry_wait", "running"],
+  ["retry_wait", "pending"],
+  ["retry_wait", "queued"],
+  ["queued", "submitted"],
+  ["queued", "pending"],
+  ["queued", "failed"],
+  ["submitted", "completed"],
+  ["submitted", "pending"],
+  ["submitted", "retry_wait"],
+  ["submitted", "failed"],
+  ["submitted", "needs_review"],
+  ["failed", "pending"],
+  ["needs_review", "pending"],
+]
+
+describe("the item state machine", () => {
+  for (const [from, to] of LEGAL) {
+    test(`allows ${from} → ${to}`, () => {
+      expect(states.allowed(from, to)).toBe(true)
+      expect(() => states.check(from, to)).not.toThrow()
+    })
+  }
+
+  const legal = new Set(LEGAL.map(([a, b]) => `${a}>${b}`))
+  const illegal = states.STATES.flatMap((from) =>
+    states.STATES.filter((to) => !legal.has(`${from}>${to}`)).map((to) => [from, to] as const),
+  )
+
+  test("has exactly the legal edges listed, and every other pair is illegal", () => {
+    expect(illegal.length).toBe(states.STATES.length ** 2 - LEGAL.length)
+  })
+
+  for (const [from, to] of illegal) {
+    test(`refuses ${from} → ${to} with a TransitionError`, () => {
+      expect(states.allowed(from, to)).toBe(false)
+      expect(() => states.check(from, to)).toThrow(TransitionError)
+      expect(() => states.check(from, to)).toThrow(`illegal item transition ${from} → ${to}`)
+    })
+  }
+
+  test("completed is terminal: nothing leaves it", () => {
+    expect(states.STATES.filter((to) => states.allowed("completed", to))).toEqual([])
+  })
+})
