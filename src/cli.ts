@@ -398,7 +398,7 @@ const estimate = defineCommand({
   args: { ...jobArgs, json: { type: "boolean", description: "Machine-readable output" } },
   async run({ args, rawArgs }) {
     const { job } = jobs.load(args.job, jobFlags(args, rawArgs))
-    const est = await import("./core/job/estimate.ts")
+    const est = await import("./core/engine/estimate.ts")
     const e = await est.estimate(job)
     process.stdout.write(args.json ? `${JSON.stringify(e, null, 2)}\n` : est.estimateText(e))
     return 0

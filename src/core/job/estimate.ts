@@ -1,159 +1,53 @@
 /**
- * `spool estimate`: what a job would send and roughly cost, before anything is called or written. Renders every
- * request, streaming the inputs a batch at a time; opens no store, starts no log file, creates no provider client
- * (so it needs no API key).
+ * How many tokens a request is taken to use before anything is called: one heuristic for `spool estimate`, the
+ * rate limiter's gate and the spend cap's first guess.
  *
  * Tokens are an ESTIMATE, not a tokenizer's count (no tokenizer is bundled): each text counts
  * ceil(UTF-8 bytes / 4) tokens — about right for English with OpenAI's and Anthropic's tokenizers, low for code
  * and for non-Latin scripts — and each request adds 3 tokens per message (system, user) for the chat framing and
  * 3 more that prime the reply (the counts OpenAI documents for its chat models). Output tokens are max_tokens per
- * request, an upper bound; without max_tokens they are unknown and the cost covers the input only.
- *
- * Duplicate ids are not detected (that needs every key in memory); a run skips them, so they are counted here.
+ * request, an upper bound.
  */
-import { basename } from "node:path"
-import * as log from "../base/log.ts"
-import * as registry from "../../plugins/registry.ts"
-import { checkProvider } from "../engine/run.ts"
-import * as template from "./template.ts"
-import { plan } from "../engine/ingest.ts"
-import { cost, priceOf, type Priced } from "./pricing.ts"
-import { usd } from "../report/report.ts"
 import type { Job } from "./job.ts"
 
 /** Tokens per chat message (role and separators) and per request (the reply's priming). */
 export const PER_MESSAGE = 3
 export const PER_REQUEST = 3
 
-/** How many malformed rows and unfillable items are shown by example. */
-export const SAMPLE = 5
-
 export const HEURISTIC = `ceil(UTF-8 bytes / 4) per text + ${PER_MESSAGE} per message + ${PER_REQUEST} per request`
 
-const encoder = new TextEncoder()
+/** The row assumed before any answer has come back, in bytes: a short record of a few fields. */
+export const ROW_BYTES = 400
+
+/** The answer assumed without max_tokens, in tokens, where a bound is needed (the spend cap's first guess). */
+export const ANSWER_TOKENS = 1000
 
 /** The estimated tokens of a text: a quarter of its UTF-8 bytes, rounded up. */
 export function tokens(text: string): number {
-  return Math.ceil(encoder.encode(text).length / 4)
+  // Buffer.byteLength counts as TextEncoder would (a lone surrogate is 3 bytes), without making the bytes
+  return Math.ceil(Buffer.byteLength(text, "utf8") / 4)
 }
 
-export interface Estimate {
-  job: string
-  provider: string
-  model: string | null
-  /** Rows read from the inputs (malformed rows excluded). */
-  items: number
-  malformed: { count: number; sample: { file: string; line: number; reason: string }[] }
-  /** Items whose prompt template cannot be filled: a run fails them without a call. */
-  unfilled: { count: number; sample: { file: string; line: number; id: string; missing: string[] }[] }
-  /** Items that would be sent: items − unfilled. */
-  requests: number
-  tokens: {
-    /** Estimated (see HEURISTIC): system + rendered prompt + framing, summed over the requests. */
-    input: number
-    /** max_tokens × requests, an upper bound; null without max_tokens. */
-    output: number | null
-    output_upper_bound: boolean
-    heuristic: string
-  }
-  /** USD; null when the model has no price (never 0 for unknown). */
-  cost: {
-    realtime_usd: number | null
-    batch_usd: number | null
-    /** Whether the costs include output tokens; false without max_tokens: input only, a lower bound. */
-    output_included: boolean
-    prices: Priced | null
-  }
+/** A request's input tokens apart from its prompt: the system text, and the framing of its messages and reply. */
+export function framing(system: string | undefined): number {
+  return (system ? tokens(system) + PER_MESSAGE : 0) + PER_MESSAGE + PER_REQUEST
 }
 
-const round = (x: number) => Math.round(x * 1e6) / 1e6
-
-/** Checks what `run` checks except the API key, then streams every input and renders every request. */
-export async function estimate(job: Job): Promise<Estimate> {
-  await registry.load(job.plugins ?? [])
-  checkProvider(job)
-  const prompt = template.parse(job.request.prompt)
-  const inputs = plan(job)
-  const system = job.request.system ? tokens(job.request.system) + PER_MESSAGE : 0
-
-  const e: Estimate = {
-    job: job.name,
-    provider: job.provider.name,
-    model: job.provider.model ?? null,
-    items: 0,
-    malformed: { count: 0, sample: [] },
-    unfilled: { count: 0, sample: [] },
-    requests: 0,
-    tokens: { input: 0, output: null, output_upper_bound: true, heuristic: HEURISTIC },
-    cost: { realtime_usd: null, batch_usd: null, output_included: false, prices: null },
-  }
-  for (const input of inputs) {
-    const file = basename(input.path)
-    for await (const batch of input.source.read(input.path, input.options, undefined)) {
-      for (const warning of batch.warnings ?? []) log.warn(warning, { input: input.path })
-      e.malformed.count += batch.problems.length
-      for (const p of batch.problems) {
-        if (e.malformed.sample.length >= SAMPLE) break
-        e.malformed.sample.push({ file, line: p.line, reason: p.reason })
-      }
-      for (const row of batch.rows) {
-        e.items++
-        const text = template.render(prompt, row.data)
-        if (typeof text !== "string") {
-          e.unfilled.count++
-          if (e.unfilled.sample.length < SAMPLE)
-            e.unfilled.sample.push({ file, line: row.line, id: row.key, missing: text.missing })
-          continue
-        }
-        e.requests++
-        e.tokens.input += system + tokens(text) + PER_MESSAGE + PER_REQUEST
-      }
-    }
-  }
-  const max = job.request.max_tokens
-  e.tokens.output = max === undefined ? null : max * e.requests
-  e.cost.output_included = e.tokens.output !== null
-  const prices = priceOf(job.provider.model, job.pricing)
-  if (prices) {
-    const used = { input_tokens: e.tokens.input, output_tokens: e.tokens.output ?? 0 }
-    e.cost.realtime_usd = round(cost(prices, used))
-    e.cost.batch_usd = round(cost(prices, used, true))
-    e.cost.prices = prices
-  }
-  return e
+/**
+ * What every request of a job uses whatever its row: the framing and the prompt template. A request is this plus
+ * its row's tokens (the runner counts the row's JSON, which is what fills the template).
+ */
+export function baseTokens(request: Pick<Job["request"], "system" | "prompt">): number {
+  return framing(request.system) + tokens(request.prompt)
 }
 
-const n = (x: number) => x.toLocaleString("en-US")
-
-export function estimateText(e: Estimate): string {
-  const lines = [
-    `estimate ${e.job} · ${e.provider}${e.model ? ` ${e.model}` : ""} · nothing was called or written`,
-    `items     ${n(e.items)} read · ${n(e.requests)} request(s) · ${n(e.malformed.count)} malformed row(s) skipped · ` +
-      `${n(e.unfilled.count)} with a template that cannot be filled`,
-    `tokens    in ~${n(e.tokens.input)} (estimated: ${e.tokens.heuristic}) · out ${
-      e.tokens.output === null
-        ? "unknown (no max_tokens)"
-        : `≤ ${n(e.tokens.output)} (max_tokens per request: an upper bound)`
-    }`,
-  ]
-  const c = e.cost
-  if (c.realtime_usd === null || c.batch_usd === null || !c.prices)
-    lines.push(
-      `cost      unknown (no price for ${e.model ?? "this model"}: set input and output in [pricing], USD per million tokens)`,
-    )
-  else
-    lines.push(
-      `cost      ~${usd(c.realtime_usd)} realtime · ~${usd(c.batch_usd)} batch` +
-        ` (${c.output_included ? "output at max_tokens: an upper bound" : "input only: output unknown"}; ${c.prices.source})`,
-    )
-  if (e.unfilled.count) {
-    lines.push(`unfilled  ${n(e.unfilled.count)} item(s) would fail: the template cannot be filled`)
-    for (const u of e.unfilled.sample)
-      lines.push(`  ${u.file}:${u.line} ${u.id}  missing ${u.missing.map((f) => `{{${f}}}`).join(", ")}`)
+/**
+ * One call, before any answer has come back to tell better: the base tokens and a row of ROW_BYTES in, max_tokens
+ * (or ANSWER_TOKENS) out.
+ */
+export function firstCall(request: Job["request"]): { input_tokens: number; output_tokens: number } {
+  return {
+    input_tokens: baseTokens(request) + Math.ceil(ROW_BYTES / 4),
+    output_tokens: request.max_tokens ?? ANSWER_TOKENS,
   }
-  if (e.malformed.count) {
-    lines.push(`malformed ${n(e.malformed.count)} row(s) skipped`)
-    for (const p of e.malformed.sample) lines.push(`  ${p.file}:${p.line}  ${p.reason}`)
-  }
-  return `${lines.join("\n")}\n`
 }
