@@ -29,9 +29,11 @@ import * as retry from "./retry.ts"
 import * as schemas from "../job/schema.ts"
 import * as template from "../job/template.ts"
 import { Store, type Batch, type LineOutcome, type Packable, type Run } from "../ledger/sqlite/store.ts"
-import { Runner, dead, type Ending } from "./runner.ts"
+import { Runner, type Ending } from "./runner.ts"
+import { dead } from "./owner.ts"
+import { Budget, batchRoom, reached, type Cap } from "./budget.ts"
+import * as decide from "./decide.ts"
 import type { Job } from "../job/job.ts"
-import { cost, spentOf, type Price } from "../job/pricing.ts"
 import * as results from "./results.ts"
 import type {
   BatchClient,
@@ -52,7 +54,7 @@ export interface BatcherOptions {
   home: string
   policy?: retry.Policy
   /** The spend cap (`limits.max_cost_usd`) and the model's price. */
-  budget?: { capUsd: number; price: Price } | undefined
+  cap?: Cap | undefined
 }
 
 export interface BatchProgress {
@@ -60,8 +62,6 @@ export interface BatchProgress {
   failed: number
 }
 
-/** The spend cap counts each item of a new batch at this much of the most one item has cost so far. */
-const BATCH_MARGIN = 1.25
 /** How long the batch lease lasts without renewal. */
 const LEASE_MS = 60_000
 /** Lines settled per transaction while applying a result file. */
@@ -639,26 +639,19 @@ export class Batcher {
       )
   }
 
-  /** How one line settles its item; undefined for a line with no result (the item goes back to pending). */
+  /**
+   * How one line settles its item (decide.ts); "again" is back to pending, to be packed into a later batch. Undefined
+   * for a line with no result (the item goes back to pending, unpaid).
+   */
   private settle(item: number, attempt: number, line: BatchLine, job: Job): LineOutcome | undefined {
-    const endedAt = Date.now()
     const max = job.limits.max_attempts
-    if (line.reply) {
-      const judged = schemas.judge(line.reply, this.validate)
-      if (judged.ok)
-        return { item, to: "completed", label: "ok", output: judged.output, endedAt, ...judged.usage }
-      const failed = { item, endedAt, ...judged.usage, ...judged.failed }
-      return attempt < max
-        ? { ...failed, to: "pending", label: "retry" }
-        : { ...failed, to: "needs_review", label: "needs_review" }
-    }
-    if (line.error) {
-      const e = line.error
-      const info = { errorClass: e.errorClass, error: e.message, ...(e.status ? { status: e.status } : {}) }
-      if (e.retryable && attempt < max) return { item, endedAt, ...info, to: "pending", label: "retry" }
-      return { item, endedAt, ...info, to: "failed", label: "failed" }
-    }
-    return undefined
+    const settled = line.reply
+      ? decide.answer(line.reply, this.validate, attempt, max)
+      : line.error && decide.error(line.error, attempt, max)
+    if (!settled) return undefined
+    const { verdict, ...fields } = settled
+    const to = verdict === "retry" ? "pending" : verdict
+    return { item, endedAt: Date.now(), ...fields, to, label: decide.label(verdict) }
   }
 
   /** A step failed: wait and try again (transient), pause the run (auth, quota), or give the batch up (refused). */
@@ -739,35 +732,23 @@ export class Batcher {
     return true
   }
 
-  /**
-   * How many more items the spend cap allows: what is spent, plus an estimate for every item in a live batch, must
-   * stay under it; all at the batch price.
-   */
+  /** How many more items the spend cap allows in new batches (budget.ts), at the batch price. */
   private affordable(): number {
-    const budget = this.o.budget
-    if (!budget) return Number.POSITIVE_INFINITY
+    const cap = this.o.cap
+    if (!cap) return Number.POSITIVE_INFINITY
     const { store, run, job } = this.o
-    const s = store.summary(run.id)
-    const spent = spentOf(budget.price, s)
-    // A whole batch goes out at once and cannot be stopped part-way, so each of its items is counted at a quarter
-    // more than the most one item has cost so far (not the average: items later in an input are often longer, and
-    // a run's first items say little of its last); before any has come back, at a bound from the prompt's length
-    // (and ~400 characters of row) and max_tokens.
-    const largest = store.largestAttempt(run.id)
-    const input = Math.ceil(((job.request.system ?? "").length + job.request.prompt.length + 400) / 4)
-    const each = largest
-      ? cost(budget.price, { input_tokens: largest.input, output_tokens: largest.output }, true) *
-        BATCH_MARGIN
-      : cost(budget.price, { input_tokens: input, output_tokens: job.request.max_tokens ?? 1000 }, true)
-    const inBatches = s.counts.queued + s.counts.submitted
-    const room = each > 0 ? Math.floor((budget.capUsd - spent - each * inBatches) / each) : Infinity
-    // while batches are live their estimate holds the room; once they end, their real cost decides
+    const { room, spentUsd } = batchRoom(
+      cap,
+      job.request,
+      store.summary(run.id),
+      store.largestAttempt(run.id),
+    )
     if (room <= 0) {
       if (!this.capped)
         log.warn("spend cap reached: no new batch is sent; live batches are still followed", {
           run: run.name,
         })
-      this.capped = `the spend cap of $${budget.capUsd} is reached ($${spent.toFixed(4)} spent)`
+      this.capped = reached(cap, spentUsd)
     } else this.capped = undefined
     return room
   }
@@ -901,8 +882,7 @@ export class Batcher {
     if (left === 0 || left > n) return false
     log.info("finishing the last items with direct calls", { run: run.name, items: left })
     // the spend cap holds for direct calls too: they start from what the run has spent, batches included
-    const budget = this.o.budget
-    const spent = budget ? store.summary(run.id) : undefined
+    const cap = this.o.cap
     const runner = new Runner({
       store,
       run,
@@ -910,16 +890,7 @@ export class Batcher {
       client: this.o.client,
       owner: this.o.owner,
       ...(this.o.policy ? { policy: this.o.policy } : {}),
-      ...(budget && spent
-        ? {
-            budget: {
-              capUsd: budget.capUsd,
-              price: budget.price,
-              spentUsd: spentOf(budget.price, spent),
-              attempts: spent.attempts,
-            },
-          }
-        : {}),
+      budget: cap && new Budget(cap, job.request, store.summary(run.id)),
     })
     this.tailRunner = runner
     runner.onCommit = (p) => {

@@ -21,7 +21,7 @@ import * as report from "../report/report.ts"
 import { mustFindRun, type Run, type Store } from "../ledger/sqlite/store.ts"
 import { Batcher } from "./batcher.ts"
 import { client } from "./run.ts"
-import { dead, ownerId } from "./runner.ts"
+import { dead, ownerId } from "./owner.ts"
 import type { BatchClient, ProviderClient } from "../../plugins/api/define.ts"
 
 const FINISHED = new Set(["completed", "completed_with_failures", "cancelled"])

@@ -20,8 +20,10 @@ import {
   type Spec,
 } from "./ingest.ts"
 import { Follower, pollMs, sleep } from "./follow.ts"
-import { Runner, dead, ownerId, type Budget } from "./runner.ts"
-import { priceOf, spentOf } from "../job/pricing.ts"
+import { Runner } from "./runner.ts"
+import { dead, ownerId } from "./owner.ts"
+import { Budget, capOf } from "./budget.ts"
+import type { Ticker } from "../report/report.ts"
 import { assertUsable } from "../job/schema.ts"
 import type { BatchClient, Provider, ProviderClient } from "../../plugins/api/define.ts"
 import { Batcher } from "./batcher.ts"
@@ -42,18 +44,6 @@ export interface StartOptions {
    * for its newline. The run ends only when stopped (exit 130), cancelled or paused.
    */
   follow?: boolean
-}
-
-/** The whole run's progress, from the store (every worker's items, not only this process's). */
-export interface Ticker {
-  total: number
-  /** Items in a final state: completed, failed or needs_review. */
-  done: number
-  failed: number
-  /** Items left for a person to review (needs_review), apart from `failed`. */
-  review: number
-  startedAt: number
-  doneAtStart: number
 }
 
 /** How often, at most, progress reads the run's counts again (a few rows of the tallies). */
@@ -198,15 +188,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const { job } = jobs.load(o.file, o.flags)
   await registry.load(job.plugins ?? [])
   const provider = client(job)
-  const price = priceOf(job.provider.model, job.pricing)
-  if (job.limits.max_cost_usd !== undefined && !price)
-    throw new JobError(
-      "the job is not valid",
-      [
-        `limits.max_cost_usd: needs a price, and there is none for the model "${job.provider.model ?? job.provider.name}"`,
-      ],
-      "Give the model's prices in [pricing] (input and output, USD per million tokens).",
-    )
+  const cap = capOf(job)
   const prompt = template.parse(job.request.prompt)
   const given = specs(job, o.follow)
   const inputs = plan(job, o.follow)
@@ -249,16 +231,6 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
-  let budget: Budget | undefined
-  if (job.limits.max_cost_usd !== undefined && price) {
-    const spent = db.summary(run.id)
-    budget = {
-      capUsd: job.limits.max_cost_usd,
-      price,
-      spentUsd: spentOf(price, spent),
-      attempts: spent.attempts,
-    }
-  }
   // realtime calls or provider batches: the same ledger, driven one way or the other
   const driver =
     job.provider.mode === "batch"
@@ -270,9 +242,17 @@ export async function prepare(o: StartOptions): Promise<Session> {
           owner,
           home: o.home,
           policy,
-          budget: budget && { capUsd: budget.capUsd, price: budget.price },
+          cap,
         })
-      : new Runner({ store: db, run, job, client: provider, owner, policy, budget })
+      : new Runner({
+          store: db,
+          run,
+          job,
+          client: provider,
+          owner,
+          policy,
+          budget: cap && new Budget(cap, job.request, db.summary(run.id)),
+        })
   const counted = tally(db.counts(run.id))
   const ticker: Ticker = { ...counted, startedAt: Date.now(), doneAtStart: counted.done }
   const ingestAbort = new AbortController()

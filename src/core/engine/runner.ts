@@ -1,35 +1,17 @@
 /** Drives a run's items through the ledger: claim, call, record; concurrency-limited, durable at every step. */
-import { hostname } from "node:os"
 import { ProviderError } from "../base/errors.ts"
 import * as retry from "./retry.ts"
 import type { Claimed, Outcome, Run, Store } from "../ledger/sqlite/store.ts"
 import * as template from "../job/template.ts"
 import type { Job } from "../job/job.ts"
 import type { ProviderClient } from "../../plugins/api/define.ts"
-import { cost, type Price } from "../job/pricing.ts"
+import { baseTokens, tokens } from "../job/estimate.ts"
 import * as schemas from "../job/schema.ts"
+import type { Budget } from "./budget.ts"
+import * as decide from "./decide.ts"
+import { dead } from "./owner.ts"
 import { Limiter } from "./ratelimit.ts"
 import { Waker } from "./wake.ts"
-
-const self = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`
-
-/** This process's identity in leases: host, pid, and a nonce so that a reused pid is a different owner. */
-export function ownerId(): string {
-  return self
-}
-
-/** Whether an owner is a process on this host that no longer exists. Other hosts' owners wait for expiry. */
-export function dead(owner: string): boolean {
-  const [host, pid] = owner.split(":")
-  if (host !== hostname() || !pid) return false
-  if (Number(pid) === process.pid) return owner !== self
-  try {
-    process.kill(Number(pid), 0)
-    return false
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ESRCH"
-  }
-}
 
 export type Ending = "done" | "interrupted" | "paused" | "cancelled"
 
@@ -48,16 +30,8 @@ export interface RunnerOptions {
   owner: string
   leaseMs?: number
   policy?: retry.Policy
-  /** The spend cap (`limits.max_cost_usd`), with the model's price and what the run had spent before this process. */
-  budget?: Budget
-}
-
-export interface Budget {
-  capUsd: number
-  price: Price
-  spentUsd: number
-  /** Attempts that had ended before this process: with spentUsd, the average cost of one. */
-  attempts: number
+  /** The spend cap (`limits.max_cost_usd`), with what the run had spent before this process. */
+  budget?: Budget | undefined
 }
 
 const IDLE_POLL_MS = 1000
@@ -91,6 +65,8 @@ export class Runner {
   private limiterTimer: ReturnType<typeof setTimeout> | undefined
   /** The structured-output check, when the job has a schema. */
   private readonly validate: ((value: unknown) => string | undefined) | undefined
+  /** The input tokens every request of the job has whatever its row (job/estimate.ts). */
+  private readonly base: number
   private readonly inflight = new Map<number, AbortController>()
   /** Claimed (committed as running) but not yet sent: a finished call starts the next without waiting for a commit. */
   private readonly queue: Claimed[] = []
@@ -109,6 +85,7 @@ export class Runner {
     this.o = options
     this.prompt = template.parse(options.job.request.prompt)
     this.validate = options.job.output ? schemas.validator(options.job.output.schema) : undefined
+    this.base = baseTokens(options.job.request)
     const { rpm, tpm, concurrency } = options.job.limits
     this.limiter = new Limiter({ rpm, tpm, concurrency })
     this.leaseMs = options.leaseMs ?? 60_000
@@ -204,17 +181,9 @@ export class Runner {
     return Math.max(1, Math.floor(this.limiter.concurrency))
   }
 
-  /** A call's tokens, estimated before it is sent: its input (about 4 characters a token) and its max_tokens. */
-  private tokensOf(dataChars: number): { input_tokens: number; output_tokens: number | undefined } {
-    const { request } = this.o.job
-    const input = Math.ceil(((request.system ?? "").length + request.prompt.length + dataChars) / 4)
-    return { input_tokens: input, output_tokens: request.max_tokens }
-  }
-
   /** Tokens a call will count against a tokens-per-minute limit: its input, estimated, and its max_tokens. */
   private estimate(item: Claimed): number {
-    const { input_tokens, output_tokens } = this.tokensOf(item.data.length)
-    return input_tokens + (output_tokens ?? 0)
+    return this.base + tokens(item.data) + (this.o.job.request.max_tokens ?? 0)
   }
 
   /** Starts queued items while there is room, and while the rate limits allow; else looks again when they will. */
@@ -257,40 +226,28 @@ export class Runner {
   }
 
   /**
-   * How many more items may start: spent, plus an estimate for every item in flight or claimed, must stay under the
-   * cap. The estimate is the average cost of an attempt so far, or before any has ended, a bound from the prompt
-   * template's length and max_tokens. When nothing more fits, new work stops and the run pauses once the calls in
-   * flight have ended; the overshoot is at most what those calls cost beyond their estimate.
+   * How many more items may start under the spend cap (budget.ts), every item in flight or claimed counted. When
+   * nothing more fits, new work stops and the run pauses once the calls in flight have ended.
    */
   private affordable(budget: Budget): number {
-    const each =
-      budget.attempts > 0
-        ? budget.spentUsd / budget.attempts
-        : cost(budget.price, {
-            // before any attempt has ended: a row of ~400 characters and max_tokens (or 1,000) of answer
-            input_tokens: this.tokensOf(400).input_tokens,
-            output_tokens: this.tokensOf(0).output_tokens ?? 1000,
-          })
-    const committed = budget.spentUsd + each * (this.inflight.size + this.queue.length)
-    const room = each > 0 ? Math.floor((budget.capUsd - committed) / each) : Number.POSITIVE_INFINITY
-    if (room <= 0 && this.inflight.size + this.queue.length === 0) {
-      this.capped = `the spend cap of $${budget.capUsd} is reached ($${budget.spentUsd.toFixed(4)} spent)`
+    const underway = this.inflight.size + this.queue.length
+    const room = budget.room(underway)
+    if (room <= 0 && underway === 0) {
+      this.capped = budget.reached()
       this.waker.notify()
     }
-    return Math.max(0, room)
+    return room
   }
 
   private committed(outcomes: Outcome[]): void {
     const budget = this.o.budget
     for (const o of outcomes) {
-      if (budget && o.label !== "unsent") {
-        budget.attempts++
-        budget.spentUsd += cost(budget.price, {
+      if (budget && o.label !== "unsent")
+        budget.add({
           input_tokens: o.inputTokens ?? 0,
           output_tokens: o.outputTokens ?? 0,
           cached_input_tokens: o.cachedTokens ?? 0,
         })
-      }
       if (o.to === "completed") this.progress.completed++
       else if (o.to === "failed" || o.to === "needs_review") this.progress.failed++
       else if (o.to === "retry_wait") this.progress.retried++
@@ -345,17 +302,7 @@ export class Runner {
       this.limiter.observe(reply.rate)
       this.limiter.settle(tokens, reply.usage.input_tokens + reply.usage.output_tokens)
       this.limiter.succeeded()
-      const judged = schemas.judge(reply, this.validate)
-      if (!judged.ok) {
-        // an answer that fails a gate is an attempt like any other: retried, then left for a person to review
-        const failed = { ...base, ...end(), ...judged.usage, ...judged.failed }
-        if (item.attempt < this.o.job.limits.max_attempts) {
-          const nextAt = Date.now() + retry.delay(item.attempt, undefined, this.o.policy)
-          return { ...failed, to: "retry_wait", label: "retry", nextAt }
-        }
-        return { ...failed, to: "needs_review", label: "needs_review" }
-      }
-      return { ...base, ...end(), ...judged.usage, to: "completed", label: "ok", output: judged.output }
+      return this.outcome(item, end(), decide.answer(reply, this.validate, item.attempt, this.max))
     } catch (err) {
       if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted" }
       const e =
@@ -367,17 +314,33 @@ export class Runner {
             })
       this.limiter.observe(e.rate)
       if (e.errorClass === "rate_limit") this.limiter.limited()
-      const info = { errorClass: e.errorClass, error: e.message, ...(e.status ? { status: e.status } : {}) }
       if (e.pause) {
         this.pausedBy ??= e
         this.waker.notify()
-        return { ...base, ...end(), ...info, to: "pending", label: "paused" }
+        return { ...base, ...end(), ...decide.recorded(e), to: "pending", label: "paused" }
       }
-      if (e.retryable && item.attempt < this.o.job.limits.max_attempts) {
-        const nextAt = Date.now() + retry.delay(item.attempt, e.retryAfterMs, this.o.policy)
-        return { ...base, ...end(), ...info, to: "retry_wait", label: "retry", nextAt }
-      }
-      return { ...base, ...end(), ...info, to: "failed", label: "failed" }
+      return this.outcome(item, end(), decide.error(e, item.attempt, this.max), e.retryAfterMs)
+    }
+  }
+
+  private get max(): number {
+    return this.o.job.limits.max_attempts
+  }
+
+  /** A settled attempt as the ledger records it; "again" is a backoff in retry_wait (the provider's Retry-After). */
+  private outcome(
+    item: Claimed,
+    ended: { latencyMs: number; endedAt: number },
+    settled: decide.Settled,
+    retryAfterMs?: number,
+  ): Outcome {
+    const { verdict, ...fields } = settled
+    const at = { item: item.id, attempt: item.attempt, ...ended, ...fields, label: decide.label(verdict) }
+    if (verdict !== "retry") return { ...at, to: verdict }
+    return {
+      ...at,
+      to: "retry_wait",
+      nextAt: Date.now() + retry.delay(item.attempt, retryAfterMs, this.o.policy),
     }
   }
 }

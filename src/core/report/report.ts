@@ -1,6 +1,5 @@
 /** What the CLI shows: status views, the runs list, result lines, and live progress. */
 import { basename } from "node:path"
-import type { Ticker } from "../engine/run.ts"
 import type { Listed } from "../../plugins/registry.ts"
 import type { State } from "../ledger/states.ts"
 import type { Batch, ResultRow, Run, Store } from "../ledger/sqlite/store.ts"
@@ -323,6 +322,18 @@ export function resultLine(db: Store, run: Run): (item: ResultRow) => ResultLine
 export function* results(db: Store, run: Run, state?: State): Generator<string> {
   const line = resultLine(db, run)
   for (const item of db.items(run.id, state)) yield `${JSON.stringify(line(item))}\n`
+}
+
+/** A run's progress as `progress` shows it: the whole run's counts, from the store (every worker's items). */
+export interface Ticker {
+  total: number
+  /** Items in a final state: completed, failed or needs_review. */
+  done: number
+  failed: number
+  /** Items left for a person to review (needs_review), apart from `failed`. */
+  review: number
+  startedAt: number
+  doneAtStart: number
 }
 
 /** Live progress on stderr: one redrawn line on a terminal, a plain line every 10 s otherwise. */
