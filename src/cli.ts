@@ -426,6 +426,27 @@ async function withStore<T>(
 
 const lazyControl = () => import("./core/engine/control.ts")
 
+/**
+ * Runs `work` with a signal the first SIGINT or SIGTERM aborts, so it can stop cleanly; a second one exits at once.
+ * The process's signals are listened to here, at the front door, and nowhere in the core.
+ */
+async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const stop = new AbortController()
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop.signal.aborted) process.exit(130)
+    process.stderr.write(`\n${signal}: stopping (again to exit now)\n`)
+    stop.abort()
+  }
+  process.on("SIGINT", onSignal)
+  process.on("SIGTERM", onSignal)
+  try {
+    return await work(stop.signal)
+  } finally {
+    process.off("SIGINT", onSignal)
+    process.off("SIGTERM", onSignal)
+  }
+}
+
 const pause = defineCommand({
   meta: {
     name: "pause",
@@ -459,7 +480,9 @@ const cancel = defineCommand({
   async run({ args }) {
     const control = await lazyControl()
     return withStore(args.home, (db) =>
-      control.cancel(db, args.run, home(args.home), (line) => process.stderr.write(line)),
+      interruptible((signal) =>
+        control.cancel(db, args.run, home(args.home), (line) => process.stderr.write(line), signal),
+      ),
     )
   },
 })

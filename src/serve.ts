@@ -26,6 +26,8 @@ export interface ServerOptions {
   version?: string
   /** How often a live events stream looks for changes, in ms (at most this many updates per second: 1000 / it). */
   eventMs?: number
+  /** Aborted when the server stops: work it started (a cancel's batches) stops with it. */
+  signal?: AbortSignal
 }
 
 /** The chart shows at most this many bars, however long the run. */
@@ -236,7 +238,7 @@ export function createApp(o: ServerOptions): Hono {
       control.live(db, String(run.id), "cancel")
       const said: string[] = []
       control
-        .cancel(db, String(run.id), o.home, (line) => said.push(line.trim()))
+        .cancel(db, String(run.id), o.home, (line) => said.push(line.trim()), o.signal)
         .then(
           () => log.info("cancelled from the status page", { run: run.name, said: said.join(" ") }),
           (err: unknown) =>
@@ -351,7 +353,8 @@ export function start(o: ServerOptions & { host: string; port: number }): { url:
       `refusing a token of ${o.token.length} character${o.token.length === 1 ? "" : "s"}: it must have at least ${MIN_TOKEN}, or it could be guessed`,
       "Pass a longer --token (or SPOOL_TOKEN), such as the output of `openssl rand -hex 16`.",
     )
-  const app = createApp(o)
+  const stopping = new AbortController()
+  const app = createApp({ ...o, signal: stopping.signal })
   let server: ReturnType<typeof Bun.serve>
   try {
     server = Bun.serve({
@@ -377,6 +380,9 @@ export function start(o: ServerOptions & { host: string; port: number }): { url:
   const host = o.host.includes(":") && !o.host.startsWith("[") ? `[${o.host}]` : o.host
   return {
     url: `http://${host}:${server.port}/`,
-    stop: () => void server.stop(true),
+    stop: () => {
+      stopping.abort()
+      void server.stop(true)
+    },
   }
 }

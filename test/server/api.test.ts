@@ -4,10 +4,18 @@
  * `spool serve` does beside `spool run`.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test"
+import { writeFileSync } from "node:fs"
 import * as store from "../../src/core/ledger/sqlite/store.ts"
 import type { Outcome } from "../../src/core/ledger/sqlite/store.ts"
 import { createApp, isLoopback, start } from "../../src/serve.ts"
 import { UsageError } from "../../src/core/base/errors.ts"
+import { Batcher } from "../../src/core/engine/batcher.ts"
+import { ingest, plan } from "../../src/core/engine/ingest.ts"
+import { ownerId } from "../../src/core/engine/owner.ts"
+import { client } from "../../src/core/engine/run.ts"
+import * as jobs from "../../src/core/job/job.ts"
+import type { BatchClient, ProviderClient } from "../../src/plugins/api/define.ts"
+import { startFake } from "../lib/fake-openai.ts"
 import { seeded } from "../lib/ledger.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
 
@@ -27,6 +35,8 @@ const JOB = JSON.stringify({
   name: "r",
   provider: { name: "openai", model: "gpt-4o-mini", mode: "realtime" },
 })
+
+const KEY = "sk-test-server-0123456789"
 
 let tmp: Tmp
 let writer: store.Store
@@ -283,6 +293,65 @@ describe("the controls", () => {
     const again = await post(app(), `/api/runs/${runId}/cancel`)
     expect(again.status).toBe(409)
     expect((await json(again)).error).toBe('run "r" is cancelled: there is nothing to cancel')
+  })
+
+  test("cancel of a batch run nobody drives cancels its batches from here, and installs no process signal handler", async () => {
+    await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 60_000, cancelMs: 300 } })
+    process.env.OPENAI_API_KEY = KEY
+    try {
+      writeFileSync(
+        tmp.join("in.jsonl"),
+        [1, 2, 3].map((i) => JSON.stringify({ id: `b${i}`, text: `t${i}` })).join("\n") + "\n",
+      )
+      writeFileSync(
+        tmp.join("job.toml"),
+        `name = "b"\n[source]\npath = "in.jsonl"\nid = "id"\n[provider]\nname = "openai"\nmodel = "gpt-4.1-mini"\n` +
+          `mode = "batch"\nbase_url = "${fake.url}"\n[request]\nprompt = "Say {{text}}"\n[batch]\npoll_s = 0.02\npoll_max_s = 0.05\n`,
+      )
+      const { job } = jobs.load(tmp.join("job.toml"), {})
+      const planned = plan(job)
+      const { run } = writer.createRun(
+        job.name,
+        JSON.stringify(job),
+        jobs.fingerprint(job),
+        "spool run job.toml",
+        planned.map((p) => ({ path: p.path, format: p.source.name })),
+      )
+      await ingest(writer, run, planned, () => {})
+      // a process sends the batch and stops: the batch is live at the provider, and nobody drives the run
+      const provider = client(job) as ProviderClient & { batch: BatchClient }
+      const batcher = new Batcher({
+        store: writer,
+        run,
+        job,
+        client: provider,
+        owner: ownerId(),
+        home: tmp.path,
+      })
+      const driving = batcher.loop()
+      while (writer.liveBatches(run.id)[0]?.state !== "submitted") await Bun.sleep(10)
+      batcher.stop()
+      expect(await driving).toBe("interrupted")
+      expect(writer.batchHolder(run.id)).toBeNull()
+
+      const listeners = () =>
+        `SIGINT ${process.listenerCount("SIGINT")}, SIGTERM ${process.listenerCount("SIGTERM")}`
+      const before = listeners()
+      const seen = new Set<string>()
+      const res = await json(await post(app(), `/api/runs/${run.id}/cancel`))
+      expect(res).toMatchObject({ ok: true, message: 'run "b" is being cancelled', state: "cancelling" })
+      // the cancel runs on after the answer: the batch is cancelled at the provider (300 ms), then applied
+      for (let i = 0; i < 1000 && reader.run(run.id)?.state !== "cancelled"; i++) {
+        seen.add(listeners())
+        await Bun.sleep(5)
+      }
+      expect(reader.run(run.id)?.state).toBe("cancelled")
+      expect(fake.batch.batches.map((b) => b.status)).toEqual(["cancelled"])
+      expect([...seen]).toEqual([before])
+      expect(listeners()).toBe(before)
+    } finally {
+      delete process.env.OPENAI_API_KEY
+    }
   })
 
   test("a control from another site's page is refused: foreign Origin, or a cross-site fetch without one", async () => {

@@ -20,6 +20,7 @@ import * as registry from "../../plugins/registry.ts"
 import * as report from "../report/report.ts"
 import { mustFindRun, type Run, type Store } from "../ledger/sqlite/store.ts"
 import { Batcher } from "./batcher.ts"
+import { sleep } from "./follow.ts"
 import { client } from "./run.ts"
 import { dead, ownerId } from "./owner.ts"
 import type { BatchClient, ProviderClient } from "../../plugins/api/define.ts"
@@ -50,15 +51,21 @@ export function resume(db: Store, ref: string | undefined): string {
   return `run "${run.name}" resumed: a process running it goes on now; if none is, start one with:\n  ${run.resume}\n`
 }
 
+/** A signal nobody aborts: the default of a caller that gives none. */
+const NEVER = new AbortController().signal
+
 /**
  * Cancels a run: a batch run's live batches are cancelled at the provider and what they return is applied. When a
- * process is driving the run, it does the work and this waits for it; otherwise it is done here.
+ * process is driving the run, it does the work and this waits for it; otherwise it is done here. `signal` is the
+ * caller's stop (the CLI's Ctrl+C, the server's shutdown): it ends the wait, or stops the batches' work here, and
+ * the run stays cancelling for the next `spool cancel` or `spool run`. Signals are the caller's to listen to.
  */
 export async function cancel(
   db: Store,
   ref: string | undefined,
   home: string,
   say: (line: string) => void,
+  signal: AbortSignal = NEVER,
 ): Promise<ExitCode> {
   const run = live(db, ref, "cancel")
   db.setRunState(run.id, "cancelling", "cancelling (`spool cancel`)")
@@ -74,7 +81,11 @@ export async function cancel(
     say(`run "${run.name}": the process running it is stopping its work…\n`)
     let last = Date.now()
     while (db.run(run.id)?.state === "cancelling") {
-      await Bun.sleep(250)
+      await sleep(250, signal)
+      if (signal.aborted) {
+        say(`stopped waiting: run "${run.name}" is still being cancelled by the process running it\n`)
+        return 130
+      }
       if (Date.now() - last > 10_000) {
         last = Date.now()
         say(`  still waiting for live batches to end at the provider…\n`)
@@ -89,13 +100,13 @@ export async function cancel(
   const provider = client(job) as ProviderClient & { batch: BatchClient }
   const batcher = new Batcher({ store: db, run, job, client: provider, owner: ownerId(), home })
   const stop = () => batcher.stop()
-  process.once("SIGINT", stop)
+  if (signal.aborted) return 130
+  signal.addEventListener("abort", stop, { once: true })
   const count = db.liveBatches(run.id).length
   say(
     `run "${run.name}": cancelling ${count} live batch(es) at the provider and keeping what they finished…\n`,
   )
-  const ending = await batcher.loop()
-  process.off("SIGINT", stop)
+  const ending = await batcher.loop().finally(() => signal.removeEventListener("abort", stop))
   if (ending === "interrupted") return 130
   say(`run "${run.name}" cancelled: ${batcher.progress.completed} more item(s) completed from its batches\n`)
   return 0
