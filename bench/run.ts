@@ -7,26 +7,12 @@
 import { cpus, totalmem } from "node:os"
 import { existsSync, mkdirSync, rmSync } from "node:fs"
 import { join } from "node:path"
+import { child, fmt, median, medianRun, root, splice, withFake } from "./shared.ts"
 
-const root = join(import.meta.dir, "..")
 const data = join(import.meta.dir, ".data")
 const quick = process.argv.includes("--quick")
 mkdirSync(data, { recursive: true })
 
-function child(args: string[]): Record<string, number | string> {
-  const out = Bun.spawnSync(["bun", ...args], { cwd: root, stderr: "inherit" })
-  const line = out.stdout.toString().trim().split("\n").at(-1) ?? ""
-  if (out.exitCode !== 0) throw new Error(`bun ${args.join(" ")} failed (exit ${out.exitCode}): ${line}`)
-  return JSON.parse(line) as Record<string, number | string>
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
-}
-const fmt = (x: number, digits = 0) =>
-  x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
 const docPath = join(root, "docs", "BENCHMARKS.md")
 
 const SERVE_HEADING = "## Status page and API"
@@ -53,15 +39,6 @@ if (onlyAt >= 0) {
   await Bun.write(docPath, doc)
   console.error(`wrote ${names.join(", ")} into docs/BENCHMARKS.md`)
   process.exit(0)
-}
-
-/** `doc` with the section whose heading starts with `heading` (up to the next `## `) replaced by `text`, or appended. */
-function splice(doc: string, heading: string, text: string): string {
-  const start = doc.startsWith(heading) ? 0 : doc.indexOf(`\n${heading}`) + 1
-  if (start <= 0 && !doc.startsWith(heading)) return `${doc.trimEnd()}\n\n${text.trim()}\n`
-  const next = doc.indexOf("\n## ", start + heading.length)
-  const rest = next < 0 ? "" : doc.slice(next + 1)
-  return `${doc.slice(0, start)}${text.trim()}\n${rest ? `\n${rest}` : ""}`
 }
 
 // ---- startup
@@ -113,9 +90,6 @@ const runs = (mode: string, input = file, tag = "jsonl") => {
   return child(["bench/ingest.ts", mode, input, dir])
 }
 // alternate the contenders and keep each one's median run: this machine's speed drifts minute to minute
-function medianRun(rs: Record<string, number | string>[], key: string): Record<string, number | string> {
-  return [...rs].sort((a, b) => Number(a[key]) - Number(b[key]))[Math.floor(rs.length / 2)]!
-}
 const REPEAT = 3
 const ingestRuns: Record<string, Record<string, number | string>[]> = { baseline: [], spool: [] }
 for (let i = 0; i < REPEAT; i++) for (const mode of ["baseline", "spool"]) ingestRuns[mode]!.push(runs(mode))
@@ -193,22 +167,6 @@ console.error(
 )
 
 // ---- realtime
-async function withFake<T>(latency: number, fn: (url: string) => T): Promise<T> {
-  const server = Bun.spawn(["bun", "bench/fake.ts", String(latency)], {
-    cwd: root,
-    stdout: "pipe",
-    stderr: "inherit",
-  })
-  const reader = server.stdout.getReader()
-  const { value } = await reader.read()
-  const url = new TextDecoder().decode(value).trim()
-  try {
-    return fn(url)
-  } finally {
-    server.kill("SIGTERM")
-    await server.exited
-  }
-}
 const items = quick ? 4000 : 20_000
 const contender = (url: string, mode: string, n: number, sync?: string) => {
   const dir = join(data, `rt-${mode}-${sync ?? ""}`)
