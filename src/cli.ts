@@ -17,6 +17,14 @@ const lazyStore = () => import("./core/ledger/sqlite/store.ts")
 declare const SPOOL_VERSION: string | undefined
 export const VERSION = typeof SPOOL_VERSION === "string" ? SPOOL_VERSION : "0.0.0-dev"
 
+/**
+ * The built-in providers and input formats, as src/plugins/registry.ts lists them, for the help texts. Written out so
+ * that `--help` does not load the registry (and every plugin with it); test/cli.test.ts checks them against it.
+ */
+export const PROVIDERS = ["openai", "anthropic", "openai-compatible", "mock"] as const
+export const FORMATS = ["jsonl", "csv", "tsv", "parquet"] as const
+const choices = (names: readonly string[]) => `${names.join(" | ")} | a plugin's`
+
 const common = {
   home: { type: "string", description: "Where the store lives (default: $SPOOL_HOME or ./.spool)" },
   verbose: { type: "boolean", description: "Show stack traces of errors" },
@@ -33,8 +41,11 @@ const runArgs = {
     description: "Input file (source.path); repeat it for several inputs, read in order",
   },
   id: { type: "string", description: "Field with each row's stable id (source.id)" },
-  format: { type: "string", description: "Input format, when the extension does not tell (source.format)" },
-  provider: { type: "string", description: "openai | mock | a plugin's (provider.name)" },
+  format: {
+    type: "string",
+    description: `Input format, when the extension does not tell: ${choices(FORMATS)} (source.format)`,
+  },
+  provider: { type: "string", description: `${choices(PROVIDERS)} (provider.name)` },
   model: { type: "string", description: "Model name (provider.model)" },
   mode: { type: "string", description: "realtime (direct calls) or batch (the provider's Batch API)" },
   "base-url": { type: "string", description: "Provider base URL (provider.base_url)" },
