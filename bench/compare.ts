@@ -256,6 +256,8 @@ for (let round = 0; round < rounds; round++) {
   load.push(loadavg()[0]!)
 }
 const minutes = (performance.now() - started) / 60_000
+// the stores the contenders wrote (~850 MB at the default sizes); the inputs stay in bench/.data for the next run
+rmSync(scratch, { recursive: true, force: true })
 
 // ---- the table
 const THRESHOLD = 0.05
