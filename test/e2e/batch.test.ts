@@ -297,7 +297,7 @@ describe("batch mode through dist/spool (OpenAI Batch API)", () => {
     expect(paused.counts.completed).toBeGreaterThan(20)
     expect(paused.counts.completed).toBeLessThan(100)
     expect(paused.counts.pending).toBe(100 - paused.counts.completed)
-    // spent within the cap: once one batch has ended, each next one is sized by the average cost so far
+    // spent within the cap: once one batch has ended, each next one is sized at 1.25× the most one item has cost so far (README, Batch mode)
     expect(paused.spend.usd).toBeLessThanOrEqual(0.4)
     // the batch price: half of what the same tokens cost in direct calls
     const lines = await results(tmp.path, home)
