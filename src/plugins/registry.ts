@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs"
 import { extname } from "node:path"
 import * as v from "valibot"
-import { JobError } from "../core/base/errors.ts"
+import { JobError } from "./api/errors.ts"
 import * as api from "./api/define.ts"
 import type { Plugin, Provider, Source } from "./api/define.ts"
 import jsonl from "../sources/jsonl.ts"

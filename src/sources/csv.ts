@@ -6,7 +6,7 @@
 import Papa from "papaparse"
 import * as v from "valibot"
 import { defineSource, type Checkpoint, type SourceProblem, type SourceRow } from "../plugins/api/define.ts"
-import { SourceError } from "../core/base/errors.ts"
+import { SourceError } from "../plugins/api/errors.ts"
 import { excerpt as head, open, pass, region, unfinished, verify } from "./prefix.ts"
 
 /** 256 KiB regions: as fast as 1 MiB in the benchmark, with a third less peak memory. */

@@ -13,7 +13,7 @@ import {
   type RowGroup,
 } from "hyparquet"
 import { defineSource, type SourceProblem, type SourceRow } from "../plugins/api/define.ts"
-import { SourceChangedError, SourceError } from "../core/base/errors.ts"
+import { SourceChangedError, SourceError } from "../plugins/api/errors.ts"
 import { check } from "./prefix.ts"
 
 const BATCH_ROWS = 10_000

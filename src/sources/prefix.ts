@@ -1,6 +1,6 @@
 /** What the byte-region sources (jsonl, csv) share: opening a file, and checking the part already read. */
 import { statSync, type Stats } from "node:fs"
-import { SourceChangedError, SourceError } from "../core/base/errors.ts"
+import { SourceChangedError, SourceError } from "../plugins/api/errors.ts"
 
 const LF = 0x0a
 

@@ -14,7 +14,7 @@ import type {
   Request,
   Usage,
 } from "../../src/plugins/api/define.ts"
-import { ProviderError } from "../../src/core/base/errors.ts"
+import { ProviderError } from "../../src/plugins/api/errors.ts"
 
 /** What a contract check may ask a harness's server to do to one request. */
 export type Fault =

@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test"
 import * as v from "valibot"
 import type { Checkpoint, Source, SourceBatch } from "../../src/plugins/api/define.ts"
-import { SourceChangedError } from "../../src/core/base/errors.ts"
+import { SourceChangedError } from "../../src/plugins/api/errors.ts"
 import { tmpdir } from "./tmp.ts"
 
 export interface Fixture {

@@ -4,7 +4,7 @@
  * specs are missing (test/lib/spec.ts); failed instead under SPOOL_REQUIRE_ALL=1, as in CI.
  */
 import { describe, expect, test } from "bun:test"
-import { ProviderError } from "../../src/core/base/errors.ts"
+import { ProviderError } from "../../src/plugins/api/errors.ts"
 import type { Provider, Request } from "../../src/plugins/api/define.ts"
 import openai from "../../src/plugins/providers/openai/openai.ts"
 import compatible from "../../src/plugins/providers/openai-compatible/openai-compatible.ts"

@@ -1,7 +1,7 @@
 /** Cached input tokens, as each provider reports them, in spool's terms (all input is input; cached is a part). */
 import { describe, expect, test } from "bun:test"
-import { reply as chat, responsesReply } from "../../src/plugins/providers/openai/openai.ts"
-import { reply as messages } from "../../src/plugins/providers/anthropic/anthropic.ts"
+import { reply as chat, responsesReply } from "../../src/plugins/providers/openai/wire.ts"
+import { reply as messages } from "../../src/plugins/providers/anthropic/wire.ts"
 
 describe("usage with a prompt cache", () => {
   test("openai chat completions: prompt_tokens_details.cached_tokens", () => {

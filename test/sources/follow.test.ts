@@ -4,7 +4,7 @@ import { parquetWriteFile } from "hyparquet-writer"
 import jsonl from "../../src/sources/jsonl.ts"
 import { csv } from "../../src/sources/csv.ts"
 import parquet from "../../src/sources/parquet.ts"
-import { SourceError } from "../../src/core/base/errors.ts"
+import { SourceError } from "../../src/plugins/api/errors.ts"
 import type { Checkpoint, Source, SourceBatch } from "../../src/plugins/api/define.ts"
 import { tmpdir } from "../lib/tmp.ts"
 

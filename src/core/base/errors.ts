@@ -1,62 +1,26 @@
-/** The one family of errors spool throws; the CLI and the server turn them into text for people. */
-import type { RateInfo } from "../engine/ratelimit.ts"
-import { scrub } from "./redact.ts"
+/**
+ * The engine's own errors. They extend `SpoolError`, the base the plugin API holds (src/plugins/api/errors.ts) with
+ * the errors a plugin throws; the CLI and the server turn them all into text for people.
+ */
+import { SpoolError } from "../../plugins/api/errors.ts"
 
-export type ExitCode = 0 | 1 | 2 | 3 | 130
-
-/** Base of every error spool throws on purpose. `name` is a literal because bundling renames classes. */
-export abstract class SpoolError extends Error {
-  abstract override readonly name: string
-  abstract readonly code: string
-  readonly exit: ExitCode = 1
-  readonly hint: string | undefined
-
-  /** The message and hint have every known secret taken out (redact.ts): a provider may echo the key it was sent. */
-  constructor(message: string, hint?: string, options?: { cause?: unknown }) {
-    super(scrub(message), options)
-    this.hint = hint === undefined ? undefined : scrub(hint)
-  }
-}
-
-/** The job file or the flags are wrong; nothing was written. */
-export class JobError extends SpoolError {
-  override readonly name = "JobError"
-  readonly code = "E_JOB"
-  override readonly exit = 2
-  /** One line per problem, each naming its key path. */
-  readonly problems: string[]
-
-  constructor(message: string, problems: string[] = [], hint?: string) {
-    super(problems.length ? `${message}\n${problems.map((p) => `  × ${p}`).join("\n")}` : message, hint)
-    this.problems = problems
-  }
-}
+// the names that moved to the plugin API, for the engine's imports until they name that file
+export {
+  JobError,
+  ProviderError,
+  SourceChangedError,
+  SourceError,
+  SpoolError,
+  StoreError,
+  type ErrorClass,
+  type ExitCode,
+} from "../../plugins/api/errors.ts"
 
 /** A command was called with the wrong arguments, or names something that does not exist. */
 export class UsageError extends SpoolError {
   override readonly name = "UsageError"
   readonly code = "E_USAGE"
   override readonly exit = 2
-}
-
-/** An input file changed under a run that has not finished ingesting it. */
-export class SourceChangedError extends SpoolError {
-  override readonly name = "SourceChangedError"
-  readonly code = "E_SOURCE_CHANGED"
-  override readonly exit = 2
-}
-
-/** A source cannot be read at all (missing file, permission, unsupported format). */
-export class SourceError extends SpoolError {
-  override readonly name = "SourceError"
-  readonly code = "E_SOURCE"
-  override readonly exit = 2
-}
-
-/** The store is unusable: locked by an incompatible version, corrupt, or not writable. */
-export class StoreError extends SpoolError {
-  override readonly name = "StoreError"
-  readonly code = "E_STORE"
 }
 
 /** The store's file is damaged, cut short or not a SQLite database: what it holds cannot be trusted to go on. */
@@ -81,63 +45,4 @@ export class RunPausedError extends SpoolError {
 export class RunCancelledError extends SpoolError {
   override readonly name = "RunCancelledError"
   readonly code = "E_CANCELLED"
-}
-
-/**
- * Why an item's attempt failed. Classes group errors in `spool status`:
- * rate_limit, server, timeout, network, bad_response, bad_request, auth, quota, not_found, template, output,
- * queue_limit.
- */
-export type ErrorClass =
-  | "rate_limit"
-  | "server"
-  | "timeout"
-  | "network"
-  | "bad_response"
-  | "bad_request"
-  | "auth"
-  | "quota"
-  | "not_found"
-  | "template"
-  /** The answer came back but failed a gate: not JSON, a schema violation, refused, truncated at max_tokens. */
-  | "output"
-  /** A batch was refused because the provider's queue for this model is full (enqueued tokens or requests). */
-  | "queue_limit"
-
-/** A provider call failed. Providers map their SDK's or HTTP errors to this once; the runner reads only this. */
-export class ProviderError extends SpoolError {
-  override readonly name = "ProviderError"
-  readonly code = "E_PROVIDER"
-  readonly errorClass: ErrorClass
-  readonly retryable: boolean
-  /** Milliseconds the provider asked us to wait (Retry-After), if it said. */
-  readonly retryAfterMs: number | undefined
-  /** Going on would fail every item the same way: pause the whole run. */
-  readonly pause: boolean
-  readonly status: number | undefined
-  /** The rate limits the failed response reported, if it did (set by the provider after classifying). */
-  rate: RateInfo | undefined
-  /** For a queue_limit: the limit the provider gave, when its message says (enqueued tokens, or requests). */
-  queueLimit: { tokens?: number | undefined; requests?: number | undefined } | undefined
-
-  constructor(
-    errorClass: ErrorClass,
-    message: string,
-    options: {
-      retryable: boolean
-      retryAfterMs?: number
-      pause?: boolean
-      status?: number
-      cause?: unknown
-      /** What a person should do, when the run stops for it. */
-      hint?: string
-    },
-  ) {
-    super(message, options.hint, { cause: options.cause })
-    this.errorClass = errorClass
-    this.retryable = options.retryable
-    this.retryAfterMs = options.retryAfterMs
-    this.pause = options.pause ?? false
-    this.status = options.status
-  }
 }

@@ -1,76 +1,12 @@
 /**
- * Rate limits: the provider's own figures read from its response headers, and a limiter that keeps a run under
- * them. `rpm` and `tpm` from the job are token buckets; left at 0 they are learned from the headers, and until the
- * first answer says what they are, one call goes out alone (a run of 64 at once would meet the limit with 64 calls).
- * A burst of 429s halves the concurrency (at most once a second); each success wins a little of it back. The item a
- * 429 hit waits its own Retry-After (the runner's retry policy); the others go on at the learned pace.
+ * Rate limits: a limiter that keeps a run under the provider's own figures, which providers read from their response
+ * headers (the plugin API's `fromHeaders` and `rated`). `rpm` and `tpm` from the job are token buckets; left at 0
+ * they are learned from the headers, and until the first answer says what they are, one call goes out alone (a run
+ * of 64 at once would meet the limit with 64 calls). A burst of 429s halves the concurrency (at most once a second);
+ * each success wins a little of it back. The item a 429 hit waits its own Retry-After (the runner's retry policy);
+ * the others go on at the learned pace.
  */
-import type { Reply } from "../../plugins/api/define.ts"
-import { ProviderError } from "../base/errors.ts"
-
-/** One limit as the provider reports it. */
-export interface Window {
-  limit?: number | undefined
-  remaining?: number | undefined
-  /** Milliseconds until the window is full again. */
-  resetMs?: number | undefined
-}
-
-/** What a response says of the limits: requests and tokens per minute. */
-export interface RateInfo {
-  requests?: Window | undefined
-  tokens?: Window | undefined
-}
-
-/** "1s", "6m0s", "120ms", "1h2m3.5s" (OpenAI's reset durations) in milliseconds. */
-export function duration(text: string): number | undefined {
-  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g
-  let total = 0
-  let seen = 0
-  for (const [part, n, unit] of text.trim().matchAll(re)) {
-    seen += part.length
-    total += Number(n) * (unit === "h" ? 3_600_000 : unit === "m" ? 60_000 : unit === "s" ? 1000 : 1)
-  }
-  return seen > 0 && seen === text.trim().length ? Math.round(total) : undefined
-}
-
-const number = (x: string | null) => (x !== null && /^\d+(\.\d+)?$/.test(x.trim()) ? Number(x) : undefined)
-
-/** Reads OpenAI's `x-ratelimit-*` and Anthropic's `anthropic-ratelimit-*` headers; undefined when there are none. */
-export function fromHeaders(h: Headers | undefined, now = Date.now()): RateInfo | undefined {
-  if (!h) return undefined
-  const openai = (what: "requests" | "tokens"): Window | undefined => {
-    const limit = number(h.get(`x-ratelimit-limit-${what}`))
-    const remaining = number(h.get(`x-ratelimit-remaining-${what}`))
-    const reset = h.get(`x-ratelimit-reset-${what}`)
-    if (limit === undefined && remaining === undefined) return undefined
-    return { limit, remaining, resetMs: reset ? duration(reset) : undefined }
-  }
-  const anthropic = (what: string): Window | undefined => {
-    const limit = number(h.get(`anthropic-ratelimit-${what}-limit`))
-    const remaining = number(h.get(`anthropic-ratelimit-${what}-remaining`))
-    const reset = h.get(`anthropic-ratelimit-${what}-reset`)
-    if (limit === undefined && remaining === undefined) return undefined
-    const at = reset ? Date.parse(reset) : Number.NaN
-    return { limit, remaining, resetMs: Number.isNaN(at) ? undefined : Math.max(0, at - now) }
-  }
-  const requests = openai("requests") ?? anthropic("requests")
-  // Anthropic reports input and output tokens apart (and, on some tiers, combined): the input limit binds first
-  const tokens = openai("tokens") ?? anthropic("tokens") ?? anthropic("input-tokens")
-  return requests || tokens ? { requests, tokens } : undefined
-}
-
-/** Runs `fn` (which returns a reply or throws a ProviderError) and tags either with the response's limits. */
-export function rated(headers: Headers | undefined, fn: () => Reply): Reply {
-  const rate = fromHeaders(headers)
-  try {
-    const reply = fn()
-    return rate ? { ...reply, rate } : reply
-  } catch (err) {
-    if (err instanceof ProviderError && rate) err.rate = rate
-    throw err
-  }
-}
+import type { RateInfo, Window } from "../../plugins/api/ratelimit.ts"
 
 /** A token bucket: `limit` per minute, refilled continuously. */
 class Bucket {

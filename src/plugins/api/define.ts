@@ -12,10 +12,8 @@
  * })
  */
 import type * as v from "valibot"
-import type { RateInfo } from "../../core/engine/ratelimit.ts"
-import type { ProviderError } from "../../core/base/errors.ts"
-
-export type { RateInfo, Window } from "../../core/engine/ratelimit.ts"
+import type { ProviderError } from "./errors.ts"
+import type { RateInfo } from "./ratelimit.ts"
 
 /** Any valibot object schema; its output type is the options type a plugin receives. */
 export type OptionsSchema = v.GenericSchema<Record<string, unknown>, Record<string, unknown>>
@@ -139,7 +137,7 @@ export interface ProviderContext {
 }
 
 export interface ProviderClient {
-  /** One request. Throws `ProviderError` (from `spool/errors`) with `retryable` set; never retries itself. */
+  /** One request. Throws `ProviderError` (from `spool/plugin`) with `retryable` set; never retries itself. */
   call(request: Request, signal: AbortSignal): Promise<Reply>
   /** The provider's Batch API, when it has one (`mode = "batch"` needs it). */
   batch?: BatchClient | undefined
@@ -298,5 +296,21 @@ export function definePlugin(plugin: Plugin): Plugin {
   return plugin
 }
 
+// What the built-in plugins use is public, from this one entry point (`spool/plugin`); each lives in its own file.
+
 // The errors a plugin throws: the runner and the ledger tell them apart by class.
-export { ProviderError, SourceChangedError, SourceError } from "../../core/base/errors.ts"
+export {
+  JobError,
+  ProviderError,
+  SourceChangedError,
+  SourceError,
+  SpoolError,
+  StoreError,
+  type ErrorClass,
+  type ExitCode,
+} from "./errors.ts"
+// Reading an HTTP answer: the wait it asks for, an error by its status, the rate limits it reports.
+export { byStatus, parseRetryAfter, rated, retryAfterMs, unanswered, type SdkErrors } from "./http.ts"
+export { duration, fromHeaders, type RateInfo, type Window } from "./ratelimit.ts"
+// A batch client's download, streamed to disk durably under a stall watch.
+export { announced, CLOCK_SLACK_MS, save, stallWatch, UPLOAD_TIMEOUT_MS } from "./batch.ts"

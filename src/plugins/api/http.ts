@@ -1,8 +1,34 @@
-/** What every HTTP provider's error classification shares, after its own special cases (quota, overload, …). */
-import { ProviderError } from "../../core/base/errors.ts"
-import { parseRetryAfter } from "../../core/engine/retry.ts"
+/**
+ * What every HTTP provider's error handling shares, after its own special cases (quota, overload, …): the wait a
+ * response asks for, an error by its status, the rate limits a response reports, and what an SDK threw when no
+ * answer came. Public: `spool/plugin` exports them for outside providers.
+ */
+import { ProviderError } from "./errors.ts"
+import { fromHeaders, type RateInfo } from "./ratelimit.ts"
 
-/** The wait a response asks for: `retry-after-ms` (OpenAI, Anthropic), else `retry-after` (seconds or a date). */
+/**
+ * A Retry-After value (delta seconds or an HTTP-date) in milliseconds from `now`; undefined when there is none or
+ * it is neither.
+ *
+ * @example
+ * parseRetryAfter("7") // 7000
+ */
+export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined
+  const trimmed = value.trim()
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.round(Number(trimmed) * 1000)
+  const at = Date.parse(trimmed)
+  if (Number.isNaN(at)) return undefined
+  return Math.max(0, at - now)
+}
+
+/**
+ * The wait a response asks for, in milliseconds: `retry-after-ms` (OpenAI, Anthropic), else `retry-after` (seconds
+ * or a date); undefined when it asks for none.
+ *
+ * @example
+ * retryAfterMs(response.headers) // 7000 for "retry-after: 7"
+ */
 export function retryAfterMs(headers: Headers): number | undefined {
   const ms = headers.get("retry-after-ms")
   if (ms && /^\d+(\.\d+)?$/.test(ms)) return Math.round(Number(ms))
@@ -12,6 +38,9 @@ export function retryAfterMs(headers: Headers): number | undefined {
 /**
  * An HTTP error by its status: 429 rate_limit, 408 timeout, 409 and 5xx server (retryable, honouring the wait asked
  * for); 401/403 auth (pauses the run); 404 not_found; any other 4xx bad_request.
+ *
+ * @example
+ * if (!response.ok) throw byStatus(response.status, `HTTP ${response.status}: ${text}`, retryAfterMs(response.headers))
  */
 export function byStatus(status: number, message: string, retryAfterMs: number | undefined): ProviderError {
   if (status === 429)
@@ -23,6 +52,30 @@ export function byStatus(status: number, message: string, retryAfterMs: number |
     return new ProviderError("server", message, { retryable: true, retryAfterMs, status })
   if (status === 404) return new ProviderError("not_found", message, { retryable: false, status })
   return new ProviderError("bad_request", message, { retryable: false, status })
+}
+
+/**
+ * Runs `read` (which returns a reply or throws a ProviderError) and tags either with the rate limits the response's
+ * headers report (`fromHeaders`), so the runner learns the limits from every answer, errors included.
+ *
+ * @example
+ * return rated(response.headers, () => {
+ *   if (!response.ok) throw byStatus(response.status, text, retryAfterMs(response.headers))
+ *   return { text, usage }
+ * })
+ */
+export function rated<R extends object>(
+  headers: Headers | undefined,
+  read: () => R,
+): R & { rate?: RateInfo | undefined } {
+  const rate = fromHeaders(headers)
+  try {
+    const reply = read()
+    return rate ? { ...reply, rate } : reply
+  } catch (err) {
+    if (err instanceof ProviderError && rate) err.rate = rate
+    throw err
+  }
 }
 
 /** A class of error an SDK throws. */

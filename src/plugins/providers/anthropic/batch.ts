@@ -1,5 +1,5 @@
 /**
- * The Anthropic Message Batches API, through the official SDK client the realtime provider makes (anthropic.ts
+ * The Anthropic Message Batches API, through the official SDK client the realtime provider makes (wire.ts
  * `sdk`). Requests are the realtime Messages bodies; results are read with the realtime reader and classifier, so a
  * batch item is asked and read exactly as a direct call would be. The results file is saved as the API serves it.
  */
@@ -7,9 +7,9 @@ import type Anthropic from "@anthropic-ai/sdk"
 import type { MessageBatch } from "@anthropic-ai/sdk/resources/messages/batches"
 import type { Message } from "@anthropic-ai/sdk/resources/messages"
 import type { BatchClient, BatchLine, BatchTag, Found, RemoteBatch, Request } from "../../api/define.ts"
-import { ProviderError, StoreError } from "../../../core/base/errors.ts"
-import { body, classify, failure, reply } from "./anthropic.ts"
-import { announced, CLOCK_SLACK_MS, save, stallWatch, UPLOAD_TIMEOUT_MS } from "../openai/batch.ts"
+import { announced, CLOCK_SLACK_MS, save, stallWatch, UPLOAD_TIMEOUT_MS } from "../../api/batch.ts"
+import { ProviderError, StoreError } from "../../api/errors.ts"
+import { body, classify, failure, reply } from "./wire.ts"
 
 /**
  * 100,000 requests or 256 MB per batch, whichever comes first. The bytes are those of the create body, counted as

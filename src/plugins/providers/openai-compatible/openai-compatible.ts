@@ -31,9 +31,9 @@
  */
 import * as v from "valibot"
 import { defineProvider, type Reply } from "../../api/define.ts"
-import { JobError, ProviderError } from "../../../core/base/errors.ts"
-import { body, classify, finishOf, json, post, type ErrorDetail } from "../openai/openai.ts"
-import { rated } from "../../../core/engine/ratelimit.ts"
+import { JobError, ProviderError } from "../../api/errors.ts"
+import { rated } from "../../api/http.ts"
+import { body, classify, finishOf, json, post, type ErrorDetail } from "../openai/wire.ts"
 
 type Detail = ErrorDetail & {
   /** A numeric code, when the body gives one: an HTTP status for servers that send errors with a 200. */

@@ -1,10 +1,7 @@
 import { afterEach, describe, expect, test, setSystemTime } from "bun:test"
-import anthropic, {
-  classify,
-  DEFAULT_MAX_TOKENS,
-  reply,
-} from "../../../../src/plugins/providers/anthropic/anthropic.ts"
-import { ProviderError } from "../../../../src/core/base/errors.ts"
+import anthropic from "../../../../src/plugins/providers/anthropic/anthropic.ts"
+import { classify, DEFAULT_MAX_TOKENS, reply } from "../../../../src/plugins/providers/anthropic/wire.ts"
+import { ProviderError } from "../../../../src/plugins/api/errors.ts"
 import type { ProviderClient, Request } from "../../../../src/plugins/api/define.ts"
 import { CREDIT_MESSAGE, startFakeAnthropic, type Fake, type FaultKind } from "../../../lib/fake-anthropic.ts"
 

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test"
 import type { MessageBatch } from "@anthropic-ai/sdk/resources/messages/batches"
-import anthropic, { DEFAULT_MAX_TOKENS } from "../../../../src/plugins/providers/anthropic/anthropic.ts"
+import anthropic from "../../../../src/plugins/providers/anthropic/anthropic.ts"
+import { DEFAULT_MAX_TOKENS } from "../../../../src/plugins/providers/anthropic/wire.ts"
 import { createBody } from "../../../../src/plugins/providers/anthropic/batch.ts"
 import {
   createBodyBytes,
@@ -8,7 +9,7 @@ import {
   queuedRequests,
   remote,
 } from "../../../../src/plugins/providers/anthropic/batch.ts"
-import { ProviderError, type ErrorClass } from "../../../../src/core/base/errors.ts"
+import { ProviderError, type ErrorClass } from "../../../../src/plugins/api/errors.ts"
 import type { BatchClient, RemoteBatch, Reply, Request } from "../../../../src/plugins/api/define.ts"
 import { validateSchema } from "../../../lib/spec.ts"
 import { QUEUE_LIMIT_MESSAGE, startFakeAnthropic, type Fake } from "../../../lib/fake-anthropic.ts"

@@ -1,7 +1,7 @@
 /** The openai-compatible provider against local servers answering as vLLM, Ollama, LM Studio and gateways do. */
 import { describe, expect, test } from "bun:test"
 import compatible from "../../../../src/plugins/providers/openai-compatible/openai-compatible.ts"
-import { JobError, ProviderError } from "../../../../src/core/base/errors.ts"
+import { JobError, ProviderError } from "../../../../src/plugins/api/errors.ts"
 import type { Request } from "../../../../src/plugins/api/define.ts"
 
 type Answer = () => Response | Promise<Response>

@@ -1,13 +1,9 @@
 import { describe, expect, test } from "bun:test"
 import type { Batch } from "openai/resources/batches"
 import openai from "../../../../src/plugins/providers/openai/openai.ts"
-import {
-  announced,
-  batchError,
-  enqueuedLimit,
-  remote,
-} from "../../../../src/plugins/providers/openai/batch.ts"
-import { StoreError, type ErrorClass } from "../../../../src/core/base/errors.ts"
+import { batchError, enqueuedLimit, remote } from "../../../../src/plugins/providers/openai/batch.ts"
+import { announced } from "../../../../src/plugins/api/batch.ts"
+import { StoreError, type ErrorClass } from "../../../../src/plugins/api/errors.ts"
 import type { BatchClient, RemoteBatch, Request } from "../../../../src/plugins/api/define.ts"
 import { validateSchema } from "../../../lib/spec.ts"
 import { enqueuedLimitMessage, startFake } from "../../../lib/fake-openai.ts"

@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test"
 import * as v from "valibot"
-import openai, { classify, responsesReply } from "../../../../src/plugins/providers/openai/openai.ts"
+import openai from "../../../../src/plugins/providers/openai/openai.ts"
+import { classify, responsesReply } from "../../../../src/plugins/providers/openai/wire.ts"
 import mock from "../../../../src/plugins/providers/mock/mock.ts"
-import { ProviderError } from "../../../../src/core/base/errors.ts"
+import { ProviderError } from "../../../../src/plugins/api/errors.ts"
 import type { Request } from "../../../../src/plugins/api/define.ts"
 import { startFake } from "../../../lib/fake-openai.ts"
 

@@ -1,0 +1,175 @@
+/**
+ * Anthropic's Messages wire format, shared by the realtime provider (anthropic.ts) and the Message Batches API
+ * (batch.ts): the body for a neutral request, the reader of a Message, the classification of an HTTP error, and the
+ * official SDK client one run uses. The SDK's errors are mapped here (`failure`) and never leave this folder.
+ */
+import Anthropic, {
+  AnthropicError,
+  APIConnectionError,
+  APIConnectionTimeoutError,
+  APIError,
+  APIUserAbortError,
+} from "@anthropic-ai/sdk"
+import type { Message, MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/messages"
+import type { ProviderContext, Reply, Request } from "../../api/define.ts"
+import { ProviderError } from "../../api/errors.ts"
+import { byStatus, retryAfterMs, unanswered, type SdkErrors } from "../../api/http.ts"
+
+/**
+ * The API requires `max_tokens`; a job that gives none gets this. 4096 is the largest output that every model
+ * in the API's list accepts (claude-3-haiku-20240307 stops there), so no job is refused for want of a value,
+ * whatever its model. A job that wants longer answers sets `max_tokens`.
+ */
+export const DEFAULT_MAX_TOKENS = 4096
+
+/** The Messages body for a neutral request; `params` are laid over it as they are. */
+export function body(model: string, request: Request): MessageCreateParamsNonStreaming {
+  const out: Record<string, unknown> = {
+    model,
+    max_tokens: request.max_tokens ?? DEFAULT_MAX_TOKENS,
+    messages: [{ role: "user", content: request.prompt }],
+  }
+  if (request.system) out.system = request.system
+  if (request.temperature !== undefined) out.temperature = request.temperature
+  if (request.schema) {
+    // structured output as a forced tool call: the one tool's input is the answer, shaped by the job's schema.
+    // (The pinned SDK's Messages API has tools and tool_choice; a forced tool works on every current model.)
+    out.tools = [
+      {
+        name: request.schema.name,
+        description: "Give the answer by calling this tool; its input is the whole answer.",
+        input_schema: request.schema.schema,
+      },
+    ]
+    out.tool_choice = { type: "tool", name: request.schema.name }
+  }
+  return { ...out, ...request.params } as unknown as MessageCreateParamsNonStreaming
+}
+
+/**
+ * Anthropic's usage in spool's terms: its `input_tokens` leaves out the tokens read from and written to the prompt
+ * cache, so they are added back (all input is input); the ones read from the cache are the cached input.
+ */
+function usageOf(usage: Message["usage"] | undefined): Reply["usage"] {
+  const read = usage?.cache_read_input_tokens ?? 0
+  return {
+    input_tokens: (usage?.input_tokens ?? 0) + read + (usage?.cache_creation_input_tokens ?? 0),
+    output_tokens: usage?.output_tokens ?? 0,
+    cached_input_tokens: read || undefined,
+  }
+}
+
+/** How a Message ended, in the neutral terms of `Reply.finish`. */
+function finishOf(stop: string | null | undefined): Reply["finish"] {
+  if (stop === "max_tokens") return "length"
+  if (stop === "refusal") return "refusal"
+  return "stop"
+}
+
+/** Error codes (error.details.error_code) that say the organization may not spend more: no item can pass. */
+const SPENT = new Set([
+  "contract_spend_limit_reached",
+  "enforced_spend_limit_reached",
+  "linked_organization_billing_unavailable",
+  "linked_organization_spend_limit_reached",
+])
+
+/**
+ * The API reports an empty credit balance as a plain 400 invalid_request_error ("Your credit balance is too low
+ * to access the Anthropic API. Please go to Plans & Billing…") and reached usage limits likewise ("You have
+ * reached your specified API usage limits…"), with no code: only the wording tells them from a bad request.
+ * The words are narrow on purpose: a 400 about, say, the `billing_policy` parameter is the request's fault.
+ */
+const BILLING = /credit balance|plans & billing|api usage limits|spend limit/i
+
+type ErrorBody = { error?: { type?: string; message?: string; details?: { error_code?: unknown } } }
+
+/**
+ * Maps an HTTP error response to the project's error, once, here. `detail` is the parsed error body
+ * (`{type: "error", error: {type, message}}`) or, when the body was not JSON, its text.
+ */
+export function classify(status: number, detail: unknown, headers: Headers): ProviderError {
+  const error = typeof detail === "object" && detail !== null ? (detail as ErrorBody).error : undefined
+  const text = error?.message ?? (typeof detail === "string" ? detail.slice(0, 200) : "")
+  const message = `HTTP ${status}: ${text || "no body"}`
+  const type = error?.type ?? ""
+  const code = typeof error?.details?.error_code === "string" ? error.details.error_code : ""
+  if (status === 402 || type === "billing_error" || SPENT.has(code) || (status === 400 && BILLING.test(text)))
+    return new ProviderError("quota", message, { retryable: false, pause: true, status })
+  // a gateway timeout (504) reported as timeout_error is a timeout, not a server error; 529 is "overloaded_error"
+  if (type === "timeout_error")
+    return new ProviderError("timeout", message, {
+      retryable: true,
+      retryAfterMs: retryAfterMs(headers),
+      status,
+    })
+  return byStatus(status, message, retryAfterMs(headers))
+}
+
+/** The SDK's error classes, for `unanswered`. */
+const SDK_ERRORS: SdkErrors = {
+  timeout: APIConnectionTimeoutError,
+  abort: APIUserAbortError,
+  connection: APIConnectionError,
+  base: AnthropicError,
+}
+
+/**
+ * Turns whatever the SDK threw into a ProviderError. An abort by the caller is rethrown as the caller's own
+ * reason: the runner tells it by its signal, and an SDK class must not get out.
+ */
+export function failure(cause: unknown, signal: AbortSignal, timeoutMs: number): unknown {
+  if (signal.aborted) return signal.reason ?? cause
+  if (cause instanceof APIError && cause.status !== undefined && cause.headers) {
+    // without a JSON body the SDK's message is "<status> <body text>"
+    return classify(cause.status, cause.error ?? cause.message.replace(/^\d+ /, ""), cause.headers)
+  }
+  return unanswered(cause, timeoutMs, SDK_ERRORS)
+}
+
+/** Reads a Message, or says why the body is not one. */
+export function reply(message: Message | string): Reply {
+  const content = typeof message === "object" && message !== null ? message.content : undefined
+  const tool = Array.isArray(content) ? content.find((b) => b.type === "tool_use") : undefined
+  if (tool && typeof message === "object") {
+    // a structured answer: the forced tool call's input, as JSON text
+    return {
+      text: JSON.stringify(tool.input),
+      usage: usageOf(message.usage),
+      finish: finishOf(message.stop_reason),
+    }
+  }
+  const texts = Array.isArray(content) ? content.filter((b) => b.type === "text").map((b) => b.text) : []
+  if (texts.length === 0) {
+    const what = typeof message === "string" ? "a body that is not JSON" : "no text block"
+    throw new ProviderError("bad_response", `the message has ${what}`, { retryable: true, status: 200 })
+  }
+  const usage = typeof message === "object" ? message.usage : undefined
+  return {
+    text: texts.join(""),
+    usage: usageOf(usage),
+    finish: typeof message === "object" ? finishOf(message.stop_reason) : undefined,
+  }
+}
+
+/**
+ * The SDK client of one run, shared by realtime calls and the Batch API, and its timeout in whole milliseconds.
+ */
+export function sdk(context: ProviderContext): { client: Anthropic; timeoutMs: number } {
+  // The SDK rejects a timeout that is not a whole number of milliseconds (timeout_s = 0.07 is 70.00000000000001).
+  const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
+  // A key always given (even empty) keeps the SDK from looking for credentials in the environment and on disk.
+  const key = context.apiKey ?? ""
+  const client = new Anthropic({
+    apiKey: key,
+    // This SDK sends `apiKey` as `Authorization: Bearer`; the Messages API takes a key in `x-api-key`.
+    defaultHeaders: { "x-api-key": key, authorization: null },
+    baseURL: context.baseUrl ?? null,
+    maxRetries: 0,
+    timeout: timeoutMs,
+    // spool writes every attempt to its ledger and prints its own errors: no spans, and nothing on stdout
+    openTelemetry: false,
+    logLevel: "off",
+  })
+  return { client, timeoutMs }
+}
