@@ -203,6 +203,60 @@ describe("the http-endpoint example provider", () => {
     ])
   })
 
+  test("reports the rate limits an answer's headers give, on a reply and on an error, for the runner to learn from", async () => {
+    const limits = {
+      "x-ratelimit-limit-requests": "60",
+      "x-ratelimit-remaining-requests": "59",
+      "x-ratelimit-reset-requests": "1s",
+      "x-ratelimit-limit-tokens": "10000",
+      "x-ratelimit-remaining-tokens": "9990",
+    }
+    using server = await endpoint([
+      () =>
+        Response.json(
+          { output: { text: "limited" }, usage: { input_tokens: 7, output_tokens: 3 } },
+          { headers: limits },
+        ),
+      () => new Response("slow down", { status: 429, headers: { ...limits, "retry-after-ms": "1500" } }),
+    ])
+    const c = client(server.url)
+    const rate = {
+      requests: { limit: 60, remaining: 59, resetMs: 1000 },
+      tokens: { limit: 10_000, remaining: 9990, resetMs: undefined },
+    }
+    expect(await c.call({ prompt: "p" }, signal())).toEqual({
+      text: "limited",
+      usage: { input_tokens: 7, output_tokens: 3 },
+      rate,
+    })
+    const err = await c.call({ prompt: "q" }, signal()).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ProviderError)
+    const e = err as ProviderError
+    expect([e.errorClass, e.retryable, e.retryAfterMs, e.status, e.message]).toEqual([
+      "rate_limit",
+      true,
+      1500,
+      429,
+      "HTTP 429: slow down",
+    ])
+    expect(e.rate).toEqual(rate)
+    // an answer with no such headers has no `rate` (the earlier tests' toEqual checks the same)
+    expect(await c.call({ prompt: "r" }, signal())).toEqual({
+      text: "echo: r",
+      usage: { input_tokens: 7, output_tokens: 3 },
+    })
+  })
+
+  test("402 (no credit) is this endpoint's quota: not retried, pauses the run", async () => {
+    using server = await endpoint([() => new Response("no credit", { status: 402 })])
+    const err = await client(server.url)
+      .call({ prompt: "p" }, signal())
+      .catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ProviderError)
+    const e = err as ProviderError
+    expect([e.errorClass, e.retryable, e.pause, e.status]).toEqual(["quota", false, true, 402])
+  })
+
   test("a refused connection is a retryable network error; an abort by the run is passed through", async () => {
     let url: string
     {

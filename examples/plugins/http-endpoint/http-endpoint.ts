@@ -6,19 +6,13 @@
  *   { "model", "prompt", "system"?, "max_tokens"?, "temperature"?, ...request.params }
  * and the answer's text is read from the JSON reply at `reply_field` (a dotted path, default "text").
  * Token counts are read from `usage.input_tokens` / `usage.output_tokens` when the reply has them.
- * 429, 408, 409 and 5xx answers and network failures are retried by spool (honouring Retry-After or
- * Retry-After-Ms); 401/403 (bad key) and 402 (no credit) pause the run; other 4xx fail the item.
+ * Error answers are classified by spool's own table (`byStatus`): 429, 408, 409 and 5xx answers and network
+ * failures are retried by spool (honouring Retry-After or Retry-After-Ms, read by `retryAfterMs`); 401/403 (bad
+ * key) and 402 (no credit, this endpoint's own) pause the run; other 4xx fail the item. Rate-limit headers in the
+ * OpenAI or Anthropic style, when the endpoint sends them, are reported with `rated` for the runner to learn from.
  */
-import { defineProvider, ProviderError } from "spool/plugin"
+import { byStatus, defineProvider, ProviderError, rated, retryAfterMs } from "spool/plugin"
 import * as v from "valibot"
-
-/** Milliseconds from a Retry-After header: seconds, or an HTTP date. */
-function retryAfter(header: string | null): number | undefined {
-  if (!header) return undefined
-  if (/^\d+(\.\d+)?$/.test(header.trim())) return Math.round(Number(header) * 1000)
-  const at = Date.parse(header)
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now())
-}
 
 /** The value at a dotted path ("output.text", "choices.0.text"), or undefined. */
 function at(value: unknown, path: string): unknown {
@@ -30,23 +24,12 @@ function at(value: unknown, path: string): unknown {
   return here
 }
 
+/** An error answer: spool's own table (`byStatus`), after the one status this endpoint means its own way. */
 function failure(status: number, body: string, headers: Headers): ProviderError {
   const message = `HTTP ${status}: ${body.slice(0, 200)}`
-  const ms = headers.get("retry-after-ms")
-  const wait =
-    ms && /^\d+(\.\d+)?$/.test(ms) ? Math.round(Number(ms)) : retryAfter(headers.get("retry-after"))
-  if (status === 429)
-    return new ProviderError("rate_limit", message, { retryable: true, retryAfterMs: wait, status })
-  if (status === 401 || status === 403)
-    return new ProviderError("auth", message, { retryable: false, pause: true, status })
   // no credit left: every item would fail the same way, so the run pauses
   if (status === 402) return new ProviderError("quota", message, { retryable: false, pause: true, status })
-  if (status === 408)
-    return new ProviderError("timeout", message, { retryable: true, retryAfterMs: wait, status })
-  if (status === 409 || status >= 500)
-    return new ProviderError("server", message, { retryable: true, retryAfterMs: wait, status })
-  if (status === 404) return new ProviderError("not_found", message, { retryable: false, status })
-  return new ProviderError("bad_request", message, { retryable: false, status })
+  return byStatus(status, message, retryAfterMs(headers))
 }
 
 const count = (x: unknown) => (typeof x === "number" && Number.isFinite(x) && x >= 0 ? x : 0)
@@ -97,30 +80,33 @@ export default defineProvider({
             { retryable: true, cause: err },
           )
         }
-        if (!response.ok) throw failure(response.status, text, response.headers)
-        let reply: unknown
-        try {
-          reply = JSON.parse(text)
-        } catch {
-          throw new ProviderError("bad_response", `the reply is not JSON: ${text.slice(0, 120)}`, {
-            retryable: true,
-            status: response.status,
-          })
-        }
-        const answer = at(reply, options.reply_field)
-        if (typeof answer !== "string")
-          throw new ProviderError("bad_response", `the reply has no text at "${options.reply_field}"`, {
-            retryable: true,
-            status: response.status,
-          })
-        const usage = at(reply, "usage")
-        return {
-          text: answer,
-          usage: {
-            input_tokens: count(at(usage, "input_tokens")),
-            output_tokens: count(at(usage, "output_tokens")),
-          },
-        }
+        // the rate limits the answer reports (x-ratelimit-* headers), if any, go on the reply or the error
+        return rated(response.headers, () => {
+          if (!response.ok) throw failure(response.status, text, response.headers)
+          let reply: unknown
+          try {
+            reply = JSON.parse(text)
+          } catch {
+            throw new ProviderError("bad_response", `the reply is not JSON: ${text.slice(0, 120)}`, {
+              retryable: true,
+              status: response.status,
+            })
+          }
+          const answer = at(reply, options.reply_field)
+          if (typeof answer !== "string")
+            throw new ProviderError("bad_response", `the reply has no text at "${options.reply_field}"`, {
+              retryable: true,
+              status: response.status,
+            })
+          const usage = at(reply, "usage")
+          return {
+            text: answer,
+            usage: {
+              input_tokens: count(at(usage, "input_tokens")),
+              output_tokens: count(at(usage, "output_tokens")),
+            },
+          }
+        })
       },
     }
   },
