@@ -181,6 +181,29 @@ export const JobSchema = strict(
 
 type Parsed = v.InferOutput<typeof JobSchema>
 
+/**
+ * A job as a run keeps it in the ledger: the JSON of a loaded `Job` (inputs resolved, defaults filled, the output
+ * schema read), checked with the job's own tables when it is read back. Keys it does not know are dropped rather
+ * than refused, and a job stored before `sources` existed reads as one with none (`shaping` compares it so).
+ */
+export const StoredJobSchema = v.object({
+  ...v.omit(JobSchema, ["source", "sources", "output"]).entries,
+  sources: v.optional(
+    v.array(
+      v.object({
+        path: v.string(),
+        id: v.optional(v.string()),
+        format: v.optional(v.string()),
+        options: v.record(v.string(), v.unknown()),
+        max_malformed: v.optional(v.union([v.string(), v.number()])),
+        at: v.string(),
+      }),
+    ),
+    [],
+  ),
+  output: v.optional(v.object({ name: v.string(), schema: v.record(v.string(), v.unknown()) })),
+})
+
 /** One input of a run, as the job gives it. */
 export interface Input {
   /** Absolute path. */

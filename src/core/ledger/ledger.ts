@@ -1,0 +1,222 @@
+/**
+ * The ledger, as the engine, the reports and the server speak to it: asynchronous, so that a network database can
+ * be a driver as well as SQLite. A driver keeps DESIGN §4's rules: each method that changes state commits it, whole,
+ * before its promise resolves, and a state change is refused (TransitionError) unless states.ts has its edge.
+ * Errors of the store itself are a StoreError or StoreCorruptError naming it. test/lib/ledger-contract.ts is the
+ * behaviour every driver must show.
+ */
+import { UsageError, type ErrorClass } from "../base/errors.ts"
+import type { Job } from "../job/job.ts"
+import type { SourceBatch } from "../../plugins/api/define.ts"
+import type { RunState, State } from "./states.ts"
+import type {
+  AttemptError,
+  AttemptRow,
+  Batch,
+  Claimed,
+  Dead,
+  Input,
+  Intent,
+  Item,
+  LineOutcome,
+  NewRun,
+  Outcome,
+  Packable,
+  PagedItem,
+  Problem,
+  RemoteView,
+  Run,
+  Summary,
+} from "./types.ts"
+
+export interface Ledger {
+  readonly runs: Runs
+  readonly ingest: Ingest
+  readonly claims: Claims
+  readonly batches: Batches
+  readonly reads: Reads
+  close(): Promise<void>
+}
+
+export interface OpenOptions {
+  /** The durability level of every commit but the batch lines' (FULL unless a benchmark compares). */
+  synchronous?: "FULL" | "NORMAL"
+  /**
+   * `read`: the caller only reads (status, results, runs), so a store that cannot be written — the file, its
+   * directory — is opened read-only instead of refused. Default `write`.
+   */
+  access?: "read" | "write"
+}
+
+/** Runs and their inputs. */
+export interface Runs {
+  /** The latest run of a name: "the" run of a job. */
+  latest(name: string): Promise<Run | null>
+  get(id: number): Promise<Run | null>
+  /** A run by name (its latest) or by numeric id. */
+  find(ref: string): Promise<Run | null>
+  /** Every run, oldest first. */
+  list(): Promise<Run[]>
+  /** Creates a run with its inputs, in one transaction, unless another process made one since `seen`. */
+  create(run: NewRun): Promise<{ run: Run; created: boolean }>
+  /** Sets a run's state; a final one (completed, completed_with_failures, cancelled) also sets `finished_at`. */
+  setState(id: number, state: RunState, reason?: string | null): Promise<void>
+  setResume(id: number, resume: string): Promise<void>
+  /** Keeps the latest job of a resumed run (same fingerprint: only limits and pricing can differ). */
+  updateJob(id: number, job: Job): Promise<void>
+  markExported(id: number): Promise<void>
+  /** A run's inputs, in their order (an item's id depends on its input's index). */
+  inputs(run: number): Promise<Input[]>
+  /** Appends a file to a run's inputs at the next index; a path already an input is kept as it is. */
+  addInput(run: number, path: string, format: string): Promise<Input>
+}
+
+/** Reading inputs into the ledger (DESIGN §4 rule 5). */
+export interface Ingest {
+  /** Takes or renews the right to ingest a run's inputs: free, ours, lapsed, or held by a dead process. */
+  lease(run: number, owner: string, ms: number, dead: Dead): Promise<boolean>
+  /**
+   * Stores one source batch in one transaction: its rows as pending items (a key already in the run is kept, and
+   * is a duplicate unless it is the same row read again), its problems, and its checkpoint.
+   */
+  add(
+    run: number,
+    input: Pick<Input, "idx" | "path">,
+    batch: SourceBatch,
+    last: boolean,
+  ): Promise<{ added: number; duplicates: number }>
+  /** Every input is read to its end; the ingest lease is let go. */
+  done(run: number): Promise<void>
+  /** The next ingester reads every input on from its checkpoint. */
+  reopen(run: number): Promise<void>
+  /** Forgets the checkpoints and problems (`--reingest`); items are kept. */
+  reset(run: number): Promise<void>
+}
+
+/** Claims and outcomes of direct calls (DESIGN §4 rules 1, 2 and 7). */
+export interface Claims {
+  /**
+   * Records finished attempts and claims up to `limit` more, in one transaction (group commit): due retries first,
+   * then pending items, in ledger order, each with its attempt opened. An outcome for an item whose lease this owner
+   * lost is recorded on the attempt only.
+   */
+  step(run: number, owner: string, outcomes: Outcome[], limit: number, leaseMs: number): Promise<Claimed[]>
+  /** Extends the leases of every item this owner holds. */
+  renew(run: number, owner: string, leaseMs: number): Promise<void>
+  /** Puts back to pending every running item whose lease lapsed or whose owner is dead; the attempt is `lost`. */
+  recover(run: number, dead: Dead): Promise<number>
+  /** When the earliest waiting retry falls due, or null. */
+  nextRetryAt(run: number): Promise<number | null>
+  /** Moves every failed (or needs_review) item back to pending, and reopens the run. */
+  retry(run: number, from: Extract<State, "failed" | "needs_review">): Promise<number>
+  /** The processes that hold a lease on the run: items in flight, ingestion, batches. */
+  holders(run: number): Promise<string[]>
+}
+
+/** Provider batches (DESIGN §4 rules 3 and 4). */
+export interface Batches {
+  /** The right to drive a run's batches: one process at a time. */
+  lease(run: number, owner: string, ms: number, dead: Dead): Promise<boolean>
+  /** Who holds the batch lease, while it is held. */
+  holder(run: number): Promise<string | null>
+  release(run: number, owner: string): Promise<void>
+  /** Items that may go into the next batch: due retries first, then pending ones, in ledger order. */
+  packable(run: number, limit: number, now?: number): Promise<Packable[]>
+  /**
+   * Commits a submission intent in one transaction: the batch (state `intent`), its items `queued` with their line
+   * and a new attempt each, and the items no request could be made of `failed`. Refuses, committing nothing, when
+   * an item is no longer claimable. Null when there are no lines.
+   */
+  intend(
+    run: number,
+    intent: Intent,
+    lines: { id: number; line: number; offset: number; bytes: number }[],
+    failed: { id: number; errorClass: ErrorClass; error: string }[],
+    owner: string,
+  ): Promise<Batch | null>
+  /** The provider has the batch: its items are `submitted`. */
+  submitted(batch: number, remote: RemoteView): Promise<void>
+  /** The batch never reached the provider, or was refused whole: its items go back to pending, attempt taken back. */
+  abandon(batch: number, why: { errorClass: string; error: string }): Promise<number>
+  /** What the provider said; `nextAt` is when to ask again. An ended batch moves on to downloading. */
+  observe(batch: number, remote: RemoteView, nextAt: number | null): Promise<void>
+  /** When to look at a batch again, with the error that made us wait. */
+  later(batch: number, nextAt: number, error?: string | null): Promise<void>
+  /** The result files are on disk: the batch is `applying`. */
+  downloaded(
+    batch: number,
+    files: { output?: string | undefined; errors?: string | undefined },
+  ): Promise<void>
+  /** Settles items by their lines in one transaction; a line whose item is no longer submitted there is skipped. */
+  apply(batch: number, outcomes: LineOutcome[], owner: string): Promise<void>
+  /** Every line applied: items without one go back to pending, unpaid; the batch is done. */
+  finish(batch: number, lines: number): Promise<number>
+  /** The items a batch still has at the provider, with their attempt numbers. */
+  items(batch: number): Promise<{ id: number; attempts: number }[]>
+  get(id: number): Promise<Batch | null>
+  list(run: number): Promise<Batch[]>
+  /** A run's live batches and the last `n` that ended, oldest first; and how many it has in all. */
+  recent(run: number, n: number): Promise<{ batches: Batch[]; total: number }>
+  /** Batches not yet done or abandoned. */
+  live(run: number): Promise<Batch[]>
+  /** Remembers a queue limit the provider reported (enqueued tokens, or requests). */
+  learnQueue(
+    run: number,
+    limit: { tokens?: number | undefined; requests?: number | undefined },
+  ): Promise<void>
+}
+
+/** Reads: counts and totals from maintained tallies, charts, errors, and items a page or a stream at a time. */
+export interface Reads {
+  /** Items per state. */
+  counts(run: number): Promise<Record<State, number>>
+  /** A run's totals; `recentCompleted` counts the last `windowMs` before `now`. */
+  summary(run: number, now?: number, windowMs?: number): Promise<Summary>
+  /** Error classes of a run's attempts, most frequent first, each with its first example. */
+  errorClasses(run: number): Promise<Summary["errors"]>
+  /** Items ended since `from`, in slots of `slotMs`: the completions chart. */
+  progress(
+    run: number,
+    from: number,
+    slotMs: number,
+  ): Promise<{ at: number; completed: number; failed: number }[]>
+  /** When the first item of a run ended, or null. */
+  firstProgress(run: number): Promise<number | null>
+  /** The last `limit` failed attempts, newest first. */
+  latestErrors(run: number, limit: number): Promise<AttemptError[]>
+  /** Failed attempts that ended at or after `since`, oldest first. */
+  errorsSince(run: number, since: number, limit?: number): Promise<AttemptError[]>
+  /** A page of items in ledger order after the id `after`, optionally of one state, each with its attempts. */
+  page(run: number, o: { state?: State | undefined; after?: number; limit: number }): Promise<PagedItem[]>
+  /**
+   * A run's items in ledger order, optionally of one state. In a damaged store every item that can still be read is
+   * given, then a StoreCorruptError names the ids that could not be.
+   */
+  items(run: number, state?: State): AsyncIterable<Item>
+  /** An item's attempts, oldest first. */
+  attempts(item: number): Promise<AttemptRow[]>
+  problems(run: number, limit?: number): Promise<Problem[]>
+  /** Whether any item of the run is not yet finished. */
+  hasOpen(run: number): Promise<boolean>
+  /** The most input and output tokens one attempt of the run has used. */
+  largestAttempt(run: number): Promise<{ input: number; output: number } | null>
+  /** A number that changes whenever anyone commits to the ledger: a cheap "anything new?". */
+  version(): Promise<number>
+}
+
+/** The run `ref` names (a name: its latest; or an id), or the latest run when none is given; else a UsageError. */
+export async function mustFind(ledger: Ledger, ref: string | undefined): Promise<Run> {
+  if (ref) {
+    const run = await ledger.runs.find(ref)
+    if (run) return run
+  }
+  const runs = await ledger.runs.list()
+  const last = runs.at(-1)
+  if (!ref && last) return last
+  if (!ref) throw new UsageError("there are no runs yet", "Start one with `spool run job.toml`.")
+  const names = [...new Set(runs.map((r) => r.name))]
+  throw new UsageError(
+    `no run named "${ref}"`,
+    names.length ? `Known runs: ${names.join(", ")}.` : "Start one with `spool run job.toml`.",
+  )
+}

@@ -1,0 +1,231 @@
+/** The SQLite ledger's schema: migrations embedded as strings, tracked by `PRAGMA user_version`. */
+
+/** Migrations, in order; `PRAGMA user_version` is the number applied. Never edit one that has shipped. */
+export const MIGRATIONS = [
+  `
+  CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    job TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    resume TEXT NOT NULL,
+    reason TEXT,
+    ingested INTEGER NOT NULL DEFAULT 0,
+    ingest_owner TEXT,
+    ingest_expires INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    finished_at INTEGER
+  );
+  CREATE INDEX runs_name ON runs (name, id);
+
+  CREATE TABLE inputs (
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    idx INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    format TEXT NOT NULL,
+    checkpoint TEXT,
+    rows INTEGER NOT NULL DEFAULT 0,
+    problems INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, idx)
+  );
+
+  CREATE TABLE items (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    input INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    source_id TEXT,
+    data TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER,
+    lease_owner TEXT,
+    lease_expires INTEGER,
+    output TEXT,
+    error_class TEXT,
+    error TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (run_id, input, key)
+  );
+  CREATE INDEX items_state ON items (run_id, state, id);
+
+  CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id),
+    run_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    outcome TEXT,
+    error_class TEXT,
+    error TEXT,
+    http_status INTEGER,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    latency_ms INTEGER
+  );
+  CREATE INDEX attempts_item ON attempts (item_id, n);
+  CREATE INDEX attempts_run_ended ON attempts (run_id, ended_at);
+  CREATE INDEX attempts_errors ON attempts (run_id, error_class) WHERE error_class IS NOT NULL;
+
+  CREATE TABLE problems (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    input INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    excerpt TEXT NOT NULL
+  );
+  CREATE INDEX problems_run ON problems (run_id, input, line);
+  `,
+  // 2: input tokens served from the provider's prompt cache (a part of input_tokens, billed lower)
+  `
+  ALTER TABLE items ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE attempts ADD COLUMN cached_input_tokens INTEGER;
+  `,
+  // 3: batch mode. A batch row is the submission intent (DESIGN §4 rule 3); an item in a batch knows its batch,
+  // its line in the request file and the bytes of that line (its exact request, replayed on retry). Tokens paid at
+  // the batch price are kept apart, so cost stays computed at read time.
+  `
+  CREATE TABLE batches (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    tag TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    provider_id TEXT,
+    status TEXT,
+    phase TEXT,
+    outcome TEXT,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    total INTEGER,
+    done INTEGER,
+    failed INTEGER,
+    files TEXT,
+    requests TEXT NOT NULL,
+    output TEXT,
+    errors TEXT,
+    error TEXT,
+    error_class TEXT,
+    lines INTEGER NOT NULL DEFAULT 0,
+    polls INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER,
+    created_at INTEGER NOT NULL,
+    submitted_at INTEGER,
+    ended_at INTEGER,
+    finished_at INTEGER
+  );
+  CREATE INDEX batches_run ON batches (run_id, state);
+  ALTER TABLE items ADD COLUMN batch_id INTEGER;
+  ALTER TABLE items ADD COLUMN batch_line INTEGER;
+  ALTER TABLE items ADD COLUMN batch_offset INTEGER;
+  ALTER TABLE items ADD COLUMN batch_bytes INTEGER;
+  ALTER TABLE items ADD COLUMN batch_input_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE items ADD COLUMN batch_output_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE items ADD COLUMN batch_cached_tokens INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX items_batch ON items (batch_id) WHERE batch_id IS NOT NULL;
+  ALTER TABLE attempts ADD COLUMN batch_id INTEGER;
+  ALTER TABLE runs ADD COLUMN queue_tokens INTEGER;
+  ALTER TABLE runs ADD COLUMN queue_requests INTEGER;
+  ALTER TABLE runs ADD COLUMN batch_owner TEXT;
+  ALTER TABLE runs ADD COLUMN batch_expires INTEGER;
+  ALTER TABLE runs ADD COLUMN exported_at INTEGER;
+  `,
+  // 4: counters kept by the ledger itself, so a page over a run of millions of items reads a few rows, never a scan
+  // (issue 6). Per run and state: how many items (exact per state), and sums of attempts and tokens (exact summed
+  // over a run's rows; their split between states is not kept); per run and 10 s: how many items ended; per run and
+  // error class: how many attempts failed so, with the first example. Triggers count every change but the batch
+  // path's (into or out of queued and submitted: the driver counts those per statement, see tallies.ts `shift`),
+  // and item inserts, which ingest counts per source batch: a trigger per row there cost a third of batch mode's
+  // throughput.
+  `
+  CREATE TABLE tallies (
+    run_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    batch_input_tokens INTEGER NOT NULL DEFAULT 0,
+    batch_output_tokens INTEGER NOT NULL DEFAULT 0,
+    batch_cached_tokens INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, state)
+  ) WITHOUT ROWID;
+  INSERT INTO tallies
+    SELECT run_id, state, count(*), sum(attempts), sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),
+    sum(batch_input_tokens), sum(batch_output_tokens), sum(batch_cached_tokens) FROM items GROUP BY run_id, state;
+  CREATE TRIGGER items_tally AFTER UPDATE OF state, attempts, input_tokens, output_tokens, cached_input_tokens,
+    batch_input_tokens, batch_output_tokens, batch_cached_tokens ON items
+    WHEN old.state NOT IN ('queued', 'submitted') AND new.state NOT IN ('queued', 'submitted')
+  BEGIN
+    UPDATE tallies SET n = n - 1, attempts = attempts - old.attempts, input_tokens = input_tokens - old.input_tokens,
+      output_tokens = output_tokens - old.output_tokens,
+      cached_input_tokens = cached_input_tokens - old.cached_input_tokens,
+      batch_input_tokens = batch_input_tokens - old.batch_input_tokens,
+      batch_output_tokens = batch_output_tokens - old.batch_output_tokens,
+      batch_cached_tokens = batch_cached_tokens - old.batch_cached_tokens
+      WHERE run_id = old.run_id AND state = old.state;
+    INSERT INTO tallies VALUES (new.run_id, new.state, 1, new.attempts, new.input_tokens, new.output_tokens,
+      new.cached_input_tokens, new.batch_input_tokens, new.batch_output_tokens, new.batch_cached_tokens)
+      ON CONFLICT (run_id, state) DO UPDATE SET n = n + 1, attempts = attempts + excluded.attempts,
+      input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+      cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+      batch_input_tokens = batch_input_tokens + excluded.batch_input_tokens,
+      batch_output_tokens = batch_output_tokens + excluded.batch_output_tokens,
+      batch_cached_tokens = batch_cached_tokens + excluded.batch_cached_tokens;
+  END;
+
+  CREATE TABLE progress (
+    run_id INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, bucket)
+  ) WITHOUT ROWID;
+  INSERT INTO progress
+    SELECT run_id, updated_at / 10000, sum(state = 'completed'), sum(state <> 'completed') FROM items
+    WHERE state IN ('completed', 'failed', 'needs_review') GROUP BY 1, 2;
+  CREATE TRIGGER items_progress AFTER UPDATE OF state ON items
+    WHEN new.state IN ('completed', 'failed', 'needs_review')
+    AND old.state NOT IN ('completed', 'failed', 'needs_review', 'submitted')
+  BEGIN
+    INSERT INTO progress VALUES (new.run_id, new.updated_at / 10000, new.state = 'completed', new.state <> 'completed')
+      ON CONFLICT (run_id, bucket) DO UPDATE SET completed = completed + excluded.completed,
+      failed = failed + excluded.failed;
+  END;
+
+  CREATE TABLE error_tallies (
+    run_id INTEGER NOT NULL,
+    class TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    attempt_id INTEGER NOT NULL,
+    PRIMARY KEY (run_id, class)
+  ) WITHOUT ROWID;
+  INSERT INTO error_tallies
+    SELECT run_id, error_class, count(*), min(id) FROM attempts WHERE error_class IS NOT NULL
+    GROUP BY run_id, error_class;
+  CREATE TRIGGER attempts_error_insert AFTER INSERT ON attempts WHEN new.error_class IS NOT NULL
+  BEGIN
+    INSERT INTO error_tallies VALUES (new.run_id, new.error_class, 1, new.id)
+      ON CONFLICT (run_id, class) DO UPDATE SET n = n + 1;
+  END;
+  CREATE TRIGGER attempts_error_update AFTER UPDATE OF error_class ON attempts
+    WHEN new.error_class IS NOT NULL AND old.error_class IS NULL
+  BEGIN
+    INSERT INTO error_tallies VALUES (new.run_id, new.error_class, 1, new.id)
+      ON CONFLICT (run_id, class) DO UPDATE SET n = n + 1;
+  END;
+  CREATE INDEX attempts_failed ON attempts (run_id, ended_at) WHERE error_class IS NOT NULL;
+  `,
+]

@@ -1,0 +1,99 @@
+/**
+ * The counters the store keeps itself (migration 4): items, attempts and tokens per run and state, and items ended
+ * per run and 10 s. Triggers count most changes; ingest and the batch path count theirs here, once per statement.
+ */
+import type { Database } from "bun:sqlite"
+import * as states from "../states.ts"
+import type { State } from "../states.ts"
+import type { Paid } from "../../job/pricing.ts"
+import { statements } from "./connect.ts"
+
+/** The sums a `tallies` row keeps beside its count: attempts, and tokens (the batch-priced part apart). */
+export type Tally = Paid & { attempts: number }
+
+export const ZERO_TALLY = (): Tally => ({
+  attempts: 0,
+  input_tokens: 0,
+  output_tokens: 0,
+  cached_input_tokens: 0,
+  batch_input_tokens: 0,
+  batch_output_tokens: 0,
+  batch_cached_tokens: 0,
+})
+
+export const ZERO_COUNTS = (): Record<State, number> =>
+  Object.fromEntries(states.STATES.map((s) => [s, 0])) as Record<State, number>
+
+export class Tallies {
+  private readonly q: ReturnType<typeof prepare>
+
+  constructor(
+    db: Database,
+    readonly path: string,
+  ) {
+    this.q = prepare(db)
+  }
+
+  /**
+   * Counts, in the tallies, items that one statement moved between states (`moved`: the change of each state's
+   * count), and what it added to their attempts and tokens (`added`, counted on the first state named). The batch
+   * path counts itself so (see migration 4); everything else is counted by the `items_tally` trigger.
+   */
+  shift(run: number, moved: Partial<Record<State, number>>, added: Partial<Tally> = {}): void {
+    let first = true
+    for (const [state, n] of Object.entries(moved)) {
+      if (n === 0 && !first) continue
+      const a = { ...ZERO_TALLY(), ...(first ? added : {}) }
+      first = false
+      this.q.tallyAdd.run(
+        run,
+        state,
+        n,
+        a.attempts,
+        a.input_tokens,
+        a.output_tokens,
+        a.cached_input_tokens,
+        a.batch_input_tokens,
+        a.batch_output_tokens,
+        a.batch_cached_tokens,
+      )
+    }
+  }
+
+  /** Counts items that ended in one 10 s bucket of a run (the batch path's; the trigger counts the others'). */
+  ended(run: number, bucket: number, completed: number, failed: number): void {
+    this.q.progressAdd.run(run, bucket, completed, failed)
+  }
+
+  /** A run's tallies: items per state, and the sums of their attempts and tokens over all states. */
+  tallied(run: number): { counts: Record<State, number>; sum: Tally } {
+    const counts = ZERO_COUNTS()
+    const sum = ZERO_TALLY()
+    for (const row of this.q.tallies.all(run)) {
+      if (states.isState(row.state)) counts[row.state] = row.n
+      for (const k of Object.keys(sum) as (keyof Tally)[]) sum[k] += row[k]
+    }
+    return { counts, sum }
+  }
+}
+// not guarded: only the guarded parts call it, inside their own methods
+
+function prepare(db: Database) {
+  const q = statements(db)
+  return {
+    tallies: q<Tally & { state: string; n: number }, [number]>("SELECT * FROM tallies WHERE run_id = ?"),
+    tallyAdd: q<void, [number, string, number, number, number, number, number, number, number, number]>(
+      `INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (run_id, state) DO UPDATE SET n = n + excluded.n, attempts = attempts + excluded.attempts,
+       input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+       cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+       batch_input_tokens = batch_input_tokens + excluded.batch_input_tokens,
+       batch_output_tokens = batch_output_tokens + excluded.batch_output_tokens,
+       batch_cached_tokens = batch_cached_tokens + excluded.batch_cached_tokens`,
+    ),
+    progressAdd: q<void, [number, number, number, number]>(
+      `INSERT INTO progress VALUES (?, ?, ?, ?) ON CONFLICT (run_id, bucket) DO UPDATE SET
+       completed = completed + excluded.completed, failed = failed + excluded.failed`,
+    ),
+  }
+}

@@ -1,0 +1,263 @@
+/** The ledger's rows as every driver gives them: what the engine, the reports and the server read and hand back. */
+import type { ErrorClass } from "../base/errors.ts"
+import type { Job } from "../job/job.ts"
+import type { Checkpoint, RemoteBatch } from "../../plugins/api/define.ts"
+import type { RunState, State } from "./states.ts"
+
+export interface Run {
+  id: number
+  name: string
+  state: RunState
+  /** The job the run was made with (the latest one, for a resumed run), checked when the ledger read it. */
+  job: Job
+  fingerprint: string
+  resume: string
+  reason: string | null
+  ingested: number
+  created_at: number
+  updated_at: number
+  finished_at: number | null
+  /** Queue limits learned from the provider (batch mode): enqueued tokens, and requests. */
+  queue_tokens: number | null
+  queue_requests: number | null
+  exported_at: number | null
+}
+
+/** One input file of a run, and how far it has been read. */
+export interface Input {
+  run_id: number
+  idx: number
+  path: string
+  format: string
+  /** The source's own checkpoint after the last batch stored, checked when the ledger read it. */
+  checkpoint: Checkpoint | undefined
+  rows: number
+  problems: number
+  duplicates: number
+  done: number
+}
+
+/** An item as the runner needs it to make a request. `attempt` is this attempt's number (1 for the first). */
+export interface Claimed {
+  id: number
+  key: string
+  data: string
+  attempt: number
+}
+
+export interface Item {
+  id: number
+  run_id: number
+  input: number
+  key: string
+  row: number
+  source_id: string | null
+  data: string
+  state: State
+  attempts: number
+  next_at: number | null
+  output: string | null
+  error_class: string | null
+  error: string | null
+  input_tokens: number
+  output_tokens: number
+  cached_input_tokens: number
+  batch_id: number | null
+  batch_line: number | null
+  batch_input_tokens: number
+  batch_output_tokens: number
+  batch_cached_tokens: number
+  path: string
+}
+
+/** How one attempt ended, as the runner hands it to the ledger. */
+export interface Outcome {
+  item: number
+  /** The attempt's number, as claimed. */
+  attempt: number
+  to: Extract<State, "completed" | "retry_wait" | "failed" | "pending" | "needs_review">
+  /** ok, retry, failed, needs_review, interrupted, paused */
+  label: string
+  output?: string
+  errorClass?: ErrorClass
+  error?: string
+  status?: number
+  nextAt?: number
+  inputTokens?: number
+  outputTokens?: number
+  cachedTokens?: number
+  latencyMs: number
+  endedAt: number
+}
+
+/** What the ledger keeps of a provider batch's state. */
+export type RemoteView = Pick<
+  RemoteBatch,
+  "id" | "status" | "phase" | "outcome" | "counts" | "files" | "error"
+>
+
+export type BatchState = "intent" | "submitted" | "downloading" | "applying" | "done" | "abandoned"
+
+/** A provider batch as the ledger keeps it: from the intent committed before `create` to the last line applied. */
+export interface Batch {
+  id: number
+  run_id: number
+  tag: string
+  /** intent → submitted → downloading → applying → done; or abandoned (never reached the provider, or refused). */
+  state: BatchState
+  provider_id: string | null
+  status: string | null
+  phase: string | null
+  outcome: string | null
+  count: number
+  bytes: number
+  tokens: number
+  total: number | null
+  done: number | null
+  failed: number | null
+  files: string | null
+  requests: string
+  output: string | null
+  errors: string | null
+  error: string | null
+  error_class: string | null
+  lines: number
+  polls: number
+  next_at: number | null
+  created_at: number
+  submitted_at: number | null
+  ended_at: number | null
+  finished_at: number | null
+}
+
+/** A submission intent: the batch's tag, its request file, and that file's size and estimated tokens. */
+export interface Intent {
+  tag: string
+  requests: string
+  bytes: number
+  tokens: number
+}
+
+/** An item that may go into the next batch, with where its last request is, when it has been in a batch. */
+export interface Packable {
+  id: number
+  key: string
+  data: string
+  attempts: number
+  batch_id: number | null
+  batch_offset: number | null
+  batch_bytes: number | null
+}
+
+/** How one line of an ended batch settles its item. */
+export interface LineOutcome {
+  item: number
+  to: Extract<State, "completed" | "pending" | "failed" | "needs_review">
+  label: string
+  output?: string | undefined
+  errorClass?: ErrorClass | undefined
+  error?: string | undefined
+  status?: number | undefined
+  inputTokens?: number | undefined
+  outputTokens?: number | undefined
+  cachedTokens?: number | undefined
+  endedAt: number
+}
+
+export interface Summary {
+  counts: Record<State, number>
+  total: number
+  attempts: number
+  inputTokens: number
+  outputTokens: number
+  cachedTokens: number
+  /** The part of the tokens paid at the batch price. */
+  batch: { inputTokens: number; outputTokens: number; cachedTokens: number }
+  errors: { class: string; count: number; example: string; key: string }[]
+  problems: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
+  firstStarted: number | null
+  lastEnded: number | null
+  recentCompleted: number
+  recentWindowMs: number
+}
+
+/** One attempt of an item, as the page and the API show it. */
+export interface AttemptRow {
+  n: number
+  started_at: number
+  ended_at: number | null
+  outcome: string | null
+  error_class: string | null
+  error: string | null
+  http_status: number | null
+  input_tokens: number | null
+  output_tokens: number | null
+  cached_input_tokens: number | null
+  latency_ms: number | null
+  batch_id: number | null
+}
+
+/** A failed attempt, with its item, as the page lists it. */
+export type AttemptError = Pick<AttemptRow, "n" | "outcome" | "error" | "http_status"> & {
+  id: number
+  item_id: number
+  key: string
+  ended_at: number
+  error_class: string
+}
+
+/** The fields of an item a result line (DESIGN §7) is made of. */
+export type ResultRow = Pick<
+  Item,
+  | "input"
+  | "key"
+  | "state"
+  | "output"
+  | "error"
+  | "error_class"
+  | "attempts"
+  | "input_tokens"
+  | "output_tokens"
+  | "cached_input_tokens"
+  | "batch_input_tokens"
+  | "batch_output_tokens"
+  | "batch_cached_tokens"
+  | "path"
+  | "row"
+  | "source_id"
+>
+
+/** An item of a page: its result line's fields, and its id (the cursor). */
+export type PageRow = ResultRow & { id: number }
+
+export interface PagedItem extends PageRow {
+  attempts_list: AttemptRow[]
+}
+
+/** A problem line of an input (malformed, or a duplicate id), with the first 200 bytes of it. */
+export interface Problem {
+  file: string
+  line: number
+  reason: string
+  excerpt: string
+}
+
+/** The length of a progress bucket: completions are counted per run and per 10 s. */
+export const PROGRESS_BUCKET_MS = 10_000
+
+/** Whether the process that holds a lease (its owner id) is known to be gone: its lease is taken at once. */
+export type Dead = (owner: string) => boolean
+
+/** A run to create: its job, what resumes it, its inputs in order, and the latest run of its name the caller saw. */
+export interface NewRun {
+  name: string
+  job: Job
+  fingerprint: string
+  resume: string
+  inputs: { path: string; format: string }[]
+  /**
+   * The id of the latest run of this name when the caller last looked, or null: a run made by another process
+   * since is returned instead of a new one, so workers started together share one run.
+   */
+  seen?: number | null
+}
