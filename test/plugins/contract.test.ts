@@ -1,6 +1,6 @@
 /**
- * The provider contract suite (test/lib/provider-contract.ts) against every built-in provider that talks HTTP
- * and the example provider plugin, each on a server it can script faults on.
+ * The provider contract suite (test/lib/provider-contract.ts) against every built-in provider and the example
+ * provider plugin, each on a server it can script faults on; the mock provider, which talks to no server, on none.
  *
  * A check runs only where its fault exists: Anthropic's 529 (overloaded) is not a status OpenAI's API sends, so
  * the OpenAI fake (openai, both endpoints, and openai-compatible) is not asked for it.
@@ -8,6 +8,7 @@
 import openai from "../../src/plugins/providers/openai/openai.ts"
 import anthropic from "../../src/plugins/providers/anthropic/anthropic.ts"
 import compatible from "../../src/plugins/providers/openai-compatible/openai-compatible.ts"
+import mock from "../../src/plugins/providers/mock/mock.ts"
 import httpEndpoint from "../../examples/plugins/http-endpoint/http-endpoint.ts"
 import type { Request, Usage } from "../../src/plugins/api/define.ts"
 import { startFake, wireFault, type FaultKind as OpenAIFault } from "../lib/fake-openai.ts"
@@ -300,3 +301,31 @@ const endpointHarness: ProviderHarness<EndpointOptions> = {
 }
 
 testProvider(httpEndpoint, endpointHarness)
+
+// ---------------------------------------------------------------------------------------------------------
+// The mock provider: no server, so no faults and no wire; its options, replies, usage and aborts are the contract's
+
+testProvider(mock, {
+  label: "offline",
+  supports: [],
+  async start() {
+    return {
+      args: ({ timeoutMs, apiKey }) => [
+        { latency_ms: 0, reply: "echo: {{prompt}}" },
+        { model: "mock", baseUrl: undefined, apiKey, timeoutMs },
+      ],
+      fail: (_prompt, fault) => unsupported("the mock provider", fault),
+      echo,
+      bodies: [],
+      [Symbol.asyncDispose]: async () => {},
+    }
+  },
+  // a token per 4 characters, rounded up: the system prompt and the prompt in, the reply out
+  usage: (request, text) => ({
+    input_tokens: Math.ceil(
+      `${typeof request.system === "string" ? request.system : ""}${String(request.prompt)}`.length / 4,
+    ),
+    output_tokens: Math.ceil(text.length / 4),
+  }),
+  options: { given: {}, parsed: { latency_ms: 0, reply: "mock reply to: {{prompt}}" } },
+})

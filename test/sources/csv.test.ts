@@ -100,6 +100,44 @@ testSource(
   { chunk_bytes: 8192 },
 )
 
+/** The same rows as TSV: tab-separated, a field quoted only when it holds a tab, a quote or a line end. */
+function toTsv(rows: Record<string, unknown>[]): string {
+  const cell = (value: unknown) => {
+    const text = String(value)
+    return /["\t\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text
+  }
+  const header = Object.keys(rows[0] ?? { id: "" })
+  return [header.join("\t"), ...rows.map((r) => header.map((h) => cell(r[h])).join("\t"))].join("\n") + "\n"
+}
+
+// the tsv source is the csv reader with a tab for its default delimiter: it runs the same contract, on .tsv files
+testSource(
+  tsv,
+  {
+    async write(dir, rows) {
+      const file = join(dir, "rows.tsv")
+      writeFileSync(file, toTsv(rows))
+      return file
+    },
+    async malformed(dir, a, b) {
+      const path = join(dir, "bad.tsv")
+      const lines = toTsv([...a, ...b]).split("\n")
+      // a ragged row after the header and the rows of `a`
+      lines.splice(1 + a.length, 0, "only\ttwo")
+      writeFileSync(path, lines.join("\n"))
+      return { path, at: a.length + 2 }
+    },
+    async unfinished(dir, rows) {
+      const path = join(dir, "partial.tsv")
+      const text = toTsv(rows)
+      writeFileSync(path, text.slice(0, -3))
+      return { path, finish: () => appendFileSync(path, text.slice(-3)) }
+    },
+    invalid: { delimiter: "#" },
+  },
+  { chunk_bytes: 8192 },
+)
+
 async function read(
   file: string,
   options: Record<string, unknown> = {},

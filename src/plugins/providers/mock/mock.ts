@@ -17,6 +17,8 @@ export default defineProvider({
   create(options) {
     return {
       async call(request, signal) {
+        // as a real provider's fetch does: a call whose run is already stopping is not made
+        signal.throwIfAborted()
         if (options.latency_ms > 0) {
           await new Promise<void>((done, fail) => {
             const timer = setTimeout(done, options.latency_ms)
