@@ -1,10 +1,12 @@
 import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
 import { chmodSync, mkdirSync, statSync, writeFileSync } from "node:fs"
-import * as store from "../../../src/core/ledger/sqlite/store.ts"
+import { DB_FILE } from "../../../src/core/ledger/sqlite/faults.ts"
+import * as store from "../../../src/core/ledger/sqlite/sqlite.ts"
+import type { Item } from "../../../src/core/ledger/types.ts"
 import { StoreCorruptError, StoreError } from "../../../src/core/base/errors.ts"
 import { digest, garbage, halve, smash } from "../../lib/damage.ts"
-import { seeded } from "../../lib/ledger.ts"
+import { seed } from "../../lib/ledger.ts"
 import { tmpdir } from "../../lib/tmp.ts"
 
 const root = process.getuid?.() === 0
@@ -21,17 +23,18 @@ function thrown(open: () => unknown): StoreError | StoreCorruptError {
 }
 
 /** A closed store of `n` items: every commit is in the file, none in the write-ahead log. */
-function made(home: string, n: number): string {
-  const { db } = seeded(home, n)
+async function made(home: string, n: number): Promise<string> {
+  const db = store.open(home)
+  await seed(db, n)
   db.db.run("PRAGMA wal_checkpoint(TRUNCATE)")
-  db.close()
+  await db.close()
   return db.path
 }
 
 describe("a store that is damaged", () => {
   test("a file of random bytes is refused as not a SQLite database, for reads and writes, and left as it was", async () => {
     await using tmp = await tmpdir()
-    const path = tmp.join(store.DB_FILE)
+    const path = tmp.join(DB_FILE)
     garbage(path)
     const before = digest(path)
     for (const access of ["write", "read"] as const) {
@@ -51,8 +54,8 @@ describe("a store that is damaged", () => {
 
   test("a store cut to half its size is refused, saying how much is missing", async () => {
     await using tmp = await tmpdir()
-    const full = statSync(made(tmp.path, 3000)).size
-    const path = tmp.join(store.DB_FILE)
+    const full = statSync(await made(tmp.path, 3000)).size
+    const path = tmp.join(DB_FILE)
     const size = halve(path)
     for (const access of ["write", "read"] as const) {
       const err = thrown(() => store.open(tmp.path, { access }))
@@ -69,7 +72,7 @@ describe("a store that is damaged", () => {
 
   test("a store with damaged pages in its items table is refused for writing, and not one of its bytes changes", async () => {
     await using tmp = await tmpdir()
-    const path = made(tmp.path, 3000)
+    const path = await made(tmp.path, 3000)
     const pages = smash(path, "items", 5, 2)
     const before = digest(path)
     const err = thrown(() => store.open(tmp.path))
@@ -85,18 +88,18 @@ describe("a store that is damaged", () => {
 
   test("reading a damaged store gives every item it can, intact, then names exactly the ids it could not read", async () => {
     await using tmp = await tmpdir()
-    const path = made(tmp.path, 3000)
+    const path = await made(tmp.path, 3000)
     smash(path, "items", 5, 2)
     smash(path, "items", 20, 1)
     const db = store.open(tmp.path, { access: "read" })
-    const read: store.Item[] = []
+    const read: Item[] = []
     let err: unknown
     try {
-      for (const item of db.items(1)) read.push(item)
+      for await (const item of db.reads.items(1)) read.push(item)
     } catch (e) {
       err = e
     }
-    db.close()
+    await db.close()
     expect(err).toBeInstanceOf(StoreCorruptError)
     const message = (err as StoreCorruptError).message
     const ranges = /the items with ids (.+) could not be read \(every other item of the run was\)$/.exec(
@@ -125,19 +128,14 @@ describe("a store that is damaged", () => {
 
   test("a page found damaged after the store was opened stops the next write with the store's error, and the write is undone", async () => {
     await using tmp = await tmpdir()
-    const path = made(tmp.path, 3000)
+    const path = await made(tmp.path, 3000)
     const db = store.open(tmp.path)
     smash(path, "items", 0, 3)
     // another connection's commit makes this one read its pages afresh, from the file
     const other = new Database(path)
     other.run("UPDATE runs SET reason = 'touched'")
-    let err: unknown
-    try {
-      db.step(1, "worker", [], 100, 60_000)
-    } catch (e) {
-      err = e
-    }
-    db.close()
+    const err = await db.claims.step(1, "worker", [], 100, 60_000).catch((e: unknown) => e)
+    await db.close()
     expect(err).toBeInstanceOf(StoreCorruptError)
     expect((err as StoreCorruptError).message).toBe(
       `the store ${path} is damaged: database disk image is malformed (SQLITE_CORRUPT)`,
@@ -152,7 +150,7 @@ describe("a store that is damaged", () => {
 
   test("a store whose schema lost a table is refused as damaged, naming the table", async () => {
     await using tmp = await tmpdir()
-    const path = made(tmp.path, 10)
+    const path = await made(tmp.path, 10)
     const raw = new Database(path)
     raw.run("DROP TABLE problems")
     raw.close()
@@ -163,7 +161,7 @@ describe("a store that is damaged", () => {
 
   test("a SQLite database that is not a store is refused, and not migrated into one", async () => {
     await using tmp = await tmpdir()
-    const path = tmp.join(store.DB_FILE)
+    const path = tmp.join(DB_FILE)
     const raw = new Database(path)
     raw.run("CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
     raw.close()
@@ -201,13 +199,13 @@ describe("a store that cannot be made", () => {
     const open = tmp.join("open")
     mkdirSync(open, { mode: 0o755 })
     chmodSync(open, 0o755)
-    store.open(open).close()
+    await store.open(open).close()
     expect(statSync(open).mode & 0o777).toBe(0o700)
     const locked = tmp.join("locked")
     mkdirSync(locked)
     chmodSync(locked, 0o555)
     // root may write whatever the mode says; anyone else is told why not
-    if (root) store.open(locked).close()
+    if (root) await store.open(locked).close()
     else expect(() => store.open(locked)).toThrow(`the store directory ${locked} is not writable`)
     expect(statSync(locked).mode & 0o777).toBe(0o500)
     chmodSync(locked, 0o700)

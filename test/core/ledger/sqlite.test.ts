@@ -1,0 +1,304 @@
+/** The SQLite driver: the ledger contract, and what only SQLite has (the file, its pragmas, its migrations). */
+import { describe, expect, test } from "bun:test"
+import { Database } from "bun:sqlite"
+import { statSync } from "node:fs"
+import { join } from "node:path"
+import { StoreError } from "../../../src/core/base/errors.ts"
+import type { Ledger } from "../../../src/core/ledger/ledger.ts"
+import type { Outcome } from "../../../src/core/ledger/types.ts"
+import { DB_FILE } from "../../../src/core/ledger/sqlite/faults.ts"
+import { MIGRATIONS } from "../../../src/core/ledger/sqlite/schema.ts"
+import * as sqlite from "../../../src/core/ledger/sqlite/sqlite.ts"
+import { itemsOf, tallied, testLedger } from "../../lib/ledger-contract.ts"
+import { JOB, seed } from "../../lib/ledger.ts"
+import { tmpdir } from "../../lib/tmp.ts"
+
+testLedger("sqlite", async () => {
+  const tmp = await tmpdir()
+  const opened: Ledger[] = []
+  return {
+    async open() {
+      const ledger = sqlite.open(tmp.path)
+      opened.push(ledger)
+      return ledger
+    },
+    async [Symbol.asyncDispose]() {
+      for (const ledger of opened) await ledger.close()
+      await tmp[Symbol.asyncDispose]()
+    },
+  }
+})
+
+/** Takes a store back to before migration 4 (maintained tallies). */
+function undoTallies(db: Database): void {
+  for (const t of ["items_tally", "items_progress", "attempts_error_insert", "attempts_error_update"])
+    db.run(`DROP TRIGGER ${t}`)
+  db.run("DROP INDEX attempts_failed")
+  for (const t of ["tallies", "progress", "error_tallies"]) db.run(`DROP TABLE ${t}`)
+}
+
+/** Takes a store back to before migration 3 (batch mode). */
+function undoBatches(db: Database): void {
+  undoTallies(db)
+  db.run("DROP INDEX items_batch")
+  db.run("DROP TABLE batches")
+  for (const c of [
+    "batch_id",
+    "batch_line",
+    "batch_offset",
+    "batch_bytes",
+    "batch_input_tokens",
+    "batch_output_tokens",
+    "batch_cached_tokens",
+  ])
+    db.run(`ALTER TABLE items DROP COLUMN ${c}`)
+  db.run("ALTER TABLE attempts DROP COLUMN batch_id")
+  for (const c of ["queue_tokens", "queue_requests", "batch_owner", "batch_expires", "exported_at"])
+    db.run(`ALTER TABLE runs DROP COLUMN ${c}`)
+}
+
+const pragma = <T>(db: Database, name: string): T | undefined =>
+  Object.values(db.query(`PRAGMA ${name}`).get() ?? {})[0] as T | undefined
+
+const ok = (item: number, attempt: number, output = "out"): Outcome => ({
+  item,
+  attempt,
+  to: "completed",
+  label: "ok",
+  output,
+  inputTokens: 3,
+  outputTokens: 2,
+  latencyMs: 5,
+  endedAt: Date.now(),
+})
+
+describe("the SQLite store", () => {
+  test("creates an owner-only directory and database in WAL mode with the schema version set", async () => {
+    await using tmp = await tmpdir()
+    const home = tmp.join(".spool")
+    const db = sqlite.open(home)
+    expect(statSync(home).mode & 0o777).toBe(0o700)
+    expect(statSync(db.path).mode & 0o777).toBe(0o600)
+    expect(db.path).toBe(join(home, DB_FILE))
+    expect(pragma<string>(db.db, "journal_mode")).toBe("wal")
+    expect(pragma<number>(db.db, "synchronous")).toBe(2)
+    expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
+    expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
+    expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
+    expect(MIGRATIONS.length).toBe(4)
+    await db.close()
+    // opening again migrates nothing and keeps the data
+    const again = sqlite.open(home)
+    expect(await again.runs.list()).toEqual([])
+    await again.close()
+  })
+
+  test("commits at the durability asked for, and applies batch lines without an fsync of their own, then back", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path, { synchronous: "NORMAL" })
+    expect(pragma<number>(db.db, "synchronous")).toBe(1)
+    await db.close()
+    const full = sqlite.open(tmp.path)
+    const { run } = await seed(full, 1)
+    const [id] = (await full.batches.packable(run.id, 1)).map((p) => p.id)
+    const b = (await full.batches.intend(
+      run.id,
+      { tag: "t", requests: "/r", bytes: 1, tokens: 1 },
+      [{ id: id!, line: 1, offset: 0, bytes: 1 }],
+      [],
+      "w",
+    ))!
+    await full.batches.submitted(b.id, { id: "b", status: "in_progress", phase: "in_progress" })
+    await full.batches.apply(
+      b.id,
+      [{ item: id!, to: "completed", label: "ok", output: "o", endedAt: Date.now() }],
+      "w",
+    )
+    expect(pragma<number>(full.db, "synchronous")).toBe(2)
+    await full.close()
+  })
+
+  test("refuses a store written by a newer schema", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    db.db.run("PRAGMA user_version = 99")
+    await db.close()
+    expect(() => sqlite.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 4)")
+  })
+
+  test("a store of schema 1 is migrated on open: the cached-token columns are added, the data kept", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    const { run } = await db.runs.create({
+      name: "r",
+      job: JOB,
+      fingerprint: "fp",
+      resume: "",
+      inputs: [{ path: "/in.jsonl", format: "jsonl" }],
+    })
+    undoBatches(db.db)
+    db.db.run("ALTER TABLE items DROP COLUMN cached_input_tokens")
+    db.db.run("ALTER TABLE attempts DROP COLUMN cached_input_tokens")
+    db.db.run("PRAGMA user_version = 1")
+    await db.close()
+    const again = sqlite.open(tmp.path)
+    expect(pragma<number>(again.db, "user_version")).toBe(4)
+    const columns = (table: string) =>
+      again.db
+        .query<{ name: string }, []>(`PRAGMA table_info(${table})`)
+        .all()
+        .map((c) => c.name)
+    expect(columns("items")).toContain("cached_input_tokens")
+    expect(columns("attempts")).toContain("cached_input_tokens")
+    expect((await again.runs.latest("r"))?.id).toBe(run.id)
+    await again.close()
+  })
+
+  test("a store of schema 2 is migrated to 4 on open: batch tables and columns are added, the data kept", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    const { run } = await seed(db, 2)
+    undoBatches(db.db)
+    db.db.run("PRAGMA user_version = 2")
+    await db.close()
+    const again = sqlite.open(tmp.path)
+    expect(pragma<number>(again.db, "user_version")).toBe(4)
+    expect(await again.batches.list(run.id)).toEqual([])
+    expect(
+      (await itemsOf(again, run.id)).map((i) => [i.key, i.state, i.batch_id, i.batch_input_tokens]),
+    ).toEqual([
+      ["k1", "pending", null, 0],
+      ["k2", "pending", null, 0],
+    ])
+    expect(await again.runs.get(run.id)).toMatchObject({ queue_tokens: null, exported_at: null })
+    await again.close()
+  })
+
+  test("a store of schema 3 is migrated to 4 on open: tallies, completions and error classes are counted from the data", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    const { run } = await seed(db, 5)
+    const claimed = await db.claims.step(run.id, "w", [], 4, 60_000)
+    const at = Date.UTC(2026, 0, 1, 12, 0, 5)
+    await db.claims.step(
+      run.id,
+      "w",
+      [
+        { ...ok(claimed[0]!.id, 1), endedAt: at },
+        { ...ok(claimed[1]!.id, 1), endedAt: at + 20_000 },
+        {
+          item: claimed[2]!.id,
+          attempt: 1,
+          to: "failed",
+          label: "failed",
+          errorClass: "bad_request",
+          error: "no",
+          latencyMs: 5,
+          endedAt: at,
+        },
+      ],
+      0,
+      60_000,
+    )
+    undoTallies(db.db)
+    db.db.run("PRAGMA user_version = 3")
+    await db.close()
+    const again = sqlite.open(tmp.path)
+    expect(pragma<number>(again.db, "user_version")).toBe(4)
+    const s = await again.reads.summary(run.id, at + 30_000)
+    expect(s.counts).toMatchObject({ completed: 2, failed: 1, running: 1, pending: 1 })
+    expect(s.total).toBe(5)
+    expect(s.attempts).toBe(4)
+    expect([s.inputTokens, s.outputTokens]).toEqual([6, 4])
+    expect(s.errors).toEqual([{ class: "bad_request", count: 1, example: "no", key: "k3" }])
+    expect(await again.reads.progress(run.id, at - 5_000, 10_000)).toEqual([
+      { at: at - 5_000, completed: 1, failed: 1 },
+      { at: at + 15_000, completed: 1, failed: 0 },
+    ])
+    await tallied(again, run.id)
+    await again.close()
+  })
+
+  for (const v of [0, 1, 2, 3]) {
+    test(`a store made by the migrations up to ${v} alone, as that spool left it, opens at 4 and runs its items to the end`, async () => {
+      await using tmp = await tmpdir()
+      const raw = new Database(tmp.join(DB_FILE), { create: true })
+      for (const m of MIGRATIONS.slice(0, v)) raw.run(m)
+      raw.run(`PRAGMA user_version = ${v}`)
+      if (v > 0) {
+        raw.run(
+          "INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at) VALUES ('old', 'running', ?, 'fp', 'spool run old.toml', 1, 1)",
+          [JSON.stringify(JOB)],
+        )
+        raw.run(
+          "INSERT INTO inputs (run_id, idx, path, format, checkpoint, rows, done) VALUES (1, 0, '/in.jsonl', 'jsonl', '{\"offset\":40}', 2, 1)",
+        )
+        for (const k of [1, 2])
+          raw.run(
+            `INSERT INTO items (run_id, input, key, row, data, state, attempts, output, input_tokens, output_tokens, updated_at)
+             VALUES (1, 0, 'k${k}', ${k}, '{}', ?, ?, ?, ?, 1, 1)`,
+            k === 1 ? ["completed", 1, "done", 5] : ["pending", 0, null, 0],
+          )
+      }
+      raw.close()
+      const l = sqlite.open(tmp.path)
+      expect(pragma<number>(l.db, "user_version")).toBe(4)
+      if (v === 0) {
+        expect(await l.runs.list()).toEqual([])
+        await l.close()
+        return
+      }
+      const run = (await l.runs.latest("old"))!
+      expect(run.job).toEqual(JOB)
+      expect((await l.runs.inputs(run.id))[0]?.checkpoint).toEqual({ offset: 40 })
+      expect(await l.reads.counts(run.id)).toMatchObject({ completed: 1, pending: 1 })
+      await tallied(l, run.id)
+      const [c] = await l.claims.step(run.id, "w", [], 5, 60_000)
+      await l.claims.step(run.id, "w", [ok(c!.id, c!.attempt)], 0, 60_000)
+      expect((await itemsOf(l, run.id)).map((i) => [i.key, i.state, i.output])).toEqual([
+        ["k1", "completed", "done"],
+        ["k2", "completed", "out"],
+      ])
+      await tallied(l, run.id)
+      await l.close()
+    })
+  }
+
+  test("a run whose stored job does not decode is refused, naming the store and the run", async () => {
+    await using tmp = await tmpdir()
+    const l = sqlite.open(tmp.path)
+    const { run } = await seed(l, 1)
+    l.db.run("UPDATE runs SET job = ? WHERE id = ?", [
+      JSON.stringify({ ...JOB, provider: { name: 7 } }),
+      run.id,
+    ])
+    const err = await l.runs.get(run.id).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(StoreError)
+    expect((err as StoreError).message).toStartWith(
+      `the store ${l.path} holds a job (run ${run.id}, "r") that this spool cannot read: `,
+    )
+    expect((err as StoreError).message).toContain("provider.name")
+    l.db.run("UPDATE runs SET job = '{not json' WHERE id = ?", [run.id])
+    await expect(l.runs.latest("r")).rejects.toThrow(
+      `the store ${l.path} holds a job (run ${run.id}, "r") that this spool cannot read: `,
+    )
+    l.db.run(`UPDATE inputs SET checkpoint = '"offset 40"'`)
+    await expect(l.runs.inputs(run.id)).rejects.toThrow(
+      `the store ${l.path} holds a checkpoint (input /in.jsonl) that this spool cannot read`,
+    )
+    await l.close()
+  })
+
+  test("each method turns SQLite's errors into the store's own, as a rejected promise: a read-only file", async () => {
+    await using tmp = await tmpdir()
+    const l = sqlite.open(tmp.path)
+    const { run } = await seed(l, 1)
+    l.db.run("PRAGMA query_only = 1")
+    const step = l.claims.step(run.id, "w", [], 1, 60_000)
+    expect(step).toBeInstanceOf(Promise)
+    const err = await step.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(StoreError)
+    expect((err as StoreError).message).toStartWith(`cannot write to the store ${l.path}: `)
+    await l.close()
+  })
+})

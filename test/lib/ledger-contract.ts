@@ -1,0 +1,1338 @@
+/**
+ * The contract every ledger driver must honour: what the engine, the reports and the server rely on. Run it with
+ * `testLedger(name, place)`, where `place()` makes a fresh, empty store and opens connections to it; two
+ * connections to one place are two workers.
+ */
+import { describe, expect, test } from "bun:test"
+import { TransitionError } from "../../src/core/base/errors.ts"
+import type { Ledger } from "../../src/core/ledger/ledger.ts"
+import { STATES, type State } from "../../src/core/ledger/states.ts"
+import type { Item, LineOutcome, Outcome } from "../../src/core/ledger/types.ts"
+import { JOB, rows, seed } from "./ledger.ts"
+
+/** A fresh store, and a way to open connections to it; disposing of it closes them and removes the store. */
+export interface Place extends AsyncDisposable {
+  open(): Promise<Ledger>
+}
+
+/**
+ * The item state machine's legal edges (DESIGN §3), written out here and not read from states.ts, so that a driver
+ * and the state machine are both held to the design.
+ */
+export const LEGAL: readonly (readonly [State, State])[] = [
+  ["pending", "running"],
+  ["pending", "queued"],
+  ["running", "completed"],
+  ["running", "retry_wait"],
+  ["running", "failed"],
+  ["running", "needs_review"],
+  ["running", "pending"],
+  ["retry_wait", "running"],
+  ["retry_wait", "pending"],
+  ["retry_wait", "queued"],
+  ["queued", "submitted"],
+  ["queued", "pending"],
+  ["queued", "failed"],
+  ["submitted", "completed"],
+  ["submitted", "pending"],
+  ["submitted", "retry_wait"],
+  ["submitted", "failed"],
+  ["submitted", "needs_review"],
+  ["failed", "pending"],
+  ["needs_review", "pending"],
+]
+
+const legal = (from: State, to: State) => LEGAL.some(([a, b]) => a === from && b === to)
+
+const ok = (item: number, attempt: number, output = "out"): Outcome => ({
+  item,
+  attempt,
+  to: "completed",
+  label: "ok",
+  output,
+  inputTokens: 3,
+  outputTokens: 2,
+  latencyMs: 5,
+  endedAt: Date.now(),
+})
+
+const line = (item: number, to: LineOutcome["to"], extra: Partial<LineOutcome> = {}): LineOutcome => ({
+  item,
+  to,
+  label: to === "completed" ? "ok" : to,
+  inputTokens: 10,
+  outputTokens: 4,
+  endedAt: Date.now(),
+  ...(to === "completed" ? { output: `out ${item}` } : {}),
+  ...extra,
+})
+
+const lines = (ids: number[]) => ids.map((id, i) => ({ id, line: i + 1, offset: i * 10, bytes: 9 }))
+
+const remote = (phase: "in_progress" | "ended", outcome?: "completed" | "expired") => ({
+  id: "batch_1",
+  status: phase === "ended" ? (outcome ?? "completed") : "in_progress",
+  phase,
+  outcome,
+  counts: { total: 4, done: phase === "ended" ? 2 : 1, failed: 0 },
+  files: { output: "file-out" },
+})
+
+/** Every item of a run, in ledger order, through the stream. */
+export async function itemsOf(ledger: Ledger, run: number, state?: State): Promise<Item[]> {
+  const out: Item[] = []
+  for await (const item of ledger.reads.items(run, state)) out.push(item)
+  return out
+}
+
+/**
+ * Checks the run's tallies (its counts, and the summary's totals) against a GROUP BY of its items by state,
+ * computed here from the items the stream gives.
+ */
+export async function tallied(ledger: Ledger, run: number): Promise<void> {
+  const counts = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>
+  const sum = { attempts: 0, input: 0, output: 0, cached: 0, batchInput: 0, batchOutput: 0, batchCached: 0 }
+  for (const i of await itemsOf(ledger, run)) {
+    counts[i.state]++
+    sum.attempts += i.attempts
+    sum.input += i.input_tokens
+    sum.output += i.output_tokens
+    sum.cached += i.cached_input_tokens
+    sum.batchInput += i.batch_input_tokens
+    sum.batchOutput += i.batch_output_tokens
+    sum.batchCached += i.batch_cached_tokens
+  }
+  expect(await ledger.reads.counts(run)).toEqual(counts)
+  const s = await ledger.reads.summary(run)
+  expect(s.counts).toEqual(counts)
+  expect(s.total).toBe(Object.values(counts).reduce((a, b) => a + b, 0))
+  expect({
+    attempts: s.attempts,
+    input: s.inputTokens,
+    output: s.outputTokens,
+    cached: s.cachedTokens,
+    batchInput: s.batch.inputTokens,
+    batchOutput: s.batch.outputTokens,
+    batchCached: s.batch.cachedTokens,
+  }).toEqual(sum)
+}
+
+/** The state of each item, by id. */
+async function statesOf(ledger: Ledger, run: number): Promise<Map<number, State>> {
+  return new Map((await itemsOf(ledger, run)).map((i) => [i.id, i.state]))
+}
+
+/**
+ * The edges an operation moved items along, as `from → to`, each checked to be legal. A move that passes `through`
+ * a state within its one commit (an item claimed for a batch that no request can be made of) is two edges.
+ */
+async function moves(
+  ledger: Ledger,
+  run: number,
+  op: () => Promise<unknown>,
+  through?: State,
+): Promise<string[]> {
+  const before = await statesOf(ledger, run)
+  await op()
+  const after = await statesOf(ledger, run)
+  const made = new Set<string>()
+  for (const [id, to] of after) {
+    const from = before.get(id)
+    if (from === undefined || from === to) continue
+    const path: [State, State][] =
+      through && !legal(from, to)
+        ? [
+            [from, through],
+            [through, to],
+          ]
+        : [[from, to]]
+    for (const [a, b] of path) {
+      expect(`${a} → ${b} is legal: ${legal(a, b)}`).toBe(`${a} → ${b} is legal: true`)
+      made.add(`${a} → ${b}`)
+    }
+  }
+  return [...made].sort()
+}
+
+export function testLedger(name: string, place: () => Promise<Place>): void {
+  describe(`ledger contract: ${name}`, () => {
+    describe("runs and inputs", () => {
+      test("creates a run with its inputs, gives its job back as it was stored, and finds it by name and by id", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const job = { ...JOB, name: "first" }
+        const made = await l.runs.create({
+          name: "first",
+          job,
+          fingerprint: "fp1",
+          resume: "spool run first.toml",
+          inputs: [
+            { path: "/a.jsonl", format: "jsonl" },
+            { path: "/b.csv", format: "csv" },
+          ],
+        })
+        expect(made.created).toBe(true)
+        expect(made.run).toMatchObject({
+          name: "first",
+          state: "running",
+          fingerprint: "fp1",
+          resume: "spool run first.toml",
+          reason: null,
+          ingested: 0,
+          finished_at: null,
+          queue_tokens: null,
+          queue_requests: null,
+          exported_at: null,
+        })
+        expect(made.run.job).toEqual(job)
+        const { run } = made
+        expect((await l.runs.latest("first"))?.id).toBe(run.id)
+        expect((await l.runs.get(run.id))?.job).toEqual(job)
+        expect((await l.runs.find("first"))?.id).toBe(run.id)
+        expect((await l.runs.find(String(run.id)))?.id).toBe(run.id)
+        expect(await l.runs.find("nobody")).toBeNull()
+        expect(await l.runs.get(run.id + 1000)).toBeNull()
+        expect(
+          (await l.runs.inputs(run.id)).map((i) => [i.idx, i.path, i.format, i.checkpoint, i.rows, i.done]),
+        ).toEqual([
+          [0, "/a.jsonl", "jsonl", undefined, 0, 0],
+          [1, "/b.csv", "csv", undefined, 0, 0],
+        ])
+        const second = await l.runs.create({
+          name: "first",
+          job,
+          fingerprint: "fp1",
+          resume: "",
+          inputs: [],
+          seen: run.id,
+        })
+        expect(second.created).toBe(true)
+        expect((await l.runs.latest("first"))?.id).toBe(second.run.id)
+        expect((await l.runs.list()).map((r) => r.id)).toEqual([run.id, second.run.id])
+      })
+
+      test("a worker that saw no run of the name gets the one another worker made; one that saw it makes a new one", async () => {
+        await using p = await place()
+        const [a, b] = [await p.open(), await p.open()]
+        const make = (l: Ledger, seen: number | null) =>
+          l.runs.create({ name: "r", job: JOB, fingerprint: "fp", resume: "", inputs: [], seen })
+        const first = await make(a, null)
+        const shared = await make(b, null)
+        expect([first.created, shared.created]).toEqual([true, false])
+        expect(shared.run.id).toBe(first.run.id)
+        const fresh = await make(b, first.run.id)
+        expect(fresh.created).toBe(true)
+        expect(fresh.run.id).not.toBe(first.run.id)
+        expect((await a.runs.latest("r"))?.id).toBe(fresh.run.id)
+      })
+
+      test("sets a run's state (a final one stamps finished_at), its resume command, its job, and its export", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 1)
+        await l.runs.setState(run.id, "paused", "quota")
+        expect(await l.runs.get(run.id)).toMatchObject({
+          state: "paused",
+          reason: "quota",
+          finished_at: null,
+        })
+        await l.runs.setState(run.id, "completed")
+        const done = await l.runs.get(run.id)
+        expect(done).toMatchObject({ state: "completed", reason: null })
+        expect(done?.finished_at).toBeGreaterThan(0)
+        await l.runs.setResume(run.id, "spool run again.toml")
+        const job = { ...JOB, limits: { ...JOB.limits, concurrency: 7 } }
+        await l.runs.updateJob(run.id, job)
+        await l.runs.markExported(run.id)
+        const after = await l.runs.get(run.id)
+        expect(after?.resume).toBe("spool run again.toml")
+        expect(after?.job).toEqual(job)
+        expect(after?.job.limits.concurrency).toBe(7)
+        expect(after?.exported_at).toBeGreaterThan(0)
+      })
+
+      test("appends an input at the next index, and keeps a path that is already an input as it is", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 2)
+        const added = await l.runs.addInput(run.id, "/more.jsonl", "jsonl")
+        expect(added).toMatchObject({ idx: 1, path: "/more.jsonl", format: "jsonl", rows: 0 })
+        const again = await l.runs.addInput(run.id, "/in.jsonl", "csv")
+        expect(again).toMatchObject({ idx: 0, path: "/in.jsonl", format: "jsonl", rows: 2 })
+        expect((await l.runs.inputs(run.id)).map((i) => i.path)).toEqual(["/in.jsonl", "/more.jsonl"])
+      })
+    })
+
+    describe("ingest and checkpoints", () => {
+      test("ingests rows as pending items, records duplicates as problems, and re-reading a row is not a duplicate", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run, input } = await seed(l, 3)
+        const again = await l.ingest.add(
+          run.id,
+          input,
+          {
+            rows: [
+              { key: "k1", line: 1, data: { text: "t1" } },
+              { key: "k2", line: 9, data: { text: "dup" } },
+              { key: "k4", line: 10, data: { text: "t4" } },
+            ],
+            problems: [{ line: 11, reason: "not valid JSON", excerpt: "{oops" }],
+            checkpoint: { offset: 99 },
+          },
+          true,
+        )
+        expect(again).toEqual({ added: 1, duplicates: 1 })
+        expect((await l.reads.counts(run.id)).pending).toBe(4)
+        expect(await l.reads.problems(run.id)).toEqual([
+          {
+            file: "/in.jsonl",
+            line: 9,
+            reason: 'duplicate id "k2" (the first row with this id is kept)',
+            excerpt: '{"text":"dup"}',
+          },
+          { file: "/in.jsonl", line: 11, reason: "not valid JSON", excerpt: "{oops" },
+        ])
+        expect((await l.runs.inputs(run.id))[0]).toMatchObject({
+          checkpoint: { offset: 99 },
+          rows: 4,
+          problems: 2,
+          duplicates: 1,
+        })
+        const items = await itemsOf(l, run.id)
+        expect(items.map((i) => [i.key, i.row, i.state, JSON.parse(i.data), i.path])).toEqual([
+          ["k1", 1, "pending", { text: "t1" }, "/in.jsonl"],
+          ["k2", 2, "pending", { text: "t2" }, "/in.jsonl"],
+          ["k3", 3, "pending", { text: "t3" }, "/in.jsonl"],
+          ["k4", 10, "pending", { text: "t4" }, "/in.jsonl"],
+        ])
+        const s = await l.reads.summary(run.id)
+        expect(s.problems).toEqual({
+          count: 2,
+          duplicates: 1,
+          sample: [
+            { file: "/in.jsonl", line: 9, reason: 'duplicate id "k2" (the first row with this id is kept)' },
+            { file: "/in.jsonl", line: 11, reason: "not valid JSON" },
+          ],
+        })
+      })
+
+      test("keeps each batch's checkpoint with its rows; reopen reads on from it, reset forgets it and the problems but keeps the items", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await l.runs.create({
+          name: "r",
+          job: JOB,
+          fingerprint: "fp",
+          resume: "",
+          inputs: [{ path: "/in.jsonl", format: "jsonl" }],
+        })
+        const input = (await l.runs.inputs(run.id))[0]!
+        const checkpoint = { offset: 120, line: 3, sha256: "ab", partial: false, note: null }
+        await l.ingest.add(run.id, input, { rows: rows(3), problems: [], checkpoint }, false)
+        expect((await l.runs.inputs(run.id))[0]).toMatchObject({ checkpoint, rows: 3, done: 0 })
+        await l.ingest.add(
+          run.id,
+          input,
+          {
+            rows: rows(2, 4),
+            problems: [{ line: 6, reason: "bad", excerpt: "x" }],
+            checkpoint: { offset: 200, line: 6 },
+          },
+          true,
+        )
+        expect((await l.runs.inputs(run.id))[0]).toMatchObject({
+          checkpoint: { offset: 200, line: 6 },
+          rows: 5,
+          problems: 1,
+          done: 1,
+        })
+        await l.ingest.done(run.id)
+        expect((await l.runs.get(run.id))?.ingested).toBe(1)
+        await l.ingest.reopen(run.id)
+        expect((await l.runs.get(run.id))?.ingested).toBe(0)
+        expect((await l.runs.inputs(run.id))[0]?.checkpoint).toEqual({ offset: 200, line: 6 })
+        await l.ingest.done(run.id)
+        await l.ingest.reset(run.id)
+        expect((await l.runs.get(run.id))?.ingested).toBe(0)
+        expect((await l.runs.inputs(run.id))[0]).toMatchObject({
+          checkpoint: undefined,
+          problems: 0,
+          duplicates: 0,
+          done: 0,
+        })
+        expect(await l.reads.problems(run.id)).toEqual([])
+        expect((await l.reads.counts(run.id)).pending).toBe(5)
+        // read again from the start: the same rows are kept, not counted as duplicates
+        const again = await l.ingest.add(run.id, input, { rows: rows(5), problems: [], checkpoint }, true)
+        expect(again).toEqual({ added: 0, duplicates: 0 })
+      })
+
+      test("the ingest lease is held by one worker at a time; a lapsed or dead holder's is taken, and done lets it go", async () => {
+        await using p = await place()
+        const [a, b] = [await p.open(), await p.open()]
+        const { run } = await seed(a, 1)
+        await a.ingest.reopen(run.id)
+        const alive = () => false
+        expect(await a.ingest.lease(run.id, "A", 60_000, alive)).toBe(true)
+        expect(await b.ingest.lease(run.id, "B", 60_000, alive)).toBe(false)
+        // the holder renews its own
+        expect(await a.ingest.lease(run.id, "A", -1, alive)).toBe(true)
+        // lapsed
+        expect(await b.ingest.lease(run.id, "B", 60_000, alive)).toBe(true)
+        expect(await a.ingest.lease(run.id, "A", 60_000, alive)).toBe(false)
+        // its holder is dead
+        expect(await a.ingest.lease(run.id, "A", 60_000, (o) => o === "B")).toBe(true)
+        expect(await b.claims.holders(run.id)).toEqual(["A"])
+        await a.ingest.done(run.id)
+        expect(await b.claims.holders(run.id)).toEqual([])
+        expect(await b.ingest.lease(run.id, "B", 60_000, alive)).toBe(true)
+      })
+    })
+
+    describe("claims and outcomes", () => {
+      test("claims in ledger order up to the limit, counts the attempt, and records the outcome in the same step", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 5)
+        const first = await l.claims.step(run.id, "w1", [], 2, 60_000)
+        expect(first.map((c) => [c.key, c.attempt, JSON.parse(c.data)])).toEqual([
+          ["k1", 1, { text: "t1" }],
+          ["k2", 1, { text: "t2" }],
+        ])
+        expect(await l.reads.counts(run.id)).toMatchObject({ pending: 3, running: 2 })
+        const second = await l.claims.step(
+          run.id,
+          "w1",
+          [ok(first[0]!.id, first[0]!.attempt, "A")],
+          1,
+          60_000,
+        )
+        expect(second.map((c) => c.key)).toEqual(["k3"])
+        expect(await l.reads.counts(run.id)).toMatchObject({ pending: 2, running: 2, completed: 1 })
+        const items = await itemsOf(l, run.id, "completed")
+        expect(items.map((i) => [i.key, i.output, i.attempts, i.input_tokens, i.output_tokens])).toEqual([
+          ["k1", "A", 1, 3, 2],
+        ])
+        expect(await l.reads.attempts(items[0]!.id)).toMatchObject([
+          {
+            n: 1,
+            outcome: "ok",
+            error_class: null,
+            error: null,
+            input_tokens: 3,
+            output_tokens: 2,
+            latency_ms: 5,
+          },
+        ])
+      })
+
+      test("group commit: one step records every outcome, each on its own attempt, and claims the next items", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 8)
+        const c = await l.claims.step(run.id, "w", [], 5, 60_000)
+        const at = Date.now()
+        const outcomes: Outcome[] = [
+          { ...ok(c[0]!.id, 1, "A"), cachedTokens: 1 },
+          {
+            item: c[1]!.id,
+            attempt: 1,
+            to: "retry_wait",
+            label: "retry",
+            errorClass: "rate_limit",
+            error: "HTTP 429",
+            status: 429,
+            nextAt: at + 60_000,
+            latencyMs: 7,
+            endedAt: at,
+          },
+          {
+            item: c[2]!.id,
+            attempt: 1,
+            to: "failed",
+            label: "failed",
+            errorClass: "bad_request",
+            error: "HTTP 400",
+            status: 400,
+            latencyMs: 8,
+            endedAt: at,
+          },
+          {
+            item: c[3]!.id,
+            attempt: 1,
+            to: "needs_review",
+            label: "needs_review",
+            output: "{",
+            errorClass: "output",
+            error: "not JSON",
+            inputTokens: 4,
+            outputTokens: 1,
+            latencyMs: 9,
+            endedAt: at,
+          },
+          { item: c[4]!.id, attempt: 1, to: "pending", label: "interrupted", latencyMs: 10, endedAt: at },
+        ]
+        const next = await l.claims.step(run.id, "w", outcomes, 2, 60_000)
+        // k5 came back to pending in the same step, and is claimed again by it, before k6
+        expect(next.map((n) => [n.key, n.attempt])).toEqual([
+          ["k5", 2],
+          ["k6", 1],
+        ])
+        const items = await itemsOf(l, run.id)
+        expect(
+          items.map((i) => [i.key, i.state, i.attempts, i.output, i.error_class, i.next_at, i.input_tokens]),
+        ).toEqual([
+          ["k1", "completed", 1, "A", null, null, 3],
+          ["k2", "retry_wait", 1, null, "rate_limit", at + 60_000, 0],
+          ["k3", "failed", 1, null, "bad_request", null, 0],
+          ["k4", "needs_review", 1, "{", "output", null, 4],
+          ["k5", "running", 2, null, null, null, 0],
+          ["k6", "running", 1, null, null, null, 0],
+          ["k7", "pending", 0, null, null, null, 0],
+          ["k8", "pending", 0, null, null, null, 0],
+        ])
+        expect(items[0]!.cached_input_tokens).toBe(1)
+        const attempts = await Promise.all(items.slice(0, 5).map((i) => l.reads.attempts(i.id)))
+        expect(
+          attempts.map((a) => a.map((x) => [x.n, x.outcome, x.error_class, x.http_status, x.latency_ms])),
+        ).toEqual([
+          [[1, "ok", null, null, 5]],
+          [[1, "retry", "rate_limit", 429, 7]],
+          [[1, "failed", "bad_request", 400, 8]],
+          [[1, "needs_review", "output", null, 9]],
+          [
+            [1, "interrupted", null, null, 10],
+            [2, null, null, null, null],
+          ],
+        ])
+        expect(await l.claims.nextRetryAt(run.id)).toBe(at + 60_000)
+        await tallied(l, run.id)
+      })
+
+      test("two connections never hold the same item, claiming in turn or at once", async () => {
+        await using p = await place()
+        const [a, b] = [await p.open(), await p.open()]
+        const { run } = await seed(a, 80)
+        const byA: string[] = []
+        const byB: string[] = []
+        for (let i = 0; i < 10; i++) {
+          byA.push(...(await a.claims.step(run.id, "A", [], 3, 60_000)).map((c) => c.key))
+          byB.push(...(await b.claims.step(run.id, "B", [], 3, 60_000)).map((c) => c.key))
+        }
+        expect(byA.length + byB.length).toBe(60)
+        const rest = await Promise.all(
+          Array.from({ length: 12 }, (_, i) =>
+            (i % 2 ? a : b).claims.step(run.id, i % 2 ? "A" : "B", [], 3, 60_000),
+          ),
+        )
+        const all = [...byA, ...byB, ...rest.flat().map((c) => c.key)]
+        expect(all.length).toBe(80)
+        expect(new Set(all).size).toBe(80)
+        const held = await itemsOf(a, run.id, "running")
+        expect(held.length).toBe(80)
+      })
+
+      test("an outcome from a worker that lost its lease does not touch the item", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 1)
+        const [c] = await l.claims.step(run.id, "old", [], 1, -1)
+        expect(await l.claims.recover(run.id, () => false)).toBe(1)
+        const [again] = await l.claims.step(run.id, "new", [], 1, 60_000)
+        await l.claims.step(run.id, "old", [ok(c!.id, c!.attempt, "stale")], 0, 60_000)
+        expect((await itemsOf(l, run.id))[0]).toMatchObject({ state: "running", output: null, attempts: 2 })
+        await l.claims.step(run.id, "new", [ok(again!.id, again!.attempt, "fresh")], 0, 60_000)
+        expect((await itemsOf(l, run.id))[0]).toMatchObject({
+          state: "completed",
+          output: "fresh",
+          attempts: 2,
+        })
+      })
+
+      test("recovery re-queues expired and dead owners' items, keeps live leases, and closes the attempt as lost", async () => {
+        await using p = await place()
+        const [l, other] = [await p.open(), await p.open()]
+        const { run } = await seed(l, 3)
+        await l.claims.step(run.id, "expired", [], 1, -1000)
+        await l.claims.step(run.id, "dead", [], 1, 60_000)
+        await l.claims.step(run.id, "alive", [], 1, 60_000)
+        expect((await l.claims.holders(run.id)).sort()).toEqual(["alive", "dead", "expired"])
+        // another worker takes them over
+        expect(await other.claims.recover(run.id, (owner) => owner === "dead")).toBe(2)
+        expect(await l.reads.counts(run.id)).toMatchObject({ pending: 2, running: 1 })
+        const k1 = (await itemsOf(l, run.id)).find((i) => i.key === "k1")!
+        expect(k1.attempts).toBe(1)
+        expect(await l.reads.attempts(k1.id)).toMatchObject([
+          { n: 1, outcome: "lost", error_class: null, error: null },
+        ])
+        expect(await l.claims.holders(run.id)).toEqual(["alive"])
+        const taken = await other.claims.step(run.id, "B", [], 5, 60_000)
+        expect(taken.map((t) => [t.key, t.attempt])).toEqual([
+          ["k1", 2],
+          ["k2", 2],
+        ])
+        await tallied(l, run.id)
+      })
+
+      test("a renewed lease outlives its first expiry; only another owner's lapsed lease is taken over", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 2)
+        await l.claims.step(run.id, "A", [], 1, -1)
+        await l.claims.step(run.id, "B", [], 1, -1)
+        await l.claims.renew(run.id, "A", 60_000)
+        expect(await l.claims.recover(run.id, () => false)).toBe(1)
+        expect((await itemsOf(l, run.id)).map((i) => [i.key, i.state])).toEqual([
+          ["k1", "running"],
+          ["k2", "pending"],
+        ])
+      })
+
+      test("a due retry is claimed before pending items; a future one is not", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 3)
+        const [a, b] = await l.claims.step(run.id, "w", [], 2, 60_000)
+        const wait = (c: { id: number; attempt: number }, nextAt: number): Outcome => ({
+          item: c.id,
+          attempt: c.attempt,
+          to: "retry_wait",
+          label: "retry",
+          errorClass: "rate_limit",
+          error: "HTTP 429",
+          status: 429,
+          nextAt,
+          latencyMs: 1,
+          endedAt: Date.now(),
+        })
+        await l.claims.step(run.id, "w", [wait(a!, Date.now() + 60_000), wait(b!, Date.now() - 1)], 0, 60_000)
+        expect(await l.claims.nextRetryAt(run.id)).toBeLessThan(Date.now())
+        const next = await l.claims.step(run.id, "w", [], 2, 60_000)
+        expect(next.map((c) => [c.key, c.attempt])).toEqual([
+          ["k2", 2],
+          ["k3", 1],
+        ])
+        expect(await l.claims.nextRetryAt(run.id)).toBeGreaterThan(Date.now())
+      })
+
+      test("retry moves failed items back to pending and reopens the run", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 2)
+        const claimed = await l.claims.step(run.id, "w", [], 2, 60_000)
+        const fail = (c: { id: number; attempt: number }): Outcome => ({
+          ...ok(c.id, c.attempt),
+          to: "failed",
+          label: "failed",
+          output: undefined,
+          error: "HTTP 400",
+          errorClass: "bad_request",
+        })
+        await l.claims.step(run.id, "w", claimed.map(fail), 0, 60_000)
+        await l.runs.setState(run.id, "completed_with_failures")
+        expect(await l.claims.retry(run.id, "needs_review")).toBe(0)
+        expect((await l.runs.get(run.id))?.state).toBe("completed_with_failures")
+        expect(await l.claims.retry(run.id, "failed")).toBe(2)
+        expect(await l.reads.counts(run.id)).toMatchObject({ pending: 2, failed: 0 })
+        expect((await itemsOf(l, run.id)).map((i) => [i.attempts, i.error, i.error_class])).toEqual([
+          [1, null, null],
+          [1, null, null],
+        ])
+        expect(await l.runs.get(run.id)).toMatchObject({ state: "running", finished_at: null })
+      })
+    })
+
+    describe("the state machine", () => {
+      const target = STATES
+
+      for (const to of target) {
+        test(`an outcome moves a running item to ${to} only if running → ${to} is an edge (${legal("running", to) ? "it is" : "it is not"}), and a refused step commits nothing`, async () => {
+          await using p = await place()
+          const l = await p.open()
+          const { run } = await seed(l, 3)
+          const [a, b] = await l.claims.step(run.id, "w", [], 2, 60_000)
+          const outcome = { ...ok(b!.id, 1), to, label: to, nextAt: 0 } as unknown as Outcome
+          // a refused step would also claim the third item: nothing of it may land
+          const step = l.claims.step(
+            run.id,
+            "w",
+            [ok(a!.id, 1), outcome],
+            legal("running", to) ? 0 : 1,
+            60_000,
+          )
+          if (!legal("running", to)) {
+            await expect(step).rejects.toBeInstanceOf(TransitionError)
+            expect(await l.reads.counts(run.id)).toMatchObject({ running: 2, pending: 1, completed: 0 })
+            return
+          }
+          await step
+          expect((await itemsOf(l, run.id)).map((i) => i.state)).toEqual(["completed", to, "pending"])
+          await tallied(l, run.id)
+        })
+      }
+
+      for (const to of target) {
+        test(`a batch line moves a submitted item to ${to} only if submitted → ${to} is an edge (${legal("submitted", to) ? "it is" : "it is not"}), and a refused apply commits nothing`, async () => {
+          await using p = await place()
+          const l = await p.open()
+          const { run } = await seed(l, 2)
+          const ids = (await l.batches.packable(run.id, 2)).map((x) => x.id)
+          const b = (await l.batches.intend(
+            run.id,
+            { tag: "t", requests: "/r", bytes: 1, tokens: 1 },
+            lines(ids),
+            [],
+            "w",
+          ))!
+          await l.batches.submitted(b.id, remote("in_progress"))
+          const apply = l.batches.apply(
+            b.id,
+            [line(ids[0]!, "completed"), line(ids[1]!, to as LineOutcome["to"])],
+            "w",
+          )
+          if (!legal("submitted", to)) {
+            await expect(apply).rejects.toBeInstanceOf(TransitionError)
+            expect(await l.reads.counts(run.id)).toMatchObject({ submitted: 2, completed: 0 })
+            return
+          }
+          await apply
+          expect((await itemsOf(l, run.id)).map((i) => i.state)).toEqual(["completed", to])
+          await tallied(l, run.id)
+        })
+      }
+
+      test("retry takes only failed and needs_review back to pending: completed items are refused", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 1)
+        const [c] = await l.claims.step(run.id, "w", [], 1, 60_000)
+        await l.claims.step(run.id, "w", [ok(c!.id, 1)], 0, 60_000)
+        await expect(l.claims.retry(run.id, "completed" as "failed")).rejects.toBeInstanceOf(TransitionError)
+        expect(await l.reads.counts(run.id)).toMatchObject({ completed: 1, pending: 0 })
+      })
+
+      test("every move the ledger's own operations make is an edge of the list, and together they make all but retry_wait → pending", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 12)
+        const made = new Set<string>()
+        const add = async <T>(op: () => Promise<T>, through?: State): Promise<T> => {
+          let out: T | undefined
+          const edges = await moves(l, run.id, async () => void (out = await op()), through)
+          for (const m of edges) made.add(m)
+          return out as T
+        }
+        const c = await add(() => l.claims.step(run.id, "w", [], 7, 60_000))
+        const wait = (i: number): Outcome => ({
+          ...ok(c[i]!.id, 1),
+          to: "retry_wait",
+          label: "retry",
+          nextAt: 0,
+        })
+        await add(() =>
+          l.claims.step(
+            run.id,
+            "w",
+            [
+              ok(c[0]!.id, 1),
+              wait(1),
+              { ...ok(c[2]!.id, 1), to: "failed", label: "failed" },
+              { ...ok(c[3]!.id, 1), to: "needs_review", label: "needs_review" },
+              { ...ok(c[4]!.id, 1), to: "pending", label: "interrupted" },
+              wait(5),
+            ],
+            0,
+            60_000,
+          ),
+        )
+        // the first due retry, claimed on a lease that has already lapsed, and taken back
+        await add(() => l.claims.step(run.id, "w", [], 1, -1))
+        await add(() => l.claims.recover(run.id, () => false))
+        await add(() => l.claims.retry(run.id, "failed"))
+        await add(() => l.claims.retry(run.id, "needs_review"))
+        // the other due retry and two pending items into a batch, which is given up
+        const pack = async (n: number) => lines((await l.batches.packable(run.id, n)).map((x) => x.id))
+        const first = await pack(3)
+        const b1 = await add(() =>
+          l.batches.intend(run.id, { tag: "t1", requests: "/r", bytes: 1, tokens: 1 }, first, [], "w"),
+        )
+        await add(() => l.batches.abandon(b1!.id, { errorClass: "queue_limit", error: "full" }))
+        const second = await pack(4)
+        const unpackable = (await l.batches.packable(run.id, 5)).at(-1)!
+        // the one no request can be made of is claimed for the batch and fails in the same commit
+        const b2 = await add(
+          () =>
+            l.batches.intend(
+              run.id,
+              { tag: "t2", requests: "/r", bytes: 1, tokens: 1 },
+              second,
+              [{ id: unpackable.id, errorClass: "bad_request", error: "too big" }],
+              "w",
+            ),
+          "queued",
+        )
+        await add(() => l.batches.submitted(b2!.id, remote("in_progress")))
+        await add(() =>
+          l.batches.apply(
+            b2!.id,
+            [line(second[0]!.id, "completed"), line(second[1]!.id, "failed"), line(second[2]!.id, "pending")],
+            "w",
+          ),
+        )
+        await add(() => l.batches.finish(b2!.id, 3))
+        const third = await pack(2)
+        const b3 = await add(() =>
+          l.batches.intend(run.id, { tag: "t3", requests: "/r", bytes: 1, tokens: 1 }, third, [], "w"),
+        )
+        await l.batches.submitted(b3!.id, remote("in_progress"))
+        await add(() =>
+          l.batches.apply(
+            b3!.id,
+            [line(third[0]!.id, "needs_review"), line(third[1]!.id, "retry_wait" as LineOutcome["to"])],
+            "w",
+          ),
+        )
+        await add(() => l.batches.abandon(b3!.id, { errorClass: "server", error: "gone" }))
+        const left = LEGAL.map(([a, b]) => `${a} → ${b}`).filter((e) => !made.has(e))
+        expect(left).toEqual(["retry_wait → pending"])
+        expect(made.size).toBe(LEGAL.length - 1)
+        await tallied(l, run.id)
+      })
+    })
+
+    describe("batches", () => {
+      test("an intent claims its items as queued with a new attempt each, and records where each request line is", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 5)
+        const picked = await l.batches.packable(run.id, 4)
+        const ids = picked.map((x) => x.id)
+        expect(picked.map((x) => [x.key, x.attempts, x.batch_id])).toEqual([
+          ["k1", 0, null],
+          ["k2", 0, null],
+          ["k3", 0, null],
+          ["k4", 0, null],
+        ])
+        const b = (await l.batches.intend(
+          run.id,
+          { tag: "spabc", requests: "/r.jsonl", bytes: 40, tokens: 12 },
+          lines(ids),
+          [],
+          "me",
+        ))!
+        expect(b).toMatchObject({
+          run_id: run.id,
+          state: "intent",
+          tag: "spabc",
+          requests: "/r.jsonl",
+          count: 4,
+          bytes: 40,
+          tokens: 12,
+          provider_id: null,
+        })
+        expect(await l.reads.counts(run.id)).toMatchObject({ queued: 4, pending: 1 })
+        const items = await itemsOf(l, run.id)
+        expect(items.slice(0, 4).map((i) => [i.attempts, i.batch_id, i.batch_line])).toEqual([
+          [1, b.id, 1],
+          [1, b.id, 2],
+          [1, b.id, 3],
+          [1, b.id, 4],
+        ])
+        // a batch item's attempt is written when its line comes back
+        for (const id of ids) expect(await l.reads.attempts(id)).toEqual([])
+        // the next pack sees only the one left
+        expect((await l.batches.packable(run.id, 10)).map((x) => x.key)).toEqual(["k5"])
+        expect((await l.batches.live(run.id)).map((x) => x.id)).toEqual([b.id])
+        expect(await l.batches.get(b.id)).toEqual(b)
+        await tallied(l, run.id)
+      })
+
+      test("an intent that names an item no longer claimable commits nothing", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 3)
+        const ids = (await itemsOf(l, run.id)).map((i) => i.id)
+        await l.batches.intend(
+          run.id,
+          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
+          lines([ids[0]!]),
+          [],
+          "me",
+        )
+        await expect(
+          l.batches.intend(
+            run.id,
+            { tag: "b", requests: "/b", bytes: 1, tokens: 1 },
+            lines(ids.slice(0, 2)),
+            [],
+            "me",
+          ),
+        ).rejects.toThrow("1 item(s) of batch b were claimed elsewhere")
+        expect((await l.batches.list(run.id)).map((b) => b.tag)).toEqual(["a"])
+        expect(await l.reads.counts(run.id)).toMatchObject({ queued: 1, pending: 2 })
+        await tallied(l, run.id)
+      })
+
+      test("items that cannot be packed fail with their attempt recorded", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 2)
+        const second = (await itemsOf(l, run.id))[1]!.id
+        const b = await l.batches.intend(
+          run.id,
+          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
+          [],
+          [{ id: second, errorClass: "bad_request", error: "the request is 300000000 bytes" }],
+          "me",
+        )
+        expect(b).toBeNull()
+        const item = (await itemsOf(l, run.id))[1]!
+        expect(item).toMatchObject({ state: "failed", attempts: 1, error_class: "bad_request" })
+        expect(await l.reads.attempts(second)).toMatchObject([
+          { n: 1, outcome: "failed", error_class: "bad_request", error: "the request is 300000000 bytes" },
+        ])
+        await tallied(l, run.id)
+      })
+
+      test("submitted → ended → applied: lines settle their items once, a re-apply changes nothing, the rest go back to pending unpaid", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 4)
+        const ids = (await itemsOf(l, run.id)).map((i) => i.id)
+        const b = (await l.batches.intend(
+          run.id,
+          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
+          lines(ids),
+          [],
+          "me",
+        ))!
+        await l.batches.submitted(b.id, remote("in_progress"))
+        expect(await l.reads.counts(run.id)).toMatchObject({ submitted: 4 })
+        expect(await l.batches.get(b.id)).toMatchObject({
+          state: "submitted",
+          provider_id: "batch_1",
+          phase: "in_progress",
+          done: 1,
+          total: 4,
+        })
+        expect((await l.batches.items(b.id)).map((x) => [x.id, x.attempts])).toEqual(ids.map((id) => [id, 1]))
+        await l.batches.observe(b.id, remote("ended", "expired"), null)
+        expect(await l.batches.get(b.id)).toMatchObject({
+          state: "downloading",
+          outcome: "expired",
+          files: '{"output":"file-out"}',
+        })
+        await l.batches.downloaded(b.id, { output: "/o.jsonl" })
+        expect(await l.batches.get(b.id)).toMatchObject({
+          state: "applying",
+          output: "/o.jsonl",
+          errors: null,
+        })
+        const retry = line(ids[2]!, "pending", {
+          label: "retry",
+          errorClass: "server",
+          error: "HTTP 500",
+          status: 500,
+          inputTokens: undefined,
+          outputTokens: undefined,
+        })
+        await l.batches.apply(b.id, [line(ids[0]!, "completed"), line(ids[1]!, "completed"), retry], "me")
+        await tallied(l, run.id)
+        // a crash and a second pass over the same lines change nothing
+        await l.batches.apply(b.id, [line(ids[0]!, "completed"), line(ids[1]!, "completed"), retry], "me")
+        await tallied(l, run.id)
+        expect(await l.batches.finish(b.id, 3)).toBe(1)
+        expect(await l.batches.get(b.id)).toMatchObject({ state: "done", lines: 3 })
+        const items = await itemsOf(l, run.id)
+        expect(items.map((i) => [i.state, i.attempts, i.output, i.batch_input_tokens])).toEqual([
+          ["completed", 1, `out ${ids[0]}`, 10],
+          ["completed", 1, `out ${ids[1]}`, 10],
+          ["pending", 1, null, 0],
+          ["pending", 0, null, 0],
+        ])
+        expect(await l.reads.attempts(ids[0]!)).toMatchObject([
+          { n: 1, outcome: "ok", error_class: null, error: null, batch_id: b.id },
+        ])
+        expect(await l.reads.attempts(ids[2]!)).toMatchObject([
+          { n: 1, outcome: "retry", error_class: "server", error: "HTTP 500", http_status: 500 },
+        ])
+        // the line never run left no attempt behind
+        expect(await l.reads.attempts(ids[3]!)).toEqual([])
+        const s = await l.reads.summary(run.id)
+        expect(s.batch).toEqual({ inputTokens: 20, outputTokens: 8, cachedTokens: 0 })
+        expect(await l.batches.live(run.id)).toEqual([])
+        await tallied(l, run.id)
+      })
+
+      test("an abandoned batch gives its items back as never sent", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 2)
+        const ids = (await itemsOf(l, run.id)).map((i) => i.id)
+        const b = (await l.batches.intend(
+          run.id,
+          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
+          lines(ids),
+          [],
+          "me",
+        ))!
+        expect(await l.batches.abandon(b.id, { errorClass: "queue_limit", error: "queue full" })).toBe(2)
+        expect(await l.batches.get(b.id)).toMatchObject({
+          state: "abandoned",
+          error: "queue full",
+          error_class: "queue_limit",
+        })
+        expect((await itemsOf(l, run.id)).map((i) => [i.state, i.attempts])).toEqual([
+          ["pending", 0],
+          ["pending", 0],
+        ])
+        for (const id of ids) expect(await l.reads.attempts(id)).toEqual([])
+        await tallied(l, run.id)
+      })
+
+      test("when to look again, and the error that made it wait, are kept", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 1)
+        const ids = (await itemsOf(l, run.id)).map((i) => i.id)
+        const b = (await l.batches.intend(
+          run.id,
+          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
+          lines(ids),
+          [],
+          "me",
+        ))!
+        await l.batches.later(b.id, 12345, "HTTP 503")
+        expect(await l.batches.get(b.id)).toMatchObject({ next_at: 12345, error: "HTTP 503" })
+        await l.batches.later(b.id, 23456)
+        expect(await l.batches.get(b.id)).toMatchObject({ next_at: 23456, error: null })
+      })
+
+      test("recent batches are the live ones and the last n that ended, oldest first, with how many there are", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 4)
+        const ids = (await itemsOf(l, run.id)).map((i) => i.id)
+        const made = []
+        for (const [i, id] of ids.entries()) {
+          const b = (await l.batches.intend(
+            run.id,
+            { tag: `t${i}`, requests: "/r", bytes: 1, tokens: 1 },
+            lines([id]),
+            [],
+            "w",
+          ))!
+          made.push(b.id)
+          if (i < 3) await l.batches.abandon(b.id, { errorClass: "server", error: "no" })
+        }
+        const recent = await l.batches.recent(run.id, 2)
+        expect(recent.total).toBe(4)
+        expect(recent.batches.map((b) => b.id)).toEqual(made.slice(1))
+        expect((await l.batches.list(run.id)).map((b) => b.id)).toEqual(made)
+        expect((await l.batches.live(run.id)).map((b) => b.id)).toEqual(made.slice(3))
+      })
+
+      test("the batch lease is held by one process at a time, and a dead holder's lapses; queue limits are learned", async () => {
+        await using p = await place()
+        const [l, other] = [await p.open(), await p.open()]
+        const { run } = await seed(l, 1)
+        expect(await l.batches.lease(run.id, "a", 60_000, () => false)).toBe(true)
+        expect(await other.batches.lease(run.id, "b", 60_000, () => false)).toBe(false)
+        expect(await other.batches.holder(run.id)).toBe("a")
+        expect(await other.batches.lease(run.id, "b", 60_000, (o) => o === "a")).toBe(true)
+        await l.batches.release(run.id, "a")
+        expect(await l.batches.holder(run.id)).toBe("b")
+        await other.batches.release(run.id, "b")
+        expect(await l.batches.holder(run.id)).toBeNull()
+        await l.batches.learnQueue(run.id, { tokens: 90_000 })
+        await l.batches.learnQueue(run.id, { requests: 5 })
+        expect(await l.runs.get(run.id)).toMatchObject({ queue_tokens: 90_000, queue_requests: 5 })
+      })
+    })
+
+    describe("reads and tallies", () => {
+      test("the tallies always equal a GROUP BY of the items, through claims, outcomes, retries, recovery, ingest and batches", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run, input } = await seed(l, 6)
+        await tallied(l, run.id)
+        const c = await l.claims.step(run.id, "w", [], 3, 60_000)
+        await tallied(l, run.id)
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            ok(c[0]!.id, 1),
+            {
+              item: c[1]!.id,
+              attempt: 1,
+              to: "failed",
+              label: "failed",
+              errorClass: "auth",
+              error: "key",
+              latencyMs: 5,
+              endedAt: Date.now(),
+            },
+          ],
+          0,
+          60_000,
+        )
+        await tallied(l, run.id)
+        // c[2] is still running, under an owner that is dead
+        expect(await l.claims.recover(run.id, () => true)).toBe(1)
+        await tallied(l, run.id)
+        expect(await l.claims.retry(run.id, "failed")).toBe(1)
+        await tallied(l, run.id)
+        const first = lines((await l.batches.packable(run.id, 2)).map((x) => x.id))
+        const batch = (await l.batches.intend(
+          run.id,
+          { tag: "t1", requests: "/r", bytes: 20, tokens: 4 },
+          first,
+          [],
+          "w",
+        ))!
+        await tallied(l, run.id)
+        await l.batches.submitted(batch.id, { id: "b1", status: "in_progress", phase: "in_progress" })
+        await tallied(l, run.id)
+        await l.batches.apply(
+          batch.id,
+          [line(first[0]!.id, "completed", { output: "o", inputTokens: 7, outputTokens: 1 })],
+          "w",
+        )
+        await tallied(l, run.id)
+        await l.batches.finish(batch.id, 1)
+        await tallied(l, run.id)
+        await l.ingest.add(
+          run.id,
+          input,
+          { rows: [{ key: "k7", line: 7, data: {} }], problems: [], checkpoint: { offset: 7 } },
+          true,
+        )
+        await tallied(l, run.id)
+        expect(await l.reads.counts(run.id)).toMatchObject({ completed: 2, pending: 5, failed: 0 })
+        expect((await l.reads.summary(run.id)).errors).toEqual([
+          { class: "auth", count: 1, example: "key", key: "k2" },
+        ])
+        expect(await l.reads.errorClasses(run.id)).toEqual([
+          { class: "auth", count: 1, example: "key", key: "k2" },
+        ])
+        // a direct call that waits to retry, then goes into a batch with four others; the batch is given up once, then
+        // a second one settles its lines every way a line can end
+        const [w] = await l.claims.step(run.id, "w", [], 1, 60_000)
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            {
+              item: w!.id,
+              attempt: 2,
+              to: "retry_wait",
+              label: "retry",
+              nextAt: 0,
+              latencyMs: 5,
+              endedAt: Date.now(),
+            },
+          ],
+          0,
+          60_000,
+        )
+        await tallied(l, run.id)
+        const pack = async () => lines((await l.batches.packable(run.id, 5)).map((x) => x.id))
+        const given = (await l.batches.intend(
+          run.id,
+          { tag: "t2", requests: "/r", bytes: 50, tokens: 9 },
+          await pack(),
+          [],
+          "w",
+        ))!
+        expect(await l.reads.counts(run.id)).toMatchObject({ queued: 5, retry_wait: 0, pending: 0 })
+        await tallied(l, run.id)
+        await l.batches.abandon(given.id, { errorClass: "queue_limit", error: "full" })
+        await tallied(l, run.id)
+        const five = await pack()
+        const b3 = (await l.batches.intend(
+          run.id,
+          { tag: "t3", requests: "/r", bytes: 50, tokens: 9 },
+          five,
+          [],
+          "w",
+        ))!
+        await l.batches.submitted(b3.id, { id: "b3", status: "in_progress", phase: "in_progress" })
+        await tallied(l, run.id)
+        const settle = (i: number, to: LineOutcome["to"], extra: Partial<LineOutcome> = {}) =>
+          line(five[i]!.id, to, { label: to, inputTokens: 3, outputTokens: 1, cachedTokens: 1, ...extra })
+        await l.batches.apply(
+          b3.id,
+          [
+            settle(0, "completed", { output: "a" }),
+            settle(1, "failed", { errorClass: "bad_request", error: "no" }),
+            settle(2, "needs_review", { errorClass: "output", error: "not JSON", output: "{" }),
+            settle(3, "pending", { errorClass: "server", error: "500" }),
+          ],
+          "w",
+        )
+        await tallied(l, run.id)
+        // the same lines applied again (a resumed apply) change nothing
+        await l.batches.apply(b3.id, [settle(0, "completed", { output: "a" })], "w")
+        await tallied(l, run.id)
+        await l.batches.finish(b3.id, 4)
+        await tallied(l, run.id)
+        expect(await l.reads.counts(run.id)).toMatchObject({
+          completed: 3,
+          failed: 1,
+          needs_review: 1,
+          retry_wait: 0,
+          pending: 2,
+        })
+        // the completions chart counts every item that ended, by direct call or by batch line, once
+        const chart = await l.reads.progress(run.id, 0, 10_000_000_000_000)
+        const ended = chart.reduce((a, x) => a + x.completed + x.failed, 0)
+        const final = await l.reads.counts(run.id)
+        expect(ended).toBe(final.completed + final.failed + final.needs_review + 1) // + the failed item retried above
+      })
+
+      test("the last minute's rate of a run younger than a minute is over its own age, not a whole minute", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 3)
+        const claimed = await l.claims.step(run.id, "w", [], 3, 60_000)
+        const attempts = await Promise.all(claimed.map((c) => l.reads.attempts(c.id)))
+        const started = Math.min(...attempts.map((a) => a[0]!.started_at))
+        await l.claims.step(
+          run.id,
+          "w",
+          claimed.map((c) => ok(c.id, 1)),
+          0,
+          60_000,
+        )
+        const now = started + 12_000
+        const s = await l.reads.summary(run.id, now)
+        expect(s.recentCompleted).toBe(3)
+        expect(s.recentWindowMs).toBe(12_000)
+        expect(s.firstStarted).toBe(started)
+        // an older run: the window is the last minute, from the start of its first 10 s bucket
+        const later = await l.reads.summary(run.id, started + 600_000)
+        expect(later.recentCompleted).toBe(0)
+        expect(later.recentWindowMs).toBe(
+          started + 600_000 - Math.floor((started + 540_000) / 10_000) * 10_000,
+        )
+      })
+
+      test("the completions chart merges 10 s buckets into slots from its first bucket", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 4)
+        const c = await l.claims.step(run.id, "w", [], 4, 60_000)
+        const at = Date.UTC(2026, 0, 1, 12, 0, 5)
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            { ...ok(c[0]!.id, 1), endedAt: at },
+            { ...ok(c[1]!.id, 1), endedAt: at + 20_000 },
+            { ...ok(c[2]!.id, 1), to: "failed", label: "failed", endedAt: at + 25_000 },
+          ],
+          0,
+          60_000,
+        )
+        expect(await l.reads.firstProgress(run.id)).toBe(at - 5_000)
+        expect(await l.reads.progress(run.id, at - 5_000, 10_000)).toEqual([
+          { at: at - 5_000, completed: 1, failed: 0 },
+          { at: at + 15_000, completed: 1, failed: 0 },
+          { at: at + 25_000, completed: 0, failed: 1 },
+        ])
+        expect(await l.reads.progress(run.id, at - 5_000, 30_000)).toEqual([
+          { at: at - 5_000, completed: 2, failed: 0 },
+          { at: at + 25_000, completed: 0, failed: 1 },
+        ])
+      })
+
+      test("pages walk a run's items in ledger order from a cursor, each with its attempts; errors come newest or since", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 5)
+        const c = await l.claims.step(run.id, "w", [], 3, 60_000)
+        const at = Date.now()
+        const fail = (i: number, endedAt: number): Outcome => ({
+          ...ok(c[i]!.id, 1),
+          to: "failed",
+          label: "failed",
+          output: undefined,
+          errorClass: "server",
+          error: `HTTP 50${i}`,
+          status: 500 + i,
+          endedAt,
+        })
+        // in two steps, so that the first error of the class is known
+        await l.claims.step(run.id, "w", [ok(c[0]!.id, 1, "A"), fail(1, at - 1000)], 0, 60_000)
+        await l.claims.step(run.id, "w", [fail(2, at)], 0, 60_000)
+        const page = await l.reads.page(run.id, { limit: 2 })
+        expect(page.map((x) => [x.key, x.state, x.output, x.path, x.row])).toEqual([
+          ["k1", "completed", "A", "/in.jsonl", 1],
+          ["k2", "failed", null, "/in.jsonl", 2],
+        ])
+        expect(page[1]!.attempts_list).toMatchObject([{ n: 1, outcome: "failed", http_status: 501 }])
+        const next = await l.reads.page(run.id, { after: page[1]!.id, limit: 10 })
+        expect(next.map((x) => x.key)).toEqual(["k3", "k4", "k5"])
+        expect(next[2]!.attempts_list).toEqual([])
+        const failed = await l.reads.page(run.id, { state: "failed", limit: 10 })
+        expect(failed.map((x) => x.key)).toEqual(["k2", "k3"])
+        expect((await itemsOf(l, run.id, "failed")).map((x) => x.key)).toEqual(["k2", "k3"])
+        expect((await l.reads.latestErrors(run.id, 5)).map((e) => [e.key, e.error, e.http_status])).toEqual([
+          ["k3", "HTTP 502", 502],
+          ["k2", "HTTP 501", 501],
+        ])
+        expect((await l.reads.errorsSince(run.id, at - 500)).map((e) => e.key)).toEqual(["k3"])
+        expect((await l.reads.errorsSince(run.id, 0)).map((e) => e.key)).toEqual(["k2", "k3"])
+        expect((await l.reads.summary(run.id)).errors).toEqual([
+          { class: "server", count: 2, example: "HTTP 501", key: "k2" },
+        ])
+      })
+
+      test("knows whether a run has work left, and the largest attempt it has made", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 2)
+        expect(await l.reads.hasOpen(run.id)).toBe(true)
+        expect(await l.reads.largestAttempt(run.id)).toBeNull()
+        const c = await l.claims.step(run.id, "w", [], 2, 60_000)
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            { ...ok(c[0]!.id, 1), inputTokens: 30, outputTokens: 2 },
+            { ...ok(c[1]!.id, 1), inputTokens: 5, outputTokens: 9 },
+          ],
+          0,
+          60_000,
+        )
+        expect(await l.reads.hasOpen(run.id)).toBe(false)
+        expect(await l.reads.largestAttempt(run.id)).toEqual({ input: 30, output: 9 })
+      })
+
+      test("the version changes when another connection commits", async () => {
+        await using p = await place()
+        const [reader, writer] = [await p.open(), await p.open()]
+        const { run } = await seed(writer, 2)
+        const before = await reader.reads.version()
+        expect(await reader.reads.version()).toBe(before)
+        await writer.claims.step(run.id, "w", [], 1, 60_000)
+        expect(await reader.reads.version()).not.toBe(before)
+      })
+
+      test("a stream stopped early lets go of the read", async () => {
+        await using p = await place()
+        const [l, writer] = [await p.open(), await p.open()]
+        const { run } = await seed(l, 5)
+        for await (const item of l.reads.items(run.id)) {
+          expect(item.key).toBe("k1")
+          break
+        }
+        // a read still open would hold the snapshot: a writer's commit and the next read must both go through
+        await writer.claims.step(run.id, "w", [], 5, 60_000)
+        expect((await l.reads.counts(run.id)).running).toBe(5)
+      })
+    })
+  })
+}
