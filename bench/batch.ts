@@ -16,7 +16,7 @@ if (process.argv[2] === "prepare") {
   // the ledger as `spool run` would leave it after reading the input, before any batch
   const [, , , itemsArg, dir, url] = process.argv as [string, string, string, string, string, string]
   const jobs = await import("../src/core/job/job.ts")
-  const store = await import("../src/core/ledger/sqlite/store.ts")
+  const { open } = await import("../src/core/ledger/open.ts")
   const { ingest, plan } = await import("../src/core/engine/ingest.ts")
   const writer = Bun.file(join(dir, "in.jsonl")).writer()
   for (let i = 0; i < Number(itemsArg); i++)
@@ -43,17 +43,17 @@ poll_max_s = 0.1
 `,
   )
   const { job } = jobs.load(jobFile, {})
-  const db = store.open(join(dir, ".spool"))
+  const db = await open(join(dir, ".spool"))
   const planned = plan(job)
-  const { run } = db.createRun(
-    job.name,
-    JSON.stringify(job),
-    jobs.fingerprint(job),
-    `spool run ${jobFile}`,
-    planned.map((p) => ({ path: p.path, format: p.source.name })),
-  )
-  await ingest(db, run, planned, () => {})
-  db.close()
+  const { run } = await db.runs.create({
+    name: job.name,
+    job,
+    fingerprint: jobs.fingerprint(job),
+    resume: `spool run ${jobFile}`,
+    inputs: planned.map((p) => ({ path: p.path, format: p.source.name })),
+  })
+  await ingest(db, run, planned, async () => {})
+  await db.close()
   process.exit(0)
 }
 

@@ -2,15 +2,15 @@
  * Where CSV ingest spends its time, one process: `bun bench/csv-profile.ts FILE DIR`. Prints JSON.
  *
  * Pass 1 is `ingest()`'s loop (src/core/ingest.ts) written out so each step can be timed: waiting for the
- * source's next batch, turning each row's fields into its JSON text (what `Store.ingest` does for a row without
- * `raw`; done here first, so the store stores the same text), and `Store.ingest` (SQLite).
+ * source's next batch, turning each row's fields into its JSON text (what `ledger.ingest.add` does for a row without
+ * `raw`; done here first, so the store stores the same text), and `ledger.ingest.add` (SQLite).
  * Pass 2 repeats the csv source's steps for one region at a time (src/sources/csv.ts: read 256 KiB, find the last
  * record boundary, decode, papaparse, hash) to split the source's time; the rest of the source's time is turning
  * papaparse's records into rows (header, line count, row objects) and the generator itself.
  */
 import Papa from "papaparse"
 import { mkdirSync } from "node:fs"
-import * as store from "../src/core/ledger/sqlite/store.ts"
+import { open } from "../src/core/ledger/open.ts"
 import { plan } from "../src/core/engine/ingest.ts"
 import * as jobs from "../src/core/job/job.ts"
 import { boundary } from "../src/sources/csv.ts"
@@ -20,12 +20,18 @@ const [file, dir] = process.argv.slice(2) as [string, string]
 mkdirSync(dir, { recursive: true })
 
 // ---- pass 1: the real source and store, each step timed
-const db = store.open(dir)
-const { job } = jobs.load(undefined, { input: [file], prompt: "x", provider: "mock" })
+const db = await open(dir)
+const { job } = jobs.load(undefined, { name: "bench", input: [file], prompt: "x", provider: "mock" })
 const inputs = plan(job)
 const planned = inputs[0]!
-const run = db.createRun("bench", "{}", "fp", "", [{ path: planned.path, format: planned.source.name }]).run
-const input = db.inputs(run.id)[0]!
+const { run } = await db.runs.create({
+  name: "bench",
+  job,
+  fingerprint: "fp",
+  resume: "",
+  inputs: [{ path: planned.path, format: planned.source.name }],
+})
+const input = (await db.runs.inputs(run.id))[0]!
 const started = performance.now()
 let source = 0
 let json = 0
@@ -42,13 +48,13 @@ for (;;) {
   for (const row of next.value.rows) row.raw ??= JSON.stringify(row.data)
   json += performance.now() - t
   t = performance.now()
-  db.ingest(run.id, input, next.value, false)
+  await db.ingest.add(run.id, input, next.value, false)
   insert += performance.now() - t
 }
-db.markIngested(run.id)
+await db.ingest.done(run.id)
 const total = performance.now() - started
-const rows = db.counts(run.id).pending
-db.close()
+const rows = (await db.reads.counts(run.id)).pending
+await db.close()
 
 // ---- pass 2: the source's steps on their own
 const REGION = 1 << 18

@@ -6,7 +6,7 @@
 import { Database } from "bun:sqlite"
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
-import * as store from "../src/core/ledger/sqlite/store.ts"
+import { open } from "../src/core/ledger/open.ts"
 import { ingest, plan } from "../src/core/engine/ingest.ts"
 import * as jobs from "../src/core/job/job.ts"
 
@@ -30,15 +30,19 @@ if (mode === "baseline") {
   rows = (db.query("SELECT count(*) AS n FROM items").get() as { n: number }).n
   db.close()
 } else {
-  const db = store.open(dir)
-  const { job } = jobs.load(undefined, { input: [file], prompt: "x", provider: "mock" })
+  const db = await open(dir)
+  const { job } = jobs.load(undefined, { name: "bench", input: [file], prompt: "x", provider: "mock" })
   const inputs = plan(job)
-  const run = db.createRun("bench", "{}", "fp", "", [
-    { path: inputs[0]!.path, format: inputs[0]!.source.name },
-  ]).run
-  await ingest(db, run, inputs, () => {})
-  rows = db.counts(run.id).pending
-  db.close()
+  const { run } = await db.runs.create({
+    name: "bench",
+    job,
+    fingerprint: "fp",
+    resume: "",
+    inputs: [{ path: inputs[0]!.path, format: inputs[0]!.source.name }],
+  })
+  await ingest(db, run, inputs, async () => {})
+  rows = (await db.reads.counts(run.id)).pending
+  await db.close()
 }
 
 const ms = performance.now() - started

@@ -114,7 +114,7 @@ if (mode === "naive") {
   )
 } else if (mode === "spool") {
   const engine = await import("../src/core/engine/run.ts")
-  const store = await import("../src/core/ledger/sqlite/store.ts")
+  const { open } = await import("../src/core/ledger/open.ts")
   const input = join(dir, "in.jsonl")
   writeFileSync(input, prompts.map((p) => JSON.stringify({ p })).join("\n") + "\n")
   const home = join(dir, "home")
@@ -135,11 +135,11 @@ if (mode === "naive") {
     synchronous: "FULL",
   })
   await session.execute()
-  const db = store.open(home)
-  const counts = db.counts(db.latestRun("bench")!.id)
+  const db = await open(home)
+  const counts = await db.reads.counts((await db.runs.latest("bench"))!.id)
   done = counts.completed
   failed = items - counts.completed
-  db.close()
+  await db.close()
 } else {
   throw new Error(`unknown mode ${mode}: spool, naive or both`)
 }

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import OpenAI from "openai"
 import * as engine from "../src/core/engine/run.ts"
-import * as store from "../src/core/ledger/sqlite/store.ts"
+import { open } from "../src/core/ledger/open.ts"
 
 const [mode, url, itemsArg, concArg, dir, sync] = process.argv.slice(2) as [
   string,
@@ -117,9 +117,9 @@ if (mode === "sdk") {
     synchronous: sync === "NORMAL" ? "NORMAL" : "FULL",
   })
   await session.execute()
-  const db = store.open(home)
-  done = db.counts(db.latestRun("bench")!.id).completed
-  db.close()
+  const db = await open(home)
+  done = (await db.reads.counts((await db.runs.latest("bench"))!.id)).completed
+  await db.close()
 }
 
 const ms = performance.now() - started

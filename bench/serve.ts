@@ -17,8 +17,10 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import * as store from "../src/core/ledger/sqlite/store.ts"
-import type { Claimed, Outcome } from "../src/core/ledger/sqlite/store.ts"
+import type { Ledger } from "../src/core/ledger/ledger.ts"
+import { DB_FILE } from "../src/core/ledger/sqlite/faults.ts"
+import * as sqlite from "../src/core/ledger/sqlite/sqlite.ts"
+import type { Claimed, Outcome } from "../src/core/ledger/types.ts"
 
 const root = join(import.meta.dir, "..")
 const bin = join(root, "dist", "spool")
@@ -42,7 +44,8 @@ const LEASE_MS = 3_600_000
 async function build(n: number, home: string): Promise<Record<string, number>> {
   const jobs = await import("../src/core/job/job.ts")
   const t0 = performance.now()
-  const db = store.open(home, { synchronous: "NORMAL" })
+  // the SQLite driver itself: the build backdates rows by SQL, which no Ledger method does
+  const db = sqlite.open(home, { synchronous: "NORMAL" })
   const input = join(home, "tickets.jsonl")
   const { job } = jobs.load(undefined, {
     name: "tickets",
@@ -52,10 +55,14 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
     model: "gpt-4.1-mini",
     maxTokens: "5",
   })
-  const { run } = db.createRun(job.name, JSON.stringify(job), jobs.fingerprint(job), "spool run job.toml", [
-    { path: input, format: "jsonl" },
-  ])
-  const inputRow = db.inputs(run.id)[0]!
+  const { run } = await db.runs.create({
+    name: job.name,
+    job,
+    fingerprint: jobs.fingerprint(job),
+    resume: "spool run job.toml",
+    inputs: [{ path: input, format: "jsonl" }],
+  })
+  const inputRow = (await db.runs.inputs(run.id))[0]!
 
   // ~200-byte rows, 10,000 per source batch
   const body =
@@ -72,9 +79,9 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
       offset += raw.length + 1
       rows.push({ key: `t-${i}`, line: i + 1, id: `t-${i}`, data: {}, raw })
     }
-    db.ingest(run.id, inputRow, { rows, problems: [], checkpoint: { offset } }, start + 10_000 >= n)
+    await db.ingest.add(run.id, inputRow, { rows, problems: [], checkpoint: { offset } }, start + 10_000 >= n)
   }
-  db.markIngested(run.id)
+  await db.ingest.done(run.id)
   const ingestMs = performance.now() - t0
 
   // the realtime part: claim and settle in steps of STEP, each attempt ending at its place in the hour
@@ -124,14 +131,20 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
     return { ...base, ...usage, to: "completed", label: "ok", output: ["billing", "bug", "other"][c.id % 3]! }
   }
   const t1 = performance.now()
-  let claimed = db.step(run.id, OWNER, [], Math.min(STEP, settled), LEASE_MS)
+  let claimed = await db.claims.step(run.id, OWNER, [], Math.min(STEP, settled), LEASE_MS)
   let fresh = claimed.length
   let steps = 1
   while (claimed.length > 0) {
     const outcomes = claimed.map(outcome)
     const retries = outcomes.filter((o) => o.to === "retry_wait").length
     // due retries are claimed first; new items only until `settled` have been taken
-    claimed = db.step(run.id, OWNER, outcomes, Math.min(STEP, retries + settled - fresh), LEASE_MS)
+    claimed = await db.claims.step(
+      run.id,
+      OWNER,
+      outcomes,
+      Math.min(STEP, retries + settled - fresh),
+      LEASE_MS,
+    )
     fresh += claimed.filter((c) => c.attempt === 1).length
     steps++
   }
@@ -141,20 +154,20 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
   const t2 = performance.now()
   const batches = Math.ceil(n / 50_000) + 1
   for (let k = 0; k < batches; k++) {
-    const items = db.packable(run.id, 100)
+    const items = await db.batches.packable(run.id, 100)
     const lines = items.map((it, line) => ({ id: it.id, line, offset: line * 300, bytes: 300 }))
     const tag = `spool-${run.id}-${k}`
-    const batch = db.intend(
+    const batch = (await db.batches.intend(
       run.id,
       { tag, requests: join(home, "batches", `${tag}.jsonl`), bytes: 30_000, tokens: 8_000 },
       lines,
       [],
       OWNER,
-    )!
+    ))!
     const remote = { id: `batch_${k}`, status: "in_progress", phase: "in_progress" as const }
-    db.submitted(batch.id, remote)
+    await db.batches.submitted(batch.id, remote)
     if (k === batches - 1) break
-    db.observe(
+    await db.batches.observe(
       batch.id,
       {
         ...remote,
@@ -166,9 +179,9 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
       },
       null,
     )
-    db.downloaded(batch.id, { output: join(home, "batches", `${tag}.out.jsonl`) })
+    await db.batches.downloaded(batch.id, { output: join(home, "batches", `${tag}.out.jsonl`) })
     const endedAt = Date.now()
-    db.apply(
+    await db.batches.apply(
       batch.id,
       items.map((it) => ({
         item: it.id,
@@ -181,12 +194,12 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
       })),
       OWNER,
     )
-    db.finishBatch(batch.id, lines.length)
+    await db.batches.finish(batch.id, lines.length)
   }
   // 200 items waiting to retry (a rate limit, due in ten minutes), then 64 in flight
-  const waiting = db.step(run.id, OWNER, [], 200, LEASE_MS)
+  const waiting = await db.claims.step(run.id, OWNER, [], 200, LEASE_MS)
   const now = Date.now()
-  const running = db.step(
+  const running = await db.claims.step(
     run.id,
     OWNER,
     waiting.map((c) => ({
@@ -216,7 +229,7 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
   db.db.run("PRAGMA wal_checkpoint(TRUNCATE)")
   const fixMs = performance.now() - t3
 
-  const counts = db.counts(run.id)
+  const counts = await db.reads.counts(run.id)
   const attempts = db.db.query<{ n: number }, []>("SELECT count(*) AS n FROM attempts").get()!.n
   const errors = db.db
     .query<{ n: number }, []>("SELECT count(*) AS n FROM attempts WHERE error_class IS NOT NULL")
@@ -228,7 +241,7 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
       "SELECT id FROM items WHERE run_id = ? AND state = 'failed' ORDER BY id DESC LIMIT 1 OFFSET 150",
     )
     .get(run.id)!.id
-  db.close()
+  await db.close()
   if (running.length !== 64) throw new Error(`expected 64 running items, got ${running.length}`)
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
   if (total !== n) throw new Error(`expected ${n} items, the tallies say ${total}`)
@@ -247,7 +260,7 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
     buckets,
     deepFailedAfter,
     batches,
-    dbMB: statSync(join(home, store.DB_FILE)).size / 1e6,
+    dbMB: statSync(join(home, DB_FILE)).size / 1e6,
     maxRssMB: process.resourceUsage().maxRSS / 1024,
   }
 }
@@ -348,7 +361,7 @@ function cpuMs(pid: number): number {
  * A live events stream through the server while this process commits a step (8 items settled, one of them failed,
  * and 8 claimed) every 100 ms for `seconds`: how many `run` updates it sent, the time between them, and its CPU time per update.
  */
-async function liveEvents(served: Served, db: store.Store, runId: number, seconds: number) {
+async function liveEvents(served: Served, db: Ledger, runId: number, seconds: number) {
   const abort = new AbortController()
   const res = await fetch(new URL(`api/runs/${runId}/events`, served.url), { signal: abort.signal })
   if (!res.ok || !res.body) throw new Error(`events: ${res.status}`)
@@ -382,12 +395,12 @@ async function liveEvents(served: Served, db: store.Store, runId: number, second
   while (arrivals.length < 1) await Bun.sleep(20)
   await Bun.sleep(600)
   const before = { cpu: cpuMs(served.pid), events: arrivals.length, t: performance.now() }
-  let claimed = db.step(runId, "bench-live", [], 8, LEASE_MS)
+  let claimed = await db.claims.step(runId, "bench-live", [], 8, LEASE_MS)
   const stopAt = performance.now() + seconds * 1000
   while (performance.now() < stopAt) {
     await Bun.sleep(100)
     const endedAt = Date.now()
-    claimed = db.step(
+    claimed = await db.claims.step(
       runId,
       "bench-live",
       claimed.map((c, i) =>
@@ -463,27 +476,27 @@ async function measure(n: number, dir: string) {
 
   // one events-stream update, in this process: what the server computes each time the store changed
   const { runDetail } = await import("../src/serve.ts")
-  const db = store.open(home)
-  const run = db.run(runId)!
+  const db = sqlite.open(home)
+  const run = (await db.runs.get(runId))!
   const lastError = db.db
     .query<{ at: number }, [number]>(
       "SELECT max(ended_at) AS at FROM attempts WHERE run_id = ? AND error_class IS NOT NULL",
     )
     .get(runId)!.at
-  const update = () => {
-    const detail = runDetail(db, run, Date.now())
-    const errors = db.errorsSince(run.id, lastError - 60_000)
+  const update = async () => {
+    const detail = await runDetail(db, run, Date.now())
+    const errors = await db.reads.errorsSince(run.id, lastError - 60_000)
     return JSON.stringify(detail).length + errors.length
   }
-  for (let i = 0; i < 50; i++) update()
+  for (let i = 0; i < 50; i++) await update()
   const updateMs: number[] = []
   for (let i = 0; i < 500; i++) {
     const t = performance.now()
-    update()
+    await update()
     updateMs.push(performance.now() - t)
   }
-  const errorRows = db.errorsSince(run.id, lastError - 60_000).length
-  const chartPoints = runDetail(db, run).chart.points.length
+  const errorRows = (await db.reads.errorsSince(run.id, lastError - 60_000)).length
+  const chartPoints = (await runDetail(db, run)).chart.points.length
 
   // `spool status --json`, a process each time
   const status: number[] = []
@@ -502,7 +515,7 @@ async function measure(n: number, dir: string) {
   } finally {
     await live.stop()
   }
-  db.close()
+  await db.close()
 
   return {
     build: b,

@@ -5,6 +5,7 @@ import { resolve } from "node:path"
 import { SpoolError, UsageError, type ExitCode } from "./core/base/errors.ts"
 import { scrub } from "./core/base/redact.ts"
 import * as jobs from "./core/job/job.ts"
+import { mustFind, type Ledger } from "./core/ledger/ledger.ts"
 import * as states from "./core/ledger/states.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
@@ -12,7 +13,7 @@ import * as states from "./core/ledger/states.ts"
 const engine = () => import("./core/engine/run.ts")
 const lazyReport = () => import("./core/report/report.ts")
 const lazyRegistry = () => import("./plugins/registry.ts")
-const lazyStore = () => import("./core/ledger/sqlite/store.ts")
+const lazyLedger = () => import("./core/ledger/open.ts")
 
 declare const SPOOL_VERSION: string | undefined
 export const VERSION = typeof SPOOL_VERSION === "string" ? SPOOL_VERSION : "0.0.0-dev"
@@ -86,11 +87,11 @@ async function startServer(args: { home?: string; port?: string; host?: string; 
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new UsageError(`--port: "${args.port}" is not a port`, "Give a number from 0 to 65535.")
   const token = args.token ?? (process.env.SPOOL_TOKEN || undefined)
-  const [{ start }, store] = await Promise.all([import("./serve.ts"), lazyStore()])
-  const db = store.open(home(args.home))
+  const [{ start }, ledger] = await Promise.all([import("./serve.ts"), lazyLedger()])
+  const db = await ledger.open(home(args.home))
   try {
     const server = start({
-      store: db,
+      ledger: db,
       home: home(args.home),
       host: args.host ?? "127.0.0.1",
       port,
@@ -102,11 +103,11 @@ async function startServer(args: { home?: string; port?: string; host?: string; 
       url: server.url,
       stop() {
         server.stop()
-        db.close()
+        void db.close()
       },
     }
   } catch (err) {
-    db.close()
+    await db.close()
     throw err
   }
 }
@@ -268,14 +269,13 @@ const status = defineCommand({
     ...common,
   },
   async run({ args }) {
-    const [store, report] = await Promise.all([lazyStore(), lazyReport()])
-    const db = store.open(home(args.home), { access: "read" })
+    const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
+    const db = await ledger.open(home(args.home), { access: "read" })
     try {
-      const r = store.mustFindRun(db, args.run)
-      const view = report.status(db, r)
+      const view = await report.status(db, await mustFind(db, args.run))
       process.stdout.write(args.json ? `${JSON.stringify(view, null, 2)}\n` : report.statusText(view))
     } finally {
-      db.close()
+      await db.close()
     }
     return 0
   },
@@ -285,13 +285,14 @@ const runs = defineCommand({
   meta: { name: "runs", description: "Every run in the store" },
   args: { json: { type: "boolean", description: "Machine-readable output" }, ...common },
   async run({ args }) {
-    const [store, report] = await Promise.all([lazyStore(), lazyReport()])
-    const db = store.open(home(args.home), { access: "read" })
+    const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
+    const db = await ledger.open(home(args.home), { access: "read" })
     try {
-      const list = db.runs().map((r) => report.runLine(db, r))
+      const list = []
+      for (const r of await db.runs.list()) list.push(await report.runLine(db, r))
       process.stdout.write(args.json ? `${JSON.stringify(list, null, 2)}\n` : report.runsText(list))
     } finally {
-      db.close()
+      await db.close()
     }
     return 0
   },
@@ -313,18 +314,17 @@ const results = defineCommand({
     if (state !== undefined && !states.isState(state)) {
       throw new UsageError(`--state: unknown state "${state}"`, `Use one of: ${states.STATES.join(", ")}.`)
     }
-    const [store, report] = await Promise.all([lazyStore(), lazyReport()])
-    const db = store.open(home(args.home), { access: "read" })
+    const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
+    const db = await ledger.open(home(args.home), { access: "read" })
     try {
-      const r = store.mustFindRun(db, args.run)
-      const lines = report.results(db, r, state)
+      const lines = report.results(db, await mustFind(db, args.run), state)
       if (!args.out) {
         await pour(process.stdout, lines)
         return 0
       }
       await writeAtomically(resolve(args.out), lines)
     } finally {
-      db.close()
+      await db.close()
     }
     return 0
   },
@@ -335,12 +335,12 @@ const results = defineCommand({
  * right after a command returns, and a pipe's unflushed tail would be lost (a slow reader saw 256 of
  * 5,000 lines before this).
  */
-async function pour(out: NodeJS.WritableStream, lines: Iterable<string>): Promise<void> {
+async function pour(out: NodeJS.WritableStream, lines: AsyncIterable<string>): Promise<void> {
   let failed: NodeJS.ErrnoException | undefined
   const onError = (err: NodeJS.ErrnoException) => (failed ??= err)
   out.on("error", onError)
   try {
-    for (const line of lines) {
+    for await (const line of lines) {
       if (failed) break
       // each wait takes its listeners off again: left on, they piled up (MaxListenersExceededWarning at ~3,000 lines)
       if (!out.write(line))
@@ -363,7 +363,7 @@ async function pour(out: NodeJS.WritableStream, lines: Iterable<string>): Promis
 }
 
 /** Writes beside the target and renames, so a reader never sees a half-written file. Owner-only. */
-async function writeAtomically(path: string, lines: Iterable<string>): Promise<void> {
+async function writeAtomically(path: string, lines: AsyncIterable<string>): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`
   const out = createWriteStream(tmp, { mode: 0o600 })
   try {
@@ -422,16 +422,12 @@ const refArgs = {
 } as const satisfies ArgsDef
 
 /** Opens the store for a command that acts on one run, and closes it after. */
-async function withStore<T>(
-  arg: string | undefined,
-  use: (db: import("./core/ledger/sqlite/store.ts").Store) => Promise<T> | T,
-) {
-  const store = await lazyStore()
-  const db = store.open(home(arg))
+async function withStore<T>(arg: string | undefined, use: (db: Ledger) => Promise<T>) {
+  const db = await (await lazyLedger()).open(home(arg))
   try {
     return await use(db)
   } finally {
-    db.close()
+    await db.close()
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import type { BatchView, ResultLine, RunLine, StatusView } from "./core/report/report.ts"
 import type { State } from "./core/ledger/states.ts"
-import type { AttemptRow } from "./core/ledger/sqlite/store.ts"
+import type { AttemptRow } from "./core/ledger/types.ts"
 
 /** A run as the list at the top of the page shows it. */
 export interface RunRow extends RunLine {

@@ -14,12 +14,13 @@ import { SpoolError, UsageError } from "./core/base/errors.ts"
 import * as log from "./core/base/log.ts"
 import * as report from "./core/report/report.ts"
 import { STATES, type State } from "./core/ledger/states.ts"
-import { PROGRESS_BUCKET_MS, type Run, type Store } from "./core/ledger/sqlite/store.ts"
+import type { Ledger } from "./core/ledger/ledger.ts"
+import { PROGRESS_BUCKET_MS, type Run } from "./core/ledger/types.ts"
 import { render, type Chart, type ItemView, type RunDetail, type RunRow } from "./page.ts"
 
 export interface ServerOptions {
   /** A connection of the server's own (not the one a run in the same process writes through). */
-  store: Store
+  ledger: Ledger
   home: string
   /** When set, every request must carry it: header, or the cookie a `?token=` visit sets. */
   token?: string | undefined
@@ -73,36 +74,48 @@ function valid<S extends v.GenericSchema>(schema: S, input: unknown, where: stri
 }
 
 /** A run of the store by id or name, or 404. */
-function runOf(db: Store, ref: string): Run {
-  const run = db.findRun(valid(RunRef, ref, "run"))
+async function runOf(db: Ledger, ref: string): Promise<Run> {
+  const run = await db.runs.find(valid(RunRef, ref, "run"))
   if (!run) throw new HTTPException(404, { message: `no run "${ref}"` })
   return run
 }
 
-export function runRow(db: Store, run: Run, now = Date.now()): RunRow {
-  const s = report.status(db, run, now, { recentBatches: 0 })
-  return { ...report.runLine(db, run), rate_per_s: s.rate_per_s, eta_s: s.eta_s, spend_usd: s.spend.usd }
+export async function runRow(db: Ledger, run: Run, now = Date.now()): Promise<RunRow> {
+  const s = await report.status(db, run, now, { recentBatches: 0 })
+  return {
+    ...(await report.runLine(db, run)),
+    rate_per_s: s.rate_per_s,
+    eta_s: s.eta_s,
+    spend_usd: s.spend.usd,
+  }
+}
+
+/** Every run's row of the runs list, oldest first. */
+async function runRows(db: Ledger, now: number): Promise<RunRow[]> {
+  const rows: RunRow[] = []
+  for (const run of await db.runs.list()) rows.push(await runRow(db, run, now))
+  return rows
 }
 
 /** A run's status with its chart: completions in at most CHART_SLOTS slots from its first to now. */
-export function runDetail(db: Store, run: Run, now = Date.now()): RunDetail {
-  const status = report.status(db, run, now, { recentBatches: 50 })
-  const from = db.firstProgress(run.id) ?? run.created_at
+export async function runDetail(db: Ledger, run: Run, now = Date.now()): Promise<RunDetail> {
+  const status = await report.status(db, run, now, { recentBatches: 50 })
+  const from = (await db.reads.firstProgress(run.id)) ?? run.created_at
   const end = run.finished_at ?? now
   const span = Math.max(PROGRESS_BUCKET_MS, end - from + PROGRESS_BUCKET_MS)
   const slot = Math.ceil(span / CHART_SLOTS / PROGRESS_BUCKET_MS) * PROGRESS_BUCKET_MS
-  const chart: Chart = { slot_ms: slot, points: db.progress(run.id, from, slot) }
+  const chart: Chart = { slot_ms: slot, points: await db.reads.progress(run.id, from, slot) }
   return { ...status, chart }
 }
 
 /** A page of a run's items, each with its attempts; `next` is the cursor of the next page, or null. */
-export function itemsOf(
-  db: Store,
+export async function itemsOf(
+  db: Ledger,
   run: Run,
   q: { state?: State | undefined; after?: number; limit: number },
-): { items: ItemView[]; next: string | null } {
-  const rows = db.page(run.id, q)
-  const line = report.resultLine(db, run)
+): Promise<{ items: ItemView[]; next: string | null }> {
+  const rows = await db.reads.page(run.id, q)
+  const line = await report.resultLine(db, run)
   const items = rows.map((row) => {
     return {
       ...line(row),
@@ -126,7 +139,7 @@ function same(a: string, b: string): boolean {
 
 /** Builds the app: the page at `/`, the API under `/api`. Requests are answered with `app.request()` or `fetch`. */
 export function createApp(o: ServerOptions): Hono {
-  const db = o.store
+  const db = o.ledger
   const eventMs = o.eventMs ?? 500
   // bumped by every control this server performs: its own writes do not change PRAGMA data_version
   let generation = 0
@@ -188,41 +201,41 @@ export function createApp(o: ServerOptions): Hono {
     return next()
   })
 
-  app.get("/", (c) => {
+  app.get("/", async (c) => {
     const now = Date.now()
-    const runs = db.runs()
+    const runs = await db.runs.list()
     const ref = c.req.query("run")
-    const selected = ref ? runOf(db, ref) : (runs.at(-1) ?? null)
+    const selected = ref ? await runOf(db, ref) : (runs.at(-1) ?? null)
     const nonce = randomBytes(16).toString("base64")
     c.header(
       "Content-Security-Policy",
       `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
     )
-    const failing = (state: State) => (selected ? itemsOf(db, selected, { state, limit: 25 }).items : [])
+    const failing = async (state: State) =>
+      selected ? (await itemsOf(db, selected, { state, limit: 25 })).items : []
+    const rows: RunRow[] = []
+    for (const r of runs) rows.push(await runRow(db, r, now))
     return c.html(
       render({
-        runs: runs.map((r) => runRow(db, r, now)),
-        run: selected ? runDetail(db, selected, now) : null,
-        items: [...failing("failed"), ...failing("needs_review")],
-        recent: selected ? db.latestErrors(selected.id, 20) : [],
+        runs: rows,
+        run: selected ? await runDetail(db, selected, now) : null,
+        items: [...(await failing("failed")), ...(await failing("needs_review"))],
+        recent: selected ? await db.reads.latestErrors(selected.id, 20) : [],
         nonce,
         version: o.version ?? "",
       }),
     )
   })
 
-  app.get("/api/runs", (c) => {
-    const now = Date.now()
-    return c.json({ runs: db.runs().map((r) => runRow(db, r, now)) })
-  })
+  app.get("/api/runs", async (c) => c.json({ runs: await runRows(db, Date.now()) }))
 
-  app.get("/api/runs/:id", (c) => c.json(runDetail(db, runOf(db, c.req.param("id")))))
+  app.get("/api/runs/:id", async (c) => c.json(await runDetail(db, await runOf(db, c.req.param("id")))))
 
-  app.get("/api/runs/:id/items", (c) => {
-    const run = runOf(db, c.req.param("id"))
+  app.get("/api/runs/:id/items", async (c) => {
+    const run = await runOf(db, c.req.param("id"))
     const q = valid(ItemsQuery, c.req.query(), "query")
     const after = q.after === undefined ? 0 : Number(q.after)
-    return c.json(itemsOf(db, run, { state: q.state, after, limit: q.limit }))
+    return c.json(await itemsOf(db, run, { state: q.state, after, limit: q.limit }))
   })
 
   app.post("/api/runs/:id/pause", (c) => act(c, (run) => control.pause(db, String(run.id))))
@@ -232,13 +245,14 @@ export function createApp(o: ServerOptions): Hono {
     return act(c, (run) => control.retry(db, String(run.id), body.state))
   })
   app.post("/api/runs/:id/cancel", (c) =>
-    act(c, (run) => {
-      // refused now if there is nothing to cancel; the cancelling itself (by the process driving the run, or here
-      // for a batch run nobody drives: its batches cancelled at the provider) can take a while, so it is not awaited
-      control.live(db, String(run.id), "cancel")
+    act(c, async (run) => {
+      // refused now if there is nothing to cancel, and marked cancelling before the answer; the cancelling itself
+      // (by the process driving the run, or here for a batch run nobody drives: its batches cancelled at the
+      // provider) can take a while, so it is not awaited
+      const marked = await control.mark(db, String(run.id))
       const said: string[] = []
       control
-        .cancel(db, String(run.id), o.home, (line) => said.push(line.trim()), o.signal)
+        .carryOut(db, marked, o.home, (line) => said.push(line.trim()), o.signal)
         .then(
           () => log.info("cancelled from the status page", { run: run.name, said: said.join(" ") }),
           (err: unknown) =>
@@ -248,17 +262,17 @@ export function createApp(o: ServerOptions): Hono {
     }),
   )
 
-  function act(c: Context, f: (run: Run) => string) {
-    const run = runOf(db, c.req.param("id") ?? "")
-    const message = f(run).trim()
+  async function act(c: Context, f: (run: Run) => Promise<string>) {
+    const run = await runOf(db, c.req.param("id") ?? "")
+    const message = (await f(run)).trim()
     generation++
-    return c.json({ ok: true, message, state: db.run(run.id)?.state ?? null })
+    return c.json({ ok: true, message, state: (await db.runs.get(run.id))?.state ?? null })
   }
 
   app.get("/api/events", (c) => events(c, null, true, valid(EventsQuery, c.req.query(), "query")))
-  app.get("/api/runs/:id/events", (c) => {
+  app.get("/api/runs/:id/events", async (c) => {
     const q = valid(EventsQuery, c.req.query(), "query")
-    return events(c, runOf(db, c.req.param("id")), q.runs === "1", q)
+    return events(c, await runOf(db, c.req.param("id")), q.runs === "1", q)
   })
 
   /**
@@ -278,20 +292,20 @@ export function createApp(o: ServerOptions): Hono {
       const sent = new Set<number>()
       while (!stream.aborted) {
         const now = Date.now()
-        const dv = db.dataVersion()
+        const dv = await db.reads.version()
         if (dv !== version || generation !== seen || now - refreshed > 5_000) {
           version = dv
           seen = generation
           refreshed = now
           if (withRuns) {
-            const json = JSON.stringify(db.runs().map((r) => runRow(db, r, now)))
+            const json = JSON.stringify(await runRows(db, now))
             if (json !== lastRuns) await stream.writeSSE({ event: "runs", data: (lastRuns = json) })
           }
-          const current = run && db.run(run.id)
+          const current = run && (await db.runs.get(run.id))
           if (current) {
-            const json = JSON.stringify(runDetail(db, current, now))
+            const json = JSON.stringify(await runDetail(db, current, now))
             if (json !== lastRun) await stream.writeSSE({ event: "run", data: (lastRun = json) })
-            const fresh = db.errorsSince(current.id, errorsFrom).filter((e) => !sent.has(e.id))
+            const fresh = (await db.reads.errorsSince(current.id, errorsFrom)).filter((e) => !sent.has(e.id))
             if (fresh.length) {
               // attempts that end in the same millisecond are told apart by id
               errorsFrom = fresh.at(-1)?.ended_at ?? errorsFrom

@@ -11,7 +11,8 @@ import {
   writeFileSync,
 } from "node:fs"
 import { join } from "node:path"
-import { CHECK_BYTES, DB_FILE } from "../../src/core/ledger/sqlite/store.ts"
+import { CHECK_BYTES } from "../../src/core/ledger/sqlite/connect.ts"
+import { DB_FILE } from "../../src/core/ledger/sqlite/faults.ts"
 import { digest, garbage, halve, smash } from "../lib/damage.ts"
 import { BIN, env, requireBinary, spool, start, until, type Ran } from "../lib/spool.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"

@@ -1,7 +1,6 @@
 /** Runs of `n` ingested rows (keys k1…kn), for ledger tests. */
 import * as jobs from "../../src/core/job/job.ts"
 import type { Ledger } from "../../src/core/ledger/ledger.ts"
-import * as store from "../../src/core/ledger/sqlite/store.ts"
 
 /** A job as `spool run` keeps it: loaded and checked, one input, `/in.jsonl`. */
 export const JOB: jobs.Job = jobs.load(undefined, {
@@ -33,16 +32,4 @@ export async function seed(ledger: Ledger, n: number, name = "r") {
   await ledger.ingest.add(run.id, input, { rows: rows(n), problems: [], checkpoint: { offset: n } }, true)
   await ledger.ingest.done(run.id)
   return { run, input }
-}
-
-/** The synchronous store of before the Ledger, with one run of `n` rows. */
-export function seeded(home: string, n: number) {
-  const db = store.open(home)
-  const run = db.createRun("r", "{}", "fp", "spool run job.toml", [
-    { path: "/in.jsonl", format: "jsonl" },
-  ]).run
-  const input = db.inputs(run.id)[0]!
-  db.ingest(run.id, input, { rows: rows(n), problems: [], checkpoint: { offset: n } }, true)
-  db.markIngested(run.id)
-  return { db, run, input }
 }

@@ -5,8 +5,9 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
-import * as store from "../../src/core/ledger/sqlite/store.ts"
-import type { Outcome } from "../../src/core/ledger/sqlite/store.ts"
+import type { Ledger } from "../../src/core/ledger/ledger.ts"
+import { open } from "../../src/core/ledger/open.ts"
+import type { Outcome } from "../../src/core/ledger/types.ts"
 import { createApp, isLoopback, start } from "../../src/serve.ts"
 import { UsageError } from "../../src/core/base/errors.ts"
 import { Batcher } from "../../src/core/engine/batcher.ts"
@@ -16,7 +17,7 @@ import { client } from "../../src/core/engine/run.ts"
 import * as jobs from "../../src/core/job/job.ts"
 import type { BatchClient, ProviderClient } from "../../src/plugins/api/define.ts"
 import { startFake } from "../lib/fake-openai.ts"
-import { seeded } from "../lib/ledger.ts"
+import { JOB, seed } from "../lib/ledger.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
 
 const end = (item: number, to: Outcome["to"], extra: Partial<Outcome> = {}): Outcome => ({
@@ -30,29 +31,22 @@ const end = (item: number, to: Outcome["to"], extra: Partial<Outcome> = {}): Out
   ...extra,
 })
 
-/** The job the runs were made with, as the store keeps it (what the server prices and reads the mode from). */
-const JOB = JSON.stringify({
-  name: "r",
-  provider: { name: "openai", model: "gpt-4o-mini", mode: "realtime" },
-})
-
 const KEY = "sk-test-server-0123456789"
 
 let tmp: Tmp
-let writer: store.Store
-let reader: store.Store
+let writer: Ledger
+let reader: Ledger
 let runId: number
 
 /** One run of 6 items: 2 completed, 1 failed (auth), 1 needs_review (output), 2 pending. */
 beforeEach(async () => {
   tmp = await tmpdir()
-  const s = seeded(tmp.path, 6)
-  writer = s.db
-  runId = s.run.id
-  writer.db.run("UPDATE runs SET job = ?", [JOB])
-  const claimed = writer.step(runId, "w", [], 4, 60_000)
+  // its job (JOB) prices it at gpt-4o-mini's and says it is realtime
+  writer = await open(tmp.path)
+  runId = (await seed(writer, 6)).run.id
+  const claimed = await writer.claims.step(runId, "w", [], 4, 60_000)
   const [a, b, c, d] = claimed.map((x) => x.id) as [number, number, number, number]
-  writer.step(
+  await writer.claims.step(
     runId,
     "w",
     [
@@ -64,17 +58,17 @@ beforeEach(async () => {
     0,
     60_000,
   )
-  reader = store.open(tmp.path)
+  reader = await open(tmp.path)
 })
 
 afterEach(async () => {
-  reader.close()
-  writer.close()
+  await reader.close()
+  await writer.close()
   await tmp[Symbol.asyncDispose]()
 })
 
 const app = (o: { token?: string; eventMs?: number } = {}) =>
-  createApp({ store: reader, home: tmp.path, version: "test", ...o })
+  createApp({ ledger: reader, home: tmp.path, version: "test", ...o })
 
 async function json(res: Response): Promise<any> {
   return res.json()
@@ -128,9 +122,20 @@ describe("the JSON API", () => {
   })
 
   test("a batch run's detail lists its batches with the provider's status: the live ones and the last 50 ended", async () => {
-    const lines = writer.packable(runId, 2).map((p, i) => ({ id: p.id, line: i, offset: i * 10, bytes: 10 }))
-    const batch = writer.intend(runId, { tag: "sp1", requests: "/r", bytes: 20, tokens: 4 }, lines, [], "w")!
-    writer.submitted(batch.id, {
+    const lines = (await writer.batches.packable(runId, 2)).map((p, i) => ({
+      id: p.id,
+      line: i,
+      offset: i * 10,
+      bytes: 10,
+    }))
+    const batch = (await writer.batches.intend(
+      runId,
+      { tag: "sp1", requests: "/r", bytes: 20, tokens: 4 },
+      lines,
+      [],
+      "w",
+    ))!
+    await writer.batches.submitted(batch.id, {
       id: "batch_abc",
       status: "in_progress",
       phase: "in_progress",
@@ -197,19 +202,23 @@ describe("the JSON API", () => {
   })
 
   test("pages of a run whose items are interleaved with another run's skip the other run's items", async () => {
-    const other = writer.createRun("other", JOB, "fp2", "spool run", [
-      { path: "/o.jsonl", format: "jsonl" },
-    ]).run
+    const { run: other } = await writer.runs.create({
+      name: "other",
+      job: { ...JOB, name: "other" },
+      fingerprint: "fp2",
+      resume: "spool run",
+      inputs: [{ path: "/o.jsonl", format: "jsonl" }],
+    })
     const rows = (keys: string[]) => keys.map((key, i) => ({ key, line: i + 1, data: {} }))
-    writer.ingest(
+    await writer.ingest.add(
       other.id,
-      writer.inputs(other.id)[0]!,
+      (await writer.runs.inputs(other.id))[0]!,
       { rows: rows(["o1", "o2", "o3"]), problems: [], checkpoint: {} },
       false,
     )
-    writer.ingest(
+    await writer.ingest.add(
       runId,
-      writer.inputs(runId)[0]!,
+      (await writer.runs.inputs(runId))[0]!,
       { rows: rows(["k7", "k8"]), problems: [], checkpoint: {} },
       false,
     )
@@ -260,12 +269,12 @@ describe("the controls", () => {
     const paused = await post(a, `/api/runs/${runId}/pause`)
     expect(paused.status).toBe(200)
     expect(await json(paused)).toMatchObject({ ok: true, state: "paused" })
-    expect(writer.run(runId)?.state).toBe("paused")
+    expect((await writer.runs.get(runId))?.state).toBe("paused")
     const again = await json(await post(a, `/api/runs/${runId}/pause`))
     expect(again.message).toBe('run "r" is already paused')
     const resumed = await json(await post(a, `/api/runs/${runId}/resume`))
     expect(resumed).toMatchObject({ ok: true, state: "running" })
-    expect(writer.run(runId)?.state).toBe("running")
+    expect((await writer.runs.get(runId))?.state).toBe("running")
   })
 
   test("retry moves failed or needs_review items back to pending; a bad state is a 400", async () => {
@@ -276,16 +285,16 @@ describe("the controls", () => {
     const res = await json(await post(a, `/api/runs/${runId}/retry`, { state: "needs_review" }))
     expect(res.ok).toBe(true)
     expect(res.message).toStartWith('1 needs_review item(s) of run "r" are pending again')
-    expect(writer.counts(runId)).toMatchObject({ needs_review: 0, failed: 1, pending: 3 })
+    expect(await writer.reads.counts(runId)).toMatchObject({ needs_review: 0, failed: 1, pending: 3 })
     await post(a, `/api/runs/${runId}/retry`, { state: "failed" })
-    expect(writer.counts(runId)).toMatchObject({ failed: 0, pending: 4 })
+    expect(await writer.reads.counts(runId)).toMatchObject({ failed: 0, pending: 4 })
   })
 
   test("cancel of a realtime run that no process runs cancels it at once", async () => {
     const res = await json(await post(app(), `/api/runs/${runId}/cancel`))
     expect(res.ok).toBe(true)
-    for (let i = 0; i < 50 && writer.run(runId)?.state !== "cancelled"; i++) await Bun.sleep(20)
-    expect(writer.run(runId)?.state).toBe("cancelled")
+    for (let i = 0; i < 50 && (await writer.runs.get(runId))?.state !== "cancelled"; i++) await Bun.sleep(20)
+    expect((await writer.runs.get(runId))?.state).toBe("cancelled")
     // a finished run cannot be paused or cancelled again: 409 with the CLI's message
     const late = await post(app(), `/api/runs/${runId}/pause`)
     expect(late.status).toBe(409)
@@ -310,18 +319,18 @@ describe("the controls", () => {
       )
       const { job } = jobs.load(tmp.join("job.toml"), {})
       const planned = plan(job)
-      const { run } = writer.createRun(
-        job.name,
-        JSON.stringify(job),
-        jobs.fingerprint(job),
-        "spool run job.toml",
-        planned.map((p) => ({ path: p.path, format: p.source.name })),
-      )
-      await ingest(writer, run, planned, () => {})
+      const { run } = await writer.runs.create({
+        name: job.name,
+        job,
+        fingerprint: jobs.fingerprint(job),
+        resume: "spool run job.toml",
+        inputs: planned.map((p) => ({ path: p.path, format: p.source.name })),
+      })
+      await ingest(writer, run, planned, async () => {})
       // a process sends the batch and stops: the batch is live at the provider, and nobody drives the run
       const provider = client(job) as ProviderClient & { batch: BatchClient }
       const batcher = new Batcher({
-        store: writer,
+        ledger: writer,
         run,
         job,
         client: provider,
@@ -329,10 +338,10 @@ describe("the controls", () => {
         home: tmp.path,
       })
       const driving = batcher.loop()
-      while (writer.liveBatches(run.id)[0]?.state !== "submitted") await Bun.sleep(10)
+      while ((await writer.batches.live(run.id))[0]?.state !== "submitted") await Bun.sleep(10)
       batcher.stop()
       expect(await driving).toBe("interrupted")
-      expect(writer.batchHolder(run.id)).toBeNull()
+      expect(await writer.batches.holder(run.id)).toBeNull()
 
       const listeners = () =>
         `SIGINT ${process.listenerCount("SIGINT")}, SIGTERM ${process.listenerCount("SIGTERM")}`
@@ -341,11 +350,11 @@ describe("the controls", () => {
       const res = await json(await post(app(), `/api/runs/${run.id}/cancel`))
       expect(res).toMatchObject({ ok: true, message: 'run "b" is being cancelled', state: "cancelling" })
       // the cancel runs on after the answer: the batch is cancelled at the provider (300 ms), then applied
-      for (let i = 0; i < 1000 && reader.run(run.id)?.state !== "cancelled"; i++) {
+      for (let i = 0; i < 1000 && (await reader.runs.get(run.id))?.state !== "cancelled"; i++) {
         seen.add(listeners())
         await Bun.sleep(5)
       }
-      expect(reader.run(run.id)?.state).toBe("cancelled")
+      expect((await reader.runs.get(run.id))?.state).toBe("cancelled")
       expect(fake.batch.batches.map((b) => b.status)).toEqual(["cancelled"])
       expect([...seen]).toEqual([before])
       expect(listeners()).toBe(before)
@@ -370,8 +379,8 @@ describe("the controls", () => {
       const res = await post(a, `/api/runs/${runId}/${action}`, { state: "failed" }, { origin: "null" })
       expect(res.status).toBe(403)
     }
-    expect(writer.run(runId)?.state).toBe("running")
-    expect(writer.counts(runId).failed).toBe(1)
+    expect((await writer.runs.get(runId))?.state).toBe("running")
+    expect((await writer.reads.counts(runId)).failed).toBe(1)
   })
 })
 
@@ -387,7 +396,7 @@ describe("the token", () => {
       headers: { origin: "http://localhost" },
     })
     expect(refused.status).toBe(401)
-    expect(writer.run(runId)?.state).toBe("running")
+    expect((await writer.runs.get(runId))?.state).toBe("running")
     expect((await a.request("/api/runs", { headers: { authorization: "Bearer wrong" } })).status).toBe(401)
     expect((await a.request("/api/runs", { headers: { authorization: "Bearer s3cret" } })).status).toBe(200)
     expect((await a.request("/api/runs", { headers: { "x-spool-token": "s3cret" } })).status).toBe(200)
@@ -421,7 +430,7 @@ describe("the token", () => {
     expect((await json(rebound)).error).toStartWith(
       'refused: this server answers only to a loopback address (127.0.0.1, localhost), not to "evil.example"',
     )
-    expect(writer.run(runId)?.state).toBe("running")
+    expect((await writer.runs.get(runId))?.state).toBe("running")
     const named = await app({ token: "t" }).request("/api/runs", {
       headers: { host: "spool.internal:4777", authorization: "Bearer t" },
     })
@@ -429,8 +438,8 @@ describe("the token", () => {
   })
 
   test("serving beyond loopback without a token is refused before anything listens", () => {
-    expect(() => start({ store: reader, home: tmp.path, host: "0.0.0.0", port: 0 })).toThrow(UsageError)
-    expect(() => start({ store: reader, home: tmp.path, host: "0.0.0.0", port: 0 })).toThrow(
+    expect(() => start({ ledger: reader, home: tmp.path, host: "0.0.0.0", port: 0 })).toThrow(UsageError)
+    expect(() => start({ ledger: reader, home: tmp.path, host: "0.0.0.0", port: 0 })).toThrow(
       "refusing to serve on 0.0.0.0 without a token",
     )
     expect(["127.0.0.1", "127.1.2.3", "localhost", "::1"].map(isLoopback)).toEqual([true, true, true, true])
@@ -440,7 +449,7 @@ describe("the token", () => {
       false,
       false,
     ])
-    const served = start({ store: reader, home: tmp.path, host: "127.0.0.1", port: 0 })
+    const served = start({ ledger: reader, home: tmp.path, host: "127.0.0.1", port: 0 })
     expect(served.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
     served.stop()
   })
@@ -464,9 +473,13 @@ describe("the page", () => {
   })
 
   test("text from the data is escaped: a run name or an output cannot inject markup", async () => {
-    const evil = writer.createRun('<img src=x onerror="alert(1)">', JOB, "fp", "spool run", [
-      { path: "/in.jsonl", format: "jsonl" },
-    ]).run
+    const { run: evil } = await writer.runs.create({
+      name: '<img src=x onerror="alert(1)">',
+      job: JOB,
+      fingerprint: "fp",
+      resume: "spool run",
+      inputs: [{ path: "/in.jsonl", format: "jsonl" }],
+    })
     const html = await (await app().request(`/?run=${evil.id}`)).text()
     expect(html).not.toContain("<img src=x")
     expect(html).toContain("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;")
@@ -523,8 +536,8 @@ describe("the events stream", () => {
       ["k4", "output"],
     ])
     // another process finishes the two pending items, one of them failing
-    const claimed = writer.step(runId, "w2", [], 2, 60_000)
-    writer.step(
+    const claimed = await writer.claims.step(runId, "w2", [], 2, 60_000)
+    await writer.claims.step(
       runId,
       "w2",
       [
@@ -562,9 +575,9 @@ describe("the events stream", () => {
       return seen
     })()
     for (let i = 0; i < 40; i++) {
-      writer.ingest(
+      await writer.ingest.add(
         runId,
-        writer.inputs(runId)[0]!,
+        (await writer.runs.inputs(runId))[0]!,
         { rows: [{ key: `n${i}`, line: 100 + i, data: {} }], problems: [], checkpoint: { offset: 100 + i } },
         false,
       )

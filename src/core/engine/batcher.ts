@@ -28,7 +28,8 @@ import { Waker } from "./wake.ts"
 import * as retry from "./retry.ts"
 import * as schemas from "../job/schema.ts"
 import * as template from "../job/template.ts"
-import { Store, type Batch, type LineOutcome, type Packable, type Run } from "../ledger/sqlite/store.ts"
+import type { Ledger } from "../ledger/ledger.ts"
+import type { Batch, LineOutcome, Packable, Run } from "../ledger/types.ts"
 import { Runner, type Ending } from "./runner.ts"
 import { dead } from "./owner.ts"
 import { Budget, batchRoom, reached, type Cap } from "./budget.ts"
@@ -45,7 +46,7 @@ import type {
 } from "../../plugins/api/define.ts"
 
 export interface BatcherOptions {
-  store: Store
+  ledger: Ledger
   run: Run
   job: Job
   client: ProviderClient & { batch: BatchClient }
@@ -84,6 +85,13 @@ function crashPoint(at: string): void {
 /** The directory of a run's batch files. */
 export function artifactsDir(home: string, run: Pick<Run, "name">): string {
   return join(home, "artifacts", run.name)
+}
+
+/** The exact bytes of an item's earlier request line, from its batch's request file. */
+function requestOf(file: string, offset: number, bytes: number): Promise<string> {
+  return Bun.file(file)
+    .slice(offset, offset + bytes)
+    .text()
 }
 
 function randomTag(): string {
@@ -164,8 +172,8 @@ function unreadable(item: number, text: string | undefined, why: string): LineOu
 
 export class Batcher {
   readonly progress: BatchProgress = { completed: 0, failed: 0 }
-  /** Called after lines are committed. */
-  onCommit: ((progress: BatchProgress) => void) | undefined
+  /** Called after lines are committed; awaited before the batcher goes on. */
+  onCommit: ((progress: BatchProgress) => void | Promise<void>) | undefined
   /** Set when a provider error paused the run (bad key, no quota). */
   pausedBy: ProviderError | undefined
   /** Set when the spend cap stopped new batches. */
@@ -177,7 +185,8 @@ export class Batcher {
   private readonly dir: string
   private readonly calls = new AbortController()
   private stopping = false
-  private readonly waker = new Waker()
+  /** Sticky: an ingester's poke that comes while the loop awaits the ledger is not slept through. */
+  private readonly waker = new Waker(true)
   /** Intents this process committed and has not yet tried to create: nothing can exist at the provider for them. */
   private readonly fresh = new Set<number>()
   /** Per batch: the provider status last seen, and how many looks in a row found it unchanged. */
@@ -197,6 +206,8 @@ export class Batcher {
   private readonly badDownloads = new Map<number, number>()
   /** Batches left alone after `download_tries` bad downloads, with why: their items stay submitted. */
   private readonly held = new Map<number, string>()
+  /** A lease renewal that failed (the store, the disk): the loop stops with it at its next turn. */
+  private renewal: unknown
 
   constructor(options: BatcherOptions) {
     this.o = options
@@ -228,36 +239,44 @@ export class Batcher {
   }
 
   async loop(): Promise<Ending | "cancelled"> {
-    const { store, run, owner } = this.o
-    while (!store.leaseBatches(run.id, owner, LEASE_MS, dead)) {
+    const { ledger, run, owner } = this.o
+    while (!(await ledger.batches.lease(run.id, owner, LEASE_MS, dead))) {
       if (this.stopping) return "interrupted"
       log.info("another process drives this run's batches; waiting for it", { run: run.name })
       await this.waker.sleep(2000)
     }
     mkdirSync(this.dir, { recursive: true, mode: 0o700 })
     this.sweep()
-    const renew = setInterval(() => store.leaseBatches(run.id, owner, LEASE_MS, dead), LEASE_MS / 4)
+    const renew = setInterval(() => {
+      ledger.batches.lease(run.id, owner, LEASE_MS, dead).catch((err: unknown) => {
+        this.renewal ??= err
+        this.waker.notify()
+      })
+    }, LEASE_MS / 4)
     try {
       for (;;) {
-        const state = store.run(run.id)?.state
+        if (this.renewal !== undefined) throw this.renewal
+        const state = (await ledger.runs.get(run.id))?.state
         if (state === "cancelling") return await this.cancel()
         if (state === "cancelled") return "cancelled"
         const paused = state === "paused"
         // the batches at the provider move on while the next one is packed and sent: its work and ours overlap
-        // (advance() takes its list of batches before its first await, so the two never touch the same batch)
+        // (advance() asks the ledger for its list of batches before pack() can commit one, so the two never touch
+        // the same batch)
         const [moved, packed] = await Promise.all([this.advance(), paused ? false : this.pack()])
         if (this.stopping) return "interrupted"
         if (this.pausedBy) return "paused"
-        if (this.capped && store.liveBatches(run.id).length === 0 && this.affordable() <= 0) return "paused"
+        if (this.capped && (await ledger.batches.live(run.id)).length === 0 && (await this.affordable()) <= 0)
+          return "paused"
         if (!paused && (await this.tail())) continue
         if (this.tailCapped) return "paused"
-        if (this.finished()) return "done"
-        if (this.onlyHeld()) return this.holdUp()
-        if (!moved && !packed) await this.waker.sleep(this.untilDue())
+        if (await this.finished()) return "done"
+        if (await this.onlyHeld()) return this.holdUp()
+        if (!moved && !packed) await this.waker.sleep(await this.untilDue())
       }
     } finally {
       clearInterval(renew)
-      store.releaseBatches(run.id, owner)
+      await ledger.batches.release(run.id, owner)
     }
   }
 
@@ -267,19 +286,19 @@ export class Batcher {
       rmSync(join(this.dir, name), { force: true })
   }
 
-  private finished(): boolean {
-    const { store, run } = this.o
-    if (store.liveBatches(run.id).length > 0) return false
-    if (store.run(run.id)?.ingested === 0) return false
-    return !store.hasOpen(run.id)
+  private async finished(): Promise<boolean> {
+    const { ledger, run } = this.o
+    if ((await ledger.batches.live(run.id)).length > 0) return false
+    if ((await ledger.runs.get(run.id))?.ingested === 0) return false
+    return !(await ledger.reads.hasOpen(run.id))
   }
 
   /** Nothing is left to do but batches whose downloads would not verify. */
-  private onlyHeld(): boolean {
-    const { store, run } = this.o
-    if (this.held.size === 0 || store.run(run.id)?.ingested === 0) return false
-    if (store.liveBatches(run.id).some((b) => !this.held.has(b.id))) return false
-    const c = store.counts(run.id)
+  private async onlyHeld(): Promise<boolean> {
+    const { ledger, run } = this.o
+    if (this.held.size === 0 || (await ledger.runs.get(run.id))?.ingested === 0) return false
+    if ((await ledger.batches.live(run.id)).some((b) => !this.held.has(b.id))) return false
+    const c = await ledger.reads.counts(run.id)
     return c.pending + c.running + c.retry_wait + c.queued === 0
   }
 
@@ -296,11 +315,11 @@ export class Batcher {
   }
 
   /** Milliseconds until a batch is due a look, a retry falls due, or the flush timer runs out; at most TICK_MS. */
-  private untilDue(): number {
+  private async untilDue(): Promise<number> {
     const now = Date.now()
     let next = now + TICK_MS
-    for (const b of this.o.store.liveBatches(this.o.run.id)) next = Math.min(next, b.next_at ?? now)
-    const retryAt = this.o.store.nextRetryAt(this.o.run.id)
+    for (const b of await this.o.ledger.batches.live(this.o.run.id)) next = Math.min(next, b.next_at ?? now)
+    const retryAt = await this.o.ledger.claims.nextRetryAt(this.o.run.id)
     if (retryAt !== null) next = Math.min(next, retryAt)
     if (this.waitingSince !== undefined)
       next = Math.min(next, this.waitingSince + this.o.job.batch.flush_s * 1000)
@@ -312,9 +331,9 @@ export class Batcher {
 
   /** Moves every live batch that is due one step on: create, look up, poll, download, apply. */
   private async advance(): Promise<boolean> {
-    const { store, run } = this.o
+    const { ledger, run } = this.o
     let moved = false
-    for (const b of store.liveBatches(run.id)) {
+    for (const b of await ledger.batches.live(run.id)) {
       if (this.stopping || this.pausedBy) return moved
       if (this.held.has(b.id)) continue
       if (b.next_at !== null && b.next_at > Date.now()) continue
@@ -323,7 +342,7 @@ export class Batcher {
         await this.step(b)
       } catch (err) {
         if (this.signal.aborted) return moved
-        this.failedStep(b, err)
+        await this.failedStep(b, err)
       }
     }
     return moved
@@ -336,7 +355,7 @@ export class Batcher {
       case "submitted":
         return this.poll(b)
       case "downloading":
-        if (await this.download(b)) await this.apply(this.o.store.batch(b.id)!)
+        if (await this.download(b)) await this.apply((await this.o.ledger.batches.get(b.id))!)
         return
       case "applying":
         return this.apply(b)
@@ -351,7 +370,7 @@ export class Batcher {
 
   /** An intent: create its batch, unless it may exist already; then look it up and adopt it instead. */
   private async resolve(b: Batch): Promise<void> {
-    const { store, run } = this.o
+    const { ledger, run } = this.o
     if (!this.fresh.has(b.id)) {
       const found = await this.api.find(this.tagOf(b), this.signal)
       if ("found" in found) {
@@ -360,19 +379,22 @@ export class Batcher {
           batch: b.id,
           provider_id: found.found.id,
         })
-        store.submitted(b.id, found.found)
+        await ledger.batches.submitted(b.id, found.found)
         this.seen.delete(b.id)
         return
       }
       if ("wait" in found) {
-        store.later(b.id, Date.now() + this.pollMs(), found.wait)
+        await ledger.batches.later(b.id, Date.now() + this.pollMs(), found.wait)
         return
       }
     }
     this.fresh.delete(b.id)
     if (!existsSync(b.requests)) {
       // the request file is gone (pruned by hand): these items were never sent; pack them again
-      store.abandon(b.id, { errorClass: "bad_request", error: `the request file ${b.requests} is missing` })
+      await ledger.batches.abandon(b.id, {
+        errorClass: "bad_request",
+        error: `the request file ${b.requests} is missing`,
+      })
       return
     }
     crashPoint("intent")
@@ -384,25 +406,26 @@ export class Batcher {
       throw err
     }
     crashPoint("created")
-    store.submitted(b.id, remote)
-    store.later(b.id, Date.now() + this.pollMs())
+    await ledger.batches.submitted(b.id, remote)
+    await ledger.batches.later(b.id, Date.now() + this.pollMs())
     log.info("batch created", { run: run.name, batch: b.id, provider_id: remote.id, items: b.count })
   }
 
   /** The provider's queue is full: the batch goes back (its items unsent), and the limit is remembered. */
-  private queueLimited(b: Batch, err: ProviderError): void {
-    const { store, run } = this.o
+  private async queueLimited(b: Batch, err: ProviderError): Promise<void> {
+    const { ledger, run } = this.o
     // ours still in the provider's queue: created, not yet ended
-    const live = store
-      .liveBatches(run.id)
-      .filter((x) => x.id !== b.id && x.state === "submitted" && x.phase !== "ended")
+    const live = (await ledger.batches.live(run.id)).filter(
+      (x) => x.id !== b.id && x.state === "submitted" && x.phase !== "ended",
+    )
     // with no number in the message, the limit is at most what is enqueued now
     const limit = err.queueLimit ?? {
       tokens: live.reduce((a, x) => a + x.tokens, 0) || undefined,
       requests: live.reduce((a, x) => a + x.count, 0) || undefined,
     }
-    if (limit.tokens !== undefined || limit.requests !== undefined) store.learnQueue(run.id, limit)
-    const back = store.abandon(b.id, { errorClass: "queue_limit", error: err.message })
+    if (limit.tokens !== undefined || limit.requests !== undefined)
+      await ledger.batches.learnQueue(run.id, limit)
+    const back = await ledger.batches.abandon(b.id, { errorClass: "queue_limit", error: err.message })
     // with batches of ours in the queue, the next pack waits for one to end; with none (other work fills the
     // queue), it waits a while before it asks again
     this.queueFull = live.length > 0
@@ -417,18 +440,22 @@ export class Batcher {
   }
 
   private async poll(b: Batch): Promise<void> {
-    const { store } = this.o
+    const { ledger } = this.o
     const remote = await this.api.retrieve(b.provider_id!, this.signal)
     crashPoint("poll")
     if (remote.phase === "ended" && remote.error?.errorClass === "queue_limit") {
-      store.observe(b.id, remote, null)
-      return this.queueLimited(store.batch(b.id)!, remote.error)
+      await ledger.batches.observe(b.id, remote, null)
+      return this.queueLimited((await ledger.batches.get(b.id))!, remote.error)
     }
     const key = `${remote.status}|${remote.counts?.done ?? ""}`
     const seen = this.seen.get(b.id)
     const same = seen && seen.key === key ? seen.same + 1 : 0
     this.seen.set(b.id, { key, same, errors: 0 })
-    store.observe(b.id, remote, remote.phase === "ended" ? null : Date.now() + this.pollMs(same))
+    await ledger.batches.observe(
+      b.id,
+      remote,
+      remote.phase === "ended" ? null : Date.now() + this.pollMs(same),
+    )
     if (remote.phase === "ended") {
       log.info("batch ended", {
         run: this.o.run.name,
@@ -438,7 +465,8 @@ export class Batcher {
         total: remote.counts?.total,
       })
       this.queueFull = false
-      if (await this.download(store.batch(b.id)!, remote)) await this.apply(store.batch(b.id)!)
+      if (await this.download((await ledger.batches.get(b.id))!, remote))
+        await this.apply((await ledger.batches.get(b.id))!)
     }
   }
 
@@ -456,7 +484,7 @@ export class Batcher {
    * `seen` is the batch as the poll that saw it end found it; otherwise it is looked up for its counts.
    */
   private async download(b: Batch, seen?: RemoteBatch): Promise<boolean> {
-    const { store, run, job } = this.o
+    const { ledger, run, job } = this.o
     const remote = seen ?? (await this.api.retrieve(b.provider_id!, this.signal))
     const to = {
       output: join(this.dir, `${b.tag}.output.jsonl`),
@@ -464,7 +492,7 @@ export class Batcher {
     }
     const written = await this.api.download(remote, to, this.signal)
     crashPoint("download")
-    const reader = this.reader(b)
+    const reader = await this.reader(b)
     const checked = await results.check(written, remote.expect, reader)
     if (checked.problems.length === 0 && (await this.sameBroken(b, checked.broken, reader))) {
       if (checked.broken.length > 0)
@@ -476,7 +504,7 @@ export class Batcher {
             lines: checked.broken.map((x) => `${x.file}:${x.line}`),
           },
         )
-      store.downloaded(b.id, written)
+      await ledger.batches.downloaded(b.id, written)
       this.badDownloads.delete(b.id)
       return true
     }
@@ -499,18 +527,18 @@ export class Batcher {
     if (tries >= job.batch.download_tries) {
       const held = `${why}; ${tries} downloads failed the check, nothing was applied`
       this.held.set(b.id, held)
-      store.later(b.id, Date.now(), held)
+      await ledger.batches.later(b.id, Date.now(), held)
       log.error("batch held: its result files would not verify", { run: run.name, batch: b.id, error: held })
       return false
     }
     throw new ProviderError("bad_response", `${why}; downloading them again`, { retryable: true })
   }
 
-  private reader(b: Batch): results.Reader {
+  private async reader(b: Batch): Promise<results.Reader> {
     return {
       parse: (text) => this.api.parse(text),
       prefix: `${b.tag}_`,
-      items: new Set(this.o.store.batchItems(b.id).map((r) => r.id)),
+      items: new Set((await this.o.ledger.batches.items(b.id)).map((r) => r.id)),
     }
   }
 
@@ -565,15 +593,15 @@ export class Batcher {
    * settled (applied before a crash) changes nothing. Lines that are not this batch's are ignored.
    */
   private async apply(b: Batch): Promise<void> {
-    const { store, run, job } = this.o
+    const { ledger, run, job } = this.o
     const prefix = `${b.tag}_`
     let chunk: LineOutcome[] = []
     let lines = 0
     let first = true
-    const commit = () => {
+    const commit = async () => {
       // in ledger order: results come in any order, and item pages touched in order stay in the cache
       chunk.sort((x, y) => x.item - y.item)
-      store.apply(b.id, chunk, this.o.owner)
+      await ledger.batches.apply(b.id, chunk, this.o.owner)
       for (const o of chunk) {
         if (o.to === "completed") this.progress.completed++
         else if (o.to === "failed" || o.to === "needs_review") this.progress.failed++
@@ -581,12 +609,12 @@ export class Batcher {
       chunk = []
       // the lines just applied are garbage now: a hint to collect keeps the peak flat over a 1M-item run
       Bun.gc(false)
-      this.onCommit?.(this.progress)
+      await this.onCommit?.(this.progress)
       if (first) crashPoint("apply")
       first = false
     }
     const attempts = new Map<number, number>()
-    for (const row of store.batchItems(b.id)) attempts.set(row.id, row.attempts)
+    for (const row of await ledger.batches.items(b.id)) attempts.set(row.id, row.attempts)
     const reader = { prefix, items: new Set(attempts.keys()) }
     // lines that cannot be read got here only by coming back the same in two downloads (download()): the provider
     // charged for them, so their items go to review with the raw line, never back to be paid for again
@@ -612,17 +640,17 @@ export class Batcher {
         if (!outcome) continue
         lines++
         chunk.push(outcome)
-        if (chunk.length >= APPLY_CHUNK) commit()
+        if (chunk.length >= APPLY_CHUNK) await commit()
       }
     }
-    if (chunk.length > 0) commit()
+    if (chunk.length > 0) await commit()
     if (unplaced > 0) {
       // which items those lines were cannot be told: every item left without a line is one of them, perhaps
       const why = `one of ${unplaced} result line(s) with no readable custom_id`
-      chunk = store.batchItems(b.id).map((row) => unreadable(row.id, undefined, why))
-      if (chunk.length > 0) commit()
+      chunk = (await ledger.batches.items(b.id)).map((row) => unreadable(row.id, undefined, why))
+      if (chunk.length > 0) await commit()
     }
-    const back = store.finishBatch(b.id, lines)
+    const back = await ledger.batches.finish(b.id, lines)
     if (!job.batch.keep_raw) {
       for (const file of [b.output, b.errors]) if (file) rmSync(file, { force: true })
     }
@@ -655,8 +683,8 @@ export class Batcher {
   }
 
   /** A step failed: wait and try again (transient), pause the run (auth, quota), or give the batch up (refused). */
-  private failedStep(b: Batch, err: unknown): void {
-    const { store, run } = this.o
+  private async failedStep(b: Batch, err: unknown): Promise<void> {
+    const { ledger, run } = this.o
     // the store or the disk failing is ours, not the provider's: waiting would not mend it, so the run stops
     if (err instanceof StoreError || err instanceof StoreCorruptError) throw err
     const e =
@@ -668,7 +696,7 @@ export class Batcher {
           })
     if (e.pause) {
       this.pausedBy = e
-      store.later(b.id, Date.now(), e.message)
+      await ledger.batches.later(b.id, Date.now(), e.message)
       return
     }
     const seen = this.seen.get(b.id) ?? { key: "", same: 0, errors: 0 }
@@ -676,12 +704,12 @@ export class Batcher {
     this.seen.set(b.id, seen)
     const young = b.submitted_at !== null && Date.now() - b.submitted_at < YOUNG_MS
     if (e.errorClass === "not_found" && b.state === "submitted" && young) {
-      store.later(b.id, Date.now() + this.pollMs(), null)
+      await ledger.batches.later(b.id, Date.now() + this.pollMs(), null)
       return
     }
     if (!e.retryable && b.state === "intent") {
       // the provider refused to create it (a bad request): going on would refuse every batch the same way
-      store.abandon(b.id, { errorClass: e.errorClass, error: e.message })
+      await ledger.batches.abandon(b.id, { errorClass: e.errorClass, error: e.message })
       this.pausedBy = e
       return
     }
@@ -689,7 +717,7 @@ export class Batcher {
       baseMs: this.o.job.batch.poll_s * 1000,
       capMs: this.o.job.batch.poll_max_s * 1000,
     })
-    store.later(b.id, Date.now() + wait, e.message)
+    await ledger.batches.later(b.id, Date.now() + wait, e.message)
     log.warn("batch step failed; trying again", {
       run: run.name,
       batch: b.id,
@@ -703,19 +731,21 @@ export class Batcher {
 
   /** Packs and creates one batch, when there are items, room in the provider's queue, and no reason to wait. */
   private async pack(): Promise<boolean> {
-    const { store, run, job } = this.o
+    const { ledger, run, job } = this.o
     const cap = Math.min(job.batch.batch_size ?? this.api.limits.maxRequests, this.api.limits.maxRequests)
     if (this.stopping || this.pausedBy || this.queueFull || Date.now() < this.packAfter) return false
-    const room = this.queueRoom()
+    const room = await this.queueRoom()
     if (room.tokens <= 0 || room.requests <= 0 || room.batches <= 0) return false
-    const affordable = this.affordable()
+    const affordable = await this.affordable()
     if (affordable <= 0) return false
-    const candidates = store.packable(run.id, Math.min(cap, room.requests, affordable))
+    // the last items are the realtime tail's: no batch is packed for them, whichever of the two looks first
+    if ((await this.tailItems()) > 0) return false
+    const candidates = await ledger.batches.packable(run.id, Math.min(cap, room.requests, affordable))
     if (candidates.length === 0) {
       this.waitingSince = undefined
       return false
     }
-    const ingesting = store.run(run.id)?.ingested === 0
+    const ingesting = (await ledger.runs.get(run.id))?.ingested === 0
     if (ingesting && candidates.length < cap) {
       this.waitingSince ??= Date.now()
       if (Date.now() - this.waitingSince < job.batch.flush_s * 1000) return false
@@ -727,21 +757,21 @@ export class Batcher {
       await this.resolve(b)
     } catch (err) {
       if (this.signal.aborted) return false
-      this.failedStep(b, err)
+      await this.failedStep(b, err)
     }
     return true
   }
 
   /** How many more items the spend cap allows in new batches (budget.ts), at the batch price. */
-  private affordable(): number {
+  private async affordable(): Promise<number> {
     const cap = this.o.cap
     if (!cap) return Number.POSITIVE_INFINITY
-    const { store, run, job } = this.o
+    const { ledger, run, job } = this.o
     const { room, spentUsd } = batchRoom(
       cap,
       job.request,
-      store.summary(run.id),
-      store.largestAttempt(run.id),
+      await ledger.reads.summary(run.id),
+      await ledger.reads.largestAttempt(run.id),
     )
     if (room <= 0) {
       if (!this.capped)
@@ -754,10 +784,10 @@ export class Batcher {
   }
 
   /** What the learned queue limits leave for a new batch (Infinity when none is known). */
-  private queueRoom(): { tokens: number; requests: number; batches: number } {
-    const { store, run } = this.o
-    const r = store.run(run.id)
-    const live = store.liveBatches(run.id).filter((b) => b.phase !== "ended")
+  private async queueRoom(): Promise<{ tokens: number; requests: number; batches: number }> {
+    const { ledger, run } = this.o
+    const r = await ledger.runs.get(run.id)
+    const live = (await ledger.batches.live(run.id)).filter((b) => b.phase !== "ended")
     const tokens = r?.queue_tokens ? r.queue_tokens - live.reduce((a, b) => a + b.tokens, 0) : Infinity
     const requests = r?.queue_requests ? r.queue_requests - live.reduce((a, b) => a + b.count, 0) : Infinity
     const max = this.o.job.batch.max_live
@@ -769,7 +799,7 @@ export class Batcher {
    * request, read back from the batch file it was sent in, under its new custom_id.
    */
   private async packOne(candidates: Packable[], tokenRoom: number): Promise<Batch | null> {
-    const { store, run, owner } = this.o
+    const { ledger, run, owner } = this.o
     const { maxBytes } = this.api.limits
     const tag = randomTag()
     const path = join(this.dir, `${tag}.requests.jsonl`)
@@ -798,7 +828,7 @@ export class Batcher {
         const estimate = Math.ceil(size / 4)
         if (out.bytes + size > maxBytes || (lines.length > 0 && tokens + estimate > tokenRoom)) break
         if (lines.length === 0 && estimate > tokenRoom && tokenRoom !== Infinity) {
-          if (this.queueRoomEmptyOfOthers()) {
+          if (await this.queueRoomEmptyOfOthers()) {
             failed.push({
               id: item.id,
               errorClass: "queue_limit",
@@ -819,7 +849,7 @@ export class Batcher {
       out.discard()
       throw err
     }
-    const batch = store.intend(
+    const batch = await ledger.batches.intend(
       run.id,
       { tag, requests: path, bytes: out.bytes, tokens },
       lines,
@@ -828,7 +858,7 @@ export class Batcher {
     )
     if (failed.length > 0) {
       this.progress.failed += failed.length
-      this.onCommit?.(this.progress)
+      await this.onCommit?.(this.progress)
     }
     if (!batch) return null
     this.fresh.add(batch.id)
@@ -838,8 +868,8 @@ export class Batcher {
   }
 
   /** With no batch of ours in the provider's queue, a request larger than the queue can never be sent. */
-  private queueRoomEmptyOfOthers(): boolean {
-    return this.o.store.liveBatches(this.o.run.id).every((b) => b.phase === "ended")
+  private async queueRoomEmptyOfOthers(): Promise<boolean> {
+    return (await this.o.ledger.batches.live(this.o.run.id)).every((b) => b.phase === "ended")
   }
 
   /** The item's request line: its earlier exact bytes when it has been in a batch whose file is kept, else rendered. */
@@ -851,12 +881,12 @@ export class Batcher {
     if (item.batch_id !== null && item.batch_offset !== null && item.batch_bytes !== null) {
       let file = files.get(item.batch_id)
       if (file === undefined) {
-        file = this.o.store.batch(item.batch_id)?.requests ?? null
+        file = (await this.o.ledger.batches.get(item.batch_id))?.requests ?? null
         if (file && !existsSync(file)) file = null
         files.set(item.batch_id, file)
       }
       if (file) {
-        const before = JSON.parse(await Store.requestOf(file, item.batch_offset, item.batch_bytes)) as {
+        const before = JSON.parse(await requestOf(file, item.batch_offset, item.batch_bytes)) as {
           custom_id?: unknown
         }
         if (typeof before.custom_id === "string") return JSON.stringify({ ...before, custom_id: customId })
@@ -874,31 +904,27 @@ export class Batcher {
    * finished with direct calls on the same ledger (the realtime runner), rather than waiting for another batch.
    */
   private async tail(): Promise<boolean> {
-    const { store, run, job } = this.o
-    const n = job.limits.tail_realtime
-    if (n <= 0 || store.liveBatches(run.id).length > 0 || store.run(run.id)?.ingested === 0) return false
-    const c = store.counts(run.id)
-    const left = c.pending + c.retry_wait
-    if (left === 0 || left > n) return false
+    const { ledger, run, job } = this.o
+    const left = await this.tailItems()
+    if (left === 0) return false
     log.info("finishing the last items with direct calls", { run: run.name, items: left })
     // the spend cap holds for direct calls too: they start from what the run has spent, batches included
     const cap = this.o.cap
     const runner = new Runner({
-      store,
+      ledger,
       run,
       job,
       client: this.o.client,
       owner: this.o.owner,
       ...(this.o.policy ? { policy: this.o.policy } : {}),
-      budget: cap && new Budget(cap, job.request, store.summary(run.id)),
+      budget: cap && new Budget(cap, job.request, await ledger.reads.summary(run.id)),
     })
     this.tailRunner = runner
-    runner.onCommit = (p) => {
+    runner.onCommit = (p) =>
       this.onCommit?.({
         completed: this.progress.completed + p.completed,
         failed: this.progress.failed + p.failed,
       })
-    }
     const ending = await runner.loop()
     this.tailRunner = undefined
     this.progress.completed += runner.progress.completed
@@ -909,6 +935,21 @@ export class Batcher {
     return ending === "done"
   }
 
+  /** How many items the realtime tail takes now: those left, when it is at most N of them, the inputs are read and no batch is live; else 0. */
+  private async tailItems(): Promise<number> {
+    const { ledger, run, job } = this.o
+    const n = job.limits.tail_realtime
+    if (
+      n <= 0 ||
+      (await ledger.batches.live(run.id)).length > 0 ||
+      (await ledger.runs.get(run.id))?.ingested === 0
+    )
+      return 0
+    const c = await ledger.reads.counts(run.id)
+    const left = c.pending + c.retry_wait
+    return left > n ? 0 : left
+  }
+
   // ---- cancel
 
   /**
@@ -916,10 +957,10 @@ export class Batcher {
    * first (a batch created just before a crash is cancelled too). Items never sent stay pending.
    */
   private async cancel(): Promise<"cancelled" | "interrupted" | "paused"> {
-    const { store, run } = this.o
+    const { ledger, run } = this.o
     const asked = new Set<number>()
     for (;;) {
-      const live = store.liveBatches(run.id).filter((b) => !this.held.has(b.id))
+      const live = (await ledger.batches.live(run.id)).filter((b) => !this.held.has(b.id))
       if (live.length === 0 && this.held.size > 0) return this.holdUp()
       if (live.length === 0) break
       for (const b of live) {
@@ -930,14 +971,17 @@ export class Batcher {
           if (b.state === "intent") {
             this.fresh.delete(b.id)
             const found = await this.api.find(this.tagOf(b), this.signal)
-            if ("found" in found) store.submitted(b.id, found.found)
+            if ("found" in found) await ledger.batches.submitted(b.id, found.found)
             else if ("none" in found)
-              store.abandon(b.id, { errorClass: "cancelled", error: "cancelled before it was created" })
-            else store.later(b.id, Date.now() + this.pollMs(), found.wait)
+              await ledger.batches.abandon(b.id, {
+                errorClass: "cancelled",
+                error: "cancelled before it was created",
+              })
+            else await ledger.batches.later(b.id, Date.now() + this.pollMs(), found.wait)
           } else if (b.state === "submitted" && !asked.has(b.id)) {
             const remote = await this.api.cancel(b.provider_id!, this.signal)
             asked.add(b.id)
-            store.observe(b.id, remote, Date.now() + this.pollMs())
+            await ledger.batches.observe(b.id, remote, Date.now() + this.pollMs())
             log.info("batch cancel asked", { run: run.name, batch: b.id, status: remote.status })
           } else {
             await this.step(b)
@@ -946,12 +990,12 @@ export class Batcher {
           if (this.signal.aborted) return "interrupted"
           // a batch that ended meanwhile cannot be cancelled: it is polled, downloaded and applied as usual
           if (err instanceof ProviderError && !err.retryable && b.state === "submitted") asked.add(b.id)
-          this.failedStep(b, err)
+          await this.failedStep(b, err)
         }
       }
-      await this.waker.sleep(this.untilDue())
+      await this.waker.sleep(await this.untilDue())
     }
-    store.setRunState(run.id, "cancelled", "cancelled by `spool cancel`")
+    await ledger.runs.setState(run.id, "cancelled", "cancelled by `spool cancel`")
     return "cancelled"
   }
 }

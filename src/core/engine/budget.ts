@@ -18,7 +18,7 @@ import { JobError } from "../base/errors.ts"
 import { firstCall } from "../job/estimate.ts"
 import type { Job } from "../job/job.ts"
 import { cost, priceOf, spentOf, type Price } from "../job/pricing.ts"
-import type { Summary } from "../ledger/sqlite/store.ts"
+import type { Summary } from "../ledger/types.ts"
 
 /** A run's cap, and the model's price it is counted at. */
 export interface Cap {
@@ -26,7 +26,7 @@ export interface Cap {
   price: Price
 }
 
-/** What the spend is read from: the ledger's totals (`Store.summary`). */
+/** What the spend is read from: the ledger's totals (`reads.summary`). */
 export type Spent = Pick<Summary, "attempts" | "inputTokens" | "outputTokens" | "cachedTokens" | "batch"> & {
   counts: Pick<Summary["counts"], "queued" | "submitted">
 }

@@ -14,11 +14,11 @@ import {
 } from "node:fs"
 import { basename, join } from "node:path"
 import { UsageError, type ExitCode } from "../base/errors.ts"
-import type { Job } from "../job/job.ts"
 import * as log from "../base/log.ts"
 import * as registry from "../../plugins/registry.ts"
 import * as report from "../report/report.ts"
-import { mustFindRun, type Run, type Store } from "../ledger/sqlite/store.ts"
+import { mustFind, type Ledger } from "../ledger/ledger.ts"
+import type { Run } from "../ledger/types.ts"
 import { Batcher } from "./batcher.ts"
 import { sleep } from "./follow.ts"
 import { client } from "./run.ts"
@@ -28,26 +28,26 @@ import type { BatchClient, ProviderClient } from "../../plugins/api/define.ts"
 const FINISHED = new Set(["completed", "completed_with_failures", "cancelled"])
 
 /** The run `ref` names, refused (UsageError) when it has finished: there is nothing left to `verb`. */
-export function live(db: Store, ref: string | undefined, verb: string): Run {
-  const run = mustFindRun(db, ref)
+export async function live(db: Ledger, ref: string | undefined, verb: string): Promise<Run> {
+  const run = await mustFind(db, ref)
   if (FINISHED.has(run.state))
     throw new UsageError(`run "${run.name}" is ${run.state}: there is nothing to ${verb}`)
   return run
 }
 
 /** Stops new work: no new batch is submitted and no new call made; live batches are still polled and applied. */
-export function pause(db: Store, ref: string | undefined): string {
-  const run = live(db, ref, "pause")
+export async function pause(db: Ledger, ref: string | undefined): Promise<string> {
+  const run = await live(db, ref, "pause")
   if (run.state === "paused") return `run "${run.name}" is already paused\n`
   if (run.state === "cancelling") throw new UsageError(`run "${run.name}" is being cancelled`)
-  db.setRunState(run.id, "paused", "paused by `spool pause`")
+  await db.runs.setState(run.id, "paused", "paused by `spool pause`")
   return `run "${run.name}" paused: nothing new is sent; batches at the provider are still followed. \`spool resume ${run.name}\` goes on.\n`
 }
 
-export function resume(db: Store, ref: string | undefined): string {
-  const run = live(db, ref, "resume")
+export async function resume(db: Ledger, ref: string | undefined): Promise<string> {
+  const run = await live(db, ref, "resume")
   if (run.state !== "paused") return `run "${run.name}" is ${run.state}, not paused\n`
-  db.setRunState(run.id, "running")
+  await db.runs.setState(run.id, "running")
   return `run "${run.name}" resumed: a process running it goes on now; if none is, start one with:\n  ${run.resume}\n`
 }
 
@@ -61,26 +61,42 @@ const NEVER = new AbortController().signal
  * the run stays cancelling for the next `spool cancel` or `spool run`. Signals are the caller's to listen to.
  */
 export async function cancel(
-  db: Store,
+  db: Ledger,
   ref: string | undefined,
   home: string,
   say: (line: string) => void,
   signal: AbortSignal = NEVER,
 ): Promise<ExitCode> {
-  const run = live(db, ref, "cancel")
-  db.setRunState(run.id, "cancelling", "cancelling (`spool cancel`)")
-  const job = JSON.parse(run.job) as Job
-  const holder = db.batchHolder(run.id)
+  return carryOut(db, await mark(db, ref), home, say, signal)
+}
+
+/** The first half of `cancel`: the run marked cancelling (refused when it has finished). */
+export async function mark(db: Ledger, ref: string | undefined): Promise<Run> {
+  const run = await live(db, ref, "cancel")
+  await db.runs.setState(run.id, "cancelling", "cancelling (`spool cancel`)")
+  return run
+}
+
+/** The second half of `cancel`, for a run `mark` gave: the work, or the wait for the process that does it. */
+export async function carryOut(
+  db: Ledger,
+  run: Run,
+  home: string,
+  say: (line: string) => void,
+  signal: AbortSignal = NEVER,
+): Promise<ExitCode> {
+  const { job } = run
+  const holder = await db.batches.holder(run.id)
   const driven = holder !== null && !dead(holder)
   if (job.provider.mode !== "batch" || driven) {
-    if (job.provider.mode !== "batch" && !runningElsewhere(db, run)) {
-      db.setRunState(run.id, "cancelled", "cancelled by `spool cancel`")
+    if (job.provider.mode !== "batch" && !(await runningElsewhere(db, run))) {
+      await db.runs.setState(run.id, "cancelled", "cancelled by `spool cancel`")
       say(`run "${run.name}" cancelled\n`)
       return 0
     }
     say(`run "${run.name}": the process running it is stopping its work…\n`)
     let last = Date.now()
-    while (db.run(run.id)?.state === "cancelling") {
+    while ((await db.runs.get(run.id))?.state === "cancelling") {
       await sleep(250, signal)
       if (signal.aborted) {
         say(`stopped waiting: run "${run.name}" is still being cancelled by the process running it\n`)
@@ -91,18 +107,18 @@ export async function cancel(
         say(`  still waiting for live batches to end at the provider…\n`)
       }
     }
-    say(`run "${run.name}" ${db.run(run.id)?.state}\n`)
+    say(`run "${run.name}" ${(await db.runs.get(run.id))?.state}\n`)
     return 0
   }
   // nobody drives it: cancel its batches here
   log.init(home)
   await registry.load(job.plugins ?? [])
   const provider = client(job) as ProviderClient & { batch: BatchClient }
-  const batcher = new Batcher({ store: db, run, job, client: provider, owner: ownerId(), home })
+  const batcher = new Batcher({ ledger: db, run, job, client: provider, owner: ownerId(), home })
   const stop = () => batcher.stop()
   if (signal.aborted) return 130
   signal.addEventListener("abort", stop, { once: true })
-  const count = db.liveBatches(run.id).length
+  const count = (await db.batches.live(run.id)).length
   say(
     `run "${run.name}": cancelling ${count} live batch(es) at the provider and keeping what they finished…\n`,
   )
@@ -116,24 +132,28 @@ export async function cancel(
  * Moves a run's failed (or needs_review) items back to pending, their attempts kept. A process running the run
  * picks them up; a finished run is reopened, to be finished by the next `spool run`.
  */
-export function retry(db: Store, ref: string | undefined, from: "failed" | "needs_review"): string {
-  const run = mustFindRun(db, ref)
+export async function retry(
+  db: Ledger,
+  ref: string | undefined,
+  from: "failed" | "needs_review",
+): Promise<string> {
+  const run = await mustFind(db, ref)
   if (run.state === "cancelling" || run.state === "cancelled")
     throw new UsageError(
       `run "${run.name}" is ${run.state}: its items cannot be retried`,
       "Start it again with --new-run.",
     )
-  const n = db.retry(run.id, from)
+  const n = await db.claims.retry(run.id, from)
   if (n === 0) return `run "${run.name}" has no ${from} items\n`
-  const running = runningElsewhere(db, run) || db.batchHolder(run.id) !== null
+  const running = (await runningElsewhere(db, run)) || (await db.batches.holder(run.id)) !== null
   return running
     ? `${n} ${from} item(s) of run "${run.name}" are pending again; the process running it picks them up\n`
     : `${n} ${from} item(s) of run "${run.name}" are pending again. Process them with:\n  ${run.resume}\n`
 }
 
 /** Whether a live process holds items of this (realtime) run. */
-function runningElsewhere(db: Store, run: Run): boolean {
-  return db.leaseHolders(run.id).some((owner) => !dead(owner))
+async function runningElsewhere(db: Ledger, run: Run): Promise<boolean> {
+  return (await db.claims.holders(run.id)).some((owner) => !dead(owner))
 }
 
 const manifestVersion = "spool-export/1"
@@ -143,12 +163,12 @@ const manifestVersion = "spool-export/1"
  * size, lines and sha256), the batches' request files, their raw output and error files, and results.jsonl.
  */
 export async function exportRun(
-  db: Store,
+  db: Ledger,
   ref: string | undefined,
   dir: string,
   version: string,
 ): Promise<string> {
-  const run = mustFindRun(db, ref)
+  const run = await mustFind(db, ref)
   if (existsSync(dir) && readdirSync(dir).length > 0)
     throw new UsageError(`${dir} is not empty`, "Export into a new or empty directory.")
   for (const sub of ["", "requests", "outputs"]) mkdirSync(join(dir, sub), { recursive: true, mode: 0o700 })
@@ -165,7 +185,7 @@ export async function exportRun(
     return to
   }
   const batches = []
-  for (const b of db.batches(run.id)) {
+  for (const b of await db.batches.list(run.id)) {
     batches.push({
       ...report.batchView(b),
       files: {
@@ -177,7 +197,7 @@ export async function exportRun(
   }
   // streamed: a run of a million items is not held in memory
   const out = Bun.file(join(dir, "results.jsonl")).writer({ highWaterMark: 1 << 20 })
-  for (const line of report.results(db, run)) out.write(line)
+  for await (const line of report.results(db, run)) out.write(line)
   await out.end()
   chmodSync(join(dir, "results.jsonl"), 0o600)
   files.push(await describe(dir, "results.jsonl"))
@@ -193,15 +213,15 @@ export async function exportRun(
       finished_at: run.finished_at ? new Date(run.finished_at).toISOString() : null,
     },
     // the job as run: keys never live in it (only the name of the variable that holds one)
-    job: JSON.parse(run.job) as Job,
-    counts: db.counts(run.id),
+    job: run.job,
+    counts: await db.reads.counts(run.id),
     batches,
     files,
     // files a prune had deleted before this export
     missing,
   }
   writeFileSync(join(dir, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 })
-  db.markExported(run.id)
+  await db.runs.markExported(run.id)
   return `exported run "${run.name}" to ${dir}: ${batches.length} batch(es), ${files.length} file(s)${
     missing.length ? ` (${missing.length} pruned before, not included)` : ""
   }\n`
@@ -224,8 +244,8 @@ async function describe(
  * Deletes a finished run's batch files: its request files always, its raw outputs only once it has been exported
  * (or with `force`). Returns what it did.
  */
-export function prune(db: Store, ref: string | undefined, force: boolean): string {
-  const run = mustFindRun(db, ref)
+export async function prune(db: Ledger, ref: string | undefined, force: boolean): Promise<string> {
+  const run = await mustFind(db, ref)
   if (!FINISHED.has(run.state))
     throw new UsageError(
       `run "${run.name}" is ${run.state}: its request files are still needed (a retry replays its exact request)`,
@@ -241,7 +261,7 @@ export function prune(db: Store, ref: string | undefined, force: boolean): strin
     removed++
   }
   const raw = force || run.exported_at !== null
-  for (const b of db.batches(run.id)) {
+  for (const b of await db.batches.list(run.id)) {
     drop(b.requests)
     for (const file of [b.output, b.errors]) {
       if (raw) drop(file)

@@ -4,7 +4,8 @@ import { sep } from "node:path"
 import { JobError, SourceError } from "../base/errors.ts"
 import * as log from "../base/log.ts"
 import * as registry from "../../plugins/registry.ts"
-import { Store, type Input, type Run } from "../ledger/sqlite/store.ts"
+import type { Ledger } from "../ledger/ledger.ts"
+import type { Input, Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
 import { GLOB_CHARS, type Job } from "../job/job.ts"
 import type { Source, SourceBatch, SourceCommon, SourceProblem } from "../../plugins/api/define.ts"
@@ -148,10 +149,10 @@ function stamp(path: string): string | undefined {
  * gone) is skipped. Returns what this call added.
  */
 export async function ingest(
-  store: Store,
+  ledger: Ledger,
   run: Run,
   inputs: Planned[],
-  renew: () => void,
+  renew: () => Promise<unknown>,
   o: IngestOptions = {},
 ): Promise<Ingested> {
   const { signal, follow } = o
@@ -160,15 +161,15 @@ export async function ingest(
   let rows = 0
   let problems = 0
   let last = Date.now()
-  for (const input of store.inputs(run.id)) {
+  for (const input of await ledger.runs.inputs(run.id)) {
     if (signal?.aborted) return { rows, problems }
     const planned = byPath.get(input.path)
     if (!planned) continue
     const before = follow ? stamp(input.path) : undefined
     if (follow && (before === undefined || follow.get(input.path) === before)) continue
-    const added = await read(store, run, input, planned, signal, o.onBatch, () => {
+    const added = await read(ledger, run, input, planned, signal, o.onBatch, async () => {
       if (Date.now() - last <= 5_000) return
-      renew()
+      await renew()
       last = Date.now()
     })
     rows += added.rows
@@ -176,34 +177,34 @@ export async function ingest(
     if (signal?.aborted) return { rows, problems }
     if (follow && before) follow.set(input.path, before)
   }
-  if (!follow) store.markIngested(run.id)
+  if (!follow) await ledger.ingest.done(run.id)
   return { rows, problems }
 }
 
 /** One input from its checkpoint to its end (in follow mode: to its last whole line). */
 async function read(
-  store: Store,
+  ledger: Ledger,
   run: Run,
   input: Input,
   planned: Planned,
   signal: AbortSignal | undefined,
   onBatch: ((added: number) => void) | undefined,
-  renew: () => void,
+  renew: () => Promise<unknown>,
 ): Promise<Ingested> {
   let rows = 0
   let problems = 0
   const check = guard(planned, input)
-  const batches = planned.source.read(input.path, planned.options, Store.checkpoint(input), signal)
+  const batches = planned.source.read(input.path, planned.options, input.checkpoint, signal)
   for await (const batch of batches) {
     for (const warning of batch.warnings ?? []) log.warn(warning, { run: run.name, input: input.path })
     check.check(batch)
-    const added = store.ingest(run.id, input, batch, false)
+    const added = await ledger.ingest.add(run.id, input, batch, false)
     rows += added.added
     problems += batch.problems.length + added.duplicates
     onBatch?.(added.added)
     // the rows just stored are garbage now: a hint to collect keeps peak memory flat however long the input
     Bun.gc(false)
-    renew()
+    await renew()
     if (signal?.aborted) break
   }
   return { rows, problems }
@@ -283,10 +284,10 @@ export function guard(planned: Planned, past?: Input) {
  * Checks, before a resumed run makes any call, that the part of each input already read is unchanged: a source
  * refuses a changed prefix (SourceChangedError) when it is opened at its checkpoint.
  */
-export async function verify(store: Store, run: Run, inputs: Planned[]): Promise<void> {
+export async function verify(ledger: Ledger, run: Run, inputs: Planned[]): Promise<void> {
   const byPath = new Map(inputs.map((p) => [p.path, p]))
-  for (const input of store.inputs(run.id)) {
-    const checkpoint = Store.checkpoint(input)
+  for (const input of await ledger.runs.inputs(run.id)) {
+    const checkpoint = input.checkpoint
     const planned = byPath.get(input.path)
     if (!checkpoint || !planned) continue
     const batches = planned.source.read(input.path, planned.options, checkpoint)[Symbol.asyncIterator]()

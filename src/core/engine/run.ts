@@ -5,7 +5,9 @@ import * as jobs from "../job/job.ts"
 import * as log from "../base/log.ts"
 import * as redact from "../base/redact.ts"
 import * as registry from "../../plugins/registry.ts"
-import * as store from "../ledger/sqlite/store.ts"
+import type { Ledger } from "../ledger/ledger.ts"
+import { open } from "../ledger/open.ts"
+import type { Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
 import type { State } from "../ledger/states.ts"
 import {
@@ -60,7 +62,7 @@ function tally(counts: Record<State, number>): Pick<Ticker, "total" | "done" | "
 
 /** Everything checked and opened; nothing has been called yet. */
 export interface Session {
-  run: store.Run
+  run: Run
   job: jobs.Job
   ticker: Ticker
   /** Runs to the end, or until stopped; resolves with the exit code. */
@@ -120,12 +122,12 @@ export function client(job: jobs.Job): ProviderClient {
 }
 
 /** Reopens an existing run: reads inputs on from their checkpoints, and re-queues what dead workers held. */
-function resume(db: store.Store, run: store.Run, o: StartOptions): void {
-  db.setResume(run.id, o.resume)
-  if (run.state !== "running") db.setRunState(run.id, "running")
-  if (o.reingest) db.resetIngest(run.id)
-  else db.reopenIngest(run.id)
-  const back = db.recover(run.id, dead)
+async function resume(db: Ledger, run: Run, o: StartOptions): Promise<void> {
+  await db.runs.setResume(run.id, o.resume)
+  if (run.state !== "running") await db.runs.setState(run.id, "running")
+  if (o.reingest) await db.ingest.reset(run.id)
+  else await db.ingest.reopen(run.id)
+  const back = await db.claims.recover(run.id, dead)
   log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
 }
 
@@ -135,20 +137,20 @@ function resume(db: store.Store, run: store.Run, o: StartOptions): void {
  * never move), and a match that is gone is skipped with a warning, its items kept. Files the job names are held
  * to the old rule: the same, in the same order. `gone` remembers the warnings given, so each is given once.
  */
-function sameInputs(
-  db: store.Store,
-  run: store.Run,
+async function sameInputs(
+  db: Ledger,
+  run: Run,
   given: Spec[],
   inputs: Planned[],
   gone: Set<string>,
-): void {
+): Promise<void> {
   const named = new Set(given.filter((s) => !s.glob).map((s) => s.path))
   const globs = given.filter((s) => s.glob).map((s) => new Bun.Glob(s.path))
   const matched = (path: string) => !named.has(path) && globs.some((g) => g.match(path))
-  const stored = db.inputs(run.id)
+  const stored = await db.runs.inputs(run.id)
   const before = stored.map((i) => i.path).filter((p) => !matched(p))
   const now = inputs.filter((i) => i.glob === undefined).map((i) => i.path)
-  if (JSON.stringify(before) !== JSON.stringify(now)) refuse(db, run, before, now)
+  if (JSON.stringify(before) !== JSON.stringify(now)) await refuse(db, run, before, now)
   const present = new Set(inputs.map((i) => i.path))
   for (const input of stored) {
     if (present.has(input.path) || !matched(input.path)) {
@@ -162,14 +164,14 @@ function sameInputs(
   const known = new Set(stored.map((i) => i.path))
   for (const p of inputs) {
     if (p.glob === undefined || known.has(p.path)) continue
-    const added = db.addInput(run.id, p.path, p.source.name)
+    const added = await db.runs.addInput(run.id, p.path, p.source.name)
     known.add(p.path)
     log.info("new input", { run: run.name, input: p.path, idx: added.idx })
   }
 }
 
-function refuse(db: store.Store, run: store.Run, before: string[], now: string[]): never {
-  db.close()
+async function refuse(db: Ledger, run: Run, before: string[], now: string[]): Promise<never> {
+  await db.close()
   const names = (paths: string[]) => paths.map((p) => basename(p)).join(", ")
   const same = before.length === now.length && before.every((p) => now.includes(p))
   throw new JobError(
@@ -192,31 +194,31 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const prompt = template.parse(job.request.prompt)
   const given = specs(job, o.follow)
   const inputs = plan(job, o.follow)
-  const db = store.open(o.home, { synchronous: o.synchronous ?? "FULL" })
+  const db = await open(o.home, { synchronous: o.synchronous ?? "FULL" })
   log.init(o.home)
-  const latest = db.latestRun(job.name)
+  const latest = await db.runs.latest(job.name)
   let run = o.newRun ? null : latest
   let created = false
   if (!run) {
     await preflight(inputs, prompt)
-    const made = db.createRun(
-      job.name,
-      JSON.stringify(job),
-      jobs.fingerprint(job),
-      o.resume,
-      inputs.map((i) => ({ path: i.path, format: i.source.name })),
-      o.newRun ? (latest?.id ?? null) : null,
-    )
+    const made = await db.runs.create({
+      name: job.name,
+      job,
+      fingerprint: jobs.fingerprint(job),
+      resume: o.resume,
+      inputs: inputs.map((i) => ({ path: i.path, format: i.source.name })),
+      seen: o.newRun ? (latest?.id ?? null) : null,
+    })
     run = made.run
     created = made.created
     if (created) log.info("run created", { run: run.name, id: run.id })
   }
   // a glob's match that is gone is warned about once, here or at the pass that first misses it
   const gone = new Set<string>()
-  sameInputs(db, run, given, inputs, gone)
+  await sameInputs(db, run, given, inputs, gone)
   if (run.fingerprint !== jobs.fingerprint(job)) {
-    const changed = jobs.changedKeys(JSON.parse(run.job) as jobs.Job, job)
-    db.close()
+    const changed = jobs.changedKeys(run.job, job)
+    await db.close()
     throw new JobError(
       `run "${job.name}" was started with a different job; resuming it would mix two kinds of requests`,
       changed.map((k) => `${k} changed`),
@@ -225,9 +227,13 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
   if (!created) {
     // a changed input is refused before the run is touched or any call is made
-    if (!o.reingest) await verify(db, run, inputs).catch((err: unknown) => (db.close(), Promise.reject(err)))
-    db.updateJob(run.id, JSON.stringify(job))
-    resume(db, run, o)
+    if (!o.reingest)
+      await verify(db, run, inputs).catch(async (err: unknown) => {
+        await db.close()
+        throw err
+      })
+    await db.runs.updateJob(run.id, job)
+    await resume(db, run, o)
   }
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
@@ -235,7 +241,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const driver =
     job.provider.mode === "batch"
       ? new Batcher({
-          store: db,
+          ledger: db,
           run,
           job,
           client: provider as ProviderClient & { batch: BatchClient },
@@ -245,15 +251,15 @@ export async function prepare(o: StartOptions): Promise<Session> {
           cap,
         })
       : new Runner({
-          store: db,
+          ledger: db,
           run,
           job,
           client: provider,
           owner,
           policy,
-          budget: cap && new Budget(cap, job.request, db.summary(run.id)),
+          budget: cap && new Budget(cap, job.request, await db.reads.summary(run.id)),
         })
-  const counted = tally(db.counts(run.id))
+  const counted = tally(await db.reads.counts(run.id))
   const ticker: Ticker = { ...counted, startedAt: Date.now(), doneAtStart: counted.done }
   const ingestAbort = new AbortController()
   const current = run
@@ -263,21 +269,21 @@ export async function prepare(o: StartOptions): Promise<Session> {
     const signal = ingestAbort.signal
     // a lease is good for 60 s: renewing it every 15 s spares an fsync on every pass of a watch
     let leasedAt = 0
-    const lease = () => {
+    const lease = async () => {
       if (Date.now() - leasedAt < 15_000) return true
-      const held = db.leaseIngest(current.id, owner, 60_000, dead)
+      const held = await db.ingest.lease(current.id, owner, 60_000, dead)
       if (held) leasedAt = Date.now()
       return held
     }
     const seen = follower && new Map<string, string>()
     let files = inputs
     try {
-      while (!signal.aborted && (follower || db.run(current.id)?.ingested === 0)) {
-        if (!lease()) {
+      while (!signal.aborted && (follower || (await db.runs.get(current.id))?.ingested === 0)) {
+        if (!(await lease())) {
           await sleep(2000, signal)
           continue
         }
-        if (follower) files = pass(follower)
+        if (follower) files = await pass(follower)
         const added = await ingest(db, current, files, lease, {
           signal,
           follow: seen,
@@ -299,9 +305,9 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
 
   /** Follow mode, before each pass: the globs matched again, new files made inputs, and everything watched. */
-  function pass(follower: Follower): Planned[] {
+  async function pass(follower: Follower): Promise<Planned[]> {
     const files = expand(given, true)
-    sameInputs(db, current, given, files, gone)
+    await sameInputs(db, current, given, files, gone)
     for (const s of given) {
       if (!s.glob) follower.watch(s.path, "file")
       else {
@@ -325,13 +331,14 @@ export async function prepare(o: StartOptions): Promise<Session> {
     async execute(onTick) {
       // the run's counts, not this process's own: another worker may have started it, or be working beside it
       let readAt = 0
-      const read = () => {
+      const read = async () => {
         readAt = Date.now()
-        Object.assign(ticker, tally(db.counts(current.id)))
+        Object.assign(ticker, tally(await db.reads.counts(current.id)))
       }
+      // awaited by the driver after each commit when it reads, so the counts shown are read before it goes on
       const tick = () => {
-        if (Date.now() - readAt >= TICK_MS) read()
-        onTick?.(ticker)
+        if (Date.now() - readAt < TICK_MS) return onTick?.(ticker)
+        return read().then(() => onTick?.(ticker))
       }
       const reading = ingester().catch((err: unknown) => {
         driver.stop()
@@ -344,10 +351,10 @@ export async function prepare(o: StartOptions): Promise<Session> {
       // a watch's ingester never ends by itself: a run cancelled, paused or capped ends it here
       if (follower) ingestAbort.abort()
       await reading
-      read()
+      await read()
       onTick?.(ticker)
       try {
-        return finish(
+        return await finish(
           db,
           current,
           ending,
@@ -356,20 +363,20 @@ export async function prepare(o: StartOptions): Promise<Session> {
           driver.pausedBy?.hint,
         )
       } finally {
-        db.close()
+        await db.close()
       }
     },
   }
 }
 
-function finish(
-  db: store.Store,
-  run: store.Run,
+async function finish(
+  db: Ledger,
+  run: Run,
   ending: string,
   reason: string | undefined,
   capped = false,
   hint?: string,
-): ExitCode {
+): Promise<ExitCode> {
   if (ending === "interrupted") return 130
   if (ending === "cancelled") {
     log.warn("run cancelled", { run: run.name })
@@ -379,7 +386,7 @@ function finish(
     )
   }
   if (ending === "paused") {
-    db.setRunState(run.id, "paused", reason ?? null)
+    await db.runs.setState(run.id, "paused", reason ?? null)
     log.error("run paused", { run: run.name, reason })
     throw new RunPausedError(
       `run "${run.name}" paused: ${reason}`,
@@ -390,9 +397,9 @@ function finish(
           : `Going on would fail every item the same way. Fix the cause (API key, quota, billing), then resume: ${run.resume}`,
     )
   }
-  const counts = db.counts(run.id)
+  const counts = await db.reads.counts(run.id)
   const failures = counts.failed + counts.needs_review
-  db.setRunState(run.id, failures > 0 ? "completed_with_failures" : "completed")
+  await db.runs.setState(run.id, failures > 0 ? "completed_with_failures" : "completed")
   log.debug("run finished", { run: run.name, completed: counts.completed, failed: counts.failed })
   return failures > 0 ? 3 : 0
 }

@@ -1,7 +1,8 @@
 /** Drives a run's items through the ledger: claim, call, record; concurrency-limited, durable at every step. */
 import { ProviderError } from "../base/errors.ts"
 import * as retry from "./retry.ts"
-import type { Claimed, Outcome, Run, Store } from "../ledger/sqlite/store.ts"
+import type { Ledger } from "../ledger/ledger.ts"
+import type { Claimed, Outcome, Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
 import type { Job } from "../job/job.ts"
 import type { ProviderClient } from "../../plugins/api/define.ts"
@@ -23,7 +24,7 @@ export interface Progress {
 }
 
 export interface RunnerOptions {
-  store: Store
+  ledger: Ledger
   run: Run
   job: Job
   client: ProviderClient
@@ -52,8 +53,8 @@ function unsent(item: Claimed): Outcome {
 
 export class Runner {
   readonly progress: Progress = { completed: 0, failed: 0, retried: 0, inFlight: 0 }
-  /** Called after each commit with what this process has committed so far. */
-  onCommit: ((progress: Progress) => void) | undefined
+  /** Called after each commit with what this process has committed so far; awaited before the loop goes on. */
+  onCommit: ((progress: Progress) => void | Promise<void>) | undefined
   /** Set when a provider error paused the run. */
   pausedBy: ProviderError | undefined
   /** Set when the spend cap stopped new work. */
@@ -75,6 +76,8 @@ export class Runner {
   /** `spool pause` or `spool cancel` from another process, read from the run's state every half second. */
   private userHold: "paused" | "cancelling" | undefined
   private checkedAt = 0
+  /** A lease renewal that failed (the store, the disk): the loop stops with it at its next turn. */
+  private renewal: unknown
   private readonly waker = new Waker()
   private readonly leaseMs: number
   /** How many items are claimed ahead of free slots, and the most results one commit waits for. */
@@ -104,12 +107,18 @@ export class Runner {
   }
 
   async loop(): Promise<Ending> {
-    const { store, run, owner } = this.o
+    const { ledger, run, owner } = this.o
     const ahead = this.ahead
-    const renew = setInterval(() => store.renew(run.id, owner, this.leaseMs), this.leaseMs / 4)
+    const renew = setInterval(() => {
+      ledger.claims.renew(run.id, owner, this.leaseMs).catch((err: unknown) => {
+        this.renewal ??= err
+        this.waker.notify()
+      })
+    }, this.leaseMs / 4)
     try {
       for (;;) {
-        this.watch()
+        if (this.renewal !== undefined) throw this.renewal
+        if (Date.now() - this.checkedAt >= 500) await this.watch()
         const holding = this.holding
         // items claimed ahead but never sent go back as they were; no request left for them
         if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
@@ -118,8 +127,9 @@ export class Runner {
         if (this.capped && !holding) continue // the next turn commits what is waiting and winds down
         const done = this.outcomes
         this.outcomes = []
-        const claimed = store.step(run.id, owner, done, free, this.leaseMs)
-        this.committed(done)
+        const claimed = await ledger.claims.step(run.id, owner, done, free, this.leaseMs)
+        const told = this.committed(done)
+        if (told) await told
         this.queue.push(...claimed)
         this.fill()
         if (this.outcomes.length > 0) {
@@ -129,25 +139,25 @@ export class Runner {
         if (this.inflight.size > 0) {
           // with free slots, look again when a retry falls due or new items may have come in
           const roomy = !holding && this.inflight.size < this.slots()
-          await this.waker.sleep(roomy ? this.untilDue() : undefined)
+          await this.waker.sleep(roomy ? await this.untilDue() : undefined)
           continue
         }
         if (holding) {
           if (this.pausedBy) return "paused"
           if (this.capped) {
-            const left = this.o.store.counts(run.id)
+            const left = await this.o.ledger.reads.counts(run.id)
             return left.pending + left.retry_wait > 0 ? "paused" : "done"
           }
           if (this.stopping) return "interrupted"
           if (this.userHold === "cancelling") {
-            store.setRunState(run.id, "cancelled", "cancelled by `spool cancel`")
+            await ledger.runs.setState(run.id, "cancelled", "cancelled by `spool cancel`")
             return "cancelled"
           }
           // paused by `spool pause`: nothing is in flight; wait for `spool resume`
           await this.waker.sleep(IDLE_POLL_MS)
           continue
         }
-        const wait = this.nothingToClaim()
+        const wait = await this.nothingToClaim()
         if (wait === null) return "done"
         await this.waker.sleep(wait)
       }
@@ -163,11 +173,9 @@ export class Runner {
     )
   }
 
-  private watch(): void {
-    const now = Date.now()
-    if (now - this.checkedAt < 500) return
-    this.checkedAt = now
-    const state = this.o.store.run(this.o.run.id)?.state
+  private async watch(): Promise<void> {
+    this.checkedAt = Date.now()
+    const state = (await this.o.ledger.runs.get(this.o.run.id))?.state
     this.userHold =
       state === "paused"
         ? "paused"
@@ -203,20 +211,20 @@ export class Runner {
     }
   }
 
-  private untilDue(): number {
-    const next = this.o.store.nextRetryAt(this.o.run.id)
+  private async untilDue(): Promise<number> {
+    const next = await this.o.ledger.claims.nextRetryAt(this.o.run.id)
     return next === null ? IDLE_POLL_MS : Math.max(0, Math.min(next - Date.now(), IDLE_POLL_MS))
   }
 
   /** With nothing in flight and nothing claimable: null when the run has nothing left, else how long to wait. */
-  private nothingToClaim(): number | null {
-    const { store, run } = this.o
-    if (store.nextRetryAt(run.id) !== null) return this.untilDue()
-    const counts = store.counts(run.id)
-    const ingesting = store.run(run.id)?.ingested === 0
+  private async nothingToClaim(): Promise<number | null> {
+    const { ledger, run } = this.o
+    if ((await ledger.claims.nextRetryAt(run.id)) !== null) return this.untilDue()
+    const counts = await ledger.reads.counts(run.id)
+    const ingesting = (await ledger.runs.get(run.id))?.ingested === 0
     if (counts.running === 0 && counts.queued === 0 && counts.pending === 0 && !ingesting) return null
     // another worker holds items or is still ingesting: wait for it, and take over what a dead one held
-    store.recover(run.id, dead)
+    await ledger.claims.recover(run.id, dead)
     return IDLE_POLL_MS
   }
 
@@ -239,7 +247,8 @@ export class Runner {
     return room
   }
 
-  private committed(outcomes: Outcome[]): void {
+  /** Counts what a commit carried; what `onCommit` returns (a promise, when it reads the ledger) is awaited. */
+  private committed(outcomes: Outcome[]): void | Promise<void> {
     const budget = this.o.budget
     for (const o of outcomes) {
       if (budget && o.label !== "unsent")
@@ -253,7 +262,7 @@ export class Runner {
       else if (o.to === "retry_wait") this.progress.retried++
     }
     this.progress.inFlight = this.inflight.size
-    if (outcomes.length > 0) this.onCommit?.(this.progress)
+    if (outcomes.length > 0) return this.onCommit?.(this.progress)
   }
 
   private start(item: Claimed, tokens: number): void {

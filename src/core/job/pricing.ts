@@ -98,7 +98,7 @@ export function cost(
   return batch ? usd * (1 - price.batch_discount) : usd
 }
 
-/** What a run has spent so far, from its ledger totals (`Store.summary`): the batch part at the batch price. */
+/** What a run has spent so far, from its ledger totals (`reads.summary`): the batch part at the batch price. */
 export function spentOf(
   price: Price,
   s: {

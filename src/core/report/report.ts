@@ -2,8 +2,8 @@
 import { basename } from "node:path"
 import type { Listed } from "../../plugins/registry.ts"
 import type { State } from "../ledger/states.ts"
-import type { Batch, ResultRow, Run, Store } from "../ledger/sqlite/store.ts"
-import type { Job } from "../job/job.ts"
+import type { Ledger } from "../ledger/ledger.ts"
+import type { Batch, ResultRow, Run } from "../ledger/types.ts"
 import { paidCost, priceOf, spentOf, type Priced } from "../job/pricing.ts"
 
 export interface StatusView {
@@ -39,8 +39,7 @@ export interface StatusView {
 
 /** The prices of a run's model, from the job it was (last) run with. */
 export function pricesOf(run: Run): Priced | undefined {
-  const job = JSON.parse(run.job) as Job
-  return priceOf(job.provider.model, job.pricing)
+  return priceOf(run.job.provider.model, run.job.pricing)
 }
 
 const round = (usd: number) => Math.round(usd * 1e6) / 1e6
@@ -100,13 +99,13 @@ function batchText(b: BatchView): string {
  * A run's status. `recentBatches`: only the live batches and the last N that ended (a page's update must not grow
  * with a run's history); `batches_total` says how many there are in all.
  */
-export function status(
-  db: Store,
+export async function status(
+  db: Ledger,
   run: Run,
   now = Date.now(),
   o: { recentBatches?: number } = {},
-): StatusView {
-  const s = db.summary(run.id, now)
+): Promise<StatusView> {
+  const s = await db.reads.summary(run.id, now)
   const prices = pricesOf(run)
   const tokens = {
     input_tokens: s.inputTokens,
@@ -141,7 +140,7 @@ export function status(
     },
     errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
     malformed: s.problems,
-    ...batchesOf(db, run, o.recentBatches),
+    ...(await batchesOf(db, run, o.recentBatches)),
     queue: { tokens: run.queue_tokens ?? null, requests: run.queue_requests ?? null },
     elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
     rate_per_s: Math.round(rate * 100) / 100,
@@ -150,12 +149,12 @@ export function status(
   }
 }
 
-function batchesOf(db: Store, run: Run, recent: number | undefined) {
+async function batchesOf(db: Ledger, run: Run, recent: number | undefined) {
   if (recent === undefined) {
-    const all = db.batches(run.id)
+    const all = await db.batches.list(run.id)
     return { batches: all.map(batchView), batches_total: all.length }
   }
-  const { batches, total } = db.recentBatches(run.id, recent)
+  const { batches, total } = await db.batches.recent(run.id, recent)
   return { batches: batches.map(batchView), batches_total: total }
 }
 
@@ -243,8 +242,8 @@ export interface RunLine {
   created_at: string
 }
 
-export function runLine(db: Store, run: Run): RunLine {
-  const counts = db.counts(run.id)
+export async function runLine(db: Ledger, run: Run): Promise<RunLine> {
+  const counts = await db.reads.counts(run.id)
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
   return {
     id: run.id,
@@ -290,10 +289,10 @@ export interface ResultLine {
 }
 
 /** Makes a run's result lines (DESIGN §7): its ids namespaced by input, its outputs parsed, its costs priced. */
-export function resultLine(db: Store, run: Run): (item: ResultRow) => ResultLine {
-  const label = namespaces(db.inputs(run.id).map((i) => i.path))
+export async function resultLine(db: Ledger, run: Run): Promise<(item: ResultRow) => ResultLine> {
+  const label = namespaces((await db.runs.inputs(run.id)).map((i) => i.path))
   const prices = pricesOf(run)
-  const structured = (JSON.parse(run.job) as Job).output !== undefined
+  const structured = run.job.output !== undefined
   return (item) => ({
     id: label[item.input] === undefined ? item.key : `${label[item.input]}:${item.key}`,
     state: item.state,
@@ -319,9 +318,9 @@ export function resultLine(db: Store, run: Run): (item: ResultRow) => ResultLine
 }
 
 /** The result lines of DESIGN §7, streamed in ledger order. Only committed data is ever read. */
-export function* results(db: Store, run: Run, state?: State): Generator<string> {
-  const line = resultLine(db, run)
-  for (const item of db.items(run.id, state)) yield `${JSON.stringify(line(item))}\n`
+export async function* results(db: Ledger, run: Run, state?: State): AsyncGenerator<string> {
+  const line = await resultLine(db, run)
+  for await (const item of db.reads.items(run.id, state)) yield `${JSON.stringify(line(item))}\n`
 }
 
 /** A run's progress as `progress` shows it: the whole run's counts, from the store (every worker's items). */

@@ -9,9 +9,10 @@ import { client } from "../../../src/core/engine/run.ts"
 import { ingest, plan } from "../../../src/core/engine/ingest.ts"
 import * as jobs from "../../../src/core/job/job.ts"
 import * as log from "../../../src/core/base/log.ts"
-import * as store from "../../../src/core/ledger/sqlite/store.ts"
+import { open } from "../../../src/core/ledger/open.ts"
 import type { BatchClient, ProviderClient } from "../../../src/plugins/api/define.ts"
 import { startFake } from "../../lib/fake-openai.ts"
+import { itemsOf } from "../../lib/ledger-contract.ts"
 import { tmpdir, type Tmp } from "../../lib/tmp.ts"
 
 const KEY = "sk-test-batcher-0123456789"
@@ -39,21 +40,38 @@ ${batch}`,
   )
   const { job } = jobs.load(tmp.join("job.toml"), {})
   const home = tmp.join(".spool")
-  const db = store.open(home)
+  const db = await open(home)
   log.init(home)
   const planned = plan(job)
-  const { run } = db.createRun(
-    job.name,
-    JSON.stringify(job),
-    jobs.fingerprint(job),
-    "spool run job.toml",
-    planned.map((p) => ({ path: p.path, format: p.source.name })),
-  )
+  const { run } = await db.runs.create({
+    name: job.name,
+    job,
+    fingerprint: jobs.fingerprint(job),
+    resume: "spool run job.toml",
+    inputs: planned.map((p) => ({ path: p.path, format: p.source.name })),
+  })
   const provider = client(job) as ProviderClient & { batch: BatchClient }
   return { job, db, run, planned, provider, home }
 }
 
 describe("the batcher", () => {
+  test("once the inputs are read, no batch is live and at most tail_realtime items are left, they go through direct calls: no batch is packed for them", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY })
+    const rows = Array.from({ length: 6 }, (_, i) => ({ id: `r${i}`, text: `t${i}` }))
+    const { job, db, run, planned, provider, home } = await setup(tmp, fake.url, rows, "flush_s = 0")
+    const tailed = { ...job, limits: { ...job.limits, tail_realtime: 6 } }
+    await ingest(db, run, planned, async () => {})
+    const batcher = new Batcher({ ledger: db, run, job: tailed, client: provider, owner: "me", home })
+    expect(await batcher.loop()).toBe("done")
+    expect(fake.batch.batches).toEqual([])
+    expect(fake.served.length).toBe(6)
+    expect((await itemsOf(db, run.id)).map((i) => [i.key, i.state, i.output])).toEqual(
+      rows.map((r) => [r.id, "completed", `echo: Say ${r.text}`]),
+    )
+    await db.close()
+  })
+
   test("a request larger than any batch fails its item with a clear error; the others go on", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({ apiKey: KEY })
@@ -63,12 +81,12 @@ describe("the batcher", () => {
       { id: "c", text: "also short" },
     ]
     const { job, db, run, planned, provider, home } = await setup(tmp, fake.url, rows)
-    await ingest(db, run, planned, () => {})
+    await ingest(db, run, planned, async () => {})
     // the real client, with a provider limit small enough for this test (OpenAI's is 200 MB)
     provider.batch.limits = { maxRequests: 50_000, maxBytes: 2000 }
-    const batcher = new Batcher({ store: db, run, job, client: provider, owner: "me", home })
+    const batcher = new Batcher({ ledger: db, run, job, client: provider, owner: "me", home })
     expect(await batcher.loop()).toBe("done")
-    const items = [...db.items(run.id)]
+    const items = await itemsOf(db, run.id)
     expect(items.map((i) => [i.key, i.state])).toEqual([
       ["a", "completed"],
       ["big", "failed"],
@@ -77,12 +95,12 @@ describe("the batcher", () => {
     const big = items[1]!
     expect(big.error_class).toBe("bad_request")
     expect(big.error).toMatch(/^the request is 5\d{3} bytes; a provider batch holds at most 2000 bytes$/)
-    expect(db.attemptsOf(big.id)).toMatchObject([
+    expect(await db.reads.attempts(big.id)).toMatchObject([
       { n: 1, outcome: "failed", error_class: "bad_request", error: big.error },
     ])
     expect(fake.batch.batches.map((b) => b.lines.length)).toEqual([2])
     expect(fake.paid.get("Say " + "x".repeat(5000))).toBeUndefined()
-    db.close()
+    await db.close()
   })
 
   test("while inputs are still being read, a batch that is not full goes once flush_s has passed, not before", async () => {
@@ -96,9 +114,9 @@ describe("the batcher", () => {
       "batch_size = 40\nflush_s = 0.4",
     )
     // read the rows, but leave the run "still ingesting", as a slow source would
-    await ingest(db, run, planned, () => {})
-    db.reopenIngest(run.id)
-    const batcher = new Batcher({ store: db, run, job, client: provider, owner: "me", home })
+    await ingest(db, run, planned, async () => {})
+    await db.ingest.reopen(run.id)
+    const batcher = new Batcher({ ledger: db, run, job, client: provider, owner: "me", home })
     const started = Date.now()
     const ending = batcher.loop()
     while (fake.batch.batches.length === 0) await Bun.sleep(10)
@@ -106,10 +124,10 @@ describe("the batcher", () => {
     expect(waited).toBeGreaterThanOrEqual(400)
     expect(fake.batch.batches[0]!.lines.length).toBe(5)
     // the inputs end: the loop finishes once the batch is applied
-    db.markIngested(run.id)
+    await db.ingest.done(run.id)
     batcher.poke()
     expect(await ending).toBe("done")
-    expect(db.counts(run.id)).toMatchObject({ completed: 5, pending: 0 })
-    db.close()
+    expect(await db.reads.counts(run.id)).toMatchObject({ completed: 5, pending: 0 })
+    await db.close()
   })
 })

@@ -1,9 +1,10 @@
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import * as engine from "../../../src/core/engine/run.ts"
-import * as store from "../../../src/core/ledger/sqlite/store.ts"
+import * as sqlite from "../../../src/core/ledger/sqlite/sqlite.ts"
 import * as report from "../../../src/core/report/report.ts"
 import { startFake } from "../../lib/fake-openai.ts"
+import { itemsOf } from "../../lib/ledger-contract.ts"
 import { tmpdir, type Tmp } from "../../lib/tmp.ts"
 import { RunPausedError } from "../../../src/core/base/errors.ts"
 
@@ -63,10 +64,10 @@ retry_cap_s = 0.05
     })
     expect(await session.execute()).toBe(0)
 
-    const db = store.open(home)
-    const run = db.latestRun("faults")!
+    const db = sqlite.open(home)
+    const run = (await db.runs.latest("faults"))!
     expect(run.state).toBe("completed")
-    const items = [...db.items(run.id)]
+    const items = await itemsOf(db, run.id)
     expect(items.length).toBe(1000)
     // an answer is paid once; only a call that timed out on our side (its fate unknown: on a loaded machine the
     // server may have answered just after) can have been paid again
@@ -93,14 +94,11 @@ retry_cap_s = 0.05
     expect(attempts).toBe(fake.requests)
     expect(faulted).toBe(fake.requests - 1000)
     expect(faulted).toBeGreaterThan(150)
-    const classes = db
-      .summary(run.id)
-      .errors.map((e) => e.class)
-      .sort()
+    const classes = (await db.reads.summary(run.id)).errors.map((e) => e.class).sort()
     expect(classes).toEqual(["bad_response", "network", "rate_limit", "server", "timeout"])
     expect(fake.invalid).toEqual([])
     expect(db.integrity()).toBe("ok")
-    db.close()
+    await db.close()
   })
 
   async function small(tmp: Tmp, url: string, n: number, limits = "") {
@@ -130,13 +128,13 @@ retry_cap_s = 0.05
     fake.script.set("s1", ["429"])
     const session = await small(tmp, fake.url, 1, "retry_base_s = 0\nretry_cap_s = 0")
     expect(await session.execute()).toBe(0)
-    const db = store.open(tmp.join(".spool"))
+    const db = sqlite.open(tmp.join(".spool"))
     const rows = db.db
       .query<{ n: number; outcome: string; started_at: number; ended_at: number; http_status: number }, []>(
         "SELECT n, outcome, started_at, ended_at, http_status FROM attempts ORDER BY n",
       )
       .all()
-    db.close()
+    await db.close()
     expect(rows.map((r) => [r.n, r.outcome, r.http_status])).toEqual([
       [1, "retry", 429],
       [2, "ok", 200],
@@ -150,12 +148,12 @@ retry_cap_s = 0.05
     fake.script.set("s3", ["quota"])
     const session = await small(tmp, fake.url, 40, "concurrency = 1")
     await expect(session.execute()).rejects.toThrow(RunPausedError)
-    const db = store.open(tmp.join(".spool"))
-    const run = db.latestRun("small")!
+    const db = sqlite.open(tmp.join(".spool"))
+    const run = (await db.runs.latest("small"))!
     expect(run.state).toBe("paused")
     expect(run.reason).toContain("You exceeded your current quota")
-    expect(db.counts(run.id)).toMatchObject({ completed: 2, failed: 0, pending: 38, running: 0 })
-    db.close()
+    expect(await db.reads.counts(run.id)).toMatchObject({ completed: 2, failed: 0, pending: 38, running: 0 })
+    await db.close()
     const again = await small(tmp, fake.url, 40, "concurrency = 1")
     expect(await again.execute()).toBe(0)
     expect(fake.paid.size).toBe(40)
@@ -188,9 +186,9 @@ retry_cap_s = 0.05
     }
     const cap = 0.02
     await expect((await open(cap)).execute()).rejects.toThrow(RunPausedError)
-    const db = store.open(tmp.join(".spool"))
-    const run = db.latestRun("capped")!
-    const s = db.summary(run.id)
+    const db = sqlite.open(tmp.join(".spool"))
+    const run = (await db.runs.latest("capped"))!
+    const s = await db.reads.summary(run.id)
     const spent = (s.inputTokens * price.input + s.outputTokens * price.output) / 1e6
     const each = spent / s.counts.completed
     expect(run.state).toBe("paused")
@@ -202,12 +200,12 @@ retry_cap_s = 0.05
     expect(spent).toBeGreaterThan(cap - 65 * each)
     expect(spent).toBeLessThanOrEqual(cap + 64 * each)
     expect(s.counts.completed).toBeLessThan(2000)
-    db.close()
+    await db.close()
 
     expect(await (await open(1)).execute()).toBe(0)
-    const after = store.open(tmp.join(".spool"))
-    expect(after.counts(after.latestRun("capped")!.id).completed).toBe(2000)
-    after.close()
+    const after = sqlite.open(tmp.join(".spool"))
+    expect((await after.reads.counts((await after.runs.latest("capped"))!.id)).completed).toBe(2000)
+    await after.close()
   })
 
   test("structured output: valid answers complete as parsed objects; not JSON and schema violations are retried, then left for review with their gate", async () => {
@@ -239,9 +237,10 @@ retry_cap_s = 0.05
       resume: "spool run job.toml",
     })
     expect(await session.execute()).toBe(3)
-    const db = store.open(tmp.join(".spool"))
-    const run = db.latestRun("typed")!
-    const results = [...report.results(db, run)].map((l) => JSON.parse(l))
+    const db = sqlite.open(tmp.join(".spool"))
+    const run = (await db.runs.latest("typed"))!
+    const results: Record<string, unknown>[] = []
+    for await (const line of report.results(db, run)) results.push(JSON.parse(line))
     expect(results.map((r) => [r.id, r.state, r.output, r.error, r.attempts])).toEqual([
       ["s1", "completed", { label: "billing" }, null, 1],
       ["s2", "completed", { label: "bug" }, null, 1],
@@ -270,7 +269,7 @@ retry_cap_s = 0.05
       .all()
       .map((a) => a.outcome)
     expect(outcomes).toEqual(["ok", "ok", "retry", "needs_review", "retry", "needs_review", "ok"])
-    db.close()
+    await db.close()
   })
 
   test("rpm not set: the limit is learned from the first answer's headers, and a run at concurrency 64 meets at most one 429", async () => {
