@@ -5,7 +5,7 @@
  */
 import { expect } from "bun:test"
 import { stat } from "node:fs/promises"
-import { ProviderError, type ErrorClass } from "../../src/core/base/errors.ts"
+import { ProviderError, type ErrorClass } from "../../src/plugins/api/errors.ts"
 import type { BatchClient, BatchLine, BatchTag, RemoteBatch, Request } from "../../src/plugins/api/define.ts"
 import type { BatchOptions } from "./fake-batch.ts"
 import { tmpdir, type Tmp } from "./tmp.ts"

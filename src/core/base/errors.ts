@@ -4,18 +4,6 @@
  */
 import { SpoolError } from "../../plugins/api/errors.ts"
 
-// the names that moved to the plugin API, for the engine's imports until they name that file
-export {
-  JobError,
-  ProviderError,
-  SourceChangedError,
-  SourceError,
-  SpoolError,
-  StoreError,
-  type ErrorClass,
-  type ExitCode,
-} from "../../plugins/api/errors.ts"
-
 /** A command was called with the wrong arguments, or names something that does not exist. */
 export class UsageError extends SpoolError {
   override readonly name = "UsageError"

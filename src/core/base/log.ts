@@ -2,7 +2,7 @@
 import { createConsola, type ConsolaInstance } from "consola"
 import { appendFileSync, chmodSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs"
 import { dirname, join } from "node:path"
-import { scrub } from "./redact.ts"
+import { scrub } from "../../plugins/api/redact.ts"
 
 export const ROTATE_BYTES = 10 * 1024 * 1024
 export const KEEP = 5

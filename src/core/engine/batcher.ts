@@ -22,7 +22,8 @@ import {
   writeSync,
 } from "node:fs"
 import { join } from "node:path"
-import { ProviderError, StoreCorruptError, StoreError, type ErrorClass } from "../base/errors.ts"
+import { ProviderError, StoreError, type ErrorClass } from "../../plugins/api/errors.ts"
+import { StoreCorruptError } from "../base/errors.ts"
 import * as log from "../base/log.ts"
 import { Waker } from "./wake.ts"
 import * as retry from "./retry.ts"

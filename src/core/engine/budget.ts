@@ -14,7 +14,7 @@
  *   last), at the batch price.
  * Before any answer has come back, both take the first call's bound (`firstCall` of job/estimate.ts) at their price.
  */
-import { JobError } from "../base/errors.ts"
+import { JobError } from "../../plugins/api/errors.ts"
 import { firstCall } from "../job/estimate.ts"
 import type { Job } from "../job/job.ts"
 import { cost, priceOf, spentOf, type Price } from "../job/pricing.ts"

@@ -13,7 +13,8 @@ import {
   writeFileSync,
 } from "node:fs"
 import { basename, join } from "node:path"
-import { UsageError, type ExitCode } from "../base/errors.ts"
+import { type ExitCode } from "../../plugins/api/errors.ts"
+import { UsageError } from "../base/errors.ts"
 import * as log from "../base/log.ts"
 import * as registry from "../../plugins/registry.ts"
 import * as report from "../report/report.ts"

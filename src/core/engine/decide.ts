@@ -9,7 +9,7 @@
  * What "again" means is the caller's: the runner waits out a backoff (retry_wait), a batch line goes back to be
  * packed (pending). Interruptions and pauses are the runner's too: they end no attempt of the item's own doing.
  */
-import type { ErrorClass } from "../base/errors.ts"
+import type { ErrorClass } from "../../plugins/api/errors.ts"
 import type { Reply } from "../../plugins/api/define.ts"
 import * as schemas from "../job/schema.ts"
 

@@ -1,7 +1,7 @@
 /** Reads a run's inputs into the ledger, a checkpointed batch at a time (DESIGN §4 rule 5). */
 import { existsSync, statSync } from "node:fs"
 import { sep } from "node:path"
-import { JobError, SourceError } from "../base/errors.ts"
+import { JobError, SourceError } from "../../plugins/api/errors.ts"
 import * as log from "../base/log.ts"
 import * as registry from "../../plugins/registry.ts"
 import type { Ledger } from "../ledger/ledger.ts"

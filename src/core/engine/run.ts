@@ -1,9 +1,10 @@
 /** `spool run`: from a job to a finished (or safely stopped) run. The CLI only parses, calls this, and prints. */
 import { basename } from "node:path"
-import { JobError, RunCancelledError, RunPausedError, type ExitCode } from "../base/errors.ts"
+import { JobError, type ExitCode } from "../../plugins/api/errors.ts"
+import { RunCancelledError, RunPausedError } from "../base/errors.ts"
 import * as jobs from "../job/job.ts"
 import * as log from "../base/log.ts"
-import * as redact from "../base/redact.ts"
+import * as redact from "../../plugins/api/redact.ts"
 import * as registry from "../../plugins/registry.ts"
 import type { Ledger } from "../ledger/ledger.ts"
 import { open } from "../ledger/open.ts"

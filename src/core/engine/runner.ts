@@ -1,5 +1,5 @@
 /** Drives a run's items through the ledger: claim, call, record; concurrency-limited, durable at every step. */
-import { ProviderError } from "../base/errors.ts"
+import { ProviderError } from "../../plugins/api/errors.ts"
 import * as retry from "./retry.ts"
 import type { Ledger } from "../ledger/ledger.ts"
 import type { Claimed, Outcome, Run } from "../ledger/types.ts"

@@ -2,7 +2,7 @@
 import * as v from "valibot"
 import { existsSync, readFileSync } from "node:fs"
 import { basename, dirname, extname, resolve } from "node:path"
-import { JobError } from "../base/errors.ts"
+import { JobError } from "../../plugins/api/errors.ts"
 
 const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
   v.strictObject(entries, (issue) =>

@@ -5,7 +5,7 @@
  */
 import Ajv from "ajv"
 import type { Reply } from "../../plugins/api/define.ts"
-import { JobError } from "../base/errors.ts"
+import { JobError } from "../../plugins/api/errors.ts"
 import type { Job } from "./job.ts"
 
 export type JsonSchema = Record<string, unknown>

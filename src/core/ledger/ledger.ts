@@ -5,7 +5,8 @@
  * Errors of the store itself are a StoreError or StoreCorruptError naming it. test/lib/ledger-contract.ts is the
  * behaviour every driver must show.
  */
-import { UsageError, type ErrorClass } from "../base/errors.ts"
+import { type ErrorClass } from "../../plugins/api/errors.ts"
+import { UsageError } from "../base/errors.ts"
 import type { Job } from "../job/job.ts"
 import type { SourceBatch } from "../../plugins/api/define.ts"
 import type { RunState, State } from "./states.ts"

@@ -1,5 +1,5 @@
 /** The ledger's rows as every driver gives them: what the engine, the reports and the server read and hand back. */
-import type { ErrorClass } from "../base/errors.ts"
+import type { ErrorClass } from "../../plugins/api/errors.ts"
 import type { Job } from "../job/job.ts"
 import type { Checkpoint, RemoteBatch } from "../../plugins/api/define.ts"
 import type { RunState, State } from "./states.ts"

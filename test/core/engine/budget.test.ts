@@ -14,7 +14,7 @@ import {
   type Cap,
   type Spent,
 } from "../../../src/core/engine/budget.ts"
-import { JobError } from "../../../src/core/base/errors.ts"
+import { JobError } from "../../../src/plugins/api/errors.ts"
 import * as jobs from "../../../src/core/job/job.ts"
 import { tmpdir } from "../../lib/tmp.ts"
 

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test"
 import { existsSync, writeFileSync } from "node:fs"
 import { estimate, estimateText } from "../../../src/core/engine/estimate.ts"
 import * as jobs from "../../../src/core/job/job.ts"
-import { JobError } from "../../../src/core/base/errors.ts"
+import { JobError } from "../../../src/plugins/api/errors.ts"
 import { tmpdir, type Tmp } from "../../lib/tmp.ts"
 
 // system "abcdefgh": 8 bytes → 2 tokens, + 3 for its message = 5 per request

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test"
 import { mkdirSync, writeFileSync } from "node:fs"
-import { JobError, SourceError } from "../../../src/core/base/errors.ts"
+import { JobError, SourceError } from "../../../src/plugins/api/errors.ts"
 import * as jobs from "../../../src/core/job/job.ts"
 import { plan } from "../../../src/core/engine/ingest.ts"
 import { tmpdir, type Tmp } from "../../lib/tmp.ts"

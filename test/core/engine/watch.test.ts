@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
 import { appendFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
 import * as engine from "../../../src/core/engine/run.ts"
-import { SourceChangedError } from "../../../src/core/base/errors.ts"
+import { SourceChangedError } from "../../../src/plugins/api/errors.ts"
 import { until } from "../../lib/spool.ts"
 import { tmpdir, type Tmp } from "../../lib/tmp.ts"
 

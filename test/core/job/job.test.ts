@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
-import { JobError, SourceError } from "../../../src/core/base/errors.ts"
+import { JobError, SourceError } from "../../../src/plugins/api/errors.ts"
 import * as jobs from "../../../src/core/job/job.ts"
 import { plan, preflight } from "../../../src/core/engine/ingest.ts"
 import * as template from "../../../src/core/job/template.ts"

@@ -1,6 +1,6 @@
 /** Provider batches (DESIGN §4 rules 3 and 4): the intent before create, submit, polls, download, apply by line. */
 import type { Database } from "bun:sqlite"
-import { StoreError, type ErrorClass } from "../../base/errors.ts"
+import { StoreError, type ErrorClass } from "../../../plugins/api/errors.ts"
 import * as states from "../states.ts"
 import type { State } from "../states.ts"
 import {

@@ -12,7 +12,8 @@ import {
   statSync,
 } from "node:fs"
 import { dirname, join, resolve } from "node:path"
-import { StoreCorruptError, StoreError } from "../../base/errors.ts"
+import { StoreError } from "../../../plugins/api/errors.ts"
+import { StoreCorruptError } from "../../base/errors.ts"
 import { DB_FILE, READERS, damaged, failure } from "./faults.ts"
 import { MIGRATIONS } from "./schema.ts"
 import type { OpenOptions } from "../ledger.ts"

@@ -2,7 +2,8 @@
 import { SQLiteError } from "bun:sqlite"
 import { dirname } from "node:path"
 import * as v from "valibot"
-import { StoreCorruptError, StoreError } from "../../base/errors.ts"
+import { StoreError } from "../../../plugins/api/errors.ts"
+import { StoreCorruptError } from "../../base/errors.ts"
 
 export const DB_FILE = "spool.db"
 

@@ -1,7 +1,7 @@
 /** Runs and their inputs: made, found, and changed; the run-wide leases (ingestion, batches) kept on a run's row. */
 import type { Database } from "bun:sqlite"
 import * as v from "valibot"
-import { StoreError } from "../../base/errors.ts"
+import { StoreError } from "../../../plugins/api/errors.ts"
 import { StoredJobSchema, type Job } from "../../job/job.ts"
 import type { RunState } from "../states.ts"
 import type { Dead, Input, NewRun, Run } from "../types.ts"

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test"
-import { ProviderError, RunPausedError } from "../../../src/core/base/errors.ts"
-import * as redact from "../../../src/core/base/redact.ts"
+import { ProviderError } from "../../../src/plugins/api/errors.ts"
+import { RunPausedError } from "../../../src/core/base/errors.ts"
+import * as redact from "../../../src/plugins/api/redact.ts"
 
 const KEY = "sk-unit-redact-0123456789abcdef"
 redact.register(KEY)
