@@ -1,0 +1,211 @@
+/** Batch mode's packing: the request file of one batch, written and fsynced, then its intent committed (DESIGN §4 rule 3). */
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
+import { join } from "node:path"
+import type { ErrorClass } from "../../plugins/api/errors.ts"
+import type { BatchClient } from "../../plugins/api/define.ts"
+import * as log from "../base/log.ts"
+import type { Job } from "../job/job.ts"
+import * as template from "../job/template.ts"
+import type { Ledger } from "../ledger/ledger.ts"
+import type { Batch, Packable, Run } from "../ledger/types.ts"
+import { crashPoint } from "./crash.ts"
+
+export interface PackOptions {
+  ledger: Ledger
+  run: Run
+  job: Job
+  owner: string
+  api: BatchClient
+  /** The run's batch files. */
+  dir: string
+  prompt: template.Template
+}
+
+/** A packed batch (null when nothing could be sent), and how many candidates failed before sending (template, size). */
+export interface Packed {
+  batch: Batch | null
+  failed: number
+}
+
+/** The exact bytes of an item's earlier request line, from its batch's request file. */
+function requestOf(file: string, offset: number, bytes: number): Promise<string> {
+  return Bun.file(file)
+    .slice(offset, offset + bytes)
+    .text()
+}
+
+export function randomTag(): string {
+  // letters and digits only: a custom_id is `${tag}_${item}`, within Anthropic's ^[a-zA-Z0-9_-]{1,64}$
+  const bytes = crypto.getRandomValues(new Uint8Array(8))
+  return `sp${[...bytes].map((b) => (b % 36).toString(36)).join("")}`
+}
+
+/** Writes a file with owner-only permissions: to `.part`, fsynced, then renamed into place. */
+class FileOut {
+  private readonly fd: number
+  private readonly part: string
+  private chunks: string[] = []
+  private size = 0
+  bytes = 0
+
+  constructor(readonly path: string) {
+    this.part = `${path}.part`
+    this.fd = openSync(this.part, "w", 0o600)
+  }
+
+  /** Appends a line; returns its byte offset and length (the newline excluded). */
+  line(text: string): { offset: number; bytes: number } {
+    const bytes = Buffer.byteLength(text)
+    const at = { offset: this.bytes, bytes }
+    this.chunks.push(text, "\n")
+    this.bytes += bytes + 1
+    this.size += bytes + 1
+    if (this.size >= 1 << 20) this.flush()
+    return at
+  }
+
+  private flush(): void {
+    if (this.chunks.length) writeSync(this.fd, this.chunks.join(""))
+    this.chunks = []
+    this.size = 0
+  }
+
+  close(): void {
+    this.flush()
+    fsyncSync(this.fd)
+    closeSync(this.fd)
+    renameSync(this.part, this.path)
+  }
+
+  discard(): void {
+    closeSync(this.fd)
+    rmSync(this.part, { force: true })
+  }
+}
+
+/**
+ * Writes the request file of one batch and commits its intent. A retried item's line is its exact earlier
+ * request, read back from the batch file it was sent in, under its new custom_id.
+ */
+export async function packOne(o: PackOptions, candidates: Packable[], tokenRoom: number): Promise<Packed> {
+  const { ledger, run, owner } = o
+  const { maxBytes } = o.api.limits
+  const tag = randomTag()
+  const path = join(o.dir, `${tag}.requests.jsonl`)
+  const out = new FileOut(path)
+  const lines: { id: number; line: number; offset: number; bytes: number }[] = []
+  const failed: { id: number; errorClass: ErrorClass; error: string }[] = []
+  const files = new Map<number, string | null>()
+  let tokens = 0
+  try {
+    for (const item of candidates) {
+      const text = await lineOf(o, item, `${tag}_${item.id}`, files)
+      if (typeof text !== "string") {
+        failed.push({ id: item.id, errorClass: "template", error: text.unfilled })
+        continue
+      }
+      const size = Buffer.byteLength(text) + 1
+      if (size > maxBytes) {
+        failed.push({
+          id: item.id,
+          errorClass: "bad_request",
+          error: `the request is ${size} bytes; a provider batch holds at most ${maxBytes} bytes`,
+        })
+        continue
+      }
+      // OpenAI counts a batch's input tokens against the queue; about 4 characters a token
+      const estimate = Math.ceil(size / 4)
+      if (out.bytes + size > maxBytes || (lines.length > 0 && tokens + estimate > tokenRoom)) break
+      if (lines.length === 0 && estimate > tokenRoom && tokenRoom !== Infinity) {
+        if (await emptyOfOthers(o)) {
+          failed.push({
+            id: item.id,
+            errorClass: "queue_limit",
+            error: `the request (~${estimate} tokens) is larger than the provider's whole batch queue (${tokenRoom} tokens)`,
+          })
+          continue
+        }
+        break
+      }
+      tokens += estimate
+      lines.push({ id: item.id, line: lines.length + 1, ...out.line(text) })
+      if (lines.length === Math.ceil(candidates.length / 2)) crashPoint("pack")
+      if (lines.length % 10_000 === 0) Bun.gc(false)
+    }
+    if (lines.length === 0) out.discard()
+    else out.close()
+  } catch (err) {
+    out.discard()
+    throw err
+  }
+  const batch = await ledger.batches.intend(
+    run.id,
+    { tag, requests: path, bytes: out.bytes, tokens },
+    lines,
+    failed,
+    owner,
+  )
+  if (!batch) return { batch: null, failed: failed.length }
+  Bun.gc(false)
+  log.info("batch packed", { run: run.name, batch: batch.id, items: lines.length, bytes: out.bytes })
+  return { batch, failed: failed.length }
+}
+
+/** With no batch of ours in the provider's queue, a request larger than the queue can never be sent. */
+async function emptyOfOthers(o: PackOptions): Promise<boolean> {
+  return (await o.ledger.batches.live(o.run.id)).every((b) => b.phase === "ended")
+}
+
+/** The item's request line: its earlier exact bytes when it has been in a batch whose file is kept, else rendered. */
+async function lineOf(
+  o: PackOptions,
+  item: Packable,
+  customId: string,
+  files: Map<number, string | null>,
+): Promise<string | { unfilled: string }> {
+  if (item.batch_id !== null && item.batch_offset !== null && item.batch_bytes !== null) {
+    let file = files.get(item.batch_id)
+    if (file === undefined) {
+      file = (await o.ledger.batches.get(item.batch_id))?.requests ?? null
+      if (file && !existsSync(file)) file = null
+      files.set(item.batch_id, file)
+    }
+    if (file) {
+      const before = JSON.parse(await requestOf(file, item.batch_offset, item.batch_bytes)) as {
+        custom_id?: unknown
+      }
+      if (typeof before.custom_id === "string") return JSON.stringify({ ...before, custom_id: customId })
+    }
+  }
+  const request = template.requestOf(o.job, o.prompt, item.data)
+  if ("unfilled" in request) return request
+  return o.api.line(customId, request)
+}
+
+/** What the learned queue limits leave for a new batch (Infinity when none is known). */
+export async function queueRoom(
+  o: PackOptions,
+): Promise<{ tokens: number; requests: number; batches: number }> {
+  const { ledger, run } = o
+  const r = await ledger.runs.get(run.id)
+  const live = (await ledger.batches.live(run.id)).filter((b) => b.phase !== "ended")
+  const tokens = r?.queue_tokens ? r.queue_tokens - live.reduce((a, b) => a + b.tokens, 0) : Infinity
+  const requests = r?.queue_requests ? r.queue_requests - live.reduce((a, b) => a + b.count, 0) : Infinity
+  const max = o.job.batch.max_live
+  return { tokens, requests, batches: max > 0 ? max - live.length : Infinity }
+}
+
+/** How many items the realtime tail takes now: those left, when it is at most N of them, the inputs are read and no batch is live; else 0. */
+export async function tailItems(o: PackOptions): Promise<number> {
+  const { ledger, run, job } = o
+  const n = job.limits.tail_realtime
+  if (
+    n <= 0 ||
+    (await ledger.batches.live(run.id)).length > 0 ||
+    (await ledger.runs.get(run.id))?.ingested === 0
+  )
+    return 0
+  const c = await ledger.reads.counts(run.id)
+  const left = c.pending + c.retry_wait
+  return left > n ? 0 : left
+}
