@@ -8,16 +8,14 @@ import { scrub } from "./plugins/api/redact.ts"
 import * as jobs from "./core/job/job.ts"
 import { mustFind, type Ledger } from "./core/ledger/ledger.ts"
 import * as states from "./core/ledger/states.ts"
+import { common, home, lazyLedger, VERSION } from "./cli/common.ts"
+import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
 // start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
 const engine = () => import("./core/engine/run.ts")
 const lazyReport = () => import("./core/report/report.ts")
 const lazyRegistry = () => import("./plugins/registry.ts")
-const lazyLedger = () => import("./core/ledger/open.ts")
-
-declare const SPOOL_VERSION: string | undefined
-export const VERSION = typeof SPOOL_VERSION === "string" ? SPOOL_VERSION : "0.0.0-dev"
 
 /**
  * The built-in providers and input formats, as src/plugins/registry.ts lists them, for the help texts. Written out so
@@ -26,15 +24,6 @@ export const VERSION = typeof SPOOL_VERSION === "string" ? SPOOL_VERSION : "0.0.
 export const PROVIDERS = ["openai", "anthropic", "openai-compatible", "mock"] as const
 export const FORMATS = ["jsonl", "csv", "tsv", "parquet"] as const
 const choices = (names: readonly string[]) => `${names.join(" | ")} | a plugin's`
-
-const common = {
-  home: { type: "string", description: "Where the store lives (default: $SPOOL_HOME or ./.spool)" },
-  verbose: { type: "boolean", description: "Show stack traces of errors" },
-} as const satisfies ArgsDef
-
-function home(arg: string | undefined): string {
-  return resolve(arg ?? process.env.SPOOL_HOME ?? ".spool")
-}
 
 const runArgs = {
   job: { type: "positional", required: false, description: "The job file (TOML)" },
@@ -413,136 +402,6 @@ const estimate = defineCommand({
     const est = await import("./core/engine/estimate.ts")
     const e = await est.estimate(job)
     process.stdout.write(args.json ? `${JSON.stringify(e, null, 2)}\n` : est.estimateText(e))
-    return 0
-  },
-})
-
-const refArgs = {
-  run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
-  ...common,
-} as const satisfies ArgsDef
-
-/** Opens the store for a command that acts on one run, and closes it after. */
-async function withStore<T>(arg: string | undefined, use: (db: Ledger) => Promise<T>) {
-  const db = await (await lazyLedger()).open(home(arg))
-  try {
-    return await use(db)
-  } finally {
-    await db.close()
-  }
-}
-
-const lazyControl = () => import("./core/engine/control.ts")
-
-/**
- * Runs `work` with a signal the first SIGINT or SIGTERM aborts, so it can stop cleanly; a second one exits at once.
- * The process's signals are listened to here, at the front door, and nowhere in the core.
- */
-async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const stop = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stop.signal.aborted) process.exit(130)
-    process.stderr.write(`\n${signal}: stopping (again to exit now)\n`)
-    stop.abort()
-  }
-  process.on("SIGINT", onSignal)
-  process.on("SIGTERM", onSignal)
-  try {
-    return await work(stop.signal)
-  } finally {
-    process.off("SIGINT", onSignal)
-    process.off("SIGTERM", onSignal)
-  }
-}
-
-const pause = defineCommand({
-  meta: {
-    name: "pause",
-    description: "Stop sending new work (new batches, new calls); batches at the provider are still followed",
-  },
-  args: refArgs,
-  async run({ args }) {
-    const control = await lazyControl()
-    process.stderr.write(await withStore(args.home, (db) => control.pause(db, args.run)))
-    return 0
-  },
-})
-
-const resume = defineCommand({
-  meta: { name: "resume", description: "Go on with a paused run" },
-  args: refArgs,
-  async run({ args }) {
-    const control = await lazyControl()
-    process.stderr.write(await withStore(args.home, (db) => control.resume(db, args.run)))
-    return 0
-  },
-})
-
-const cancel = defineCommand({
-  meta: {
-    name: "cancel",
-    description:
-      "Cancel a run: its live batches are cancelled at the provider, and what they finished is kept",
-  },
-  args: refArgs,
-  async run({ args }) {
-    const control = await lazyControl()
-    return withStore(args.home, (db) =>
-      interruptible((signal) =>
-        control.cancel(db, args.run, home(args.home), (line) => process.stderr.write(line), signal),
-      ),
-    )
-  },
-})
-
-const retry = defineCommand({
-  meta: {
-    name: "retry",
-    description: "Move a run's failed (or needs_review) items back to pending, their attempts kept",
-  },
-  args: {
-    ...refArgs,
-    state: { type: "string", description: "Which items: failed (default) or needs_review" },
-  },
-  async run({ args }) {
-    const from = args.state ?? "failed"
-    if (from !== "failed" && from !== "needs_review")
-      throw new UsageError(`--state: "${from}" cannot be retried`, "Use failed or needs_review.")
-    const control = await lazyControl()
-    process.stderr.write(await withStore(args.home, (db) => control.retry(db, args.run, from)))
-    return 0
-  },
-})
-
-const exportCmd = defineCommand({
-  meta: {
-    name: "export",
-    description: "Write a run's bundle: manifest, batch request files, raw outputs, results",
-  },
-  args: {
-    ...refArgs,
-    dir: { type: "string", required: true, description: "A new or empty directory to write into" },
-  },
-  async run({ args }) {
-    const control = await lazyControl()
-    const dir = resolve(args.dir)
-    process.stderr.write(await withStore(args.home, (db) => control.exportRun(db, args.run, dir, VERSION)))
-    return 0
-  },
-})
-
-const prune = defineCommand({
-  meta: {
-    name: "prune",
-    description: "Delete a finished run's batch request files, and its raw outputs once exported",
-  },
-  args: {
-    ...refArgs,
-    force: { type: "boolean", description: "Delete raw outputs even if the run was never exported" },
-  },
-  async run({ args }) {
-    const control = await lazyControl()
-    process.stderr.write(await withStore(args.home, (db) => control.prune(db, args.run, args.force ?? false)))
     return 0
   },
 })
