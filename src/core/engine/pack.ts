@@ -10,7 +10,8 @@ import type { Ledger } from "../ledger/ledger.ts"
 import type { Batch, Packable, Run } from "../ledger/types.ts"
 import { crashPoint } from "./crash.ts"
 
-export interface PackOptions {
+/** One run's batch work: its ledger, job and owner, the provider's batch client, and where its batch files go. */
+export interface BatchScope {
   ledger: Ledger
   run: Run
   job: Job
@@ -18,6 +19,9 @@ export interface PackOptions {
   api: BatchClient
   /** The run's batch files. */
   dir: string
+}
+
+export interface PackOptions extends BatchScope {
   prompt: template.Template
 }
 

@@ -5,26 +5,19 @@
 import { existsSync, readdirSync, renameSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { ProviderError } from "../../plugins/api/errors.ts"
-import type { BatchClient, BatchLine, Downloaded, RemoteBatch } from "../../plugins/api/define.ts"
+import type { BatchLine, Downloaded, RemoteBatch } from "../../plugins/api/define.ts"
 import * as log from "../base/log.ts"
 import type { Job } from "../job/job.ts"
-import type { Ledger } from "../ledger/ledger.ts"
-import type { Batch, LineOutcome, Run } from "../ledger/types.ts"
+import type { Batch, LineOutcome } from "../ledger/types.ts"
 import { crashPoint } from "./crash.ts"
+import type { BatchScope } from "./pack.ts"
 import * as decide from "./decide.ts"
 import * as results from "./results.ts"
 
 /** Lines settled per transaction while applying a result file. */
 const APPLY_CHUNK = 5000
 
-export interface SalvageOptions {
-  ledger: Ledger
-  run: Run
-  job: Job
-  owner: string
-  api: BatchClient
-  /** The run's batch files. */
-  dir: string
+export interface SalvageOptions extends BatchScope {
   /** The output schema's check, when the job has one. */
   validate: ((value: unknown) => string | undefined) | undefined
 }
