@@ -9,38 +9,12 @@ import type { Ledger } from "../../src/core/ledger/ledger.ts"
 import { STATES, type State } from "../../src/core/ledger/states.ts"
 import type { Item, LineOutcome, Outcome } from "../../src/core/ledger/types.ts"
 import { JOB, rows, seed } from "./ledger.ts"
+import { LEGAL } from "./states.ts"
 
 /** A fresh store, and a way to open connections to it; disposing of it closes them and removes the store. */
 export interface Place extends AsyncDisposable {
   open(): Promise<Ledger>
 }
-
-/**
- * The item state machine's legal edges (DESIGN §3), written out here and not read from states.ts, so that a driver
- * and the state machine are both held to the design.
- */
-export const LEGAL: readonly (readonly [State, State])[] = [
-  ["pending", "running"],
-  ["pending", "queued"],
-  ["running", "completed"],
-  ["running", "retry_wait"],
-  ["running", "failed"],
-  ["running", "needs_review"],
-  ["running", "pending"],
-  ["retry_wait", "running"],
-  ["retry_wait", "pending"],
-  ["retry_wait", "queued"],
-  ["queued", "submitted"],
-  ["queued", "pending"],
-  ["queued", "failed"],
-  ["submitted", "completed"],
-  ["submitted", "pending"],
-  ["submitted", "retry_wait"],
-  ["submitted", "failed"],
-  ["submitted", "needs_review"],
-  ["failed", "pending"],
-  ["needs_review", "pending"],
-]
 
 const legal = (from: State, to: State) => LEGAL.some(([a, b]) => a === from && b === to)
 
