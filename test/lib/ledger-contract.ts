@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test"
 import { TransitionError } from "../../src/core/base/errors.ts"
 import type { Ledger } from "../../src/core/ledger/ledger.ts"
 import { STATES, type State } from "../../src/core/ledger/states.ts"
-import type { Item, LineOutcome, Outcome } from "../../src/core/ledger/types.ts"
+import type { Batch, Item, LineOutcome, Outcome } from "../../src/core/ledger/types.ts"
 import { JOB, rows, seed } from "./ledger.ts"
 import { LEGAL } from "./states.ts"
 
@@ -18,7 +18,8 @@ export interface Place extends AsyncDisposable {
 
 const legal = (from: State, to: State) => LEGAL.some(([a, b]) => a === from && b === to)
 
-const ok = (item: number, attempt: number, output = "out"): Outcome => ({
+/** A completed call's outcome for an item's attempt. */
+export const ok = (item: number, attempt: number, output = "out"): Outcome => ({
   item,
   attempt,
   to: "completed",
@@ -42,6 +43,19 @@ const line = (item: number, to: LineOutcome["to"], extra: Partial<LineOutcome> =
 })
 
 const lines = (ids: number[]) => ids.map((id, i) => ({ id, line: i + 1, offset: i * 10, bytes: 9 }))
+
+/** Batch "a" of these items, intended by "me" (each on its own line of a request file at /a). */
+async function intended(l: Ledger, run: number, ids: number[]): Promise<Batch> {
+  const b = await l.batches.intend(
+    run,
+    { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
+    lines(ids),
+    [],
+    "me",
+  )
+  expect(b).not.toBeNull()
+  return b!
+}
 
 const remote = (phase: "in_progress" | "ended", outcome?: "completed" | "expired") => ({
   id: "batch_1",
@@ -827,13 +841,7 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         const l = await p.open()
         const { run } = await seed(l, 3)
         const ids = (await itemsOf(l, run.id)).map((i) => i.id)
-        await l.batches.intend(
-          run.id,
-          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
-          lines([ids[0]!]),
-          [],
-          "me",
-        )
+        await intended(l, run.id, [ids[0]!])
         await expect(
           l.batches.intend(
             run.id,
@@ -874,13 +882,7 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         const l = await p.open()
         const { run } = await seed(l, 4)
         const ids = (await itemsOf(l, run.id)).map((i) => i.id)
-        const b = (await l.batches.intend(
-          run.id,
-          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
-          lines(ids),
-          [],
-          "me",
-        ))!
+        const b = await intended(l, run.id, ids)
         await l.batches.submitted(b.id, remote("in_progress"))
         expect(await l.reads.counts(run.id)).toMatchObject({ submitted: 4 })
         expect(await l.batches.get(b.id)).toMatchObject({
@@ -944,13 +946,7 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         const l = await p.open()
         const { run } = await seed(l, 2)
         const ids = (await itemsOf(l, run.id)).map((i) => i.id)
-        const b = (await l.batches.intend(
-          run.id,
-          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
-          lines(ids),
-          [],
-          "me",
-        ))!
+        const b = await intended(l, run.id, ids)
         expect(await l.batches.abandon(b.id, { errorClass: "queue_limit", error: "queue full" })).toBe(2)
         expect(await l.batches.get(b.id)).toMatchObject({
           state: "abandoned",
@@ -970,13 +966,7 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         const l = await p.open()
         const { run } = await seed(l, 1)
         const ids = (await itemsOf(l, run.id)).map((i) => i.id)
-        const b = (await l.batches.intend(
-          run.id,
-          { tag: "a", requests: "/a", bytes: 1, tokens: 1 },
-          lines(ids),
-          [],
-          "me",
-        ))!
+        const b = await intended(l, run.id, ids)
         await l.batches.later(b.id, 12345, "HTTP 503")
         expect(await l.batches.get(b.id)).toMatchObject({ next_at: 12345, error: "HTTP 503" })
         await l.batches.later(b.id, 23456)

@@ -5,11 +5,10 @@ import { statSync } from "node:fs"
 import { join } from "node:path"
 import { StoreError } from "../../../src/plugins/api/errors.ts"
 import type { Ledger } from "../../../src/core/ledger/ledger.ts"
-import type { Outcome } from "../../../src/core/ledger/types.ts"
 import { DB_FILE } from "../../../src/core/ledger/sqlite/faults.ts"
 import { MIGRATIONS } from "../../../src/core/ledger/sqlite/schema.ts"
 import * as sqlite from "../../../src/core/ledger/sqlite/sqlite.ts"
-import { itemsOf, tallied, testLedger } from "../../lib/ledger-contract.ts"
+import { itemsOf, ok, tallied, testLedger } from "../../lib/ledger-contract.ts"
 import { JOB, seed } from "../../lib/ledger.ts"
 import { tmpdir } from "../../lib/tmp.ts"
 
@@ -59,18 +58,6 @@ function undoBatches(db: Database): void {
 
 const pragma = <T>(db: Database, name: string): T | undefined =>
   Object.values(db.query(`PRAGMA ${name}`).get() ?? {})[0] as T | undefined
-
-const ok = (item: number, attempt: number, output = "out"): Outcome => ({
-  item,
-  attempt,
-  to: "completed",
-  label: "ok",
-  output,
-  inputTokens: 3,
-  outputTokens: 2,
-  latencyMs: 5,
-  endedAt: Date.now(),
-})
 
 describe("the SQLite store", () => {
   test("creates an owner-only directory and database in WAL mode with the schema version set", async () => {
