@@ -141,8 +141,12 @@ describe("the checker itself", () => {
     const g = graph(root, "test/lib")
     const self = g.get("test/lib/imports.ts")
     expect(self).toEqual(["node:fs", "node:path"])
-    const arch = graph(root, "src").get("src/cli.ts") ?? []
-    expect(arch).toContain("src/plugins/registry.ts")
-    expect(arch).toContain("src/serve.ts")
+    const src = graph(root, "src")
+    // dynamic: import("./plugins/registry.ts"), and the server's
+    expect(src.get("src/cli.ts")).toContain("src/plugins/registry.ts")
+    expect(src.get("src/cli.ts")).toContain("src/serve.ts")
+    // re-export: export { … } from "./http.ts"; type-only: import type { Ledger } from "../ledger/ledger.ts"
+    expect(src.get("src/plugins/api/define.ts")).toContain("src/plugins/api/http.ts")
+    expect(src.get("src/core/engine/pack.ts")).toContain("src/core/ledger/ledger.ts")
   })
 })
