@@ -50,8 +50,6 @@ export interface BatchProgress {
 
 /** How long the batch lease lasts without renewal. */
 const LEASE_MS = 60_000
-/** Lines settled per transaction while applying a result file. */
-const APPLY_CHUNK = 5000
 /** A 404 this soon after create is the provider not having caught up yet (OpenAI documents the lag). */
 const YOUNG_MS = 120_000
 /** The longest the loop sleeps when nothing is due: it looks at the run's state (pause, cancel) this often. */
