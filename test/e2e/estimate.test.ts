@@ -99,4 +99,48 @@ describe("spool estimate", () => {
     expect(out.stderr).toContain("× request.prompt: expected a string")
     expect(existsSync(tmp.join(".spool"))).toBe(false)
   })
+
+  test("a mistyped model is priced as nothing: one warning naming the nearest model, at estimate and at run start", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.jsonl"), `${["a", "b", "c"].map((t) => JSON.stringify({ t })).join("\n")}\n`)
+    const warning = 'no price for model "gpt-4.1-mnii" (did you mean "gpt-4.1-mini"?); cost shows as unknown'
+    const times = (text: string, part: string) => text.split(part).length - 1
+    const flags = ["--input", "in.jsonl", "--prompt", "{{t}}", "--max-tokens", "10"]
+
+    const est = await spool(["estimate", ...flags, "--provider", "openai", "--model", "gpt-4.1-mnii"], {
+      cwd: tmp.path,
+    })
+    expect(est.code).toBe(0)
+    expect(times(est.stderr, warning)).toBe(1)
+    expect(est.stdout).toContain("cost      unknown (no price for gpt-4.1-mnii")
+
+    // the mock calls nothing, so the run is offline; a mistyped priced name is warned about with it too
+    const run = await spool(["run", ...flags, "--provider", "mock", "--model", "gpt-4.1-mnii"], {
+      cwd: tmp.path,
+    })
+    expect(run.code).toBe(0)
+    expect(times(run.stderr, warning)).toBe(1)
+    const status = JSON.parse((await spool(["status", "--json"], { cwd: tmp.path })).stdout)
+    expect(status.spend).toEqual({ usd: null, remaining_usd: null, prices: null })
+
+    // a model near nothing: the warning says how to price it; the mock's own models are not warned about
+    const local = await spool(["estimate", ...flags, "--provider", "openai", "--model", "llama3.2"], {
+      cwd: tmp.path,
+    })
+    expect(times(local.stderr, "no price for model")).toBe(1)
+    expect(local.stderr).toContain(
+      'no price for model "llama3.2"; cost shows as unknown (set input and output in [pricing] to count it)',
+    )
+    const mock = await spool(["estimate", ...flags, "--provider", "mock", "--model", "mock-1"], {
+      cwd: tmp.path,
+    })
+    expect(mock.stderr).not.toContain("no price")
+    // a dated snapshot of a priced model is priced, silently
+    const dated = await spool(
+      ["estimate", ...flags, "--provider", "openai", "--model", "gpt-4.1-mini-2025-04-14", "--json"],
+      { cwd: tmp.path },
+    )
+    expect(dated.stderr).not.toContain("no price")
+    expect(JSON.parse(dated.stdout).cost.prices.source).toBe("built-in prices for gpt-4.1-mini (2025-11)")
+  })
 })

@@ -13,7 +13,7 @@ import * as registry from "../../plugins/registry.ts"
 import { checkProvider } from "./run.ts"
 import * as template from "../job/template.ts"
 import { plan } from "./ingest.ts"
-import { cost, priceOf, type Priced } from "../job/pricing.ts"
+import { cost, priceOf, warnUnpriced, type Priced } from "../job/pricing.ts"
 import { HEURISTIC, framing, tokens } from "../job/estimate.ts"
 import { usd } from "../report/report.ts"
 import type { Job } from "../job/job.ts"
@@ -56,6 +56,7 @@ const round = (x: number) => Math.round(x * 1e6) / 1e6
 export async function estimate(job: Job): Promise<Estimate> {
   await registry.load(job.plugins ?? [])
   checkProvider(job)
+  warnUnpriced(job.provider, job.pricing)
   const prompt = template.parse(job.request.prompt)
   const inputs = plan(job)
   // every request's system message and framing; its prompt's tokens are added per row

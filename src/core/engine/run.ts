@@ -26,6 +26,7 @@ import { Follower, pollMs, sleep } from "./follow.ts"
 import { Runner } from "./runner.ts"
 import { dead, ownerId } from "./owner.ts"
 import { Budget, capOf } from "./budget.ts"
+import { warnUnpriced } from "../job/pricing.ts"
 import type { Ticker } from "../report/report.ts"
 import { assertUsable } from "../job/schema.ts"
 import type { BatchClient, Provider, ProviderClient } from "../../plugins/api/define.ts"
@@ -236,6 +237,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
     await db.runs.updateJob(run.id, job)
     await resume(db, run, o)
   }
+  warnUnpriced(job.provider, job.pricing)
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
   // realtime calls or provider batches: the same ledger, driven one way or the other

@@ -1,7 +1,8 @@
 /**
  * What tokens cost: an embedded, dated price table per model, which a job's `[pricing]` overrides. An unknown model
- * has an unknown cost (null), never a cost of 0.
+ * has an unknown cost (null), never a cost of 0, and a warning at the start of a run or an estimate.
  */
+import * as log from "../base/log.ts"
 
 /** USD per million tokens. */
 export interface Price {
@@ -59,10 +60,23 @@ export interface Priced extends Price {
   source: string
 }
 
+/** A dated snapshot's suffix: `-2025-04-14` (OpenAI) or `-20250929` (Anthropic). */
+const SNAPSHOT = /-(?:\d{4}-\d{2}-\d{2}|\d{8})$/
+
 /**
- * The price of a model: the job's override, else the table's entry for the model or for the longest name it
- * extends (a dated snapshot such as `gpt-4.1-mini-2025-04-14` costs what `gpt-4.1-mini` does). Undefined when
- * neither knows the model.
+ * The table's name for a model: the model itself, or the model a dated snapshot is of (`gpt-4.1-mini-2025-04-14`
+ * costs what `gpt-4.1-mini` does). Nothing else: `gpt-4.1-mnii` is no gpt-4.1, and `gpt-4.1-preview` may cost
+ * something else.
+ */
+function tableName(model: string): string | undefined {
+  if (TABLE[model]) return model
+  const base = model.replace(SNAPSHOT, "")
+  return base !== model && TABLE[base] ? base : undefined
+}
+
+/**
+ * The price of a model: the job's override, else the table's entry for the model or the model it is a dated
+ * snapshot of. Undefined when neither knows the model.
  */
 export function priceOf(model: string | undefined, override?: Override): Priced | undefined {
   if (override) {
@@ -74,13 +88,64 @@ export function priceOf(model: string | undefined, override?: Override): Priced 
       source: "the job's [pricing]",
     }
   }
-  if (!model) return undefined
-  let best: string | undefined
-  for (const name of Object.keys(TABLE)) {
-    if (model !== name && !model.startsWith(`${name}-`)) continue
-    if (!best || name.length > best.length) best = name
+  const name = model === undefined ? undefined : tableName(model)
+  return name ? { ...TABLE[name]!, source: `built-in prices for ${name} (${PRICES_AS_OF})` } : undefined
+}
+
+/** Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`: the optimal string alignment. */
+export function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)])
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const same = a[i - 1] === b[j - 1] ? 0 : 1
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + same)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, d[i - 2]![j - 2]! + 1)
+      d[i]![j] = best
+    }
   }
-  return best ? { ...TABLE[best]!, source: `built-in prices for ${best} (${PRICES_AS_OF})` } : undefined
+  return d[a.length]![b.length]!
+}
+
+/**
+ * The priced model nearest to `model`, when it is near enough to be what was meant: one edit for every four
+ * characters of the name, and at least one. A suffix of numbers or `-latest` is set aside first, so a snapshot
+ * with a mistyped date or an alias points at its model. `llama3.2` is near nothing in the table.
+ */
+export function nearest(model: string): string | undefined {
+  const base = model.replace(/-latest$/, "").replace(/(?:-\d+)+$/, "")
+  let best: { name: string; edits: number } | undefined
+  for (const name of Object.keys(TABLE)) {
+    const edits = Math.min(distance(model, name), distance(base, name))
+    if (!best || edits < best.edits) best = { name, edits }
+  }
+  return best && best.edits <= Math.max(1, Math.floor(base.length / 4)) ? best.name : undefined
+}
+
+/**
+ * What to tell a person whose model has no price (and no `[pricing]`): one line, with the nearest priced name when
+ * one is near. Undefined when the cost is known, or when no model is named.
+ */
+export function unpriced(model: string | undefined, override?: Override): string | undefined {
+  if (model === undefined || priceOf(model, override)) return undefined
+  const near = nearest(model)
+  if (near) return `no price for model "${model}" (did you mean "${near}"?); cost shows as unknown`
+  return `no price for model "${model}"; cost shows as unknown (set input and output in [pricing] to count it)`
+}
+
+/**
+ * Warns, once at the start of a run or an estimate, that the job's model has no price. The mock provider calls
+ * nothing and costs nothing: with it, only a model near a priced one (a mistyped name) is warned about.
+ */
+export function warnUnpriced(
+  provider: { name: string; model?: string | undefined },
+  override?: Override,
+): void {
+  const warning = unpriced(provider.model, override)
+  if (!warning) return
+  if (provider.name === "mock" && !nearest(provider.model!)) return
+  log.warn(warning)
 }
 
 /** The cost in USD of the tokens, at the batch price when `batch`. */
