@@ -18,6 +18,8 @@ const LF = 0x0a
 const CR = 0x0d
 const SPACE = 0x20
 const TAB = 0x09
+const DELIMITERS = [",", ";", "\t", "|"] as const
+type Delimiter = (typeof DELIMITERS)[number]
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 const lenient = new TextDecoder("utf-8", { ignoreBOM: true })
 
@@ -30,11 +32,18 @@ interface Position {
   sha256: string
   header: string[]
   newline: "\n" | "\r\n"
+  /**
+   * The delimiter the header was read with (given, or sniffed from it), so a resumed read splits the rows the same
+   * way. Absent from the checkpoints of spool versions that did not sniff: they read with the format's own.
+   */
+  delimiter?: Delimiter
 }
+
+const isDelimiter = (x: unknown): x is Delimiter => DELIMITERS.some((d) => d === x)
 
 function position(checkpoint: Checkpoint | undefined): Position | undefined {
   if (!checkpoint) return undefined
-  const { offset, line, record, sha256, header, newline } = checkpoint
+  const { offset, line, record, sha256, header, newline, delimiter } = checkpoint
   if (typeof offset !== "number" || typeof line !== "number" || typeof record !== "number") return undefined
   if (typeof sha256 !== "string" || typeof header !== "string") return undefined
   return {
@@ -44,6 +53,7 @@ function position(checkpoint: Checkpoint | undefined): Position | undefined {
     sha256,
     header: JSON.parse(header) as string[],
     newline: newline === "\r\n" ? "\r\n" : "\n",
+    ...(isDelimiter(delimiter) ? { delimiter } : {}),
   }
 }
 
@@ -318,10 +328,30 @@ function excerpt(fields: string[], delimiter: string): string {
   return fields.join(delimiter).slice(0, 200)
 }
 
+/**
+ * The id field names no column of the header. When the header's names hold another delimiter (the most often,
+ * if several), the file is most likely split by it: the hint says how to choose it.
+ */
+function noColumn(r: Reading, names: string[]): SourceError {
+  const message = `${r.file}: no "${r.id}" column for the id field; the header has ${names.join(", ")}`
+  const fix = "id to one of those columns, or leave it out to key rows by their number."
+  const text = names.join("")
+  const other = DELIMITERS.filter((d) => d !== r.delimiter)
+    .map((d) => ({ d, n: text.split(d).length - 1 }))
+    .filter((c) => c.n > 0)
+    .sort((x, y) => y.n - x.n)[0]?.d
+  if (!other) return new SourceError(message, `Set ${fix}`)
+  const d = JSON.stringify(other)
+  return new SourceError(
+    message,
+    `The header looks separated by ${d}: set delimiter = ${d} in [source] (or pass --delimiter ${d}). Otherwise set ${fix}`,
+  )
+}
+
 /** What reading one file needs besides its position. */
 interface Reading {
   file: string
-  delimiter: string
+  delimiter: Delimiter
   id: string | undefined
   rows: SourceRow[]
   problems: SourceProblem[]
@@ -350,11 +380,8 @@ function records(text: string, at: Position, r: Reading): void {
     if (blank(fields)) continue
     if (at.header.length === 0) {
       at.header = header(fields, r.file)
-      if (r.id !== undefined && !at.header.includes(r.id))
-        throw new SourceError(
-          `${r.file}: no "${r.id}" column for the id field; the header has ${at.header.join(", ")}`,
-          "Set id to one of those columns, or leave it out to key rows by their number.",
-        )
+      at.delimiter = r.delimiter
+      if (r.id !== undefined && !at.header.includes(r.id)) throw noColumn(r, at.header)
       continue
     }
     at.record++
@@ -436,28 +463,61 @@ function parse(bytes: Uint8Array, bad: Bad[], at: Position, r: Reading, sep: num
   if (cursor < bytes.length) records(decoder.decode(bytes.subarray(cursor)), at, r)
 }
 
-const DELIMITERS = [",", ";", "\t", "|"] as const
+/** How much of a file's start is read to find its header line, when the delimiter is sniffed. */
+const SNIFF_BYTES = 1 << 16
 
-function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[number]) {
+/**
+ * The delimiter a header line is written with: of `,` `;` tab `|`, the one that splits its first line (outside
+ * quotes) into the most fields; a tie goes to `fallback` (the format's own), then to the earlier in that list.
+ */
+export function likely(text: string, fallback: Delimiter): Delimiter {
+  const fields: Record<Delimiter, number> = { ",": 1, ";": 1, "\t": 1, "|": 1 }
+  let quoted = false
+  // blank lines before the header are skipped, as the reader skips them
+  for (const c of text.replace(/^[\ufeff\r\n]+/, "")) {
+    if (c === '"') quoted = !quoted
+    else if (quoted) continue
+    else if (c === "\n") break
+    else if (c in fields) fields[c as Delimiter]++
+  }
+  let best = fallback
+  for (const d of DELIMITERS) if (fields[d] > fields[best]) best = d
+  return best
+}
+
+/** The delimiter of a file's header line, sniffed from the start of the file (once per read from the top). */
+async function sniff(handle: Bun.BunFile, fallback: Delimiter): Promise<Delimiter> {
+  return likely(lenient.decode(await handle.slice(0, SNIFF_BYTES).arrayBuffer()), fallback)
+}
+
+function make(name: string, extensions: string[], fallback: Delimiter) {
   return defineSource({
     name,
     extensions,
     options: v.object({
-      /** The field separator. */
-      delimiter: v.optional(v.picklist(DELIMITERS, 'must be one of ",", ";", "\\t" (tab) or "|"'), fallback),
+      /** The field separator; without one it is sniffed from the header line, the format's own on a tie. */
+      delimiter: v.optional(v.picklist(DELIMITERS, 'must be one of ",", ";", "\\t" (tab) or "|"')),
       /** Bytes read (and committed) per batch; a batch always ends between records. At most max_line_bytes. */
       chunk_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), REGION),
       /** The longest record read, in bytes with its line end; a longer one is a problem row, read past without being held. */
       max_line_bytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), MAX_RECORD),
     }),
     async *read(file, options, checkpoint, signal) {
-      const delimiter = options.delimiter ?? fallback
       const hasher = new Bun.CryptoHasher("sha256")
       const start = position(checkpoint)
       if (start) await verify(file, start, hasher)
       const handle = await open(file)
       const size = handle.size
       const at: Position = start ?? { offset: 0, line: 0, record: 0, sha256: "", header: [], newline: "\n" }
+      // a header already read keeps the delimiter it was read with; before it, the header line tells
+      const known = at.header.length > 0
+      const delimiter =
+        options.delimiter ?? (known ? (at.delimiter ?? fallback) : await sniff(handle, fallback))
+      // said once, with the batch that reads the header
+      let sniffed =
+        options.delimiter === undefined && !known && delimiter !== fallback
+          ? `${file}: read with delimiter ${JSON.stringify(delimiter)}, sniffed from its header line (set delimiter in [source] to choose)`
+          : undefined
       const chunk = options.chunk_bytes ?? REGION
       const max = options.max_line_bytes ?? MAX_RECORD
       const sep = delimiter.charCodeAt(0)
@@ -510,7 +570,9 @@ function make(name: string, extensions: string[], fallback: (typeof DELIMITERS)[
         hasher.update(next.bytes)
         at.offset += next.bytes.length
         yielded = true
-        yield { rows: r.rows, problems: r.problems, checkpoint: here() }
+        const warnings = sniffed && at.header.length > 0 ? [sniffed] : undefined
+        if (warnings) sniffed = undefined
+        yield { rows: r.rows, problems: r.problems, checkpoint: here(), ...(warnings ? { warnings } : {}) }
       }
       if (!yielded) yield { rows: [], problems: [], checkpoint: here() }
     },

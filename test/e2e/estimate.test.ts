@@ -143,4 +143,28 @@ describe("spool estimate", () => {
     expect(dated.stderr).not.toContain("no price")
     expect(JSON.parse(dated.stdout).cost.prices.source).toBe("built-in prices for gpt-4.1-mini (2025-11)")
   })
+
+  test("a semicolon CSV with no delimiter set is read by its header's delimiter; one set wrong is refused with the fix", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.csv"), "id;name;note\n1;Ann;a, b\n2;Bo;c\n3;Cy;d\n")
+    const flags = ["--input", "in.csv", "--prompt", "{{name}}: {{note}}", "--provider", "mock", "--json"]
+    const out = await spool(["estimate", ...flags], { cwd: tmp.path })
+    expect(out.code).toBe(0)
+    expect(JSON.parse(out.stdout)).toMatchObject({ items: 3, requests: 3, malformed: { count: 0 } })
+    const said = `${tmp.join("in.csv")}: read with delimiter ";", sniffed from its header line`
+    expect(out.stderr.split(said).length - 1).toBe(1)
+
+    writeFileSync(
+      tmp.join("job.toml"),
+      `name = "semi"\n[source]\npath = "in.csv"\nid = "id"\ndelimiter = ","\n[provider]\nname = "mock"\n[request]\nprompt = "{{name}}"\n`,
+    )
+    const wrong = await spool(["estimate", "job.toml"], { cwd: tmp.path })
+    expect(wrong.code).toBe(2)
+    expect(wrong.stderr).toContain(
+      `${tmp.join("in.csv")}: no "id" column for the id field; the header has id;name;note`,
+    )
+    expect(wrong.stderr).toContain(
+      'The header looks separated by ";": set delimiter = ";" in [source] (or pass --delimiter ";").',
+    )
+  })
 })

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { appendFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import Papa from "papaparse"
-import { boundary, csv, tsv, walk } from "../../src/sources/csv.ts"
+import { boundary, csv, likely, tsv, walk } from "../../src/sources/csv.ts"
 import { SourceError } from "../../src/plugins/api/errors.ts"
 import type { Checkpoint, SourceBatch } from "../../src/plugins/api/define.ts"
 import { prng } from "../lib/spool.ts"
@@ -214,6 +214,121 @@ describe("the csv source", () => {
     })
   })
 
+  test("without a delimiter, the header line tells: the one that splits it into the most fields, quotes aside", async () => {
+    await using tmp = await tmpdir()
+    const sniffed = async (name: string, text: string, source = csv) => {
+      writeFileSync(tmp.join(name), text)
+      // small regions: several batches, and the warning in only one of them
+      const batches = await read(
+        tmp.join(name),
+        { id: "id", delimiter: undefined, chunk_bytes: 8 },
+        undefined,
+        source,
+      )
+      return {
+        rows: batches.flatMap((b) => b.rows).map((r) => r.data),
+        warnings: batches.flatMap((b) => b.warnings ?? []),
+        problems: batches.flatMap((b) => b.problems),
+        delimiter: batches.at(-1)?.checkpoint.delimiter,
+      }
+    }
+    const told = (name: string, d: string) =>
+      `${tmp.join(name)}: read with delimiter ${d}, sniffed from its header line (set delimiter in [source] to choose)`
+
+    // the file of the issue: semicolons, and a comma inside a field
+    expect(await sniffed("s.csv", "id;name;note\n1;Ann;a, b\n2;Bo;c\n")).toEqual({
+      rows: [
+        { id: "1", name: "Ann", note: "a, b" },
+        { id: "2", name: "Bo", note: "c" },
+      ],
+      warnings: [told("s.csv", '";"')],
+      problems: [],
+      delimiter: ";",
+    })
+    // a tab-separated file named .csv, and a pipe file
+    const tab = await sniffed("t.csv", "id\tname\n1\tx,y\n")
+    expect([tab.rows, tab.warnings, tab.delimiter]).toEqual([
+      [{ id: "1", name: "x,y" }],
+      [told("t.csv", '"\\t"')],
+      "\t",
+    ])
+    const pipe = await sniffed("p.csv", "id|name\n1|x;y\n")
+    expect([pipe.rows, pipe.warnings, pipe.delimiter]).toEqual([
+      [{ id: "1", name: "x;y" }],
+      [told("p.csv", '"|"')],
+      "|",
+    ])
+    // delimiters inside a quoted header name do not count: three fields by commas, not four by semicolons
+    const quoted = await sniffed("q.csv", 'id,"a;b;c;d",x\n1,2,3\n')
+    expect([quoted.rows, quoted.warnings, quoted.delimiter]).toEqual([
+      [{ id: "1", "a;b;c;d": "2", x: "3" }],
+      [],
+      ",",
+    ])
+    // and a quoted comma does not make a semicolon file a comma file; a BOM and blank lines before the header are skipped
+    const named = await sniffed("n.csv", '\ufeff\n\nid;"last, first"\n1;"Doe, J"\n')
+    expect([named.rows, named.delimiter]).toEqual([[{ id: "1", "last, first": "Doe, J" }], ";"])
+    // a tie goes to the format's own: "," for csv, tab for tsv; a plain comma file says nothing
+    expect((await sniffed("tie.csv", "id,a;b\n1,2;3\n")).rows).toEqual([{ id: "1", "a;b": "2;3" }])
+    const tsvTie = await sniffed("tie.tsv", "id\ta,b\n1\t2,3\n", tsv)
+    expect([tsvTie.rows, tsvTie.warnings]).toEqual([[{ id: "1", "a,b": "2,3" }], []])
+    expect((await sniffed("c.csv", "id,t\n1,a\n")).warnings).toEqual([])
+
+    expect(likely("a;b;c\n1,2,3,4,5,6\n", ",")).toBe(";") // the header line only
+    expect(likely("", ",")).toBe(",")
+    expect(likely("a|b\tc|d", "\t")).toBe("|")
+  })
+
+  test("a sniffed delimiter is kept in the checkpoint; a checkpoint written before sniffing reads on with the format's own", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("s.csv"), "id;t\n1;a\n")
+    const first = await read(tmp.join("s.csv"), { id: "id", delimiter: undefined })
+    appendFileSync(tmp.join("s.csv"), "2;b\n")
+    const after = first.at(-1)!.checkpoint
+    expect(after.delimiter).toBe(";")
+    const more = await read(tmp.join("s.csv"), { id: "id", delimiter: undefined }, after)
+    // read on from the checkpoint: not sniffed again, and not said again
+    expect(more.flatMap((b) => b.rows).map((r) => r.data)).toEqual([{ id: "2", t: "b" }])
+    expect(more.flatMap((b) => b.warnings ?? [])).toEqual([])
+
+    // an older spool's checkpoint of a comma file whose header happens to hold semicolons: still commas
+    writeFileSync(tmp.join("old.csv"), "n,a;b\n1,x\n")
+    const old = (await read(tmp.join("old.csv"), { delimiter: "," })).at(-1)!.checkpoint
+    const { delimiter: _, ...before } = old
+    appendFileSync(tmp.join("old.csv"), "2,y;z\n")
+    const rest = await read(tmp.join("old.csv"), { delimiter: undefined }, before)
+    expect(rest.flatMap((b) => b.rows).map((r) => r.data)).toEqual([{ n: "2", "a;b": "y;z" }])
+  })
+
+  test("a missing id column whose header holds another delimiter suggests it", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("s.csv"), "id;name;note\n1;a;b\n")
+    // a delimiter given is used as given: the header is then one name
+    const given = read(tmp.join("s.csv"), { id: "id", delimiter: "," })
+    await expect(given).rejects.toThrow(
+      `${tmp.join("s.csv")}: no "id" column for the id field; the header has id;name;note`,
+    )
+    const err = (await given.catch((e: unknown) => e)) as SourceError
+    expect(err.hint).toBe(
+      'The header looks separated by ";": set delimiter = ";" in [source] (or pass --delimiter ";"). Otherwise set id to one of those columns, or leave it out to key rows by their number.',
+    )
+    // a tie sniffed as ",": the semicolon is suggested
+    writeFileSync(tmp.join("t.csv"), "id;name,note\n1;a,b\n")
+    const tie = (await read(tmp.join("t.csv"), { id: "id", delimiter: undefined }).catch(
+      (e: unknown) => e,
+    )) as SourceError
+    expect(tie.message).toBe(
+      `${tmp.join("t.csv")}: no "id" column for the id field; the header has id;name, note`,
+    )
+    expect(tie.hint).toStartWith('The header looks separated by ";": set delimiter = ";" in [source]')
+    // a tab, written as TOML and JSON write it
+    writeFileSync(tmp.join("tab.csv"), "id\tname\n1\ta\n")
+    const tab = (await read(tmp.join("tab.csv"), { id: "id", delimiter: "|" }).catch(
+      (e: unknown) => e,
+    )) as SourceError
+    expect(tab.hint).toStartWith('The header looks separated by "\\t": set delimiter = "\\t" in [source]')
+  })
+
   test("a missing id column and a repeated header name are errors naming the file", async () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("a.csv"), "a,b\n1,2\n")
@@ -222,6 +337,9 @@ describe("the csv source", () => {
     await expect(missing).rejects.toBeInstanceOf(SourceError)
     await expect(missing).rejects.toThrow(
       `${tmp.join("a.csv")}: no "id" column for the id field; the header has a, b`,
+    )
+    expect(((await missing.catch((e: unknown) => e)) as SourceError).hint).toBe(
+      "Set id to one of those columns, or leave it out to key rows by their number.",
     )
     await expect(read(tmp.join("d.csv"))).rejects.toThrow('the header names "a" twice (columns 1 and 3)')
     await expect(read(tmp.join("none.csv"))).rejects.toThrow(
