@@ -30,7 +30,8 @@ function gateway(shape: "openai" | "anthropic") {
       const body =
         shape === "anthropic"
           ? { type: "error", error: { type, message } }
-          : { error: { message, type, param: null, code: null } }
+          : // OpenAI's own 401 (code invalid_api_key), so it is not taken for a wrong base_url's answer
+            { error: { message, type, param: null, code: status === 401 ? "invalid_api_key" : null } }
       return Response.json(body, { status })
     },
   })

@@ -43,6 +43,11 @@ export interface FakeOptions extends FakeOptionsOf<Faults> {
   rateLimit?: RateLimit
   /** The Message Batches API: how long batches take, their faults and limits (fake-batch.ts). */
   batch?: BatchOptions
+  /**
+   * What a request for a path the fake does not serve gets, as a server or gateway at a wrong base URL answers
+   * (default: the API's own 404 not_found_error, `Not Found: POST /path`).
+   */
+  unrouted?: (req: Request) => Response | Promise<Response>
 }
 
 export interface Fake extends FakeOf<FaultKind> {
@@ -542,6 +547,7 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
     const batchAnswer = batchRoutes(req, url)
     if (batchAnswer) return batchAnswer
+    if (options.unrouted) return options.unrouted(req)
     return error(404, "not_found_error", `Not Found: ${req.method} ${path}`)
   })
 

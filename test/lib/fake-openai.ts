@@ -167,6 +167,11 @@ export interface FakeOptions extends FakeOptionsOf<Faults> {
   rateLimit?: RateLimit
   /** The Batch API (files, batches): how long batches take, their faults and limits (fake-batch.ts). */
   batch?: BatchOptions
+  /**
+   * What a request for a path the fake does not serve gets, as a server or gateway at a wrong base URL answers
+   * (default: the API's own 404, `Unknown request URL: POST /path`).
+   */
+  unrouted?: (req: Request) => Response | Promise<Response>
 }
 
 /** One error of a batch that failed, as `errors.data` lists them. */
@@ -1198,6 +1203,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     if (req.method === "GET" && path === "/_stats") return Response.json(fake.stats())
     const batchAnswer = batchRoutes(req, url)
     if (batchAnswer) return batchAnswer
+    if (options.unrouted) return options.unrouted(req)
     return errorBody(
       404,
       `Unknown request URL: ${req.method} ${path}`,

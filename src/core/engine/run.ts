@@ -113,6 +113,7 @@ export function client(job: jobs.Job): ProviderClient {
     baseUrl: job.provider.base_url ?? (envUrl || undefined),
     apiKey,
     timeoutMs: job.limits.timeout_s * 1000,
+    info: (message) => log.info(message),
   })
   if (job.provider.mode === "batch" && !made.batch)
     throw new JobError(

@@ -134,6 +134,8 @@ export interface ProviderContext {
   apiKey: string | undefined
   /** Per-request timeout. */
   timeoutMs: number
+  /** Tells the person running spool something worth knowing, once: an info line on stderr and in the log. */
+  info?: ((message: string) => void) | undefined
 }
 
 export interface ProviderClient {
@@ -312,5 +314,7 @@ export {
 // Reading an HTTP answer: the wait it asks for, an error by its status, the rate limits it reports.
 export { byStatus, parseRetryAfter, rated, retryAfterMs, unanswered, type SdkErrors } from "./http.ts"
 export { duration, fromHeaders, type RateInfo, type Window } from "./ratelimit.ts"
+// A base URL shown without credentials; a wrong one told from a wrong key or model by a client's first answers.
+export { firstAnswers, shown, type Documented, type FirstAnswers } from "./baseurl.ts"
 // A batch client's download, streamed to disk durably under a stall watch.
 export { announced, CLOCK_SLACK_MS, save, stallWatch, UPLOAD_TIMEOUT_MS } from "./batch.ts"

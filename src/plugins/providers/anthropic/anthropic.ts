@@ -17,7 +17,7 @@ export default defineProvider({
   keyEnv: "ANTHROPIC_API_KEY",
   baseUrlEnv: "ANTHROPIC_BASE_URL",
   create(_options, context) {
-    const { client, timeoutMs } = sdk(context)
+    const { client, timeoutMs, first } = sdk(context)
     return {
       async call(request, signal) {
         const timeout = AbortSignal.timeout(timeoutMs)
@@ -29,8 +29,9 @@ export default defineProvider({
             .withResponse()
           message = data
           headers = response.headers
+          first.ok()
         } catch (cause) {
-          const err = failure(cause, signal, timeoutMs)
+          const err = failure(cause, signal, timeoutMs, first)
           // the limits an error response reported (a 429's above all) teach the runner as much as a success's
           if (err instanceof ProviderError) {
             const headers = (cause as { headers?: unknown } | null)?.headers
@@ -40,7 +41,7 @@ export default defineProvider({
         }
         return rated(headers, () => reply(message))
       },
-      batch: anthropicBatch(client, context.model, timeoutMs),
+      batch: anthropicBatch(client, context.model, timeoutMs, first),
     }
   },
 })

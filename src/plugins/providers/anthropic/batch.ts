@@ -9,6 +9,7 @@ import type { Message } from "@anthropic-ai/sdk/resources/messages"
 import type { BatchClient, BatchLine, BatchTag, Found, RemoteBatch, Request } from "../../api/define.ts"
 import { announced, CLOCK_SLACK_MS, save, stallWatch, UPLOAD_TIMEOUT_MS } from "../../api/batch.ts"
 import { ProviderError, StoreError } from "../../api/errors.ts"
+import type { FirstAnswers } from "../../api/baseurl.ts"
 import { body, classify, failure, reply } from "./wire.ts"
 
 /**
@@ -151,18 +152,28 @@ type ResultLine = {
   }
 }
 
-/** The Message Batches API of the anthropic provider, on the provider's own SDK client. */
-export function anthropicBatch(client: Anthropic, model: string, timeoutMs: number): BatchClient {
+/**
+ * The Message Batches API of the anthropic provider, on the provider's own SDK client; `first` is the client's
+ * first-answer check, shared with its realtime calls.
+ */
+export function anthropicBatch(
+  client: Anthropic,
+  model: string,
+  timeoutMs: number,
+  first?: FirstAnswers,
+): BatchClient {
   /** A failure mapped as the realtime provider maps it; one already ours (or the disk's) is kept as it is. */
   const mapped = (cause: unknown, signal: AbortSignal): unknown =>
     !signal.aborted && (cause instanceof ProviderError || cause instanceof StoreError)
       ? cause
-      : failure(cause, signal, timeoutMs)
+      : failure(cause, signal, timeoutMs, first)
 
   /** One SDK call, its failure mapped. */
   const attempt = async <T>(signal: AbortSignal, run: () => Promise<T>): Promise<T> => {
     try {
-      return await run()
+      const out = await run()
+      first?.ok()
+      return out
     } catch (cause) {
       throw mapped(cause, signal)
     }
@@ -287,6 +298,7 @@ export function anthropicBatch(client: Anthropic, model: string, timeoutMs: numb
           // the body may be 256 MB: the SDK's timer runs until the answer's headers
           timeout: Math.max(timeoutMs, UPLOAD_TIMEOUT_MS),
         })
+        first?.ok()
         return remote(batch)
       } catch (cause) {
         throw queueLimit(mapped(cause, signal))
@@ -311,6 +323,7 @@ export function anthropicBatch(client: Anthropic, model: string, timeoutMs: numb
       const watch = stallWatch(timeoutMs)
       try {
         const response = await results(url, AbortSignal.any([signal, watch.signal]))
+        first?.ok()
         await save(response.body, to.output, watch.touch)
         return { output: to.output, announced: { output: announced(response) } }
       } catch (cause) {

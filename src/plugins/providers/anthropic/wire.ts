@@ -12,6 +12,7 @@ import Anthropic, {
 } from "@anthropic-ai/sdk"
 import type { Message, MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/messages"
 import type { ProviderContext, Reply, Request } from "../../api/define.ts"
+import { firstAnswers, shown, type FirstAnswers } from "../../api/baseurl.ts"
 import { ProviderError } from "../../api/errors.ts"
 import { byStatus, retryAfterMs, unanswered, type SdkErrors } from "../../api/http.ts"
 
@@ -115,16 +116,54 @@ const SDK_ERRORS: SdkErrors = {
 }
 
 /**
- * Turns whatever the SDK threw into a ProviderError. An abort by the caller is rethrown as the caller's own
- * reason: the runner tells it by its signal, and an SDK class must not get out.
+ * Turns whatever the SDK threw into a ProviderError (with `first`, checked as a first answer). An abort by the
+ * caller is rethrown as the caller's own reason: the runner tells it by its signal, and an SDK class must not get out.
  */
-export function failure(cause: unknown, signal: AbortSignal, timeoutMs: number): unknown {
+export function failure(
+  cause: unknown,
+  signal: AbortSignal,
+  timeoutMs: number,
+  first?: FirstAnswers,
+): unknown {
   if (signal.aborted) return signal.reason ?? cause
   if (cause instanceof APIError && cause.status !== undefined && cause.headers) {
-    // without a JSON body the SDK's message is "<status> <body text>"
-    return classify(cause.status, cause.error ?? cause.message.replace(/^\d+ /, ""), cause.headers)
+    // the parsed body; without a JSON body the SDK's message is "<status> <body text>"
+    const detail: unknown = cause.error ?? cause.message.replace(/^\d+ /, "")
+    const err = classify(cause.status, detail, cause.headers)
+    return first ? first.check(err, detail) : err
   }
   return unanswered(cause, timeoutMs, SDK_ERRORS)
+}
+
+const isRecord = (x: unknown): x is Record<string, unknown> =>
+  typeof x === "object" && x !== null && !Array.isArray(x)
+
+/**
+ * Whether a 401 or 404 body is the Messages API's own (its ErrorResponse): `{type: "error", error: {type, message}}`,
+ * of type authentication_error for a 401 (`invalid x-api-key`) and not_found_error for a 404.
+ */
+export function documented(status: 401 | 404, body: unknown): boolean {
+  const error = isRecord(body) && body.type === "error" && isRecord(body.error) ? body.error : undefined
+  const type = status === 401 ? "authentication_error" : "not_found_error"
+  return typeof error?.message === "string" && error.type === type
+}
+
+export const DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+/**
+ * The base URL to give the SDK. The Messages API's paths carry their /v1 (the SDK sends /v1/messages), so a base URL
+ * ending in /v1, as OpenAI's do, would send /v1/v1/messages: the /v1 is dropped, and `info` says so. Only a last
+ * path segment of exactly `v1` is: no server serves Anthropic's API under /v1/v1.
+ */
+export function rootOf(url: string | undefined, info?: (message: string) => void): string | undefined {
+  if (!url) return undefined
+  const trimmed = url.replace(/\/+$/, "")
+  if (!trimmed.endsWith("/v1")) return url
+  const root = trimmed.slice(0, -"/v1".length)
+  info?.(
+    `provider.base_url ${shown(url)} ends in /v1, which the Anthropic API's paths carry already: using ${shown(root)}`,
+  )
+  return root
 }
 
 /** Reads a Message, or says why the body is not one. */
@@ -153,23 +192,31 @@ export function reply(message: Message | string): Reply {
 }
 
 /**
- * The SDK client of one run, shared by realtime calls and the Batch API, and its timeout in whole milliseconds.
+ * The SDK client of one run, shared by realtime calls and the Batch API, its timeout in whole milliseconds, and the
+ * first-answer check they share.
  */
-export function sdk(context: ProviderContext): { client: Anthropic; timeoutMs: number } {
+export function sdk(context: ProviderContext): { client: Anthropic; timeoutMs: number; first: FirstAnswers } {
   // The SDK rejects a timeout that is not a whole number of milliseconds (timeout_s = 0.07 is 70.00000000000001).
   const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
   // A key always given (even empty) keeps the SDK from looking for credentials in the environment and on disk.
   const key = context.apiKey ?? ""
+  const base = rootOf(context.baseUrl, context.info)
+  const first = firstAnswers(
+    base ?? DEFAULT_BASE_URL,
+    documented,
+    "The Anthropic API's paths carry /v1 themselves (/v1/messages, /v1/messages/batches), so base_url is the " +
+      `server's root, without /v1: ${DEFAULT_BASE_URL} by default.`,
+  )
   const client = new Anthropic({
     apiKey: key,
     // This SDK sends `apiKey` as `Authorization: Bearer`; the Messages API takes a key in `x-api-key`.
     defaultHeaders: { "x-api-key": key, authorization: null },
-    baseURL: context.baseUrl ?? null,
+    baseURL: base ?? null,
     maxRetries: 0,
     timeout: timeoutMs,
     // spool writes every attempt to its ledger and prints its own errors: no spans, and nothing on stdout
     openTelemetry: false,
     logLevel: "off",
   })
-  return { client, timeoutMs }
+  return { client, timeoutMs, first }
 }

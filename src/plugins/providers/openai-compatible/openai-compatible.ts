@@ -27,12 +27,15 @@
  *   400–599 (as OpenRouter does), else a retryable server error.
  *
  * Classification of HTTP errors is the openai provider's: 429/408/409/5xx retryable with Retry-After,
- * 401/403 and quota pause the run, 404 not_found, other 4xx bad_request.
+ * 401/403 and quota pause the run, 404 not_found, other 4xx bad_request. Before any call has been answered well,
+ * a 404 or 401 that names a path, has no error shape above, or is a bare "Not Found" says to check base_url and
+ * pauses the run (api/baseurl.ts).
  */
 import * as v from "valibot"
 import { defineProvider, type Reply } from "../../api/define.ts"
 import { JobError, ProviderError } from "../../api/errors.ts"
 import { rated } from "../../api/http.ts"
+import { firstAnswers, shown } from "../../api/baseurl.ts"
 import { body, classify, finishOf, json, post, type ErrorDetail } from "../openai/wire.ts"
 
 type Detail = ErrorDetail & {
@@ -165,6 +168,16 @@ function reply(status: number, text: string, headers: Headers): Reply {
   }
 }
 
+/**
+ * Whether a 401 or 404 body is an error these servers send about what they serve: one of the shapes above, with a
+ * message (Ollama's "model … not found", vLLM's "Unauthorized"). Text, HTML or no body is what a server or proxy
+ * sends for a path it has no route for; so is FastAPI's bare `{detail: "Not Found"}`, which `firstAnswers` tells
+ * by its wording.
+ */
+function documented(_status: 401 | 404, body: unknown): boolean {
+  return explain(body)?.message !== undefined
+}
+
 /** The chat completions URL under a base URL; a base URL that already names the endpoint is kept. */
 function endpoint(baseUrl: string): string {
   const base = baseUrl.replace(/\/+$/, "")
@@ -185,6 +198,12 @@ export default defineProvider({
       )
     }
     const url = endpoint(context.baseUrl)
+    const answers = firstAnswers(
+      context.baseUrl,
+      documented,
+      `spool sends POST ${shown(url)}: base_url is what comes before /chat/completions, for most servers ending in /v1 ` +
+        "(vLLM http://127.0.0.1:8000/v1, Ollama http://127.0.0.1:11434/v1).",
+    )
     const headers: Record<string, string> = { "content-type": "application/json" }
     if (context.apiKey) headers.authorization = `Bearer ${context.apiKey}`
     return {
@@ -192,7 +211,9 @@ export default defineProvider({
         const payload = body(context.model, request, "max_tokens")
         const { response, text } = await post(url, headers, payload, signal, context.timeoutMs)
         return rated(response.headers, () => {
-          if (!response.ok) throw classify(response.status, text, response.headers, detailOf(text))
+          if (!response.ok)
+            throw answers.check(classify(response.status, text, response.headers, detailOf(text)), text)
+          answers.ok()
           return reply(response.status, text, response.headers)
         })
       },

@@ -26,15 +26,8 @@ import type {
 import { announced, save, stallWatch, UPLOAD_TIMEOUT_MS, CLOCK_SLACK_MS } from "../../api/batch.ts"
 import { ProviderError, StoreError } from "../../api/errors.ts"
 import { unanswered, type SdkErrors } from "../../api/http.ts"
-import {
-  body,
-  classify,
-  DEFAULT_BASE_URL,
-  replyOf,
-  responsesBody,
-  responsesReplyOf,
-  type ErrorDetail,
-} from "./wire.ts"
+import type { FirstAnswers } from "../../api/baseurl.ts"
+import { baseOf, body, classify, replyOf, responsesBody, responsesReplyOf, type ErrorDetail } from "./wire.ts"
 
 /** 50,000 requests and 200 MB of request file per batch, as the Batch API guide states. */
 export const OPENAI_BATCH_LIMITS = { maxRequests: 50_000, maxBytes: 200_000_000 } as const
@@ -151,10 +144,15 @@ const SDK_ERRORS: SdkErrors = {
 }
 
 /**
- * Turns whatever the SDK threw into a ProviderError, classified as the realtime provider classifies an HTTP answer.
- * An abort by the caller is rethrown as the caller's own reason.
+ * Turns whatever the SDK threw into a ProviderError, classified as the realtime provider classifies an HTTP answer
+ * (and, with `first`, checked as a first answer). An abort by the caller is rethrown as the caller's own reason.
  */
-export function sdkFailure(cause: unknown, signal: AbortSignal, timeoutMs: number): unknown {
+export function sdkFailure(
+  cause: unknown,
+  signal: AbortSignal,
+  timeoutMs: number,
+  first?: FirstAnswers,
+): unknown {
   if (signal.aborted) return signal.reason ?? cause
   // already ours: a provider's error mapped before, or the disk failing under a download
   if (cause instanceof ProviderError || cause instanceof StoreError) return cause
@@ -162,7 +160,8 @@ export function sdkFailure(cause: unknown, signal: AbortSignal, timeoutMs: numbe
     // `error` is the body's `error` object; without a JSON body the SDK's message is "<status> <body text>"
     const detail = (cause.error ?? undefined) as ErrorDetail | undefined
     const text = detail ? JSON.stringify({ error: detail }) : cause.message.replace(/^\d+ /, "")
-    return classify(cause.status, text, cause.headers, detail)
+    const err = classify(cause.status, text, cause.headers, detail)
+    return first ? first.check(err, text) : err
   }
   return unanswered(cause, timeoutMs, SDK_ERRORS, { cause })
 }
@@ -179,9 +178,13 @@ const NOT_RUN = new Set(["batch_expired", "batch_cancelled"])
 
 /**
  * The Batch API of the openai provider. The SDK client is made on first use (the Batch API needs a key; a run that
- * never uses it never makes one).
+ * never uses it never makes one). `first` is the client's first-answer check, shared with its realtime calls.
  */
-export function openaiBatch(context: ProviderContext, endpoint: "chat" | "responses"): BatchClient {
+export function openaiBatch(
+  context: ProviderContext,
+  endpoint: "chat" | "responses",
+  first?: FirstAnswers,
+): BatchClient {
   const responses = endpoint === "responses"
   const url = responses ? "/v1/responses" : "/v1/chat/completions"
   const build = responses ? responsesBody : body
@@ -202,7 +205,7 @@ export function openaiBatch(context: ProviderContext, endpoint: "chat" | "respon
     }
     made = new OpenAI({
       apiKey: context.apiKey,
-      baseURL: (context.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, ""),
+      baseURL: baseOf(context),
       maxRetries: 0,
       timeout: timeoutMs,
       logLevel: "off",
@@ -218,9 +221,11 @@ export function openaiBatch(context: ProviderContext, endpoint: "chat" | "respon
   /** One SDK call, its failure mapped. */
   const attempt = async <T>(signal: AbortSignal, run: (client: OpenAI) => Promise<T>): Promise<T> => {
     try {
-      return await run(sdk())
+      const out = await run(sdk())
+      first?.ok()
+      return out
     } catch (cause) {
-      throw sdkFailure(cause, signal, timeoutMs)
+      throw sdkFailure(cause, signal, timeoutMs, first)
     }
   }
 
@@ -230,10 +235,11 @@ export function openaiBatch(context: ProviderContext, endpoint: "chat" | "respon
     const both = AbortSignal.any([signal, watch.signal])
     try {
       const response = await sdk().files.content(id, { signal: both })
+      first?.ok()
       await save(response.body, path, watch.touch)
       return announced(response)
     } catch (cause) {
-      throw sdkFailure(cause, signal, timeoutMs)
+      throw sdkFailure(cause, signal, timeoutMs, first)
     } finally {
       watch.stop()
     }

@@ -6,7 +6,7 @@ import * as v from "valibot"
 import { defineProvider } from "../../api/define.ts"
 import { rated } from "../../api/http.ts"
 import { openaiBatch } from "./batch.ts"
-import { body, classify, DEFAULT_BASE_URL, post, reply, responsesBody, responsesReply } from "./wire.ts"
+import { baseOf, body, classify, first, post, reply, responsesBody, responsesReply } from "./wire.ts"
 
 export default defineProvider({
   name: "openai",
@@ -14,7 +14,9 @@ export default defineProvider({
   keyEnv: "OPENAI_API_KEY",
   baseUrlEnv: "OPENAI_BASE_URL",
   create(options, context) {
-    const base = (context.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "")
+    const base = baseOf(context)
+    // a wrong base URL told from a wrong key or model by the first answers, realtime and batch alike
+    const answers = first(context)
     const headers = { authorization: `Bearer ${context.apiKey ?? ""}`, "content-type": "application/json" }
     const responses = options.endpoint === "responses"
     const url = `${base}/${responses ? "responses" : "chat/completions"}`
@@ -30,11 +32,12 @@ export default defineProvider({
           context.timeoutMs,
         )
         return rated(response.headers, () => {
-          if (!response.ok) throw classify(response.status, text, response.headers)
+          if (!response.ok) throw answers.check(classify(response.status, text, response.headers), text)
+          answers.ok()
           return read(response.status, text)
         })
       },
-      batch: openaiBatch(context, options.endpoint),
+      batch: openaiBatch(context, options.endpoint, answers),
     }
   },
 })

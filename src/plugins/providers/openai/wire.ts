@@ -3,11 +3,45 @@
  * openai-compatible provider: chat completions and Responses API bodies for a neutral request, the readers of their
  * answers, and the classification of an HTTP error. The hot call is a direct fetch (`post`) of the official format.
  */
-import type { Reply, Request } from "../../api/define.ts"
+import type { ProviderContext, Reply, Request } from "../../api/define.ts"
+import { firstAnswers, type FirstAnswers } from "../../api/baseurl.ts"
 import { ProviderError } from "../../api/errors.ts"
 import { byStatus, retryAfterMs } from "../../api/http.ts"
 
 export const DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+/** The base URL a client uses: the job's, else OpenAI's, without a trailing slash. */
+export function baseOf(context: ProviderContext): string {
+  return (context.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "")
+}
+
+const isRecord = (x: unknown): x is Record<string, unknown> =>
+  typeof x === "object" && x !== null && !Array.isArray(x)
+
+/**
+ * Whether a 401 or 404 body is one the OpenAI API documents: an ErrorResponse (`{error: {message, type, param,
+ * code}}`), and for a 401 one of the causes its error-code guide lists (an incorrect key, invalid authentication, no
+ * organization, an IP not allowed). "You didn't provide an API key" is not among them: this provider always sends one.
+ */
+export function documented(status: 401 | 404, body: unknown): boolean {
+  const error = isRecord(body) && isRecord(body.error) ? body.error : undefined
+  if (typeof error?.message !== "string" || typeof error.type !== "string") return false
+  if (status === 404) return true
+  return (
+    error.code === "invalid_api_key" ||
+    /incorrect api key|invalid authentication|member of an organization|not authorized/i.test(error.message)
+  )
+}
+
+/** The first-answer check (api/baseurl.ts) of one openai client, realtime and batch. */
+export function first(context: ProviderContext): FirstAnswers {
+  return firstAnswers(
+    baseOf(context),
+    documented,
+    "The OpenAI API's paths (/chat/completions, /responses, /files, /batches) go under base_url, which ends in " +
+      `/v1: ${DEFAULT_BASE_URL} by default.`,
+  )
+}
 
 /**
  * The chat completions body for a neutral request; `params` are laid over it as they are. `limit` names the
