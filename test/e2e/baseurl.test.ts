@@ -87,7 +87,7 @@ describe("dist/spool and base_url", () => {
       job(tmp, "anthropic", `${fake.url}/v1`, mode)
       const out = await run(tmp)
       expect(out.code).toBe(0)
-      const said = `provider.base_url ${fake.url}/v1 ends in /v1, which the Anthropic API's paths carry already: using ${fake.url}`
+      const said = `the base URL ${fake.url}/v1 ends in /v1, which the Anthropic API's paths carry already: using ${fake.url}`
       expect(out.stderr.split(said).length - 1).toBe(1)
       expect([out.state, out.counts.completed]).toEqual(["completed", N])
       expect(fake.paid.size).toBe(N)

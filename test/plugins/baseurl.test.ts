@@ -46,7 +46,7 @@ describe("an Anthropic base URL ending in /v1", () => {
       const batch = await submit(batchOf(c), tmp, tagOf(2))
       expect(batch.counts?.total).toBe(2)
       expect(said).toEqual([
-        `provider.base_url ${given.replace(/\/$/, "")} ends in /v1, which the Anthropic API's paths carry already: using ${fake.url}`,
+        `the base URL ${given.replace(/\/$/, "")} ends in /v1, which the Anthropic API's paths carry already: using ${fake.url}`,
       ])
     }
     expect(fake.invalid).toEqual([])
@@ -61,7 +61,7 @@ describe("an Anthropic base URL ending in /v1", () => {
     expect(rootOf("https://gateway.example/v1/x", info)).toBe("https://gateway.example/v1/x")
     expect(rootOf(undefined, info)).toBeUndefined()
     expect(said).toEqual([
-      "provider.base_url https://gateway.example/anthropic/v1 ends in /v1, which the Anthropic API's paths carry already: using https://gateway.example/anthropic",
+      "the base URL https://gateway.example/anthropic/v1 ends in /v1, which the Anthropic API's paths carry already: using https://gateway.example/anthropic",
     ])
   })
 })

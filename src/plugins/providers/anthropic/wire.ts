@@ -161,7 +161,7 @@ export function rootOf(url: string | undefined, info?: (message: string) => void
   if (!trimmed.endsWith("/v1")) return url
   const root = trimmed.slice(0, -"/v1".length)
   info?.(
-    `provider.base_url ${shown(url)} ends in /v1, which the Anthropic API's paths carry already: using ${shown(root)}`,
+    `the base URL ${shown(url)} ends in /v1, which the Anthropic API's paths carry already: using ${shown(root)}`,
   )
   return root
 }
