@@ -1298,5 +1298,85 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         expect((await l.reads.counts(run.id)).running).toBe(5)
       })
     })
+
+    describe("canaries", () => {
+      test("a run has no canary until one starts; widened, its report is due again; reported, it says when", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 4)
+        expect(await l.canaries.get(run.id)).toBeNull()
+        const started = await l.canaries.start(run.id, 2)
+        expect(started).toMatchObject({ items: 2, reported_at: null })
+        const before = Date.now()
+        await l.canaries.reported(run.id)
+        expect((await l.canaries.get(run.id))!.reported_at).toBeGreaterThanOrEqual(before)
+        expect(await l.canaries.start(run.id, 3)).toEqual({
+          items: 3,
+          started_at: started.started_at,
+          reported_at: null,
+        })
+      })
+
+      test("a canary's steps claim only the run's first items, a due retry among them too, and count only them", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 10)
+        const c = await l.canaries.step(run.id, "w", [], 8, 60_000, 3)
+        expect(c.map((i) => i.key)).toEqual(["k1", "k2", "k3"])
+        const at = Date.now()
+        const back: Outcome[] = [
+          { ...ok(c[0]!.id, 1), to: "retry_wait", label: "retry", errorClass: "server", nextAt: at - 1 },
+          ok(c[1]!.id, 1),
+          { ...ok(c[2]!.id, 1), to: "pending", label: "unsent" },
+        ]
+        // the limit is cut before the step's outcomes are recorded: what they put back is claimed at the next step
+        expect(await l.canaries.step(run.id, "w", back, 8, 60_000, 3)).toEqual([])
+        const again = await l.canaries.step(run.id, "w", [], 8, 60_000, 3)
+        expect(again.map((i) => [i.key, i.attempt])).toEqual([
+          ["k1", 2],
+          ["k3", 2],
+        ])
+        expect(await l.canaries.step(run.id, "w", [], 8, 60_000, 3)).toEqual([])
+        expect(await l.canaries.counts(run.id, 3)).toMatchObject({ running: 2, completed: 1, pending: 0 })
+        expect(await l.reads.counts(run.id)).toMatchObject({ running: 2, completed: 1, pending: 7 })
+        await tallied(l, run.id)
+      })
+
+      test("while a run has fewer items than its canary, all it has are among them, and items read later join up to the count", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run, input } = await seed(l, 2)
+        const other = await seed(l, 3, "other")
+        expect((await l.canaries.step(run.id, "w", [], 10, 60_000, 5)).map((i) => i.key)).toEqual([
+          "k1",
+          "k2",
+        ])
+        await l.ingest.reopen(run.id)
+        await l.ingest.add(run.id, input, { rows: rows(6, 3), problems: [], checkpoint: { offset: 8 } }, true)
+        expect((await l.canaries.step(run.id, "w", [], 10, 60_000, 5)).map((i) => i.key)).toEqual([
+          "k3",
+          "k4",
+          "k5",
+        ])
+        expect(await l.canaries.counts(run.id, 5)).toMatchObject({ running: 5, pending: 0 })
+        // another run's items, before and after in the store, are none of this run's first
+        expect(await l.canaries.counts(other.run.id, 5)).toMatchObject({ pending: 3, running: 0 })
+      })
+
+      test("beyond counts the items after the first n that were ever attempted or are not pending", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 6)
+        expect(await l.canaries.beyond(run.id, 0)).toBe(0)
+        const c = await l.claims.step(run.id, "w", [], 3, 60_000)
+        expect(await l.canaries.beyond(run.id, 0)).toBe(3)
+        expect(await l.canaries.beyond(run.id, 2)).toBe(1)
+        expect(await l.canaries.beyond(run.id, 3)).toBe(0)
+        // back to pending, its attempt counted: still sent
+        await l.claims.step(run.id, "w", [{ ...ok(c[2]!.id, 1), to: "pending", label: "unsent" }], 0, 60_000)
+        expect(await l.canaries.beyond(run.id, 2)).toBe(1)
+        expect(await l.canaries.beyond(run.id, 10)).toBe(0)
+      })
+    })
   })
 }

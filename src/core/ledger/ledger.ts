@@ -36,6 +36,7 @@ export interface Ledger {
   readonly claims: Claims
   readonly batches: Batches
   readonly reads: Reads
+  readonly canaries: Canaries
   close(): Promise<void>
 }
 
@@ -203,6 +204,42 @@ export interface Reads {
   largestAttempt(run: number): Promise<{ input: number; output: number } | null>
   /** A number that changes whenever anyone commits to the ledger: a cheap "anything new?". */
   version(): Promise<number>
+}
+
+/** A run's canary: how many of its first items it covers, when it started, and when its report was given. */
+export interface Canary {
+  items: number
+  started_at: number
+  reported_at: number | null
+}
+
+/**
+ * A run's canary (README, "Canary"): its first items in ledger order, sent as direct calls before the rest, then a
+ * report and a stop until a person goes on.
+ */
+export interface Canaries {
+  /** The run's canary, or null when it has none. */
+  get(run: number): Promise<Canary | null>
+  /** Starts the canary, or widens it to the run's first `items` items; either way its report is due. */
+  start(run: number, items: number): Promise<Canary>
+  /** The canary's report was given: what comes next is the rest of the run. */
+  reported(run: number): Promise<void>
+  /** How many items after the run's first `first` (in ledger order) were ever attempted, or are not pending. */
+  beyond(run: number, first: number): Promise<number>
+  /** The states of the run's first `first` items. */
+  counts(run: number, first: number): Promise<Record<State, number>>
+  /**
+   * `claims.step`, its claims kept among the run's first `first` items: in the same transaction, the limit is cut to
+   * how many of them may be claimed now.
+   */
+  step(
+    run: number,
+    owner: string,
+    outcomes: Outcome[],
+    limit: number,
+    leaseMs: number,
+    first: number,
+  ): Promise<Claimed[]>
 }
 
 /** The run `ref` names (a name: its latest; or an id), or the latest run when none is given; else a UsageError. */

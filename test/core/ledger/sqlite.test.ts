@@ -28,8 +28,14 @@ testLedger("sqlite", async () => {
   }
 })
 
+/** Takes a store back to before migration 5 (canaries). */
+function undoCanaries(db: Database): void {
+  db.run("DROP TABLE canaries")
+}
+
 /** Takes a store back to before migration 4 (maintained tallies). */
 function undoTallies(db: Database): void {
+  undoCanaries(db)
   for (const t of ["items_tally", "items_progress", "attempts_error_insert", "attempts_error_update"])
     db.run(`DROP TRIGGER ${t}`)
   db.run("DROP INDEX attempts_failed")
@@ -72,7 +78,7 @@ describe("the SQLite store", () => {
     expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
     expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
     expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
-    expect(MIGRATIONS.length).toBe(4)
+    expect(MIGRATIONS.length).toBe(5)
     await db.close()
     // opening again migrates nothing and keeps the data
     const again = sqlite.open(home)
@@ -110,7 +116,7 @@ describe("the SQLite store", () => {
     const db = sqlite.open(tmp.path)
     db.db.run("PRAGMA user_version = 99")
     await db.close()
-    expect(() => sqlite.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 4)")
+    expect(() => sqlite.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 5)")
   })
 
   test("a store of schema 1 is migrated on open: the cached-token columns are added, the data kept", async () => {
@@ -129,7 +135,7 @@ describe("the SQLite store", () => {
     db.db.run("PRAGMA user_version = 1")
     await db.close()
     const again = sqlite.open(tmp.path)
-    expect(pragma<number>(again.db, "user_version")).toBe(4)
+    expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
     const columns = (table: string) =>
       again.db
         .query<{ name: string }, []>(`PRAGMA table_info(${table})`)
@@ -149,7 +155,7 @@ describe("the SQLite store", () => {
     db.db.run("PRAGMA user_version = 2")
     await db.close()
     const again = sqlite.open(tmp.path)
-    expect(pragma<number>(again.db, "user_version")).toBe(4)
+    expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
     expect(await again.batches.list(run.id)).toEqual([])
     expect(
       (await itemsOf(again, run.id)).map((i) => [i.key, i.state, i.batch_id, i.batch_input_tokens]),
@@ -191,7 +197,7 @@ describe("the SQLite store", () => {
     db.db.run("PRAGMA user_version = 3")
     await db.close()
     const again = sqlite.open(tmp.path)
-    expect(pragma<number>(again.db, "user_version")).toBe(4)
+    expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
     const s = await again.reads.summary(run.id, at + 30_000)
     expect(s.counts).toMatchObject({ completed: 2, failed: 1, running: 1, pending: 1 })
     expect(s.total).toBe(5)
@@ -206,8 +212,23 @@ describe("the SQLite store", () => {
     await again.close()
   })
 
+  test("a store of schema 4 is migrated on open: its runs have no canary, and one can start", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    const { run } = await seed(db, 3)
+    undoCanaries(db.db)
+    db.db.run("PRAGMA user_version = 4")
+    await db.close()
+    const again = sqlite.open(tmp.path)
+    expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
+    expect(await again.canaries.get(run.id)).toBeNull()
+    expect(await again.canaries.start(run.id, 2)).toMatchObject({ items: 2, reported_at: null })
+    expect(await again.reads.counts(run.id)).toMatchObject({ pending: 3 })
+    await again.close()
+  })
+
   for (const v of [0, 1, 2, 3]) {
-    test(`a store made by the migrations up to ${v} alone, as that spool left it, opens at 4 and runs its items to the end`, async () => {
+    test(`a store made by the migrations up to ${v} alone, as that spool left it, opens at ${MIGRATIONS.length} and runs its items to the end`, async () => {
       await using tmp = await tmpdir()
       const raw = new Database(tmp.join(DB_FILE), { create: true })
       for (const m of MIGRATIONS.slice(0, v)) raw.run(m)
@@ -229,7 +250,7 @@ describe("the SQLite store", () => {
       }
       raw.close()
       const l = sqlite.open(tmp.path)
-      expect(pragma<number>(l.db, "user_version")).toBe(4)
+      expect(pragma<number>(l.db, "user_version")).toBe(MIGRATIONS.length)
       if (v === 0) {
         expect(await l.runs.list()).toEqual([])
         await l.close()

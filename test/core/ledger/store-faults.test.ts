@@ -157,7 +157,7 @@ describe("a store that is damaged", () => {
     raw.close()
     const err = thrown(() => store.open(tmp.path))
     expect(err).toBeInstanceOf(StoreCorruptError)
-    expect(err.message).toBe(`the store ${path} is damaged: its schema (version 4) lacks the table problems`)
+    expect(err.message).toBe(`the store ${path} is damaged: its schema (version 5) lacks the table problems`)
   })
 
   test("a SQLite database that is not a store is refused, and not migrated into one", async () => {

@@ -228,4 +228,14 @@ export const MIGRATIONS = [
   END;
   CREATE INDEX attempts_failed ON attempts (run_id, ended_at) WHERE error_class IS NOT NULL;
   `,
+  // a run's canary (README, "Canary"): how many of its first items go out as direct calls before the rest, and when
+  // their report was given (null while they are under way)
+  `
+  CREATE TABLE canaries (
+    run_id INTEGER PRIMARY KEY REFERENCES runs (id),
+    items INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    reported_at INTEGER
+  );
+  `,
 ]

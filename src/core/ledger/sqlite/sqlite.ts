@@ -9,6 +9,7 @@ import type * as api from "../ledger.ts"
 import { connect, type Conn } from "./connect.ts"
 import { failure } from "./faults.ts"
 import { Batches } from "./batches.ts"
+import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
 import { Ingest } from "./ingest.ts"
 import { Reads } from "./reads.ts"
@@ -39,12 +40,14 @@ export class SqliteLedger implements api.Ledger {
     batches: Batches
     reads: Reads
     tallies: Tallies
+    canaries: Canaries
   }
   readonly runs: api.Runs
   readonly ingest: api.Ingest
   readonly claims: api.Claims
   readonly batches: api.Batches
   readonly reads: api.Reads
+  readonly canaries: api.Canaries
 
   constructor(conn: Conn) {
     this.db = conn.db
@@ -55,7 +58,8 @@ export class SqliteLedger implements api.Ledger {
     const claims = new Claims(conn.db, conn.path, runs)
     const batches = new Batches(conn, runs, tallies)
     const reads = new Reads(conn.db, conn.path, tallies)
-    this.parts = { runs, ingest, claims, batches, reads, tallies }
+    const canaries = new Canaries(conn.db, conn.path, claims)
+    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries }
     this.runs = {
       latest: async (name) => runs.latest(name),
       get: async (id) => runs.get(id),
@@ -119,6 +123,15 @@ export class SqliteLedger implements api.Ledger {
       hasOpen: async (run) => reads.hasOpen(run),
       largestAttempt: async (run) => reads.largestAttempt(run),
       version: async () => reads.version(),
+    }
+    this.canaries = {
+      get: async (run) => canaries.get(run),
+      start: async (run, items) => canaries.start(run, items),
+      reported: async (run) => canaries.reported(run),
+      beyond: async (run, first) => canaries.beyond(run, first),
+      counts: async (run, first) => canaries.counts(run, first),
+      step: async (run, owner, outcomes, limit, leaseMs, first) =>
+        canaries.step(run, owner, outcomes, limit, leaseMs, first),
     }
   }
 

@@ -1,0 +1,117 @@
+/**
+ * A run's canary (README, "Canary"): how many of its first items, in ledger order, go out as direct calls before the
+ * rest, and whether their report was given. The run's first items are found by id: ids only grow, so the id of the
+ * run's n-th item, once it exists, never changes.
+ */
+import type { Database } from "bun:sqlite"
+import type { Canary } from "../ledger.ts"
+import type { State } from "../states.ts"
+import type { Claimed, Outcome } from "../types.ts"
+import type { Claims } from "./claims.ts"
+import { guard } from "./faults.ts"
+import { statements } from "./connect.ts"
+import { ZERO_COUNTS } from "./tallies.ts"
+
+export class Canaries {
+  private readonly q: ReturnType<typeof prepare>
+  /** `run:n` → the id of the run's n-th item, once it exists. */
+  private readonly bounds = new Map<string, number>()
+
+  constructor(
+    private readonly db: Database,
+    readonly path: string,
+    private readonly claims: Claims,
+  ) {
+    this.q = prepare(db)
+  }
+
+  get(run: number): Canary | null {
+    return this.q.get.get(run)
+  }
+
+  /** Starts the canary, or widens it to the run's first `items` items; either way its report is due. */
+  start(run: number, items: number): Canary {
+    return this.q.start.get(run, items, Date.now())!
+  }
+
+  reported(run: number): void {
+    this.q.reported.run(Date.now(), run)
+  }
+
+  /** How many items after the run's first `first` were ever attempted, or are not pending. */
+  beyond(run: number, first: number): number {
+    return this.q.beyond.get(run, this.bound(run, first) ?? Number.MAX_SAFE_INTEGER)?.n ?? 0
+  }
+
+  /** The states of the run's first `first` items. */
+  counts(run: number, first: number): Record<State, number> {
+    return this.head(run, first, Date.now()).counts
+  }
+
+  /**
+   * Claims.step, its claims kept among the run's first `first` items. In one transaction, so nobody claims or adds
+   * between: the limit is cut to how many of them may be claimed now (pending, or a retry due). Step takes due
+   * retries first, then pending items in ledger order; so, cut so, every item it takes is one of the first.
+   */
+  step(
+    run: number,
+    owner: string,
+    outcomes: Outcome[],
+    limit: number,
+    leaseMs: number,
+    first: number,
+  ): Claimed[] {
+    return this.db
+      .transaction(() => {
+        const { counts, due } = this.head(run, first, Date.now())
+        return this.claims.step(run, owner, outcomes, Math.min(limit, counts.pending + due), leaseMs)
+      })
+      .immediate()
+  }
+
+  private head(run: number, first: number, now: number): { counts: Record<State, number>; due: number } {
+    const counts = ZERO_COUNTS()
+    let due = 0
+    const upTo = this.bound(run, first) ?? Number.MAX_SAFE_INTEGER
+    for (const row of this.q.head.all(run, upTo, now)) {
+      counts[row.state] = row.n
+      due += row.due
+    }
+    return { counts, due }
+  }
+
+  /** The id of the run's `first`-th item in ledger order; null while the run has fewer (then all are among them). */
+  private bound(run: number, first: number): number | null {
+    if (first <= 0) return 0
+    const key = `${run}:${first}`
+    const known = this.bounds.get(key)
+    if (known !== undefined) return known
+    const id = this.q.nth.get(run, first - 1)?.id ?? null
+    if (id !== null) this.bounds.set(key, id)
+    return id
+  }
+}
+guard(Canaries)
+
+function prepare(db: Database) {
+  const q = statements(db)
+  return {
+    get: q<Canary, [number]>("SELECT items, started_at, reported_at FROM canaries WHERE run_id = ?"),
+    start: q<Canary, [number, number, number]>(
+      `INSERT INTO canaries (run_id, items, started_at) VALUES (?1, ?2, ?3)
+       ON CONFLICT (run_id) DO UPDATE SET items = excluded.items, reported_at = NULL
+       RETURNING items, started_at, reported_at`,
+    ),
+    reported: q<void, [number, number]>("UPDATE canaries SET reported_at = ? WHERE run_id = ?"),
+    nth: q<{ id: number }, [number, number]>(
+      "SELECT id FROM items WHERE run_id = ? ORDER BY id LIMIT 1 OFFSET ?",
+    ),
+    beyond: q<{ n: number }, [number, number]>(
+      "SELECT count(*) AS n FROM items WHERE run_id = ? AND id > ? AND (attempts > 0 OR state <> 'pending')",
+    ),
+    head: q<{ state: State; n: number; due: number }, [number, number, number]>(
+      `SELECT state, count(*) AS n, coalesce(sum(state = 'retry_wait' AND next_at <= ?3), 0) AS due
+       FROM items WHERE run_id = ?1 AND id <= ?2 GROUP BY state`,
+    ),
+  }
+}
