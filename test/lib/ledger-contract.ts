@@ -4,8 +4,9 @@
  * connections to one place are two workers.
  */
 import { describe, expect, test } from "bun:test"
+import { hostname } from "node:os"
 import { TransitionError } from "../../src/core/base/errors.ts"
-import type { Ledger } from "../../src/core/ledger/ledger.ts"
+import { alive, FRESH_MS, type Ledger } from "../../src/core/ledger/ledger.ts"
 import { STATES, type State } from "../../src/core/ledger/states.ts"
 import type { Batch, Item, LineOutcome, Outcome } from "../../src/core/ledger/types.ts"
 import { JOB, rows, seed } from "./ledger.ts"
@@ -1372,10 +1373,98 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         expect(await l.canaries.beyond(run.id, 0)).toBe(3)
         expect(await l.canaries.beyond(run.id, 2)).toBe(1)
         expect(await l.canaries.beyond(run.id, 3)).toBe(0)
-        // back to pending, its attempt counted: still sent
-        await l.claims.step(run.id, "w", [{ ...ok(c[2]!.id, 1), to: "pending", label: "unsent" }], 0, 60_000)
+        // back to pending, its attempt counted (a call that paused the run): still sent
+        await l.claims.step(run.id, "w", [{ ...ok(c[2]!.id, 1), to: "pending", label: "paused" }], 0, 60_000)
         expect(await l.canaries.beyond(run.id, 2)).toBe(1)
         expect(await l.canaries.beyond(run.id, 10)).toBe(0)
+      })
+    })
+
+    describe("the worker registry", () => {
+      const newRun = (name: string, worker?: string, seen?: number | null) => ({
+        name,
+        job: { ...JOB, name },
+        fingerprint: "fp",
+        resume: `spool run ${name}.toml`,
+        inputs: [],
+        ...(worker === undefined ? {} : { worker }),
+        ...(seen === undefined ? {} : { seen }),
+      })
+
+      test("a beat registers a worker or renews it; leaving takes off that worker of that run only", async () => {
+        await using p = await place()
+        const [a, b] = [await p.open(), await p.open()]
+        const { run } = await seed(a, 1)
+        const other = await seed(a, 1, "other")
+        await a.workers.beat(run.id, "h:1:a", 1_000)
+        await b.workers.beat(run.id, "h:2:b", 2_000)
+        await a.workers.beat(other.run.id, "h:1:a", 1_500)
+        await a.workers.beat(run.id, "h:1:a", 6_000)
+        expect(await b.workers.list(run.id)).toEqual([
+          { owner: "h:1:a", started_at: 1_000, beat_at: 6_000 },
+          { owner: "h:2:b", started_at: 2_000, beat_at: 2_000 },
+        ])
+        await b.workers.leave(run.id, "h:1:a")
+        expect(await a.workers.list(run.id)).toEqual([{ owner: "h:2:b", started_at: 2_000, beat_at: 2_000 }])
+        expect(await a.workers.list(other.run.id)).toEqual([
+          { owner: "h:1:a", started_at: 1_500, beat_at: 1_500 },
+        ])
+        // leaving twice, or a run never worked on, changes nothing
+        await a.workers.leave(run.id, "h:1:a")
+        expect(await a.workers.list(run.id + 1000)).toEqual([])
+      })
+
+      test("a run created with a worker has it from its first moment; a run found instead is left as it was", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const before = Date.now()
+        const made = await l.runs.create(newRun("r", "h:1:a"))
+        expect(made.created).toBe(true)
+        const [w] = await l.workers.list(made.run.id)
+        expect(w?.owner).toBe("h:1:a")
+        expect(w!.beat_at).toBeGreaterThanOrEqual(before)
+        expect(w!.started_at).toBe(w!.beat_at)
+        // another process made a run of this name since `seen`: that run is given, and no worker joins it here
+        const found = await l.runs.create(newRun("r", "h:2:b", null))
+        expect([found.created, found.run.id]).toEqual([false, made.run.id])
+        expect((await l.workers.list(made.run.id)).map((x) => x.owner)).toEqual(["h:1:a"])
+        const plain = await l.runs.create(newRun("s"))
+        expect(await l.workers.list(plain.run.id)).toEqual([])
+      })
+
+      test("prune forgets the workers known dead or beating before a time, and no others", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 1)
+        for (const [owner, at] of [
+          ["h:1:stale", 1_000],
+          ["h:2:dead", 9_000],
+          ["h:3:fresh", 9_000],
+          ["h:4:edge", 5_000],
+        ] as const)
+          await l.workers.beat(run.id, owner, at)
+        expect(await l.workers.prune(run.id, (o) => o === "h:2:dead", 5_000)).toBe(2)
+        expect((await l.workers.list(run.id)).map((w) => w.owner)).toEqual(["h:4:edge", "h:3:fresh"])
+      })
+
+      test("alive counts the workers with a fresh beat whose process is not known gone", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 1)
+        const ended = Bun.spawn(["true"])
+        await ended.exited
+        const now = Date.now()
+        await l.workers.beat(run.id, `elsewhere:1:fresh`, now - FRESH_MS + 1_000)
+        await l.workers.beat(run.id, `elsewhere:2:stale`, now - FRESH_MS)
+        await l.workers.beat(run.id, `${hostname()}:${process.pid}:here`, now - 1_000)
+        // a killed process of this host is gone at once, however fresh its last beat
+        await l.workers.beat(run.id, `${hostname()}:${ended.pid}:killed`, now)
+        const workers = await l.workers.list(run.id)
+        expect(workers).toHaveLength(4)
+        expect(alive(workers, now)).toBe(2)
+        expect(alive(workers, now + 1_000)).toBe(1)
+        expect(alive(workers, now + FRESH_MS)).toBe(0)
+        expect(alive([], now)).toBe(0)
       })
     })
   })

@@ -7,6 +7,7 @@
  */
 import { type ErrorClass } from "../../plugins/api/errors.ts"
 import { UsageError } from "../base/errors.ts"
+import { gone } from "../base/process.ts"
 import type { Job } from "../job/job.ts"
 import type { SourceBatch } from "../../plugins/api/define.ts"
 import type { RunState, State } from "./states.ts"
@@ -37,6 +38,7 @@ export interface Ledger {
   readonly batches: Batches
   readonly reads: Reads
   readonly canaries: Canaries
+  readonly workers: Workers
   close(): Promise<void>
 }
 
@@ -240,6 +242,48 @@ export interface Canaries {
     leaseMs: number,
     first: number,
   ): Promise<Claimed[]>
+}
+
+/** A process working on a run, as the worker registry keeps it. */
+export interface Worker {
+  /** Its owner id (host:pid:nonce), the one its leases carry. */
+  owner: string
+  started_at: number
+  /** Its last heartbeat. */
+  beat_at: number
+}
+
+/**
+ * The worker registry: which processes work on a run, each with a heartbeat. It is how a run that stopped (Ctrl+C,
+ * a kill, a lost machine) is told from one under way: its stored state stays `running`, and it is shown as
+ * `interrupted` when `alive()` finds no worker (docs/ARCHITECTURE.md, "The worker registry").
+ */
+export interface Workers {
+  /** Registers `owner` as working on `run`, or renews its heartbeat; `at` is the beat's time. */
+  beat(run: number, owner: string, at?: number): Promise<void>
+  /** `owner` no longer works on `run` (a clean exit): its row goes. */
+  leave(run: number, owner: string): Promise<void>
+  /** A run's registered workers, the first started first, alive or not. */
+  list(run: number): Promise<Worker[]>
+  /** Forgets a run's workers that are known dead or whose last beat is older than `before`; how many went. */
+  prune(run: number, dead: Dead, before: number): Promise<number>
+}
+
+/** A worker renews its heartbeat this often. */
+export const HEARTBEAT_MS = 5_000
+/**
+ * A heartbeat counts this long: four beats, so that a beat held up by a busy store or a slow disk does not make a
+ * live run look stopped. Workers of other hosts are judged by it alone (and by their clocks: keep them in sync).
+ */
+export const FRESH_MS = 20_000
+
+/**
+ * How many of these workers are alive at `now`: a heartbeat younger than FRESH_MS, from a process that is not known
+ * gone. A process of this host that no longer exists is gone at once, whatever its last beat (a kill -9 leaves its
+ * row behind).
+ */
+export function alive(workers: Worker[], now = Date.now()): number {
+  return workers.filter((w) => now - w.beat_at < FRESH_MS && !gone(w.owner)).length
 }
 
 /** The run `ref` names (a name: its latest; or an id), or the latest run when none is given; else a UsageError. */

@@ -260,4 +260,9 @@ export interface NewRun {
    * since is returned instead of a new one, so workers started together share one run.
    */
   seen?: number | null
+  /**
+   * The process that will work on a new run: registered as its first worker in the same transaction, so the run is
+   * never seen without one (and shown `interrupted`) before it has begun. A run found instead is left as it is.
+   */
+  worker?: string
 }

@@ -28,8 +28,14 @@ testLedger("sqlite", async () => {
   }
 })
 
+/** Takes a store back to before migration 6 (the worker registry). */
+function undoWorkers(db: Database): void {
+  db.run("DROP TABLE workers")
+}
+
 /** Takes a store back to before migration 5 (canaries). */
 function undoCanaries(db: Database): void {
+  undoWorkers(db)
   db.run("DROP TABLE canaries")
 }
 
@@ -78,7 +84,7 @@ describe("the SQLite store", () => {
     expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
     expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
     expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
-    expect(MIGRATIONS.length).toBe(5)
+    expect(MIGRATIONS.length).toBe(6)
     await db.close()
     // opening again migrates nothing and keeps the data
     const again = sqlite.open(home)
@@ -116,7 +122,9 @@ describe("the SQLite store", () => {
     const db = sqlite.open(tmp.path)
     db.db.run("PRAGMA user_version = 99")
     await db.close()
-    expect(() => sqlite.open(tmp.path)).toThrow("was written by a newer spool (schema 99, this one knows 5)")
+    expect(() => sqlite.open(tmp.path)).toThrow(
+      `was written by a newer spool (schema 99, this one knows ${MIGRATIONS.length})`,
+    )
   })
 
   test("a store of schema 1 is migrated on open: the cached-token columns are added, the data kept", async () => {
@@ -224,6 +232,22 @@ describe("the SQLite store", () => {
     expect(await again.canaries.get(run.id)).toBeNull()
     expect(await again.canaries.start(run.id, 2)).toMatchObject({ items: 2, reported_at: null })
     expect(await again.reads.counts(run.id)).toMatchObject({ pending: 3 })
+    await again.close()
+  })
+
+  test("a store of schema 5 is migrated on open: its runs have no workers, and one can register", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    const { run } = await seed(db, 2)
+    undoWorkers(db.db)
+    db.db.run("PRAGMA user_version = 5")
+    await db.close()
+    const again = sqlite.open(tmp.path)
+    expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
+    expect(await again.workers.list(run.id)).toEqual([])
+    await again.workers.beat(run.id, "h:1:a", 1_000)
+    expect(await again.workers.list(run.id)).toEqual([{ owner: "h:1:a", started_at: 1_000, beat_at: 1_000 }])
+    expect(await again.reads.counts(run.id)).toMatchObject({ pending: 2 })
     await again.close()
   })
 

@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
 import { chmodSync, mkdirSync, statSync, writeFileSync } from "node:fs"
 import { DB_FILE } from "../../../src/core/ledger/sqlite/faults.ts"
+import { MIGRATIONS } from "../../../src/core/ledger/sqlite/schema.ts"
 import * as store from "../../../src/core/ledger/sqlite/sqlite.ts"
 import type { Item } from "../../../src/core/ledger/types.ts"
 import { StoreError } from "../../../src/plugins/api/errors.ts"
@@ -157,7 +158,9 @@ describe("a store that is damaged", () => {
     raw.close()
     const err = thrown(() => store.open(tmp.path))
     expect(err).toBeInstanceOf(StoreCorruptError)
-    expect(err.message).toBe(`the store ${path} is damaged: its schema (version 5) lacks the table problems`)
+    expect(err.message).toBe(
+      `the store ${path} is damaged: its schema (version ${MIGRATIONS.length}) lacks the table problems`,
+    )
   })
 
   test("a SQLite database that is not a store is refused, and not migrated into one", async () => {

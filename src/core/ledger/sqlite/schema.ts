@@ -238,4 +238,15 @@ export const MIGRATIONS = [
     reported_at INTEGER
   );
   `,
+  // the worker registry (issue 14): each process working on a run, with its last heartbeat, so that a run whose
+  // workers are all gone is shown `interrupted` while its stored state stays `running` (ledger.ts `Workers`)
+  `
+  CREATE TABLE workers (
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    owner TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    beat_at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, owner)
+  ) WITHOUT ROWID;
+  `,
 ]

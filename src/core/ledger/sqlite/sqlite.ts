@@ -15,6 +15,7 @@ import { Ingest } from "./ingest.ts"
 import { Reads } from "./reads.ts"
 import { Runs } from "./runs.ts"
 import { Tallies } from "./tallies.ts"
+import { Workers } from "./workers.ts"
 
 /** Opens (creating and migrating if needed) the store under `home`. */
 export function open(home: string, options: api.OpenOptions = {}): SqliteLedger {
@@ -41,6 +42,7 @@ export class SqliteLedger implements api.Ledger {
     reads: Reads
     tallies: Tallies
     canaries: Canaries
+    workers: Workers
   }
   readonly runs: api.Runs
   readonly ingest: api.Ingest
@@ -48,6 +50,7 @@ export class SqliteLedger implements api.Ledger {
   readonly batches: api.Batches
   readonly reads: api.Reads
   readonly canaries: api.Canaries
+  readonly workers: api.Workers
 
   constructor(conn: Conn) {
     this.db = conn.db
@@ -59,13 +62,22 @@ export class SqliteLedger implements api.Ledger {
     const batches = new Batches(conn, runs, tallies)
     const reads = new Reads(conn.db, conn.path, tallies)
     const canaries = new Canaries(conn.db, conn.path, claims)
-    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries }
+    const workers = new Workers(conn.db, conn.path)
+    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries, workers }
     this.runs = {
       latest: async (name) => runs.latest(name),
       get: async (id) => runs.get(id),
       find: async (ref) => runs.find(ref),
       list: async () => runs.list(),
-      create: async (run) => runs.create(run),
+      // a new run's first worker is registered in the same transaction: it is never seen without one
+      create: async (run) =>
+        conn.db
+          .transaction(() => {
+            const made = runs.create(run)
+            if (made.created && run.worker) workers.beat(made.run.id, run.worker)
+            return made
+          })
+          .immediate(),
       setState: async (id, state, reason) => runs.setState(id, state, reason),
       setResume: async (id, resume) => runs.setResume(id, resume),
       updateJob: async (id, job) => runs.updateJob(id, job),
@@ -132,6 +144,12 @@ export class SqliteLedger implements api.Ledger {
       counts: async (run, first) => canaries.counts(run, first),
       step: async (run, owner, outcomes, limit, leaseMs, first) =>
         canaries.step(run, owner, outcomes, limit, leaseMs, first),
+    }
+    this.workers = {
+      beat: async (run, owner, at) => workers.beat(run, owner, at),
+      leave: async (run, owner) => workers.leave(run, owner),
+      list: async (run) => workers.list(run),
+      prune: async (run, dead, before) => workers.prune(run, dead, before),
     }
   }
 

@@ -1,0 +1,59 @@
+/** The worker registry: the processes working on a run, each with a heartbeat (ledger.ts `Workers`). */
+import type { Database } from "bun:sqlite"
+import type { Worker } from "../ledger.ts"
+import type { Dead } from "../types.ts"
+import { guard } from "./faults.ts"
+import { statements } from "./connect.ts"
+
+export class Workers {
+  private readonly q: ReturnType<typeof prepare>
+
+  constructor(
+    private readonly db: Database,
+    readonly path: string,
+  ) {
+    this.q = prepare(db)
+  }
+
+  beat(run: number, owner: string, at = Date.now()): void {
+    this.q.beat.run(run, owner, at)
+  }
+
+  leave(run: number, owner: string): void {
+    this.q.leave.run(run, owner)
+  }
+
+  list(run: number): Worker[] {
+    return this.q.list.all(run)
+  }
+
+  /** Forgets a run's workers that are known dead or whose last beat is older than `before`. */
+  prune(run: number, dead: Dead, before: number): number {
+    return this.db
+      .transaction(() => {
+        let n = 0
+        for (const w of this.q.list.all(run)) {
+          if (w.beat_at >= before && !dead(w.owner)) continue
+          this.q.leave.run(run, w.owner)
+          n++
+        }
+        return n
+      })
+      .immediate()
+  }
+}
+guard(Workers)
+
+function prepare(db: Database) {
+  const q = statements(db)
+  return {
+    beat: q<void, [number, string, number]>(
+      `INSERT INTO workers (run_id, owner, started_at, beat_at) VALUES (?1, ?2, ?3, ?3)
+       ON CONFLICT (run_id, owner) DO UPDATE SET beat_at = excluded.beat_at`,
+    ),
+    leave: q<void, [number, string]>("DELETE FROM workers WHERE run_id = ? AND owner = ?"),
+    list: q<Worker, [number]>(
+      "SELECT owner, started_at, beat_at FROM workers WHERE run_id = ? ORDER BY started_at, owner",
+    ),
+  }
+}
