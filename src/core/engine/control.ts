@@ -22,17 +22,23 @@ import { mustFind, type Ledger } from "../ledger/ledger.ts"
 import type { Run } from "../ledger/types.ts"
 import { Batcher } from "./batcher.ts"
 import { sleep } from "./follow.ts"
-import { client } from "./run.ts"
+import { afterCancel, client } from "./run.ts"
 import { dead, ownerId } from "./owner.ts"
 import type { BatchClient, ProviderClient } from "../../plugins/api/define.ts"
 
 const FINISHED = new Set(["completed", "completed_with_failures", "cancelled"])
 
-/** The run `ref` names, refused (UsageError) when it has finished: there is nothing left to `verb`. */
+/**
+ * The run `ref` names, refused (UsageError) when it has finished: there is nothing left to `verb`. A cancelled run
+ * can still be gone on with, by `spool run`: the hint says so.
+ */
 export async function live(db: Ledger, ref: string | undefined, verb: string): Promise<Run> {
   const run = await mustFind(db, ref)
   if (FINISHED.has(run.state))
-    throw new UsageError(`run "${run.name}" is ${run.state}: there is nothing to ${verb}`)
+    throw new UsageError(
+      `run "${run.name}" is ${run.state}: there is nothing to ${verb}`,
+      run.state === "cancelled" ? await afterCancel(db, run) : undefined,
+    )
   return run
 }
 
@@ -92,7 +98,7 @@ export async function carryOut(
   if (job.provider.mode !== "batch" || driven) {
     if (job.provider.mode !== "batch" && !(await runningElsewhere(db, run))) {
       await db.runs.setState(run.id, "cancelled", "cancelled by `spool cancel`")
-      say(`run "${run.name}" cancelled\n`)
+      say(`run "${run.name}" cancelled: ${await afterCancel(db, run)}\n`)
       return 0
     }
     say(`run "${run.name}": the process running it is stopping its work…\n`)
@@ -108,7 +114,8 @@ export async function carryOut(
         say(`  still waiting for live batches to end at the provider…\n`)
       }
     }
-    say(`run "${run.name}" ${(await db.runs.get(run.id))?.state}\n`)
+    const state = (await db.runs.get(run.id))?.state
+    say(`run "${run.name}" ${state}${state === "cancelled" ? `: ${await afterCancel(db, run)}` : ""}\n`)
     return 0
   }
   // nobody drives it: cancel its batches here
@@ -125,13 +132,15 @@ export async function carryOut(
   )
   const ending = await batcher.loop().finally(() => signal.removeEventListener("abort", stop))
   if (ending === "interrupted") return 130
-  say(`run "${run.name}" cancelled: ${batcher.progress.completed} more item(s) completed from its batches\n`)
+  say(
+    `run "${run.name}" cancelled: ${batcher.progress.completed} more item(s) completed from its batches; ${await afterCancel(db, run)}\n`,
+  )
   return 0
 }
 
 /**
  * Moves a run's failed (or needs_review) items back to pending, their attempts kept. A process running the run
- * picks them up; a finished run is reopened, to be finished by the next `spool run`.
+ * picks them up; a finished run (a cancelled one too) is reopened, to be finished by the next `spool run`.
  */
 export async function retry(
   db: Ledger,
@@ -139,10 +148,10 @@ export async function retry(
   from: "failed" | "needs_review",
 ): Promise<string> {
   const run = await mustFind(db, ref)
-  if (run.state === "cancelling" || run.state === "cancelled")
+  if (run.state === "cancelling")
     throw new UsageError(
-      `run "${run.name}" is ${run.state}: its items cannot be retried`,
-      "Start it again with --new-run.",
+      `run "${run.name}" is being cancelled: its items cannot be retried now`,
+      "Wait for `spool cancel` to end, then retry: `spool run` goes on with a cancelled run.",
     )
   const n = await db.claims.retry(run.id, from)
   if (n === 0) return `run "${run.name}" has no ${from} items\n`

@@ -126,6 +126,12 @@ export function client(job: jobs.Job): ProviderClient {
 
 /** Reopens an existing run: reads inputs on from their checkpoints, and re-queues what dead workers held. */
 async function resume(db: Ledger, run: Run, o: StartOptions): Promise<void> {
+  if (run.state === "cancelled") {
+    const { total, done } = tally(await db.reads.counts(run.id))
+    log.info(
+      `run "${run.name}" was cancelled: going on with its ${total - done} item(s) left; the ${done} finished are kept (--new-run starts over)`,
+    )
+  }
   await db.runs.setResume(run.id, o.resume)
   if (run.state !== "running") await db.runs.setState(run.id, "running")
   if (o.reingest) await db.ingest.reset(run.id)
@@ -266,7 +272,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const counted = tally(await db.reads.counts(run.id))
   const ticker: Ticker = { ...counted, startedAt: Date.now(), doneAtStart: counted.done }
   const ingestAbort = new AbortController()
-  const current = run
+  // the command that started this process resumes the run from now on (resume() stored it)
+  const current: Run = { ...run, resume: o.resume }
   const follower = o.follow ? new Follower(pollMs()) : undefined
 
   async function ingester(): Promise<void> {
@@ -373,6 +380,18 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
 }
 
+/**
+ * What a cancelled run keeps and how to go on: the one text of `spool cancel` and of the process it stopped. A
+ * cancelled run is not over: `spool run` goes on with its items left (README, "Cancel").
+ */
+export async function afterCancel(db: Ledger, run: Run): Promise<string> {
+  const { total, done } = tally(await db.reads.counts(run.id))
+  const left = total - done
+  const kept = `${done} finished item(s) kept (\`spool results\` gives them)`
+  if (left === 0) return `${kept}; none left.`
+  return `${kept}, ${left} left. \`${run.resume}\` goes on with the ${left} left and sends nothing finished again; add --new-run to start over instead.`
+}
+
 async function finish(
   db: Ledger,
   run: Run,
@@ -384,10 +403,7 @@ async function finish(
   if (ending === "interrupted") return 130
   if (ending === "cancelled") {
     log.warn("run cancelled", { run: run.name })
-    throw new RunCancelledError(
-      `run "${run.name}" was cancelled`,
-      "Its finished items are kept: `spool results` gives them. Start it again with --new-run.",
-    )
+    throw new RunCancelledError(`run "${run.name}" was cancelled`, await afterCancel(db, run))
   }
   if (ending === "paused") {
     await db.runs.setState(run.id, "paused", reason ?? null)
@@ -395,7 +411,7 @@ async function finish(
     throw new RunPausedError(
       `run "${run.name}" paused: ${reason}`,
       capped
-        ? `Nothing more was started. To go on, raise the cap: ${run.resume} --max-cost-usd N`
+        ? `Nothing more was started. To go on, raise the cap: ${withFlag(run.resume, "--max-cost-usd", "N")}`
         : hint
           ? `${hint} Resume: ${run.resume}`
           : `Going on would fail every item the same way. Fix the cause (API key, quota, billing), then resume: ${run.resume}`,
@@ -406,4 +422,27 @@ async function finish(
   await db.runs.setState(run.id, failures > 0 ? "completed_with_failures" : "completed")
   log.debug("run finished", { run: run.name, completed: counts.completed, failed: counts.failed })
   return failures > 0 ? 3 : 0
+}
+
+/**
+ * A command (as cli.ts `quote` writes one) with `flag` set to `value`: an existing `--flag V` or `--flag=V` has its
+ * value replaced where it stands, else the flag is added at the end. The hint for a capped run gives one
+ * `--max-cost-usd`, not the old one and a second.
+ */
+export function withFlag(command: string, flag: string, value: string): string {
+  // a word: bare characters, a backslash-escaped one, or a single-quoted stretch ('it'\''s' is one word)
+  const words = command.match(/(?:[^\s'\\]+|\\.|'[^']*')+/g) ?? []
+  let found = false
+  const out = words.map((word, i) => {
+    if (word.startsWith(`${flag}=`)) {
+      found = true
+      return `${flag}=${value}`
+    }
+    if (i > 0 && words[i - 1] === flag) {
+      found = true
+      return value
+    }
+    return word
+  })
+  return found ? out.join(" ") : [...out, flag, value].join(" ")
 }
