@@ -306,7 +306,8 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
   test("Retry reopens the finished run's items; Cancel asks first, and stops the live run only once confirmed", async () => {
     // still on the finished run's page
     await page.click("button[data-action=retry][data-state=needs_review]")
-    await stateIs("running")
+    // reopened, and no process works on it: shown interrupted until a `spool run` takes it up
+    await stateIs("interrupted")
     expect(await page.textContent("#message")).toContain(
       '2 needs_review item(s) of run "finished" are pending again',
     )

@@ -176,9 +176,11 @@ describe("spool retry", () => {
     )
     const status = JSON.parse((await spool(["status", "served", "--json"], { cwd: tmp.path })).stdout) as {
       state: string
+      resume: string
       counts: Record<string, number>
     }
-    expect(status.state).toBe("running")
+    // reopened, with no process working on it yet: shown interrupted, with the command that goes on
+    expect([status.state, status.resume]).toEqual(["interrupted", "spool run job.toml"])
     expect(status.counts).toMatchObject({ completed: 3, failed: 0, pending: 2 })
     const none = await spool(["retry", "served", "--state", "needs_review"], { cwd: tmp.path })
     expect(none.stderr).toBe('run "served" has no needs_review items\n')

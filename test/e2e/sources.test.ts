@@ -332,7 +332,8 @@ describe("inputs through dist/spool", () => {
     child.kill("SIGKILL")
     await child.exited
     const before = await status(tmp.path)
-    expect(before.state).toBe("running")
+    // killed: no process works on it any more
+    expect(before.state).toBe("interrupted")
     expect(before.counts.completed).toBeLessThan(6)
 
     const refusals: [string[], string, string][] = [

@@ -44,6 +44,8 @@ beforeEach(async () => {
   // its job (JOB) prices it at gpt-4o-mini's and says it is realtime
   writer = await open(tmp.path)
   runId = (await seed(writer, 6)).run.id
+  // this process works on it, so it is shown running (with no worker it would be shown interrupted)
+  await writer.workers.beat(runId, ownerId())
   const claimed = await writer.claims.step(runId, "w", [], 4, 60_000)
   const [a, b, c, d] = claimed.map((x) => x.id) as [number, number, number, number]
   await writer.claims.step(

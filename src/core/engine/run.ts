@@ -24,7 +24,7 @@ import {
 } from "./ingest.ts"
 import { Follower, pollMs, sleep } from "./follow.ts"
 import { Runner } from "./runner.ts"
-import { dead, ownerId } from "./owner.ts"
+import { dead, enlist, ownerId } from "./owner.ts"
 import { Budget, capOf } from "./budget.ts"
 import { warnUnpriced } from "../job/pricing.ts"
 import type { Ticker } from "../report/report.ts"
@@ -217,6 +217,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       resume: o.resume,
       inputs: inputs.map((i) => ({ path: i.path, format: i.source.name })),
       seen: o.newRun ? (latest?.id ?? null) : null,
+      worker: ownerId(),
     })
     run = made.run
     created = made.created
@@ -242,8 +243,10 @@ export async function prepare(o: StartOptions): Promise<Session> {
         throw err
       })
     await db.runs.updateJob(run.id, job)
-    await resume(db, run, o)
   }
+  // from here on this process works on the run: a worker with a heartbeat until execute() ends (owner.ts)
+  const worker = await enlist(db, run.id)
+  if (!created) await resume(db, run, o)
   warnUnpriced(job.provider, job.pricing)
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
@@ -374,6 +377,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
           driver.pausedBy?.hint,
         )
       } finally {
+        await worker.leave()
         await db.close()
       }
     },

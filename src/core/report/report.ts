@@ -2,15 +2,18 @@
 import { basename } from "node:path"
 import type { Listed } from "../../plugins/registry.ts"
 import type { State } from "../ledger/states.ts"
-import type { Ledger } from "../ledger/ledger.ts"
+import { alive, type Ledger } from "../ledger/ledger.ts"
 import type { Batch, ResultRow, Run } from "../ledger/types.ts"
 import { paidCost, priceOf, spentOf, type Priced } from "../job/pricing.ts"
 
 export interface StatusView {
   id: number
   name: string
+  /** The run's state as shown: its stored one, or `interrupted` (see `shown`). */
   state: string
   reason: string | null
+  /** How many processes are working on the run now (the worker registry). */
+  workers: number
   created_at: string
   finished_at: string | null
   counts: Record<State, number>
@@ -32,9 +35,31 @@ export interface StatusView {
   /** Queue limits learned from the provider (batch mode), when it reported one. */
   queue: { tokens: number | null; requests: number | null }
   elapsed_s: number
+  /** 0 for an interrupted run: nothing is going on. */
   rate_per_s: number
+  /** null when unknown, and for an interrupted run. */
   eta_s: number | null
   resume: string
+}
+
+/** What a run is shown as when it is `running` in the ledger but no process works on it any more. */
+export const INTERRUPTED = "interrupted"
+
+/** Why a run is shown as interrupted, said once wherever it is shown. */
+export const INTERRUPTED_WHY = "no spool process is working on it"
+
+/**
+ * A run's state as shown, and how many workers are alive on it. The ledger keeps a stopped run `running` (its
+ * items are still to do, and `spool run` goes on with it); it is shown `interrupted` when none of its registered
+ * workers is alive (ledger.ts `alive`).
+ */
+export async function shown(
+  db: Ledger,
+  run: Run,
+  now = Date.now(),
+): Promise<{ state: string; workers: number }> {
+  const workers = alive(await db.workers.list(run.id), now)
+  return { state: run.state === "running" && workers === 0 ? INTERRUPTED : run.state, workers }
 }
 
 /** The prices of a run's model, from the job it was (last) run with. */
@@ -106,6 +131,8 @@ export async function status(
   o: { recentBatches?: number } = {},
 ): Promise<StatusView> {
   const s = await db.reads.summary(run.id, now)
+  const { state, workers } = await shown(db, run, now)
+  const going = state === "running"
   const prices = pricesOf(run)
   const tokens = {
     input_tokens: s.inputTokens,
@@ -115,18 +142,23 @@ export async function status(
   const spent = prices ? spentOf(prices, s) : null
   const finished = s.counts.completed + s.counts.failed + s.counts.needs_review
   const start = s.firstStarted ?? run.created_at
-  const end = run.finished_at ?? (s.lastEnded && run.state !== "running" ? s.lastEnded : now)
+  const end = run.finished_at ?? (s.lastEnded && !going ? s.lastEnded : now)
   const elapsed = Math.max(1, (end - start) / 1000)
-  // a live run: the last minute's pace; a finished one: its whole length
+  // a live run: the last minute's pace; a finished one: its whole length; an interrupted one: none
   const rate =
-    run.state === "running" ? s.recentCompleted / (s.recentWindowMs / 1000) : s.counts.completed / elapsed
+    state === INTERRUPTED
+      ? 0
+      : going
+        ? s.recentCompleted / (s.recentWindowMs / 1000)
+        : s.counts.completed / elapsed
   const left =
     s.counts.pending + s.counts.running + s.counts.retry_wait + s.counts.queued + s.counts.submitted
   return {
     id: run.id,
     name: run.name,
-    state: run.state,
+    state,
     reason: run.reason,
+    workers,
     created_at: new Date(run.created_at).toISOString(),
     finished_at: run.finished_at ? new Date(run.finished_at).toISOString() : null,
     counts: s.counts,
@@ -144,7 +176,7 @@ export async function status(
     queue: { tokens: run.queue_tokens ?? null, requests: run.queue_requests ?? null },
     elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
     rate_per_s: Math.round(rate * 100) / 100,
-    eta_s: left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
+    eta_s: state === INTERRUPTED ? null : left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
     resume: run.resume,
   }
 }
@@ -195,15 +227,13 @@ export function statusText(v: StatusView): string {
     .map((s) => `${s} ${n(v.counts[s])}`)
     .join(" · ")
   const lines = [
-    `run ${v.name} (#${v.id}) · ${v.state}${v.reason ? ` — ${v.reason}` : ""}`,
+    `run ${v.name} (#${v.id}) · ${stateText(v)}`,
     `items     ${n(v.total)}: ${counts}`,
     `attempts  ${n(v.attempts)} · tokens in ${n(v.usage.input_tokens)}${
       v.usage.cached_input_tokens ? ` (${n(v.usage.cached_input_tokens)} cached)` : ""
     } out ${n(v.usage.output_tokens)}`,
     `spend     ${spendText(v.spend)}`,
-    `time      elapsed ${duration(v.elapsed_s)} · ${v.rate_per_s}/s${v.state === "running" ? " over the last minute" : ""} · ETA ${
-      v.eta_s === null ? "unknown" : duration(v.eta_s)
-    }`,
+    `time      ${timeText(v)}`,
   ]
   if (v.errors.length) {
     lines.push("errors")
@@ -228,31 +258,54 @@ export function statusText(v: StatusView): string {
     )
     for (const p of v.malformed.sample) lines.push(`  ${p.file}:${p.line}  ${p.reason}`)
   }
-  if (v.state === "paused" || v.state === "running") lines.push(`resume    ${v.resume}`)
+  if (v.state === "paused" || v.state === "running" || v.state === INTERRUPTED)
+    lines.push(`resume    ${v.resume}`)
   return `${lines.join("\n")}\n`
+}
+
+/** The state in the status's first line: why a run is interrupted or paused, and how many work on a live one. */
+function stateText(v: StatusView): string {
+  if (v.state === INTERRUPTED) return `${INTERRUPTED} — ${INTERRUPTED_WHY}`
+  const workers = v.state === "running" && v.workers > 1 ? ` (${v.workers} workers)` : ""
+  return `${v.state}${workers}${v.reason ? ` — ${v.reason}` : ""}`
+}
+
+function timeText(v: StatusView): string {
+  const elapsed = `elapsed ${duration(v.elapsed_s)}`
+  if (v.state === INTERRUPTED) return `${elapsed} · no rate or ETA while nothing runs it`
+  const eta = v.eta_s === null ? "unknown" : duration(v.eta_s)
+  return `${elapsed} · ${v.rate_per_s}/s${v.state === "running" ? " over the last minute" : ""} · ETA ${eta}`
 }
 
 export interface RunLine {
   id: number
   name: string
+  /** As shown: the stored state, or `interrupted` (see `shown`). */
   state: string
   completed: number
   failed: number
   total: number
   created_at: string
+  /** How many processes are working on the run now. */
+  workers: number
+  /** The command that goes on with an interrupted run; null for any other. */
+  resume: string | null
 }
 
-export async function runLine(db: Ledger, run: Run): Promise<RunLine> {
+export async function runLine(db: Ledger, run: Run, now = Date.now()): Promise<RunLine> {
   const counts = await db.reads.counts(run.id)
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
+  const { state, workers } = await shown(db, run, now)
   return {
     id: run.id,
     name: run.name,
-    state: run.state,
+    state,
     completed: counts.completed,
     failed: counts.failed + counts.needs_review,
     total,
     created_at: new Date(run.created_at).toISOString(),
+    workers,
+    resume: state === INTERRUPTED ? run.resume : null,
   }
 }
 
@@ -260,7 +313,9 @@ export function runsText(list: RunLine[]): string {
   if (!list.length) return "no runs yet — start one with `spool run job.toml`\n"
   const rows = list.map(
     (r) =>
-      `${String(r.id).padStart(4)}  ${r.name.padEnd(24)} ${r.state.padEnd(24)} ${n(r.completed)}/${n(r.total)} done${r.failed ? `, ${n(r.failed)} failed` : ""}  ${r.created_at}`,
+      `${String(r.id).padStart(4)}  ${r.name.padEnd(24)} ${r.state.padEnd(24)} ${n(r.completed)}/${n(r.total)} done${r.failed ? `, ${n(r.failed)} failed` : ""}  ${r.created_at}${
+        r.resume ? `\n      resume: ${r.resume}` : ""
+      }`,
   )
   return `${["  id  name                     state                    progress", ...rows].join("\n")}\n`
 }

@@ -1,0 +1,157 @@
+/**
+ * A run whose processes are all gone is shown `interrupted`, with the command that goes on with it, by `spool runs`
+ * and `spool status` (text and --json); a run some process still works on is shown `running`. Real dist/spool
+ * processes against the fake OpenAI server, stopped with SIGKILL and SIGINT.
+ */
+import { describe, expect, test } from "bun:test"
+import { Database } from "bun:sqlite"
+import { existsSync, writeFileSync } from "node:fs"
+import { startFake } from "../lib/fake-openai.ts"
+import { spool, start, until } from "../lib/spool.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+const KEY = "sk-test-interrupted-0123456789"
+const env = { OPENAI_API_KEY: KEY }
+const WHY = "no spool process is working on it"
+
+function job(name: string, url: string, limits = ""): string {
+  return `name = "${name}"
+[source]
+path = "in.jsonl"
+id = "id"
+[provider]
+name = "openai"
+model = "gpt-4.1-mini"
+base_url = "${url}"
+[request]
+prompt = "Item {{n}}"
+max_tokens = 20
+[limits]
+concurrency = 2
+${limits}
+`
+}
+
+const input = (n: number) =>
+  Array.from({ length: n }, (_, i) => JSON.stringify({ id: `id-${i + 1}`, n: i + 1 })).join("\n") + "\n"
+
+type View = { state: string; workers: number; rate_per_s: number; eta_s: number | null; resume: string }
+type Line = { name: string; state: string; workers: number; resume: string | null }
+
+async function statusOf(cwd: string): Promise<View> {
+  const out = await spool(["status", "--json"], { cwd })
+  expect(out.code).toBe(0)
+  return JSON.parse(out.stdout) as View
+}
+
+async function runsOf(cwd: string): Promise<Line[]> {
+  const out = await spool(["runs", "--json"], { cwd })
+  expect(out.code).toBe(0)
+  return JSON.parse(out.stdout) as Line[]
+}
+
+/** The rows of the worker registry, read straight from the store. */
+function workers(cwd: string): string[] {
+  const path = `${cwd}/.spool/spool.db`
+  if (!existsSync(path)) return []
+  const db = new Database(path, { readonly: true })
+  try {
+    return db
+      .query<{ owner: string }, []>("SELECT owner FROM workers ORDER BY owner")
+      .all()
+      .map((w) => w.owner)
+  } catch {
+    return []
+  } finally {
+    db.close()
+  }
+}
+
+/** What a stopped run shows: interrupted, no rate or ETA, and the command that goes on with it. */
+async function expectInterrupted(cwd: string, name: string): Promise<void> {
+  const view = await statusOf(cwd)
+  expect(view).toMatchObject({ state: "interrupted", workers: 0, rate_per_s: 0, eta_s: null })
+  expect(view.resume).toBe("spool run job.toml")
+  const text = (await spool(["status"], { cwd })).stdout.split("\n")
+  expect(text[0]).toBe(`run ${name} (#1) · interrupted — ${WHY}`)
+  expect(text[4]).toMatch(/^time {6}elapsed \d+s · no rate or ETA while nothing runs it$/)
+  expect(text.at(-2)).toBe("resume    spool run job.toml")
+  expect((await runsOf(cwd)).map((r) => [r.name, r.state, r.workers, r.resume])).toEqual([
+    [name, "interrupted", 0, "spool run job.toml"],
+  ])
+  const list = (await spool(["runs"], { cwd })).stdout.split("\n")
+  expect(list[1]).toMatch(new RegExp(`^ {3}1  ${name} +interrupted +\\d+/200 done  `))
+  expect(list[2]).toBe("      resume: spool run job.toml")
+}
+
+describe("a run that stopped does not look alive", () => {
+  test("killed with SIGKILL: running while it works, interrupted at once after, running again when resumed", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 100 })
+    writeFileSync(tmp.join("in.jsonl"), input(200))
+    writeFileSync(tmp.join("job.toml"), job("killed", fake.url))
+    const child = start(["run", "job.toml"], { cwd: tmp.path, env })
+    await until(() => fake.paid.size >= 4, 20_000, "4 completions")
+    const live = await statusOf(tmp.path)
+    expect([live.state, live.workers]).toEqual(["running", 1])
+    expect((await runsOf(tmp.path)).map((r) => [r.state, r.resume])).toEqual([["running", null]])
+    child.kill("SIGKILL")
+    await child.exited
+    // its row is still in the registry, but its process is gone
+    const killed = workers(tmp.path)
+    expect(killed).toHaveLength(1)
+    await expectInterrupted(tmp.path, "killed")
+    // the command it gives goes on with the run, which is running again while it does
+    const again = start(["run", "job.toml"], { cwd: tmp.path, env })
+    // the killed one's row is forgotten as the new one registers
+    await until(
+      () => workers(tmp.path).length === 1 && workers(tmp.path)[0] !== killed[0],
+      20_000,
+      "the new worker",
+    )
+    expect((await statusOf(tmp.path)).state).toBe("running")
+    expect(await again.exited).toBe(0)
+    expect((await statusOf(tmp.path)).state).toBe("completed")
+    expect(workers(tmp.path)).toEqual([])
+  }, 60_000)
+
+  test("stopped with SIGINT: it leaves the registry on its way out, and is shown interrupted", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 100 })
+    writeFileSync(tmp.join("in.jsonl"), input(200))
+    writeFileSync(tmp.join("job.toml"), job("stopped", fake.url))
+    const child = start(["run", "job.toml"], { cwd: tmp.path, env })
+    await until(() => fake.paid.size >= 4, 20_000, "4 completions")
+    expect(workers(tmp.path)).toHaveLength(1)
+    child.kill("SIGINT")
+    expect(await child.exited).toBe(130)
+    expect(workers(tmp.path)).toEqual([])
+    await expectInterrupted(tmp.path, "stopped")
+  }, 60_000)
+
+  test("two workers on one run, one killed: still running with one worker; both gone: interrupted", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 100 })
+    writeFileSync(tmp.join("in.jsonl"), input(200))
+    writeFileSync(tmp.join("job.toml"), job("shared", fake.url))
+    const first = start(["run", "job.toml"], { cwd: tmp.path, env })
+    await until(() => workers(tmp.path).length === 1, 20_000, "the first worker")
+    const second = start(["run", "job.toml"], { cwd: tmp.path, env })
+    await until(() => workers(tmp.path).length === 2, 20_000, "the second worker")
+    const both = await statusOf(tmp.path)
+    expect([both.state, both.workers]).toEqual(["running", 2])
+    expect((await spool(["status"], { cwd: tmp.path })).stdout.split("\n")[0]).toBe(
+      "run shared (#1) · running (2 workers)",
+    )
+    first.kill("SIGKILL")
+    await first.exited
+    const one = await statusOf(tmp.path)
+    expect([one.state, one.workers]).toEqual(["running", 1])
+    expect((await runsOf(tmp.path)).map((r) => [r.state, r.workers, r.resume])).toEqual([
+      ["running", 1, null],
+    ])
+    second.kill("SIGKILL")
+    await second.exited
+    await expectInterrupted(tmp.path, "shared")
+  }, 60_000)
+})
