@@ -27,9 +27,10 @@ if (!result.success) {
 
 const smoke = Bun.spawnSync([outfile, "--version"])
 const said = smoke.stdout.toString().trim()
-if (smoke.exitCode !== 0 || said !== version) {
+const expected = `spool ${version} (MIT licence)`
+if (smoke.exitCode !== 0 || said !== expected) {
   console.error(
-    `smoke test failed: \`${outfile} --version\` said "${said}" (exit ${smoke.exitCode}), expected "${version}"`,
+    `smoke test failed: \`${outfile} --version\` said "${said}" (exit ${smoke.exitCode}), expected "${expected}"`,
   )
   console.error(smoke.stderr.toString())
   process.exit(1)

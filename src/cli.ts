@@ -449,7 +449,7 @@ export async function cli(argv: string[]): Promise<ExitCode> {
       return 0
     }
     if (name === "--version" || name === "-v") {
-      process.stdout.write(`${VERSION}\n`)
+      process.stdout.write(`spool ${VERSION} (MIT licence)\n`)
       return 0
     }
     const cmd = COMMANDS[name]

@@ -21,11 +21,25 @@ const idsOf = (jsonl: string) =>
     .map((l) => (JSON.parse(l) as { id: string }).id)
 
 describe("dist/spool", () => {
-  test("prints its version", async () => {
+  test("prints its version and its licence; the licence is MIT in package.json and LICENSE", async () => {
     await using tmp = await tmpdir()
-    const out = await spool(["--version"], { cwd: tmp.path })
-    const pkg = (await Bun.file(join(import.meta.dir, "../../package.json")).json()) as { version: string }
-    expect(out).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: "" })
+    const pkg = (await Bun.file(join(import.meta.dir, "../../package.json")).json()) as {
+      version: string
+      license: string
+    }
+    for (const flag of ["--version", "-v"])
+      expect(await spool([flag], { cwd: tmp.path })).toEqual({
+        code: 0,
+        stdout: `spool ${pkg.version} (MIT licence)\n`,
+        stderr: "",
+      })
+    expect(pkg.license).toBe("MIT")
+    const licence = readFileSync(join(import.meta.dir, "../../LICENSE"), "utf8")
+    expect(licence.split("\n").slice(0, 3)).toEqual([
+      "MIT License",
+      "",
+      "Copyright (c) 2026 the spool authors",
+    ])
   })
 
   test("runs the quickstart offline with the mock provider and writes owner-only files", async () => {
