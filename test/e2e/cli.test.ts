@@ -1,6 +1,14 @@
 import { describe, expect, test } from "bun:test"
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
-import { join } from "node:path"
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from "node:fs"
+import { dirname, join } from "node:path"
 import { startFake } from "../lib/fake-openai.ts"
 import { BIN, spool, start } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
@@ -436,6 +444,58 @@ describe("dist/spool", () => {
     expect(run.code).toBe(3)
     expect(run.stderr.trim().split("\n").at(-1)).toBe(
       'run "mixed": 2 completed, 1 failed, 1 need review of 4 — `spool results mixed` for the outputs',
+    )
+  })
+})
+
+describe("the install story", () => {
+  const ROOT = join(import.meta.dir, "../..")
+  const INSTALL = "mkdir -p ~/.local/bin && install -m 755 dist/spool ~/.local/bin/spool"
+
+  test("the README's commands say `spool`, and it says once how dist/spool gets on the PATH", () => {
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8")
+    const blocks = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1] as string)
+    const commands = blocks.flatMap((b) => b.split("\n")).map((l) => l.trim())
+    expect(commands.filter((l) => /^(\.\.\/)*dist\/spool\b/.test(l))).toEqual([])
+    expect(commands.filter((l) => l.startsWith("spool ")).length).toBeGreaterThan(5)
+    expect(commands.filter((l) => l.startsWith(INSTALL)).length).toBe(1)
+    expect(readme).toContain("After setup the program is `dist/spool`")
+  })
+
+  /** scripts/setup.sh in a copy of the tree whose bun is a stand-in that builds nothing: only its last words count. */
+  async function setup(cwd: (tree: string) => string) {
+    await using tmp = await tmpdir()
+    const tree = tmp.join("my spool")
+    mkdirSync(join(tree, "scripts"), { recursive: true })
+    mkdirSync(join(tree, ".tools/node_modules/.bin"), { recursive: true })
+    copyFileSync(join(ROOT, "scripts/setup.sh"), join(tree, "scripts/setup.sh"))
+    const bun = join(tree, ".tools/node_modules/.bin/bun")
+    writeFileSync(bun, '#!/bin/sh\nif [ "$1" = "--version" ]; then echo 1.4.5; fi\n', { mode: 0o755 })
+    const home = tmp.join("home")
+    mkdirSync(home)
+    const ran = Bun.spawnSync(["bash", join(tree, "scripts/setup.sh"), "--no-quickstart"], {
+      cwd: cwd(tree),
+      env: { ...process.env, HOME: home },
+      stdout: "pipe",
+      stderr: "pipe",
+    })
+    const stderr = ran.stderr.toString()
+    return { code: ran.exitCode, stdout: ran.stdout.toString(), stderr, tree, home: readdirSync(home) }
+  }
+
+  test("scripts/setup.sh ends by printing the install line, and installs nothing itself", async () => {
+    const here = await setup((tree) => tree)
+    expect(here.code).toBe(0)
+    expect(here.stdout).toBe("")
+    expect(here.home).toEqual([])
+    expect(here.stderr).toBe(
+      "\ndist/spool is built: one file, nothing else needed. Put it on your PATH as `spool` (the README's examples say `spool`):\n" +
+        `  ${INSTALL}\n`,
+    )
+    // run from elsewhere, the line names the binary by its whole path (quoted for the shell)
+    const away = await setup((tree) => dirname(tree))
+    expect(away.stderr.trim().split("\n").at(-1)).toBe(
+      `  mkdir -p ~/.local/bin && install -m 755 ${away.tree.replace(" ", "\\ ")}/dist/spool ~/.local/bin/spool`,
     )
   })
 })
