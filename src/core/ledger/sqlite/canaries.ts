@@ -72,8 +72,10 @@ export class Canaries {
   private head(run: number, first: number, now: number): { counts: Record<State, number>; due: number } {
     const counts = ZERO_COUNTS()
     let due = 0
+    // read by id from the run's first item to its first-th: a few rows, however many the run has after them
+    const from = this.bound(run, 1) ?? Number.MAX_SAFE_INTEGER
     const upTo = this.bound(run, first) ?? Number.MAX_SAFE_INTEGER
-    for (const row of this.q.head.all(run, upTo, now)) {
+    for (const row of this.q.head.all(run, from, upTo, now)) {
       counts[row.state] = row.n
       due += row.due
     }
@@ -109,9 +111,10 @@ function prepare(db: Database) {
     beyond: q<{ n: number }, [number, number]>(
       "SELECT count(*) AS n FROM items WHERE run_id = ? AND id > ? AND (attempts > 0 OR state <> 'pending')",
     ),
-    head: q<{ state: State; n: number; due: number }, [number, number, number]>(
-      `SELECT state, count(*) AS n, coalesce(sum(state = 'retry_wait' AND next_at <= ?3), 0) AS due
-       FROM items WHERE run_id = ?1 AND id <= ?2 GROUP BY state`,
+    // +run_id: the rowid range, not the run's whole index entry, is what bounds the read
+    head: q<{ state: State; n: number; due: number }, [number, number, number, number]>(
+      `SELECT state, count(*) AS n, coalesce(sum(state = 'retry_wait' AND next_at <= ?4), 0) AS due
+       FROM items WHERE +run_id = ?1 AND id BETWEEN ?2 AND ?3 GROUP BY state`,
     ),
   }
 }
