@@ -10,6 +10,7 @@ import { mustFind, type Ledger } from "./core/ledger/ledger.ts"
 import * as states from "./core/ledger/states.ts"
 import { common, home, lazyLedger, VERSION } from "./cli/common.ts"
 import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
+import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
 // start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
@@ -150,9 +151,8 @@ async function runJob(
   rawArgs: string[],
   o: { command: "run" | "watch"; serve: boolean; follow: boolean },
 ): Promise<ExitCode> {
-  const resume = ["spool", o.command, ...rawArgs.filter((a) => a !== "--new-run" && a !== "--reingest")]
-    .map(quote)
-    .join(" ")
+  const again = withoutCanary(rawArgs).filter((a) => a !== "--new-run" && a !== "--reingest")
+  const resume = ["spool", o.command, ...again].map(quote).join(" ")
   // the page first: a busy port is refused before the run is touched
   const server = o.serve ? await startServer(args as Parameters<typeof startServer>[0]) : undefined
   let session: Awaited<ReturnType<Awaited<ReturnType<typeof engine>>["prepare"]>>
@@ -167,6 +167,7 @@ async function runJob(
       reingest: (args.reingest as boolean | undefined) ?? false,
       resume,
       follow: o.follow,
+      canary: canaryOf(args.canary as string | undefined),
     })
   } catch (err) {
     server?.stop()
@@ -187,11 +188,22 @@ async function runJob(
   process.on("SIGINT", onSignal)
   process.on("SIGTERM", onSignal)
   const progress = (await lazyReport()).progress(process.stderr)
+  let canaryStop: { items: number; rest: number } | undefined
+  const confirm = confirmer((args.yes as boolean | undefined) ?? false, () => progress.end())
   try {
-    const code = await session.execute(progress.tick)
+    const code = await session.execute(progress.tick, async (report) => {
+      const go = await confirm(report)
+      if (!go) canaryStop = report
+      return go
+    })
     progress.end()
     if (code === 130) {
       process.stderr.write(`Interrupted; nothing finished is lost. Resume with:\n  ${resume}\n`)
+    } else if (canaryStop) {
+      process.stderr.write(
+        `Stopped after the canary; nothing more was sent. \`${resume}\` goes on with the other ${canaryStop.rest}` +
+          ` item(s); the ${canaryStop.items} done are kept and not sent again.\n`,
+      )
     } else {
       const t = session.ticker
       const review = t.review ? `, ${t.review} need review` : ""
@@ -212,6 +224,7 @@ const run = defineCommand({
     ...runArgs,
     serve: { type: "boolean", description: "Serve the status page while the run goes (see `spool serve`)" },
     ...serveArgs,
+    ...canaryArgs,
   },
   async run({ args, rawArgs }) {
     const serving = args.serve ?? false

@@ -31,6 +31,8 @@ import type { Ticker } from "../report/report.ts"
 import { assertUsable } from "../job/schema.ts"
 import type { BatchClient, Provider, ProviderClient } from "../../plugins/api/define.ts"
 import { Batcher } from "./batcher.ts"
+import * as canaries from "./canary.ts"
+import { canaryReport, type CanaryReport } from "../report/canary.ts"
 
 export interface StartOptions {
   file: string | undefined
@@ -48,6 +50,11 @@ export interface StartOptions {
    * for its newline. The run ends only when stopped (exit 130), cancelled or paused.
    */
   follow?: boolean
+  /**
+   * `--canary N`: send the run's first N items as direct calls, report on them and stop (README, "Canary"); refused
+   * on a run past its first items. Without it, the job's `limits.canary` starts one on a run that has sent nothing.
+   */
+  canary?: number | undefined
 }
 
 /** How often, at most, progress reads the run's counts again (a few rows of the tallies). */
@@ -67,8 +74,14 @@ export interface Session {
   run: Run
   job: jobs.Job
   ticker: Ticker
-  /** Runs to the end, or until stopped; resolves with the exit code. */
-  execute(onTick?: (ticker: Ticker) => void): Promise<ExitCode>
+  /**
+   * Runs to the end, or until stopped; resolves with the exit code. After a canary, `onCanary` shows its report and
+   * says whether to go on with the rest now (without it: no); when the canary was the whole run, it is not asked.
+   */
+  execute(
+    onTick?: (ticker: Ticker) => void,
+    onCanary?: (report: CanaryReport) => Promise<boolean>,
+  ): Promise<ExitCode>
   /** First signal: stop claiming, give in-flight calls `graceMs`, then cut them short. */
   stop(graceMs: number): void
 }
@@ -223,6 +236,10 @@ export async function prepare(o: StartOptions): Promise<Session> {
     created = made.created
     if (created) log.info("run created", { run: run.name, id: run.id })
   }
+  // decided before the run is touched: --canary on a run past its first items is refused with nothing changed
+  const canary = await canaries
+    .plan(db, run, { asked: o.canary, job, follow: o.follow ?? false })
+    .catch(closing(db))
   // a glob's match that is gone is warned about once, here or at the pass that first misses it
   const gone = new Set<string>()
   await sameInputs(db, run, given, inputs, gone)
@@ -237,21 +254,29 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
   if (!created) {
     // a changed input is refused before the run is touched or any call is made
-    if (!o.reingest)
-      await verify(db, run, inputs).catch(async (err: unknown) => {
-        await db.close()
-        throw err
-      })
+    if (!o.reingest) await verify(db, run, inputs).catch(closing(db))
     await db.runs.updateJob(run.id, job)
   }
   // from here on this process works on the run: a worker with a heartbeat until execute() ends (owner.ts)
   const worker = await enlist(db, run.id)
   if (!created) await resume(db, run, o)
   warnUnpriced(job.provider, job.pricing)
+  if (canary !== undefined) await db.canaries.start(run.id, canary)
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
+  /** Direct calls, their spend cap counted from what the run has spent by the time they start. */
+  const runner = async (ledger: Ledger) =>
+    new Runner({
+      ledger,
+      run,
+      job,
+      client: provider,
+      owner,
+      policy,
+      budget: cap && new Budget(cap, job.request, await db.reads.summary(run.id)),
+    })
   // realtime calls or provider batches: the same ledger, driven one way or the other
-  const driver =
+  const drive = async (): Promise<Runner | Batcher> =>
     job.provider.mode === "batch"
       ? new Batcher({
           ledger: db,
@@ -263,15 +288,13 @@ export async function prepare(o: StartOptions): Promise<Session> {
           policy,
           cap,
         })
-      : new Runner({
-          ledger: db,
-          run,
-          job,
-          client: provider,
-          owner,
-          policy,
-          budget: cap && new Budget(cap, job.request, await db.reads.summary(run.id)),
-        })
+      : runner(db)
+  // a canary's calls come first, through a Runner that sees only the run's first items; the rest once it has ended
+  const canaryRunner = canary === undefined ? undefined : await runner(canaries.within(db, canary))
+  let driver: Runner | Batcher = canaryRunner ?? (await drive())
+  let stopping = false
+  let interrupt = () => {}
+  const interrupted = new Promise<false>((done) => (interrupt = () => done(false)))
   const counted = tally(await db.reads.counts(run.id))
   const ticker: Ticker = { ...counted, startedAt: Date.now(), doneAtStart: counted.done }
   const ingestAbort = new AbortController()
@@ -332,17 +355,40 @@ export async function prepare(o: StartOptions): Promise<Session> {
     return files
   }
 
+  /**
+   * Once the canary's items have ended: its report, when the inputs are read to their end (so it counts every item),
+   * and the answer to it. Stopped here, the run is paused, to go on at the next start; a signal during the question
+   * leaves the report due again.
+   */
+  async function afterCanary(
+    size: number,
+    reading: Promise<void>,
+    onCanary: ((report: CanaryReport) => Promise<boolean>) | undefined,
+  ): Promise<"go" | "stop" | "interrupted"> {
+    await reading
+    if (stopping) return "interrupted"
+    const report = await canaryReport(db, current, job, size)
+    const go = await Promise.race([onCanary?.(report) ?? Promise.resolve(false), interrupted])
+    if (stopping) return "interrupted"
+    await db.canaries.reported(current.id)
+    if (go || report.rest === 0) return "go"
+    await db.runs.setState(current.id, "paused", canaries.stoppedReason(report.items, report.rest, o.resume))
+    return "stop"
+  }
+
   return {
     run,
     job,
     ticker,
     stop(graceMs) {
+      stopping = true
+      interrupt()
       ingestAbort.abort()
       follower?.close()
       driver.stop()
       setTimeout(() => driver.abort(), graceMs).unref()
     },
-    async execute(onTick) {
+    async execute(onTick, onCanary) {
       // the run's counts, not this process's own: another worker may have started it, or be working beside it
       let readAt = 0
       const read = async () => {
@@ -361,7 +407,21 @@ export async function prepare(o: StartOptions): Promise<Session> {
       // awaited after the loop; until then a rejection must not count as unhandled (it would end the process)
       reading.catch(() => {})
       driver.onCommit = tick
-      const ending = await driver.loop()
+      let ending: string = await driver.loop()
+      if (canary !== undefined && driver === canaryRunner && ending === "done") {
+        const next = await afterCanary(canary, reading, onCanary)
+        if (next === "stop") {
+          await worker.leave()
+          await db.close()
+          return 0
+        }
+        if (next === "interrupted") ending = "interrupted"
+        else {
+          driver = await drive()
+          driver.onCommit = tick
+          ending = stopping ? "interrupted" : await driver.loop()
+        }
+      }
       // a watch's ingester never ends by itself: a run cancelled, paused or capped ends it here
       if (follower) ingestAbort.abort()
       await reading
@@ -449,4 +509,12 @@ export function withFlag(command: string, flag: string, value: string): string {
     return word
   })
   return found ? out.join(" ") : [...out, flag, value].join(" ")
+}
+
+/** Closes the store before an error goes on up: for a refusal before the run is touched. */
+function closing(db: Ledger): (err: unknown) => Promise<never> {
+  return async (err) => {
+    await db.close()
+    throw err
+  }
 }

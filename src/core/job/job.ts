@@ -91,6 +91,8 @@ const LimitsSchema = strict(
     tail_realtime: v.optional(int(0, 1_000_000_000), 0),
     /** Stop claiming new work before spend (plus what is in flight) would pass this many USD. */
     max_cost_usd: v.optional(v.pipe(v.number("expected a number of US dollars"), v.minValue(0))),
+    /** A new run first sends this many items as direct calls, reports on them and stops (0: none; README "Canary"). */
+    canary: v.optional(int(0, 1_000_000_000)),
   },
   "[limits]",
 )
