@@ -29,8 +29,12 @@ export interface RunDetail extends StatusView {
 /** An item as `GET /api/runs/:id/items` returns it: its result line, with every attempt. */
 export interface ItemView extends ResultLine {
   item_id: number
-  /** Every attempt, oldest first; times as ISO strings. */
-  history: (Omit<AttemptRow, "started_at" | "ended_at"> & { started_at: string; ended_at: string | null })[]
+  /** Every attempt, oldest first; times as ISO strings; `note` says why one did not count (report.ts `attemptNote`). */
+  history: (Omit<AttemptRow, "started_at" | "ended_at"> & {
+    started_at: string
+    ended_at: string | null
+    note: string | null
+  })[]
 }
 
 type Views = ReturnType<typeof views>

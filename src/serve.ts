@@ -123,6 +123,7 @@ export async function itemsOf(
       item_id: row.id,
       history: row.attempts_list.map((a) => ({
         ...a,
+        note: report.attemptNote(a),
         started_at: new Date(a.started_at).toISOString(),
         ended_at: a.ended_at === null ? null : new Date(a.ended_at).toISOString(),
       })),

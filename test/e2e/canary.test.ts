@@ -167,6 +167,14 @@ describe("spool run --canary", () => {
       "A canary comes before the rest. Go on without --canary, or start a fresh run with one: --new-run --canary 3.",
     )
     expect(snapshot()).toBe(before)
+    for (const bad of ["0", "many"]) {
+      const wrong = await s.run("--canary", bad)
+      expect([wrong.code, wrong.stderr]).toEqual([
+        2,
+        `spool: --canary: "${bad}" is not a number of items\n  Give how many of the first items go first, such as --canary 20.\n`,
+      ])
+    }
+    expect(snapshot()).toBe(before)
     expect(fake.requests).toBe(sent)
 
     const fresh = await s.run("--new-run", "--canary", "3", "--max-cost-usd", "5")

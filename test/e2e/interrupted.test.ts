@@ -6,6 +6,8 @@
 import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
 import { existsSync, writeFileSync } from "node:fs"
+import { open } from "../../src/core/ledger/open.ts"
+import { itemsOf } from "../../src/serve.ts"
 import { startFake } from "../lib/fake-openai.ts"
 import { spool, start, until } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
@@ -153,5 +155,91 @@ describe("a run that stopped does not look alive", () => {
     second.kill("SIGKILL")
     await second.exited
     await expectInterrupted(tmp.path, "shared")
+  }, 60_000)
+
+  test("a call Ctrl+C cut short does not count: kept as attempt 0 with a note, and the item's result says 1 attempt", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 5_000 })
+    writeFileSync(tmp.join("in.jsonl"), input(3))
+    // two calls in flight (limits given: none waits for the first answer) and one item claimed ahead; no grace:
+    // the stop cuts the calls short at once
+    writeFileSync(tmp.join("job.toml"), job("cut", fake.url, "grace_s = 0\nrpm = 600\ntpm = 1000000"))
+    const child = start(["run", "job.toml"], { cwd: tmp.path, env })
+    await until(() => fake.requests >= 2, 20_000, "two calls in flight")
+    child.kill("SIGINT")
+    expect(await child.exited).toBe(130)
+    const attempts = (where: string) => {
+      const db = new Database(`${tmp.path}/.spool/spool.db`, { readonly: true })
+      try {
+        return db
+          .query<{ key: string; n: number; outcome: string }, []>(
+            `SELECT i.key, a.n, a.outcome FROM attempts a JOIN items i ON i.id = a.item_id ${where} ORDER BY a.id`,
+          )
+          .all()
+          .map((a) => [a.key, a.n, a.outcome])
+      } finally {
+        db.close()
+      }
+    }
+    expect(attempts("")).toEqual([
+      ["id-1", 0, "interrupted"],
+      ["id-2", 0, "interrupted"],
+      ["id-3", 0, "unsent"],
+    ])
+    const stopped = JSON.parse((await spool(["status", "--json"], { cwd: tmp.path })).stdout) as {
+      attempts: number
+      counts: Record<string, number>
+    }
+    expect([stopped.attempts, stopped.counts.pending]).toEqual([0, 3])
+
+    fake.latencyMs = 0
+    expect((await spool(["run", "job.toml"], { cwd: tmp.path, env })).code).toBe(0)
+    const results = (await spool(["results"], { cwd: tmp.path })).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { id: string; state: string; attempts: number })
+    expect(results.map((r) => [r.id, r.state, r.attempts])).toEqual([
+      ["id-1", "completed", 1],
+      ["id-2", "completed", 1],
+      ["id-3", "completed", 1],
+    ])
+    expect(attempts("WHERE i.key = 'id-1'")).toEqual([
+      ["id-1", 0, "interrupted"],
+      ["id-1", 1, "ok"],
+    ])
+    // the item's history, as the status page's API gives it, says why the first did not count
+    const db = await open(`${tmp.path}/.spool`, { access: "read" })
+    try {
+      const run = (await db.runs.latest("cut"))!
+      const { items } = await itemsOf(db, run, { limit: 10 })
+      expect(items.map((i) => [i.id, i.attempts, i.history.map((h) => [h.n, h.outcome, h.note])])).toEqual([
+        [
+          "id-1",
+          1,
+          [
+            [0, "interrupted", "interrupted by Ctrl+C or a stop signal; not counted"],
+            [1, "ok", null],
+          ],
+        ],
+        [
+          "id-2",
+          1,
+          [
+            [0, "interrupted", "interrupted by Ctrl+C or a stop signal; not counted"],
+            [1, "ok", null],
+          ],
+        ],
+        [
+          "id-3",
+          1,
+          [
+            [0, "unsent", "claimed but not sent before the run stopped; not counted"],
+            [1, "ok", null],
+          ],
+        ],
+      ])
+    } finally {
+      await db.close()
+    }
   }, 60_000)
 })

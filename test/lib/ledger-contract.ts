@@ -463,9 +463,10 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
           { item: c[4]!.id, attempt: 1, to: "pending", label: "interrupted", latencyMs: 10, endedAt: at },
         ]
         const next = await l.claims.step(run.id, "w", outcomes, 2, 60_000)
-        // k5 came back to pending in the same step, and is claimed again by it, before k6
+        // k5 came back to pending in the same step, and is claimed again by it, before k6: as its first attempt,
+        // since the one a stop cut short does not count
         expect(next.map((n) => [n.key, n.attempt])).toEqual([
-          ["k5", 2],
+          ["k5", 1],
           ["k6", 1],
         ])
         const items = await itemsOf(l, run.id)
@@ -476,7 +477,7 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
           ["k2", "retry_wait", 1, null, "rate_limit", at + 60_000, 0],
           ["k3", "failed", 1, null, "bad_request", null, 0],
           ["k4", "needs_review", 1, "{", "output", null, 4],
-          ["k5", "running", 2, null, null, null, 0],
+          ["k5", "running", 1, null, null, null, 0],
           ["k6", "running", 1, null, null, null, 0],
           ["k7", "pending", 0, null, null, null, 0],
           ["k8", "pending", 0, null, null, null, 0],
@@ -490,12 +491,74 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
           [[1, "retry", "rate_limit", 429, 7]],
           [[1, "failed", "bad_request", 400, 8]],
           [[1, "needs_review", "output", null, 9]],
+          // the interrupted attempt is kept, numbered 0: it did not count
           [
-            [1, "interrupted", null, null, 10],
-            [2, null, null, null, null],
+            [0, "interrupted", null, null, 10],
+            [1, null, null, null, null],
           ],
         ])
         expect(await l.claims.nextRetryAt(run.id)).toBe(at + 60_000)
+        await tallied(l, run.id)
+      })
+
+      test("an attempt a stop cut short or that was never sent does not count: taken back, kept as attempt 0", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 4)
+        const c = await l.claims.step(run.id, "w", [], 3, 60_000)
+        const cut = (i: number, label: string): Outcome => ({ ...ok(c[i]!.id, 1), to: "pending", label })
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            cut(0, "interrupted"),
+            cut(1, "unsent"),
+            { ...ok(c[2]!.id, 1), to: "retry_wait", label: "retry", nextAt: 0 },
+          ],
+          0,
+          60_000,
+        )
+        const states = async () => (await itemsOf(l, run.id)).map((i) => [i.key, i.state, i.attempts])
+        expect(await states()).toEqual([
+          ["k1", "pending", 0],
+          ["k2", "pending", 0],
+          ["k3", "retry_wait", 1],
+          ["k4", "pending", 0],
+        ])
+        const again = await l.claims.step(run.id, "w", [], 3, 60_000)
+        expect(again.map((x) => [x.key, x.attempt])).toEqual([
+          ["k1", 1],
+          ["k2", 1],
+          ["k3", 2],
+        ])
+        await l.claims.step(run.id, "w", [ok(c[0]!.id, 1)], 0, 60_000)
+        const history = async (i: number) => (await l.reads.attempts(c[i]!.id)).map((a) => [a.n, a.outcome])
+        expect(await history(0)).toEqual([
+          [0, "interrupted"],
+          [1, "ok"],
+        ])
+        expect(await history(1)).toEqual([
+          [0, "unsent"],
+          [1, null],
+        ])
+        // an item recovery took back (its attempt `lost`, counted) stays counted when its late outcome comes
+        const [k4] = await l.claims.step(run.id, "a", [], 1, -1)
+        expect(await l.claims.recover(run.id, () => false)).toBe(1)
+        await l.claims.step(
+          run.id,
+          "a",
+          [{ ...ok(k4!.id, 1), to: "pending", label: "interrupted" }],
+          0,
+          60_000,
+        )
+        expect((await l.reads.attempts(k4!.id)).map((a) => [a.n, a.outcome])).toEqual([[1, "interrupted"]])
+        expect(await states()).toEqual([
+          ["k1", "completed", 1],
+          ["k2", "running", 1],
+          ["k3", "running", 2],
+          ["k4", "pending", 1],
+        ])
+        expect((await l.reads.summary(run.id)).attempts).toBe(5)
         await tallied(l, run.id)
       })
 
@@ -1255,6 +1318,107 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         ])
       })
 
+      test("an item by id, items by key, and a bounded search by text that goes on from its cursor", async () => {
+        await using p = await place()
+        const l = await p.open()
+        // another run's items before and after this run's, so that the search must keep to its own
+        const before = await seed(l, 3, "before")
+        const { run, input } = await seed(l, 0)
+        const second = await l.runs.addInput(run.id, "/two.jsonl", "jsonl")
+        await seed(l, 3, "after")
+        const text = ["Refund please", "a bug", "50% off_now", "refund again", "nothing"]
+        await l.ingest.add(
+          run.id,
+          input,
+          {
+            rows: text.map((t, i) => ({ key: `k${i + 1}`, line: i + 1, data: { text: t } })),
+            problems: [],
+            checkpoint: {},
+          },
+          true,
+        )
+        await l.ingest.add(
+          run.id,
+          second,
+          { rows: [{ key: "k2", line: 1, data: { text: "two" } }], problems: [], checkpoint: {} },
+          true,
+        )
+        const c = await l.claims.step(run.id, "w", [], 2, 60_000)
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            ok(c[0]!.id, 1, "label: BILLING"),
+            {
+              ...ok(c[1]!.id, 1),
+              to: "failed",
+              label: "failed",
+              output: undefined,
+              errorClass: "server",
+              error: "HTTP 503 upstream",
+            },
+          ],
+          0,
+          60_000,
+        )
+
+        const one = await l.reads.item(run.id, c[0]!.id)
+        expect([one?.key, one?.state, one?.output, JSON.parse(one!.data)]).toEqual([
+          "k1",
+          "completed",
+          "label: BILLING",
+          { text: "Refund please" },
+        ])
+        expect(one?.attempts_list.map((a) => [a.n, a.outcome])).toEqual([[1, "ok"]])
+        expect(await l.reads.item(before.run.id, c[0]!.id)).toBeNull()
+        expect(await l.reads.item(run.id, 999_999)).toBeNull()
+
+        // one per input; none in another run
+        expect((await l.reads.keyed(run.id, "k2")).map((i) => [i.key, i.path, i.attempts_list.length])).toEqual([
+          ["k2", "/in.jsonl", 1],
+          ["k2", "/two.jsonl", 0],
+        ])
+        expect(await l.reads.keyed(run.id, "o1")).toEqual([])
+        expect(await l.reads.keyed(run.id, "k")).toEqual([])
+
+        const search = (q: string, o: { state?: State; after?: number; limit?: number; scan?: number } = {}) =>
+          l.reads.search(run.id, { text: q, limit: 10, scan: 100, ...o })
+        const keys = (r: { items: { key: string }[] }) => r.items.map((i) => i.key)
+        // in the row, in either case; in the output; in the error; nothing of the other runs (their rows hold "t1")
+        expect(keys(await search("REFUND"))).toEqual(["k1", "k4"])
+        expect(keys(await search("billing"))).toEqual(["k1"])
+        expect(keys(await search("upstream"))).toEqual(["k2"])
+        expect(await search("t1")).toEqual({ items: [], scanned: 6, next: null })
+        // LIKE's wildcards are only themselves
+        expect(keys(await search("50%"))).toEqual(["k3"])
+        expect(keys(await search("o_f"))).toEqual([])
+        expect(keys(await search("%"))).toEqual(["k3"])
+        // bounded: two items a time, each going on after the last one read, every match once
+        const found: string[] = []
+        const reads: [number, boolean][] = []
+        let after: number | undefined
+        for (let i = 0; i < 10; i++) {
+          const r = await search("e", { after, scan: 2 })
+          found.push(...keys(r))
+          reads.push([r.scanned, r.next === null])
+          if (r.next === null) break
+          after = r.next
+        }
+        expect(found).toEqual(["k1", "k2", "k4", "k5"])
+        expect(reads).toEqual([
+          [2, false],
+          [2, false],
+          [2, true],
+        ])
+        // the limit stops the read at the last match, which is where the next one starts
+        const first = await search("e", { limit: 1 })
+        expect([keys(first), first.scanned, first.next]).toEqual([["k1"], 1, c[0]!.id])
+        expect(keys(await search("e", { after: first.next!, limit: 1 }))).toEqual(["k2"])
+        // of one state only
+        expect(keys(await search("e", { state: "pending" }))).toEqual(["k4", "k5"])
+        expect(await search("e", { state: "needs_review" })).toEqual({ items: [], scanned: 0, next: null })
+      })
+
       test("knows whether a run has work left, and the largest attempt it has made", async () => {
         await using p = await place()
         const l = await p.open()
@@ -1333,9 +1497,10 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         // the limit is cut before the step's outcomes are recorded: what they put back is claimed at the next step
         expect(await l.canaries.step(run.id, "w", back, 8, 60_000, 3)).toEqual([])
         const again = await l.canaries.step(run.id, "w", [], 8, 60_000, 3)
+        // k3's unsent attempt was taken back: it is claimed as its first again
         expect(again.map((i) => [i.key, i.attempt])).toEqual([
           ["k1", 2],
-          ["k3", 2],
+          ["k3", 1],
         ])
         expect(await l.canaries.step(run.id, "w", [], 8, 60_000, 3)).toEqual([])
         expect(await l.canaries.counts(run.id, 3)).toMatchObject({ running: 2, completed: 1, pending: 0 })

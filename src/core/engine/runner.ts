@@ -39,7 +39,7 @@ const IDLE_POLL_MS = 1000
 /** The longest a finished result waits for companions before it is committed. */
 const GROUP_MS = 10
 
-/** An item claimed ahead that was never sent goes back to pending. */
+/** An item claimed ahead that was never sent goes back to pending; the ledger takes its attempt back (claims.ts). */
 function unsent(item: Claimed): Outcome {
   return {
     item: item.id,
@@ -101,7 +101,11 @@ export class Runner {
     this.waker.notify()
   }
 
-  /** Cuts every in-flight call short; those items go back to pending with their attempt counted. */
+  /**
+   * Cuts every in-flight call short. Those items go back to pending as `interrupted`: the ledger keeps the attempt
+   * (the provider may have been paid) but does not count it toward max_attempts, so a stop never uses up an item's
+   * tries (README, "What happens when things go wrong").
+   */
   abort(): void {
     for (const controller of this.inflight.values()) controller.abort(new Error("interrupted"))
   }

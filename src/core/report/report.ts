@@ -3,7 +3,7 @@ import { basename } from "node:path"
 import type { Listed } from "../../plugins/registry.ts"
 import type { State } from "../ledger/states.ts"
 import { alive, type Ledger } from "../ledger/ledger.ts"
-import type { Batch, ResultRow, Run } from "../ledger/types.ts"
+import type { AttemptRow, Batch, ResultRow, Run } from "../ledger/types.ts"
 import { paidCost, priceOf, spentOf, type Priced } from "../job/pricing.ts"
 
 export interface StatusView {
@@ -370,6 +370,18 @@ export async function resultLine(db: Ledger, run: Run): Promise<(item: ResultRow
     cost_usd: prices ? round(paidCost(prices, item)) : null,
     source: { file: item.path, row: item.row, id: item.source_id },
   })
+}
+
+/**
+ * Why an attempt of an item's history did not count toward max_attempts, or null when it did. A stop (Ctrl+C,
+ * SIGTERM) cuts calls short after the grace period and sends back the items claimed ahead: the ledger takes those
+ * attempts back and keeps them numbered 0 (sqlite/claims.ts `record`).
+ */
+export function attemptNote(a: Pick<AttemptRow, "n" | "outcome">): string | null {
+  if (a.n !== 0) return null
+  if (a.outcome === "interrupted") return "interrupted by Ctrl+C or a stop signal; not counted"
+  if (a.outcome === "unsent") return "claimed but not sent before the run stopped; not counted"
+  return null
 }
 
 /** The result lines of DESIGN §7, streamed in ledger order. Only committed data is ever read. */

@@ -43,11 +43,17 @@ export class Claims {
       .immediate()
   }
 
+  /**
+   * Closes the outcomes' attempts and settles their items. An attempt that was cut short by a stop (`interrupted`)
+   * or never sent (`unsent`) is taken back: the item's count goes down by one, so it does not count toward
+   * max_attempts, and the attempt is kept, numbered 0 (not counted), for the record: the call may have been paid.
+   * Only while the item is still this owner's: one already taken back by recovery stays counted as `lost`.
+   */
   private record(outcomes: Outcome[], owner: string): void {
     if (outcomes.length === 0) return
     for (const o of outcomes) states.check("running", o.to)
     const json = JSON.stringify(outcomes)
-    this.q.endAttempts.run(json)
+    this.q.endAttempts.run(json, owner)
     this.q.finish.run(json, owner)
   }
 
@@ -98,6 +104,9 @@ guard(Claims)
 
 type Claimable = { id: number; state: State }
 
+/** The outcomes of attempts that do not count: cut short by a stop, or claimed ahead and never sent. */
+const UNCOUNTED = "('interrupted', 'unsent')"
+
 function prepare(db: Database) {
   const q = statements(db)
   return {
@@ -127,8 +136,10 @@ function prepare(db: Database) {
       `INSERT INTO attempts (item_id, run_id, n, owner, started_at)
        SELECT j.value ->> 0, ?2, j.value ->> 1, ?3, ?4 FROM json_each(?1) AS j`,
     ),
-    endAttempts: q<void, [string]>(
+    endAttempts: q<void, [string, string]>(
       `UPDATE attempts SET ended_at = j.value ->> 'endedAt', outcome = j.value ->> 'label',
+       n = CASE WHEN j.value ->> 'label' IN ${UNCOUNTED} AND EXISTS (SELECT 1 FROM items i
+         WHERE i.id = attempts.item_id AND i.state = 'running' AND i.lease_owner = ?2) THEN 0 ELSE attempts.n END,
        error_class = j.value ->> 'errorClass', error = j.value ->> 'error', http_status = j.value ->> 'status',
        input_tokens = j.value ->> 'inputTokens', output_tokens = j.value ->> 'outputTokens',
        cached_input_tokens = j.value ->> 'cachedTokens',
@@ -137,6 +148,7 @@ function prepare(db: Database) {
     ),
     finish: q<void, [string, string]>(
       `UPDATE items SET state = j.value ->> 'to', output = j.value ->> 'output',
+       attempts = attempts - (j.value ->> 'label' IN ${UNCOUNTED}),
        error_class = j.value ->> 'errorClass', error = j.value ->> 'error', next_at = j.value ->> 'nextAt',
        input_tokens = input_tokens + coalesce(j.value ->> 'inputTokens', 0),
        cached_input_tokens = cached_input_tokens + coalesce(j.value ->> 'cachedTokens', 0),

@@ -275,9 +275,10 @@ function prepare(db: Database) {
       `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
        WHERE items.run_id = ? AND items.state = ? AND items.id > ? ORDER BY items.id LIMIT ?`,
     ),
+    // in the order they were made, not by n: an attempt that did not count is numbered 0 (claims.ts `record`)
     attemptsOf: q<AttemptRow, [number]>(
       `SELECT n, started_at, ended_at, outcome, error_class, error, http_status, input_tokens, output_tokens,
-       cached_input_tokens, latency_ms, batch_id FROM attempts WHERE item_id = ? ORDER BY n`,
+       cached_input_tokens, latency_ms, batch_id FROM attempts WHERE item_id = ? ORDER BY id`,
     ),
     problemTotals: q<{ n: number; duplicates: number }, [number]>(
       "SELECT coalesce(sum(problems), 0) AS n, coalesce(sum(duplicates), 0) AS duplicates FROM inputs WHERE run_id = ?",
