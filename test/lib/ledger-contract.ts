@@ -1318,6 +1318,122 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         ])
       })
 
+      test("an item by id, items by key, and a bounded search by text that goes on from its cursor", async () => {
+        await using p = await place()
+        const l = await p.open()
+        // another run's items before and after this run's, so that the search must keep to its own
+        const before = await seed(l, 3, "before")
+        const { run, input } = await seed(l, 0)
+        const second = await l.runs.addInput(run.id, "/two.jsonl", "jsonl")
+        await seed(l, 3, "after")
+        const text = ["Refund please", "a bug", "50% off_now", "refund again", "nothing"]
+        await l.ingest.add(
+          run.id,
+          input,
+          {
+            rows: text.map((t, i) => ({ key: `k${i + 1}`, line: i + 1, data: { text: t } })),
+            problems: [],
+            checkpoint: {},
+          },
+          true,
+        )
+        await l.ingest.add(
+          run.id,
+          second,
+          { rows: [{ key: "k2", line: 1, data: { text: "two" } }], problems: [], checkpoint: {} },
+          true,
+        )
+        const c = await l.claims.step(run.id, "w", [], 2, 60_000)
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            ok(c[0]!.id, 1, "label: BILLING"),
+            {
+              ...ok(c[1]!.id, 1),
+              to: "failed",
+              label: "failed",
+              output: undefined,
+              errorClass: "server",
+              error: "HTTP 503 upstream",
+            },
+          ],
+          0,
+          60_000,
+        )
+
+        const one = await l.reads.item(run.id, c[0]!.id)
+        expect([one?.key, one?.state, one?.output, JSON.parse(one!.data)]).toEqual([
+          "k1",
+          "completed",
+          "label: BILLING",
+          { text: "Refund please" },
+        ])
+        expect(one?.attempts_list.map((a) => [a.n, a.outcome])).toEqual([[1, "ok"]])
+        expect(await l.reads.item(before.run.id, c[0]!.id)).toBeNull()
+        expect(await l.reads.item(run.id, 999_999)).toBeNull()
+        // a page keeps to the run's own items, too
+        expect((await l.reads.page(run.id, { limit: 10 })).map((i) => i.key)).toEqual([
+          "k1",
+          "k2",
+          "k3",
+          "k4",
+          "k5",
+          "k2",
+        ])
+
+        // one per input; none in another run
+        expect(
+          (await l.reads.keyed(run.id, "k2")).map((i) => [i.key, i.path, i.attempts_list.length]),
+        ).toEqual([
+          ["k2", "/in.jsonl", 1],
+          ["k2", "/two.jsonl", 0],
+        ])
+        expect(await l.reads.keyed(run.id, "o1")).toEqual([])
+        expect(await l.reads.keyed(run.id, "k")).toEqual([])
+
+        const search = (
+          q: string,
+          o: { state?: State; after?: number; limit?: number; scan?: number } = {},
+        ) => l.reads.search(run.id, { text: q, limit: 10, scan: 100, ...o })
+        const keys = (r: { items: { key: string }[] }) => r.items.map((i) => i.key)
+        // in the row, in either case; in the output; in the error; nothing of the other runs (their rows hold "t1")
+        expect(keys(await search("REFUND"))).toEqual(["k1", "k4"])
+        expect(keys(await search("billing"))).toEqual(["k1"])
+        expect(keys(await search("upstream"))).toEqual(["k2"])
+        expect(await search("t1")).toEqual({ items: [], scanned: 6, next: null })
+        // LIKE's wildcards are only themselves
+        expect(keys(await search("50%"))).toEqual(["k3"])
+        expect(keys(await search("o_f"))).toEqual([])
+        expect(keys(await search("%"))).toEqual(["k3"])
+        // the row is searched as its JSON text: its field names too ("text" has an e); an "n" is not in them
+        expect(keys(await search("e"))).toEqual(["k1", "k2", "k3", "k4", "k5", "k2"])
+        // bounded: two items a time, each going on after the last one read, every match once
+        const found: string[] = []
+        const reads: [number, boolean][] = []
+        let after: number | undefined
+        for (let i = 0; i < 10; i++) {
+          const r = await search("n", { after, scan: 2 })
+          found.push(...keys(r))
+          reads.push([r.scanned, r.next === null])
+          if (r.next === null) break
+          after = r.next
+        }
+        expect(found).toEqual(["k1", "k3", "k4", "k5"])
+        expect(reads).toEqual([
+          [2, false],
+          [2, false],
+          [2, true],
+        ])
+        // the limit stops the read at the last match, which is where the next one starts
+        const first = await search("n", { limit: 1 })
+        expect([keys(first), first.scanned, first.next]).toEqual([["k1"], 1, c[0]!.id])
+        expect(keys(await search("n", { after: first.next!, limit: 1 }))).toEqual(["k3"])
+        // of one state only
+        expect(keys(await search("n", { state: "pending" }))).toEqual(["k3", "k4", "k5"])
+        expect(await search("n", { state: "needs_review" })).toEqual({ items: [], scanned: 0, next: null })
+      })
+
       test("knows whether a run has work left, and the largest attempt it has made", async () => {
         await using p = await place()
         const l = await p.open()

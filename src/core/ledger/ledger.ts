@@ -199,6 +199,20 @@ export interface Reads {
   items(run: number, state?: State): AsyncIterable<Item>
   /** An item's attempts, oldest first. */
   attempts(item: number): Promise<AttemptRow[]>
+  /** One item of a run by its id, with its input row (`data`, JSON text) and every attempt; null if the run has none. */
+  item(run: number, id: number): Promise<(PagedItem & { data: string }) | null>
+  /** The run's items whose key is `key` (at most one per input), each with its attempts: an index look-up. */
+  keyed(run: number, key: string): Promise<PagedItem[]>
+  /**
+   * A bounded search: reads at most `scan` of the run's items (of one state, if given) after the id `after`, in
+   * ledger order, and gives the first `limit` whose input row, output or error contains `text` (ASCII letters in
+   * either case), each with its attempts. `scanned` is how many items it read; `next` is the id to go on after, or
+   * null when it reached the run's last item. Its cost is bounded by `scan`, never by the run's size.
+   */
+  search(
+    run: number,
+    o: { text: string; state?: State | undefined; after?: number; limit: number; scan: number },
+  ): Promise<{ items: PagedItem[]; scanned: number; next: number | null }>
   problems(run: number, limit?: number): Promise<Problem[]>
   /** Whether any item of the run is not yet finished. */
   hasOpen(run: number): Promise<boolean>

@@ -1,7 +1,7 @@
 /** Reads: a run's counts and totals from the tallies, its chart, errors, pages of items, and the stream of them. */
 import type { Database } from "bun:sqlite"
 import { StoreCorruptError } from "../../base/errors.ts"
-import type { State } from "../states.ts"
+import { STATES, type State } from "../states.ts"
 import {
   PROGRESS_BUCKET_MS,
   type AttemptError,
@@ -113,8 +113,14 @@ export class Reads {
     const after = o.after ?? 0
     const rows = o.state
       ? this.q.pageOfState.all(run, o.state, after, o.limit)
-      : this.q.pageAll.all(run, after, o.limit)
+      : this.pageAll(run, after, o.limit)
     return rows.map((row) => ({ ...row, attempts_list: this.attempts(row.id) }))
+  }
+
+  /** Between the run's first and last ids: another run's items before or after them are never walked. */
+  private pageAll(run: number, after: number, limit: number): PageRow[] {
+    const span = this.span(run)
+    return span ? this.q.pageAll.all(run, Math.max(after, span.lo - 1), span.hi, limit) : []
   }
 
   /** A cheap number that changes whenever any connection commits to the store (PRAGMA data_version). */
@@ -202,6 +208,59 @@ export class Reads {
     return this.q.attemptsOf.all(item)
   }
 
+  /** One item of a run by its id, with its input row and attempts: a primary-key look-up. */
+  item(run: number, id: number): (PagedItem & { data: string }) | null {
+    const row = this.q.itemOfRun.get(id, run)
+    return row ? { ...row, attempts_list: this.attempts(row.id) } : null
+  }
+
+  /** The run's items whose key is `key`: one look-up of the (run, input, key) index per input. */
+  keyed(run: number, key: string): PagedItem[] {
+    return this.q.keyed.all(run, key).map((row) => ({ ...row, attempts_list: this.attempts(row.id) }))
+  }
+
+  /**
+   * Reads at most `scan` of the run's items from the cursor, between the run's first and last ids (so another run's
+   * items before or after it are never walked), and keeps those whose row, output or error holds `text`: SQLite's
+   * LIKE, which folds ASCII letters only.
+   */
+  search(
+    run: number,
+    o: { text: string; state?: State | undefined; after?: number; limit: number; scan: number },
+  ): { items: PagedItem[]; scanned: number; next: number | null } {
+    const span = this.span(run, o.state)
+    if (!span) return { items: [], scanned: 0, next: null }
+    const from = Math.max(o.after ?? 0, span.lo - 1)
+    const like = `%${o.text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
+    const rows = o.state
+      ? this.q.scanOfState.iterate(run, o.state, from, span.hi, like, o.scan)
+      : this.q.scanAll.iterate(run, from, span.hi, like, o.scan)
+    const hits: number[] = []
+    let scanned = 0
+    let last = from
+    for (const row of rows) {
+      scanned++
+      last = row.id
+      if (row.hit) hits.push(row.id)
+      if (hits.length === o.limit) break
+    }
+    const items = hits.flatMap((id) => this.item(run, id) ?? [])
+    return { items, scanned, next: last >= span.hi ? null : last }
+  }
+
+  /** The lowest and highest id of the run's items (of one state): two index probes per state. */
+  private span(run: number, state?: State): { lo: number; hi: number } | null {
+    let lo = Infinity
+    let hi = -Infinity
+    for (const s of state ? [state] : STATES) {
+      const b = this.q.bounds.get(run, s)
+      if (b?.lo === null || b?.lo === undefined) continue
+      lo = Math.min(lo, b.lo)
+      hi = Math.max(hi, b.hi as number)
+    }
+    return lo === Infinity ? null : { lo, hi }
+  }
+
   problems(run: number, limit = 1000): Problem[] {
     return this.q.problems.all(run, limit)
   }
@@ -267,13 +326,37 @@ function prepare(db: Database) {
     ),
     // walks the primary key from the cursor (`+run_id` keeps the planner off items_state, which would read and sort
     // every item of the run): a run's items are nearly contiguous, so a page reads about `limit` rows
-    pageAll: q<PageRow, [number, number, number]>(
+    pageAll: q<PageRow, [number, number, number, number]>(
       `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
-       WHERE +items.run_id = ? AND items.id > ? ORDER BY items.id LIMIT ?`,
+       WHERE +items.run_id = ? AND items.id > ? AND items.id <= ? ORDER BY items.id LIMIT ?`,
     ),
     pageOfState: q<PageRow, [number, State, number, number]>(
       `SELECT ${PAGE_COLUMNS} FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
        WHERE items.run_id = ? AND items.state = ? AND items.id > ? ORDER BY items.id LIMIT ?`,
+    ),
+    itemOfRun: q<PageRow & { data: string }, [number, number]>(
+      `SELECT ${PAGE_COLUMNS}, items.data FROM items
+       JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input WHERE items.id = ? AND items.run_id = ?`,
+    ),
+    // inputs first (CROSS JOIN keeps that order), so that each probe has all three columns of the (run_id, input,
+    // key) index; the other way round the planner walks every item of the run
+    keyed: q<PageRow, [number, string]>(
+      `SELECT ${PAGE_COLUMNS} FROM inputs
+       CROSS JOIN items ON items.run_id = inputs.run_id AND items.input = inputs.idx AND items.key = ?2
+       WHERE inputs.run_id = ?1 ORDER BY items.id`,
+    ),
+    bounds: q<{ lo: number | null; hi: number | null }, [number, State]>(
+      `SELECT (SELECT min(id) FROM items WHERE run_id = ?1 AND state = ?2) AS lo,
+       (SELECT max(id) FROM items WHERE run_id = ?1 AND state = ?2) AS hi`,
+    ),
+    // the primary key from the cursor to the run's last id, as pageAll walks it
+    scanAll: q<{ id: number; hit: number | null }, [number, number, number, string, number]>(
+      `SELECT id, (data LIKE ?4 ESCAPE '\\' OR output LIKE ?4 ESCAPE '\\' OR error LIKE ?4 ESCAPE '\\') AS hit
+       FROM items WHERE +run_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?5`,
+    ),
+    scanOfState: q<{ id: number; hit: number | null }, [number, State, number, number, string, number]>(
+      `SELECT id, (data LIKE ?5 ESCAPE '\\' OR output LIKE ?5 ESCAPE '\\' OR error LIKE ?5 ESCAPE '\\') AS hit
+       FROM items WHERE run_id = ?1 AND state = ?2 AND id > ?3 AND id <= ?4 ORDER BY id LIMIT ?6`,
     ),
     // in the order they were made, not by n: an attempt that did not count is numbered 0 (claims.ts `record`)
     attemptsOf: q<AttemptRow, [number]>(
