@@ -616,7 +616,7 @@ describe("inputs through dist/spool", () => {
     expect(out.stderr).toContain("--reingest")
     // refused before any call: the run is as the kill left it
     const view = await status(tmp.path)
-    expect([view.state, view.attempts, view.counts.completed]).toEqual(["running", attempts, done.length])
+    expect([view.state, view.attempts, view.counts.completed]).toEqual(["interrupted", attempts, done.length])
 
     // --reingest reads it again: every row completes, and what was done is kept as it was
     const reread = await spool(["run", "job.toml", "--reingest"], { cwd: tmp.path })

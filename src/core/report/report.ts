@@ -402,29 +402,54 @@ export interface Ticker {
   doneAtStart: number
 }
 
-/** Live progress on stderr: one redrawn line on a terminal, a plain line every 10 s otherwise. */
-export function progress(out: NodeJS.WriteStream, tty = out.isTTY === true) {
-  let last = 0
+/** Off a terminal (a CI log, a file), a progress line this often at most. */
+export const PLAIN_EVERY_MS = 5_000
+/** On a terminal, the line is redrawn this often at most. */
+const REDRAW_MS = 200
+/**
+ * The rate and ETA wait for something to base them on: this long since the process started, and this many items
+ * ended in it. One item in the first second says nothing of the next ten thousand.
+ */
+export const RATE_AFTER_MS = 5_000
+export const RATE_AFTER_ITEMS = 3
+
+/**
+ * One progress line at `now`: the run's counts, then the rate this process has seen and the ETA it gives once they
+ * are measured (`measuring the rate` before), or only the rate once nothing is left.
+ */
+export function progressLine(t: Ticker, now: number): string {
+  const review = t.review ? ` · ${n(t.review)} need review` : ""
+  const head = `${n(t.done)}/${n(t.total)} done · ${n(t.failed)} failed${review}`
+  const ms = now - t.startedAt
+  const measured = t.done - t.doneAtStart
+  const known = ms >= RATE_AFTER_MS && measured >= RATE_AFTER_ITEMS
+  const left = Math.max(0, t.total - t.done)
+  if (!known) return left === 0 ? head : `${head} · measuring the rate`
+  const rate = measured / (ms / 1000)
+  const pace = `${rate.toFixed(1)}/s`
+  return left === 0 ? `${head} · ${pace}` : `${head} · ${pace} · ETA ${duration(Math.round(left / rate))}`
+}
+
+/** Live progress on stderr: one redrawn line on a terminal, a plain line every PLAIN_EVERY_MS otherwise. */
+export function progress(
+  out: { write(text: string): unknown; isTTY?: boolean },
+  tty = out.isTTY === true,
+  clock: () => number = Date.now,
+) {
+  let last: number | undefined
   let shown: Ticker | undefined
-  const every = tty ? 200 : 10_000
-  const line = (t: Ticker) => {
-    const secs = (Date.now() - t.startedAt) / 1000
-    const rate = secs > 0 ? (t.done - t.doneAtStart) / secs : 0
-    const left = Math.max(0, t.total - t.done)
-    const eta = rate > 0 ? duration(Math.round(left / rate)) : "—"
-    const review = t.review ? ` · ${n(t.review)} need review` : ""
-    return `${n(t.done)}/${n(t.total)} done · ${n(t.failed)} failed${review} · ${rate.toFixed(1)}/s · ETA ${eta}`
-  }
+  const every = tty ? REDRAW_MS : PLAIN_EVERY_MS
   return {
     tick(t: Ticker) {
       shown = t
-      const now = Date.now()
-      if (now - last < every) return
+      const now = clock()
+      if (last !== undefined && now - last < every) return
       last = now
-      out.write(tty ? `\r\x1b[K${line(t)}` : `${line(t)}\n`)
+      const line = progressLine(t, now)
+      out.write(tty ? `\r\x1b[K${line}` : `${line}\n`)
     },
     end() {
-      if (tty && shown) out.write(`\r\x1b[K${line(shown)}\n`)
+      if (tty && shown) out.write(`\r\x1b[K${progressLine(shown, clock())}\n`)
     },
   }
 }
