@@ -11,54 +11,13 @@ import * as states from "./core/ledger/states.ts"
 import { common, home, lazyLedger, VERSION } from "./cli/common.ts"
 import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
 import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
+import { jobFlags, runArgs } from "./cli/flags.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
 // start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
 const engine = () => import("./core/engine/run.ts")
 const lazyReport = () => import("./core/report/report.ts")
 const lazyRegistry = () => import("./plugins/registry.ts")
-
-/**
- * The built-in providers and input formats, as src/plugins/registry.ts lists them, for the help texts. Written out so
- * that `--help` does not load the registry (and every plugin with it); test/cli.test.ts checks them against it.
- */
-export const PROVIDERS = ["openai", "anthropic", "openai-compatible", "mock"] as const
-export const FORMATS = ["jsonl", "csv", "tsv", "parquet"] as const
-const choices = (names: readonly string[]) => `${names.join(" | ")} | a plugin's`
-
-const runArgs = {
-  job: { type: "positional", required: false, description: "The job file (TOML)" },
-  input: {
-    type: "string",
-    description: "Input file (source.path); repeat it for several inputs, read in order",
-  },
-  id: { type: "string", description: "Field with each row's stable id (source.id)" },
-  format: {
-    type: "string",
-    description: `Input format, when the extension does not tell: ${choices(FORMATS)} (source.format)`,
-  },
-  provider: { type: "string", description: `${choices(PROVIDERS)} (provider.name)` },
-  model: { type: "string", description: "Model name (provider.model)" },
-  mode: { type: "string", description: "realtime (direct calls) or batch (the provider's Batch API)" },
-  "base-url": { type: "string", description: "Provider base URL (provider.base_url)" },
-  "api-key-env": { type: "string", description: "Variable holding the API key (provider.api_key_env)" },
-  system: { type: "string", description: "System prompt (request.system)" },
-  prompt: { type: "string", description: "Prompt template with {{field}} placeholders (request.prompt)" },
-  "max-tokens": { type: "string", description: "request.max_tokens" },
-  temperature: { type: "string", description: "request.temperature" },
-  concurrency: { type: "string", description: "Parallel calls (limits.concurrency)" },
-  "max-attempts": { type: "string", description: "Attempts per item (limits.max_attempts)" },
-  timeout: { type: "string", description: "Per-request timeout in seconds (limits.timeout_s)" },
-  grace: { type: "string", description: "Seconds in-flight calls get after Ctrl+C (limits.grace_s)" },
-  "max-cost-usd": {
-    type: "string",
-    description: "Spend cap in USD (limits.max_cost_usd); raise it to resume",
-  },
-  name: { type: "string", description: "Run name (default: the job file's name)" },
-  "new-run": { type: "boolean", description: "Start a fresh run even if one of this name exists" },
-  reingest: { type: "boolean", description: "Read the inputs again from the start (after they changed)" },
-  ...common,
-} as const satisfies ArgsDef
 
 const serveArgs = {
   port: { type: "string", description: "Port of the status page (default 4777; 0 picks a free one)" },
@@ -103,46 +62,9 @@ async function startServer(args: { home?: string; port?: string; host?: string; 
   }
 }
 
-/** Every value of a flag given several times (`--input a --input b`, or `--input=a`), in order. */
-function repeated(rawArgs: string[], name: string): string[] | undefined {
-  const values: string[] = []
-  for (let i = 0; i < rawArgs.length; i++) {
-    const arg = rawArgs[i] as string
-    if (arg === "--") break
-    if (arg.startsWith(`--${name}=`)) values.push(arg.slice(name.length + 3))
-    else if (arg === `--${name}` && i + 1 < rawArgs.length) values.push(rawArgs[++i] as string)
-  }
-  return values.length ? values : undefined
-}
-
 /** Quotes an argument for a POSIX shell when it needs it. */
 function quote(arg: string): string {
   return /^[A-Za-z0-9_./:=@%+-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`
-}
-
-/** The job keys given as flags (shared by run and estimate); `--input` may be repeated. */
-function jobFlags(args: Record<string, unknown>, rawArgs: string[]): jobs.Flags {
-  const str = (key: string) => args[key] as string | undefined
-  return {
-    name: str("name"),
-    input: repeated(rawArgs, "input"),
-    id: str("id"),
-    format: str("format"),
-    provider: str("provider"),
-    model: str("model"),
-    mode: str("mode"),
-    baseUrl: str("base-url"),
-    apiKeyEnv: str("api-key-env"),
-    system: str("system"),
-    prompt: str("prompt"),
-    maxTokens: str("max-tokens"),
-    temperature: str("temperature"),
-    concurrency: str("concurrency"),
-    maxAttempts: str("max-attempts"),
-    timeout: str("timeout"),
-    grace: str("grace"),
-    maxCostUsd: str("max-cost-usd"),
-  }
 }
 
 /** `run` and `watch`: prepare, execute with progress on stderr, stop cleanly on the first signal. */
@@ -419,7 +341,8 @@ const estimate = defineCommand({
   },
 })
 
-const COMMANDS = {
+/** Every command, by name (test/cli.test.ts reads their flags). */
+export const COMMANDS = {
   run,
   watch,
   serve,

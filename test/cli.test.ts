@@ -4,7 +4,9 @@
  */
 import { describe, expect, test } from "bun:test"
 import { join } from "node:path"
-import { FORMATS, PROVIDERS } from "../src/cli.ts"
+import { FORMATS, PROVIDERS, jobFlags } from "../src/cli/flags.ts"
+import { COMMANDS } from "../src/cli.ts"
+import * as jobs from "../src/core/job/job.ts"
 import * as registry from "../src/plugins/registry.ts"
 
 const builtIn = (kind: "source" | "provider") =>
@@ -39,5 +41,85 @@ describe("the help texts", () => {
       expect(text).toContain("openai | anthropic | openai-compatible | mock | a plugin's (provider.name)")
       expect(text).toContain("jsonl | csv | tsv | parquet | a plugin's (source.format)")
     }
+  })
+})
+
+/**
+ * Keys no flag sets, and why. Every other key of the job, found by walking its schema, must be a flag of `run`,
+ * `watch` and `estimate` ("Every key can also be a flag", README).
+ */
+const FLAGLESS: Record<string, string> = {
+  sources:
+    "[[sources]] is a list of tables: --input, repeated, gives the inputs (each taking --id, --format, …)",
+  "provider.options":
+    "a table of the provider's own options, which differ by provider: [provider.options] in a file",
+  "request.params": "a table passed through to the request body as it is: [request.params] in a file",
+}
+
+/** Flags a command leaves out, and why. */
+const NOT_ON: Record<string, Record<string, string>> = {
+  watch: { "limits.canary": "spool watch sends no canary (README, Canary)" },
+  estimate: { "limits.canary": "an estimate sends nothing, so there is no canary to ask for" },
+}
+
+type Node = { type: string; entries?: Record<string, Node>; wrapped?: Node }
+
+/** Every key of the job's schema, tables walked into, as dotted paths; a source's built-in options too. */
+function keysOf(entries: Record<string, Node>, at = ""): string[] {
+  return Object.entries(entries).flatMap(([key, schema]) => {
+    let s = schema
+    while (s.type === "optional" && s.wrapped) s = s.wrapped
+    const path = at ? `${at}.${key}` : key
+    return s.entries ? keysOf(s.entries, path) : [path]
+  })
+}
+
+describe("every job key is a flag", () => {
+  const keys = [
+    ...keysOf(jobs.JobSchema.entries as unknown as Record<string, Node>),
+    ...[...new Set(jobs.BUILTIN_SOURCES.flatMap((s) => s.keys))].map((k) => `source.${k}`),
+  ]
+
+  test("the walk finds the job's tables and keys", () => {
+    expect(keys.length).toBe(47)
+    expect(keys).toContain("limits.rpm")
+    expect(keys).toContain("source.delimiter")
+    expect(keys).toContain("pricing.batch_discount")
+  })
+
+  for (const command of ["run", "watch", "estimate"])
+    test(`on \`${command}\`, each flag naming its key in its help, but for the keys listed with a reason`, () => {
+      const args = COMMANDS[command]?.args as Record<string, { description?: string }>
+      const flagOf = (key: string) =>
+        Object.entries(args).find(
+          ([, a]) => a.description?.endsWith(`(${key})`) || a.description === key,
+        )?.[0]
+      const missing = keys.filter((k) => !flagOf(k) && !FLAGLESS[k] && !NOT_ON[command]?.[k])
+      expect(missing).toEqual([])
+      // and each exception really has none, so the list stays honest
+      const excepted = [...Object.keys(FLAGLESS), ...Object.keys(NOT_ON[command] ?? {})]
+      expect(excepted.filter((k) => flagOf(k))).toEqual([])
+    })
+
+  test("the flags given reach the job: --rpm, --delimiter, --keep-raw, --pricing-input and the old ones", () => {
+    const flags = jobFlags(
+      {
+        rpm: "60",
+        delimiter: "\\t",
+        "keep-raw": false,
+        "pricing-input": "0.4",
+        model: ["a", "b"],
+        canary: "5",
+      },
+      ["--input", "a.csv", "--input=b.csv", "--rpm", "60"],
+    )
+    expect(Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined))).toEqual({
+      input: ["a.csv", "b.csv"],
+      rpm: "60",
+      delimiter: "\\t",
+      "keep-raw": false,
+      "pricing-input": "0.4",
+      model: "b",
+    })
   })
 })

@@ -133,6 +133,22 @@ describe("dist/spool", () => {
     expect(cmd.stderr).toContain('unknown command "rn"')
   })
 
+  test("every job key is a flag: --delimiter '\\t' and --rpm run; a numeric flag that is no number exits 2", async () => {
+    await using tmp = await tmpdir()
+    // sniffed, this header would split at ";" (3 fields to 2) and have no id column: only the tab flag reads it
+    writeFileSync(tmp.join("t.csv"), "id\tsubject;topic;area\n1\thello;a;b\n2\tworld;c;d\n")
+    const args = ["run", "--input", "t.csv", "--id", "id", "--prompt", "{{id}}", "--provider", "mock"]
+    const ran = await spool([...args, "--delimiter", "\\t", "--rpm", "600", "--tpm", "100000"], {
+      cwd: tmp.path,
+    })
+    expect(ran.code).toBe(0)
+    expect(ran.stderr).toContain('run "t": 2 completed, 0 failed of 2')
+    const results = await spool(["results"], { cwd: tmp.path })
+    expect(idsOf(results.stdout)).toEqual(["1", "2"])
+    const bad = await spool([...args, "--new-run", "--rpm", "fast"], { cwd: tmp.path })
+    expect(bad).toEqual({ code: 2, stdout: "", stderr: 'spool: --rpm must be a number, not "fast"\n' })
+  })
+
   test("a placeholder that no row has is caught before the run is created", async () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("in.jsonl"), '{"subject":"a"}\n{"subject":"b"}\n')

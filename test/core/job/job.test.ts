@@ -74,7 +74,7 @@ describe("loading a job", () => {
         model: "m2",
         prompt: "P {{x}}",
         concurrency: "4",
-        maxTokens: "9",
+        "max-tokens": "9",
         temperature: "0.5",
       },
       tmp.path,
