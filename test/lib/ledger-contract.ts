@@ -1434,6 +1434,51 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         expect(await search("n", { state: "needs_review" })).toEqual({ items: [], scanned: 0, next: null })
       })
 
+      test("the endings of attempts per slot, or null past a bound; error marks per slot, each counted up to a cap", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 4)
+        const c = await l.claims.step(run.id, "w", [], 4, 60_000)
+        const t0 = 1_700_000_000_000
+        const bad = (i: number, to: Outcome["to"], label: string, endedAt: number): Outcome => ({
+          ...ok(c[i]!.id, 1),
+          to,
+          label,
+          output: undefined,
+          errorClass: to === "needs_review" ? "output" : "server",
+          error: "no",
+          endedAt,
+          ...(to === "retry_wait" ? { nextAt: t0 + 60_000 } : {}),
+        })
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            { ...ok(c[0]!.id, 1), endedAt: t0 + 100 },
+            bad(1, "failed", "failed", t0 + 1500),
+            bad(2, "retry_wait", "retry", t0 + 1600),
+            bad(3, "needs_review", "needs_review", t0 + 2999),
+          ],
+          0,
+          60_000,
+        )
+        expect(await l.reads.endings(run.id, t0, 1000, 10)).toEqual([
+          { at: t0, completed: 1, failed: 0, errors: 0 },
+          { at: t0 + 1000, completed: 0, failed: 1, errors: 2 },
+          { at: t0 + 2000, completed: 0, failed: 1, errors: 1 },
+        ])
+        expect(await l.reads.endings(run.id, t0 + 1000, 500, 10)).toEqual([
+          { at: t0 + 1500, completed: 0, failed: 1, errors: 2 },
+          { at: t0 + 2500, completed: 0, failed: 1, errors: 1 },
+        ])
+        expect(await l.reads.endings(run.id, t0, 1000, 3)).toBeNull()
+        expect(await l.reads.errorMarks(run.id, t0, 1000, 3, 10)).toEqual([
+          { at: t0 + 1000, errors: 2 },
+          { at: t0 + 2000, errors: 1 },
+        ])
+        expect(await l.reads.errorMarks(run.id, t0, 1000, 2, 1)).toEqual([{ at: t0 + 1000, errors: 1 }])
+      })
+
       test("knows whether a run has work left, and the largest attempt it has made", async () => {
         await using p = await place()
         const l = await p.open()

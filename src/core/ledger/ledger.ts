@@ -186,6 +186,29 @@ export interface Reads {
   ): Promise<{ at: number; completed: number; failed: number }[]>
   /** When the first item of a run ended, or null. */
   firstProgress(run: number): Promise<number | null>
+  /**
+   * Attempts that ended at or after `from`, in slots of `slotMs` (only the slots that have one): how many completed
+   * an item (`ok`), failed one (`failed`, `needs_review`), and ended in an error of any class (a retried one too).
+   * Reads each such attempt, so it reads none and gives null when more than `max` ended since `from`.
+   */
+  endings(
+    run: number,
+    from: number,
+    slotMs: number,
+    max: number,
+  ): Promise<{ at: number; completed: number; failed: number; errors: number }[] | null>
+  /**
+   * Failed attempts (of any error class, retried ones too) in each of `slots` slots of `slotMs` from `from`, each
+   * counted up to `cap` (only the slots that have one): where the chart marks errors, at a cost of slots × cap at
+   * most, whatever the run's size.
+   */
+  errorMarks(
+    run: number,
+    from: number,
+    slotMs: number,
+    slots: number,
+    cap: number,
+  ): Promise<{ at: number; errors: number }[]>
   /** The last `limit` failed attempts, newest first. */
   latestErrors(run: number, limit: number): Promise<AttemptError[]>
   /** Failed attempts that ended at or after `since`, oldest first. */

@@ -95,6 +95,34 @@ export class Reads {
     return bucket === undefined || bucket === null ? null : bucket * PROGRESS_BUCKET_MS
   }
 
+  /** Attempts ended since `from` per slot, or null past `max` of them: a count on the ended-at index decides first. */
+  endings(
+    run: number,
+    from: number,
+    slotMs: number,
+    max: number,
+  ): { at: number; completed: number; failed: number; errors: number }[] | null {
+    if ((this.q.endedSince.get(run, from, max + 1)?.n ?? 0) > max) return null
+    return this.q.endings.all(run, from, slotMs).map(({ slot, ...n }) => ({ at: from + slot * slotMs, ...n }))
+  }
+
+  /** Failed attempts per slot, each slot's count a walk of at most `cap` entries of the failed-attempts index. */
+  errorMarks(
+    run: number,
+    from: number,
+    slotMs: number,
+    slots: number,
+    cap: number,
+  ): { at: number; errors: number }[] {
+    const marks: { at: number; errors: number }[] = []
+    for (let i = 0; i < slots; i++) {
+      const at = from + i * slotMs
+      const errors = this.q.errorsIn.get(run, at, at + slotMs, cap)?.n ?? 0
+      if (errors) marks.push({ at, errors })
+    }
+    return marks
+  }
+
   /** The last `limit` failed attempts of a run, newest first. */
   latestErrors(run: number, limit: number): AttemptError[] {
     return this.q.latestErrors.all(run, limit)
@@ -308,6 +336,18 @@ function prepare(db: Database) {
     progressSlots: q<{ slot: number; completed: number; failed: number }, [number, number, number]>(
       `SELECT (bucket - ?2) / ?3 AS slot, sum(completed) AS completed, sum(failed) AS failed FROM progress
        WHERE run_id = ?1 AND bucket >= ?2 GROUP BY slot ORDER BY slot`,
+    ),
+    endedSince: q<{ n: number }, [number, number, number]>(
+      "SELECT count(*) AS n FROM (SELECT 1 FROM attempts WHERE run_id = ? AND ended_at >= ? LIMIT ?)",
+    ),
+    endings: q<{ slot: number; completed: number; failed: number; errors: number }, [number, number, number]>(
+      `SELECT (ended_at - ?2) / ?3 AS slot, sum(outcome = 'ok') AS completed,
+       sum(outcome IN ('failed', 'needs_review')) AS failed, sum(error_class IS NOT NULL) AS errors
+       FROM attempts WHERE run_id = ?1 AND ended_at >= ?2 GROUP BY slot ORDER BY slot`,
+    ),
+    errorsIn: q<{ n: number }, [number, number, number, number]>(
+      `SELECT count(*) AS n FROM (SELECT 1 FROM attempts
+       WHERE run_id = ? AND error_class IS NOT NULL AND ended_at >= ? AND ended_at < ? LIMIT ?)`,
     ),
     firstBucket: q<{ bucket: number | null }, [number]>(
       "SELECT min(bucket) AS bucket FROM progress WHERE run_id = ?",

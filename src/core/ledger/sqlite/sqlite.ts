@@ -126,6 +126,8 @@ export class SqliteLedger implements api.Ledger {
       errorClasses: async (run) => reads.errorClasses(run),
       progress: async (run, from, slotMs) => reads.progress(run, from, slotMs),
       firstProgress: async (run) => reads.firstProgress(run),
+      endings: async (run, from, slotMs, max) => reads.endings(run, from, slotMs, max),
+      errorMarks: async (run, from, slotMs, slots, cap) => reads.errorMarks(run, from, slotMs, slots, cap),
       latestErrors: async (run, limit) => reads.latestErrors(run, limit),
       errorsSince: async (run, since, limit) => reads.errorsSince(run, since, limit),
       page: async (run, o) => reads.page(run, o),
