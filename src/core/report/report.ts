@@ -240,13 +240,7 @@ export function statusText(v: StatusView): string {
     for (const e of v.errors) lines.push(`  ${e.class} ×${n(e.count)}  e.g. ${e.id}: ${e.example}`)
   }
   if (v.batches.length) {
-    const live = v.batches.filter((b) => b.phase !== "ended" && b.phase !== "abandoned")
-    const ended = v.batches.length - live.length
-    lines.push(`batches   ${n(v.batches.length)}: ${n(live.length)} live, ${n(ended)} ended or given up`)
-    // the live ones, and the last few that ended
-    const shown = [...v.batches.filter((b) => !live.includes(b)).slice(-3), ...live.slice(0, 20)]
-    for (const b of shown.sort((a, b) => a.id - b.id)) lines.push(batchText(b))
-    if (live.length > 20) lines.push(`  … and ${n(live.length - 20)} more live`)
+    lines.push(...batchesText(v))
     if (v.queue.tokens || v.queue.requests)
       lines.push(
         `  queue limit learned: ${[v.queue.tokens ? `${n(v.queue.tokens)} enqueued tokens` : "", v.queue.requests ? `${n(v.queue.requests)} requests` : ""].filter(Boolean).join(", ")}`,
@@ -261,6 +255,24 @@ export function statusText(v: StatusView): string {
   if (v.state === "paused" || v.state === "running" || v.state === INTERRUPTED)
     lines.push(`resume    ${v.resume}`)
   return `${lines.join("\n")}\n`
+}
+
+/** How many of the batches that ended the status text lists: the last ones. */
+export const ENDED_SHOWN = 3
+
+/**
+ * The batches of a status: how many, then every live one and the last ENDED_SHOWN that ended, in id order, and how
+ * many more ended (`--json` has them all). A view of the recent ones only (the page's) counts from batches_total.
+ */
+function batchesText(v: StatusView): string[] {
+  const live = v.batches.filter((b) => b.phase !== "ended" && b.phase !== "abandoned")
+  const ended = v.batches.filter((b) => !live.includes(b)).slice(-ENDED_SHOWN)
+  const endedTotal = v.batches_total - live.length
+  const out = [`batches   ${n(v.batches_total)}: ${n(live.length)} live, ${n(endedTotal)} ended or given up`]
+  for (const b of [...ended, ...live].sort((a, b) => a.id - b.id)) out.push(batchText(b))
+  const more = endedTotal - ended.length
+  if (more > 0) out.push(`  … and ${n(more)} more ended (spool status --json lists every batch)`)
+  return out
 }
 
 /** The state in the status's first line: why a run is interrupted or paused, and how many work on a live one. */

@@ -1,7 +1,8 @@
 /**
- * A run whose processes are all gone is shown `interrupted`, with the command that goes on with it, by `spool runs`
- * and `spool status` (text and --json); a run some process still works on is shown `running`. Real dist/spool
- * processes against the fake OpenAI server, stopped with SIGKILL and SIGINT.
+ * What `spool status` and `spool runs` show, through real dist/spool processes against the fake OpenAI server: a
+ * run whose processes are all gone is shown `interrupted` with the command that goes on with it (stopped with
+ * SIGKILL and SIGINT), a run some process still works on `running`; a call a stop cut short does not count; a batch
+ * run's batches are all in --json and never dropped unsaid from the text.
  */
 import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
@@ -16,7 +17,7 @@ const KEY = "sk-test-interrupted-0123456789"
 const env = { OPENAI_API_KEY: KEY }
 const WHY = "no spool process is working on it"
 
-function job(name: string, url: string, limits = ""): string {
+function job(name: string, url: string, limits = "", mode: "realtime" | "batch" = "realtime"): string {
   return `name = "${name}"
 [source]
 path = "in.jsonl"
@@ -24,10 +25,15 @@ id = "id"
 [provider]
 name = "openai"
 model = "gpt-4.1-mini"
+mode = "${mode}"
 base_url = "${url}"
 [request]
 prompt = "Item {{n}}"
 max_tokens = 20
+[batch]
+poll_s = 0.05
+poll_max_s = 0.2
+batch_size = 40
 [limits]
 concurrency = 2
 ${limits}
@@ -241,5 +247,31 @@ describe("a run that stopped does not look alive", () => {
     } finally {
       await db.close()
     }
+  }, 60_000)
+})
+
+describe("spool status of a batch run", () => {
+  test("five batches: --json has all five; the text the last three and 'and 2 more', never dropping one unsaid", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 50 } })
+    writeFileSync(tmp.join("in.jsonl"), input(200))
+    writeFileSync(tmp.join("job.toml"), job("five", fake.url, "", "batch"))
+    expect((await spool(["run", "job.toml"], { cwd: tmp.path, env })).code).toBe(0)
+    expect(fake.batch.batches).toHaveLength(5)
+    const json = JSON.parse((await spool(["status", "--json"], { cwd: tmp.path })).stdout) as {
+      batches: { id: number; phase: string; items: number; provider_id: string }[]
+      batches_total: number
+    }
+    expect(json.batches_total).toBe(5)
+    expect(json.batches.map((b) => [b.id, b.phase, b.items])).toEqual(
+      [1, 2, 3, 4, 5].map((id) => [id, "ended", 40]),
+    )
+    const text = (await spool(["status"], { cwd: tmp.path })).stdout.split("\n")
+    const from = text.indexOf("batches   5: 0 live, 5 ended or given up")
+    expect(from).toBeGreaterThan(0)
+    expect(text.slice(from + 1, from + 5)).toEqual([
+      ...json.batches.slice(2).map((b) => `  #${b.id} ${b.provider_id}  ended (completed) 40/40`),
+      "  … and 2 more ended (spool status --json lists every batch)",
+    ])
   }, 60_000)
 })
