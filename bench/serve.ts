@@ -53,7 +53,7 @@ async function build(n: number, home: string): Promise<Record<string, number>> {
     prompt: "Label this support ticket as billing, bug or other.\n{{subject}}\n{{body}}",
     provider: "openai",
     model: "gpt-4.1-mini",
-    maxTokens: "5",
+    "max-tokens": "5",
   })
   const { run } = await db.runs.create({
     name: job.name,

@@ -11,7 +11,7 @@ import * as states from "./core/ledger/states.ts"
 import { common, home, lazyLedger, VERSION } from "./cli/common.ts"
 import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
 import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
-import { jobFlags, runArgs } from "./cli/flags.ts"
+import { jobFlags, mustHaveJob, runArgs } from "./cli/flags.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
 // start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
@@ -149,6 +149,7 @@ const run = defineCommand({
     ...canaryArgs,
   },
   async run({ args, rawArgs }) {
+    mustHaveJob("run", args)
     const serving = args.serve ?? false
     if (!serving && (args.port !== undefined || args.host !== undefined || args.token !== undefined))
       throw new UsageError("--port, --host and --token go with --serve", "Add --serve, or drop them.")
@@ -164,6 +165,7 @@ const watch = defineCommand({
   },
   args: { ...runArgs, ...serveArgs },
   async run({ args, rawArgs }) {
+    mustHaveJob("watch", args)
     return runJob(args, rawArgs, { command: "watch", serve: true, follow: true })
   },
 })
@@ -333,7 +335,8 @@ const estimate = defineCommand({
   },
   args: { ...jobArgs, json: { type: "boolean", description: "Machine-readable output" } },
   async run({ args, rawArgs }) {
-    const { job } = jobs.load(args.job, jobFlags(args, rawArgs))
+    mustHaveJob("estimate", args)
+    const { job } = jobs.load(args.job as string | undefined, jobFlags(args, rawArgs))
     const est = await import("./core/engine/estimate.ts")
     const e = await est.estimate(job)
     process.stdout.write(args.json ? `${JSON.stringify(e, null, 2)}\n` : est.estimateText(e))
@@ -372,7 +375,11 @@ function checkFlags(cmd: CommandDef, rawArgs: string[]): void {
     if (!arg.startsWith("--")) continue
     const name = arg.slice(2).split("=")[0] as string
     if (defined.has(name) || (name.startsWith("no-") && defined.has(name.slice(3)))) continue
-    throw new UsageError(`unknown flag --${name}`, `See \`spool ${cmd === main ? "" : "<command> "}--help\`.`)
+    const guess = jobs.meant(name, defined)
+    throw new UsageError(
+      `unknown flag --${name}${guess ? `; did you mean --${guess}?` : ""}`,
+      `See \`spool ${cmd === main ? "" : "<command> "}--help\`.`,
+    )
   }
 }
 
@@ -389,8 +396,13 @@ export async function cli(argv: string[]): Promise<ExitCode> {
       return 0
     }
     const cmd = COMMANDS[name]
-    if (!cmd)
-      throw new UsageError(`unknown command "${name}"`, `Commands: ${Object.keys(COMMANDS).join(", ")}.`)
+    if (!cmd) {
+      const guess = jobs.meant(name, Object.keys(COMMANDS))
+      throw new UsageError(
+        `unknown command "${name}"${guess ? `; did you mean "${guess}"?` : ""}`,
+        `Commands: ${Object.keys(COMMANDS).join(", ")}.`,
+      )
+    }
     if (rest.includes("--help") || rest.includes("-h")) {
       process.stdout.write(`${await renderUsage(cmd, main)}\n`)
       return 0

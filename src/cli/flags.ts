@@ -3,6 +3,7 @@
  * list from the job's schema), with its help text, and how the command line's values become the job's flags.
  */
 import type { ArgDef, ArgsDef } from "citty"
+import { UsageError } from "../core/base/errors.ts"
 import { FLAGS, type Flags } from "../core/job/job.ts"
 import type { Kind } from "../core/job/flags.ts"
 import { canaryArgs } from "./canary.ts"
@@ -115,4 +116,21 @@ export function jobFlags(args: Record<string, unknown>, rawArgs: string[]): Flag
     out[f.name] = f.kind === "paths" ? repeated(rawArgs, f.name) : Array.isArray(value) ? value.at(-1) : value
   }
   return out
+}
+
+/**
+ * `spool run` (or watch, estimate) with neither a job file nor `--input`/`--prompt`: a newcomer's first try. It is
+ * told how to start rather than shown every key the empty job lacks.
+ */
+export function mustHaveJob(command: string, args: Record<string, unknown>): void {
+  if (args.job !== undefined || args.input !== undefined || args.prompt !== undefined) return
+  throw new UsageError(
+    `nothing to ${command}: give a job file, or the job as flags`,
+    [
+      `spool ${command} job.toml`,
+      `  spool ${command} --input FILE --prompt "Label: {{field}}" --provider openai --model gpt-4.1-mini`,
+      "  A job file to start from: examples/quickstart/job.toml in spool's source (the offline mock provider, no key).",
+      `  Every flag: spool ${command} --help`,
+    ].join("\n"),
+  )
 }

@@ -75,10 +75,16 @@ export function options<S extends v.GenericSchema>(
     ...unknown.map((k) => `${prefix}.${k}: unknown key (check its spelling)`),
     ...(parsed.success
       ? []
-      : parsed.issues.map((i) => {
-          const path = [prefix, ...(i.path?.map((p) => String(p.key)) ?? [])].join(".")
-          return `${path}: ${i.expected === "never" ? "unknown key (check its spelling)" : i.message}`
-        })),
+      : // a strict schema's own unknown-key issue is the one listed above: each key once
+        parsed.issues
+          .filter(
+            (i) =>
+              !(i.expected === "never" && i.path?.length === 1 && unknown.includes(String(i.path[0]?.key))),
+          )
+          .map((i) => {
+            const path = [prefix, ...(i.path?.map((p) => String(p.key)) ?? [])].join(".")
+            return `${path}: ${i.expected === "never" ? "unknown key (check its spelling)" : i.message}`
+          })),
   ]
   if (problems.length === 0 && parsed.success) return parsed.output
   throw new JobError("the job is not valid", problems, "Fix the keys listed above; nothing was run.")

@@ -95,7 +95,7 @@ describe("spool estimate", () => {
     )
     const out = await spool(["estimate", "job.toml"], { cwd: tmp.path })
     expect(out.code).toBe(2)
-    expect(out.stderr).toContain("× provider.modle: unknown key (check its spelling)")
+    expect(out.stderr).toContain('× provider.modle: unknown key; did you mean "model"?')
     expect(out.stderr).toContain("× request.prompt: expected a string")
     expect(existsSync(tmp.join(".spool"))).toBe(false)
   })

@@ -814,7 +814,7 @@ describe("bad input through dist/spool (issue 12)", () => {
         "  × source.path: missing (required)",
         "  × request.max_tokens: must be at least 1",
         "  × zzz: unknown key (check its spelling)",
-        "  × source.pth: unknown key (check its spelling)",
+        '  × source.pth: unknown key; did you mean "path"?',
         "  × bogus: unknown key (check its spelling)",
         "  Fix the keys listed above; nothing was run.",
       ].join("\n"),

@@ -4,6 +4,8 @@ import { existsSync, readFileSync } from "node:fs"
 import { basename, dirname, extname, resolve } from "node:path"
 import { JobError } from "../../plugins/api/errors.ts"
 import * as flags from "./flags.ts"
+import { readToml } from "./toml.ts"
+import { distance } from "./pricing.ts"
 
 const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
   v.strictObject(entries, (issue) =>
@@ -252,6 +254,9 @@ export function load(file: string | undefined, given: Flags, cwd = process.cwd()
     if (value === undefined) return (raw[key] = {}) as Table
     return value as Table
   }
+  // a name that is no flag is a caller's slip (a flag is `max-tokens`, not `maxTokens`): never ignore it quietly
+  for (const name of Object.keys(given))
+    if (!FLAGS.some((f) => f.name === name)) throw new Error(`jobs.load: no flag is named "${name}"`)
   table("provider")
   table("request")
   for (const flag of FLAGS) {
@@ -284,14 +289,9 @@ export function load(file: string | undefined, given: Flags, cwd = process.cwd()
       "Fix the keys listed above; nothing was run.",
     )
   const parsed = v.safeParse(JobSchema, raw)
-  // valibot's strict objects name only their first unknown key: every one is listed here, once
-  const unknown = unknownKeys(raw)
-  const issues = parsed.success ? [] : parsed.issues.filter((i) => i.expected !== "never").map(describe)
-  if (!parsed.success || unknown.length) throw invalid([...issues, ...unknown])
+  const problems = problemsOf(raw, parsed)
+  if (!parsed.success || problems.length) throw invalid(problems)
   const { source, sources, ...rest } = parsed.output
-  if (source && sources) throw invalid(["source: give either [source] or [[sources]], not both"])
-  if (!source && !sources)
-    throw invalid(["source: missing (required): a [source] table with a path, or --input"])
   const inputs = (sources ?? [source!]).map(({ path, id, format, max_malformed, ...options }, i): Input => ({
     path,
     id,
@@ -326,6 +326,17 @@ const SOURCE_OPTIONS = {
   columns: v.optional(v.array(v.string())),
   batch_rows: v.optional(v.number()),
 }
+
+/**
+ * The built-in providers: whether they need a model, and their option keys, so that a job's missing model and
+ * misspelt options are listed with its other problems (test/core/job/job.test.ts holds this list to the registry's).
+ */
+export const BUILTIN_PROVIDERS: { name: string; model: boolean; keys: string[] }[] = [
+  { name: "openai", model: true, keys: ["endpoint"] },
+  { name: "anthropic", model: true, keys: [] },
+  { name: "openai-compatible", model: true, keys: [] },
+  { name: "mock", model: false, keys: ["latency_ms", "reply"] },
+]
 
 /** The strict tables of a job, by key. */
 const TABLES: Record<string, v.ObjectEntries> = {
@@ -364,22 +375,51 @@ function sourceKeys(table: Table, plugins: boolean): Set<string> | undefined {
   return new Set([...own, ...BUILTIN_SOURCES.flatMap((s) => s.keys)])
 }
 
-/** Every key of the raw job that nothing reads, as `path: unknown key`, in the order the job gives them. */
+/**
+ * The key a misspelt one most likely meant, of those valid in its place: the nearest by edits (pricing.ts
+ * `distance`), when near enough to be a slip: one edit for every four characters, and at least one.
+ */
+export function meant(key: string, known: Iterable<string>): string | undefined {
+  let best: { name: string; edits: number } | undefined
+  for (const name of known) {
+    const edits = distance(key, name)
+    if (!best || edits < best.edits) best = { name, edits }
+  }
+  return best && best.edits <= Math.max(1, Math.floor(key.length / 4)) ? best.name : undefined
+}
+
+/** The built-in provider a job names (openai when it names none), or undefined for a plugin's. */
+function builtinProvider(raw: Table): (typeof BUILTIN_PROVIDERS)[number] | undefined {
+  const name = isTable(raw.provider) && raw.provider.name !== undefined ? raw.provider.name : "openai"
+  return BUILTIN_PROVIDERS.find((p) => p.name === name)
+}
+
+/**
+ * Every key of the raw job that nothing reads, as `path: unknown key`, with the key it most likely meant, in the
+ * order the job gives them.
+ */
 function unknownKeys(raw: Table): string[] {
   const out: string[] = []
   const report = (table: Table, known: Set<string> | undefined, at: string) => {
     if (!known) return
-    for (const key of Object.keys(table))
-      if (!known.has(key)) out.push(`${at ? `${at}.` : ""}${key}: unknown key (check its spelling)`)
+    for (const key of Object.keys(table)) {
+      if (known.has(key)) continue
+      const guess = meant(key, known)
+      const why = guess ? `unknown key; did you mean "${guess}"?` : "unknown key (check its spelling)"
+      out.push(`${at ? `${at}.` : ""}${key}: ${why}`)
+    }
   }
   const plugins = Array.isArray(raw.plugins) && raw.plugins.length > 0
   for (const [key, value] of Object.entries(raw)) {
     if (!(key in JobSchema.entries)) {
-      report({ [key]: value }, new Set(), "")
+      report({ [key]: value }, new Set(Object.keys(JobSchema.entries)), "")
       continue
     }
     const entries = TABLES[key]
     if (entries && isTable(value)) report(value, new Set(Object.keys(entries)), key)
+    const builtin = key === "provider" ? builtinProvider(raw) : undefined
+    if (builtin && isTable(value) && isTable(value.options))
+      report(value.options, new Set(builtin.keys), "provider.options")
     if (key === "source" && isTable(value)) report(value, sourceKeys(value, plugins), "source")
     if (key === "sources" && Array.isArray(value))
       for (const [i, s] of value.entries()) if (isTable(s)) report(s, sourceKeys(s, plugins), `sources.${i}`)
@@ -412,21 +452,6 @@ function outputOf(output: NonNullable<Parsed["output"]>, base: string): NonNulla
   }
 }
 
-function readToml(path: string): Table {
-  let text: string
-  try {
-    text = readFileSync(path, "utf8")
-  } catch {
-    throw new JobError(`cannot read the job file ${path}`, [], "Check the path; `spool run job.toml`.")
-  }
-  try {
-    const parsed: unknown = Bun.TOML.parse(text)
-    return parsed as Table
-  } catch (cause) {
-    throw new JobError(`${path} is not valid TOML: ${(cause as Error).message}`, [], "Fix the TOML syntax.")
-  }
-}
-
 /** The characters that make a source path a glob (\`inbox/*.jsonl\`); see ingest.ts \`isGlob\`. */
 export const GLOB_CHARS = /[*?[{]/
 
@@ -438,6 +463,32 @@ function defaultName(path: string | undefined, input: unknown): string | undefin
   const glob = parts.findIndex((p) => GLOB_CHARS.test(p))
   if (!path && glob >= 0) from = basename(resolve(parts.slice(0, glob).join("/") || "."))
   return basename(from, extname(from)).replace(/[^A-Za-z0-9._-]/g, "-") || undefined
+}
+
+/**
+ * Every problem of a job, at once: the schema's, what it cannot say (a missing model or input, both kinds of input),
+ * in the schema's order, then every unknown key (valibot's strict objects name only their first), each once.
+ */
+function problemsOf(raw: Table, parsed: v.SafeParseResult<typeof JobSchema>): string[] {
+  const noInput = raw.source === undefined && raw.sources === undefined
+  const issues = (parsed.success ? [] : parsed.issues.filter((i) => i.expected !== "never").map(describe))
+    // with neither a job file nor an input there is no name to take: the input is what is missing
+    .filter((p) => !(noInput && p === "name: missing (required)"))
+  const more: string[] = []
+  // a plugin's provider says whether it needs a model once it is loaded (engine/run.ts checkProvider)
+  if (builtinProvider(raw)?.model && isTable(raw.provider) && raw.provider.model === undefined)
+    more.push("provider.model: missing (required): the model's name, or --model")
+  if (noInput) more.push("source: missing (required): a [source] table with a path, or --input")
+  if (raw.source !== undefined && raw.sources !== undefined)
+    more.push("source: give either [source] or [[sources]], not both")
+  return [...inOrder(issues, more), ...unknownKeys(raw)]
+}
+
+/** The schema's problems with `more` put among them by their table, in the schema's order. */
+function inOrder(issues: string[], more: string[]): string[] {
+  const order = Object.keys(JobSchema.entries)
+  const rank = (problem: string) => order.indexOf(problem.split(/[.:]/)[0] as string)
+  return [...issues, ...more].sort((a, b) => rank(a) - rank(b))
 }
 
 function describe(issue: v.BaseIssue<unknown>): string {

@@ -170,6 +170,12 @@ describe("the job's flags", () => {
     })
   })
 
+  test("a name that is no flag is refused, not ignored", () => {
+    expect(() => jobs.load(undefined, { ...REST, input: ["a.jsonl"], maxTokens: "5" })).toThrow(
+      'jobs.load: no flag is named "maxTokens"',
+    )
+  })
+
   test("a numeric flag that is not a number names the flag and what it was given", async () => {
     await using tmp = await tmpdir()
     for (const [flag, value] of [

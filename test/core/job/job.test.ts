@@ -107,7 +107,7 @@ describe("loading a job", () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("job.toml"), GOOD.replace('prompt = "', 'promt = "x"\nprompt = "'))
     expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
-      "request.promt: unknown key (check its spelling)",
+      'request.promt: unknown key; did you mean "prompt"?',
     ])
   })
 
@@ -139,10 +139,10 @@ describe("loading a job", () => {
       "request.max_tokens: expected a number",
       "zzz: unknown key (check its spelling)",
       "yyy: unknown key (check its spelling)",
-      "source.pth: unknown key (check its spelling)",
-      "provider.modle: unknown key (check its spelling)",
-      "provider.mdoe: unknown key (check its spelling)",
-      "limits.concurency: unknown key (check its spelling)",
+      'source.pth: unknown key; did you mean "path"?',
+      'provider.modle: unknown key; did you mean "model"?',
+      'provider.mdoe: unknown key; did you mean "mode"?',
+      'limits.concurency: unknown key; did you mean "concurrency"?',
       "bogus: unknown key (check its spelling)",
     ])
     // a source's options are its source's: a csv takes a delimiter, a jsonl file does not; max_malformed is anyone's
@@ -152,7 +152,7 @@ describe("loading a job", () => {
     )
     expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
       "sources.0.delimiter: unknown key (check its spelling)",
-      "sources.1.chunk_byte: unknown key (check its spelling)",
+      'sources.1.chunk_byte: unknown key; did you mean "chunk_bytes"?',
     ])
     // a source a plugin may read is left to the plugin's schema, checked once the plugins are loaded
     writeFileSync(
@@ -203,16 +203,107 @@ describe("loading a job", () => {
       "source.path: missing (required)",
       "source.id: expected a string (the field that holds each row's stable id)",
       `provider.mode: must be "realtime" (direct calls) or "batch" (the provider's Batch API)`,
+      "provider.model: missing (required): the model's name, or --model",
       "request.prompt: missing (required)",
       "request.max_tokens: must be at least 1",
       "limits.concurrency: expected a number",
     ])
   })
 
-  test("a TOML syntax error names the file", async () => {
+  test("a TOML syntax error names the file, the line and the column", async () => {
     await using tmp = await tmpdir()
-    writeFileSync(tmp.join("job.toml"), 'name = "x\n')
-    expect(() => jobs.load("job.toml", {}, tmp.path)).toThrow(`${tmp.join("job.toml")} is not valid TOML`)
+    const error = (text: string) => {
+      writeFileSync(tmp.join("job.toml"), text)
+      try {
+        jobs.load("job.toml", {}, tmp.path)
+      } catch (err) {
+        expect(err).toBeInstanceOf(JobError)
+        expect((err as JobError).hint).toBe("Fix the TOML syntax there.")
+        return (err as Error).message.replace(tmp.join("job.toml"), "job.toml")
+      }
+      return "parsed"
+    }
+    expect(error('name = "x\n')).toBe(
+      "job.toml:1:8: not valid TOML: Unterminated string; newlines must be escaped in basic strings",
+    )
+    expect(error('name = "x"\n\n[limits]\nconcurrency = 4\nrpm == 3\n')).toBe(
+      "job.toml:5:6: not valid TOML: Expected a value but found '='",
+    )
+    expect(error("a = 1\r\nb = \r\n")).toBe(
+      "job.toml:2:3: not valid TOML: Missing value after '='; values must be on the same line",
+    )
+    expect(error('[source]\npath = "a"\n[source]\npath = "b"\n')).toBe(
+      "job.toml:3:8: not valid TOML: Cannot redefine table 'source'",
+    )
+    // an array that spans lines parses; the one left open is where the error is, not the first
+    expect(error("x = [\n  1,\n]\ny = [2,\n")).toBe(
+      "job.toml:4:5: not valid TOML: Unterminated array; expected ']'",
+    )
+    expect(error('plugins = [\n  "a.ts",\n  "b.ts"\nname = "x"\n')).toMatch(
+      /^job\.toml:4:\d+: not valid TOML: /,
+    )
+  })
+
+  test("a misspelt key gets the key it most likely meant, of those valid in its place", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("job.toml"),
+      [
+        "[limit]",
+        "concurrency = 4",
+        "[source]",
+        'path = "in.csv"',
+        'delimter = ";"',
+        "[provider]",
+        'name = "mock"',
+        "[provider.options]",
+        "latncy_ms = 3",
+        "[request]",
+        'prompt = "{{text}}"',
+        "[batch]",
+        "pol_s = 1",
+        "flush = 1",
+      ].join("\n"),
+    )
+    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
+      'limit: unknown key; did you mean "limits"?',
+      'source.delimter: unknown key; did you mean "delimiter"?',
+      'provider.options.latncy_ms: unknown key; did you mean "latency_ms"?',
+      'batch.pol_s: unknown key; did you mean "poll_s"?',
+      // too far from flush_s (two edits in five characters) to guess
+      "batch.flush: unknown key (check its spelling)",
+    ])
+  })
+
+  test("a missing model is listed with the other problems, for a built-in provider that needs one", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("job.toml"),
+      `[source]\npath = "in.jsonl"\n[provider]\nname = "anthropic"\n[request]\nprompt = "{{text}}"\n[limits]\nconcurency = 4\n`,
+    )
+    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
+      "provider.model: missing (required): the model's name, or --model",
+      'limits.concurency: unknown key; did you mean "concurrency"?',
+    ])
+    // openai, the default, needs one too; mock does not
+    expect(problems(() => jobs.load(undefined, { input: ["a.jsonl"], prompt: "x" }, tmp.path))).toEqual([
+      "provider.model: missing (required): the model's name, or --model",
+    ])
+    expect(
+      jobs.load(undefined, { input: ["a.jsonl"], prompt: "x", provider: "mock" }, tmp.path).job.provider
+        .model,
+    ).toBe(undefined)
+  })
+
+  test("the job's list of built-in providers, their need of a model and their option keys, is the registry's", () => {
+    const listed = registry.list().filter((s) => s.kind === "provider" && s.origin === registry.BUILTIN)
+    expect(
+      listed.map((p) => ({
+        name: p.name,
+        model: !registry.provider(p.name).modelOptional,
+        keys: p.options.map((o) => o.name),
+      })),
+    ).toEqual(jobs.BUILTIN_PROVIDERS)
   })
 
   test("a missing job file is a clear error", async () => {
@@ -301,7 +392,7 @@ describe("inputs and plugins in a job", () => {
       `[[sources]]\npath = "a.csv"\ndelimeter = ";"\n[[sources]]\npath = "b.parquet"\nbatch_rows = 0\n${REST}`,
     )
     expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
-      "sources.0.delimeter: unknown key (check its spelling)",
+      'sources.0.delimeter: unknown key; did you mean "delimiter"?',
     ])
     // a value, against the source's schema, once its plugins could be loaded
     writeFileSync(
