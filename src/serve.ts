@@ -16,8 +16,10 @@ import * as log from "./core/base/log.ts"
 import * as report from "./core/report/report.ts"
 import { STATES, type State } from "./core/ledger/states.ts"
 import type { Ledger } from "./core/ledger/ledger.ts"
-import { PROGRESS_BUCKET_MS, type Run } from "./core/ledger/types.ts"
-import { render, type Chart, type ItemView, type RunDetail, type RunRow } from "./page.ts"
+import type { Run } from "./core/ledger/types.ts"
+import { render } from "./page.ts"
+import { chartOf, itemDetail, itemView, jobView, search, SEARCH_SCAN } from "./page/data.ts"
+import type { ItemPage, RunDetail, RunRow } from "./page/types.ts"
 
 export interface ServerOptions {
   /** A connection of the server's own (not the one a run in the same process writes through). */
@@ -30,19 +32,22 @@ export interface ServerOptions {
   eventMs?: number
   /** Aborted when the server stops: work it started (a cancel's batches) stops with it. */
   signal?: AbortSignal
+  /** How many items one search request reads at most (page/data.ts SEARCH_SCAN). */
+  searchScan?: number
 }
 
-/** The chart shows at most this many bars, however long the run. */
-const CHART_SLOTS = 120
 const COOKIE = "spool_token"
 /** The shortest token `start` accepts: a shorter one could be guessed. */
 export const MIN_TOKEN = 16
 
 const LIMIT = "must be a whole number from 1 to 1000"
 const RunRef = v.pipe(v.string(), v.nonEmpty(), v.maxLength(200))
+const StateParam = v.optional(v.picklist(STATES, `must be one of ${STATES.join(", ")}`))
+const ItemId = v.pipe(v.string(), v.regex(/^\d{1,15}$/, "must be an item id (a whole number)"))
 const ItemsQuery = v.object({
-  state: v.optional(v.picklist(STATES, `must be one of ${STATES.join(", ")}`)),
-  after: v.optional(v.pipe(v.string(), v.regex(/^\d{1,15}$/, "must be an item id (a whole number)"))),
+  q: v.optional(v.pipe(v.string(), v.trim(), v.maxLength(200, "must be at most 200 characters"))),
+  state: StateParam,
+  after: v.optional(ItemId),
   limit: v.optional(
     v.pipe(
       v.string(),
@@ -54,6 +59,7 @@ const ItemsQuery = v.object({
     "100",
   ),
 })
+const ResultsQuery = v.object({ state: StateParam })
 const EventsQuery = v.object({
   runs: v.optional(v.picklist(["0", "1"], "must be 0 or 1")),
   since: v.optional(
@@ -98,15 +104,10 @@ async function runRows(db: Ledger, now: number): Promise<RunRow[]> {
   return rows
 }
 
-/** A run's status with its chart: completions in at most CHART_SLOTS slots from its first to now. */
+/** A run's status with its chart over the run's life (page/data.ts `chartOf`). */
 export async function runDetail(db: Ledger, run: Run, now = Date.now()): Promise<RunDetail> {
   const status = await report.status(db, run, now, { recentBatches: 50 })
-  const from = (await db.reads.firstProgress(run.id)) ?? run.created_at
-  const end = run.finished_at ?? now
-  const span = Math.max(PROGRESS_BUCKET_MS, end - from + PROGRESS_BUCKET_MS)
-  const slot = Math.ceil(span / CHART_SLOTS / PROGRESS_BUCKET_MS) * PROGRESS_BUCKET_MS
-  const chart: Chart = { slot_ms: slot, points: await db.reads.progress(run.id, from, slot) }
-  return { ...status, chart }
+  return { ...status, chart: await chartOf(db, run, status.state, now) }
 }
 
 /** A page of a run's items, each with its attempts; `next` is the cursor of the next page, or null. */
@@ -114,22 +115,52 @@ export async function itemsOf(
   db: Ledger,
   run: Run,
   q: { state?: State | undefined; after?: number; limit: number },
-): Promise<{ items: ItemView[]; next: string | null }> {
+): Promise<ItemPage> {
   const rows = await db.reads.page(run.id, q)
   const line = await report.resultLine(db, run)
-  const items = rows.map((row) => {
-    return {
-      ...line(row),
-      item_id: row.id,
-      history: row.attempts_list.map((a) => ({
-        ...a,
-        note: report.attemptNote(a),
-        started_at: new Date(a.started_at).toISOString(),
-        ended_at: a.ended_at === null ? null : new Date(a.ended_at).toISOString(),
-      })),
-    }
-  })
-  return { items, next: rows.length === q.limit ? String(rows.at(-1)?.id) : null }
+  return {
+    items: rows.map((row) => itemView(line, row)),
+    next: rows.length === q.limit ? String(rows.at(-1)?.id) : null,
+  }
+}
+
+/** Lines a download sends per chunk. */
+const CHUNK_LINES = 500
+/** The page's item browser shows this many items a page. */
+const PAGE = 50
+
+/**
+ * Lines as a byte stream, pulled a chunk at a time as the client reads: the ledger's read goes no further than the
+ * client has taken, and stops (its read let go) when the client goes away.
+ */
+function chunked(lines: AsyncGenerator<string>, what: string): ReadableStream<Uint8Array> {
+  const encoder = new TextEncoder()
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(out) {
+        let text = ""
+        try {
+          for (let n = 0; n < CHUNK_LINES; n++) {
+            const next = await lines.next()
+            if (next.done) {
+              if (text) out.enqueue(encoder.encode(text))
+              return out.close()
+            }
+            text += next.value
+          }
+        } catch (err) {
+          // the download ends short, and says so where it can: the log (a line in it would read as a result)
+          log.error("results download failed", { run: what, error: String(err) })
+          return out.error(err)
+        }
+        out.enqueue(encoder.encode(text))
+      },
+      async cancel() {
+        await lines.return(undefined)
+      },
+    },
+    { highWaterMark: 0 },
+  )
 }
 
 /** Token comparison in constant time. */
@@ -213,15 +244,14 @@ export function createApp(o: ServerOptions): Hono {
       "Content-Security-Policy",
       `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
     )
-    const failing = async (state: State) =>
-      selected ? (await itemsOf(db, selected, { state, limit: 25 })).items : []
     const rows: RunRow[] = []
     for (const r of runs) rows.push(await runRow(db, r, now))
     return c.html(
       render({
         runs: rows,
         run: selected ? await runDetail(db, selected, now) : null,
-        items: [...(await failing("failed")), ...(await failing("needs_review"))],
+        job: selected ? await jobView(db, selected) : null,
+        items: selected ? await itemsOf(db, selected, { limit: PAGE }) : { items: [], next: null },
         recent: selected ? await db.reads.latestErrors(selected.id, 20) : [],
         nonce,
         version: o.version ?? "",
@@ -233,11 +263,34 @@ export function createApp(o: ServerOptions): Hono {
 
   app.get("/api/runs/:id", async (c) => c.json(await runDetail(db, await runOf(db, c.req.param("id")))))
 
+  app.get("/api/runs/:id/job", async (c) => c.json(await jobView(db, await runOf(db, c.req.param("id")))))
+
   app.get("/api/runs/:id/items", async (c) => {
     const run = await runOf(db, c.req.param("id"))
     const q = valid(ItemsQuery, c.req.query(), "query")
-    const after = q.after === undefined ? 0 : Number(q.after)
-    return c.json(await itemsOf(db, run, { state: q.state, after, limit: q.limit }))
+    const after = q.after === undefined ? undefined : Number(q.after)
+    if (q.q) {
+      const scan = o.searchScan ?? SEARCH_SCAN
+      return c.json(await search(db, run, { text: q.q, state: q.state, after, limit: q.limit, scan }))
+    }
+    return c.json(await itemsOf(db, run, { state: q.state, after: after ?? 0, limit: q.limit }))
+  })
+
+  app.get("/api/runs/:id/items/:item", async (c) => {
+    const run = await runOf(db, c.req.param("id"))
+    const id = Number(valid(ItemId, c.req.param("item"), "item"))
+    const item = await itemDetail(db, run, id)
+    if (!item) throw new HTTPException(404, { message: `run "${run.name}" has no item ${id}` })
+    return c.json(item)
+  })
+
+  // streamed a chunk of lines at a time as the ledger gives them: a million results never sit in memory at once
+  app.get("/api/runs/:id/results", async (c) => {
+    const run = await runOf(db, c.req.param("id"))
+    const q = valid(ResultsQuery, c.req.query(), "query")
+    c.header("Content-Type", "application/x-ndjson; charset=utf-8")
+    c.header("Content-Disposition", `attachment; filename="${run.name}-${run.id}.jsonl"`)
+    return c.body(chunked(report.results(db, run, q.state), run.name))
   })
 
   app.post("/api/runs/:id/pause", (c) => act(c, (run) => control.pause(db, String(run.id))))

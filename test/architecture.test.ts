@@ -43,7 +43,7 @@ export const ROOMS: Room[] = [
     prefix: "src/serve.ts",
     may: ["engine", "report", "ledger", "job", "base", "plugin api", "page"],
   },
-  { name: "page", prefix: "src/page.ts", may: ["report", "ledger", "job", "base", "plugin api"] },
+  { name: "page", prefix: "src/page", may: ["report", "ledger", "job", "base", "plugin api"] },
 ]
 
 /** Where SQL may be written: the SQLite driver's folder only. */

@@ -6,8 +6,6 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import type { Ledger } from "../../src/core/ledger/ledger.ts"
-import { open } from "../../src/core/ledger/open.ts"
-import type { Outcome } from "../../src/core/ledger/types.ts"
 import { createApp, isLoopback, start } from "../../src/serve.ts"
 import { UsageError } from "../../src/core/base/errors.ts"
 import { Batcher } from "../../src/core/engine/batcher.ts"
@@ -18,18 +16,8 @@ import * as jobs from "../../src/core/job/job.ts"
 import type { BatchClient, ProviderClient } from "../../src/plugins/api/define.ts"
 import { startFake } from "../lib/fake-openai.ts"
 import { JOB, seed } from "../lib/ledger.ts"
-import { tmpdir, type Tmp } from "../lib/tmp.ts"
-
-const end = (item: number, to: Outcome["to"], extra: Partial<Outcome> = {}): Outcome => ({
-  item,
-  attempt: 1,
-  to,
-  label: to === "completed" ? "ok" : to,
-  latencyMs: 5,
-  endedAt: Date.now(),
-  ...(to === "completed" ? { output: `out ${item}`, inputTokens: 10, outputTokens: 4 } : {}),
-  ...extra,
-})
+import type { Tmp } from "../lib/tmp.ts"
+import { end, store, type Store } from "./fixture.ts"
 
 const KEY = "sk-test-server-0123456789"
 
@@ -37,36 +25,16 @@ let tmp: Tmp
 let writer: Ledger
 let reader: Ledger
 let runId: number
+let made: Store
 
-/** One run of 6 items: 2 completed, 1 failed (auth), 1 needs_review (output), 2 pending. */
+/** One run of 6 items: 2 completed, 1 failed (auth), 1 needs_review (output), 2 pending (fixture.ts). */
 beforeEach(async () => {
-  tmp = await tmpdir()
-  // its job (JOB) prices it at gpt-4o-mini's and says it is realtime
-  writer = await open(tmp.path)
-  runId = (await seed(writer, 6)).run.id
-  // this process works on it, so it is shown running (with no worker it would be shown interrupted)
-  await writer.workers.beat(runId, ownerId())
-  const claimed = await writer.claims.step(runId, "w", [], 4, 60_000)
-  const [a, b, c, d] = claimed.map((x) => x.id) as [number, number, number, number]
-  await writer.claims.step(
-    runId,
-    "w",
-    [
-      end(a, "completed"),
-      end(b, "completed"),
-      end(c, "failed", { errorClass: "auth", error: "invalid api key", status: 401 }),
-      end(d, "needs_review", { errorClass: "output", error: "not JSON", output: "{oops" }),
-    ],
-    0,
-    60_000,
-  )
-  reader = await open(tmp.path)
+  made = await store()
+  ;({ tmp, writer, reader, runId } = made)
 })
 
 afterEach(async () => {
-  await reader.close()
-  await writer.close()
-  await tmp[Symbol.asyncDispose]()
+  await made[Symbol.asyncDispose]()
 })
 
 const app = (o: { token?: string; eventMs?: number } = {}) =>
@@ -114,12 +82,15 @@ describe("the JSON API", () => {
       ])
       expect(body.malformed).toEqual({ count: 0, duplicates: 0, sample: [] })
       expect(body.batches).toEqual([])
-      expect(body.chart.slot_ms).toBe(10_000)
-      const ended = body.chart.points.reduce(
-        (a: number, p: { completed: number; failed: number }) => a + p.completed + p.failed,
-        0,
-      )
-      expect(ended).toBe(4)
+      // a run a second old: charted from its attempts, in tenths of a second, over its own life
+      const created = (await writer.runs.get(runId))!.created_at
+      expect(body.chart.from).toBe(created)
+      expect(body.chart.to).toBeGreaterThanOrEqual(created + 1000)
+      expect(body.chart.slot_ms).toBe(100)
+      const sum = (list: Record<string, number>[], k: string) => list.reduce((a, p) => a + (p[k] ?? 0), 0)
+      expect([sum(body.chart.points, "completed"), sum(body.chart.points, "failed")]).toEqual([2, 2])
+      expect(sum(body.chart.errors, "errors")).toBe(2)
+      expect(body.chart.error_cap).toBeNull()
     }
   })
 
@@ -389,7 +360,17 @@ describe("the controls", () => {
 describe("the token", () => {
   test("with a token, every route refuses a request without it, and takes it by header or by the cookie of a ?token= visit", async () => {
     const a = app({ token: "s3cret" })
-    for (const path of ["/", "/api/runs", `/api/runs/${runId}`, `/api/runs/${runId}/items`, "/api/events"]) {
+    for (const path of [
+      "/",
+      "/api/runs",
+      `/api/runs/${runId}`,
+      `/api/runs/${runId}/items`,
+      `/api/runs/${runId}/items?q=k1`,
+      `/api/runs/${runId}/items/1`,
+      `/api/runs/${runId}/job`,
+      `/api/runs/${runId}/results`,
+      "/api/events",
+    ]) {
       const res = await a.request(path)
       expect([path, res.status]).toEqual([path, 401])
     }
@@ -466,9 +447,16 @@ describe("the page", () => {
     expect(nonce).toBeDefined()
     const html = await res.text()
     expect(html).toContain(`<script nonce="${nonce}">`)
-    expect(html).toContain('<div class="tile" data-state="completed"><b>2</b><span>completed</span></div>')
+    expect(html).toContain(
+      '<button type="button" class="tile" data-state="needs_review" title="show the needs review items"><b>1</b><span>needs review</span></button>',
+    )
     expect(html).toContain("<tr><td><code>auth</code></td><td>1</td><td>k3: invalid api key</td></tr>")
-    expect(html).toContain("<td>k4</td>")
+    // the item browser's first page: every item, each opening by its address
+    expect(
+      [...html.matchAll(/<tr data-item="(\d+)"><td><a href="#item=\1">(k\d)<\/a>/g)].map((m) => m[2]),
+    ).toEqual(["k1", "k2", "k3", "k4", "k5", "k6"])
+    expect(html).toContain('<span class="st st-needs_review">needs review</span>')
+    expect(html).toContain('<pre id="job-prompt">Say {{text}}</pre>')
     expect(html).toContain('data-action="pause">Pause</button>')
     expect(html).toContain('data-action="resume" disabled>Resume</button>')
     expect(html).not.toContain("http://")

@@ -1,0 +1,321 @@
+/**
+ * The page's renderers. `views()` runs on the server (the first paint) and, embedded as source text, in the browser
+ * (every update after it), so both are drawn by the same code: it must use nothing from outside its own body (no
+ * imports, no module-level names). Times are drawn in the zone of whoever runs it, and say which zone that is.
+ */
+import type { BatchView, StatusView } from "../core/report/report.ts"
+import type { State } from "../core/ledger/states.ts"
+import type { Chart, ItemDetail, ItemView, JobView, RunDetail, RunRow } from "./types.ts"
+
+export function views() {
+  const esc = (s: unknown): string =>
+    String(s ?? "").replace(
+      /[&<>"']/g,
+      (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] as string,
+    )
+  const num = (n: number): string => n.toLocaleString("en-US")
+  const dur = (s: number | null): string => {
+    if (s === null) return "—"
+    if (s < 60) return `${s}s`
+    const m = Math.floor(s / 60)
+    return m < 60 ? `${m}m ${s % 60}s` : `${Math.floor(m / 60)}h ${m % 60}m`
+  }
+  const usd = (x: number | null): string =>
+    x === null
+      ? "unknown"
+      : `$${x.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: x < 1 ? 4 : 2 })}`
+  /** A state as words: `completed with failures`, not `completed_with_failures`. */
+  const word = (s: string): string => s.replace(/_/g, " ")
+  const chip = (s: string, id = ""): string =>
+    `<span class="st st-${esc(s)}"${id ? ` id="${id}"` : ""}>${esc(word(s))}</span>`
+  const pad = (n: number): string => String(n).padStart(2, "0")
+  /** A time of day here (where this code runs); with the date when `dated`. */
+  const clock = (ms: number, dated = false): string => {
+    const d = new Date(ms)
+    const day = dated ? `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` : ""
+    return `${day}${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
+  }
+  /** This zone as an offset from UTC at `ms` ("UTC+1", "UTC+5:30", "UTC"), and its name where it has one. */
+  const zone = (ms: number): string => {
+    const off = -new Date(ms).getTimezoneOffset()
+    const a = Math.abs(off)
+    const utc = off
+      ? `UTC${off < 0 ? "-" : "+"}${Math.floor(a / 60)}${a % 60 ? `:${pad(a % 60)}` : ""}`
+      : "UTC"
+    const name = Intl.DateTimeFormat().resolvedOptions().timeZone
+    return name && name !== "UTC" && name !== "Etc/UTC" ? `${utc} (${name})` : utc
+  }
+  /** A time as the page shows it: here, and marked so that the browser redraws a server-drawn one in its own zone. */
+  const at = (ms: number | null, dated = false): string =>
+    ms === null ? "" : `<time data-t="${ms}"${dated ? " data-dated" : ""}>${clock(ms, dated)}</time>`
+  const iso = (s: string | null): number | null => (s ? Date.parse(s) : null)
+  /** JSON pretty-printed, a string that holds JSON too; any other string as it is. */
+  const pretty = (x: unknown): string => {
+    if (typeof x !== "string") return JSON.stringify(x, null, 2)
+    try {
+      const parsed: unknown = JSON.parse(x)
+      return parsed !== null && typeof parsed === "object" ? JSON.stringify(parsed, null, 2) : x
+    } catch {
+      return x
+    }
+  }
+  const oneLine = (x: unknown): string =>
+    x === null || x === undefined ? "" : typeof x === "string" ? x : JSON.stringify(x)
+  // an SVG, not styled boxes: the page's CSP refuses style attributes, but not SVG geometry
+  const bar = (completed: number, failed: number, total: number): string => {
+    const pc = total ? (100 * completed) / total : 0
+    const pf = total ? (100 * failed) / total : 0
+    return `<svg class="bar" viewBox="0 0 100 1" preserveAspectRatio="none" role="img" aria-label="${num(completed)} completed, ${num(failed)} failed of ${num(total)}"><title>${num(completed)} completed, ${num(failed)} failed of ${num(total)}</title><rect class="ok" width="${pc.toFixed(2)}" height="1"/><rect class="bad" x="${pc.toFixed(2)}" width="${pf.toFixed(2)}" height="1"/></svg>`
+  }
+  const ORDER = [
+    "completed",
+    "failed",
+    "needs_review",
+    "pending",
+    "running",
+    "retry_wait",
+    "queued",
+    "submitted",
+  ]
+  const FINISHED = ["completed", "completed_with_failures", "cancelled"]
+  const resumeWith = (cmd: string): string =>
+    `<p class="alert" id="interrupted"><b>Interrupted:</b> no spool process is working on this run (stopped by Ctrl+C, killed, or its machine is gone). Go on with <code class="cmd">${esc(cmd)}</code></p>`
+
+  return {
+    esc,
+    word,
+    clock,
+    zone,
+    pretty,
+
+    runs(list: RunRow[], selected: number | null): string {
+      if (!list.length)
+        return `<tr><td colspan="6" class="muted">No runs yet: start one with <code>spool run job.toml</code>.</td></tr>`
+      return list
+        .map(
+          (r) =>
+            `<tr class="${r.id === selected ? "sel" : ""}" data-run="${r.id}"><td><a href="?run=${r.id}">${esc(r.name)}</a> <span class="muted">#${r.id}</span>${r.resume ? `<div class="resume">go on with <code class="cmd">${esc(r.resume)}</code></div>` : ""}</td><td>${chip(r.state)}</td><td class="grow"><div class="prog">${bar(r.completed, r.failed, r.total)}<span class="muted">${num(r.completed + r.failed)} / ${num(r.total)}</span></div></td><td>${r.rate_per_s}/s</td><td>${dur(r.eta_s)}</td><td>${usd(r.spend_usd)}</td></tr>`,
+        )
+        .join("")
+    },
+
+    head(v: RunDetail): string {
+      const why = v.reason ? ` <span class="muted">— ${esc(v.reason)}</span>` : ""
+      const stopped = v.state === "interrupted" ? resumeWith(v.resume) : ""
+      return `<h2>${esc(v.name)} <span class="muted">#${v.id}</span> ${chip(v.state, "run-state")}${why}</h2>${stopped}${bar(v.counts.completed, v.counts.failed + v.counts.needs_review, v.total)}`
+    },
+
+    controls(v: RunDetail): string {
+      const done = FINISHED.includes(v.state)
+      const b = (action: string, label: string, enabled: boolean, state = "") =>
+        `<button type="button" data-action="${action}"${state ? ` data-state="${state}"` : ""}${enabled ? "" : " disabled"}>${label}</button>`
+      return [
+        b("pause", "Pause", v.state === "running"),
+        b("resume", "Resume", v.state === "paused"),
+        b("cancel", "Cancel", !done && v.state !== "cancelling"),
+        b(
+          "retry",
+          `Retry failed (${num(v.counts.failed)})`,
+          v.counts.failed > 0 && v.state !== "cancelled",
+          "failed",
+        ),
+        b(
+          "retry",
+          `Retry needs review (${num(v.counts.needs_review)})`,
+          v.counts.needs_review > 0 && v.state !== "cancelled",
+          "needs_review",
+        ),
+        `<a class="button" id="download" href="api/runs/${v.id}/results" download="${esc(v.name)}-${v.id}.jsonl">Download results (JSONL)</a>`,
+      ].join("")
+    },
+
+    counts(v: RunDetail): string {
+      return ORDER.map(
+        (s) =>
+          `<button type="button" class="tile${v.counts[s as State] ? "" : " zero"}" data-state="${s}" title="show the ${word(s)} items"><b>${num(v.counts[s as State])}</b><span>${word(s)}</span></button>`,
+      ).join("")
+    },
+
+    figures(v: RunDetail): string {
+      const rest = v.spend.remaining_usd ? ` · ~${usd(v.spend.remaining_usd)} for the rest` : ""
+      const spend = v.spend.usd === null ? "unknown (no price for this model)" : `${usd(v.spend.usd)}${rest}`
+      const rows: [string, string][] = [
+        ["throughput", `${v.rate_per_s}/s${v.state === "running" ? " (last minute)" : ""}`],
+        ["ETA", dur(v.eta_s)],
+        ["elapsed", dur(v.elapsed_s)],
+        ["items", num(v.total)],
+        ["attempts", num(v.attempts)],
+        ["tokens", `${num(v.usage.input_tokens)} in · ${num(v.usage.output_tokens)} out`],
+        ["spend", spend],
+      ]
+      return rows.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")
+    },
+
+    /** Bars of items finished over the run's life, from its start at the left to its end (or now) at the right. */
+    chart(c: Chart): string {
+      const W = 720
+      const H = 120
+      const LANE = 10
+      const span = Math.max(1, c.to - c.from)
+      const x = (t: number) => Math.min(W, Math.max(0, ((t - c.from) / span) * W))
+      const w = Math.max(1, (c.slot_ms / span) * W)
+      const max = Math.max(1, ...c.points.map((p) => p.completed + p.failed))
+      const per = c.slot_ms >= 60_000 ? `${c.slot_ms / 60_000} min` : `${c.slot_ms / 1000} s`
+      const dated = span > 20 * 3600_000
+      const bars = c.points
+        .map((p) => {
+          const left = x(p.at)
+          const width = Math.max(0.5, Math.min(w, W - left) * 0.85).toFixed(2)
+          const hc = (p.completed / max) * (H - LANE - 4)
+          const hf = (p.failed / max) * (H - LANE - 4)
+          const base = H - LANE
+          return `<g><title>${clock(p.at, dated)}: ${num(p.completed)} completed, ${num(p.failed)} failed or needs review</title><rect class="ok" x="${left.toFixed(2)}" y="${(base - hc).toFixed(2)}" width="${width}" height="${hc.toFixed(2)}"/><rect class="bad" x="${left.toFixed(2)}" y="${(base - hc - hf).toFixed(2)}" width="${width}" height="${hf.toFixed(2)}"/></g>`
+        })
+        .join("")
+      const capped = (n: number) => (c.error_cap !== null && n >= c.error_cap ? `${num(n)} or more` : num(n))
+      const marks = c.errors
+        .map((e) => {
+          const strength = Math.min(
+            1,
+            0.35 + (0.65 * e.errors) / (c.error_cap ?? Math.max(1, ...c.errors.map((m) => m.errors))),
+          )
+          return `<rect class="err" x="${x(e.at).toFixed(2)}" y="${H - LANE + 2}" width="${Math.max(1.5, Math.min(w, W - x(e.at))).toFixed(2)}" height="${LANE - 2}" opacity="${strength.toFixed(2)}"><title>${clock(e.at, dated)}: ${capped(e.errors)} failed attempt(s)</title></rect>`
+        })
+        .join("")
+      const ticks = [0, 0.25, 0.5, 0.75, 1]
+        .map((f) => `<span>${at(c.from + f * span, dated)}</span>`)
+        .join("")
+      const errs = c.errors.length ? `<i class="key err"></i>errors (failed attempts)` : ""
+      const none = c.points.length ? "" : `<p class="muted">No item has finished yet.</p>`
+      return `${none}<div class="axis"><span>highest: ${num(max)} per ${per}</span><span><i class="key ok"></i>completed<i class="key bad"></i>failed or needs review${errs}</span></div><svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" width="100%" height="${H}" role="img" aria-label="items finished per ${per}">${bars}${marks}</svg><div class="axis ticks">${ticks}</div><div class="axis"><span>a bar: ${per}</span><span class="zone">times in ${esc(zone(c.to))}</span></div>`
+    },
+
+    errors(list: StatusView["errors"]): string {
+      if (!list.length) return `<tr><td colspan="3" class="muted">No errors.</td></tr>`
+      return list
+        .map(
+          (e) =>
+            `<tr><td><code>${esc(e.class)}</code></td><td>${num(e.count)}</td><td>${esc(e.id)}: ${esc(e.example)}</td></tr>`,
+        )
+        .join("")
+    },
+
+    /** A page of the item browser: each row opens its item. */
+    browse(list: ItemView[], empty: string): string {
+      if (!list.length) return `<tr><td colspan="5" class="muted">${esc(empty)}</td></tr>`
+      return list
+        .map((i) => {
+          const err = i.error ? `${i.error.class ?? ""}: ${i.error.message}` : ""
+          const by = i.match === "id" ? ` <span class="tag">id</span>` : ""
+          return `<tr data-item="${i.item_id}"><td><a href="#item=${i.item_id}">${esc(i.id)}</a>${by}</td><td>${chip(i.state)}</td><td>${i.attempts}</td><td class="clip">${esc(err)}</td><td class="clip">${esc(oneLine(i.output).slice(0, 300))}</td></tr>`
+        })
+        .join("")
+    },
+
+    /** One item opened: its input row, the request made of it, every attempt, its output. */
+    item(d: ItemDetail): string {
+      const cost = d.cost_usd === null ? "" : ` · ${usd(d.cost_usd)}`
+      const tokens = `${num(d.usage.input_tokens)} in · ${num(d.usage.output_tokens)} out${d.usage.cached_input_tokens ? ` (${num(d.usage.cached_input_tokens)} cached)` : ""}`
+      const r = d.request
+      const request =
+        "unfilled" in r
+          ? `<p class="alert">This row cannot fill the prompt: ${esc(r.unfilled)}.</p>`
+          : `${r.system ? `<h5>system</h5><pre id="item-system">${esc(r.system)}</pre>` : ""}<h5>prompt</h5><pre id="item-prompt">${esc(r.prompt)}</pre><dl>${[
+              ["provider", `${r.provider}${r.model ? ` · ${r.model}` : ""}`],
+              ["max_tokens", r.max_tokens ?? "the provider's default"],
+              ["temperature", r.temperature ?? "the provider's default"],
+              ["params", r.params && Object.keys(r.params).length ? JSON.stringify(r.params) : "none"],
+              ["output schema", r.schema ? r.schema.name : "none (free text)"],
+            ]
+              .map(([k, x]) => `<dt>${k}</dt><dd>${esc(x)}</dd>`)
+              .join("")}</dl>`
+      const attempts = d.history.length
+        ? `<div class="wide"><table id="item-attempts"><thead><tr><th>#</th><th>started</th><th>ended</th><th>outcome</th><th>error</th><th>HTTP</th><th>latency</th><th>tokens</th></tr></thead><tbody>${d.history
+            .map(
+              (a) =>
+                `<tr><td>${a.n || "—"}</td><td>${at(iso(a.started_at))}</td><td>${at(iso(a.ended_at))}</td><td>${esc(a.outcome ?? "in flight")}${a.note ? `<div class="muted">${esc(a.note)}</div>` : ""}</td><td>${a.error_class ? `<code>${esc(a.error_class)}</code> ` : ""}${esc(a.error ?? "")}</td><td>${a.http_status ?? ""}</td><td>${a.latency_ms === null ? "" : `${num(a.latency_ms)} ms`}</td><td>${a.input_tokens === null ? "" : `${num(a.input_tokens)} in · ${num(a.output_tokens ?? 0)} out`}</td></tr>`,
+            )
+            .join("")}</tbody></table></div>`
+        : `<p class="muted">No attempt yet.</p>`
+      const output =
+        d.output === null || d.output === undefined
+          ? `<p class="muted">No output${d.state === "completed" ? "" : " yet"}.</p>`
+          : `<pre id="item-output">${esc(pretty(d.output))}</pre>`
+      const error = d.error
+        ? `<h4>Last error</h4><p><code>${esc(d.error.class ?? "")}</code> ${esc(d.error.message)}</p>`
+        : ""
+      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${tokens}${cost}</p><h4>Input row</h4><pre id="item-input">${esc(pretty(d.input))}</pre><h4>Request</h4>${request}<h4>Attempts</h4>${attempts}<h4>Output</h4>${output}${error}`
+    },
+
+    /** What the run sends and how: provider, model, mode, inputs, prompts, schema, limits. Never a key. */
+    job(j: JobView): string {
+      const l = j.limits
+      const learn = (n: number) => (n ? num(n) : "learned from the provider")
+      const rows: [string, string][] = [
+        ["provider", `${j.provider} · ${j.model ?? "no model named"} · ${j.mode}`],
+        ...(j.base_url ? [["base URL", j.base_url] as [string, string]] : []),
+        ["API key", j.api_key_env ? `read from $${j.api_key_env}` : "read from the provider's own variable"],
+        ...(Object.keys(j.options).length
+          ? [["options", JSON.stringify(j.options)] as [string, string]]
+          : []),
+        [
+          "inputs",
+          j.inputs
+            .map((i) => `${i.path}${i.format ? ` (${i.format})` : ""}${i.id ? `, id field "${i.id}"` : ""}`)
+            .join("\n"),
+        ],
+        ["output schema", j.output ?? "none (free text)"],
+        [
+          "request",
+          `max_tokens ${j.max_tokens ?? "default"} · temperature ${j.temperature ?? "default"}${Object.keys(j.params).length ? ` · params ${JSON.stringify(j.params)}` : ""}`,
+        ],
+        [
+          "limits",
+          `concurrency ${num(l.concurrency)} · rpm ${learn(l.rpm)} · tpm ${learn(l.tpm)} · max attempts ${l.max_attempts} · timeout ${l.timeout_s} s${l.max_cost_usd === undefined ? "" : ` · max cost ${usd(l.max_cost_usd)}`}${l.canary ? ` · canary ${num(l.canary)}` : ""}`,
+        ],
+        ...(j.batch
+          ? [
+              [
+                "batch",
+                `size ${j.batch.batch_size ?? "the provider's most"} · poll every ${j.batch.poll_s}–${j.batch.poll_max_s} s · max live ${j.batch.max_live || "no limit"}`,
+              ] as [string, string],
+            ]
+          : []),
+      ]
+      const system = j.system ? `<h4>System prompt</h4><pre id="job-system">${esc(j.system)}</pre>` : ""
+      return `<dl id="job-facts">${rows.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")}</dl>${system}<h4>Prompt template</h4><pre id="job-prompt">${esc(j.prompt)}</pre>`
+    },
+
+    batches(list: BatchView[]): string {
+      if (!list.length) return `<tr><td colspan="6" class="muted">No batches.</td></tr>`
+      return list
+        .slice(-50)
+        .reverse()
+        .map(
+          (b) =>
+            `<tr><td>#${b.id} <code>${esc(b.provider_id ?? b.tag)}</code></td><td>${esc(word(b.phase))}${b.outcome ? ` (${esc(b.outcome)})` : ""}</td><td>${esc(b.status ?? "")}</td><td>${b.done === null ? "" : `${num(b.done)} / `}${num(b.items)}${b.failed ? `, ${num(b.failed)} failed` : ""}</td><td>${at(iso(b.created_at), true)}</td><td class="clip">${esc(b.error ?? "")}</td></tr>`,
+        )
+        .join("")
+    },
+
+    malformed(m: StatusView["malformed"]): string {
+      if (!m.count) return `<li class="muted">No malformed input lines.</li>`
+      return (
+        `<li>${num(m.count)} line(s) skipped${m.duplicates ? `, ${num(m.duplicates)} duplicate id(s)` : ""}</li>` +
+        m.sample.map((p) => `<li><code>${esc(p.file)}:${p.line}</code> ${esc(p.reason)}</li>`).join("")
+      )
+    },
+
+    recent(
+      list: { key: string; n: number; ended_at: number; error_class: string; error: string | null }[],
+    ): string {
+      if (!list.length) return `<li class="muted none">No failed attempts.</li>`
+      return list
+        .map(
+          (e) =>
+            `<li><span class="muted">${at(e.ended_at)}</span> <code>${esc(e.error_class)}</code> ${esc(e.key)} (attempt ${e.n}): ${esc(e.error ?? "")}</li>`,
+        )
+        .join("")
+    },
+  }
+}
