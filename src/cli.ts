@@ -1,5 +1,5 @@
 /** The spool command line: each command parses, calls the core, prints. Errors become text in `main` only. */
-import { defineCommand, runCommand, renderUsage, type ArgsDef, type CommandDef } from "citty"
+import { defineCommand, runCommand, type ArgsDef, type CommandDef } from "citty"
 import { createWriteStream, renameSync, rmSync } from "node:fs"
 import { resolve } from "node:path"
 import { SpoolError, type ExitCode } from "./plugins/api/errors.ts"
@@ -8,10 +8,11 @@ import { scrub } from "./plugins/api/redact.ts"
 import * as jobs from "./core/job/job.ts"
 import { mustFind, type Ledger } from "./core/ledger/ledger.ts"
 import * as states from "./core/ledger/states.ts"
-import { common, home, lazyLedger, VERSION } from "./cli/common.ts"
+import { common, existingHome, home, lazyLedger, VERSION } from "./cli/common.ts"
 import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
 import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
 import { jobFlags, mustHaveJob, runArgs } from "./cli/flags.ts"
+import { usage } from "./cli/help.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
 // start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
@@ -177,6 +178,7 @@ const serve = defineCommand({
   },
   args: { ...serveArgs, ...common },
   async run({ args }) {
+    await existingHome(args.home)
     const server = await startServer(args)
     await new Promise<void>((done) => {
       const stop = () => done()
@@ -197,7 +199,7 @@ const status = defineCommand({
   },
   async run({ args }) {
     const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
-    const db = await ledger.open(home(args.home), { access: "read" })
+    const db = await ledger.open(await existingHome(args.home), { access: "read" })
     try {
       const view = await report.status(db, await mustFind(db, args.run))
       process.stdout.write(args.json ? `${JSON.stringify(view, null, 2)}\n` : report.statusText(view))
@@ -213,7 +215,7 @@ const runs = defineCommand({
   args: { json: { type: "boolean", description: "Machine-readable output" }, ...common },
   async run({ args }) {
     const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
-    const db = await ledger.open(home(args.home), { access: "read" })
+    const db = await ledger.open(await existingHome(args.home), { access: "read" })
     try {
       const list = []
       for (const r of await db.runs.list()) list.push(await report.runLine(db, r))
@@ -242,14 +244,18 @@ const results = defineCommand({
       throw new UsageError(`--state: unknown state "${state}"`, `Use one of: ${states.STATES.join(", ")}.`)
     }
     const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
-    const db = await ledger.open(home(args.home), { access: "read" })
+    const db = await ledger.open(await existingHome(args.home), { access: "read" })
     try {
       const lines = report.results(db, await mustFind(db, args.run), state)
       if (!args.out) {
         await pour(process.stdout, lines)
         return 0
       }
-      await writeAtomically(resolve(args.out), lines)
+      const count = await writeAtomically(resolve(args.out), lines)
+      // the one line a file's writer gets: stdout stays for data, and here there is none
+      process.stderr.write(
+        `wrote ${count.toLocaleString("en-US")} result${count === 1 ? "" : "s"} to ${args.out}\n`,
+      )
     } finally {
       await db.close()
     }
@@ -260,15 +266,17 @@ const results = defineCommand({
 /**
  * Writes lines with backpressure and waits until the last one is handed to the OS: the process exits
  * right after a command returns, and a pipe's unflushed tail would be lost (a slow reader saw 256 of
- * 5,000 lines before this).
+ * 5,000 lines before this). Says how many it wrote.
  */
-async function pour(out: NodeJS.WritableStream, lines: AsyncIterable<string>): Promise<void> {
+async function pour(out: NodeJS.WritableStream, lines: AsyncIterable<string>): Promise<number> {
   let failed: NodeJS.ErrnoException | undefined
+  let count = 0
   const onError = (err: NodeJS.ErrnoException) => (failed ??= err)
   out.on("error", onError)
   try {
     for await (const line of lines) {
       if (failed) break
+      count++
       // each wait takes its listeners off again: left on, they piled up (MaxListenersExceededWarning at ~3,000 lines)
       if (!out.write(line))
         await new Promise<void>((done) => {
@@ -287,16 +295,18 @@ async function pour(out: NodeJS.WritableStream, lines: AsyncIterable<string>): P
   }
   // the reader went away (`spool results | head`): it has what it wanted, which is not an error
   if (failed && !(failed.code === "EPIPE" && out === process.stdout)) throw failed
+  return count
 }
 
-/** Writes beside the target and renames, so a reader never sees a half-written file. Owner-only. */
-async function writeAtomically(path: string, lines: AsyncIterable<string>): Promise<void> {
+/** Writes beside the target and renames, so a reader never sees a half-written file. Owner-only. The lines written. */
+async function writeAtomically(path: string, lines: AsyncIterable<string>): Promise<number> {
   const tmp = `${path}.${process.pid}.tmp`
   const out = createWriteStream(tmp, { mode: 0o600 })
   try {
-    await pour(out, lines)
+    const count = await pour(out, lines)
     await new Promise<void>((done, fail) => out.end((err?: Error | null) => (err ? fail(err) : done())))
     renameSync(tmp, path)
+    return count
   } catch (err) {
     rmSync(tmp, { force: true })
     throw err
@@ -388,7 +398,7 @@ export async function cli(argv: string[]): Promise<ExitCode> {
   try {
     const [name, ...rest] = argv
     if (!name || name === "--help" || name === "-h") {
-      process.stdout.write(`${await renderUsage(main)}\n`)
+      process.stdout.write(`${await usage(main, undefined, process.stdout)}\n`)
       return 0
     }
     if (name === "--version" || name === "-v") {
@@ -404,7 +414,7 @@ export async function cli(argv: string[]): Promise<ExitCode> {
       )
     }
     if (rest.includes("--help") || rest.includes("-h")) {
-      process.stdout.write(`${await renderUsage(cmd, main)}\n`)
+      process.stdout.write(`${await usage(cmd, main, process.stdout)}\n`)
       return 0
     }
     checkFlags(cmd, rest)

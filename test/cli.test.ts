@@ -6,6 +6,8 @@ import { describe, expect, test } from "bun:test"
 import { join } from "node:path"
 import { FORMATS, PROVIDERS, jobFlags } from "../src/cli/flags.ts"
 import { COMMANDS } from "../src/cli.ts"
+import { plain, usage, wantsColour } from "../src/cli/help.ts"
+import type { CommandDef } from "citty"
 import * as jobs from "../src/core/job/job.ts"
 import * as registry from "../src/plugins/registry.ts"
 
@@ -121,5 +123,35 @@ describe("every job key is a flag", () => {
       "pricing-input": "0.4",
       model: "b",
     })
+  })
+})
+
+describe("colour", () => {
+  const tty = { isTTY: true }
+  const pipe = { isTTY: false }
+
+  test("on a terminal unless NO_COLOR (any value but none) or a dumb one; into a pipe only with FORCE_COLOR", () => {
+    expect(wantsColour(tty, {})).toBe(true)
+    expect(wantsColour(pipe, {})).toBe(false)
+    expect(wantsColour(tty, { NO_COLOR: "1" })).toBe(false)
+    expect(wantsColour(tty, { NO_COLOR: "false" })).toBe(false)
+    expect(wantsColour(tty, { NO_COLOR: "" })).toBe(true)
+    expect(wantsColour(tty, { TERM: "dumb" })).toBe(false)
+    expect(wantsColour(pipe, { FORCE_COLOR: "1" })).toBe(true)
+    expect(wantsColour(pipe, { FORCE_COLOR: "" })).toBe(true)
+    expect(wantsColour(tty, { FORCE_COLOR: "0" })).toBe(false)
+    expect(wantsColour(pipe, { FORCE_COLOR: "1", NO_COLOR: "1" })).toBe(false)
+  })
+
+  test("a help text is the same words either way: colour codes and line-end padding come out", async () => {
+    const run = COMMANDS.run as CommandDef
+    const main = { meta: { name: "spool", version: "9" } } as CommandDef
+    const piped = await usage(run, main, pipe, {})
+    const forced = await usage(run, main, pipe, { FORCE_COLOR: "1" })
+    expect(piped).not.toContain("\x1b[")
+    expect(forced).toContain("\x1b[1;4mOPTIONS\x1b[0m")
+    expect(forced).toContain("\x1b[36m--input=<file>\x1b[0m")
+    expect(plain(forced)).toBe(piped)
+    expect(piped.split("\n")[0]).toBe("Start a run, or resume the run of the same name (spool run v9)")
   })
 })

@@ -3,7 +3,7 @@ import { defineCommand, type ArgsDef } from "citty"
 import { resolve } from "node:path"
 import { UsageError } from "../core/base/errors.ts"
 import type { Ledger } from "../core/ledger/ledger.ts"
-import { common, home, lazyLedger, VERSION } from "./common.ts"
+import { common, existingHome, home, lazyLedger, VERSION } from "./common.ts"
 
 const refArgs = {
   run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
@@ -12,7 +12,7 @@ const refArgs = {
 
 /** Opens the store for a command that acts on one run, and closes it after. */
 async function withStore<T>(arg: string | undefined, use: (db: Ledger) => Promise<T>) {
-  const db = await (await lazyLedger()).open(home(arg))
+  const db = await (await lazyLedger()).open(await existingHome(arg))
   try {
     return await use(db)
   } finally {

@@ -489,7 +489,7 @@ describe("dist/spool", () => {
     expect(await new Response(child.stderr).text()).toBe("")
   })
 
-  test("results --out with 3,000 items writes them all and prints nothing, no MaxListenersExceededWarning", async () => {
+  test("results --out with 3,000 items writes them all and says so in one line, no MaxListenersExceededWarning", async () => {
     await using tmp = await tmpdir()
     const n = 3000
     writeFileSync(
@@ -502,11 +502,21 @@ describe("dist/spool", () => {
     expect({ code: out.code, stdout: out.stdout, stderr: out.stderr }).toEqual({
       code: 0,
       stdout: "",
-      stderr: "",
+      stderr: "wrote 3,000 results to r.jsonl\n",
     })
     expect(idsOf(readFileSync(tmp.join("r.jsonl"), "utf8"))).toEqual(
       Array.from({ length: n }, (_, i) => `r${i}`),
     )
+    // the path as it was given; one result is one, none is none
+    mkdirSync(tmp.join("sub"))
+    const none = await spool(["results", "--state", "failed", "--out", "./sub/../f.jsonl"], { cwd: tmp.path })
+    expect(none.stderr).toBe("wrote 0 results to ./sub/../f.jsonl\n")
+    expect(readFileSync(tmp.join("f.jsonl"), "utf8")).toBe("")
+    writeFileSync(tmp.join("one.jsonl"), '{"id":"only","t":"x"}\n')
+    const single = ["run", "--input", "one.jsonl", "--id", "id", "--prompt", "{{t}}", "--provider", "mock"]
+    expect((await spool(single, { cwd: tmp.path })).code).toBe(0)
+    const one = await spool(["results", "one", "--out", tmp.join("o.jsonl")], { cwd: tmp.path })
+    expect(one.stderr).toBe(`wrote 1 result to ${tmp.join("o.jsonl")}\n`)
   })
 
   test("the run's summary counts failed and need-review items apart", async () => {
@@ -584,5 +594,91 @@ describe("the install story", () => {
     expect(away.stderr.trim().split("\n").at(-1)).toBe(
       `  mkdir -p ~/.local/bin && install -m 755 ${away.tree.replace(" ", "\\ ")}/dist/spool ~/.local/bin/spool`,
     )
+  })
+})
+
+describe("terminal manners", () => {
+  test("--help is coloured on a terminal or with FORCE_COLOR, never into a pipe or with NO_COLOR", async () => {
+    await using tmp = await tmpdir()
+    // the test's own colour settings left out, whatever they are
+    const { NO_COLOR: _no, FORCE_COLOR: _force, CI: _ci, ...clean } = process.env as Record<string, string>
+    const help = async (env: Record<string, string>, args = ["--help"]) => {
+      const child = Bun.spawn([BIN, ...args], {
+        cwd: tmp.path,
+        env: { ...clean, TERM: "xterm", ...env },
+        stdout: "pipe",
+        stderr: "pipe",
+      })
+      return { stdout: await new Response(child.stdout).text(), code: await child.exited }
+    }
+    const hasColour = (text: string) => text.includes("\x1b[")
+    for (const args of [["--help"], ["run", "--help"], ["status", "-h"]]) {
+      const piped = await help({}, args)
+      expect(piped.code).toBe(0)
+      expect(piped.stdout).toContain("USAGE spool")
+      expect(hasColour(piped.stdout)).toBe(false)
+      // and no line ends in the spaces citty pads its columns with
+      expect(piped.stdout.split("\n").filter((l) => l.endsWith(" "))).toEqual([])
+      const forced = await help({ FORCE_COLOR: "1" }, args)
+      expect(hasColour(forced.stdout)).toBe(true)
+      expect(forced.stdout.replace(/\x1b\[[0-9;]*m/g, "")).toBe(piped.stdout)
+    }
+    expect(hasColour((await help({ FORCE_COLOR: "1", NO_COLOR: "1" })).stdout)).toBe(false)
+    expect(hasColour((await help({ FORCE_COLOR: "0" })).stdout)).toBe(false)
+    // citty alone colours into a pipe; and it would not colour under CI even when forced: spool decides, not citty
+    expect(hasColour((await help({ FORCE_COLOR: "1", CI: "true" })).stdout)).toBe(true)
+    // a terminal (script(1) gives one), and a terminal with NO_COLOR of any value
+    const tty = (env: string) =>
+      Bun.spawnSync(["script", "-qec", `env ${env} ${BIN} --help`, "/dev/null"], {
+        cwd: tmp.path,
+        env: { ...clean, TERM: "xterm" },
+      }).stdout.toString()
+    expect(tty("TERM=xterm")).toContain("\x1b[1;4mCOMMANDS\x1b[0m")
+    expect(hasColour(tty("NO_COLOR=yes"))).toBe(false)
+    expect(hasColour(tty("TERM=dumb"))).toBe(false)
+  })
+
+  test("the commands that read or act on runs, in a folder with no store, say so and make none", async () => {
+    await using tmp = await tmpdir()
+    const commands = [
+      ["status"],
+      ["status", "--json"],
+      ["runs"],
+      ["results"],
+      ["results", "--out", "r.jsonl"],
+      ["serve", "--port", "0"],
+      ["pause"],
+      ["resume"],
+      ["cancel"],
+      ["retry"],
+      ["export", "--dir", "bundle"],
+      ["prune"],
+    ]
+    for (const args of commands) {
+      // with the default ./.spool, as a person's shell has it (the helper sets SPOOL_HOME)
+      const { SPOOL_HOME: _home, ...env } = process.env
+      const child = Bun.spawn([BIN, ...args], { cwd: tmp.path, env, stdout: "pipe", stderr: "pipe" })
+      const [stdout, stderr, code] = await Promise.all([
+        new Response(child.stdout).text(),
+        new Response(child.stderr).text(),
+        child.exited,
+      ])
+      expect({ args, code, stdout, stderr }).toEqual({
+        args,
+        code: 2,
+        stdout: "",
+        stderr:
+          "spool: no spool store in ./.spool — start a run with `spool run job.toml`\n" +
+          "  Or point --home (or SPOOL_HOME) at the folder that holds one.\n",
+      })
+    }
+    const elsewhere = await spool(["status", "--home", "somewhere"], { cwd: tmp.path })
+    expect(elsewhere.stderr.split("\n")[0]).toBe(
+      "spool: no spool store in somewhere — start a run with `spool run job.toml`",
+    )
+    expect(readdirSync(tmp.path)).toEqual([])
+    // estimate and plugins never need one, and make none either
+    expect((await spool(["plugins"], { cwd: tmp.path })).code).toBe(0)
+    expect(readdirSync(tmp.path)).toEqual([])
   })
 })

@@ -2,8 +2,14 @@
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import { connect } from "node:net"
+import { open } from "../../src/core/ledger/open.ts"
 import { served, spool, start } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
+
+/** An empty store under `dir`/.spool: `spool serve` serves only a store that is there. */
+async function store(dir: string): Promise<void> {
+  await (await open(`${dir}/.spool`)).close()
+}
 
 /** Sends `request` as it is over TCP and reads the answer to the end: its status line and headers, and its body. */
 function raw(port: number, request: string): Promise<{ head: string[]; body: string }> {
@@ -49,6 +55,7 @@ concurrency = 2
 describe("spool serve", () => {
   test("refuses an address beyond loopback without a token, before listening", async () => {
     await using tmp = await tmpdir()
+    await store(tmp.path)
     const out = await spool(["serve", "--host", "0.0.0.0", "--port", "0"], { cwd: tmp.path })
     expect(out.code).toBe(2)
     expect(out.stderr).toContain("spool: refusing to serve on 0.0.0.0 without a token")
@@ -57,6 +64,7 @@ describe("spool serve", () => {
 
   test("a busy port is a clear error naming it", async () => {
     await using tmp = await tmpdir()
+    await store(tmp.path)
     const other = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("") })
     try {
       const out = await spool(["serve", "--port", String(other.port)], { cwd: tmp.path })
@@ -118,6 +126,7 @@ describe("spool serve", () => {
   test("a token shorter than 16 characters is refused with exit 2, before listening or running", async () => {
     await using tmp = await tmpdir()
     job(tmp.path, 1)
+    await store(tmp.path)
     const said = (n: number) =>
       `spool: refusing a token of ${n} character${n === 1 ? "" : "s"}: it must have at least 16, or it could be guessed\n` +
       "  Pass a longer --token (or SPOOL_TOKEN), such as the output of `openssl rand -hex 16`.\n"
@@ -134,6 +143,7 @@ describe("spool serve", () => {
 
   test("a request without a Host header gets the JSON error, never Bun's error page, with or without a token", async () => {
     await using tmp = await tmpdir()
+    await store(tmp.path)
     for (const env of [{}, { SPOOL_TOKEN: "tok-0123456789abcdef" }] as Record<string, string>[]) {
       const child = start(["serve", "--port", "0"], { cwd: tmp.path, env })
       try {

@@ -320,19 +320,25 @@ describe("dist/spool on a store it may not write", () => {
     chmodSync(home, 0o700)
   })
 
-  test("a home whose path runs through a file: refused for reads and writes, naming the directory and why", async () => {
+  test("a home whose path runs through a file: refused for writes, naming the directory and why; no store to read", async () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("notes"), "a file\n")
     const home = tmp.join("notes", ".spool")
     writeFileSync(tmp.join("in.jsonl"), '{"text":"a"}\n')
-    for (const args of [["status"], RUN]) {
-      const ran = await spool([...args, "--home", home], { cwd: tmp.path })
-      expect(ran.code).toBe(1)
-      told(
-        ran,
-        `cannot create the store directory ${home}: a part of the path is a file, not a directory`,
-        "Give --home (or SPOOL_HOME) a directory you can create and write to.",
-      )
-    }
+    const ran = await spool([...RUN, "--home", home], { cwd: tmp.path })
+    expect(ran.code).toBe(1)
+    told(
+      ran,
+      `cannot create the store directory ${home}: a part of the path is a file, not a directory`,
+      "Give --home (or SPOOL_HOME) a directory you can create and write to.",
+    )
+    // a command that only reads makes no store: there is none there to read
+    const status = await spool(["status", "--home", home], { cwd: tmp.path })
+    expect(status.code).toBe(2)
+    told(
+      status,
+      `no spool store in ${home} — start a run with \`spool run job.toml\``,
+      "Or point --home (or SPOOL_HOME) at the folder that holds one.",
+    )
   })
 })
