@@ -289,7 +289,9 @@ export function createApp(o: ServerOptions): Hono {
     const run = await runOf(db, c.req.param("id"))
     const q = valid(ResultsQuery, c.req.query(), "query")
     c.header("Content-Type", "application/x-ndjson; charset=utf-8")
-    c.header("Content-Disposition", `attachment; filename="${run.name}-${run.id}.jsonl"`)
+    // a job's name is letters, digits, dot, dash and underscore; a run made otherwise must not break the header
+    const file = `${run.name.replace(/[^A-Za-z0-9._-]/g, "_")}-${run.id}.jsonl`
+    c.header("Content-Disposition", `attachment; filename="${file}"`)
     return c.body(chunked(report.results(db, run, q.state), run.name))
   })
 

@@ -247,6 +247,16 @@ describe("the results download", () => {
     ).toEqual(["k1", "k2"])
     const bad = await app().request(`/api/runs/${runId}/results?state=done`)
     expect(bad.status).toBe(400)
+    // a name no job could have (quotes, a line break) stays out of the header
+    const { run: odd } = await writer.runs.create({
+      name: 'a"b\nc',
+      job: JOB,
+      fingerprint: "fp",
+      resume: "spool run",
+      inputs: [{ path: "/in.jsonl", format: "jsonl" }],
+    })
+    const named = await app().request(`/api/runs/${odd.id}/results`)
+    expect(named.headers.get("content-disposition")).toBe(`attachment; filename="a_b_c-${odd.id}.jsonl"`)
   })
 
   test("it streams: the body comes 500 lines at a time, read only as the client takes it, and stops when the client goes", async () => {
