@@ -94,7 +94,7 @@ export function views() {
       return list
         .map(
           (r) =>
-            `<tr class="${r.id === selected ? "sel" : ""}" data-run="${r.id}"><td><a href="?run=${r.id}">${esc(r.name)}</a> <span class="muted">#${r.id}</span>${r.resume ? `<div class="resume">go on with <code class="cmd">${esc(r.resume)}</code></div>` : ""}</td><td>${chip(r.state)}</td><td class="grow"><div class="prog">${bar(r.completed, r.failed, r.total)}<span class="muted">${num(r.completed + r.failed)} / ${num(r.total)}</span></div></td><td>${r.rate_per_s}/s</td><td>${dur(r.eta_s)}</td><td>${usd(r.spend_usd)}</td></tr>`,
+            `<tr class="${r.id === selected ? "sel" : ""}" data-run="${r.id}"><td><a href="?run=${r.id}">${esc(r.name)}</a> <span class="muted">#${r.id}</span>${r.resume ? `<div class="resume">go on with <code class="cmd">${esc(r.resume)}</code></div>` : ""}</td><td>${chip(r.state)}</td><td class="grow"><div class="prog">${bar(r.completed, r.failed, r.total)}<span class="muted">${num(r.completed + r.failed)} / ${num(r.total)}</span></div></td><td>${r.state === "interrupted" ? "—" : `${r.rate_per_s}/s`}</td><td>${dur(r.eta_s)}</td><td>${usd(r.spend_usd)}</td></tr>`,
         )
         .join("")
     },
@@ -116,13 +116,13 @@ export function views() {
         b(
           "retry",
           `Retry failed (${num(v.counts.failed)})`,
-          v.counts.failed > 0 && v.state !== "cancelled",
+          v.counts.failed > 0 && v.state !== "cancelling",
           "failed",
         ),
         b(
           "retry",
           `Retry needs review (${num(v.counts.needs_review)})`,
-          v.counts.needs_review > 0 && v.state !== "cancelled",
+          v.counts.needs_review > 0 && v.state !== "cancelling",
           "needs_review",
         ),
         `<a class="button" id="download" href="api/runs/${v.id}/results" download="${esc(v.name)}-${v.id}.jsonl">Download results (JSONL)</a>`,

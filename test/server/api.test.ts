@@ -462,6 +462,22 @@ describe("the page", () => {
     expect(html).not.toContain("http://")
   })
 
+  test("a cancelled run's failed and needs-review items can be retried from the page; not while it is cancelling", async () => {
+    const retry = (html: string) => [...html.matchAll(/data-action="retry" data-state="(\w+)"( disabled)?>/g)]
+    await writer.runs.setState(runId, "cancelling", "cancelled by `spool cancel`")
+    const cancelling = await (await app().request(`/?run=${runId}`)).text()
+    expect(retry(cancelling).map((m) => [m[1], m[2] === undefined])).toEqual([
+      ["failed", false],
+      ["needs_review", false],
+    ])
+    await writer.runs.setState(runId, "cancelled", "cancelled by `spool cancel`")
+    const cancelled = await (await app().request(`/?run=${runId}`)).text()
+    expect(retry(cancelled).map((m) => [m[1], m[2] === undefined])).toEqual([
+      ["failed", true],
+      ["needs_review", true],
+    ])
+  })
+
   test("text from the data is escaped: a run name or an output cannot inject markup", async () => {
     const { run: evil } = await writer.runs.create({
       name: '<img src=x onerror="alert(1)">',

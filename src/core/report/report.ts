@@ -37,7 +37,7 @@ export interface StatusView {
   elapsed_s: number
   /** 0 for an interrupted run: nothing is going on. */
   rate_per_s: number
-  /** null when unknown, and for an interrupted run. */
+  /** null when unknown, and for a run that is not going (paused, cancelled, interrupted). */
   eta_s: number | null
   resume: string
 }
@@ -176,7 +176,8 @@ export async function status(
     queue: { tokens: run.queue_tokens ?? null, requests: run.queue_requests ?? null },
     elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
     rate_per_s: Math.round(rate * 100) / 100,
-    eta_s: state === INTERRUPTED ? null : left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
+    // only a run that is going has an ETA: a paused, cancelled or interrupted one waits for someone
+    eta_s: left === 0 ? 0 : going && rate > 0 ? Math.round(left / rate) : null,
     resume: run.resume,
   }
 }

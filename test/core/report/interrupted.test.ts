@@ -127,4 +127,30 @@ describe("a run that no process works on is shown interrupted", () => {
     )
     await l.close()
   })
+
+  test("only a running run has an ETA: a paused or cancelled one with items left has none, a live one has one", async () => {
+    await using tmp = await tmpdir()
+    const l = sqlite.open(tmp.path)
+    const { run } = await seed(l, 4)
+    const [c] = await l.claims.step(run.id, "w", [], 1, 60_000)
+    const now = Date.now()
+    await l.claims.step(
+      run.id,
+      "w",
+      [{ item: c!.id, attempt: 1, to: "completed", label: "ok", output: "x", latencyMs: 1, endedAt: now }],
+      0,
+      60_000,
+    )
+    await l.workers.beat(run.id, here, now)
+    const live = await status(l, run, now)
+    expect([live.state, live.eta_s === null]).toEqual(["running", false])
+    await l.runs.setState(run.id, "paused", "paused by `spool pause`")
+    const paused = await status(l, (await l.runs.get(run.id))!, now)
+    expect([paused.state, paused.eta_s]).toEqual(["paused", null])
+    await l.runs.setState(run.id, "cancelled", "cancelled by `spool cancel`")
+    const cancelled = await status(l, (await l.runs.get(run.id))!, now)
+    expect([cancelled.state, cancelled.eta_s]).toEqual(["cancelled", null])
+    expect(statusText(cancelled)).toContain("ETA unknown")
+    await l.close()
+  })
 })
