@@ -22,7 +22,7 @@ const api = (path) => fetch("api/runs/" + runId + path).then(async (r) => {
 
 // times the server drew, in its zone: drawn again in this browser's
 function localize() {
-  for (const t of document.querySelectorAll("time[data-t]")) t.textContent = V.clock(Number(t.dataset.t), "dated" in t.dataset);
+  for (const t of document.querySelectorAll("time[data-t]")) t.textContent = V.clock(Number(t.dataset.t), "dated" in t.dataset, "tenths" in t.dataset);
   for (const z of document.querySelectorAll(".zone")) z.textContent = "times in " + V.zone(Date.now());
 }
 

@@ -29,11 +29,12 @@ export function views() {
   const chip = (s: string, id = ""): string =>
     `<span class="st st-${esc(s)}"${id ? ` id="${id}"` : ""}>${esc(word(s))}</span>`
   const pad = (n: number): string => String(n).padStart(2, "0")
-  /** A time of day here (where this code runs); with the date when `dated`. */
-  const clock = (ms: number, dated = false): string => {
+  /** A time of day here (where this code runs); with the date when `dated`, and tenths of a second when `tenths`. */
+  const clock = (ms: number, dated = false, tenths = false): string => {
     const d = new Date(ms)
     const day = dated ? `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` : ""
-    return `${day}${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
+    const tenth = tenths ? `.${Math.floor(d.getMilliseconds() / 100)}` : ""
+    return `${day}${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}${tenth}`
   }
   /** This zone as an offset from UTC at `ms` ("UTC+1", "UTC+5:30", "UTC"), and its name where it has one. */
   const zone = (ms: number): string => {
@@ -46,8 +47,10 @@ export function views() {
     return name && name !== "UTC" && name !== "Etc/UTC" ? `${utc} (${name})` : utc
   }
   /** A time as the page shows it: here, and marked so that the browser redraws a server-drawn one in its own zone. */
-  const at = (ms: number | null, dated = false): string =>
-    ms === null ? "" : `<time data-t="${ms}"${dated ? " data-dated" : ""}>${clock(ms, dated)}</time>`
+  const at = (ms: number | null, dated = false, tenths = false): string =>
+    ms === null
+      ? ""
+      : `<time data-t="${ms}"${dated ? " data-dated" : ""}${tenths ? " data-tenths" : ""}>${clock(ms, dated, tenths)}</time>`
   const iso = (s: string | null): number | null => (s ? Date.parse(s) : null)
   /** JSON pretty-printed, a string that holds JSON too; any other string as it is. */
   const pretty = (x: unknown): string => {
@@ -162,6 +165,9 @@ export function views() {
       const max = Math.max(1, ...c.points.map((p) => p.completed + p.failed))
       const per = c.slot_ms >= 60_000 ? `${c.slot_ms / 60_000} min` : `${c.slot_ms / 1000} s`
       const dated = span > 20 * 3600_000
+      // a run of a few seconds: its ticks (a quarter of it apart) and its bars (under a second) need tenths to differ
+      const fine = c.slot_ms < 1000
+      const fineTicks = span < 4000
       const bars = c.points
         .map((p) => {
           const left = x(p.at)
@@ -169,7 +175,7 @@ export function views() {
           const hc = (p.completed / max) * (H - LANE - 4)
           const hf = (p.failed / max) * (H - LANE - 4)
           const base = H - LANE
-          return `<g><title>${clock(p.at, dated)}: ${num(p.completed)} completed, ${num(p.failed)} failed or needs review</title><rect class="ok" x="${left.toFixed(2)}" y="${(base - hc).toFixed(2)}" width="${width}" height="${hc.toFixed(2)}"/><rect class="bad" x="${left.toFixed(2)}" y="${(base - hc - hf).toFixed(2)}" width="${width}" height="${hf.toFixed(2)}"/></g>`
+          return `<g><title>${clock(p.at, dated, fine)}: ${num(p.completed)} completed, ${num(p.failed)} failed or needs review</title><rect class="ok" x="${left.toFixed(2)}" y="${(base - hc).toFixed(2)}" width="${width}" height="${hc.toFixed(2)}"/><rect class="bad" x="${left.toFixed(2)}" y="${(base - hc - hf).toFixed(2)}" width="${width}" height="${hf.toFixed(2)}"/></g>`
         })
         .join("")
       const capped = (n: number) => (c.error_cap !== null && n >= c.error_cap ? `${num(n)} or more` : num(n))
@@ -179,11 +185,11 @@ export function views() {
             1,
             0.35 + (0.65 * e.errors) / (c.error_cap ?? Math.max(1, ...c.errors.map((m) => m.errors))),
           )
-          return `<rect class="err" x="${x(e.at).toFixed(2)}" y="${H - LANE + 2}" width="${Math.max(1.5, Math.min(w, W - x(e.at))).toFixed(2)}" height="${LANE - 2}" opacity="${strength.toFixed(2)}"><title>${clock(e.at, dated)}: ${capped(e.errors)} failed attempt(s)</title></rect>`
+          return `<rect class="err" x="${x(e.at).toFixed(2)}" y="${H - LANE + 2}" width="${Math.max(1.5, Math.min(w, W - x(e.at))).toFixed(2)}" height="${LANE - 2}" opacity="${strength.toFixed(2)}"><title>${clock(e.at, dated, fine)}: ${capped(e.errors)} failed attempt(s)</title></rect>`
         })
         .join("")
       const ticks = [0, 0.25, 0.5, 0.75, 1]
-        .map((f) => `<span>${at(c.from + f * span, dated)}</span>`)
+        .map((f) => `<span>${at(c.from + f * span, dated, fineTicks)}</span>`)
         .join("")
       const errs = c.errors.length ? `<i class="key err"></i>errors (failed attempts)` : ""
       const none = c.points.length ? "" : `<p class="muted">No item has finished yet.</p>`
@@ -233,7 +239,7 @@ export function views() {
         ? `<div class="wide"><table id="item-attempts"><thead><tr><th>#</th><th>started</th><th>ended</th><th>outcome</th><th>error</th><th>HTTP</th><th>latency</th><th>tokens</th></tr></thead><tbody>${d.history
             .map(
               (a) =>
-                `<tr><td>${a.n || "—"}</td><td>${at(iso(a.started_at))}</td><td>${at(iso(a.ended_at))}</td><td>${esc(a.outcome ?? "in flight")}${a.note ? `<div class="muted">${esc(a.note)}</div>` : ""}</td><td>${a.error_class ? `<code>${esc(a.error_class)}</code> ` : ""}${esc(a.error ?? "")}</td><td>${a.http_status ?? ""}</td><td>${a.latency_ms === null ? "" : `${num(a.latency_ms)} ms`}</td><td>${a.input_tokens === null ? "" : `${num(a.input_tokens)} in · ${num(a.output_tokens ?? 0)} out`}</td></tr>`,
+                `<tr><td>${a.n || "—"}</td><td>${at(iso(a.started_at))}</td><td>${at(iso(a.ended_at))}</td><td>${esc(a.outcome ? word(a.outcome) : "in flight")}${a.note ? `<div class="muted">${esc(a.note)}</div>` : ""}</td><td>${a.error_class ? `<code>${esc(a.error_class)}</code> ` : ""}${esc(a.error ?? "")}</td><td>${a.http_status ?? ""}</td><td>${a.latency_ms === null ? "" : `${num(a.latency_ms)} ms`}</td><td>${a.input_tokens === null ? "" : `${num(a.input_tokens)} in · ${num(a.output_tokens ?? 0)} out`}</td></tr>`,
             )
             .join("")}</tbody></table></div>`
         : `<p class="muted">No attempt yet.</p>`
@@ -271,13 +277,13 @@ export function views() {
         ],
         [
           "limits",
-          `concurrency ${num(l.concurrency)} · rpm ${learn(l.rpm)} · tpm ${learn(l.tpm)} · max attempts ${l.max_attempts} · timeout ${l.timeout_s} s${l.max_cost_usd === undefined ? "" : ` · max cost ${usd(l.max_cost_usd)}`}${l.canary ? ` · canary ${num(l.canary)}` : ""}`,
+          `concurrency ${num(l.concurrency)} · rpm ${learn(l.rpm)} · tpm ${learn(l.tpm)} · max attempts ${l.max_attempts} (retries wait ${l.retry_base_s}–${l.retry_cap_s} s) · timeout ${l.timeout_s} s${l.max_cost_usd === undefined ? "" : ` · max cost ${usd(l.max_cost_usd)}`}${l.canary ? ` · canary ${num(l.canary)}` : ""}`,
         ],
         ...(j.batch
           ? [
               [
                 "batch",
-                `size ${j.batch.batch_size ?? "the provider's most"} · poll every ${j.batch.poll_s}–${j.batch.poll_max_s} s · max live ${j.batch.max_live || "no limit"}`,
+                `size ${j.batch.batch_size ?? "the provider's most"} · poll every ${j.batch.poll_s}–${j.batch.poll_max_s} s · max live ${j.batch.max_live || "no limit"}${l.tail_realtime ? ` · the last ${num(l.tail_realtime)} items as direct calls` : ""}`,
               ] as [string, string],
             ]
           : []),

@@ -78,6 +78,12 @@ async function open(path: string): Promise<void> {
   await page.waitForSelector("#live.on", { timeout: 10_000 })
 }
 
+/** The job panel's facts, by their labels. */
+const jobFacts = () =>
+  page.evaluate<Record<string, string>>(
+    `Object.fromEntries([...document.querySelectorAll("#job-facts dd")].map((el) => [el.dataset.k, el.textContent]))`,
+  )
+
 const marked = () => page.evaluate<boolean>("window.mark === 1")
 
 beforeAll(async () => {
@@ -424,9 +430,7 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
 
   test("shows the run's job: provider, model, mode, inputs, system prompt and prompt template", async () => {
     await open(`?run=${ids.browse}`)
-    const facts = await page.evaluate<Record<string, string>>(
-      `Object.fromEntries([...document.querySelectorAll("#job-facts dd")].map((el) => [el.dataset.k, el.textContent]))`,
-    )
+    const facts = await jobFacts()
     expect(facts).toMatchObject({
       provider: "mock · mock-1 · realtime",
       "API key": "read from the provider's own variable",
@@ -436,25 +440,41 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     expect(facts.limits).toStartWith("concurrency 2 · ")
     expect(await page.textContent("#job-system")).toBe("You are a careful labeller.")
     expect(await page.textContent("#job-prompt")).toBe("{{a}}{{b}}")
+    // a job with an output schema: its name
+    await open(`?run=${ids.finished}`)
+    const checked = await jobFacts()
+    expect([checked.provider, checked["output schema"], checked.options]).toEqual([
+      "mock · no model named · realtime",
+      "ticket_label",
+      '{"reply":"{\\"label\\":\\"{{prompt}}\\"}"}',
+    ])
+    expect(checked.limits).toBe(
+      "concurrency 32 · rpm learned from the provider · tpm learned from the provider · max attempts 1 (retries wait 1–60 s) · timeout 120 s",
+    )
   })
 
   test("the chart spans the run's own life, its times in the browser's zone, with its errors marked", async () => {
     // the browse run took about 4 s: its bars fill the chart from left to right
+    await open(`?run=${ids.browse}`)
     const bars = await page.evaluate<number[][]>(
       `[...document.querySelectorAll("#chart rect.ok")].map((r) => [Number(r.getAttribute("x")), Number(r.getAttribute("width"))])`,
     )
     expect(bars.length).toBeGreaterThan(10)
     expect(Math.min(...bars.map(([x]) => x!))).toBeLessThan(72)
     expect(Math.max(...bars.map(([x, w]) => x! + w!))).toBeGreaterThan(648)
-    const run = (await (await fetch(`${url}api/runs/${ids.browse}`)).json()) as { created_at: string }
+    const run = (await (await fetch(`${url}api/runs/${ids.browse}`)).json()) as {
+      chart: { from: number; to: number }
+    }
     const there = new Intl.DateTimeFormat("en-GB", {
       timeZone: ZONE,
       hour: "2-digit",
       minute: "2-digit",
       second: "2-digit",
       hourCycle: "h23",
-    }).format(new Date(run.created_at))
-    expect(await page.textContent("#chart .ticks span:first-child")).toBe(there)
+    }).format(new Date(run.chart.from))
+    // a chart of under 4 s has its ticks less than a second apart: with tenths, so that they differ
+    const tenth = run.chart.to - run.chart.from < 4000 ? `.${Math.floor((run.chart.from % 1000) / 100)}` : ""
+    expect(await page.textContent("#chart .ticks span:first-child")).toBe(`${there}${tenth}`)
     // Chromium names the zone by its older name, Asia/Calcutta
     expect(await page.textContent("#chart .zone")).toMatch(
       /^times in UTC\+5:30 \(Asia\/(Kolkata|Calcutta)\)$/,
@@ -462,6 +482,10 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     // the finished run's four attempts with an error are marked: two failed (no text for the template), two
     // answered outside the schema
     await open(`?run=${ids.finished}`)
+    // its items all ended within a second: its five ticks, tenths of a second apart, each say another time
+    const ticks = await page.locator("#chart .ticks span").allTextContents()
+    expect([ticks.length, new Set(ticks).size]).toEqual([5, 5])
+    expect(ticks.every((t) => /^\d\d:\d\d:\d\d\.\d$/.test(t))).toBe(true)
     const marks = await page.locator("#chart rect.err title").allTextContents()
     expect(marks.length).toBeGreaterThan(0)
     expect(marks.reduce((n, m) => n + Number(/: (\d+) failed attempt/.exec(m)?.[1]), 0)).toBe(4)
@@ -554,6 +578,19 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     await page.click("#close-item")
     expect(await page.isHidden("#item")).toBe(true)
     expect(page.url()).not.toContain("#item")
+
+    // an attempt's outcome reads as words; a JSON answer is pretty-printed
+    const opened = async (key: string) => {
+      await page.fill("#q", key)
+      await page.press("#q", "Enter")
+      await until(`document.querySelector("#browse tr[data-item] a")?.textContent === "${key}"`, 10_000)
+      await page.click("#browse tr[data-item] a")
+      await until(`document.querySelector("#item:not([hidden]) h3 code")?.textContent === "${key}"`, 5_000)
+    }
+    await opened("t3")
+    expect((await page.locator("#item-attempts tbody td").allTextContents())[3]).toBe("needs review")
+    await opened("t1")
+    expect(await page.textContent("#item-output")).toBe('{\n  "label": "billing"\n}')
   })
 
   test("a run no process works on is marked interrupted, with the command that goes on with it", async () => {
