@@ -9,6 +9,7 @@ import type { State } from "../core/ledger/states.ts"
 import { PROGRESS_BUCKET_MS, type PagedItem, type Run } from "../core/ledger/types.ts"
 import { parse, requestOf } from "../core/job/template.ts"
 import { shown } from "../plugins/api/baseurl.ts"
+import { REDACTED, scrub } from "../plugins/api/redact.ts"
 import type { Chart, ItemDetail, ItemPage, ItemView, JobView } from "./types.ts"
 
 /** The chart has at most about this many slots, however long the run. */
@@ -77,7 +78,7 @@ export async function jobView(db: Ledger, run: Run): Promise<JobView> {
     mode: provider.mode,
     base_url: provider.base_url ? shown(provider.base_url) : null,
     api_key_env: provider.api_key_env ?? null,
-    options: provider.options ?? {},
+    options: unsecret(provider.options ?? {}) as Record<string, unknown>,
     inputs: sources.map((s) => ({
       path: s.path,
       format: s.format ?? read.get(s.path) ?? null,
@@ -92,6 +93,23 @@ export async function jobView(db: Ledger, run: Run): Promise<JobView> {
     limits,
     batch: provider.mode === "batch" ? batch : null,
   }
+}
+
+/** An option whose name says it holds a secret (`api_key`, `x-api-key`, `token`, `Authorization`, `password`, …). */
+const SECRET_NAME = /(^|[-_])(key|apikey|token|secret|password|passwd|authorization|cookie|credentials?)$/i
+
+/**
+ * A provider's options as the page shows them. A key belongs in the environment (`api_key_env`), but a plugin's
+ * options may still carry one (a header, a URL with credentials): a value under a secret's name, a URL's
+ * credentials, a bearer token or an API-key header in a text, and any key this process was given, are taken out.
+ */
+function unsecret(x: unknown, name = ""): unknown {
+  if (SECRET_NAME.test(name)) return REDACTED
+  if (typeof x === "string") return scrub(x.replace(/(\/\/)[^/@\s]*@/g, `$1${REDACTED}@`))
+  if (Array.isArray(x)) return x.map((y) => unsecret(y))
+  if (x !== null && typeof x === "object")
+    return Object.fromEntries(Object.entries(x).map(([k, y]) => [k, unsecret(y, k)]))
+  return x
 }
 
 type Line = Awaited<ReturnType<typeof report.resultLine>>

@@ -171,8 +171,10 @@ describe("the job", () => {
     })
   })
 
-  test("no key from the environment, nor a base URL's credentials, is in any page or answer", async () => {
+  test("no key from the environment, nor a base URL's credentials, nor a secret in a provider's options, is in any page or answer", async () => {
     const secret = "sk-h3-secret-0123456789abcdef"
+    // what a plugin's options might carry, though a key belongs in the environment
+    const inOptions = ["opt-pw-9988776655", "hdr-tok-5566778899", "opt-key-4433221100", "txt-tok-1122334455"]
     process.env.SPOOL_H3_KEY = secret
     try {
       const job: Job = {
@@ -183,6 +185,13 @@ describe("the job", () => {
           mode: "batch",
           api_key_env: "SPOOL_H3_KEY",
           base_url: `https://user:hunter2pw@gw.example/v1?key=${secret}`,
+          options: {
+            url: "https://bob:opt-pw-9988776655@hook.example/x",
+            headers: { Authorization: "Bearer hdr-tok-5566778899", "X-Trace": "t1" },
+            api_key: "opt-key-4433221100",
+            note: "sent with bearer txt-tok-1122334455",
+            retries: 2,
+          },
         },
         request: { ...JOB.request, system: "You label tickets." },
       }
@@ -203,6 +212,13 @@ describe("the job", () => {
         "batch",
         "You label tickets.",
       ])
+      expect(view.options).toEqual({
+        url: "https://[redacted]@hook.example/x",
+        headers: { Authorization: "[redacted]", "X-Trace": "t1" },
+        api_key: "[redacted]",
+        note: "sent with bearer [redacted]",
+        retries: 2,
+      })
       for (const path of [
         `/?run=${run.id}`,
         "/api/runs",
@@ -215,12 +231,8 @@ describe("the job", () => {
       ]) {
         const res = await app().request(path)
         const text = await res.text()
-        expect([path, res.status, text.includes(secret), text.includes("hunter2pw")]).toEqual([
-          path,
-          200,
-          false,
-          false,
-        ])
+        const leaked = [secret, "hunter2pw", ...inOptions].filter((x) => text.includes(x))
+        expect([path, res.status, leaked]).toEqual([path, 200, []])
       }
     } finally {
       delete process.env.SPOOL_H3_KEY
