@@ -1,6 +1,6 @@
 /** `spool serve`, `spool run --serve` and `spool retry`, through the compiled binary. */
 import { describe, expect, test } from "bun:test"
-import { writeFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
 import { connect } from "node:net"
 import { open } from "../../src/core/ledger/open.ts"
 import { served, spool, start } from "../lib/spool.ts"
@@ -25,6 +25,21 @@ function raw(port: number, request: string): Promise<{ head: string[]; body: str
       done({ head: [head[0]!, ...head.slice(1).map((h) => h.toLowerCase())], body: text.slice(at + 4) })
     })
   })
+}
+
+/** An events stream's text until it has sent a `run` event (or 3 s have passed). */
+async function events(url: string): Promise<string> {
+  const abort = new AbortController()
+  const reader = (await fetch(url, { signal: abort.signal })).body!.getReader()
+  const decoder = new TextDecoder()
+  let text = ""
+  for (const deadline = Date.now() + 3000; !text.includes("event: run\n") && Date.now() < deadline;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    text += decoder.decode(value)
+  }
+  abort.abort()
+  return text
 }
 
 function job(dir: string, rows: number, options: { latency?: number; holes?: number[] } = {}): void {
@@ -118,6 +133,63 @@ describe("spool serve", () => {
           () => "closed",
         ),
       ).toBe("closed")
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+
+  test("spool run --serve shows no key from its environment, nor the base URL's credentials, in any page, answer or event", async () => {
+    await using tmp = await tmpdir()
+    // about 3 s of work: the server ends with the run, and every request below comes before that
+    job(tmp.path, 60, { latency: 100 })
+    const key = "sk-served-0123456789abcdefXYZ"
+    writeFileSync(
+      `${tmp.path}/job.toml`,
+      `${readFileSync(`${tmp.path}/job.toml`, "utf8")}`.replace(
+        '[provider]\nname = "mock"\n',
+        `[provider]\nname = "mock"\napi_key_env = "SERVED_KEY"\nbase_url = "http://ann:pw-in-url-4455667788@127.0.0.1:9/v1"\n`,
+      ),
+    )
+    const child = start(["run", "job.toml", "--serve", "--port", "0"], {
+      cwd: tmp.path,
+      env: { SERVED_KEY: key },
+    })
+    try {
+      const { url } = await served(child.stderr)
+      let first = await fetch(`${url}api/runs/served`)
+      for (let i = 0; i < 100 && first.status === 404; i++) {
+        await Bun.sleep(20)
+        first = await fetch(`${url}api/runs/served`)
+      }
+      // its first item, whatever its state yet
+      const items = (await (await fetch(`${url}api/runs/served/items?limit=1`)).json()) as {
+        items: { item_id: number }[]
+      }
+      const item = items.items[0]?.item_id
+      expect(typeof item).toBe("number")
+      const texts: [string, string][] = []
+      for (const path of [
+        "",
+        "?run=served",
+        "api/runs",
+        "api/runs/served",
+        "api/runs/served/job",
+        "api/runs/served/items",
+        "api/runs/served/items?q=row",
+        `api/runs/served/items/${item}`,
+        "api/runs/served/results",
+      ]) {
+        const res = await fetch(`${url}${path}`)
+        texts.push([`${res.status} ${path}`, await res.text()])
+      }
+      texts.push(["events", await events(`${url}api/runs/served/events?runs=1&since=0`)])
+      const job = JSON.parse(texts[4]![1]) as { api_key_env: string; base_url: string }
+      expect([job.api_key_env, job.base_url]).toEqual(["SERVED_KEY", "http://127.0.0.1:9/v1"])
+      expect(texts.map(([where]) => where.split(" ")[0])).toEqual([...Array(9).fill("200"), "events"])
+      expect(texts[9]![1]).toContain("event: run\n")
+      const leaks = texts.filter(([, text]) => text.includes(key.slice(0, 12)) || text.includes("pw-in-url"))
+      expect(leaks.map(([where]) => where)).toEqual([])
+      expect(await child.exited).toBe(0)
     } finally {
       child.kill("SIGKILL")
     }
