@@ -60,7 +60,7 @@ export function render(o: {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${v ? `${V.esc(v.name)} · ` : ""}spool</title><link rel="icon" href="data:,"><style nonce="${o.nonce}">${STYLE}</style></head>
-<body data-run="${v ? v.id : ""}" data-total="${v ? v.total : ""}" data-next="${o.items.next ?? ""}" data-since="${since}">
+<body data-run="${v ? v.id : ""}" data-total="${v ? v.total : ""}" data-counts="${v ? V.esc(JSON.stringify(v.counts)) : ""}" data-next="${o.items.next ?? ""}" data-since="${since}">
 <header><h1>spool</h1><span class="muted">${V.esc(o.version)}</span><span id="live" class="live">live</span></header>
 <main>
 <div class="wide"><table><thead><tr><th>run</th><th>state</th><th>progress</th><th>rate</th><th>ETA</th><th>spend</th></tr></thead><tbody id="runs">${V.runs(o.runs, v ? v.id : null)}</tbody></table></div>

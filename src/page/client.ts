@@ -28,7 +28,9 @@ function localize() {
 
 // ---- the item browser: a page of items (or of a search's finds) at a time, each request bounded
 const PAGE = 50;
-const B = { q: "", state: "", after: null, back: [], next: null, seq: 0, total: 0, busy: false, refreshed: 0 };
+const B = { q: "", state: "", after: null, back: [], next: null, seq: 0, counts: {}, total: 0, busy: false, refreshed: 0 };
+// what a search reads through: the run's items, or those of the state it is filtered by
+const among = () => (B.state ? (B.counts[B.state] || 0).toLocaleString("en-US") + " " + V.word(B.state) : B.total.toLocaleString("en-US")) + " items";
 function query(extra) {
   const p = new URLSearchParams({ limit: String(PAGE), ...extra });
   if (B.q) p.set("q", B.q);
@@ -46,18 +48,24 @@ async function load(after) {
   const seq = ++B.seq;
   B.after = after; B.busy = !!B.q; pager();
   const found = []; let cursor = after; let scanned = 0;
+  // going: the search reads on; else it has stopped (a full page, or Stop) where Next goes on, or at the run's end
+  const draw = (going) => {
+    const rest = cursor === null ? " (to the run's end)" : going ? "…" : " · Next searches on";
+    const empty = B.q ? "Nothing found" + (cursor === null ? "." : going ? " yet…" : " so far.") : B.state ? "No " + V.word(B.state) + " items." : "No items yet.";
+    put("browse", V.browse(found, empty));
+    $("found").textContent = B.q
+      ? found.length + " found · " + scanned.toLocaleString("en-US") + " of " + among() + " searched from here" + rest
+      : "";
+  };
   try {
     do {
       const r = await api(query(cursor === null ? { limit: String(PAGE - found.length) } : { after: cursor, limit: String(PAGE - found.length) }));
       if (seq !== B.seq) return;
       found.push(...r.items); cursor = r.next; scanned += r.scanned || 0;
-      const empty = B.q ? "Nothing found" + (cursor === null ? "." : " yet…") : B.state ? "No " + V.word(B.state) + " items." : "No items yet.";
-      put("browse", V.browse(found, empty));
-      $("found").textContent = B.q
-        ? found.length + " found · " + scanned.toLocaleString("en-US") + " of " + B.total.toLocaleString("en-US") + " items searched from here" + (cursor === null ? " (to the run's end)" : B.busy ? "…" : "")
-        : "";
+      draw(B.busy);
     } while (B.q && cursor !== null && found.length < PAGE && B.busy && seq === B.seq);
     B.next = cursor;
+    if (B.q && seq === B.seq) draw(false);
   } catch (err) {
     if (seq === B.seq) $("found").textContent = String(err.message || err);
   }
@@ -97,7 +105,7 @@ function connect() {
   es.addEventListener("runs", (e) => put("runs", V.runs(JSON.parse(e.data), runId)));
   es.addEventListener("run", (e) => {
     const v = JSON.parse(e.data);
-    B.total = B.state ? v.counts[B.state] : v.total;
+    B.counts = v.counts; B.total = v.total;
     put("head", V.head(v)); put("controls", V.controls(v)); put("counts", V.counts(v));
     put("figures", V.figures(v)); put("chart", V.chart(v.chart)); put("errors", V.errors(v.errors));
     put("batches", V.batches(v.batches)); put("malformed", V.malformed(v.malformed));
@@ -141,6 +149,7 @@ document.addEventListener("click", async (e) => {
 
 if (runId) {
   B.total = Number(document.body.dataset.total || 0);
+  B.counts = JSON.parse(document.body.dataset.counts || "{}");
   B.next = document.body.dataset.next || null;
   B.refreshed = Date.now();
   const go = () => { B.q = $("q").value.trim(); B.state = $("state").value; restart(); };

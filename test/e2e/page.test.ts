@@ -517,6 +517,16 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     await until(`document.querySelector("#browse tr[data-item] a")?.textContent === "t3"`, 5_000)
     expect(await shown()).toEqual(["t3", "t6"])
     expect(await page.inputValue("#state")).toBe("pending")
+
+    // a search within a state says how many of that state's items it has read
+    await page.selectOption("#state", "failed")
+    await page.fill("#q", "has no field")
+    await page.press("#q", "Enter")
+    await until(`document.getElementById("found").textContent.includes("to the run's end")`, 10_000)
+    expect(await shown()).toEqual(["t4", "t7"])
+    expect(await page.textContent("#found")).toBe(
+      "2 found · 2 of 2 failed items searched from here (to the run's end)",
+    )
   })
 
   test("search finds an item by a word of its output; opened, it shows its input row, request, attempts and output", async () => {
@@ -533,6 +543,21 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     await page.fill("#q", "b7")
     await page.press("#q", "Enter")
     await until(`document.querySelector("#browse tr[data-item] td")?.textContent === "b7 id"`, 10_000)
+    // a page full of finds stops, and Next searches on from there: every row but b42's says "plain"
+    await page.fill("#q", "plain")
+    await page.press("#q", "Enter")
+    const searched = async (first: string, said: string) => {
+      await until(`document.querySelector("#browse tr[data-item] a")?.textContent === "${first}"`, 10_000)
+      await until(`document.getElementById("stop").hidden`, 10_000)
+      expect(await page.textContent("#found")).toBe(said)
+    }
+    await searched("b1", "50 found · 51 of 120 items searched from here · Next searches on")
+    expect(await page.locator("#browse tr[data-item]").count()).toBe(50)
+    await page.click("#next")
+    await searched("b52", "50 found · 50 of 120 items searched from here · Next searches on")
+    await page.click("#next")
+    await searched("b102", "19 found · 19 of 120 items searched from here (to the run's end)")
+    expect(await page.isDisabled("#next")).toBe(true)
     await page.fill("#q", "strawberry")
     await page.press("#q", "Enter")
     await until(`document.querySelector("#browse tr[data-item] a")?.textContent === "b42"`, 10_000)
