@@ -245,7 +245,7 @@ export function views() {
         : `<p class="muted">No attempt yet.</p>`
       const output =
         d.output === null || d.output === undefined
-          ? `<p class="muted">No output${d.state === "completed" ? "" : " yet"}.</p>`
+          ? `<p class="muted" id="item-no-output">No output${["completed", "failed", "needs_review"].includes(d.state) ? "" : " yet"}.</p>`
           : `<pre id="item-output">${esc(pretty(d.output))}</pre>`
       const error = d.error
         ? `<h4>Last error</h4><p><code>${esc(d.error.class ?? "")}</code> ${esc(d.error.message)}</p>`

@@ -599,6 +599,8 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     expect(await page.textContent("#item .alert")).toContain(
       'This row cannot fill the prompt: the row has no field "text"',
     )
+    // failed, it has none to come
+    expect(await page.textContent("#item-no-output")).toBe("No output.")
     // closed, and gone from the address
     await page.click("#close-item")
     expect(await page.isHidden("#item")).toBe(true)
