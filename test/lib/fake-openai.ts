@@ -373,7 +373,8 @@ export interface Api {
   input(body: Record<string, unknown>): string
   /** What the request costs against a token limit: its input tokens as usage reports them, plus its max output. */
   cost(body: Record<string, unknown>): Cost
-  answer(body: Record<string, unknown>, content: string, n: number): Record<string, unknown>
+  /** `at`: the answer's creation time in unix seconds (now unless given: a batch's lines keep theirs across downloads). */
+  answer(body: Record<string, unknown>, content: string, n: number, at?: number): Record<string, unknown>
 }
 
 const model = (body: Record<string, unknown>) => (typeof body.model === "string" ? body.model : "unknown")
@@ -386,13 +387,13 @@ const CHAT: Api = {
     input: tokens(JSON.stringify(body.messages ?? "")),
     output: count(body.max_completion_tokens ?? body.max_tokens),
   }),
-  answer(body, content, n) {
+  answer(body, content, n, at = Math.floor(Date.now() / 1000)) {
     const prompt = tokens(JSON.stringify(body.messages ?? ""))
     const completion = tokens(content)
     return {
       id: `chatcmpl-${n}`,
       object: "chat.completion",
-      created: Math.floor(Date.now() / 1000),
+      created: at,
       model: model(body),
       choices: [
         {
@@ -417,11 +418,11 @@ const RESPONSES: Api = {
       (typeof body.instructions === "string" ? tokens(body.instructions) : 0),
     output: count(body.max_output_tokens),
   }),
-  answer(body, content, n) {
+  answer(body, content, n, at = Math.floor(Date.now() / 1000)) {
     const instructions = typeof body.instructions === "string" ? body.instructions : null
     const input = tokens(JSON.stringify(body.input ?? "")) + (instructions ? tokens(instructions) : 0)
     const output = tokens(content)
-    const now = Math.floor(Date.now() / 1000)
+    const now = at
     const hex = n.toString(16).padStart(8, "0")
     return {
       id: `resp_${hex}`,
@@ -980,12 +981,14 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
     const idHead = `{"id":"batch_req_${head.slice(0, 24)}`
     const requestHead = `"request_id":"req_${head.slice(8)}`
     const base = (b.seq + 1) * 0x1_0000_0000
+    // the same line in every download of the file, as a provider's stored file is
+    const created = unix(b.createdAt)
     return mapIter(fake.batch.results(b), ({ line, index, result }) => {
       const tail = index.toString(16).padStart(8, "0")
       const start = `${idHead}${tail}","custom_id":${JSON.stringify(line.customId)},"response":`
       if (kind === "output") {
         if (result.type !== "succeeded") return undefined
-        const body = JSON.stringify(b.data.api.answer(line.body, result.content, base + index))
+        const body = JSON.stringify(b.data.api.answer(line.body, result.content, base + index, created))
         return `${start}{"status_code":200,${requestHead}${tail}","body":${body}},"error":null}`
       }
       if (result.type === "errored") {
