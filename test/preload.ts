@@ -8,6 +8,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { CHROMIUM_MISSING, REQUIRE_ALL } from "./lib/needs.ts"
 import { SPECS_DIR, SPECS_MISSING } from "./lib/spec.ts"
+import { PG_MISSING } from "./lib/pg.ts"
 
 for (const key of Object.keys(process.env)) {
   if (/(_API_KEY|_BASE_URL)$/.test(key)) delete process.env[key]
@@ -25,6 +26,10 @@ const missing = [
     why: SPECS_MISSING,
   },
   { what: "the status page's browser test (test/e2e/page.test.ts)", why: CHROMIUM_MISSING },
+  {
+    what: "the PostgreSQL driver's tests (the ledger contract and the many-worker tests on PostgreSQL)",
+    why: PG_MISSING,
+  },
 ].filter((m) => m.why !== "")
 if (missing.length && REQUIRE_ALL) {
   // before any test: without the specs the fakes could not check a request, and the e2e tests would wait out
