@@ -178,3 +178,20 @@ export function failure(err: unknown, pg: Pick<Pg, "shown" | "retryMs">): unknow
     )
   return err
 }
+
+/** The channel every worker of a store listens on (schema-qualified: two ledgers in one database do not mix). */
+export const channel = (pg: Pick<Pg, "schema">) => `spool_${pg.schema}`
+
+/**
+ * What a NOTIFY says: which run, and what changed. `items`: items became claimable (ingested, a retry due, failed
+ * items sent back); `state`: the run's state changed (pause, resume, cancel, done).
+ */
+export interface Notice {
+  run: number
+  kind: "items" | "state"
+}
+
+/** Tells every listening worker, when `tx` commits (a rolled-back transaction tells no one). */
+export async function notify(tx: SQL, pg: Pick<Pg, "schema">, notice: Notice): Promise<void> {
+  await tx`SELECT pg_notify(${channel(pg)}, ${JSON.stringify(notice)})`
+}
