@@ -31,14 +31,14 @@ export class PgLedger implements api.Ledger {
 
   constructor(readonly pg: Pg) {
     const runs = new Runs(pg)
-    this.runs = runs as unknown as api.Runs
-    this.ingest = new Ingest(pg) as unknown as api.Ingest
+    this.runs = runs
+    this.ingest = new Ingest(pg, runs)
     const claims = new Claims(pg)
     this.claims = claims as unknown as api.Claims
     this.batches = new Batches(pg) as unknown as api.Batches
     this.reads = new Reads(pg) as unknown as api.Reads
     this.canaries = new Canaries(pg) as unknown as api.Canaries
-    this.workers = new Workers(pg) as unknown as api.Workers
+    this.workers = new Workers(pg)
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,227 @@
-/** The PostgreSQL ledger's runs: to be written (a stub while the driver is being built). */
-import type { Pg } from "./connect.ts"
+/** Runs and their inputs on PostgreSQL: made, found, and changed; the run-wide leases (ingestion, batches) kept on a run's row. */
+import type { SQL } from "bun"
+import * as v from "valibot"
+import { StoreError } from "../../../plugins/api/errors.ts"
+import { StoredJobSchema, type Job } from "../../job/job.ts"
+import type * as api from "../ledger.ts"
+import type { RunState } from "../states.ts"
+import type { Dead, Input, NewRun, Run } from "../types.ts"
+import { decode } from "../sqlite/faults.ts"
+import { notify, retrying, type Pg } from "./connect.ts"
+import { register } from "./workers.ts"
 
-export class Runs {
+/** A run as its row holds it: the job as JSON text. */
+export type RunRow = Omit<Run, "job"> & { job: string }
+/** An input as its row holds it: the checkpoint as JSON text. */
+export type InputRow = Omit<Input, "checkpoint"> & { checkpoint: string | null }
+
+const CheckpointSchema = v.record(v.string(), v.union([v.string(), v.number(), v.boolean(), v.null()]))
+
+type Lease = { owner: string | null; expires: number | null }
+
+export class Runs implements api.Runs {
+  /** Each run's job as last decoded, with its text: a run is read often (a runner looks every 500 ms), its job rarely changes. */
+  private readonly jobs = new Map<number, { text: string; job: Job }>()
+
   constructor(readonly pg: Pg) {}
+
+  async latest(name: string): Promise<Run | null> {
+    const [row] = await retrying(this.pg, () => latestRow(this.pg.sql, name))
+    return row ? this.run(row) : null
+  }
+
+  async get(id: number): Promise<Run | null> {
+    // an id beyond int4 names no run (and must not reach the server as an out-of-range parameter)
+    if (!Number.isSafeInteger(id) || id < 1 || id > 2 ** 31 - 1) return null
+    const [row] = await retrying(
+      this.pg,
+      (): Promise<RunRow[]> => this.pg.sql`SELECT * FROM runs WHERE id = ${id}`,
+    )
+    return row ? this.run(row) : null
+  }
+
+  /** A run by name (its latest) or by numeric id. */
+  async find(ref: string): Promise<Run | null> {
+    return (await this.latest(ref)) ?? (/^\d+$/.test(ref) ? this.get(Number(ref)) : null)
+  }
+
+  async list(): Promise<Run[]> {
+    const rows = await retrying(this.pg, (): Promise<RunRow[]> => this.pg.sql`SELECT * FROM runs ORDER BY id`)
+    return rows.map((row) => this.run(row))
+  }
+
+  /**
+   * Creates a run with its inputs (and its first worker, when given), unless another process created a run of this
+   * name after the caller last looked (`seen`): workers started together thus share one run. A lock on the name,
+   * held to the commit, makes the look and the insert one step for every process.
+   */
+  async create(o: NewRun): Promise<{ run: Run; created: boolean }> {
+    const seen = o.seen ?? null
+    const job = JSON.stringify(o.job)
+    const made = await retrying(this.pg, () =>
+      this.pg.sql.begin(async (tx) => {
+        await tx`SELECT pg_advisory_xact_lock(hashtext(${`spool:${this.pg.schema}:run:${o.name}`}))`
+        const [latest] = await latestRow(tx, o.name)
+        if (latest && latest.id !== seen) return { row: latest, created: false }
+        const now = Date.now()
+        const [row]: RunRow[] = await tx`
+          INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at)
+          VALUES (${o.name}, 'running', ${job}, ${o.fingerprint}, ${o.resume}, ${now}, ${now}) RETURNING *`
+        if (!row) throw new StoreError(`the run "${o.name}" could not be created in ${this.pg.shown}`)
+        if (o.inputs.length > 0)
+          await tx`
+            INSERT INTO inputs (run_id, idx, path, format)
+            SELECT ${row.id}, r.idx, r.path, r.format
+            FROM jsonb_to_recordset(${JSON.stringify(o.inputs.map((input, idx) => ({ idx, ...input })))}::text::jsonb)
+              AS r(idx int, path text, format text)`
+        // a new run's first worker comes with it: the run is never seen without one before it has begun
+        if (o.worker) await register(tx, row.id, o.worker, now)
+        return { row, created: true }
+      }),
+    )
+    return { run: this.run(made.row), created: made.created }
+  }
+
+  /** Sets a run's state (a final one stamps `finished_at`) and tells the other workers. */
+  async setState(id: number, state: RunState, reason: string | null = null): Promise<void> {
+    const finished = state === "completed" || state === "completed_with_failures" || state === "cancelled"
+    await retrying(this.pg, () =>
+      this.pg.sql.begin(async (tx) => {
+        const now = Date.now()
+        await tx`UPDATE runs SET state = ${state}, reason = ${reason}, updated_at = ${now},
+          finished_at = ${finished ? now : null} WHERE id = ${id}`
+        await notify(tx, this.pg, { run: id, kind: "state" })
+      }),
+    )
+  }
+
+  async setResume(id: number, resume: string): Promise<void> {
+    await retrying(this.pg, () => this.pg.sql`UPDATE runs SET resume = ${resume} WHERE id = ${id}`)
+  }
+
+  /** Keeps the latest job of a resumed run (same fingerprint: only limits and pricing can differ). */
+  async updateJob(id: number, job: Job): Promise<void> {
+    const text = JSON.stringify(job)
+    await retrying(
+      this.pg,
+      () => this.pg.sql`UPDATE runs SET job = ${text}, updated_at = ${Date.now()} WHERE id = ${id}`,
+    )
+  }
+
+  async markExported(id: number): Promise<void> {
+    await retrying(this.pg, () => this.pg.sql`UPDATE runs SET exported_at = ${Date.now()} WHERE id = ${id}`)
+  }
+
+  async inputs(run: number): Promise<Input[]> {
+    const rows = await retrying(
+      this.pg,
+      (): Promise<InputRow[]> => this.pg.sql`SELECT * FROM inputs WHERE run_id = ${run} ORDER BY idx`,
+    )
+    return rows.map((row) => this.input(row))
+  }
+
+  /**
+   * Appends a file to a run's inputs at the next index (a new match of a glob: the indexes of the others, and so
+   * their items' ids, never move). A path already an input of the run is kept as it is. Returns its input.
+   */
+  async addInput(run: number, path: string, format: string): Promise<Input> {
+    const row = await retrying(this.pg, () =>
+      this.pg.sql.begin(async (tx) => {
+        // the run's row, locked: two workers adding inputs at once take the next index one after the other
+        await tx`SELECT 1 FROM runs WHERE id = ${run} FOR UPDATE`
+        await tx`
+          INSERT INTO inputs (run_id, idx, path, format)
+          SELECT ${run}, (SELECT coalesce(max(idx) + 1, 0) FROM inputs WHERE run_id = ${run}), ${path}, ${format}
+          WHERE NOT EXISTS (SELECT 1 FROM inputs WHERE run_id = ${run} AND path = ${path})`
+        const [input]: InputRow[] = await tx`SELECT * FROM inputs WHERE run_id = ${run} AND path = ${path}`
+        if (!input)
+          throw new StoreError(`the input ${path} could not be added to run ${run} in ${this.pg.shown}`)
+        return input
+      }),
+    )
+    return this.input(row)
+  }
+
+  /**
+   * A run-wide lease (ingestion, or driving its batches): taken when nobody holds it, the holder is `owner`, or the
+   * holder's lease has lapsed or its process is known dead. The run's row is locked from the look to the write.
+   */
+  async lease(
+    kind: "ingest" | "batch",
+    run: number,
+    owner: string,
+    ms: number,
+    dead: Dead,
+  ): Promise<boolean> {
+    return retrying(this.pg, () =>
+      this.pg.sql.begin(async (tx) => {
+        const [row]: Lease[] =
+          kind === "ingest"
+            ? await tx`SELECT ingest_owner AS owner, ingest_expires AS expires FROM runs WHERE id = ${run} FOR UPDATE`
+            : await tx`SELECT batch_owner AS owner, batch_expires AS expires FROM runs WHERE id = ${run} FOR UPDATE`
+        if (!row) return false
+        const now = Date.now()
+        const free = row.owner === null || row.owner === owner || (row.expires ?? 0) < now || dead(row.owner)
+        if (!free) return false
+        if (kind === "ingest")
+          await tx`UPDATE runs SET ingest_owner = ${owner}, ingest_expires = ${now + ms} WHERE id = ${run}`
+        else await tx`UPDATE runs SET batch_owner = ${owner}, batch_expires = ${now + ms} WHERE id = ${run}`
+        return true
+      }),
+    )
+  }
+
+  /** Who holds the batch lease, while it is held. */
+  async batchHolder(run: number): Promise<string | null> {
+    const [row] = await retrying(
+      this.pg,
+      (): Promise<Lease[]> =>
+        this.pg.sql`SELECT batch_owner AS owner, batch_expires AS expires FROM runs WHERE id = ${run}`,
+    )
+    return row?.owner && (row.expires ?? 0) >= Date.now() ? row.owner : null
+  }
+
+  /** Lets the batch lease go, if `owner` holds it. */
+  async releaseBatches(run: number, owner: string): Promise<void> {
+    await retrying(
+      this.pg,
+      () => this.pg.sql`UPDATE runs SET batch_owner = NULL, batch_expires = NULL
+        WHERE id = ${run} AND batch_owner = ${owner}`,
+    )
+  }
+
+  /** The processes that hold a lease on the run: items in flight, ingestion, batches. */
+  async holders(run: number): Promise<string[]> {
+    const rows = await retrying(
+      this.pg,
+      (): Promise<{ owner: string }[]> => this.pg.sql`
+        SELECT lease_owner AS owner FROM items WHERE run_id = ${run} AND state = 'running' AND lease_owner IS NOT NULL
+        UNION SELECT ingest_owner FROM runs WHERE id = ${run} AND ingest_owner IS NOT NULL
+        UNION SELECT batch_owner FROM runs WHERE id = ${run} AND batch_owner IS NOT NULL
+        ORDER BY 1 COLLATE "C"`,
+    )
+    return rows.map((r) => r.owner)
+  }
+
+  /** The run with its job decoded, once per text: a job that does not decode is refused, naming the store. */
+  private run(row: RunRow): Run {
+    const known = this.jobs.get(row.id)
+    if (known?.text === row.job) return { ...row, job: known.job }
+    const job: Job = decode(StoredJobSchema, row.job, `a job (run ${row.id}, "${row.name}")`, this.pg.shown)
+    this.jobs.set(row.id, { text: row.job, job })
+    return { ...row, job }
+  }
+
+  private input(row: InputRow): Input {
+    const checkpoint =
+      row.checkpoint === null
+        ? undefined
+        : decode(CheckpointSchema, row.checkpoint, `a checkpoint (input ${row.path})`, this.pg.shown)
+    return { ...row, checkpoint }
+  }
+}
+
+/** The latest run of a name, as its row holds it. */
+function latestRow(sql: SQL, name: string): Promise<RunRow[]> {
+  return sql`SELECT * FROM runs WHERE name = ${name} ORDER BY id DESC LIMIT 1`
 }
