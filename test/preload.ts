@@ -8,7 +8,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { CHROMIUM_MISSING, REQUIRE_ALL } from "./lib/needs.ts"
 import { SPECS_DIR, SPECS_MISSING } from "./lib/spec.ts"
-import { PG_MISSING } from "./lib/pg.ts"
+import { PG_MISSING, PRIVATE_PG_MISSING, stopPgServers } from "./lib/pg.ts"
 
 for (const key of Object.keys(process.env)) {
   if (/(_API_KEY|_BASE_URL)$/.test(key)) delete process.env[key]
@@ -27,8 +27,13 @@ const missing = [
   },
   { what: "the status page's browser test (test/e2e/page.test.ts)", why: CHROMIUM_MISSING },
   {
-    what: "the PostgreSQL driver's tests (the ledger contract and the many-worker tests on PostgreSQL)",
+    what: "the PostgreSQL driver's tests (the ledger contract, the many-worker and restart tests on PostgreSQL)",
     why: PG_MISSING,
+  },
+  {
+    // SPOOL_TEST_PG is given, but these need a server of their own to stop and start
+    what: "the PostgreSQL restart tests (test/core/ledger/postgres-restart.test.ts)",
+    why: PG_MISSING ? "" : PRIVATE_PG_MISSING,
   },
 ].filter((m) => m.why !== "")
 if (missing.length && REQUIRE_ALL) {
@@ -37,5 +42,7 @@ if (missing.length && REQUIRE_ALL) {
   for (const m of missing) console.error(`SPOOL_REQUIRE_ALL=1, but ${m.why}`)
   process.exit(1)
 }
+// the PostgreSQL servers the tests started (test/lib/pg.ts) stop and go after the last file
+afterAll(stopPgServers)
 // a preload's afterAll runs once, after the last file: the lines land beside the totals, where they are read
 if (missing.length) afterAll(() => missing.forEach((m) => console.error(`SKIPPED ${m.what}: ${m.why}`)))
