@@ -35,7 +35,7 @@ export class PgLedger implements api.Ledger {
     this.ingest = new Ingest(pg, runs)
     const claims = new Claims(pg)
     this.claims = claims as unknown as api.Claims
-    this.batches = new Batches(pg) as unknown as api.Batches
+    this.batches = new Batches(pg, runs)
     this.reads = new Reads(pg) as unknown as api.Reads
     this.canaries = new Canaries(pg) as unknown as api.Canaries
     this.workers = new Workers(pg)
