@@ -36,7 +36,7 @@ export class PgLedger implements api.Ledger {
     const claims = new Claims(pg)
     this.claims = claims as unknown as api.Claims
     this.batches = new Batches(pg, runs)
-    this.reads = new Reads(pg) as unknown as api.Reads
+    this.reads = new Reads(pg)
     this.canaries = new Canaries(pg) as unknown as api.Canaries
     this.workers = new Workers(pg)
   }
