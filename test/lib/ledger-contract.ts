@@ -854,6 +854,36 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
     })
 
     describe("batches", () => {
+      test("an intent's lines come back in line order with each item's row and place; its members stay members once settled", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 4)
+        const ids = (await l.batches.packable(run.id, 3)).map((x) => x.id)
+        const b = (await l.batches.intend(
+          run.id,
+          { tag: "splines", requests: "/r.jsonl", bytes: 27, tokens: 3 },
+          lines(ids),
+          [],
+          "me",
+        ))!
+        const items = await itemsOf(l, run.id)
+        expect(await l.batches.lines(b.id)).toEqual(
+          ids.map((id, i) => ({ id, data: items[i]!.data, line: i + 1, offset: i * 10, bytes: 9 })),
+        )
+        expect((await l.batches.members(b.id)).sort((x, y) => x - y)).toEqual(ids)
+        await l.batches.submitted(b.id, remote("in_progress"))
+        // once created its lines are the provider's: none is left to render
+        expect(await l.batches.lines(b.id)).toEqual([])
+        await l.batches.observe(b.id, remote("ended", "completed"), null)
+        await l.batches.downloaded(b.id, { output: "/out" })
+        await l.batches.apply(b.id, [line(ids[0]!, "completed")], "me")
+        // a worker that takes the batch over downloads its files again: allowed while it is applying
+        await l.batches.downloaded(b.id, { output: "/elsewhere/out" })
+        expect(await l.batches.get(b.id)).toMatchObject({ state: "applying", output: "/elsewhere/out" })
+        expect((await l.batches.members(b.id)).sort((x, y) => x - y)).toEqual(ids)
+        expect(await l.batches.members(b.id + 1000)).toEqual([])
+      })
+
       test("an intent claims its items as queued with a new attempt each, and records where each request line is", async () => {
         await using p = await place()
         const l = await p.open()

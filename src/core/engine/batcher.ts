@@ -26,7 +26,7 @@ import { dead } from "./owner.ts"
 import { Budget, batchRoom, reached, type Cap } from "./budget.ts"
 import type { Job } from "../job/job.ts"
 import { crashPoint } from "./crash.ts"
-import { packOne, queueRoom, tailItems, type PackOptions } from "./pack.ts"
+import { packOne, queueRoom, rerender, tailItems, type PackOptions } from "./pack.ts"
 import { Salvager } from "./salvage.ts"
 import type { BatchClient, BatchTag, ProviderClient } from "../../plugins/api/define.ts"
 
@@ -259,6 +259,11 @@ export class Batcher {
           await this.apply((await this.o.ledger.batches.get(b.id))!)
         return
       case "applying":
+        // taken over from a worker whose result files are on another host: download them again here first
+        if ((b.output && !existsSync(b.output)) || (b.errors && !existsSync(b.errors))) {
+          if (!(await this.salvage.download(b, undefined, this.signal))) return
+          b = (await this.o.ledger.batches.get(b.id))!
+        }
         return this.apply(b)
       default:
         return
@@ -290,18 +295,24 @@ export class Batcher {
       }
     }
     this.fresh.delete(b.id)
-    if (!existsSync(b.requests)) {
-      // the request file is gone (pruned by hand): these items were never sent; pack them again
-      await ledger.batches.abandon(b.id, {
-        errorClass: "bad_request",
-        error: `the request file ${b.requests} is missing`,
-      })
-      return
+    let file = b.requests
+    if (!existsSync(file)) {
+      // made by a worker of another host (or pruned by hand): the provider has no such batch (find said so), so the
+      // file is written again from the ledger, byte for byte; failing that, these items were never sent: pack again
+      const made = await rerender(this.packing, b)
+      if ("why" in made) {
+        await ledger.batches.abandon(b.id, {
+          errorClass: "bad_request",
+          error: `the request file ${b.requests} is missing, and cannot be written again from the ledger: ${made.why}`,
+        })
+        return
+      }
+      file = made.path
     }
     crashPoint("intent")
     let remote
     try {
-      remote = await this.api.create(b.requests, this.tagOf(b), this.signal)
+      remote = await this.api.create(file, this.tagOf(b), this.signal)
     } catch (err) {
       if (err instanceof ProviderError && err.errorClass === "queue_limit") return this.queueLimited(b, err)
       throw err

@@ -213,3 +213,40 @@ export async function tailItems(o: PackOptions): Promise<number> {
   const left = c.pending + c.retry_wait
   return left > n ? 0 : left
 }
+
+/**
+ * The request file of a batch not yet created, written again from the ledger alone: a worker that takes over the
+ * batches of one that died on another host has no such file. Each line is rendered as packing rendered it (the same
+ * job: the run's fingerprint guarantees it) under the batch's custom_id, and must come out at the very offset and
+ * length the ledger kept; the path of the file, or why it could not be made so (the intent is then abandoned).
+ */
+export async function rerender(o: PackOptions, b: Batch): Promise<{ path: string } | { why: string }> {
+  const lines = await o.ledger.batches.lines(b.id)
+  if (lines.length === 0) return { why: "the ledger holds none of its lines" }
+  const path = join(o.dir, `${b.tag}.requests.jsonl`)
+  const out = new FileOut(path)
+  try {
+    for (const [i, item] of lines.entries()) {
+      const request = template.requestOf(o.job, o.prompt, item.data)
+      if ("unfilled" in request) throw new Mismatch(`item ${item.id}: ${request.unfilled}`)
+      const at = out.line(o.api.line(`${b.tag}_${item.id}`, request))
+      if (item.line !== i + 1 || at.offset !== item.offset || at.bytes !== item.bytes)
+        throw new Mismatch(
+          `item ${item.id}'s line ${i + 1} is ${at.bytes} bytes at ${at.offset}; the ledger has line ${item.line}, ${item.bytes} bytes at ${item.offset}`,
+        )
+    }
+    out.close()
+  } catch (err) {
+    out.discard()
+    if (err instanceof Mismatch) return { why: err.message }
+    throw err
+  }
+  log.info("batch request file written again from the ledger", {
+    run: o.run.name,
+    batch: b.id,
+    lines: lines.length,
+  })
+  return { path }
+}
+
+class Mismatch extends Error {}

@@ -132,7 +132,9 @@ export class Salvager {
     return {
       parse: (text) => this.o.api.parse(text),
       prefix: `${b.tag}_`,
-      items: new Set((await this.o.ledger.batches.items(b.id)).map((r) => r.id)),
+      // every item the batch was sent for, settled or not: a file downloaded again by a worker that took the batch
+      // over part-applied holds lines of items already settled, and they are still this batch's
+      items: new Set(await this.o.ledger.batches.members(b.id)),
     }
   }
 

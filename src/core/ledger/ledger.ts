@@ -39,7 +39,22 @@ export interface Ledger {
   readonly reads: Reads
   readonly canaries: Canaries
   readonly workers: Workers
+  /**
+   * Calls `onNotice` whenever another process changes something a worker waits for (items to claim, a run's
+   * state), as long as the returned stop has not been called. Only a store shared over a network has it
+   * (PostgreSQL's LISTEN/NOTIFY); without it, workers look every second.
+   */
+  listen?(onNotice: (notice: Notice) => void): Promise<() => Promise<void>>
   close(): Promise<void>
+}
+
+/**
+ * What a store tells its listeners: which run, and what changed. `items`: items became claimable (ingested, a retry
+ * due, failed items sent back, a batch's items given back); `state`: the run's state changed (pause, resume, cancel).
+ */
+export interface Notice {
+  run: number
+  kind: "items" | "state"
 }
 
 export interface OpenOptions {
@@ -146,7 +161,10 @@ export interface Batches {
   observe(batch: number, remote: RemoteView, nextAt: number | null): Promise<void>
   /** When to look at a batch again, with the error that made us wait. */
   later(batch: number, nextAt: number, error?: string | null): Promise<void>
-  /** The result files are on disk: the batch is `applying`. */
+  /**
+   * The result files are on disk: the batch is `applying`. Also for a batch already applying, downloaded again by a
+   * worker that took it over from one whose files are on another host.
+   */
   downloaded(
     batch: number,
     files: { output?: string | undefined; errors?: string | undefined },
@@ -157,6 +175,14 @@ export interface Batches {
   finish(batch: number, lines: number): Promise<number>
   /** The items a batch still has at the provider, with their attempt numbers. */
   items(batch: number): Promise<{ id: number; attempts: number }[]>
+  /**
+   * The lines of a batch not yet created (`intent`), in line order: each item's input row and where its request is
+   * in the request file. A worker that takes over another's intent (another host, no such file here) renders the
+   * file again from them, byte for byte.
+   */
+  lines(batch: number): Promise<{ id: number; data: string; line: number; offset: number; bytes: number }[]>
+  /** Every item whose last request went in this batch, whatever its state: whose lines its result files may hold. */
+  members(batch: number): Promise<number[]>
   get(id: number): Promise<Batch | null>
   list(run: number): Promise<Batch[]>
   /** A run's live batches and the last `n` that ended, oldest first; and how many it has in all. */

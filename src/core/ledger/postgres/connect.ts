@@ -5,6 +5,7 @@
  */
 import { SQL } from "bun"
 import { StoreError } from "../../../plugins/api/errors.ts"
+import type { Notice } from "../ledger.ts"
 import { MIGRATIONS } from "./schema.ts"
 
 /** An open PostgreSQL store, as every part of the driver shares it. */
@@ -181,15 +182,6 @@ export function failure(err: unknown, pg: Pick<Pg, "shown" | "retryMs">): unknow
 
 /** The channel every worker of a store listens on (schema-qualified: two ledgers in one database do not mix). */
 export const channel = (pg: Pick<Pg, "schema">) => `spool_${pg.schema}`
-
-/**
- * What a NOTIFY says: which run, and what changed. `items`: items became claimable (ingested, a retry due, failed
- * items sent back); `state`: the run's state changed (pause, resume, cancel, done).
- */
-export interface Notice {
-  run: number
-  kind: "items" | "state"
-}
 
 /** Tells every listening worker, when `tx` commits (a rolled-back transaction tells no one). */
 export async function notify(tx: SQL, pg: Pick<Pg, "schema">, notice: Notice): Promise<void> {

@@ -6,7 +6,7 @@
  * sends a NOTIFY on the channel `spool` from inside its transaction (see `notify`).
  */
 import type * as api from "../ledger.ts"
-import { connect, type ConnectOptions, type Pg } from "./connect.ts"
+import { channel, connect, type ConnectOptions, type Pg } from "./connect.ts"
 import { Batches } from "./batches.ts"
 import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
@@ -34,11 +34,23 @@ export class PgLedger implements api.Ledger {
     this.runs = runs
     this.ingest = new Ingest(pg, runs)
     const claims = new Claims(pg)
-    this.claims = claims as unknown as api.Claims
+    this.claims = claims
     this.batches = new Batches(pg, runs)
     this.reads = new Reads(pg)
-    this.canaries = new Canaries(pg) as unknown as api.Canaries
+    this.canaries = new Canaries(pg, claims)
     this.workers = new Workers(pg)
+  }
+
+  /** LISTEN on the store's channel: every worker hears what the others' transactions `notify`. */
+  async listen(onNotice: (notice: api.Notice) => void): Promise<() => Promise<void>> {
+    const sub = await this.pg.sql.listen(channel(this.pg), (payload) => {
+      try {
+        onNotice(JSON.parse(payload) as api.Notice)
+      } catch {
+        // not one of ours: ignored
+      }
+    })
+    return () => sub.unlisten()
   }
 
   async close(): Promise<void> {

@@ -292,6 +292,16 @@ export class Batches {
     return this.q.batchItems.all(batch)
   }
 
+  /** The lines of a batch not yet created, in line order, with each item's input row. */
+  lines(batch: number): { id: number; data: string; line: number; offset: number; bytes: number }[] {
+    return this.q.batchLines.all(batch)
+  }
+
+  /** Every item whose last request went in this batch, whatever its state. */
+  members(batch: number): number[] {
+    return this.q.batchMembers.all(batch).map((r) => r.id)
+  }
+
   get(id: number): Batch | null {
     return this.q.batchById.get(id)
   }
@@ -401,7 +411,7 @@ function prepare(db: Database) {
       "UPDATE batches SET next_at = ?, error = ? WHERE id = ?",
     ),
     downloadedBatch: q<void, [string | null, string | null, number]>(
-      "UPDATE batches SET state = 'applying', output = ?, errors = ? WHERE id = ? AND state = 'downloading'",
+      "UPDATE batches SET state = 'applying', output = ?, errors = ? WHERE id = ? AND state IN ('downloading', 'applying')",
     ),
     batchStarted: q<{ at: number }, [number]>(
       "SELECT coalesce(submitted_at, created_at) AS at FROM batches WHERE id = ?",
@@ -446,6 +456,11 @@ function prepare(db: Database) {
     batchItems: q<{ id: number; attempts: number }, [number]>(
       "SELECT id, attempts FROM items WHERE batch_id = ? AND state = 'submitted'",
     ),
+    batchLines: q<{ id: number; data: string; line: number; offset: number; bytes: number }, [number]>(
+      `SELECT id, data, batch_line AS line, batch_offset AS offset, batch_bytes AS bytes FROM items
+       WHERE batch_id = ? AND state = 'queued' ORDER BY batch_line`,
+    ),
+    batchMembers: q<{ id: number }, [number]>("SELECT id FROM items WHERE batch_id = ?"),
     batchById: q<Batch, [number]>("SELECT * FROM batches WHERE id = ?"),
     batchesOf: q<Batch, [number]>("SELECT * FROM batches WHERE run_id = ? ORDER BY id"),
     recentBatches: q<Batch, [number, number]>(

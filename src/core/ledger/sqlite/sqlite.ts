@@ -114,6 +114,8 @@ export class SqliteLedger implements api.Ledger {
       apply: async (batch, outcomes, owner) => batches.apply(batch, outcomes, owner),
       finish: async (batch, lines) => batches.finish(batch, lines),
       items: async (batch) => batches.items(batch),
+      lines: async (batch) => batches.lines(batch),
+      members: async (batch) => batches.members(batch),
       get: async (id) => batches.get(id),
       list: async (run) => batches.list(run),
       recent: async (run, n) => batches.recent(run, n),
