@@ -1,0 +1,98 @@
+/**
+ * The SQLite store's raw rows, table by table in pages, for `spool migrate` (postgres/copy.ts): each table read by
+ * its key (keyset, never an offset), so a store of millions of rows is read in bounded memory.
+ */
+import type { Database } from "bun:sqlite"
+
+/** Every table a migration copies (all of schema.ts but `workers`), in an order that keeps references valid. */
+export const TABLES = {
+  runs: { key: ["id"], run: "id" },
+  inputs: { key: ["run_id", "idx"], run: "run_id" },
+  items: { key: ["id"], run: "run_id" },
+  attempts: { key: ["id"], run: "run_id" },
+  problems: { key: ["id"], run: "run_id" },
+  batches: { key: ["id"], run: "run_id" },
+  tallies: { key: ["run_id", "state"], run: "run_id" },
+  progress: { key: ["run_id", "bucket"], run: "run_id" },
+  error_tallies: { key: ["run_id", "class"], run: "run_id" },
+  canaries: { key: ["run_id"], run: "run_id" },
+} as const
+
+export type Table = keyof typeof TABLES
+
+/** A raw row, as SQLite returns it. */
+export type Row = Record<string, string | number | null>
+
+/** The columns of a table, in their order. */
+export function columns(db: Database, table: Table): string[] {
+  return db
+    .query<{ name: string }, []>(`SELECT name FROM pragma_table_info('${table}') ORDER BY cid`)
+    .all()
+    .map((c) => c.name)
+}
+
+/** How a page is bounded: by rows, and by the text it holds (a page of long outputs stops early). */
+export interface PageLimits {
+  rows: number
+  chars: number
+}
+
+/** The rows of `table` that belong to `runs`, in key order, a page at a time. */
+export function* pages(db: Database, table: Table, runs: number[], limits: PageLimits): Generator<Row[]> {
+  const { key, run } = TABLES[table]
+  const keys = key.join(", ")
+  const first = db.query<Row, [string]>(
+    `SELECT * FROM ${table} WHERE ${run} IN (SELECT value FROM json_each(?1)) ORDER BY ${keys} LIMIT ${limits.rows}`,
+  )
+  const next = db.query<Row, [string, ...(string | number | null)[]]>(
+    `SELECT * FROM ${table} WHERE ${run} IN (SELECT value FROM json_each(?1))
+     AND (${keys}) > (${key.map((_, i) => `?${i + 2}`).join(", ")}) ORDER BY ${keys} LIMIT ${limits.rows}`,
+  )
+  const ids = JSON.stringify(runs)
+  let after: (string | number | null)[] | undefined
+  for (;;) {
+    const page: Row[] = []
+    let chars = 0
+    for (const row of after ? next.iterate(ids, ...after) : first.iterate(ids)) {
+      page.push(row)
+      for (const v of Object.values(row)) if (typeof v === "string") chars += v.length
+      if (chars >= limits.chars) break
+    }
+    if (page.length === 0) return
+    const last = page.at(-1) as Row
+    after = key.map((k) => last[k] ?? null)
+    yield page
+  }
+}
+
+/**
+ * The owners that hold something of `runs` at `now`: a fresh heartbeat in the worker registry (`freshMs`), an item
+ * lease, the ingest or batch lease not yet expired. The caller judges which of them are gone.
+ */
+export function holders(db: Database, runs: number[], now: number, freshMs: number): string[] {
+  const ids = JSON.stringify(runs)
+  const rows = db
+    .query<{ owner: string }, [string, number, number]>(
+      `WITH r AS (SELECT value AS id FROM json_each(?1))
+       SELECT owner FROM workers WHERE run_id IN (SELECT id FROM r) AND beat_at > ?2 - ?3
+       UNION SELECT lease_owner FROM items
+         WHERE run_id IN (SELECT id FROM r) AND state = 'running' AND lease_expires > ?2 AND lease_owner IS NOT NULL
+       UNION SELECT ingest_owner FROM runs WHERE id IN (SELECT id FROM r) AND ingest_expires > ?2
+         AND ingest_owner IS NOT NULL
+       UNION SELECT batch_owner FROM runs WHERE id IN (SELECT id FROM r) AND batch_expires > ?2
+         AND batch_owner IS NOT NULL`,
+    )
+    .all(ids, now, freshMs)
+  return rows.map((r) => r.owner)
+}
+
+/**
+ * Holds one read snapshot of the store until the returned function is called: every page of a migration reads the
+ * same store, however long the copy takes.
+ */
+export function snapshot(db: Database): () => void {
+  db.exec("BEGIN")
+  // a deferred transaction takes its snapshot at its first read
+  db.query("SELECT count(*) FROM runs").get()
+  return () => db.exec("COMMIT")
+}
