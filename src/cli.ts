@@ -8,7 +8,7 @@ import { scrub } from "./plugins/api/redact.ts"
 import * as jobs from "./core/job/job.ts"
 import { mustFind, type Ledger } from "./core/ledger/ledger.ts"
 import * as states from "./core/ledger/states.ts"
-import { common, existingHome, home, lazyLedger, VERSION } from "./cli/common.ts"
+import { common, existingStore, home, lazyLedger, storeUrl, VERSION } from "./cli/common.ts"
 import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
 import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
 import { jobFlags, mustHaveJob, runArgs } from "./cli/flags.ts"
@@ -32,14 +32,20 @@ const serveArgs = {
   },
 } as const satisfies ArgsDef
 
-/** Starts the status page for --serve, serve and watch; prints its address on stderr. */
-async function startServer(args: { home?: string; port?: string; host?: string; token?: string }) {
+/**
+ * Starts the status page for --serve, serve and watch, on `store` (a PostgreSQL URL or a SQLite home); prints its
+ * address on stderr.
+ */
+async function startServer(
+  store: string,
+  args: { home?: string | undefined; port?: string; host?: string; token?: string },
+) {
   const port = args.port === undefined ? 4777 : Number(args.port)
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new UsageError(`--port: "${args.port}" is not a port`, "Give a number from 0 to 65535.")
   const token = args.token ?? (process.env.SPOOL_TOKEN || undefined)
   const [{ start }, ledger] = await Promise.all([import("./serve.ts"), lazyLedger()])
-  const db = await ledger.open(home(args.home))
+  const db = await ledger.open(store)
   try {
     const server = start({
       ledger: db,
@@ -74,18 +80,38 @@ async function runJob(
   rawArgs: string[],
   o: { command: "run" | "watch"; serve: boolean; follow: boolean },
 ): Promise<ExitCode> {
-  const again = withoutCanary(rawArgs).filter((a) => a !== "--new-run" && a !== "--reingest")
+  const ledger = await lazyLedger()
+  // a store URL's password is never printed nor stored: the command to resume finds it where this one did
+  const again = withoutCanary(rawArgs)
+    .filter((a) => a !== "--new-run" && a !== "--reingest")
+    .map((a) =>
+      ledger.isUrl(a)
+        ? ledger.withoutPassword(a)
+        : a.startsWith("--store=")
+          ? `--store=${ledger.withoutPassword(a.slice(8))}`
+          : a,
+    )
   const resume = ["spool", o.command, ...again].map(quote).join(" ")
+  const file = args.job as string | undefined
+  const flags = jobFlags(args, rawArgs)
+  // --store, the job's [store] url, SPOOL_STORE, or the SQLite store under --home, in that order
+  const url = storeUrl(jobs.load(file, flags).store)
   // the page first: a busy port is refused before the run is touched
-  const server = o.serve ? await startServer(args as Parameters<typeof startServer>[0]) : undefined
+  const server = o.serve
+    ? await startServer(
+        url ?? home(args.home as string | undefined),
+        args as Parameters<typeof startServer>[1],
+      )
+    : undefined
   let session: Awaited<ReturnType<Awaited<ReturnType<typeof engine>>["prepare"]>>
   try {
     session = await (
       await engine()
     ).prepare({
-      file: args.job as string | undefined,
-      flags: jobFlags(args, rawArgs),
+      file,
+      flags,
       home: home(args.home as string | undefined),
+      store: url,
       newRun: (args["new-run"] as boolean | undefined) ?? false,
       reingest: (args.reingest as boolean | undefined) ?? false,
       resume,
@@ -178,8 +204,7 @@ const serve = defineCommand({
   },
   args: { ...serveArgs, ...common },
   async run({ args }) {
-    await existingHome(args.home)
-    const server = await startServer(args)
+    const server = await startServer(await existingStore(args), args)
     await new Promise<void>((done) => {
       const stop = () => done()
       process.once("SIGINT", stop)
@@ -199,7 +224,7 @@ const status = defineCommand({
   },
   async run({ args }) {
     const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
-    const db = await ledger.open(await existingHome(args.home), { access: "read" })
+    const db = await ledger.open(await existingStore(args), { access: "read" })
     try {
       const view = await report.status(db, await mustFind(db, args.run))
       process.stdout.write(args.json ? `${JSON.stringify(view, null, 2)}\n` : report.statusText(view))
@@ -215,7 +240,7 @@ const runs = defineCommand({
   args: { json: { type: "boolean", description: "Machine-readable output" }, ...common },
   async run({ args }) {
     const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
-    const db = await ledger.open(await existingHome(args.home), { access: "read" })
+    const db = await ledger.open(await existingStore(args), { access: "read" })
     try {
       const list = []
       for (const r of await db.runs.list()) list.push(await report.runLine(db, r))
@@ -244,7 +269,7 @@ const results = defineCommand({
       throw new UsageError(`--state: unknown state "${state}"`, `Use one of: ${states.STATES.join(", ")}.`)
     }
     const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
-    const db = await ledger.open(await existingHome(args.home), { access: "read" })
+    const db = await ledger.open(await existingStore(args), { access: "read" })
     try {
       const lines = report.results(db, await mustFind(db, args.run), state)
       if (!args.out) {

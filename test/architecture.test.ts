@@ -46,8 +46,9 @@ export const ROOMS: Room[] = [
   { name: "page", prefix: "src/page", may: ["report", "ledger", "job", "base", "plugin api"] },
 ]
 
-/** Where SQL may be written: the SQLite driver's folder only. */
+/** Where SQL may be written: the SQLite driver's folder, and the PostgreSQL driver's. */
 const SQLITE_DRIVER = "src/core/ledger/sqlite/"
+const POSTGRES_DRIVER = "src/core/ledger/postgres/"
 
 describe("the dependency rule", () => {
   const g = graph(root)
@@ -69,6 +70,15 @@ describe("the dependency rule", () => {
         imports.filter((i) => i.startsWith(SQLITE_DRIVER)).map((i) => `${file} → ${i}`),
       )
     expect(outside).toEqual([])
+  })
+
+  test('only the PostgreSQL driver uses Bun.SQL (import { SQL } from "bun")', () => {
+    expect(moduleUsers(g, "bun", [POSTGRES_DRIVER])).toEqual([])
+    const global = [...g.keys()].filter(
+      (file) =>
+        !file.startsWith(POSTGRES_DRIVER) && /\bBun\.SQL\b/.test(readFileSync(join(root, file), "utf8")),
+    )
+    expect(global).toEqual([])
   })
 
   test("the plugin API imports no file of spool outside itself", () => {

@@ -3,16 +3,16 @@ import { defineCommand, type ArgsDef } from "citty"
 import { resolve } from "node:path"
 import { UsageError } from "../core/base/errors.ts"
 import type { Ledger } from "../core/ledger/ledger.ts"
-import { common, existingHome, home, lazyLedger, VERSION } from "./common.ts"
+import { common, existingStore, home, lazyLedger, VERSION, type Where } from "./common.ts"
 
 const refArgs = {
   run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
   ...common,
 } as const satisfies ArgsDef
 
-/** Opens the store for a command that acts on one run, and closes it after. */
-async function withStore<T>(arg: string | undefined, use: (db: Ledger) => Promise<T>) {
-  const db = await (await lazyLedger()).open(await existingHome(arg))
+/** Opens the store (--store, SPOOL_STORE or --home) for a command that acts on one run, and closes it after. */
+async function withStore<T>(where: Where, use: (db: Ledger) => Promise<T>) {
+  const db = await (await lazyLedger()).open(await existingStore(where))
   try {
     return await use(db)
   } finally {
@@ -51,7 +51,7 @@ export const pause = defineCommand({
   args: refArgs,
   async run({ args }) {
     const control = await lazyControl()
-    process.stderr.write(await withStore(args.home, (db) => control.pause(db, args.run)))
+    process.stderr.write(await withStore(args, (db) => control.pause(db, args.run)))
     return 0
   },
 })
@@ -61,7 +61,7 @@ export const resume = defineCommand({
   args: refArgs,
   async run({ args }) {
     const control = await lazyControl()
-    process.stderr.write(await withStore(args.home, (db) => control.resume(db, args.run)))
+    process.stderr.write(await withStore(args, (db) => control.resume(db, args.run)))
     return 0
   },
 })
@@ -75,7 +75,7 @@ export const cancel = defineCommand({
   args: refArgs,
   async run({ args }) {
     const control = await lazyControl()
-    return withStore(args.home, (db) =>
+    return withStore(args, (db) =>
       interruptible((signal) =>
         control.cancel(db, args.run, home(args.home), (line) => process.stderr.write(line), signal),
       ),
@@ -97,7 +97,7 @@ export const retry = defineCommand({
     if (from !== "failed" && from !== "needs_review")
       throw new UsageError(`--state: "${from}" cannot be retried`, "Use failed or needs_review.")
     const control = await lazyControl()
-    process.stderr.write(await withStore(args.home, (db) => control.retry(db, args.run, from)))
+    process.stderr.write(await withStore(args, (db) => control.retry(db, args.run, from)))
     return 0
   },
 })
@@ -114,7 +114,7 @@ export const exportCmd = defineCommand({
   async run({ args }) {
     const control = await lazyControl()
     const dir = resolve(args.dir)
-    process.stderr.write(await withStore(args.home, (db) => control.exportRun(db, args.run, dir, VERSION)))
+    process.stderr.write(await withStore(args, (db) => control.exportRun(db, args.run, dir, VERSION)))
     return 0
   },
 })
@@ -130,7 +130,7 @@ export const prune = defineCommand({
   },
   async run({ args }) {
     const control = await lazyControl()
-    process.stderr.write(await withStore(args.home, (db) => control.prune(db, args.run, args.force ?? false)))
+    process.stderr.write(await withStore(args, (db) => control.prune(db, args.run, args.force ?? false)))
     return 0
   },
 })

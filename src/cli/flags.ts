@@ -62,6 +62,7 @@ const HELP: Record<string, string> = {
   "pricing.batch_discount": "Share of the price a batch costs (0.5: half)",
   "output.schema": "JSON Schema file for structured output",
   "output.name": "The schema's name, as the provider sees it",
+  "store.url": common.store.description,
 }
 
 /**
@@ -80,12 +81,18 @@ const HINTS: Record<Kind, string> = {
   names: "a,b",
 }
 const FILES = new Set(["output.schema"])
+const URLS = new Set(["store.url"])
 
 const argOf = (f: (typeof FLAGS)[number]): ArgDef => ({
   type: f.kind === "switch" ? "boolean" : "string",
   description: HELP[f.key] ? `${HELP[f.key]} (${f.key})` : f.key,
-  ...(f.kind !== "switch" && { valueHint: FILES.has(f.key) ? "file" : HINTS[f.kind] }),
+  ...(f.kind !== "switch" && {
+    valueHint: FILES.has(f.key) ? "file" : URLS.has(f.key) ? "url" : HINTS[f.kind],
+  }),
 })
+
+/** The common flags but `--store`, which is a job key here (`[store] url`) and comes with the others. */
+const { store: _store, ...others } = common
 
 /** `run`'s flags (and, without new-run and reingest, estimate's and watch's). */
 export const runArgs = {
@@ -93,7 +100,7 @@ export const runArgs = {
   ...Object.fromEntries(JOB_FLAGS.map((f) => [f.name, argOf(f)])),
   "new-run": { type: "boolean", description: "Start a fresh run even if one of this name exists" },
   reingest: { type: "boolean", description: "Read the inputs again from the start (after they changed)" },
-  ...common,
+  ...others,
 } as const satisfies ArgsDef
 
 /** Every value of a flag given several times (`--input a --input b`, or `--input=a`), in order. */

@@ -7,7 +7,7 @@ import * as log from "../base/log.ts"
 import * as redact from "../../plugins/api/redact.ts"
 import * as registry from "../../plugins/registry.ts"
 import type { Ledger } from "../ledger/ledger.ts"
-import { open } from "../ledger/open.ts"
+import { open, shown } from "../ledger/open.ts"
 import type { Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
 import type { State } from "../ledger/states.ts"
@@ -37,7 +37,13 @@ import { canaryReport, type CanaryReport } from "../report/canary.ts"
 export interface StartOptions {
   file: string | undefined
   flags: jobs.Flags
+  /** Where logs and batch files go, and the SQLite ledger when there is no store URL. */
   home: string
+  /**
+   * The ledger's PostgreSQL URL when the command line chose one (--store, else the job's [store] url, else
+   * SPOOL_STORE); without it, the job's [store] url, else the SQLite store under `home`.
+   */
+  store?: string | undefined
   newRun: boolean
   reingest: boolean
   /** The command that resumes this run, printed when it stops early. */
@@ -209,15 +215,17 @@ async function refuse(db: Ledger, run: Run, before: string[], now: string[]): Pr
 
 /** Validates the job, opens the store, finds or creates the run, and recovers what a crash left in flight. */
 export async function prepare(o: StartOptions): Promise<Session> {
-  const { job } = jobs.load(o.file, o.flags)
+  const { job, store } = jobs.load(o.file, o.flags)
   await registry.load(job.plugins ?? [])
   const provider = client(job)
   const cap = capOf(job)
   const prompt = template.parse(job.request.prompt)
   const given = specs(job, o.follow)
   const inputs = plan(job, o.follow)
-  const db = await open(o.home, { synchronous: o.synchronous ?? "FULL" })
+  const at = o.store ?? store ?? o.home
+  const db = await open(at, { synchronous: o.synchronous ?? "FULL" })
   log.init(o.home)
+  log.debug("ledger opened", { store: shown(at) })
   const latest = await db.runs.latest(job.name)
   let run = o.newRun ? null : latest
   let created = false

@@ -158,6 +158,21 @@ const OutputSchema = strict(
   "[output]",
 )
 
+/**
+ * Where the ledger lives: a PostgreSQL server that many workers share (README, "Options"). Without it, SPOOL_STORE,
+ * else the SQLite store under --home. It is the worker's, not the run's: `load` hands it back beside the job, never in
+ * it, so a password in the URL is never stored with the run.
+ */
+const StoreSchema = strict(
+  {
+    url: v.pipe(
+      v.string("expected a string (a postgres:// URL)"),
+      v.regex(/^postgres(ql)?:\/\//i, "must be a postgres:// URL such as postgres://user@host:5432/db"),
+    ),
+  },
+  "[store]",
+)
+
 export const JobSchema = strict(
   {
     name: v.pipe(
@@ -180,6 +195,7 @@ export const JobSchema = strict(
     batch: v.optional(BatchSchema, {}),
     pricing: v.optional(PricingSchema),
     output: v.optional(OutputSchema),
+    store: v.optional(StoreSchema),
   },
   "the job",
 )
@@ -192,7 +208,7 @@ type Parsed = v.InferOutput<typeof JobSchema>
  * than refused, and a job stored before `sources` existed reads as one with none (`shaping` compares it so).
  */
 export const StoredJobSchema = v.object({
-  ...v.omit(JobSchema, ["source", "sources", "output"]).entries,
+  ...v.omit(JobSchema, ["source", "sources", "output", "store"]).entries,
   sources: v.optional(
     v.array(
       v.object({
@@ -224,7 +240,7 @@ export interface Input {
 }
 
 /** A validated job: `[source]` and `[[sources]]` both become `sources`, in the order given. */
-export type Job = Omit<Parsed, "source" | "sources" | "output"> & {
+export type Job = Omit<Parsed, "source" | "sources" | "output" | "store"> & {
   sources: Input[]
   /** The schema read and parsed, whether the job named a file or gave it inline. */
   output?: { name: string; schema: Record<string, unknown> } | undefined
@@ -240,6 +256,8 @@ export interface Loaded {
   job: Job
   /** The job file, when there is one. */
   file: string | undefined
+  /** `[store] url` (or `--store`): the ledger's PostgreSQL URL, kept out of the job so that it is never stored. */
+  store: string | undefined
 }
 
 type Table = Record<string, unknown>
@@ -300,8 +318,12 @@ export function load(file: string | undefined, given: Flags, cwd = process.cwd()
     at: sources ? `sources.${i}` : "source",
     ...(max_malformed !== undefined && { max_malformed }),
   }))
-  const { output, ...others } = rest
-  return { job: { ...others, sources: inputs, output: output && outputOf(output, base) }, file: path }
+  const { output, store, ...others } = rest
+  return {
+    job: { ...others, sources: inputs, output: output && outputOf(output, base) },
+    file: path,
+    store: store?.url,
+  }
 }
 
 /**
@@ -346,6 +368,7 @@ const TABLES: Record<string, v.ObjectEntries> = {
   batch: BatchSchema.entries,
   pricing: PricingSchema.entries,
   output: OutputSchema.entries,
+  store: StoreSchema.entries,
 }
 
 /** The job's keys that a flag sets (flags.ts), in the order of the schema. */

@@ -1,15 +1,47 @@
-/** Opens the ledger under a home directory: the one place that picks a driver (SQLite, today). */
+/**
+ * Opens the ledger: the one place that picks a driver. A store is a `postgres://` URL (the PostgreSQL driver, loaded
+ * only then) or the home directory of a SQLite store.
+ */
 import { existsSync } from "node:fs"
 import { join } from "node:path"
 import type { Ledger, OpenOptions } from "./ledger.ts"
 import * as sqlite from "./sqlite/sqlite.ts"
 import { DB_FILE } from "./sqlite/faults.ts"
+import { isUrl, mask } from "./postgres/connect.ts"
 
-/** Whether a store has been made under `home`: the commands that read or act on runs must not make one. */
-export function exists(home: string): boolean {
-  return existsSync(join(home, DB_FILE))
+export { isUrl }
+
+/**
+ * Whether a store has been made there: the commands that read or act on runs must not make one. For a URL: its
+ * schema exists and holds a ledger (an unreachable server is an error that names it, password masked).
+ */
+export async function exists(store: string): Promise<boolean> {
+  if (!isUrl(store)) return existsSync(join(store, DB_FILE))
+  return (await import("./postgres/found.ts")).found(store)
 }
 
-export async function open(home: string, options: OpenOptions = {}): Promise<Ledger> {
-  return sqlite.open(home, options)
+/** Opens (making it if need be) the ledger at a store: a PostgreSQL URL, or a home directory for SQLite. */
+export async function open(store: string, options: OpenOptions = {}): Promise<Ledger> {
+  if (isUrl(store)) return (await import("./postgres/postgres.ts")).open(store)
+  return sqlite.open(store, options)
+}
+
+/** A store as it may be shown in a log, a message or a page: a URL with its password masked, a folder as it is. */
+export function shown(store: string): string {
+  return isUrl(store) ? mask(store) : store
+}
+
+/**
+ * A store URL without its password, for a command printed to be run again (and kept as the run's resume command):
+ * the password then comes from PGPASSWORD or a .env file, never from a terminal's scrollback or the ledger.
+ */
+export function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url)
+    if (!u.password) return url
+    u.password = ""
+    return u.toString()
+  } catch {
+    return url.replace(/\/\/([^:/@]*):[^@/]*@/, "//$1@")
+  }
 }
