@@ -13,6 +13,7 @@ import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts
 import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
 import { jobFlags, mustHaveJob, runArgs } from "./cli/flags.ts"
 import { usage } from "./cli/help.ts"
+import { migrate } from "./cli/migrate.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
 // start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
@@ -394,6 +395,7 @@ export const COMMANDS = {
   retry,
   export: exportCmd,
   prune,
+  migrate,
   plugins,
 } as Record<string, CommandDef>
 
