@@ -130,6 +130,11 @@ export class Batcher {
     this.tailRunner?.abort()
   }
 
+  /** What the store told: items to pack, or the run's state changed; either way, look now. */
+  notice(_kind: "items" | "state"): void {
+    this.poke()
+  }
+
   poke(): void {
     this.waker.notify()
   }

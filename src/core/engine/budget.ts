@@ -88,9 +88,9 @@ export function batchRoom(
 }
 
 /**
- * Direct calls: what this process counts as spent. It starts from what the run had spent when it began (batches
- * included), and adds its own attempts as they are committed; with several workers on one run, each counts what it
- * saw at its start plus its own calls (README).
+ * Direct calls: what the run has spent. It starts from what the run had spent when it began (batches included),
+ * adds this process's attempts as they are committed, and is synced from the ledger now and then (`sync`), so that
+ * with several workers on one run each counts the others' spend too (README, "Many machines").
  */
 export class Budget {
   spentUsd: number
@@ -106,6 +106,15 @@ export class Budget {
     this.spentUsd = spentOf(cap.price, start)
     this.attempts = start.attempts
     this.first = first(cap, request, false)
+  }
+
+  /**
+   * Takes the run's spend as the ledger has it now (every worker's committed attempts): on a store several workers
+   * share, the cap is the run's, not one worker's. Between two syncs `add` counts this process's own commits.
+   */
+  sync(spent: Spent): void {
+    this.spentUsd = spentOf(this.cap.price, spent)
+    this.attempts = spent.attempts
   }
 
   /** Counts an attempt that ended, with the tokens it used. */

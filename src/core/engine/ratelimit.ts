@@ -42,6 +42,8 @@ export class Limiter {
   private requests: Bucket | undefined
   private tokens: Bucket | undefined
   private readonly learn: { rpm: boolean; tpm: boolean }
+  /** The job's own limits, before any share (0: learned). */
+  private readonly configured: { rpm: number; tpm: number }
   private readonly now: () => number
   private readonly max: number
   private allowed: number
@@ -55,6 +57,7 @@ export class Limiter {
     this.requests = o.rpm > 0 ? new Bucket(o.rpm, t) : undefined
     this.tokens = o.tpm > 0 ? new Bucket(o.tpm, t) : undefined
     this.learn = { rpm: o.rpm === 0, tpm: o.tpm === 0 }
+    this.configured = { rpm: o.rpm, tpm: o.tpm }
     this.max = o.concurrency
     this.allowed = o.concurrency
     this.probing = this.learn.rpm || this.learn.tpm
@@ -122,6 +125,25 @@ export class Limiter {
   /** A success: concurrency grows back by about one per round of calls. */
   succeeded(): void {
     if (this.allowed < this.max) this.allowed = Math.min(this.max, this.allowed + 1 / this.allowed)
+  }
+
+  /**
+   * Several workers on one run (a shared store): each takes an equal share of the job's own `rpm` and `tpm`, so
+   * that together they stay under them; limits learned from the provider's headers are the provider's count of
+   * everyone's calls already, and are left as they are. A bucket's level never exceeds its new limit.
+   */
+  share(workers: number): void {
+    const n = Math.max(1, Math.floor(workers))
+    const now = this.now()
+    for (const [bucket, base] of [
+      [this.requests, this.configured.rpm],
+      [this.tokens, this.configured.tpm],
+    ] as const) {
+      if (!bucket || base <= 0) continue
+      bucket.refill(now)
+      bucket.limit = base / n
+      bucket.level = Math.min(bucket.level, bucket.limit)
+    }
   }
 
   /** What it knows, for tests and status. */

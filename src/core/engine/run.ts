@@ -282,6 +282,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       owner,
       policy,
       budget: cap && new Budget(cap, job.request, await db.reads.summary(run.id)),
+      listening: db.listen !== undefined,
     })
   // realtime calls or provider batches: the same ledger, driven one way or the other
   const drive = async (): Promise<Runner | Batcher> =>
@@ -415,20 +416,32 @@ export async function prepare(o: StartOptions): Promise<Session> {
       // awaited after the loop; until then a rejection must not count as unhandled (it would end the process)
       reading.catch(() => {})
       driver.onCommit = tick
-      let ending: string = await driver.loop()
-      if (canary !== undefined && driver === canaryRunner && ending === "done") {
-        const next = await afterCanary(canary, reading, onCanary)
-        if (next === "stop") {
-          await worker.leave()
-          await db.close()
-          return 0
+      // a shared store tells this worker of others' changes: new items, a retry due, pause, resume, cancel
+      const listening = await db.listen?.((n) => {
+        if (n.run === current.id) driver.notice(n.kind)
+      })
+      let unlistened: Promise<void> | undefined
+      const unlisten = () => (unlistened ??= listening?.().catch(() => {}))
+      let ending: string
+      try {
+        ending = await driver.loop()
+        if (canary !== undefined && driver === canaryRunner && ending === "done") {
+          const next = await afterCanary(canary, reading, onCanary)
+          if (next === "stop") {
+            await unlisten()
+            await worker.leave()
+            await db.close()
+            return 0
+          }
+          if (next === "interrupted") ending = "interrupted"
+          else {
+            driver = await drive()
+            driver.onCommit = tick
+            ending = stopping ? "interrupted" : await driver.loop()
+          }
         }
-        if (next === "interrupted") ending = "interrupted"
-        else {
-          driver = await drive()
-          driver.onCommit = tick
-          ending = stopping ? "interrupted" : await driver.loop()
-        }
+      } finally {
+        await unlisten()
       }
       // a watch's ingester never ends by itself: a run cancelled, paused or capped ends it here
       if (follower) ingestAbort.abort()

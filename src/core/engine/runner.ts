@@ -1,7 +1,7 @@
 /** Drives a run's items through the ledger: claim, call, record; concurrency-limited, durable at every step. */
 import { ProviderError } from "../../plugins/api/errors.ts"
 import * as retry from "./retry.ts"
-import type { Ledger } from "../ledger/ledger.ts"
+import { alive, type Ledger } from "../ledger/ledger.ts"
 import type { Claimed, Outcome, Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
 import type { Job } from "../job/job.ts"
@@ -33,9 +33,19 @@ export interface RunnerOptions {
   policy?: retry.Policy
   /** The spend cap (`limits.max_cost_usd`), with what the run had spent before this process. */
   budget?: Budget | undefined
+  /**
+   * The store tells this process of new items and state changes (`Ledger.listen`): an idle runner then looks at the
+   * ledger every few seconds instead of every second, and at once when told.
+   */
+  listening?: boolean
 }
 
 const IDLE_POLL_MS = 1000
+/** An idle runner's look at the ledger when the store tells it of changes (a lapsed lease is still found so). */
+const LISTENING_POLL_MS = 5000
+/** How often the spend cap is synced with every worker's spend, and the rate limits shared among the workers. */
+const SYNC_MS = 250
+const SHARE_MS = 5000
 /** The longest a finished result waits for companions before it is committed. */
 const GROUP_MS = 10
 
@@ -83,6 +93,13 @@ export class Runner {
   /** How many items are claimed ahead of free slots, and the most results one commit waits for. */
   private readonly ahead: number
   private soon = false
+  /** How long an idle loop sleeps, and how often it reads the run's state, when nothing tells it sooner. */
+  private readonly idleMs: number
+  private readonly stateMs: number
+  private syncedAt = 0
+  private sharedAt = 0
+  /** Items other workers hold (running in the ledger, not ours), as of the last sync: under way for the cap too. */
+  private others = 0
 
   constructor(options: RunnerOptions) {
     this.o = options
@@ -93,6 +110,14 @@ export class Runner {
     this.limiter = new Limiter({ rpm, tpm, concurrency })
     this.leaseMs = options.leaseMs ?? 60_000
     this.ahead = Math.ceil(options.job.limits.concurrency / 4)
+    this.idleMs = options.listening ? LISTENING_POLL_MS : IDLE_POLL_MS
+    this.stateMs = options.listening ? LISTENING_POLL_MS : 500
+  }
+
+  /** What the store told: items to claim, or the run's state changed (read it at the next turn). */
+  notice(kind: "items" | "state"): void {
+    if (kind === "state") this.checkedAt = 0
+    this.waker.notify()
   }
 
   /** Stops claiming; in-flight calls run on until they end or `abort()` is called. */
@@ -122,7 +147,9 @@ export class Runner {
     try {
       for (;;) {
         if (this.renewal !== undefined) throw this.renewal
-        if (Date.now() - this.checkedAt >= 500) await this.watch()
+        if (Date.now() - this.checkedAt >= this.stateMs) await this.watch()
+        if (this.o.budget && Date.now() - this.syncedAt >= SYNC_MS) await this.sync(this.o.budget)
+        if (Date.now() - this.sharedAt >= SHARE_MS) await this.share()
         const holding = this.holding
         // items claimed ahead but never sent go back as they were; no request left for them
         if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
@@ -158,7 +185,7 @@ export class Runner {
             return "cancelled"
           }
           // paused by `spool pause`: nothing is in flight; wait for `spool resume`
-          await this.waker.sleep(IDLE_POLL_MS)
+          await this.waker.sleep(this.idleMs)
           continue
         }
         const wait = await this.nothingToClaim()
@@ -217,7 +244,7 @@ export class Runner {
 
   private async untilDue(): Promise<number> {
     const next = await this.o.ledger.claims.nextRetryAt(this.o.run.id)
-    return next === null ? IDLE_POLL_MS : Math.max(0, Math.min(next - Date.now(), IDLE_POLL_MS))
+    return next === null ? this.idleMs : Math.max(0, Math.min(next - Date.now(), this.idleMs))
   }
 
   /** With nothing in flight and nothing claimable: null when the run has nothing left, else how long to wait. */
@@ -229,7 +256,7 @@ export class Runner {
     if (counts.running === 0 && counts.queued === 0 && counts.pending === 0 && !ingesting) return null
     // another worker holds items or is still ingesting: wait for it, and take over what a dead one held
     await ledger.claims.recover(run.id, dead)
-    return IDLE_POLL_MS
+    return this.idleMs
   }
 
   /** Wakes the loop: new items were ingested, or something else changed. */
@@ -242,13 +269,34 @@ export class Runner {
    * nothing more fits, new work stops and the run pauses once the calls in flight have ended.
    */
   private affordable(budget: Budget): number {
-    const underway = this.inflight.size + this.queue.length
+    const underway = this.inflight.size + this.queue.length + this.others
     const room = budget.room(underway)
     if (room <= 0 && underway === 0) {
       this.capped = budget.reached()
       this.waker.notify()
     }
     return room
+  }
+
+  /**
+   * The run's spend and what other workers hold, from the ledger: with several workers the cap is the run's. An
+   * item another worker holds is counted under way; one of ours ended but not yet committed stays counted as ours.
+   */
+  private async sync(budget: Budget): Promise<void> {
+    this.syncedAt = Date.now()
+    const summary = await this.o.ledger.reads.summary(this.o.run.id)
+    budget.sync(summary)
+    const ours = this.inflight.size + this.queue.length + this.outcomes.length
+    this.others = Math.max(0, summary.counts.running - ours)
+  }
+
+  /** The job's rpm and tpm shared among the run's live workers (ratelimit.ts `share`). */
+  private async share(): Promise<void> {
+    this.sharedAt = Date.now()
+    const { rpm, tpm } = this.o.job.limits
+    if (rpm <= 0 && tpm <= 0) return
+    const workers = alive(await this.o.ledger.workers.list(this.o.run.id))
+    this.limiter.share(Math.max(1, workers))
   }
 
   /** Counts what a commit carried; what `onCommit` returns (a promise, when it reads the ledger) is awaited. */
