@@ -1,21 +1,24 @@
 /** This process's identity in the ledger's leases and worker registry, whether another's is dead, and its heartbeat. */
-import { hostname } from "node:os"
 import * as log from "../base/log.ts"
-import { gone } from "../base/process.ts"
+import { gone, HOST, PLACE } from "../base/process.ts"
 import { FRESH_MS, HEARTBEAT_MS, type Ledger } from "../ledger/ledger.ts"
 
-const self = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`
+const self = `${HOST}:${process.pid}:${PLACE}.${Math.random().toString(36).slice(2, 10)}`
 
-/** This process's identity in leases: host, pid, and a nonce so that a reused pid is a different owner. */
+/**
+ * This process's identity in leases: host (SPOOL_HOST, else the host name), pid, and its process table's place with
+ * a nonce, so that a reused pid is a different owner and a pid is never looked up in another container's table.
+ */
 export function ownerId(): string {
   return self
 }
 
 /** Whether an owner is a process on this host that no longer exists. Other hosts' owners wait for expiry. */
 export function dead(owner: string): boolean {
-  const [host, pid] = owner.split(":")
+  const [host, pid, nonce] = owner.split(":")
   // this process's pid with another nonce: an earlier process that had the same pid
-  if (host === hostname() && Number(pid) === process.pid) return owner !== self
+  const place = nonce?.includes(".") ? nonce.split(".")[0] : PLACE
+  if (host === HOST && Number(pid) === process.pid && place === PLACE) return owner !== self
   return gone(owner)
 }
 

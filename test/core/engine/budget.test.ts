@@ -52,6 +52,18 @@ describe("the spend cap", () => {
     expect(budget.room(5)).toBe(27)
   })
 
+  test("direct calls with other workers: a sync takes the run's spend from the ledger, every worker's attempts in it", () => {
+    const budget = new Budget(CAP, REQUEST, spent({ attempts: 1, inputTokens: 1000, outputTokens: 500 }))
+    expect(budget.room(0)).toBe(4)
+    // meanwhile other workers committed 2 more attempts of the same cost: $0.006 spent in 3, $0.002 each
+    budget.sync(spent({ attempts: 3, inputTokens: 3000, outputTokens: 1500 }))
+    expect(budget.spentUsd).toBeCloseTo(0.006, 12)
+    expect(budget.attempts).toBe(3)
+    // (0.01 − 0.006 − 0.002 × 1 under way elsewhere) / 0.002 = 1
+    expect(budget.room(1)).toBe(1)
+    expect(budget.room(2)).toBe(0)
+  })
+
   test("direct calls: then the average attempt, counting this process's own as they are committed", () => {
     const budget = new Budget(CAP, REQUEST, spent({ attempts: 1, inputTokens: 1000, outputTokens: 500 }))
     expect(budget.spentUsd).toBeCloseTo(0.002, 12)

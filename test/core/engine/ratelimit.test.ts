@@ -82,3 +82,24 @@ describe("rate limits", () => {
     expect(limiter.state.concurrency).toBe(64)
   })
 })
+
+describe("the job's limits shared among workers", () => {
+  test("each of n workers takes 1/n of the job's rpm and tpm; learned limits are left as the provider gives them", () => {
+    let now = 0
+    const limiter = new Limiter({ rpm: 600, tpm: 60_000, concurrency: 8, now: () => now })
+    limiter.share(3)
+    expect(limiter.state).toMatchObject({ rpm: 200, tpm: 20_000 })
+    // a full bucket holds no more than the share: 200 requests now, the 201st waits 60000 / 200 ms
+    for (let i = 0; i < 200; i++) expect(limiter.take(1)).toBe(true)
+    expect(limiter.take(1)).toBe(false)
+    expect(limiter.wait(1)).toBe(300)
+    now += 300
+    expect(limiter.take(1)).toBe(true)
+    limiter.share(1)
+    expect(limiter.state).toMatchObject({ rpm: 600, tpm: 60_000 })
+    const learned = new Limiter({ rpm: 0, tpm: 0, concurrency: 8, now: () => now })
+    learned.observe({ requests: { limit: 500, remaining: 500 } })
+    learned.share(4)
+    expect(learned.state.rpm).toBe(500)
+  })
+})
