@@ -55,11 +55,14 @@ const BIN = findBin()
 const ROOT = process.getuid?.() === 0
 const OWNER = ROOT && BIN ? findOwner() : undefined
 
+/** What else a user may do: name a server, unless one is named (the restart tests need their own all the same). */
+const OR_GIVE = GIVEN ? "" : ", or set SPOOL_TEST_PG=postgres://user@host:5432/db"
+
 /** Why this process cannot start a server of its own; empty when it can. */
 export const PRIVATE_PG_MISSING = !BIN
-  ? "no PostgreSQL server binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin: install them (apt-get install postgresql), or set SPOOL_TEST_PG=postgres://user@host:5432/db (README.md, Testing)"
+  ? `no PostgreSQL server binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin: install them (apt-get install postgresql)${OR_GIVE} (README.md, Testing)`
   : ROOT && !OWNER
-    ? "running as root, which initdb refuses, and there is no postgres user to run it as: create one (useradd postgres), run the tests as another user, or set SPOOL_TEST_PG=postgres://user@host:5432/db (README.md, Testing)"
+    ? `running as root, which initdb refuses, and there is no postgres user to run it as: create one (useradd postgres) or run the tests as another user${OR_GIVE} (README.md, Testing)`
     : ""
 
 /** Why the PostgreSQL tests cannot run here; empty when they can (SPOOL_TEST_PG, or a private server). */
@@ -84,8 +87,8 @@ export interface PgServer extends AsyncDisposable {
   start(): Promise<void>
 }
 
-/** Servers still to stop at exit, by dir. */
-const live = new Map<string, PgServer>()
+/** The temp dirs this process made: servers to stop and dirs to remove at exit. */
+const live = new Set<string>()
 
 /** A command as run: as the postgres user when this process is root. */
 function as(cmd: string[]): string[] {
@@ -164,8 +167,30 @@ function halt(dir: string): void {
  * (bun test emits no 'exit'), and a process 'exit' elsewhere. Synchronous, as an 'exit' handler must be.
  */
 export function stopPgServers(): void {
-  for (const dir of live.keys()) halt(dir)
+  for (const dir of live) halt(dir)
   live.clear()
+}
+
+/** A new temp dir of this process's (its pid in the name, for sweep), owned by the server's user. */
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), `spool-pg-${process.pid}-`))
+  if (OWNER) chownSync(dir, OWNER.uid, OWNER.gid)
+  live.add(dir)
+  return dir
+}
+
+let template: Promise<string> | undefined
+
+/** A data dir made by initdb, once a process: each server starts from a copy (initdb takes seconds, a copy not). */
+function initdb(): Promise<string> {
+  template ??= (async () => {
+    const dir = tempDir()
+    const data = join(dir, "data")
+    const args = ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+    await run([join(BIN, "initdb"), ...args], dir)
+    return data
+  })()
+  return template
 }
 
 let swept = false
@@ -178,11 +203,11 @@ async function boot(): Promise<PgServer> {
     sweep()
     process.once("exit", stopPgServers)
   }
-  const dir = mkdtempSync(join(tmpdir(), `spool-pg-${process.pid}-`))
+  const dir = tempDir()
   const data = join(dir, "data")
   const sock = join(dir, "sock")
   mkdirSync(sock)
-  if (OWNER) for (const d of [dir, sock]) chownSync(d, OWNER.uid, OWNER.gid)
+  if (OWNER) chownSync(sock, OWNER.uid, OWNER.gid)
   let port = 0
   const server: PgServer = {
     get url() {
@@ -201,8 +226,9 @@ async function boot(): Promise<PgServer> {
         `-k ${sock}`,
         "-c listen_addresses=127.0.0.1",
         "-c max_connections=200",
+        // fast, and still safe from a killed server (stop -m immediate): only a crash of the machine loses data.
+        // Not synchronous_commit=off: a killed server would lose its last commits, as no real one does
         "-c fsync=off",
-        "-c synchronous_commit=off",
         "-c full_page_writes=off",
       ].join(" ")
       await run(
@@ -216,23 +242,7 @@ async function boot(): Promise<PgServer> {
       live.delete(dir)
     },
   }
-  live.set(dir, server)
-  await run(
-    [
-      join(BIN, "initdb"),
-      "-D",
-      data,
-      "-U",
-      "postgres",
-      "-A",
-      "trust",
-      "-E",
-      "UTF8",
-      "--locale=C",
-      "--no-sync",
-    ],
-    dir,
-  )
+  await run(["cp", "-R", "-p", await initdb(), data], dir)
   // the port is free when chosen, not reserved: another process may take it before the server binds it
   for (let attempt = 1; ; attempt++) {
     port = await freePort()
