@@ -1,0 +1,262 @@
+/**
+ * `spool migrate`, through the compiled binary: a run stopped half way on a laptop's SQLite store is copied into a
+ * PostgreSQL store and finished there, nothing paid twice; a schema that holds the run already is refused.
+ */
+import { Database } from "bun:sqlite"
+import { SQL } from "bun"
+import { describe, expect, test } from "bun:test"
+import { writeFileSync } from "node:fs"
+import { startFake } from "../lib/fake-openai.ts"
+import { pgSchema, SKIP_PG } from "../lib/pg.ts"
+import { spool, start, until } from "../lib/spool.ts"
+import { tmpdir } from "../lib/tmp.ts"
+
+const KEY = "sk-test-migrate-0123456789"
+const env = { OPENAI_API_KEY: KEY }
+
+const openaiJob = (url: string) => `name = "laptop"
+[source]
+path = "in.jsonl"
+id = "id"
+[provider]
+name = "openai"
+model = "gpt-4.1-mini"
+base_url = "${url}"
+[request]
+prompt = "Item {{n}}"
+max_tokens = 20
+[limits]
+concurrency = 4
+retry_base_s = 0.05
+retry_cap_s = 0.2
+`
+
+const mockJob = (name: string) => `name = "${name}"
+[source]
+path = "in.jsonl"
+id = "id"
+[provider]
+name = "mock"
+model = "mock-1"
+[request]
+prompt = "Item {{n}}"
+`
+
+const input = (n: number) =>
+  Array.from({ length: n }, (_, i) => JSON.stringify({ id: `id-${i + 1}`, n: i + 1 })).join("\n") + "\n"
+
+/** The counters a run's status is read from, as rows in key order: the same on both stores after a migration. */
+const COUNTERS = {
+  tallies: "run_id, state",
+  progress: "run_id, bucket",
+  error_tallies: "run_id, class",
+} as const
+
+function sqliteCounters(home: string): Record<string, unknown[]> {
+  const db = new Database(`${home}/spool.db`, { readonly: true })
+  try {
+    const out: Record<string, unknown[]> = {}
+    for (const [table, key] of Object.entries(COUNTERS))
+      out[table] = db.query(`SELECT * FROM ${table} ORDER BY ${key}`).all()
+    return out
+  } finally {
+    db.close()
+  }
+}
+
+/** How many rows a table of the SQLite store holds. */
+function rowsOf(home: string, table: string): number {
+  const db = new Database(`${home}/spool.db`, { readonly: true })
+  try {
+    return (db.query(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
+  } finally {
+    db.close()
+  }
+}
+
+async function pgCounters(sql: SQL, schema: string): Promise<Record<string, unknown[]>> {
+  const out: Record<string, unknown[]> = {}
+  for (const [table, key] of Object.entries(COUNTERS))
+    out[table] = [...(await sql.unsafe(`SELECT * FROM "${schema}".${table} ORDER BY ${key}`))]
+  return out
+}
+
+/** How many rows each table of a schema holds. */
+async function rowCounts(sql: SQL, schema: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {}
+  for (const table of [
+    "runs",
+    "inputs",
+    "items",
+    "attempts",
+    "problems",
+    "batches",
+    "tallies",
+    "progress",
+    "error_tallies",
+    "canaries",
+    "workers",
+  ]) {
+    const [row] = await sql.unsafe(`SELECT count(*)::int AS n FROM "${schema}".${table}`)
+    out[table] = (row as { n: number }).n
+  }
+  return out
+}
+
+/** A status view without what moves with the clock. */
+function counted(stdout: string) {
+  const {
+    elapsed_s: _e,
+    rate_per_s: _r,
+    eta_s: _eta,
+    ...view
+  } = JSON.parse(stdout) as Record<string, unknown>
+  return view
+}
+
+describe.skipIf(SKIP_PG)("spool migrate", () => {
+  // SIGINT: a clean stop; SIGKILL: items left running, their leases held by a process gone, which recover takes back
+  for (const signal of ["SIGINT", "SIGKILL"] as const)
+    test(`a run stopped half way on SQLite (${signal}) is copied into PostgreSQL (refused while its worker lives) and finished there: every id once, nothing completed paid twice, the same counts right after`, async () => {
+      await using tmp = await tmpdir()
+      await using fake = await startFake({
+        apiKey: KEY,
+        latencyMs: 30,
+        faults: { rate: 0.1, kinds: ["500"], seed: 15 },
+      })
+      await using pg = await pgSchema()
+      const sql = new SQL(pg.url.replace(/\?.*$/, ""))
+      try {
+        const N = 300
+        writeFileSync(tmp.join("in.jsonl"), input(N))
+        writeFileSync(tmp.join("job.toml"), openaiJob(fake.url))
+        const home = tmp.join("laptop")
+        const child = start(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+        await until(() => fake.paid.size >= 60, 30_000, "60 completions")
+
+        // while its worker lives, the run is not migrated, and the schema is not even made
+        const early = await spool(["migrate", "--from", home, "--to", pg.url], { cwd: tmp.path, env })
+        expect(early.code).toBe(2)
+        expect(early.stderr).toContain(`spool: a worker is still at work on run "laptop" in ${home} (`)
+        const [made] = await sql`SELECT to_regclass(${`"${pg.schema}".runs`})::text AS t`
+        expect(made.t).toBeNull()
+
+        child.kill(signal)
+        const code = await child.exited
+        if (signal === "SIGINT") expect(code).toBe(130)
+        const before = await spool(["status", "--json", "--home", home], { cwd: tmp.path, env })
+        const laptop = counted(before.stdout)
+        const counts = laptop.counts as Record<string, number>
+        if (signal === "SIGKILL") expect(counts.running).toBeGreaterThan(0)
+        const finished = (
+          await spool(["results", "--home", home, "--state", "completed"], { cwd: tmp.path, env })
+        ).stdout
+          .trim()
+          .split("\n")
+          .map((l) => (JSON.parse(l) as { id: string }).id)
+        expect(finished.length).toBe(counts.completed ?? -1)
+        expect(counts.completed).toBeGreaterThanOrEqual(60)
+        expect(counts.completed).toBeLessThan(N)
+        expect((laptop.errors as unknown[]).length).toBeGreaterThan(0)
+
+        const moved = await spool(["migrate", "--from", home, "--to", pg.url], { cwd: tmp.path, env })
+        expect(moved.code).toBe(0)
+        const attempts = rowsOf(home, "attempts")
+        expect(moved.stderr).toContain(`migrated 1 run to ${pg.url}: "laptop" (1, running)\n`)
+        expect(moved.stderr).toContain(
+          `  ${N} items, ${attempts} attempts, 0 batches, 0 problems\n`.replace(/\d{4,}/g, (d) =>
+            Number(d).toLocaleString("en-US"),
+          ),
+        )
+
+        // right after: the same status, and the same counters row for row
+        const there = await spool(["status", "--json", "--store", pg.url], { cwd: tmp.path, env })
+        expect(there.code).toBe(0)
+        expect(counted(there.stdout)).toEqual(laptop)
+        expect(await pgCounters(sql, pg.schema)).toEqual(sqliteCounters(home))
+        const rows = await rowCounts(sql, pg.schema)
+        expect(rows).toMatchObject({ runs: 1, inputs: 1, items: N, attempts, batches: 0, workers: 0 })
+
+        // the fleet goes on, with a home of its own
+        const done = await spool(["run", "job.toml", "--store", pg.url, "--home", tmp.join("fleet")], {
+          cwd: tmp.path,
+          env,
+        })
+        expect(done.stderr).toContain(`run "laptop": ${N} completed, 0 failed of ${N}`)
+        expect(done.code).toBe(0)
+        const results = await spool(["results", "--store", pg.url], { cwd: tmp.path, env })
+        const lines = results.stdout
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { id: string; state: string })
+        expect(lines.length).toBe(N)
+        expect(new Set(lines.map((l) => l.id)).size).toBe(N)
+        expect(lines.every((l) => l.state === "completed")).toBe(true)
+        // none completed on the laptop was sent again; after a clean stop, nothing at all was paid twice (a kill may
+        // cut short a call that was paid but not recorded: that one is sent again, as on SQLite)
+        expect(fake.paid.size).toBe(N)
+        expect(finished.map((id) => fake.paid.get(`Item ${id.slice(3)}`))).toEqual(finished.map(() => 1))
+        if (signal === "SIGINT") expect([...fake.paid.values()].every((n) => n === 1)).toBe(true)
+        // the copied attempts kept their ids and the new ones came after them (the sequence was set past them)
+        const [ids] = await sql.unsafe(
+          `SELECT (SELECT max(id) FROM "${pg.schema}".items)::int AS items,
+         (SELECT count(*) FROM "${pg.schema}".attempts WHERE id <= ${attempts})::int AS copied`,
+        )
+        expect(ids).toEqual({ items: N, copied: attempts })
+      } finally {
+        await sql.close()
+      }
+    }, 120_000)
+
+  test("--run copies only that run; a schema that holds a run of the same name or id is refused with exit 2 and left as it was", async () => {
+    await using tmp = await tmpdir()
+    await using pg = await pgSchema()
+    const sql = new SQL(pg.url.replace(/\?.*$/, ""))
+    try {
+      writeFileSync(tmp.join("in.jsonl"), input(40))
+      const laptop = tmp.join("laptop")
+      for (const name of ["first", "second"]) {
+        writeFileSync(tmp.join(`${name}.toml`), mockJob(name))
+        expect((await spool(["run", `${name}.toml`, "--home", laptop], { cwd: tmp.path })).code).toBe(0)
+      }
+      const one = await spool(["migrate", "--from", laptop, "--to", pg.url, "--run", "second"], {
+        cwd: tmp.path,
+      })
+      expect(one.code).toBe(0)
+      expect(one.stderr).toContain(
+        `migrated 1 run to ${pg.url}: "second" (2, completed)\n  40 items, 40 attempts`,
+      )
+      const after = await rowCounts(sql, pg.schema)
+      expect(after).toMatchObject({ runs: 1, items: 40, attempts: 40 })
+
+      // every run of the laptop: "second" is there already
+      const again = await spool(["migrate", "--to", pg.url], { cwd: tmp.path, env: { SPOOL_HOME: laptop } })
+      expect(again.code).toBe(2)
+      expect(again.stderr).toBe(
+        `spool: the store ${pg.url} already holds run 2 ("second"): a migration does not mix two stores; nothing was copied\n` +
+          "  Migrate into a schema of its own: add ?schema=NAME to the URL (e.g. ?schema=laptop), and run there with the same URL.\n",
+      )
+      expect(await rowCounts(sql, pg.schema)).toEqual(after)
+
+      // another store whose second run has the same id, under another name
+      const other = tmp.join("other")
+      for (const name of ["third", "fourth"]) {
+        writeFileSync(tmp.join(`${name}.toml`), mockJob(name))
+        expect((await spool(["run", `${name}.toml`, "--home", other], { cwd: tmp.path })).code).toBe(0)
+      }
+      const clash = await spool(["migrate", "--from", other], { cwd: tmp.path, env: { SPOOL_STORE: pg.url } })
+      expect(clash.code).toBe(2)
+      expect(clash.stderr).toContain(`already holds run 2 ("second")`)
+      expect(await rowCounts(sql, pg.schema)).toEqual(after)
+
+      // its first run alone clashes with neither: it goes in beside "second"
+      const third = await spool(["migrate", "--from", other, "--to", pg.url, "--run", "third"], {
+        cwd: tmp.path,
+      })
+      expect(third.code).toBe(0)
+      expect(await rowCounts(sql, pg.schema)).toMatchObject({ runs: 2, items: 80, attempts: 80 })
+    } finally {
+      await sql.close()
+    }
+  }, 60_000)
+})
