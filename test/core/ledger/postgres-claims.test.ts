@@ -1,0 +1,68 @@
+/** PostgreSQL's claims under contention: four workers, each on its own connection pool, share one run. */
+import { expect, test } from "bun:test"
+import { SQL } from "bun"
+import type { Ledger } from "../../../src/core/ledger/ledger.ts"
+import * as postgres from "../../../src/core/ledger/postgres/postgres.ts"
+import { ok } from "../../lib/ledger-contract.ts"
+import { seed } from "../../lib/ledger.ts"
+import { pgSchema, pgServer, SKIP_PG } from "../../lib/pg.ts"
+
+const ITEMS = 2_000
+const WORKERS = 4
+const STEP = 16
+
+/** Claims in steps of `STEP`, completing each step's items in the next, until a step finds none left. */
+async function work(ledger: Ledger, run: number, owner: string): Promise<number[]> {
+  const taken: number[] = []
+  let held: { id: number; attempt: number }[] = []
+  for (;;) {
+    const outcomes = held.map((c) => ok(c.id, c.attempt, `by ${owner}`))
+    held = await ledger.claims.step(run, owner, outcomes, STEP, 60_000)
+    if (held.length === 0) return taken
+    taken.push(...held.map((c) => c.id))
+  }
+}
+
+test.skipIf(SKIP_PG)(
+  "four workers claiming at once from one run take every item exactly once, and complete them all",
+  async () => {
+    await using schema = await pgSchema()
+    const ledgers = await Promise.all(Array.from({ length: WORKERS }, () => postgres.open(schema.url)))
+    const sql = new SQL(await pgServer())
+    try {
+      const { run } = await seed(ledgers[0]!, ITEMS)
+      const taken = await Promise.all(ledgers.map((l, i) => work(l, run.id, `w${i}`)))
+
+      // every item claimed once, by one worker: none held by two, none left out
+      const all = taken.flat()
+      expect(all.length).toBe(ITEMS)
+      expect(new Set(all).size).toBe(ITEMS)
+      // each worker took its share in ledger order
+      for (const ids of taken) expect(ids).toEqual([...ids].sort((a, b) => a - b))
+
+      const q = (text: string) => sql.unsafe(text.replaceAll("$s", `"${schema.schema}"`), [run.id])
+      expect(
+        await q(`SELECT state, count(*)::int AS n, min(attempts) AS lo, max(attempts) AS hi,
+          count(*) FILTER (WHERE lease_owner IS NOT NULL)::int AS leased
+          FROM $s.items WHERE run_id = $1 GROUP BY state`),
+      ).toEqual([{ state: "completed", n: ITEMS, lo: 1, hi: 1, leased: 0 }])
+      // one attempt per item, numbered 1, ended ok, by the worker whose output the item keeps
+      expect(
+        await q(`SELECT count(*)::int AS n, count(DISTINCT a.item_id)::int AS items,
+          count(*) FILTER (WHERE a.n = 1 AND a.outcome = 'ok' AND i.output = 'by ' || a.owner)::int AS good
+          FROM $s.attempts a JOIN $s.items i ON i.id = a.item_id WHERE a.run_id = $1`),
+      ).toEqual([{ n: ITEMS, items: ITEMS, good: ITEMS }])
+      // the tallies the triggers kept equal the items' own counts and sums
+      const tallies = await q(`SELECT state, n, attempts, input_tokens, output_tokens FROM $s.tallies
+        WHERE run_id = $1 AND (n <> 0 OR attempts <> 0) ORDER BY state`)
+      expect([...tallies]).toEqual([
+        { state: "completed", n: ITEMS, attempts: ITEMS, input_tokens: 3 * ITEMS, output_tokens: 2 * ITEMS },
+      ])
+      expect(await ledgers[0]!.claims.holders(run.id)).toEqual([])
+    } finally {
+      await sql.close()
+      for (const l of ledgers) await l.close()
+    }
+  },
+  60_000,
+)
