@@ -6,6 +6,7 @@ import { Database } from "bun:sqlite"
 import { SQL } from "bun"
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
+import { copy } from "../../src/core/ledger/postgres/copy.ts"
 import { startFake } from "../lib/fake-openai.ts"
 import { pgSchema, SKIP_PG } from "../lib/pg.ts"
 import { spool, start, until } from "../lib/spool.ts"
@@ -63,6 +64,17 @@ function sqliteCounters(home: string): Record<string, unknown[]> {
     db.close()
   }
 }
+
+/** The other tables a migration copies, with their keys. */
+const KEYS = {
+  runs: "id",
+  inputs: "run_id, idx",
+  items: "id",
+  attempts: "id",
+  problems: "id",
+  batches: "id",
+  canaries: "run_id",
+} as const
 
 /** How many rows a table of the SQLite store holds. */
 function rowsOf(home: string, table: string): number {
@@ -255,6 +267,40 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
       })
       expect(third.code).toBe(0)
       expect(await rowCounts(sql, pg.schema)).toMatchObject({ runs: 2, items: 80, attempts: 80 })
+    } finally {
+      await sql.close()
+    }
+  }, 60_000)
+
+  test("copied in pages of 7 rows (or of a few hundred characters), every table but workers equals the SQLite store's row for row, column for column", async () => {
+    await using tmp = await tmpdir()
+    await using paged = await pgSchema()
+    await using narrow = await pgSchema()
+    const sql = new SQL(paged.url.replace(/\?.*$/, ""))
+    try {
+      writeFileSync(tmp.join("in.jsonl"), input(40) + "not json\n")
+      const home = tmp.join("laptop")
+      for (const name of ["first", "second"]) {
+        writeFileSync(tmp.join(`${name}.toml`), mockJob(name))
+        await spool(["run", `${name}.toml`, "--home", home], { cwd: tmp.path })
+      }
+      const a = await copy({ from: home, to: paged.url, page: { rows: 7 } })
+      const b = await copy({ from: home, to: narrow.url, page: { chars: 300 } })
+      expect(a.rows).toEqual(b.rows)
+      expect(a.rows).toMatchObject({ runs: 2, inputs: 2, items: 80, attempts: 80, problems: 2, canaries: 0 })
+      const db = new Database(`${home}/spool.db`, { readonly: true })
+      try {
+        for (const [table, key] of Object.entries({ ...COUNTERS, ...KEYS })) {
+          const want = db.query(`SELECT * FROM ${table} ORDER BY ${key}`).all()
+          expect(want.length).toBe(a.rows[table as keyof typeof a.rows])
+          for (const schema of [paged.schema, narrow.schema]) {
+            const got = [...(await sql.unsafe(`SELECT * FROM "${schema}".${table} ORDER BY ${key}`))]
+            expect(got).toEqual(want)
+          }
+        }
+      } finally {
+        db.close()
+      }
     } finally {
       await sql.close()
     }
