@@ -3,6 +3,7 @@
  * killed) waits for it and succeeds once it is back; a server that stays down gives a StoreError naming the store,
  * its password masked. Each test has a server of its own (test/lib/pg.ts `privateServer()`), which it stops.
  */
+import { SQL } from "bun"
 import { describe, expect, test } from "bun:test"
 import { StoreError } from "../../../src/plugins/api/errors.ts"
 import * as postgres from "../../../src/core/ledger/postgres/postgres.ts"
@@ -26,33 +27,39 @@ async function begun(ledger: postgres.PgLedger) {
 describe.skipIf(SKIP_PG_PRIVATE)("postgres: the server restarted or gone", () => {
   // fast: a clean shutdown, clients told (57P01); immediate: killed, no checkpoint, crash recovery at the next start
   for (const mode of ["fast", "immediate"] as const)
-    test(`calls made while the server is down (stopped -m ${mode}) wait for it, and succeed once it is back`, async () => {
+    test(`a transaction cut off by the stop (-m ${mode}) and a read begun while the server is down wait for it, and succeed once it is back`, async () => {
       await using server = await privateServer()
       const ledger = await postgres.open(server.url)
+      const other = new SQL({ url: server.url, max: 1 })
       try {
         const { run, input } = await begun(ledger)
-        await server.stop(mode)
+        // another session holds the items table, so the ingest below is mid-transaction when the server stops
+        const held = await other.reserve()
+        await held`BEGIN`
+        await held`LOCK TABLE spool.items IN ACCESS EXCLUSIVE MODE`
         const start = Date.now()
-        // a read and a transaction, both begun on the pool's now dead connections
-        const calls = Promise.all([
-          ledger.runs.list(),
-          ledger.ingest.add(
-            run.id,
-            input,
-            { rows: rows(3, 4), problems: [], checkpoint: { offset: 6 } },
-            true,
-          ),
-        ])
+        const added = ledger.ingest.add(
+          run.id,
+          input,
+          { rows: rows(3, 4), problems: [], checkpoint: { offset: 6 } },
+          true,
+        )
+        while ((await held`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted`)[0].n === 0)
+          await Bun.sleep(20)
+        await server.stop(mode)
+        // and a read begun on the pool's now dead connections
+        const listed = ledger.runs.list()
         await Bun.sleep(2000)
         await server.start()
-        const [listed, added] = await calls
-        expect(listed.map((r) => [r.id, r.name, r.state])).toEqual([[run.id, "r", "running"]])
-        expect(added).toEqual({ added: 3, duplicates: 0 })
+        const [list, batch] = await Promise.all([listed, added])
+        expect(list.map((r) => [r.id, r.name, r.state])).toEqual([[run.id, "r", "running"]])
+        expect(batch).toEqual({ added: 3, duplicates: 0 })
         expect(Date.now() - start).toBeGreaterThanOrEqual(2000)
-        // the batch that waited was stored once, with its checkpoint; what was committed before the stop is kept
+        // the batch was stored once, with its checkpoint; what was committed before the stop is kept
         expect((await ledger.runs.inputs(run.id))[0]).toMatchObject({ rows: 6, checkpoint: { offset: 6 } })
         expect((await ledger.runs.latest("r"))?.id).toBe(run.id)
       } finally {
+        await other.close()
         await ledger.close()
       }
     })
