@@ -251,6 +251,9 @@ export class Batches implements api.Batches {
     )
     const now = Date.now()
     await this.begin(async (tx) => {
+      // Each line finds its item by id. The batch is checked by IS NOT DISTINCT FROM, which no index serves: with
+      // `batch_id =`, statistics older than the intent (a new run, before autovacuum) made the planner read the
+      // whole batch by items_batch once per line, 35 s for 5,000 lines of a 10,000-item batch, 0.4 s so.
       const settled: { item: number; run: number }[] = await tx`WITH r AS (
           SELECT * FROM jsonb_to_recordset(${json}::text::jsonb) AS r(ord int, item int, state text, label text,
             output text, error_class text, error text, status int, input_tokens float8, output_tokens float8,
@@ -264,7 +267,7 @@ export class Batches implements api.Batches {
           batch_output_tokens = items.batch_output_tokens + coalesce(r.output_tokens, 0),
           batch_cached_tokens = items.batch_cached_tokens + coalesce(r.cached_tokens, 0),
           updated_at = r.ended_at
-          FROM r WHERE items.id = r.item AND items.batch_id = ${batch} AND items.state = 'submitted'
+          FROM r WHERE items.id = r.item AND items.batch_id IS NOT DISTINCT FROM ${batch} AND items.state = 'submitted'
           RETURNING items.id, items.run_id, items.attempts)
         INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, error_class, error,
           http_status, input_tokens, output_tokens, cached_input_tokens, batch_id)
@@ -334,6 +337,14 @@ export class Batches implements api.Batches {
           .sql`SELECT id, data, batch_line AS line, batch_offset AS "offset", batch_bytes AS bytes FROM items
           WHERE batch_id = ${batch} AND state = 'queued' ORDER BY batch_line`,
     )
+  }
+
+  /** Every item whose last request went in this batch, whatever its state. */
+  async members(batch: number): Promise<number[]> {
+    const rows = await this.read<{ id: number }>(
+      () => this.pg.sql`SELECT id FROM items WHERE batch_id = ${batch} ORDER BY id`,
+    )
+    return rows.map((r) => r.id)
   }
 
   async get(id: number): Promise<Batch | null> {

@@ -315,9 +315,12 @@ export class Reads implements api.Reads {
   async attempts(item: number): Promise<AttemptRow[]> {
     if (!isId(item)) return []
     // in the order they were made, not by n: an attempt that did not count is numbered 0 (claims `record`)
-    return this.read(
-      (sql) => sql`SELECT ${sql.unsafe(ATTEMPT_COLUMNS)} FROM attempts WHERE item_id = ${item} ORDER BY id`,
-    )
+    // a plain array: Bun.SQL's result array is a class of its own, which toMatchObject tells from an array
+    return [
+      ...(await this.read(
+        (sql) => sql`SELECT ${sql.unsafe(ATTEMPT_COLUMNS)} FROM attempts WHERE item_id = ${item} ORDER BY id`,
+      )),
+    ]
   }
 
   /** One item of a run by its id, with its input row and attempts: a primary-key look-up. */
