@@ -1,12 +1,12 @@
 /** `spool run`: from a job to a finished (or safely stopped) run. The CLI only parses, calls this, and prints. */
 import { basename } from "node:path"
-import { JobError, type ExitCode } from "../../plugins/api/errors.ts"
+import { JobError, SourceError, type ExitCode } from "../../plugins/api/errors.ts"
 import { RunCancelledError, RunPausedError } from "../base/errors.ts"
 import * as jobs from "../job/job.ts"
 import * as log from "../base/log.ts"
 import * as redact from "../../plugins/api/redact.ts"
 import * as registry from "../../plugins/registry.ts"
-import type { Ledger } from "../ledger/ledger.ts"
+import { alive, type Ledger } from "../ledger/ledger.ts"
 import { open, shown } from "../ledger/open.ts"
 import type { Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
@@ -221,12 +221,26 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const cap = capOf(job)
   const prompt = template.parse(job.request.prompt)
   const given = specs(job, o.follow)
-  const inputs = plan(job, o.follow)
+  let unread: SourceError | undefined
+  let inputs: Planned[]
+  try {
+    inputs = plan(job, o.follow)
+  } catch (err) {
+    // perhaps another machine's file: only a worker joining a run under way may go on without it (below)
+    if (!(err instanceof SourceError) || o.newRun) throw err
+    unread = err
+    inputs = []
+  }
   const at = o.store ?? store ?? o.home
   const db = await open(at, { synchronous: o.synchronous ?? "FULL" })
   log.init(o.home)
   log.debug("ledger opened", { store: shown(at) })
   const latest = await db.runs.latest(job.name)
+  // without its inputs a worker can only help: the inputs read to their end, or read by a worker alive now
+  if (unread && (!latest || (latest.ingested === 0 && alive(await db.workers.list(latest.id)) === 0))) {
+    await db.close()
+    throw unread
+  }
   let run = o.newRun ? null : latest
   let created = false
   if (!run) {
@@ -250,7 +264,12 @@ export async function prepare(o: StartOptions): Promise<Session> {
     .catch(closing(db))
   // a glob's match that is gone is warned about once, here or at the pass that first misses it
   const gone = new Set<string>()
-  await sameInputs(db, run, given, inputs, gone)
+  if (unread)
+    log.warn(
+      "this machine cannot read the run's inputs: this worker processes the run's items, and leaves reading them to a worker that can",
+      { run: run.name, error: unread.message },
+    )
+  else await sameInputs(db, run, given, inputs, gone)
   if (run.fingerprint !== jobs.fingerprint(job)) {
     const changed = jobs.changedKeys(run.job, job)
     await db.close()
@@ -262,7 +281,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
   if (!created) {
     // a changed input is refused before the run is touched or any call is made
-    if (!o.reingest) await verify(db, run, inputs).catch(closing(db))
+    if (!o.reingest && !unread) await verify(db, run, inputs).catch(closing(db))
     await db.runs.updateJob(run.id, job)
   }
   // from here on this process works on the run: a worker with a heartbeat until execute() ends (owner.ts)
@@ -324,7 +343,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
     const seen = follower && new Map<string, string>()
     let files = inputs
     try {
-      while (!signal.aborted && (follower || (await db.runs.get(current.id))?.ingested === 0)) {
+      while (!unread && !signal.aborted && (follower || (await db.runs.get(current.id))?.ingested === 0)) {
         if (!(await lease())) {
           await sleep(2000, signal)
           continue
