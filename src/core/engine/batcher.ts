@@ -22,11 +22,11 @@ import * as template from "../job/template.ts"
 import type { Ledger } from "../ledger/ledger.ts"
 import type { Batch, Run } from "../ledger/types.ts"
 import { Runner, type Ending } from "./runner.ts"
-import { dead } from "./owner.ts"
+import { dead, leaseMs } from "./owner.ts"
 import { Budget, batchRoom, reached, type Cap } from "./budget.ts"
 import type { Job } from "../job/job.ts"
 import { crashPoint } from "./crash.ts"
-import { packOne, queueRoom, rerender, tailItems, type PackOptions } from "./pack.ts"
+import { packOne, queueRoom, requestFile, tailItems, type PackOptions } from "./pack.ts"
 import { Salvager } from "./salvage.ts"
 import type { BatchClient, BatchTag, ProviderClient } from "../../plugins/api/define.ts"
 
@@ -49,7 +49,7 @@ export interface BatchProgress {
 }
 
 /** How long the batch lease lasts without renewal. */
-const LEASE_MS = 60_000
+const LEASE_MS = leaseMs()
 /** A 404 this soon after create is the provider not having caught up yet (OpenAI documents the lag). */
 const YOUNG_MS = 120_000
 /** The longest the loop sleeps when nothing is due: it looks at the run's state (pause, cancel) this often. */
@@ -130,10 +130,8 @@ export class Batcher {
     this.tailRunner?.abort()
   }
 
-  /** What the store told: items to pack, or the run's state changed; either way, look now. */
-  notice(_kind: "items" | "state"): void {
-    this.poke()
-  }
+  /** What the store told (items to pack, or the run's state changed): either way, look now. */
+  readonly notice = (_kind: "items" | "state") => this.poke()
 
   poke(): void {
     this.waker.notify()
@@ -300,20 +298,8 @@ export class Batcher {
       }
     }
     this.fresh.delete(b.id)
-    let file = b.requests
-    if (!existsSync(file)) {
-      // made by a worker of another host (or pruned by hand): the provider has no such batch (find said so), so the
-      // file is written again from the ledger, byte for byte; failing that, these items were never sent: pack again
-      const made = await rerender(this.packing, b)
-      if ("why" in made) {
-        await ledger.batches.abandon(b.id, {
-          errorClass: "bad_request",
-          error: `the request file ${b.requests} is missing, and cannot be written again from the ledger: ${made.why}`,
-        })
-        return
-      }
-      file = made.path
-    }
+    const file = await requestFile(this.packing, b)
+    if (file === null) return
     crashPoint("intent")
     let remote
     try {

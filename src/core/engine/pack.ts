@@ -215,6 +215,22 @@ export async function tailItems(o: PackOptions): Promise<number> {
 }
 
 /**
+ * The request file of an intent about to be created: its own, or, when it is not on this machine (made by a worker
+ * of another host, or pruned by hand), one written again from the ledger, byte for byte (the provider has no such
+ * batch: find said so). Null when neither can be had: the intent is then abandoned, its items never sent.
+ */
+export async function requestFile(o: PackOptions, b: Batch): Promise<string | null> {
+  if (existsSync(b.requests)) return b.requests
+  const made = await rerender(o, b)
+  if ("path" in made) return made.path
+  await o.ledger.batches.abandon(b.id, {
+    errorClass: "bad_request",
+    error: `the request file ${b.requests} is missing, and cannot be written again from the ledger: ${made.why}`,
+  })
+  return null
+}
+
+/**
  * The request file of a batch not yet created, written again from the ledger alone: a worker that takes over the
  * batches of one that died on another host has no such file. Each line is rendered as packing rendered it (the same
  * job: the run's fingerprint guarantees it) under the batch's custom_id, and must come out at the very offset and

@@ -10,7 +10,7 @@ import { baseTokens, tokens } from "../job/estimate.ts"
 import * as schemas from "../job/schema.ts"
 import type { Budget } from "./budget.ts"
 import * as decide from "./decide.ts"
-import { dead } from "./owner.ts"
+import { dead, leaseMs } from "./owner.ts"
 import { Limiter } from "./ratelimit.ts"
 import { Waker } from "./wake.ts"
 
@@ -93,6 +93,8 @@ export class Runner {
   /** How many items are claimed ahead of free slots, and the most results one commit waits for. */
   private readonly ahead: number
   private soon = false
+  /** Something changed since the loop last looked at the ledger (poke). */
+  private news = false
   /** How long an idle loop sleeps, and how often it reads the run's state, when nothing tells it sooner. */
   private readonly idleMs: number
   private readonly stateMs: number
@@ -108,7 +110,7 @@ export class Runner {
     this.base = baseTokens(options.job.request)
     const { rpm, tpm, concurrency } = options.job.limits
     this.limiter = new Limiter({ rpm, tpm, concurrency })
-    this.leaseMs = options.leaseMs ?? 60_000
+    this.leaseMs = options.leaseMs ?? leaseMs()
     this.ahead = Math.ceil(options.job.limits.concurrency / 4)
     this.idleMs = options.listening ? LISTENING_POLL_MS : IDLE_POLL_MS
     this.stateMs = options.listening ? LISTENING_POLL_MS : 500
@@ -117,7 +119,7 @@ export class Runner {
   /** What the store told: items to claim, or the run's state changed (read it at the next turn). */
   notice(kind: "items" | "state"): void {
     if (kind === "state") this.checkedAt = 0
-    this.waker.notify()
+    this.poke()
   }
 
   /** Stops claiming; in-flight calls run on until they end or `abort()` is called. */
@@ -158,6 +160,7 @@ export class Runner {
         if (this.capped && !holding) continue // the next turn commits what is waiting and winds down
         const done = this.outcomes
         this.outcomes = []
+        this.news = false
         const claimed = await ledger.claims.step(run.id, owner, done, free, this.leaseMs)
         const told = this.committed(done)
         if (told) await told
@@ -190,7 +193,7 @@ export class Runner {
         }
         const wait = await this.nothingToClaim()
         if (wait === null) return "done"
-        await this.waker.sleep(wait)
+        if (!this.news) await this.waker.sleep(wait)
       }
     } finally {
       clearInterval(renew)
@@ -259,8 +262,12 @@ export class Runner {
     return this.idleMs
   }
 
-  /** Wakes the loop: new items were ingested, or something else changed. */
+  /**
+   * Wakes the loop: new items were ingested, or something else changed. News that comes while the loop is awake is
+   * kept, so an idle loop looks again at once instead of sleeping through it.
+   */
   poke(): void {
+    this.news = true
     this.waker.notify()
   }
 

@@ -158,7 +158,7 @@ export function failure(err: unknown, pg: Pick<Pg, "shown" | "retryMs">): unknow
   if (state === "28P01" || state === "28000")
     return new StoreError(
       `the store ${pg.shown} refused the login: ${(err as Error).message}`,
-      "Give the password in the URL, in PGPASSWORD, or in a .env file beside the job.",
+      "Give the password in the URL, in PGPASSWORD, or in a .env file in the working directory.",
       { cause: err },
     )
   if (state === "3D000")
