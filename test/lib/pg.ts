@@ -147,8 +147,11 @@ function sweep(): void {
     } catch (err) {
       if ((err as { code?: string }).code !== "ESRCH") continue
     }
-    const dir = join(tmpdir(), name)
-    halt(dir)
+    try {
+      halt(join(tmpdir(), name))
+    } catch {
+      // another user's, which this process may not remove: theirs to sweep
+    }
     rmSync(dir, { recursive: true, force: true })
   }
 }
