@@ -152,7 +152,6 @@ function sweep(): void {
     } catch {
       // another user's, which this process may not remove: theirs to sweep
     }
-    rmSync(dir, { recursive: true, force: true })
   }
 }
 
