@@ -49,6 +49,7 @@ export function render(o: {
   ${browser(V, v, o.items)}
   <h3>Error classes</h3><div class="wide"><table><thead><tr><th>class</th><th>attempts</th><th>example</th></tr></thead><tbody id="errors">${V.errors(v.errors)}</tbody></table></div>
   <h3>Latest errors</h3><ul id="recent">${V.recent(o.recent)}</ul>
+  <h3>Workers</h3><div class="wide"><table><thead><tr><th>host</th><th>pid</th><th>items held</th><th>last heartbeat</th><th></th></tr></thead><tbody id="workers">${V.workers(v.worker_list)}</tbody></table></div>
   <h3>Batches</h3><div class="wide"><table><thead><tr><th>batch</th><th>phase</th><th>provider status</th><th>requests</th><th>created</th><th>error</th></tr></thead><tbody id="batches">${V.batches(v.batches)}</tbody></table></div>
   <h3>Malformed input lines</h3><ul id="malformed">${V.malformed(v.malformed)}</ul>
 </section>`

@@ -108,7 +108,7 @@ function connect() {
     B.counts = v.counts; B.total = v.total;
     put("head", V.head(v)); put("controls", V.controls(v)); put("counts", V.counts(v));
     put("figures", V.figures(v)); put("chart", V.chart(v.chart)); put("errors", V.errors(v.errors));
-    put("batches", V.batches(v.batches)); put("malformed", V.malformed(v.malformed));
+    put("batches", V.batches(v.batches)); put("workers", V.workers(v.worker_list)); put("malformed", V.malformed(v.malformed));
     pager();
     // a browsed page follows the run (a search does not: it is read again only when asked), at most every 2 s
     if (!B.q && !B.busy && Date.now() - B.refreshed > 2000) load(B.after);

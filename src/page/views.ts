@@ -304,6 +304,17 @@ export function views() {
         .join("")
     },
 
+    workers(list: StatusView["worker_list"]): string {
+      if (!list.length)
+        return `<tr><td colspan="5" class="muted">No process is working on this run.</td></tr>`
+      return list
+        .map(
+          (w) =>
+            `<tr><td><code>${esc(w.host)}</code></td><td>${w.pid ?? ""}</td><td>${num(w.items)}</td><td>${at(iso(w.beat_at), true)}</td><td>${w.alive ? "working" : "gone"}</td></tr>`,
+        )
+        .join("")
+    },
+
     malformed(m: StatusView["malformed"]): string {
       if (!m.count) return `<li class="muted">No malformed input lines.</li>`
       return (

@@ -1636,6 +1636,24 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
     })
 
     describe("the worker registry", () => {
+      test("held counts the running items under each owner's lease", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 6)
+        expect(await l.workers.held(run.id)).toEqual([])
+        await l.claims.step(run.id, "host-a:1:x", [], 2, 60_000)
+        const b = await l.claims.step(run.id, "host-b:2:y", [], 3, 60_000)
+        expect(await l.workers.held(run.id)).toEqual([
+          { owner: "host-a:1:x", items: 2 },
+          { owner: "host-b:2:y", items: 3 },
+        ])
+        await l.claims.step(run.id, "host-b:2:y", [ok(b[0]!.id, b[0]!.attempt)], 0, 60_000)
+        expect(await l.workers.held(run.id)).toEqual([
+          { owner: "host-a:1:x", items: 2 },
+          { owner: "host-b:2:y", items: 2 },
+        ])
+      })
+
       const newRun = (name: string, worker?: string, seen?: number | null) => ({
         name,
         job: { ...JOB, name },

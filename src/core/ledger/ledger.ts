@@ -330,6 +330,8 @@ export interface Workers {
   list(run: number): Promise<Worker[]>
   /** Forgets a run's workers that are known dead or whose last beat is older than `before`; how many went. */
   prune(run: number, dead: Dead, before: number): Promise<number>
+  /** How many items each owner holds now (running, under its lease): what the page lists beside each worker. */
+  held(run: number): Promise<{ owner: string; items: number }[]>
 }
 
 /** A worker renews its heartbeat this often. */

@@ -14,6 +14,11 @@ export interface StatusView {
   reason: string | null
   /** How many processes are working on the run now (the worker registry). */
   workers: number
+  /**
+   * The run's registered workers, the first started first: where each runs (its host and pid, from its owner id),
+   * how many items it holds now, its last heartbeat, and whether it is alive (a fresh beat, a process not gone).
+   */
+  worker_list: WorkerView[]
   created_at: string
   finished_at: string | null
   counts: Record<State, number>
@@ -40,6 +45,31 @@ export interface StatusView {
   /** null when unknown, and for a run that is not going (paused, cancelled, interrupted). */
   eta_s: number | null
   resume: string
+}
+
+export interface WorkerView {
+  host: string
+  pid: number | null
+  items: number
+  started_at: string
+  beat_at: string
+  alive: boolean
+}
+
+/** A run's workers as `status` and the page list them (ledger.ts `Workers`, `alive`). */
+export async function workersOf(db: Ledger, run: Run, now = Date.now()): Promise<WorkerView[]> {
+  const held = new Map((await db.workers.held(run.id)).map((h) => [h.owner, h.items]))
+  return (await db.workers.list(run.id)).map((w) => {
+    const [host, pid] = w.owner.split(":")
+    return {
+      host: host ?? w.owner,
+      pid: pid && /^\d+$/.test(pid) ? Number(pid) : null,
+      items: held.get(w.owner) ?? 0,
+      started_at: new Date(w.started_at).toISOString(),
+      beat_at: new Date(w.beat_at).toISOString(),
+      alive: alive([w], now) === 1,
+    }
+  })
 }
 
 /** What a run is shown as when it is `running` in the ledger but no process works on it any more. */
@@ -159,6 +189,7 @@ export async function status(
     state,
     reason: run.reason,
     workers,
+    worker_list: await workersOf(db, run, now),
     created_at: new Date(run.created_at).toISOString(),
     finished_at: run.finished_at ? new Date(run.finished_at).toISOString() : null,
     counts: s.counts,
@@ -236,6 +267,14 @@ export function statusText(v: StatusView): string {
     `spend     ${spendText(v.spend)}`,
     `time      ${timeText(v)}`,
   ]
+  // one worker is the common case, said by the state line; several (a shared store) are listed, each where it runs
+  if (v.worker_list.length > 1) {
+    lines.push("workers")
+    for (const w of v.worker_list)
+      lines.push(
+        `  ${w.host}${w.pid === null ? "" : ` pid ${w.pid}`} · ${n(w.items)} item(s) held · last beat ${w.beat_at.slice(11, 19)} UTC${w.alive ? "" : " · gone"}`,
+      )
+  }
   if (v.errors.length) {
     lines.push("errors")
     for (const e of v.errors) lines.push(`  ${e.class} ×${n(e.count)}  e.g. ${e.id}: ${e.example}`)

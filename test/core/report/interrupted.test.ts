@@ -75,6 +75,29 @@ describe("a run that no process works on is shown interrupted", () => {
     const both = await status(l, run, now)
     expect([both.state, both.workers]).toEqual(["running", 2])
     expect(statusText(both).split("\n")[0]).toBe("run r (#1) · running (2 workers)")
+    // each is listed where it runs, with the items it holds and its last beat
+    await l.claims.step(run.id, "elsewhere:9:b", [], 1, 60_000)
+    const listed = await status(l, run, now)
+    const beat = new Date(now).toISOString()
+    // the first started first; started together, by owner id
+    const [first, second] = [hostname(), "elsewhere"].sort()
+    const views = {
+      [hostname()]: {
+        host: hostname(),
+        pid: process.pid,
+        items: 0,
+        started_at: beat,
+        beat_at: beat,
+        alive: true,
+      },
+      elsewhere: { host: "elsewhere", pid: 9, items: 1, started_at: beat, beat_at: beat, alive: true },
+    }
+    expect(listed.worker_list).toEqual([views[first!]!, views[second!]!])
+    const lines = {
+      [hostname()]: `  ${hostname()} pid ${process.pid} · 0 item(s) held · last beat ${beat.slice(11, 19)} UTC`,
+      elsewhere: `  elsewhere pid 9 · 1 item(s) held · last beat ${beat.slice(11, 19)} UTC`,
+    }
+    expect(statusText(listed)).toContain(["workers", lines[first!], lines[second!]].join("\n"))
     await l.workers.leave(run.id, here)
     const one = await status(l, run, now)
     expect([one.state, one.workers]).toEqual(["running", 1])

@@ -21,6 +21,17 @@ export class Workers implements api.Workers {
     return rows.map((w) => ({ owner: w.owner, started_at: w.started_at, beat_at: w.beat_at }))
   }
 
+  /** How many items each owner holds now: the run's running items, by their lease (a few rows: the in-flight ones). */
+  async held(run: number): Promise<{ owner: string; items: number }[]> {
+    const rows: { owner: string; items: number }[] = await retrying(
+      this.pg,
+      () => this.pg.sql`SELECT lease_owner AS owner, count(*)::int AS items FROM items
+        WHERE run_id = ${run} AND state = 'running' AND lease_owner IS NOT NULL
+        GROUP BY lease_owner ORDER BY lease_owner COLLATE "C"`,
+    )
+    return rows.map((r) => ({ owner: r.owner, items: r.items }))
+  }
+
   /** Forgets a run's workers that are known dead or whose last beat is older than `before`. */
   async prune(run: number, dead: Dead, before: number): Promise<number> {
     return retrying(this.pg, () =>

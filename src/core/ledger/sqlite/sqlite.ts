@@ -157,6 +157,7 @@ export class SqliteLedger implements api.Ledger {
       leave: async (run, owner) => workers.leave(run, owner),
       list: async (run) => workers.list(run),
       prune: async (run, dead, before) => workers.prune(run, dead, before),
+      held: async (run) => workers.held(run),
     }
   }
 

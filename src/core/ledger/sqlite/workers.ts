@@ -27,6 +27,11 @@ export class Workers {
     return this.q.list.all(run)
   }
 
+  /** How many items each owner holds now: the run's running items, by their lease (a few rows: the in-flight ones). */
+  held(run: number): { owner: string; items: number }[] {
+    return this.q.held.all(run)
+  }
+
   /** Forgets a run's workers that are known dead or whose last beat is older than `before`. */
   prune(run: number, dead: Dead, before: number): number {
     return this.db
@@ -52,6 +57,10 @@ function prepare(db: Database) {
        ON CONFLICT (run_id, owner) DO UPDATE SET beat_at = excluded.beat_at`,
     ),
     leave: q<void, [number, string]>("DELETE FROM workers WHERE run_id = ? AND owner = ?"),
+    held: q<{ owner: string; items: number }, [number]>(
+      `SELECT lease_owner AS owner, count(*) AS items FROM items
+       WHERE run_id = ? AND state = 'running' AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY lease_owner`,
+    ),
     list: q<Worker, [number]>(
       "SELECT owner, started_at, beat_at FROM workers WHERE run_id = ? ORDER BY started_at, owner",
     ),
