@@ -13,11 +13,20 @@ export const migrate = defineCommand({
     from: {
       type: "string",
       description: "The SQLite store's folder (default: --home, $SPOOL_HOME or ./.spool)",
+      valueHint: "dir",
     },
-    to: { type: "string", description: "The PostgreSQL store's URL, postgres://… (or set SPOOL_STORE)" },
-    run: { type: "string", description: "Only this run (name or id; default: every run)" },
+    to: {
+      type: "string",
+      description:
+        "The PostgreSQL store's URL, postgres://user@host:5432/db[?schema=NAME] (or set SPOOL_STORE)",
+      valueHint: "url",
+    },
+    run: { type: "string", description: "Only this run (name or id; default: every run)", valueHint: "run" },
     // not ...common: its --store would be a second name for --to
-    home: common.home,
+    home: {
+      type: "string",
+      description: "The SQLite store's folder, as for the other commands (--from wins)",
+    },
     verbose: common.verbose,
   },
   async run({ args }) {

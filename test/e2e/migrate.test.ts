@@ -32,6 +32,24 @@ retry_base_s = 0.05
 retry_cap_s = 0.2
 `
 
+const batchJob = (url: string) => `name = "laptop-batch"
+[source]
+path = "in.jsonl"
+id = "id"
+[provider]
+name = "openai"
+model = "gpt-4.1-mini"
+mode = "batch"
+base_url = "${url}"
+[request]
+prompt = "Item {{n}}"
+max_tokens = 20
+[batch]
+poll_s = 0.05
+poll_max_s = 0.2
+batch_size = 25
+`
+
 const mockJob = (name: string) => `name = "${name}"
 [source]
 path = "in.jsonl"
@@ -88,9 +106,28 @@ function rowsOf(home: string, table: string): number {
 
 async function pgCounters(sql: SQL, schema: string): Promise<Record<string, unknown[]>> {
   const out: Record<string, unknown[]> = {}
-  for (const [table, key] of Object.entries(COUNTERS))
-    out[table] = [...(await sql.unsafe(`SELECT * FROM "${schema}".${table} ORDER BY ${key}`))]
+  for (const [table, key] of Object.entries(COUNTERS)) out[table] = await pgRows(sql, schema, table, key)
   return out
+}
+
+/** SQLite's columns of a PostgreSQL table (which may have more), in key order; tallies summed over their shards. */
+async function pgRows(sql: SQL, schema: string, table: string, key: string): Promise<unknown[]> {
+  const [{ cols }] = (await sql.unsafe(
+    `SELECT array_agg(attname::text ORDER BY attnum) AS cols FROM pg_attribute
+     WHERE attrelid = '"${schema}".${table}'::regclass AND attnum > 0 AND NOT attisdropped
+     AND attname NOT IN ('shard', 'host', 'pid')`,
+  )) as [{ cols: string[] }]
+  const list = cols.map((c) => `"${c}"`).join(", ")
+  if (table !== "tallies")
+    return [...(await sql.unsafe(`SELECT ${list} FROM "${schema}".${table} ORDER BY ${key}`))]
+  const sums = cols
+    .filter((c) => c !== "run_id" && c !== "state")
+    .map((c) => (c === "n" ? "sum(n)::int AS n" : `sum("${c}")::float8 AS "${c}"`))
+  return [
+    ...(await sql.unsafe(
+      `SELECT run_id, state, ${sums.join(", ")} FROM "${schema}".tallies GROUP BY run_id, state ORDER BY ${key}`,
+    )),
+  ]
 }
 
 /** How many rows each table of a schema holds. */
@@ -293,8 +330,7 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
           const want = db.query(`SELECT * FROM ${table} ORDER BY ${key}`).all()
           expect(want.length).toBe(a.rows[table as keyof typeof a.rows])
           for (const schema of [paged.schema, narrow.schema]) {
-            const got = [...(await sql.unsafe(`SELECT * FROM "${schema}".${table} ORDER BY ${key}`))]
-            expect(got).toEqual(want)
+            expect(await pgRows(sql, schema, table, key)).toEqual(want)
           }
         }
       } finally {
@@ -303,5 +339,37 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
     } finally {
       await sql.close()
     }
+  }, 60_000)
+
+  test("a batch run stopped with its batches at the provider goes on in PostgreSQL from a worker with none of the laptop's files: its batches adopted, every item paid once", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 3_000 } })
+    await using pg = await pgSchema()
+    const N = 60
+    writeFileSync(tmp.join("in.jsonl"), input(N))
+    writeFileSync(tmp.join("job.toml"), batchJob(fake.url))
+    const home = tmp.join("laptop")
+    const child = start(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    await until(() => fake.batch.batches.length === 3, 30_000, "three batches")
+    child.kill("SIGINT")
+    expect(await child.exited).toBe(130)
+    expect(fake.paid.size).toBe(0)
+
+    const moved = await spool(["migrate", "--from", home, "--to", pg.url], { cwd: tmp.path, env })
+    expect(moved.code).toBe(0)
+    expect(moved.stderr).toContain(`  ${N} items, 0 attempts, 3 batches, 0 problems\n`)
+    expect(moved.stderr).toContain(
+      "  3 live batches went along: whichever worker drives the run's batches adopts them;",
+    )
+    const fleet = await spool(["run", "job.toml", "--store", pg.url, "--home", tmp.join("fleet")], {
+      cwd: tmp.path,
+      env,
+    })
+    expect(fleet.stderr).toContain(`run "laptop-batch": ${N} completed, 0 failed of ${N}`)
+    expect(fleet.code).toBe(0)
+    // adopted, not sent again: still three batches, every line paid once
+    expect(fake.batch.batches.length).toBe(3)
+    expect(fake.paid.size).toBe(N)
+    expect([...fake.paid.values()].every((n) => n === 1)).toBe(true)
   }, 60_000)
 })
