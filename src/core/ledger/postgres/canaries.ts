@@ -84,7 +84,6 @@ export class Canaries implements api.Canaries {
     first: number,
   ): Promise<Claimed[]> {
     for (const o of outcomes) states.check("running", o.to)
-    await this.claims.ready(run)
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {
         const { counts, due } = await this.head(tx, run, first, Date.now())

@@ -12,9 +12,6 @@ import type { Claimed, Dead, Outcome } from "../types.ts"
 import { notify, retrying, type Pg } from "./connect.ts"
 
 export class Claims implements api.Claims {
-  /** Runs whose tallies have a row for every state (rows are never deleted). */
-  private readonly tallied = new Set<number>()
-
   constructor(readonly pg: Pg) {}
 
   /**
@@ -30,7 +27,6 @@ export class Claims implements api.Claims {
     leaseMs: number,
   ): Promise<Claimed[]> {
     for (const o of outcomes) states.check("running", o.to)
-    await this.ready(run)
     return retrying(this.pg, () =>
       this.pg.sql.begin((tx) => this.within(tx, run, owner, outcomes, limit, leaseMs, null)),
     )
@@ -50,7 +46,6 @@ export class Claims implements api.Claims {
     upTo: number | null,
   ): Promise<Claimed[]> {
     if (outcomes.length === 0 && limit <= 0) return []
-    await settle(tx, run)
     await record(tx, outcomes, owner)
     if (limit <= 0) return []
     states.check("pending", "running")
@@ -96,10 +91,8 @@ export class Claims implements api.Claims {
    */
   async recover(run: number, dead: Dead): Promise<number> {
     states.check("running", "pending")
-    await this.ready(run)
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {
-        await settle(tx, run)
         const now = Date.now()
         // the owners are few (a process each), so `dead` judges each once, not once per item
         const owners: { owner: string }[] = await tx`
@@ -139,10 +132,8 @@ export class Claims implements api.Claims {
   /** Moves every failed (or needs_review) item back to pending, and reopens the run; attempts are kept. */
   async retry(run: number, from: Extract<State, "failed" | "needs_review">): Promise<number> {
     states.check(from, "pending")
-    await this.ready(run)
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {
-        await settle(tx, run)
         const now = Date.now()
         const moved = await tx`
           UPDATE items SET state = 'pending', error = NULL, error_class = NULL, next_at = NULL,
@@ -161,21 +152,6 @@ export class Claims implements api.Claims {
     )
   }
 
-  /**
-   * Makes the run's tallies hold a row for every state, once per run (rows are never deleted), before a first
-   * transaction `settle`s them: a row the trigger made mid-way would escape the lock.
-   */
-  async ready(run: number): Promise<void> {
-    if (this.tallied.has(run)) return
-    await retrying(
-      this.pg,
-      () => this.pg.sql`INSERT INTO tallies (run_id, state)
-        SELECT ${run}, s FROM jsonb_array_elements_text(${JSON.stringify(states.STATES)}::text::jsonb) AS s
-        ON CONFLICT (run_id, state) DO NOTHING`,
-    )
-    this.tallied.add(run)
-  }
-
   /** The processes that hold a lease on the run: items in flight, ingestion, batches; by name, bytewise. */
   async holders(run: number): Promise<string[]> {
     const rows = await retrying(
@@ -190,16 +166,6 @@ export class Claims implements api.Claims {
     )
     return rows.map((r) => r.owner)
   }
-}
-
-/**
- * Locks the run's tallies, every row in the order of its state, before anything else in `tx` (after `ready`). The
- * `items_tally` trigger counts each item it moves on the rows of its old and its new state, so two steps at once
- * would lock them in their items' orders (a claim takes pending then running; an outcome running then completed)
- * and deadlock; taken whole and in one order first, they make the run's writers wait in turn instead.
- */
-async function settle(tx: SQL, run: number): Promise<void> {
-  await tx`SELECT 1 FROM tallies WHERE run_id = ${run} ORDER BY state FOR UPDATE`
 }
 
 /**

@@ -127,6 +127,12 @@ export function lost(err: unknown): boolean {
   return state === "57P01" || state === "57P02" || state === "57P03"
 }
 
+/** Whether the server rolled a transaction back for another's sake: a deadlock, a serialization failure. */
+function conflict(err: unknown): boolean {
+  const state = (err as { errno?: unknown } | null)?.errno
+  return state === "40P01" || state === "40001"
+}
+
 /**
  * Runs `fn`, trying it again while the connection is lost, for up to `pg.retryMs`: a server restarted mid-run is
  * waited for, not a reason to exit. `fn` must be a whole transaction (or a read): one that failed was rolled back.
@@ -138,6 +144,8 @@ export async function retrying<T>(pg: Pg, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn()
     } catch (err) {
+      // a deadlock or a serialization failure rolled the whole transaction back: it is simply run again
+      if (conflict(err) && Date.now() - start < pg.retryMs) continue
       if (!lost(err) || Date.now() - start >= pg.retryMs) throw failure(err, pg)
       await Bun.sleep(wait)
       wait = Math.min(wait * 2, 2000)

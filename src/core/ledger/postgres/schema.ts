@@ -3,8 +3,9 @@
  * in one migration of its own, tracked in `meta`. Numbers: ids and counts are `integer` (int4), which Bun.SQL
  * returns as numbers; times in ms and token counts are `double precision`, which holds every integer below 2^53
  * exactly and comes back as a number too, where an int8 would come back as a string (Bun.SQL's default).
- * Tallies are kept by triggers as in SQLite, with the same two exceptions (ingest and the batch path count per
- * statement).
+ * Tallies are kept by a trigger as in SQLite, with the same two exceptions (ingest and the batch path count per
+ * statement), but once per statement (transition tables), and on rows of the writing connection's own shard
+ * (`shard()`, 64 of them): workers that commit at once do not queue on one row per state. A read sums the shards.
  */
 
 /** Migrations, in order; `meta.version` is the number applied. Never edit one that has shipped. */
@@ -146,6 +147,7 @@ export const MIGRATIONS = [
   CREATE TABLE tallies (
     run_id integer NOT NULL,
     state text NOT NULL,
+    shard integer NOT NULL DEFAULT 0,
     n integer NOT NULL DEFAULT 0,
     attempts double precision NOT NULL DEFAULT 0,
     input_tokens double precision NOT NULL DEFAULT 0,
@@ -154,56 +156,66 @@ export const MIGRATIONS = [
     batch_input_tokens double precision NOT NULL DEFAULT 0,
     batch_output_tokens double precision NOT NULL DEFAULT 0,
     batch_cached_tokens double precision NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, state)
+    PRIMARY KEY (run_id, state, shard)
   );
 
-  CREATE FUNCTION items_tally() RETURNS trigger LANGUAGE plpgsql AS $$
+  CREATE TABLE progress (
+    run_id integer NOT NULL,
+    bucket double precision NOT NULL,
+    shard integer NOT NULL DEFAULT 0,
+    completed integer NOT NULL DEFAULT 0,
+    failed integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, bucket, shard)
+  );
+
+  -- the shard of the tallies and progress rows this connection writes: workers do not queue on one row per state
+  CREATE FUNCTION shard() RETURNS integer LANGUAGE sql STABLE AS $$ SELECT pg_backend_pid() % 64 $$;
+
+  -- one statement's item changes, counted once per statement (not per row), on this connection's shard, rows taken
+  -- in one order; the batch path (into or out of queued and submitted) counts itself, as in SQLite
+  CREATE FUNCTION items_counts() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN
-    IF old.state IN ('queued', 'submitted') OR new.state IN ('queued', 'submitted') THEN RETURN NULL; END IF;
-    IF old.state = new.state AND old.attempts = new.attempts AND old.input_tokens = new.input_tokens
-      AND old.output_tokens = new.output_tokens AND old.cached_input_tokens = new.cached_input_tokens
-      AND old.batch_input_tokens = new.batch_input_tokens AND old.batch_output_tokens = new.batch_output_tokens
-      AND old.batch_cached_tokens = new.batch_cached_tokens THEN RETURN NULL; END IF;
-    UPDATE tallies SET n = n - 1, attempts = attempts - old.attempts, input_tokens = input_tokens - old.input_tokens,
-      output_tokens = output_tokens - old.output_tokens,
-      cached_input_tokens = cached_input_tokens - old.cached_input_tokens,
-      batch_input_tokens = batch_input_tokens - old.batch_input_tokens,
-      batch_output_tokens = batch_output_tokens - old.batch_output_tokens,
-      batch_cached_tokens = batch_cached_tokens - old.batch_cached_tokens
-      WHERE run_id = old.run_id AND state = old.state;
-    INSERT INTO tallies AS t VALUES (new.run_id, new.state, 1, new.attempts, new.input_tokens, new.output_tokens,
-      new.cached_input_tokens, new.batch_input_tokens, new.batch_output_tokens, new.batch_cached_tokens)
-      ON CONFLICT (run_id, state) DO UPDATE SET n = t.n + 1, attempts = t.attempts + excluded.attempts,
+    WITH c AS (
+      SELECT o.run_id, o.state AS o_state, n.state AS n_state,
+        o.attempts AS o_a, n.attempts AS n_a, o.input_tokens AS o_i, n.input_tokens AS n_i,
+        o.output_tokens AS o_o, n.output_tokens AS n_o, o.cached_input_tokens AS o_c, n.cached_input_tokens AS n_c,
+        o.batch_input_tokens AS o_bi, n.batch_input_tokens AS n_bi, o.batch_output_tokens AS o_bo,
+        n.batch_output_tokens AS n_bo, o.batch_cached_tokens AS o_bc, n.batch_cached_tokens AS n_bc
+      FROM old_rows o JOIN new_rows n ON n.id = o.id
+      WHERE o.state NOT IN ('queued', 'submitted') AND n.state NOT IN ('queued', 'submitted')
+        AND (o.state, o.attempts, o.input_tokens, o.output_tokens, o.cached_input_tokens, o.batch_input_tokens,
+          o.batch_output_tokens, o.batch_cached_tokens)
+        IS DISTINCT FROM (n.state, n.attempts, n.input_tokens, n.output_tokens, n.cached_input_tokens,
+          n.batch_input_tokens, n.batch_output_tokens, n.batch_cached_tokens)
+    ), d AS (
+      SELECT run_id, o_state AS state, -1 AS n, -o_a AS a, -o_i AS i, -o_o AS o, -o_c AS c, -o_bi AS bi, -o_bo AS bo,
+        -o_bc AS bc FROM c
+      UNION ALL
+      SELECT run_id, n_state, 1, n_a, n_i, n_o, n_c, n_bi, n_bo, n_bc FROM c
+    )
+    INSERT INTO tallies AS t SELECT run_id, state, shard(), sum(n), sum(a), sum(i), sum(o), sum(c), sum(bi), sum(bo),
+      sum(bc) FROM d GROUP BY run_id, state
+      HAVING sum(n) <> 0 OR sum(a) <> 0 OR sum(i) <> 0 OR sum(o) <> 0 OR sum(c) <> 0 OR sum(bi) <> 0
+        OR sum(bo) <> 0 OR sum(bc) <> 0
+      ORDER BY run_id, state
+      ON CONFLICT (run_id, state, shard) DO UPDATE SET n = t.n + excluded.n, attempts = t.attempts + excluded.attempts,
       input_tokens = t.input_tokens + excluded.input_tokens, output_tokens = t.output_tokens + excluded.output_tokens,
       cached_input_tokens = t.cached_input_tokens + excluded.cached_input_tokens,
       batch_input_tokens = t.batch_input_tokens + excluded.batch_input_tokens,
       batch_output_tokens = t.batch_output_tokens + excluded.batch_output_tokens,
       batch_cached_tokens = t.batch_cached_tokens + excluded.batch_cached_tokens;
-    RETURN NULL;
-  END $$;
-  CREATE TRIGGER items_tally AFTER UPDATE OF state, attempts, input_tokens, output_tokens, cached_input_tokens,
-    batch_input_tokens, batch_output_tokens, batch_cached_tokens ON items
-    FOR EACH ROW EXECUTE FUNCTION items_tally();
-
-  CREATE TABLE progress (
-    run_id integer NOT NULL,
-    bucket double precision NOT NULL,
-    completed integer NOT NULL DEFAULT 0,
-    failed integer NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, bucket)
-  );
-  CREATE FUNCTION items_progress() RETURNS trigger LANGUAGE plpgsql AS $$
-  BEGIN
-    INSERT INTO progress AS p VALUES (new.run_id, floor(new.updated_at / 10000),
-      (new.state = 'completed')::int, (new.state <> 'completed')::int)
-      ON CONFLICT (run_id, bucket) DO UPDATE SET completed = p.completed + excluded.completed,
+    INSERT INTO progress AS p SELECT n.run_id, floor(n.updated_at / 10000), shard(),
+      count(*) FILTER (WHERE n.state = 'completed'), count(*) FILTER (WHERE n.state <> 'completed')
+      FROM old_rows o JOIN new_rows n ON n.id = o.id
+      WHERE n.state IN ('completed', 'failed', 'needs_review')
+        AND o.state NOT IN ('completed', 'failed', 'needs_review', 'submitted')
+      GROUP BY 1, 2 ORDER BY 1, 2
+      ON CONFLICT (run_id, bucket, shard) DO UPDATE SET completed = p.completed + excluded.completed,
       failed = p.failed + excluded.failed;
     RETURN NULL;
   END $$;
-  CREATE TRIGGER items_progress AFTER UPDATE OF state ON items FOR EACH ROW
-    WHEN (new.state IN ('completed', 'failed', 'needs_review')
-      AND old.state NOT IN ('completed', 'failed', 'needs_review', 'submitted'))
-    EXECUTE FUNCTION items_progress();
+  CREATE TRIGGER items_counts AFTER UPDATE ON items REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION items_counts();
 
   CREATE TABLE error_tallies (
     run_id integer NOT NULL,

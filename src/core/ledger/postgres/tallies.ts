@@ -24,10 +24,10 @@ export async function shift(
     if (n === 0 && !first) continue
     const a = { ...ZERO_TALLY(), ...(first ? added : {}) }
     first = false
-    await tx`INSERT INTO tallies AS t VALUES (${run}, ${state}, ${n}, ${a.attempts}, ${a.input_tokens},
+    await tx`INSERT INTO tallies AS t VALUES (${run}, ${state}, shard(), ${n}, ${a.attempts}, ${a.input_tokens},
       ${a.output_tokens}, ${a.cached_input_tokens}, ${a.batch_input_tokens}, ${a.batch_output_tokens},
       ${a.batch_cached_tokens})
-      ON CONFLICT (run_id, state) DO UPDATE SET n = t.n + excluded.n, attempts = t.attempts + excluded.attempts,
+      ON CONFLICT (run_id, state, shard) DO UPDATE SET n = t.n + excluded.n, attempts = t.attempts + excluded.attempts,
       input_tokens = t.input_tokens + excluded.input_tokens, output_tokens = t.output_tokens + excluded.output_tokens,
       cached_input_tokens = t.cached_input_tokens + excluded.cached_input_tokens,
       batch_input_tokens = t.batch_input_tokens + excluded.batch_input_tokens,
@@ -44,18 +44,19 @@ export async function ended(
   completed: number,
   failed: number,
 ): Promise<void> {
-  await tx`INSERT INTO progress AS p VALUES (${run}, ${bucket}, ${completed}, ${failed})
-    ON CONFLICT (run_id, bucket) DO UPDATE SET completed = p.completed + excluded.completed,
+  await tx`INSERT INTO progress AS p VALUES (${run}, ${bucket}, shard(), ${completed}, ${failed})
+    ON CONFLICT (run_id, bucket, shard) DO UPDATE SET completed = p.completed + excluded.completed,
     failed = p.failed + excluded.failed`
 }
 
-/** A run's tallies: items per state, and the sums of their attempts and tokens over all states. */
+/** A run's tallies: items per state, and the sums of their attempts and tokens over all states and shards. */
 export async function tallied(tx: SQL, run: number): Promise<{ counts: Record<State, number>; sum: Tally }> {
   const counts = ZERO_COUNTS()
   const sum = ZERO_TALLY()
   const rows: (Tally & { state: string; n: number })[] = await tx`SELECT * FROM tallies WHERE run_id = ${run}`
   for (const row of rows) {
-    if (states.isState(row.state)) counts[row.state] = row.n
+    // a state's count is the sum of its shards'
+    if (states.isState(row.state)) counts[row.state] += row.n
     for (const k of Object.keys(sum) as (keyof Tally)[]) sum[k] += row[k]
   }
   return { counts, sum }
