@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import { copy } from "../../src/core/ledger/postgres/copy.ts"
 import { startFake } from "../lib/fake-openai.ts"
-import { pgSchema, SKIP_PG } from "../lib/pg.ts"
+import { pgSchema, pgServer, SKIP_PG } from "../lib/pg.ts"
 import { spool, start, until } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
@@ -173,7 +173,7 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
         faults: { rate: 0.1, kinds: ["500"], seed: 15 },
       })
       await using pg = await pgSchema()
-      const sql = new SQL(pg.url.replace(/\?.*$/, ""))
+      const sql = new SQL(await pgServer())
       try {
         const N = 300
         writeFileSync(tmp.join("in.jsonl"), input(N))
@@ -259,7 +259,7 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
   test("--run copies only that run; a schema that holds a run of the same name or id is refused with exit 2 and left as it was", async () => {
     await using tmp = await tmpdir()
     await using pg = await pgSchema()
-    const sql = new SQL(pg.url.replace(/\?.*$/, ""))
+    const sql = new SQL(await pgServer())
     try {
       writeFileSync(tmp.join("in.jsonl"), input(40))
       const laptop = tmp.join("laptop")
@@ -312,7 +312,7 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
     await using tmp = await tmpdir()
     await using paged = await pgSchema()
     await using narrow = await pgSchema()
-    const sql = new SQL(paged.url.replace(/\?.*$/, ""))
+    const sql = new SQL(await pgServer())
     try {
       writeFileSync(tmp.join("in.jsonl"), input(40) + "not json\n")
       const home = tmp.join("laptop")
