@@ -35,12 +35,14 @@ export class Ingest implements api.Ingest {
     last: boolean,
   ): Promise<{ added: number; duplicates: number }> {
     const { rows } = batch
+    // each key once (its first row): a row that cannot be inserted must not reach the INSERT, where it would take
+    // an id of the sequence all the same (ids would gap, by a whole run's worth at each --reingest)
+    const keys = new Set<string>()
+    const fresh = rows.filter((r) => !keys.has(r.key) && keys.add(r.key))
     // the rows as one parameter: one statement, one round trip, whatever the batch's size
-    const json = rows.length
-      ? JSON.stringify(
-          rows.map((r) => ({ k: r.key, l: r.line, s: r.id ?? null, d: r.raw ?? JSON.stringify(r.data) })),
-        )
-      : "[]"
+    const json = JSON.stringify(
+      fresh.map((r) => ({ k: r.key, l: r.line, s: r.id ?? null, d: r.raw ?? JSON.stringify(r.data) })),
+    )
     const problems = JSON.stringify(batch.problems.map((p) => ({ l: p.line, r: p.reason, e: p.excerpt })))
     const checkpoint = JSON.stringify(batch.checkpoint)
     return retrying(this.pg, () =>
@@ -48,13 +50,15 @@ export class Ingest implements api.Ingest {
         const now = Date.now()
         let added = 0
         let duplicates = 0
-        if (rows.length > 0) {
+        if (fresh.length > 0) {
           const [made] = await tx`
             WITH ins AS (
               INSERT INTO items (run_id, input, key, row, source_id, data, state, updated_at)
               SELECT ${run}, ${input.idx}, r.k, r.l, r.s, r.d, 'pending', ${now}
-              FROM ROWS FROM (jsonb_to_recordset(${json}::text::jsonb) AS (k text, l int, s text, d text))
+              FROM ROWS FROM (json_to_recordset(${json}::text::json) AS (k text, l int, s text, d text))
                 WITH ORDINALITY AS r(k, l, s, d, n)
+              -- a scalar subquery, not NOT EXISTS: one index probe a row, never an anti join over the run's items
+              WHERE (SELECT 1 FROM items i WHERE i.run_id = ${run} AND i.input = ${input.idx} AND i.key = r.k LIMIT 1) IS NULL
               ORDER BY r.n
               ON CONFLICT (run_id, input, key) DO NOTHING
               RETURNING 1
