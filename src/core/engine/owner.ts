@@ -13,6 +13,15 @@ export function ownerId(): string {
   return self
 }
 
+/**
+ * How long a lease (of items, of a run's batches, of its ingest) lasts without renewal: 60 s, or SPOOL_LEASE_S
+ * seconds (the tests of many workers, whose killed workers' leases must lapse in seconds). Renewed every quarter.
+ */
+export function leaseMs(): number {
+  const seconds = Number(process.env.SPOOL_LEASE_S)
+  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 60_000
+}
+
 /** Whether an owner is a process on this host that no longer exists. Other hosts' owners wait for expiry. */
 export function dead(owner: string): boolean {
   const [host, pid, nonce] = owner.split(":")

@@ -24,7 +24,7 @@ import {
 } from "./ingest.ts"
 import { Follower, pollMs, sleep } from "./follow.ts"
 import { Runner } from "./runner.ts"
-import { dead, enlist, ownerId } from "./owner.ts"
+import { dead, enlist, leaseMs, ownerId } from "./owner.ts"
 import { Budget, capOf } from "./budget.ts"
 import { warnUnpriced } from "../job/pricing.ts"
 import type { Ticker } from "../report/report.ts"
@@ -144,7 +144,7 @@ export function client(job: jobs.Job): ProviderClient {
 }
 
 /** Reopens an existing run: reads inputs on from their checkpoints, and re-queues what dead workers held. */
-async function resume(db: Ledger, run: Run, o: StartOptions): Promise<void> {
+async function resume(db: Ledger, run: Run, o: StartOptions, unread: boolean): Promise<void> {
   if (run.state === "cancelled") {
     const { total, done } = tally(await db.reads.counts(run.id))
     log.info(
@@ -154,7 +154,8 @@ async function resume(db: Ledger, run: Run, o: StartOptions): Promise<void> {
   await db.runs.setResume(run.id, o.resume)
   if (run.state !== "running") await db.runs.setState(run.id, "running")
   if (o.reingest) await db.ingest.reset(run.id)
-  else await db.ingest.reopen(run.id)
+  // reopened by a worker that cannot read the inputs, they would wait for a reader that may never come
+  else if (!unread) await db.ingest.reopen(run.id)
   const back = await db.claims.recover(run.id, dead)
   log.info("resuming", { run: run.name, id: run.id, ...(back ? { requeued: back } : {}) })
 }
@@ -286,7 +287,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   }
   // from here on this process works on the run: a worker with a heartbeat until execute() ends (owner.ts)
   const worker = await enlist(db, run.id)
-  if (!created) await resume(db, run, o)
+  if (!created) await resume(db, run, o, unread !== undefined)
   warnUnpriced(job.provider, job.pricing)
   if (canary !== undefined) await db.canaries.start(run.id, canary)
   const owner = ownerId()
@@ -332,11 +333,12 @@ export async function prepare(o: StartOptions): Promise<Session> {
 
   async function ingester(): Promise<void> {
     const signal = ingestAbort.signal
-    // a lease is good for 60 s: renewing it every 15 s spares an fsync on every pass of a watch
+    // a lease is good for 60 s (leaseMs): renewing it every quarter of that spares an fsync on every pass of a watch
+    const ms = leaseMs()
     let leasedAt = 0
     const lease = async () => {
-      if (Date.now() - leasedAt < 15_000) return true
-      const held = await db.ingest.lease(current.id, owner, 60_000, dead)
+      if (Date.now() - leasedAt < ms / 4) return true
+      const held = await db.ingest.lease(current.id, owner, ms, dead)
       if (held) leasedAt = Date.now()
       return held
     }
