@@ -65,17 +65,13 @@ export async function copy(o: CopyOptions): Promise<Copied> {
       if (live.length > 0)
         throw new UsageError(
           `a worker is still at work on ${runs.length === 1 ? `run "${runs[0]!.name}"` : "a run"} in ${o.from} (${live.join(", ")})`,
-          "Stop it first (Ctrl+C where it runs, or `spool pause`) and wait for it to exit, then migrate.",
+          "Stop it first (Ctrl+C where it runs) and migrate once it has exited. A worker of another machine is only known gone when its heartbeat and leases lapse (a minute by default): try again then.",
         )
       const pg = await connect(o.to, { max: 2 })
       try {
         const rows = await retrying(pg, () => pg.sql.begin((tx) => write(tx, pg, ledger.db, runs, limits)))
-        const liveBatches = ledger.db
-          .query<{ n: number }, [string]>(
-            `SELECT count(*) AS n FROM batches WHERE run_id IN (SELECT value FROM json_each(?1))
-             AND state NOT IN ('done', 'abandoned')`,
-          )
-          .get(JSON.stringify(ids))!.n
+        let liveBatches = 0
+        for (const id of ids) liveBatches += (await ledger.batches.live(id)).length
         return {
           runs: runs.map((r) => ({ id: r.id, name: r.name, state: r.state })),
           rows,
