@@ -2,6 +2,7 @@
  * Ingestion on PostgreSQL: a source batch's rows, problems and checkpoint in one transaction, its rows in one
  * statement whatever their number; the run's ingest flag and lease.
  */
+import type { SQL } from "bun"
 import type { SourceBatch } from "../../../plugins/api/define.ts"
 import type * as api from "../ledger.ts"
 import type { Dead, Input } from "../types.ts"
@@ -43,7 +44,6 @@ export class Ingest implements api.Ingest {
     const json = JSON.stringify(
       fresh.map((r) => ({ k: r.key, l: r.line, s: r.id ?? null, d: r.raw ?? JSON.stringify(r.data) })),
     )
-    const problems = JSON.stringify(batch.problems.map((p) => ({ l: p.line, r: p.reason, e: p.excerpt })))
     const checkpoint = JSON.stringify(batch.checkpoint)
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {
@@ -67,34 +67,34 @@ export class Ingest implements api.Ingest {
           added = (made as { n: number }).n
         }
         if (added < rows.length) {
-          // some keys were there already (or twice in this batch): each row whose item holds another line is a duplicate
-          const seen = JSON.stringify(
-            rows.map((r) => ({
-              k: r.key,
-              l: r.line,
-              e: (r.raw ?? JSON.stringify(r.data)).slice(0, 200),
-            })),
-          )
-          const dups = await tx`
-            INSERT INTO problems (run_id, input, file, line, reason, excerpt)
-            SELECT ${run}, ${input.idx}, ${input.path}, r.l,
-              'duplicate id "' || r.k || '" (the first row with this id is kept)', r.e
-            FROM ROWS FROM (jsonb_to_recordset(${seen}::text::jsonb) AS (k text, l int, e text))
-              WITH ORDINALITY AS r(k, l, e, n)
-            JOIN items i ON i.run_id = ${run} AND i.input = ${input.idx} AND i.key = r.k
-            WHERE i.row <> r.l
-            ORDER BY r.n
-            RETURNING 1`
-          duplicates = dups.length
+          // some keys were there already (or twice in this batch): a row whose item holds another line is a duplicate
+          const keyed = JSON.stringify(rows.map((r) => ({ k: r.key, l: r.line })))
+          const found: { n: number }[] = await tx`
+            SELECT r.n::int AS n
+            FROM ROWS FROM (jsonb_to_recordset(${keyed}::text::jsonb) AS (k text, l int)) WITH ORDINALITY AS r(k, l, n)
+            WHERE (SELECT i.row FROM items i WHERE i.run_id = ${run} AND i.input = ${input.idx} AND i.key = r.k LIMIT 1) <> r.l
+            ORDER BY r.n`
+          duplicates = found.length
+          if (duplicates > 0) {
+            const dups = found.map(({ n }) => {
+              const row = rows[n - 1]!
+              return {
+                l: row.line,
+                r: `duplicate id "${row.key}" (the first row with this id is kept)`,
+                e: (row.raw ?? JSON.stringify(row.data)).slice(0, 200),
+              }
+            })
+            await problem(tx, run, input, dups)
+          }
         }
         if (added > 0) await shift(tx, run, { pending: added })
         if (batch.problems.length > 0)
-          await tx`
-            INSERT INTO problems (run_id, input, file, line, reason, excerpt)
-            SELECT ${run}, ${input.idx}, ${input.path}, p.l, p.r, p.e
-            FROM ROWS FROM (jsonb_to_recordset(${problems}::text::jsonb) AS (l int, r text, e text))
-              WITH ORDINALITY AS p(l, r, e, n)
-            ORDER BY p.n`
+          await problem(
+            tx,
+            run,
+            input,
+            batch.problems.map((p) => ({ l: p.line, r: p.reason, e: p.excerpt })),
+          )
         await tx`UPDATE inputs SET checkpoint = ${checkpoint}, rows = rows + ${added},
           problems = problems + ${batch.problems.length + duplicates}, duplicates = duplicates + ${duplicates},
           done = ${last ? 1 : 0} WHERE run_id = ${run} AND idx = ${input.idx}`
@@ -129,4 +129,19 @@ export class Ingest implements api.Ingest {
       }),
     )
   }
+}
+
+/** Records problem lines of an input, in their order: line, reason, excerpt each. */
+async function problem(
+  tx: SQL,
+  run: number,
+  input: Pick<Input, "idx" | "path">,
+  lines: { l: number; r: string; e: string }[],
+): Promise<void> {
+  await tx`
+    INSERT INTO problems (run_id, input, file, line, reason, excerpt)
+    SELECT ${run}, ${input.idx}, ${input.path}, p.l, p.r, p.e
+    FROM ROWS FROM (jsonb_to_recordset(${JSON.stringify(lines)}::text::jsonb) AS (l int, r text, e text))
+      WITH ORDINALITY AS p(l, r, e, n)
+    ORDER BY p.n`
 }
