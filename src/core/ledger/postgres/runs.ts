@@ -1,29 +1,24 @@
 /** Runs and their inputs on PostgreSQL: made, found, and changed; the run-wide leases (ingestion, batches) kept on a run's row. */
 import type { SQL } from "bun"
-import * as v from "valibot"
 import { StoreError } from "../../../plugins/api/errors.ts"
-import { StoredJobSchema, type Job } from "../../job/job.ts"
+import type { Job } from "../../job/job.ts"
 import type * as api from "../ledger.ts"
 import type { RunState } from "../states.ts"
 import type { Dead, Input, NewRun, Run } from "../types.ts"
-import { decode } from "../sqlite/faults.ts"
+import { RowDecoder, type InputRow, type RunRow } from "../rows.ts"
 import { notify, retrying, type Pg } from "./connect.ts"
 import { register } from "./workers.ts"
 
-/** A run as its row holds it: the job as JSON text. */
-export type RunRow = Omit<Run, "job"> & { job: string }
-/** An input as its row holds it: the checkpoint as JSON text. */
-export type InputRow = Omit<Input, "checkpoint"> & { checkpoint: string | null }
-
-const CheckpointSchema = v.record(v.string(), v.union([v.string(), v.number(), v.boolean(), v.null()]))
+export type { InputRow, RunRow }
 
 type Lease = { owner: string | null; expires: number | null }
 
 export class Runs implements api.Runs {
-  /** Each run's job as last decoded, with its text: a run is read often (a runner looks every 500 ms), its job rarely changes. */
-  private readonly jobs = new Map<number, { text: string; job: Job }>()
+  private readonly rows: RowDecoder
 
-  constructor(readonly pg: Pg) {}
+  constructor(readonly pg: Pg) {
+    this.rows = new RowDecoder(pg.shown)
+  }
 
   async latest(name: string): Promise<Run | null> {
     const [row] = await retrying(this.pg, () => latestRow(this.pg.sql, name))
@@ -190,34 +185,12 @@ export class Runs implements api.Runs {
     )
   }
 
-  /** The processes that hold a lease on the run: items in flight, ingestion, batches. */
-  async holders(run: number): Promise<string[]> {
-    const rows = await retrying(
-      this.pg,
-      (): Promise<{ owner: string }[]> => this.pg.sql`
-        SELECT lease_owner AS owner FROM items WHERE run_id = ${run} AND state = 'running' AND lease_owner IS NOT NULL
-        UNION SELECT ingest_owner FROM runs WHERE id = ${run} AND ingest_owner IS NOT NULL
-        UNION SELECT batch_owner FROM runs WHERE id = ${run} AND batch_owner IS NOT NULL
-        ORDER BY 1 COLLATE "C"`,
-    )
-    return rows.map((r) => r.owner)
-  }
-
-  /** The run with its job decoded, once per text: a job that does not decode is refused, naming the store. */
   private run(row: RunRow): Run {
-    const known = this.jobs.get(row.id)
-    if (known?.text === row.job) return { ...row, job: known.job }
-    const job: Job = decode(StoredJobSchema, row.job, `a job (run ${row.id}, "${row.name}")`, this.pg.shown)
-    this.jobs.set(row.id, { text: row.job, job })
-    return { ...row, job }
+    return this.rows.run(row)
   }
 
   private input(row: InputRow): Input {
-    const checkpoint =
-      row.checkpoint === null
-        ? undefined
-        : decode(CheckpointSchema, row.checkpoint, `a checkpoint (input ${row.path})`, this.pg.shown)
-    return { ...row, checkpoint }
+    return this.rows.input(row)
   }
 }
 

@@ -5,7 +5,7 @@
 import type { SQL } from "bun"
 import * as states from "../states.ts"
 import type { State } from "../states.ts"
-import { ZERO_COUNTS, ZERO_TALLY, type Tally } from "../sqlite/tallies.ts"
+import { ZERO_COUNTS, ZERO_TALLY, type Tally } from "../rows.ts"
 
 export { ZERO_COUNTS, ZERO_TALLY, type Tally }
 

@@ -88,28 +88,4 @@ function* guarded<T, R>(gen: Generator<T, R>, path: string): Generator<T, R> {
   }
 }
 
-/** JSON the store holds, checked with `schema`; what does not decode is refused naming the store and the row. */
-export function decode<S extends v.GenericSchema>(
-  schema: S,
-  text: string,
-  what: string,
-  path: string,
-): v.InferOutput<S> {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch (cause) {
-    throw unreadable(what, path, (cause as Error).message, cause)
-  }
-  const parsed = v.safeParse(schema, value)
-  if (parsed.success) return parsed.output
-  throw unreadable(what, path, v.summarize(parsed.issues).replace(/\n/g, "; "))
-}
-
-function unreadable(what: string, path: string, why: string, cause?: unknown): StoreError {
-  return new StoreError(
-    `the store ${path} holds ${what} that this spool cannot read: ${why}`,
-    "It was written by another program, or by hand. Restore the store from a backup, or start the run afresh with --new-run.",
-    cause === undefined ? undefined : { cause },
-  )
-}
+export { decode } from "../rows.ts"

@@ -1,30 +1,25 @@
 /** Runs and their inputs: made, found, and changed; the run-wide leases (ingestion, batches) kept on a run's row. */
 import type { Database } from "bun:sqlite"
-import * as v from "valibot"
 import { StoreError } from "../../../plugins/api/errors.ts"
-import { StoredJobSchema, type Job } from "../../job/job.ts"
+import type { Job } from "../../job/job.ts"
 import type { RunState } from "../states.ts"
 import type { Dead, Input, NewRun, Run } from "../types.ts"
-import { decode, guard } from "./faults.ts"
+import { RowDecoder, type InputRow, type RunRow } from "../rows.ts"
+import { guard } from "./faults.ts"
 import { statements } from "./connect.ts"
 
-/** A run as its row holds it: the job as JSON text. */
-export type RunRow = Omit<Run, "job"> & { job: string }
-/** An input as its row holds it: the checkpoint as JSON text. */
-export type InputRow = Omit<Input, "checkpoint"> & { checkpoint: string | null }
-
-const CheckpointSchema = v.record(v.string(), v.union([v.string(), v.number(), v.boolean(), v.null()]))
+export type { InputRow, RunRow }
 
 export class Runs {
   readonly q: ReturnType<typeof prepare>
-  /** Each run's job as last decoded, with its text: a run is read often (a runner looks every 500 ms), its job rarely changes. */
-  private readonly jobs = new Map<number, { text: string; job: Job }>()
+  private readonly rows: RowDecoder
 
   constructor(
     private readonly db: Database,
     readonly path: string,
   ) {
     this.q = prepare(db)
+    this.rows = new RowDecoder(path)
   }
 
   latest(name: string): Run | null {
@@ -156,21 +151,12 @@ export class Runs {
     return row && this.run(row)
   }
 
-  /** The run with its job decoded, once per text: a job that does not decode is refused, naming the store. */
   private run(row: RunRow): Run {
-    const known = this.jobs.get(row.id)
-    if (known?.text === row.job) return { ...row, job: known.job }
-    const job: Job = decode(StoredJobSchema, row.job, `a job (run ${row.id}, "${row.name}")`, this.path)
-    this.jobs.set(row.id, { text: row.job, job })
-    return { ...row, job }
+    return this.rows.run(row)
   }
 
   private input(row: InputRow): Input {
-    const checkpoint =
-      row.checkpoint === null
-        ? undefined
-        : decode(CheckpointSchema, row.checkpoint, `a checkpoint (input ${row.path})`, this.path)
-    return { ...row, checkpoint }
+    return this.rows.input(row)
   }
 }
 guard(Runs)

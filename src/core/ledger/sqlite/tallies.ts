@@ -4,25 +4,11 @@
  */
 import type { Database } from "bun:sqlite"
 import * as states from "../states.ts"
+import { ZERO_COUNTS, ZERO_TALLY, type Tally } from "../rows.ts"
 import type { State } from "../states.ts"
-import type { Paid } from "../../job/pricing.ts"
 import { statements } from "./connect.ts"
 
-/** The sums a `tallies` row keeps beside its count: attempts, and tokens (the batch-priced part apart). */
-export type Tally = Paid & { attempts: number }
-
-export const ZERO_TALLY = (): Tally => ({
-  attempts: 0,
-  input_tokens: 0,
-  output_tokens: 0,
-  cached_input_tokens: 0,
-  batch_input_tokens: 0,
-  batch_output_tokens: 0,
-  batch_cached_tokens: 0,
-})
-
-export const ZERO_COUNTS = (): Record<State, number> =>
-  Object.fromEntries(states.STATES.map((s) => [s, 0])) as Record<State, number>
+export { ZERO_COUNTS, ZERO_TALLY, type Tally }
 
 export class Tallies {
   private readonly q: ReturnType<typeof prepare>

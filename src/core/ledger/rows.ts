@@ -1,0 +1,85 @@
+/**
+ * What both drivers make of the rows they read: a run's job and an input's checkpoint, JSON checked with valibot
+ * where it is read back (a run's job decoded once per text), and the empty counters. Driver-free: no SQL here.
+ */
+import * as v from "valibot"
+import { StoreError } from "../../plugins/api/errors.ts"
+import { StoredJobSchema, type Job } from "../job/job.ts"
+import type { Paid } from "../job/pricing.ts"
+import { STATES, type State } from "./states.ts"
+import type { Input, Run } from "./types.ts"
+
+/** A run as its row holds it: the job as JSON text. */
+export type RunRow = Omit<Run, "job"> & { job: string }
+/** An input as its row holds it: the checkpoint as JSON text. */
+export type InputRow = Omit<Input, "checkpoint"> & { checkpoint: string | null }
+
+const CheckpointSchema = v.record(v.string(), v.union([v.string(), v.number(), v.boolean(), v.null()]))
+
+/** JSON the store holds, checked with `schema`; what does not decode is refused naming the store and the row. */
+export function decode<S extends v.GenericSchema>(
+  schema: S,
+  text: string,
+  what: string,
+  store: string,
+): v.InferOutput<S> {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (cause) {
+    throw unreadable(what, store, (cause as Error).message, cause)
+  }
+  const parsed = v.safeParse(schema, value)
+  if (parsed.success) return parsed.output
+  throw unreadable(what, store, v.summarize(parsed.issues).replace(/\n/g, "; "))
+}
+
+function unreadable(what: string, store: string, why: string, cause?: unknown): StoreError {
+  return new StoreError(
+    `the store ${store} holds ${what} that this spool cannot read: ${why}`,
+    "It was written by another program, or by hand. Restore the store from a backup, or start the run afresh with --new-run.",
+    cause === undefined ? undefined : { cause },
+  )
+}
+
+/**
+ * Runs and inputs from their rows, errors naming `store` (a file, or a URL with its password masked). A run is read
+ * often (a runner looks every 500 ms) and its job rarely changes: each run's job is decoded once per text.
+ */
+export class RowDecoder {
+  private readonly jobs = new Map<number, { text: string; job: Job }>()
+
+  constructor(private readonly store: string) {}
+
+  run(row: RunRow): Run {
+    const known = this.jobs.get(row.id)
+    if (known?.text === row.job) return { ...row, job: known.job }
+    const job: Job = decode(StoredJobSchema, row.job, `a job (run ${row.id}, "${row.name}")`, this.store)
+    this.jobs.set(row.id, { text: row.job, job })
+    return { ...row, job }
+  }
+
+  input(row: InputRow): Input {
+    const checkpoint =
+      row.checkpoint === null
+        ? undefined
+        : decode(CheckpointSchema, row.checkpoint, `a checkpoint (input ${row.path})`, this.store)
+    return { ...row, checkpoint }
+  }
+}
+
+/** The sums a `tallies` row keeps beside its count: attempts, and tokens (the batch-priced part apart). */
+export type Tally = Paid & { attempts: number }
+
+export const ZERO_TALLY = (): Tally => ({
+  attempts: 0,
+  input_tokens: 0,
+  output_tokens: 0,
+  cached_input_tokens: 0,
+  batch_input_tokens: 0,
+  batch_output_tokens: 0,
+  batch_cached_tokens: 0,
+})
+
+export const ZERO_COUNTS = (): Record<State, number> =>
+  Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>
