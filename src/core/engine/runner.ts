@@ -187,6 +187,11 @@ export class Runner {
             await ledger.runs.setState(run.id, "cancelled", "cancelled by `spool cancel`")
             return "cancelled"
           }
+          // paused by another worker at the spend cap (the run's, synced above): this one stops at it too
+          if (this.o.budget && this.o.budget.room(0) <= 0) {
+            this.capped = this.o.budget.reached()
+            continue
+          }
           // paused by `spool pause`: nothing is in flight; wait for `spool resume`
           await this.waker.sleep(this.idleMs)
           continue
