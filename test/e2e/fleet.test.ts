@@ -237,7 +237,7 @@ describe.skipIf(SKIP_PG)("a fleet of workers on one PostgreSQL run", () => {
     )
   }, 60_000)
 
-  test("batch mode: the worker holding the batch lease is SIGKILLed twice; another adopts its batches from the ledger alone, and no item nor batch is paid twice", async () => {
+  test("batch mode: the worker holding the batch lease is SIGKILLed, at least twice; another adopts its batches from the ledger alone, and no item nor batch is paid twice", async () => {
     const N = 300
     await using tmp = await tmpdir()
     await using pg = await pgSchema()
