@@ -387,27 +387,46 @@ function cpuMs(pid: number): number | null {
   }
 }
 
+/** CPU time (ms) of the workers and of their PostgreSQL backends, sampled with the wall clock (`Date.now()`). */
+interface Sample {
+  t: number
+  workers: number
+  pg: number
+}
+
 /**
- * Follows the CPU time of the PostgreSQL backends serving `pids`' connections (found by their client ports in
- * pg_stat_activity) until stopped; each backend's last reading counts, so at most one interval of each is missed.
+ * Follows, every 100 ms until stopped, the CPU time of the processes `pids` and of the PostgreSQL backends serving
+ * their connections (found by their client ports in pg_stat_activity); each process's last reading counts, so at
+ * most one interval of each is missed. No backend figures for a server on another machine.
  */
-function backendCpu(pids: () => number[]): { stop(): Promise<{ ms: number; backends: number } | null> } {
+function cpuTimeline(pids: () => number[]): {
+  stop(): Promise<{ samples: Sample[]; backends: number; local: boolean }>
+} {
   const port = Number(new URL(SERVER).port || 5432)
   const local = ["127.0.0.1", "localhost", "[::1]"].includes(new URL(SERVER).hostname)
   const sql = admin()
-  const seen = new Map<number, number>()
+  const backends = new Map<number, number>()
+  const workers = new Map<number, number>()
+  const samples: Sample[] = []
+  const sum = (m: Map<number, number>) => [...m.values()].reduce((x, y) => x + y, 0)
   let running = true
   const loop = (async () => {
     while (running) {
-      const ports = pids().flatMap((p) => clientPorts(p, port))
-      if (ports.length) {
+      const live = pids()
+      for (const pid of live) {
+        const ms = cpuMs(pid)
+        if (ms !== null) workers.set(pid, Math.max(ms, workers.get(pid) ?? 0))
+      }
+      const ports = live.flatMap((p) => clientPorts(p, port))
+      if (ports.length && local) {
         const rows = await sql`SELECT pid FROM pg_stat_activity
           WHERE client_port = ANY(${`{${ports.join(",")}}`}::int[])`
         for (const { pid } of rows as { pid: number }[]) {
           const ms = cpuMs(pid)
-          if (ms !== null) seen.set(pid, Math.max(ms, seen.get(pid) ?? 0))
+          if (ms !== null) backends.set(pid, Math.max(ms, backends.get(pid) ?? 0))
         }
       }
+      samples.push({ t: Date.now(), workers: sum(workers), pg: sum(backends) })
       await Bun.sleep(100)
     }
   })()
@@ -416,10 +435,16 @@ function backendCpu(pids: () => number[]): { stop(): Promise<{ ms: number; backe
       running = false
       await loop
       await sql.close()
-      if (!local) return null
-      return { ms: [...seen.values()].reduce((a, b) => a + b, 0), backends: seen.size }
+      return { samples, backends: backends.size, local }
     },
   }
+}
+
+/** The CPU time spent between `from` and `to` (wall clock ms), from the samples just outside that span. */
+function within(samples: Sample[], from: number, to: number, key: "workers" | "pg"): number {
+  const before = samples.filter((s) => s.t <= from).at(-1) ?? samples[0]
+  const after = samples.find((s) => s.t >= to) ?? samples.at(-1)
+  return before && after ? after[key] - before[key] : 0
 }
 
 /** An input of `n` prompts (bench/realtime.ts's), made once under bench/.data. */
@@ -447,6 +472,7 @@ async function workersRun(workers: number, items: number, fake: string, name: st
   const dir = mkdtempSync(join(tmpdir(), "spool-bench-pg-"))
   try {
     const started = performance.now()
+    const spawnedAt = Date.now()
     const procs = Array.from({ length: workers }, (_, w) =>
       Bun.spawn(
         [bin, "run", "--store", url, "--home", join(dir, `h${w}`), "--input", input, "--prompt", "{{p}}"]
@@ -459,10 +485,11 @@ async function workersRun(workers: number, items: number, fake: string, name: st
         },
       ),
     )
-    const cpu = backendCpu(() => procs.filter((p) => p.exitCode === null).map((p) => p.pid))
+    const cpu = cpuTimeline(() => procs.filter((p) => p.exitCode === null).map((p) => p.pid))
     const codes = await Promise.all(procs.map((p) => p.exited))
     const wallMs = performance.now() - started
-    const pg = await cpu.stop()
+    const exitedAt = Date.now()
+    const { samples, backends, local } = await cpu.stop()
     if (codes.some((c) => c !== 0))
       throw new Error(
         `a worker exited ${codes.join(", ")}: ${readFileSync(join(dir, `w${codes.findIndex((c) => c !== 0)}.err`), "utf8").slice(-800)}`,
@@ -473,12 +500,14 @@ async function workersRun(workers: number, items: number, fake: string, name: st
     }, 0)
     const sql = admin()
     const [span] = await sql.unsafe(`SELECT count(*)::int AS n, count(DISTINCT owner)::int AS owners,
-      (max(ended_at) - min(started_at))::float8 AS ms FROM ${schema}.attempts WHERE outcome IS NOT NULL`)
+      min(started_at)::float8 AS first, max(ended_at)::float8 AS last
+      FROM ${schema}.attempts WHERE outcome IS NOT NULL`)
     const [done] = await sql.unsafe(
       `SELECT count(*)::int AS n FROM ${schema}.items WHERE state = 'completed'`,
     )
     await sql.close()
-    const { n, owners, ms } = span as { n: number; owners: number; ms: number }
+    const { n, owners, first, last } = span as { n: number; owners: number; first: number; last: number }
+    const ms = last - first
     const completed = (done as { n: number }).n
     if (completed !== items) throw new Error(`${completed} of ${items} items completed`)
     const r = {
@@ -489,13 +518,19 @@ async function workersRun(workers: number, items: number, fake: string, name: st
       spanMs: ms,
       itemsPerSec: completed / (ms / 1000),
       wallMs,
+      // from the spawn to the first item's start (start-up, the run made, the first batch ingested), and from
+      // the last item's end to the last exit
+      startMs: first - spawnedAt,
+      endMs: exitedAt - last,
       workerCpuMs,
-      pgCpuMs: pg?.ms ?? -1,
-      backends: pg?.backends ?? 0,
+      // the CPU time within the span of the attempts
+      spanWorkerCpuMs: within(samples, first, last, "workers"),
+      spanPgCpuMs: local ? within(samples, first, last, "pg") : -1,
+      backends,
     }
     console.error(
       `${name} ${workers} worker(s): ${fmt(r.itemsPerSec)} items/s over ${fmt(ms / 1000, 1)} s (${owners} took items); ` +
-        `workers' CPU ${fmt(workerCpuMs / 1000, 1)} s, PostgreSQL's ${fmt((pg?.ms ?? 0) / 1000, 1)} s (${pg?.backends} backends)`,
+        `in that span: workers' CPU ${fmt(r.spanWorkerCpuMs / 1000, 1)} s, PostgreSQL's ${fmt(r.spanPgCpuMs / 1000, 1)} s (${backends} backends)`,
     )
     return r
   } finally {
@@ -623,24 +658,40 @@ const rtRows = realtime!
   .map((r) => {
     const w = Number(r.workers)
     const share = Number(r.itemsPerSec) / ideal(w)
-    return `| ${w} | ${fmt(Number(r.items))} | ${fmt(Number(r.itemsPerSec))} | ${fmt(ideal(w))} | ${fmt(share * 100)}% (${met(share >= 0.9)}) | ${fmt(Number(r.wallMs) / 1000, 1)} s |`
+    return `| ${w} | ${fmt(Number(r.items))} | ${fmt(Number(r.itemsPerSec))} | ${fmt(ideal(w))} | ${fmt(share * 100)}% (${met(share >= 0.9)}) | ${fmt(Number(r.spanMs) / 1000, 1)} s | ${fmt(Number(r.wallMs) / 1000, 1)} s (${fmt(Number(r.startMs) / 1000, 1)} s + ${fmt(Number(r.endMs) / 1000, 1)} s) |`
   })
   .join("\n")
 const zeroRows = zero!
   .map((r) => {
     const w = Number(r.workers)
-    const wall = Number(r.spanMs) / 1000
-    const pg = Number(r.pgCpuMs) / 1000
-    return `| ${w} | ${fmt(Number(r.items))} | ${fmt(Number(r.itemsPerSec))} | ${fmt(Number(r.workerCpuMs) / 1000, 1)} s | ${pg < 0 ? "n/a" : `${fmt(pg, 1)} s (${fmt(pg / wall, 2)} CPUs; ${fmt((pg * 1e6) / Number(r.items))} µs an item)`} |`
+    const span = Number(r.spanMs) / 1000
+    const pg = Number(r.spanPgCpuMs) / 1000
+    const mine = Number(r.spanWorkerCpuMs) / 1000
+    const cpu = (x: number) =>
+      `${fmt(x, 1)} s (${fmt(x / span, 2)} CPUs; ${fmt((x * 1e6) / Number(r.items))} µs an item)`
+    return `| ${w} | ${fmt(Number(r.items))} | ${fmt(Number(r.itemsPerSec))} | ${fmt(span, 1)} s | ${cpu(mine)} | ${pg < 0 ? "n/a" : cpu(pg)} |`
   })
   .join("\n")
 const rd = reads!
+// what was measured: the commit, and whether the driver or the engine had changes not yet committed
+const commit = Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { cwd: root }).stdout.toString().trim()
+const dirty = Bun.spawnSync(["git", "status", "--porcelain", "--", "src"], { cwd: root })
+  .stdout.toString()
+  .trimEnd()
 const k = (x: number) => (x >= 1_000_000 ? `${x / 1_000_000}M` : `${x / 1000}k`)
 
 const md = `${HEADING}
 
 Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpus()[0]?.model.trim() ?? "?"}, ${Math.round(totalmem() / 2 ** 30)} GiB,
-Bun ${Bun.version}, PostgreSQL ${pgVersion} on the same machine (its default settings: every commit fsync'd).
+Bun ${Bun.version}, PostgreSQL ${pgVersion} on the same machine (its default settings: every commit fsync'd), at commit
+${commit}${
+  dirty
+    ? ` (with uncommitted changes under src/: ${dirty
+        .split("\n")
+        .map((l) => `\`${l.slice(3)}\``)
+        .join(", ")})`
+    : ""
+}.
 Regenerate with \`bun run build && bun bench/postgres.ts${quick ? " --quick" : ""}\` (this section alone; \`SPOOL_BENCH_PG\` names
 another server). Each measurement runs in a schema of its own (\`?schema=bench_…\`), dropped after. The machine is
 shared with other work: absolute figures drift; the ratios compare contenders measured in the same run.
@@ -662,17 +713,18 @@ and ingests, the others join it), against one fake (\`bench/fake.ts ${LATENCY_MS
 of the run's attempts (first start to last end), so the workers' start and the ingest are left out; the wall time
 from spawn to the last exit is beside it. Goal: ≥ 90% of N × ${CONCURRENCY} ÷ ${LATENCY_MS} ms.
 
-| workers | items | items/s | N × c ÷ latency | share (goal ≥ 90%) | wall time |
-| --- | --- | --- | --- | --- | --- |
+| workers | items | items/s | N × c ÷ latency | share (goal ≥ 90%) | span | wall time (before the first item + after the last) |
+| --- | --- | --- | --- | --- | --- | --- |
 ${rtRows}
 
 ### The same workers at zero latency: where PostgreSQL becomes the limit
 
-PostgreSQL's CPU: the CPU time (user + system) of the backends serving the workers' connections, found by their
-client ports in \`pg_stat_activity\` and read from /proc every 100 ms (its background writers left out).
+CPU time (user + system) from /proc every 100 ms, taken within the span of the attempts: of the workers, and of
+the PostgreSQL backends serving their connections (found by their client ports in \`pg_stat_activity\`; the server's
+background writers left out). The machine has ${cpus().length} CPUs for all of it, the fake included.
 
-| workers | items | items/s | workers' CPU | PostgreSQL backends' CPU |
-| --- | --- | --- | --- | --- |
+| workers | items | items/s | span | workers' CPU in the span | PostgreSQL backends' CPU in the span |
+| --- | --- | --- | --- | --- | --- |
 ${zeroRows}
 
 ### Status and the run detail on a run of ${k(Number(rd.items))} items
