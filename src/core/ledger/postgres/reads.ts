@@ -385,10 +385,11 @@ export class Reads implements api.Reads {
           sql`SELECT id, ${hit(sql)} AS hit FROM items
             WHERE run_id = ${run} AND id > ${from} AND id <= ${span.hi} ORDER BY id LIMIT ${o.scan}`
       // k: the row's place in the read; the read stops at the first row with `limit` matches up to it, or its last
+      // (e is MATERIALIZED: inlined, the planner, guessing one row read, computed it again for every row of n)
       const rows: Read[] = await sql`WITH s AS (${scanned}),
         n AS (SELECT id, hit, row_number() OVER w AS k, count(*) FILTER (WHERE hit) OVER w AS h FROM s
           WINDOW w AS (ORDER BY id)),
-        e AS (SELECT coalesce(min(k) FILTER (WHERE h >= ${o.limit}), max(k)) AS k FROM n)
+        e AS MATERIALIZED (SELECT coalesce(min(k) FILTER (WHERE h >= ${o.limit}), max(k)) AS k FROM n)
         SELECT n.id, n.hit, n.k::int AS k, n.k = e.k AS stop FROM n, e
         WHERE n.k <= e.k AND (n.hit OR n.k = e.k) ORDER BY n.id`
       const end = rows.find((r) => r.stop)
