@@ -362,6 +362,72 @@ describe.skipIf(SKIP_PG)("a fleet of workers on one PostgreSQL run", () => {
     expect(byHost[1]!.n).toBeGreaterThan(0)
   }, 60_000)
 
+  test("a worker cut off past its lease (SIGSTOP, as a network partition): the other takes its items; back, its late answers land on its attempts only, and every id is settled once", async () => {
+    const N = 200
+    const CONCURRENCY = 6
+    await using tmp = await tmpdir()
+    await using pg = await pgSchema()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 300 })
+    const jobPath = tmp.join("job", "job.toml")
+    mkdirSync(tmp.join("job"))
+    writeFileSync(tmp.join("job", "in.jsonl"), input(N))
+    writeFileSync(jobPath, job(fake.url, `[limits]\nconcurrency = ${CONCURRENCY}\n`))
+    const a = launch("host-a", tmp.join("m-a"), jobPath, pg.url)
+    const b = launch("host-b", tmp.join("m-b"), jobPath, pg.url)
+    await until(() => fake.paid.size >= 0.2 * N || !running(a) || !running(b), 30_000, "20% paid")
+    expect([running(a), running(b)]).toEqual([true, true])
+    // cut off: a holds its items, and cannot renew their leases (2 s) nor commit what comes back
+    a.proc.kill("SIGSTOP")
+    // a commit a sent just before it stopped still lands: what a holds is read once the server has it
+    await Bun.sleep(500)
+    await using db = await ledger(pg.schema)
+    const held = await db.q<{ id: number; key: string }>(
+      "SELECT id, key FROM ${S}.items WHERE state = 'running' AND lease_owner LIKE 'host-a:%' ORDER BY id",
+    )
+    expect(held.length).toBeGreaterThan(0)
+    // past the lease, b takes a's items and settles them itself
+    await until(
+      async () =>
+        (
+          await db.q<{ n: number }>(
+            "SELECT count(*)::int AS n FROM ${S}.items WHERE lease_owner LIKE 'host-a:%' AND state = 'running'",
+          )
+        )[0]!.n === 0,
+      20_000,
+      "a's leases taken over",
+    )
+    a.proc.kill("SIGCONT")
+    const [ea, eb] = await Promise.all([a.ended, b.ended])
+    expect([ea.code, eb.code]).toEqual([0, 0])
+    for (const e of [ea, eb]) expect(e.stderr).toContain(`run "fleet": ${N} completed, 0 failed of ${N}`)
+    expectAllCompleted(await results(pg.url, tmp.path), N)
+    // each item a held when cut off: settled by b's one call; a's one attempt was taken back as lost when its lease
+    // lapsed, and the answer a got once it was back is recorded on that attempt only ('ok', a call that was paid),
+    // never as a second settlement of the item
+    const keys = held.map((h) => h.key)
+    const rows = await db.q<{ key: string; owner: string; outcome: string }>(
+      "SELECT i.key, split_part(a.owner, ':', 1) AS owner, a.outcome FROM ${S}.attempts a JOIN ${S}.items i ON i.id = a.item_id WHERE i.id IN (" +
+        held.map((h) => h.id).join(",") +
+        ") ORDER BY a.id",
+    )
+    for (const key of keys) {
+      const mine = rows.filter((r) => r.key === key)
+      const ofA = mine.filter((r) => r.owner === "host-a").map((r) => r.outcome)
+      expect(ofA.length).toBe(1)
+      expect(["lost", "ok"]).toContain(ofA[0]!)
+      expect(mine.filter((r) => r.owner === "host-b").map((r) => r.outcome)).toEqual(["ok"])
+    }
+    // the items a held were paid at most twice (its call may have reached the provider), every other item once
+    const paid = paidOf(fake, N)
+    const heldSet = new Set(keys)
+    expect(
+      paid.flatMap((p, i) => (heldSet.has(`id-${i + 1}`) ? [] : p === 1 ? [] : [`id-${i + 1}:${p}`])),
+    ).toEqual([])
+    expect(paid.filter((p, i) => heldSet.has(`id-${i + 1}`) && (p < 1 || p > 2))).toEqual([])
+    const st = await status(pg.url, tmp.path)
+    expect([st.state, nonzero(st.counts)]).toEqual(["completed", { completed: N }])
+  }, 60_000)
+
   test("the spend cap is the run's: three workers stop together at it, spending at most the cap plus what all of them may have in flight", async () => {
     const N = 100
     const CONCURRENCY = 4

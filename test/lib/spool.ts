@@ -74,9 +74,13 @@ export function prng(seed: number): () => number {
   }
 }
 
-export async function until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
   const end = Date.now() + timeoutMs
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await Bun.sleep(10)
   }
