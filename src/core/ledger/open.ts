@@ -20,10 +20,21 @@ export async function exists(store: string): Promise<boolean> {
   return (await import("./postgres/found.ts")).found(store)
 }
 
-/** Opens (making it if need be) the ledger at a store: a PostgreSQL URL, or a home directory for SQLite. */
+/**
+ * Opens (making it if need be) the ledger at a store: a PostgreSQL URL, or a home directory for SQLite. A read
+ * (`access: "read"`) of a URL that `exists` just found takes the connection it made, small and already checked;
+ * a writer's open has a pool of its own.
+ */
 export async function open(store: string, options: OpenOptions = {}): Promise<Ledger> {
-  if (isUrl(store)) return (await import("./postgres/postgres.ts")).open(store)
-  return sqlite.open(store, options)
+  if (!isUrl(store)) return sqlite.open(store, options)
+  const [pg, found] = await Promise.all([import("./postgres/postgres.ts"), import("./postgres/found.ts")])
+  if (options.access === "read") {
+    const kept = found.take(store)
+    if (kept) return pg.open(store, {}, kept)
+    return pg.open(store, { max: found.READ_MAX })
+  }
+  await found.release()
+  return pg.open(store)
 }
 
 /** A store as it may be shown in a log, a message or a page: a URL with its password masked, a folder as it is. */

@@ -2,7 +2,7 @@
 import { basename } from "node:path"
 import type { Listed } from "../../plugins/registry.ts"
 import type { State } from "../ledger/states.ts"
-import { alive, type Ledger } from "../ledger/ledger.ts"
+import { alive, type Ledger, type Worker } from "../ledger/ledger.ts"
 import type { AttemptRow, Batch, ResultRow, Run } from "../ledger/types.ts"
 import { paidCost, priceOf, spentOf, type Priced } from "../job/pricing.ts"
 
@@ -58,8 +58,13 @@ export interface WorkerView {
 
 /** A run's workers as `status` and the page list them (ledger.ts `Workers`, `alive`). */
 export async function workersOf(db: Ledger, run: Run, now = Date.now()): Promise<WorkerView[]> {
-  const held = new Map((await db.workers.held(run.id)).map((h) => [h.owner, h.items]))
-  return (await db.workers.list(run.id)).map((w) => {
+  const [list, held] = await Promise.all([db.workers.list(run.id), db.workers.held(run.id)])
+  return workerViews(list, held, now)
+}
+
+function workerViews(list: Worker[], holds: { owner: string; items: number }[], now: number): WorkerView[] {
+  const held = new Map(holds.map((h) => [h.owner, h.items]))
+  return list.map((w) => {
     const [host, pid] = w.owner.split(":")
     return {
       host: host ?? w.owner,
@@ -88,7 +93,11 @@ export async function shown(
   run: Run,
   now = Date.now(),
 ): Promise<{ state: string; workers: number }> {
-  const workers = alive(await db.workers.list(run.id), now)
+  return shownOf(run, await db.workers.list(run.id), now)
+}
+
+function shownOf(run: Run, list: Worker[], now: number): { state: string; workers: number } {
+  const workers = alive(list, now)
   return { state: run.state === "running" && workers === 0 ? INTERRUPTED : run.state, workers }
 }
 
@@ -160,8 +169,14 @@ export async function status(
   now = Date.now(),
   o: { recentBatches?: number } = {},
 ): Promise<StatusView> {
-  const s = await db.reads.summary(run.id, now)
-  const { state, workers } = await shown(db, run, now)
+  // independent reads, sent together (on PostgreSQL they go out at once; SQLite's answer at once anyway)
+  const [s, list, held, batches] = await Promise.all([
+    db.reads.summary(run.id, now),
+    db.workers.list(run.id),
+    db.workers.held(run.id),
+    batchesOf(db, run, o.recentBatches),
+  ])
+  const { state, workers } = shownOf(run, list, now)
   const going = state === "running"
   const prices = pricesOf(run)
   const tokens = {
@@ -189,7 +204,7 @@ export async function status(
     state,
     reason: run.reason,
     workers,
-    worker_list: await workersOf(db, run, now),
+    worker_list: workerViews(list, held, now),
     created_at: new Date(run.created_at).toISOString(),
     finished_at: run.finished_at ? new Date(run.finished_at).toISOString() : null,
     counts: s.counts,
@@ -203,7 +218,7 @@ export async function status(
     },
     errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
     malformed: s.problems,
-    ...(await batchesOf(db, run, o.recentBatches)),
+    ...batches,
     queue: { tokens: run.queue_tokens ?? null, requests: run.queue_requests ?? null },
     elapsed_s: Math.max(0, Math.round((end - start) / 1000)),
     rate_per_s: Math.round(rate * 100) / 100,
@@ -345,9 +360,9 @@ export interface RunLine {
 }
 
 export async function runLine(db: Ledger, run: Run, now = Date.now()): Promise<RunLine> {
-  const counts = await db.reads.counts(run.id)
+  const [counts, list] = await Promise.all([db.reads.counts(run.id), db.workers.list(run.id)])
   const total = Object.values(counts).reduce((a, b) => a + b, 0)
-  const { state, workers } = await shown(db, run, now)
+  const { state, workers } = shownOf(run, list, now)
   return {
     id: run.id,
     name: run.name,

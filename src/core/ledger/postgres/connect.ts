@@ -56,14 +56,14 @@ export interface ConnectOptions {
 }
 
 /**
- * Connects to the store at `url` and brings its schema up to date. The password comes from the URL or from
- * PGPASSWORD (Bun.SQL reads the usual PG* variables), never from the ledger.
+ * A client of the store at `url`, not yet connected (Bun.SQL connects at the first query, opening `max` connections
+ * at once: a command that only reads asks for few). The password comes from the URL or from PGPASSWORD (Bun.SQL
+ * reads the usual PG* variables), never from the ledger.
  */
-export async function connect(url: string, options: ConnectOptions = {}): Promise<Pg> {
+export function client(url: string, options: ConnectOptions = {}): Pg {
   const schema = schemaOf(url)
   const u = new URL(url)
   u.searchParams.delete("schema")
-  const shown = mask(url)
   const envRetry = Number(process.env.SPOOL_PG_RETRY_S)
   const retryMs = options.retryMs ?? (Number.isFinite(envRetry) && envRetry >= 0 ? envRetry * 1000 : RETRY_MS)
   const sql = new SQL({
@@ -73,14 +73,55 @@ export async function connect(url: string, options: ConnectOptions = {}): Promis
     connectionTimeout: 10,
     connection: { search_path: schema, application_name: "spool" },
   })
-  const pg: Pg = { sql, schema, shown, retryMs }
+  return { sql, schema, shown: mask(url), retryMs }
+}
+
+/**
+ * The schema version of the store (`meta.version`), read without a lock: null when the URL's schema holds no
+ * ledger yet (no schema, no `meta`), 0 when `meta` has no version.
+ */
+export async function version(pg: Pg): Promise<number | null> {
   try {
-    await retrying(pg, () => migrate(pg))
+    const [row] = await pg.sql.unsafe(`SELECT value FROM "${pg.schema}".meta WHERE key = 'version'`)
+    return row ? Number(row.value) : 0
+  } catch (err) {
+    // undefined_table, invalid_schema_name: nothing was made here
+    const state = (err as { errno?: unknown } | null)?.errno
+    if (state === "42P01" || state === "3F000") return null
+    throw err
+  }
+}
+
+/**
+ * Brings a store whose version was read as `known` up to this spool's schema: nothing when it is current (the
+ * common case: no transaction, no lock), a refusal when a newer spool made it, else the migrations under the lock.
+ */
+export async function ready(pg: Pg, known: number | null): Promise<void> {
+  if (known === MIGRATIONS.length) return
+  if (known !== null && known > MIGRATIONS.length) throw newer(pg, known)
+  await migrate(pg)
+}
+
+/**
+ * Connects to the store at `url` and brings its schema up to date: one read of its version when it is current,
+ * the migrations under an advisory lock when it is not (or not there yet).
+ */
+export async function connect(url: string, options: ConnectOptions = {}): Promise<Pg> {
+  const pg = client(url, options)
+  try {
+    await retrying(pg, async () => ready(pg, await version(pg)))
     return pg
   } catch (err) {
-    await sql.close().catch(() => {})
+    await pg.sql.close().catch(() => {})
     throw failure(err, pg)
   }
+}
+
+function newer(pg: Pg, version: number): StoreError {
+  return new StoreError(
+    `the store ${pg.shown} was made by a newer spool (schema version ${version}, this one knows ${MIGRATIONS.length})`,
+    "Upgrade spool on this machine to the version the other workers run.",
+  )
 }
 
 /** Creates the schema and applies the migrations it lacks, once, however many workers start together. */
@@ -94,11 +135,7 @@ async function migrate(pg: Pg): Promise<void> {
     )
     const [row] = await tx.unsafe(`SELECT value FROM "${pg.schema}".meta WHERE key = 'version'`)
     const version = row ? Number(row.value) : 0
-    if (version > MIGRATIONS.length)
-      throw new StoreError(
-        `the store ${pg.shown} was made by a newer spool (schema version ${version}, this one knows ${MIGRATIONS.length})`,
-        "Upgrade spool on this machine to the version the other workers run.",
-      )
+    if (version > MIGRATIONS.length) throw newer(pg, version)
     for (let i = version; i < MIGRATIONS.length; i++) {
       await tx.unsafe(`SET LOCAL search_path TO "${pg.schema}"`)
       await tx.unsafe(MIGRATIONS[i]!)

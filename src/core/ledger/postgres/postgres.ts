@@ -6,7 +6,7 @@
  * sends a NOTIFY on the channel `spool` from inside its transaction (see `notify`).
  */
 import type * as api from "../ledger.ts"
-import { channel, connect, type ConnectOptions, type Pg } from "./connect.ts"
+import { channel, connect, failure, ready, retrying, type ConnectOptions, type Pg } from "./connect.ts"
 import { Batches } from "./batches.ts"
 import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
@@ -15,9 +15,24 @@ import { Reads } from "./reads.ts"
 import { Runs } from "./runs.ts"
 import { Workers } from "./workers.ts"
 
-/** Opens (creating and migrating if needed) the store at `url`. */
-export async function open(url: string, options: ConnectOptions = {}): Promise<PgLedger> {
-  return new PgLedger(await connect(url, options))
+/**
+ * Opens (creating and migrating if needed) the store at `url`. `found`: a client already connected there and the
+ * schema version it read (found.ts), used as it is: a read command connects once.
+ */
+export async function open(
+  url: string,
+  options: ConnectOptions = {},
+  found?: { pg: Pg; version: number },
+): Promise<PgLedger> {
+  if (!found) return new PgLedger(await connect(url, options))
+  const { pg, version } = found
+  try {
+    await retrying(pg, () => ready(pg, version))
+  } catch (err) {
+    await pg.sql.close().catch(() => {})
+    throw failure(err, pg)
+  }
+  return new PgLedger(pg)
 }
 
 export class PgLedger implements api.Ledger {

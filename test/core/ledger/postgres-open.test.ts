@@ -1,0 +1,107 @@
+/**
+ * Opening a PostgreSQL store: a store that is current is opened with one read of its version, no migration and no
+ * advisory lock (a read command answers while another session holds the lock); only a store to make or migrate waits
+ * for it; a store made by a newer spool is refused, by readers as by writers.
+ */
+import { SQL } from "bun"
+import { describe, expect, test } from "bun:test"
+import { StoreError } from "../../../src/plugins/api/errors.ts"
+import * as ledger from "../../../src/core/ledger/open.ts"
+import * as postgres from "../../../src/core/ledger/postgres/postgres.ts"
+import { MIGRATIONS } from "../../../src/core/ledger/postgres/schema.ts"
+import { JOB } from "../../lib/ledger.ts"
+import { pgSchema, pgServer, SKIP_PG } from "../../lib/pg.ts"
+import { spool } from "../../lib/spool.ts"
+import { tmpdir } from "../../lib/tmp.ts"
+
+/** A session of its own holding the advisory lock the migration of `schema` takes, until disposed of. */
+async function holdLock(schema: string) {
+  const sql = new SQL({ url: await pgServer(), max: 1 })
+  await sql`SELECT pg_advisory_lock(hashtext(${"spool:" + schema}))`
+  return {
+    async [Symbol.asyncDispose]() {
+      await sql`SELECT pg_advisory_unlock_all()`
+      await sql.close()
+    },
+  }
+}
+
+/** Makes a store at `url` with one run in it. */
+async function made(url: string): Promise<void> {
+  const db = await postgres.open(url)
+  try {
+    await db.runs.create({ name: "r", job: JOB, fingerprint: "fp", resume: "spool run job.toml", inputs: [] })
+  } finally {
+    await db.close()
+  }
+}
+
+/** What a promise came to within `ms`: its value, or "waiting". */
+function within<T>(p: Promise<T>, ms: number): Promise<T | "waiting"> {
+  return Promise.race([p, Bun.sleep(ms).then(() => "waiting" as const)])
+}
+
+describe.skipIf(SKIP_PG)("postgres: opening a store", () => {
+  test("a current store is found and opened for reading while another session holds the migration's lock; a store to make waits for it", async () => {
+    await using schema = await pgSchema()
+    await made(schema.url)
+    {
+      await using _lock = await holdLock(schema.schema)
+      expect(await within(ledger.exists(schema.url), 5000)).toBe(true)
+      const db = await within(ledger.open(schema.url, { access: "read" }), 5000)
+      if (db === "waiting") throw new Error("the read-only open waited for the advisory lock")
+      try {
+        expect((await db.runs.list()).map((r) => r.name)).toEqual(["r"])
+      } finally {
+        await db.close()
+      }
+      // a writer of a current store does not wait either
+      const writer = await within(postgres.open(schema.url), 5000)
+      if (writer === "waiting") throw new Error("the writer's open of a current store waited for the lock")
+      await writer.close()
+    }
+    // the lock is the migration's: a store still to make waits for whoever holds it
+    await using fresh = await pgSchema()
+    const lock = await holdLock(fresh.schema)
+    const opening = postgres.open(fresh.url)
+    expect(await within(opening, 500)).toBe("waiting")
+    await lock[Symbol.asyncDispose]()
+    const db = await opening
+    expect(await db.runs.list()).toEqual([])
+    await db.close()
+  })
+
+  test("spool status answers on a current store while another session holds the migration's lock", async () => {
+    await using schema = await pgSchema()
+    await using tmp = await tmpdir()
+    await made(schema.url)
+    await using _lock = await holdLock(schema.schema)
+    const ran = await within(spool(["status", "--store", schema.url], { cwd: tmp.path }), 15_000)
+    if (ran === "waiting") throw new Error("spool status waited for the advisory lock")
+    expect(ran.stderr).toBe("")
+    expect(ran.code).toBe(0)
+    expect(ran.stdout).toContain("run r (#1)")
+  })
+
+  test("a store made by a newer spool is refused by a read-only open (found first or not) and by a writer's", async () => {
+    await using schema = await pgSchema()
+    await made(schema.url)
+    const sql = new SQL(await pgServer())
+    try {
+      await sql.unsafe(
+        `UPDATE "${schema.schema}".meta SET value = '${MIGRATIONS.length + 1}' WHERE key = 'version'`,
+      )
+    } finally {
+      await sql.close()
+    }
+    const newer = new RegExp(
+      `made by a newer spool \\(schema version ${MIGRATIONS.length + 1}, this one knows ${MIGRATIONS.length}\\)`,
+    )
+    expect(await ledger.exists(schema.url)).toBe(true)
+    const found = ledger.open(schema.url, { access: "read" })
+    await expect(found).rejects.toBeInstanceOf(StoreError)
+    await expect(found).rejects.toThrow(newer)
+    await expect(ledger.open(schema.url, { access: "read" })).rejects.toThrow(newer)
+    await expect(postgres.open(schema.url)).rejects.toThrow(newer)
+  })
+})
