@@ -1,8 +1,9 @@
 /**
  * Claims and outcomes on PostgreSQL (DESIGN §4 rules 1 and 2): write before the call, commit before counting, leases,
- * recovery. The realtime hot path: a step is one transaction of two set-based statements (the outcomes, then the
- * claims), however many items it carries; claims take rows `FOR UPDATE SKIP LOCKED`, so workers never wait on
- * each other's items and never hold one item twice.
+ * recovery. The realtime hot path: a step is one statement (the schema's `claim_step`: the outcomes, then the
+ * claims), its own transaction, one round trip however many items it carries; claims take rows `FOR UPDATE SKIP
+ * LOCKED`, so workers never wait on each other's items and never hold one item twice, and look for pending items
+ * from a cursor past those this process claimed, not over the dead index entries of every item claimed before.
  */
 import type { SQL } from "bun"
 import type * as api from "../ledger.ts"
@@ -11,11 +12,20 @@ import type { State } from "../states.ts"
 import type { Claimed, Dead, Outcome } from "../types.ts"
 import { notify, retrying, type Pg } from "./connect.ts"
 
+/** Where this process looks for a run's pending items next, and the run's requeues it had seen then. */
+interface Cursor {
+  from: number
+  seen: number
+}
+
 export class Claims implements api.Claims {
+  /** By run: see the schema's `claim_step`. */
+  private readonly cursors = new Map<number, Cursor>()
+
   constructor(readonly pg: Pg) {}
 
   /**
-   * Records finished attempts and claims up to `limit` more, in one transaction: write-before-call (rule 1)
+   * Records finished attempts and claims up to `limit` more, in one statement: write-before-call (rule 1)
    * and commit-before-count (rule 2) share each commit. Due retries come first, then pending items in
    * ledger order. Outcomes for items whose lease was lost to another worker are recorded on the attempt only.
    */
@@ -27,17 +37,17 @@ export class Claims implements api.Claims {
     leaseMs: number,
   ): Promise<Claimed[]> {
     for (const o of outcomes) states.check("running", o.to)
-    return retrying(this.pg, () =>
-      this.pg.sql.begin((tx) => this.within(tx, run, owner, outcomes, limit, leaseMs, null)),
-    )
+    // one statement, its own transaction: no BEGIN and COMMIT round trips
+    return retrying(this.pg, () => this.within(this.pg.sql, run, owner, outcomes, limit, leaseMs, null))
   }
 
   /**
-   * A step inside the caller's transaction `tx`; with `upTo`, it claims only items whose id is at most that (a
-   * canary's first items): locked items are skipped, so a cut limit alone would reach past them.
+   * A step as one statement (the schema's `claim_step`), in the caller's transaction `sql` or as one of its own;
+   * with `upTo`, it claims only items whose id is at most that (a canary's first items): locked items are
+   * skipped, so a cut limit alone would reach past them.
    */
   async within(
-    tx: SQL,
+    sql: SQL,
     run: number,
     owner: string,
     outcomes: Outcome[],
@@ -46,33 +56,22 @@ export class Claims implements api.Claims {
     upTo: number | null,
   ): Promise<Claimed[]> {
     if (outcomes.length === 0 && limit <= 0) return []
-    await record(tx, outcomes, owner)
-    if (limit <= 0) return []
-    states.check("pending", "running")
-    states.check("retry_wait", "running")
+    if (limit > 0) {
+      states.check("pending", "running")
+      states.check("retry_wait", "running")
+    }
     const now = Date.now()
-    const top = upTo ?? 2 ** 31 - 1
-    // due retries first, then pending items, each in ledger order; the pending ones only as many as the retries
-    // left room for. A statement of its own, after the outcomes': an item they put back is claimable here.
-    const claimed: Claimed[] = await tx`
-      WITH due AS (
-        SELECT id FROM items
-        WHERE run_id = ${run} AND state = 'retry_wait' AND next_at <= ${now}::float8 AND id <= ${top}::int
-        ORDER BY id LIMIT ${limit}::int FOR UPDATE SKIP LOCKED
-      ), fresh AS (
-        SELECT id FROM items WHERE run_id = ${run} AND state = 'pending' AND id <= ${top}::int
-        ORDER BY id LIMIT greatest(${limit}::int - (SELECT count(*) FROM due), 0) FOR UPDATE SKIP LOCKED
-      ), taken AS (
-        UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = ${owner},
-          lease_expires = ${now + leaseMs}::float8, updated_at = ${now}::float8
-        WHERE id IN (SELECT id FROM due UNION ALL SELECT id FROM fresh)
-        RETURNING id, key, data, attempts
-      ), opened AS (
-        INSERT INTO attempts (item_id, run_id, n, owner, started_at)
-        SELECT id, ${run}, attempts, ${owner}, ${now}::float8 FROM taken
-      )
-      SELECT id, key, data, attempts AS attempt FROM taken ORDER BY id`
-    return [...claimed]
+    const json = outcomes.length > 0 ? JSON.stringify(outcomes) : null
+    const cursor = this.cursors.get(run) ?? { from: 0, seen: -1 }
+    const rows: (Claimed & { seen: number; next_from: number })[] = await sql`
+      SELECT id, key, data, attempt, seen, next_from FROM claim_step(${run}::int, ${owner}::text, ${json}::text,
+        ${Math.max(limit, 0)}::int, ${now}::float8, ${now + leaseMs}::float8, ${upTo ?? 2 ** 31 - 1}::int,
+        ${cursor.from}::int, ${cursor.seen}::int)`
+    if (rows.length === 0) return []
+    let from = 0
+    for (const r of rows) from = Math.max(from, r.next_from)
+    this.cursors.set(run, { from, seen: rows[0]!.seen })
+    return rows.map(({ id, key, data, attempt }) => ({ id, key, data, attempt })).sort((a, b) => a.id - b.id)
   }
 
   /** Extends the leases of every item this owner holds. */
@@ -166,38 +165,4 @@ export class Claims implements api.Claims {
     )
     return rows.map((r) => r.owner)
   }
-}
-
-/**
- * Closes the outcomes' attempts and settles their items, in one statement (its parts see the items as they were
- * before it). An attempt that was cut short by a stop (`interrupted`) or never sent (`unsent`) is taken back: the
- * item's count goes down by one, so it does not count toward max_attempts, and the attempt is kept, numbered 0
- * (not counted), for the record: the call may have been paid. Only while the item is still this owner's: one
- * already taken back by recovery stays counted as `lost`.
- */
-async function record(tx: SQL, outcomes: Outcome[], owner: string): Promise<void> {
-  if (outcomes.length === 0) return
-  const json = JSON.stringify(outcomes)
-  await tx`
-    WITH o AS (
-      SELECT * FROM jsonb_to_recordset(${json}::text::jsonb) AS r(item int, attempt int, "to" text, label text,
-        output text, "errorClass" text, error text, status int, "nextAt" float8, "inputTokens" float8,
-        "outputTokens" float8, "cachedTokens" float8, "latencyMs" float8, "endedAt" float8)
-    ), held AS (
-      UPDATE items SET state = o."to", output = o.output,
-        attempts = items.attempts - (o.label IN ('interrupted', 'unsent'))::int,
-        error_class = o."errorClass", error = o.error, next_at = o."nextAt",
-        input_tokens = items.input_tokens + coalesce(o."inputTokens", 0),
-        cached_input_tokens = items.cached_input_tokens + coalesce(o."cachedTokens", 0),
-        output_tokens = items.output_tokens + coalesce(o."outputTokens", 0),
-        lease_owner = NULL, lease_expires = NULL, updated_at = o."endedAt"
-      FROM o WHERE items.id = o.item AND items.state = 'running' AND items.lease_owner = ${owner}
-      RETURNING items.id
-    )
-    UPDATE attempts SET ended_at = o."endedAt", outcome = o.label,
-      n = CASE WHEN o.label IN ('interrupted', 'unsent')
-        AND attempts.item_id IN (SELECT id FROM held) THEN 0 ELSE attempts.n END,
-      error_class = o."errorClass", error = o.error, http_status = o.status, input_tokens = o."inputTokens",
-      output_tokens = o."outputTokens", cached_input_tokens = o."cachedTokens", latency_ms = o."latencyMs"
-    FROM o WHERE attempts.item_id = o.item AND attempts.n = o.attempt`
 }

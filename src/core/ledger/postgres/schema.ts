@@ -204,6 +204,15 @@ export const MIGRATIONS = [
       batch_input_tokens = t.batch_input_tokens + excluded.batch_input_tokens,
       batch_output_tokens = t.batch_output_tokens + excluded.batch_output_tokens,
       batch_cached_tokens = t.batch_cached_tokens + excluded.batch_cached_tokens;
+    -- items back to pending: claimers look for pending items from the run's start again
+    IF EXISTS (SELECT 1 FROM new_rows WHERE state = 'pending') THEN
+      INSERT INTO requeues AS q SELECT n.run_id, 1 FROM old_rows o JOIN new_rows n ON n.id = o.id
+        WHERE n.state = 'pending' AND o.state <> 'pending' GROUP BY n.run_id ORDER BY 1
+        ON CONFLICT (run_id) DO UPDATE SET n = q.n + 1;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM new_rows WHERE state IN ('completed', 'failed', 'needs_review')) THEN
+      RETURN NULL;
+    END IF;
     INSERT INTO progress AS p SELECT n.run_id, floor(n.updated_at / 10000), shard(),
       count(*) FILTER (WHERE n.state = 'completed'), count(*) FILTER (WHERE n.state <> 'completed')
       FROM old_rows o JOIN new_rows n ON n.id = o.id
@@ -216,6 +225,106 @@ export const MIGRATIONS = [
   END $$;
   CREATE TRIGGER items_counts AFTER UPDATE ON items REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION items_counts();
+
+  -- how many statements of a run's have put items back to pending (recover, retry, an interrupted attempt, a batch
+  -- given back): a claimer that has seen the same number since its last claim knows that no pending item lies
+  -- below the ids it has claimed (but for one skipped while another claim held it, that then rolled back)
+  CREATE TABLE requeues (
+    run_id integer PRIMARY KEY,
+    n integer NOT NULL
+  );
+
+  -- a claim step (claims.ts): the outcomes recorded, then up to p_limit items claimed (due retries first, then
+  -- pending items, each in ledger order, none above p_top), as one statement of the client's: one round trip, and
+  -- its own transaction unless the caller's. The claim is a statement of its own, after the outcomes': an item
+  -- they put back is claimable in the same step. The outcomes' statement's parts see the items as they were
+  -- before it. An attempt cut short by a stop (interrupted) or never sent (unsent) is taken back: the item's count
+  -- goes down by one and the attempt is kept numbered 0 (not counted), while the item is still this owner's.
+  -- Pending items are looked for from p_from (the caller's cursor: past the ids it claimed) while the run's
+  -- requeues are still p_seen, else from the run's start: the head of the pending range holds the index entries
+  -- of every item claimed since the last vacuum, which a scan from the start walks each time. A scan from the
+  -- cursor that comes up short looks again from the start. Each row returned carries the requeues seen and the
+  -- cursor to give next time.
+  CREATE FUNCTION claim_step(p_run integer, p_owner text, p_outcomes text, p_limit integer, p_now double precision,
+    p_expires double precision, p_top integer, p_from integer, p_seen integer)
+  RETURNS TABLE (id integer, key text, data text, attempt integer, seen integer, next_from integer)
+  LANGUAGE plpgsql AS $$
+  #variable_conflict use_column
+  DECLARE
+    v_seen integer;
+    v_from integer;
+    v_got integer;
+  BEGIN
+    IF p_outcomes IS NOT NULL THEN
+      WITH o AS (
+        SELECT * FROM jsonb_to_recordset(p_outcomes::jsonb) AS r(item int, attempt int, "to" text, label text,
+          output text, "errorClass" text, error text, status int, "nextAt" float8, "inputTokens" float8,
+          "outputTokens" float8, "cachedTokens" float8, "latencyMs" float8, "endedAt" float8)
+      ), held AS (
+        UPDATE items SET state = o."to", output = o.output,
+          attempts = items.attempts - (o.label IN ('interrupted', 'unsent'))::int,
+          error_class = o."errorClass", error = o.error, next_at = o."nextAt",
+          input_tokens = items.input_tokens + coalesce(o."inputTokens", 0),
+          cached_input_tokens = items.cached_input_tokens + coalesce(o."cachedTokens", 0),
+          output_tokens = items.output_tokens + coalesce(o."outputTokens", 0),
+          lease_owner = NULL, lease_expires = NULL, updated_at = o."endedAt"
+        FROM o WHERE items.id = o.item AND items.state = 'running' AND items.lease_owner = p_owner
+        RETURNING items.id
+      )
+      UPDATE attempts SET ended_at = o."endedAt", outcome = o.label,
+        n = CASE WHEN o.label IN ('interrupted', 'unsent')
+          AND attempts.item_id IN (SELECT id FROM held) THEN 0 ELSE attempts.n END,
+        error_class = o."errorClass", error = o.error, http_status = o.status, input_tokens = o."inputTokens",
+        output_tokens = o."outputTokens", cached_input_tokens = o."cachedTokens", latency_ms = o."latencyMs"
+      FROM o WHERE attempts.item_id = o.item AND attempts.n = o.attempt;
+    END IF;
+    IF p_limit <= 0 THEN
+      RETURN;
+    END IF;
+    -- read before the claim's scan, whose snapshot then sees every requeue counted here
+    v_seen := coalesce((SELECT requeues.n FROM requeues WHERE run_id = p_run), 0);
+    v_from := CASE WHEN v_seen = p_seen THEN p_from ELSE 0 END;
+    RETURN QUERY
+      WITH due AS (
+        SELECT items.id FROM items
+        WHERE run_id = p_run AND state = 'retry_wait' AND next_at <= p_now AND items.id <= p_top
+        ORDER BY items.id LIMIT p_limit FOR UPDATE SKIP LOCKED
+      ), fresh AS (
+        SELECT items.id FROM items
+        WHERE run_id = p_run AND state = 'pending' AND items.id >= v_from AND items.id <= p_top
+        ORDER BY items.id LIMIT greatest(p_limit - (SELECT count(*) FROM due), 0) FOR UPDATE SKIP LOCKED
+      ), taken AS (
+        UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = p_owner,
+          lease_expires = p_expires, updated_at = p_now
+        WHERE items.id IN (SELECT due.id FROM due UNION ALL SELECT fresh.id FROM fresh)
+        RETURNING items.id, items.key, items.data, items.attempts
+      ), opened AS (
+        INSERT INTO attempts (item_id, run_id, n, owner, started_at)
+        SELECT taken.id, p_run, taken.attempts, p_owner, p_now FROM taken
+      )
+      SELECT taken.id, taken.key, taken.data, taken.attempts, v_seen,
+        coalesce((SELECT max(fresh.id) + 1 FROM fresh), v_from) FROM taken;
+    GET DIAGNOSTICS v_got = ROW_COUNT;
+    IF v_got >= p_limit OR v_from = 0 THEN
+      RETURN;
+    END IF;
+    -- short: nothing pending is seen at or past the cursor; one skipped below it may be pending again
+    RETURN QUERY
+      WITH fresh AS (
+        SELECT items.id FROM items
+        WHERE run_id = p_run AND state = 'pending' AND items.id < v_from AND items.id <= p_top
+        ORDER BY items.id LIMIT p_limit - v_got FOR UPDATE SKIP LOCKED
+      ), taken AS (
+        UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = p_owner,
+          lease_expires = p_expires, updated_at = p_now
+        WHERE items.id IN (SELECT fresh.id FROM fresh)
+        RETURNING items.id, items.key, items.data, items.attempts
+      ), opened AS (
+        INSERT INTO attempts (item_id, run_id, n, owner, started_at)
+        SELECT taken.id, p_run, taken.attempts, p_owner, p_now FROM taken
+      )
+      SELECT taken.id, taken.key, taken.data, taken.attempts, v_seen, v_from FROM taken;
+  END $$;
 
   CREATE TABLE error_tallies (
     run_id integer NOT NULL,
