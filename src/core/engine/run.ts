@@ -464,8 +464,10 @@ export async function prepare(o: StartOptions): Promise<Session> {
       } finally {
         await unlisten()
       }
-      // a watch's ingester never ends by itself: a run cancelled, paused or capped ends it here
-      if (follower) ingestAbort.abort()
+      // a watch's ingester never ends by itself: a run cancelled, paused or capped ends it here. A run done has
+      // its inputs read to their end (both drivers end "done" only once the run is ingested): the ingester of a
+      // worker that waits for another's ingest lease stops waiting (it slept up to 2 s more before it saw that)
+      if (follower || ending === "done") ingestAbort.abort()
       await reading
       await read()
       onTick?.(ticker)

@@ -173,7 +173,11 @@ export class Runner {
         if (this.inflight.size > 0) {
           // with free slots, look again when a retry falls due or new items may have come in
           const roomy = !holding && this.inflight.size < this.slots()
-          await this.waker.sleep(roomy ? await this.untilDue() : undefined)
+          const wait = roomy ? await this.untilDue() : undefined
+          // a call that ended, or news that came, while untilDue read the ledger has notified no sleep (the waker
+          // is not sticky): look again now. The run's last call ending so slept the idle wait through, 5 s at the
+          // end of a run on PostgreSQL (LISTENING_POLL_MS)
+          if (this.outcomes.length === 0 && !this.news) await this.waker.sleep(wait)
           continue
         }
         if (holding) {
