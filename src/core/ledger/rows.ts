@@ -7,7 +7,7 @@ import { StoreError } from "../../plugins/api/errors.ts"
 import { StoredJobSchema, type Job } from "../job/job.ts"
 import type { Paid } from "../job/pricing.ts"
 import { STATES, type State } from "./states.ts"
-import type { Input, Run } from "./types.ts"
+import { PROGRESS_BUCKET_MS, type Input, type Run, type Summary } from "./types.ts"
 
 /** A run as its row holds it: the job as JSON text. */
 export type RunRow = Omit<Run, "job"> & { job: string }
@@ -83,3 +83,43 @@ export const ZERO_TALLY = (): Tally => ({
 
 export const ZERO_COUNTS = (): Record<State, number> =>
   Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>
+
+/** What a driver reads for a run's summary, beside its tallies: the rest is the same arithmetic in both. */
+export interface SummaryParts {
+  counts: Record<State, number>
+  sum: Tally
+  errors: Summary["errors"]
+  problems: Summary["problems"]
+  firstStarted: number | null
+  lastEnded: number | null
+  /** Items completed in the progress buckets from `since` on. */
+  recent: number
+  /** The first progress bucket counted (a bucket number, of PROGRESS_BUCKET_MS). */
+  since: number
+  now: number
+}
+
+/** A run's summary from what a driver read (reads.summary of either driver). */
+export function summaryOf(p: SummaryParts): Summary {
+  const { counts, sum } = p
+  return {
+    counts,
+    total: Object.values(counts).reduce((a, b) => a + b, 0),
+    attempts: sum.attempts,
+    inputTokens: sum.input_tokens,
+    outputTokens: sum.output_tokens,
+    cachedTokens: sum.cached_input_tokens,
+    batch: {
+      inputTokens: sum.batch_input_tokens,
+      outputTokens: sum.batch_output_tokens,
+      cachedTokens: sum.batch_cached_tokens,
+    },
+    errors: p.errors,
+    problems: p.problems,
+    firstStarted: p.firstStarted,
+    lastEnded: p.lastEnded,
+    recentCompleted: p.recent,
+    // the buckets summed cover from the start of the first one (or of the run's first attempt, if later) to now
+    recentWindowMs: Math.max(1000, p.now - Math.max(p.since * PROGRESS_BUCKET_MS, p.firstStarted ?? 0)),
+  }
+}

@@ -5,6 +5,7 @@
  */
 import type { SQL } from "bun"
 import type * as api from "../ledger.ts"
+import { summaryOf } from "../rows.ts"
 import { STATES, type State } from "../states.ts"
 import {
   PROGRESS_BUCKET_MS,
@@ -105,27 +106,17 @@ export class Reads implements api.Reads {
           WHERE run_id = ${run} ORDER BY input, line, id LIMIT 5`,
       ]),
     )
-    const firstStarted = totals?.first_started ?? null
-    return {
+    return summaryOf({
       counts,
-      total: Object.values(counts).reduce((a, b) => a + b, 0),
-      attempts: sum.attempts,
-      inputTokens: sum.input_tokens,
-      outputTokens: sum.output_tokens,
-      cachedTokens: sum.cached_input_tokens,
-      batch: {
-        inputTokens: sum.batch_input_tokens,
-        outputTokens: sum.batch_output_tokens,
-        cachedTokens: sum.batch_cached_tokens,
-      },
+      sum,
       errors,
       problems: { count: totals?.problems ?? 0, duplicates: totals?.duplicates ?? 0, sample: [...sample] },
-      firstStarted,
+      firstStarted: totals?.first_started ?? null,
       lastEnded: totals?.last_ended ?? null,
-      recentCompleted: totals?.recent ?? 0,
-      // the buckets summed cover from the start of the first one (or of the run's first attempt, if later) to now
-      recentWindowMs: Math.max(1000, now - Math.max(since * PROGRESS_BUCKET_MS, firstStarted ?? 0)),
-    }
+      recent: totals?.recent ?? 0,
+      since,
+      now,
+    })
   }
 
   /** Error classes of a run's attempts, most frequent first, each with its first example. */

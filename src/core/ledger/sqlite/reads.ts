@@ -1,6 +1,7 @@
 /** Reads: a run's counts and totals from the tallies, its chart, errors, pages of items, and the stream of them. */
 import type { Database } from "bun:sqlite"
 import { StoreCorruptError } from "../../base/errors.ts"
+import { summaryOf } from "../rows.ts"
 import { STATES, type State } from "../states.ts"
 import {
   PROGRESS_BUCKET_MS,
@@ -38,31 +39,21 @@ export class Reads {
     const problems = this.q.problemTotals.get(run)
     const since = Math.floor((now - windowMs) / PROGRESS_BUCKET_MS)
     const recent = this.q.progressSince.get(run, since)
-    const firstStarted = this.q.firstStarted.get(run)?.at ?? null
-    return {
+    return summaryOf({
       counts,
-      total: Object.values(counts).reduce((a, b) => a + b, 0),
-      attempts: sum.attempts,
-      inputTokens: sum.input_tokens,
-      outputTokens: sum.output_tokens,
-      cachedTokens: sum.cached_input_tokens,
-      batch: {
-        inputTokens: sum.batch_input_tokens,
-        outputTokens: sum.batch_output_tokens,
-        cachedTokens: sum.batch_cached_tokens,
-      },
+      sum,
       errors: this.errorClasses(run),
       problems: {
         count: problems?.n ?? 0,
         duplicates: problems?.duplicates ?? 0,
         sample: this.q.problemSample.all(run),
       },
-      firstStarted,
+      firstStarted: this.q.firstStarted.get(run)?.at ?? null,
       lastEnded: this.q.lastEnded.get(run)?.at ?? null,
-      recentCompleted: recent?.completed ?? 0,
-      // the buckets summed cover from the start of the first one (or of the run's first attempt, if later) to now
-      recentWindowMs: Math.max(1000, now - Math.max(since * PROGRESS_BUCKET_MS, firstStarted ?? 0)),
-    }
+      recent: recent?.completed ?? 0,
+      since,
+      now,
+    })
   }
 
   /** Error classes of a run's attempts, most frequent first, each with its first example. */
