@@ -124,7 +124,7 @@ if (mode === "naive") {
       input: [input],
       prompt: "{{p}}",
       model: "gpt-4.1-mini",
-      baseUrl: url,
+      "base-url": url,
       concurrency: String(CONCURRENCY),
       name: "bench",
     },

@@ -106,7 +106,7 @@ if (mode === "sdk") {
       input: [input],
       prompt: "{{p}}",
       model: "gpt-4.1-mini",
-      baseUrl: url,
+      "base-url": url,
       concurrency: String(concurrency),
       name: "bench",
     },
