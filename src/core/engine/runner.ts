@@ -100,6 +100,8 @@ export class Runner {
   private readonly stateMs: number
   private syncedAt = 0
   private sharedAt = 0
+  /** When this worker last took back the items of lapsed leases (every lease length, busy or not). */
+  private recoveredAt = Date.now()
   /** Items other workers hold (running in the ledger, not ours), as of the last sync: under way for the cap too. */
   private others = 0
 
@@ -152,6 +154,12 @@ export class Runner {
         if (Date.now() - this.checkedAt >= this.stateMs) await this.watch()
         if (this.o.budget && Date.now() - this.syncedAt >= SYNC_MS) await this.sync(this.o.budget)
         if (Date.now() - this.sharedAt >= SHARE_MS) await this.share()
+        // a worker cut off or dead elsewhere: its items come back once their lease lapses, even while this one is
+        // busy with others (an idle one also looks in nothingToClaim)
+        if (Date.now() - this.recoveredAt >= this.leaseMs) {
+          this.recoveredAt = Date.now()
+          if ((await ledger.claims.recover(run.id, dead)) > 0) this.news = true
+        }
         const holding = this.holding
         // items claimed ahead but never sent go back as they were; no request left for them
         if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))

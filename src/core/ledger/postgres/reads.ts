@@ -266,14 +266,14 @@ export class Reads implements api.Reads {
   }
 
   /**
-   * A number that changes whenever anyone commits to the store: the server's WAL insert position, in bytes. Every
-   * commit, by any worker on any host, writes a commit record there, so a commit always moves it; reading it costs
-   * no table. It moves for other writes of the server too (other schemas and databases, checkpoints), which only
-   * makes a caller look again for nothing new.
+   * A number that changes whenever anyone changes the store: the schema's `version` sequence, which every statement
+   * that writes a table of the ledger bumps (schema.ts `bump`). Of this schema only: another schema's or database's
+   * writes, or the server's own (checkpoints, vacuum), leave it as it is. It may move before a commit lands (a
+   * sequence is not transactional): a caller then only looks again for nothing new.
    */
   async version(): Promise<number> {
     const [row] = await this.read(
-      (sql): Promise<{ v: number }[]> => sql`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8 AS v`,
+      (sql): Promise<{ v: number }[]> => sql`SELECT last_value::float8 AS v FROM version`,
     )
     return row?.v ?? 0
   }

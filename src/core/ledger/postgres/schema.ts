@@ -360,5 +360,27 @@ export const MIGRATIONS = [
     pid integer,
     PRIMARY KEY (run_id, owner)
   );
+
+  -- the ledger's version (reads.version): bumped by every statement that changes a table of it, whoever commits it.
+  -- A sequence is not transactional and takes no row lock: workers writing at once never wait on it
+  CREATE SEQUENCE version;
+  CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    PERFORM nextval('version');
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER runs_bump AFTER INSERT OR UPDATE OR DELETE ON runs FOR EACH STATEMENT EXECUTE FUNCTION bump();
+  CREATE TRIGGER inputs_bump AFTER INSERT OR UPDATE OR DELETE ON inputs FOR EACH STATEMENT EXECUTE FUNCTION bump();
+  CREATE TRIGGER items_bump AFTER INSERT OR UPDATE OR DELETE ON items FOR EACH STATEMENT EXECUTE FUNCTION bump();
+  CREATE TRIGGER attempts_bump AFTER INSERT OR UPDATE OR DELETE ON attempts FOR EACH STATEMENT
+    EXECUTE FUNCTION bump();
+  CREATE TRIGGER problems_bump AFTER INSERT OR UPDATE OR DELETE ON problems FOR EACH STATEMENT
+    EXECUTE FUNCTION bump();
+  CREATE TRIGGER batches_bump AFTER INSERT OR UPDATE OR DELETE ON batches FOR EACH STATEMENT
+    EXECUTE FUNCTION bump();
+  CREATE TRIGGER canaries_bump AFTER INSERT OR UPDATE OR DELETE ON canaries FOR EACH STATEMENT
+    EXECUTE FUNCTION bump();
+  CREATE TRIGGER workers_bump AFTER INSERT OR UPDATE OR DELETE ON workers FOR EACH STATEMENT
+    EXECUTE FUNCTION bump();
   `,
 ]
