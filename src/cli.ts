@@ -159,7 +159,7 @@ async function runJob(
       const review = t.review ? `, ${t.review} need review` : ""
       process.stderr.write(
         `run "${session.run.name}": ${t.done - t.failed - t.review} completed, ${t.failed} failed${review} of ${t.total}` +
-          ` — \`spool results ${quote(session.run.name)}\` for the outputs\n`,
+          ` — \`spool results ${quote(session.run.name)}${session.store ? ` --store ${quote(session.store)}` : ""}\` for the outputs\n`,
       )
     }
     return code

@@ -118,7 +118,10 @@ describe.skipIf(SKIP_PG)("the ledger in PostgreSQL", () => {
     writeFileSync(tmp.join("in.jsonl"), input(30))
     writeFileSync(tmp.join("job.toml"), job(fake.url))
     const ran = await spool(["run", "job.toml", "--store", pg.url], { cwd: tmp.path, env })
-    expect(ran.stderr).toContain('run "labels": 30 completed, 0 failed of 30')
+    // the command it names for the outputs reads this store
+    expect(ran.stderr).toContain(
+      `run "labels": 30 completed, 0 failed of 30 — \`spool results labels --store '${pg.url}'\` for the outputs`,
+    )
     expect(ran.code).toBe(0)
     // the ledger is in the schema, not in a SQLite file; the logs are under the home all the same
     expect(existsSync(tmp.join(".spool", "spool.db"))).toBe(false)
@@ -156,7 +159,10 @@ describe.skipIf(SKIP_PG)("the ledger in PostgreSQL", () => {
     // SPOOL_STORE names a server that is not there: the job's [store] url comes first
     const ran = await spool(["run", "job.toml"], { cwd: tmp.path, env: { ...env, SPOOL_STORE: REFUSED } })
     expect(ran.code).toBe(0)
-    expect(ran.stderr).toContain('run "labels": 10 completed, 0 failed of 10')
+    // the command it names for the outputs reads the job's store, its password left out
+    expect(ran.stderr).toContain(
+      `run "labels": 10 completed, 0 failed of 10 — \`spool results labels --store '${pg.url}'\` for the outputs`,
+    )
     const stored = await storedRuns(pg.schema)
     expect(stored.map((r) => [r.name, r.resume])).toEqual([["labels", "spool run job.toml"]])
     // the run's stored job has no [store] at all
@@ -201,7 +207,9 @@ describe.skipIf(SKIP_PG)("the ledger in PostgreSQL", () => {
     // the command printed goes on with the run (the password, when the server wants one, from PGPASSWORD or .env)
     const again = await spool(["run", "job.toml", "--store", pg.url], { cwd: tmp.path, env })
     expect(again.code).toBe(0)
-    expect(again.stderr).toContain('run "labels": 60 completed, 0 failed of 60')
+    expect(again.stderr).toContain(
+      `run "labels": 60 completed, 0 failed of 60 — \`spool results labels --store '${pg.url}'\` for the outputs`,
+    )
     outputs.push(again.stdout, again.stderr)
     for (const out of await expectDone(tmp.path, 60, { store: secret })) outputs.push(out.stdout, out.stderr)
     // the page and its API, served from the store

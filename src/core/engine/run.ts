@@ -7,7 +7,7 @@ import * as log from "../base/log.ts"
 import * as redact from "../../plugins/api/redact.ts"
 import * as registry from "../../plugins/registry.ts"
 import { alive, type Ledger } from "../ledger/ledger.ts"
-import { open, shown } from "../ledger/open.ts"
+import { isUrl, open, shown, withoutPassword } from "../ledger/open.ts"
 import type { Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
 import type { State } from "../ledger/states.ts"
@@ -80,6 +80,8 @@ export interface Session {
   run: Run
   job: jobs.Job
   ticker: Ticker
+  /** Where the run's ledger is: a PostgreSQL URL (its password left out, for a command to print), or undefined. */
+  store: string | undefined
   /**
    * Runs to the end, or until stopped; resolves with the exit code. After a canary, `onCanary` shows its report and
    * says whether to go on with the rest now (without it: no); when the canary was the whole run, it is not asked.
@@ -410,6 +412,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
     run,
     job,
     ticker,
+    store: isUrl(at) ? withoutPassword(at) : undefined,
     stop(graceMs) {
       stopping = true
       interrupt()
