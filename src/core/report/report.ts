@@ -340,8 +340,10 @@ function stateText(v: StatusView): string {
 function timeText(v: StatusView): string {
   const elapsed = `elapsed ${duration(v.elapsed_s)}`
   if (v.state === INTERRUPTED) return `${elapsed} · no rate or ETA while nothing runs it`
-  const eta = v.eta_s === null ? "unknown" : duration(v.eta_s)
-  return `${elapsed} · ${v.rate_per_s}/s${v.state === "running" ? " over the last minute" : ""} · ETA ${eta}`
+  const rate = `${elapsed} · ${v.rate_per_s}/s${v.state === "running" ? " over the last minute" : ""}`
+  // a finished run has nothing left to wait for
+  if (v.state === "completed" || v.state === "completed_with_failures") return rate
+  return `${rate} · ETA ${v.eta_s === null ? "unknown" : duration(v.eta_s)}`
 }
 
 export interface RunLine {

@@ -113,7 +113,19 @@ describe("a run that no process works on is shown interrupted", () => {
     await l.runs.setState(run.id, "paused", "HTTP 401: check the key")
     const paused = await status(l, (await l.runs.get(run.id))!)
     expect([paused.state, paused.reason, paused.workers]).toEqual(["paused", "HTTP 401: check the key", 0])
+    expect(
+      statusText(paused)
+        .split("\n")
+        .find((t) => t.startsWith("time")),
+    ).toEndWith("· ETA unknown")
     await l.runs.setState(run.id, "completed")
+    // a finished run has nothing left to wait for: its time line has no ETA
+    const done = await status(l, (await l.runs.get(run.id))!)
+    expect(
+      statusText(done)
+        .split("\n")
+        .find((t) => t.startsWith("time")),
+    ).toMatch(/^time {6}elapsed \S+ · [\d.]+\/s$/)
     const line = await runLine(l, (await l.runs.get(run.id))!)
     expect([line.state, line.resume]).toEqual(["completed", null])
     await l.close()
