@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test"
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { hostname } from "node:os"
 import { join } from "node:path"
 import { chromium, type Browser, type Page } from "playwright-core"
 import { served, spool, start } from "../lib/spool.ts"
@@ -323,6 +324,17 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     expect(keys.every((k) => k !== undefined && Number(k.slice(1)) % 20 === 0)).toBe(true)
     expect(new Set(keys).size).toBe(keys.length)
     expect(await marked()).toBe(true)
+    // its one worker: this machine, the live process's pid, working; a finished run has none
+    const workers: string[][] = await page.evaluate(
+      `[...document.querySelectorAll("#workers tr")].map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent))`,
+    )
+    expect(workers.length).toBe(1)
+    const [host, pid, , , working] = workers[0]!
+    expect([host, pid, working]).toEqual([hostname(), String(live!.pid), "working"])
+    await open(`?run=${ids.finished}`)
+    expect(await page.textContent("#workers")).toBe("No process is working on this run.")
+    // the tests after this one act on the live run
+    await open(`?run=${ids.live}`)
   })
 
   test("Pause stops it (page and store say paused); Resume makes it go on", async () => {
