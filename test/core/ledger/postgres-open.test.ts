@@ -105,3 +105,38 @@ describe.skipIf(SKIP_PG)("postgres: opening a store", () => {
     await expect(postgres.open(schema.url)).rejects.toThrow(newer)
   })
 })
+
+describe.skipIf(SKIP_PG)("a session without the ledger's schema on its search_path", () => {
+  test("its writes to the ledger's tables still keep the tallies and the version (the triggers name their own schema)", async () => {
+    await using schema = await pgSchema()
+    const l = await postgres.open(schema.url)
+    const sql = new SQL({ url: await pgServer(), max: 1 })
+    try {
+      const { run } = await l.runs.create({
+        name: "r",
+        job: JOB,
+        fingerprint: "fp",
+        resume: "spool run job.toml",
+        inputs: [{ path: "/in.jsonl", format: "jsonl" }],
+      })
+      const input = (await l.runs.inputs(run.id))[0]!
+      await l.ingest.add(
+        run.id,
+        input,
+        { rows: [{ key: "k1", line: 1, data: { a: 1 } }], problems: [], checkpoint: { offset: 1 } },
+        true,
+      )
+      const before = await l.reads.version()
+      // as a person at psql, or a tool, would: the tables named with their schema, the session's path elsewhere
+      await sql.unsafe(
+        `UPDATE "${schema.schema}".items SET state = 'failed', error = 'by hand' WHERE key = 'k1'`,
+      )
+      await sql.unsafe(`UPDATE "${schema.schema}".runs SET reason = 'by hand'`)
+      expect(await l.reads.version()).not.toBe(before)
+      expect(await l.reads.counts(run.id)).toMatchObject({ pending: 0, failed: 1 })
+    } finally {
+      await sql.close()
+      await l.close()
+    }
+  })
+})

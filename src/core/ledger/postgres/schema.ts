@@ -169,11 +169,12 @@ export const MIGRATIONS = [
   );
 
   -- the shard of the tallies and progress rows this connection writes: workers do not queue on one row per state
-  CREATE FUNCTION shard() RETURNS integer LANGUAGE sql STABLE AS $$ SELECT pg_backend_pid() % 64 $$;
+  CREATE FUNCTION shard() RETURNS integer LANGUAGE sql STABLE SET search_path FROM CURRENT
+    AS $$ SELECT pg_backend_pid() % 64 $$;
 
   -- one statement's item changes, counted once per statement (not per row), on this connection's shard, rows taken
   -- in one order; the batch path (into or out of queued and submitted) counts itself, as in SQLite
-  CREATE FUNCTION items_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+  CREATE FUNCTION items_counts() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
   BEGIN
     WITH c AS (
       SELECT o.run_id, o.state AS o_state, n.state AS n_state,
@@ -333,7 +334,7 @@ export const MIGRATIONS = [
     attempt_id integer NOT NULL,
     PRIMARY KEY (run_id, class)
   );
-  CREATE FUNCTION attempts_error() RETURNS trigger LANGUAGE plpgsql AS $$
+  CREATE FUNCTION attempts_error() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
   BEGIN
     INSERT INTO error_tallies AS e VALUES (new.run_id, new.error_class, 1, new.id)
       ON CONFLICT (run_id, class) DO UPDATE SET n = e.n + 1;
@@ -364,7 +365,7 @@ export const MIGRATIONS = [
   -- the ledger's version (reads.version): bumped by every statement that changes a table of it, whoever commits it.
   -- A sequence is not transactional and takes no row lock: workers writing at once never wait on it
   CREATE SEQUENCE version;
-  CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$
+  CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
   BEGIN
     PERFORM nextval('version');
     RETURN NULL;
