@@ -306,7 +306,7 @@ before: \`${sides.before}\` at ${commit(sides.before)}; after: \`${sides.after}\
 \`bench/ingest.ts\`, \`bench/realtime.ts\` and \`bench/batch.ts\` (spool's contender only) and its own \`dist/spool\`, each
 in a process of its own; in every round the two builds run back to back, the first swapped every round. A figure
 is the median of its rounds; "per round" is after ÷ before within each round. Worse means slower, or more time or
-memory, by more than 5%. \`bun run bench\` rewrites this file whole and drops this section: run this after it.
+memory, by more than 5%. \`bun run bench\` rewrites this file but keeps this section as it is.
 
 | figure | before | after | after/before | per round | verdict |
 | --- | --- | --- | --- | --- | --- |

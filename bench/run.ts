@@ -1,19 +1,22 @@
 /**
- * Runs every benchmark, each contender in its own process, and writes docs/BENCHMARKS.md.
+ * Runs every benchmark, each contender in its own process, and writes docs/BENCHMARKS.md, keeping as they are the
+ * sections other scripts write (`KEPT`: bench/compare.ts's before and after, bench/postgres.ts's).
  * `bun run bench` (after `bun run build`). Ratios compare contenders measured in the same run.
  * `bun bench/run.ts --only serve` runs only the named sections (comma-separated; for now: serve) and rewrites only
  * their part of docs/BENCHMARKS.md, leaving every other section's text as it is.
  */
 import { cpus, totalmem } from "node:os"
-import { existsSync, mkdirSync, rmSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
-import { child, fmt, median, medianRun, root, splice, withFake } from "./shared.ts"
+import { child, fmt, median, medianRun, root, section, splice, withFake } from "./shared.ts"
 
 const data = join(import.meta.dir, ".data")
 const quick = process.argv.includes("--quick")
 mkdirSync(data, { recursive: true })
 
 const docPath = join(root, "docs", "BENCHMARKS.md")
+/** Sections of docs/BENCHMARKS.md that other scripts write: a run of this one keeps them as they are. */
+const KEPT = ["## Before and after", "## PostgreSQL (issue 15)"]
 
 const SERVE_HEADING = "## Status page and API"
 
@@ -455,7 +458,14 @@ one run.
 // ---- the status page and its API
 const serveMd = `\n${serveSection()}`
 
-await Bun.write(docPath, md + batchMd + serveMd)
+// the sections other scripts write (bench/compare.ts, bench/postgres.ts) are kept as they were
+const before = existsSync(docPath) ? readFileSync(docPath, "utf8") : ""
+let doc = md + batchMd + serveMd
+for (const heading of KEPT) {
+  const kept = section(before, heading)
+  if (kept !== undefined) doc = splice(doc, heading, kept)
+}
+await Bun.write(docPath, doc)
 console.error("wrote docs/BENCHMARKS.md")
 
 // ---- the status page and its API (bench/serve.ts); runs alone with `--only serve`

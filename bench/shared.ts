@@ -61,6 +61,14 @@ export function splice(doc: string, heading: string, text: string): string {
   return `${doc.slice(0, start)}${text.trim()}\n${rest ? `\n${rest}` : ""}`
 }
 
+/** The section of `doc` whose heading starts with `heading`, up to the next `## `; undefined when there is none. */
+export function section(doc: string, heading: string): string | undefined {
+  const start = doc.startsWith(heading) ? 0 : doc.indexOf(`\n${heading}`) + 1
+  if (start <= 0 && !doc.startsWith(heading)) return undefined
+  const next = doc.indexOf("\n## ", start + heading.length)
+  return doc.slice(start, next < 0 ? undefined : next + 1)
+}
+
 /**
  * Starts `bun bench/fake.ts LATENCY` of the checkout `cwd` in a process of its own (so the contenders do not share
  * its CPU), calls `fn` with its URL and stops it when `fn` is done.
