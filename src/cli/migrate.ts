@@ -37,7 +37,7 @@ export const migrate = defineCommand({
         "Give the PostgreSQL store's URL: --to postgres://user@host:5432/db (or set SPOOL_STORE).",
       )
     const { copy } = await import("../core/ledger/postgres/copy.ts")
-    const { isUrl } = await import("../core/ledger/postgres/connect.ts")
+    const { isUrl } = await import("../core/ledger/url.ts")
     if (!isUrl(to))
       throw new UsageError(
         `--to: "${to}" is not a PostgreSQL URL`,

@@ -7,9 +7,9 @@ import { join } from "node:path"
 import type { Ledger, OpenOptions } from "./ledger.ts"
 import * as sqlite from "./sqlite/sqlite.ts"
 import { DB_FILE } from "./sqlite/faults.ts"
-import { isUrl, mask } from "./postgres/connect.ts"
+import { isUrl } from "./url.ts"
 
-export { isUrl }
+export { isUrl, shown, withoutPassword } from "./url.ts"
 
 /**
  * Whether a store has been made there: the commands that read or act on runs must not make one. For a URL: its
@@ -35,24 +35,4 @@ export async function open(store: string, options: OpenOptions = {}): Promise<Le
   }
   await found.release()
   return pg.open(store)
-}
-
-/** A store as it may be shown in a log, a message or a page: a URL with its password masked, a folder as it is. */
-export function shown(store: string): string {
-  return isUrl(store) ? mask(store) : store
-}
-
-/**
- * A store URL without its password, for a command printed to be run again (and kept as the run's resume command):
- * the password then comes from PGPASSWORD or a .env file, never from a terminal's scrollback or the ledger.
- */
-export function withoutPassword(url: string): string {
-  try {
-    const u = new URL(url)
-    if (!u.password) return url
-    u.password = ""
-    return u.toString()
-  } catch {
-    return url.replace(/\/\/([^:/@]*):[^@/]*@/, "//$1@")
-  }
 }

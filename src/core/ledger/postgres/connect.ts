@@ -6,6 +6,7 @@
 import { SQL } from "bun"
 import { StoreError } from "../../../plugins/api/errors.ts"
 import type { Notice } from "../ledger.ts"
+import { mask } from "../url.ts"
 import { MIGRATIONS } from "./schema.ts"
 
 /** An open PostgreSQL store, as every part of the driver shares it. */
@@ -17,22 +18,6 @@ export interface Pg {
   shown: string
   /** How long a statement that failed on a lost connection is tried again, in ms. */
   retryMs: number
-}
-
-/** Whether a store names a PostgreSQL server (a URL) rather than a home directory. */
-export function isUrl(store: string): boolean {
-  return /^postgres(ql)?:\/\//i.test(store)
-}
-
-/** The URL with its password (if any) masked, for logs and messages. */
-export function mask(url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password) u.password = "***"
-    return u.toString()
-  } catch {
-    return url.replace(/\/\/([^:/@]*):[^@/]*@/, "//$1:***@")
-  }
 }
 
 /** The schema a URL names (`?schema=`), or `spool`; refused unless it is a plain identifier. */
