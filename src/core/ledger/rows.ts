@@ -81,6 +81,20 @@ export const ZERO_TALLY = (): Tally => ({
   batch_cached_tokens: 0,
 })
 
+/**
+ * The tallies rows one statement's moves add to (`moved`: the change of each state's count; `added`: what it added to
+ * their attempts and tokens, counted on the first state named): a state moved by 0 is left out, but for the first.
+ * Both drivers count the batch path and ingest so (see sqlite/schema.ts, migration 4).
+ */
+export function shifts(
+  moved: Partial<Record<State, number>>,
+  added: Partial<Tally> = {},
+): { state: string; n: number; sum: Tally }[] {
+  return Object.entries(moved).flatMap(([state, n], i) =>
+    n === 0 && i > 0 ? [] : [{ state, n, sum: { ...ZERO_TALLY(), ...(i === 0 ? added : {}) } }],
+  )
+}
+
 export const ZERO_COUNTS = (): Record<State, number> =>
   Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>
 

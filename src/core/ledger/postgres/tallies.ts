@@ -5,7 +5,7 @@
 import type { SQL } from "bun"
 import * as states from "../states.ts"
 import type { State } from "../states.ts"
-import { ZERO_COUNTS, ZERO_TALLY, type Tally } from "../rows.ts"
+import { shifts, ZERO_COUNTS, ZERO_TALLY, type Tally } from "../rows.ts"
 
 export { ZERO_COUNTS, ZERO_TALLY, type Tally }
 
@@ -19,11 +19,7 @@ export async function shift(
   moved: Partial<Record<State, number>>,
   added: Partial<Tally> = {},
 ): Promise<void> {
-  let first = true
-  for (const [state, n] of Object.entries(moved)) {
-    if (n === 0 && !first) continue
-    const a = { ...ZERO_TALLY(), ...(first ? added : {}) }
-    first = false
+  for (const { state, n, sum: a } of shifts(moved, added))
     await tx`INSERT INTO tallies AS t VALUES (${run}, ${state}, shard(), ${n}, ${a.attempts}, ${a.input_tokens},
       ${a.output_tokens}, ${a.cached_input_tokens}, ${a.batch_input_tokens}, ${a.batch_output_tokens},
       ${a.batch_cached_tokens})
@@ -33,7 +29,6 @@ export async function shift(
       batch_input_tokens = t.batch_input_tokens + excluded.batch_input_tokens,
       batch_output_tokens = t.batch_output_tokens + excluded.batch_output_tokens,
       batch_cached_tokens = t.batch_cached_tokens + excluded.batch_cached_tokens`
-  }
 }
 
 /** Counts items that ended in one 10 s bucket of a run (the batch path's; the trigger counts the others'). */

@@ -4,7 +4,7 @@
  */
 import type { Database } from "bun:sqlite"
 import * as states from "../states.ts"
-import { ZERO_COUNTS, ZERO_TALLY, type Tally } from "../rows.ts"
+import { shifts, ZERO_COUNTS, ZERO_TALLY, type Tally } from "../rows.ts"
 import type { State } from "../states.ts"
 import { statements } from "./connect.ts"
 
@@ -26,11 +26,7 @@ export class Tallies {
    * path counts itself so (see migration 4); everything else is counted by the `items_tally` trigger.
    */
   shift(run: number, moved: Partial<Record<State, number>>, added: Partial<Tally> = {}): void {
-    let first = true
-    for (const [state, n] of Object.entries(moved)) {
-      if (n === 0 && !first) continue
-      const a = { ...ZERO_TALLY(), ...(first ? added : {}) }
-      first = false
+    for (const { state, n, sum: a } of shifts(moved, added))
       this.q.tallyAdd.run(
         run,
         state,
@@ -43,7 +39,6 @@ export class Tallies {
         a.batch_output_tokens,
         a.batch_cached_tokens,
       )
-    }
   }
 
   /** Counts items that ended in one 10 s bucket of a run (the batch path's; the trigger counts the others'). */
