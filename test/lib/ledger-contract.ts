@@ -11,6 +11,7 @@ import { STATES, type State } from "../../src/core/ledger/states.ts"
 import type { Batch, Item, LineOutcome, Outcome } from "../../src/core/ledger/types.ts"
 import { JOB, rows, seed } from "./ledger.ts"
 import { LEGAL } from "./states.ts"
+import { testCache } from "./cache-contract.ts"
 
 /** A fresh store, and a way to open connections to it; disposing of it closes them and removes the store. */
 export interface Place extends AsyncDisposable {
@@ -846,6 +847,20 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
           ),
         )
         await add(() => l.batches.abandon(b3!.id, { errorClass: "server", error: "gone" }))
+        // a response-cache hit
+        const [hit] = await l.cache.pending(run.id, { after: 0, limit: 1 })
+        const entry = {
+          key: "h",
+          output: "cached",
+          provider: "openai",
+          model: "m",
+          input_tokens: 1,
+          output_tokens: 1,
+          cached_input_tokens: 0,
+          cost_usd: 0.01,
+          created_at: Date.now(),
+        }
+        await add(() => l.cache.serve(run.id, "w", [{ id: hit!.id, key: "h", entry }], []))
         const left = LEGAL.map(([a, b]) => `${a} → ${b}`).filter((e) => !made.has(e))
         expect(left).toEqual(["retry_wait → pending"])
         expect(made.size).toBe(LEGAL.length - 1)
@@ -1740,5 +1755,7 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         expect(alive([], now)).toBe(0)
       })
     })
+
+    testCache(place, tallied)
   })
 }

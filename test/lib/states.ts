@@ -9,6 +9,8 @@ import type { State } from "../../src/core/ledger/states.ts"
 export const LEGAL: readonly (readonly [State, State])[] = [
   ["pending", "running"],
   ["pending", "queued"],
+  // a response-cache hit: completed with no call (README, "Cache")
+  ["pending", "completed"],
   ["running", "completed"],
   ["running", "retry_wait"],
   ["running", "failed"],

@@ -61,10 +61,11 @@ export function within(db: Ledger, first: number): Ledger {
     batches: db.batches,
     canaries: db.canaries,
     workers: db.workers,
+    cache: db.cache,
     claims: {
       ...db.claims,
-      step: (run, owner, outcomes, limit, leaseMs) =>
-        db.canaries.step(run, owner, outcomes, limit, leaseMs, first),
+      step: (run, owner, outcomes, limit, leaseMs, o) =>
+        db.canaries.step(run, owner, outcomes, limit, leaseMs, first, o),
     },
     reads: { ...db.reads, counts: (run) => db.canaries.counts(run, first) },
     close: () => db.close(),

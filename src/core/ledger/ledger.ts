@@ -15,6 +15,7 @@ import type {
   AttemptError,
   AttemptRow,
   Batch,
+  CachedUsage,
   Claimed,
   Dead,
   Input,
@@ -39,6 +40,7 @@ export interface Ledger {
   readonly reads: Reads
   readonly canaries: Canaries
   readonly workers: Workers
+  readonly cache: Cache
   /**
    * Calls `onNotice` whenever another process changes something a worker waits for (items to claim, a run's
    * state), as long as the returned stop has not been called. Only a store shared over a network has it
@@ -117,16 +119,28 @@ export interface Claims {
   /**
    * Records finished attempts and claims up to `limit` more, in one transaction (group commit): due retries first,
    * then pending items, in ledger order, each with its attempt opened. An outcome for an item whose lease this owner
-   * lost is recorded on the attempt only.
+   * lost is recorded on the attempt only. A completed outcome with `cache` writes its answer to the response cache
+   * under the item's key, in the same transaction. With `looked`, only pending items the cache was asked for
+   * (`Cache.serve`) are claimed: none is called before the cache could answer it.
    */
-  step(run: number, owner: string, outcomes: Outcome[], limit: number, leaseMs: number): Promise<Claimed[]>
+  step(
+    run: number,
+    owner: string,
+    outcomes: Outcome[],
+    limit: number,
+    leaseMs: number,
+    o?: Looked,
+  ): Promise<Claimed[]>
   /** Extends the leases of every item this owner holds. */
   renew(run: number, owner: string, leaseMs: number): Promise<void>
   /** Puts back to pending every running item whose lease lapsed or whose owner is dead; the attempt is `lost`. */
   recover(run: number, dead: Dead): Promise<number>
   /** When the earliest waiting retry falls due, or null. */
   nextRetryAt(run: number): Promise<number | null>
-  /** Moves every failed (or needs_review) item back to pending, and reopens the run. */
+  /**
+   * Moves every failed (or needs_review) item back to pending, and reopens the run. Their cache keys are forgotten:
+   * the cache is asked for them again (another run may have paid for their answer since).
+   */
   retry(run: number, from: Extract<State, "failed" | "needs_review">): Promise<number>
   /** The processes that hold a lease on the run: items in flight, ingestion, batches. */
   holders(run: number): Promise<string[]>
@@ -139,8 +153,11 @@ export interface Batches {
   /** Who holds the batch lease, while it is held. */
   holder(run: number): Promise<string | null>
   release(run: number, owner: string): Promise<void>
-  /** Items that may go into the next batch: due retries first, then pending ones, in ledger order. */
-  packable(run: number, limit: number, now?: number): Promise<Packable[]>
+  /**
+   * Items that may go into the next batch: due retries first, then pending ones, in ledger order. With `looked`,
+   * only pending items the cache was asked for: a cached answer never goes into a batch file.
+   */
+  packable(run: number, limit: number, o?: Looked & { now?: number }): Promise<Packable[]>
   /**
    * Commits a submission intent in one transaction: the batch (state `intent`), its items `queued` with their line
    * and a new attempt each, and the items no request could be made of `failed`. Refuses, committing nothing, when
@@ -169,7 +186,10 @@ export interface Batches {
     batch: number,
     files: { output?: string | undefined; errors?: string | undefined },
   ): Promise<void>
-  /** Settles items by their lines in one transaction; a line whose item is no longer submitted there is skipped. */
+  /**
+   * Settles items by their lines in one transaction; a line whose item is no longer submitted there is skipped. A
+   * completed line with `cache` writes its answer to the response cache under the item's key.
+   */
   apply(batch: number, outcomes: LineOutcome[], owner: string): Promise<void>
   /** Every line applied: items without one go back to pending, unpaid; the batch is done. */
   finish(batch: number, lines: number): Promise<number>
@@ -304,7 +324,91 @@ export interface Canaries {
     limit: number,
     leaseMs: number,
     first: number,
+    o?: Looked,
   ): Promise<Claimed[]>
+}
+
+/** Claims and packing that take only the pending items the response cache was asked for (README, "Cache"). */
+export interface Looked {
+  looked?: boolean | undefined
+}
+
+/** An answer the response cache holds, under the key of its request. */
+export interface CacheEntry {
+  key: string
+  /** The accepted answer, as an item's `output` holds it. */
+  output: string
+  provider: string
+  model: string
+  input_tokens: number
+  output_tokens: number
+  cached_input_tokens: number
+  /** What it cost when it was paid for (USD); null when the model's price was unknown. */
+  cost_usd: number | null
+  /** When it was paid for and written (ms): what a `ttl` is counted from. */
+  created_at: number
+}
+
+/** The whole response cache of a store, as `spool cache stats` shows it. */
+export interface CacheStats {
+  entries: number
+  /** Bytes of the answers held. */
+  bytes: number
+  /** Items served from the cache, items it could not serve, and what the hits saved, over every run of the store. */
+  hits: number
+  misses: number
+  saved_usd: number
+  /** When the oldest and the newest entries were written (ms), or null for an empty cache. */
+  oldest: number | null
+  newest: number | null
+  /** Entries and bytes per provider and model, the most entries first. */
+  models: { provider: string; model: string; entries: number; bytes: number }[]
+}
+
+/**
+ * The response cache (README, "Cache"): accepted answers by the key of their request, shared by every run of the
+ * store (every worker, on PostgreSQL). Answers are written where the items they complete are (`claims.step`,
+ * `batches.apply`); a hit completes an item with no call. Nobody waits on a lock across a network call: two workers
+ * missing one key at once may both pay for it, and the later answer is the one kept.
+ */
+export interface Cache {
+  /**
+   * A run's pending items after the id `after`, in ledger order, at most `limit`: those the cache was never asked
+   * for (`key` null), or, with `all`, every pending one (with the key it was asked for, when it was).
+   */
+  pending(
+    run: number,
+    o: { after: number; limit: number; all?: boolean },
+  ): Promise<{ id: number; data: string; key: string | null }[]>
+  /** The entries of these keys written at or after `since` (ms), in no order; a key without one is left out. */
+  get(keys: string[], since: number): Promise<CacheEntry[]>
+  /**
+   * In one transaction: completes each of `hits` that is still pending with its entry's answer, no call made (its
+   * usage kept as `cached_usage`, an attempt of outcome `cached`, not counted toward max_attempts), and records
+   * each of `misses` as asked for under its key; an item asked for before (another worker was first) is left as it
+   * is. Counts what it changed in the run's hits, misses and savings, and gives those counts.
+   */
+  serve(
+    run: number,
+    owner: string,
+    hits: { id: number; key: string; entry: CacheEntry }[],
+    misses: { id: number; key: string }[],
+  ): Promise<{ hits: number; misses: number }>
+  stats(): Promise<CacheStats>
+  /** Removes the entries written before `before` (ms); what went. */
+  prune(before: number): Promise<{ entries: number; bytes: number }>
+  /** Removes every entry, or those of one model; what went. */
+  clear(model?: string): Promise<{ entries: number; bytes: number }>
+}
+
+/** What a hit's item keeps of the answer's first cost (`Item.cached_usage`, as JSON). */
+export function cachedUsage(entry: CacheEntry): CachedUsage {
+  return {
+    input_tokens: entry.input_tokens,
+    output_tokens: entry.output_tokens,
+    cached_input_tokens: entry.cached_input_tokens,
+    cost_usd: entry.cost_usd,
+  }
 }
 
 /** A process working on a run, as the worker registry keeps it. */

@@ -111,6 +111,7 @@ export interface SummaryParts {
   /** The first progress bucket counted (a bucket number, of PROGRESS_BUCKET_MS). */
   since: number
   now: number
+  cache: Summary["cache"]
 }
 
 /** A run's summary from what a driver read (reads.summary of either driver). */
@@ -135,5 +136,6 @@ export function summaryOf(p: SummaryParts): Summary {
     recentCompleted: p.recent,
     // the buckets summed cover from the start of the first one (or of the run's first attempt, if later) to now
     recentWindowMs: Math.max(1000, p.now - Math.max(p.since * PROGRESS_BUCKET_MS, p.firstStarted ?? 0)),
+    cache: p.cache,
   }
 }

@@ -16,8 +16,8 @@ export type State = (typeof STATES)[number]
 
 /** Every legal edge, and why it exists. Anything else is a bug. */
 const EDGES: Record<State, readonly State[]> = {
-  // claim for a direct call, or for a provider batch
-  pending: ["running", "queued"],
+  // claim for a direct call, or for a provider batch; a response-cache hit, completed with no call
+  pending: ["running", "queued", "completed"],
   // ok; retryable error; permanent error or attempts used up; schema failure after max attempts;
   // lease expired, interrupted, or the run paused before the call could finish
   running: ["completed", "retry_wait", "failed", "needs_review", "pending"],

@@ -67,7 +67,36 @@ export interface Item {
   batch_input_tokens: number
   batch_output_tokens: number
   batch_cached_tokens: number
+  /**
+   * The response cache's key of the item's request (README, "Cache"), once the cache was asked for it ("" when no
+   * request can be made of its row); null while it has not been. A completed answer is stored under it.
+   */
+  cache_key: string | null
+  /**
+   * A hit: the usage and cost the answer had when it was paid for (JSON of `CachedUsage`); the item itself was
+   * completed without a call, and its own usage and cost stay 0. Null for an item not served from the cache.
+   */
+  cached_usage: string | null
   path: string
+}
+
+/** What a cached answer cost when it was paid for: kept on an item served from the cache, for reference. */
+export interface CachedUsage {
+  input_tokens: number
+  output_tokens: number
+  cached_input_tokens: number
+  /** USD at the price it was paid (batch or not); null when the model's price was unknown. */
+  cost_usd: number | null
+}
+
+/**
+ * A completed answer to write to the response cache under its item's key (`Item.cache_key`), in the transaction
+ * that completes the item: who answered, and what it cost (USD at the price paid; null when unknown).
+ */
+export interface CacheWrite {
+  provider: string
+  model: string
+  cost: number | null
 }
 
 /** How one attempt ended, as the runner hands it to the ledger. */
@@ -88,6 +117,8 @@ export interface Outcome {
   cachedTokens?: number
   latencyMs: number
   endedAt: number
+  /** A completed answer that goes into the response cache (the job's cache writes). */
+  cache?: CacheWrite | undefined
 }
 
 /** What the ledger keeps of a provider batch's state. */
@@ -162,6 +193,8 @@ export interface LineOutcome {
   outputTokens?: number | undefined
   cachedTokens?: number | undefined
   endedAt: number
+  /** A completed answer that goes into the response cache (the job's cache writes). */
+  cache?: CacheWrite | undefined
 }
 
 export interface Summary {
@@ -179,6 +212,12 @@ export interface Summary {
   lastEnded: number | null
   recentCompleted: number
   recentWindowMs: number
+  /**
+   * The response cache for this run: items served from it (`hits`), items it was asked for and could not serve
+   * (`misses`), and what the answers served had cost when they were paid (`savedUsd`; answers of unknown price
+   * count 0).
+   */
+  cache: { hits: number; misses: number; savedUsd: number }
 }
 
 /** One attempt of an item, as the page and the API show it. */
@@ -222,6 +261,7 @@ export type ResultRow = Pick<
   | "batch_input_tokens"
   | "batch_output_tokens"
   | "batch_cached_tokens"
+  | "cached_usage"
   | "path"
   | "row"
   | "source_id"

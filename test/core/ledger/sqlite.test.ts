@@ -28,8 +28,22 @@ testLedger("sqlite", async () => {
   }
 })
 
+/** Takes a store back to before migration 7 (the response cache), its triggers as migration 4 made them. */
+function undoCache(db: Database): void {
+  db.run("DROP INDEX items_unlooked")
+  for (const c of ["cache_key", "cached_usage"]) db.run(`ALTER TABLE items DROP COLUMN ${c}`)
+  for (const t of ["cache", "cache_tallies"]) db.run(`DROP TABLE ${t}`)
+  for (const t of ["items_tally", "items_progress"]) db.run(`DROP TRIGGER ${t}`)
+  const four = MIGRATIONS[3] as string
+  for (const name of ["items_tally", "items_progress"]) {
+    const start = four.indexOf(`CREATE TRIGGER ${name}`)
+    db.run(four.slice(start, four.indexOf("END;", start) + 4))
+  }
+}
+
 /** Takes a store back to before migration 6 (the worker registry). */
 function undoWorkers(db: Database): void {
+  undoCache(db)
   db.run("DROP TABLE workers")
 }
 
@@ -84,7 +98,7 @@ describe("the SQLite store", () => {
     expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
     expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
     expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
-    expect(MIGRATIONS.length).toBe(6)
+    expect(MIGRATIONS.length).toBe(7)
     await db.close()
     // opening again migrates nothing and keeps the data
     const again = sqlite.open(home)
@@ -248,6 +262,34 @@ describe("the SQLite store", () => {
     await again.workers.beat(run.id, "h:1:a", 1_000)
     expect(await again.workers.list(run.id)).toEqual([{ owner: "h:1:a", started_at: 1_000, beat_at: 1_000 }])
     expect(await again.reads.counts(run.id)).toMatchObject({ pending: 2 })
+    await again.close()
+  })
+
+  test("a store of schema 6 is migrated on open: its pending items are asked of the cache, its finished ones kept, its tallies still exact", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    const { run } = await seed(db, 3)
+    const [c] = await db.claims.step(run.id, "w", [], 1, 60_000)
+    await db.claims.step(run.id, "w", [ok(c!.id, 1)], 0, 60_000)
+    undoCache(db.db)
+    db.db.run("PRAGMA user_version = 6")
+    await db.close()
+    const again = sqlite.open(tmp.path)
+    expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
+    expect((await again.cache.pending(run.id, { after: 0, limit: 10 })).map((i) => i.key)).toEqual([
+      null,
+      null,
+    ])
+    expect((await itemsOf(again, run.id)).map((i) => [i.state, i.cache_key, i.cached_usage])).toEqual([
+      ["completed", null, null],
+      ["pending", null, null],
+      ["pending", null, null],
+    ])
+    expect((await again.reads.summary(run.id)).cache).toEqual({ hits: 0, misses: 0, savedUsd: 0 })
+    // the triggers as migration 7 left them: a claim and an outcome are still counted
+    const [d] = await again.claims.step(run.id, "w", [], 1, 60_000)
+    await again.claims.step(run.id, "w", [ok(d!.id, 1)], 0, 60_000)
+    await tallied(again, run.id)
     await again.close()
   })
 

@@ -12,6 +12,8 @@ import {
   type Packable,
   type RemoteView,
 } from "../types.ts"
+import type { Looked } from "../ledger.ts"
+import type { Cache } from "./cache.ts"
 import { guard } from "./faults.ts"
 import { statements, type Conn } from "./connect.ts"
 import type { Runs } from "./runs.ts"
@@ -28,6 +30,7 @@ export class Batches {
     conn: Conn,
     private readonly runs: Runs,
     private readonly tallies: Tallies,
+    private readonly cache: Cache,
   ) {
     this.db = conn.db
     this.path = conn.path
@@ -49,10 +52,14 @@ export class Batches {
     this.runs.releaseBatches(run, owner)
   }
 
-  /** Items that may go into the next batch: due retries first, then pending ones, in ledger order. */
-  packable(run: number, limit: number, now = Date.now()): Packable[] {
-    const picked = this.q.packableRetries.all(run, now, limit)
-    if (picked.length < limit) picked.push(...this.q.packablePending.all(run, limit - picked.length))
+  /**
+   * Items that may go into the next batch: due retries first, then pending ones, in ledger order (with `looked`,
+   * only those the response cache was asked for).
+   */
+  packable(run: number, limit: number, o: Looked & { now?: number } = {}): Packable[] {
+    const picked = this.q.packableRetries.all(run, o.now ?? Date.now(), limit)
+    const pending = o.looked ? this.q.packableLooked : this.q.packablePending
+    if (picked.length < limit) picked.push(...pending.all(run, limit - picked.length))
     return picked
   }
 
@@ -230,6 +237,8 @@ export class Batches {
               batch,
             )
             if (!done) continue
+            if (o.cache && o.to === "completed" && o.output !== undefined)
+              this.cache.put(done.cache_key, o.cache, { ...o, output: o.output })
             run = done.run_id
             moved.submitted = (moved.submitted ?? 0) - 1
             moved[o.to] = (moved[o.to] ?? 0) + 1
@@ -348,6 +357,10 @@ function prepare(db: Database) {
       `SELECT id, key, data, attempts, batch_id, batch_offset, batch_bytes FROM items
        WHERE run_id = ? AND state = 'pending' ORDER BY id LIMIT ?`,
     ),
+    packableLooked: q<Packable, [number, number]>(
+      `SELECT id, key, data, attempts, batch_id, batch_offset, batch_bytes FROM items
+       WHERE run_id = ? AND state = 'pending' AND cache_key IS NOT NULL ORDER BY id LIMIT ?`,
+    ),
     insertBatch: q<Batch, [number, string, number, number, number, string, number]>(
       `INSERT INTO batches (run_id, tag, state, count, bytes, tokens, requests, created_at)
        VALUES (?, ?, 'intent', ?, ?, ?, ?, ?) RETURNING *`,
@@ -417,7 +430,7 @@ function prepare(db: Database) {
       "SELECT coalesce(submitted_at, created_at) AS at FROM batches WHERE id = ?",
     ),
     settleItem: q<
-      { run_id: number; attempts: number },
+      { run_id: number; attempts: number; cache_key: string | null },
       [string, string | null, string | null, string | null, number, number, number, number, number, number]
     >(
       `UPDATE items SET state = ?1, output = ?2, error_class = ?3, error = ?4,
@@ -425,7 +438,7 @@ function prepare(db: Database) {
        cached_input_tokens = cached_input_tokens + ?7, batch_input_tokens = batch_input_tokens + ?5,
        batch_output_tokens = batch_output_tokens + ?6, batch_cached_tokens = batch_cached_tokens + ?7,
        updated_at = ?8
-       WHERE id = ?9 AND batch_id = ?10 AND state = 'submitted' RETURNING run_id, attempts`,
+       WHERE id = ?9 AND batch_id = ?10 AND state = 'submitted' RETURNING run_id, attempts, cache_key`,
     ),
     recordLine: q<
       void,

@@ -4,7 +4,7 @@
  * run's n-th item, once it exists, never changes.
  */
 import type { Database } from "bun:sqlite"
-import type { Canary } from "../ledger.ts"
+import type { Canary, Looked } from "../ledger.ts"
 import type { State } from "../states.ts"
 import type { Claimed, Outcome } from "../types.ts"
 import type { Claims } from "./claims.ts"
@@ -60,26 +60,36 @@ export class Canaries {
     limit: number,
     leaseMs: number,
     first: number,
+    o: Looked = {},
   ): Claimed[] {
     return this.db
       .transaction(() => {
-        const { counts, due } = this.head(run, first, Date.now())
-        return this.claims.step(run, owner, outcomes, Math.min(limit, counts.pending + due), leaseMs)
+        const { counts, due, looked } = this.head(run, first, Date.now())
+        // claims take pending items in ledger order (with `looked`, those the cache was asked for): cut to how many
+        // of them the head holds, every one taken is one of the head's
+        const pending = o.looked ? looked : counts.pending
+        return this.claims.step(run, owner, outcomes, Math.min(limit, pending + due), leaseMs, o)
       })
       .immediate()
   }
 
-  private head(run: number, first: number, now: number): { counts: Record<State, number>; due: number } {
+  private head(
+    run: number,
+    first: number,
+    now: number,
+  ): { counts: Record<State, number>; due: number; looked: number } {
     const counts = ZERO_COUNTS()
     let due = 0
+    let looked = 0
     // read by id from the run's first item to its first-th: a few rows, however many the run has after them
     const from = this.bound(run, 1) ?? Number.MAX_SAFE_INTEGER
     const upTo = this.bound(run, first) ?? Number.MAX_SAFE_INTEGER
     for (const row of this.q.head.all(run, from, upTo, now)) {
       counts[row.state] = row.n
       due += row.due
+      looked += row.looked
     }
-    return { counts, due }
+    return { counts, due, looked }
   }
 
   /** The id of the run's `first`-th item in ledger order; null while the run has fewer (then all are among them). */
@@ -109,11 +119,14 @@ function prepare(db: Database) {
       "SELECT id FROM items WHERE run_id = ? ORDER BY id LIMIT 1 OFFSET ?",
     ),
     beyond: q<{ n: number }, [number, number]>(
-      "SELECT count(*) AS n FROM items WHERE run_id = ? AND id > ? AND (attempts > 0 OR state <> 'pending')",
+      // an item the response cache completed was not sent
+      `SELECT count(*) AS n FROM items WHERE run_id = ? AND id > ?
+       AND (attempts > 0 OR (state <> 'pending' AND cached_usage IS NULL))`,
     ),
     // +run_id: the rowid range, not the run's whole index entry, is what bounds the read
-    head: q<{ state: State; n: number; due: number }, [number, number, number, number]>(
-      `SELECT state, count(*) AS n, coalesce(sum(state = 'retry_wait' AND next_at <= ?4), 0) AS due
+    head: q<{ state: State; n: number; due: number; looked: number }, [number, number, number, number]>(
+      `SELECT state, count(*) AS n, coalesce(sum(state = 'retry_wait' AND next_at <= ?4), 0) AS due,
+       coalesce(sum(state = 'pending' AND cache_key IS NOT NULL), 0) AS looked
        FROM items WHERE +run_id = ?1 AND id BETWEEN ?2 AND ?3 GROUP BY state`,
     ),
   }

@@ -2,7 +2,9 @@
 import type { Database } from "bun:sqlite"
 import * as states from "../states.ts"
 import type { State } from "../states.ts"
+import type { Looked } from "../ledger.ts"
 import type { Claimed, Dead, Outcome } from "../types.ts"
+import type { Cache } from "./cache.ts"
 import { guard } from "./faults.ts"
 import { statements } from "./connect.ts"
 import type { Runs } from "./runs.ts"
@@ -14,6 +16,7 @@ export class Claims {
     private readonly db: Database,
     readonly path: string,
     private readonly runs: Runs,
+    private readonly cache: Cache,
   ) {
     this.q = prepare(db)
   }
@@ -21,16 +24,25 @@ export class Claims {
   /**
    * Records finished attempts and claims up to `limit` more, in one transaction: write-before-call (rule 1)
    * and commit-before-count (rule 2) share each fsync. Due retries come first, then pending items in
-   * ledger order. Outcomes for items whose lease was lost to another worker are recorded on the attempt only.
+   * ledger order (with `looked`, only those the response cache was asked for). Outcomes for items whose lease was
+   * lost to another worker are recorded on the attempt only.
    */
-  step(run: number, owner: string, outcomes: Outcome[], limit: number, leaseMs: number): Claimed[] {
+  step(
+    run: number,
+    owner: string,
+    outcomes: Outcome[],
+    limit: number,
+    leaseMs: number,
+    o: Looked = {},
+  ): Claimed[] {
     return this.db
       .transaction(() => {
         this.record(outcomes, owner)
         if (limit <= 0) return []
         const now = Date.now()
         const picked = this.q.dueRetries.all(run, now, limit)
-        if (picked.length < limit) picked.push(...this.q.pendingItems.all(run, limit - picked.length))
+        const pending = o.looked ? this.q.lookedItems : this.q.pendingItems
+        if (picked.length < limit) picked.push(...pending.all(run, limit - picked.length))
         if (picked.length === 0) return []
         for (const item of picked) states.check(item.state, "running")
         // set-based: one statement claims them all and one opens their attempts, however many there are
@@ -52,6 +64,10 @@ export class Claims {
   private record(outcomes: Outcome[], owner: string): void {
     if (outcomes.length === 0) return
     for (const o of outcomes) states.check("running", o.to)
+    // answers to cache are written under their item's key while the item is still this owner's, before it settles
+    for (const o of outcomes)
+      if (o.cache && o.to === "completed" && o.output !== undefined)
+        this.cache.put(this.q.heldKey.get(o.item, owner)?.key ?? null, o.cache, { ...o, output: o.output })
     const json = JSON.stringify(outcomes)
     this.q.endAttempts.run(json, owner)
     this.q.finish.run(json, owner)
@@ -88,7 +104,10 @@ export class Claims {
     return this.q.nextRetry.get(run)?.at ?? null
   }
 
-  /** Moves every failed (or needs_review) item back to pending, and reopens the run; attempts are kept. */
+  /**
+   * Moves every failed (or needs_review) item back to pending, and reopens the run; attempts are kept. Their cache
+   * keys are forgotten, so the cache is asked for them again.
+   */
   retry(run: number, from: Extract<State, "failed" | "needs_review">): number {
     states.check(from, "pending")
     return this.db
@@ -125,6 +144,13 @@ function prepare(db: Database) {
     ),
     pendingItems: q<Claimable, [number, number]>(
       "SELECT id, state FROM items WHERE run_id = ? AND state = 'pending' ORDER BY id LIMIT ?",
+    ),
+    lookedItems: q<Claimable, [number, number]>(
+      `SELECT id, state FROM items WHERE run_id = ? AND state = 'pending' AND cache_key IS NOT NULL
+       ORDER BY id LIMIT ?`,
+    ),
+    heldKey: q<{ key: string | null }, [number, string]>(
+      "SELECT cache_key AS key FROM items WHERE id = ? AND state = 'running' AND lease_owner = ?",
     ),
     claim: q<Claimed, [string, number, number, string]>(
       `UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = ?1,
@@ -164,8 +190,8 @@ function prepare(db: Database) {
       "SELECT min(next_at) AS at FROM items WHERE run_id = ? AND state = 'retry_wait'",
     ),
     retryItems: q<void, [number, number, State]>(
-      `UPDATE items SET state = 'pending', error = NULL, error_class = NULL, next_at = NULL, updated_at = ?
-       WHERE run_id = ? AND state = ?`,
+      `UPDATE items SET state = 'pending', error = NULL, error_class = NULL, next_at = NULL, cache_key = NULL,
+       updated_at = ? WHERE run_id = ? AND state = ?`,
     ),
   }
 }

@@ -16,9 +16,11 @@ import {
 import { damaged, failure, guard } from "./faults.ts"
 import { statements } from "./connect.ts"
 import type { Tallies } from "./tallies.ts"
+import { runCounts } from "./cache.ts"
 
 export class Reads {
   private readonly q: ReturnType<typeof prepare>
+  private readonly cacheCounts: ReturnType<typeof runCounts>
 
   constructor(
     private readonly db: Database,
@@ -26,6 +28,7 @@ export class Reads {
     private readonly tallies: Tallies,
   ) {
     this.q = prepare(db)
+    this.cacheCounts = runCounts(db)
   }
 
   /** Items per state: the ledger's maintained tallies (a few rows, whatever the run's size). */
@@ -53,6 +56,7 @@ export class Reads {
       recent: recent?.completed ?? 0,
       since,
       now,
+      cache: this.cacheCounts(run),
     })
   }
 
@@ -309,7 +313,7 @@ const FAILED_ATTEMPTS = `SELECT a.id, a.item_id, i.key, a.n, a.ended_at, a.outco
 
 const PAGE_COLUMNS = `items.id, items.input, items.key, items.state, items.attempts, items.output, items.error_class,
   items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.batch_input_tokens,
-  items.batch_output_tokens, items.batch_cached_tokens, items.row, items.source_id, inputs.path`
+  items.batch_output_tokens, items.batch_cached_tokens, items.cached_usage, items.row, items.source_id, inputs.path`
 
 function prepare(db: Database) {
   const q = statements(db)

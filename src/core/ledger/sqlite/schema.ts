@@ -249,4 +249,66 @@ export const MIGRATIONS = [
     PRIMARY KEY (run_id, owner)
   ) WITHOUT ROWID;
   `,
+  // the response cache (issue 16, README "Cache"): accepted answers by the SHA-256 of their canonical request, shared
+  // by every run of the store. An item's `cache_key` is the key it was looked up under ("" when no request can be
+  // made of its row; null until the cache was asked), so the answer it is completed with is written under it in the
+  // same transaction; `cached_usage` is what a hit's answer had cost. Items the cache has not been asked for are
+  // found through their own partial index, however many pending items have been. A hit moves an item pending →
+  // completed, which only the cache does: `serve` counts those per statement, as ingest and the batch path do, and
+  // the triggers skip them. `cache_tallies`: hits, misses and what the hits saved, per run.
+  `
+  ALTER TABLE items ADD COLUMN cache_key TEXT;
+  ALTER TABLE items ADD COLUMN cached_usage TEXT;
+  CREATE INDEX items_unlooked ON items (run_id, id) WHERE state = 'pending' AND cache_key IS NULL;
+  CREATE TABLE cache (
+    key TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    output TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cost_usd REAL,
+    bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX cache_created ON cache (created_at);
+  CREATE TABLE cache_tallies (
+    run_id INTEGER PRIMARY KEY REFERENCES runs (id),
+    hits INTEGER NOT NULL DEFAULT 0,
+    misses INTEGER NOT NULL DEFAULT 0,
+    saved_usd REAL NOT NULL DEFAULT 0
+  );
+  DROP TRIGGER items_tally;
+  CREATE TRIGGER items_tally AFTER UPDATE OF state, attempts, input_tokens, output_tokens, cached_input_tokens,
+    batch_input_tokens, batch_output_tokens, batch_cached_tokens ON items
+    WHEN old.state NOT IN ('queued', 'submitted') AND new.state NOT IN ('queued', 'submitted')
+    AND NOT (old.state = 'pending' AND new.state = 'completed')
+  BEGIN
+    UPDATE tallies SET n = n - 1, attempts = attempts - old.attempts, input_tokens = input_tokens - old.input_tokens,
+      output_tokens = output_tokens - old.output_tokens,
+      cached_input_tokens = cached_input_tokens - old.cached_input_tokens,
+      batch_input_tokens = batch_input_tokens - old.batch_input_tokens,
+      batch_output_tokens = batch_output_tokens - old.batch_output_tokens,
+      batch_cached_tokens = batch_cached_tokens - old.batch_cached_tokens
+      WHERE run_id = old.run_id AND state = old.state;
+    INSERT INTO tallies VALUES (new.run_id, new.state, 1, new.attempts, new.input_tokens, new.output_tokens,
+      new.cached_input_tokens, new.batch_input_tokens, new.batch_output_tokens, new.batch_cached_tokens)
+      ON CONFLICT (run_id, state) DO UPDATE SET n = n + 1, attempts = attempts + excluded.attempts,
+      input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+      cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+      batch_input_tokens = batch_input_tokens + excluded.batch_input_tokens,
+      batch_output_tokens = batch_output_tokens + excluded.batch_output_tokens,
+      batch_cached_tokens = batch_cached_tokens + excluded.batch_cached_tokens;
+  END;
+  DROP TRIGGER items_progress;
+  CREATE TRIGGER items_progress AFTER UPDATE OF state ON items
+    WHEN new.state IN ('completed', 'failed', 'needs_review')
+    AND old.state NOT IN ('completed', 'failed', 'needs_review', 'submitted', 'pending')
+  BEGIN
+    INSERT INTO progress VALUES (new.run_id, new.updated_at / 10000, new.state = 'completed', new.state <> 'completed')
+      ON CONFLICT (run_id, bucket) DO UPDATE SET completed = completed + excluded.completed,
+      failed = failed + excluded.failed;
+  END;
+  `,
 ]

@@ -9,6 +9,7 @@ import type * as api from "../ledger.ts"
 import { connect, type Conn } from "./connect.ts"
 import { failure } from "./faults.ts"
 import { Batches } from "./batches.ts"
+import { Cache } from "./cache.ts"
 import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
 import { Ingest } from "./ingest.ts"
@@ -43,6 +44,7 @@ export class SqliteLedger implements api.Ledger {
     tallies: Tallies
     canaries: Canaries
     workers: Workers
+    cache: Cache
   }
   readonly runs: api.Runs
   readonly ingest: api.Ingest
@@ -51,6 +53,7 @@ export class SqliteLedger implements api.Ledger {
   readonly reads: api.Reads
   readonly canaries: api.Canaries
   readonly workers: api.Workers
+  readonly cache: api.Cache
 
   constructor(conn: Conn) {
     this.db = conn.db
@@ -58,12 +61,13 @@ export class SqliteLedger implements api.Ledger {
     const tallies = new Tallies(conn.db, conn.path)
     const runs = new Runs(conn.db, conn.path)
     const ingest = new Ingest(conn.db, conn.path, runs, tallies)
-    const claims = new Claims(conn.db, conn.path, runs)
-    const batches = new Batches(conn, runs, tallies)
+    const cache = new Cache(conn.db, conn.path, tallies)
+    const claims = new Claims(conn.db, conn.path, runs, cache)
+    const batches = new Batches(conn, runs, tallies, cache)
     const reads = new Reads(conn.db, conn.path, tallies)
     const canaries = new Canaries(conn.db, conn.path, claims)
     const workers = new Workers(conn.db, conn.path)
-    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries, workers }
+    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries, workers, cache }
     this.runs = {
       latest: async (name) => runs.latest(name),
       get: async (id) => runs.get(id),
@@ -93,7 +97,8 @@ export class SqliteLedger implements api.Ledger {
       reset: async (run) => ingest.reset(run),
     }
     this.claims = {
-      step: async (run, owner, outcomes, limit, leaseMs) => claims.step(run, owner, outcomes, limit, leaseMs),
+      step: async (run, owner, outcomes, limit, leaseMs, o) =>
+        claims.step(run, owner, outcomes, limit, leaseMs, o),
       renew: async (run, owner, leaseMs) => claims.renew(run, owner, leaseMs),
       recover: async (run, dead) => claims.recover(run, dead),
       nextRetryAt: async (run) => claims.nextRetryAt(run),
@@ -104,7 +109,7 @@ export class SqliteLedger implements api.Ledger {
       lease: async (run, owner, ms, dead) => batches.lease(run, owner, ms, dead),
       holder: async (run) => batches.holder(run),
       release: async (run, owner) => batches.release(run, owner),
-      packable: async (run, limit, now) => batches.packable(run, limit, now),
+      packable: async (run, limit, o) => batches.packable(run, limit, o),
       intend: async (run, intent, lines, failed, owner) => batches.intend(run, intent, lines, failed, owner),
       submitted: async (batch, remote) => batches.submitted(batch, remote),
       abandon: async (batch, why) => batches.abandon(batch, why),
@@ -149,8 +154,8 @@ export class SqliteLedger implements api.Ledger {
       reported: async (run) => canaries.reported(run),
       beyond: async (run, first) => canaries.beyond(run, first),
       counts: async (run, first) => canaries.counts(run, first),
-      step: async (run, owner, outcomes, limit, leaseMs, first) =>
-        canaries.step(run, owner, outcomes, limit, leaseMs, first),
+      step: async (run, owner, outcomes, limit, leaseMs, first, o) =>
+        canaries.step(run, owner, outcomes, limit, leaseMs, first, o),
     }
     this.workers = {
       beat: async (run, owner, at) => workers.beat(run, owner, at),
@@ -158,6 +163,14 @@ export class SqliteLedger implements api.Ledger {
       list: async (run) => workers.list(run),
       prune: async (run, dead, before) => workers.prune(run, dead, before),
       held: async (run) => workers.held(run),
+    }
+    this.cache = {
+      pending: async (run, o) => cache.pending(run, o),
+      get: async (keys, since) => cache.get(keys, since),
+      serve: async (run, owner, hits, misses) => cache.serve(run, owner, hits, misses),
+      stats: async () => cache.stats(),
+      prune: async (before) => cache.prune(before),
+      clear: async (model) => cache.clear(model),
     }
   }
 

@@ -1,0 +1,221 @@
+/**
+ * The response cache (README, "Cache"; migration 7): accepted answers by the key of their request, and the run's
+ * items it serves. A hit is one transaction with the item it completes; an answer is written in the transaction that
+ * completes its item (`put`, called by claims.ts and batches.ts).
+ */
+import type { Database } from "bun:sqlite"
+import { cachedUsage, type CacheEntry, type CacheStats } from "../ledger.ts"
+import { PROGRESS_BUCKET_MS, type CacheWrite } from "../types.ts"
+import { guard } from "./faults.ts"
+import { statements } from "./connect.ts"
+import type { Tallies } from "./tallies.ts"
+
+export class Cache {
+  private readonly q: ReturnType<typeof prepare>
+
+  constructor(
+    private readonly db: Database,
+    readonly path: string,
+    private readonly tallies: Tallies,
+  ) {
+    this.q = prepare(db)
+  }
+
+  /** Pending items after `after`, in ledger order: those never looked up (their own index), or every one. */
+  pending(
+    run: number,
+    o: { after: number; limit: number; all?: boolean },
+  ): { id: number; data: string; key: string | null }[] {
+    return (o.all ? this.q.pendingAll : this.q.pendingUnlooked).all(run, o.after, o.limit)
+  }
+
+  /** The entries of `keys` written at or after `since`. */
+  get(keys: string[], since: number): CacheEntry[] {
+    const out: CacheEntry[] = []
+    // a look-up per key: SQLite answers each from the primary key's index in a few microseconds
+    for (const key of new Set(keys)) {
+      const entry = this.q.entry.get(key, since)
+      if (entry) out.push(entry)
+    }
+    return out
+  }
+
+  /**
+   * Completes the hits still pending, records the misses' keys, and counts both; in one transaction. The tallies
+   * and the completions chart are counted here once (the triggers skip pending → completed).
+   */
+  serve(
+    run: number,
+    owner: string,
+    hits: { id: number; key: string; entry: CacheEntry }[],
+    misses: { id: number; key: string }[],
+  ): { hits: number; misses: number } {
+    return this.db
+      .transaction(() => {
+        const now = Date.now()
+        let served = 0
+        let saved = 0
+        for (const { id, key, entry } of hits) {
+          const usage = JSON.stringify(cachedUsage(entry))
+          if (!this.q.hit.get(entry.output, usage, key, now, id, run)) continue
+          this.q.cachedAttempt.run(id, run, owner, now)
+          served++
+          saved += entry.cost_usd ?? 0
+        }
+        let missed = 0
+        for (const { id, key } of misses) missed += this.q.miss.run(key, id, run).changes
+        if (served > 0) {
+          this.tallies.shift(run, { pending: -served, completed: served })
+          this.tallies.ended(run, Math.floor(now / PROGRESS_BUCKET_MS), served, 0)
+        }
+        if (served > 0 || missed > 0) this.q.count.run(run, served, missed, saved)
+        return { hits: served, misses: missed }
+      })
+      .immediate()
+  }
+
+  /**
+   * Writes a completed answer under its item's key, replacing what the key held (an expired or unusable entry, or
+   * `--refresh-cache`). Only for an item that was looked up with a key; called inside the caller's transaction.
+   */
+  put(key: string | null, write: CacheWrite, answer: Answer): void {
+    if (!key) return
+    this.q.put.run(
+      key,
+      write.provider,
+      write.model,
+      answer.output,
+      answer.inputTokens ?? 0,
+      answer.outputTokens ?? 0,
+      answer.cachedTokens ?? 0,
+      write.cost,
+      Buffer.byteLength(answer.output),
+      answer.endedAt,
+    )
+  }
+
+  stats(): CacheStats {
+    const totals = this.q.totals.get()
+    const runs = this.q.runTotals.get()
+    return {
+      entries: totals?.entries ?? 0,
+      bytes: totals?.bytes ?? 0,
+      hits: runs?.hits ?? 0,
+      misses: runs?.misses ?? 0,
+      saved_usd: runs?.saved ?? 0,
+      oldest: totals?.oldest ?? null,
+      newest: totals?.newest ?? null,
+      models: this.q.models.all(),
+    }
+  }
+
+  prune(before: number): { entries: number; bytes: number } {
+    return this.db
+      .transaction(() => {
+        const gone = this.q.pruned.get(before)
+        this.q.prune.run(before)
+        return { entries: gone?.entries ?? 0, bytes: gone?.bytes ?? 0 }
+      })
+      .immediate()
+  }
+
+  clear(model?: string): { entries: number; bytes: number } {
+    return this.db
+      .transaction(() => {
+        const gone = model === undefined ? this.q.clearedAll.get() : this.q.cleared.get(model)
+        if (model === undefined) this.q.clearAll.run()
+        else this.q.clear.run(model)
+        return { entries: gone?.entries ?? 0, bytes: gone?.bytes ?? 0 }
+      })
+      .immediate()
+  }
+}
+guard(Cache)
+
+/** What `put` writes of an outcome: the answer and the usage it was paid for. */
+export interface Answer {
+  output: string
+  inputTokens?: number | undefined
+  outputTokens?: number | undefined
+  cachedTokens?: number | undefined
+  endedAt: number
+}
+
+type Gone = { entries: number; bytes: number }
+
+function prepare(db: Database) {
+  const q = statements(db)
+  type Pending = { id: number; data: string; key: string | null }
+  return {
+    pendingUnlooked: q<Pending, [number, number, number]>(
+      `SELECT id, data, cache_key AS key FROM items INDEXED BY items_unlooked
+       WHERE run_id = ? AND state = 'pending' AND cache_key IS NULL AND id > ? ORDER BY id LIMIT ?`,
+    ),
+    pendingAll: q<Pending, [number, number, number]>(
+      `SELECT id, data, cache_key AS key FROM items
+       WHERE run_id = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT ?`,
+    ),
+    entry: q<CacheEntry, [string, number]>(
+      `SELECT key, output, provider, model, input_tokens, output_tokens, cached_input_tokens, cost_usd, created_at
+       FROM cache WHERE key = ? AND created_at >= ?`,
+    ),
+    hit: q<{ id: number }, [string, string, string, number, number, number]>(
+      `UPDATE items SET state = 'completed', output = ?1, cached_usage = ?2, cache_key = ?3, error = NULL,
+       error_class = NULL, next_at = NULL, updated_at = ?4
+       WHERE id = ?5 AND run_id = ?6 AND state = 'pending' AND (cache_key IS NULL OR cache_key = ?3) RETURNING id`,
+    ),
+    cachedAttempt: q<void, [number, number, string, number]>(
+      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
+       VALUES (?1, ?2, 0, ?3, ?4, ?4, 'cached', 0)`,
+    ),
+    miss: q<void, [string, number, number]>(
+      "UPDATE items SET cache_key = ? WHERE id = ? AND run_id = ? AND state = 'pending' AND cache_key IS NULL",
+    ),
+    count: q<void, [number, number, number, number]>(
+      `INSERT INTO cache_tallies (run_id, hits, misses, saved_usd) VALUES (?, ?, ?, ?)
+       ON CONFLICT (run_id) DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses,
+       saved_usd = saved_usd + excluded.saved_usd`,
+    ),
+    put: q<void, [string, string, string, string, number, number, number, number | null, number, number]>(
+      `INSERT INTO cache (key, provider, model, output, input_tokens, output_tokens, cached_input_tokens, cost_usd,
+       bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET provider = excluded.provider, model = excluded.model, output = excluded.output,
+       input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+       cached_input_tokens = excluded.cached_input_tokens, cost_usd = excluded.cost_usd, bytes = excluded.bytes,
+       created_at = excluded.created_at`,
+    ),
+    totals: q<{ entries: number; bytes: number; oldest: number | null; newest: number | null }, []>(
+      `SELECT count(*) AS entries, coalesce(sum(bytes), 0) AS bytes, min(created_at) AS oldest,
+       max(created_at) AS newest FROM cache`,
+    ),
+    runTotals: q<{ hits: number; misses: number; saved: number }, []>(
+      `SELECT coalesce(sum(hits), 0) AS hits, coalesce(sum(misses), 0) AS misses,
+       coalesce(sum(saved_usd), 0) AS saved FROM cache_tallies`,
+    ),
+    models: q<{ provider: string; model: string; entries: number; bytes: number }, []>(
+      `SELECT provider, model, count(*) AS entries, sum(bytes) AS bytes FROM cache GROUP BY provider, model
+       ORDER BY entries DESC, provider, model`,
+    ),
+    pruned: q<Gone, [number]>(
+      "SELECT count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM cache WHERE created_at < ?",
+    ),
+    prune: q<void, [number]>("DELETE FROM cache WHERE created_at < ?"),
+    clearedAll: q<Gone, []>("SELECT count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM cache"),
+    clearAll: q<void, []>("DELETE FROM cache"),
+    cleared: q<Gone, [string]>(
+      "SELECT count(*) AS entries, coalesce(sum(bytes), 0) AS bytes FROM cache WHERE model = ?",
+    ),
+    clear: q<void, [string]>("DELETE FROM cache WHERE model = ?"),
+  }
+}
+
+/** A run's cache counts (`reads.summary`). */
+export function runCounts(db: Database): (run: number) => { hits: number; misses: number; savedUsd: number } {
+  const q = statements(db)<{ hits: number; misses: number; saved: number }, [number]>(
+    "SELECT hits, misses, saved_usd AS saved FROM cache_tallies WHERE run_id = ?",
+  )
+  return (run) => {
+    const row = q.get(run)
+    return { hits: row?.hits ?? 0, misses: row?.misses ?? 0, savedUsd: row?.saved ?? 0 }
+  }
+}
