@@ -63,6 +63,9 @@ const HELP: Record<string, string> = {
   "output.schema": "JSON Schema file for structured output",
   "output.name": "The schema's name, as the provider sees it",
   "store.url": common.store.description,
+  "cache.enabled": "Use the response cache (--no-cache: neither read nor write it)",
+  "cache.ttl": 'Serve cached answers no older than this: "30d", "12h" (default: any age)',
+  "cache.refresh": "Serve nothing from the cache, but write every new answer to it",
 }
 
 /**

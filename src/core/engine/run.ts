@@ -33,6 +33,8 @@ import type { BatchClient, Provider, ProviderClient } from "../../plugins/api/de
 import { Batcher } from "./batcher.ts"
 import * as canaries from "./canary.ts"
 import { canaryReport, type CanaryReport } from "../report/canary.ts"
+import type { Identity } from "../job/cache.ts"
+import { cacheUse } from "./cache.ts"
 
 export interface StartOptions {
   file: string | undefined
@@ -113,6 +115,21 @@ export function checkProvider(job: jobs.Job): { provider: Provider; options: Rec
   }
   assertUsable(job)
   return { provider, options }
+}
+
+/**
+ * Who answers a job's requests, as the response cache's key knows them (job/cache.ts): the provider's kind, the base
+ * URL it is given (the job's, else its variable's), the model and its checked options.
+ */
+export function identity(job: jobs.Job): Identity {
+  const { provider, options } = checkProvider(job)
+  const envUrl = provider.baseUrlEnv ? process.env[provider.baseUrlEnv] : undefined
+  return {
+    provider: provider.name,
+    baseUrl: job.provider.base_url ?? (envUrl || undefined),
+    model: job.provider.model ?? provider.name,
+    options,
+  }
 }
 
 export function client(job: jobs.Job): ProviderClient {
@@ -294,6 +311,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   if (canary !== undefined) await db.canaries.start(run.id, canary)
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
+  const cache = cacheUse(job, identity(job))
   /** Direct calls, their spend cap counted from what the run has spent by the time they start. */
   const runner = async (ledger: Ledger) =>
     new Runner({
@@ -305,6 +323,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       policy,
       budget: cap && new Budget(cap, job.request, await db.reads.summary(run.id)),
       listening: db.listen !== undefined,
+      cache,
     })
   // realtime calls or provider batches: the same ledger, driven one way or the other
   const drive = async (): Promise<Runner | Batcher> =>
@@ -318,6 +337,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
           home: o.home,
           policy,
           cap,
+          cache,
         })
       : runner(db)
   // a canary's calls come first, through a Runner that sees only the run's first items; the rest once it has ended

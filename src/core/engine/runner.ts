@@ -13,6 +13,7 @@ import * as decide from "./decide.ts"
 import { dead, leaseMs } from "./owner.ts"
 import { Limiter } from "./ratelimit.ts"
 import { Waker } from "./wake.ts"
+import { cacheWrite, Lookup, type CacheUse } from "./cache.ts"
 
 export type Ending = "done" | "interrupted" | "paused" | "cancelled"
 
@@ -38,6 +39,8 @@ export interface RunnerOptions {
    * ledger every few seconds instead of every second, and at once when told.
    */
   listening?: boolean
+  /** The response cache, unless the job turns it off: asked before any item is claimed (cache.ts). */
+  cache?: CacheUse | undefined
 }
 
 const IDLE_POLL_MS = 1000
@@ -48,6 +51,8 @@ const SYNC_MS = 250
 const SHARE_MS = 5000
 /** The longest a finished result waits for companions before it is committed. */
 const GROUP_MS = 10
+/** Items the cache is asked for per turn of the loop, at most: a long sweep does not hold up the calls. */
+const SWEEP_ITEMS = 20_000
 
 /** An item claimed ahead that was never sent goes back to pending; the ledger takes its attempt back (claims.ts). */
 function unsent(item: Claimed): Outcome {
@@ -104,6 +109,8 @@ export class Runner {
   private recoveredAt = Date.now()
   /** Items other workers hold (running in the ledger, not ours), as of the last sync: under way for the cap too. */
   private others = 0
+  /** The response cache's look-ups, when the job uses it: hits complete items here, with no call. */
+  private readonly lookup: Lookup | undefined
 
   constructor(options: RunnerOptions) {
     this.o = options
@@ -121,6 +128,8 @@ export class Runner {
     this.ahead = Math.ceil(options.job.limits.concurrency / (whole ? 1 : 4))
     this.idleMs = options.listening ? LISTENING_POLL_MS : IDLE_POLL_MS
     this.stateMs = options.listening ? LISTENING_POLL_MS : 500
+    this.lookup =
+      options.cache && new Lookup(options.ledger, options.run, options.owner, options.cache, this.validate)
   }
 
   /** What the store told: items to claim, or the run's state changed (read it at the next turn). */
@@ -171,10 +180,15 @@ export class Runner {
         let free = holding ? 0 : this.slots() + ahead - this.inflight.size - this.queue.length
         if (free > 0 && this.o.budget) free = Math.min(free, this.affordable(this.o.budget))
         if (this.capped && !holding) continue // the next turn commits what is waiting and winds down
+        // the cache first: what it holds is completed here, outside every limit, and only what it was asked for
+        // may be claimed for a call; a sweep that left some for the next turn is news, so that turn comes at once
+        const swept = this.lookup && free > 0 ? await this.sweep(this.lookup) : false
         const done = this.outcomes
         this.outcomes = []
-        this.news = false
-        const claimed = await ledger.claims.step(run.id, owner, done, free, this.leaseMs)
+        this.news = swept
+        const claimed = await ledger.claims.step(run.id, owner, done, free, this.leaseMs, {
+          looked: this.lookup !== undefined,
+        })
         const told = this.committed(done)
         if (told) await told
         this.queue.push(...claimed)
@@ -293,6 +307,17 @@ export class Runner {
     this.waker.notify()
   }
 
+  /** A turn's look-ups in the cache; its hits are progress like any other completion. Whether some were left. */
+  private async sweep(lookup: Lookup): Promise<boolean> {
+    const { hits, more } = await lookup.sweep(SWEEP_ITEMS)
+    if (hits > 0) {
+      this.progress.completed += hits
+      this.progress.inFlight = this.inflight.size
+      await this.onCommit?.(this.progress)
+    }
+    return more
+  }
+
   /**
    * How many more items may start under the spend cap (budget.ts), every item in flight or claimed counted. When
    * nothing more fits, new work stops and the run pauses once the calls in flight have ended.
@@ -392,7 +417,10 @@ export class Runner {
       this.limiter.observe(reply.rate)
       this.limiter.settle(tokens, reply.usage.input_tokens + reply.usage.output_tokens)
       this.limiter.succeeded()
-      return this.outcome(item, end(), decide.answer(reply, this.validate, item.attempt, this.max))
+      const settled = decide.answer(reply, this.validate, item.attempt, this.max)
+      // only an answer that passed every gate is cached
+      const cache = settled.verdict === "completed" ? cacheWrite(this.o.cache, reply.usage, false) : undefined
+      return { ...this.outcome(item, end(), settled), ...(cache && { cache }) }
     } catch (err) {
       if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted" }
       const e =

@@ -13,6 +13,7 @@ import { crashPoint } from "./crash.ts"
 import type { BatchScope } from "./pack.ts"
 import * as decide from "./decide.ts"
 import * as results from "./results.ts"
+import { cacheWrite, type CacheUse } from "./cache.ts"
 
 /** Lines settled per transaction while applying a result file. */
 const APPLY_CHUNK = 5000
@@ -33,6 +34,8 @@ function breathe(): Promise<void> {
 export interface SalvageOptions extends BatchScope {
   /** The output schema's check, when the job has one. */
   validate: ((value: unknown) => string | undefined) | undefined
+  /** The response cache, unless the job turns it off: each accepted line's answer is written to it. */
+  cache?: CacheUse | undefined
 }
 
 /** The provider's counts of an ended batch, for a message. */
@@ -266,6 +269,9 @@ export class Salvager {
     if (!settled) return undefined
     const { verdict, ...fields } = settled
     const to = verdict === "retry" ? "pending" : verdict
-    return { item, endedAt: Date.now(), ...fields, to, label: decide.label(verdict) }
+    // only an answer that passed every gate is cached, at the batch price it was paid
+    const cache =
+      verdict === "completed" && line.reply ? cacheWrite(this.o.cache, line.reply.usage, true) : undefined
+    return { item, endedAt: Date.now(), ...fields, to, label: decide.label(verdict), ...(cache && { cache }) }
   }
 }

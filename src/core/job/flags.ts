@@ -22,13 +22,17 @@ export type Given = Record<string, string | string[] | boolean | undefined>
 
 /**
  * Flags whose name is not their key's own (kebab-case, a trailing `_s` dropped): the names spool has always had,
- * the plural `plugins`, given one file a flag, and `[store] url`, which is `--store` on every command. `input` and `plugin` may be repeated.
+ * the plural `plugins`, given one file a flag, `[store] url`, which is `--store` on every command, and the
+ * cache's (`--no-cache`, `--cache-ttl`, `--refresh-cache`). `input` and `plugin` may be repeated.
  */
 const NAMED: Record<string, string> = {
   "source.path": "input",
   "provider.name": "provider",
   plugins: "plugin",
   "store.url": "store",
+  "cache.enabled": "cache",
+  "cache.ttl": "cache-ttl",
+  "cache.refresh": "refresh-cache",
 }
 
 /** Tables whose keys would clash or mislead alone (`pricing.input` beside `--input`): their flags take its name. */

@@ -6,6 +6,7 @@ import { JobError } from "../../plugins/api/errors.ts"
 import * as flags from "./flags.ts"
 import { readToml } from "./toml.ts"
 import { distance } from "./pricing.ts"
+import { DURATION } from "./cache.ts"
 
 const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
   v.strictObject(entries, (issue) =>
@@ -159,6 +160,27 @@ const OutputSchema = strict(
 )
 
 /**
+ * The response cache (README, "Cache"): answers by the key of their request, shared by every run of the store. Not
+ * part of the fingerprint: turning it off or on, or changing the ttl, never changes a request.
+ */
+const CacheSchema = strict(
+  {
+    /** Read answers from the cache and write new ones to it (`--no-cache`: neither). */
+    enabled: v.optional(v.boolean("expected true or false"), true),
+    /** Answers older than this are not served (and are replaced by the new answer): "30d", "12h"; default: no expiry. */
+    ttl: v.optional(
+      v.pipe(
+        v.string('expected a duration such as "30d"'),
+        v.regex(DURATION, 'expected a duration such as "30d", "12h", "90m", "45s" or "2w"'),
+      ),
+    ),
+    /** Serve nothing from the cache, but write every new answer to it (`--refresh-cache`). */
+    refresh: v.optional(v.boolean("expected true or false"), false),
+  },
+  "[cache]",
+)
+
+/**
  * Where the ledger lives: a PostgreSQL server that many workers share (README, "Options"). Without it, SPOOL_STORE,
  * else the SQLite store under --home. It is the worker's, not the run's: `load` hands it back beside the job, never in
  * it, so a password in the URL is never stored with the run.
@@ -195,6 +217,7 @@ export const JobSchema = strict(
     batch: v.optional(BatchSchema, {}),
     pricing: v.optional(PricingSchema),
     output: v.optional(OutputSchema),
+    cache: v.optional(CacheSchema, {}),
     store: v.optional(StoreSchema),
   },
   "the job",
@@ -368,6 +391,7 @@ const TABLES: Record<string, v.ObjectEntries> = {
   batch: BatchSchema.entries,
   pricing: PricingSchema.entries,
   output: OutputSchema.entries,
+  cache: CacheSchema.entries,
   store: StoreSchema.entries,
 }
 
