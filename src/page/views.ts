@@ -24,6 +24,9 @@ export function views() {
     x === null
       ? "unknown"
       : `$${x.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: x < 1 ? 4 : 2 })}`
+  /** A count and its noun: `1 hit`, `1,200 hits`, `2 misses`. */
+  const count = (n: number, noun: string): string =>
+    `${num(n)} ${n === 1 ? noun : noun.endsWith("s") ? `${noun}es` : `${noun}s`}`
   /** A state as words: `completed with failures`, not `completed_with_failures`. */
   const word = (s: string): string => s.replace(/_/g, " ")
   const chip = (s: string, id = ""): string =>
@@ -151,6 +154,10 @@ export function views() {
         ["tokens", `${num(v.usage.input_tokens)} in · ${num(v.usage.output_tokens)} out`],
         ["spend", spend],
       ]
+      // served from the response cache: no call, no spend; shown once the cache was asked
+      const { hits, misses, saved_usd } = v.cache
+      if (hits + misses > 0)
+        rows.push(["cache", `${count(hits, "hit")} · ${count(misses, "miss")} · saved ${usd(saved_usd)}`])
       return rows.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")
     },
 
@@ -213,7 +220,8 @@ export function views() {
         .map((i) => {
           const err = i.error ? `${i.error.class ?? ""}: ${i.error.message}` : ""
           const by = i.match === "id" ? ` <span class="tag">id</span>` : ""
-          return `<tr data-item="${i.item_id}"><td><a href="#item=${i.item_id}">${esc(i.id)}</a>${by}</td><td>${chip(i.state)}</td><td>${i.attempts}</td><td class="clip">${esc(err)}</td><td class="clip">${esc(oneLine(i.output).slice(0, 300))}</td></tr>`
+          const cached = i.cached ? ` <span class="tag">cached</span>` : ""
+          return `<tr data-item="${i.item_id}"><td><a href="#item=${i.item_id}">${esc(i.id)}</a>${by}</td><td>${chip(i.state)}${cached}</td><td>${i.attempts}</td><td class="clip">${esc(err)}</td><td class="clip">${esc(oneLine(i.output).slice(0, 300))}</td></tr>`
         })
         .join("")
     },
@@ -250,7 +258,11 @@ export function views() {
       const error = d.error
         ? `<h4>Last error</h4><p><code>${esc(d.error.class ?? "")}</code> ${esc(d.error.message)}</p>`
         : ""
-      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${tokens}${cost}</p><h4>Input row</h4><pre id="item-input">${esc(pretty(d.input))}</pre><h4>Request</h4>${request}<h4>Attempts</h4>${attempts}<h4>Output</h4>${output}${error}`
+      const paid = d.cached_usage
+      const cached = paid
+        ? `<p id="item-cached">Served from the response cache, with no call. Its answer was paid for once: ${num(paid.input_tokens)} in · ${num(paid.output_tokens)} out${paid.cached_input_tokens ? ` (${num(paid.cached_input_tokens)} cached)` : ""}, ${paid.cost_usd === null ? "at an unknown price" : usd(paid.cost_usd)}.</p>`
+        : ""
+      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${tokens}${cost}</p>${cached}<h4>Input row</h4><pre id="item-input">${esc(pretty(d.input))}</pre><h4>Request</h4>${request}<h4>Attempts</h4>${attempts}<h4>Output</h4>${output}${error}`
     },
 
     /** What the run sends and how: provider, model, mode, inputs, prompts, schema, limits. Never a key. */

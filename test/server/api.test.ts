@@ -37,6 +37,26 @@ afterEach(async () => {
   await made[Symbol.asyncDispose]()
 })
 
+/**
+ * The fixture's k5 served from the response cache (an answer paid 30 in, 5 of them cached, and 20 out, for $0.25),
+ * and k6 looked up and missed.
+ */
+async function serveK5(l: Ledger, run: number): Promise<void> {
+  const [k5, k6] = await l.cache.pending(run, { after: 0, limit: 2 })
+  const entry = {
+    key: "key-5",
+    output: "from the cache",
+    provider: "openai",
+    model: "gpt-4o-mini",
+    input_tokens: 30,
+    output_tokens: 20,
+    cached_input_tokens: 5,
+    cost_usd: 0.25,
+    created_at: Date.now(),
+  }
+  await l.cache.serve(run, "w", [{ id: k5!.id, key: "key-5", entry }], [{ id: k6!.id, key: "key-6" }])
+}
+
 const app = (o: { token?: string; eventMs?: number } = {}) =>
   createApp({ ledger: reader, home: tmp.path, version: "test", ...o })
 
@@ -81,6 +101,8 @@ describe("the JSON API", () => {
         { class: "output", count: 1, example: "not JSON", id: "k4" },
       ])
       expect(body.malformed).toEqual({ count: 0, duplicates: 0, sample: [] })
+      // the response cache was never asked for this run's items: zeros, as status --json gives them
+      expect(body.cache).toEqual({ hits: 0, misses: 0, saved_usd: 0 })
       expect(body.batches).toEqual([])
       // a run a second old: charted from its attempts, in tenths of a second, over its own life
       const created = (await writer.runs.get(runId))!.created_at
@@ -127,6 +149,28 @@ describe("the JSON API", () => {
         items: 2,
         done: 1,
         failed: 0,
+      }),
+    ])
+  })
+
+  test("a run the cache served: its hits, misses and savings, and each hit's line cached at cost 0 with its first cost and a note on its attempt", async () => {
+    await serveK5(writer, runId)
+    const detail = await json(await app().request(`/api/runs/${runId}`))
+    expect(detail.cache).toEqual({ hits: 1, misses: 1, saved_usd: 0.25 })
+    expect(detail.counts).toMatchObject({ completed: 3, pending: 1 })
+    const done = await json(await app().request(`/api/runs/${runId}/items?state=completed`))
+    const lines = done.items.map(({ history: _, item_id: __, ...line }: Record<string, unknown>) => line)
+    expect(lines.map((l: Record<string, unknown>) => [l.id, l.cached, l.cost_usd, l.cached_usage])).toEqual([
+      ["k1", false, 0.000004, undefined],
+      ["k2", false, 0.000004, undefined],
+      ["k5", true, 0, { input_tokens: 30, output_tokens: 20, cached_input_tokens: 5, cost_usd: 0.25 }],
+    ])
+    expect(done.items[2].history).toEqual([
+      expect.objectContaining({
+        n: 0,
+        outcome: "cached",
+        input_tokens: null,
+        note: "served from the response cache: no call, not counted",
       }),
     ])
   })
@@ -460,6 +504,22 @@ describe("the page", () => {
     expect(html).toContain('data-action="pause">Pause</button>')
     expect(html).toContain('data-action="resume" disabled>Resume</button>')
     expect(html).not.toContain("http://")
+  })
+
+  test("the run's cache figures stand beside its spend once the cache was asked; a hit is tagged cached in the item list", async () => {
+    const part = (html: string, id: string) => new RegExp(`id="${id}">(.*?)</(dl|tbody)>`).exec(html)?.[1]
+    const before = await (await app().request("/")).text()
+    expect(part(before, "figures")).not.toContain("cache")
+    expect(part(before, "browse")).not.toContain("cached")
+    await serveK5(writer, runId)
+    const html = await (await app().request("/")).text()
+    expect(part(html, "figures")).toEndWith(
+      '<dt>spend</dt><dd data-k="spend">$0.00 · ~$0.00 for the rest</dd><dt>cache</dt><dd data-k="cache">1 hit · 1 miss · saved $0.25</dd>',
+    )
+    const tagged = [...part(html, "browse")!.matchAll(/>(k\d)<\/a><\/td><td>(.*?)<\/td>/g)]
+    expect(tagged.filter((m) => m[2]!.includes("cached")).map((m) => [m[1], m[2]])).toEqual([
+      ["k5", '<span class="st st-completed">completed</span> <span class="tag">cached</span>'],
+    ])
   })
 
   test("a cancelled run's failed and needs-review items can be retried from the page; not while it is cancelling", async () => {

@@ -8,6 +8,7 @@ import type { Ledger } from "../../src/core/ledger/ledger.ts"
 import { createApp } from "../../src/serve.ts"
 import type { Job } from "../../src/core/job/job.ts"
 import * as report from "../../src/core/report/report.ts"
+import { views } from "../../src/page/views.ts"
 import { JOB, rows, seed } from "../lib/ledger.ts"
 import type { Tmp } from "../lib/tmp.ts"
 import { store, type Store } from "./fixture.ts"
@@ -133,6 +134,48 @@ describe("the item browser's API", () => {
     expect((await get(`/api/runs/${runId}/items/${bare.id}`)).request).toEqual({
       unfilled: 'the row has no field "text" for the prompt\'s placeholder',
     })
+  })
+
+  test("an item served from the cache: cached at cost 0 with its answer's first cost, drawn as such, its attempt noted", async () => {
+    const [k5] = await writer.cache.pending(runId, { after: 0, limit: 1 })
+    const entry = {
+      key: "key-5",
+      output: "from the cache",
+      provider: "openai",
+      model: "gpt-4o-mini",
+      input_tokens: 1200,
+      output_tokens: 20,
+      cached_input_tokens: 0,
+      cost_usd: null,
+      created_at: Date.now(),
+    }
+    await writer.cache.serve(runId, "w", [{ id: k5!.id, key: "key-5", entry }], [])
+    const hit = await get(`/api/runs/${runId}/items/${k5!.id}`)
+    expect(hit).toMatchObject({
+      id: "k5",
+      state: "completed",
+      output: "from the cache",
+      attempts: 0,
+      usage: { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0 },
+      cost_usd: 0,
+      cached: true,
+      cached_usage: { input_tokens: 1200, output_tokens: 20, cached_input_tokens: 0, cost_usd: null },
+    })
+    expect(hit.history.map((a: any) => [a.n, a.outcome, a.note])).toEqual([
+      [0, "cached", "served from the response cache: no call, not counted"],
+    ])
+    const drawn = views().item(hit)
+    expect(drawn).toContain(" · 0 attempt(s) · 0 in · 0 out · $0.00</p>")
+    expect(drawn).toContain(
+      '<p id="item-cached">Served from the response cache, with no call. Its answer was paid for once: 1,200 in · 20 out, at an unknown price.</p>',
+    )
+    expect(drawn).toContain(
+      '<td>cached<div class="muted">served from the response cache: no call, not counted</div></td>',
+    )
+    // an item that was called for has no such line
+    const paid = await get(`/api/runs/${runId}/items/${ids[1]}`)
+    expect([paid.cached, "cached_usage" in paid]).toEqual([false, false])
+    expect(views().item(paid)).not.toContain("item-cached")
   })
 
   test("an item of another run, or none, is a 404; a bad item id a 400", async () => {

@@ -3,7 +3,7 @@ import { basename } from "node:path"
 import type { Listed } from "../../plugins/registry.ts"
 import type { State } from "../ledger/states.ts"
 import { alive, type Ledger, type Worker } from "../ledger/ledger.ts"
-import type { AttemptRow, Batch, ResultRow, Run } from "../ledger/types.ts"
+import type { AttemptRow, Batch, CachedUsage, ResultRow, Run, Summary } from "../ledger/types.ts"
 import { paidCost, priceOf, spentOf, type Priced } from "../job/pricing.ts"
 
 export interface StatusView {
@@ -28,10 +28,18 @@ export interface StatusView {
   /** USD; null when the model's price is unknown (never 0 for unknown). */
   spend: {
     usd: number | null
-    /** What the items not yet finished will cost at the average so far; null until an item has finished. */
+    /**
+     * What the items not yet finished will cost at the average so far (of the items called for, not those the cache
+     * served); null until such an item has finished.
+     */
     remaining_usd: number | null
     prices: Priced | null
   }
+  /**
+   * The response cache for this run: items served from it, items it was asked for and could not serve, and what the
+   * answers served had cost when they were paid for (USD; those of unknown price count 0). Zeros when never asked.
+   */
+  cache: { hits: number; misses: number; saved_usd: number }
   errors: { class: string; count: number; example: string; id: string }[]
   malformed: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
   /** Batch mode: every provider batch of the run, oldest first (the page: the live ones and the last 50). */
@@ -185,7 +193,8 @@ export async function status(
     cached_input_tokens: s.cachedTokens,
   }
   const spent = prices ? spentOf(prices, s) : null
-  const finished = s.counts.completed + s.counts.failed + s.counts.needs_review
+  // the average is of the items that were called for: a hit of the cache cost nothing, and says nothing of the rest
+  const called = s.counts.completed + s.counts.failed + s.counts.needs_review - s.cache.hits
   const start = s.firstStarted ?? run.created_at
   const end = run.finished_at ?? (s.lastEnded && !going ? s.lastEnded : now)
   const elapsed = Math.max(1, (end - start) / 1000)
@@ -213,9 +222,10 @@ export async function status(
     usage: tokens,
     spend: {
       usd: spent === null ? null : round(spent),
-      remaining_usd: spent === null || finished === 0 ? null : round((spent / finished) * left),
+      remaining_usd: spent === null || called <= 0 ? null : round((spent / called) * left),
       prices: prices ?? null,
     },
+    cache: { hits: s.cache.hits, misses: s.cache.misses, saved_usd: round(s.cache.savedUsd) },
     errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
     malformed: s.problems,
     ...batches,
@@ -244,7 +254,11 @@ export function duration(seconds: number): string {
   return `${Math.floor(m / 60)}h ${m % 60}m`
 }
 
-const n = (x: number) => x.toLocaleString("en-US")
+export const n = (x: number) => x.toLocaleString("en-US")
+
+/** A count and its noun: `1 hit`, `1,200 hits`, `2 misses`. */
+export const count = (x: number, noun: string) =>
+  `${n(x)} ${x === 1 ? noun : noun.endsWith("s") ? `${noun}es` : `${noun}s`}`
 
 /** Dollars with enough digits to be useful for small runs: $0.0123, $4.56, $1,234.50. */
 export function usd(x: number): string {
@@ -280,8 +294,11 @@ export function statusText(v: StatusView): string {
       v.usage.cached_input_tokens ? ` (${n(v.usage.cached_input_tokens)} cached)` : ""
     } out ${n(v.usage.output_tokens)}`,
     `spend     ${spendText(v.spend)}`,
-    `time      ${timeText(v)}`,
   ]
+  const { hits, misses, saved_usd } = v.cache
+  if (hits + misses > 0)
+    lines.push(`cache     ${count(hits, "hit")} · ${count(misses, "miss")} · saved ${usd(saved_usd)}`)
+  lines.push(`time      ${timeText(v)}`)
   // one worker is the common case, said by the state line; several (a shared store) are listed, each where it runs
   if (v.worker_list.length > 1) {
     lines.push("workers")
@@ -408,7 +425,12 @@ export interface ResultLine {
   error: { class: string | null; message: string } | null
   attempts: number
   usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
+  /** USD; null when the model's price is unknown. 0 for an item served from the cache: no call was made. */
   cost_usd: number | null
+  /** Served from the response cache: completed with no call, its own usage 0. */
+  cached: boolean
+  /** A hit only: what its answer cost when it was paid for (tokens, and USD or null when unknown). */
+  cached_usage?: CachedUsage
   source: { file: string; row: number; id: string | null }
 }
 
@@ -436,7 +458,9 @@ export async function resultLine(db: Ledger, run: Run): Promise<(item: ResultRow
       output_tokens: item.output_tokens,
       cached_input_tokens: item.cached_input_tokens,
     },
-    cost_usd: prices ? round(paidCost(prices, item)) : null,
+    cost_usd: item.cached_usage !== null ? 0 : prices ? round(paidCost(prices, item)) : null,
+    cached: item.cached_usage !== null,
+    ...(item.cached_usage === null ? {} : { cached_usage: JSON.parse(item.cached_usage) as CachedUsage }),
     source: { file: item.path, row: item.row, id: item.source_id },
   })
 }
@@ -444,12 +468,13 @@ export async function resultLine(db: Ledger, run: Run): Promise<(item: ResultRow
 /**
  * Why an attempt of an item's history did not count toward max_attempts, or null when it did. A stop (Ctrl+C,
  * SIGTERM) cuts calls short after the grace period and sends back the items claimed ahead: the ledger takes those
- * attempts back and keeps them numbered 0 (sqlite/claims.ts `record`).
+ * attempts back and keeps them numbered 0 (sqlite/claims.ts `record`). A hit of the response cache is one too.
  */
 export function attemptNote(a: Pick<AttemptRow, "n" | "outcome">): string | null {
   if (a.n !== 0) return null
   if (a.outcome === "interrupted") return "interrupted by Ctrl+C or a stop signal; not counted"
   if (a.outcome === "unsent") return "claimed but not sent before the run stopped; not counted"
+  if (a.outcome === "cached") return "served from the response cache: no call, not counted"
   return null
 }
 
@@ -469,6 +494,8 @@ export interface Ticker {
   review: number
   startedAt: number
   doneAtStart: number
+  /** The run's response cache (its summary's), read once the run has ended: what the closing line says of it. */
+  cache?: Summary["cache"]
 }
 
 /** Off a terminal (a CI log, a file), a progress line this often at most. */
