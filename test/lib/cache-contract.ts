@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test"
 import type { CacheEntry, Ledger } from "../../src/core/ledger/ledger.ts"
 import type { Item, Outcome } from "../../src/core/ledger/types.ts"
-import { rows, seed } from "./ledger.ts"
+import { JOB, rows, seed } from "./ledger.ts"
 import type { Place } from "./ledger-contract.ts"
 
 const WRITE = { provider: "openai", model: "gpt-4o-mini", cost: 0.25 }
@@ -493,6 +493,90 @@ export function testCache(place: () => Promise<Place>, tallied: (l: Ledger, run:
       expect(await l.cache.clear("no-such-model")).toEqual({ entries: 0, bytes: 0 })
       expect(await l.cache.clear()).toEqual({ entries: 1, bytes: 2 })
       expect((await l.cache.stats()).entries).toBe(0)
+    })
+
+    test("rows the cache answered when asked before ingest are stored completed, in file order, with cached attempts; the others keep their keys", async () => {
+      await using p = await place()
+      const l = await p.open()
+      const { run: a } = await seed(l, 3, "a")
+      await payAll(l, a.id)
+      const entry = (await entryOf(l, 'key-{"text":"t2"}'))!
+      const { run } = await l.runs.create({
+        name: "b",
+        job: { ...JOB, name: "b" },
+        fingerprint: "fp",
+        resume: "spool run job.toml",
+        inputs: [{ path: "/in.jsonl", format: "jsonl" }],
+      })
+      const input = (await l.runs.inputs(run.id))[0]!
+      const batch = rows(4)
+      const hits = new Map([
+        [1, entry],
+        [2, { ...entry, key: "kx", output: "X", cost_usd: null }],
+      ])
+      const asked = { owner: "w", keys: ["ka", 'key-{"text":"t2"}', "kx", ""], hits }
+      expect(
+        await l.ingest.add(
+          run.id,
+          input,
+          { rows: batch, problems: [], checkpoint: { offset: 4 } },
+          false,
+          asked,
+        ),
+      ).toEqual({
+        added: 4,
+        duplicates: 0,
+      })
+      const items = await all(l, run.id)
+      expect(items.map((i) => [i.key, i.state, i.output, i.cache_key, i.attempts])).toEqual([
+        ["k1", "pending", null, "ka", 0],
+        ["k2", "completed", 'answer to {"text":"t2"}', 'key-{"text":"t2"}', 0],
+        ["k3", "completed", "X", "kx", 0],
+        ["k4", "pending", null, "", 0],
+      ])
+      expect(items.map((i) => i.id)).toEqual([...items.map((i) => i.id)].sort((x, y) => x - y))
+      expect(JSON.parse(items[1]!.cached_usage!)).toEqual({
+        input_tokens: 30,
+        output_tokens: 20,
+        cached_input_tokens: 5,
+        cost_usd: 0.25,
+      })
+      expect(JSON.parse(items[2]!.cached_usage!).cost_usd).toBeNull()
+      expect((await l.reads.attempts(items[1]!.id)).map((x) => [x.n, x.outcome])).toEqual([[0, "cached"]])
+      expect(await l.reads.attempts(items[0]!.id)).toEqual([])
+      // nothing left to look up: the two pending items were asked for
+      expect(await l.cache.pending(run.id, { after: 0, limit: 10 })).toEqual([])
+      expect((await l.reads.summary(run.id)).cache).toEqual({ hits: 2, misses: 2, savedUsd: 0.25 })
+      await tallied(l, run.id)
+      const chart = await l.reads.progress(run.id, 0, 10_000_000_000_000)
+      expect(chart.reduce((n, c) => n + c.completed, 0)).toBe(2)
+      // the same rows read again (--reingest): nothing stored twice, nothing counted twice, no duplicate reported
+      const again = await l.ingest.add(
+        run.id,
+        input,
+        { rows: batch, problems: [], checkpoint: { offset: 4 } },
+        true,
+        asked,
+      )
+      expect(again).toEqual({ added: 0, duplicates: 0 })
+      expect((await l.reads.summary(run.id)).cache).toEqual({ hits: 2, misses: 2, savedUsd: 0.25 })
+      expect((await all(l, run.id)).length).toBe(4)
+      // a row whose id is taken is a duplicate, hit or not
+      const dup = [{ key: "k2", line: 9, data: { text: "other" } }]
+      const twice = await l.ingest.add(
+        run.id,
+        input,
+        { rows: dup, problems: [], checkpoint: { offset: 5 } },
+        true,
+        {
+          owner: "w",
+          keys: ["kz"],
+          hits: new Map([[0, entry]]),
+        },
+      )
+      expect(twice).toEqual({ added: 0, duplicates: 1 })
+      expect((await l.reads.summary(run.id)).cache.hits).toBe(2)
+      await tallied(l, run.id)
     })
 
     test("items ingested later are pending and not looked up; the rows of another run are never given", async () => {

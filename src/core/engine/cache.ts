@@ -8,9 +8,9 @@ import type { Price } from "../job/pricing.ts"
 import { cost, priceOf } from "../job/pricing.ts"
 import { durationMs, keyer, type Identity } from "../job/cache.ts"
 import type { Job } from "../job/job.ts"
-import type { CacheEntry, Ledger } from "../ledger/ledger.ts"
+import type { Asked, CacheEntry, Ledger } from "../ledger/ledger.ts"
 import type { CacheWrite, Run } from "../ledger/types.ts"
-import type { Usage } from "../../plugins/api/define.ts"
+import type { SourceRow, Usage } from "../../plugins/api/define.ts"
 
 /** How a run uses the cache: from its job's `[cache]` and the provider that answers it. */
 export interface CacheUse {
@@ -18,8 +18,8 @@ export interface CacheUse {
   read: boolean
   /** Answers written at or after this time are served (the `ttl`), as a function of now. */
   since: (now: number) => number
-  /** The key of an item's request, from its row; "" when its prompt cannot be rendered. */
-  keyOf: (data: string) => string
+  /** The key of an item's request, from its row's fields; "" when its prompt cannot be rendered. */
+  keyOf: (row: Record<string, unknown>) => string
   provider: string
   model: string
   price: Price | undefined
@@ -83,12 +83,43 @@ export class Lookup {
     while (looked < max) {
       const items = await this.ledger.cache.pending(this.run.id, { after, limit: CHUNK })
       if (items.length === 0) return { hits, looked, more: false }
-      const keyed = items.map((i) => ({ id: i.id, key: this.use.keyOf(i.data) }))
+      const keyed = items.map((i) => ({
+        id: i.id,
+        key: this.use.keyOf(JSON.parse(i.data) as Record<string, unknown>),
+      }))
       hits += await this.serve(keyed, true)
       looked += items.length
       after = items.at(-1)!.id
     }
     return { hits, looked, more: true }
+  }
+
+  /**
+   * The cache's answers for a source batch's rows, asked before they are stored (`Ingest.add`): the rows it answers
+   * are stored completed, the others pending with their key. A run whose answers are all cached is so ingest, and
+   * no more: nothing is stored twice, and no row waits for a sweep.
+   */
+  async ask(rows: SourceRow[]): Promise<Asked> {
+    const keys = rows.map((row) => this.use.keyOf(row.data))
+    const hits = new Map<number, CacheEntry>()
+    const found = await this.found(keys)
+    if (found.size > 0)
+      for (const [i, key] of keys.entries()) {
+        const entry = found.get(key)
+        if (entry) hits.set(i, entry)
+      }
+    return { owner: this.owner, keys, hits }
+  }
+
+  /** The usable entries of these keys, by key: none when the cache is not read (`--refresh-cache`). */
+  private async found(keys: string[]): Promise<Map<string, CacheEntry>> {
+    const found = new Map<string, CacheEntry>()
+    if (!this.use.read) return found
+    const wanted = keys.filter((key) => key !== "")
+    if (wanted.length === 0) return found
+    for (const entry of await this.ledger.cache.get(wanted, this.use.since(Date.now())))
+      if (this.usable(entry)) found.set(entry.key, entry)
+    return found
   }
 
   /** The pending items already looked up, asked again; the ones it still cannot serve are left as they are. */
@@ -106,13 +137,7 @@ export class Lookup {
 
   /** One transaction of hits (and, when `record`, of misses); how many items it completed. */
   private async serve(keyed: { id: number; key: string }[], record: boolean): Promise<number> {
-    const now = Date.now()
-    const found = new Map<string, CacheEntry>()
-    if (this.use.read) {
-      const keys = keyed.flatMap((k) => (k.key ? [k.key] : []))
-      for (const entry of await this.ledger.cache.get(keys, this.use.since(now)))
-        if (this.usable(entry)) found.set(entry.key, entry)
-    }
+    const found = await this.found(keyed.map((k) => k.key))
     const hits: { id: number; key: string; entry: CacheEntry }[] = []
     const misses: { id: number; key: string }[] = []
     for (const { id, key } of keyed) {

@@ -4,11 +4,11 @@ import { sep } from "node:path"
 import { JobError, SourceError } from "../../plugins/api/errors.ts"
 import * as log from "../base/log.ts"
 import * as registry from "../../plugins/registry.ts"
-import type { Ledger } from "../ledger/ledger.ts"
+import type { Asked, Ledger } from "../ledger/ledger.ts"
 import type { Input, Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
 import { GLOB_CHARS, type Job } from "../job/job.ts"
-import type { Source, SourceBatch, SourceCommon, SourceProblem } from "../../plugins/api/define.ts"
+import type { Source, SourceBatch, SourceCommon, SourceProblem, SourceRow } from "../../plugins/api/define.ts"
 
 /** An input as the job gives it, its source resolved and its options checked: one file, or a glob of files. */
 export interface Spec {
@@ -131,6 +131,11 @@ export interface IngestOptions {
    * modification time changed since this map (path → stamp) last saw it, so an idle pass costs one stat a file.
    */
   follow?: Map<string, string> | undefined
+  /**
+   * The response cache, asked for each source batch's rows before they are stored (engine/cache.ts `Lookup.ask`):
+   * what it answers is stored completed. Unless the job turns the cache off.
+   */
+  ask?: ((rows: SourceRow[]) => Promise<Asked>) | undefined
 }
 
 /** What tells a file changed between two passes; undefined when it is gone. */
@@ -167,7 +172,7 @@ export async function ingest(
     if (!planned) continue
     const before = follow ? stamp(input.path) : undefined
     if (follow && (before === undefined || follow.get(input.path) === before)) continue
-    const added = await read(ledger, run, input, planned, signal, o.onBatch, async () => {
+    const added = await read(ledger, run, input, planned, o, async () => {
       if (Date.now() - last <= 5_000) return
       await renew()
       last = Date.now()
@@ -187,10 +192,10 @@ async function read(
   run: Run,
   input: Input,
   planned: Planned,
-  signal: AbortSignal | undefined,
-  onBatch: ((added: number) => void) | undefined,
+  o: IngestOptions,
   renew: () => Promise<unknown>,
 ): Promise<Ingested> {
+  const { signal, onBatch, ask } = o
   let rows = 0
   let problems = 0
   const check = guard(planned, input)
@@ -198,7 +203,8 @@ async function read(
   for await (const batch of batches) {
     for (const warning of batch.warnings ?? []) log.warn(warning, { run: run.name, input: input.path })
     check.check(batch)
-    const added = await ledger.ingest.add(run.id, input, batch, false)
+    const asked = ask && batch.rows.length > 0 ? await ask(batch.rows) : undefined
+    const added = await ledger.ingest.add(run.id, input, batch, false, asked)
     rows += added.added
     problems += batch.problems.length + added.duplicates
     onBatch?.(added.added)

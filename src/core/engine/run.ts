@@ -34,7 +34,8 @@ import { Batcher } from "./batcher.ts"
 import * as canaries from "./canary.ts"
 import { canaryReport, type CanaryReport } from "../report/canary.ts"
 import type { Identity } from "../job/cache.ts"
-import { cacheUse } from "./cache.ts"
+import { cacheUse, Lookup } from "./cache.ts"
+import * as schemas from "../job/schema.ts"
 
 export interface StartOptions {
   file: string | undefined
@@ -312,6 +313,9 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
   const cache = cacheUse(job, identity(job))
+  // rows the cache answers are stored completed as they are read (Lookup.ask): a run of hits is ingest, no more
+  const asking =
+    cache && new Lookup(db, run, owner, cache, job.output ? schemas.validator(job.output.schema) : undefined)
   /** Direct calls, their spend cap counted from what the run has spent by the time they start. */
   const runner = async (ledger: Ledger) =>
     new Runner({
@@ -376,6 +380,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
         const added = await ingest(db, current, files, lease, {
           signal,
           follow: seen,
+          ask: asking && ((rows) => asking.ask(rows)),
           onBatch: (n) => {
             ticker.total += n
             driver.poke()

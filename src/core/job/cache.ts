@@ -55,11 +55,11 @@ export function place(baseUrl: string | undefined): string {
 }
 
 /**
- * The key of each item's request, from its row (JSON text): "" when the row cannot fill the prompt (the item fails
- * with a template error, and nothing is cached for it). The job's request is made canonical once; per item, only the
- * prompt is rendered and hashed with it.
+ * The key of each item's request, from its row's fields: "" when the row cannot fill the prompt (the item fails with a
+ * template error, and nothing is cached for it). The job's request is made canonical once; per item, only the prompt
+ * is rendered and hashed with it.
  */
-export function keyer(job: Job, who: Identity, sample = 0): (data: string) => string {
+export function keyer(job: Job, who: Identity, sample = 0): (row: Record<string, unknown>) => string {
   const { request } = job
   const text = canonical({
     form: FORM,
@@ -81,8 +81,8 @@ export function keyer(job: Job, who: Identity, sample = 0): (data: string) => st
   const head = text.slice(0, at)
   const tail = text.slice(at + JSON.stringify(MARK).length)
   const prompt = template.parse(request.prompt)
-  return (data) => {
-    const rendered = template.render(prompt, JSON.parse(data) as Record<string, unknown>)
+  return (row) => {
+    const rendered = template.render(prompt, row)
     if (typeof rendered !== "string") return ""
     return Bun.SHA256.hash(head + JSON.stringify(rendered) + tail, "hex") as unknown as string
   }

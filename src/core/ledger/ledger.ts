@@ -98,13 +98,16 @@ export interface Ingest {
   lease(run: number, owner: string, ms: number, dead: Dead): Promise<boolean>
   /**
    * Stores one source batch in one transaction: its rows as pending items (a key already in the run is kept, and
-   * is a duplicate unless it is the same row read again), its problems, and its checkpoint.
+   * is a duplicate unless it is the same row read again), its problems, and its checkpoint. With `asked` (the
+   * response cache was asked for the rows before they were stored), each row's item keeps its key, and a row the
+   * cache answered is stored completed, as `Cache.serve` completes a hit, and counted so: a run of hits is ingest.
    */
   add(
     run: number,
     input: Pick<Input, "idx" | "path">,
     batch: SourceBatch,
     last: boolean,
+    asked?: Asked,
   ): Promise<{ added: number; duplicates: number }>
   /** Every input is read to its end; the ingest lease is let go. */
   done(run: number): Promise<void>
@@ -326,6 +329,16 @@ export interface Canaries {
     first: number,
     o?: Looked,
   ): Promise<Claimed[]>
+}
+
+/** What the response cache answered for a source batch's rows, asked before they are stored (`Ingest.add`). */
+export interface Asked {
+  /** The process that asked: the owner of the hits' `cached` attempts. */
+  owner: string
+  /** Each row's key, in the batch's order ("" when no request can be made of the row). */
+  keys: string[]
+  /** The entries served, by the row's index in the batch. */
+  hits: Map<number, CacheEntry>
 }
 
 /** Claims and packing that take only the pending items the response cache was asked for (README, "Cache"). */

@@ -29,15 +29,16 @@ export class Cache {
     return (o.all ? this.q.pendingAll : this.q.pendingUnlooked).all(run, o.after, o.limit)
   }
 
-  /** The entries of `keys` written at or after `since`. */
+  /** The entries of `keys` written at or after `since`, read in one transaction (one read lock, not one a key). */
   get(keys: string[], since: number): CacheEntry[] {
-    const out: CacheEntry[] = []
-    // a look-up per key: SQLite answers each from the primary key's index in a few microseconds
-    for (const key of new Set(keys)) {
-      const entry = this.q.entry.get(key, since)
-      if (entry) out.push(entry)
-    }
-    return out
+    return this.db.transaction(() => {
+      const out: CacheEntry[] = []
+      for (const key of new Set(keys)) {
+        const entry = this.q.entry.get(slot(key), key, since)
+        if (entry) out.push(entry)
+      }
+      return out
+    })()
   }
 
   /**
@@ -68,10 +69,20 @@ export class Cache {
           this.tallies.shift(run, { pending: -served, completed: served })
           this.tallies.ended(run, Math.floor(now / PROGRESS_BUCKET_MS), served, 0)
         }
-        if (served > 0 || missed > 0) this.q.count.run(run, served, missed, saved)
+        if (served > 0 || missed > 0) this.count(run, served, missed, saved)
         return { hits: served, misses: missed }
       })
       .immediate()
+  }
+
+  /** Hits' attempts: outcome `cached`, not counted, no call; inside the caller's transaction. */
+  attempts(items: number[], run: number, owner: string, now: number): void {
+    if (items.length > 0) this.q.cachedAttempts.run(JSON.stringify(items), run, owner, now)
+  }
+
+  /** Counts hits, misses and what the hits saved in the run's cache tallies; inside the caller's transaction. */
+  count(run: number, hits: number, misses: number, saved: number): void {
+    this.q.count.run(run, hits, misses, saved)
   }
 
   /**
@@ -81,6 +92,7 @@ export class Cache {
   put(key: string | null, write: CacheWrite, answer: Answer): void {
     if (!key) return
     this.q.put.run(
+      slot(key),
       key,
       write.provider,
       write.model,
@@ -143,6 +155,11 @@ export interface Answer {
 
 type Gone = { entries: number; bytes: number }
 
+/** The rowid of a key's entry: 52 bits of its hash, a whole number a double holds exactly (see migration 7). */
+export function slot(key: string): number {
+  return Number(Bun.hash.wyhash(key) & 0xfffffffffffffn)
+}
+
 function prepare(db: Database) {
   const q = statements(db)
   type Pending = { id: number; data: string; key: string | null }
@@ -155,14 +172,18 @@ function prepare(db: Database) {
       `SELECT id, data, cache_key AS key FROM items
        WHERE run_id = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT ?`,
     ),
-    entry: q<CacheEntry, [string, number]>(
+    entry: q<CacheEntry, [number, string, number]>(
       `SELECT key, output, provider, model, input_tokens, output_tokens, cached_input_tokens, cost_usd, created_at
-       FROM cache WHERE key = ? AND created_at >= ?`,
+       FROM cache WHERE id = ? AND key = ? AND created_at >= ?`,
     ),
     hit: q<{ id: number }, [string, string, string, number, number, number]>(
       `UPDATE items SET state = 'completed', output = ?1, cached_usage = ?2, cache_key = ?3, error = NULL,
        error_class = NULL, next_at = NULL, updated_at = ?4
        WHERE id = ?5 AND run_id = ?6 AND state = 'pending' AND (cache_key IS NULL OR cache_key = ?3) RETURNING id`,
+    ),
+    cachedAttempts: q<void, [string, number, string, number]>(
+      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
+       SELECT value, ?2, 0, ?3, ?4, ?4, 'cached', 0 FROM json_each(?1)`,
     ),
     cachedAttempt: q<void, [number, number, string, number]>(
       `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
@@ -176,10 +197,14 @@ function prepare(db: Database) {
        ON CONFLICT (run_id) DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses,
        saved_usd = saved_usd + excluded.saved_usd`,
     ),
-    put: q<void, [string, string, string, string, number, number, number, number | null, number, number]>(
-      `INSERT INTO cache (key, provider, model, output, input_tokens, output_tokens, cached_input_tokens, cost_usd,
-       bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (key) DO UPDATE SET provider = excluded.provider, model = excluded.model, output = excluded.output,
+    put: q<
+      void,
+      [number, string, string, string, string, number, number, number, number | null, number, number]
+    >(
+      `INSERT INTO cache (id, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens, cost_usd,
+       bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET key = excluded.key, provider = excluded.provider, model = excluded.model,
+       output = excluded.output,
        input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
        cached_input_tokens = excluded.cached_input_tokens, cost_usd = excluded.cost_usd, bytes = excluded.bytes,
        created_at = excluded.created_at`,

@@ -1,7 +1,9 @@
 /** Ingestion: a source batch's rows, problems and checkpoint in one transaction; the run's ingest flag and lease. */
 import type { Database, SQLQueryBindings, Statement } from "bun:sqlite"
-import type { SourceBatch } from "../../../plugins/api/define.ts"
-import type { Dead, Input } from "../types.ts"
+import type { SourceBatch, SourceRow } from "../../../plugins/api/define.ts"
+import { cachedUsage, type Asked } from "../ledger.ts"
+import { PROGRESS_BUCKET_MS, type Dead, type Input } from "../types.ts"
+import type { Cache } from "./cache.ts"
 import { guard } from "./faults.ts"
 import { statements } from "./connect.ts"
 import type { Runs } from "./runs.ts"
@@ -18,6 +20,7 @@ export class Ingest {
     readonly path: string,
     private readonly runs: Runs,
     private readonly tallies: Tallies,
+    private readonly cache: Cache,
   ) {
     this.q = prepare(db)
   }
@@ -30,46 +33,38 @@ export class Ingest {
     return this.runs.lease("ingest", run, owner, ms, dead)
   }
 
-  /** Stores one source batch: its rows as pending items, its problems, and its checkpoint, atomically. */
+  /**
+   * Stores one source batch: its rows as items, its problems, and its checkpoint, atomically. With `asked`, each
+   * item keeps its cache key, and the rows the cache answered are stored completed, each with its `cached` attempt.
+   */
   add(
     run: number,
     input: Pick<Input, "idx" | "path">,
     batch: SourceBatch,
     last: boolean,
+    asked?: Asked,
   ): { added: number; duplicates: number } {
     const now = Date.now()
     return this.db
       .transaction(() => {
-        let added = 0
-        let duplicates = 0
         const { rows } = batch
-        // many rows per statement: the per-row cost of crossing into SQLite dominates a bulk ingest
-        for (let i = 0; i < rows.length; i += INSERT_ROWS) {
-          const chunk = rows.slice(i, i + INSERT_ROWS)
-          const params: SQLQueryBindings[] = []
-          for (const row of chunk) {
-            params.push(row.key, row.line, row.id ?? null, row.raw ?? JSON.stringify(row.data))
-          }
-          const statement =
-            chunk.length === INSERT_ROWS ? this.q.insertItems : insertItems(this.db, chunk.length)
-          const changes = statement.run(run, input.idx, now, ...params).changes
-          added += changes
-          if (changes === chunk.length) continue
-          for (const row of chunk) {
-            // the same row read again (--reingest, or a resumed batch) is not a duplicate
-            if (this.q.itemRow.get(run, input.idx, row.key)?.row === row.line) continue
-            duplicates++
-            this.q.insertProblem.run(
-              run,
-              input.idx,
-              input.path,
-              row.line,
-              `duplicate id "${row.key}" (the first row with this id is kept)`,
-              (row.raw ?? JSON.stringify(row.data)).slice(0, 200),
-            )
-          }
+        const counted: Counted = { pending: 0, completed: 0, duplicates: 0, saved: 0 }
+        // in the file's order, so that ledger order is the file's: runs of rows stored pending, runs of hits
+        for (let i = 0; i < rows.length;) {
+          const hit = asked?.hits.has(i) ?? false
+          let end = Math.min(i + INSERT_ROWS, rows.length)
+          if (asked) for (let j = i + 1; j < end; j++) if (asked.hits.has(j) !== hit) end = j
+          const chunk = rows.slice(i, end)
+          if (hit) this.hits(run, input, chunk, i, asked!, now, counted)
+          else this.pending(run, input, chunk, asked?.keys.slice(i, end), now, counted)
+          i = end
         }
-        if (added > 0) this.tallies.shift(run, { pending: added })
+        const added = counted.pending + counted.completed
+        const duplicates = counted.duplicates
+        if (added > 0) this.tallies.shift(run, { pending: counted.pending, completed: counted.completed })
+        if (counted.completed > 0)
+          this.tallies.ended(run, Math.floor(now / PROGRESS_BUCKET_MS), counted.completed, 0)
+        if (asked && added > 0) this.cache.count(run, counted.completed, counted.pending, counted.saved)
         for (const p of batch.problems) {
           this.q.insertProblem.run(run, input.idx, input.path, p.line, p.reason, p.excerpt)
         }
@@ -85,6 +80,85 @@ export class Ingest {
         return { added, duplicates }
       })
       .immediate()
+  }
+
+  /** Rows stored pending, many per statement (the per-row cost of crossing into SQLite dominates a bulk ingest). */
+  private pending(
+    run: number,
+    input: Pick<Input, "idx" | "path">,
+    chunk: SourceRow[],
+    keys: string[] | undefined,
+    now: number,
+    counted: Counted,
+  ): void {
+    const params: SQLQueryBindings[] = []
+    for (const [j, row] of chunk.entries()) {
+      params.push(row.key, row.line, row.id ?? null, row.raw ?? JSON.stringify(row.data))
+      if (keys) params.push(keys[j]!)
+    }
+    const full = chunk.length === INSERT_ROWS
+    const statement = keys
+      ? full
+        ? this.q.insertKeyed
+        : insertItems(this.db, chunk.length, KEYED)
+      : full
+        ? this.q.insertItems
+        : insertItems(this.db, chunk.length)
+    const changes = statement.run(run, input.idx, now, ...params).changes
+    counted.pending += changes
+    if (changes === chunk.length) return
+    for (const row of chunk) this.duplicate(run, input, row, counted)
+  }
+
+  /**
+   * Rows the cache answered, `from` the batch's index of the first: stored completed, each with its answer, its first
+   * cost and its key, and with its `cached` attempt; many per statement, as pending rows are.
+   */
+  private hits(
+    run: number,
+    input: Pick<Input, "idx" | "path">,
+    chunk: SourceRow[],
+    from: number,
+    asked: Asked,
+    now: number,
+    counted: Counted,
+  ): void {
+    const params: SQLQueryBindings[] = []
+    const cost = new Map<string, number>()
+    for (const [j, row] of chunk.entries()) {
+      const entry = asked.hits.get(from + j)!
+      const usage = JSON.stringify(cachedUsage(entry))
+      const data = row.raw ?? JSON.stringify(row.data)
+      params.push(row.key, row.line, row.id ?? null, data, asked.keys[from + j]!, entry.output, usage)
+      cost.set(row.key, entry.cost_usd ?? 0)
+    }
+    const statement = chunk.length === INSERT_ROWS ? this.q.insertHits : insertHits(this.db, chunk.length)
+    const made = statement.all(run, input.idx, now, ...params)
+    this.cache.attempts(
+      made.map((m) => m.id),
+      run,
+      asked.owner,
+      now,
+    )
+    counted.completed += made.length
+    for (const m of made) counted.saved += cost.get(m.key) ?? 0
+    if (made.length === chunk.length) return
+    const stored = new Set(made.map((m) => m.key))
+    for (const row of chunk) if (!stored.has(row.key)) this.duplicate(run, input, row, counted)
+  }
+
+  /** A row not stored: the same row read again (--reingest, or a resumed batch), or a duplicate id, reported. */
+  private duplicate(run: number, input: Pick<Input, "idx" | "path">, row: SourceRow, counted: Counted): void {
+    if (this.q.itemRow.get(run, input.idx, row.key)?.row === row.line) return
+    counted.duplicates++
+    this.q.insertProblem.run(
+      run,
+      input.idx,
+      input.path,
+      row.line,
+      `duplicate id "${row.key}" (the first row with this id is kept)`,
+      (row.raw ?? JSON.stringify(row.data)).slice(0, 200),
+    )
   }
 
   /** Every input is read to its end: the ingest lease is let go. */
@@ -110,21 +184,49 @@ export class Ingest {
 }
 guard(Ingest)
 
-/** INSERT OR IGNORE of `n` items: parameters run, input, now, then key, row, source_id, data per row. */
-function insertItems(db: Database, n: number): Statement<void, SQLQueryBindings[]> {
+type Counted = { pending: number; completed: number; duplicates: number; saved: number }
+
+/** Parameters per row: key, row, source_id, data; and the cache key, when the cache was asked. */
+const PLAIN = 4
+const KEYED = 5
+
+/**
+ * INSERT OR IGNORE of `n` pending items: parameters run, input, now, then per row key, row, source_id, data (and,
+ * `width` KEYED, its cache key).
+ */
+function insertItems(db: Database, n: number, width = PLAIN): Statement<void, SQLQueryBindings[]> {
   const values = Array.from({ length: n }, (_, j) => {
-    const at = 4 + 4 * j
-    return `(?1, ?2, ?${at}, ?${at + 1}, ?${at + 2}, ?${at + 3}, 'pending', ?3)`
+    const at = 4 + width * j
+    const key = width === KEYED ? `?${at + 4}` : "NULL"
+    return `(?1, ?2, ?${at}, ?${at + 1}, ?${at + 2}, ?${at + 3}, 'pending', ?3, ${key})`
   }).join(", ")
   return db.prepare<void, SQLQueryBindings[]>(
-    `INSERT OR IGNORE INTO items (run_id, input, key, row, source_id, data, state, updated_at) VALUES ${values}`,
+    `INSERT OR IGNORE INTO items (run_id, input, key, row, source_id, data, state, updated_at, cache_key)
+     VALUES ${values}`,
   ) as unknown as Statement<void, SQLQueryBindings[]>
+}
+
+/**
+ * INSERT OR IGNORE of `n` items the cache answered: parameters run, input, now, then per row key, row, source_id,
+ * data, cache key, output and cached usage; gives the id and key of each item stored.
+ */
+function insertHits(db: Database, n: number): Statement<{ id: number; key: string }, SQLQueryBindings[]> {
+  const values = Array.from({ length: n }, (_, j) => {
+    const at = 4 + 7 * j
+    return `(?1, ?2, ?${at}, ?${at + 1}, ?${at + 2}, ?${at + 3}, 'completed', ?3, ?${at + 4}, ?${at + 5}, ?${at + 6})`
+  }).join(", ")
+  return db.prepare<{ id: number; key: string }, SQLQueryBindings[]>(
+    `INSERT OR IGNORE INTO items (run_id, input, key, row, source_id, data, state, updated_at, cache_key, output,
+     cached_usage) VALUES ${values} RETURNING id, key`,
+  ) as unknown as Statement<{ id: number; key: string }, SQLQueryBindings[]>
 }
 
 function prepare(db: Database) {
   const q = statements(db)
   return {
     insertItems: insertItems(db, INSERT_ROWS),
+    insertKeyed: insertItems(db, INSERT_ROWS, KEYED),
+    insertHits: insertHits(db, INSERT_ROWS),
     insertProblem: q<void, [number, number, string, number, string, string]>(
       "INSERT INTO problems (run_id, input, file, line, reason, excerpt) VALUES (?, ?, ?, ?, ?, ?)",
     ),

@@ -253,7 +253,10 @@ export const MIGRATIONS = [
   // by every run of the store. An item's `cache_key` is the key it was looked up under ("" when no request can be
   // made of its row; null until the cache was asked), so the answer it is completed with is written under it in the
   // same transaction; `cached_usage` is what a hit's answer had cost. Items the cache has not been asked for are
-  // found through their own partial index, however many pending items have been. A hit moves an item pending →
+  // found through their own partial index, however many pending items have been. An entry's rowid is 52 bits of a
+  // hash of its key (cache.ts `slot`): a look-up is one search of the table itself, not of an index and then the
+  // table (keys are random: each search is a page the page cache seldom holds); the key is kept and compared, so two
+  // keys of one slot (one in ~10^8 pairs at a million entries) cost a re-paid answer, never a wrong one. A hit moves an item pending →
   // completed, which only the cache does: `serve` counts those per statement, as ingest and the batch path do, and
   // the triggers skip them. `cache_tallies`: hits, misses and what the hits saved, per run.
   `
@@ -261,7 +264,8 @@ export const MIGRATIONS = [
   ALTER TABLE items ADD COLUMN cached_usage TEXT;
   CREATE INDEX items_unlooked ON items (run_id, id) WHERE state = 'pending' AND cache_key IS NULL;
   CREATE TABLE cache (
-    key TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
     provider TEXT NOT NULL,
     model TEXT NOT NULL,
     output TEXT NOT NULL,

@@ -60,8 +60,8 @@ export class SqliteLedger implements api.Ledger {
     this.path = conn.path
     const tallies = new Tallies(conn.db, conn.path)
     const runs = new Runs(conn.db, conn.path)
-    const ingest = new Ingest(conn.db, conn.path, runs, tallies)
     const cache = new Cache(conn.db, conn.path, tallies)
+    const ingest = new Ingest(conn.db, conn.path, runs, tallies, cache)
     const claims = new Claims(conn.db, conn.path, runs, cache)
     const batches = new Batches(conn, runs, tallies, cache)
     const reads = new Reads(conn.db, conn.path, tallies)
@@ -91,7 +91,7 @@ export class SqliteLedger implements api.Ledger {
     }
     this.ingest = {
       lease: async (run, owner, ms, dead) => ingest.lease(run, owner, ms, dead),
-      add: async (run, input, batch, last) => ingest.add(run, input, batch, last),
+      add: async (run, input, batch, last, asked) => ingest.add(run, input, batch, last, asked),
       done: async (run) => ingest.done(run),
       reopen: async (run) => ingest.reopen(run),
       reset: async (run) => ingest.reset(run),
