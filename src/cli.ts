@@ -11,6 +11,7 @@ import * as states from "./core/ledger/states.ts"
 import { common, existingStore, home, lazyLedger, storeUrl, VERSION } from "./cli/common.ts"
 import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
 import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
+import { cache } from "./cli/cache.ts"
 import { jobFlags, mustHaveJob, runArgs } from "./cli/flags.ts"
 import { usage } from "./cli/help.ts"
 import { migrate } from "./cli/migrate.ts"
@@ -137,7 +138,8 @@ async function runJob(
   }
   process.on("SIGINT", onSignal)
   process.on("SIGTERM", onSignal)
-  const progress = (await lazyReport()).progress(process.stderr)
+  const report = await lazyReport()
+  const progress = report.progress(process.stderr)
   let canaryStop: { items: number; rest: number } | undefined
   const confirm = confirmer((args.yes as boolean | undefined) ?? false, () => progress.end())
   try {
@@ -157,8 +159,12 @@ async function runJob(
     } else {
       const t = session.ticker
       const review = t.review ? `, ${t.review} need review` : ""
+      // the run's hits, as its summary counts them (the engine reads it once the run has ended)
+      const served = t.cache?.hits
+        ? ` (${t.cache.hits} from the cache, saved ${report.usd(t.cache.savedUsd)})`
+        : ""
       process.stderr.write(
-        `run "${session.run.name}": ${t.done - t.failed - t.review} completed, ${t.failed} failed${review} of ${t.total}` +
+        `run "${session.run.name}": ${t.done - t.failed - t.review} completed${served}, ${t.failed} failed${review} of ${t.total}` +
           ` — \`spool results ${quote(session.run.name)}${session.store ? ` --store ${quote(session.store)}` : ""}\` for the outputs\n`,
       )
     }
@@ -256,7 +262,7 @@ const runs = defineCommand({
 const results = defineCommand({
   meta: {
     name: "results",
-    description: "One JSON line per item: id, state, output, error, attempts, usage, source",
+    description: "One JSON line per item: id, state, output, error, attempts, usage, cost, cached, source",
   },
   args: {
     run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
@@ -395,6 +401,7 @@ export const COMMANDS = {
   retry,
   export: exportCmd,
   prune,
+  cache,
   migrate,
   plugins,
 } as Record<string, CommandDef>
@@ -420,6 +427,34 @@ function checkFlags(cmd: CommandDef, rawArgs: string[]): void {
   }
 }
 
+/**
+ * The command to run of `spool NAME rest…`: NAME's own, or, for a command of commands (`spool cache stats`), the one
+ * named next, with the arguments after it (citty would drop its exit code, and check no flag of it). Its help is
+ * asked of NAME's when no known one is named.
+ */
+function subCommand(
+  name: string,
+  named: CommandDef,
+  rest: string[],
+  help: boolean,
+): { cmd: CommandDef; parent: CommandDef; args: string[] } {
+  const subs = named.subCommands as Record<string, CommandDef> | undefined
+  if (!subs) return { cmd: named, parent: main, args: rest }
+  const [sub, ...args] = rest
+  const given = sub !== undefined && !sub.startsWith("-") ? sub : undefined
+  const chosen = given === undefined ? undefined : subs[given]
+  if (chosen) return { cmd: chosen, parent: { meta: { name: `spool ${name}`, version: VERSION } }, args }
+  if (help) return { cmd: named, parent: main, args: rest }
+  const names = Object.keys(subs)
+  const guess = given === undefined ? undefined : jobs.meant(given, names)
+  throw new UsageError(
+    given === undefined
+      ? `spool ${name}: say which: ${names.join(", ")}`
+      : `unknown command "${name} ${given}"${guess ? `; did you mean "${name} ${guess}"?` : ""}`,
+    `See \`spool ${name} --help\`.`,
+  )
+}
+
 export async function cli(argv: string[]): Promise<ExitCode> {
   const verbose = argv.includes("--verbose")
   try {
@@ -432,20 +467,22 @@ export async function cli(argv: string[]): Promise<ExitCode> {
       process.stdout.write(`spool ${VERSION} (MIT licence)\n`)
       return 0
     }
-    const cmd = COMMANDS[name]
-    if (!cmd) {
+    const named = COMMANDS[name]
+    if (!named) {
       const guess = jobs.meant(name, Object.keys(COMMANDS))
       throw new UsageError(
         `unknown command "${name}"${guess ? `; did you mean "${guess}"?` : ""}`,
         `Commands: ${Object.keys(COMMANDS).join(", ")}.`,
       )
     }
-    if (rest.includes("--help") || rest.includes("-h")) {
-      process.stdout.write(`${await usage(cmd, main, process.stdout)}\n`)
+    const help = rest.includes("--help") || rest.includes("-h")
+    const { cmd, parent, args } = subCommand(name, named, rest, help)
+    if (help) {
+      process.stdout.write(`${await usage(cmd, parent, process.stdout)}\n`)
       return 0
     }
-    checkFlags(cmd, rest)
-    const { result } = await runCommand(cmd, { rawArgs: rest })
+    checkFlags(cmd, args)
+    const { result } = await runCommand(cmd, { rawArgs: args })
     return (typeof result === "number" ? result : 0) as ExitCode
   } catch (err) {
     return fail(err, verbose)
