@@ -72,6 +72,7 @@ describe("dist/spool", () => {
       attempts: 1,
       usage: { input_tokens: 20, output_tokens: 9, cached_input_tokens: 0 },
       cost_usd: null, // mock-1 has no price: unknown, not 0
+      cached: false,
       source: { file: join(dir, "tickets.jsonl"), row: 1, id: "T-1001" },
     })
     expect(statSync(tmp.join("r.jsonl")).mode & 0o777).toBe(0o600)

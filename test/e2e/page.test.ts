@@ -167,6 +167,29 @@ concurrency = 2
   const browsed = await spool(["run", "browse.toml", "--home", home], { cwd: tmp.path })
   expect(browsed.code).toBe(0)
 
+  // the cached runs: a priced job run twice, the second time served whole from the response cache
+  writeFileSync(
+    tmp.join("cached.jsonl"),
+    ["c1", "c2", "c3"].map((id) => JSON.stringify({ id, text: `cached ${id}` })).join("\n") + "\n",
+  )
+  writeFileSync(
+    tmp.join("cached.toml"),
+    `name = "cached"
+[source]
+path = "cached.jsonl"
+id = "id"
+[provider]
+name = "mock"
+[request]
+prompt = "{{text}}"
+[pricing]
+input = 1000
+output = 2000
+`,
+  )
+  for (const fresh of [[], ["--new-run"]])
+    expect((await spool(["run", "cached.toml", "--home", home, ...fresh], { cwd: tmp.path })).code).toBe(0)
+
   // the stopped run: killed (SIGKILL) while it works, so that no process works on it any more
   writeFileSync(
     tmp.join("stop.jsonl"),
@@ -295,6 +318,8 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     expect(rows).toEqual([
       [ids.finished, "finished"],
       [ids.browse, "browse"],
+      [ids.browse! + 1, "cached"],
+      [ids.cached, "cached"],
       [ids.stopped, "stopped"],
       [ids.live, "live"],
     ])
@@ -630,6 +655,42 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
     expect((await page.locator("#item-attempts tbody td").allTextContents())[3]).toBe("needs review")
     await opened("t1")
     expect(await page.textContent("#item-output")).toBe('{\n  "label": "billing"\n}')
+  })
+
+  test("a run served from the cache: hits, misses and savings beside its spend; a hit opened says what its answer cost, its attempt noted", async () => {
+    const figures = () =>
+      page.evaluate<Record<string, string>>(
+        `Object.fromEntries([...document.querySelectorAll("#figures dd")].map((el) => [el.dataset.k, el.textContent]))`,
+      )
+    // each answer: "cached cN" is 3 tokens in, "mock reply to: cached cN" 6 out, at $1,000 and $2,000 a million
+    await open(`?run=${ids.browse! + 1}`)
+    const paid = await figures()
+    expect([paid.spend, paid.cache]).toEqual(["$0.045", "0 hits · 3 misses · saved $0.00"])
+    await open(`?run=${ids.cached}`)
+    const served = await figures()
+    expect([served.spend, served.cache]).toEqual(["$0.00", "3 hits · 0 misses · saved $0.045"])
+    expect(await page.locator("#browse tr[data-item] .tag").allTextContents()).toEqual([
+      "cached",
+      "cached",
+      "cached",
+    ])
+    await page.click("#browse tr[data-item] a")
+    await page.waitForSelector("#item:not([hidden]) #item-attempts", { timeout: 5_000 })
+    expect(await page.textContent("#item-cached")).toBe(
+      "Served from the response cache, with no call. Its answer was paid for once: 3 in · 6 out, $0.015.",
+    )
+    expect(await page.textContent("#item-output")).toBe("mock reply to: cached c1")
+    const attempts = await page
+      .locator("#item-attempts tbody tr")
+      .evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent)))
+    expect(attempts).toHaveLength(1)
+    expect([attempts[0]![0], attempts[0]![3], attempts[0]![7]]).toEqual([
+      "—",
+      "cachedserved from the response cache: no call, not counted",
+      "",
+    ])
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await page.screenshot({ path: join(ARTIFACTS, "status-page-cached.png"), fullPage: true })
   })
 
   test("a run no process works on is marked interrupted, with the command that goes on with it", async () => {
