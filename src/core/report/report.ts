@@ -254,10 +254,10 @@ export function duration(seconds: number): string {
   return `${Math.floor(m / 60)}h ${m % 60}m`
 }
 
-export const n = (x: number) => x.toLocaleString("en-US")
+const n = (x: number) => x.toLocaleString("en-US")
 
 /** A count and its noun: `1 hit`, `1,200 hits`, `2 misses`. */
-export const count = (x: number, noun: string) =>
+const count = (x: number, noun: string) =>
   `${n(x)} ${x === 1 ? noun : noun.endsWith("s") ? `${noun}es` : `${noun}s`}`
 
 /** Dollars with enough digits to be useful for small runs: $0.0123, $4.56, $1,234.50. */
