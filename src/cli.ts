@@ -159,10 +159,10 @@ async function runJob(
     } else {
       const t = session.ticker
       const review = t.review ? `, ${t.review} need review` : ""
-      // the run's hits, as its summary counts them (the engine reads it once the run has ended)
-      const served = t.cache?.hits
-        ? ` (${t.cache.hits} from the cache, saved ${report.usd(t.cache.savedUsd)})`
-        : ""
+      // the run's hits, as its summary counts them (the engine reads it once the run has ended); nothing is said of
+      // savings that count only answers of unknown price
+      const saved = t.cache?.savedUsd ? `, saved ${report.usd(t.cache.savedUsd)}` : ""
+      const served = t.cache?.hits ? ` (${t.cache.hits} from the cache${saved})` : ""
       process.stderr.write(
         `run "${session.run.name}": ${t.done - t.failed - t.review} completed${served}, ${t.failed} failed${review} of ${t.total}` +
           ` — \`spool results ${quote(session.run.name)}${session.store ? ` --store ${quote(session.store)}` : ""}\` for the outputs\n`,

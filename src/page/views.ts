@@ -156,8 +156,11 @@ export function views() {
       ]
       // served from the response cache: no call, no spend; shown once the cache was asked
       const { hits, misses, saved_usd } = v.cache
+      // answers of unknown price count 0 in what was saved: with no price for the model, that 0 says nothing
+      const saved =
+        hits > 0 && saved_usd === 0 && v.spend.usd === null ? "unknown (no price)" : usd(saved_usd)
       if (hits + misses > 0)
-        rows.push(["cache", `${count(hits, "hit")} · ${count(misses, "miss")} · saved ${usd(saved_usd)}`])
+        rows.push(["cache", `${count(hits, "hit")} · ${count(misses, "miss")} · saved ${saved}`])
       return rows.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")
     },
 

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import type { Ledger } from "../../src/core/ledger/ledger.ts"
 import { createApp, isLoopback, start } from "../../src/serve.ts"
+import { views } from "../../src/page/views.ts"
 import { UsageError } from "../../src/core/base/errors.ts"
 import { Batcher } from "../../src/core/engine/batcher.ts"
 import { ingest, plan } from "../../src/core/engine/ingest.ts"
@@ -515,6 +516,16 @@ describe("the page", () => {
     const html = await (await app().request("/")).text()
     expect(part(html, "figures")).toEndWith(
       '<dt>spend</dt><dd data-k="spend">$0.00 · ~$0.00 for the rest</dd><dt>cache</dt><dd data-k="cache">1 hit · 1 miss · saved $0.25</dd>',
+    )
+    // a model without a price: answers of unknown price count 0, and that 0 is not said as $0.00
+    const detail = await json(await app().request(`/api/runs/${runId}`))
+    const unpriced = {
+      ...detail,
+      spend: { ...detail.spend, usd: null },
+      cache: { hits: 1, misses: 0, saved_usd: 0 },
+    }
+    expect(views().figures(unpriced)).toEndWith(
+      '<dd data-k="cache">1 hit · 0 misses · saved unknown (no price)</dd>',
     )
     const tagged = [...part(html, "browse")!.matchAll(/>(k\d)<\/a><\/td><td>(.*?)<\/td>/g)]
     expect(tagged.filter((m) => m[2]!.includes("cached")).map((m) => [m[1], m[2]])).toEqual([

@@ -296,8 +296,10 @@ export function statusText(v: StatusView): string {
     `spend     ${spendText(v.spend)}`,
   ]
   const { hits, misses, saved_usd } = v.cache
+  // answers of unknown price count 0 in what was saved: with no price for the model, that 0 says nothing
+  const saved = hits > 0 && saved_usd === 0 && v.spend.usd === null ? "unknown (no price)" : usd(saved_usd)
   if (hits + misses > 0)
-    lines.push(`cache     ${count(hits, "hit")} · ${count(misses, "miss")} · saved ${usd(saved_usd)}`)
+    lines.push(`cache     ${count(hits, "hit")} · ${count(misses, "miss")} · saved ${saved}`)
   lines.push(`time      ${timeText(v)}`)
   // one worker is the common case, said by the state line; several (a shared store) are listed, each where it runs
   if (v.worker_list.length > 1) {

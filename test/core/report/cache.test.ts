@@ -129,6 +129,14 @@ describe("the response cache in the reports", () => {
     await serveOne(l, run)
     const [hit, paid] = await lines(l, run)
     expect([hit!.cost_usd, hit!.cached, paid!.cost_usd, paid!.cached]).toEqual([0, true, null, false])
+    // what the hits saved counts answers of a known price only: with none for the model, 0 is not said as $0.00
+    const v = await status(l, run)
+    expect(v.cache).toEqual({ hits: 1, misses: 1, saved_usd: 0.25 })
+    const unpriced = { ...v, cache: { hits: 1, misses: 1, saved_usd: 0 } }
+    expect(statusText(unpriced)).toContain("\ncache     1 hit · 1 miss · saved unknown (no price)\n")
+    // nothing served: nothing saved, price or not
+    const missed = { ...v, cache: { hits: 0, misses: 2, saved_usd: 0 } }
+    expect(statusText(missed)).toContain("\ncache     0 hits · 2 misses · saved $0.00\n")
     await l.close()
   })
 
