@@ -2,13 +2,13 @@
  * The response cache at full hit rate (issue 16): a run of N rows whose every request the cache already answers,
  * against ingesting the same N rows. One contender per process, prints JSON:
  *
+ *   bun bench/cache.ts fill FILE DIR     untimed: a store whose cache holds an answer for every row of FILE, written
+ *                                        straight into its `cache` table under the keys spool makes (job/cache.ts)
  *   bun bench/cache.ts ingest FILE DIR   the rows ingested into a fresh store (what bench/ingest.ts's spool does)
- *   bun bench/cache.ts run FILE DIR      `spool run` of a job over FILE (the mock provider, which no hit calls) on a
- *                                        store whose cache holds every answer: ingest and hits, start to done
- *   bun bench/cache.ts sweep FILE DIR    the rows ingested first, then only the look-ups timed: the hits' own rate
- *
- * The cache is filled beforehand, untimed, straight into the store's `cache` table, under the keys spool makes for
- * the job (job/cache.ts), so that the timed part is only what a 100%-hit run does.
+ *   bun bench/cache.ts run FILE DIR      on a filled store: `spool run` of a job over FILE (the mock provider, which
+ *                                        no hit calls): ingest and hits, start to done
+ *   bun bench/cache.ts sweep FILE DIR    on a filled store: the rows ingested with the cache off, then the look-ups
+ *                                        of the pending items alone (a resumed run's path)
  */
 import { Database } from "bun:sqlite"
 import { mkdirSync, writeFileSync } from "node:fs"
@@ -83,8 +83,9 @@ if (mode === "ingest") {
   ms = performance.now() - started
   rows = (await db.reads.counts(run.id)).pending
   await db.close()
+} else if (mode === "fill") {
+  rows = await fill()
 } else if (mode === "run") {
-  await fill()
   const started = performance.now()
   const session = await prepare({
     file: jobFile,
@@ -103,7 +104,6 @@ if (mode === "ingest") {
   hits = summary.cache.hits
   await db.close()
 } else if (mode === "sweep") {
-  await fill()
   const db = await open(dir)
   const inputs = plan(job)
   const { run } = await db.runs.create({
@@ -125,7 +125,7 @@ if (mode === "ingest") {
   ms = performance.now() - started
   rows = (await db.reads.counts(run.id)).completed
   await db.close()
-} else throw new Error(`bench/cache.ts: no mode "${mode}" (ingest, run, sweep)`)
+} else throw new Error(`bench/cache.ts: no mode "${mode}" (fill, ingest, run, sweep)`)
 
 console.log(
   JSON.stringify({

@@ -1,7 +1,7 @@
 /** `spool cache stats|prune|clear`: the store's response cache (README, "Cache"), looked at and trimmed. */
 import { defineCommand, type ArgsDef } from "citty"
 import { UsageError } from "../core/base/errors.ts"
-import { durationMs } from "../core/job/cache.ts"
+import { durationMs } from "../core/job/duration.ts"
 import type { CacheStats, Ledger } from "../core/ledger/ledger.ts"
 import { common, existingStore, lazyLedger, type Where } from "./common.ts"
 

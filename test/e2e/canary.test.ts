@@ -177,7 +177,8 @@ describe("spool run --canary", () => {
     expect(snapshot()).toBe(before)
     expect(fake.requests).toBe(sent)
 
-    const fresh = await s.run("--new-run", "--canary", "3", "--max-cost-usd", "5")
+    // --no-cache: the fresh run would be served its first items from the cache the first run filled
+    const fresh = await s.run("--new-run", "--canary", "3", "--max-cost-usd", "5", "--no-cache")
     expect(fresh.code).toBe(0)
     expect(fresh.stderr).toContain("canary    the first 3 of 40 item(s), sent as direct calls\n")
     expect(fake.requests).toBe(sent + 3)

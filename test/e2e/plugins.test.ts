@@ -42,6 +42,7 @@ describe("plugins in dist/spool", () => {
         attempts: 1,
         usage: expect.any(Object),
         cost_usd: null,
+        cached: false,
         source: { file: join(dir, "sqlite-table", "tickets.db"), row: Number(r.rowid), id: r.ticket_id },
       })),
     )

@@ -94,6 +94,7 @@ const completed = (id: string, text: string, file: string, row: number) => ({
   error: null,
   attempts: 1,
   cost_usd: null,
+  cached: false,
   source: { file, row, id },
 })
 
@@ -176,6 +177,7 @@ describe("inputs through dist/spool", () => {
           error: null,
           attempts: 1,
           cost_usd: null,
+          cached: false,
           source: { file, row: line, id },
         })),
       )
@@ -234,6 +236,7 @@ describe("inputs through dist/spool", () => {
       error: null,
       attempts: 1,
       cost_usd: null,
+      cached: false,
       source: { file, row: i + 1, id: `p${i}` },
     })
     for (const i of [0, 1, 9_999, 10_000, 54_321, n - 1]) expect(parsed(lines[i]!)).toEqual(expected(i))
@@ -269,6 +272,7 @@ describe("inputs through dist/spool", () => {
       error: null,
       attempts: 1,
       cost_usd: null,
+      cached: false,
       source: { file: tmp.join(file), row, id: String(key) },
     })
     expect((await results(tmp.path)).map(parsed)).toEqual([

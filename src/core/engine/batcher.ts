@@ -26,7 +26,7 @@ import { dead, leaseMs } from "./owner.ts"
 import { Budget, batchRoom, reached, type Cap } from "./budget.ts"
 import type { Job } from "../job/job.ts"
 import { crashPoint } from "./crash.ts"
-import { packOne, queueRoom, requestFile, tailItems, type PackOptions } from "./pack.ts"
+import { packOne, queueLimited, queueRoom, requestFile, tailItems, type PackOptions } from "./pack.ts"
 import { Salvager } from "./salvage.ts"
 import type { BatchClient, BatchTag, ProviderClient } from "../../plugins/api/define.ts"
 import { Lookup, type CacheUse } from "./cache.ts"
@@ -321,32 +321,11 @@ export class Batcher {
     log.info("batch created", { run: run.name, batch: b.id, provider_id: remote.id, items: b.count })
   }
 
-  /** The provider's queue is full: the batch goes back (its items unsent), and the limit is remembered. */
+  /** The provider's queue is full: the batch goes back (pack.ts `queueLimited`); packing waits as it says. */
   private async queueLimited(b: Batch, err: ProviderError): Promise<void> {
-    const { ledger, run } = this.o
-    // ours still in the provider's queue: created, not yet ended
-    const live = (await ledger.batches.live(run.id)).filter(
-      (x) => x.id !== b.id && x.state === "submitted" && x.phase !== "ended",
-    )
-    // with no number in the message, the limit is at most what is enqueued now
-    const limit = err.queueLimit ?? {
-      tokens: live.reduce((a, x) => a + x.tokens, 0) || undefined,
-      requests: live.reduce((a, x) => a + x.count, 0) || undefined,
-    }
-    if (limit.tokens !== undefined || limit.requests !== undefined)
-      await ledger.batches.learnQueue(run.id, limit)
-    const back = await ledger.batches.abandon(b.id, { errorClass: "queue_limit", error: err.message })
-    // with batches of ours in the queue, the next pack waits for one to end; with none (other work fills the
-    // queue), it waits a while before it asks again
-    this.queueFull = live.length > 0
-    if (!this.queueFull)
-      this.packAfter = Date.now() + (err.retryAfterMs ?? this.o.job.batch.poll_max_s * 1000)
-    log.warn("the provider's batch queue is full; the batch waits for earlier ones to finish", {
-      run: run.name,
-      batch: b.id,
-      items: back,
-      limit,
-    })
+    const { full, after } = await queueLimited(this.packing, b, err)
+    this.queueFull = full
+    if (!full) this.packAfter = after
   }
 
   private async poll(b: Batch): Promise<void> {

@@ -6,7 +6,8 @@
  */
 import type { Price } from "../job/pricing.ts"
 import { cost, priceOf } from "../job/pricing.ts"
-import { durationMs, keyer, type Identity } from "../job/cache.ts"
+import { keyer, type Identity } from "../job/cache.ts"
+import { durationMs } from "../job/duration.ts"
 import type { Job } from "../job/job.ts"
 import type { Asked, CacheEntry, Ledger } from "../ledger/ledger.ts"
 import type { CacheWrite, Run } from "../ledger/types.ts"

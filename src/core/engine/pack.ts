@@ -1,7 +1,7 @@
 /** Batch mode's packing: the request file of one batch, written and fsynced, then its intent committed (DESIGN §4 rule 3). */
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
 import { join } from "node:path"
-import type { ErrorClass } from "../../plugins/api/errors.ts"
+import type { ErrorClass, ProviderError } from "../../plugins/api/errors.ts"
 import type { BatchClient } from "../../plugins/api/define.ts"
 import * as log from "../base/log.ts"
 import type { Job } from "../job/job.ts"
@@ -197,6 +197,38 @@ export async function queueRoom(
   const requests = r?.queue_requests ? r.queue_requests - live.reduce((a, b) => a + b.count, 0) : Infinity
   const max = o.job.batch.max_live
   return { tokens, requests, batches: max > 0 ? max - live.length : Infinity }
+}
+
+/**
+ * The provider's queue is full: the batch goes back (its items unsent), and the limit is remembered. `full`: batches
+ * of ours fill the queue, so the next pack waits for one to end; else other work fills it, and packing waits until
+ * `after` before it asks again.
+ */
+export async function queueLimited(
+  o: PackOptions,
+  b: Batch,
+  err: ProviderError,
+): Promise<{ full: boolean; after: number }> {
+  const { ledger, run } = o
+  // ours still in the provider's queue: created, not yet ended
+  const live = (await ledger.batches.live(run.id)).filter(
+    (x) => x.id !== b.id && x.state === "submitted" && x.phase !== "ended",
+  )
+  // with no number in the message, the limit is at most what is enqueued now
+  const limit = err.queueLimit ?? {
+    tokens: live.reduce((a, x) => a + x.tokens, 0) || undefined,
+    requests: live.reduce((a, x) => a + x.count, 0) || undefined,
+  }
+  if (limit.tokens !== undefined || limit.requests !== undefined)
+    await ledger.batches.learnQueue(run.id, limit)
+  const back = await ledger.batches.abandon(b.id, { errorClass: "queue_limit", error: err.message })
+  log.warn("the provider's batch queue is full; the batch waits for earlier ones to finish", {
+    run: run.name,
+    batch: b.id,
+    items: back,
+    limit,
+  })
+  return { full: live.length > 0, after: Date.now() + (err.retryAfterMs ?? o.job.batch.poll_max_s * 1000) }
 }
 
 /** How many items the realtime tail takes now: those left, when it is at most N of them, the inputs are read and no batch is live; else 0. */

@@ -498,6 +498,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
       if (follower || ending === "done") ingestAbort.abort()
       await reading
       await read()
+      // what the closing line says of the cache: the run's hits and savings, every worker's
+      ticker.cache = (await db.reads.summary(current.id)).cache
       onTick?.(ticker)
       try {
         return await finish(

@@ -87,14 +87,3 @@ export function keyer(job: Job, who: Identity, sample = 0): (row: Record<string,
     return Bun.SHA256.hash(head + JSON.stringify(rendered) + tail, "hex") as unknown as string
   }
 }
-
-const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
-
-/** A duration such as "30d", "12h", "90m", "45s" or "2w". */
-export const DURATION = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/
-
-/** The milliseconds of a duration ("30d"), or undefined when it is not one. */
-export function durationMs(text: string): number | undefined {
-  const m = DURATION.exec(text)
-  return m ? Math.round(Number(m[1]) * (UNITS[m[2] as string] as number)) : undefined
-}

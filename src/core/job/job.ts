@@ -6,7 +6,7 @@ import { JobError } from "../../plugins/api/errors.ts"
 import * as flags from "./flags.ts"
 import { readToml } from "./toml.ts"
 import { distance } from "./pricing.ts"
-import { DURATION } from "./cache.ts"
+import { DURATION, DURATION_TEXT } from "./duration.ts"
 
 const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
   v.strictObject(entries, (issue) =>
@@ -168,12 +168,7 @@ const CacheSchema = strict(
     /** Read answers from the cache and write new ones to it (`--no-cache`: neither). */
     enabled: v.optional(v.boolean("expected true or false"), true),
     /** Answers older than this are not served (and are replaced by the new answer): "30d", "12h"; default: no expiry. */
-    ttl: v.optional(
-      v.pipe(
-        v.string('expected a duration such as "30d"'),
-        v.regex(DURATION, 'expected a duration such as "30d", "12h", "90m", "45s" or "2w"'),
-      ),
-    ),
+    ttl: v.optional(v.pipe(v.string(DURATION_TEXT), v.regex(DURATION, DURATION_TEXT))),
     /** Serve nothing from the cache, but write every new answer to it (`--refresh-cache`). */
     refresh: v.optional(v.boolean("expected true or false"), false),
   },

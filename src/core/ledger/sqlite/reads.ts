@@ -336,7 +336,7 @@ function prepare(db: Database) {
       "SELECT count(*) AS n FROM (SELECT 1 FROM attempts WHERE run_id = ? AND ended_at >= ? LIMIT ?)",
     ),
     endings: q<{ slot: number; completed: number; failed: number; errors: number }, [number, number, number]>(
-      `SELECT (ended_at - ?2) / ?3 AS slot, sum(outcome = 'ok') AS completed,
+      `SELECT (ended_at - ?2) / ?3 AS slot, sum(outcome IN ('ok', 'cached')) AS completed,
        sum(outcome IN ('failed', 'needs_review')) AS failed, sum(error_class IS NOT NULL) AS errors
        FROM attempts WHERE run_id = ?1 AND ended_at >= ?2 GROUP BY slot ORDER BY slot`,
     ),
