@@ -356,6 +356,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
   // the command that started this process resumes the run from now on (resume() stored it)
   const current: Run = { ...run, resume: o.resume }
   const follower = o.follow ? new Follower(pollMs()) : undefined
+  /** Shows the run's counts again (at most every TICK_MS): set by execute() to its `tick`. */
+  let progressed = (): void => {}
 
   async function ingester(): Promise<void> {
     const signal = ingestAbort.signal
@@ -383,6 +385,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
           ask: asking && ((rows) => asking.ask(rows)),
           onBatch: (n) => {
             ticker.total += n
+            // rows the cache answered were stored completed: progress the driver has no commit of its own to show
+            if (asking) progressed()
             driver.poke()
           },
         })
@@ -458,6 +462,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
         if (Date.now() - readAt < TICK_MS) return onTick?.(ticker)
         return read().then(() => onTick?.(ticker))
       }
+      progressed = () => void tick()
       const reading = ingester().catch((err: unknown) => {
         driver.stop()
         throw err
