@@ -37,7 +37,7 @@ describe("the item state machine", () => {
     )
     expect(allowed.sort()).toEqual([...legal].sort())
     expect(LEGAL.length).toBe(21)
-    expect(illegal.length).toBe(64 - 20)
+    expect(illegal.length).toBe(64 - 21)
   })
 
   for (const [from, to] of illegal) {
