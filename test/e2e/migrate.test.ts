@@ -69,6 +69,7 @@ const COUNTERS = {
   tallies: "run_id, state",
   progress: "run_id, bucket",
   error_tallies: "run_id, class",
+  cache_tallies: "run_id",
 } as const
 
 function sqliteCounters(home: string): Record<string, unknown[]> {
@@ -297,12 +298,19 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
       expect(clash.stderr).toContain(`already holds run 2 ("second")`)
       expect(await rowCounts(sql, pg.schema)).toEqual(after)
 
-      // its first run alone clashes with neither: it goes in beside "second"
+      // its first run alone clashes with neither: it goes in beside "second"; the cache entries of the same requests
+      // that the store holds already are kept as they are
+      const entries = async () => [
+        ...(await sql.unsafe(`SELECT key, created_at FROM "${pg.schema}".cache ORDER BY key COLLATE "C"`)),
+      ]
+      const held = await entries()
+      expect(held.length).toBe(40)
       const third = await spool(["migrate", "--from", other, "--to", pg.url, "--run", "third"], {
         cwd: tmp.path,
       })
       expect(third.code).toBe(0)
       expect(await rowCounts(sql, pg.schema)).toMatchObject({ runs: 2, items: 80, attempts: 80 })
+      expect(await entries()).toEqual(held)
     } finally {
       await sql.close()
     }
@@ -323,7 +331,17 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
       const a = await copy({ from: home, to: paged.url, page: { rows: 7 } })
       const b = await copy({ from: home, to: narrow.url, page: { chars: 300 } })
       expect(a.rows).toEqual(b.rows)
-      expect(a.rows).toMatchObject({ runs: 2, inputs: 2, items: 80, attempts: 80, problems: 2, canaries: 0 })
+      // the second run was answered whole by the cache the first one filled: its items and the entries go along
+      expect(a.rows).toMatchObject({
+        runs: 2,
+        inputs: 2,
+        items: 80,
+        attempts: 80,
+        problems: 2,
+        canaries: 0,
+        cache_tallies: 2,
+        cache: 40,
+      })
       const db = new Database(`${home}/spool.db`, { readonly: true })
       try {
         for (const [table, key] of Object.entries({ ...COUNTERS, ...KEYS })) {
@@ -332,6 +350,27 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
           for (const schema of [paged.schema, narrow.schema]) {
             expect(await pgRows(sql, schema, table, key)).toEqual(want)
           }
+        }
+        // the cache's entries, but for SQLite's slot of each key
+        const entries = db
+          .query<Record<string, unknown>, []>("SELECT * FROM cache ORDER BY key")
+          .all()
+          .map(({ id: _, ...entry }) => entry)
+        expect(entries.length).toBe(40)
+        const hits = db
+          .query<{ key: string; cached_usage: string }, []>(
+            "SELECT key, cached_usage FROM items WHERE run_id = 2 ORDER BY id",
+          )
+          .all()
+        expect(hits.length).toBe(40)
+        expect(JSON.parse(hits[0]!.cached_usage)).toMatchObject({ cost_usd: null })
+        for (const schema of [paged.schema, narrow.schema]) {
+          expect(await pgRows(sql, schema, "cache", `key COLLATE "C"`)).toEqual(entries)
+          expect([
+            ...(await sql.unsafe(
+              `SELECT key, cached_usage FROM "${schema}".items WHERE run_id = 2 ORDER BY id`,
+            )),
+          ]).toEqual(hits)
         }
       } finally {
         db.close()

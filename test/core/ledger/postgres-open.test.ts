@@ -1,7 +1,8 @@
 /**
  * Opening a PostgreSQL store: a store that is current is opened with one read of its version, no migration and no
  * advisory lock (a read command answers while another session holds the lock); only a store to make or migrate waits
- * for it; a store made by a newer spool is refused, by readers as by writers.
+ * for it; a store made by a newer spool is refused, by readers as by writers; a store made by an older one is
+ * migrated, its runs kept.
  */
 import { SQL } from "bun"
 import { describe, expect, test } from "bun:test"
@@ -9,6 +10,7 @@ import { StoreError } from "../../../src/plugins/api/errors.ts"
 import * as ledger from "../../../src/core/ledger/open.ts"
 import * as postgres from "../../../src/core/ledger/postgres/postgres.ts"
 import { MIGRATIONS } from "../../../src/core/ledger/postgres/schema.ts"
+import { ok, tallied } from "../../lib/ledger-contract.ts"
 import { JOB } from "../../lib/ledger.ts"
 import { pgSchema, pgServer, SKIP_PG } from "../../lib/pg.ts"
 import { spool } from "../../lib/spool.ts"
@@ -103,6 +105,97 @@ describe.skipIf(SKIP_PG)("postgres: opening a store", () => {
     await expect(found).rejects.toThrow(newer)
     await expect(ledger.open(schema.url, { access: "read" })).rejects.toThrow(newer)
     await expect(postgres.open(schema.url)).rejects.toThrow(newer)
+  })
+})
+
+describe.skipIf(SKIP_PG)("postgres: a store made before the response cache (schema version 1)", () => {
+  test("is migrated to the current version when opened: its items kept as they were, none looked up yet; an item claimed before goes on, and the cache works", async () => {
+    await using schema = await pgSchema()
+    const sql = new SQL({ url: await pgServer(), max: 1 })
+    try {
+      // as the spool of version 1 made it: its one migration, a run of three items written as it wrote them (the
+      // ingest's tallies), the first claimed by its claim_step
+      await sql.begin(async (tx) => {
+        await tx.unsafe(`CREATE SCHEMA "${schema.schema}"`)
+        await tx.unsafe(`SET LOCAL search_path TO "${schema.schema}"`)
+        await tx.unsafe("CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)")
+        await tx.unsafe(MIGRATIONS[0]!)
+        await tx.unsafe("INSERT INTO meta VALUES ('version', '1')")
+        await tx.unsafe(
+          `INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at)
+           VALUES ('old', 'running', $1, 'fp', 'spool run job.toml', 1, 1)`,
+          [JSON.stringify({ ...JOB, name: "old" })],
+        )
+        await tx.unsafe(
+          "INSERT INTO inputs (run_id, idx, path, format, done) VALUES (1, 0, '/in.jsonl', 'jsonl', 1)",
+        )
+        await tx.unsafe(
+          `INSERT INTO items (run_id, input, key, row, data, state, updated_at)
+           SELECT 1, 0, 'k' || n, n, '{"text":"t' || n || '"}', 'pending', 1 FROM generate_series(1, 3) AS n`,
+        )
+        await tx.unsafe("INSERT INTO tallies (run_id, state, n) VALUES (1, 'pending', 3)")
+        await tx.unsafe("UPDATE runs SET ingested = 1")
+        await tx.unsafe("SELECT * FROM claim_step(1, 'w', NULL, 1, 2, 60000, 2147483647, 0, -1)")
+      })
+      const l = await postgres.open(schema.url)
+      try {
+        const [version] = await sql.unsafe(`SELECT value FROM "${schema.schema}".meta WHERE key = 'version'`)
+        expect(version).toEqual({ value: String(MIGRATIONS.length) })
+        const run = (await l.runs.find("old"))!
+        const items = async () => {
+          const out: unknown[][] = []
+          for await (const i of l.reads.items(run.id))
+            out.push([i.key, i.state, i.attempts, i.data, i.cache_key, i.cached_usage])
+          return out
+        }
+        expect(await items()).toEqual([
+          ["k1", "running", 1, '{"text":"t1"}', null, null],
+          ["k2", "pending", 0, '{"text":"t2"}', null, null],
+          ["k3", "pending", 0, '{"text":"t3"}', null, null],
+        ])
+        await tallied(l, run.id)
+        // the item claimed before the migration is settled (there was no key to write its answer under); a looked
+        // claim takes none of the others until the cache was asked for them
+        const [k1, k2, k3] = (await l.reads.page(run.id, { limit: 10 })).map((i) => i.id) as [
+          number,
+          number,
+          number,
+        ]
+        expect(await l.claims.step(run.id, "w", [ok(k1, 1)], 2, 60_000, { looked: true })).toEqual([])
+        const unlooked = await l.cache.pending(run.id, { after: 0, limit: 10 })
+        expect(unlooked.map((i) => [i.id, i.key])).toEqual([
+          [k2, null],
+          [k3, null],
+        ])
+        const misses = unlooked.map((i) => ({ id: i.id, key: `key-${i.data}` }))
+        expect(await l.cache.serve(run.id, "w", [], misses)).toEqual({ hits: 0, misses: 2 })
+        const claimed = await l.claims.step(run.id, "w", [], 2, 60_000, { looked: true })
+        expect(claimed.map((c) => c.key)).toEqual(["k2", "k3"])
+        const write = { provider: "openai", model: "m", cost: 0.5 }
+        await l.claims.step(
+          run.id,
+          "w",
+          claimed.map((c) => ({ ...ok(c.id, c.attempt, `answer ${c.key}`), cache: write })),
+          0,
+          60_000,
+        )
+        const entries = await l.cache.get(
+          misses.map((m) => m.key),
+          0,
+        )
+        expect(entries.map((e) => [e.key, e.output, e.cost_usd]).sort()).toEqual([
+          ['key-{"text":"t2"}', "answer k2", 0.5],
+          ['key-{"text":"t3"}', "answer k3", 0.5],
+        ])
+        expect((await l.reads.summary(run.id)).cache).toEqual({ hits: 0, misses: 2, savedUsd: 0 })
+        expect((await l.reads.summary(run.id)).counts).toMatchObject({ completed: 3 })
+        await tallied(l, run.id)
+      } finally {
+        await l.close()
+      }
+    } finally {
+      await sql.close()
+    }
   })
 })
 

@@ -6,6 +6,7 @@
 import type { SQL } from "bun"
 import { StoreError, type ErrorClass } from "../../../plugins/api/errors.ts"
 import type * as api from "../ledger.ts"
+import type { Looked } from "../ledger.ts"
 import * as states from "../states.ts"
 import type { State } from "../states.ts"
 import {
@@ -47,8 +48,13 @@ export class Batches implements api.Batches {
     return this.runs.releaseBatches(run, owner)
   }
 
-  /** Items that may go into the next batch: due retries first, then pending ones, in ledger order. */
-  packable(run: number, limit: number, now = Date.now()): Promise<Packable[]> {
+  /**
+   * Items that may go into the next batch: due retries first, then pending ones, in ledger order (with `looked`,
+   * only those the response cache was asked for: a cached answer never goes into a batch file).
+   */
+  packable(run: number, limit: number, o: Looked & { now?: number } = {}): Promise<Packable[]> {
+    const now = o.now ?? Date.now()
+    const looked = o.looked ?? false
     return retrying(this.pg, async () => {
       const picked: Packable[] = [
         ...(await this.pg.sql`SELECT id, key, data, attempts, batch_id, batch_offset, batch_bytes FROM items
@@ -57,7 +63,8 @@ export class Batches implements api.Batches {
       if (picked.length < limit)
         picked.push(
           ...(await this.pg.sql`SELECT id, key, data, attempts, batch_id, batch_offset, batch_bytes FROM items
-            WHERE run_id = ${run} AND state = 'pending' ORDER BY id LIMIT ${limit - picked.length}`),
+            WHERE run_id = ${run} AND state = 'pending' AND (NOT ${looked}::boolean OR cache_key IS NOT NULL)
+            ORDER BY id LIMIT ${limit - picked.length}`),
         )
       return picked
     })
@@ -225,7 +232,9 @@ export class Batches implements api.Batches {
    * is its item's attempt (a batch item's attempt row is written when its line comes back; until then
    * `items.attempts` alone counts it). A line whose item is no longer `submitted` in this batch (a re-apply after a
    * crash) is skipped. The commit is as durable as any other: PostgreSQL's `synchronous_commit = off`, SQLite's
-   * lighter commit here, is not used, so a result applied is never lost with the server.
+   * lighter commit here, is not used, so a result applied is never lost with the server. A completed line with
+   * `cache` writes its answer under its item's key, for the lines settled only (as claim_step does: two items of one
+   * key write it once, the later answer kept, keys in order).
    */
   async apply(batch: number, outcomes: LineOutcome[], owner: string): Promise<void> {
     if (outcomes.length === 0) return
@@ -247,6 +256,7 @@ export class Batches implements api.Batches {
         output_tokens: o.outputTokens,
         cached_tokens: o.cachedTokens,
         ended_at: o.endedAt,
+        cache: o.cache ?? null,
       })),
     )
     const now = Date.now()
@@ -257,7 +267,7 @@ export class Batches implements api.Batches {
       const settled: { item: number; run: number }[] = await tx`WITH r AS (
           SELECT * FROM jsonb_to_recordset(${json}::text::jsonb) AS r(ord int, item int, state text, label text,
             output text, error_class text, error text, status int, input_tokens float8, output_tokens float8,
-            cached_tokens float8, ended_at float8)),
+            cached_tokens float8, ended_at float8, cache jsonb)),
         u AS (
           UPDATE items SET state = r.state, output = r.output, error_class = r.error_class, error = r.error,
           input_tokens = items.input_tokens + coalesce(r.input_tokens, 0),
@@ -268,7 +278,20 @@ export class Batches implements api.Batches {
           batch_cached_tokens = items.batch_cached_tokens + coalesce(r.cached_tokens, 0),
           updated_at = r.ended_at
           FROM r WHERE items.id = r.item AND items.batch_id IS NOT DISTINCT FROM ${batch} AND items.state = 'submitted'
-          RETURNING items.id, items.run_id, items.attempts)
+          RETURNING items.id, items.run_id, items.attempts, items.cache_key),
+        put AS (
+          INSERT INTO cache AS c (key, provider, model, output, input_tokens, output_tokens, cached_input_tokens,
+            cost_usd, bytes, created_at)
+          SELECT DISTINCT ON (u.cache_key) u.cache_key, r.cache->>'provider', r.cache->>'model', r.output,
+            coalesce(r.input_tokens, 0), coalesce(r.output_tokens, 0), coalesce(r.cached_tokens, 0),
+            (r.cache->>'cost')::float8, octet_length(r.output), r.ended_at
+          FROM u JOIN r ON r.item = u.id
+          WHERE r.cache IS NOT NULL AND r.state = 'completed' AND r.output IS NOT NULL AND u.cache_key <> ''
+          ORDER BY u.cache_key, r.ended_at DESC, r.ord DESC
+          ON CONFLICT (key) DO UPDATE SET provider = excluded.provider, model = excluded.model,
+            output = excluded.output, input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+            cached_input_tokens = excluded.cached_input_tokens, cost_usd = excluded.cost_usd, bytes = excluded.bytes,
+            created_at = excluded.created_at)
         INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, error_class, error,
           http_status, input_tokens, output_tokens, cached_input_tokens, batch_id)
         SELECT u.id, u.run_id, u.attempts, ${owner},

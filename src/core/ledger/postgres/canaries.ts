@@ -5,7 +5,7 @@
  */
 import type { SQL } from "bun"
 import type * as api from "../ledger.ts"
-import type { Canary } from "../ledger.ts"
+import type { Canary, Looked } from "../ledger.ts"
 import * as states from "../states.ts"
 import type { State } from "../states.ts"
 import type { Claimed, Outcome } from "../types.ts"
@@ -53,13 +53,17 @@ export class Canaries implements api.Canaries {
     )
   }
 
-  /** How many items after the run's first `first` were ever attempted, or are not pending. */
+  /**
+   * How many items after the run's first `first` were ever attempted, or are not pending; an item the response cache
+   * completed was not sent, and is not counted.
+   */
   async beyond(run: number, first: number): Promise<number> {
     return retrying(this.pg, async () => {
       const after = (await this.bound(this.pg.sql, run, first)) ?? TOP
       const [row]: { n: number }[] = await this.pg.sql`
         SELECT count(*)::int AS n FROM items
-        WHERE run_id = ${run} AND id > ${after} AND (attempts > 0 OR state <> 'pending')`
+        WHERE run_id = ${run} AND id > ${after}
+          AND (attempts > 0 OR (state <> 'pending' AND cached_usage IS NULL))`
       return row?.n ?? 0
     })
   }
@@ -73,7 +77,8 @@ export class Canaries implements api.Canaries {
    * Claims.step, its claims kept among the run's first `first` items, in one transaction: the limit is cut to how
    * many of them may be claimed now (pending, or a retry due), read before the outcomes are recorded, and the
    * claims are bounded by the id of the run's `first`-th item (another worker's locked items are skipped, so
-   * the cut alone could reach past them).
+   * the cut alone could reach past them). With `looked`, the pending items counted are those the response cache
+   * was asked for, the only ones claimed.
    */
   async step(
     run: number,
@@ -82,14 +87,16 @@ export class Canaries implements api.Canaries {
     limit: number,
     leaseMs: number,
     first: number,
+    o: Looked = {},
   ): Promise<Claimed[]> {
-    for (const o of outcomes) states.check("running", o.to)
+    for (const x of outcomes) states.check("running", x.to)
+    const looked = o.looked ?? false
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {
-        const { counts, due } = await this.head(tx, run, first, Date.now())
+        const head = await this.head(tx, run, first, Date.now())
         const upTo = await this.bound(tx, run, first)
-        const cut = Math.min(limit, counts.pending + due)
-        return this.claims.within(tx, run, owner, outcomes, cut, leaseMs, upTo)
+        const cut = Math.min(limit, (looked ? head.looked : head.counts.pending) + head.due)
+        return this.claims.within(tx, run, owner, outcomes, cut, leaseMs, upTo, looked)
       }),
     )
   }
@@ -99,21 +106,24 @@ export class Canaries implements api.Canaries {
     run: number,
     first: number,
     now: number,
-  ): Promise<{ counts: Record<State, number>; due: number }> {
+  ): Promise<{ counts: Record<State, number>; due: number; looked: number }> {
     const counts = ZERO_COUNTS()
     let due = 0
+    let looked = 0
     // read by id from the run's first item to its first-th: a few rows, however many the run has after them
     const from = (await this.bound(sql, run, 1)) ?? TOP
     const upTo = (await this.bound(sql, run, first)) ?? TOP
-    const rows: { state: State; n: number; due: number }[] = await sql`
+    const rows: { state: State; n: number; due: number; looked: number }[] = await sql`
       SELECT state, count(*)::int AS n,
-        count(*) FILTER (WHERE state = 'retry_wait' AND next_at <= ${now}::float8)::int AS due
+        count(*) FILTER (WHERE state = 'retry_wait' AND next_at <= ${now}::float8)::int AS due,
+        count(*) FILTER (WHERE state = 'pending' AND cache_key IS NOT NULL)::int AS looked
       FROM items WHERE run_id = ${run} AND id BETWEEN ${from} AND ${upTo} GROUP BY state`
     for (const row of rows) {
       counts[row.state] = row.n
       due += row.due
+      looked += row.looked
     }
-    return { counts, due }
+    return { counts, due, looked }
   }
 
   /** The id of the run's `first`-th item in ledger order; null while the run has fewer (then all are among them). */

@@ -7,6 +7,7 @@
  */
 import type { SQL } from "bun"
 import type * as api from "../ledger.ts"
+import type { Looked } from "../ledger.ts"
 import * as states from "../states.ts"
 import type { State } from "../states.ts"
 import type { Claimed, Dead, Outcome } from "../types.ts"
@@ -27,7 +28,9 @@ export class Claims implements api.Claims {
   /**
    * Records finished attempts and claims up to `limit` more, in one statement: write-before-call (rule 1)
    * and commit-before-count (rule 2) share each commit. Due retries come first, then pending items in
-   * ledger order. Outcomes for items whose lease was lost to another worker are recorded on the attempt only.
+   * ledger order (with `looked`, only those the response cache was asked for). Outcomes for items whose lease was
+   * lost to another worker are recorded on the attempt only; a completed one with `cache` writes its answer under
+   * its item's key in the same statement.
    */
   async step(
     run: number,
@@ -35,16 +38,19 @@ export class Claims implements api.Claims {
     outcomes: Outcome[],
     limit: number,
     leaseMs: number,
+    o: Looked = {},
   ): Promise<Claimed[]> {
-    for (const o of outcomes) states.check("running", o.to)
+    for (const x of outcomes) states.check("running", x.to)
     // one statement, its own transaction: no BEGIN and COMMIT round trips
-    return retrying(this.pg, () => this.within(this.pg.sql, run, owner, outcomes, limit, leaseMs, null))
+    return retrying(this.pg, () =>
+      this.within(this.pg.sql, run, owner, outcomes, limit, leaseMs, null, o.looked ?? false),
+    )
   }
 
   /**
    * A step as one statement (the schema's `claim_step`), in the caller's transaction `sql` or as one of its own;
    * with `upTo`, it claims only items whose id is at most that (a canary's first items): locked items are
-   * skipped, so a cut limit alone would reach past them.
+   * skipped, so a cut limit alone would reach past them. With `looked`, only pending items with a cache key.
    */
   async within(
     sql: SQL,
@@ -54,6 +60,7 @@ export class Claims implements api.Claims {
     limit: number,
     leaseMs: number,
     upTo: number | null,
+    looked: boolean,
   ): Promise<Claimed[]> {
     if (outcomes.length === 0 && limit <= 0) return []
     if (limit > 0) {
@@ -66,7 +73,7 @@ export class Claims implements api.Claims {
     const rows: (Claimed & { seen: number; next_from: number })[] = await sql`
       SELECT id, key, data, attempt, seen, next_from FROM claim_step(${run}::int, ${owner}::text, ${json}::text,
         ${Math.max(limit, 0)}::int, ${now}::float8, ${now + leaseMs}::float8, ${upTo ?? 2 ** 31 - 1}::int,
-        ${cursor.from}::int, ${cursor.seen}::int)`
+        ${cursor.from}::int, ${cursor.seen}::int, ${looked}::boolean)`
     if (rows.length === 0) return []
     let from = 0
     for (const r of rows) from = Math.max(from, r.next_from)
@@ -128,14 +135,17 @@ export class Claims implements api.Claims {
     return row?.at ?? null
   }
 
-  /** Moves every failed (or needs_review) item back to pending, and reopens the run; attempts are kept. */
+  /**
+   * Moves every failed (or needs_review) item back to pending, and reopens the run; attempts are kept. Their cache
+   * keys are forgotten, so the cache is asked for them again.
+   */
   async retry(run: number, from: Extract<State, "failed" | "needs_review">): Promise<number> {
     states.check(from, "pending")
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {
         const now = Date.now()
         const moved = await tx`
-          UPDATE items SET state = 'pending', error = NULL, error_class = NULL, next_at = NULL,
+          UPDATE items SET state = 'pending', error = NULL, error_class = NULL, next_at = NULL, cache_key = NULL,
             updated_at = ${now}::float8
           WHERE run_id = ${run} AND state = ${from}`
         const n = moved.count

@@ -1,9 +1,9 @@
 /**
  * `spool migrate`: a SQLite store's runs copied into a PostgreSQL store, so that a run started on a laptop goes on
  * on a fleet. Every table but `workers`, ids kept (items, attempts and batches name each other), in one transaction:
- * all of it or nothing. Rows go in pages, each page one statement with one JSON parameter, the next page read while
- * the server inserts this one: a store of a million items takes a few hundred round trips, and is never whole in
- * memory.
+ * all of it or nothing. The response cache goes whole (it is every run's), beside the entries the store has. Rows go
+ * in pages, each page one statement with one JSON parameter, the next page read while the server inserts this one:
+ * a store of a million items takes a few hundred round trips, and is never whole in memory.
  */
 import type { SQL } from "bun"
 import { existsSync } from "node:fs"
@@ -31,7 +31,7 @@ export interface CopyOptions {
 /** What a migration copied. */
 export interface Copied {
   runs: Pick<Run, "id" | "name" | "state">[]
-  /** Rows copied, per table. */
+  /** Rows copied, per table (the cache's entries: those the store did not hold already). */
   rows: Record<dump.Table, number>
   /** Batches of the copied runs still at the provider or on their way back. */
   liveBatches: number
@@ -43,6 +43,11 @@ export interface Copied {
 const IDENTITIES = ["runs", "items", "attempts", "problems", "batches"] as const
 /** The counters PostgreSQL's triggers keep: they are copied as SQLite kept them, not as the inserts would count. */
 const DERIVED: readonly dump.Table[] = ["tallies", "progress", "error_tallies"]
+/**
+ * Tables of the whole store, not of a run, and what a row of them does where the store holds its key already: a
+ * cache entry the store has is kept (either answer is one the provider gave to that request).
+ */
+const SHARED: Partial<Record<dump.Table, string>> = { cache: "ON CONFLICT (key) DO NOTHING" }
 
 /**
  * Copies the runs of the store under `from` into the store at `to`. Refused, with nothing written, while a worker
@@ -137,22 +142,25 @@ async function write(
     const list = cols.map((c) => `"${c}"`).join(", ")
     const record = cols.map((c) => `"${c}" ${pgTypes.get(c)}`).join(", ")
     // json, not jsonb: read once as it is parsed, a quarter faster than building jsonb first
-    const insert = `INSERT INTO ${table} (${list}) SELECT ${list} FROM json_to_recordset($1::text::json) AS r(${record})`
+    const insert = `INSERT INTO ${table} (${list}) SELECT ${list} FROM json_to_recordset($1::text::json) AS r(${record})
+      ${SHARED[table] ?? ""}`
     rows[table] = 0
     // the next page is read from SQLite while the server inserts this one
-    let sent: Promise<unknown> | undefined
+    let sent: Promise<{ n: number } | { failed: unknown }> | undefined
+    const landed = async () => {
+      const done = await sent
+      if (done && "failed" in done) throw clashed(done.failed, pg, table)
+      rows[table] += done?.n ?? 0
+    }
     for (const page of dump.pages(db, table, ids, limits)) {
       const text = JSON.stringify(page)
-      const failed = await sent
-      if (failed) throw clashed(failed, pg, table)
+      await landed()
       sent = tx.unsafe(insert, [text]).then(
-        () => undefined,
-        (err: unknown) => err ?? new Error("insert failed"),
+        (r: { count: number }) => ({ n: r.count }),
+        (err: unknown) => ({ failed: err ?? new Error("insert failed") }),
       )
-      rows[table] += page.length
     }
-    const failed = await sent
-    if (failed) throw clashed(failed, pg, table)
+    await landed()
   }
   // the next id made here comes after every id copied
   for (const table of IDENTITIES)

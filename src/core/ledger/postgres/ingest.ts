@@ -5,10 +5,13 @@
 import type { SQL } from "bun"
 import type { SourceBatch } from "../../../plugins/api/define.ts"
 import type * as api from "../ledger.ts"
-import type { Dead, Input } from "../types.ts"
+import { cachedUsage, type Asked } from "../ledger.ts"
+import type { State } from "../states.ts"
+import { PROGRESS_BUCKET_MS, type Dead, type Input } from "../types.ts"
+import { count } from "./cache.ts"
 import { notify, retrying, type Pg } from "./connect.ts"
 import type { Runs } from "./runs.ts"
-import { shift } from "./tallies.ts"
+import { ended, shift } from "./tallies.ts"
 
 export class Ingest implements api.Ingest {
   constructor(
@@ -27,19 +30,37 @@ export class Ingest implements api.Ingest {
   /**
    * Stores one source batch: its rows as pending items, its problems, and its checkpoint, atomically. A key already
    * in the input is kept; a row of it is a duplicate (a problem), unless it is the same row read again (--reingest,
-   * or a resumed batch).
+   * or a resumed batch). With `asked`, each item keeps its cache key, and the rows the cache answered are stored
+   * completed, each with its answer, its first cost and its `cached` attempt, in the same statement; the run's cache
+   * counts take the items stored.
    */
   async add(
     run: number,
     input: Pick<Input, "idx" | "path">,
     batch: SourceBatch,
     last: boolean,
+    asked?: Asked,
   ): Promise<{ added: number; duplicates: number }> {
     const { rows } = batch
     // each key once (its first row): a row that cannot be inserted must not reach the INSERT, where it would take
     // an id of the sequence all the same (ids would gap, by a whole run's worth at each --reingest)
     const keys = new Set<string>()
-    const fresh = rows.filter((r) => !keys.has(r.key) && keys.add(r.key))
+    const fresh: Row[] = []
+    for (const [i, r] of rows.entries()) {
+      if (keys.has(r.key)) continue
+      keys.add(r.key)
+      const hit = asked?.hits.get(i)
+      fresh.push({
+        k: r.key,
+        l: r.line,
+        s: r.id ?? null,
+        d: r.raw ?? JSON.stringify(r.data),
+        c: asked?.keys[i] ?? null,
+        o: hit?.output ?? null,
+        u: hit ? JSON.stringify(cachedUsage(hit)) : null,
+        p: hit ? (hit.cost_usd ?? 0) : null,
+      })
+    }
     const checkpoint = JSON.stringify(batch.checkpoint)
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {
@@ -48,35 +69,46 @@ export class Ingest implements api.Ingest {
         // within it: there the planner, which knows nothing of a new run's items, probed by items_state (run_id
         // alone) and walked every row the statement had inserted so far, for each row: 17,000 rows took 9 s
         const lines = await held(tx, run, input.idx, [...keys])
-        const novel = fresh.filter((r) => !lines.has(r.key))
-        let added = 0
+        const novel = fresh.filter((r) => !lines.has(r.k))
+        const made = { pending: 0, completed: 0, saved: 0 }
         if (novel.length > 0) {
-          const json = JSON.stringify(
-            novel.map((r) => ({ k: r.key, l: r.line, s: r.id ?? null, d: r.raw ?? JSON.stringify(r.data) })),
-          )
-          const [made] = await tx`
-            WITH ins AS (
-              INSERT INTO items (run_id, input, key, row, source_id, data, state, updated_at)
-              SELECT ${run}, ${input.idx}, r.k, r.l, r.s, r.d, 'pending', ${now}
-              FROM ROWS FROM (json_to_recordset(${json}::text::json) AS (k text, l int, s text, d text))
-                WITH ORDINALITY AS r(k, l, s, d, n)
-              ORDER BY r.n
+          // a hit (`o`, its answer) is stored completed, with its cached attempt; `p` is what it saved
+          const [stored] = await tx<(typeof made)[]>`
+            WITH r AS (
+              SELECT * FROM ROWS FROM (json_to_recordset(${JSON.stringify(novel)}::text::json)
+                AS (k text, l int, s text, d text, c text, o text, u text, p float8))
+                WITH ORDINALITY AS r(k, l, s, d, c, o, u, p, n)
+            ), ins AS (
+              INSERT INTO items (run_id, input, key, row, source_id, data, state, updated_at, cache_key, output,
+                cached_usage)
+              SELECT ${run}, ${input.idx}, r.k, r.l, r.s, r.d, CASE WHEN r.o IS NULL THEN 'pending' ELSE 'completed' END,
+                ${now}, r.c, r.o, r.u
+              FROM r ORDER BY r.n
               ON CONFLICT (run_id, input, key) DO NOTHING
-              RETURNING 1
+              RETURNING id, key, state
+            ), cached AS (
+              INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
+              SELECT id, ${run}, 0, ${asked?.owner ?? ""}, ${now}::float8, ${now}::float8, 'cached', 0 FROM ins
+              WHERE state = 'completed' ORDER BY id
             )
-            SELECT count(*)::int AS n FROM ins`
-          added = (made as { n: number }).n
+            SELECT count(*) FILTER (WHERE state = 'pending')::int AS pending,
+              count(*) FILTER (WHERE state = 'completed')::int AS completed,
+              (SELECT coalesce(sum(r.p), 0) FROM ins JOIN r ON r.k = ins.key WHERE ins.state = 'completed')::float8
+                AS saved
+            FROM ins`
+          if (stored) Object.assign(made, stored)
           // another writer stored some of these keys between the look and the INSERT: their lines are its
-          if (added < novel.length)
+          if (made.pending + made.completed < novel.length)
             for (const [k, l] of await held(
               tx,
               run,
               input.idx,
-              novel.map((r) => r.key),
+              novel.map((r) => r.k),
             ))
               lines.set(k, l)
         }
-        for (const r of novel) if (!lines.has(r.key)) lines.set(r.key, r.line)
+        for (const r of novel) if (!lines.has(r.k)) lines.set(r.k, r.l)
+        const added = made.pending + made.completed
         // a row whose key's item holds another line is a duplicate (a row read again is not)
         const dups = rows
           .filter((r) => lines.get(r.key) !== r.line)
@@ -87,7 +119,7 @@ export class Ingest implements api.Ingest {
           }))
         const duplicates = dups.length
         if (duplicates > 0) await problem(tx, run, input, dups)
-        if (added > 0) await shift(tx, run, { pending: added })
+        if (added > 0) await this.count(tx, run, made, asked !== undefined, now)
         if (batch.problems.length > 0)
           await problem(
             tx,
@@ -102,6 +134,25 @@ export class Ingest implements api.Ingest {
         return { added, duplicates }
       }),
     )
+  }
+
+  /**
+   * Counts the items a batch stored in the tallies; the hits, as the trigger counts a hit served later, in the
+   * completions chart too, and, when the cache was asked, hits, misses and savings in the run's cache counts.
+   */
+  private async count(
+    tx: SQL,
+    run: number,
+    made: { pending: number; completed: number; saved: number },
+    asked: boolean,
+    now: number,
+  ): Promise<void> {
+    const moved: Partial<Record<State, number>> = {}
+    if (made.pending > 0) moved.pending = made.pending
+    if (made.completed > 0) moved.completed = made.completed
+    await shift(tx, run, moved)
+    if (made.completed > 0) await ended(tx, run, Math.floor(now / PROGRESS_BUCKET_MS), made.completed, 0)
+    if (asked) await count(tx, run, made.completed, made.pending, made.saved)
   }
 
   /** Every input is read to its end: the ingest lease is let go. */
@@ -129,6 +180,18 @@ export class Ingest implements api.Ingest {
       }),
     )
   }
+}
+
+/** A row as the INSERT takes it: key, line, source id, data; cache key, answer, cached usage, saved (hits). */
+interface Row {
+  k: string
+  l: number
+  s: string | null
+  d: string
+  c: string | null
+  o: string | null
+  u: string | null
+  p: number | null
 }
 
 /**

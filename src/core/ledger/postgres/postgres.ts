@@ -8,6 +8,7 @@
 import type * as api from "../ledger.ts"
 import { channel, connect, failure, ready, retrying, type ConnectOptions, type Pg } from "./connect.ts"
 import { Batches } from "./batches.ts"
+import { Cache } from "./cache.ts"
 import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
 import { Ingest } from "./ingest.ts"
@@ -43,6 +44,7 @@ export class PgLedger implements api.Ledger {
   readonly reads: api.Reads
   readonly canaries: api.Canaries
   readonly workers: api.Workers
+  readonly cache: api.Cache
 
   constructor(readonly pg: Pg) {
     const runs = new Runs(pg)
@@ -54,6 +56,7 @@ export class PgLedger implements api.Ledger {
     this.reads = new Reads(pg)
     this.canaries = new Canaries(pg, claims)
     this.workers = new Workers(pg)
+    this.cache = new Cache(pg)
   }
 
   /** LISTEN on the store's channel: every worker hears what the others' transactions `notify`. */

@@ -17,6 +17,7 @@ import {
   type Problem,
   type Summary,
 } from "../types.ts"
+import { runCounts } from "./cache.ts"
 import { retrying, type Pg } from "./connect.ts"
 import { tallied } from "./tallies.ts"
 
@@ -35,13 +36,13 @@ const isId = (id: number): boolean => Number.isSafeInteger(id) && id >= 1 && id 
 
 const PAGE_COLUMNS = `items.id, items.input, items.key, items.state, items.attempts, items.output, items.error_class,
   items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.batch_input_tokens,
-  items.batch_output_tokens, items.batch_cached_tokens, items.row, items.source_id, inputs.path`
+  items.batch_output_tokens, items.batch_cached_tokens, items.cached_usage, items.row, items.source_id, inputs.path`
 
 /** The fields of an `Item`, and no others of the row (its lease, its batch file offsets). */
 const ITEM_COLUMNS = `items.id, items.run_id, items.input, items.key, items.row, items.source_id, items.data,
   items.state, items.attempts, items.next_at, items.output, items.error_class, items.error, items.input_tokens,
   items.output_tokens, items.cached_input_tokens, items.batch_id, items.batch_line, items.batch_input_tokens,
-  items.batch_output_tokens, items.batch_cached_tokens, inputs.path`
+  items.batch_output_tokens, items.batch_cached_tokens, items.cache_key, items.cached_usage, inputs.path`
 
 const ATTEMPT_COLUMNS = `n, started_at, ended_at, outcome, error_class, error, http_status, input_tokens,
   output_tokens, cached_input_tokens, latency_ms, batch_id`
@@ -88,7 +89,7 @@ export class Reads implements api.Reads {
       problems: number
       duplicates: number
     }
-    const [{ counts, sum }, [totals], errors, sample] = await this.read((sql) =>
+    const [{ counts, sum }, [totals], errors, sample, cache] = await this.read((sql) =>
       Promise.all([
         tallied(sql, run),
         // attempts_run_ended gives the first and the last ended attempt; the buckets and inputs are a few rows each
@@ -104,6 +105,7 @@ export class Reads implements api.Reads {
         this.classes(sql, run),
         sql<{ file: string; line: number; reason: string }[]>`SELECT file, line, reason FROM problems
           WHERE run_id = ${run} ORDER BY input, line, id LIMIT 5`,
+        runCounts(sql, run),
       ]),
     )
     return summaryOf({
@@ -116,6 +118,7 @@ export class Reads implements api.Reads {
       recent: totals?.recent ?? 0,
       since,
       now,
+      cache,
     })
   }
 
@@ -178,7 +181,7 @@ export class Reads implements api.Reads {
         WHERE run_id = ${run} AND ended_at >= ${from}::float8 LIMIT ${max + 1}) AS a`
       if ((ended?.n ?? 0) > max) return null
       return await sql<Slot[]>`SELECT floor((ended_at - ${from}::float8) / ${slotMs}::float8) AS slot,
-        count(*) FILTER (WHERE outcome = 'ok')::int AS completed,
+        count(*) FILTER (WHERE outcome IN ('ok', 'cached'))::int AS completed,
         count(*) FILTER (WHERE outcome IN ('failed', 'needs_review'))::int AS failed,
         count(*) FILTER (WHERE error_class IS NOT NULL)::int AS errors
         FROM attempts WHERE run_id = ${run} AND ended_at >= ${from}::float8 GROUP BY 1 ORDER BY 1`

@@ -6,6 +6,7 @@
  * Tallies are kept by a trigger as in SQLite, with the same two exceptions (ingest and the batch path count per
  * statement), but once per statement (transition tables), and on rows of the writing connection's own shard
  * (`shard()`, 64 of them): workers that commit at once do not queue on one row per state. A read sums the shards.
+ * Migration 2 is SQLite's 7 (the response cache).
  */
 
 /** Migrations, in order; `meta.version` is the number applied. Never edit one that has shipped. */
@@ -383,5 +384,151 @@ export const MIGRATIONS = [
     EXECUTE FUNCTION bump();
   CREATE TRIGGER workers_bump AFTER INSERT OR UPDATE OR DELETE ON workers FOR EACH STATEMENT
     EXECUTE FUNCTION bump();
+  `,
+
+  // the response cache (issue 16, README "Cache"; sqlite/schema.ts migration 7): accepted answers by the key of their
+  // request, shared by every run of the store. An item's `cache_key` is the key it was looked up under ("" when no
+  // request can be made of its row; null until the cache was asked), its answer written under it in the
+  // transaction that completes it; `cached_usage` is what a hit's answer had cost. Items never looked up are found by
+  // their own partial index. A hit moves an item pending → completed, which `items_counts` counts as any other
+  // move (tallies and progress bucket). `cache_tallies`: hits, misses and what the hits saved, per run, sharded as
+  // the tallies are (written on the connection's `shard()`, read as a sum). `claim_step` gains `p_looked`: with it,
+  // only pending items the cache was asked for are claimed.
+  `
+  ALTER TABLE items ADD COLUMN cache_key text;
+  ALTER TABLE items ADD COLUMN cached_usage text;
+  CREATE INDEX items_unlooked ON items (run_id, id) WHERE state = 'pending' AND cache_key IS NULL;
+
+  CREATE TABLE cache (
+    key text PRIMARY KEY,
+    provider text NOT NULL,
+    model text NOT NULL,
+    output text NOT NULL,
+    input_tokens double precision NOT NULL,
+    output_tokens double precision NOT NULL,
+    cached_input_tokens double precision NOT NULL,
+    cost_usd double precision,
+    bytes double precision NOT NULL,
+    created_at double precision NOT NULL
+  );
+  CREATE INDEX cache_created ON cache (created_at);
+
+  CREATE TABLE cache_tallies (
+    run_id integer NOT NULL,
+    shard integer NOT NULL DEFAULT 0,
+    hits integer NOT NULL DEFAULT 0,
+    misses integer NOT NULL DEFAULT 0,
+    saved_usd double precision NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, shard)
+  );
+
+  CREATE TRIGGER cache_bump AFTER INSERT OR UPDATE OR DELETE ON cache FOR EACH STATEMENT EXECUTE FUNCTION bump();
+  CREATE TRIGGER cache_tallies_bump AFTER INSERT OR UPDATE OR DELETE ON cache_tallies FOR EACH STATEMENT
+    EXECUTE FUNCTION bump();
+
+  -- claim_step of migration 1, with p_looked (only pending items with a cache key are claimed), and the outcomes'
+  -- answers written to the cache. An answer is written under its item's key, decided on the rows held settles
+  -- (items still running under p_owner): an outcome whose lease was lost writes nothing. Two items of one step with
+  -- the same key write it once, the later answer kept; keys are written in their order (two steps writing the same
+  -- keys at once do not deadlock). A looked claim skips pending items not yet looked up: those below the cursor,
+  -- looked up later, are not requeues, and are found by the scan from the run's start that a short scan makes.
+  DROP FUNCTION claim_step(integer, text, text, integer, double precision, double precision, integer, integer,
+    integer);
+  CREATE FUNCTION claim_step(p_run integer, p_owner text, p_outcomes text, p_limit integer, p_now double precision,
+    p_expires double precision, p_top integer, p_from integer, p_seen integer, p_looked boolean)
+  RETURNS TABLE (id integer, key text, data text, attempt integer, seen integer, next_from integer)
+  LANGUAGE plpgsql AS $$
+  #variable_conflict use_column
+  DECLARE
+    v_seen integer;
+    v_from integer;
+    v_got integer;
+  BEGIN
+    IF p_outcomes IS NOT NULL THEN
+      WITH o AS (
+        SELECT * FROM jsonb_to_recordset(p_outcomes::jsonb) AS r(item int, attempt int, "to" text, label text,
+          output text, "errorClass" text, error text, status int, "nextAt" float8, "inputTokens" float8,
+          "outputTokens" float8, "cachedTokens" float8, "latencyMs" float8, "endedAt" float8, cache jsonb)
+      ), held AS (
+        UPDATE items SET state = o."to", output = o.output,
+          attempts = items.attempts - (o.label IN ('interrupted', 'unsent'))::int,
+          error_class = o."errorClass", error = o.error, next_at = o."nextAt",
+          input_tokens = items.input_tokens + coalesce(o."inputTokens", 0),
+          cached_input_tokens = items.cached_input_tokens + coalesce(o."cachedTokens", 0),
+          output_tokens = items.output_tokens + coalesce(o."outputTokens", 0),
+          lease_owner = NULL, lease_expires = NULL, updated_at = o."endedAt"
+        FROM o WHERE items.id = o.item AND items.state = 'running' AND items.lease_owner = p_owner
+        RETURNING items.id, items.cache_key
+      ), put AS (
+        INSERT INTO cache AS c (key, provider, model, output, input_tokens, output_tokens, cached_input_tokens,
+          cost_usd, bytes, created_at)
+        SELECT DISTINCT ON (held.cache_key) held.cache_key, o.cache->>'provider', o.cache->>'model', o.output,
+          coalesce(o."inputTokens", 0), coalesce(o."outputTokens", 0), coalesce(o."cachedTokens", 0),
+          (o.cache->>'cost')::float8, octet_length(o.output), o."endedAt"
+        FROM held JOIN o ON o.item = held.id
+        WHERE o.cache IS NOT NULL AND o."to" = 'completed' AND o.output IS NOT NULL AND held.cache_key <> ''
+        ORDER BY held.cache_key, o."endedAt" DESC
+        ON CONFLICT (key) DO UPDATE SET provider = excluded.provider, model = excluded.model,
+          output = excluded.output, input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+          cached_input_tokens = excluded.cached_input_tokens, cost_usd = excluded.cost_usd, bytes = excluded.bytes,
+          created_at = excluded.created_at
+      )
+      UPDATE attempts SET ended_at = o."endedAt", outcome = o.label,
+        n = CASE WHEN o.label IN ('interrupted', 'unsent')
+          AND attempts.item_id IN (SELECT id FROM held) THEN 0 ELSE attempts.n END,
+        error_class = o."errorClass", error = o.error, http_status = o.status, input_tokens = o."inputTokens",
+        output_tokens = o."outputTokens", cached_input_tokens = o."cachedTokens", latency_ms = o."latencyMs"
+      FROM o WHERE attempts.item_id = o.item AND attempts.n = o.attempt;
+    END IF;
+    IF p_limit <= 0 THEN
+      RETURN;
+    END IF;
+    -- read before the claim's scan, whose snapshot then sees every requeue counted here
+    v_seen := coalesce((SELECT requeues.n FROM requeues WHERE run_id = p_run), 0);
+    v_from := CASE WHEN v_seen = p_seen THEN p_from ELSE 0 END;
+    RETURN QUERY
+      WITH due AS (
+        SELECT items.id FROM items
+        WHERE run_id = p_run AND state = 'retry_wait' AND next_at <= p_now AND items.id <= p_top
+        ORDER BY items.id LIMIT p_limit FOR UPDATE SKIP LOCKED
+      ), fresh AS (
+        SELECT items.id FROM items
+        WHERE run_id = p_run AND state = 'pending' AND items.id >= v_from AND items.id <= p_top
+          AND (NOT p_looked OR items.cache_key IS NOT NULL)
+        ORDER BY items.id LIMIT greatest(p_limit - (SELECT count(*) FROM due), 0) FOR UPDATE SKIP LOCKED
+      ), taken AS (
+        UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = p_owner,
+          lease_expires = p_expires, updated_at = p_now
+        WHERE items.id IN (SELECT due.id FROM due UNION ALL SELECT fresh.id FROM fresh)
+        RETURNING items.id, items.key, items.data, items.attempts
+      ), opened AS (
+        INSERT INTO attempts (item_id, run_id, n, owner, started_at)
+        SELECT taken.id, p_run, taken.attempts, p_owner, p_now FROM taken
+      )
+      SELECT taken.id, taken.key, taken.data, taken.attempts, v_seen,
+        coalesce((SELECT max(fresh.id) + 1 FROM fresh), v_from) FROM taken;
+    GET DIAGNOSTICS v_got = ROW_COUNT;
+    IF v_got >= p_limit OR v_from = 0 THEN
+      RETURN;
+    END IF;
+    -- short: nothing pending (and looked up, when p_looked) is seen at or past the cursor; one skipped below it may
+    -- be pending again, or looked up since
+    RETURN QUERY
+      WITH fresh AS (
+        SELECT items.id FROM items
+        WHERE run_id = p_run AND state = 'pending' AND items.id < v_from AND items.id <= p_top
+          AND (NOT p_looked OR items.cache_key IS NOT NULL)
+        ORDER BY items.id LIMIT p_limit - v_got FOR UPDATE SKIP LOCKED
+      ), taken AS (
+        UPDATE items SET state = 'running', attempts = attempts + 1, next_at = NULL, lease_owner = p_owner,
+          lease_expires = p_expires, updated_at = p_now
+        WHERE items.id IN (SELECT fresh.id FROM fresh)
+        RETURNING items.id, items.key, items.data, items.attempts
+      ), opened AS (
+        INSERT INTO attempts (item_id, run_id, n, owner, started_at)
+        SELECT taken.id, p_run, taken.attempts, p_owner, p_now FROM taken
+      )
+      SELECT taken.id, taken.key, taken.data, taken.attempts, v_seen, v_from FROM taken;
+  END $$;
   `,
 ]

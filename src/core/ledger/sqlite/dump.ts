@@ -4,6 +4,16 @@
  */
 import type { Database } from "bun:sqlite"
 
+/**
+ * How a table is read: by its `key`, the rows of the runs copied (`run`: the column naming their run), or, with `run`
+ * null, every row (a table of the whole store); `omit`: columns that are SQLite's own, not copied.
+ */
+interface Spec {
+  key: readonly string[]
+  run: string | null
+  omit?: readonly string[]
+}
+
 /** Every table a migration copies (all of schema.ts but `workers`), in an order that keeps references valid. */
 export const TABLES = {
   runs: { key: ["id"], run: "id" },
@@ -16,19 +26,25 @@ export const TABLES = {
   progress: { key: ["run_id", "bucket"], run: "run_id" },
   error_tallies: { key: ["run_id", "class"], run: "run_id" },
   canaries: { key: ["run_id"], run: "run_id" },
-} as const
+  cache_tallies: { key: ["run_id"], run: "run_id" },
+  // the response cache is shared by every run of the store: all of it goes, whichever runs are copied. Its `id` is a
+  // slot of the key's hash (schema.ts migration 7), SQLite's way to find a key: PostgreSQL finds it by the key
+  cache: { key: ["id"], run: null, omit: ["id"] },
+} as const satisfies Record<string, Spec>
 
 export type Table = keyof typeof TABLES
 
 /** A raw row, as SQLite returns it. */
 export type Row = Record<string, string | number | null>
 
-/** The columns of a table, in their order. */
+/** The columns of a table that a migration copies, in their order. */
 export function columns(db: Database, table: Table): string[] {
+  const { omit = [] }: Spec = TABLES[table]
   return db
     .query<{ name: string }, []>(`SELECT name FROM pragma_table_info('${table}') ORDER BY cid`)
     .all()
     .map((c) => c.name)
+    .filter((c) => !omit.includes(c))
 }
 
 /** How a page is bounded: by rows, and by the text it holds (a page of long outputs stops early). */
@@ -37,15 +53,20 @@ export interface PageLimits {
   chars: number
 }
 
-/** The rows of `table` that belong to `runs`, in key order, a page at a time. */
+/**
+ * The rows of `table` that belong to `runs` (all of them for a table of the whole store), in key order, a page at a
+ * time. A row holds every column, those omitted too (its key may be one).
+ */
 export function* pages(db: Database, table: Table, runs: number[], limits: PageLimits): Generator<Row[]> {
-  const { key, run } = TABLES[table]
+  const { key, run }: Spec = TABLES[table]
   const keys = key.join(", ")
+  // ?1 is there either way: a table of the whole store ignores it
+  const of = run === null ? "?1 IS NOT NULL" : `${run} IN (SELECT value FROM json_each(?1))`
   const first = db.query<Row, [string]>(
-    `SELECT * FROM ${table} WHERE ${run} IN (SELECT value FROM json_each(?1)) ORDER BY ${keys} LIMIT ${limits.rows}`,
+    `SELECT * FROM ${table} WHERE ${of} ORDER BY ${keys} LIMIT ${limits.rows}`,
   )
   const next = db.query<Row, [string, ...(string | number | null)[]]>(
-    `SELECT * FROM ${table} WHERE ${run} IN (SELECT value FROM json_each(?1))
+    `SELECT * FROM ${table} WHERE ${of}
      AND (${keys}) > (${key.map((_, i) => `?${i + 2}`).join(", ")}) ORDER BY ${keys} LIMIT ${limits.rows}`,
   )
   const ids = JSON.stringify(runs)
