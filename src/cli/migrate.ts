@@ -7,7 +7,7 @@ export const migrate = defineCommand({
   meta: {
     name: "migrate",
     description:
-      "Copy a SQLite store's runs (items, attempts, batches, counts) into a PostgreSQL store, to go on there",
+      "Copy a SQLite store's runs (items, attempts, batches, counts) and its response cache into a PostgreSQL store, to go on there",
   },
   args: {
     from: {
@@ -50,7 +50,7 @@ export const migrate = defineCommand({
     const lines = [
       `migrated ${n(done.runs.length)} run${done.runs.length === 1 ? "" : "s"} to ${done.shown}: ${names}`,
       `  ${n(done.rows.items)} items, ${n(done.rows.attempts)} attempts, ${n(done.rows.batches)} batches, ` +
-        `${n(done.rows.problems)} problems`,
+        `${n(done.rows.problems)} problems, ${n(done.rows.cache)} cached answers`,
       "  Go on there: spool run job.toml --store URL, with this URL (every worker alike).",
       `  The runs stay in ${args.from ?? args.home ?? (process.env.SPOOL_HOME || "./.spool")} too: going on there as well would send their items twice.`,
     ]

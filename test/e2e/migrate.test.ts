@@ -213,8 +213,9 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
         const attempts = rowsOf(home, "attempts")
         expect(moved.stderr).toContain(`migrated 1 run to ${pg.url}: "laptop" (1, running)\n`)
         expect(moved.stderr).toContain(
-          `  ${N} items, ${attempts} attempts, 0 batches, 0 problems\n`.replace(/\d{4,}/g, (d) =>
-            Number(d).toLocaleString("en-US"),
+          `  ${N} items, ${attempts} attempts, 0 batches, 0 problems, ${rowsOf(home, "cache")} cached answers\n`.replace(
+            /\d{4,}/g,
+            (d) => Number(d).toLocaleString("en-US"),
           ),
         )
 
@@ -396,7 +397,7 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
 
     const moved = await spool(["migrate", "--from", home, "--to", pg.url], { cwd: tmp.path, env })
     expect(moved.code).toBe(0)
-    expect(moved.stderr).toContain(`  ${N} items, 0 attempts, 3 batches, 0 problems\n`)
+    expect(moved.stderr).toContain(`  ${N} items, 0 attempts, 3 batches, 0 problems, 0 cached answers\n`)
     expect(moved.stderr).toContain(
       "  3 live batches went along: whichever worker drives the run's batches adopts them;",
     )
