@@ -12,6 +12,7 @@ import type { Job } from "../job/job.ts"
 import type { Asked, CacheEntry, Ledger } from "../ledger/ledger.ts"
 import type { CacheWrite, Run } from "../ledger/types.ts"
 import type { SourceRow, Usage } from "../../plugins/api/define.ts"
+import { crashPoint } from "./crash.ts"
 
 /** How a run uses the cache: from its job's `[cache]` and the provider that answers it. */
 export interface CacheUse {
@@ -147,7 +148,9 @@ export class Lookup {
       else if (record) misses.push({ id, key })
     }
     if (hits.length === 0 && misses.length === 0) return 0
-    return (await this.ledger.cache.serve(this.run.id, this.owner, hits, misses)).hits
+    const served = (await this.ledger.cache.serve(this.run.id, this.owner, hits, misses)).hits
+    if (served > 0) crashPoint("sweep")
+    return served
   }
 
   /** Whether a stored answer can be served: text, and with a schema, JSON the schema accepts. */

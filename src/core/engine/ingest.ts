@@ -3,6 +3,7 @@ import { existsSync, statSync } from "node:fs"
 import { sep } from "node:path"
 import { JobError, SourceError } from "../../plugins/api/errors.ts"
 import * as log from "../base/log.ts"
+import { crashPoint } from "./crash.ts"
 import * as registry from "../../plugins/registry.ts"
 import type { Asked, Ledger } from "../ledger/ledger.ts"
 import type { Input, Run } from "../ledger/types.ts"
@@ -205,6 +206,7 @@ async function read(
     check.check(batch)
     const asked = ask && batch.rows.length > 0 ? await ask(batch.rows) : undefined
     const added = await ledger.ingest.add(run.id, input, batch, false, asked)
+    if (asked && asked.hits.size > 0) crashPoint("hits")
     rows += added.added
     problems += batch.problems.length + added.duplicates
     onBatch?.(added.added)

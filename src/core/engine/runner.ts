@@ -210,8 +210,10 @@ export class Runner {
         if (holding) {
           if (this.pausedBy) return "paused"
           if (this.capped) {
+            // a run still reading its inputs has items to come: capped before they are in, it pauses, not ends
             const left = await this.o.ledger.reads.counts(run.id)
-            return left.pending + left.retry_wait > 0 ? "paused" : "done"
+            const reading = (await this.o.ledger.runs.get(run.id))?.ingested === 0
+            return left.pending + left.retry_wait > 0 || reading ? "paused" : "done"
           }
           if (this.stopping) return "interrupted"
           if (this.userHold === "cancelling") {
