@@ -311,11 +311,9 @@ describe.skipIf(SKIP_PG)("a fleet of workers on one PostgreSQL run", () => {
     ).toEqual(created)
     expect(stored.map((b) => b.state)).toEqual(stored.map(() => "done"))
     expect(stored.reduce((a, b) => a + b.count, 0)).toBe(N)
-    // the batches were applied on more than one host: each holder in turn, as it took over
-    const drivers = await db.q<{ host: string }>(
-      "SELECT DISTINCT split_part(owner, ':', 1) AS host FROM ${S}.attempts ORDER BY 1",
-    )
-    expect(drivers.length).toBeGreaterThanOrEqual(2)
+    // so every batch a killed holder had created was adopted and finished by a later one. (Which hosts applied
+    // lines is not checked: a line's attempt is written by the worker that applies it, and with 1.5 s batches the
+    // last holder may have applied them all; it failed so now and then.)
     const st = await status(pg.url, tmp.path)
     expect([st.state, st.total, nonzero(st.counts)]).toEqual(["completed", N, { completed: N }])
     console.log(

@@ -460,6 +460,8 @@ export class Batcher {
       return false
     }
     const ingesting = (await ledger.runs.get(run.id))?.ingested === 0
+    // looked at again once the inputs are seen read: they may have been read to their end since the look above
+    if (!ingesting && (await tailItems(this.packing)) > 0) return false
     if (ingesting && candidates.length < cap) {
       this.waitingSince ??= Date.now()
       if (Date.now() - this.waitingSince < job.batch.flush_s * 1000) return false
