@@ -317,7 +317,7 @@ describe.skipIf(SKIP_PG)("a fleet of workers on one PostgreSQL run", () => {
     const st = await status(pg.url, tmp.path)
     expect([st.state, st.total, nonzero(st.counts)]).toEqual(["completed", N, { completed: N }])
     console.log(
-      `fleet batch: ${kills.length} kills of the holder (${kills.map((k) => `${k.host}@${k.created}`).join(", ")}), ${stored.length} batches, drivers ${drivers.map((d) => d.host).join(" ")}`,
+      `fleet batch: ${kills.length} kills of the holder (${kills.map((k) => `${k.host}@${k.created}`).join(", ")}), ${stored.length} batches`,
     )
   }, 60_000)
 
