@@ -176,8 +176,9 @@ export class Batcher {
         const [moved, packed] = await Promise.all([this.advance(), paused ? false : this.pack()])
         if (this.stopping) return "interrupted"
         if (this.pausedBy) return "paused"
+        // at the cap: paused, unless the cache has served what was left
         if (this.capped && (await ledger.batches.live(run.id)).length === 0 && (await this.affordable()) <= 0)
-          return "paused"
+          return (await this.finished()) ? "done" : "paused"
         if (!paused && (await this.tail())) continue
         if (this.tailCapped) return "paused"
         if (await this.finished()) return "done"
@@ -437,12 +438,9 @@ export class Batcher {
   private async pack(): Promise<boolean> {
     const { ledger, run, job } = this.o
     const cap = Math.min(job.batch.batch_size ?? this.api.limits.maxRequests, this.api.limits.maxRequests)
-    if (this.stopping || this.pausedBy || this.queueFull || Date.now() < this.packAfter) return false
-    const room = await queueRoom(this.packing)
-    if (room.tokens <= 0 || room.requests <= 0 || room.batches <= 0) return false
-    const affordable = await this.affordable()
-    if (affordable <= 0) return false
-    // the cache first: what it holds is completed with no batch, and only what it was asked for is packed
+    if (this.stopping || this.pausedBy) return false
+    // the cache first: what it holds is completed with no batch (whatever the queue's room or the spend cap: a hit
+    // needs neither), and only what it was asked for is packed
     if (this.lookup) {
       const { hits } = await this.lookup.sweep(Number.POSITIVE_INFINITY)
       if (hits > 0) {
@@ -450,6 +448,11 @@ export class Batcher {
         await this.onCommit?.(this.progress)
       }
     }
+    if (this.queueFull || Date.now() < this.packAfter) return false
+    const room = await queueRoom(this.packing)
+    if (room.tokens <= 0 || room.requests <= 0 || room.batches <= 0) return false
+    const affordable = await this.affordable()
+    if (affordable <= 0) return false
     // the last items are the realtime tail's: no batch is packed for them, whichever of the two looks first
     if ((await tailItems(this.packing)) > 0) return false
     const candidates = await ledger.batches.packable(run.id, Math.min(cap, room.requests, affordable), {

@@ -179,10 +179,11 @@ export class Runner {
         if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
         let free = holding ? 0 : this.slots() + ahead - this.inflight.size - this.queue.length
         if (free > 0 && this.o.budget) free = Math.min(free, this.affordable(this.o.budget))
+        // the cache first: what it holds is completed here, outside every limit (the spend cap too: a hit costs
+        // nothing), and only what it was asked for may be claimed for a call; a sweep that left some for the next
+        // turn is news, so that turn comes at once
+        const swept = this.sweeps(free) ? await this.sweep(this.lookup!) : false
         if (this.capped && !holding) continue // the next turn commits what is waiting and winds down
-        // the cache first: what it holds is completed here, outside every limit, and only what it was asked for
-        // may be claimed for a call; a sweep that left some for the next turn is news, so that turn comes at once
-        const swept = this.lookup && free > 0 ? await this.sweep(this.lookup) : false
         const done = this.outcomes
         this.outcomes = []
         this.news = swept
@@ -210,6 +211,7 @@ export class Runner {
         if (holding) {
           if (this.pausedBy) return "paused"
           if (this.capped) {
+            if (swept) continue // items the cache serves are still being looked up
             // a run still reading its inputs has items to come: capped before they are in, it pauses, not ends
             const left = await this.o.ledger.reads.counts(run.id)
             const reading = (await this.o.ledger.runs.get(run.id))?.ingested === 0
@@ -307,6 +309,15 @@ export class Runner {
   poke(): void {
     this.news = true
     this.waker.notify()
+  }
+
+  /**
+   * Whether this turn looks items up in the cache: with room for calls, or at the spend cap (hits are free); never
+   * while stopping, paused by the provider, or held by `spool pause` or `spool cancel`.
+   */
+  private sweeps(free: number): boolean {
+    if (!this.lookup || this.stopping || this.pausedBy || this.userHold !== undefined) return false
+    return free > 0 || this.capped !== undefined
   }
 
   /** A turn's look-ups in the cache; its hits are progress like any other completion. Whether some were left. */
