@@ -261,6 +261,38 @@ export function testCache(place: () => Promise<Place>, tallied: (l: Ledger, run:
       expect((await l.reads.summary(run.id)).cache).toEqual({ hits: 0, misses: 2, savedUsd: 0 })
     })
 
+    test("an item missed, then served when asked again, is counted a hit and no longer a miss", async () => {
+      await using p = await place()
+      const l = await p.open()
+      const { run: b } = await seed(l, 2, "b")
+      const pending = await l.cache.pending(b.id, { after: 0, limit: 10 })
+      await l.cache.serve(
+        b.id,
+        "w",
+        [],
+        pending.map((i) => ({ id: i.id, key: `key-${i.data}` })),
+      )
+      expect((await l.reads.summary(b.id)).cache).toEqual({ hits: 0, misses: 2, savedUsd: 0 })
+      const { run: a } = await seed(l, 1, "a")
+      await payAll(l, a.id)
+      const entry = (await entryOf(l, 'key-{"text":"t1"}'))!
+      // asked again (a resumed run): the keyed item is served under the key it was asked for
+      expect(await l.cache.serve(b.id, "w", [{ id: pending[0]!.id, key: entry.key, entry }], [])).toEqual({
+        hits: 1,
+        misses: 0,
+      })
+      expect((await l.reads.summary(b.id)).cache).toEqual({ hits: 1, misses: 1, savedUsd: 0.25 })
+      // an item keyed otherwise is not served under another key
+      const other = { ...entry, key: "elsewhere" }
+      expect(
+        await l.cache.serve(b.id, "w", [{ id: pending[1]!.id, key: "elsewhere", entry: other }], []),
+      ).toEqual({
+        hits: 0,
+        misses: 0,
+      })
+      await tallied(l, b.id)
+    })
+
     test("two workers serving the same items: each is settled once, and counted once", async () => {
       await using p = await place()
       const one = await p.open()

@@ -72,25 +72,27 @@ export class Cache implements api.Cache {
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {
         const now = Date.now()
-        let done = { n: 0, saved: 0 }
+        let done = { n: 0, saved: 0, again: 0 }
         if (hits.length > 0) {
-          const [row]: { n: number; saved: number }[] = await tx`WITH h AS (
+          const [row]: { n: number; saved: number; again: number }[] = await tx`WITH h AS (
               SELECT * FROM jsonb_to_recordset(${served}::text::jsonb) AS h(id int, key text, output text, usage text,
                 saved float8)
             ), l AS (
-              SELECT items.id, h.key, h.output, h.usage, h.saved FROM items JOIN h ON h.id = items.id
+              SELECT items.id, h.key, h.output, h.usage, h.saved, items.cache_key IS NOT NULL AS again
+              FROM items JOIN h ON h.id = items.id
               WHERE items.run_id = ${run} AND items.state = 'pending'
                 AND (items.cache_key IS NULL OR items.cache_key = h.key)
               ORDER BY items.id FOR UPDATE OF items
             ), u AS (
               UPDATE items SET state = 'completed', output = l.output, cached_usage = l.usage, cache_key = l.key,
                 error = NULL, error_class = NULL, next_at = NULL, updated_at = ${now}::float8
-              FROM l WHERE items.id = l.id RETURNING items.id, l.saved
+              FROM l WHERE items.id = l.id RETURNING items.id, l.saved, l.again
             ), a AS (
               INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
               SELECT u.id, ${run}, 0, ${owner}, ${now}::float8, ${now}::float8, 'cached', 0 FROM u ORDER BY u.id
             )
-            SELECT count(*)::int AS n, coalesce(sum(saved), 0)::float8 AS saved FROM u`
+            SELECT count(*)::int AS n, coalesce(sum(saved), 0)::float8 AS saved,
+              (count(*) FILTER (WHERE again))::int AS again FROM u`
           done = row ?? done
         }
         let asked = 0
@@ -107,7 +109,8 @@ export class Cache implements api.Cache {
             SELECT count(*)::int AS n FROM u`
           asked = row?.n ?? 0
         }
-        if (done.n > 0 || asked > 0) await count(tx, run, done.n, asked, done.saved)
+        // an item looked up before and served now was counted a miss then: it is a hit, and no longer a miss
+        if (done.n > 0 || asked > 0) await count(tx, run, done.n, asked - done.again, done.saved)
         // items looked up are claimable by the looked claims of every worker
         if (asked > 0) await notify(tx, this.pg, { run, kind: "items" })
         return { hits: done.n, misses: asked }

@@ -56,9 +56,14 @@ export class Cache {
         const now = Date.now()
         let served = 0
         let saved = 0
+        let again = 0
         for (const { id, key, entry } of hits) {
           const usage = JSON.stringify(cachedUsage(entry))
-          if (!this.q.hit.get(entry.output, usage, key, now, id, run)) continue
+          // an item looked up before and served now was counted a miss then: it is a hit, and no longer a miss
+          if (!this.q.hit.get(entry.output, usage, key, now, id, run)) {
+            if (!this.q.hitAgain.get(entry.output, usage, key, now, id, run)) continue
+            again++
+          }
           this.q.cachedAttempt.run(id, run, owner, now)
           served++
           saved += entry.cost_usd ?? 0
@@ -69,7 +74,7 @@ export class Cache {
           this.tallies.shift(run, { pending: -served, completed: served })
           this.tallies.ended(run, Math.floor(now / PROGRESS_BUCKET_MS), served, 0)
         }
-        if (served > 0 || missed > 0) this.count(run, served, missed, saved)
+        if (served > 0 || missed > 0) this.count(run, served, missed - again, saved)
         return { hits: served, misses: missed }
       })
       .immediate()
@@ -179,7 +184,12 @@ function prepare(db: Database) {
     hit: q<{ id: number }, [string, string, string, number, number, number]>(
       `UPDATE items SET state = 'completed', output = ?1, cached_usage = ?2, cache_key = ?3, error = NULL,
        error_class = NULL, next_at = NULL, updated_at = ?4
-       WHERE id = ?5 AND run_id = ?6 AND state = 'pending' AND (cache_key IS NULL OR cache_key = ?3) RETURNING id`,
+       WHERE id = ?5 AND run_id = ?6 AND state = 'pending' AND cache_key IS NULL RETURNING id`,
+    ),
+    hitAgain: q<{ id: number }, [string, string, string, number, number, number]>(
+      `UPDATE items SET state = 'completed', output = ?1, cached_usage = ?2, error = NULL, error_class = NULL,
+       next_at = NULL, updated_at = ?4
+       WHERE id = ?5 AND run_id = ?6 AND state = 'pending' AND cache_key = ?3 RETURNING id`,
     ),
     cachedAttempts: q<void, [string, number, string, number]>(
       `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
