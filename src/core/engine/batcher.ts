@@ -29,7 +29,7 @@ import { crashPoint } from "./crash.ts"
 import { packOne, queueLimited, queueRoom, requestFile, tailItems, type PackOptions } from "./pack.ts"
 import { Salvager } from "./salvage.ts"
 import type { BatchClient, BatchTag, ProviderClient } from "../../plugins/api/define.ts"
-import { Lookup, type CacheUse } from "./cache.ts"
+import type { Lookup } from "./cache.ts"
 
 export interface BatcherOptions {
   ledger: Ledger
@@ -42,8 +42,8 @@ export interface BatcherOptions {
   policy?: retry.Policy
   /** The spend cap (`limits.max_cost_usd`) and the model's price. */
   cap?: Cap | undefined
-  /** The response cache, unless the job turns it off: asked before any item is packed (cache.ts). */
-  cache?: CacheUse | undefined
+  /** The response cache's look-ups, unless the job turns it off: asked before any item is packed (cache.ts). */
+  lookup?: Lookup | undefined
 }
 
 export interface BatchProgress {
@@ -100,8 +100,6 @@ export class Batcher {
   private readonly packing: PackOptions
   /** A lease renewal that failed (the store, the disk): the loop stops with it at its next turn. */
   private renewal: unknown
-  /** The response cache's look-ups, when the job uses it: a cached answer never goes into a batch file. */
-  private readonly lookup: Lookup | undefined
 
   constructor(options: BatcherOptions) {
     this.o = options
@@ -118,10 +116,9 @@ export class Batcher {
       api: this.api,
       dir: this.dir,
       validate: this.validate,
-      cache: options.cache,
+      cache: options.lookup?.use,
     })
     this.packing = { ledger, run, job, owner, api: this.api, dir: this.dir, prompt: this.prompt }
-    this.lookup = options.cache && new Lookup(ledger, run, owner, options.cache, this.validate)
   }
 
   /** Stops packing and creating; batches already at the provider are picked up by the next run. */
@@ -441,8 +438,8 @@ export class Batcher {
     if (this.stopping || this.pausedBy) return false
     // the cache first: what it holds is completed with no batch (whatever the queue's room or the spend cap: a hit
     // needs neither), and only what it was asked for is packed
-    if (this.lookup) {
-      const { hits } = await this.lookup.sweep(Number.POSITIVE_INFINITY)
+    if (this.o.lookup) {
+      const { hits } = await this.o.lookup.sweep(Number.POSITIVE_INFINITY)
       if (hits > 0) {
         this.progress.completed += hits
         await this.onCommit?.(this.progress)
@@ -456,7 +453,7 @@ export class Batcher {
     // the last items are the realtime tail's: no batch is packed for them, whichever of the two looks first
     if ((await tailItems(this.packing)) > 0) return false
     const candidates = await ledger.batches.packable(run.id, Math.min(cap, room.requests, affordable), {
-      looked: this.lookup !== undefined,
+      looked: this.o.lookup !== undefined,
     })
     if (candidates.length === 0) {
       this.waitingSince = undefined
@@ -528,7 +525,7 @@ export class Batcher {
       owner: this.o.owner,
       ...(this.o.policy ? { policy: this.o.policy } : {}),
       budget: cap && new Budget(cap, job.request, await ledger.reads.summary(run.id)),
-      cache: this.o.cache,
+      lookup: this.o.lookup,
     })
     this.tailRunner = runner
     runner.onCommit = (p) =>

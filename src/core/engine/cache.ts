@@ -55,16 +55,20 @@ export function cacheWrite(use: CacheUse | undefined, usage: Usage, batch: boole
 /** Items looked up per transaction. */
 const CHUNK = 2_000
 
-/** Serves a run's pending items from the cache, and records the keys of those it cannot serve. */
+/**
+ * Serves a run's pending items from the cache, and records the keys of those it cannot serve. A process makes one
+ * (engine/run.ts) and hands it to whatever reads rows or claims items: the ingester, the runner, the batcher.
+ */
 export class Lookup {
-  /** Whether pending items looked up by an earlier process have been asked again (once per process). */
+  /** Whether pending items looked up by an earlier process have been asked again (once per process: one Lookup). */
   private asked = false
 
   constructor(
     private readonly ledger: Ledger,
     private readonly run: Run,
     private readonly owner: string,
-    private readonly use: CacheUse,
+    /** How the run uses the cache: what it reads, and what an accepted answer writes (`cacheWrite`). */
+    readonly use: CacheUse,
     /** The job's output check, when it has a schema: a stored answer that no longer passes it is a miss. */
     private readonly validate: ((value: unknown) => string | undefined) | undefined,
   ) {}

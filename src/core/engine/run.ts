@@ -312,10 +312,11 @@ export async function prepare(o: StartOptions): Promise<Session> {
   if (canary !== undefined) await db.canaries.start(run.id, canary)
   const owner = ownerId()
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
-  const cache = cacheUse(job, identity(job))
-  // rows the cache answers are stored completed as they are read (Lookup.ask): a run of hits is ingest, no more
-  const asking =
-    cache && new Lookup(db, run, owner, cache, job.output ? schemas.validator(job.output.schema) : undefined)
+  // the response cache's look-ups, one for the process: rows it answers are stored completed as they are read
+  // (Lookup.ask), and pending items are asked before the runner claims or the batcher packs them
+  const use = cacheUse(job, identity(job))
+  const lookup =
+    use && new Lookup(db, run, owner, use, job.output ? schemas.validator(job.output.schema) : undefined)
   /** Direct calls, their spend cap counted from what the run has spent by the time they start. */
   const runner = async (ledger: Ledger) =>
     new Runner({
@@ -327,7 +328,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       policy,
       budget: cap && new Budget(cap, job.request, await db.reads.summary(run.id)),
       listening: db.listen !== undefined,
-      cache,
+      lookup,
     })
   // realtime calls or provider batches: the same ledger, driven one way or the other
   const drive = async (): Promise<Runner | Batcher> =>
@@ -341,7 +342,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
           home: o.home,
           policy,
           cap,
-          cache,
+          lookup,
         })
       : runner(db)
   // a canary's calls come first, through a Runner that sees only the run's first items; the rest once it has ended
@@ -382,11 +383,11 @@ export async function prepare(o: StartOptions): Promise<Session> {
         const added = await ingest(db, current, files, lease, {
           signal,
           follow: seen,
-          ask: asking && ((rows) => asking.ask(rows)),
+          ask: lookup && ((rows) => lookup.ask(rows)),
           onBatch: (n) => {
             ticker.total += n
             // rows the cache answered were stored completed: progress the driver has no commit of its own to show
-            if (asking) progressed()
+            if (lookup) progressed()
             driver.poke()
           },
         })

@@ -13,7 +13,7 @@ import * as decide from "./decide.ts"
 import { dead, leaseMs } from "./owner.ts"
 import { Limiter } from "./ratelimit.ts"
 import { Waker } from "./wake.ts"
-import { cacheWrite, Lookup, type CacheUse } from "./cache.ts"
+import { cacheWrite, type Lookup } from "./cache.ts"
 
 export type Ending = "done" | "interrupted" | "paused" | "cancelled"
 
@@ -39,8 +39,8 @@ export interface RunnerOptions {
    * ledger every few seconds instead of every second, and at once when told.
    */
   listening?: boolean
-  /** The response cache, unless the job turns it off: asked before any item is claimed (cache.ts). */
-  cache?: CacheUse | undefined
+  /** The response cache's look-ups, unless the job turns it off: asked before any item is claimed (cache.ts). */
+  lookup?: Lookup | undefined
 }
 
 const IDLE_POLL_MS = 1000
@@ -109,8 +109,6 @@ export class Runner {
   private recoveredAt = Date.now()
   /** Items other workers hold (running in the ledger, not ours), as of the last sync: under way for the cap too. */
   private others = 0
-  /** The response cache's look-ups, when the job uses it: hits complete items here, with no call. */
-  private readonly lookup: Lookup | undefined
 
   constructor(options: RunnerOptions) {
     this.o = options
@@ -128,8 +126,6 @@ export class Runner {
     this.ahead = Math.ceil(options.job.limits.concurrency / (whole ? 1 : 4))
     this.idleMs = options.listening ? LISTENING_POLL_MS : IDLE_POLL_MS
     this.stateMs = options.listening ? LISTENING_POLL_MS : 500
-    this.lookup =
-      options.cache && new Lookup(options.ledger, options.run, options.owner, options.cache, this.validate)
   }
 
   /** What the store told: items to claim, or the run's state changed (read it at the next turn). */
@@ -182,13 +178,13 @@ export class Runner {
         // the cache first: what it holds is completed here, outside every limit (the spend cap too: a hit costs
         // nothing), and only what it was asked for may be claimed for a call; a sweep that left some for the next
         // turn is news, so that turn comes at once
-        const swept = this.sweeps(free) ? await this.sweep(this.lookup!) : false
+        const swept = this.sweeps(free) ? await this.sweep(this.o.lookup!) : false
         if (this.capped && !holding) continue // the next turn commits what is waiting and winds down
         const done = this.outcomes
         this.outcomes = []
         this.news = swept
         const claimed = await ledger.claims.step(run.id, owner, done, free, this.leaseMs, {
-          looked: this.lookup !== undefined,
+          looked: this.o.lookup !== undefined,
         })
         const told = this.committed(done)
         if (told) await told
@@ -316,7 +312,7 @@ export class Runner {
    * while stopping, paused by the provider, or held by `spool pause` or `spool cancel`.
    */
   private sweeps(free: number): boolean {
-    if (!this.lookup || this.stopping || this.pausedBy || this.userHold !== undefined) return false
+    if (!this.o.lookup || this.stopping || this.pausedBy || this.userHold !== undefined) return false
     return free > 0 || this.capped !== undefined
   }
 
@@ -432,7 +428,8 @@ export class Runner {
       this.limiter.succeeded()
       const settled = decide.answer(reply, this.validate, item.attempt, this.max)
       // only an answer that passed every gate is cached
-      const cache = settled.verdict === "completed" ? cacheWrite(this.o.cache, reply.usage, false) : undefined
+      const cache =
+        settled.verdict === "completed" ? cacheWrite(this.o.lookup?.use, reply.usage, false) : undefined
       return { ...this.outcome(item, end(), settled), ...(cache && { cache }) }
     } catch (err) {
       if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted" }
