@@ -237,8 +237,7 @@ export class Batches {
               batch,
             )
             if (!done) continue
-            if (o.cache && o.to === "completed" && o.output !== undefined)
-              this.cache.put(done.cache_key, o.cache, { ...o, output: o.output })
+            this.cache.put(done.cache_key, o)
             run = done.run_id
             moved.submitted = (moved.submitted ?? 0) - 1
             moved[o.to] = (moved[o.to] ?? 0) + 1

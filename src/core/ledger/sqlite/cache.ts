@@ -54,7 +54,7 @@ export class Cache {
     return this.db
       .transaction(() => {
         const now = Date.now()
-        let served = 0
+        const served: number[] = []
         let saved = 0
         let again = 0
         for (const { id, key, entry } of hits) {
@@ -64,18 +64,19 @@ export class Cache {
             if (!this.q.hitAgain.get(entry.output, usage, key, now, id, run)) continue
             again++
           }
-          this.q.cachedAttempt.run(id, run, owner, now)
-          served++
+          served.push(id)
           saved += entry.cost_usd ?? 0
         }
+        this.attempts(served, run, owner, now)
         let missed = 0
         for (const { id, key } of misses) missed += this.q.miss.run(key, id, run).changes
-        if (served > 0) {
-          this.tallies.shift(run, { pending: -served, completed: served })
-          this.tallies.ended(run, Math.floor(now / PROGRESS_BUCKET_MS), served, 0)
+        const n = served.length
+        if (n > 0) {
+          this.tallies.shift(run, { pending: -n, completed: n })
+          this.tallies.ended(run, Math.floor(now / PROGRESS_BUCKET_MS), n, 0)
         }
-        if (served > 0 || missed > 0) this.count(run, served, missed - again, saved)
-        return { hits: served, misses: missed }
+        if (n > 0 || missed > 0) this.count(run, n, missed - again, saved)
+        return { hits: n, misses: missed }
       })
       .immediate()
   }
@@ -91,11 +92,13 @@ export class Cache {
   }
 
   /**
-   * Writes a completed answer under its item's key, replacing what the key held (an expired or unusable entry, or
-   * `--refresh-cache`). Only for an item that was looked up with a key; called inside the caller's transaction.
+   * Writes an outcome's answer under its item's key, when the outcome completes the item and carries a write (the
+   * job's cache writes), replacing what the key held (an expired or unusable entry, or `--refresh-cache`). Only for
+   * an item that was looked up with a key; called inside the caller's transaction.
    */
-  put(key: string | null, write: CacheWrite, answer: Answer): void {
-    if (!key) return
+  put(key: string | null, answer: Answer): void {
+    const write = answer.cache
+    if (!key || !write || answer.to !== "completed" || answer.output === undefined) return
     this.q.put.run(
       slot(key),
       key,
@@ -149,9 +152,11 @@ export class Cache {
 }
 guard(Cache)
 
-/** What `put` writes of an outcome: the answer and the usage it was paid for. */
+/** What `put` reads of an outcome (a call's or a batch line's): the answer, the usage it was paid for, the write. */
 export interface Answer {
-  output: string
+  to: string
+  cache?: CacheWrite | undefined
+  output?: string | undefined
   inputTokens?: number | undefined
   outputTokens?: number | undefined
   cachedTokens?: number | undefined
@@ -194,10 +199,6 @@ function prepare(db: Database) {
     cachedAttempts: q<void, [string, number, string, number]>(
       `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
        SELECT value, ?2, 0, ?3, ?4, ?4, 'cached', 0 FROM json_each(?1)`,
-    ),
-    cachedAttempt: q<void, [number, number, string, number]>(
-      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
-       VALUES (?1, ?2, 0, ?3, ?4, ?4, 'cached', 0)`,
     ),
     miss: q<void, [string, number, number]>(
       "UPDATE items SET cache_key = ? WHERE id = ? AND run_id = ? AND state = 'pending' AND cache_key IS NULL",

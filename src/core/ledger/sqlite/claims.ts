@@ -65,9 +65,7 @@ export class Claims {
     if (outcomes.length === 0) return
     for (const o of outcomes) states.check("running", o.to)
     // answers to cache are written under their item's key while the item is still this owner's, before it settles
-    for (const o of outcomes)
-      if (o.cache && o.to === "completed" && o.output !== undefined)
-        this.cache.put(this.q.heldKey.get(o.item, owner)?.key ?? null, o.cache, { ...o, output: o.output })
+    for (const o of outcomes) if (o.cache) this.cache.put(this.q.heldKey.get(o.item, owner)?.key ?? null, o)
     const json = JSON.stringify(outcomes)
     this.q.endAttempts.run(json, owner)
     this.q.finish.run(json, owner)
