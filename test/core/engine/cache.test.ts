@@ -4,6 +4,9 @@
  */
 import { describe, expect, test } from "bun:test"
 import { cacheUse, cacheWrite, Lookup, type CacheUse } from "../../../src/core/engine/cache.ts"
+import { identity } from "../../../src/core/engine/run.ts"
+import { keyer } from "../../../src/core/job/cache.ts"
+import * as registry from "../../../src/plugins/registry.ts"
 import * as jobs from "../../../src/core/job/job.ts"
 import * as schemas from "../../../src/core/job/schema.ts"
 import type { Ledger } from "../../../src/core/ledger/ledger.ts"
@@ -212,5 +215,31 @@ describe("the cache's look-ups", () => {
       [1, "A-t2"],
     ])
     await l.close()
+  })
+
+  test("a run's identity holds no API key, so the key is the same whatever key the run calls with; the base URL variable is in it", async () => {
+    await registry.load([])
+    const saved = { key: process.env.OPENAI_API_KEY, url: process.env.OPENAI_BASE_URL }
+    try {
+      delete process.env.OPENAI_BASE_URL
+      process.env.OPENAI_API_KEY = "sk-first-0123456789"
+      const first = identity(job())
+      process.env.OPENAI_API_KEY = "sk-second-9876543210"
+      const second = identity(job())
+      expect(JSON.stringify(first)).not.toContain("sk-first")
+      expect(second).toEqual(first)
+      expect(keyer(job(), second)({ text: "x" })).toBe(keyer(job(), first)({ text: "x" }))
+      process.env.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
+      const elsewhere = identity(job())
+      expect(elsewhere.baseUrl).toBe("http://127.0.0.1:9/v1")
+      expect(keyer(job(), elsewhere)({ text: "x" })).not.toBe(keyer(job(), first)({ text: "x" }))
+    } finally {
+      for (const [name, value] of [
+        ["OPENAI_API_KEY", saved.key],
+        ["OPENAI_BASE_URL", saved.url],
+      ] as const)
+        if (value === undefined) delete process.env[name]
+        else process.env[name] = value
+    }
   })
 })

@@ -96,12 +96,6 @@ describe("the cache key", () => {
   test("is empty for a row that cannot fill the prompt: nothing is cached for it", () => {
     expect(keyOf(undefined, undefined, { other: "x" })).toBe("")
   })
-
-  test("no API key can be in it: the identity has none, and the job keeps none", () => {
-    const job = load()
-    expect(JSON.stringify(job)).not.toContain("sk-")
-    expect(Object.keys(WHO).sort()).toEqual(["baseUrl", "model", "options", "provider"])
-  })
 })
 
 describe("canonical JSON", () => {
