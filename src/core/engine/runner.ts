@@ -109,6 +109,11 @@ export class Runner {
   private recoveredAt = Date.now()
   /** Items other workers hold (running in the ledger, not ours), as of the last sync: under way for the cap too. */
   private others = 0
+  /**
+   * Pending items the cache was never asked for may be there: at the start, after news (items read, a state
+   * changed) and after an idle wait. A sweep that finds none clears it, so a busy loop does not ask every turn.
+   */
+  private unlooked = true
 
   constructor(options: RunnerOptions) {
     this.o = options
@@ -229,6 +234,8 @@ export class Runner {
         }
         const wait = await this.nothingToClaim()
         if (wait === null) return "done"
+        // pending items none of ours can claim: perhaps never looked up (another process's, with the cache off)
+        this.unlooked = true
         if (!this.news) await this.waker.sleep(wait)
       }
     } finally {
@@ -304,21 +311,25 @@ export class Runner {
    */
   poke(): void {
     this.news = true
+    this.unlooked = true
     this.waker.notify()
   }
 
   /**
-   * Whether this turn looks items up in the cache: with room for calls, or at the spend cap (hits are free); never
-   * while stopping, paused by the provider, or held by `spool pause` or `spool cancel`.
+   * Whether this turn looks items up in the cache: when some may be there to look up (`unlooked`), with room for
+   * calls or at the spend cap (hits are free); never while stopping, paused by the provider, or held by `spool
+   * pause` or `spool cancel`.
    */
   private sweeps(free: number): boolean {
-    if (!this.o.lookup || this.stopping || this.pausedBy || this.userHold !== undefined) return false
+    if (!this.o.lookup || !this.unlooked) return false
+    if (this.stopping || this.pausedBy || this.userHold !== undefined) return false
     return free > 0 || this.capped !== undefined
   }
 
   /** A turn's look-ups in the cache; its hits are progress like any other completion. Whether some were left. */
   private async sweep(lookup: Lookup): Promise<boolean> {
     const { hits, more } = await lookup.sweep(SWEEP_ITEMS)
+    this.unlooked = more
     if (hits > 0) {
       this.progress.completed += hits
       this.progress.inFlight = this.inflight.size
