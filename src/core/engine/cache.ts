@@ -9,6 +9,7 @@ import { cost, priceOf } from "../job/pricing.ts"
 import { keyer, type Identity } from "../job/cache.ts"
 import { durationMs } from "../job/duration.ts"
 import type { Job } from "../job/job.ts"
+import * as schemas from "../job/schema.ts"
 import type { Asked, CacheEntry, Ledger } from "../ledger/ledger.ts"
 import type { CacheWrite, Run } from "../ledger/types.ts"
 import type { SourceRow, Usage } from "../../plugins/api/define.ts"
@@ -40,6 +41,19 @@ export function cacheUse(job: Job, who: Identity): CacheUse | undefined {
     model: who.model,
     price: priceOf(job.provider.model, job.pricing),
   }
+}
+
+/** The look-ups of a process working on `run`, or undefined when its job turns the cache off. */
+export function lookupOf(
+  ledger: Ledger,
+  run: Run,
+  owner: string,
+  job: Job,
+  who: Identity,
+): Lookup | undefined {
+  const use = cacheUse(job, who)
+  const validate = job.output ? schemas.validator(job.output.schema) : undefined
+  return use && new Lookup(ledger, run, owner, use, validate)
 }
 
 /** What an accepted answer writes to the cache: who gave it, and what it cost at the price paid (batch or not). */

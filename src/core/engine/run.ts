@@ -34,8 +34,7 @@ import { Batcher } from "./batcher.ts"
 import * as canaries from "./canary.ts"
 import { canaryReport, type CanaryReport } from "../report/canary.ts"
 import type { Identity } from "../job/cache.ts"
-import { cacheUse, Lookup } from "./cache.ts"
-import * as schemas from "../job/schema.ts"
+import { lookupOf } from "./cache.ts"
 
 export interface StartOptions {
   file: string | undefined
@@ -314,9 +313,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
   // the response cache's look-ups, one for the process: rows it answers are stored completed as they are read
   // (Lookup.ask), and pending items are asked before the runner claims or the batcher packs them
-  const use = cacheUse(job, identity(job))
-  const lookup =
-    use && new Lookup(db, run, owner, use, job.output ? schemas.validator(job.output.schema) : undefined)
+  const lookup = lookupOf(db, run, owner, job, identity(job))
   /** Direct calls, their spend cap counted from what the run has spent by the time they start. */
   const runner = async (ledger: Ledger) =>
     new Runner({
