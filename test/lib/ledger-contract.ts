@@ -1735,6 +1735,36 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         expect((await l.workers.list(run.id)).map((w) => w.owner)).toEqual(["h:4:edge", "h:3:fresh"])
       })
 
+      test("take: one bucket per run and name for every connection, full at first, refilled by time, never past its limit", async () => {
+        await using p = await place()
+        const [a, b] = [await p.open(), await p.open()]
+        const { run } = await seed(a, 1)
+        const other = await seed(a, 1, "other")
+        // 60 a minute: a full minute's worth at once, shared by the two connections
+        expect(await a.workers.take(run.id, "rpm", 60, 40, 1_000)).toEqual({ granted: 40, waitMs: 0 })
+        expect(await b.workers.take(run.id, "rpm", 60, 30, 1_000)).toEqual({ granted: 20, waitMs: 10_000 })
+        expect(await a.workers.take(run.id, "rpm", 60, 1, 1_000)).toEqual({ granted: 0, waitMs: 1_000 })
+        // another name and another run have buckets of their own
+        expect(await b.workers.take(run.id, "tpm", 1_000, 600, 1_000)).toEqual({ granted: 600, waitMs: 0 })
+        expect(await b.workers.take(other.run.id, "rpm", 60, 60, 1_000)).toEqual({ granted: 60, waitMs: 0 })
+        // one a second comes back, part of one is given as it is
+        expect(await b.workers.take(run.id, "rpm", 60, 3, 3_500)).toEqual({ granted: 2.5, waitMs: 500 })
+        // a clock behind the last take refills nothing, and is not taken as the bucket's time
+        expect(await a.workers.take(run.id, "rpm", 60, 1, 2_000)).toEqual({ granted: 0, waitMs: 1_000 })
+        expect(await a.workers.take(run.id, "rpm", 60, 1, 4_500)).toEqual({ granted: 1, waitMs: 0 })
+        // an hour later it holds its limit, no more; a lower limit given caps it there
+        expect(await a.workers.take(run.id, "rpm", 60, 100, 3_604_500)).toEqual({
+          granted: 60,
+          waitMs: 40_000,
+        })
+        expect(await a.workers.take(run.id, "tpm", 500, 900, 3_604_500)).toEqual({
+          granted: 500,
+          waitMs: 48_000,
+        })
+        // without a time, the store's clock: a full bucket now
+        expect(await b.workers.take(run.id, "fresh", 10, 4)).toEqual({ granted: 4, waitMs: 0 })
+      })
+
       test("alive counts the workers with a fresh beat whose process is not known gone", async () => {
         await using p = await place()
         const l = await p.open()

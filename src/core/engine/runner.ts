@@ -1,7 +1,7 @@
 /** Drives a run's items through the ledger: claim, call, record; concurrency-limited, durable at every step. */
 import { ProviderError } from "../../plugins/api/errors.ts"
 import * as retry from "./retry.ts"
-import { alive, type Ledger } from "../ledger/ledger.ts"
+import type { Ledger } from "../ledger/ledger.ts"
 import type { Claimed, Outcome, Run } from "../ledger/types.ts"
 import * as template from "../job/template.ts"
 import type { Job } from "../job/job.ts"
@@ -46,9 +46,8 @@ export interface RunnerOptions {
 const IDLE_POLL_MS = 1000
 /** An idle runner's look at the ledger when the store tells it of changes (a lapsed lease is still found so). */
 const LISTENING_POLL_MS = 5000
-/** How often the spend cap is synced with every worker's spend, and the rate limits shared among the workers. */
+/** How often the spend cap is synced with every worker's spend. */
 const SYNC_MS = 250
-const SHARE_MS = 5000
 /** The longest a finished result waits for companions before it is committed. */
 const GROUP_MS = 10
 /** Items the cache is asked for per turn of the loop, at most: a long sweep does not hold up the calls. */
@@ -91,8 +90,13 @@ export class Runner {
   /** `spool pause` or `spool cancel` from another process, read from the run's state every half second. */
   private userHold: "paused" | "cancelling" | undefined
   private checkedAt = 0
-  /** A lease renewal that failed (the store, the disk): the loop stops with it at its next turn. */
-  private renewal: unknown
+  /**
+   * Work of the store outside the loop's turns that failed (a lease renewal, a rate grant; the store, the disk): the
+   * loop stops with it at its next turn.
+   */
+  private broken: unknown
+  /** A grant from the run's rate buckets is being asked for (one at a time). */
+  private granting = false
   private readonly waker = new Waker()
   private readonly leaseMs: number
   /** How many items are claimed ahead of free slots, and the most results one commit waits for. */
@@ -104,7 +108,6 @@ export class Runner {
   private readonly idleMs: number
   private readonly stateMs: number
   private syncedAt = 0
-  private sharedAt = 0
   /** When this worker last took back the items of lapsed leases (every lease length, busy or not). */
   private recoveredAt = Date.now()
   /** Items other workers hold (running in the ledger, not ours), as of the last sync: under way for the cap too. */
@@ -121,7 +124,7 @@ export class Runner {
     this.validate = options.job.output ? schemas.validator(options.job.output.schema) : undefined
     this.base = baseTokens(options.job.request)
     const { rpm, tpm, concurrency } = options.job.limits
-    this.limiter = new Limiter({ rpm, tpm, concurrency })
+    this.limiter = new Limiter({ rpm, tpm, concurrency, pooled: true })
     this.leaseMs = options.leaseMs ?? leaseMs()
     // a store over the network (PostgreSQL) commits in a round trip that several workers share: a slot whose call
     // ends must find its next item claimed already, so a whole round is claimed ahead there (4 workers × 64 at
@@ -159,16 +162,15 @@ export class Runner {
     const ahead = this.ahead
     const renew = setInterval(() => {
       ledger.claims.renew(run.id, owner, this.leaseMs).catch((err: unknown) => {
-        this.renewal ??= err
+        this.broken ??= err
         this.waker.notify()
       })
     }, this.leaseMs / 4)
     try {
       for (;;) {
-        if (this.renewal !== undefined) throw this.renewal
+        if (this.broken !== undefined) throw this.broken
         if (Date.now() - this.checkedAt >= this.stateMs) await this.watch()
         if (this.o.budget && Date.now() - this.syncedAt >= SYNC_MS) await this.sync(this.o.budget)
-        if (Date.now() - this.sharedAt >= SHARE_MS) await this.share()
         // a worker cut off or dead elsewhere: its items come back once their lease lapses, even while this one is
         // busy with others (an idle one also looks in nothingToClaim)
         if (Date.now() - this.recoveredAt >= this.leaseMs) {
@@ -277,15 +279,66 @@ export class Runner {
       const item = this.queue[0]!
       const tokens = this.estimate(item)
       if (!this.limiter.take(tokens)) {
-        this.limiterTimer ??= setTimeout(() => {
-          this.limiterTimer = undefined
-          this.fill()
-        }, this.limiter.wait(tokens))
+        const wait = this.limiter.wait(tokens)
+        if (wait === Number.POSITIVE_INFINITY) this.ask()
+        else this.later(wait)
         return
       }
       this.queue.shift()
       this.start(item, tokens)
     }
+  }
+
+  /** Fills again in `ms` (one timer at a time). */
+  private later(ms: number): void {
+    this.limiterTimer ??= setTimeout(() => {
+      this.limiterTimer = undefined
+      this.fill()
+    }, ms)
+  }
+
+  /**
+   * Asks the run's rate buckets (ledger.ts `Workers.take`) for what the next calls lack, and fills with what they
+   * gave; what they could not give yet is asked for again when they say it will be there. The buckets are the run's,
+   * shared by all its workers: however many there are, and however they come and go, together they stay under the
+   * job's rpm and tpm.
+   */
+  private ask(): void {
+    if (this.granting) return
+    this.granting = true
+    this.granted().then(
+      (wait) => {
+        this.granting = false
+        if (wait > 0) this.later(wait)
+        this.fill()
+      },
+      (err: unknown) => {
+        this.granting = false
+        this.broken ??= err
+        this.waker.notify()
+      },
+    )
+  }
+
+  /** Takes grants for the calls that may start now; how long until the rest of what they lack is there (0: none). */
+  private async granted(): Promise<number> {
+    const head = this.queue.slice(0, Math.max(1, this.slots() - this.inflight.size))
+    const lack = this.limiter.lack(
+      head.length,
+      head.reduce((sum, item) => sum + this.estimate(item), 0),
+    )
+    const { rpm, tpm } = this.o.job.limits
+    let wait = 0
+    for (const [name, want, limit] of [
+      ["rpm", lack.rpm, rpm],
+      ["tpm", lack.tpm, tpm],
+    ] as const) {
+      if (want <= 0) continue
+      const grant = await this.o.ledger.workers.take(this.o.run.id, name, limit, want)
+      this.limiter.grant(name, grant.granted)
+      wait = Math.max(wait, grant.waitMs)
+    }
+    return wait
   }
 
   private async untilDue(): Promise<number> {
@@ -362,15 +415,6 @@ export class Runner {
     budget.sync(summary)
     const ours = this.inflight.size + this.queue.length + this.outcomes.length
     this.others = Math.max(0, summary.counts.running - ours)
-  }
-
-  /** The job's rpm and tpm shared among the run's live workers (ratelimit.ts `share`). */
-  private async share(): Promise<void> {
-    this.sharedAt = Date.now()
-    const { rpm, tpm } = this.o.job.limits
-    if (rpm <= 0 && tpm <= 0) return
-    const workers = alive(await this.o.ledger.workers.list(this.o.run.id))
-    this.limiter.share(Math.max(1, workers))
   }
 
   /** Counts what a commit carried; what `onCommit` returns (a promise, when it reads the ledger) is awaited. */

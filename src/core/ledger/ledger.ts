@@ -449,6 +449,20 @@ export interface Workers {
   prune(run: number, dead: Dead, before: number): Promise<number>
   /** How many items each owner holds now (running, under its lease): what the page lists beside each worker. */
   held(run: number): Promise<{ owner: string; items: number }[]>
+  /**
+   * Takes up to `want` from the run's bucket `name` (the job's "rpm" or "tpm"): `limit` a minute, refilled
+   * continuously, full when first taken from, and one for all the run's workers, so that together they stay under
+   * the job's limits. What it granted (a fraction when the bucket holds less than asked) and, when less than `want`,
+   * how long until the rest is there. `at`: the time to take at (tests); by default the store's clock (PostgreSQL's
+   * own: one clock for every host).
+   */
+  take(run: number, name: string, limit: number, want: number, at?: number): Promise<Grant>
+}
+
+/** What a rate bucket gave (`Workers.take`), and how long until the rest of what was asked is there (0: none left). */
+export interface Grant {
+  granted: number
+  waitMs: number
 }
 
 /** A worker renews its heartbeat this often. */

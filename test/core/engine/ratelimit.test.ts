@@ -83,23 +83,63 @@ describe("rate limits", () => {
   })
 })
 
-describe("the job's limits shared among workers", () => {
-  test("each of n workers takes 1/n of the job's rpm and tpm; learned limits are left as the provider gives them", () => {
+describe("the job's limits pooled in the store for all the run's workers", () => {
+  test("a pooled bucket holds only what was granted, never refills by time, and says what the next calls lack", () => {
     let now = 0
-    const limiter = new Limiter({ rpm: 600, tpm: 60_000, concurrency: 8, now: () => now })
-    limiter.share(3)
-    expect(limiter.state).toMatchObject({ rpm: 200, tpm: 20_000 })
-    // a full bucket holds no more than the share: 200 requests now, the 201st waits 60000 / 200 ms
-    for (let i = 0; i < 200; i++) expect(limiter.take(1)).toBe(true)
-    expect(limiter.take(1)).toBe(false)
-    expect(limiter.wait(1)).toBe(300)
-    now += 300
-    expect(limiter.take(1)).toBe(true)
-    limiter.share(1)
+    const limiter = new Limiter({ rpm: 600, tpm: 60_000, concurrency: 8, pooled: true, now: () => now })
     expect(limiter.state).toMatchObject({ rpm: 600, tpm: 60_000 })
-    const learned = new Limiter({ rpm: 0, tpm: 0, concurrency: 8, now: () => now })
-    learned.observe({ requests: { limit: 500, remaining: 500 } })
-    learned.share(4)
-    expect(learned.state.rpm).toBe(500)
+    // empty at first: a call waits for a grant, however long ago the limiter was made
+    now += 3_600_000
+    expect(limiter.take(100)).toBe(false)
+    expect(limiter.wait(100)).toBe(Number.POSITIVE_INFINITY)
+    expect(limiter.lack(3, 300)).toEqual({ rpm: 3, tpm: 300 })
+    limiter.grant("rpm", 2)
+    limiter.grant("tpm", 250)
+    expect(limiter.lack(3, 300)).toEqual({ rpm: 1, tpm: 50 })
+    expect(limiter.take(100)).toBe(true)
+    expect(limiter.take(100)).toBe(true)
+    // the grant is spent: the third lacks a request and 50 tokens
+    expect(limiter.take(100)).toBe(false)
+    expect(limiter.lack(1, 100)).toEqual({ rpm: 1, tpm: 50 })
+    // a call that used more than its estimate is a debt the next grant pays first
+    limiter.settle(100, 180)
+    expect(limiter.lack(1, 100)).toEqual({ rpm: 1, tpm: 130 })
+    // no more than the limit is ever lacked: a call bigger than a minute's tokens waits for a full bucket
+    expect(limiter.lack(1, 90_000).tpm).toBe(60_030)
+  })
+
+  test("a pooled limit also follows the provider's own count: a grant never lets out more than it says is left", () => {
+    let now = 0
+    const limiter = new Limiter({ rpm: 600, tpm: 0, concurrency: 64, pooled: true, now: () => now })
+    limiter.grant("rpm", 64)
+    limiter.observe({ requests: { limit: 6000, remaining: 3 } })
+    // the job's limit is still the one in force
+    expect(limiter.state.rpm).toBe(600)
+    expect([limiter.take(1), limiter.take(1), limiter.take(1), limiter.take(1)]).toEqual([
+      true,
+      true,
+      true,
+      false,
+    ])
+    // the provider's bucket refills at its own 100 a second; the grant still holds 61
+    expect(limiter.wait(1)).toBe(10)
+    now += 10
+    expect(limiter.take(1)).toBe(true)
+    expect(limiter.lack(61, 0).rpm).toBe(1)
+  })
+
+  test("learned limits stay local in a pooled limiter: they are the provider's count of every worker's calls", () => {
+    let now = 0
+    const learned = new Limiter({ rpm: 0, tpm: 0, concurrency: 8, pooled: true, now: () => now })
+    learned.observe({ requests: { limit: 500, remaining: 2 } })
+    expect(learned.lack(5, 0)).toEqual({ rpm: 0, tpm: 0 })
+    learned.grant("rpm", 100)
+    expect(learned.take(1)).toBe(true)
+    expect(learned.take(1)).toBe(true)
+    expect(learned.take(1)).toBe(false)
+    // refilled by time, as the provider's own bucket is: 500 a minute, one every 120 ms
+    expect(learned.wait(1)).toBe(120)
+    now += 120
+    expect(learned.take(1)).toBe(true)
   })
 })

@@ -28,8 +28,14 @@ testLedger("sqlite", async () => {
   }
 })
 
+/** Takes a store back to before migration 8 (the run's rate buckets). */
+function undoRates(db: Database): void {
+  db.run("DROP TABLE rates")
+}
+
 /** Takes a store back to before migration 7 (the response cache), its triggers as migration 4 made them. */
 function undoCache(db: Database): void {
+  undoRates(db)
   db.run("DROP INDEX items_unlooked")
   for (const c of ["cache_key", "cached_usage"]) db.run(`ALTER TABLE items DROP COLUMN ${c}`)
   for (const t of ["cache", "cache_tallies"]) db.run(`DROP TABLE ${t}`)
@@ -98,7 +104,7 @@ describe("the SQLite store", () => {
     expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
     expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
     expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
-    expect(MIGRATIONS.length).toBe(7)
+    expect(MIGRATIONS.length).toBe(8)
     await db.close()
     // opening again migrates nothing and keeps the data
     const again = sqlite.open(home)
@@ -290,6 +296,19 @@ describe("the SQLite store", () => {
     const [d] = await again.claims.step(run.id, "w", [], 1, 60_000)
     await again.claims.step(run.id, "w", [ok(d!.id, 1)], 0, 60_000)
     await tallied(again, run.id)
+    await again.close()
+  })
+
+  test("a store of schema 7 is migrated on open: its runs' rate buckets start full at their first take", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    const { run } = await seed(db, 1)
+    undoRates(db.db)
+    db.db.run("PRAGMA user_version = 7")
+    await db.close()
+    const again = sqlite.open(tmp.path)
+    expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
+    expect(await again.workers.take(run.id, "rpm", 60, 100, 1_000)).toEqual({ granted: 60, waitMs: 40_000 })
     await again.close()
   })
 

@@ -531,4 +531,33 @@ export const MIGRATIONS = [
       SELECT taken.id, taken.key, taken.data, taken.attempts, v_seen, v_from FROM taken;
   END $$;
   `,
+  // the run's rate buckets (ledger.ts `Workers.take`; sqlite/schema.ts migration 8): the job's rpm and tpm as one
+  // bucket each per run, shared by every worker of it on every host, refilled on the server's clock. `rate_take`
+  // refills a bucket and takes up to what is asked from it under the row's lock.
+  `
+  CREATE TABLE rates (
+    run_id integer NOT NULL REFERENCES runs (id),
+    name text NOT NULL,
+    level double precision NOT NULL,
+    at double precision NOT NULL,
+    PRIMARY KEY (run_id, name)
+  );
+  CREATE FUNCTION rate_take(p_run integer, p_name text, p_limit double precision, p_want double precision,
+    p_at double precision) RETURNS TABLE (granted double precision, wait_ms double precision)
+  LANGUAGE plpgsql AS $$
+  DECLARE
+    v_now double precision := coalesce(p_at, extract(epoch FROM clock_timestamp()) * 1000);
+    v_level double precision;
+    v_at double precision;
+  BEGIN
+    INSERT INTO rates VALUES (p_run, p_name, p_limit, v_now) ON CONFLICT (run_id, name) DO NOTHING;
+    SELECT r.level, r.at INTO v_level, v_at FROM rates r WHERE r.run_id = p_run AND r.name = p_name FOR UPDATE;
+    v_level := least(p_limit, v_level + greatest(0, v_now - v_at) * p_limit / 60000);
+    granted := least(p_want, greatest(0, v_level));
+    wait_ms := CASE WHEN granted < p_want THEN ceil((p_want - v_level) * 60000 / p_limit) ELSE 0 END;
+    UPDATE rates SET level = v_level - granted, at = greatest(v_at, v_now)
+      WHERE rates.run_id = p_run AND rates.name = p_name;
+    RETURN NEXT;
+  END $$;
+  `,
 ]

@@ -1,7 +1,7 @@
 /** The worker registry on PostgreSQL: the processes working on a run, each with a heartbeat (ledger.ts `Workers`). */
 import type { SQL } from "bun"
 import type * as api from "../ledger.ts"
-import type { Worker } from "../ledger.ts"
+import type { Grant, Worker } from "../ledger.ts"
 import type { Dead } from "../types.ts"
 import { retrying, type Pg } from "./connect.ts"
 
@@ -30,6 +30,17 @@ export class Workers implements api.Workers {
         GROUP BY lease_owner ORDER BY lease_owner COLLATE "C"`,
     )
     return rows.map((r) => ({ owner: r.owner, items: r.items }))
+  }
+
+  /** Takes up to `want` from the run's rate bucket `name` (ledger.ts `Workers.take`), on the server's clock. */
+  async take(run: number, name: string, limit: number, want: number, at?: number): Promise<Grant> {
+    const [row]: { granted: number; wait_ms: number }[] = await retrying(
+      this.pg,
+      () => this.pg
+        .sql`SELECT granted, wait_ms FROM rate_take(${run}, ${name}, ${limit}::float8, ${want}::float8,
+        ${at ?? null}::float8)`,
+    )
+    return { granted: row!.granted, waitMs: row!.wait_ms }
   }
 
   /** Forgets a run's workers that are known dead or whose last beat is older than `before`. */

@@ -315,4 +315,15 @@ export const MIGRATIONS = [
       failed = failed + excluded.failed;
   END;
   `,
+  // the run's rate buckets (ledger.ts `Workers.take`): the job's rpm and tpm as one bucket each per run, shared by
+  // every worker of it, so that together they stay under them. `level` is what is left at `at` (ms).
+  `
+  CREATE TABLE rates (
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    name TEXT NOT NULL,
+    level REAL NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (run_id, name)
+  ) WITHOUT ROWID;
+  `,
 ]

@@ -163,6 +163,7 @@ export class SqliteLedger implements api.Ledger {
       list: async (run) => workers.list(run),
       prune: async (run, dead, before) => workers.prune(run, dead, before),
       held: async (run) => workers.held(run),
+      take: async (run, name, limit, want, at) => workers.take(run, name, limit, want, at),
     }
     this.cache = {
       pending: async (run, o) => cache.pending(run, o),

@@ -1,6 +1,6 @@
 /** The worker registry: the processes working on a run, each with a heartbeat (ledger.ts `Workers`). */
 import type { Database } from "bun:sqlite"
-import type { Worker } from "../ledger.ts"
+import type { Grant, Worker } from "../ledger.ts"
 import type { Dead } from "../types.ts"
 import { guard } from "./faults.ts"
 import { statements } from "./connect.ts"
@@ -32,6 +32,20 @@ export class Workers {
     return this.q.held.all(run)
   }
 
+  /** Takes up to `want` from the run's rate bucket `name` (ledger.ts `Workers.take`), on this host's clock. */
+  take(run: number, name: string, limit: number, want: number, at = Date.now()): Grant {
+    return this.db
+      .transaction(() => {
+        const row = this.q.rate.get(run, name)
+        const level = row ? Math.min(limit, row.level + (Math.max(0, at - row.at) * limit) / 60_000) : limit
+        const granted = Math.min(want, Math.max(0, level))
+        this.q.setRate.run(run, name, level - granted, Math.max(row?.at ?? at, at))
+        const waitMs = granted < want ? Math.ceil(((want - level) * 60_000) / limit) : 0
+        return { granted, waitMs }
+      })
+      .immediate()
+  }
+
   /** Forgets a run's workers that are known dead or whose last beat is older than `before`. */
   prune(run: number, dead: Dead, before: number): number {
     return this.db
@@ -60,6 +74,13 @@ function prepare(db: Database) {
     held: q<{ owner: string; items: number }, [number]>(
       `SELECT lease_owner AS owner, count(*) AS items FROM items
        WHERE run_id = ? AND state = 'running' AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY lease_owner`,
+    ),
+    rate: q<{ level: number; at: number }, [number, string]>(
+      "SELECT level, at FROM rates WHERE run_id = ? AND name = ?",
+    ),
+    setRate: q<void, [number, string, number, number]>(
+      `INSERT INTO rates VALUES (?1, ?2, ?3, ?4)
+       ON CONFLICT (run_id, name) DO UPDATE SET level = excluded.level, at = excluded.at`,
     ),
     list: q<Worker, [number]>(
       "SELECT owner, started_at, beat_at FROM workers WHERE run_id = ? ORDER BY started_at, owner",
