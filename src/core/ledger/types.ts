@@ -77,6 +77,8 @@ export interface Item {
    * completed without a call, and its own usage and cost stay 0. Null for an item not served from the cache.
    */
   cached_usage: string | null
+  /** An embedding item's vector: float32 bytes, little-endian, 4 a dimension; null for any other item. */
+  vector: Uint8Array | null
   path: string
 }
 
@@ -119,6 +121,8 @@ export interface Outcome {
   endedAt: number
   /** A completed answer that goes into the response cache (the job's cache writes). */
   cache?: CacheWrite | undefined
+  /** An embedding job's answer: the vector, stored as float32 bytes in `Item.vector` (`output` stays unset). */
+  vector?: Float32Array | undefined
 }
 
 /** What the ledger keeps of a provider batch's state. */
@@ -195,6 +199,8 @@ export interface LineOutcome {
   endedAt: number
   /** A completed answer that goes into the response cache (the job's cache writes). */
   cache?: CacheWrite | undefined
+  /** An embedding job's answer: the vector, stored as float32 bytes in `Item.vector` (`output` stays unset). */
+  vector?: Float32Array | undefined
 }
 
 export interface Summary {

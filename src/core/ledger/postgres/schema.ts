@@ -560,4 +560,18 @@ export const MIGRATIONS = [
     RETURN NEXT;
   END $$;
   `,
+  // embeddings and exports (issue 17; sqlite/schema.ts migration 9)
+  `
+  ALTER TABLE items ADD COLUMN vector bytea;
+  ALTER TABLE cache ADD COLUMN vector bytea;
+  CREATE TABLE exports (
+    run_id integer NOT NULL REFERENCES runs (id),
+    at double precision NOT NULL,
+    mark double precision NOT NULL,
+    rows integer NOT NULL,
+    format text NOT NULL,
+    path text,
+    PRIMARY KEY (run_id, at)
+  );
+  `,
 ]

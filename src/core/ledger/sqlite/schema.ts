@@ -326,4 +326,20 @@ export const MIGRATIONS = [
     PRIMARY KEY (run_id, name)
   ) WITHOUT ROWID;
   `,
+  // embeddings and exports (issue 17): an embedding item's vector as float32 bytes (little-endian, 4 a dimension),
+  // and the cache's copy of it; \`exports\`: each \`spool results\` export that asked to be remembered
+  // (\`--since-last-export\`), with the mark the next one starts after
+  `
+  ALTER TABLE items ADD COLUMN vector BLOB;
+  ALTER TABLE cache ADD COLUMN vector BLOB;
+  CREATE TABLE exports (
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    at INTEGER NOT NULL,
+    mark INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    path TEXT,
+    PRIMARY KEY (run_id, at)
+  ) WITHOUT ROWID;
+  `,
 ]
