@@ -10,7 +10,9 @@ const KEY = "sk-test-workers-0123"
 describe("several workers on one store", () => {
   test("three dist/spool processes share one run: every item is done once, no item was held by two", async () => {
     await using tmp = await tmpdir()
-    await using fake = await startFake({ apiKey: KEY, latencyMs: 5 })
+    // 30 ms a call: one worker alone would take 4.5 s over the 1,200, far longer than the others take to start
+    // (at 5 ms the first finished the run alone while CI's machine was starting the other two)
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 30 })
     const n = 1200
     writeFileSync(
       tmp.join("in.jsonl"),
