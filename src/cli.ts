@@ -1,13 +1,10 @@
 /** The spool command line: each command parses, calls the core, prints. Errors become text in `main` only. */
 import { defineCommand, runCommand, type ArgsDef, type CommandDef } from "citty"
-import { createWriteStream, renameSync, rmSync } from "node:fs"
-import { resolve } from "node:path"
 import { SpoolError, type ExitCode } from "./plugins/api/errors.ts"
 import { UsageError } from "./core/base/errors.ts"
 import { scrub } from "./plugins/api/redact.ts"
 import * as jobs from "./core/job/job.ts"
 import { mustFind, type Ledger } from "./core/ledger/ledger.ts"
-import * as states from "./core/ledger/states.ts"
 import { common, existingStore, home, lazyLedger, storeUrl, VERSION } from "./cli/common.ts"
 import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
 import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
@@ -15,6 +12,7 @@ import { cache } from "./cli/cache.ts"
 import { jobFlags, mustHaveJob, runArgs } from "./cli/flags.ts"
 import { usage } from "./cli/help.ts"
 import { migrate } from "./cli/migrate.ts"
+import { results } from "./cli/results.ts"
 
 // The store, the engine, the sources and the providers load when a command needs them, so `--version` and `--help`
 // start without evaluating them (~30 ms of startup here; docs/ARCHITECTURE.md, "Startup").
@@ -258,92 +256,6 @@ const runs = defineCommand({
     return 0
   },
 })
-
-const results = defineCommand({
-  meta: {
-    name: "results",
-    description: "One JSON line per item: id, state, output, error, attempts, usage, cost, cached, source",
-  },
-  args: {
-    run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
-    out: { type: "string", description: "Write to this file instead of stdout" },
-    state: { type: "string", description: `Only items in this state (${states.STATES.join(", ")})` },
-    ...common,
-  },
-  async run({ args }) {
-    const state = args.state
-    if (state !== undefined && !states.isState(state)) {
-      throw new UsageError(`--state: unknown state "${state}"`, `Use one of: ${states.STATES.join(", ")}.`)
-    }
-    const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
-    const db = await ledger.open(await existingStore(args), { access: "read" })
-    try {
-      const lines = report.results(db, await mustFind(db, args.run), state)
-      if (!args.out) {
-        await pour(process.stdout, lines)
-        return 0
-      }
-      const count = await writeAtomically(resolve(args.out), lines)
-      // the one line a file's writer gets: stdout stays for data, and here there is none
-      process.stderr.write(
-        `wrote ${count.toLocaleString("en-US")} result${count === 1 ? "" : "s"} to ${args.out}\n`,
-      )
-    } finally {
-      await db.close()
-    }
-    return 0
-  },
-})
-
-/**
- * Writes lines with backpressure and waits until the last one is handed to the OS: the process exits
- * right after a command returns, and a pipe's unflushed tail would be lost (a slow reader saw 256 of
- * 5,000 lines before this). Says how many it wrote.
- */
-async function pour(out: NodeJS.WritableStream, lines: AsyncIterable<string>): Promise<number> {
-  let failed: NodeJS.ErrnoException | undefined
-  let count = 0
-  const onError = (err: NodeJS.ErrnoException) => (failed ??= err)
-  out.on("error", onError)
-  try {
-    for await (const line of lines) {
-      if (failed) break
-      count++
-      // each wait takes its listeners off again: left on, they piled up (MaxListenersExceededWarning at ~3,000 lines)
-      if (!out.write(line))
-        await new Promise<void>((done) => {
-          const go = () => {
-            out.off("drain", go)
-            out.off("error", go)
-            done()
-          }
-          out.on("drain", go)
-          out.on("error", go)
-        })
-    }
-    if (!failed) await new Promise<void>((done) => out.write("", () => done()))
-  } finally {
-    out.off("error", onError)
-  }
-  // the reader went away (`spool results | head`): it has what it wanted, which is not an error
-  if (failed && !(failed.code === "EPIPE" && out === process.stdout)) throw failed
-  return count
-}
-
-/** Writes beside the target and renames, so a reader never sees a half-written file. Owner-only. The lines written. */
-async function writeAtomically(path: string, lines: AsyncIterable<string>): Promise<number> {
-  const tmp = `${path}.${process.pid}.tmp`
-  const out = createWriteStream(tmp, { mode: 0o600 })
-  try {
-    const count = await pour(out, lines)
-    await new Promise<void>((done, fail) => out.end((err?: Error | null) => (err ? fail(err) : done())))
-    renameSync(tmp, path)
-    return count
-  } catch (err) {
-    rmSync(tmp, { force: true })
-    throw err
-  }
-}
 
 const plugins = defineCommand({
   meta: {

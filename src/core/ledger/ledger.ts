@@ -18,6 +18,8 @@ import type {
   CachedUsage,
   Claimed,
   Dead,
+  ExportMark,
+  ExportRow,
   Input,
   Intent,
   Item,
@@ -269,6 +271,18 @@ export interface Reads {
    * given, then a StoreCorruptError names the ids that could not be.
    */
   items(run: number, state?: State): AsyncIterable<Item>
+  /**
+   * A page of a run's items for an export, in ledger order after the id `after`: of the given states only (all when
+   * none are given), and with `since`, only those whose `updated_at` is above it. Each with its input row and vector.
+   */
+  exportPage(
+    run: number,
+    o: { states?: State[] | undefined; since?: number | null; after: number; limit: number },
+  ): Promise<ExportRow[]>
+  /** The run's last remembered export (`--since-last-export`), or null when it has none. */
+  lastExport(run: number): Promise<ExportMark | null>
+  /** Remembers an export of the run (a write: the store must be open for writing). */
+  recordExport(run: number, e: ExportMark): Promise<void>
   /** An item's attempts, oldest first. */
   attempts(item: number): Promise<AttemptRow[]>
   /** One item of a run by its id, with its input row (`data`, JSON text) and every attempt; null if the run has none. */

@@ -273,6 +273,29 @@ export type ResultRow = Pick<
   | "source_id"
 >
 
+/**
+ * An item as `spool results` exports it (src/core/report/export.ts): its result line's fields, its id (the cursor), its
+ * input row (`data`, JSON text), its vector (an embedding's float32 bytes, or null) and when it last changed (ms).
+ */
+export type ExportRow = ResultRow & {
+  id: number
+  data: string
+  vector: Uint8Array | null
+  updated_at: number
+}
+
+/**
+ * A remembered export of a run (`spool results --since-last-export`): when it read the run (`at`, ms), the mark the
+ * next such export starts after (items whose `updated_at` is above it), how many rows it wrote, its format and file.
+ */
+export interface ExportMark {
+  at: number
+  mark: number
+  rows: number
+  format: string
+  path: string | null
+}
+
 /** An item of a page: its result line's fields, and its id (the cursor). */
 export type PageRow = ResultRow & { id: number }
 

@@ -25,7 +25,7 @@ export interface StatusView {
   total: number
   attempts: number
   usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
-  /** USD; null when the model's price is unknown (never 0 for unknown). */
+  /** USD at full precision; null when the model's price is unknown (never 0 for unknown). */
   spend: {
     usd: number | null
     /**
@@ -221,7 +221,8 @@ export async function status(
     attempts: s.attempts,
     usage: tokens,
     spend: {
-      usd: spent === null ? null : round(spent),
+      // at full precision, as each result's cost_usd: their sum is this (the text shows it rounded)
+      usd: spent,
       remaining_usd: spent === null || called <= 0 ? null : round((spent / called) * left),
       prices: prices ?? null,
     },
@@ -460,7 +461,9 @@ export async function resultLine(db: Ledger, run: Run): Promise<(item: ResultRow
       output_tokens: item.output_tokens,
       cached_input_tokens: item.cached_input_tokens,
     },
-    cost_usd: item.cached_usage !== null ? 0 : prices ? round(paidCost(prices, item)) : null,
+    // at full precision: a cheap item's cost rounded to 6 decimals was off by up to 5%, and their sum drifted from
+    // the run's spend (issue 17)
+    cost_usd: item.cached_usage !== null ? 0 : prices ? paidCost(prices, item) : null,
     cached: item.cached_usage !== null,
     ...(item.cached_usage === null ? {} : { cached_usage: JSON.parse(item.cached_usage) as CachedUsage }),
     source: { file: item.path, row: item.row, id: item.source_id },

@@ -11,6 +11,8 @@ import {
   PROGRESS_BUCKET_MS,
   type AttemptError,
   type AttemptRow,
+  type ExportMark,
+  type ExportRow,
   type Item,
   type PagedItem,
   type PageRow,
@@ -266,6 +268,53 @@ export class Reads implements api.Reads {
       }
       return this.attached(sql, rows)
     })
+  }
+
+  /**
+   * A page of a run's items for an export: a walk of the primary key from the cursor, between the run's first and
+   * last ids (as `page`), keeping the items of the given states (and changed after `since`).
+   */
+  async exportPage(
+    run: number,
+    o: { states?: State[] | undefined; since?: number | null; after: number; limit: number },
+  ): Promise<ExportRow[]> {
+    const after = cursor(o.after)
+    const states = o.states?.length ? o.states : null
+    const since = o.since ?? null
+    return this.rows(async (sql) => {
+      const span = await this.span(sql, run)
+      if (!span) return []
+      const rows = await sql<
+        (ExportRow & { vector: Uint8Array | null })[]
+      >`SELECT ${sql.unsafe(PAGE_COLUMNS)},
+          items.data, items.vector, items.updated_at FROM items
+        JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
+        WHERE items.run_id = ${run} AND items.id > ${Math.max(after, span.lo - 1)} AND items.id <= ${span.hi}
+          AND (${states === null} OR items.state = ANY(${states ?? []}::text[]))
+          AND (${since === null} OR items.updated_at > ${since ?? 0}::float8)
+        ORDER BY items.id LIMIT ${o.limit}`
+      // bytea comes back as a Buffer: a plain Uint8Array, as SQLite gives it
+      for (const r of rows) if (r.vector) r.vector = new Uint8Array(r.vector)
+      return rows
+    })
+  }
+
+  /** The run's last remembered export. */
+  async lastExport(run: number): Promise<ExportMark | null> {
+    const [row] = await this.rows(
+      (sql): Promise<ExportMark[]> =>
+        sql`SELECT at, mark, rows, format, path FROM exports WHERE run_id = ${run} ORDER BY at DESC LIMIT 1`,
+    )
+    return row ?? null
+  }
+
+  /** Remembers an export of the run (sent again after a lost connection: the row is there once). */
+  async recordExport(run: number, e: ExportMark): Promise<void> {
+    await this.read(
+      (sql) => sql`INSERT INTO exports (run_id, at, mark, rows, format, path)
+        VALUES (${run}, ${e.at}::float8, ${e.mark}::float8, ${e.rows}, ${e.format}, ${e.path})
+        ON CONFLICT DO NOTHING`,
+    )
   }
 
   /**

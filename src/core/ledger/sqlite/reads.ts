@@ -7,6 +7,8 @@ import {
   PROGRESS_BUCKET_MS,
   type AttemptError,
   type AttemptRow,
+  type ExportMark,
+  type ExportRow,
   type Item,
   type PagedItem,
   type PageRow,
@@ -226,6 +228,37 @@ export class Reads {
     return good.id
   }
 
+  /**
+   * A page of a run's items for an export: a walk of the primary key from the cursor, between the run's first and
+   * last ids, keeping the items of the given states (and changed after `since`). Its cost is the rows it walks.
+   */
+  exportPage(
+    run: number,
+    o: { states?: State[] | undefined; since?: number | null; after: number; limit: number },
+  ): ExportRow[] {
+    const span = this.span(run)
+    if (!span) return []
+    const states = o.states?.length ? JSON.stringify(o.states) : null
+    return this.q.exportPage.all(
+      run,
+      Math.max(o.after, span.lo - 1),
+      span.hi,
+      states,
+      o.since ?? null,
+      o.limit,
+    )
+  }
+
+  /** The run's last remembered export: one probe of the exports table's key. */
+  lastExport(run: number): ExportMark | null {
+    return this.q.lastExport.get(run) ?? null
+  }
+
+  /** Remembers an export of the run. */
+  recordExport(run: number, e: ExportMark): void {
+    this.q.recordExport.run(run, e.at, e.mark, e.rows, e.format, e.path)
+  }
+
   /** An item's attempts, oldest first. */
   attempts(item: number): AttemptRow[] {
     return this.q.attemptsOf.all(item)
@@ -421,6 +454,20 @@ function prepare(db: Database) {
     itemsOfState: q<Item, [number, State]>(
       `SELECT items.*, inputs.path FROM items JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
        WHERE items.run_id = ? AND items.state = ? ORDER BY items.id`,
+    ),
+    // the primary key from the cursor to the run's last id (as pageAll), the states as a JSON array (null: all)
+    exportPage: q<ExportRow, [number, number, number, string | null, number | null, number]>(
+      `SELECT ${PAGE_COLUMNS}, items.data, items.vector, items.updated_at FROM items
+       JOIN inputs ON inputs.run_id = items.run_id AND inputs.idx = items.input
+       WHERE +items.run_id = ?1 AND items.id > ?2 AND items.id <= ?3
+       AND (?4 IS NULL OR items.state IN (SELECT value FROM json_each(?4)))
+       AND (?5 IS NULL OR items.updated_at > ?5) ORDER BY items.id LIMIT ?6`,
+    ),
+    lastExport: q<ExportMark, [number]>(
+      "SELECT at, mark, rows, format, path FROM exports WHERE run_id = ? ORDER BY at DESC LIMIT 1",
+    ),
+    recordExport: q<void, [number, number, number, number, string, string | null]>(
+      "INSERT INTO exports (run_id, at, mark, rows, format, path) VALUES (?, ?, ?, ?, ?, ?)",
     ),
     hasOpen: q<{ one: number }, [number]>(
       `SELECT 1 AS one FROM items WHERE run_id = ?

@@ -1,0 +1,263 @@
+/**
+ * `spool results`: a run's items as JSONL, CSV or Parquet (docs/RESULTS.md), joined to their input rows, filtered by
+ * state or by the last export, written to stdout or atomically to a file.
+ */
+import { defineCommand } from "citty"
+import { createWriteStream, renameSync, rmSync } from "node:fs"
+import { extname, resolve } from "node:path"
+import { UsageError } from "../core/base/errors.ts"
+import { mustFind, type Ledger } from "../core/ledger/ledger.ts"
+import * as states from "../core/ledger/states.ts"
+import type { State } from "../core/ledger/states.ts"
+import type { Run } from "../core/ledger/types.ts"
+import { common, existingStore, lazyLedger } from "./common.ts"
+
+const lazyExport = () => import("../core/report/export.ts")
+const FORMATS = ["jsonl", "csv", "parquet"] as const
+type Format = (typeof FORMATS)[number]
+
+/** The format a file's extension says; jsonl for any other (what `--out` always wrote). */
+const BY_EXTENSION: Record<string, Format> = {
+  ".csv": "csv",
+  ".parquet": "parquet",
+  ".pq": "parquet",
+  ".jsonl": "jsonl",
+  ".ndjson": "jsonl",
+}
+
+/**
+ * How far back of its read an export's mark is set (`--since-last-export`): an item whose `updated_at` is this much
+ * before the read may still be committing (a batch applied, a worker's outcomes in flight), or come from a worker
+ * whose clock is behind. Such items are exported again by the next export rather than missed.
+ */
+export const MARGIN_S = 120
+
+function marginMs(): number {
+  const text = process.env.SPOOL_EXPORT_MARGIN_S
+  if (text === undefined || text === "") return MARGIN_S * 1000
+  const s = Number(text)
+  if (!Number.isFinite(s) || s < 0)
+    throw new UsageError(`SPOOL_EXPORT_MARGIN_S: "${text}" is not a number of seconds`, "Give 0 or more.")
+  return s * 1000
+}
+
+/** The states asked for: `--state a,b`, `--failed-only`, or all (undefined). */
+export function statesOf(state: string | undefined, failedOnly: boolean): State[] | undefined {
+  if (failedOnly && state !== undefined)
+    throw new UsageError(
+      "--failed-only and --state: give one of them",
+      "--failed-only is --state failed,needs_review.",
+    )
+  if (failedOnly) return ["failed", "needs_review"]
+  if (state === undefined) return undefined
+  const list = state
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+  if (!list.length)
+    throw new UsageError("--state: no state given", `Use one or more of: ${states.STATES.join(", ")}.`)
+  for (const s of list)
+    if (!states.isState(s))
+      throw new UsageError(
+        `--state: unknown state "${s}"`,
+        `Use one or more of: ${states.STATES.join(", ")}.`,
+      )
+  return [...new Set(list)] as State[]
+}
+
+/** The format: --format, else the extension of --out, else jsonl. */
+export function formatOf(format: string | undefined, out: string | undefined): Format {
+  if (format !== undefined) {
+    if (!(FORMATS as readonly string[]).includes(format))
+      throw new UsageError(`--format: unknown format "${format}"`, `Use one of: ${FORMATS.join(", ")}.`)
+    return format as Format
+  }
+  return (out && BY_EXTENSION[extname(out).toLowerCase()]) || "jsonl"
+}
+
+export const results = defineCommand({
+  meta: {
+    name: "results",
+    description:
+      "A run's items as JSONL, CSV or Parquet: input columns (--join), id, state, attempts, cost, error, the output",
+  },
+  args: {
+    run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
+    out: { type: "string", description: "Write to this file (atomically) instead of stdout" },
+    format: {
+      type: "string",
+      description: "jsonl | csv | parquet (default: from --out's extension, else jsonl)",
+      valueHint: "jsonl|csv|parquet",
+    },
+    state: {
+      type: "string",
+      description: `Only items in these states, separated by commas (${states.STATES.join(", ")})`,
+      valueHint: "a,b",
+    },
+    "failed-only": { type: "boolean", description: "Only failed items and those left for review" },
+    "since-last-export": {
+      type: "boolean",
+      description:
+        "Only items finished since the last export of the run that used this flag (remembered in the store)",
+    },
+    join: {
+      type: "boolean",
+      description: "Add each item's input row: its columns (default for csv and parquet; --no-join: none)",
+    },
+    prefix: {
+      type: "string",
+      description: 'Name of the output columns: PREFIX + property (default "output."; "" for bare names)',
+    },
+    ...common,
+  },
+  async run({ args, rawArgs }) {
+    const format = formatOf(args.format, args.out)
+    if (format === "parquet" && !args.out)
+      throw new UsageError(
+        "--format parquet needs --out: a Parquet file is binary and written with its footer last",
+        "Give --out results.parquet.",
+      )
+    const chosen = rawArgs.some((a) => a === "--join" || a === "--no-join")
+    const join = chosen ? (args.join ?? false) : format !== "jsonl"
+    if (args.prefix !== undefined && format === "jsonl")
+      throw new UsageError("--prefix names the columns of csv and parquet", "Drop it, or add --format csv.")
+    const since = args["since-last-export"] ?? false
+    let wanted = statesOf(args.state, args["failed-only"] ?? false)
+    if (since) {
+      const finished = ["completed", "failed", "needs_review"] as State[]
+      wanted = (wanted ?? finished).filter((s) => finished.includes(s))
+      if (!wanted.length)
+        throw new UsageError(
+          "--since-last-export writes finished items only: completed, failed or needs_review",
+          "Ask for one of those states, or drop --since-last-export.",
+        )
+    }
+    const ledger = await lazyLedger()
+    // a remembered export is written to the store: it is opened for writing then
+    const db = await ledger.open(await existingStore(args), { access: since ? "write" : "read" })
+    try {
+      const run = await mustFind(db, args.run)
+      const margin = since ? marginMs() : 0
+      const last = since ? await db.reads.lastExport(run.id) : null
+      // the read starts now: anything that changes from here on is above the mark recorded below
+      const at = Date.now()
+      const o = { format, join, prefix: args.prefix, states: wanted, since: last?.mark ?? null }
+      const written = await write(db, run, o, args.out)
+      if (written === null) return 0
+      if (since)
+        await db.reads.recordExport(run.id, {
+          at: Math.max(at, (last?.at ?? 0) + 1),
+          mark: Math.max(last?.mark ?? -Infinity, at - margin),
+          rows: written,
+          format,
+          path: args.out ? resolve(args.out) : null,
+        })
+      if (args.out) {
+        // the one line a file's writer gets: stdout stays for data, and here there is none
+        const what = `${written.toLocaleString("en-US")} result${written === 1 ? "" : "s"}`
+        const after = last ? ` finished since the export of ${new Date(last.at).toISOString()}` : ""
+        process.stderr.write(`wrote ${what}${after} to ${args.out} (${format})\n`)
+      }
+    } finally {
+      await db.close()
+    }
+    return 0
+  },
+})
+
+/**
+ * Writes the export to stdout or, atomically, to `out`; the rows written, or null when stdout's reader went away
+ * before the end (nothing may be remembered of such an export).
+ */
+async function write(
+  db: Ledger,
+  run: Run,
+  o: Parameters<Awaited<ReturnType<typeof lazyExport>>["plan"]>[2],
+  out: string | undefined,
+): Promise<number | null> {
+  const x = await lazyExport()
+  const { Clash } = await import("../core/report/columns.ts")
+  let columns
+  try {
+    columns = o.format === "jsonl" ? [] : await x.plan(db, run, o)
+  } catch (err) {
+    if (!(err instanceof Clash)) throw err
+    throw new UsageError(
+      `results: ${err.message}`,
+      `Name the output's columns otherwise with --prefix (e.g. --prefix llm_), or leave the input's out with --no-join.`,
+    )
+  }
+  if (o.format === "parquet") {
+    const path = resolve(out!)
+    const tmp = `${path}.${process.pid}.tmp`
+    try {
+      const { writeParquet } = await import("../core/report/parquet.ts")
+      const count = await writeParquet(db, run, o, columns, tmp)
+      renameSync(tmp, path)
+      return count
+    } catch (err) {
+      rmSync(tmp, { force: true })
+      throw err
+    }
+  }
+  const lines = o.format === "csv" ? x.csvLines(db, run, o, columns) : x.jsonlLines(db, run, o)
+  const header = o.format === "csv" ? 1 : 0
+  if (!out) {
+    const { count, complete } = await pour(process.stdout, lines)
+    return complete ? count - header : null
+  }
+  return (await writeAtomically(resolve(out), lines)) - header
+}
+
+/**
+ * Writes lines with backpressure and waits until the last one is handed to the OS: the process exits
+ * right after a command returns, and a pipe's unflushed tail would be lost (a slow reader saw 256 of
+ * 5,000 lines before this). Says how many it wrote, and whether all of them were (not when the reader left).
+ */
+async function pour(
+  out: NodeJS.WritableStream,
+  lines: AsyncIterable<string>,
+): Promise<{ count: number; complete: boolean }> {
+  let failed: NodeJS.ErrnoException | undefined
+  let count = 0
+  const onError = (err: NodeJS.ErrnoException) => (failed ??= err)
+  out.on("error", onError)
+  try {
+    for await (const line of lines) {
+      if (failed) break
+      count++
+      // each wait takes its listeners off again: left on, they piled up (MaxListenersExceededWarning at ~3,000 lines)
+      if (!out.write(line))
+        await new Promise<void>((done) => {
+          const go = () => {
+            out.off("drain", go)
+            out.off("error", go)
+            done()
+          }
+          out.on("drain", go)
+          out.on("error", go)
+        })
+    }
+    if (!failed) await new Promise<void>((done) => out.write("", () => done()))
+  } finally {
+    out.off("error", onError)
+  }
+  // the reader went away (`spool results | head`): it has what it wanted, which is not an error
+  if (failed && !(failed.code === "EPIPE" && out === process.stdout)) throw failed
+  return { count, complete: failed === undefined }
+}
+
+/** Writes beside the target and renames, so a reader never sees a half-written file. Owner-only. The lines written. */
+async function writeAtomically(path: string, lines: AsyncIterable<string>): Promise<number> {
+  const tmp = `${path}.${process.pid}.tmp`
+  const out = createWriteStream(tmp, { mode: 0o600 })
+  try {
+    const { count } = await pour(out, lines)
+    await new Promise<void>((done, fail) => out.end((err?: Error | null) => (err ? fail(err) : done())))
+    renameSync(tmp, path)
+    return count
+  } catch (err) {
+    rmSync(tmp, { force: true })
+    throw err
+  }
+}
