@@ -95,7 +95,7 @@ describe("the response cache in the reports", () => {
       "cached_usage",
       "source",
     ])
-    // gpt-4o-mini at $0.15 and $0.60 per million: 10 in and 4 out
+    // gpt-4o-mini at $0.15 and $0.60 per million: 10 in and 4 out, $0.0000039 at full precision (issue 17: not 0.000004)
     expect(paid).toEqual({
       id: "k2",
       state: "completed",
@@ -103,7 +103,7 @@ describe("the response cache in the reports", () => {
       error: null,
       attempts: 1,
       usage: { input_tokens: 10, output_tokens: 4, cached_input_tokens: 0 },
-      cost_usd: 0.000004,
+      cost_usd: 0.0000039,
       cached: false,
       source: source(2),
     })
@@ -153,7 +153,7 @@ describe("the response cache in the reports", () => {
     const v = await status(l, run)
     expect(v.cache).toEqual({ hits: 1, misses: 1, saved_usd: 0.25 })
     // the hit's usage is 0: only the paid item counts in the run's spend, and in the average the rest is priced at
-    expect([v.spend.usd, v.spend.remaining_usd]).toEqual([0.000004, 0.000004])
+    expect([v.spend.usd, v.spend.remaining_usd]).toEqual([0.0000039, 0.000004])
     const text = statusText(v).split("\n")
     expect(text.slice(3, 6)).toEqual([
       "spend     $0.00 so far · ~$0.00 for the rest (built-in prices for gpt-4o-mini (2025-11))",
