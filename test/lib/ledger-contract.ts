@@ -1786,6 +1786,93 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
       })
     })
 
+    describe("results exports (issue 17)", () => {
+      test("exportPage: a run's items in id order with their input rows, by page, of some states, changed after a mark", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 6)
+        await seed(l, 2, "other")
+        const c = await l.claims.step(run.id, "w", [], 4, 60_000)
+        expect(c).toHaveLength(4)
+        // updated_at is the attempt's end: 1,000, 2,000 and 3,000 ms; c[3] stays running, k5 and k6 pending
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            { ...ok(c[0]!.id, 1, "first"), endedAt: 1_000 },
+            {
+              item: c[1]!.id,
+              attempt: 1,
+              to: "failed",
+              label: "failed",
+              errorClass: "auth",
+              error: "key",
+              latencyMs: 5,
+              endedAt: 2_000,
+            },
+            { ...ok(c[2]!.id, 1, "third"), endedAt: 3_000 },
+          ],
+          0,
+          60_000,
+        )
+        const all = await l.reads.exportPage(run.id, { after: 0, limit: 100 })
+        expect(all.map((r) => [r.key, r.state, r.output, JSON.parse(r.data), r.vector, r.path])).toEqual([
+          ["k1", "completed", "first", { text: "t1" }, null, "/in.jsonl"],
+          ["k2", "failed", null, { text: "t2" }, null, "/in.jsonl"],
+          ["k3", "completed", "third", { text: "t3" }, null, "/in.jsonl"],
+          ["k4", "running", null, { text: "t4" }, null, "/in.jsonl"],
+          ["k5", "pending", null, { text: "t5" }, null, "/in.jsonl"],
+          ["k6", "pending", null, { text: "t6" }, null, "/in.jsonl"],
+        ])
+        expect(all.slice(0, 3).map((r) => [r.updated_at, r.error, r.input_tokens])).toEqual([
+          [1_000, null, 3],
+          [2_000, "key", 0],
+          [3_000, null, 3],
+        ])
+        // by pages of 4 from a cursor: the same items, none twice
+        const first = await l.reads.exportPage(run.id, { after: 0, limit: 4 })
+        const second = await l.reads.exportPage(run.id, { after: first.at(-1)!.id, limit: 4 })
+        expect([...first, ...second].map((r) => r.key)).toEqual(["k1", "k2", "k3", "k4", "k5", "k6"])
+        expect(second).toHaveLength(2)
+        const keys = async (o: { states?: State[]; since?: number | null }) =>
+          (await l.reads.exportPage(run.id, { ...o, after: 0, limit: 100 })).map((r) => r.key)
+        expect(await keys({ states: ["completed"] })).toEqual(["k1", "k3"])
+        expect(await keys({ states: ["failed", "pending"] })).toEqual(["k2", "k5", "k6"])
+        expect(await keys({ states: ["needs_review"] })).toEqual([])
+        const finished: State[] = ["completed", "failed", "needs_review"]
+        expect(await keys({ states: finished, since: 1_000 })).toEqual(["k2", "k3"])
+        expect(await keys({ states: finished, since: 2_999 })).toEqual(["k3"])
+        expect(await keys({ states: finished, since: 3_000 })).toEqual([])
+        expect(await keys({ states: finished, since: null })).toEqual(["k1", "k2", "k3"])
+        // a run's cursor past its last item, and a run without items
+        expect(await l.reads.exportPage(run.id, { after: all.at(-1)!.id, limit: 10 })).toEqual([])
+        const { run: empty } = await l.runs.create({
+          name: "empty",
+          job: { ...JOB, name: "empty" },
+          fingerprint: "fp",
+          resume: "",
+          inputs: [],
+        })
+        expect(await l.reads.exportPage(empty.id, { after: 0, limit: 10 })).toEqual([])
+      })
+
+      test("exports: none at first, then the latest by time, each run's own; the same one recorded twice is one", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 1)
+        const { run: other } = await seed(l, 1, "other")
+        expect(await l.reads.lastExport(run.id)).toBeNull()
+        const e1 = { at: 10_000, mark: 9_000.5, rows: 3, format: "csv", path: "/tmp/a.csv" }
+        const e2 = { at: 20_000, mark: 19_000, rows: 0, format: "jsonl", path: null }
+        await l.reads.recordExport(run.id, e2)
+        await l.reads.recordExport(run.id, e1)
+        await l.reads.recordExport(run.id, e2)
+        await l.reads.recordExport(other.id, { ...e1, at: 30_000 })
+        expect(await l.reads.lastExport(run.id)).toEqual(e2)
+        expect(await l.reads.lastExport(other.id)).toEqual({ ...e1, at: 30_000 })
+      })
+    })
+
     testCache(place, tallied)
   })
 }

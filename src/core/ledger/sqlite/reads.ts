@@ -467,7 +467,7 @@ function prepare(db: Database) {
       "SELECT at, mark, rows, format, path FROM exports WHERE run_id = ? ORDER BY at DESC LIMIT 1",
     ),
     recordExport: q<void, [number, number, number, number, string, string | null]>(
-      "INSERT INTO exports (run_id, at, mark, rows, format, path) VALUES (?, ?, ?, ?, ?, ?)",
+      "INSERT OR IGNORE INTO exports (run_id, at, mark, rows, format, path) VALUES (?, ?, ?, ?, ?, ?)",
     ),
     hasOpen: q<{ one: number }, [number]>(
       `SELECT 1 AS one FROM items WHERE run_id = ?
