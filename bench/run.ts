@@ -1,6 +1,6 @@
 /**
  * Runs every benchmark, each contender in its own process, and writes docs/BENCHMARKS.md, keeping as they are the
- * sections other scripts write (`KEPT`: bench/compare.ts's before and after, bench/postgres.ts's, bench/cache.ts's).
+ * sections other scripts write (`KEPT`: bench/compare.ts's before and after, bench/postgres.ts's, bench/cache.ts's, bench/results.ts's).
  * `bun run bench` (after `bun run build`). Ratios compare contenders measured in the same run.
  * `bun bench/run.ts --only serve` runs only the named sections (comma-separated; for now: serve) and rewrites only
  * their part of docs/BENCHMARKS.md, leaving every other section's text as it is.
@@ -16,7 +16,12 @@ mkdirSync(data, { recursive: true })
 
 const docPath = join(root, "docs", "BENCHMARKS.md")
 /** Sections of docs/BENCHMARKS.md that other scripts write: a run of this one keeps them as they are. */
-const KEPT = ["## Before and after", "## PostgreSQL (issue 15)", "## Response cache (issue 16)"]
+const KEPT = [
+  "## Before and after",
+  "## PostgreSQL (issue 15)",
+  "## Response cache (issue 16)",
+  "## Results export (issue 17)",
+]
 
 const SERVE_HEADING = "## Status page and API"
 

@@ -156,7 +156,7 @@ export const results = defineCommand({
         // the one line a file's writer gets: stdout stays for data, and here there is none
         const what = `${written.toLocaleString("en-US")} result${written === 1 ? "" : "s"}`
         const after = last ? ` finished since the export of ${new Date(last.at).toISOString()}` : ""
-        process.stderr.write(`wrote ${what}${after} to ${args.out} (${format})\n`)
+        process.stderr.write(`wrote ${what}${after} to ${args.out}\n`)
       }
     } finally {
       await db.close()
@@ -209,6 +209,9 @@ async function write(
   return (await writeAtomically(resolve(out), lines)) - header
 }
 
+/** About how many characters of lines are written at a time. */
+const CHUNK = 64 * 1024
+
 /**
  * Writes lines with backpressure and waits until the last one is handed to the OS: the process exits
  * right after a command returns, and a pipe's unflushed tail would be lost (a slow reader saw 256 of
@@ -223,11 +226,15 @@ async function pour(
   const onError = (err: NodeJS.ErrnoException) => (failed ??= err)
   out.on("error", onError)
   try {
-    for await (const line of lines) {
-      if (failed) break
-      count++
+    // lines go out in chunks of about 64 kB: a write per line made a million-line export ~5 times slower
+    let chunk: string[] = []
+    let size = 0
+    const flush = async () => {
+      const text = chunk.join("")
+      chunk = []
+      size = 0
       // each wait takes its listeners off again: left on, they piled up (MaxListenersExceededWarning at ~3,000 lines)
-      if (!out.write(line))
+      if (!out.write(text))
         await new Promise<void>((done) => {
           const go = () => {
             out.off("drain", go)
@@ -238,6 +245,14 @@ async function pour(
           out.on("error", go)
         })
     }
+    for await (const line of lines) {
+      if (failed) break
+      count++
+      chunk.push(line)
+      size += line.length
+      if (size >= CHUNK) await flush()
+    }
+    if (!failed && chunk.length) await flush()
     if (!failed) await new Promise<void>((done) => out.write("", () => done()))
   } finally {
     out.off("error", onError)

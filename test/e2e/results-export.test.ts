@@ -119,7 +119,7 @@ describe("spool results as csv, parquet and jsonl", () => {
   test("csv, joined by default: the input's columns, spool's (qualified: the input has an id), the schema's; exact cells", async () => {
     const ref = lines((await cli("results", "labels")).stdout)
     const out = await cli("results", "labels", "--out", "r.csv")
-    expect(out.stderr).toBe("wrote 5 results to r.csv (csv)\n")
+    expect(out.stderr).toBe("wrote 5 results to r.csv\n")
     expect(statSync(tmp.join("r.csv")).mode & 0o777).toBe(0o600)
     const [head, ...rows] = csv(readFileSync(tmp.join("r.csv"), "utf8"))
     expect(head).toEqual([
@@ -343,7 +343,7 @@ describe("--since-last-export", () => {
         .slice(1)
         .map((r) => r[6])
     const first = await cli("results", "labels", "--since-last-export", "--out", "e1.csv")
-    expect(first.stderr).toBe("wrote 5 results to e1.csv (csv)\n")
+    expect(first.stderr).toBe("wrote 5 results to e1.csv\n")
     expect(ids("e1.csv")).toEqual(["r1", "r2", "r3", "r4", "r5"])
 
     // two rows more, and the failed item retried: the three finish after the first export
@@ -357,7 +357,7 @@ describe("--since-last-export", () => {
     const second = await cli("results", "labels", "--since-last-export", "--out", "e2.csv")
     expect(second.code).toBe(0)
     expect(second.stderr).toMatch(
-      /^wrote 3 results finished since the export of \d{4}-\d\d-\d\dT.*Z to e2\.csv \(csv\)\n$/,
+      /^wrote 3 results finished since the export of \d{4}-\d\d-\d\dT.*Z to e2\.csv\n$/,
     )
     expect(ids("e2.csv")).toEqual(["r4", "r6", "r7"])
     expect(csv(readFileSync(tmp.join("e2.csv"), "utf8"))[1]!.slice(7, 8)).toEqual(["completed"])

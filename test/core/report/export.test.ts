@@ -89,9 +89,9 @@ describe("results export of vectors", () => {
       expect(rows.map((r) => r.id)).toEqual(["k1", "k2", "k3", "k4"])
       expect(rows.map((r) => r.vector)).toEqual([
         VECTORS[0]!.map(Math.fround),
-        VECTORS[1],
+        VECTORS[1]!,
         undefined,
-        VECTORS[3],
+        VECTORS[3]!,
       ])
       expect(rows[0]).toMatchObject({ text: "t1", output: "a1" })
     } finally {
@@ -109,9 +109,9 @@ describe("results export of vectors", () => {
         .map((x) => JSON.parse(x) as { id: string; vector?: number[] })
       expect(json.map((j) => j.vector)).toEqual([
         VECTORS[0]!.map(Math.fround),
-        VECTORS[1],
+        VECTORS[1]!,
         undefined,
-        VECTORS[3],
+        VECTORS[3]!,
       ])
       const o: ExportOptions = { format: "csv", join: false }
       const text = await all(csvLines(l, run, o, await plan(l, run, o)))
@@ -160,9 +160,7 @@ describe("results export of vectors", () => {
         columns: ["id", "text"],
         rowStart: 59_999,
         rowEnd: 60_000,
-      })) as {
-        id: string
-      }[]
+      })) as Record<string, unknown>[]
       expect(last).toEqual([{ id: "k60000", text: "t60000" }])
     } finally {
       await l.close()
