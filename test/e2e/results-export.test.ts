@@ -374,4 +374,21 @@ describe("--since-last-export", () => {
     expect(fourth.code).toBe(0)
     expect(ids("e4.csv")).toEqual(["r8"])
   })
+
+  test("with the default margin (120 s) an item finished just before an export is in the next one too, never missed", async () => {
+    // a run of its own: its exports' marks are apart from the run above
+    writeFileSync(
+      tmp.join("margin.toml"),
+      readFileSync(tmp.join("job.toml"), "utf8").replace('name = "labels"', 'name = "margin"'),
+    )
+    const margin = (...args: string[]) => spool(args, { cwd: tmp.path, env: { OPENAI_API_KEY: KEY } })
+    expect((await margin("run", "margin.toml")).code).toBe(3)
+    const first = lines((await margin("results", "margin", "--since-last-export")).stdout).map((l) => l.id)
+    expect(first).toEqual(["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8"])
+    appendFileSync(tmp.join("in.jsonl"), JSON.stringify(row(9, "eta")) + "\n")
+    expect((await margin("run", "margin.toml")).code).toBe(3)
+    // every item of the first export finished less than 120 s before it: all are written again, with the new one
+    const second = lines((await margin("results", "margin", "--since-last-export")).stdout).map((l) => l.id)
+    expect(second).toEqual([...first, "r9"])
+  })
 })
