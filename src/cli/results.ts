@@ -10,6 +10,7 @@ import { mustFind, type Ledger } from "../core/ledger/ledger.ts"
 import * as states from "../core/ledger/states.ts"
 import type { State } from "../core/ledger/states.ts"
 import type { Run } from "../core/ledger/types.ts"
+import type { ExportOptions } from "../core/report/export.ts"
 import { common, existingStore, lazyLedger } from "./common.ts"
 
 const lazyExport = () => import("../core/report/export.ts")
@@ -142,7 +143,9 @@ export const results = defineCommand({
       // the read starts now: anything that changes from here on is above the mark recorded below
       const at = Date.now()
       const o = { format, join, prefix: args.prefix, states: wanted, since: last?.mark ?? null }
-      const written = await write(db, run, o, args.out)
+      const written = await write(db, run, o, args.out).catch((err: unknown) => {
+        throw unwritable(err, args.out)
+      })
       if (written === null) return 0
       if (since)
         await db.reads.recordExport(run.id, {
@@ -165,6 +168,16 @@ export const results = defineCommand({
   },
 })
 
+/** A file that cannot be written (no such folder, no right to, a full disk) as a clear error; any other as it is. */
+function unwritable(err: unknown, out: string | undefined): unknown {
+  const e = err as NodeJS.ErrnoException
+  if (out === undefined || typeof e?.code !== "string" || !e.syscall) return err
+  return new UsageError(
+    `cannot write ${out}: ${e.code === "ENOENT" ? "its folder does not exist" : e.message}`,
+    "Give --out a file in a folder that exists and that you can write to. Nothing was written.",
+  )
+}
+
 /**
  * Writes the export to stdout or, atomically, to `out`; the rows written, or null when stdout's reader went away
  * before the end (nothing may be remembered of such an export).
@@ -172,7 +185,7 @@ export const results = defineCommand({
 async function write(
   db: Ledger,
   run: Run,
-  o: Parameters<Awaited<ReturnType<typeof lazyExport>>["plan"]>[2],
+  o: ExportOptions,
   out: string | undefined,
 ): Promise<number | null> {
   const x = await lazyExport()

@@ -369,7 +369,11 @@ describe("--since-last-export", () => {
     appendFileSync(tmp.join("in.jsonl"), JSON.stringify(row(8, "zeta")) + "\n")
     expect((await cli("run", "job.toml")).code).toBe(3)
     const failed = await cli("results", "labels", "--since-last-export", "--out", "missing/dir/e.csv")
-    expect(failed.code).not.toBe(0)
+    expect([failed.code, failed.stderr]).toEqual([
+      2,
+      "spool: cannot write missing/dir/e.csv: its folder does not exist\n" +
+        "  Give --out a file in a folder that exists and that you can write to. Nothing was written.\n",
+    ])
     const fourth = await cli("results", "labels", "--since-last-export", "--out", "e4.csv")
     expect(fourth.code).toBe(0)
     expect(ids("e4.csv")).toEqual(["r8"])
