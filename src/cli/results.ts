@@ -84,10 +84,14 @@ export const results = defineCommand({
   },
   args: {
     run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
-    out: { type: "string", description: "Write to this file (atomically) instead of stdout" },
+    out: {
+      type: "string",
+      description: "Write to this file (atomically) instead of stdout",
+      valueHint: "file",
+    },
     format: {
       type: "string",
-      description: "jsonl | csv | parquet (default: from --out's extension, else jsonl)",
+      description: "The format (default: --out's extension, .csv or .parquet; else jsonl)",
       valueHint: "jsonl|csv|parquet",
     },
     state: {
