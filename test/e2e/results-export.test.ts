@@ -8,6 +8,7 @@ import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } fro
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from "hyparquet"
 import Papa from "papaparse"
 import { startFake, type Fake } from "../lib/fake-openai.ts"
+import { pgSchema, SKIP_PG } from "../lib/pg.ts"
 import { spool } from "../lib/spool.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
 
@@ -394,5 +395,59 @@ describe("--since-last-export", () => {
     // every item of the first export finished less than 120 s before it: all are written again, with the new one
     const second = lines((await margin("results", "margin", "--since-last-export")).stdout).map((l) => l.id)
     expect(second).toEqual([...first, "r9"])
+  })
+})
+
+describe.skipIf(SKIP_PG)("on PostgreSQL (--store)", () => {
+  test("csv and parquet from a PostgreSQL store; --since-last-export's marks kept there", async () => {
+    await using pg = await pgSchema()
+    writeFileSync(
+      tmp.join("pg.jsonl"),
+      ["alpha", "beta"].map((t, i) => JSON.stringify(row(i + 1, t))).join("\n") + "\n",
+    )
+    writeFileSync(
+      tmp.join("pg.toml"),
+      readFileSync(tmp.join("job.toml"), "utf8")
+        .replace('name = "labels"', 'name = "pg"')
+        .replace("in.jsonl", "pg.jsonl"),
+    )
+    const at = (...args: string[]) => cli(...args, "--store", pg.url)
+    expect((await at("run", "pg.toml")).code).toBe(0)
+    const [head, ...rows] = csv((await at("results", "pg", "--format", "csv", "--no-join")).stdout)
+    expect(head).toEqual([
+      "id",
+      "state",
+      "attempts",
+      "cost_usd",
+      "cached",
+      "error",
+      "output.label",
+      "output.confidence",
+      "output.tags",
+      "output.extra",
+    ])
+    expect(rows.map((r) => [r[0], r[1], r[6], r[8]])).toEqual([
+      ["r1", "completed", "ALPHA", '["t","alpha"]'],
+      ["r2", "completed", "BETA", '["t","beta"]'],
+    ])
+    const sum = rows.reduce((a, r) => a + Number(r[3]), 0)
+    const status = JSON.parse((await at("status", "pg", "--json")).stdout) as { spend: { usd: number } }
+    expect(sum).toBeCloseTo(status.spend.usd, 18)
+    expect((await at("results", "pg", "--since-last-export", "--out", "pg1.parquet")).stderr).toBe(
+      "wrote 2 results to pg1.parquet\n",
+    )
+    appendFileSync(tmp.join("pg.jsonl"), JSON.stringify(row(3, "gamma")) + "\n")
+    expect((await at("run", "pg.toml")).code).toBe(0)
+    expect((await at("results", "pg", "--since-last-export", "--out", "pg2.parquet")).code).toBe(0)
+    const read = async (name: string) =>
+      (await parquetReadObjects({
+        file: await asyncBufferFromFile(tmp.join(name)),
+        columns: ["id", "output.label"],
+      })) as Record<string, unknown>[]
+    expect(await read("pg1.parquet")).toEqual([
+      { id: "r1", "output.label": "ALPHA" },
+      { id: "r2", "output.label": "BETA" },
+    ])
+    expect(await read("pg2.parquet")).toEqual([{ id: "r3", "output.label": "GAMMA" }])
   })
 })
