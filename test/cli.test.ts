@@ -83,7 +83,7 @@ describe("every job key is a flag", () => {
   ]
 
   test("the walk finds the job's tables and keys", () => {
-    expect(keys.length).toBe(51)
+    expect(keys.length).toBe(54)
     expect(keys).toContain("limits.rpm")
     expect(keys).toContain("source.delimiter")
     expect(keys).toContain("pricing.batch_discount")

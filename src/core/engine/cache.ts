@@ -28,10 +28,13 @@ export interface CacheUse {
   price: Price | undefined
 }
 
-/** The cache's use by a run of `job` answered by `who`; undefined when the job turns it off (`--no-cache`). */
+/**
+ * The cache's use by a run of `job` answered by `who`; undefined when the job turns it off (`--no-cache`), and for
+ * embedding jobs, which the cache does not serve (docs/EMBEDDINGS.md; run.ts says so in one info line).
+ */
 export function cacheUse(job: Job, who: Identity): CacheUse | undefined {
   const { enabled, ttl, refresh } = job.cache
-  if (!enabled) return undefined
+  if (!enabled || job.request.kind === "embedding") return undefined
   const ttlMs = ttl === undefined ? undefined : durationMs(ttl)
   return {
     read: !refresh,

@@ -314,6 +314,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
   // the response cache's look-ups, one for the process: rows it answers are stored completed as they are read
   // (Lookup.ask), and pending items are asked before the runner claims or the batcher packs them
   const lookup = lookupOf(db, run, owner, job, identity(job))
+  if (job.request.kind === "embedding" && job.cache.enabled)
+    log.info("the response cache is off for embedding jobs")
   /** Direct calls, their spend cap counted from what the run has spent by the time they start. */
   const runner = async (ledger: Ledger) =>
     new Runner({

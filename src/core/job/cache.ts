@@ -74,6 +74,8 @@ export function keyer(job: Job, who: Identity, sample = 0): (row: Record<string,
       temperature: request.temperature,
       params: request.params,
       schema: job.output,
+      // only for embeddings, so that chat keys made before kinds existed stay the same
+      ...(request.kind === "embedding" && { kind: "embedding", dimensions: request.dimensions }),
     },
     sample,
   })

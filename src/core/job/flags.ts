@@ -23,10 +23,12 @@ export type Given = Record<string, string | string[] | boolean | undefined>
 /**
  * Flags whose name is not their key's own (kebab-case, a trailing `_s` dropped): the names spool has always had,
  * the plural `plugins`, given one file a flag, `[store] url`, which is `--store` on every command, and the
- * cache's (`--no-cache`, `--cache-ttl`, `--refresh-cache`). `input` and `plugin` may be repeated.
+ * cache's (`--no-cache`, `--cache-ttl`, `--refresh-cache`), and an embedding's `--embed-input` (`--input` is an input
+ * file). `input` and `plugin` may be repeated.
  */
 const NAMED: Record<string, string> = {
   "source.path": "input",
+  "request.input": "embed-input",
   "provider.name": "provider",
   plugins: "plugin",
   "store.url": "store",

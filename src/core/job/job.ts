@@ -7,6 +7,8 @@ import * as flags from "./flags.ts"
 import { readToml } from "./toml.ts"
 import { distance } from "./pricing.ts"
 import { DURATION, DURATION_TEXT } from "./duration.ts"
+import { KIND_ENTRIES, kindProblems } from "./kind.ts"
+export { loadDotenv } from "./dotenv.ts"
 
 const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
   v.strictObject(entries, (issue) =>
@@ -70,8 +72,9 @@ const ProviderSchema = strict(
 
 const RequestSchema = strict(
   {
+    ...KIND_ENTRIES,
     system: v.optional(v.string("expected a string")),
-    prompt: text("the prompt template, with {{field}} placeholders"),
+    prompt: v.optional(text("the prompt template, with {{field}} placeholders")),
     max_tokens: v.optional(int(1, 1_000_000)),
     temperature: v.optional(v.pipe(v.number("expected a number"), v.minValue(0), v.maxValue(2))),
     params: v.optional(v.record(v.string(), v.unknown(), "expected a table of request parameters")),
@@ -241,6 +244,7 @@ export const StoredJobSchema = v.object({
     [],
   ),
   output: v.optional(v.object({ name: v.string(), schema: v.record(v.string(), v.unknown()) })),
+  request: v.strictObject({ ...RequestSchema.entries, prompt: v.string() }),
 })
 
 /** One input of a run, as the job gives it. */
@@ -258,7 +262,9 @@ export interface Input {
 }
 
 /** A validated job: `[source]` and `[[sources]]` both become `sources`, in the order given. */
-export type Job = Omit<Parsed, "source" | "sources" | "output" | "store"> & {
+export type Job = Omit<Parsed, "source" | "sources" | "output" | "store" | "request"> & {
+  /** An embedding job's `prompt` is its `input` (kind.ts), so that every renderer of the prompt renders the input. */
+  request: Parsed["request"] & { prompt: string }
   sources: Input[]
   /** The schema read and parsed, whether the job named a file or gave it inline. */
   output?: { name: string; schema: Record<string, unknown> } | undefined
@@ -336,9 +342,14 @@ export function load(file: string | undefined, given: Flags, cwd = process.cwd()
     at: sources ? `sources.${i}` : "source",
     ...(max_malformed !== undefined && { max_malformed }),
   }))
-  const { output, store, ...others } = rest
+  const { output, store, request, ...others } = rest
   return {
-    job: { ...others, sources: inputs, output: output && outputOf(output, base) },
+    job: {
+      ...others,
+      request: { ...request, prompt: (request.prompt ?? request.input)! },
+      sources: inputs,
+      output: output && outputOf(output, base),
+    },
     file: path,
     store: store?.url,
   }
@@ -523,7 +534,8 @@ function problemsOf(raw: Table, parsed: v.SafeParseResult<typeof JobSchema>): st
   if (noInput) more.push("source: missing (required): a [source] table with a path, or --input")
   if (raw.source !== undefined && raw.sources !== undefined)
     more.push("source: give either [source] or [[sources]], not both")
-  return [...inOrder(issues, more), ...unknownKeys(raw)]
+  // the kind's problems first: a missing prompt comes before the schema's problems of the keys after it
+  return [...inOrder([...kindProblems(raw), ...issues], more), ...unknownKeys(raw)]
 }
 
 /** The schema's problems with `more` put among them by their table, in the schema's order. */
@@ -568,6 +580,10 @@ export function shaping(job: Job): Record<string, unknown> {
     ...(job.output && { "output.schema": job.output.schema }),
     // likewise: a batch run's items are in provider batches, which a realtime process would never poll
     ...(job.provider.mode === "batch" && { "provider.mode": "batch" }),
+    ...(job.request.kind === "embedding" && {
+      "request.kind": "embedding",
+      "request.dimensions": job.request.dimensions ?? null,
+    }),
   }
 }
 
@@ -576,21 +592,4 @@ export function changedKeys(before: Job, after: Job): string[] {
   const a = shaping(before)
   const b = shaping(after)
   return Object.keys(b).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
-}
-
-/** Loads `.env` from `dir` into the environment without overriding what is already set. */
-export function loadDotenv(dir = process.cwd()): void {
-  const path = resolve(dir, ".env")
-  if (!existsSync(path)) return
-  for (const line of readFileSync(path, "utf8").split(/\r?\n/)) {
-    const m = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line)
-    if (!m) continue
-    const key = m[1] as string
-    let value = m[2] as string
-    const quoted = /^(['"])(.*)\1$/.exec(value)
-    if (quoted)
-      value = quoted[1] === '"' ? (quoted[2] as string).replace(/\\n/g, "\n") : (quoted[2] as string)
-    else value = value.replace(/\s+#.*$/, "")
-    if (process.env[key] === undefined) process.env[key] = value
-  }
 }
