@@ -262,12 +262,19 @@ async function pour(
           out.on("error", go)
         })
     }
-    for await (const line of lines) {
-      if (failed) break
-      count++
-      chunk.push(line)
-      size += line.length
-      if (size >= CHUNK) await flush()
+    try {
+      for await (const line of lines) {
+        if (failed) break
+        count++
+        chunk.push(line)
+        size += line.length
+        if (size >= CHUNK) await flush()
+      }
+    } catch (err) {
+      // the reading stopped (a damaged store names what it could not read): what was read still goes out first
+      if (!failed && chunk.length) await flush()
+      if (!failed) await new Promise<void>((done) => out.write("", () => done()))
+      throw err
     }
     if (!failed && chunk.length) await flush()
     if (!failed) await new Promise<void>((done) => out.write("", () => done()))

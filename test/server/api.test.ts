@@ -162,8 +162,8 @@ describe("the JSON API", () => {
     const done = await json(await app().request(`/api/runs/${runId}/items?state=completed`))
     const lines = done.items.map(({ history: _, item_id: __, ...line }: Record<string, unknown>) => line)
     expect(lines.map((l: Record<string, unknown>) => [l.id, l.cached, l.cost_usd, l.cached_usage])).toEqual([
-      ["k1", false, 0.000004, undefined],
-      ["k2", false, 0.000004, undefined],
+      ["k1", false, 0.0000039, undefined],
+      ["k2", false, 0.0000039, undefined],
       ["k5", true, 0, { input_tokens: 30, output_tokens: 20, cached_input_tokens: 5, cost_usd: 0.25 }],
     ])
     expect(done.items[2].history).toEqual([

@@ -35,8 +35,17 @@ export interface ExportOptions {
 /** How many items a read of the ledger gives at a time. */
 export const PAGE = 2_000
 
-/** The items an export writes, a page at a time, in ledger order. */
+/**
+ * The items an export writes, a page at a time, in ledger order. An export of the whole run or of one state reads
+ * them as `spool results` always did (`Reads.items`): in a damaged store it gives every item that can still be read,
+ * then names the ids that cannot (README, "What happens when things go wrong").
+ */
 export async function* exportRows(db: Ledger, run: Run, o: ExportOptions): AsyncGenerator<ExportRow> {
+  if ((o.since ?? null) === null && (o.states === undefined || o.states.length === 1)) {
+    for await (const item of db.reads.items(run.id, o.states?.[0]))
+      yield { ...item, updated_at: (item as { updated_at?: number }).updated_at ?? 0 }
+    return
+  }
   let after = 0
   for (;;) {
     const page = await db.reads.exportPage(run.id, {

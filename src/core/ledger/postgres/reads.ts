@@ -44,7 +44,8 @@ const PAGE_COLUMNS = `items.id, items.input, items.key, items.state, items.attem
 const ITEM_COLUMNS = `items.id, items.run_id, items.input, items.key, items.row, items.source_id, items.data,
   items.state, items.attempts, items.next_at, items.output, items.error_class, items.error, items.input_tokens,
   items.output_tokens, items.cached_input_tokens, items.batch_id, items.batch_line, items.batch_input_tokens,
-  items.batch_output_tokens, items.batch_cached_tokens, items.cache_key, items.cached_usage, inputs.path`
+  items.batch_output_tokens, items.batch_cached_tokens, items.cache_key, items.cached_usage, items.vector,
+  items.updated_at, inputs.path`
 
 const ATTEMPT_COLUMNS = `n, started_at, ended_at, outcome, error_class, error, http_status, input_tokens,
   output_tokens, cached_input_tokens, latency_ms, batch_id`
