@@ -1,5 +1,5 @@
 /**
- * A fake OpenAI server on 127.0.0.1 (`POST /v1/chat/completions` and `POST /v1/responses`) that speaks the official
+ * A fake OpenAI server on 127.0.0.1 (`POST /v1/chat/completions`, `POST /v1/responses` and `POST /v1/embeddings`) that speaks the official
  * wire format, with switchable faults.
  */
 import { BatchEngine, base62, jsonl, mapIter, pageLimit, unix, Validator } from "./fake-batch.ts"
@@ -371,6 +371,8 @@ function userText(messages: unknown): string {
 export interface Api {
   schema: string
   input(body: Record<string, unknown>): string
+  /** Every input a request holds, each paid for (an embeddings request's many); `input` alone when unset. */
+  inputs?(body: Record<string, unknown>): string[]
   /** What the request costs against a token limit: its input tokens as usage reports them, plus its max output. */
   cost(body: Record<string, unknown>): Cost
   /** `at`: the answer's creation time in unix seconds (now unless given: a batch's lines keep theirs across downloads). */
@@ -404,6 +406,59 @@ const CHAT: Api = {
         },
       ],
       usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
+    }
+  },
+}
+
+/** The vectors' length for a model without `dimensions`: OpenAI's for its models, else a short one. */
+export function defaultDimensions(model: string): number {
+  if (model === "text-embedding-3-large") return 3072
+  if (model === "text-embedding-3-small" || model === "text-embedding-ada-002") return 1536
+  return 16
+}
+
+/**
+ * The fake's vector for a text: deterministic, so that a test checks each stored vector against it. Each dimension
+ * is a sine of the text's hash and the dimension's number, in [-1, 1].
+ */
+export function fakeVector(text: string, dimensions: number): Float32Array {
+  const seed = Number(Bun.hash(text) % 100_000n)
+  const out = new Float32Array(dimensions)
+  for (let d = 0; d < dimensions; d++) out[d] = Math.sin(seed + d * 0.7)
+  return out
+}
+
+/** The texts of an embeddings request: its `input`, a string or a list of them. */
+export function embeddingInputs(body: Record<string, unknown>): string[] {
+  if (typeof body.input === "string") return [body.input]
+  return Array.isArray(body.input)
+    ? body.input.map((x) => (typeof x === "string" ? x : JSON.stringify(x)))
+    : []
+}
+
+/**
+ * `POST /v1/embeddings`: a vector per input (as `encoding_format` asks: floats, or base64 of float32 bytes), usage
+ * counted as the inputs' tokens. Faults go by its first input, as a chat request's by its prompt.
+ */
+export const EMBEDDINGS: Api = {
+  schema: "CreateEmbeddingRequest",
+  input: (body) => embeddingInputs(body)[0] ?? "",
+  inputs: embeddingInputs,
+  cost: (body) => ({ input: embeddingInputs(body).reduce((sum, text) => sum + tokens(text), 0), output: 0 }),
+  answer(body) {
+    const texts = embeddingInputs(body)
+    const dims = typeof body.dimensions === "number" ? body.dimensions : defaultDimensions(model(body))
+    const base64 = body.encoding_format === "base64"
+    const used = texts.reduce((sum, text) => sum + tokens(text), 0)
+    return {
+      object: "list",
+      model: model(body),
+      data: texts.map((text, index) => {
+        const v = fakeVector(text, dims)
+        const embedding = base64 ? Buffer.from(v.buffer).toString("base64") : Array.from(v)
+        return { object: "embedding", index, embedding }
+      }),
+      usage: { prompt_tokens: used, total_tokens: used },
     }
   },
 }
@@ -1187,7 +1242,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     const failed = fault(kind, req.signal)
     if (failed) return failed
     const content = reply(input, body)
-    fake.paid.set(input, (fake.paid.get(input) ?? 0) + 1)
+    for (const text of api.inputs?.(body) ?? [input]) fake.paid.set(text, (fake.paid.get(text) ?? 0) + 1)
     fake.served.push(now())
     return Response.json(api.answer(body, content, fake.requests))
   }
@@ -1199,6 +1254,9 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     const path = url.pathname
     if (req.method === "POST" && (path === "/v1/chat/completions" || path === "/chat/completions")) {
       return limitedEndpoint(req, CHAT)
+    }
+    if (req.method === "POST" && (path === "/v1/embeddings" || path === "/embeddings")) {
+      return limitedEndpoint(req, EMBEDDINGS)
     }
     if (req.method === "POST" && (path === "/v1/responses" || path === "/responses")) {
       return limitedEndpoint(req, RESPONSES)

@@ -1,5 +1,5 @@
 /** Drives a run's items through the ledger: claim, call, record; concurrency-limited, durable at every step. */
-import { ProviderError } from "../../plugins/api/errors.ts"
+import { JobError, ProviderError } from "../../plugins/api/errors.ts"
 import * as retry from "./retry.ts"
 import type { Ledger } from "../ledger/ledger.ts"
 import type { Claimed, Outcome, Run } from "../ledger/types.ts"
@@ -14,6 +14,7 @@ import { dead, leaseMs } from "./owner.ts"
 import { Limiter } from "./ratelimit.ts"
 import { Waker } from "./wake.ts"
 import { cacheWrite, type Lookup } from "./cache.ts"
+import { EMBEDDERS, Embedder, type Group } from "./embed.ts"
 
 export type Ending = "done" | "interrupted" | "paused" | "cancelled"
 
@@ -82,7 +83,10 @@ export class Runner {
   private readonly validate: ((value: unknown) => string | undefined) | undefined
   /** The input tokens every request of the job has whatever its row (job/estimate.ts). */
   private readonly base: number
+  /** In flight, by item (an embedding request: by its first item). */
   private readonly inflight = new Map<number, AbortController>()
+  /** An embedding job's cutting of items into requests (embed.ts); undefined for chat. */
+  private readonly embedder: Embedder | undefined
   /** Claimed (committed as running) but not yet sent: a finished call starts the next without waiting for a commit. */
   private readonly queue: Claimed[] = []
   private outcomes: Outcome[] = []
@@ -123,6 +127,9 @@ export class Runner {
     this.prompt = template.parse(options.job.request.prompt)
     this.validate = options.job.output ? schemas.validator(options.job.output.schema) : undefined
     this.base = baseTokens(options.job.request)
+    this.embedder = options.job.request.kind === "embedding" ? new Embedder(options.job) : undefined
+    if (this.embedder && !options.client.embed)
+      throw new JobError(`provider "${options.job.provider.name}" cannot embed`, [], EMBEDDERS)
     const { rpm, tpm, concurrency } = options.job.limits
     this.limiter = new Limiter({ rpm, tpm, concurrency, pooled: true })
     this.leaseMs = options.leaseMs ?? leaseMs()
@@ -180,7 +187,9 @@ export class Runner {
         const holding = this.holding
         // items claimed ahead but never sent go back as they were; no request left for them
         if (holding) for (const item of this.queue.splice(0)) this.outcomes.push(unsent(item))
-        let free = holding ? 0 : this.slots() + ahead - this.inflight.size - this.queue.length
+        // an embedding request carries many items: a slot claims as many as one may carry
+        const per = this.embedder?.limits.inputs ?? 1
+        let free = holding ? 0 : (this.slots() + ahead - this.inflight.size) * per - this.queue.length
         if (free > 0 && this.o.budget) free = Math.min(free, this.affordable(this.o.budget))
         // the cache first: what it holds is completed here, outside every limit (the spend cap too: a hit costs
         // nothing), and only what it was asked for may be claimed for a call; a sweep that left some for the next
@@ -275,6 +284,7 @@ export class Runner {
 
   /** Starts queued items while there is room, and while the rate limits allow; else looks again when they will. */
   private fill(): void {
+    if (this.embedder) return this.fillEmbeddings(this.embedder)
     while (!this.holding && this.inflight.size < this.slots() && this.queue.length > 0) {
       const item = this.queue[0]!
       const tokens = this.estimate(item)
@@ -285,7 +295,28 @@ export class Runner {
         return
       }
       this.queue.shift()
-      this.start(item, tokens)
+      this.start(item.id, (signal) => this.attempt(item, signal, tokens).then((o) => [o]))
+    }
+  }
+
+  /**
+   * `fill` for an embedding job: requests of many items, the queue shared among the free slots (embed.ts cuts them);
+   * an item never sent (its input over the model's limit, or unfilled) is failed at once.
+   */
+  private fillEmbeddings(embedder: Embedder): void {
+    while (!this.holding && this.inflight.size < this.slots() && this.queue.length > 0) {
+      const most = Math.ceil(this.queue.length / (this.slots() - this.inflight.size))
+      const { group, failed } = embedder.take(this.queue, most)
+      if (failed.length > 0) this.ended(failed)
+      if (!group) continue
+      if (!this.limiter.take(group.tokens)) {
+        this.queue.unshift(...group.items)
+        const wait = this.limiter.wait(group.tokens)
+        if (wait === Number.POSITIVE_INFINITY) this.ask()
+        else this.later(wait)
+        return
+      }
+      this.start(group.items[0]!.id, (signal) => this.embed(embedder, group, signal))
     }
   }
 
@@ -435,22 +466,27 @@ export class Runner {
     if (outcomes.length > 0) return this.onCommit?.(this.progress)
   }
 
-  private start(item: Claimed, tokens: number): void {
+  /** Makes one call (one item's, or an embedding request's) under `key`; its outcomes are committed as they end. */
+  private start(key: number, call: (signal: AbortSignal) => Promise<Outcome[]>): void {
     const controller = new AbortController()
-    this.inflight.set(item.id, controller)
-    this.attempt(item, controller.signal, tokens).then((outcome) => {
-      this.inflight.delete(item.id)
-      this.outcomes.push(outcome)
+    this.inflight.set(key, controller)
+    call(controller.signal).then((outcomes) => {
+      this.inflight.delete(key)
+      this.ended(outcomes)
       this.fill()
-      // let every response that is already in settle first, so one commit carries them all
-      if (this.commitNow() && !this.soon) {
-        this.soon = true
-        setImmediate(() => {
-          this.soon = false
-          this.waker.notify()
-        })
-      }
     })
+  }
+
+  /** Outcomes to commit; lets every response that is already in settle first, so one commit carries them all. */
+  private ended(outcomes: Outcome[]): void {
+    this.outcomes.push(...outcomes)
+    if (this.commitNow() && !this.soon) {
+      this.soon = true
+      setImmediate(() => {
+        this.soon = false
+        this.waker.notify()
+      })
+    }
   }
 
   /**
@@ -487,23 +523,55 @@ export class Runner {
         settled.verdict === "completed" ? cacheWrite(this.o.lookup?.use, reply.usage, false) : undefined
       return { ...this.outcome(item, end(), settled), ...(cache && { cache }) }
     } catch (err) {
-      if (signal.aborted) return { ...base, ...end(), to: "pending", label: "interrupted" }
-      const e =
-        err instanceof ProviderError
-          ? err
-          : new ProviderError("bad_response", `unexpected error: ${(err as Error)?.message ?? String(err)}`, {
-              retryable: true,
-              cause: err,
-            })
-      this.limiter.observe(e.rate)
-      if (e.errorClass === "rate_limit") this.limiter.limited()
-      if (e.pause) {
-        this.pausedBy ??= e
-        this.waker.notify()
-        return { ...base, ...end(), ...decide.recorded(e), to: "pending", label: "paused" }
-      }
-      return this.outcome(item, end(), decide.error(e, item.attempt, this.max), e.retryAfterMs)
+      return this.failure([item], end(), err, signal)[0]!
     }
+  }
+
+  /**
+   * One embedding request: its items completed with their vectors and shares of the usage (embed.ts); when it fails,
+   * each of its items as a chat call's would (retried, failed, or back to pending when cut short).
+   */
+  private async embed(embedder: Embedder, group: Group, signal: AbortSignal): Promise<Outcome[]> {
+    const started = performance.now()
+    const end = () => ({ latencyMs: Math.round(performance.now() - started), endedAt: Date.now() })
+    try {
+      const dimensions = this.o.job.request.dimensions
+      const got = await this.o.client.embed!(group.inputs, { dimensions }, signal)
+      this.limiter.observe(got.rate)
+      this.limiter.settle(group.tokens, got.usage.input_tokens)
+      this.limiter.succeeded()
+      return embedder.settle(group, got, end())
+    } catch (err) {
+      return this.failure(group.items, end(), err, signal)
+    }
+  }
+
+  /** How a call that threw ends for its items (one, or an embedding request's): its error is told once. */
+  private failure(
+    items: Claimed[],
+    ended: { latencyMs: number; endedAt: number },
+    err: unknown,
+    signal: AbortSignal,
+  ): Outcome[] {
+    const base = (item: Claimed) => ({ item: item.id, attempt: item.attempt, ...ended })
+    if (signal.aborted) return items.map((item) => ({ ...base(item), to: "pending", label: "interrupted" }))
+    const e =
+      err instanceof ProviderError
+        ? err
+        : new ProviderError("bad_response", `unexpected error: ${(err as Error)?.message ?? String(err)}`, {
+            retryable: true,
+            cause: err,
+          })
+    this.limiter.observe(e.rate)
+    if (e.errorClass === "rate_limit") this.limiter.limited()
+    if (e.pause) {
+      this.pausedBy ??= e
+      this.waker.notify()
+      return items.map((item) => ({ ...base(item), ...decide.recorded(e), to: "pending", label: "paused" }))
+    }
+    return items.map((item) =>
+      this.outcome(item, ended, decide.error(e, item.attempt, this.max), e.retryAfterMs),
+    )
   }
 
   private get max(): number {

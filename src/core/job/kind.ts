@@ -62,6 +62,11 @@ export function kindProblems(raw: Table): string[] {
   const out = CHAT_ONLY.filter(has).map(
     (key) => `${key}: not for embedding jobs (kind = "embedding" sends only input and dimensions); remove it`,
   )
+  const provider = isTable(raw.provider) ? raw.provider : {}
+  if (provider.mode === "batch")
+    out.push(
+      'provider.mode: "batch" does not run embedding jobs yet; use "realtime" (many inputs go in one request)',
+    )
   if (request.input === undefined)
     out.unshift(
       'request.input: missing (required) for kind = "embedding": the text to embed, e.g. "{{text}}"',

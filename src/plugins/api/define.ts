@@ -125,6 +125,19 @@ export interface Reply {
   rate?: RateInfo | undefined
 }
 
+/** What an embedding request asks beyond its inputs. */
+export interface EmbedOptions {
+  /** The vectors' length, for models that can shorten theirs (text-embedding-3-*). */
+  dimensions?: number | undefined
+}
+
+/** The answer to an embedding request: one vector per input, in the inputs' order. */
+export interface Embedded {
+  vectors: Float32Array[]
+  usage: Usage
+  rate?: RateInfo | undefined
+}
+
 /** What a provider is given to make its client. */
 export interface ProviderContext {
   model: string
@@ -141,6 +154,12 @@ export interface ProviderContext {
 export interface ProviderClient {
   /** One request. Throws `ProviderError` (from `spool/plugin`) with `retryable` set; never retries itself. */
   call(request: Request, signal: AbortSignal): Promise<Reply>
+  /**
+   * Embedding jobs (docs/EMBEDDINGS.md): the vectors of many inputs in one request, in the inputs' order, and the
+   * request's usage (`input_tokens`; `output_tokens` 0). Throws `ProviderError` as `call` does. A provider without it
+   * runs no embedding job.
+   */
+  embed?(inputs: string[], options: EmbedOptions, signal: AbortSignal): Promise<Embedded>
   /** The provider's Batch API, when it has one (`mode = "batch"` needs it). */
   batch?: BatchClient | undefined
 }

@@ -60,6 +60,14 @@ describe("an embedding job", () => {
     ])
   })
 
+  test("batch mode is refused for embeddings, for now, naming the key", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("job.toml"), `${HEAD}[request]\nkind = "embedding"\ninput = "{{text}}"\n`)
+    expect(problems(() => jobs.load("job.toml", { mode: "batch" }, tmp.path))).toEqual([
+      'provider.mode: "batch" does not run embedding jobs yet; use "realtime" (many inputs go in one request)',
+    ])
+  })
+
   test("a chat job needs its prompt and refuses input, dimensions and a bad kind", async () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("job.toml"), `${HEAD}[request]\ninput = "{{text}}"\ndimensions = 0\n`)

@@ -11,6 +11,7 @@ import type { Looked } from "../ledger.ts"
 import * as states from "../states.ts"
 import type { State } from "../states.ts"
 import type { Claimed, Dead, Outcome } from "../types.ts"
+import { outcomesJson, vectorBytes } from "../vector.ts"
 import { notify, retrying, type Pg } from "./connect.ts"
 
 /** Where this process looks for a run's pending items next, and the run's requeues it had seen then. */
@@ -68,7 +69,18 @@ export class Claims implements api.Claims {
       states.check("retry_wait", "running")
     }
     const now = Date.now()
-    const json = outcomes.length > 0 ? JSON.stringify(outcomes) : null
+    // an embedding's vectors as float32 bytes first, while their items are still this owner's: written again
+    // harmlessly if the step after fails, and read only once the item is completed
+    const vectors = outcomes.filter((x) => x.vector)
+    if (vectors.length > 0) {
+      const pairs = JSON.stringify(
+        vectors.map((x) => [x.item, Buffer.from(vectorBytes(x.vector!)).toString("hex")]),
+      )
+      await sql`UPDATE items SET vector = decode(v.value ->> 1, 'hex')
+        FROM jsonb_array_elements(${pairs}::text::jsonb) AS v
+        WHERE items.id = (v.value ->> 0)::bigint AND items.state = 'running' AND items.lease_owner = ${owner}`
+    }
+    const json = outcomes.length > 0 ? outcomesJson(outcomes) : null
     const cursor = this.cursors.get(run) ?? { from: 0, seen: -1 }
     const rows: (Claimed & { seen: number; next_from: number })[] = await sql`
       SELECT id, key, data, attempt, seen, next_from FROM claim_step(${run}::int, ${owner}::text, ${json}::text,

@@ -7,6 +7,7 @@ import type { Claimed, Dead, Outcome } from "../types.ts"
 import type { Cache } from "./cache.ts"
 import { guard } from "./faults.ts"
 import { statements } from "./connect.ts"
+import { outcomesJson, vectorBytes } from "../vector.ts"
 import type { Runs } from "./runs.ts"
 
 export class Claims {
@@ -66,7 +67,9 @@ export class Claims {
     for (const o of outcomes) states.check("running", o.to)
     // answers to cache are written under their item's key while the item is still this owner's, before it settles
     for (const o of outcomes) if (o.cache) this.cache.put(this.q.heldKey.get(o.item, owner)?.key ?? null, o)
-    const json = JSON.stringify(outcomes)
+    // an embedding's vector as float32 bytes, while the item is still this owner's (`output` stays null)
+    for (const o of outcomes) if (o.vector) this.q.vector.run(vectorBytes(o.vector), o.item, owner)
+    const json = outcomesJson(outcomes)
     this.q.endAttempts.run(json, owner)
     this.q.finish.run(json, owner)
   }
@@ -146,6 +149,9 @@ function prepare(db: Database) {
     lookedItems: q<Claimable, [number, number]>(
       `SELECT id, state FROM items WHERE run_id = ? AND state = 'pending' AND cache_key IS NOT NULL
        ORDER BY id LIMIT ?`,
+    ),
+    vector: q<void, [Uint8Array, number, string]>(
+      "UPDATE items SET vector = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
     ),
     heldKey: q<{ key: string | null }, [number, string]>(
       "SELECT cache_key AS key FROM items WHERE id = ? AND state = 'running' AND lease_owner = ?",

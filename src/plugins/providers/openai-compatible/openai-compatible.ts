@@ -37,6 +37,7 @@ import { JobError, ProviderError } from "../../api/errors.ts"
 import { rated } from "../../api/http.ts"
 import { firstAnswers, shown } from "../../api/baseurl.ts"
 import { body, classify, finishOf, json, post, type ErrorDetail } from "../openai/wire.ts"
+import { embedBody, embedReplyOf } from "../openai/embed.ts"
 
 type Detail = ErrorDetail & {
   /** A numeric code, when the body gives one: an HTTP status for servers that send errors with a 200. */
@@ -198,6 +199,7 @@ export default defineProvider({
       )
     }
     const url = endpoint(context.baseUrl)
+    const embeddings = `${url.slice(0, -"/chat/completions".length)}/embeddings`
     const answers = firstAnswers(
       context.baseUrl,
       documented,
@@ -215,6 +217,17 @@ export default defineProvider({
             throw answers.check(classify(response.status, text, response.headers, detailOf(text)), text)
           answers.ok()
           return reply(response.status, text, response.headers)
+        })
+      },
+      // vLLM, Ollama and TEI answer /embeddings in OpenAI's shape; floats, which every one of them speaks
+      async embed(inputs, embedOptions, signal) {
+        const payload = embedBody(context.model, inputs, embedOptions, "float")
+        const { response, text } = await post(embeddings, headers, payload, signal, context.timeoutMs)
+        return rated(response.headers, () => {
+          if (!response.ok)
+            throw answers.check(classify(response.status, text, response.headers, detailOf(text)), text)
+          answers.ok()
+          return embedReplyOf(response.status, json(response.status, text), inputs.length, embedOptions)
         })
       },
     }

@@ -1,12 +1,13 @@
 /**
- * OpenAI chat completions or the Responses API (option `endpoint`), realtime. The hot call is a direct fetch of
+ * OpenAI chat completions or the Responses API (option `endpoint`), realtime, and embeddings (embed.ts). The hot call is a direct fetch of
  * the official wire format (wire.ts). The Batch API (`mode = "batch"`) is in batch.ts, through the official SDK.
  */
 import * as v from "valibot"
 import { defineProvider } from "../../api/define.ts"
 import { rated } from "../../api/http.ts"
 import { openaiBatch } from "./batch.ts"
-import { baseOf, body, classify, first, post, reply, responsesBody, responsesReply } from "./wire.ts"
+import { baseOf, body, classify, first, json, post, reply, responsesBody, responsesReply } from "./wire.ts"
+import { embedBody, embedReplyOf } from "./embed.ts"
 
 export default defineProvider({
   name: "openai",
@@ -35,6 +36,21 @@ export default defineProvider({
           if (!response.ok) throw answers.check(classify(response.status, text, response.headers), text)
           answers.ok()
           return read(response.status, text)
+        })
+      },
+      async embed(inputs, embedOptions, signal) {
+        const payload = embedBody(context.model, inputs, embedOptions, "base64")
+        const { response, text } = await post(
+          `${base}/embeddings`,
+          headers,
+          payload,
+          signal,
+          context.timeoutMs,
+        )
+        return rated(response.headers, () => {
+          if (!response.ok) throw answers.check(classify(response.status, text, response.headers), text)
+          answers.ok()
+          return embedReplyOf(response.status, json(response.status, text), inputs.length, embedOptions)
         })
       },
       batch: openaiBatch(context, options.endpoint, answers),
