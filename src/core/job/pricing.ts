@@ -45,6 +45,12 @@ const TABLE: Record<string, Price> = {
   "claude-3-7-sonnet": p(3, 0.3, 15),
   "claude-haiku-4-5": p(1, 0.1, 5),
   "claude-3-5-haiku": p(0.8, 0.08, 4),
+  // embeddings bill their input alone (no output, no cached-input price): OpenAI's model pages, "Pricing",
+  // developers.openai.com/api/docs/models/text-embedding-3-small and …-3-large ($0.02 and $0.13 per 1M tokens,
+  // checked 2026-12); the Batch API at half price, as for every OpenAI model (batch_discount 0.5)
+  "text-embedding-3-small": p(0.02, 0.02, 0),
+  "text-embedding-3-large": p(0.13, 0.13, 0),
+  "text-embedding-ada-002": p(0.1, 0.1, 0),
 }
 
 /** The job's `[pricing]`: input and output are required together; the rest default from them. */

@@ -4,6 +4,7 @@ import { writeFileSync } from "node:fs"
 import * as engine from "../../../src/core/engine/run.ts"
 import { Embedder, OPENAI_LIMITS, split, check } from "../../../src/core/engine/embed.ts"
 import * as jobs from "../../../src/core/job/job.ts"
+import { cost, priceOf } from "../../../src/core/job/pricing.ts"
 import type { Claimed } from "../../../src/core/ledger/types.ts"
 import { embedReplyOf } from "../../../src/plugins/providers/openai/embed.ts"
 import { fakeVector, startFake } from "../../lib/fake-openai.ts"
@@ -137,6 +138,16 @@ describe("sharing a request's usage", () => {
     expect(() => check([Float32Array.from([1, 2])], 1, 3)).toThrow(
       "vector 0 has 2 dimensions, where dimensions is 3",
     )
+  })
+})
+
+describe("pricing embeddings", () => {
+  test("text-embedding-3-small $0.02 and -large $0.13 per 1M input tokens, the Batch API at half that", () => {
+    const small = priceOf("text-embedding-3-small", undefined)!
+    const large = priceOf("text-embedding-3-large-2026-01-01", undefined)!
+    const million = { input_tokens: 1_000_000, output_tokens: 0 }
+    expect([cost(small, million), cost(small, million, true)]).toEqual([0.02, 0.01])
+    expect([cost(large, million), cost(large, million, true)]).toEqual([0.13, 0.065])
   })
 })
 
