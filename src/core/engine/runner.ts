@@ -307,7 +307,7 @@ export class Runner {
     while (!this.holding && this.inflight.size < this.slots() && this.queue.length > 0) {
       const most = Math.ceil(this.queue.length / (this.slots() - this.inflight.size))
       const { group, failed } = embedder.take(this.queue, most)
-      if (failed.length > 0) this.ended(failed)
+      if (failed.length > 0) (this.outcomes.push(...failed), this.wake())
       if (!group) continue
       if (!this.limiter.take(group.tokens)) {
         this.queue.unshift(...group.items)
@@ -472,14 +472,15 @@ export class Runner {
     this.inflight.set(key, controller)
     call(controller.signal).then((outcomes) => {
       this.inflight.delete(key)
-      this.ended(outcomes)
+      this.outcomes.push(...outcomes)
+      // the queue is started first: whether to commit now depends on what is left in it
       this.fill()
+      this.wake()
     })
   }
 
-  /** Outcomes to commit; lets every response that is already in settle first, so one commit carries them all. */
-  private ended(outcomes: Outcome[]): void {
-    this.outcomes.push(...outcomes)
+  /** Wakes the loop to commit, when it should now, once the responses already in have settled: one commit for all. */
+  private wake(): void {
     if (this.commitNow() && !this.soon) {
       this.soon = true
       setImmediate(() => {
