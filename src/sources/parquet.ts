@@ -12,6 +12,7 @@ import {
   type FileMetaData,
   type RowGroup,
 } from "hyparquet"
+import { compressors } from "hyparquet-compressors"
 import { defineSource, type SourceProblem, type SourceRow } from "../plugins/api/define.ts"
 import { SourceChangedError, SourceError } from "../plugins/api/errors.ts"
 import { check } from "./prefix.ts"
@@ -90,10 +91,32 @@ async function metadataOf(file: string, buffer: AsyncBuffer): Promise<FileMetaDa
   try {
     const metadata = await parquetMetadataAsync(buffer)
     parquetSchema(metadata) // a schema hyparquet cannot build fails here, before any row is read
+    unreadableCodec(file, metadata)
     return metadata
   } catch (err) {
+    if (err instanceof SourceError) throw err
     throw new SourceError(`cannot read ${file} as Parquet: ${reason(err)}`, NOT_PARQUET_HINT, { cause: err })
   }
+}
+
+/**
+ * The codecs spool decompresses: hyparquet's own (SNAPPY) and hyparquet-compressors' (GZIP, BROTLI, ZSTD, LZ4 and
+ * LZ4_RAW), the defaults of pyarrow, polars, DuckDB, Spark and parquet-java. LZO, which none of them write by default,
+ * is not among them.
+ */
+export const CODECS = [...new Set(["UNCOMPRESSED", "SNAPPY", ...Object.keys(compressors)])]
+
+/** A column chunk in a codec spool cannot decompress: named with its file, column and row group, before any row is read. */
+function unreadableCodec(file: string, metadata: FileMetaData): void {
+  for (const [g, group] of metadata.row_groups.entries())
+    for (const chunk of group.columns) {
+      const codec = chunk.meta_data?.codec
+      if (codec === undefined || CODECS.includes(codec)) continue
+      throw new SourceError(
+        `cannot read ${file}: column "${chunk.meta_data?.path_in_schema.join(".")}" of row group ${g} is compressed with ${codec}, which spool cannot decompress`,
+        `Write the file again with one of ${CODECS.join(", ")} (e.g. pyarrow's default, SNAPPY, or compression="zstd").`,
+      )
+    }
 }
 
 /** The byte range of a row group: from the first byte of its first column chunk to the end of its last. */
@@ -265,6 +288,7 @@ export default defineSource({
             metadata,
             rowStart: line + skip,
             rowEnd: line + groupRows,
+            compressors,
             ...(columns ? { columns } : {}),
           })
         } catch (err) {

@@ -143,7 +143,7 @@ describe("the parquet source", () => {
     await expect(read(empty)).rejects.toThrow(SourceError)
   })
 
-  test("a compression codec hyparquet cannot decode is a SourceError naming the file and the codec", async () => {
+  test("a GZIP file, which hyparquet alone cannot decode, is read (parquet-codecs.test.ts has every codec)", async () => {
     await using tmp = await tmpdir()
     const file = tmp.join("a.parquet")
     parquetWriteFile({
@@ -152,12 +152,8 @@ describe("the parquet source", () => {
       compressors: { GZIP: (bytes) => Bun.gzipSync(new Uint8Array(bytes)) },
       columnData: [{ name: "id", type: "STRING", data: ["a", "b"] }],
     })
-    const err = await read(file).catch((e: unknown) => e)
-    expect(err).toBeInstanceOf(SourceError)
-    expect((err as Error).message).toBe(
-      `cannot decode ${file} (row group 0, rows 1 to 2): parquet unsupported compression codec: GZIP`,
-    )
-    expect((err as SourceError).hint).toContain("SNAPPY")
+    const rows = (await read(file)).flatMap((b) => b.rows)
+    expect(rows.map((r) => r.data)).toEqual([{ id: "a" }, { id: "b" }])
   })
 
   test("a missing file is a SourceError naming it", async () => {
