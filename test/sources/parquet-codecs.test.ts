@@ -78,7 +78,7 @@ function write(file: string, codec: string): string {
 
 async function rowsOf(file: string): Promise<SourceRow[]> {
   const out: SourceRow[] = []
-  for await (const b of parquet.read(file, { id: "id", batch_rows: 4_000 })) out.push(...b.rows)
+  for await (const b of parquet.read(file, { id: "id", batch_rows: 4_000 }, undefined)) out.push(...b.rows)
   return out
 }
 
