@@ -497,7 +497,7 @@ describe.skipIf(SKIP_PG)("a fleet of workers on one PostgreSQL run", () => {
     writeFileSync(jobPath, job(fake.url, `[limits]\nconcurrency = 8\nrpm = ${RPM}\n`))
     // two start together; the third joins once the first minute's bucket is spent, and must find it spent
     const workers = [1, 2].map((i) => launch(`host-${i}`, tmp.join(`m-${i}`), jobPath, pg.url))
-    await until(() => fake.requests >= RPM || !workers.every(running), 20_000, "the first bucket spent")
+    await until(() => fake.requests >= RPM || !workers.every(running), 40_000, "the first bucket spent")
     workers.push(launch("host-3", tmp.join("m-3"), jobPath, pg.url))
     const ended = await Promise.all(workers.map((w) => w.ended))
     expect(ended.map((e) => e.code)).toEqual([0, 0, 0])

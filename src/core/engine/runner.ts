@@ -289,9 +289,7 @@ export class Runner {
       const item = this.queue[0]!
       const tokens = this.estimate(item)
       if (!this.limiter.take(tokens)) {
-        const wait = this.limiter.wait(tokens)
-        if (wait === Number.POSITIVE_INFINITY) this.ask()
-        else this.later(wait)
+        this.blocked(tokens)
         return
       }
       this.queue.shift()
@@ -311,13 +309,18 @@ export class Runner {
       if (!group) continue
       if (!this.limiter.take(group.tokens)) {
         this.queue.unshift(...group.items)
-        const wait = this.limiter.wait(group.tokens)
-        if (wait === Number.POSITIVE_INFINITY) this.ask()
-        else this.later(wait)
+        this.blocked(group.tokens)
         return
       }
       this.start(group.items[0]!.id, (signal) => this.embed(embedder, group, signal))
     }
+  }
+
+  /** Held back by the limits: a grant asked for, unless one is due (asked at once, each gave mere crumbs); or a wait. */
+  private blocked(tokens: number): void {
+    const wait = this.limiter.wait(tokens)
+    if (wait !== Number.POSITIVE_INFINITY) this.later(wait)
+    else if (this.limiterTimer === undefined) this.ask()
   }
 
   /** Fills again in `ms` (one timer at a time). */
@@ -329,10 +332,8 @@ export class Runner {
   }
 
   /**
-   * Asks the run's rate buckets (ledger.ts `Workers.take`) for what the next calls lack, and fills with what they
-   * gave; what they could not give yet is asked for again when they say it will be there. The buckets are the run's,
-   * shared by all its workers: however many there are, and however they come and go, together they stay under the
-   * job's rpm and tpm.
+   * Asks the run's rate buckets (ledger.ts `Workers.take`, one for all its workers) for what the next calls lack,
+   * and fills with what they gave; the rest is asked for again when they say it will be there.
    */
   private ask(): void {
     if (this.granting) return
