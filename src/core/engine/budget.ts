@@ -87,6 +87,15 @@ export function batchRoom(
   return { room: room(cap, spentUsd, each, underway), spentUsd }
 }
 
+/** What a run's attempts so far would have cost as direct calls: every token at the realtime price. */
+function worthOf(price: Price, s: Spent): number {
+  return cost(price, {
+    input_tokens: s.inputTokens,
+    output_tokens: s.outputTokens,
+    cached_input_tokens: s.cachedTokens,
+  })
+}
+
 /**
  * Direct calls: what the run has spent. It starts from what the run had spent when it began (batches included),
  * adds this process's attempts as they are committed, and is synced from the ledger now and then (`sync`), so that
@@ -94,8 +103,14 @@ export function batchRoom(
  */
 export class Budget {
   spentUsd: number
-  /** Attempts that have ended, before this process and in it: with spentUsd, the average cost of one. */
+  /** Attempts that have ended, before this process and in it: with `worthUsd`, the average cost of one. */
   attempts: number
+  /**
+   * What those attempts' tokens cost at the realtime price, batch ones too: a direct call is expected to cost the
+   * average of this, not of `spentUsd`, where a batch's items count at half (a batch run's tail would then start
+   * twice the calls its cap has room for).
+   */
+  private worthUsd: number
   private readonly first: number
 
   constructor(
@@ -104,6 +119,7 @@ export class Budget {
     start: Spent,
   ) {
     this.spentUsd = spentOf(cap.price, start)
+    this.worthUsd = worthOf(cap.price, start)
     this.attempts = start.attempts
     this.first = first(cap, request, false)
   }
@@ -114,18 +130,21 @@ export class Budget {
    */
   sync(spent: Spent): void {
     this.spentUsd = spentOf(this.cap.price, spent)
+    this.worthUsd = worthOf(this.cap.price, spent)
     this.attempts = spent.attempts
   }
 
   /** Counts an attempt that ended, with the tokens it used. */
   add(tokens: { input_tokens: number; output_tokens: number; cached_input_tokens: number }): void {
     this.attempts++
-    this.spentUsd += cost(this.cap.price, tokens)
+    const usd = cost(this.cap.price, tokens)
+    this.spentUsd += usd
+    this.worthUsd += usd
   }
 
   /** How many more calls may start, with `underway` calls in flight or claimed. */
   room(underway: number): number {
-    const each = this.attempts > 0 ? this.spentUsd / this.attempts : this.first
+    const each = this.attempts > 0 ? this.worthUsd / this.attempts : this.first
     return room(this.cap, this.spentUsd, each, underway)
   }
 

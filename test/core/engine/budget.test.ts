@@ -88,7 +88,16 @@ describe("the spend cap", () => {
       batch: { inputTokens: 2000, outputTokens: 1000, cachedTokens: 0 },
     })
     // all of it at half price: 0.002
-    expect(new Budget(CAP, REQUEST, s).spentUsd).toBeCloseTo(0.002, 12)
+    const budget = new Budget(CAP, REQUEST, s)
+    expect(budget.spentUsd).toBeCloseTo(0.002, 12)
+    // but a direct call is expected to cost what those attempts would have cost as direct calls: 0.004 / 4 = 0.001
+    // each (not the 0.0005 they cost in batches): (0.01 − 0.002 − 0.001 × 2 under way) / 0.001 = 6
+    expect(budget.room(2)).toBe(6)
+    // the tail's own direct calls count at the realtime price in both
+    budget.add({ input_tokens: 1000, output_tokens: 500, cached_input_tokens: 0 })
+    expect(budget.spentUsd).toBeCloseTo(0.004, 12)
+    // (0.006 over 5 = 0.0012 each): (0.01 − 0.004) / 0.0012 = 5
+    expect(budget.room(0)).toBe(5)
   })
 
   test("batches: each item at 1.25× the largest attempt, at the batch price; every item in a live batch under way", () => {
