@@ -9,6 +9,7 @@ import { common, existingStore, home, lazyLedger, storeUrl, VERSION } from "./cl
 import { cancel, exportCmd, pause, prune, resume, retry } from "./cli/control.ts"
 import { canaryArgs, canaryOf, confirmer, withoutCanary } from "./cli/canary.ts"
 import { cache } from "./cli/cache.ts"
+import { review } from "./cli/review.ts"
 import { jobFlags, mustHaveJob, runArgs } from "./cli/flags.ts"
 import { usage } from "./cli/help.ts"
 import { migrate } from "./cli/migrate.ts"
@@ -156,6 +157,7 @@ async function runJob(
       )
     } else {
       const t = session.ticker
+      const where = session.store ? ` --store ${quote(session.store)}` : ""
       const review = t.review ? `, ${t.review} need review` : ""
       // the run's hits, as its summary counts them (the engine reads it once the run has ended); nothing is said of
       // savings that count only answers of unknown price
@@ -163,8 +165,12 @@ async function runJob(
       const served = t.cache?.hits ? ` (${t.cache.hits} from the cache${saved})` : ""
       process.stderr.write(
         `run "${session.run.name}": ${t.done - t.failed - t.review} completed${served}, ${t.failed} failed${review} of ${t.total}` +
-          ` — \`spool results ${quote(session.run.name)}${session.store ? ` --store ${quote(session.store)}` : ""}\` for the outputs\n`,
+          ` — \`spool results ${quote(session.run.name)}${where}\` for the outputs\n`,
       )
+      if (t.review > 0)
+        process.stderr.write(
+          `${t.review} item(s) wait for review: spool review ${quote(session.run.name)}${where} (approve, edit or reject them)\n`,
+        )
     }
     return code
   } finally {
@@ -314,6 +320,7 @@ export const COMMANDS = {
   export: exportCmd,
   prune,
   cache,
+  review,
   migrate,
   plugins,
 } as Record<string, CommandDef>
@@ -356,7 +363,8 @@ function subCommand(
   const given = sub !== undefined && !sub.startsWith("-") ? sub : undefined
   const chosen = given === undefined ? undefined : subs[given]
   if (chosen) return { cmd: chosen, parent: { meta: { name: `spool ${name}`, version: VERSION } }, args }
-  if (help) return { cmd: named, parent: main, args: rest }
+  // a command of commands that does something itself (`spool review [run]`) takes what is not one of them
+  if (help || named.run) return { cmd: named, parent: main, args: rest }
   const names = Object.keys(subs)
   const guess = given === undefined ? undefined : jobs.meant(given, names)
   throw new UsageError(

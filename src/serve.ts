@@ -67,7 +67,7 @@ const EventsQuery = v.object({
   ),
 })
 const RetryBody = v.object({
-  state: v.picklist(["failed", "needs_review"], "must be failed or needs_review"),
+  state: v.picklist(["failed", "needs_review", "rejected"], "must be failed, needs_review or rejected"),
 })
 
 /** Parses `input` with `schema`, or answers 400 with each problem named by its field. */

@@ -86,16 +86,17 @@ export const cancel = defineCommand({
 export const retry = defineCommand({
   meta: {
     name: "retry",
-    description: "Move a run's failed (or needs_review) items back to pending, their attempts kept",
+    description:
+      "Move a run's failed (or needs_review, or rejected) items back to pending, their attempts kept",
   },
   args: {
     ...refArgs,
-    state: { type: "string", description: "Which items: failed (default) or needs_review" },
+    state: { type: "string", description: "Which items: failed (default), needs_review or rejected" },
   },
   async run({ args }) {
     const from = args.state ?? "failed"
-    if (from !== "failed" && from !== "needs_review")
-      throw new UsageError(`--state: "${from}" cannot be retried`, "Use failed or needs_review.")
+    if (from !== "failed" && from !== "needs_review" && from !== "rejected")
+      throw new UsageError(`--state: "${from}" cannot be retried`, "Use failed, needs_review or rejected.")
     const control = await lazyControl()
     process.stderr.write(await withStore(args, (db) => control.retry(db, args.run, from)))
     return 0

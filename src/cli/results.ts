@@ -47,9 +47,9 @@ export function statesOf(state: string | undefined, failedOnly: boolean): State[
   if (failedOnly && state !== undefined)
     throw new UsageError(
       "--failed-only and --state: give one of them",
-      "--failed-only is --state failed,needs_review.",
+      "--failed-only is --state failed,needs_review,rejected.",
     )
-  if (failedOnly) return ["failed", "needs_review"]
+  if (failedOnly) return ["failed", "needs_review", "rejected"]
   if (state === undefined) return undefined
   const list = state
     .split(",")
@@ -129,11 +129,11 @@ export const results = defineCommand({
     const since = args["since-last-export"] ?? false
     let wanted = statesOf(args.state, args["failed-only"] ?? false)
     if (since) {
-      const finished = ["completed", "failed", "needs_review"] as State[]
+      const finished = ["completed", "failed", "needs_review", "rejected"] as State[]
       wanted = (wanted ?? finished).filter((s) => finished.includes(s))
       if (!wanted.length)
         throw new UsageError(
-          "--since-last-export writes finished items only: completed, failed or needs_review",
+          "--since-last-export writes finished items only: completed, failed, needs_review or rejected",
           "Ask for one of those states, or drop --since-last-export.",
         )
     }

@@ -92,7 +92,7 @@ async function openItem(e) {
     if (e) $("item").scrollIntoView({ block: "nearest" });
   } catch (err) { put("item-body", "<p class=\\"alert\\">" + V.esc(err.message || err) + "</p>"); $("item").hidden = false; shown = null; }
 }
-const FINAL = ["completed", "failed", "needs_review"];
+const FINAL = ["completed", "failed", "needs_review", "rejected"];
 
 // errors from where the list ends (the page's own, then the last one streamed): none missed, none twice
 let since = document.body.dataset.since || "";

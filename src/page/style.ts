@@ -15,7 +15,7 @@ code{background:var(--code);padding:0 3px;border-radius:3px}
 .ok{background:var(--ok);fill:var(--ok)}.bad{background:var(--bad);fill:var(--bad)}.err{background:var(--warn);fill:var(--warn)}.muted{color:var(--mut)}
 .tiles{display:flex;flex-wrap:wrap;gap:8px}.tile{border:1px solid var(--line);border-radius:6px;padding:6px 10px;min-width:92px;margin:0;text-align:left;font:inherit}.tile b{display:block;font-size:18px}.tile span{color:var(--mut);font-size:12px}.tile.zero{opacity:.55}.tile.on{border-color:var(--link)}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:10px 0}dt{color:var(--mut)}dd{margin:0;white-space:pre-line;word-break:break-word}
-.st{font-size:12px;padding:1px 6px;border-radius:9px;border:1px solid var(--line);white-space:nowrap}.st-running,.st-completed{color:var(--ok)}.st-paused,.st-cancelling,.st-retry_wait{color:var(--warn)}.st-failed,.st-cancelled,.st-completed_with_failures,.st-needs_review{color:var(--bad)}
+.st{font-size:12px;padding:1px 6px;border-radius:9px;border:1px solid var(--line);white-space:nowrap}.st-running,.st-completed{color:var(--ok)}.st-paused,.st-cancelling,.st-retry_wait{color:var(--warn)}.st-failed,.st-cancelled,.st-completed_with_failures,.st-needs_review,.st-rejected{color:var(--bad)}
 .st-interrupted{color:#fff;background:var(--warn);border-color:var(--warn)}
 .alert{border-left:3px solid var(--warn);padding:6px 10px;background:rgba(183,121,31,.08);margin:6px 0}.resume{font-size:12px;color:var(--mut)}
 .tag{font-size:11px;color:var(--mut);border:1px solid var(--line);border-radius:4px;padding:0 4px}

@@ -77,6 +77,7 @@ export function views() {
     "completed",
     "failed",
     "needs_review",
+    "rejected",
     "pending",
     "running",
     "retry_wait",
@@ -108,7 +109,7 @@ export function views() {
     head(v: RunDetail): string {
       const why = v.reason ? ` <span class="muted">— ${esc(v.reason)}</span>` : ""
       const stopped = v.state === "interrupted" ? resumeWith(v.resume) : ""
-      return `<h2>${esc(v.name)} <span class="muted">#${v.id}</span> ${chip(v.state, "run-state")}${why}</h2>${stopped}${bar(v.counts.completed, v.counts.failed + v.counts.needs_review, v.total)}`
+      return `<h2>${esc(v.name)} <span class="muted">#${v.id}</span> ${chip(v.state, "run-state")}${why}</h2>${stopped}${bar(v.counts.completed, v.counts.failed + v.counts.needs_review + v.counts.rejected, v.total)}`
     },
 
     controls(v: RunDetail): string {
@@ -256,7 +257,7 @@ export function views() {
         : `<p class="muted">No attempt yet.</p>`
       const output =
         d.output === null || d.output === undefined
-          ? `<p class="muted" id="item-no-output">No output${["completed", "failed", "needs_review"].includes(d.state) ? "" : " yet"}.</p>`
+          ? `<p class="muted" id="item-no-output">No output${["completed", "failed", "needs_review", "rejected"].includes(d.state) ? "" : " yet"}.</p>`
           : `<pre id="item-output">${esc(pretty(d.output))}</pre>`
       const error = d.error
         ? `<h4>Last error</h4><p><code>${esc(d.error.class ?? "")}</code> ${esc(d.error.message)}</p>`

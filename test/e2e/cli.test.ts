@@ -540,9 +540,10 @@ describe("dist/spool", () => {
     )
     const run = await spool(["run", "job.toml"], { cwd: tmp.path })
     expect(run.code).toBe(3)
-    expect(run.stderr.trim().split("\n").at(-1)).toBe(
+    expect(run.stderr.trim().split("\n").slice(-2)).toEqual([
       'run "mixed": 2 completed, 1 failed, 1 need review of 4 — `spool results mixed` for the outputs',
-    )
+      "1 item(s) wait for review: spool review mixed (approve, edit or reject them)",
+    ])
   })
 })
 

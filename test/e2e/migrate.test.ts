@@ -93,6 +93,7 @@ const KEYS = {
   problems: "id",
   batches: "id",
   canaries: "run_id",
+  reviews: "id",
 } as const
 
 /** How many rows a table of the SQLite store holds. */
@@ -329,19 +330,30 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
         writeFileSync(tmp.join(`${name}.toml`), mockJob(name))
         await spool(["run", `${name}.toml`, "--home", home], { cwd: tmp.path })
       }
+      // a third run's answers are not the JSON its schema asks for: each is left for review, and three are decided
+      writeFileSync(
+        tmp.join("third.toml"),
+        `${mockJob("third")}[output]\nname = "label"\n[output.schema]\ntype = "object"\nrequired = ["label"]\nadditionalProperties = false\n[output.schema.properties.label]\ntype = "string"\n[limits]\nmax_attempts = 1\n`,
+      )
+      expect((await spool(["run", "third.toml", "--home", home], { cwd: tmp.path })).code).toBe(3)
+      const decide = (args: string[]) =>
+        spool(["review", ...args, "--run", "third", "--home", home], { cwd: tmp.path })
+      expect((await decide(["reject", "id-1", "id-2", "--reason", "not JSON"])).code).toBe(0)
+      expect((await decide(["edit", "id-3", "--output", '{"label":"three"}'])).code).toBe(0)
       const a = await copy({ from: home, to: paged.url, page: { rows: 7 } })
       const b = await copy({ from: home, to: narrow.url, page: { chars: 300 } })
       expect(a.rows).toEqual(b.rows)
       // the second run was answered whole by the cache the first one filled: its items and the entries go along
       expect(a.rows).toMatchObject({
-        runs: 2,
-        inputs: 2,
-        items: 80,
-        attempts: 80,
-        problems: 2,
+        runs: 3,
+        inputs: 3,
+        items: 120,
+        attempts: 120,
+        problems: 3,
         canaries: 0,
-        cache_tallies: 2,
+        cache_tallies: 3,
         cache: 40,
+        reviews: 3,
       })
       const db = new Database(`${home}/spool.db`, { readonly: true })
       try {

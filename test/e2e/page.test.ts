@@ -399,6 +399,7 @@ describe.skipIf(SKIP_BROWSER)("the status page in Chromium", () => {
       completed: 4,
       failed: 2,
       needs_review: 2,
+      rejected: 0,
       pending: 0,
       running: 0,
       retry_wait: 0,

@@ -167,6 +167,8 @@ export interface FakeOptions extends FakeOptionsOf<Faults> {
   rateLimit?: RateLimit
   /** The Batch API (files, batches): how long batches take, their faults and limits (fake-batch.ts). */
   batch?: BatchOptions
+  /** A chat completion's finish_reason for an input (default "stop"): "length" for an answer cut at max_tokens. */
+  finish?: (input: string) => "stop" | "length"
   /**
    * What a request for a path the fake does not serve gets, as a server or gateway at a wrong base URL answers
    * (default: the API's own 404, `Unknown request URL: POST /path`).
@@ -1244,7 +1246,9 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     const content = reply(input, body)
     for (const text of api.inputs?.(body) ?? [input]) fake.paid.set(text, (fake.paid.get(text) ?? 0) + 1)
     fake.served.push(now())
-    return Response.json(api.answer(body, content, fake.requests))
+    const answer = api.answer(body, content, fake.requests) as { choices?: { finish_reason: string }[] }
+    if (options.finish && answer.choices?.[0]) answer.choices[0].finish_reason = options.finish(input)
+    return Response.json(answer)
   }
 
   let batchRoutes: ReturnType<typeof batchApi>

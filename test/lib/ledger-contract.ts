@@ -794,6 +794,7 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
               { ...ok(c[3]!.id, 1), to: "needs_review", label: "needs_review" },
               { ...ok(c[4]!.id, 1), to: "pending", label: "interrupted" },
               wait(5),
+              { ...ok(c[6]!.id, 1), to: "needs_review", label: "needs_review" },
             ],
             0,
             60_000,
@@ -803,6 +804,8 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         await add(() => l.claims.step(run.id, "w", [], 1, -1))
         await add(() => l.claims.recover(run.id, () => false))
         await add(() => l.claims.retry(run.id, "failed"))
+        // a person approves one answer left for review; the other goes back to be asked again
+        await add(() => l.reviews.decide(run.id, [{ item: c[6]!.id, decision: "approve", by: "t" }]))
         await add(() => l.claims.retry(run.id, "needs_review"))
         // the other due retry and two pending items into a batch, which is given up
         const pack = async (n: number) => lines((await l.batches.packable(run.id, n)).map((x) => x.id))
@@ -847,6 +850,9 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
           ),
         )
         await add(() => l.batches.abandon(b3!.id, { errorClass: "server", error: "gone" }))
+        // a person rejects the batch's answer left for review; it is retried
+        await add(() => l.reviews.decide(run.id, [{ item: third[0]!.id, decision: "reject", by: "t" }]))
+        await add(() => l.claims.retry(run.id, "rejected"))
         // a response-cache hit
         const [hit] = await l.cache.pending(run.id, { after: 0, limit: 1 })
         const entry = {

@@ -29,4 +29,8 @@ export const LEGAL: readonly (readonly [State, State])[] = [
   ["submitted", "needs_review"],
   ["failed", "pending"],
   ["needs_review", "pending"],
+  // a person's decision (README, "Review"): approved or edited, or rejected; a rejected item retried
+  ["needs_review", "completed"],
+  ["needs_review", "rejected"],
+  ["rejected", "pending"],
 ]

@@ -93,6 +93,7 @@ describe("the JSON API", () => {
         completed: 2,
         failed: 1,
         needs_review: 1,
+        rejected: 0,
       })
       expect(body.total).toBe(6)
       expect(body.attempts).toBe(4)
@@ -261,7 +262,7 @@ describe("the JSON API", () => {
     const res = await app().request(`/api/runs/${runId}/items?state=done&limit=x`)
     expect(res.status).toBe(400)
     expect((await json(res)).error).toBe(
-      "query.state: must be one of pending, running, retry_wait, queued, submitted, completed, failed, needs_review; query.limit: must be a whole number from 1 to 1000",
+      "query.state: must be one of pending, running, retry_wait, queued, submitted, completed, failed, needs_review, rejected; query.limit: must be a whole number from 1 to 1000",
     )
     const big = await app().request(`/api/runs/${runId}/items?limit=5000`)
     expect(big.status).toBe(400)
@@ -299,7 +300,7 @@ describe("the controls", () => {
     const a = app()
     const bad = await post(a, `/api/runs/${runId}/retry`, { state: "completed" })
     expect(bad.status).toBe(400)
-    expect((await json(bad)).error).toBe("body.state: must be failed or needs_review")
+    expect((await json(bad)).error).toBe("body.state: must be failed, needs_review or rejected")
     const res = await json(await post(a, `/api/runs/${runId}/retry`, { state: "needs_review" }))
     expect(res.ok).toBe(true)
     expect(res.message).toStartWith('1 needs_review item(s) of run "r" are pending again')

@@ -62,6 +62,7 @@ export function within(db: Ledger, first: number): Ledger {
     canaries: db.canaries,
     workers: db.workers,
     cache: db.cache,
+    reviews: db.reviews,
     claims: {
       ...db.claims,
       step: (run, owner, outcomes, limit, leaseMs, o) =>

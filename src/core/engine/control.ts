@@ -145,7 +145,7 @@ export async function carryOut(
 export async function retry(
   db: Ledger,
   ref: string | undefined,
-  from: "failed" | "needs_review",
+  from: "failed" | "needs_review" | "rejected",
 ): Promise<string> {
   const run = await mustFind(db, ref)
   if (run.state === "cancelling")

@@ -71,8 +71,8 @@ const TICK_MS = 200
 function tally(counts: Record<State, number>): Pick<Ticker, "total" | "done" | "failed" | "review"> {
   return {
     total: Object.values(counts).reduce((a, b) => a + b, 0),
-    done: counts.completed + counts.failed + counts.needs_review,
-    failed: counts.failed,
+    done: counts.completed + counts.failed + counts.needs_review + counts.rejected,
+    failed: counts.failed + counts.rejected,
     review: counts.needs_review,
   }
 }
@@ -561,7 +561,7 @@ async function finish(
     )
   }
   const counts = await db.reads.counts(run.id)
-  const failures = counts.failed + counts.needs_review
+  const failures = counts.failed + counts.needs_review + counts.rejected
   await db.runs.setState(run.id, failures > 0 ? "completed_with_failures" : "completed")
   log.debug("run finished", { run: run.name, completed: counts.completed, failed: counts.failed })
   return failures > 0 ? 3 : 0

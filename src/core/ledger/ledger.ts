@@ -43,6 +43,7 @@ export interface Ledger {
   readonly canaries: Canaries
   readonly workers: Workers
   readonly cache: Cache
+  readonly reviews: Reviews
   /**
    * Calls `onNotice` whenever another process changes something a worker waits for (items to claim, a run's
    * state), as long as the returned stop has not been called. Only a store shared over a network has it
@@ -143,12 +144,47 @@ export interface Claims {
   /** When the earliest waiting retry falls due, or null. */
   nextRetryAt(run: number): Promise<number | null>
   /**
-   * Moves every failed (or needs_review) item back to pending, and reopens the run. Their cache keys are forgotten:
+   * Moves every failed (or needs_review, or rejected) item back to pending, and reopens the run. Their cache keys are forgotten:
    * the cache is asked for them again (another run may have paid for their answer since).
    */
-  retry(run: number, from: Extract<State, "failed" | "needs_review">): Promise<number>
+  retry(run: number, from: Extract<State, "failed" | "needs_review" | "rejected">): Promise<number>
   /** The processes that hold a lease on the run: items in flight, ingestion, batches. */
   holders(run: number): Promise<string[]>
+}
+
+/**
+ * A person's decision on an item left for review (`spool review`, the page): approve its answer as it is, replace it
+ * (`edit`, with the new `output`), or reject it (`reason`). `by` says where it was taken (cli, page, a file).
+ */
+export interface Decision {
+  item: number
+  decision: "approve" | "edit" | "reject"
+  output?: string | undefined
+  reason?: string | undefined
+  by: string
+}
+
+/** A decision as the ledger keeps it: when, and the item's output before and after. */
+export interface ReviewRow {
+  item: number
+  at: number
+  decision: Decision["decision"]
+  reason: string | null
+  before: string | null
+  after: string | null
+  by: string
+}
+
+/** Review decisions (README, "Review"): each one moves an item out of needs_review, and is kept as history. */
+export interface Reviews {
+  /**
+   * Applies the decisions in one transaction: approved and edited items become completed (an edit's output replaces
+   * the answer), rejected ones `rejected` with the reason as their error. A decision on an item no longer in
+   * needs_review (decided meanwhile, or retried) changes nothing and says so (`applied: false`, its state now).
+   */
+  decide(run: number, decisions: Decision[]): Promise<{ item: number; applied: boolean; state: State }[]>
+  /** An item's decisions, oldest first. */
+  history(item: number): Promise<ReviewRow[]>
 }
 
 /** Provider batches (DESIGN §4 rules 3 and 4). */

@@ -6,7 +6,8 @@ import * as v from "valibot"
 import { StoreError } from "../../plugins/api/errors.ts"
 import { StoredJobSchema, type Job } from "../job/job.ts"
 import type { Paid } from "../job/pricing.ts"
-import { STATES, type State } from "./states.ts"
+import type { Decision } from "./ledger.ts"
+import { check, STATES, type State } from "./states.ts"
 import { PROGRESS_BUCKET_MS, type Input, type Run, type Summary } from "./types.ts"
 
 /** A run as its row holds it: the job as JSON text. */
@@ -138,4 +139,19 @@ export function summaryOf(p: SummaryParts): Summary {
     recentWindowMs: Math.max(1000, p.now - Math.max(p.since * PROGRESS_BUCKET_MS, p.firstStarted ?? 0)),
     cache: p.cache,
   }
+}
+
+/**
+ * What a review decision makes of an item left for review whose answer is `output` (`Reviews.decide`): approved or
+ * edited, it is completed with the answer (an edit's replacing it); rejected, it keeps the answer, the reason its error.
+ */
+export function decided(
+  d: Pick<Decision, "decision" | "output" | "reason">,
+  output: string | null,
+): { to: "completed" | "rejected"; output: string | null; error: string | null } {
+  const to = d.decision === "reject" ? "rejected" : "completed"
+  check("needs_review", to)
+  if (to === "rejected")
+    return { to, output, error: d.reason ? `rejected by a reviewer: ${d.reason}` : "rejected by a reviewer" }
+  return { to, output: d.decision === "edit" ? (d.output ?? null) : output, error: null }
 }

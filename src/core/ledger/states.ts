@@ -10,6 +10,7 @@ export const STATES = [
   "completed",
   "failed",
   "needs_review",
+  "rejected",
 ] as const
 
 export type State = (typeof STATES)[number]
@@ -30,7 +31,10 @@ const EDGES: Record<State, readonly State[]> = {
   // terminal until `spool retry`
   completed: [],
   failed: ["pending"],
-  needs_review: ["pending"],
+  // `spool retry --state needs_review`; a person's decision (`spool review`): approved or edited, or rejected
+  needs_review: ["pending", "completed", "rejected"],
+  // a person rejected the answer: terminal until `spool retry --state rejected`
+  rejected: ["pending"],
 }
 
 export function allowed(from: State, to: State): boolean {
@@ -44,7 +48,7 @@ export function check(from: State, to: State): void {
 
 /** States an item ends in (until `spool retry`): what the completions chart and the progress counts count. */
 export function isFinal(state: State): boolean {
-  return state === "completed" || state === "failed" || state === "needs_review"
+  return state === "completed" || state === "failed" || state === "needs_review" || state === "rejected"
 }
 
 export function isState(value: string): value is State {

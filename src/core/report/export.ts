@@ -85,7 +85,11 @@ export async function maker(db: Ledger, run: Run, join: boolean): Promise<Maker>
     const l = line(row)
     let output: unknown = l.output
     // an answer left for review is text; with a schema its columns are filled where it parses and fits them
-    if (structured && row.state === "needs_review" && typeof output === "string") {
+    if (
+      structured &&
+      (row.state === "needs_review" || row.state === "rejected") &&
+      typeof output === "string"
+    ) {
       try {
         output = JSON.parse(output) as unknown
       } catch {
@@ -174,4 +178,4 @@ export async function* csvLines(
 }
 
 /** The states of a finished item: what `--since-last-export` exports. */
-export const FINISHED: readonly State[] = ["completed", "failed", "needs_review"]
+export const FINISHED: readonly State[] = ["completed", "failed", "needs_review", "rejected"]

@@ -194,7 +194,8 @@ export async function status(
   }
   const spent = prices ? spentOf(prices, s) : null
   // the average is of the items that were called for: a hit of the cache cost nothing, and says nothing of the rest
-  const called = s.counts.completed + s.counts.failed + s.counts.needs_review - s.cache.hits
+  const called =
+    s.counts.completed + s.counts.failed + s.counts.needs_review + s.counts.rejected - s.cache.hits
   const start = s.firstStarted ?? run.created_at
   const end = run.finished_at ?? (s.lastEnded && !going ? s.lastEnded : now)
   const elapsed = Math.max(1, (end - start) / 1000)
@@ -278,6 +279,7 @@ export function statusText(v: StatusView): string {
     "completed",
     "failed",
     "needs_review",
+    "rejected",
     "pending",
     "running",
     "retry_wait",
@@ -390,7 +392,7 @@ export async function runLine(db: Ledger, run: Run, now = Date.now()): Promise<R
     name: run.name,
     state,
     completed: counts.completed,
-    failed: counts.failed + counts.needs_review,
+    failed: counts.failed + counts.needs_review + counts.rejected,
     total,
     created_at: new Date(run.created_at).toISOString(),
     workers,
@@ -451,7 +453,7 @@ export async function resultLine(db: Ledger, run: Run): Promise<(item: ResultRow
         ? structured && item.output !== null
           ? (JSON.parse(item.output) as unknown)
           : item.output
-        : item.state === "needs_review"
+        : item.state === "needs_review" || item.state === "rejected"
           ? item.output
           : null,
     error: item.error ? { class: item.error_class, message: item.error } : null,
@@ -492,7 +494,7 @@ export async function* results(db: Ledger, run: Run, state?: State): AsyncGenera
 /** A run's progress as `progress` shows it: the whole run's counts, from the store (every worker's items). */
 export interface Ticker {
   total: number
-  /** Items in a final state: completed, failed or needs_review. */
+  /** Items in a final state: completed, failed, needs_review or rejected. */
   done: number
   failed: number
   /** Items left for a person to review (needs_review), apart from `failed`. */

@@ -30,8 +30,14 @@ testLedger("sqlite", async () => {
 
 /** Takes a store back to before migration 9 (embedding vectors, exports). */
 function undoVectors(db: Database): void {
+  undoReviews(db)
   db.run("DROP TABLE exports")
   for (const t of ["items", "cache"]) db.run(`ALTER TABLE ${t} DROP COLUMN vector`)
+}
+
+/** Takes a store back to before migration 10 (review decisions). */
+function undoReviews(db: Database): void {
+  db.run("DROP TABLE reviews")
 }
 
 /** Takes a store back to before migration 8 (the run's rate buckets). */
@@ -111,7 +117,7 @@ describe("the SQLite store", () => {
     expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
     expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
     expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
-    expect(MIGRATIONS.length).toBe(9)
+    expect(MIGRATIONS.length).toBe(10)
     await db.close()
     // opening again migrates nothing and keeps the data
     const again = sqlite.open(home)

@@ -14,6 +14,7 @@ const STATES: State[] = [
   "completed",
   "failed",
   "needs_review",
+  "rejected",
 ]
 
 describe("the item state machine", () => {
@@ -36,8 +37,8 @@ describe("the item state machine", () => {
       STATES.filter((to) => states.allowed(from, to)).map((to) => `${from} → ${to}`),
     )
     expect(allowed.sort()).toEqual([...legal].sort())
-    expect(LEGAL.length).toBe(21)
-    expect(illegal.length).toBe(64 - 21)
+    expect(LEGAL.length).toBe(24)
+    expect(illegal.length).toBe(81 - 24)
   })
 
   for (const [from, to] of illegal) {

@@ -151,7 +151,7 @@ export class Claims implements api.Claims {
    * Moves every failed (or needs_review) item back to pending, and reopens the run; attempts are kept. Their cache
    * keys are forgotten, so the cache is asked for them again.
    */
-  async retry(run: number, from: Extract<State, "failed" | "needs_review">): Promise<number> {
+  async retry(run: number, from: Extract<State, "failed" | "needs_review" | "rejected">): Promise<number> {
     states.check(from, "pending")
     return retrying(this.pg, () =>
       this.pg.sql.begin(async (tx) => {

@@ -13,6 +13,7 @@ import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
 import { Ingest } from "./ingest.ts"
 import { Reads } from "./reads.ts"
+import { Reviews } from "./reviews.ts"
 import { Runs } from "./runs.ts"
 import { Workers } from "./workers.ts"
 
@@ -45,6 +46,7 @@ export class PgLedger implements api.Ledger {
   readonly canaries: api.Canaries
   readonly workers: api.Workers
   readonly cache: api.Cache
+  readonly reviews: api.Reviews
 
   constructor(readonly pg: Pg) {
     const runs = new Runs(pg)
@@ -57,6 +59,7 @@ export class PgLedger implements api.Ledger {
     this.canaries = new Canaries(pg, claims)
     this.workers = new Workers(pg)
     this.cache = new Cache(pg)
+    this.reviews = new Reviews(pg)
   }
 
   /** LISTEN on the store's channel: every worker hears what the others' transactions `notify`. */

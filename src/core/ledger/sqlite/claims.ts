@@ -109,7 +109,7 @@ export class Claims {
    * Moves every failed (or needs_review) item back to pending, and reopens the run; attempts are kept. Their cache
    * keys are forgotten, so the cache is asked for them again.
    */
-  retry(run: number, from: Extract<State, "failed" | "needs_review">): number {
+  retry(run: number, from: Extract<State, "failed" | "needs_review" | "rejected">): number {
     states.check(from, "pending")
     return this.db
       .transaction(() => {

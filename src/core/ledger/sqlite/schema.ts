@@ -342,4 +342,20 @@ export const MIGRATIONS = [
     PRIMARY KEY (run_id, at)
   ) WITHOUT ROWID;
   `,
+  // review decisions (`spool review`, the page): each one moved an item out of needs_review; the item's output before
+  // and after it, so that an edit or a rejection can be told apart from the model's answer later
+  `
+  CREATE TABLE reviews (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    item_id INTEGER NOT NULL REFERENCES items (id),
+    at INTEGER NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT,
+    before TEXT,
+    after TEXT,
+    by TEXT NOT NULL
+  );
+  CREATE INDEX reviews_item ON reviews (item_id, id);
+  `,
 ]

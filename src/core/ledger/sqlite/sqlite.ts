@@ -14,6 +14,7 @@ import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
 import { Ingest } from "./ingest.ts"
 import { Reads } from "./reads.ts"
+import { Reviews } from "./reviews.ts"
 import { Runs } from "./runs.ts"
 import { Tallies } from "./tallies.ts"
 import { Workers } from "./workers.ts"
@@ -45,6 +46,7 @@ export class SqliteLedger implements api.Ledger {
     canaries: Canaries
     workers: Workers
     cache: Cache
+    reviews: Reviews
   }
   readonly runs: api.Runs
   readonly ingest: api.Ingest
@@ -54,6 +56,7 @@ export class SqliteLedger implements api.Ledger {
   readonly canaries: api.Canaries
   readonly workers: api.Workers
   readonly cache: api.Cache
+  readonly reviews: api.Reviews
 
   constructor(conn: Conn) {
     this.db = conn.db
@@ -67,7 +70,12 @@ export class SqliteLedger implements api.Ledger {
     const reads = new Reads(conn.db, conn.path, tallies)
     const canaries = new Canaries(conn.db, conn.path, claims)
     const workers = new Workers(conn.db, conn.path)
-    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries, workers, cache }
+    const reviews = new Reviews(conn.db, conn.path, runs)
+    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries, workers, cache, reviews }
+    this.reviews = {
+      decide: async (run, decisions) => reviews.decide(run, decisions),
+      history: async (item) => reviews.history(item),
+    }
     this.runs = {
       latest: async (name) => runs.latest(name),
       get: async (id) => runs.get(id),
