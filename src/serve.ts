@@ -10,6 +10,7 @@ import { streamSSE } from "hono/streaming"
 import { randomBytes, timingSafeEqual } from "node:crypto"
 import * as v from "valibot"
 import * as control from "./core/engine/control.ts"
+import * as review from "./core/engine/review.ts"
 import { SpoolError } from "./plugins/api/errors.ts"
 import { UsageError } from "./core/base/errors.ts"
 import * as log from "./core/base/log.ts"
@@ -68,6 +69,14 @@ const EventsQuery = v.object({
 })
 const RetryBody = v.object({
   state: v.picklist(["failed", "needs_review", "rejected"], "must be failed, needs_review or rejected"),
+})
+
+/** A review decision from the page (README, "Review"): on one item, by the id the page shows. */
+const ReviewBody = v.strictObject({
+  id: v.pipe(v.string(), v.minLength(1, "must name an item")),
+  decision: v.picklist(["approve", "edit", "reject"], "must be approve, edit or reject"),
+  reason: v.optional(v.pipe(v.string(), v.maxLength(2000, "must be at most 2,000 characters"))),
+  output: v.optional(v.string()),
 })
 
 /** Parses `input` with `schema`, or answers 400 with each problem named by its field. */
@@ -218,8 +227,9 @@ export function createApp(o: ServerOptions): Hono {
     })
   })
 
-  // controls refuse other sites' pages: a cross-site form or script post carries a foreign Origin
-  app.use("/api/runs/:id/:action{pause|resume|cancel|retry}", async (c, next) => {
+  // controls and review decisions refuse other sites' pages: a cross-site form or script post carries a foreign
+  // Origin. Every POST is held to it, so that no control added later can be left out
+  app.use("/api/*", async (c, next) => {
     if (c.req.method !== "POST") return next()
     const origin = c.req.header("origin")
     const own = new URL(c.req.url).origin
@@ -300,6 +310,15 @@ export function createApp(o: ServerOptions): Hono {
   app.post("/api/runs/:id/retry", async (c) => {
     const body = valid(RetryBody, await c.req.json().catch(() => ({})), "body")
     return act(c, (run) => control.retry(db, String(run.id), body.state))
+  })
+  app.post("/api/runs/:id/review", async (c) => {
+    const body = valid(ReviewBody, await c.req.json().catch(() => ({})), "body")
+    // an empty reason is no reason
+    const asked = { ...body, reason: body.reason?.trim() || undefined }
+    return act(c, async (run) => {
+      const { outcomes, left } = await review.decide(db, String(run.id), [asked], "page")
+      return review.told(run.name, outcomes, left)
+    })
   })
   app.post("/api/runs/:id/cancel", (c) =>
     act(c, async (run) => {

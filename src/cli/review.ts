@@ -6,7 +6,7 @@ import { defineCommand, type ArgsDef, type CommandDef } from "citty"
 import { readFileSync } from "node:fs"
 import * as v from "valibot"
 import { UsageError } from "../core/base/errors.ts"
-import type { Asked, Outcome } from "../core/engine/review.ts"
+import type { Asked } from "../core/engine/review.ts"
 import type { Ledger } from "../core/ledger/ledger.ts"
 import { common, existingStore, lazyLedger, type Where } from "./common.ts"
 
@@ -40,29 +40,9 @@ async function decideAll(args: Where & { run?: string | undefined }, asked: Aske
   const { run, outcomes, left } = await withStore(args, "write", (db) =>
     review.decide(db, args.run, asked, by),
   )
-  process.stderr.write(told(run.name, outcomes, left))
+  process.stderr.write(review.told(run.name, outcomes, left))
   return 0
 }
-
-/** What a command's decisions did, in words. */
-export function told(run: string, outcomes: Outcome[], left: number): string {
-  const verbs = { approve: "approved", edit: "edited", reject: "rejected" } as const
-  const counts = (["approve", "edit", "reject"] as const)
-    .map((d) => [verbs[d], outcomes.filter((o) => o.applied && o.decision === d).length] as const)
-    .filter(([, n]) => n > 0)
-    .map(([verb, n]) => `${n} ${verb}`)
-  const lines = [`run "${run}": ${counts.length ? counts.join(", ") : "nothing changed"}`]
-  for (const o of outcomes.filter((x) => !x.applied))
-    lines.push(`  ${o.id}: left as it is (it is ${o.state} now, decided or retried meanwhile)`)
-  lines.push(
-    left > 0
-      ? `${left} item(s) still wait for review: spool review ${quoteRun(run)}`
-      : "no item waits for review",
-  )
-  return `${lines.join("\n")}\n`
-}
-
-const quoteRun = (name: string) => (/^[\w.-]+$/.test(name) ? name : `'${name.replaceAll("'", "'\\''")}'`)
 
 const approve = defineCommand({
   meta: { name: "approve", description: "Accept the answers of items left for review, as they are" },
@@ -203,7 +183,7 @@ export const review = defineCommand({
     const limit = args.limit === undefined ? 50 : Number(args.limit)
     if (!Number.isInteger(limit) || limit < 1)
       throw new UsageError(`--limit: "${args.limit}" is not a count`, "Give 1 or more.")
-    const { waiting } = await lazyReview()
+    const { waiting, quoteRun } = await lazyReview()
     const { run, items, total } = await withStore(args, "read", (db) =>
       waiting(db, args.run, args.json ? Number.POSITIVE_INFINITY : limit),
     )

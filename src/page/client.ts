@@ -130,6 +130,8 @@ document.addEventListener("click", async (e) => {
   const row = e.target.closest("#browse tr[data-item]");
   if (row && !e.target.closest("a")) { location.hash = "item=" + row.dataset.item; return; }
   if (e.target.id === "close-item") { e.preventDefault(); history.pushState(null, "", location.pathname + location.search); openItem(null); return; }
+  const decide = e.target.closest("button[data-review]");
+  if (decide && shown && runId) { await review(decide); return; }
   const b = e.target.closest("button[data-action]");
   if (!b || !runId) return;
   // the one control that cannot be taken back asks first
@@ -146,6 +148,25 @@ document.addEventListener("click", async (e) => {
     if (!r.ok) b.disabled = false;
   } catch (err) { $("message").textContent = String(err); b.disabled = false; }
 });
+
+// a decision on the opened item (README, "Review"); refused, it says why and changes nothing
+async function review(button) {
+  const decision = button.dataset.review;
+  const body = { id: shown.id, decision };
+  const reason = $("review-reason").value.trim();
+  if (reason) body.reason = reason;
+  if (decision === "edit") body.output = $("review-output").value;
+  for (const b of document.querySelectorAll("button[data-review]")) b.disabled = true;
+  try {
+    const r = await fetch("api/runs/" + runId + "/review", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+    });
+    const j = await r.json().catch(() => ({ error: r.status + " " + r.statusText }));
+    $("message").textContent = j.message || j.error || "";
+    if (r.ok) { await openItem(null); if (!B.q) load(B.after); return; }
+  } catch (err) { $("message").textContent = String(err); }
+  for (const b of document.querySelectorAll("button[data-review]")) b.disabled = false;
+}
 
 if (runId) {
   B.total = Number(document.body.dataset.total || 0);

@@ -19,6 +19,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:10px 0
 .st-interrupted{color:#fff;background:var(--warn);border-color:var(--warn)}
 .alert{border-left:3px solid var(--warn);padding:6px 10px;background:rgba(183,121,31,.08);margin:6px 0}.resume{font-size:12px;color:var(--mut)}
 .tag{font-size:11px;color:var(--mut);border:1px solid var(--line);border-radius:4px;padding:0 4px}
+#review textarea,#review input{display:block;width:100%;box-sizing:border-box;margin:0 0 6px;padding:6px 8px;border:1px solid var(--line);border-radius:5px;background:transparent;color:inherit;font:12px ui-monospace,monospace}#review input{font:inherit}
 button,a.button{margin:0 6px 6px 0;padding:4px 10px;border:1px solid var(--line);border-radius:5px;background:transparent;color:inherit;cursor:pointer;font:inherit;text-decoration:none;display:inline-block}button:disabled{opacity:.4;cursor:default}
 #message{min-height:1.3em;color:var(--mut);margin-bottom:6px}#controls{margin-top:8px}
 #chart svg{display:block;border-bottom:1px solid var(--line)}.axis{display:flex;justify-content:space-between;font-size:12px;color:var(--mut);margin:2px 0}

@@ -266,7 +266,13 @@ export function views() {
       const cached = paid
         ? `<p id="item-cached">Served from the response cache, with no call. Its answer was paid for once: ${num(paid.input_tokens)} in · ${num(paid.output_tokens)} out${paid.cached_input_tokens ? ` (${num(paid.cached_input_tokens)} cached)` : ""}, ${paid.cost_usd === null ? "at an unknown price" : usd(paid.cost_usd)}.</p>`
         : ""
-      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${tokens}${cost}</p>${cached}<h4>Input row</h4><pre id="item-input">${esc(pretty(d.input))}</pre><h4>Request</h4>${request}<h4>Attempts</h4>${attempts}<h4>Output</h4>${output}${error}`
+      // an answer left for a person: approve it, edit it (the whole answer; JSON for a structured job), or reject it
+      const structured = !("unfilled" in r) && !!r.schema
+      const review =
+        d.state === "needs_review"
+          ? `<div id="review"><h4>Review</h4><p class="muted">This answer failed a gate and waits for a person: approve it as it is, correct it below${structured ? " (as JSON the output schema accepts)" : ""} and approve it, or reject it.</p><textarea id="review-output" rows="6" spellcheck="false" aria-label="the answer">${esc(d.output === null || d.output === undefined ? "" : pretty(d.output))}</textarea><input id="review-reason" type="text" maxlength="2000" placeholder="a reason (kept with the decision; a rejection's error)" aria-label="reason"><div><button data-review="approve">Approve</button><button data-review="edit">Save the edit and approve</button><button data-review="reject">Reject</button></div></div>`
+          : ""
+      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${tokens}${cost}</p>${cached}<h4>Input row</h4><pre id="item-input">${esc(pretty(d.input))}</pre><h4>Request</h4>${request}<h4>Attempts</h4>${attempts}<h4>Output</h4>${output}${error}${review}`
     },
 
     /** What the run sends and how: provider, model, mode, inputs, prompts, schema, limits. Never a key. */

@@ -226,3 +226,25 @@ export function assignment(text: string): [string, unknown] {
     return [text.slice(0, eq), raw]
   }
 }
+
+/** What decisions did, in words: the command line's answer, and the page's message. */
+export function told(run: string, outcomes: Outcome[], left: number): string {
+  const verbs = { approve: "approved", edit: "edited", reject: "rejected" } as const
+  const counts = (["approve", "edit", "reject"] as const)
+    .map((d) => [verbs[d], outcomes.filter((o) => o.applied && o.decision === d).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([verb, n]) => `${n} ${verb}`)
+  const lines = [`run "${run}": ${counts.length ? counts.join(", ") : "nothing changed"}`]
+  for (const o of outcomes.filter((x) => !x.applied))
+    lines.push(`  ${o.id}: left as it is (it is ${o.state} now, decided or retried meanwhile)`)
+  lines.push(
+    left > 0
+      ? `${left} item(s) still wait for review: spool review ${quoteRun(run)}`
+      : "no item waits for review",
+  )
+  return `${lines.join("\n")}\n`
+}
+
+/** A run's name as a shell word. */
+export const quoteRun = (name: string) =>
+  /^[\w.-]+$/.test(name) ? name : `'${name.replaceAll("'", "'\\''")}'`
