@@ -259,6 +259,35 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
       }
     }, 120_000)
 
+  test("an embedding run's vectors are copied as their bytes, and read back the same from PostgreSQL", async () => {
+    await using tmp = await tmpdir()
+    await using pg = await pgSchema()
+    writeFileSync(
+      tmp.join("in.jsonl"),
+      Array.from({ length: 30 }, (_, i) => JSON.stringify({ id: `e${i + 1}`, text: `text ${i + 1}` })).join(
+        "\n",
+      ) + "\n",
+    )
+    writeFileSync(
+      tmp.join("embed.toml"),
+      `name = "embed"\n[source]\npath = "in.jsonl"\nid = "id"\n[provider]\nname = "mock"\nmodel = "mock-embed"\n[request]\nkind = "embedding"\ninput = "{{text}}"\n`,
+    )
+    const home = tmp.join("laptop")
+    expect((await spool(["run", "embed.toml", "--home", home], { cwd: tmp.path })).code).toBe(0)
+    // pages of 4 rows: a vector is counted as the text it is sent as
+    await copy({ from: home, to: pg.url, page: { rows: 4 } })
+    const vectors = async (where: string[]) =>
+      (await spool(["results", ...where], { cwd: tmp.path })).stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { id: string; vector: number[] })
+        .map((r) => [r.id, r.vector])
+    const here = await vectors(["--home", home])
+    expect(here).toHaveLength(30)
+    expect((here[0]![1] as number[]).length).toBe(8)
+    expect(await vectors(["--store", pg.url])).toEqual(here)
+  }, 60_000)
+
   test("--run copies only that run; a schema that holds a run of the same name or id is refused with exit 2 and left as it was", async () => {
     await using tmp = await tmpdir()
     await using pg = await pgSchema()

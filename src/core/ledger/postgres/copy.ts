@@ -153,7 +153,7 @@ async function write(
       rows[table] += done?.n ?? 0
     }
     for (const page of dump.pages(db, table, ids, limits)) {
-      const text = JSON.stringify(page)
+      const text = JSON.stringify(page, bytea)
       await landed()
       sent = tx.unsafe(insert, [text]).then(
         (r: { count: number }) => ({ n: r.count }),
@@ -169,6 +169,11 @@ async function write(
     )
   for (const run of runs) await notify(tx, pg, { run: run.id, kind: "items" })
   return rows
+}
+
+/** JSON of a page: bytes (an embedding's vector) as PostgreSQL's bytea text, `\x` and hex, not as an object of numbers. */
+function bytea(_: string, value: unknown): unknown {
+  return value instanceof Uint8Array ? `\\x${Buffer.from(value).toString("hex")}` : value
 }
 
 /** Refuses when the store holds a run of the same name or id: a migration must not mix two stores' runs. */

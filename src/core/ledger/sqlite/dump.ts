@@ -35,8 +35,8 @@ export const TABLES = {
 
 export type Table = keyof typeof TABLES
 
-/** A raw row, as SQLite returns it. */
-export type Row = Record<string, string | number | null>
+/** A raw row, as SQLite returns it (a BLOB, such as an embedding's vector, as bytes). */
+export type Row = Record<string, string | number | Uint8Array | null>
 
 /** The columns of a table that a migration copies, in their order. */
 export function columns(db: Database, table: Table): string[] {
@@ -77,12 +77,15 @@ export function* pages(db: Database, table: Table, runs: number[], limits: PageL
     let chars = 0
     for (const row of after ? next.iterate(ids, ...after) : first.iterate(ids)) {
       page.push(row)
-      for (const v of Object.values(row)) if (typeof v === "string") chars += v.length
+      // bytes count as the hex text they are sent as
+      for (const v of Object.values(row))
+        if (typeof v === "string") chars += v.length
+        else if (v instanceof Uint8Array) chars += v.length * 2
       if (chars >= limits.chars) break
     }
     if (page.length === 0) return
     const last = page.at(-1) as Row
-    after = key.map((k) => last[k] ?? null)
+    after = key.map((k) => (last[k] ?? null) as string | number | null)
     yield page
   }
 }
