@@ -121,11 +121,14 @@ export async function packOne(o: PackOptions, candidates: Packable[], tokenRoom:
       const estimate = Math.ceil(size / 4)
       if (out.bytes + size > maxBytes || (lines.length > 0 && tokens + estimate > tokenRoom)) break
       if (lines.length === 0 && estimate > tokenRoom && tokenRoom !== Infinity) {
-        if (await emptyOfOthers(o)) {
+        // never sendable only when larger than the whole queue, with none of ours in it: `tokenRoom` was read before
+        // packing began, and a batch of ours that ended since would make a fitting request look too large
+        const whole = (await ledger.runs.get(run.id))?.queue_tokens ?? Infinity
+        if (estimate > whole && (await emptyOfOthers(o))) {
           failed.push({
             id: item.id,
             errorClass: "queue_limit",
-            error: `the request (~${estimate} tokens) is larger than the provider's whole batch queue (${tokenRoom} tokens)`,
+            error: `the request (~${estimate} tokens) is larger than the provider's whole batch queue (${whole} tokens)`,
           })
           continue
         }

@@ -5,6 +5,8 @@
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import { Batcher } from "../../../src/core/engine/batcher.ts"
+import { packOne } from "../../../src/core/engine/pack.ts"
+import * as template from "../../../src/core/job/template.ts"
 import { client } from "../../../src/core/engine/run.ts"
 import { ingest, plan } from "../../../src/core/engine/ingest.ts"
 import * as jobs from "../../../src/core/job/job.ts"
@@ -100,6 +102,45 @@ describe("the batcher", () => {
     ])
     expect(fake.batch.batches.map((b) => b.lines.length)).toEqual([2])
     expect(fake.paid.get("Say " + "x".repeat(5000))).toBeUndefined()
+    await db.close()
+  })
+
+  test("packing under a learned queue limit: a request larger than the whole queue fails alone; one that only looked too large for a room read before a batch of ours ended waits", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY })
+    // "Say " and 2,000 x's: about 500 tokens a line, as packing estimates them (bytes / 4)
+    const rows = [
+      { id: "a", text: "x".repeat(1600) },
+      { id: "big", text: "x".repeat(2400) },
+    ]
+    const { job, db, run, planned, provider, home } = await setup(tmp, fake.url, rows)
+    await ingest(db, run, planned, async () => {})
+    await db.batches.learnQueue(run.id, { tokens: 500 })
+    const o = {
+      ledger: db,
+      run,
+      job,
+      owner: "me",
+      api: provider.batch,
+      dir: home,
+      prompt: template.parse(job.request.prompt),
+    }
+    const [a, big] = await db.batches.packable(run.id, 10)
+    // a room of 100 tokens, read while a batch of ours held the rest, is stale once none is live: "a" fits the queue
+    // (about 420 tokens of 500) and waits for the next pack, unfailed
+    expect(await packOne(o, [a!], 100)).toEqual({ batch: null, failed: 0 })
+    // "big" (about 620 tokens) is larger than the whole queue, and none of ours is in it: it can never be sent
+    expect(await packOne(o, [big!], 500)).toEqual({ batch: null, failed: 1 })
+    const items = await itemsOf(db, run.id)
+    expect(items.map((i) => [i.key, i.state])).toEqual([
+      ["a", "pending"],
+      ["big", "failed"],
+    ])
+    expect(items[1]!.error_class).toBe("queue_limit")
+    expect(items[1]!.error).toMatch(
+      /^the request \(~6\d\d tokens\) is larger than the provider's whole batch queue \(500 tokens\)$/,
+    )
+    expect(fake.batch.batches).toEqual([])
     await db.close()
   })
 
