@@ -237,6 +237,21 @@ describe("dist/spool", () => {
     expect(JSON.parse(runs.stdout)).toEqual([])
   })
 
+  test("an embedding job's input template is named as such when no row has its placeholder", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("in.jsonl"), '{"subject":"a"}\n')
+    writeFileSync(
+      tmp.join("job.toml"),
+      'name = "e"\n[source]\npath = "in.jsonl"\n[provider]\nname = "mock"\n[request]\nkind = "embedding"\ninput = "{{body}}"\n',
+    )
+    const out = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain(`request.input: {{body}} is in no row of ${tmp.join("in.jsonl")}`)
+    expect(out.stderr).toContain(
+      "The rows have the fields: subject. Fix the input template or the input file.",
+    )
+  })
+
   test("a row without a placeholder's field fails that item only; the run exits 3", async () => {
     await using tmp = await tmpdir()
     writeFileSync(

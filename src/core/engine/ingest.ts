@@ -309,7 +309,12 @@ export async function verify(ledger: Ledger, run: Run, inputs: Planned[]): Promi
  * Reads each input only until every placeholder has been seen once (usually its first batch); a placeholder
  * absent from every row is reported with the fields the rows do have.
  */
-export async function preflight(inputs: Planned[], prompt: template.Template): Promise<void> {
+export async function preflight(
+  inputs: Planned[],
+  prompt: template.Template,
+  /** The job's key the template is: an embedding job's is `request.input`. */
+  key = "request.prompt",
+): Promise<void> {
   const unseen = new Set(prompt.fields)
   const fields = new Set<string>()
   let any = false
@@ -340,8 +345,8 @@ export async function preflight(inputs: Planned[], prompt: template.Template): P
   const names = [...unseen].map((f) => `{{${f}}}`).join(", ")
   const files = inputs.map((i) => i.path).join(", ")
   throw new JobError(
-    `request.prompt: ${names} ${unseen.size > 1 ? "are" : "is"} in no row of ${files}`,
+    `${key}: ${names} ${unseen.size > 1 ? "are" : "is"} in no row of ${files}`,
     [],
-    `The rows have the fields: ${[...fields].join(", ") || "(none)"}. Fix the prompt or the input.`,
+    `The rows have the fields: ${[...fields].join(", ") || "(none)"}. Fix ${key === "request.input" ? "the input template" : "the prompt"} or the input file.`,
   )
 }

@@ -264,7 +264,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
   let run = o.newRun ? null : latest
   let created = false
   if (!run) {
-    await preflight(inputs, prompt)
+    await preflight(inputs, prompt, job.request.kind === "embedding" ? "request.input" : "request.prompt")
     const made = await db.runs.create({
       name: job.name,
       job,
