@@ -363,10 +363,13 @@ function subCommand(
   const given = sub !== undefined && !sub.startsWith("-") ? sub : undefined
   const chosen = given === undefined ? undefined : subs[given]
   if (chosen) return { cmd: chosen, parent: { meta: { name: `spool ${name}`, version: VERSION } }, args }
-  // a command of commands that does something itself (`spool review [run]`) takes what is not one of them
-  if (help || named.run) return { cmd: named, parent: main, args: rest }
+  if (help) return { cmd: named, parent: main, args: rest }
   const names = Object.keys(subs)
   const guess = given === undefined ? undefined : jobs.meant(given, names)
+  // a command of commands that does something itself (`spool review [run]`) takes what is not one of them, unless it
+  // is a misspelt one; citty, given the command with its subcommands, would take the word for an unknown one of them
+  if (named.run && guess === undefined)
+    return { cmd: { ...named, subCommands: undefined }, parent: main, args: rest }
   throw new UsageError(
     given === undefined
       ? `spool ${name}: say which: ${names.join(", ")}`

@@ -199,6 +199,13 @@ describe("spool review through dist/spool", () => {
       ["t6", "completed", { label: "question", note: null }],
     ])
     expect((await statusOf(tmp)).state).toBe("completed")
+    // a misspelt decision is told apart from a run's name
+    const typo = await spool(["review", "aprove", "t2"], { cwd: tmp.path })
+    expect(typo.code).toBe(2)
+    expect(typo.stderr).toContain('unknown command "review aprove"; did you mean "review approve"?')
+    expect((await spool(["review", "triage"], { cwd: tmp.path })).stdout).toBe(
+      'run "triage": no item waits for review\n',
+    )
     // an item decided already is not decided again
     const again = await spool(["review", "approve", "t2"], { cwd: tmp.path })
     expect(again.code).toBe(2)
