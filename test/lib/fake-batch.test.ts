@@ -585,7 +585,7 @@ describe("the fake OpenAI Batch API", () => {
           } as never)
           .catch((e) => e)
       expect(error(await create({ input_file_id: "file-nope" }))).toEqual([404, "input_file_id"])
-      expect(error(await create({ endpoint: "/v1/embeddings" }))).toEqual([400, "endpoint"])
+      expect(error(await create({ endpoint: "/v1/moderations" }))).toEqual([400, "endpoint"])
       expect(error(await create({ completion_window: "48h" }))).toEqual([400, "completion_window"])
       expect(error(await create({ metadata: { spool_tag: "t", n: 5 } }))).toEqual([400, "metadata.n"])
       expect(fake.batch.creates.map((r) => [r.status, r.id, r.error])).toEqual([
@@ -593,7 +593,7 @@ describe("the fake OpenAI Batch API", () => {
         [
           400,
           undefined,
-          "Invalid value for 'endpoint': '/v1/embeddings'. This server runs batches of '/v1/chat/completions' and '/v1/responses'.",
+          "Invalid value for 'endpoint': '/v1/moderations'. This server runs batches of '/v1/chat/completions', '/v1/responses' and '/v1/embeddings'.",
         ],
         [400, undefined, "Invalid value for 'completion_window': '48h'. Supported values are: '24h'."],
         [400, undefined, "Invalid type for 'metadata.n': expected a string, but got a number instead."],

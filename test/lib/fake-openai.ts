@@ -664,7 +664,28 @@ const paramError = (status: number, message: string, param: string | null) =>
   Response.json({ error: { message, type: "invalid_request_error", param, code: null } }, { status })
 
 /** The endpoints a batch may run, and how their lines are answered. */
-const ENDPOINTS: Record<string, Api> = { "/v1/chat/completions": CHAT, "/v1/responses": RESPONSES }
+const ENDPOINTS: Record<string, Api> = {
+  "/v1/chat/completions": CHAT,
+  "/v1/responses": RESPONSES,
+  "/v1/embeddings": EMBEDDINGS,
+}
+
+/**
+ * An embedding line's answer checked against CreateEmbeddingResponse. The spec types `embedding` as a list of floats
+ * only, though the API answers `encoding_format: "base64"` with base64 text: such a vector is checked decoded.
+ */
+function embeddingAnswerErrors(answer: Record<string, unknown>): string[] {
+  const data = Array.isArray(answer.data) ? (answer.data as Record<string, unknown>[]) : []
+  const decoded = data.map((d) =>
+    typeof d?.embedding === "string"
+      ? {
+          ...d,
+          embedding: Array.from(new Float32Array(new Uint8Array(Buffer.from(d.embedding, "base64")).buffer)),
+        }
+      : d,
+  )
+  return validateSchema("CreateEmbeddingResponse", { ...answer, data: decoded })
+}
 
 /** 32 hex digits derived from `seed`, as OpenAI's ids end. */
 const hex = (seed: string) =>
@@ -953,7 +974,7 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
     if (!api) {
       return refuse(
         400,
-        `Invalid value for 'endpoint': '${endpoint}'. This server runs batches of '/v1/chat/completions' and '/v1/responses'.`,
+        `Invalid value for 'endpoint': '${endpoint}'. This server runs batches of '/v1/chat/completions', '/v1/responses' and '/v1/embeddings'.`,
         "endpoint",
       )
     }
@@ -1045,7 +1066,13 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
       const start = `${idHead}${tail}","custom_id":${JSON.stringify(line.customId)},"response":`
       if (kind === "output") {
         if (result.type !== "succeeded") return undefined
-        const body = JSON.stringify(b.data.api.answer(line.body, result.content, base + index, created))
+        const answer = b.data.api.answer(line.body, result.content, base + index, created)
+        if (b.data.api === EMBEDDINGS && options.validate !== false) {
+          const wrong = embeddingAnswerErrors(answer)
+          if (wrong.length)
+            fake.invalid.push({ body: answer, errors: wrong.map((e) => `output line: body${e}`) })
+        }
+        const body = JSON.stringify(answer)
         return `${start}{"status_code":200,${requestHead}${tail}","body":${body}},"error":null}`
       }
       if (result.type === "errored") {

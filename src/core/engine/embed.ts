@@ -52,6 +52,33 @@ export interface Group {
   tokens: number
 }
 
+/**
+ * The text an item's row gives the input template, and its estimated tokens; or why it is never sent: the row cannot
+ * fill the template, or the input is over the model's limit (spool never truncates). Realtime and batch mode alike.
+ */
+export function inputOf(
+  input: template.Template,
+  data: string,
+  limits: Pick<EmbedLimits, "perInput">,
+  model: string,
+): { text: string; estimate: number } | { errorClass: "template" | "bad_request"; error: string } {
+  const text = template.render(input, JSON.parse(data) as Record<string, unknown>)
+  if (typeof text !== "string") {
+    const fields = text.missing.map((f) => `"${f}"`).join(", ")
+    return { errorClass: "template", error: `the row has no field ${fields} for the input's placeholders` }
+  }
+  const estimate = Math.max(1, tokens(text))
+  const over = limits.perInput
+  if (over !== undefined && estimate > over)
+    return {
+      errorClass: "bad_request",
+      error:
+        `the input is about ${estimate} tokens (estimated as UTF-8 bytes / 4), over ${model}'s limit of ` +
+        `${over} tokens per input; it was not sent, and spool never truncates: shorten it and run it again`,
+    }
+  return { text, estimate }
+}
+
 /** A failed outcome of an item that is never sent. */
 function refused(item: Claimed, errorClass: "template" | "bad_request", error: string): Outcome {
   const now = Date.now()
@@ -92,27 +119,13 @@ export class Embedder {
     const group: Group = { items: [], inputs: [], estimates: [], tokens: 0 }
     while (queue.length > 0 && group.items.length < cap) {
       const item = queue[0]!
-      const text = template.render(this.input, JSON.parse(item.data) as Record<string, unknown>)
-      if (typeof text !== "string") {
+      const got = inputOf(this.input, item.data, this.limits, this.model)
+      if ("error" in got) {
         queue.shift()
-        const fields = text.missing.map((f) => `"${f}"`).join(", ")
-        failed.push(refused(item, "template", `the row has no field ${fields} for the input's placeholders`))
+        failed.push(refused(item, got.errorClass, got.error))
         continue
       }
-      const estimate = Math.max(1, tokens(text))
-      const over = this.limits.perInput
-      if (over !== undefined && estimate > over) {
-        queue.shift()
-        failed.push(
-          refused(
-            item,
-            "bad_request",
-            `the input is about ${estimate} tokens (estimated as UTF-8 bytes / 4), over ${this.model}'s limit of ` +
-              `${over} tokens per input; it was not sent, and spool never truncates: shorten it and run it again`,
-          ),
-        )
-        continue
-      }
+      const { text, estimate } = got
       if (group.items.length > 0 && group.tokens + estimate > this.limits.tokens) break
       queue.shift()
       group.items.push(item)

@@ -9,6 +9,7 @@ import * as template from "../job/template.ts"
 import type { Ledger } from "../ledger/ledger.ts"
 import type { Batch, Packable, Run } from "../ledger/types.ts"
 import { crashPoint } from "./crash.ts"
+import { inputOf, limitsOf } from "./embed.ts"
 
 /** One run's batch work: its ledger, job and owner, the provider's batch client, and where its batch files go. */
 export interface BatchScope {
@@ -105,7 +106,7 @@ export async function packOne(o: PackOptions, candidates: Packable[], tokenRoom:
     for (const item of candidates) {
       const text = await lineOf(o, item, `${tag}_${item.id}`, files)
       if (typeof text !== "string") {
-        failed.push({ id: item.id, errorClass: "template", error: text.unfilled })
+        failed.push({ id: item.id, ...text })
         continue
       }
       const size = Buffer.byteLength(text) + 1
@@ -163,13 +164,16 @@ async function emptyOfOthers(o: PackOptions): Promise<boolean> {
   return (await o.ledger.batches.live(o.run.id)).every((b) => b.phase === "ended")
 }
 
+/** Why an item is never sent: its row cannot fill the template, or (embeddings) its input is over the model's limit. */
+type Refused = { errorClass: ErrorClass; error: string }
+
 /** The item's request line: its earlier exact bytes when it has been in a batch whose file is kept, else rendered. */
 async function lineOf(
   o: PackOptions,
   item: Packable,
   customId: string,
   files: Map<number, string | null>,
-): Promise<string | { unfilled: string }> {
+): Promise<string | Refused> {
   if (item.batch_id !== null && item.batch_offset !== null && item.batch_bytes !== null) {
     let file = files.get(item.batch_id)
     if (file === undefined) {
@@ -184,9 +188,24 @@ async function lineOf(
       if (typeof before.custom_id === "string") return JSON.stringify({ ...before, custom_id: customId })
     }
   }
-  const request = template.requestOf(o.job, o.prompt, item.data)
-  if ("unfilled" in request) return request
-  return o.api.line(customId, request)
+  return render(o, item.data, customId)
+}
+
+/**
+ * An item's request line rendered from its row: a chat request (`line`), or for an embedding job one input
+ * (`embedLine`), checked against the model's per-input limit as a realtime run checks it (embed.ts `inputOf`).
+ */
+function render(o: PackOptions, data: string, customId: string): string | Refused {
+  const { job, api } = o
+  if (job.request.kind === "embedding") {
+    const model = job.provider.model ?? job.provider.name
+    const got = inputOf(o.prompt, data, limitsOf(job), model)
+    if ("error" in got) return got
+    return api.embedLine!(customId, got.text, { dimensions: job.request.dimensions })
+  }
+  const request = template.requestOf(job, o.prompt, data)
+  if ("unfilled" in request) return { errorClass: "template", error: request.unfilled }
+  return api.line(customId, request)
 }
 
 /** What the learned queue limits leave for a new batch (Infinity when none is known). */
@@ -278,9 +297,9 @@ export async function rerender(o: PackOptions, b: Batch): Promise<{ path: string
   const out = new FileOut(path)
   try {
     for (const [i, item] of lines.entries()) {
-      const request = template.requestOf(o.job, o.prompt, item.data)
-      if ("unfilled" in request) throw new Mismatch(`item ${item.id}: ${request.unfilled}`)
-      const at = out.line(o.api.line(`${b.tag}_${item.id}`, request))
+      const text = render(o, item.data, `${b.tag}_${item.id}`)
+      if (typeof text !== "string") throw new Mismatch(`item ${item.id}: ${text.error}`)
+      const at = out.line(text)
       if (item.line !== i + 1 || at.offset !== item.offset || at.bytes !== item.bytes)
         throw new Mismatch(
           `item ${item.id}'s line ${i + 1} is ${at.bytes} bytes at ${at.offset}; the ledger has line ${item.line}, ${item.bytes} bytes at ${item.offset}`,

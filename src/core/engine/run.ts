@@ -29,6 +29,7 @@ import { Budget, capOf } from "./budget.ts"
 import { warnUnpriced } from "../job/pricing.ts"
 import type { Ticker } from "../report/report.ts"
 import { assertUsable } from "../job/schema.ts"
+import { batchRefusal } from "../job/kind.ts"
 import type { BatchClient, Provider, ProviderClient } from "../../plugins/api/define.ts"
 import { Batcher } from "./batcher.ts"
 import * as canaries from "./canary.ts"
@@ -152,13 +153,11 @@ export function client(job: jobs.Job): ProviderClient {
     apiKey,
     timeoutMs: job.limits.timeout_s * 1000,
     info: (message) => log.info(message),
+    kind: job.request.kind ?? "chat",
   })
-  if (job.provider.mode === "batch" && !made.batch)
-    throw new JobError(
-      "the job is not valid",
-      [`provider.mode: provider "${provider.name}" has no batch mode`],
-      'Batch mode needs a provider with a Batch API: openai or anthropic. Use mode = "realtime" with this one.',
-    )
+  const refused =
+    job.provider.mode === "batch" ? batchRefusal(provider.name, job.request.kind, made) : undefined
+  if (refused) throw new JobError("the job is not valid", [refused.problem], refused.hint)
   return made
 }
 

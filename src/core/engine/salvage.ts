@@ -5,13 +5,14 @@
 import { existsSync, readdirSync, renameSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { ProviderError } from "../../plugins/api/errors.ts"
-import type { BatchLine, Downloaded, RemoteBatch } from "../../plugins/api/define.ts"
+import type { BatchLine, Downloaded, RemoteBatch, Reply } from "../../plugins/api/define.ts"
 import * as log from "../base/log.ts"
 import type { Job } from "../job/job.ts"
 import type { Batch, LineOutcome } from "../ledger/types.ts"
 import { crashPoint } from "./crash.ts"
 import type { BatchScope } from "./pack.ts"
 import * as decide from "./decide.ts"
+import * as embed from "./embed.ts"
 import * as results from "./results.ts"
 import { cacheWrite, type CacheUse } from "./cache.ts"
 
@@ -263,6 +264,7 @@ export class Salvager {
    */
   private settle(item: number, attempt: number, line: BatchLine, job: Job): LineOutcome | undefined {
     const max = job.limits.max_attempts
+    if (line.reply && job.request.kind === "embedding") return embedded(item, attempt, line.reply, job)
     const settled = line.reply
       ? decide.answer(line.reply, this.o.validate, attempt, max)
       : line.error && decide.error(line.error, attempt, max)
@@ -273,5 +275,38 @@ export class Salvager {
     const cache =
       verdict === "completed" && line.reply ? cacheWrite(this.o.cache, line.reply.usage, true) : undefined
     return { item, endedAt: Date.now(), ...fields, to, label: decide.label(verdict), ...(cache && { cache }) }
+  }
+}
+
+/**
+ * How an embedding line's answer settles its item: completed with its vector and its usage; the chat gates (JSON, the
+ * output schema, a cut answer) are not for vectors. A vector of the wrong length is a bad response, tried again while
+ * attempts are left, as a realtime request's would be; its tokens were paid and are counted.
+ */
+function embedded(item: number, attempt: number, reply: Reply, job: Job): LineOutcome {
+  const usage = { inputTokens: reply.usage.input_tokens, outputTokens: 0, cachedTokens: 0 }
+  const endedAt = Date.now()
+  try {
+    if (!reply.vector) throw new Error("has no vector")
+    embed.check([reply.vector], 1, job.request.dimensions)
+    return { item, to: "completed", label: "ok", status: 200, ...usage, vector: reply.vector, endedAt }
+  } catch (err) {
+    const wrong = new ProviderError(
+      "bad_response",
+      `the embedding line's answer: ${(err as Error).message}`,
+      {
+        retryable: true,
+        status: 200,
+      },
+    )
+    const { verdict, ...fields } = decide.error(wrong, attempt, job.limits.max_attempts)
+    return {
+      item,
+      endedAt,
+      ...fields,
+      ...usage,
+      to: verdict === "retry" ? "pending" : verdict,
+      label: decide.label(verdict),
+    }
   }
 }

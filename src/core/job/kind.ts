@@ -3,6 +3,7 @@
  * input, answered with a vector). The keys each kind takes, and the problems of a job that mixes them.
  */
 import * as v from "valibot"
+import type { ProviderClient } from "../../plugins/api/define.ts"
 
 export type RequestKind = "chat" | "embedding"
 
@@ -63,13 +64,36 @@ export function kindProblems(raw: Table): string[] {
     (key) => `${key}: not for embedding jobs (kind = "embedding" sends only input and dimensions); remove it`,
   )
   const provider = isTable(raw.provider) ? raw.provider : {}
-  if (provider.mode === "batch")
+  const endpoint = isTable(provider.options) ? provider.options.endpoint : undefined
+  if (provider.name === "openai" && (endpoint === "chat" || endpoint === "responses"))
     out.push(
-      'provider.mode: "batch" does not run embedding jobs yet; use "realtime" (many inputs go in one request)',
+      `provider.options.endpoint: "${endpoint}" is not for embedding jobs, which send /v1/embeddings; remove it (or set "embeddings")`,
     )
   if (request.input === undefined)
     out.unshift(
       'request.input: missing (required) for kind = "embedding": the text to embed, e.g. "{{text}}"',
     )
   return out
+}
+
+/**
+ * Why a batch-mode job cannot run on the client its provider made, or undefined when it can: an embedding job needs
+ * a batch client with `embedLine` (docs/EMBEDDINGS.md, "Batch mode").
+ */
+export function batchRefusal(
+  provider: string,
+  kind: RequestKind | undefined,
+  client: ProviderClient,
+): { problem: string; hint: string } | undefined {
+  if (!client.batch)
+    return {
+      problem: `provider.mode: provider "${provider}" has no batch mode`,
+      hint: 'Batch mode needs a provider with a Batch API: openai or anthropic. Use mode = "realtime" with this one.',
+    }
+  if (kind === "embedding" && !client.batch.embedLine)
+    return {
+      problem: `provider.mode: provider "${provider}"'s Batch API does not run embedding jobs`,
+      hint: 'kind = "embedding" in batch mode runs with provider "openai"; use mode = "realtime" with this one.',
+    }
+  return undefined
 }

@@ -123,6 +123,8 @@ export interface Reply {
   finish?: "stop" | "length" | "refusal" | undefined
   /** The rate limits the response reported (its `x-ratelimit-*` headers, or the provider's own): spool learns from them. */
   rate?: RateInfo | undefined
+  /** An embedding batch line's answer (`BatchClient.embedLine`): its input's vector; `text` is then empty. */
+  vector?: Float32Array | undefined
 }
 
 /** What an embedding request asks beyond its inputs. */
@@ -149,6 +151,11 @@ export interface ProviderContext {
   timeoutMs: number
   /** Tells the person running spool something worth knowing, once: an info line on stderr and in the log. */
   info?: ((message: string) => void) | undefined
+  /**
+   * What the job sends (`[request] kind`): "chat" (`call`, `BatchClient.line`) or "embedding" (`embed`,
+   * `BatchClient.embedLine`). A batch client is made for one of them: a provider batch holds one endpoint.
+   */
+  kind?: "chat" | "embedding" | undefined
 }
 
 export interface ProviderClient {
@@ -260,6 +267,12 @@ export interface BatchClient {
   limits: BatchLimits
   /** One line of the request file (JSON, no newline): OpenAI `{custom_id, method, url, body}`, Anthropic `{custom_id, params}`. */
   line(customId: string, request: Request): string
+  /**
+   * One embedding line (OpenAI `{custom_id, method, url: "/v1/embeddings", body}`): one input, so that a custom_id
+   * still names one item. Its result line is read by `parse` into a `Reply` with `vector` set. A client without it
+   * runs no embedding job in batch mode; one made for `kind = "embedding"` creates batches of these lines only.
+   */
+  embedLine?(customId: string, input: string, options: EmbedOptions): string
   /** Creates the batch from a request file of `line`s. OpenAI uploads it (purpose batch) and tags the batch's metadata. */
   create(file: string, tag: BatchTag, signal: AbortSignal): Promise<RemoteBatch>
   retrieve(id: string, signal: AbortSignal): Promise<RemoteBatch>

@@ -60,12 +60,26 @@ describe("an embedding job", () => {
     ])
   })
 
-  test("batch mode is refused for embeddings, for now, naming the key", async () => {
+  test("batch mode takes embeddings; an openai endpoint for chat is refused by name, embeddings' own taken", async () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("job.toml"), `${HEAD}[request]\nkind = "embedding"\ninput = "{{text}}"\n`)
-    expect(problems(() => jobs.load("job.toml", { mode: "batch" }, tmp.path))).toEqual([
-      'provider.mode: "batch" does not run embedding jobs yet; use "realtime" (many inputs go in one request)',
-    ])
+    expect(jobs.load("job.toml", { mode: "batch" }, tmp.path).job.provider.mode).toBe("batch")
+    for (const endpoint of ["chat", "responses"]) {
+      writeFileSync(
+        tmp.join("job.toml"),
+        `${HEAD}[provider.options]\nendpoint = "${endpoint}"\n[request]\nkind = "embedding"\ninput = "{{text}}"\n`,
+      )
+      expect(problems(() => jobs.load("job.toml", { mode: "batch" }, tmp.path))).toEqual([
+        `provider.options.endpoint: "${endpoint}" is not for embedding jobs, which send /v1/embeddings; remove it (or set "embeddings")`,
+      ])
+    }
+    for (const endpoint of ["embeddings", "/v1/embeddings"]) {
+      writeFileSync(
+        tmp.join("job.toml"),
+        `${HEAD}[provider.options]\nendpoint = "${endpoint}"\n[request]\nkind = "embedding"\ninput = "{{text}}"\n`,
+      )
+      expect(jobs.load("job.toml", { mode: "batch" }, tmp.path).job.provider.options).toEqual({ endpoint })
+    }
   })
 
   test("a chat job needs its prompt and refuses input, dimensions and a bad kind", async () => {

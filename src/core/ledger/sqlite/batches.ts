@@ -2,6 +2,7 @@
 import type { Database } from "bun:sqlite"
 import { StoreError, type ErrorClass } from "../../../plugins/api/errors.ts"
 import * as states from "../states.ts"
+import { vectorBytes } from "../vector.ts"
 import type { State } from "../states.ts"
 import {
   PROGRESS_BUCKET_MS,
@@ -237,6 +238,8 @@ export class Batches {
               batch,
             )
             if (!done) continue
+            // an embedding's vector as float32 bytes (`output` stays null), in the line's own transaction
+            if (o.vector) this.q.vectorOf.run(vectorBytes(o.vector), o.item)
             this.cache.put(done.cache_key, o)
             run = done.run_id
             moved.submitted = (moved.submitted ?? 0) - 1
@@ -425,6 +428,7 @@ function prepare(db: Database) {
     downloadedBatch: q<void, [string | null, string | null, number]>(
       "UPDATE batches SET state = 'applying', output = ?, errors = ? WHERE id = ? AND state IN ('downloading', 'applying')",
     ),
+    vectorOf: q<void, [Uint8Array, number]>("UPDATE items SET vector = ? WHERE id = ?"),
     batchStarted: q<{ at: number }, [number]>(
       "SELECT coalesce(submitted_at, created_at) AS at FROM batches WHERE id = ?",
     ),

@@ -1,8 +1,8 @@
 /**
  * The OpenAI Batch API, through the official SDK: the request file is uploaded (purpose "batch") and a batch is made
  * of it, tagged in its metadata; result files are streamed to disk as the API serves them. Lines are written and
- * read with the realtime provider's own body builders and readers (wire.ts), so a batch item is asked and read
- * exactly as a direct call would be.
+ * read with the realtime provider's own body builders and readers (wire.ts, embed.ts), so a batch item is asked and
+ * read exactly as a direct call would be.
  */
 import OpenAI, {
   APIConnectionError,
@@ -18,6 +18,7 @@ import type {
   BatchExpect,
   BatchLine,
   Downloaded,
+  EmbedOptions,
   ProviderContext,
   RemoteBatch,
   Reply,
@@ -28,6 +29,7 @@ import { ProviderError, StoreError } from "../../api/errors.ts"
 import { unanswered, type SdkErrors } from "../../api/http.ts"
 import type { FirstAnswers } from "../../api/baseurl.ts"
 import { baseOf, body, classify, replyOf, responsesBody, responsesReplyOf, type ErrorDetail } from "./wire.ts"
+import { embedBody, embedLineReplyOf } from "./embed.ts"
 
 /** 50,000 requests and 200 MB of request file per batch, as the Batch API guide states. */
 export const OPENAI_BATCH_LIMITS = { maxRequests: 50_000, maxBytes: 200_000_000 } as const
@@ -176,19 +178,33 @@ type OutputLine = {
 /** Line errors that mean the request never ran: its item goes back to pending, unpaid. */
 const NOT_RUN = new Set(["batch_expired", "batch_cancelled"])
 
+/** What a batch runs: chat completions, responses or embeddings (one endpoint per batch: the create's `endpoint`). */
+export type BatchEndpoint = "chat" | "responses" | "embeddings"
+
+const URLS = {
+  chat: "/v1/chat/completions",
+  responses: "/v1/responses",
+  embeddings: "/v1/embeddings",
+} as const satisfies Record<BatchEndpoint, string>
+
 /**
  * The Batch API of the openai provider. The SDK client is made on first use (the Batch API needs a key; a run that
  * never uses it never makes one). `first` is the client's first-answer check, shared with its realtime calls.
  */
 export function openaiBatch(
   context: ProviderContext,
-  endpoint: "chat" | "responses",
+  endpoint: BatchEndpoint,
   first?: FirstAnswers,
 ): BatchClient {
   const responses = endpoint === "responses"
-  const url = responses ? "/v1/responses" : "/v1/chat/completions"
+  const embeddings = endpoint === "embeddings"
+  const url = URLS[endpoint]
   const build = responses ? responsesBody : body
-  const read: (status: number, body: unknown) => Reply = responses ? responsesReplyOf : replyOf
+  const read: (status: number, body: unknown) => Reply = embeddings
+    ? embedLineReplyOf
+    : responses
+      ? responsesReplyOf
+      : replyOf
   const model = context.model
   // The SDK rejects a timeout that is not a whole number of milliseconds.
   const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
@@ -249,8 +265,18 @@ export function openaiBatch(
     limits: OPENAI_BATCH_LIMITS,
 
     line(customId: string, request: Request): string {
+      // a batch holds one endpoint: a client made for embeddings writes embedding lines only
+      if (embeddings) throw new Error("this batch client was made for embeddings: use embedLine")
       return `{"custom_id":${JSON.stringify(customId)}${head}${JSON.stringify(build(model, request))}}`
     },
+
+    ...(embeddings && {
+      embedLine(customId: string, input: string, options: EmbedOptions): string {
+        // one input a line, base64 as realtime asks: a custom_id names one item, and its answer is a third the size
+        const payload = embedBody(model, [input], options, "base64")
+        return `{"custom_id":${JSON.stringify(customId)}${head}${JSON.stringify(payload)}}`
+      },
+    }),
 
     async create(file, tag, signal) {
       return attempt(signal, async (client) => {

@@ -3,7 +3,7 @@
  * official OpenAPI spec), shared by the openai and openai-compatible providers and by the Batch API's embedding lines.
  * Many inputs go in one request; each answer's `data[].index` maps it back to its input.
  */
-import type { Embedded, EmbedOptions } from "../../api/define.ts"
+import type { Embedded, EmbedOptions, Reply } from "../../api/define.ts"
 import { ProviderError } from "../../api/errors.ts"
 
 /**
@@ -76,4 +76,13 @@ export function embedReplyOf(status: number, body: unknown, count: number, optio
   const input = prompt ?? total
   if (input === undefined) throw bad(status, "has no usage (prompt_tokens)")
   return { vectors: vectors as Float32Array[], usage: { input_tokens: input, output_tokens: 0 } }
+}
+
+/**
+ * An embedding batch line's answer (the Batch API's `response.body`, a CreateEmbeddingResponse to one input): its
+ * vector and usage as a `Reply`, `text` empty.
+ */
+export function embedLineReplyOf(status: number, body: unknown): Reply {
+  const got = embedReplyOf(status, body, 1, {})
+  return { text: "", usage: got.usage, vector: got.vectors[0]! }
 }
