@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { asyncBufferFromFile, parquetReadObjects } from "hyparquet"
 import { fakeVector, startFake, type Fake } from "../lib/fake-openai.ts"
+import { pgSchema, SKIP_PG } from "../lib/pg.ts"
 import { spool, start } from "../lib/spool.ts"
 import { tmpdir } from "../lib/tmp.ts"
 
@@ -290,4 +291,34 @@ describe("embedding jobs in batch mode through dist/spool (OpenAI Batch API, /v1
       'provider.options.endpoint: "chat" is not for embedding jobs, which send /v1/embeddings; remove it (or set "embeddings")',
     )
   }, 30_000)
+})
+
+describe.skipIf(SKIP_PG)("embedding jobs in batch mode on a PostgreSQL store", () => {
+  test('vectors written as their bytes by the batch lines, a SIGKILL at "apply" included; every input paid once', async () => {
+    await using tmp = await tmpdir()
+    await using pg = await pgSchema()
+    await using fake = await startFake({ apiKey: KEY, batch: { processingMs: 50 } })
+    const N = 200
+    writeFileSync(tmp.join("in.jsonl"), input(N))
+    writeFileSync(tmp.join("job.toml"), job(fake.url, "", 120))
+    const args = ["run", "job.toml", "--store", pg.url, "--home", tmp.join("home")]
+    const killed = start(args, { cwd: tmp.path, env: { ...env, SPOOL_CRASH_AT: "apply" } })
+    await killed.exited
+    expect(killed.signalCode).toBe("SIGKILL")
+    const last = await spool(args, { cwd: tmp.path, env })
+    expect(last.stderr).toContain(`run "vecs": ${N} completed, 0 failed of ${N}`)
+    expect(last.code).toBe(0)
+    const out = await spool(["results", "--store", pg.url], { cwd: tmp.path, env })
+    expect(out.code).toBe(0)
+    const lines = out.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { id: string; state: string; vector: number[] })
+    expect(lines.map((l) => [l.id, l.state, l.vector])).toEqual(
+      Array.from({ length: N }, (_, i) => [`id-${i + 1}`, "completed", expected(i + 1)]),
+    )
+    for (let i = 1; i <= N; i++) expect(fake.paid.get(text(i))).toBe(1)
+    expect(fake.batch.paidLines).toBe(N)
+    expect(fake.invalid).toEqual([])
+  }, 60_000)
 })

@@ -674,7 +674,7 @@ const ENDPOINTS: Record<string, Api> = {
  * An embedding line's answer checked against CreateEmbeddingResponse. The spec types `embedding` as a list of floats
  * only, though the API answers `encoding_format: "base64"` with base64 text: such a vector is checked decoded.
  */
-function embeddingAnswerErrors(answer: Record<string, unknown>): string[] {
+export function embeddingAnswerErrors(answer: Record<string, unknown>): string[] {
   const data = Array.isArray(answer.data) ? (answer.data as Record<string, unknown>[]) : []
   const decoded = data.map((d) =>
     typeof d?.embedding === "string"
