@@ -210,6 +210,65 @@ describe("embedding jobs in batch mode through dist/spool (OpenAI Batch API, /v1
     expect(fake.requests).toBe(1)
   }, 60_000)
 
+  test("a line whose vector has the wrong length is a bad response: sent again in a later batch, both answers paid and counted", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY })
+    const short = Buffer.from(new Float32Array([1, 2, 3, 4]).buffer).toString("base64")
+    fake.batch.script = [
+      {
+        reshape: (customId, answer) => {
+          if (!customId.endsWith("_5")) return answer
+          const [first] = answer.data as Record<string, unknown>[]
+          return { ...answer, data: [{ ...first, embedding: short }] }
+        },
+      },
+    ]
+    const N = 10
+    writeFileSync(tmp.join("in.jsonl"), input(N))
+    writeFileSync(tmp.join("job.toml"), job(fake.url))
+    const home = tmp.join("home")
+    const run = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    expect(run.stderr).toContain(`run "vecs": ${N} completed, 0 failed of ${N}`)
+    expect(run.code).toBe(0)
+    expect(fake.batch.batches.map((b) => b.lines.map((l) => l.input))).toEqual([
+      Array.from({ length: N }, (_, i) => text(i + 1)),
+      [text(5)],
+    ])
+    const all = rows(home)
+    for (const [at, row] of all.entries()) expect(floats(row.vector!)).toEqual(expected(at + 1))
+    expect(fake.paid.get(text(5))).toBe(2)
+    const db = new Database(join(home, "spool.db"), { readonly: true })
+    const tries = db
+      .query<
+        {
+          n: number
+          outcome: string
+          error_class: string | null
+          error: string | null
+          input_tokens: number
+        },
+        []
+      >(
+        "SELECT a.n, a.outcome, a.error_class, a.error, a.input_tokens FROM attempts a JOIN items i ON i.id = a.item_id WHERE i.key = 'id-5' ORDER BY a.n",
+      )
+      .all()
+    const item = db.query<{ t: number }, []>("SELECT input_tokens AS t FROM items WHERE key = 'id-5'").get()!
+      .t
+    db.close()
+    expect(tries).toEqual([
+      {
+        n: 1,
+        outcome: "retry",
+        error_class: "bad_response",
+        error: "the embedding line's answer does not fit: vector 0 has 4 dimensions, where dimensions is 8",
+        input_tokens: tokens(text(5)),
+      },
+      { n: 2, outcome: "ok", error_class: null, error: null, input_tokens: tokens(text(5)) },
+    ])
+    expect(item).toBe(2 * tokens(text(5)))
+    expect(fake.invalid).toEqual([])
+  }, 60_000)
+
   test("an input over the model's 8,192-token limit fails alone with a clear error and is never sent", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({ apiKey: KEY })

@@ -32,6 +32,11 @@ export interface BatchFault {
   end?: { outcome: Outcome; after: number }
   /** Errors the line (it is then not paid); undefined runs it. `input` is the text that keys `paid`. */
   lineError?: (customId: string, input: string, body: Record<string, unknown>) => LineError | undefined
+  /**
+   * OpenAI: changes the answer body a succeeded line is served with (say, an embedding of the wrong length); the line
+   * is still paid. The body returned is served as it is.
+   */
+  reshape?: (customId: string, answer: Record<string, unknown>) => Record<string, unknown>
   /** Results in a deterministic order that is not the request order (default true). */
   shuffle?: boolean
   /** The first GET of the batch after its create answers 404; later GETs work. */

@@ -1066,7 +1066,8 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
       const start = `${idHead}${tail}","custom_id":${JSON.stringify(line.customId)},"response":`
       if (kind === "output") {
         if (result.type !== "succeeded") return undefined
-        const answer = b.data.api.answer(line.body, result.content, base + index, created)
+        const made = b.data.api.answer(line.body, result.content, base + index, created)
+        const answer = b.fault.reshape ? b.fault.reshape(line.customId, made) : made
         if (b.data.api === EMBEDDINGS && options.validate !== false) {
           const wrong = embeddingAnswerErrors(answer)
           if (wrong.length)

@@ -287,18 +287,12 @@ function embedded(item: number, attempt: number, reply: Reply, job: Job): LineOu
   const usage = { inputTokens: reply.usage.input_tokens, outputTokens: 0, cachedTokens: 0 }
   const endedAt = Date.now()
   try {
-    if (!reply.vector) throw new Error("has no vector")
+    if (!reply.vector) throw new Error("it has no vector")
     embed.check([reply.vector], 1, job.request.dimensions)
     return { item, to: "completed", label: "ok", status: 200, ...usage, vector: reply.vector, endedAt }
   } catch (err) {
-    const wrong = new ProviderError(
-      "bad_response",
-      `the embedding line's answer: ${(err as Error).message}`,
-      {
-        retryable: true,
-        status: 200,
-      },
-    )
+    const why = `the embedding line's answer does not fit: ${(err as Error).message}`
+    const wrong = new ProviderError("bad_response", why, { retryable: true, status: 200 })
     const { verdict, ...fields } = decide.error(wrong, attempt, job.limits.max_attempts)
     return {
       item,
