@@ -62,7 +62,7 @@ async function fill(): Promise<number> {
   const keyOf = keyer(job, identity(job))
   const db = new Database(join(dir, "spool.db"))
   const insert = db.prepare(
-    `INSERT OR REPLACE INTO cache (id, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens,
+    `INSERT OR REPLACE INTO cache (slot, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens,
      cost_usd, bytes, created_at) VALUES (?, ?, 'mock', 'mock', ?, 40, 12, 0, 0.00002, 20, ?)`,
   )
   let n = 0
@@ -197,12 +197,16 @@ alternated three times, the median run of each shown (RSS: the median of the thr
 The 100%-hit run goes at **${ratio.toFixed(2)}×** the ingest rate (each round: ${pairs.map((x) => `${x.toFixed(2)}×`).join(", ")}); the goal
 was ≥ 0.5×: **${ratio >= 0.5 ? "met" : "missed"}**. Every one of its ${fmt(Number(run.hits))} items was served from the cache, none called.
 
-What a hit costs beyond ingest (a one-off profile of the ingest path at 1,000,000 rows made while building it, not re-measured by this script):
-its key (render the prompt, one SHA-256: ~1 µs); a look-up of a random entry among a million (~6.5 µs: the page is
-seldom in SQLite's page cache; a memory map of the store halves it, at twice the peak RSS, and was left out); and
-its writes, about twice ingest's (~8 µs against ~4: the item carries the answer and what it cost, and the \`cached\`
-attempt the issue asks for is a row with two indexes of its own, ~2 µs). Looking up in a second thread while the first
-stores was tried: 15.5 s against 17 s for the ingest path alone, not worth a worker in the binary.
+What a hit costs beyond ingest (profiled at 1,000,000 rows while building it, with \`bun --cpu-prof\`; not re-measured
+by this script): its key (render the prompt, one SHA-256: ~1.2 µs); its look-up (~1.4 µs, was ~6.5; the store filled in the
+rows' order, as a paid run of the same file writes it): the
+cache is kept in the order its answers were written, and a run reads on along the table where the last look-up's
+entries were, searching the slot index (16 MB a million entries, held by the 16 MB page cache) only for the keys not
+found there (a run of the rows in another order: ~4 µs a look-up); and its writes, about twice ingest's (~7.8 µs against ~3.8 for the rows' transaction): the item carries
+its key, its answer and what it first cost, and the \`cached\` attempt the issue asks for is a row with two indexes of
+its own (~2 µs). Time goes with the bytes written (WAL and checkpoint): a hit run writes about twice ingest's. Tried
+and dropped: a memory map of the store (no gain once the look-ups are neighbours), one statement of \`IN\` for a chunk's
+keys alone (~4 µs a key: a random page each), a second thread looking up while the first stores (15.5 s against 17).
 `
   const docPath = join(root, "docs", "BENCHMARKS.md")
   await Bun.write(docPath, splice(await Bun.file(docPath).text(), HEADING, md))

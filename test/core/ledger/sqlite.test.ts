@@ -7,6 +7,7 @@ import { StoreError } from "../../../src/plugins/api/errors.ts"
 import type { Ledger } from "../../../src/core/ledger/ledger.ts"
 import { DB_FILE } from "../../../src/core/ledger/sqlite/faults.ts"
 import { MIGRATIONS } from "../../../src/core/ledger/sqlite/schema.ts"
+import { neighbours, slot } from "../../../src/core/ledger/sqlite/cache.ts"
 import * as sqlite from "../../../src/core/ledger/sqlite/sqlite.ts"
 import { itemsOf, ok, tallied, testLedger } from "../../lib/ledger-contract.ts"
 import { JOB, seed } from "../../lib/ledger.ts"
@@ -114,10 +115,11 @@ describe("the SQLite store", () => {
     expect(db.path).toBe(join(home, DB_FILE))
     expect(pragma<string>(db.db, "journal_mode")).toBe("wal")
     expect(pragma<number>(db.db, "synchronous")).toBe(2)
+    expect(pragma<number>(db.db, "cache_size")).toBe(-16_384)
     expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
     expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
     expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
-    expect(MIGRATIONS.length).toBe(10)
+    expect(MIGRATIONS.length).toBe(11)
     await db.close()
     // opening again migrates nothing and keeps the data
     const again = sqlite.open(home)
@@ -323,6 +325,75 @@ describe("the SQLite store", () => {
     expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
     expect(await again.workers.take(run.id, "rpm", 60, 100, 1_000)).toEqual({ granted: 60, waitMs: 40_000 })
     await again.close()
+  })
+
+  test("a store of schema 10 is migrated on open: its cache entries are kept, in the order they were written, each found by its key", async () => {
+    await using tmp = await tmpdir()
+    const raw = new Database(tmp.join(DB_FILE), { create: true })
+    for (const m of MIGRATIONS.slice(0, 10)) raw.run(m)
+    raw.run("PRAGMA user_version = 10")
+    // migration 7's table: an entry's rowid is its slot, written in another order than the table's
+    for (const [key, at] of [
+      ["k-b", 20],
+      ["k-a", 10],
+      ["k-c", 30],
+    ] as const)
+      raw.run(
+        `INSERT INTO cache (id, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens, cost_usd,
+         bytes, created_at) VALUES (?, ?, 'mock', 'm', ?, 3, 2, 0, 0.5, 4, ?)`,
+        [slot(key), key, `out ${key}`, at],
+      )
+    raw.close()
+    const l = sqlite.open(tmp.path)
+    expect(pragma<number>(l.db, "user_version")).toBe(MIGRATIONS.length)
+    expect(l.db.query("SELECT id, slot, key FROM cache ORDER BY id").all()).toEqual(
+      ["k-a", "k-b", "k-c"].map((key, i) => ({ id: i + 1, slot: slot(key), key })),
+    )
+    const got = await l.cache.get(["k-c", "k-a", "k-x"], 0)
+    expect(got.map((e) => [e.key, e.output, e.created_at]).sort()).toEqual([
+      ["k-a", "out k-a", 10],
+      ["k-c", "out k-c", 30],
+    ])
+    expect(await l.cache.get(["k-a", "k-b", "k-c"], 15)).toHaveLength(2)
+    expect((await l.cache.stats()).entries).toBe(3)
+    expect(await l.cache.prune(15)).toEqual({ entries: 1, bytes: 4 })
+    await l.close()
+  })
+
+  test("a look-up finds the same entries whichever order they are asked in: the order they were written, backwards, shuffled", async () => {
+    await using tmp = await tmpdir()
+    const l = sqlite.open(tmp.path)
+    const keys = Array.from({ length: 1_000 }, (_, i) => `key-${i}`)
+    const insert = l.db.prepare(
+      `INSERT INTO cache (slot, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens,
+       cost_usd, bytes, created_at) VALUES (?, ?, 'mock', 'm', ?, 1, 1, 0, NULL, 1, ?)`,
+    )
+    // every tenth key has no entry; entries 500 on were written later (a ttl reaches only those)
+    for (const [i, key] of keys.entries())
+      if (i % 10 !== 3) insert.run(slot(key), key, `out ${i}`, i < 500 ? 1 : 2)
+    let seed = 7
+    const shuffled = [...keys].sort(() => ((seed = (seed * 48271) % 2147483647) % 3) - 1)
+    for (const order of [keys, [...keys].reverse(), shuffled, keys])
+      for (const since of [0, 2]) {
+        const found: string[] = []
+        for (let i = 0; i < order.length; i += 64) {
+          const part = order.slice(i, i + 64)
+          const got = await l.cache.get(part, since)
+          for (const e of got) expect(e.output).toBe(`out ${e.key.slice(4)}`)
+          found.push(...got.map((e) => e.key))
+        }
+        const want = keys.filter((_, i) => i % 10 !== 3 && (since === 0 || i >= 500))
+        expect(found.sort()).toEqual([...want].sort())
+      }
+    await l.close()
+  })
+
+  test("neighbours: a look-up reads on along the table after entries found where guessed, or close together", () => {
+    expect(neighbours([], 0, 10)).toBeUndefined()
+    expect(neighbours([5, 6, 7, 9], 0, 4)).toBe(10)
+    expect(neighbours([5, 900, 40], 0, 3)).toBeUndefined()
+    expect(neighbours([5, 900, 40], 2, 3)).toBe(901)
+    expect(neighbours([5, 900, 40], 1, 3)).toBeUndefined()
   })
 
   for (const v of [0, 1, 2, 3]) {

@@ -1,5 +1,5 @@
 /**
- * The response cache (README, "Cache"; migration 7): accepted answers by the key of their request, and the run's
+ * The response cache (README, "Cache"; migrations 7 and 11): accepted answers by the key of their request, and the run's
  * items it serves. A hit is one transaction with the item it completes; an answer is written in the transaction that
  * completes its item (`put`, called by claims.ts and batches.ts).
  */
@@ -12,6 +12,8 @@ import type { Tallies } from "./tallies.ts"
 
 export class Cache {
   private readonly q: ReturnType<typeof prepare>
+  /** Where the next look-up's entries are guessed to start (`get`): after the last ones, when they were neighbours. */
+  private next: number | undefined
 
   constructor(
     private readonly db: Database,
@@ -29,16 +31,32 @@ export class Cache {
     return (o.all ? this.q.pendingAll : this.q.pendingUnlooked).all(run, o.after, o.limit)
   }
 
-  /** The entries of `keys` written at or after `since`, read in one transaction (one read lock, not one a key). */
+  /**
+   * The entries of `keys` written at or after `since`. Entries are kept in the order they were written (migration
+   * 11), and a run asks for its rows' answers in about the order an earlier run of them wrote them: when the last
+   * look-up's entries were neighbours, the entries after them are read first, in one pass along the table, and only
+   * the keys not among them are searched by their slots (a random page of the index each). A run in another order
+   * costs one short wasted read, and stops the guessing until its entries are neighbours again.
+   */
   get(keys: string[], since: number): CacheEntry[] {
-    return this.db.transaction(() => {
-      const out: CacheEntry[] = []
-      for (const key of new Set(keys)) {
-        const entry = this.q.entry.get(slot(key), key, since)
-        if (entry) out.push(entry)
-      }
-      return out
-    })()
+    const wanted = new Set(keys)
+    const out: CacheEntry[] = []
+    const ids: number[] = []
+    const take = (entry: CacheEntry & { id: number }): void => {
+      if (!wanted.delete(entry.key)) return
+      const { id, ...rest } = entry
+      out.push(rest)
+      ids.push(id)
+    }
+    if (this.next !== undefined) {
+      const to = this.next + Math.ceil(wanted.size * 1.25) + 16
+      for (const entry of this.q.range.all(this.next, to, since)) take(entry)
+    }
+    const guessed = out.length
+    if (wanted.size > 0)
+      for (const entry of this.q.entries.all(JSON.stringify([...wanted].map(slot)), since)) take(entry)
+    this.next = neighbours(ids, guessed, keys.length)
+    return out
   }
 
   /**
@@ -165,9 +183,29 @@ export interface Answer {
 
 type Gone = { entries: number; bytes: number }
 
-/** The rowid of a key's entry: 52 bits of its hash, a whole number a double holds exactly (see migration 7). */
+/** The slot of a key's entry: 52 bits of its hash, a whole number a double holds exactly (see migration 11). */
 export function slot(key: string): number {
   return Number(Bun.hash.wyhash(key) & 0xfffffffffffffn)
+}
+
+/** What a look-up reads of an entry, and its place in the table. */
+const ENTRY = `id, key, output, provider, model, input_tokens, output_tokens, cached_input_tokens, cost_usd, created_at`
+
+/**
+ * After a look-up that found the entries `ids` (the first `guessed` of them read along the table) for `asked` keys:
+ * the id to read on from, when most of them were found where guessed, or when they lie close together (within
+ * twice their number); otherwise undefined, and the next look-up searches by slot alone.
+ */
+export function neighbours(ids: number[], guessed: number, asked: number): number | undefined {
+  if (ids.length === 0) return undefined
+  let lo = Number.POSITIVE_INFINITY
+  let hi = 0
+  for (const id of ids) {
+    if (id < lo) lo = id
+    if (id > hi) hi = id
+  }
+  const close = hi - lo + 1 <= 2 * ids.length
+  return guessed * 2 >= asked || close ? hi + 1 : undefined
 }
 
 function prepare(db: Database) {
@@ -182,9 +220,11 @@ function prepare(db: Database) {
       `SELECT id, data, cache_key AS key FROM items
        WHERE run_id = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT ?`,
     ),
-    entry: q<CacheEntry, [number, string, number]>(
-      `SELECT key, output, provider, model, input_tokens, output_tokens, cached_input_tokens, cost_usd, created_at
-       FROM cache WHERE id = ? AND key = ? AND created_at >= ?`,
+    entries: q<CacheEntry & { id: number }, [string, number]>(
+      `SELECT ${ENTRY} FROM cache WHERE slot IN (SELECT value FROM json_each(?1)) AND created_at >= ?2`,
+    ),
+    range: q<CacheEntry & { id: number }, [number, number, number]>(
+      `SELECT ${ENTRY} FROM cache WHERE id BETWEEN ?1 AND ?2 AND created_at >= ?3`,
     ),
     hit: q<{ id: number }, [string, string, string, number, number, number]>(
       `UPDATE items SET state = 'completed', output = ?1, cached_usage = ?2, cache_key = ?3, error = NULL,
@@ -212,9 +252,9 @@ function prepare(db: Database) {
       void,
       [number, string, string, string, string, number, number, number, number | null, number, number]
     >(
-      `INSERT INTO cache (id, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens, cost_usd,
-       bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET key = excluded.key, provider = excluded.provider, model = excluded.model,
+      `INSERT INTO cache (slot, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens,
+       cost_usd, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (slot) DO UPDATE SET key = excluded.key, provider = excluded.provider, model = excluded.model,
        output = excluded.output,
        input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
        cached_input_tokens = excluded.cached_input_tokens, cost_usd = excluded.cost_usd, bytes = excluded.bytes,

@@ -358,4 +358,35 @@ export const MIGRATIONS = [
   );
   CREATE INDEX reviews_item ON reviews (item_id, id);
   `,
+  // the response cache kept in the order its answers were written, found through a narrow index of their slots (52
+  // bits of a hash of the key, cache.ts `slot`). A run asks for its rows' answers in about the order an earlier run
+  // of those rows wrote them (its file's), so the entries it reads are neighbours on a few pages, where migration 7's
+  // table, ordered by slot, made every look-up a random page; the index (~16 bytes an entry) is what stays random,
+  // and it is small enough to stay in the page cache. One entry a slot, as before: a key whose slot another key holds
+  // replaces it (one in ~10^8 pairs at a million entries: a re-paid answer, never a wrong one).
+  `
+  CREATE TABLE cache_next (
+    id INTEGER PRIMARY KEY,
+    slot INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    output TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cost_usd REAL,
+    bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    vector BLOB
+  );
+  INSERT INTO cache_next (slot, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens, cost_usd,
+    bytes, created_at, vector)
+    SELECT id, key, provider, model, output, input_tokens, output_tokens, cached_input_tokens, cost_usd, bytes,
+    created_at, vector FROM cache ORDER BY created_at, id;
+  DROP TABLE cache;
+  ALTER TABLE cache_next RENAME TO cache;
+  CREATE UNIQUE INDEX cache_slot ON cache (slot);
+  CREATE INDEX cache_created ON cache (created_at);
+  `,
 ]
