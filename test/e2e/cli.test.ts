@@ -562,6 +562,60 @@ describe("dist/spool", () => {
   })
 })
 
+describe("a job with [[step]] tables, through dist/spool", () => {
+  const job = (url: string, when: string) => `name = "triage"
+[source]
+path = "in.jsonl"
+[provider]
+name = "openai-compatible"
+model = "m"
+base_url = "${url}"
+[request]
+prompt = "Classify: {{text}}"
+[[step]]
+name = "classify"
+output.schema = { type = "object", properties = { label = { type = "string" } } }
+[[step]]
+name = "summary"
+needs = ["classify"]
+when = "${when}"
+request = { prompt = "Summarise the {{classify.label}}: {{text}}" }
+`
+
+  test("a when that does not parse, or reads a field classify has not, fails before any call: exit 2, the step and column named, no store", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({})
+    writeFileSync(tmp.join("in.jsonl"), '{"text":"it crashes"}\n')
+    const cases: [string, string][] = [
+      ["classify.label = 'bug'", `  × step.summary.when: "=" is written "==" here at column 16`],
+      [
+        "classify.labels == 'bug'",
+        `  × step.summary.when: column 1: classify has no field "labels" (its schema has: label)`,
+      ],
+    ]
+    for (const [when, line] of cases) {
+      writeFileSync(tmp.join("job.toml"), job(fake.url, when))
+      const out = await spool(["run", "job.toml"], { cwd: tmp.path, env: { OPENAI_API_KEY: "sk-x" } })
+      expect(out.code).toBe(2)
+      expect(out.stderr.split("\n")).toContain(line)
+    }
+    expect(fake.requests).toBe(0)
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
+  })
+
+  test("a valid pipeline is refused as not run by this version yet, saying what to do instead; nothing is called", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({})
+    writeFileSync(tmp.join("in.jsonl"), '{"text":"it crashes"}\n')
+    writeFileSync(tmp.join("job.toml"), job(fake.url, "classify.label == 'bug'"))
+    const out = await spool(["run", "job.toml"], { cwd: tmp.path, env: { OPENAI_API_KEY: "sk-x" } })
+    expect(out.code).toBe(2)
+    expect(out.stderr).toContain("[[step]] tables (pipelines) are not run by this version yet")
+    expect(out.stderr).toContain("Run each step as a job of its own for now (docs/PIPELINES.md).")
+    expect(fake.requests).toBe(0)
+  })
+})
+
 describe("the install story", () => {
   const ROOT = join(import.meta.dir, "../..")
   const INSTALL = "mkdir -p ~/.local/bin && install -m 755 dist/spool ~/.local/bin/spool"

@@ -4,11 +4,14 @@ import { existsSync, readFileSync } from "node:fs"
 import { basename, dirname, extname, resolve } from "node:path"
 import { JobError } from "../../plugins/api/errors.ts"
 import * as flags from "./flags.ts"
+import { stepsOf } from "./steps.ts"
+import { BUILTIN_PROVIDERS, BUILTIN_SOURCES, SOURCE_OPTIONS } from "./builtins.ts"
 import { readToml } from "./toml.ts"
 import { distance } from "./pricing.ts"
 import { DURATION, DURATION_TEXT } from "./duration.ts"
 import { KIND_ENTRIES, kindProblems } from "./kind.ts"
 export { loadDotenv } from "./dotenv.ts"
+export { BUILTIN_PROVIDERS, BUILTIN_SOURCES } from "./builtins.ts"
 
 const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
   v.strictObject(entries, (issue) =>
@@ -323,7 +326,19 @@ export function load(file: string | undefined, given: Flags, cwd = process.cwd()
   if (Array.isArray(raw.plugins))
     raw.plugins = raw.plugins.map((p: unknown) => (typeof p === "string" ? resolve(base, p) : p))
   if (raw.name === undefined) raw.name = defaultName(path, (list[0] as Table | undefined)?.path)
+  const steps = raw.step
+  delete raw.step
+  if (steps === undefined) return validated(raw, path, base)
+  stepsOf(steps, raw, (r) => validated(r, path, base).job, path ?? "the flags")
+  throw new JobError(
+    `${path ?? "the flags"}: [[step]] tables (pipelines) are not run by this version yet`,
+    [],
+    "The steps are valid. Run each step as a job of its own for now (docs/PIPELINES.md).",
+  )
+}
 
+/** Validates a job's raw tables, flags laid over them: the job, or a JobError listing every problem. */
+function validated(raw: Table, path: string | undefined, base: string): Loaded {
   const invalid = (problems: string[]) =>
     new JobError(
       `${path ?? "the flags"}: the job is not valid`,
@@ -354,40 +369,6 @@ export function load(file: string | undefined, given: Flags, cwd = process.cwd()
     store: store?.url,
   }
 }
-
-/**
- * The built-in sources: their formats, file endings and option keys, so that a job's unknown keys are found when
- * it is loaded, before the sources or any plugin are (test/core/job.test.ts holds this list to the registry's).
- */
-export const BUILTIN_SOURCES: { name: string; extensions: string[]; keys: string[] }[] = [
-  { name: "jsonl", extensions: [".jsonl", ".ndjson"], keys: ["chunk_bytes", "max_line_bytes"] },
-  { name: "csv", extensions: [".csv"], keys: ["delimiter", "chunk_bytes", "max_line_bytes"] },
-  { name: "tsv", extensions: [".tsv", ".tab"], keys: ["delimiter", "chunk_bytes", "max_line_bytes"] },
-  { name: "parquet", extensions: [".parquet"], keys: ["columns", "batch_rows"] },
-]
-
-/**
- * The built-in sources' options, as flags give them (`--delimiter`, `--columns`): test/core/job/flags.test.ts holds
- * them to the sources' own schemas.
- */
-const SOURCE_OPTIONS = {
-  delimiter: v.optional(v.string()),
-  chunk_bytes: v.optional(v.number()),
-  max_line_bytes: v.optional(v.number()),
-  columns: v.optional(v.array(v.string())),
-  batch_rows: v.optional(v.number()),
-}
-
-/**
- * The built-in providers: whether they need a model, and their option keys, so that a job's missing model and
- * misspelt options are listed with its other problems (test/core/job/job.test.ts holds this list to the registry's).
- */
-export const BUILTIN_PROVIDERS: { name: string; model: boolean; keys: string[] }[] = [
-  { name: "openai", model: true, keys: ["endpoint"] },
-  { name: "anthropic", model: true, keys: [] },
-  { name: "openai-compatible", model: true, keys: [] },
-  { name: "mock", model: false, keys: ["latency_ms", "reply"] },
-]
 
 /** The strict tables of a job, by key. */
 const TABLES: Record<string, v.ObjectEntries> = {
@@ -447,9 +428,6 @@ function builtinProvider(raw: Table): (typeof BUILTIN_PROVIDERS)[number] | undef
   return BUILTIN_PROVIDERS.find((p) => p.name === name)
 }
 
-// pipelines (issue 18) are being built: a job with steps is told so, not that `step` is misspelt
-const STEPS = "step: [[step]] tables (pipelines) are not run by this version yet; run each step alone"
-
 /**
  * Every key of the raw job that nothing reads, as `path: unknown key`, with the key it most likely meant, in the
  * order the job gives them.
@@ -468,8 +446,7 @@ function unknownKeys(raw: Table): string[] {
   const plugins = Array.isArray(raw.plugins) && raw.plugins.length > 0
   for (const [key, value] of Object.entries(raw)) {
     if (!(key in JobSchema.entries)) {
-      if (key === "step") out.push(`${STEPS} (docs/PIPELINES.md)`)
-      else report({ [key]: value }, new Set(Object.keys(JobSchema.entries)), "")
+      report({ [key]: value }, new Set(Object.keys(JobSchema.entries)), "")
       continue
     }
     const entries = TABLES[key]

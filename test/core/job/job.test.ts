@@ -111,14 +111,6 @@ describe("loading a job", () => {
     ])
   })
 
-  test("[[step]] tables are refused with what to do instead, not as an unknown key", async () => {
-    await using tmp = await tmpdir()
-    writeFileSync(tmp.join("job.toml"), `${GOOD}\n[[step]]\nname = "classify"\n[[step]]\nname = "summary"\n`)
-    expect(problems(() => jobs.load("job.toml", {}, tmp.path))).toEqual([
-      "step: [[step]] tables (pipelines) are not run by this version yet; run each step alone (docs/PIPELINES.md)",
-    ])
-  })
-
   test("every unknown key is reported once, beside the other problems: top level, tables, a source's own keys", async () => {
     await using tmp = await tmpdir()
     writeFileSync(
