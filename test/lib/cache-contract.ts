@@ -608,6 +608,31 @@ export function testCache(place: () => Promise<Place>, tallied: (l: Ledger, run:
       )
       expect(twice).toEqual({ added: 0, duplicates: 1 })
       expect((await l.reads.summary(run.id)).cache.hits).toBe(2)
+      // a row read again beside a new one, both answered: only the new one is stored, counted and given an attempt
+      const mixed = await l.ingest.add(
+        run.id,
+        input,
+        {
+          rows: [batch[1]!, { key: "k5", line: 5, data: { text: "t5" } }],
+          problems: [],
+          checkpoint: { offset: 6 },
+        },
+        true,
+        {
+          owner: "w",
+          keys: ['key-{"text":"t2"}', "k5key"],
+          hits: new Map([
+            [0, entry],
+            [1, entry],
+          ]),
+        },
+      )
+      expect(mixed).toEqual({ added: 1, duplicates: 0 })
+      expect((await l.reads.summary(run.id)).cache).toEqual({ hits: 3, misses: 2, savedUsd: 0.5 })
+      const k5 = (await all(l, run.id)).find((i) => i.key === "k5")!
+      expect([k5.state, k5.output, k5.cache_key]).toEqual(["completed", 'answer to {"text":"t2"}', "k5key"])
+      expect((await l.reads.attempts(k5.id)).map((x) => [x.n, x.outcome])).toEqual([[0, "cached"]])
+      expect((await l.reads.attempts(items[1]!.id)).map((x) => x.outcome)).toEqual(["cached"])
       await tallied(l, run.id)
     })
 

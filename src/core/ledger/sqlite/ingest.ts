@@ -49,16 +49,20 @@ export class Ingest {
       .transaction(() => {
         const { rows } = batch
         const counted: Counted = { pending: 0, completed: 0, duplicates: 0, saved: 0 }
+        // every item this transaction stores has an id above the largest now (rowids are max + 1)
+        const before = asked?.hits.size ? (this.q.lastId.get()?.id ?? 0) : 0
         // in the file's order, so that ledger order is the file's: runs of rows stored pending, runs of hits
         for (let i = 0; i < rows.length;) {
           const hit = asked?.hits.has(i) ?? false
           let end = Math.min(i + INSERT_ROWS, rows.length)
           if (asked) for (let j = i + 1; j < end; j++) if (asked.hits.has(j) !== hit) end = j
           const chunk = rows.slice(i, end)
-          if (hit) this.hits(run, input, chunk, i, asked!, now, counted)
+          if (hit) this.hits(run, input, chunk, i, asked!, before, now, counted)
           else this.pending(run, input, chunk, asked?.keys.slice(i, end), now, counted)
           i = end
         }
+        // the hits' `cached` attempts, in one statement: the items stored completed by this transaction
+        if (counted.completed > 0) this.q.cachedAttempts.run(run, before, asked!.owner, now)
         const added = counted.pending + counted.completed
         const duplicates = counted.duplicates
         if (added > 0) this.tallies.shift(run, { pending: counted.pending, completed: counted.completed })
@@ -112,7 +116,8 @@ export class Ingest {
 
   /**
    * Rows the cache answered, `from` the batch's index of the first: stored completed, each with its answer, its first
-   * cost and its key, and with its `cached` attempt; many per statement, as pending rows are.
+   * cost and its key, many per statement, as pending rows are (`add` writes their `cached` attempts). `before`: the
+   * largest item id before this transaction, so that the items it stores are told from those stored before.
    */
   private hits(
     run: number,
@@ -120,31 +125,33 @@ export class Ingest {
     chunk: SourceRow[],
     from: number,
     asked: Asked,
+    before: number,
     now: number,
     counted: Counted,
   ): void {
     const params: SQLQueryBindings[] = []
-    const cost = new Map<string, number>()
+    let saved = 0
     for (const [j, row] of chunk.entries()) {
       const entry = asked.hits.get(from + j)!
       const usage = JSON.stringify(cachedUsage(entry))
       const data = row.raw ?? JSON.stringify(row.data)
       params.push(row.key, row.line, row.id ?? null, data, asked.keys[from + j]!, entry.output, usage)
-      cost.set(row.key, entry.cost_usd ?? 0)
+      saved += entry.cost_usd ?? 0
     }
     const statement = chunk.length === INSERT_ROWS ? this.q.insertHits : insertHits(this.db, chunk.length)
-    const made = statement.all(run, input.idx, now, ...params)
-    this.cache.attempts(
-      made.map((m) => m.id),
-      run,
-      asked.owner,
-      now,
-    )
-    counted.completed += made.length
-    for (const m of made) counted.saved += cost.get(m.key) ?? 0
-    if (made.length === chunk.length) return
-    const stored = new Set(made.map((m) => m.key))
-    for (const row of chunk) if (!stored.has(row.key)) this.duplicate(run, input, row, counted)
+    const changes = statement.run(run, input.idx, now, ...params).changes
+    counted.completed += changes
+    if (changes === chunk.length) {
+      counted.saved += saved
+      return
+    }
+    // some rows were stored before (a row read again, a duplicate id): only those stored now count
+    for (const [j, row] of chunk.entries()) {
+      const item = this.q.itemRow.get(run, input.idx, row.key)
+      if (item && item.id > before && item.row === row.line)
+        counted.saved += asked.hits.get(from + j)!.cost_usd ?? 0
+      else this.duplicate(run, input, row, counted)
+    }
   }
 
   /** A row not stored: the same row read again (--reingest, or a resumed batch), or a duplicate id, reported. */
@@ -210,15 +217,15 @@ function insertItems(db: Database, n: number, width = PLAIN): Statement<void, SQ
  * INSERT OR IGNORE of `n` items the cache answered: parameters run, input, now, then per row key, row, source_id,
  * data, cache key, output and cached usage; gives the id and key of each item stored.
  */
-function insertHits(db: Database, n: number): Statement<{ id: number; key: string }, SQLQueryBindings[]> {
+function insertHits(db: Database, n: number): Statement<void, SQLQueryBindings[]> {
   const values = Array.from({ length: n }, (_, j) => {
     const at = 4 + 7 * j
     return `(?1, ?2, ?${at}, ?${at + 1}, ?${at + 2}, ?${at + 3}, 'completed', ?3, ?${at + 4}, ?${at + 5}, ?${at + 6})`
   }).join(", ")
-  return db.prepare<{ id: number; key: string }, SQLQueryBindings[]>(
+  return db.prepare<void, SQLQueryBindings[]>(
     `INSERT OR IGNORE INTO items (run_id, input, key, row, source_id, data, state, updated_at, cache_key, output,
-     cached_usage) VALUES ${values} RETURNING id, key`,
-  ) as unknown as Statement<{ id: number; key: string }, SQLQueryBindings[]>
+     cached_usage) VALUES ${values}`,
+  ) as unknown as Statement<void, SQLQueryBindings[]>
 }
 
 function prepare(db: Database) {
@@ -242,8 +249,13 @@ function prepare(db: Database) {
       "UPDATE inputs SET checkpoint = NULL, done = 0, problems = 0, duplicates = 0 WHERE run_id = ?",
     ),
     clearProblems: q<void, [number]>("DELETE FROM problems WHERE run_id = ?"),
-    itemRow: q<{ row: number }, [number, number, string]>(
-      "SELECT row FROM items WHERE run_id = ? AND input = ? AND key = ?",
+    itemRow: q<{ id: number; row: number }, [number, number, string]>(
+      "SELECT id, row FROM items WHERE run_id = ? AND input = ? AND key = ?",
+    ),
+    lastId: q<{ id: number | null }, []>("SELECT max(id) AS id FROM items"),
+    cachedAttempts: q<void, [number, number, string, number]>(
+      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
+       SELECT id, ?1, 0, ?3, ?4, ?4, 'cached', 0 FROM items WHERE id > ?2 AND run_id = ?1 AND state = 'completed'`,
     ),
   }
 }
