@@ -44,9 +44,19 @@ export class Cache {
     const ids: number[] = []
     const take = (entry: CacheEntry & { id: number }): void => {
       if (!wanted.delete(entry.key)) return
-      const { id, ...rest } = entry
-      out.push(rest)
-      ids.push(id)
+      ids.push(entry.id)
+      // field by field: a rest copy (`{ id, ...rest }`) of each entry showed in the profile of a million hits
+      out.push({
+        key: entry.key,
+        output: entry.output,
+        provider: entry.provider,
+        model: entry.model,
+        input_tokens: entry.input_tokens,
+        output_tokens: entry.output_tokens,
+        cached_input_tokens: entry.cached_input_tokens,
+        cost_usd: entry.cost_usd,
+        created_at: entry.created_at,
+      })
     }
     if (this.next !== undefined) {
       const to = this.next + Math.ceil(wanted.size * 1.25) + 16
