@@ -58,6 +58,8 @@ export function stepsOf<J extends Shaped>(
   file: string,
 ): Step<J>[] {
   const problems: string[] = []
+  /** Problems of the top level's own keys, which every step inherits: listed once, first. */
+  const top = new Set<string>()
   if (!Array.isArray(tables) || tables.length === 0 || !tables.every(isTable))
     throw invalid(file, ["step: expected [[step]] tables, one per step"])
   const steps: Step<J>[] = []
@@ -98,7 +100,10 @@ export function stepsOf<J extends Shaped>(
         job = validate(layered(raw, table))
       } catch (err) {
         if (!(err instanceof JobError)) throw err
-        problems.push(...err.problems.map((p) => `${at}.${p}`))
+        for (const p of err.problems) {
+          if (ownProblem(p, table)) problems.push(`${at}.${p}`)
+          else top.add(p)
+        }
       }
       if (job) problems.push(...readsOf(job.request.prompt, at, scope, tables, name))
     }
@@ -113,15 +118,27 @@ export function stepsOf<J extends Shaped>(
     reach.set(step.name, reached)
     shapes.set(step.name, shapeOf(step, shapes))
   }
-  if (problems.length) throw invalid(file, problems)
+  if (problems.length || top.size) throw invalid(file, [...top, ...problems])
   return steps
+}
+
+/**
+ * Whether a problem of a step's job (`path: message`) is the step's own: at a key the step sets, or a required key
+ * missing (the step, or the top level, can give it). Any other is the top level's, which every step inherits.
+ */
+function ownProblem(problem: string, step: Table): boolean {
+  const [path = "", message = ""] = problem.split(/: (.*)/s)
+  if (message.startsWith("missing")) return true
+  const [table, key] = path.split(".") as [string, string | undefined]
+  const own = step[table]
+  return own !== undefined && (key === undefined || !isTable(own) || Object.hasOwn(own, key))
 }
 
 function invalid(file: string, problems: string[]): JobError {
   return new JobError(
     `${file}: the job is not valid`,
     problems,
-    "Fix the steps listed above; nothing was run.",
+    "Fix the keys listed above; nothing was run.",
   )
 }
 
@@ -212,6 +229,8 @@ function readsOf(
 /** What a step's output offers later steps: its schema's fields, plain text, or (a review) what it reviews. */
 function shapeOf<J extends Shaped>(step: Step<J>, shapes: Map<string, WhenFields | "text" | "any">) {
   if (step.kind === "review") return step.needs.length === 1 ? (shapes.get(step.needs[0]!) ?? "any") : "any"
-  const schema = step.job?.output?.schema
+  // a step whose job is not valid is reported as such; what later steps read of it is not held against them too
+  if (!step.job) return "any"
+  const schema = step.job.output?.schema
   return schema ? fieldsOfSchema(schema) : "text"
 }

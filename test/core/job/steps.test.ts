@@ -122,6 +122,27 @@ request = { prompt = "{{check.label}} {{classify.nope}}" }
     ])
   })
 
+  test("a problem of the top level is listed once, not once a step; a step whose job is not valid is not held against the steps after it", async () => {
+    const got = await loadError(`zzz = 1${TOP}
+[[step]]
+name = "classify"
+request = { max_tokens = "x" }
+output.schema = { type = "object", properties = { label = { type = "string" } } }
+[[step]]
+name = "summary"
+needs = ["classify"]
+when = "classify.anything == 'bug'"
+[[step]]
+name = "late"
+request = { prompt = "" }
+`)
+    expect(got.problems).toEqual([
+      "zzz: unknown key (check its spelling)",
+      "step.classify.request.max_tokens: expected a number",
+      "step.late.request.prompt: must not be empty",
+    ])
+  })
+
   test("[step] as one table, or an empty list, is refused", async () => {
     expect((await loadError(`${TOP}[step]\nname = "a"\n`)).problems).toEqual([
       "step: expected [[step]] tables, one per step",
