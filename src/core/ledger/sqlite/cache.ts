@@ -114,6 +114,14 @@ export class Cache {
     if (items.length > 0) this.q.cachedAttempts.run(JSON.stringify(items), run, owner, now)
   }
 
+  /**
+   * The attempts of the hits a transaction stored as new items (ingest), in one statement: every item of the run
+   * stored completed with an id above `before`, the largest id before the transaction; inside it.
+   */
+  attemptsAfter(before: number, run: number, owner: string, now: number): void {
+    this.q.cachedAttemptsAfter.run(run, before, owner, now)
+  }
+
   /** Counts hits, misses and what the hits saved in the run's cache tallies; inside the caller's transaction. */
   count(run: number, hits: number, misses: number, saved: number): void {
     this.q.count.run(run, hits, misses, saved)
@@ -249,6 +257,10 @@ function prepare(db: Database) {
     cachedAttempts: q<void, [string, number, string, number]>(
       `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
        SELECT value, ?2, 0, ?3, ?4, ?4, 'cached', 0 FROM json_each(?1)`,
+    ),
+    cachedAttemptsAfter: q<void, [number, number, string, number]>(
+      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
+       SELECT id, ?1, 0, ?3, ?4, ?4, 'cached', 0 FROM items WHERE id > ?2 AND run_id = ?1 AND state = 'completed'`,
     ),
     miss: q<void, [string, number, number]>(
       "UPDATE items SET cache_key = ? WHERE id = ? AND run_id = ? AND state = 'pending' AND cache_key IS NULL",

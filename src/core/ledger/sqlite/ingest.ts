@@ -62,7 +62,7 @@ export class Ingest {
           i = end
         }
         // the hits' `cached` attempts, in one statement: the items stored completed by this transaction
-        if (counted.completed > 0) this.q.cachedAttempts.run(run, before, asked!.owner, now)
+        if (counted.completed > 0) this.cache.attemptsAfter(before, run, asked!.owner, now)
         const added = counted.pending + counted.completed
         const duplicates = counted.duplicates
         if (added > 0) this.tallies.shift(run, { pending: counted.pending, completed: counted.completed })
@@ -215,7 +215,7 @@ function insertItems(db: Database, n: number, width = PLAIN): Statement<void, SQ
 
 /**
  * INSERT OR IGNORE of `n` items the cache answered: parameters run, input, now, then per row key, row, source_id,
- * data, cache key, output and cached usage; gives the id and key of each item stored.
+ * data, cache key, output and cached usage.
  */
 function insertHits(db: Database, n: number): Statement<void, SQLQueryBindings[]> {
   const values = Array.from({ length: n }, (_, j) => {
@@ -253,9 +253,5 @@ function prepare(db: Database) {
       "SELECT id, row FROM items WHERE run_id = ? AND input = ? AND key = ?",
     ),
     lastId: q<{ id: number | null }, []>("SELECT max(id) AS id FROM items"),
-    cachedAttempts: q<void, [number, number, string, number]>(
-      `INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, latency_ms)
-       SELECT id, ?1, 0, ?3, ?4, ?4, 'cached', 0 FROM items WHERE id > ?2 AND run_id = ?1 AND state = 'completed'`,
-    ),
   }
 }
