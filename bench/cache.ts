@@ -198,16 +198,16 @@ The 100%-hit run goes at **${ratio.toFixed(2)}×** the ingest rate (each round: 
 was ≥ 0.5×: **${ratio >= 0.5 ? "met" : "missed"}**. Every one of its ${fmt(Number(run.hits))} items was served from the cache, none called.
 
 What a hit costs beyond ingest (profiled at 1,000,000 rows while building it, with \`bun --cpu-prof\`; not re-measured
-by this script): its key (render the prompt, one SHA-256: ~1.2 µs); its look-up (~1.4 µs, was ~6.5; the store filled in the
-rows' order, as a paid run of the same file writes it): the
-cache is kept in the order its answers were written, and a run reads on along the table where the last look-up's
-entries were, searching the slot index (16 MB a million entries, held by the 16 MB page cache) only for the keys not
-found there (a run of the rows in another order: ~4 µs a look-up); and its writes, half again ingest's (~6.3 µs
-against ~4.1 for the rows' transaction): the item carries its key, its answer and what it first cost, and the
-\`cached\` attempt the issue asks for is a row with two indexes of its own, written for the whole transaction by one
-statement from the items it stored (~2 µs when it was one statement of 50 ids a chunk). Time goes with the bytes
-written (WAL and checkpoint): a hit run writes about twice ingest's. Ingest's own rate moves by ±10% from one run to
-the next on these machines, and the ratio with it. Tried and dropped: a memory map of the store (no gain once the look-ups are neighbours), one statement of \`IN\` for a chunk's
+by this script): its key (render the prompt, one SHA-256: ~1.2 µs); its look-up (~1.4 µs, was ~6.5; the store filled
+in the rows' order, as a paid run of the same file writes it): the cache is kept in the order its answers were
+written, and a run reads on along the table where the last look-up's entries were, searching the slot index (16 MB a
+million entries, held by the 16 MB page cache) only for the keys not found there (a run of the rows in another order:
+~4 µs a look-up); and its writes, half again ingest's (~6.3 µs against ~4.1 for the rows' transaction): the item
+carries its key, its answer and what it first cost, and the \`cached\` attempt the issue asks for is a row with two
+indexes of its own, written for the whole transaction by one statement from the items it stored (~2 µs when it was one
+statement of 50 ids a chunk). Time goes with the bytes written (WAL and checkpoint): a hit run writes about twice
+ingest's. Ingest's own rate moves by ±10% from one run to the next on these machines, and the ratio with it. Tried and
+dropped: a memory map of the store (no gain once the look-ups are neighbours), one statement of \`IN\` for a chunk's
 keys alone (~4 µs a key: a random page each), a second thread looking up while the first stores (15.5 s against 17).
 `
   const docPath = join(root, "docs", "BENCHMARKS.md")

@@ -1,6 +1,7 @@
 /** A job's `[[step]]` tables: each step checked as a job of its own before anything is opened or called. */
 import { describe, expect, test } from "bun:test"
-import { writeFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
 import { JobError } from "../../../src/plugins/api/errors.ts"
 import * as jobs from "../../../src/core/job/job.ts"
 import { stepsOf } from "../../../src/core/job/steps.ts"
@@ -141,6 +142,14 @@ request = { prompt = "" }
       "step.classify.request.max_tokens: expected a number",
       "step.late.request.prompt: must not be empty",
     ])
+  })
+
+  test("the worked example of docs/PIPELINES.md is a valid pipeline", async () => {
+    const doc = readFileSync(join(import.meta.dir, "../../../docs/PIPELINES.md"), "utf8")
+    const example = /```toml\n(name = "triage"[\s\S]*?)```/.exec(doc)![1]!
+    const got = await loadError(example)
+    expect(got.problems).toEqual([])
+    expect(got.message).toBe("DIR/job.toml: [[step]] tables (pipelines) are not run by this version yet")
   })
 
   test("[step] as one table, or an empty list, is refused", async () => {
