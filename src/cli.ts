@@ -83,7 +83,11 @@ async function runJob(
 ): Promise<ExitCode> {
   const ledger = await lazyLedger()
   // a store URL's password is never printed nor stored: the command to resume finds it where this one did
+  // what resumes the run: without what starts afresh (a --rerun-from given again would run its steps a third time)
   const again = withoutCanary(rawArgs)
+    .filter(
+      (a, i, all) => a !== "--rerun-from" && all[i - 1] !== "--rerun-from" && !a.startsWith("--rerun-from="),
+    )
     .filter((a) => a !== "--new-run" && a !== "--reingest")
     .map((a) =>
       ledger.isUrl(a)
@@ -118,6 +122,7 @@ async function runJob(
       resume,
       follow: o.follow,
       canary: canaryOf(args.canary as string | undefined),
+      rerunFrom: args["rerun-from"] as string | undefined,
     })
   } catch (err) {
     server?.stop()
@@ -155,6 +160,8 @@ async function runJob(
         `Stopped after the canary; nothing more was sent. \`${resume}\` goes on with the other ${canaryStop.rest}` +
           ` item(s); the ${canaryStop.items} done are kept and not sent again.\n`,
       )
+    } else if (session.summary) {
+      for (const line of session.summary()) process.stderr.write(`${line}\n`)
     } else {
       const t = session.ticker
       const where = session.store ? ` --store ${quote(session.store)}` : ""
@@ -237,7 +244,16 @@ const status = defineCommand({
     const [ledger, report] = await Promise.all([lazyLedger(), lazyReport()])
     const db = await ledger.open(await existingStore(args), { access: "read" })
     try {
-      const view = await report.status(db, await mustFind(db, args.run))
+      const run = await mustFind(db, args.run)
+      const pipelines = await import("./core/report/pipeline.ts")
+      const pipeline = await pipelines.pipelineOf(db, run)
+      if (pipeline) {
+        process.stdout.write(
+          args.json ? `${JSON.stringify(pipeline, null, 2)}\n` : pipelines.pipelineText(pipeline),
+        )
+        return 0
+      }
+      const view = await report.status(db, run)
       process.stdout.write(args.json ? `${JSON.stringify(view, null, 2)}\n` : report.statusText(view))
     } finally {
       await db.close()
@@ -286,7 +302,7 @@ const plugins = defineCommand({
   },
 })
 
-const { "new-run": _newRun, reingest: _reingest, home: _home, ...jobArgs } = runArgs
+const { "new-run": _newRun, reingest: _reingest, "rerun-from": _rerun, home: _home, ...jobArgs } = runArgs
 
 const estimate = defineCommand({
   meta: {

@@ -106,6 +106,11 @@ export const runArgs = {
   ...Object.fromEntries(JOB_FLAGS.map((f) => [f.name, argOf(f)])),
   "new-run": { type: "boolean", description: "Start a fresh run even if one of this name exists" },
   reingest: { type: "boolean", description: "Read the inputs again from the start (after they changed)" },
+  "rerun-from": {
+    type: "string",
+    description: "A pipeline's step to run again for every row, with the steps after it that reach it",
+    valueHint: "STEP",
+  },
   ...others,
 } as const satisfies ArgsDef
 

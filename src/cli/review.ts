@@ -12,8 +12,16 @@ import { common, existingStore, lazyLedger, type Where } from "./common.ts"
 
 const lazyReview = () => import("../core/engine/review.ts")
 
+const stepFlag = {
+  step: {
+    type: "string",
+    description: "A pipeline's step whose rows to review (default: the one with rows waiting)",
+  },
+} as const satisfies ArgsDef
+
 const runFlag = {
   run: { type: "string", description: "Run name or id (default: the latest)" },
+  ...stepFlag,
   ...common,
 } as const satisfies ArgsDef
 
@@ -35,12 +43,16 @@ function idsOf(args: { _: string[] }): string[] {
 }
 
 /** Takes the decisions and says what became of them. */
-async function decideAll(args: Where & { run?: string | undefined }, asked: Asked[], by: string) {
+async function decideAll(
+  args: Where & { run?: string | undefined; step?: string | undefined },
+  asked: Asked[],
+  by: string,
+) {
   const review = await lazyReview()
   const { run, outcomes, left } = await withStore(args, "write", (db) =>
-    review.decide(db, args.run, asked, by),
+    review.decide(db, args.run, asked, by, args.step),
   )
-  process.stderr.write(review.told(run.name, outcomes, left))
+  process.stderr.write(review.told(run.name, outcomes, left, run.parent !== null ? run.resume : undefined))
   return 0
 }
 
@@ -176,6 +188,7 @@ export const review = defineCommand({
     run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
     json: { type: "boolean", description: "Machine-readable output (one JSON object)" },
     limit: { type: "string", description: "List at most this many (default 50)" },
+    ...stepFlag,
     ...common,
   },
   subCommands: SUBS,
@@ -185,7 +198,7 @@ export const review = defineCommand({
       throw new UsageError(`--limit: "${args.limit}" is not a count`, "Give 1 or more.")
     const { waiting, quoteRun } = await lazyReview()
     const { run, items, total } = await withStore(args, "read", (db) =>
-      waiting(db, args.run, args.json ? Number.POSITIVE_INFINITY : limit),
+      waiting(db, args.run, args.json ? Number.POSITIVE_INFINITY : limit, args.step),
     )
     if (args.json) {
       process.stdout.write(`${JSON.stringify({ run: run.name, waiting: total, items })}\n`)

@@ -603,16 +603,20 @@ request = { prompt = "Summarise the {{classify.label}}: {{text}}" }
     expect(existsSync(tmp.join(".spool"))).toBe(false)
   })
 
-  test("a valid pipeline is refused as not run by this version yet, saying what to do instead; nothing is called", async () => {
+  test("--rerun-from on a job without steps, or naming no step, is refused before anything is opened", async () => {
     await using tmp = await tmpdir()
     await using fake = await startFake({})
     writeFileSync(tmp.join("in.jsonl"), '{"text":"it crashes"}\n')
     writeFileSync(tmp.join("job.toml"), job(fake.url, "classify.label == 'bug'"))
-    const out = await spool(["run", "job.toml"], { cwd: tmp.path, env: { OPENAI_API_KEY: "sk-x" } })
+    const out = await spool(["run", "job.toml", "--rerun-from", "sumary"], {
+      cwd: tmp.path,
+      env: { OPENAI_API_KEY: "sk-x" },
+    })
     expect(out.code).toBe(2)
-    expect(out.stderr).toContain("[[step]] tables (pipelines) are not run by this version yet")
-    expect(out.stderr).toContain("Run each step as a job of its own for now (docs/PIPELINES.md).")
+    expect(out.stderr).toContain('--rerun-from: no step is named "sumary"')
+    expect(out.stderr).toContain("The steps: classify, summary.")
     expect(fake.requests).toBe(0)
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
   })
 })
 

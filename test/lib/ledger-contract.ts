@@ -12,6 +12,7 @@ import type { Batch, Item, LineOutcome, Outcome } from "../../src/core/ledger/ty
 import { JOB, rows, seed } from "./ledger.ts"
 import { LEGAL } from "./states.ts"
 import { testCache } from "./cache-contract.ts"
+import { testSteps } from "./steps-contract.ts"
 
 /** A fresh store, and a way to open connections to it; disposing of it closes them and removes the store. */
 export interface Place extends AsyncDisposable {
@@ -1880,5 +1881,6 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
     })
 
     testCache(place, tallied)
+    testSteps(place, tallied)
   })
 }

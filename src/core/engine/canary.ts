@@ -63,6 +63,7 @@ export function within(db: Ledger, first: number): Ledger {
     workers: db.workers,
     cache: db.cache,
     reviews: db.reviews,
+    steps: db.steps,
     claims: {
       ...db.claims,
       step: (run, owner, outcomes, limit, leaseMs, o) =>

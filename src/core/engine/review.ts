@@ -37,8 +37,9 @@ export async function waiting(
   db: Ledger,
   ref: string | undefined,
   limit = Number.POSITIVE_INFINITY,
+  step?: string,
 ): Promise<{ run: Run; items: Waiting[]; total: number }> {
-  const run = await mustFind(db, ref)
+  const run = await reviewed(db, ref, step)
   const idOf = await ids(db, run)
   const items: Waiting[] = []
   const total = (await db.reads.counts(run.id)).needs_review
@@ -47,6 +48,38 @@ export async function waiting(
     items.push({ id: idOf(item), reason: item.error, output: item.output, attempts: item.attempts })
   }
   return { run, items, total }
+}
+
+/**
+ * The run whose items are reviewed: `ref`'s (its latest, or the latest run), or, for a pipeline, one step's run:
+ * `step`, or when it is not given, the one step with rows waiting (docs/PIPELINES.md). A step run can also be named
+ * as itself (`triage.check`).
+ */
+export async function reviewed(db: Ledger, ref: string | undefined, step?: string): Promise<Run> {
+  const run = await mustFind(db, ref)
+  const steps = await db.runs.steps(run.id)
+  if (step !== undefined) {
+    const found = steps.find((s) => s.step === step)
+    if (found) return found
+    throw new UsageError(
+      steps.length
+        ? `--step: run "${run.name}" has no step "${step}"`
+        : `--step: run "${run.name}" is not a pipeline: it has no steps`,
+      steps.length ? `Its steps: ${steps.map((s) => s.step).join(", ")}.` : "Drop --step.",
+    )
+  }
+  if (steps.length === 0) return run
+  const waiting: { run: Run; n: number }[] = []
+  for (const s of steps) {
+    const n = (await db.reads.counts(s.id)).needs_review
+    if (n > 0) waiting.push({ run: s, n })
+  }
+  if (waiting.length === 1) return waiting[0]!.run
+  if (waiting.length === 0) return run
+  throw new UsageError(
+    `run "${run.name}" has rows waiting for review at ${waiting.length} steps: ${waiting.map((w) => `${w.run.step} (${w.n})`).join(", ")}`,
+    "Name one with --step.",
+  )
 }
 
 /** How a run's items are named to people: `key`, or `input:key` when the run reads several inputs. */
@@ -72,8 +105,9 @@ export async function decide(
   ref: string | undefined,
   asked: Asked[],
   by: string,
+  step?: string,
 ): Promise<{ run: Run; outcomes: Outcome[]; left: number }> {
-  const run = await mustFind(db, ref)
+  const run = await reviewed(db, ref, step)
   if (asked.length === 0)
     throw new UsageError("no decision given", "Name an item: `spool review approve ID`.")
   const inputs = await db.runs.inputs(run.id)
@@ -228,7 +262,7 @@ export function assignment(text: string): [string, unknown] {
 }
 
 /** What decisions did, in words: the command line's answer, and the page's message. */
-export function told(run: string, outcomes: Outcome[], left: number): string {
+export function told(run: string, outcomes: Outcome[], left: number, goOn?: string): string {
   const verbs = { approve: "approved", edit: "edited", reject: "rejected" } as const
   const counts = (["approve", "edit", "reject"] as const)
     .map((d) => [verbs[d], outcomes.filter((o) => o.applied && o.decision === d).length] as const)
@@ -242,6 +276,9 @@ export function told(run: string, outcomes: Outcome[], left: number): string {
       ? `${left} item(s) still wait for review: spool review ${quoteRun(run)}`
       : "no item waits for review",
   )
+  // a pipeline step's rows go on to the steps after it at the pipeline's next run
+  if (goOn && outcomes.some((o) => o.applied && o.decision !== "reject"))
+    lines.push(`the rows let through go on to the next steps with: ${goOn}`)
   return `${lines.join("\n")}\n`
 }
 

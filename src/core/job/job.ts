@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from "node:fs"
 import { basename, dirname, extname, resolve } from "node:path"
 import { JobError } from "../../plugins/api/errors.ts"
 import * as flags from "./flags.ts"
-import { stepsOf } from "./steps.ts"
+import { stepsOf, type Step } from "./steps.ts"
 import { BUILTIN_PROVIDERS, BUILTIN_SOURCES, SOURCE_OPTIONS } from "./builtins.ts"
 import { readToml } from "./toml.ts"
 import { distance } from "./pricing.ts"
@@ -248,7 +248,25 @@ export const StoredJobSchema = v.object({
   ),
   output: v.optional(v.object({ name: v.string(), schema: v.record(v.string(), v.unknown()) })),
   request: v.strictObject({ ...RequestSchema.entries, prompt: v.string() }),
+  pipeline: v.optional(
+    v.array(
+      v.object({
+        name: v.string(),
+        kind: v.picklist(["model", "review"]),
+        needs: v.array(v.string()),
+        when: v.optional(v.string()),
+      }),
+    ),
+  ),
 })
+
+/** A pipeline's step as its run keeps it (`Job.pipeline`): what the page's graph and `spool status` show. */
+export interface StepShape {
+  name: string
+  kind: "model" | "review"
+  needs: string[]
+  when?: string | undefined
+}
 
 /** One input of a run, as the job gives it. */
 export interface Input {
@@ -271,6 +289,8 @@ export type Job = Omit<Parsed, "source" | "sources" | "output" | "store" | "requ
   sources: Input[]
   /** The schema read and parsed, whether the job named a file or gave it inline. */
   output?: { name: string; schema: Record<string, unknown> } | undefined
+  /** A pipeline run's steps, in order (docs/PIPELINES.md); each step's own job is its run's. */
+  pipeline?: StepShape[] | undefined
 }
 
 /**
@@ -285,6 +305,8 @@ export interface Loaded {
   file: string | undefined
   /** `[store] url` (or `--store`): the ledger's PostgreSQL URL, kept out of the job so that it is never stored. */
   store: string | undefined
+  /** A pipeline's steps (`[[step]]` tables), checked; undefined for a one-step job (docs/PIPELINES.md). */
+  steps?: Step<Job>[] | undefined
 }
 
 type Table = Record<string, unknown>
@@ -329,12 +351,21 @@ export function load(file: string | undefined, given: Flags, cwd = process.cwd()
   const steps = raw.step
   delete raw.step
   if (steps === undefined) return validated(raw, path, base)
-  stepsOf(steps, raw, (r) => validated(r, path, base).job, path ?? "the flags")
-  throw new JobError(
-    `${path ?? "the flags"}: [[step]] tables (pipelines) are not run by this version yet`,
-    [],
-    "The steps are valid. Run each step as a job of its own for now (docs/PIPELINES.md).",
+  // [store] is the top level's alone (a step does not set it): any valid step gives it
+  let store: string | undefined
+  const checked = stepsOf(
+    steps,
+    raw,
+    (r) => {
+      const one = validated(r, path, base)
+      store = one.store
+      return one.job
+    },
+    path ?? "the flags",
   )
+  // the pipeline run's own job: its first step's (a review comes after a model step), which reads the rows
+  const first = checked.find((s) => s.job !== undefined)!.job!
+  return { job: first, file: path, store, steps: checked }
 }
 
 /** Validates a job's raw tables, flags laid over them: the job, or a JobError listing every problem. */

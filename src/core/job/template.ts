@@ -28,7 +28,12 @@ export function parse(source: string): Template {
   return { source, parts, fields }
 }
 
+/**
+ * A field of the row. `row.x` is the row's `x` (a pipeline step's prompt names the row so, beside `classify.label`),
+ * unless the row has a field `row` of its own.
+ */
 function lookup(row: Record<string, unknown>, path: string[]): unknown {
+  if (path[0] === "row" && path.length > 1 && !Object.hasOwn(row, "row")) path = path.slice(1)
   let value: unknown = row
   for (const key of path) {
     if (value === null || typeof value !== "object" || !Object.hasOwn(value, key)) return undefined

@@ -44,6 +44,7 @@ export interface Ledger {
   readonly workers: Workers
   readonly cache: Cache
   readonly reviews: Reviews
+  readonly steps: Steps
   /**
    * Calls `onNotice` whenever another process changes something a worker waits for (items to claim, a run's
    * state), as long as the returned stop has not been called. Only a store shared over a network has it
@@ -93,6 +94,8 @@ export interface Runs {
   inputs(run: number): Promise<Input[]>
   /** Appends a file to a run's inputs at the next index; a path already an input is kept as it is. */
   addInput(run: number, path: string, format: string): Promise<Input>
+  /** The step runs of a pipeline run (`NewRun.parent`): the latest of each step name, in the order they were made. */
+  steps(parent: number): Promise<Run[]>
 }
 
 /** Reading inputs into the ledger (DESIGN §4 rule 5). */
@@ -185,6 +188,60 @@ export interface Reviews {
   decide(run: number, decisions: Decision[]): Promise<{ item: number; applied: boolean; state: State }[]>
   /** An item's decisions, oldest first. */
   history(item: number): Promise<ReviewRow[]>
+}
+
+/**
+ * A row of a pipeline run whose step may be decided now (`Steps.ready`): the row (the pipeline run's item), and the
+ * item of each needed step, in the order the needs were given.
+ */
+export interface Ready {
+  /** The pipeline run's item: the cursor. */
+  id: number
+  input: number
+  key: string
+  row: number
+  source_id: string | null
+  /** The input row, JSON text. */
+  data: string
+  needs: { state: State; data: string; output: string | null; error: string | null }[]
+}
+
+/** A step's item as the pipeline makes it: the row's, in the state the step's `when` and its needs decided. */
+export interface StepItem {
+  input: number
+  key: string
+  row: number
+  source_id: string | null
+  /** What the step's request is made of (JSON text): the row, and the answers of the steps it reaches. */
+  data: string
+  /**
+   * pending: to call; skipped: its `when` was false, or a step it needs did not complete; needs_review: a review
+   * step's row waiting for a person; completed: a review step's row let through (its `when` false).
+   */
+  state: Extract<State, "pending" | "skipped" | "needs_review" | "completed">
+  output?: string | null | undefined
+  error?: string | null | undefined
+  error_class?: string | null | undefined
+}
+
+/**
+ * Pipelines (README, "Pipelines"): a row's step is an item of the step's run, made once the row's needed steps have
+ * ended. There is no barrier: a row goes on as soon as its own needs are done.
+ */
+export interface Steps {
+  /**
+   * The rows of the pipeline run `parent` with an id above `after`, in ledger order, at most `limit`: those that have
+   * no item yet in the step run `step` and, for each run of `needs`, an item (same input and key) that has ended
+   * (completed, failed, skipped or rejected; not needs_review: a person may still let it through). With no needs,
+   * every row without an item in `step`.
+   */
+  ready(parent: number, step: number, needs: number[], o: { after: number; limit: number }): Promise<Ready[]>
+  /**
+   * Stores a step's items in one transaction, each in its given state (a pending one not yet asked of the cache);
+   * an item the run has already (same input and key) is kept as it is. Counts them in the run's tallies and its
+   * inputs' rows, and tells listeners that items came. How many were stored.
+   */
+  add(step: number, items: StepItem[]): Promise<number>
 }
 
 /** Provider batches (DESIGN §4 rules 3 and 4). */
@@ -539,7 +596,8 @@ export async function mustFind(ledger: Ledger, ref: string | undefined): Promise
     if (run) return run
   }
   const runs = await ledger.runs.list()
-  const last = runs.at(-1)
+  // a pipeline's step runs are made after it: "the latest run" is the latest that is not a step
+  const last = runs.filter((r) => r.parent === null).at(-1)
   if (!ref && last) return last
   if (!ref) throw new UsageError("there are no runs yet", "Start one with `spool run job.toml`.")
   const names = [...new Set(runs.map((r) => r.name))]

@@ -53,11 +53,13 @@ export class RowDecoder {
   constructor(private readonly store: string) {}
 
   run(row: RunRow): Run {
+    // null for a run that is no pipeline's step, and never undefined, even from a row without the columns
+    const pipeline = { parent: row.parent ?? null, step: row.step ?? null }
     const known = this.jobs.get(row.id)
-    if (known?.text === row.job) return { ...row, job: known.job }
+    if (known?.text === row.job) return { ...row, ...pipeline, job: known.job }
     const job: Job = decode(StoredJobSchema, row.job, `a job (run ${row.id}, "${row.name}")`, this.store)
     this.jobs.set(row.id, { text: row.job, job })
-    return { ...row, job }
+    return { ...row, ...pipeline, job }
   }
 
   input(row: InputRow): Input {

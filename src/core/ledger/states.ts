@@ -11,6 +11,7 @@ export const STATES = [
   "failed",
   "needs_review",
   "rejected",
+  "skipped",
 ] as const
 
 export type State = (typeof STATES)[number]
@@ -35,6 +36,8 @@ const EDGES: Record<State, readonly State[]> = {
   needs_review: ["pending", "completed", "rejected"],
   // a person rejected the answer: terminal until `spool retry --state rejected`
   rejected: ["pending"],
+  // a pipeline step not run for its row: its `when` was false, or a step it needs did not complete (made so; final)
+  skipped: [],
 }
 
 export function allowed(from: State, to: State): boolean {
@@ -48,7 +51,13 @@ export function check(from: State, to: State): void {
 
 /** States an item ends in (until `spool retry`): what the completions chart and the progress counts count. */
 export function isFinal(state: State): boolean {
-  return state === "completed" || state === "failed" || state === "needs_review" || state === "rejected"
+  return (
+    state === "completed" ||
+    state === "failed" ||
+    state === "needs_review" ||
+    state === "rejected" ||
+    state === "skipped"
+  )
 }
 
 export function isState(value: string): value is State {

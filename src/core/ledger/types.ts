@@ -21,6 +21,13 @@ export interface Run {
   queue_tokens: number | null
   queue_requests: number | null
   exported_at: number | null
+  /**
+   * A pipeline step's run (README, "Pipelines"): the id of the pipeline run it belongs to, and the step's name; both
+   * null for any other run. A pipeline run holds the rows (its items are the input rows, never called); each of its
+   * steps is a run of its own, whose items are made as the rows' needed steps end.
+   */
+  parent: number | null
+  step: string | null
 }
 
 /** One input file of a run, and how far it has been read. */
@@ -334,4 +341,6 @@ export interface NewRun {
    * never seen without one (and shown `interrupted`) before it has begun. A run found instead is left as it is.
    */
   worker?: string
+  /** A pipeline step's run: the pipeline run it belongs to, and the step's name. */
+  parent?: { run: number; step: string } | undefined
 }

@@ -280,6 +280,7 @@ export function statusText(v: StatusView): string {
     "failed",
     "needs_review",
     "rejected",
+    "skipped",
     "pending",
     "running",
     "retry_wait",

@@ -43,25 +43,42 @@ async function loadError(
 }
 
 describe("[[step]] tables", () => {
-  test("a valid pipeline is checked whole, then refused as not run by this version, with what to do instead", async () => {
-    const got = await loadError(`${TOP}${CLASSIFY}
+  test("a valid pipeline loads: its steps in order, each with its needs, when and own job; the job is its first step's", async () => {
+    await using tmp = await tmpdir()
+    writeFileSync(
+      tmp.join("job.toml"),
+      `${TOP}${CLASSIFY}
 [[step]]
 name = "summary"
 needs = ["classify"]
 when = "classify.label == 'bug' and classify.confidence < 0.9"
-provider = { mode = "realtime" }
+provider = { mode = "realtime", model = "big" }
 request = { prompt = "Summarise this {{classify.label}}: {{row.body}}" }
 [[step]]
 name = "check"
 kind = "review"
 needs = ["summary"]
 when = "len(summary) > 200"
-`)
-    expect(got).toEqual({
-      message: "DIR/job.toml: [[step]] tables (pipelines) are not run by this version yet",
-      problems: [],
-      hint: "The steps are valid. Run each step as a job of its own for now (docs/PIPELINES.md).",
-    })
+`,
+    )
+    const loaded = jobs.load("job.toml", {}, tmp.path)
+    const shape = loaded.steps!.map((s) => [
+      s.name,
+      s.kind,
+      s.needs,
+      s.when?.source ?? null,
+      s.job?.provider.model ?? null,
+    ])
+    expect(shape).toEqual([
+      ["classify", "model", [], null, null],
+      ["summary", "model", ["classify"], "classify.label == 'bug' and classify.confidence < 0.9", "big"],
+      ["check", "review", ["summary"], "len(summary) > 200", null],
+    ])
+    expect(loaded.steps![1]!.job!.request.prompt).toBe("Summarise this {{classify.label}}: {{row.body}}")
+    expect(loaded.steps![1]!.job!.request.system).toBe("You help a support team.")
+    expect(loaded.steps![2]!.job).toBeUndefined()
+    expect(loaded.job).toEqual(loaded.steps![0]!.job!)
+    expect(loaded.job.name).toBe("tickets")
   })
 
   test("every problem of every step is listed at once, each naming its step and key, and the when's column", async () => {
@@ -147,9 +164,10 @@ request = { prompt = "" }
   test("the worked example of docs/PIPELINES.md is a valid pipeline", async () => {
     const doc = readFileSync(join(import.meta.dir, "../../../docs/PIPELINES.md"), "utf8")
     const example = /```toml\n(name = "triage"[\s\S]*?)```/.exec(doc)![1]!
-    const got = await loadError(example)
-    expect(got.problems).toEqual([])
-    expect(got.message).toBe("DIR/job.toml: [[step]] tables (pipelines) are not run by this version yet")
+    await using tmp = await tmpdir()
+    writeFileSync(tmp.join("job.toml"), example)
+    const loaded = jobs.load("job.toml", {}, tmp.path)
+    expect(loaded.steps!.map((s) => s.name)).toEqual(["classify", "summary", "check"])
   })
 
   test("[step] as one table, or an empty list, is refused", async () => {

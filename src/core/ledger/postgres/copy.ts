@@ -22,7 +22,7 @@ export interface CopyOptions {
   from: string
   /** The PostgreSQL store's URL (`?schema=` names its schema). */
   to: string
-  /** Only this run (a name, whose latest run is meant, or an id); every run when undefined. */
+  /** Only this run (a name, whose latest run is meant, or an id) and its pipeline steps' runs; every run when undefined. */
   run?: string
   /** How a page is bounded (default 5,000 rows or 16 M characters of text). */
   page?: Partial<dump.PageLimits>
@@ -94,7 +94,10 @@ export async function copy(o: CopyOptions): Promise<Copied> {
   }
 }
 
-/** The runs to copy: the one `ref` names, or all of them, oldest first. */
+/**
+ * The runs to copy: the one `ref` names with, when it is a pipeline run, every run of its steps (a step's rows are its
+ * pipeline's); or all of them. Oldest first.
+ */
 async function chosen(ledger: sqlite.SqliteLedger, ref: string | undefined): Promise<Run[]> {
   if (ref === undefined) {
     const all = await ledger.runs.list()
@@ -108,7 +111,7 @@ async function chosen(ledger: sqlite.SqliteLedger, ref: string | undefined): Pro
       `no run "${ref}" in ${ledger.path}`,
       "Give a run's name or id, as `spool runs` lists them.",
     )
-  return [run]
+  return [run, ...(await ledger.runs.list()).filter((r) => r.parent === run.id)]
 }
 
 /** The whole copy, inside one transaction; the rows copied per table. */

@@ -15,6 +15,7 @@ import { Ingest } from "./ingest.ts"
 import { Reads } from "./reads.ts"
 import { Reviews } from "./reviews.ts"
 import { Runs } from "./runs.ts"
+import { Steps } from "./steps.ts"
 import { Workers } from "./workers.ts"
 
 /**
@@ -47,6 +48,7 @@ export class PgLedger implements api.Ledger {
   readonly workers: api.Workers
   readonly cache: api.Cache
   readonly reviews: api.Reviews
+  readonly steps: api.Steps
 
   constructor(readonly pg: Pg) {
     const runs = new Runs(pg)
@@ -60,6 +62,7 @@ export class PgLedger implements api.Ledger {
     this.workers = new Workers(pg)
     this.cache = new Cache(pg)
     this.reviews = new Reviews(pg)
+    this.steps = new Steps(pg)
   }
 
   /** LISTEN on the store's channel: every worker hears what the others' transactions `notify`. */

@@ -46,9 +46,9 @@ export class Runs implements api.Runs {
   }
 
   /**
-   * Creates a run with its inputs (and its first worker, when given), unless another process created a run of this
-   * name after the caller last looked (`seen`): workers started together thus share one run. A lock on the name,
-   * held to the commit, makes the look and the insert one step for every process.
+   * Creates a run with its inputs (and its first worker, when given; with `parent`, as a pipeline step's run), unless
+   * another process created a run of this name after the caller last looked (`seen`): workers started together thus
+   * share one run. A lock on the name, held to the commit, makes the look and the insert one step for every process.
    */
   async create(o: NewRun): Promise<{ run: Run; created: boolean }> {
     const seen = o.seen ?? null
@@ -60,8 +60,9 @@ export class Runs implements api.Runs {
         if (latest && latest.id !== seen) return { row: latest, created: false }
         const now = Date.now()
         const [row]: RunRow[] = await tx`
-          INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at)
-          VALUES (${o.name}, 'running', ${job}, ${o.fingerprint}, ${o.resume}, ${now}, ${now}) RETURNING *`
+          INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at, parent, step)
+          VALUES (${o.name}, 'running', ${job}, ${o.fingerprint}, ${o.resume}, ${now}, ${now},
+            ${o.parent?.run ?? null}::int, ${o.parent?.step ?? null}::text) RETURNING *`
         if (!row) throw new StoreError(`the run "${o.name}" could not be created in ${this.pg.shown}`)
         if (o.inputs.length > 0)
           await tx`
@@ -113,6 +114,18 @@ export class Runs implements api.Runs {
       (): Promise<InputRow[]> => this.pg.sql`SELECT * FROM inputs WHERE run_id = ${run} ORDER BY idx`,
     )
     return rows.map((row) => this.input(row))
+  }
+
+  /** The step runs of the pipeline run `parent`: the latest of each step's name, in the order they were made. */
+  async steps(parent: number): Promise<Run[]> {
+    if (!Number.isSafeInteger(parent) || parent < 1 || parent > 2 ** 31 - 1) return []
+    // each step's latest run: runs_parent gives the parent's runs, few (a run per step, and one per step made again)
+    const rows = await retrying(
+      this.pg,
+      (): Promise<RunRow[]> => this.pg.sql`SELECT * FROM runs WHERE id IN
+        (SELECT max(id) FROM runs WHERE parent = ${parent} GROUP BY step) ORDER BY id`,
+    )
+    return rows.map((row) => this.run(row))
   }
 
   /**

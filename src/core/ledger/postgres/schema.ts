@@ -589,4 +589,10 @@ export const MIGRATIONS = [
   );
   CREATE INDEX reviews_item ON reviews (item_id, id);
   `,
+  // pipelines (sqlite/schema.ts migration 12): a step's run names its pipeline run and its step
+  `
+  ALTER TABLE runs ADD COLUMN parent integer;
+  ALTER TABLE runs ADD COLUMN step text;
+  CREATE INDEX runs_parent ON runs (parent, id);
+  `,
 ]

@@ -40,13 +40,22 @@ export class Runs {
   }
 
   create(o: NewRun): { run: Run; created: boolean } {
-    const made = this.insert(o.name, JSON.stringify(o.job), o.fingerprint, o.resume, o.inputs, o.seen ?? null)
+    const made = this.insert(
+      o.name,
+      JSON.stringify(o.job),
+      o.fingerprint,
+      o.resume,
+      o.inputs,
+      o.seen ?? null,
+      o.parent,
+    )
     return { run: this.run(made.run), created: made.created }
   }
 
   /**
    * Creates a run, unless another process created a run of this name after the caller last looked (`seen`:
-   * the id of the latest such run then, or null). Workers started together thus share one run.
+   * the id of the latest such run then, or null). Workers started together thus share one run. With `parent`, the
+   * run is a pipeline step's (its pipeline run and its step's name).
    */
   insert(
     name: string,
@@ -55,13 +64,23 @@ export class Runs {
     resume: string,
     inputs: { path: string; format: string }[],
     seen: number | null,
+    parent?: NewRun["parent"],
   ): { run: RunRow; created: boolean } {
     const now = Date.now()
     return this.db
       .transaction(() => {
         const latest = this.q.latestRun.get(name)
         if (latest && latest.id !== seen) return { run: latest, created: false }
-        const run = this.q.insertRun.get(name, job, fingerprint, resume, now, now)
+        const run = this.q.insertRun.get(
+          name,
+          job,
+          fingerprint,
+          resume,
+          now,
+          now,
+          parent?.run ?? null,
+          parent?.step ?? null,
+        )
         if (!run) throw new StoreError("the run could not be created")
         inputs.forEach((input, idx) => this.q.insertInput.run(run.id, idx, input.path, input.format))
         return { run, created: true }
@@ -97,6 +116,11 @@ export class Runs {
    */
   addInput(run: number, path: string, format: string): Input {
     return this.input(this.addRow(run, path, format))
+  }
+
+  /** The step runs of the pipeline run `parent`: the latest of each step's name, in the order they were made. */
+  steps(parent: number): Run[] {
+    return this.q.steps.all(parent).map((row) => this.run(row))
   }
 
   addRow(run: number, path: string, format: string): InputRow {
@@ -169,9 +193,13 @@ function prepare(db: Database) {
     latestRun: q<RunRow, [string]>("SELECT * FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1"),
     runById: q<RunRow, [number]>("SELECT * FROM runs WHERE id = ?"),
     runs: q<RunRow, []>("SELECT * FROM runs ORDER BY id"),
-    insertRun: q<RunRow, [string, string, string, string, number, number]>(
-      `INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at)
-       VALUES (?, 'running', ?, ?, ?, ?, ?) RETURNING *`,
+    insertRun: q<RunRow, [string, string, string, string, number, number, number | null, string | null]>(
+      `INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at, parent, step)
+       VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+    ),
+    // each step's latest run: runs_parent gives the parent's runs, few (a run per step, and one per step made again)
+    steps: q<RunRow, [number]>(
+      `SELECT * FROM runs WHERE id IN (SELECT max(id) FROM runs WHERE parent = ? GROUP BY step) ORDER BY id`,
     ),
     insertInput: q<void, [number, number, string, string]>(
       "INSERT INTO inputs (run_id, idx, path, format) VALUES (?, ?, ?, ?)",

@@ -389,4 +389,13 @@ export const MIGRATIONS = [
   CREATE UNIQUE INDEX cache_slot ON cache (slot);
   CREATE INDEX cache_created ON cache (created_at);
   `,
+  // pipelines (issue 18, README "Pipelines"): a step's run names the pipeline run it belongs to (`parent`, its id)
+  // and its step (`step`, its name); both null for any other run. A step's items are made by `Steps.add` (steps.ts)
+  // as their rows' needed steps end, some in a state of their own: `skipped`, a step not run for its row. `parent`
+  // is a plain integer, not a reference: a run copied alone (`spool migrate --run`) need not bring its pipeline's.
+  `
+  ALTER TABLE runs ADD COLUMN parent INTEGER;
+  ALTER TABLE runs ADD COLUMN step TEXT;
+  CREATE INDEX runs_parent ON runs (parent, id);
+  `,
 ]

@@ -16,6 +16,7 @@ import { Ingest } from "./ingest.ts"
 import { Reads } from "./reads.ts"
 import { Reviews } from "./reviews.ts"
 import { Runs } from "./runs.ts"
+import { Steps } from "./steps.ts"
 import { Tallies } from "./tallies.ts"
 import { Workers } from "./workers.ts"
 
@@ -47,6 +48,7 @@ export class SqliteLedger implements api.Ledger {
     workers: Workers
     cache: Cache
     reviews: Reviews
+    steps: Steps
   }
   readonly runs: api.Runs
   readonly ingest: api.Ingest
@@ -57,6 +59,7 @@ export class SqliteLedger implements api.Ledger {
   readonly workers: api.Workers
   readonly cache: api.Cache
   readonly reviews: api.Reviews
+  readonly steps: api.Steps
 
   constructor(conn: Conn) {
     this.db = conn.db
@@ -71,7 +74,8 @@ export class SqliteLedger implements api.Ledger {
     const canaries = new Canaries(conn.db, conn.path, claims)
     const workers = new Workers(conn.db, conn.path)
     const reviews = new Reviews(conn.db, conn.path, runs)
-    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries, workers, cache, reviews }
+    const steps = new Steps(conn.db, conn.path, tallies)
+    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries, workers, cache, reviews, steps }
     this.reviews = {
       decide: async (run, decisions) => reviews.decide(run, decisions),
       history: async (item) => reviews.history(item),
@@ -96,6 +100,11 @@ export class SqliteLedger implements api.Ledger {
       markExported: async (id) => runs.markExported(id),
       inputs: async (run) => runs.inputs(run),
       addInput: async (run, path, format) => runs.addInput(run, path, format),
+      steps: async (parent) => runs.steps(parent),
+    }
+    this.steps = {
+      ready: async (parent, step, needs, o) => steps.ready(parent, step, needs, o),
+      add: async (step, items) => steps.add(step, items),
     }
     this.ingest = {
       lease: async (run, owner, ms, dead) => ingest.lease(run, owner, ms, dead),
