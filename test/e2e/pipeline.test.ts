@@ -183,4 +183,174 @@ describe("pipelines through dist/spool", () => {
     expect(again.code).toBe(0)
     expect(fake.requests).toBe(paid)
   }, 240_000)
+
+  test("a changed prompt in step 2 is refused, naming it and what follows; --rerun-from runs them again, step 1 untouched, unchanged requests free", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, reply })
+    rows(tmp, 30)
+    const home = tmp.join("home")
+    const run = (...args: string[]) =>
+      spool(["run", "job.toml", "--home", home, ...args], { cwd: tmp.path, env })
+    writeFileSync(tmp.join("job.toml"), job(fake.url, { mode: "realtime" }))
+    expect((await run()).code).toBe(0)
+    const first = { classify: { completed: 30 }, summary: { completed: 10, skipped: 20 } }
+    expect(await steps(tmp, home)).toEqual({
+      ...first,
+      check: { completed: 5, skipped: 20, needs_review: 5 },
+    })
+    expect(fake.requests).toBe(40)
+
+    writeFileSync(tmp.join("job.toml"), job(fake.url, { mode: "realtime", summary: "Brief" }))
+    const refused = await run()
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain(
+      'step "summary" of run "triage" changed since its answers were made; going on would mix old and new answers',
+    )
+    expect(refused.stderr).toContain("step.summary: request.prompt changed")
+    expect(refused.stderr).toContain("step.check reaches it, so it changes too")
+    expect(refused.stderr).toContain("add --rerun-from summary (earlier steps are kept")
+    expect(fake.requests).toBe(40)
+
+    const rerun = await run("--rerun-from", "summary")
+    expect(rerun.code).toBe(0)
+    // classify is kept: not one request of it again; summary's 10 new requests are paid, once each
+    expect(fake.requests).toBe(50)
+    for (const n of bugs(30)) {
+      expect(fake.paid.get(`Classify: t${n}`)).toBe(1)
+      expect(fake.paid.get(`Brief: t${n} is a bug`)).toBe(1)
+    }
+    expect(await steps(tmp, home)).toEqual({
+      ...first,
+      check: { completed: 5, skipped: 20, needs_review: 5 },
+    })
+    const results = await spool(["results", "triage.summary", "--home", home], { cwd: tmp.path })
+    const outputs = results.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { id: string; output: string | null })
+    expect(outputs.filter((o) => o.output !== null).map((o) => o.output)).toEqual(
+      bugs(30).map((n) => `Brief of t${n}`),
+    )
+    // the old answers are kept, in the step's earlier run
+    const list = await spool(["runs", "--json", "--home", home], { cwd: tmp.path })
+    const names = (JSON.parse(list.stdout) as { name: string }[]).map((r) => r.name)
+    expect(names.filter((n) => n === "triage.summary").length).toBe(2)
+    expect(names.filter((n) => n === "triage.classify").length).toBe(1)
+
+    // resuming never runs a completed step again
+    expect((await run()).code).toBe(0)
+    expect(fake.requests).toBe(50)
+    // back to the first prompt, run again from summary: its answers come from the cache, nothing is paid
+    writeFileSync(tmp.join("job.toml"), job(fake.url, { mode: "realtime" }))
+    const back = await run("--rerun-from", "summary")
+    expect(back.code).toBe(0)
+    expect(fake.requests).toBe(50)
+    expect(await steps(tmp, home)).toEqual({
+      ...first,
+      check: { completed: 5, skipped: 20, needs_review: 5 },
+    })
+  }, 60_000)
+
+  test("review decisions let rows on to the step after the gate; rejected rows end rejected, and the step after skips them", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, reply })
+    rows(tmp, 30)
+    const home = tmp.join("home")
+    const cli = (...args: string[]) => spool([...args, "--home", home], { cwd: tmp.path, env })
+    const extra = `
+[[step]]
+name = "answer"
+needs = ["check"]
+request = { prompt = "Answer: t{{row.text}} after {{check}}" }
+`
+    writeFileSync(tmp.join("job.toml"), job(fake.url, { mode: "realtime", extra }))
+    const first = await cli("run", "job.toml")
+    expect(first.code).toBe(0)
+    expect(first.stderr).toContain(
+      'run "triage", 30 row(s): classify: 30 completed; summary: 10 completed, 20 skipped; check: 5 completed, 20 skipped, 5 wait for review; answer: 5 completed, 20 skipped, 5 not reached yet',
+    )
+    const listed = await cli("review", "--json")
+    expect(JSON.parse(listed.stdout)).toEqual({
+      run: "triage.check",
+      waiting: 5,
+      items: unsure(30).map((n) => ({
+        id: `r${n}`,
+        reason: "step check: classify.confidence < 0.5",
+        output: `Summary of t${n}`,
+        attempts: 0,
+      })),
+    })
+    expect((await cli("review", "approve", "r0", "--run", "triage", "--step", "check")).code).toBe(0)
+    expect((await cli("review", "edit", "r3", "--output", "a crash at login", "--step", "check")).code).toBe(
+      0,
+    )
+    const rejected = await cli("review", "reject", "r12", "--reason", "not a bug")
+    expect(rejected.code).toBe(0)
+    expect(rejected.stderr).toContain('run "triage.check": 1 rejected')
+    writeFileSync(
+      tmp.join("decisions.jsonl"),
+      '{"id": "r21", "decision": "approve"}\n{"id": "r24", "decision": "reject", "reason": "spam"}\n',
+    )
+    const applied = await cli("review", "apply", "decisions.jsonl", "--step", "check")
+    expect(applied.code).toBe(0)
+    expect(applied.stderr).toContain("the rows let through go on to the next steps with: spool run job.toml")
+
+    const asked = fake.requests
+    const second = await cli("run", "job.toml")
+    expect(second.code).toBe(0)
+    expect(second.stderr).toContain(
+      'run "triage", 30 row(s): classify: 30 completed; summary: 10 completed, 20 skipped; check: 8 completed, 20 skipped, 2 rejected; answer: 8 completed, 22 skipped',
+    )
+    expect(second.stderr).not.toContain("wait for review")
+    expect(fake.requests).toBe(asked + 3)
+    expect(fake.paid.get("Answer: tt0 after Summary of t0")).toBe(1)
+    expect(fake.paid.get("Answer: tt3 after a crash at login")).toBe(1)
+    expect(fake.paid.get("Answer: tt21 after Summary of t21")).toBe(1)
+    const answers = await cli("results", "triage.answer")
+    const byId = new Map(
+      answers.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { id: string; state: string; error: { message: string } | null })
+        .map((l) => [l.id, [l.state, l.error?.message ?? null]]),
+    )
+    expect(byId.get("r12")).toEqual(["skipped", "check rejected"])
+    expect(byId.get("r24")).toEqual(["skipped", "check rejected"])
+    expect(byId.get("r1")).toEqual(["skipped", "check was skipped"])
+    expect(byId.get("r3")?.[0]).toBe("completed")
+    const status = await cli("status", "triage", "--json")
+    expect((JSON.parse(status.stdout) as { run: { state: string } }).run.state).toBe("completed")
+  }, 60_000)
+
+  test("a step that fails for a row blocks only that row's steps after it; the run ends with failures (exit 3)", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, reply })
+    fake.script.set("Classify: t6", ["500"])
+    rows(tmp, 12)
+    const home = tmp.join("home")
+    writeFileSync(
+      tmp.join("job.toml"),
+      job(fake.url, { mode: "realtime" }).replace("max_attempts = 20", "max_attempts = 1"),
+    )
+    const out = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    expect(out.code).toBe(3)
+    expect(await steps(tmp, home)).toEqual({
+      classify: { completed: 11, failed: 1 },
+      summary: { completed: 3, skipped: 9 },
+      check: { completed: 1, skipped: 9, needs_review: 2 },
+    })
+    const summary = await spool(["results", "triage.summary", "--home", home], { cwd: tmp.path })
+    const six = summary.stdout
+      .trim()
+      .split("\n")
+      .map(
+        (l) =>
+          JSON.parse(l) as { id: string; state: string; error: { class: string; message: string } | null },
+      )
+      .find((l) => l.id === "r6")
+    expect(six).toMatchObject({ state: "skipped", error: { class: "blocked", message: "classify failed" } })
+    expect(fake.paid.get("Summary: t6 is a bug")).toBeUndefined()
+    const status = await spool(["status", "triage", "--json", "--home", home], { cwd: tmp.path })
+    expect((JSON.parse(status.stdout) as { run: { state: string } }).run.state).toBe("paused")
+  }, 60_000)
 })
