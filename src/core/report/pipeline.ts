@@ -82,16 +82,16 @@ export function pipelineText(v: PipelineView): string {
     `spend     ${v.spend_usd === null ? "unknown (a step's model has no price)" : usd(v.spend_usd)}`,
     "steps",
   ]
-  const width = Math.max(...v.steps.map((s) => s.name.length))
-  for (const s of v.steps) {
+  const heads = v.steps.map(
+    (s) => `${s.name} (${[s.kind, ...(s.needs.length ? [`after ${s.needs.join(", ")}`] : [])].join(", ")})`,
+  )
+  const width = Math.max(...heads.map((h) => h.length))
+  for (const [i, s] of v.steps.entries()) {
     const counts = ORDER.filter((st) => s.counts[st] > 0).map(
       (st) => `${st === "needs_review" ? "needs review" : st} ${s.counts[st].toLocaleString("en-US")}`,
     )
     if (s.not_reached) counts.push(`not reached ${s.not_reached.toLocaleString("en-US")}`)
-    const from = s.needs.length ? ` ← ${s.needs.join(", ")}` : ""
-    lines.push(
-      `  ${s.name.padEnd(width)}  ${s.kind === "review" ? "review" : "model "}${from}: ${counts.join(" · ") || "nothing yet"}`,
-    )
+    lines.push(`  ${heads[i]!.padEnd(width)}  ${counts.join(" · ") || "nothing yet"}`)
   }
   if (r.malformed.count) lines.push(`input     ${r.malformed.count} line(s) skipped`)
   if (r.state === "paused" || r.state === "running" || r.state === "interrupted")
