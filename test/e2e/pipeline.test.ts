@@ -352,5 +352,28 @@ request = { prompt = "Answer: t{{row.text}} after {{check}}" }
     expect(fake.paid.get("Summary: t6 is a bug")).toBeUndefined()
     const status = await spool(["status", "triage", "--json", "--home", home], { cwd: tmp.path })
     expect((JSON.parse(status.stdout) as { run: { state: string } }).run.state).toBe("paused")
+
+    // a step's failed row is not retried alone (its later steps decided on it): the step is run again instead
+    const retry = await spool(["retry", "triage.classify", "--home", home], { cwd: tmp.path })
+    expect(retry.code).toBe(2)
+    expect(retry.stderr).toContain(
+      `run "triage.classify" is a pipeline's step: its items are not retried one by one`,
+    )
+    expect(retry.stderr).toContain(`--rerun-from classify`)
+    const asked = fake.requests
+    const again = await spool(["run", "job.toml", "--home", home, "--rerun-from", "classify"], {
+      cwd: tmp.path,
+      env,
+    })
+    expect(again.code).toBe(0)
+    // the answers paid for come from the cache: only the row that failed is asked again, and its summary
+    expect(fake.requests).toBe(asked + 2)
+    expect(fake.paid.get("Classify: t6")).toBe(1)
+    expect(fake.paid.get("Summary: t6 is a bug")).toBe(1)
+    expect(await steps(tmp, home)).toEqual({
+      classify: { completed: 12 },
+      summary: { completed: 4, skipped: 8 },
+      check: { completed: 2, skipped: 8, needs_review: 2 },
+    })
   }, 60_000)
 })

@@ -148,6 +148,12 @@ export async function retry(
   from: "failed" | "needs_review" | "rejected",
 ): Promise<string> {
   const run = await mustFind(db, ref)
+  // a step's later steps have already decided on its failed rows (skipped them): retried alone, they would stay so
+  if (run.parent !== null || run.job.pipeline)
+    throw new UsageError(
+      `run "${run.name}" is ${run.parent !== null ? "a pipeline's step" : "a pipeline"}: its items are not retried one by one`,
+      `Run a step again for every row, with the steps after it: \`${run.resume} --rerun-from ${run.step ?? "STEP"}\` (answers already paid for come from the cache).`,
+    )
   if (run.state === "cancelling")
     throw new UsageError(
       `run "${run.name}" is being cancelled: its items cannot be retried now`,

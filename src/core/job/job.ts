@@ -4,13 +4,14 @@ import { existsSync, readFileSync } from "node:fs"
 import { basename, dirname, extname, resolve } from "node:path"
 import { JobError } from "../../plugins/api/errors.ts"
 import * as flags from "./flags.ts"
-import { stepsOf, type Step } from "./steps.ts"
+import { StepShapeSchema, stepsOf, type Step, type StepShape } from "./steps.ts"
 import { BUILTIN_PROVIDERS, BUILTIN_SOURCES, SOURCE_OPTIONS } from "./builtins.ts"
 import { readToml } from "./toml.ts"
 import { distance } from "./pricing.ts"
 import { DURATION, DURATION_TEXT } from "./duration.ts"
 import { KIND_ENTRIES, kindProblems } from "./kind.ts"
 export { loadDotenv } from "./dotenv.ts"
+export type { StepShape } from "./steps.ts"
 export { BUILTIN_PROVIDERS, BUILTIN_SOURCES } from "./builtins.ts"
 
 const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
@@ -248,25 +249,8 @@ export const StoredJobSchema = v.object({
   ),
   output: v.optional(v.object({ name: v.string(), schema: v.record(v.string(), v.unknown()) })),
   request: v.strictObject({ ...RequestSchema.entries, prompt: v.string() }),
-  pipeline: v.optional(
-    v.array(
-      v.object({
-        name: v.string(),
-        kind: v.picklist(["model", "review"]),
-        needs: v.array(v.string()),
-        when: v.optional(v.string()),
-      }),
-    ),
-  ),
+  pipeline: v.optional(v.array(StepShapeSchema)),
 })
-
-/** A pipeline's step as its run keeps it (`Job.pipeline`): what the page's graph and `spool status` show. */
-export interface StepShape {
-  name: string
-  kind: "model" | "review"
-  needs: string[]
-  when?: string | undefined
-}
 
 /** One input of a run, as the job gives it. */
 export interface Input {

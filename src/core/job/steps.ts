@@ -4,6 +4,7 @@
  * get wrong is found here, before the store is opened: its name, what it needs, its `when`, the earlier steps its
  * prompt reads. The job loader (job.ts) gives the validation of one job, so that this module needs nothing of it.
  */
+import * as v from "valibot"
 import { JobError } from "../../plugins/api/errors.ts"
 import {
   STEP_NAME,
@@ -21,6 +22,22 @@ type Table = Record<string, unknown>
 /** The tables a step inherits from the job's top level, each laid over key by key. */
 const INHERITED = ["provider", "request", "output", "limits", "batch", "pricing", "cache"] as const
 const KEYS = new Set<string>(["name", "needs", "when", "kind", ...INHERITED])
+
+/** A pipeline's step as its run keeps it (`Job.pipeline`): what the page's graph and `spool status` show. */
+export interface StepShape {
+  name: string
+  kind: "model" | "review"
+  needs: string[]
+  when?: string | undefined
+}
+
+/** A `StepShape` as a stored job is checked when it is read back. */
+export const StepShapeSchema = v.object({
+  name: v.string(),
+  kind: v.picklist(["model", "review"]),
+  needs: v.array(v.string()),
+  when: v.optional(v.string()),
+})
 
 /** One step, checked. */
 export interface Step<J> {

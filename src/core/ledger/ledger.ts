@@ -29,10 +29,14 @@ import type {
   Packable,
   PagedItem,
   Problem,
+  Ready,
   RemoteView,
   Run,
+  StepItem,
   Summary,
 } from "./types.ts"
+
+export type { Ready, StepItem } from "./types.ts"
 
 export interface Ledger {
   readonly runs: Runs
@@ -188,40 +192,6 @@ export interface Reviews {
   decide(run: number, decisions: Decision[]): Promise<{ item: number; applied: boolean; state: State }[]>
   /** An item's decisions, oldest first. */
   history(item: number): Promise<ReviewRow[]>
-}
-
-/**
- * A row of a pipeline run whose step may be decided now (`Steps.ready`): the row (the pipeline run's item), and the
- * item of each needed step, in the order the needs were given.
- */
-export interface Ready {
-  /** The pipeline run's item: the cursor. */
-  id: number
-  input: number
-  key: string
-  row: number
-  source_id: string | null
-  /** The input row, JSON text. */
-  data: string
-  needs: { state: State; data: string; output: string | null; error: string | null }[]
-}
-
-/** A step's item as the pipeline makes it: the row's, in the state the step's `when` and its needs decided. */
-export interface StepItem {
-  input: number
-  key: string
-  row: number
-  source_id: string | null
-  /** What the step's request is made of (JSON text): the row, and the answers of the steps it reaches. */
-  data: string
-  /**
-   * pending: to call; skipped: its `when` was false, or a step it needs did not complete; needs_review: a review
-   * step's row waiting for a person; completed: a review step's row let through (its `when` false).
-   */
-  state: Extract<State, "pending" | "skipped" | "needs_review" | "completed">
-  output?: string | null | undefined
-  error?: string | null | undefined
-  error_class?: string | null | undefined
 }
 
 /**

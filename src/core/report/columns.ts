@@ -186,7 +186,11 @@ export function columnsOf(plan: Plan): Column[] {
             from: { part: "output", field: null },
           },
         ]
-  const all = [...input, ...spool, ...output]
+  return distinct([...input, ...spool, ...output])
+}
+
+/** The columns as they are, when no two of them have one name; else a Clash naming the first two that do. */
+export function distinct(all: Column[]): Column[] {
   const seen = new Map<string, Column>()
   for (const c of all) {
     const before = seen.get(c.name)

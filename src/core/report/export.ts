@@ -160,20 +160,58 @@ export async function* jsonlLines(db: Ledger, run: Run, o: ExportOptions): Async
   }
 }
 
-/** The lines of a CSV export: a header of the columns' names, then one line per item. */
-export async function* csvLines(
+/** A row of a CSV or Parquet export: its key (named when a value does not fit its column) and a value per column. */
+export interface TableRow {
+  key: string
+  cells: unknown[]
+}
+
+/** The rows of a one-step run's CSV or Parquet export, each item's values in the order of `columns`. */
+export async function* tableRows(
   db: Ledger,
   run: Run,
   o: ExportOptions,
   columns: Column[],
-): AsyncGenerator<string> {
+): AsyncGenerator<TableRow> {
   const make = await maker(db, run, o.join)
   const check = checker(columns)
-  yield `${columns.map((c) => csvField(c.name)).join(",")}\r\n`
   for await (const row of exportRows(db, run, o)) {
     const { values } = make(row)
     check(row, values)
-    yield `${columns.map((c) => csvField(cell(valueOf(c, values)))).join(",")}\r\n`
+    yield { key: row.key, cells: columns.map((c) => valueOf(c, values)) }
+  }
+}
+
+/** The lines of a CSV export: a header of the columns' names, then one line per row. */
+export async function* csvOf(columns: Column[], rows: AsyncIterable<TableRow>): AsyncGenerator<string> {
+  yield `${columns.map((c) => csvField(c.name)).join(",")}\r\n`
+  for await (const row of rows) yield `${row.cells.map((v) => csvField(cell(v))).join(",")}\r\n`
+}
+
+/** The lines of a one-step run's CSV export: a header of the columns' names, then one line per item. */
+export function csvLines(db: Ledger, run: Run, o: ExportOptions, columns: Column[]): AsyncGenerator<string> {
+  return csvOf(columns, tableRows(db, run, o, columns))
+}
+
+/**
+ * An export as `spool results` writes it, whatever the run: its columns (CSV, Parquet), then its JSONL lines or its
+ * table rows. `single` is a one-step run's; a pipeline run's joins each row to its steps (pipeline-export.ts).
+ */
+export interface Export {
+  /** The columns of a CSV or Parquet export, learned from a first read where they must be; may throw a Clash. */
+  columns(): Promise<Column[]>
+  /** The lines of a JSONL export. */
+  jsonl(): AsyncIterable<string>
+  /** The rows of a CSV or Parquet export, a value for each of `columns` (what `columns()` gave). */
+  rows(columns: Column[]): AsyncIterable<TableRow>
+}
+
+/** A one-step run's export: its items, as `plan`, `jsonlLines` and `tableRows` make them. */
+export function single(db: Ledger, run: Run, o: ExportOptions): Export {
+  return {
+    columns: () => plan(db, run, o),
+    jsonl: () => jsonlLines(db, run, o),
+    rows: (columns) => tableRows(db, run, o, columns),
   }
 }
 

@@ -6,8 +6,8 @@ import { closeSync, fsyncSync, openSync, writeSync } from "node:fs"
 import { ByteWriter, ParquetWriter } from "hyparquet-writer"
 import type { Ledger } from "../ledger/ledger.ts"
 import type { Run } from "../ledger/types.ts"
-import { fit, valueOf, type Column, type Shape } from "./columns.ts"
-import { changed, checker, exportRows, maker, type ExportOptions } from "./export.ts"
+import { fit, type Column, type Shape } from "./columns.ts"
+import { changed, tableRows, type ExportOptions, type TableRow } from "./export.ts"
 
 type SchemaElement = ConstructorParameters<typeof ParquetWriter>[0]["schema"][number]
 
@@ -79,15 +79,28 @@ function fdWriter(fd: number): ByteWriter {
 }
 
 /**
- * Writes the export to `path` (a new file, owner-only, synced before it returns) a row group at a time; says how
- * many rows it wrote. The caller writes it beside its target and renames it.
+ * Writes a one-step run's export to `path` (a new file, owner-only, synced before it returns) a row group at a time;
+ * says how many rows it wrote. The caller writes it beside its target and renames it.
  */
-export async function writeParquet(
+export function writeParquet(
   db: Ledger,
   run: Run,
   o: ExportOptions,
   columns: Column[],
   path: string,
+): Promise<number> {
+  return writeTable(path, run.name, columns, tableRows(db, run, o, columns))
+}
+
+/**
+ * Writes `rows` as a Parquet file of `columns` at `path` (a new file, owner-only, synced before it returns), a row
+ * group at a time, the run's name in its metadata; says how many rows it wrote.
+ */
+export async function writeTable(
+  path: string,
+  name: string,
+  columns: Column[],
+  rows: AsyncIterable<TableRow>,
 ): Promise<number> {
   const fd = openSync(path, "wx", 0o600)
   try {
@@ -97,12 +110,10 @@ export async function writeParquet(
       schema: schemaOf(columns),
       codec: "SNAPPY",
       createdBy: "spool",
-      kvMetadata: [{ key: "spool.run", value: run.name }],
+      kvMetadata: [{ key: "spool.run", value: name }],
     })
     const vector = columns.find((c) => c.shape.kind === "vector")?.shape
-    const rows = groupRows(vector?.kind === "vector" ? vector.dimensions : null)
-    const make = await maker(db, run, o.join)
-    const check = checker(columns)
+    const size = groupRows(vector?.kind === "vector" ? vector.dimensions : null)
     let data: unknown[][] = columns.map(() => [])
     let held = 0
     let count = 0
@@ -117,12 +128,10 @@ export async function writeParquet(
       // the group's rows, values and pages are garbage now: collected at once, the peak RSS stays one group's
       Bun.gc(true)
     }
-    for await (const row of exportRows(db, run, o)) {
-      const { values } = make(row)
-      check(row, values)
+    for await (const row of rows) {
       for (let i = 0; i < columns.length; i++) {
         const c = columns[i]!
-        const raw = valueOf(c, values)
+        const raw = row.cells[i]
         const value = fit(c.shape, raw)
         // an input field whose kind is not the one learned: the run changed since (the answers' may not fit)
         if (value === null && raw !== null && raw !== undefined && c.from.part === "input")
@@ -131,7 +140,7 @@ export async function writeParquet(
       }
       held++
       count++
-      if (held >= rows) await write()
+      if (held >= size) await write()
     }
     await write()
     await parquet.finish()

@@ -21,7 +21,7 @@ const classify = (label: string, confidence = 0.9) => ({
   error: null,
 })
 
-function step(o: Partial<Promoted> & { when?: string }): Promoted {
+function step(o: Omit<Partial<Promoted>, "when"> & { when?: string }): Promoted {
   const { when, ...rest } = o
   return {
     name: "summary",

@@ -36,8 +36,15 @@ function undoVectors(db: Database): void {
   for (const t of ["items", "cache"]) db.run(`ALTER TABLE ${t} DROP COLUMN vector`)
 }
 
+/** Takes a store back to before migration 12 (pipelines: a run's parent and step). */
+function undoSteps(db: Database): void {
+  db.run("DROP INDEX runs_parent")
+  for (const c of ["parent", "step"]) db.run(`ALTER TABLE runs DROP COLUMN ${c}`)
+}
+
 /** Takes a store back to before migration 10 (review decisions). */
 function undoReviews(db: Database): void {
+  undoSteps(db)
   db.run("DROP TABLE reviews")
 }
 
@@ -119,7 +126,7 @@ describe("the SQLite store", () => {
     expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
     expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
     expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
-    expect(MIGRATIONS.length).toBe(11)
+    expect(MIGRATIONS.length).toBe(12)
     await db.close()
     // opening again migrates nothing and keeps the data
     const again = sqlite.open(home)
