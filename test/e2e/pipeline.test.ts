@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
 import { writeFileSync } from "node:fs"
 import { startFake, type Fake } from "../lib/fake-openai.ts"
+import { pgSchema, SKIP_PG } from "../lib/pg.ts"
 import { prng, spool, start, until } from "../lib/spool.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
 
@@ -375,5 +376,37 @@ request = { prompt = "Answer: t{{row.text}} after {{check}}" }
       summary: { completed: 4, skipped: 8 },
       check: { completed: 2, skipped: 8, needs_review: 2 },
     })
+  }, 60_000)
+})
+
+describe.skipIf(SKIP_PG)("a pipeline on PostgreSQL", () => {
+  test("three workers share one pipeline: every row's every step is made once and answered once", async () => {
+    await using tmp = await tmpdir()
+    await using pg = await pgSchema()
+    await using fake = await startFake({ apiKey: KEY, latencyMs: 20, reply })
+    rows(tmp, 300)
+    writeFileSync(tmp.join("job.toml"), job(fake.url, { mode: "realtime" }))
+    const workers = [0, 1, 2].map((w) =>
+      start(["run", "job.toml", "--store", pg.url, "--home", tmp.join(`h${w}`)], { cwd: tmp.path, env }),
+    )
+    const codes = await Promise.all(workers.map((w) => w.exited))
+    expect(codes).toEqual([0, 0, 0])
+    const status = await spool(["status", "triage", "--json", "--store", pg.url], { cwd: tmp.path })
+    const view = JSON.parse(status.stdout) as { rows: number; steps: StepView[] }
+    expect(view.rows).toBe(300)
+    expect(
+      Object.fromEntries(
+        view.steps.map((s) => [
+          s.name,
+          Object.fromEntries(Object.entries(s.counts).filter(([, n]) => n > 0)),
+        ]),
+      ),
+    ).toEqual({
+      classify: { completed: 300 },
+      summary: { completed: 100, skipped: 200 },
+      check: { completed: 50, skipped: 200, needs_review: 50 },
+    })
+    expect(fake.paid.size).toBe(400)
+    expect([...fake.paid.values()].every((n) => n === 1)).toBe(true)
   }, 60_000)
 })
