@@ -312,10 +312,15 @@ const estimate = defineCommand({
   args: { ...jobArgs, json: { type: "boolean", description: "Machine-readable output" } },
   async run({ args, rawArgs }) {
     mustHaveJob("estimate", args)
-    const { job } = jobs.load(args.job as string | undefined, jobFlags(args, rawArgs))
+    const { job, steps } = jobs.load(args.job as string | undefined, jobFlags(args, rawArgs))
     const est = await import("./core/engine/estimate.ts")
     const e = await est.estimate(job)
     process.stdout.write(args.json ? `${JSON.stringify(e, null, 2)}\n` : est.estimateText(e))
+    // the steps after the first make requests of its answers, which no estimate can know before the run
+    if (steps && steps.length > 1)
+      process.stderr.write(
+        `a pipeline: this is its first step (${steps[0]!.name}) alone; the ${steps.length - 1} after it depend on its answers\n`,
+      )
     return 0
   },
 })

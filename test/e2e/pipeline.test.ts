@@ -5,7 +5,8 @@
  */
 import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
-import { writeFileSync } from "node:fs"
+import { cpSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
 import { startFake, type Fake } from "../lib/fake-openai.ts"
 import { pgSchema, SKIP_PG } from "../lib/pg.ts"
 import { prng, spool, start, until } from "../lib/spool.ts"
@@ -377,6 +378,51 @@ request = { prompt = "Answer: t{{row.text}} after {{check}}" }
       check: { completed: 2, skipped: 8, needs_review: 2 },
     })
   }, 60_000)
+})
+
+describe("the pipeline example", () => {
+  test("examples/pipeline runs offline: counts per step in the closing lines and in status; estimate, watch and --canary say what they do with a pipeline", async () => {
+    await using tmp = await tmpdir()
+    cpSync(join(import.meta.dir, "../../examples/pipeline"), tmp.path, { recursive: true })
+    const run = await spool(["run", "job.toml"], { cwd: tmp.path })
+    expect(run.code).toBe(0)
+    expect(run.stderr).toContain(
+      'run "pipeline-demo", 6 row(s): classify: 6 completed; summary: 6 completed; check: 3 completed, 3 wait for review\n' +
+        "3 row(s) wait for review: 3 at check (spool review pipeline-demo --step check); approve, edit or reject them, then `spool run job.toml` takes them on\n",
+    )
+    const status = await spool(["status"], { cwd: tmp.path })
+    expect(status.stdout).toBe(
+      [
+        "run pipeline-demo (#1) · pipeline of 3 step(s) · paused (3 row(s) wait for review)",
+        "rows      6",
+        "spend     unknown (a step's model has no price)",
+        "steps",
+        "  classify (model)                 completed 6",
+        "  summary (model, after classify)  completed 6",
+        "  check (review, after summary)    completed 3 · needs review 3",
+        "resume    spool run job.toml",
+        "each step whole: spool status pipeline-demo.STEP",
+        "",
+      ].join("\n"),
+    )
+    const review = await spool(["review", "--json"], { cwd: tmp.path })
+    expect((JSON.parse(review.stdout) as { items: { id: string }[] }).items.map((i) => i.id)).toEqual([
+      "T-2001",
+      "T-2003",
+      "T-2005",
+    ])
+    const estimate = await spool(["estimate", "job.toml"], { cwd: tmp.path })
+    expect(estimate.code).toBe(0)
+    expect(estimate.stderr).toContain(
+      "a pipeline: this is its first step (classify) alone; the 2 after it depend on its answers",
+    )
+    const watch = await spool(["watch", "job.toml"], { cwd: tmp.path })
+    expect(watch.code).toBe(2)
+    expect(watch.stderr).toContain("`spool watch` does not run pipelines yet")
+    const canary = await spool(["run", "job.toml", "--canary", "2"], { cwd: tmp.path })
+    expect(canary.code).toBe(2)
+    expect(canary.stderr).toContain("--canary does not apply to pipelines yet")
+  }, 30_000)
 })
 
 describe.skipIf(SKIP_PG)("a pipeline on PostgreSQL", () => {

@@ -382,6 +382,8 @@ export interface RunLine {
   workers: number
   /** The command that goes on with an interrupted run; null for any other. */
   resume: string | null
+  /** A pipeline run (docs/PIPELINES.md): its items are its rows, and it has this many steps (each a run listed). */
+  steps?: number
 }
 
 export async function runLine(db: Ledger, run: Run, now = Date.now()): Promise<RunLine> {
@@ -398,6 +400,7 @@ export async function runLine(db: Ledger, run: Run, now = Date.now()): Promise<R
     created_at: new Date(run.created_at).toISOString(),
     workers,
     resume: state === INTERRUPTED ? run.resume : null,
+    ...(run.job.pipeline && { steps: run.job.pipeline.length }),
   }
 }
 
@@ -405,7 +408,7 @@ export function runsText(list: RunLine[]): string {
   if (!list.length) return "no runs yet — start one with `spool run job.toml`\n"
   const rows = list.map(
     (r) =>
-      `${String(r.id).padStart(4)}  ${r.name.padEnd(24)} ${r.state.padEnd(24)} ${n(r.completed)}/${n(r.total)} done${r.failed ? `, ${n(r.failed)} failed` : ""}  ${r.created_at}${
+      `${String(r.id).padStart(4)}  ${r.name.padEnd(24)} ${r.state.padEnd(24)} ${r.steps === undefined ? `${n(r.completed)}/${n(r.total)} done${r.failed ? `, ${n(r.failed)} failed` : ""}` : `${n(r.total)} rows, ${r.steps} steps`}  ${r.created_at}${
         r.resume ? `\n      resume: ${r.resume}` : ""
       }`,
   )
