@@ -1,6 +1,7 @@
 /**
  * `spool results`: a run's items as JSONL, CSV or Parquet (docs/RESULTS.md), joined to their input rows, filtered by
- * state or by the last export, written to stdout or atomically to a file.
+ * state or by the last export, written to stdout or atomically to a file. A pipeline run's are its rows, each with
+ * every step's state and answer; `--step S` writes one step's items as a one-step run's.
  */
 import { defineCommand } from "citty"
 import { createWriteStream, renameSync, rmSync } from "node:fs"
@@ -80,7 +81,7 @@ export const results = defineCommand({
   meta: {
     name: "results",
     description:
-      "A run's items as JSONL, CSV or Parquet: input columns (--join), id, state, attempts, cost, error, the output",
+      "A run's items as JSONL, CSV or Parquet: input columns (--join), id, state, attempts, cost, error, the output (a pipeline: each row with its steps)",
   },
   args: {
     run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },
@@ -113,6 +114,11 @@ export const results = defineCommand({
       type: "string",
       description: 'Name of the output columns: PREFIX + property (default "output."; "" for bare names)',
     },
+    step: {
+      type: "string",
+      description: "A pipeline run's step: its items alone, as a one-step run's (every flag applies)",
+      valueHint: "name",
+    },
     ...common,
   },
   async run({ args, rawArgs }) {
@@ -141,7 +147,15 @@ export const results = defineCommand({
     // a remembered export is written to the store: it is opened for writing then
     const db = await ledger.open(await existingStore(args), { access: since ? "write" : "read" })
     try {
-      const run = await mustFind(db, args.run)
+      let run = await mustFind(db, args.run)
+      if (args.step !== undefined) run = await stepOf(db, run, args.step)
+      else if (run.job.pipeline)
+        refuseJoined(run, {
+          "--state": args.state !== undefined,
+          "--failed-only": args["failed-only"] === true,
+          "--since-last-export": since,
+          "--prefix": args.prefix !== undefined,
+        })
       const margin = since ? marginMs() : 0
       const last = since ? await db.reads.lastExport(run.id) : null
       // the read starts now: anything that changes from here on is above the mark recorded below
@@ -172,6 +186,37 @@ export const results = defineCommand({
   },
 })
 
+/** The run of the pipeline `run`'s step `name`: what `--step` exports. */
+async function stepOf(db: Ledger, run: Run, name: string): Promise<Run> {
+  const names = run.job.pipeline?.map((s) => s.name)
+  if (!names)
+    throw new UsageError(
+      `--step: run "${run.name}" is ${run.parent === null ? "not a pipeline: it has no steps" : "a step of a pipeline, not a pipeline"}`,
+      run.parent === null
+        ? "Drop --step: the run's results are its own items."
+        : "Drop --step (its results are that step's), or give the pipeline's run.",
+    )
+  const found = (await db.runs.steps(run.id)).find((r) => r.step === name)
+  if (found) return found
+  throw new UsageError(
+    names.includes(name)
+      ? `--step: step "${name}" of run "${run.name}" has no run yet`
+      : `--step: pipeline run "${run.name}" has no step "${name}"`,
+    `Its steps: ${names.join(", ")}.`,
+  )
+}
+
+/** Refuses the flags given of a one-step export that a pipeline's rows do not take: each step has its own states. */
+function refuseJoined(run: Run, given: Record<string, boolean>): void {
+  const flags = Object.keys(given).filter((f) => given[f])
+  if (!flags.length) return
+  const names = run.job.pipeline!.map((s) => s.name)
+  throw new UsageError(
+    `${flags.join(", ")}: run "${run.name}" is a pipeline, whose rows have a state, an answer and an export mark in each step`,
+    `Write one step's items with --step NAME (its steps: ${names.join(", ")}): every flag applies there. Or drop ${flags.join(", ")}.`,
+  )
+}
+
 /** A file that cannot be written (no such folder, no right to, a full disk) as a clear error; any other as it is. */
 function unwritable(err: unknown, out: string | undefined): unknown {
   const e = err as NodeJS.ErrnoException
@@ -194,22 +239,29 @@ async function write(
 ): Promise<number | null> {
   const x = await lazyExport()
   const { Clash } = await import("../core/report/columns.ts")
+  const pipeline = run.job.pipeline !== undefined
   let columns
+  let ex
   try {
-    columns = o.format === "jsonl" ? [] : await x.plan(db, run, o)
+    ex = pipeline
+      ? await (await import("../core/report/pipeline-export.ts")).joined(db, run, o)
+      : x.single(db, run, o)
+    columns = o.format === "jsonl" ? [] : await ex.columns()
   } catch (err) {
     if (!(err instanceof Clash)) throw err
     throw new UsageError(
       `results: ${err.message}`,
-      `Name the output's columns otherwise with --prefix (e.g. --prefix llm_), or leave the input's out with --no-join.`,
+      pipeline
+        ? "Leave the input's columns out with --no-join, or write the step alone with --step NAME."
+        : `Name the output's columns otherwise with --prefix (e.g. --prefix llm_), or leave the input's out with --no-join.`,
     )
   }
   if (o.format === "parquet") {
     const path = resolve(out!)
     const tmp = `${path}.${process.pid}.tmp`
     try {
-      const { writeParquet } = await import("../core/report/parquet.ts")
-      const count = await writeParquet(db, run, o, columns, tmp)
+      const { writeTable } = await import("../core/report/parquet.ts")
+      const count = await writeTable(tmp, run.name, columns, ex.rows(columns))
       renameSync(tmp, path)
       return count
     } catch (err) {
@@ -217,7 +269,7 @@ async function write(
       throw err
     }
   }
-  const lines = o.format === "csv" ? x.csvLines(db, run, o, columns) : x.jsonlLines(db, run, o)
+  const lines = o.format === "csv" ? x.csvOf(columns, ex.rows(columns)) : ex.jsonl()
   const header = o.format === "csv" ? 1 : 0
   if (!out) {
     const { count, complete } = await pour(process.stdout, lines)

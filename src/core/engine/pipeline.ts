@@ -44,6 +44,8 @@ const PAGE = 1_000
 /** The promoter's longest sleep: it is woken by every commit and every stored batch of rows before that. */
 const PROMOTE_MS = 1_000
 const TICK_MS = 200
+/** How many times as long as a promoter's pass took it rests before the next. */
+const REST = 10
 
 /**
  * Each step's fingerprint: what shapes its requests (as a one-step job's), its kind and `when`, and the fingerprints
@@ -413,12 +415,16 @@ async function session(
             ended = { name: parent.name, ending: state === "paused" ? "paused" : "cancelled" }
             break
           }
+          const began = Date.now()
           const made = await promoteAll()
           if (made) await tick()
           if (made === 0 && (await quiet()) && (await promoteAll()) === 0) {
             settled = true
             break
           }
+          // a pass reads every row not yet decided: on a large run it rests ten times as long as it took, so that
+          // the commits that wake it cost the drivers at most a tenth of the process's time
+          await sleep(Math.min(REST * (Date.now() - began), PROMOTE_MS * 30), ingestAbort.signal)
           await waker.sleep(PROMOTE_MS)
         }
       } finally {
