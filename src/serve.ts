@@ -15,11 +15,14 @@ import { SpoolError } from "./plugins/api/errors.ts"
 import { UsageError } from "./core/base/errors.ts"
 import * as log from "./core/base/log.ts"
 import * as report from "./core/report/report.ts"
+import { pipelineOf } from "./core/report/pipeline.ts"
+import { joined } from "./core/report/pipeline-export.ts"
 import { STATES, type State } from "./core/ledger/states.ts"
 import type { Ledger } from "./core/ledger/ledger.ts"
 import type { Run } from "./core/ledger/types.ts"
 import { render } from "./page.ts"
-import { chartOf, itemDetail, itemView, jobView, search, SEARCH_SCAN } from "./page/data.ts"
+import { chartOf, itemDetail, jobView, search, SEARCH_SCAN, viewsOf } from "./page/data.ts"
+import { cellsOf, placed, rowSteps, stepOf } from "./page/pipeline.ts"
 import type { ItemPage, RunDetail, RunRow } from "./page/types.ts"
 
 export interface ServerOptions {
@@ -96,27 +99,61 @@ async function runOf(db: Ledger, ref: string): Promise<Run> {
   return run
 }
 
-export async function runRow(db: Ledger, run: Run, now = Date.now()): Promise<RunRow> {
+/** A run's row of the runs list; a pipeline run's spend is its steps' (`steps`: their rows), its own items cost none. */
+export async function runRow(db: Ledger, run: Run, now = Date.now(), steps?: RunRow[]): Promise<RunRow> {
   const s = await report.status(db, run, now, { recentBatches: 0 })
-  return {
+  const row: RunRow = {
     ...(await report.runLine(db, run)),
     rate_per_s: s.rate_per_s,
     eta_s: s.eta_s,
     spend_usd: s.spend.usd,
+    skipped: s.counts.skipped,
+    parent: run.parent,
+    step: run.step,
+    pipeline: null,
+  }
+  if (!run.job.pipeline) return row
+  const latest = new Set((await db.runs.steps(run.id)).map((r) => r.id))
+  const mine = (steps ?? []).filter((r) => latest.has(r.id))
+  const review = (await Promise.all([...latest].map((id) => db.reads.counts(id)))).reduce(
+    (n, c) => n + c.needs_review,
+    0,
+  )
+  return {
+    ...row,
+    spend_usd: mine.reduce<number | null>(
+      (sum, r) => (sum === null || r.spend_usd === null ? null : sum + r.spend_usd),
+      0,
+    ),
+    pipeline: { steps: run.job.pipeline.map((p) => p.name), review },
   }
 }
 
-/** Every run's row of the runs list, oldest first. */
+/** Every run's row of the runs list, oldest first (a pipeline's steps are drawn under it: views.ts `runs`). */
 async function runRows(db: Ledger, now: number): Promise<RunRow[]> {
+  const runs = await db.runs.list()
+  const steps: RunRow[] = []
+  for (const run of runs) if (run.parent !== null) steps.push(await runRow(db, run, now))
   const rows: RunRow[] = []
-  for (const run of await db.runs.list()) rows.push(await runRow(db, run, now))
+  for (const run of runs)
+    rows.push(run.parent !== null ? steps.find((r) => r.id === run.id)! : await runRow(db, run, now, steps))
   return rows
 }
 
-/** A run's status with its chart over the run's life (page/data.ts `chartOf`). */
+/**
+ * A run's status with its chart over the run's life (page/data.ts `chartOf`); a pipeline run's with its steps (the
+ * chart of their calls), a step's with its place in its pipeline.
+ */
 export async function runDetail(db: Ledger, run: Run, now = Date.now()): Promise<RunDetail> {
   const status = await report.status(db, run, now, { recentBatches: 50 })
-  return { ...status, chart: await chartOf(db, run, status.state, now) }
+  const pipeline = await pipelineOf(db, run, now)
+  const counted = pipeline ? await db.runs.steps(run.id) : [run]
+  return {
+    ...status,
+    chart: await chartOf(db, run, status.state, now, counted),
+    pipeline: pipeline && { rows: pipeline.rows, steps: pipeline.steps, spend_usd: pipeline.spend_usd },
+    step: await stepOf(db, run),
+  }
 }
 
 /** A page of a run's items, each with its attempts; `next` is the cursor of the next page, or null. */
@@ -128,7 +165,7 @@ export async function itemsOf(
   const rows = await db.reads.page(run.id, q)
   const line = await report.resultLine(db, run)
   return {
-    items: rows.map((row) => itemView(line, row)),
+    items: await viewsOf(line, rows, await cellsOf(db, run)),
     next: rows.length === q.limit ? String(rows.at(-1)?.id) : null,
   }
 }
@@ -142,6 +179,11 @@ const PAGE = 50
  * Lines as a byte stream, pulled a chunk at a time as the client reads: the ledger's read goes no further than the
  * client has taken, and stops (its read let go) when the client goes away.
  */
+/** An iterable's values as a generator (what `chunked` pulls from). */
+async function* generator<T>(values: AsyncIterable<T>): AsyncGenerator<T> {
+  yield* values
+}
+
 function chunked(lines: AsyncGenerator<string>, what: string): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder()
   return new ReadableStream<Uint8Array>(
@@ -248,17 +290,16 @@ export function createApp(o: ServerOptions): Hono {
     const now = Date.now()
     const runs = await db.runs.list()
     const ref = c.req.query("run")
-    const selected = ref ? await runOf(db, ref) : (runs.at(-1) ?? null)
+    // the latest run that is not a pipeline's step (they are made after their pipeline run)
+    const selected = ref ? await runOf(db, ref) : (runs.filter((r) => r.parent === null).at(-1) ?? null)
     const nonce = randomBytes(16).toString("base64")
     c.header(
       "Content-Security-Policy",
       `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
     )
-    const rows: RunRow[] = []
-    for (const r of runs) rows.push(await runRow(db, r, now))
     return c.html(
       render({
-        runs: rows,
+        runs: await runRows(db, now),
         run: selected ? await runDetail(db, selected, now) : null,
         job: selected ? await jobView(db, selected) : null,
         items: selected ? await itemsOf(db, selected, { limit: PAGE }) : { items: [], next: null },
@@ -281,7 +322,8 @@ export function createApp(o: ServerOptions): Hono {
     const after = q.after === undefined ? undefined : Number(q.after)
     if (q.q) {
       const scan = o.searchScan ?? SEARCH_SCAN
-      return c.json(await search(db, run, { text: q.q, state: q.state, after, limit: q.limit, scan }))
+      const q2 = { text: q.q, state: q.state, after, limit: q.limit, scan }
+      return c.json(await search(db, run, q2, await cellsOf(db, run)))
     }
     return c.json(await itemsOf(db, run, { state: q.state, after: after ?? 0, limit: q.limit }))
   })
@@ -291,7 +333,20 @@ export function createApp(o: ServerOptions): Hono {
     const id = Number(valid(ItemId, c.req.param("item"), "item"))
     const item = await itemDetail(db, run, id)
     if (!item) throw new HTTPException(404, { message: `run "${run.name}" has no item ${id}` })
-    return c.json(item)
+    return c.json({ ...item, ...(await placed(db, run, id)) })
+  })
+
+  // a pipeline run's row at every step, side by side (docs/PIPELINES.md): an index look-up per step
+  app.get("/api/runs/:id/items/:item/steps", async (c) => {
+    const run = await runOf(db, c.req.param("id"))
+    const id = Number(valid(ItemId, c.req.param("item"), "item"))
+    if (!run.job.pipeline)
+      throw new HTTPException(404, {
+        message: `run "${run.name}" is not a pipeline: its items have no steps (GET /api/runs/${run.id}/items/${id} shows one)`,
+      })
+    const row = await rowSteps(db, run, id)
+    if (!row) throw new HTTPException(404, { message: `run "${run.name}" has no item ${id}` })
+    return c.json(row)
   })
 
   // streamed a chunk of lines at a time as the ledger gives them: a million results never sit in memory at once
@@ -302,6 +357,15 @@ export function createApp(o: ServerOptions): Hono {
     // a job's name is letters, digits, dot, dash and underscore; a run made otherwise must not break the header
     const file = `${run.name.replace(/[^A-Za-z0-9._-]/g, "_")}-${run.id}.jsonl`
     c.header("Content-Disposition", `attachment; filename="${file}"`)
+    // a pipeline run's rows, each with every step's state and answer, as `spool results` writes them
+    if (run.job.pipeline) {
+      if (q.state !== undefined)
+        throw new HTTPException(400, {
+          message: "a pipeline's rows have no state of their own: ask a step's run",
+        })
+      const lines = (await joined(db, run, { format: "jsonl", join: false })).jsonl()
+      return c.body(chunked(generator(lines), run.name))
+    }
     return c.body(chunked(report.results(db, run, q.state), run.name))
   })
 
@@ -316,8 +380,10 @@ export function createApp(o: ServerOptions): Hono {
     // an empty reason is no reason
     const asked = { ...body, reason: body.reason?.trim() || undefined }
     return act(c, async (run) => {
-      const { outcomes, left } = await review.decide(db, String(run.id), [asked], "page")
-      return review.told(run.name, outcomes, left)
+      const decided = await review.decide(db, String(run.id), [asked], "page")
+      // a pipeline step's rows let through go on at the pipeline's next run: the message says with what
+      const goOn = decided.run.parent !== null ? decided.run.resume : undefined
+      return review.told(decided.run.name, decided.outcomes, decided.left, goOn)
     })
   })
   app.post("/api/runs/:id/cancel", (c) =>

@@ -10,7 +10,7 @@ import { PROGRESS_BUCKET_MS, type PagedItem, type Run } from "../core/ledger/typ
 import { parse, requestOf } from "../core/job/template.ts"
 import { shown } from "../plugins/api/baseurl.ts"
 import { REDACTED, scrub } from "../plugins/api/redact.ts"
-import type { Chart, ItemDetail, ItemPage, ItemView, JobView } from "./types.ts"
+import type { Chart, ItemDetail, ItemPage, ItemView, JobView, StepCell } from "./types.ts"
 
 /** The chart has at most about this many slots, however long the run. */
 export const CHART_SLOTS = 120
@@ -28,17 +28,31 @@ export const SEARCH_SCAN = 20_000
 /**
  * The chart over the run's own life: from its creation to its end (its last attempt's, when it is not going on;
  * now, while it is). A short run is charted from its attempts, a long or large one from the 10 s progress buckets,
- * with its errors counted per slot up to ERROR_CAP.
+ * with its errors counted per slot up to ERROR_CAP. `counted` are the runs whose attempts it counts: the run's own,
+ * or a pipeline run's steps (its own items are never called), summed slot by slot over the pipeline's life.
  */
-export async function chartOf(db: Ledger, run: Run, state: string, now: number): Promise<Chart> {
+export async function chartOf(
+  db: Ledger,
+  run: Run,
+  state: string,
+  now: number,
+  counted: Run[] = [run],
+): Promise<Chart> {
   const from = run.created_at
   const going = state === "running" || state === "cancelling"
-  const last = going ? null : (await db.reads.summary(run.id, now)).lastEnded
+  let last: number | null = null
+  if (!going)
+    for (const r of counted) {
+      const ended = (await db.reads.summary(r.id, now)).lastEnded
+      if (ended !== null) last = Math.max(last ?? ended, ended)
+    }
   const to = Math.max(from + 1000, run.finished_at ?? last ?? now)
   const ideal = SLOTS.find((s) => (to - from) / s <= CHART_SLOTS) ?? Math.ceil((to - from) / CHART_SLOTS)
   if (ideal < PROGRESS_BUCKET_MS) {
-    const ended = await db.reads.endings(run.id, from, ideal, FINE_MAX)
-    if (ended)
+    const each = []
+    for (const r of counted) each.push(await db.reads.endings(r.id, from, ideal, FINE_MAX))
+    if (each.every((e) => e !== null)) {
+      const ended = summed(each.flat())
       return {
         from,
         to,
@@ -49,19 +63,34 @@ export async function chartOf(db: Ledger, run: Run, state: string, now: number):
         errors: ended.filter((e) => e.errors).map(({ at, errors }) => ({ at, errors })),
         error_cap: null,
       }
+    }
   }
   const slot = Math.ceil(Math.max(ideal, PROGRESS_BUCKET_MS) / PROGRESS_BUCKET_MS) * PROGRESS_BUCKET_MS
   // progress buckets are whole 10 s from the epoch: the first slot starts at the one the run was created in
   const origin = Math.floor(from / PROGRESS_BUCKET_MS) * PROGRESS_BUCKET_MS
   const slots = Math.ceil((to - origin) / slot)
-  return {
-    from,
-    to,
-    slot_ms: slot,
-    points: await db.reads.progress(run.id, origin, slot),
-    errors: await db.reads.errorMarks(run.id, origin, slot, slots, ERROR_CAP),
-    error_cap: ERROR_CAP,
+  const points = []
+  const errors = []
+  for (const r of counted) {
+    points.push(...(await db.reads.progress(r.id, origin, slot)))
+    errors.push(...(await db.reads.errorMarks(r.id, origin, slot, slots, ERROR_CAP)))
   }
+  return { from, to, slot_ms: slot, points: summed(points), errors: summed(errors), error_cap: ERROR_CAP }
+}
+
+/** Slots of several runs' charts (the same `from` and slot length, so the same `at`), added up: one per `at`, in order. */
+function summed<T extends { at: number }>(slots: T[]): T[] {
+  const by = new Map<number, T>()
+  for (const s of slots) {
+    const seen = by.get(s.at)
+    if (!seen) {
+      by.set(s.at, { ...s })
+      continue
+    }
+    const sums = seen as Record<string, number>
+    for (const [k, n] of Object.entries(s)) if (k !== "at") sums[k] = (sums[k] ?? 0) + (n as number)
+  }
+  return [...by.values()].sort((a, b) => a.at - b.at)
 }
 
 /**
@@ -70,6 +99,7 @@ export async function chartOf(db: Ledger, run: Run, state: string, now: number):
  */
 export async function jobView(db: Ledger, run: Run): Promise<JobView> {
   const { provider, request, limits, batch, output, sources } = run.job
+  const reviews = await reviewed(db, run)
   const read = new Map((await db.runs.inputs(run.id)).map((i) => [i.path, i.format]))
   return {
     name: run.job.name,
@@ -92,7 +122,15 @@ export async function jobView(db: Ledger, run: Run): Promise<JobView> {
     output: output?.name ?? null,
     limits,
     batch: provider.mode === "batch" ? batch : null,
+    ...(reviews === null ? {} : { reviews }),
   }
+}
+
+/** For a pipeline's review step, the step whose answers it reviews (its last need); else null. */
+async function reviewed(db: Ledger, run: Run): Promise<string | null> {
+  if (run.parent === null) return null
+  const shape = (await db.runs.get(run.parent))?.job.pipeline?.find((s) => s.name === run.step)
+  return shape?.kind === "review" ? (shape.needs.at(-1) ?? null) : null
 }
 
 /** An option whose name says it holds a secret (`api_key`, `x-api-key`, `token`, `Authorization`, `password`, …). */
@@ -115,7 +153,7 @@ function unsecret(x: unknown, name = ""): unknown {
 type Line = Awaited<ReturnType<typeof report.resultLine>>
 
 /** An item of a page as the API gives it: its result line, its id (the cursor) and its attempts. */
-export function itemView(line: Line, row: PagedItem): ItemView {
+export function itemView(line: Line, row: PagedItem): Omit<ItemView, "steps"> {
   return {
     ...line(row),
     item_id: row.id,
@@ -128,6 +166,17 @@ export function itemView(line: Line, row: PagedItem): ItemView {
   }
 }
 
+/** What gives a pipeline run's row its items at each step (pipeline.ts `cellsOf`); undefined for any other run. */
+export type Cells = ((row: { input: number; key: string }) => Promise<StepCell[]>) | undefined
+
+/** Items of a page as the API gives them, each with its cells at every step when `cells` is given (a pipeline's). */
+export async function viewsOf(line: Line, rows: PagedItem[], cells: Cells): Promise<ItemView[]> {
+  const out: ItemView[] = []
+  for (const row of rows)
+    out.push(cells ? { ...itemView(line, row), steps: await cells(row) } : itemView(line, row))
+  return out
+}
+
 /**
  * A search of a run's items for `q`. The items whose id is `q` come first, on the first page (`after` not given):
  * an index look-up, by the key alone or, with several inputs, as `file:key` the way result lines name it. Then the
@@ -137,17 +186,23 @@ export async function search(
   db: Ledger,
   run: Run,
   q: { text: string; state?: State | undefined; after?: number | undefined; limit: number; scan: number },
+  cells?: Cells,
 ): Promise<ItemPage> {
   const line = await report.resultLine(db, run)
   const byId = (await keyed(db, run, q.text)).filter((i) => !q.state || i.state === q.state)
   const known = new Set(byId.map((i) => i.id))
   const found = await db.reads.search(run.id, q)
-  const first = q.after === undefined ? byId.map((i) => ({ ...itemView(line, i), match: "id" as const })) : []
-  const rest = found.items
-    .filter((i) => !known.has(i.id))
-    .map((i) => ({ ...itemView(line, i), match: "text" as const }))
+  const first = q.after === undefined ? await viewsOf(line, byId, cells) : []
+  const rest = await viewsOf(
+    line,
+    found.items.filter((i) => !known.has(i.id)),
+    cells,
+  )
   return {
-    items: [...first, ...rest],
+    items: [
+      ...first.map((i) => ({ ...i, match: "id" as const })),
+      ...rest.map((i) => ({ ...i, match: "text" as const })),
+    ],
     next: found.next === null ? null : String(found.next),
     scanned: found.scanned,
   }

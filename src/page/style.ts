@@ -29,5 +29,11 @@ button,a.button{margin:0 6px 6px 0;padding:4px 10px;border:1px solid var(--line)
 #item{border:1px solid var(--line);border-radius:8px;padding:4px 14px 10px;margin:10px 0}.item-head{display:flex;justify-content:space-between;align-items:baseline}
 details>summary{cursor:pointer;font-weight:600;font-size:14px;margin:18px 0 6px}
 .live{font-size:12px;color:var(--mut)}.live.on::before{content:"● ";color:var(--ok)}
+.skip{fill:var(--mut);opacity:.5}.graph{flex:1 1 100%;overflow-x:auto}.graph svg{display:block;margin:4px 0}.graph .box{fill:var(--bg);stroke:var(--line);stroke-width:1.5}.graph .node:hover .box{stroke:var(--link)}
+.graph .box.st-running,.graph .box.st-completed{stroke:var(--ok)}.graph .box.st-paused,.graph .box.st-cancelling{stroke:var(--warn)}.graph .box.st-failed,.graph .box.st-completed_with_failures,.graph .box.st-cancelled{stroke:var(--bad)}
+.graph text{fill:var(--fg);font-size:12px}.graph .name{font-weight:600;font-size:14px}.graph .kind,.graph .k{fill:var(--mut)}.graph .kind{font-size:11px}.graph .n{text-anchor:end;font-variant-numeric:tabular-nums}.graph .zero{opacity:.45}
+.graph .edge{fill:none;stroke:var(--mut);stroke-width:1.5}.graph .head{fill:var(--mut)}body:has(#counts .graph) #state{display:none}
+table:has(tr.steps-head)>thead{display:none}tr.step td:first-child{padding-left:24px}td.cell{max-width:260px}td.cell .out{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-size:12px;color:var(--mut)}
+.steps{display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:10px}.steps .step{border:1px solid var(--line);border-radius:6px;padding:0 10px 8px;min-width:0}
 @media (max-width:700px){td.grow{width:auto}td.clip{max-width:160px}}
 `

@@ -1,14 +1,24 @@
 /** What the status page draws and its JSON API answers with. */
 import type { ResultLine, RunLine, StatusView } from "../core/report/report.ts"
+import type { PipelineView } from "../core/report/pipeline.ts"
 import type { AttemptRow } from "../core/ledger/types.ts"
-import type { Job } from "../core/job/job.ts"
+import type { State } from "../core/ledger/states.ts"
+import type { Job, StepShape } from "../core/job/job.ts"
 import type { Request } from "../plugins/api/define.ts"
 
 /** A run as the list at the top of the page shows it. */
 export interface RunRow extends RunLine {
   rate_per_s: number
   eta_s: number | null
+  /** A pipeline step's rows that it did not run (its `when` false, or a step it needs not completed): done too. */
+  skipped: number
+  /** A pipeline run's: its steps' spend together. */
   spend_usd: number | null
+  /** A pipeline step's run: the pipeline run it belongs to, and its step's name; both null for any other run. */
+  parent: number | null
+  step: string | null
+  /** A pipeline run (docs/PIPELINES.md): its steps' names, and how many of its rows wait for review; else null. */
+  pipeline: { steps: string[]; review: number } | null
 }
 
 /** The chart of a run: items finished and errors over the run's own life. */
@@ -27,6 +37,37 @@ export interface Chart {
 /** What `GET /api/runs/:id` returns: the status view of `spool status --json`, with its chart. */
 export interface RunDetail extends StatusView {
   chart: Chart
+  /** A pipeline run's steps, each with its run and counts (report/pipeline.ts); null for any other run. */
+  pipeline: Omit<PipelineView, "run"> | null
+  /** A pipeline step's run: which step of which pipeline run it is; null for any other run. */
+  step: StepOf | null
+}
+
+/** What a step's run is: its step's shape, and the pipeline run it belongs to. */
+export interface StepOf extends StepShape {
+  parent: number
+  parent_name: string
+}
+
+/**
+ * A row's item at one step, as a pipeline run's item list shows it beside the others: null `item_id` and `state` when
+ * the row has not reached the step yet.
+ */
+export interface StepCell {
+  step: string
+  run: number
+  item_id: number | null
+  state: State | null
+  output: unknown
+  error: { class: string | null; message: string } | null
+}
+
+/** A row of a pipeline run at each of its steps (`GET /api/runs/:id/items/:item/steps`), in the job's order. */
+export interface RowSteps {
+  /** The row: its id as result lines name it, its ledger id, where it was read and the input row itself. */
+  row: { id: string; item_id: number; source: ResultLine["source"]; input: unknown }
+  /** Per step: its shape, its run, and the row's item there (with its attempts), or null when not reached. */
+  steps: (StepShape & { run: number; run_name: string; item: ItemView | null })[]
 }
 
 /** An attempt of an item as the API gives it: times as ISO strings; `note` says why one did not count. */
@@ -43,6 +84,8 @@ export interface ItemView extends ResultLine {
   history: AttemptView[]
   /** In a search: found by its id (exactly), or by text in its row, output or error. */
   match?: "id" | "text"
+  /** A pipeline run's row: its item at each step, side by side (pipeline order). */
+  steps?: StepCell[]
 }
 
 /** A page of items, or of a search's finds: `next` is where the next one starts, or null at the run's end. */
@@ -54,11 +97,15 @@ export interface ItemPage {
 }
 
 /** One item opened: its result line, its input row and the request spool makes of it. */
-export interface ItemDetail extends ItemView {
+export interface ItemDetail extends Omit<ItemView, "steps"> {
   /** The input row as the source read it. */
   input: unknown
   /** The provider-neutral request (the job's request, the prompt rendered over the row), or why the row cannot fill it. */
   request: (Request & { provider: string; model: string | null }) | { unfilled: string }
+  /** A pipeline run's row: its items at every step (the row of a step's item opened: `step`). */
+  steps?: RowSteps["steps"]
+  /** An item of a pipeline step's run: the step, and the row it belongs to in the pipeline run (its item id there). */
+  step?: StepOf & { row_item: number | null }
 }
 
 /** A run's job as the page shows it: what it sends and how; never a key (the job keeps only its variable's name). */
@@ -83,4 +130,6 @@ export interface JobView {
   limits: Job["limits"]
   /** Batch mode's settings; null for a realtime job. */
   batch: Job["batch"] | null
+  /** A pipeline's review step only: the step whose answers it reviews (the job shown is that step's; it calls no model). */
+  reviews?: string
 }

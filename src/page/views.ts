@@ -5,7 +5,7 @@
  */
 import type { BatchView, StatusView } from "../core/report/report.ts"
 import type { State } from "../core/ledger/states.ts"
-import type { Chart, ItemDetail, ItemView, JobView, RunDetail, RunRow } from "./types.ts"
+import type { Chart, ItemDetail, ItemView, JobView, RunDetail, RunRow, StepCell } from "./types.ts"
 
 export function views() {
   const esc = (s: unknown): string =>
@@ -68,10 +68,16 @@ export function views() {
   const oneLine = (x: unknown): string =>
     x === null || x === undefined ? "" : typeof x === "string" ? x : JSON.stringify(x)
   // an SVG, not styled boxes: the page's CSP refuses style attributes, but not SVG geometry
-  const bar = (completed: number, failed: number, total: number): string => {
+  // a pipeline step's skipped rows are done too: a third, muted part
+  const bar = (completed: number, failed: number, total: number, skipped = 0): string => {
     const pc = total ? (100 * completed) / total : 0
     const pf = total ? (100 * failed) / total : 0
-    return `<svg class="bar" viewBox="0 0 100 1" preserveAspectRatio="none" role="img" aria-label="${num(completed)} completed, ${num(failed)} failed of ${num(total)}"><title>${num(completed)} completed, ${num(failed)} failed of ${num(total)}</title><rect class="ok" width="${pc.toFixed(2)}" height="1"/><rect class="bad" x="${pc.toFixed(2)}" width="${pf.toFixed(2)}" height="1"/></svg>`
+    const ps = total ? (100 * skipped) / total : 0
+    const said = `${num(completed)} completed, ${num(failed)} failed${skipped ? `, ${num(skipped)} skipped` : ""} of ${num(total)}`
+    const rest = skipped
+      ? `<rect class="skip" x="${(pc + pf).toFixed(2)}" width="${ps.toFixed(2)}" height="1"/>`
+      : ""
+    return `<svg class="bar" viewBox="0 0 100 1" preserveAspectRatio="none" role="img" aria-label="${said}"><title>${said}</title><rect class="ok" width="${pc.toFixed(2)}" height="1"/><rect class="bad" x="${pc.toFixed(2)}" width="${pf.toFixed(2)}" height="1"/>${rest}</svg>`
   }
   const ORDER = [
     "completed",
@@ -85,11 +91,139 @@ export function views() {
     "submitted",
   ]
   const FINISHED = ["completed", "completed_with_failures", "cancelled"]
+  /** A step's node in the pipeline graph counts these; "in flight" is every state an item is still called in. */
+  const NODE: [string, string[]][] = [
+    ["completed", ["completed"]],
+    ["skipped", ["skipped"]],
+    ["failed", ["failed"]],
+    ["needs_review", ["needs_review"]],
+    ["rejected", ["rejected"]],
+    ["in_flight", ["pending", "running", "retry_wait", "queued", "submitted"]],
+  ]
+  /** A step's cell of a row: its state, and its output or error on one line (not reached: no item yet). */
+  const cell = (c: StepCell): string => {
+    if (c.state === null)
+      return `<td class="cell" data-step="${esc(c.step)}"><span class="muted">not reached</span></td>`
+    const text =
+      c.output !== null && c.output !== undefined ? oneLine(c.output) : c.error ? c.error.message : ""
+    return `<td class="cell" data-step="${esc(c.step)}">${chip(c.state)}<div class="out">${esc(text.slice(0, 300))}</div></td>`
+  }
+  /** A run's row of the runs list: a pipeline's says its steps and the rows waiting for review; a step's is indented. */
+  const runRow = (r: RunRow, selected: number | null): string => {
+    const p = r.pipeline
+    const progress = p
+      ? `<span class="muted">pipeline of ${num(p.steps.length)} step(s): ${esc(p.steps.join(", "))} · ${num(r.total)} rows${p.review ? ` · <b>${num(p.review)}</b> wait for review` : ""}</span>`
+      : `<div class="prog">${bar(r.completed, r.failed, r.total, r.skipped)}<span class="muted">${num(r.completed + r.failed + r.skipped)} / ${num(r.total)}</span></div>`
+    const name = `${r.parent !== null ? `<span class="muted">↳</span> ` : ""}<a href="?run=${r.id}">${esc(r.name)}</a> <span class="muted">#${r.id}</span>${r.step !== null ? ` <span class="tag">step</span>` : ""}`
+    const resume = r.resume
+      ? `<div class="resume">go on with <code class="cmd">${esc(r.resume)}</code></div>`
+      : ""
+    const rate = r.state === "interrupted" || p ? "—" : `${r.rate_per_s}/s`
+    return `<tr class="${r.id === selected ? "sel" : ""}${r.parent !== null ? " step" : ""}" data-run="${r.id}"${r.parent !== null ? ` data-parent="${r.parent}"` : ""}><td>${name}${resume}</td><td>${chip(r.state)}</td><td class="grow">${progress}</td><td>${rate}</td><td>${p ? "—" : dur(r.eta_s)}</td><td>${usd(r.spend_usd)}</td></tr>`
+  }
   const resumeWith = (cmd: string): string =>
     `<p class="alert" id="interrupted"><b>Interrupted:</b> no spool process is working on this run (stopped by Ctrl+C, killed, or its machine is gone). Go on with <code class="cmd">${esc(cmd)}</code></p>`
 
+  /**
+   * A pipeline's steps as a graph (left to right: a step's column is one past its furthest need's), an arrow from
+   * each need to its step, each node linking to its step's run and counting its rows by state.
+   */
+  const graph = (p: NonNullable<RunDetail["pipeline"]>): string => {
+    const W = 190
+    const LINE = 16
+    const H = 44 + (NODE.length + 1) * LINE
+    const GX = 56
+    const GY = 18
+    const depth = new Map<string, number>()
+    for (const s of p.steps) depth.set(s.name, Math.max(-1, ...s.needs.map((n) => depth.get(n) ?? 0)) + 1)
+    const rows = new Map<number, number>()
+    const place = new Map<string, { x: number; y: number }>()
+    for (const s of p.steps) {
+      const col = depth.get(s.name) ?? 0
+      const row = rows.get(col) ?? 0
+      rows.set(col, row + 1)
+      place.set(s.name, { x: 1 + col * (W + GX), y: 1 + row * (H + GY) })
+    }
+    const width = Math.max(W, ...[...place.values()].map((q) => q.x + W)) + 2
+    const height = Math.max(H, ...[...place.values()].map((q) => q.y + H)) + 2
+    const arrows = p.steps
+      .flatMap((s) =>
+        s.needs.flatMap((n) => {
+          const a = place.get(n)
+          const b = place.get(s.name)
+          if (!a || !b) return []
+          const [x1, y1, x2, y2] = [a.x + W, a.y + H / 2, b.x - 2, b.y + H / 2]
+          const mid = (x1 + x2) / 2
+          return [
+            `<path class="edge" data-from="${esc(n)}" data-to="${esc(s.name)}" d="M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}" marker-end="url(#arrow)"/>`,
+          ]
+        }),
+      )
+      .join("")
+    const nodes = p.steps
+      .map((s) => {
+        const q = place.get(s.name)!
+        const n = (states: string[]) => states.reduce((t, st) => t + (s.counts[st as State] ?? 0), 0)
+        const lines: [string, string, number][] = [
+          ...NODE.map(([k, states]) => [k, word(k), n(states)] as [string, string, number]),
+          ["not_reached", "not reached", s.not_reached],
+        ]
+        const said = lines.map(([, label, x]) => `${label} ${num(x)}`).join(", ")
+        const counts = lines
+          .map(
+            ([k, label, x], i) =>
+              `<text class="k${x ? "" : " zero"}" x="${q.x + 10}" y="${q.y + 52 + i * LINE}">${label}</text><text class="n${x ? "" : " zero"}" data-k="${k}" x="${q.x + W - 10}" y="${q.y + 52 + i * LINE}">${num(x)}</text>`,
+          )
+          .join("")
+        const when = s.when ? ` when ${s.when}` : ""
+        return `<a class="node" href="?run=${s.run}" data-step="${esc(s.name)}" data-run="${s.run}"><title>${esc(s.run_name)} (${s.kind}${esc(when)}): ${said}</title><rect class="box st-${esc(s.state)}" x="${q.x}" y="${q.y}" width="${W}" height="${H}" rx="7"/><text class="name" x="${q.x + 10}" y="${q.y + 19}">${esc(s.name)}</text><text class="kind" x="${q.x + 10}" y="${q.y + 34}">${s.kind} · ${esc(word(s.state))}${s.spend_usd ? ` · ${usd(s.spend_usd)}` : ""}</text>${counts}</a>`
+      })
+      .join("")
+    const waiting = p.steps
+      .filter((s) => s.counts.needs_review > 0)
+      .map(
+        (s) =>
+          `<a href="?run=${s.run}" data-step="${esc(s.name)}">${num(s.counts.needs_review)} row(s) at ${esc(s.name)}</a>`,
+      )
+    const review = waiting.length
+      ? `<p class="alert" id="waiting"><b>Waiting for review:</b> ${waiting.join(" · ")} (open the step to approve, edit or reject them)</p>`
+      : ""
+    return `<div class="graph"><svg viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="the pipeline's steps"><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path class="head" d="M0,0 L10,5 L0,10 z"/></marker></defs>${arrows}${nodes}</svg>${review}</div>`
+  }
+
+  /** A pipeline run's row opened: its input row, and its item at every step side by side, each linking to it. */
+  const row = (
+    d: Pick<ItemDetail, "id" | "source" | "input">,
+    steps: NonNullable<ItemDetail["steps"]>,
+  ): string => {
+    const columns = steps
+      .map((s) => {
+        const i = s.item
+        const head = `<h4><a href="?run=${s.run}${i ? `#item=${i.item_id}` : ""}">${esc(s.name)}</a> <span class="muted">${s.kind}</span></h4>`
+        if (!i)
+          return `<div class="step" data-step="${esc(s.name)}">${head}<p class="muted">not reached yet</p></div>`
+        const out =
+          i.output === null || i.output === undefined
+            ? ""
+            : `<pre class="step-output">${esc(pretty(i.output))}</pre>`
+        const err = i.error
+          ? `<p class="step-error"><code>${esc(i.error.class ?? "")}</code> ${esc(i.error.message)}</p>`
+          : ""
+        const waits =
+          i.state === "needs_review"
+            ? `<p><a class="button" href="?run=${s.run}#item=${i.item_id}">Review it at ${esc(s.name)}</a></p>`
+            : ""
+        const cost = i.cost_usd ? ` · ${usd(i.cost_usd)}` : ""
+        return `<div class="step" data-step="${esc(s.name)}">${head}<p>${chip(i.state)} <span class="muted">${i.attempts} attempt(s)${cost}</span></p>${out}${err}${waits}</div>`
+      })
+      .join("")
+    return `<div class="item-head"><h3>Row <code>${esc(d.id)}</code></h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row}</p><h4>Input row</h4><pre id="item-input">${esc(pretty(d.input))}</pre><h4>Its steps</h4><div class="steps" id="row-steps">${columns}</div>`
+  }
+
   return {
     esc,
+    graph,
+    row,
     word,
     clock,
     zone,
@@ -98,18 +232,26 @@ export function views() {
     runs(list: RunRow[], selected: number | null): string {
       if (!list.length)
         return `<tr><td colspan="6" class="muted">No runs yet: start one with <code>spool run job.toml</code>.</td></tr>`
+      // a pipeline's step runs right under it, in the order they were made
+      const ids = new Set(list.map((r) => r.id))
       return list
-        .map(
-          (r) =>
-            `<tr class="${r.id === selected ? "sel" : ""}" data-run="${r.id}"><td><a href="?run=${r.id}">${esc(r.name)}</a> <span class="muted">#${r.id}</span>${r.resume ? `<div class="resume">go on with <code class="cmd">${esc(r.resume)}</code></div>` : ""}</td><td>${chip(r.state)}</td><td class="grow"><div class="prog">${bar(r.completed, r.failed, r.total)}<span class="muted">${num(r.completed + r.failed)} / ${num(r.total)}</span></div></td><td>${r.state === "interrupted" ? "—" : `${r.rate_per_s}/s`}</td><td>${dur(r.eta_s)}</td><td>${usd(r.spend_usd)}</td></tr>`,
-        )
+        .filter((r) => r.parent === null || !ids.has(r.parent))
+        .flatMap((r) => [r, ...list.filter((s) => s.parent === r.id)])
+        .map((r) => runRow(r, selected))
         .join("")
     },
 
     head(v: RunDetail): string {
       const why = v.reason ? ` <span class="muted">— ${esc(v.reason)}</span>` : ""
       const stopped = v.state === "interrupted" ? resumeWith(v.resume) : ""
-      return `<h2>${esc(v.name)} <span class="muted">#${v.id}</span> ${chip(v.state, "run-state")}${why}</h2>${stopped}${bar(v.counts.completed, v.counts.failed + v.counts.needs_review + v.counts.rejected, v.total)}`
+      const title = `<h2>${esc(v.name)} <span class="muted">#${v.id}</span> ${chip(v.state, "run-state")}${why}</h2>${stopped}`
+      if (v.pipeline)
+        return `${title}<p class="muted" id="pipeline-of">a pipeline of ${num(v.pipeline.steps.length)} step(s) over ${num(v.pipeline.rows)} rows: each step is a run of its own (below), and each row's items at every step are side by side in its items</p>`
+      const s = v.step
+      const of = s
+        ? `<p class="muted" id="step-of">step <b>${esc(s.name)}</b> (${s.kind === "review" ? "review: rows wait here for a person" : "model"}) of the pipeline <a href="?run=${s.parent}">${esc(s.parent_name)}</a>${s.needs.length ? ` · needs ${esc(s.needs.join(", "))}` : ""}${s.when ? ` · when <code>${esc(s.when)}</code>` : ""}</p>`
+        : ""
+      return `${title}${of}${bar(v.counts.completed, v.counts.failed + v.counts.needs_review + v.counts.rejected, v.total, v.counts.skipped)}`
     },
 
     controls(v: RunDetail): string {
@@ -137,13 +279,31 @@ export function views() {
     },
 
     counts(v: RunDetail): string {
-      return ORDER.map(
-        (s) =>
-          `<button type="button" class="tile${v.counts[s as State] ? "" : " zero"}" data-state="${s}" title="show the ${word(s)} items"><b>${num(v.counts[s as State])}</b><span>${word(s)}</span></button>`,
-      ).join("")
+      if (v.pipeline) return graph(v.pipeline)
+      // a step's rows can be skipped (its when false, or a step it needs not completed); no other run's can
+      return (v.step || v.counts.skipped ? [...ORDER, "skipped"] : ORDER)
+        .map(
+          (s) =>
+            `<button type="button" class="tile${v.counts[s as State] ? "" : " zero"}" data-state="${s}" title="show the ${word(s)} items"><b>${num(v.counts[s as State])}</b><span>${word(s)}</span></button>`,
+        )
+        .join("")
     },
 
     figures(v: RunDetail): string {
+      if (v.pipeline) {
+        const p = v.pipeline
+        const spend = p.spend_usd === null ? "unknown (a step's model has no price)" : usd(p.spend_usd)
+        const facts: [string, string][] = [
+          ["rows", num(p.rows)],
+          [
+            "steps",
+            p.steps.map((s) => `${s.name}${s.needs.length ? ` ← ${s.needs.join(", ")}` : ""}`).join("\n"),
+          ],
+          ["elapsed", dur(v.elapsed_s)],
+          ["spend", spend],
+        ]
+        return facts.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")
+      }
       const rest = v.spend.remaining_usd ? ` · ~${usd(v.spend.remaining_usd)} for the rest` : ""
       const spend = v.spend.usd === null ? "unknown (no price for this model)" : `${usd(v.spend.usd)}${rest}`
       const rows: [string, string][] = [
@@ -220,6 +380,16 @@ export function views() {
     /** A page of the item browser: each row opens its item. */
     browse(list: ItemView[], empty: string): string {
       if (!list.length) return `<tr><td colspan="5" class="muted">${esc(empty)}</td></tr>`
+      const steps = list[0]?.steps
+      // a pipeline run's rows: each step's state and answer side by side, under a header of the steps (the table's
+      // own header, for one-step runs, is hidden by the stylesheet)
+      if (steps)
+        return `<tr class="steps-head"><th>row</th>${steps.map((c) => `<th>${esc(c.step)}</th>`).join("")}</tr>${list
+          .map(
+            (i) =>
+              `<tr data-item="${i.item_id}"><td><a href="#item=${i.item_id}">${esc(i.id)}</a>${i.match === "id" ? ` <span class="tag">id</span>` : ""}</td>${(i.steps ?? []).map(cell).join("")}</tr>`,
+          )
+          .join("")}`
       return list
         .map((i) => {
           const err = i.error ? `${i.error.class ?? ""}: ${i.error.message}` : ""
@@ -232,6 +402,7 @@ export function views() {
 
     /** One item opened: its input row, the request made of it, every attempt, its output. */
     item(d: ItemDetail): string {
+      if (d.steps) return row(d, d.steps)
       const cost = d.cost_usd === null ? "" : ` · ${usd(d.cost_usd)}`
       const tokens = `${num(d.usage.input_tokens)} in · ${num(d.usage.output_tokens)} out${d.usage.cached_input_tokens ? ` (${num(d.usage.cached_input_tokens)} cached)` : ""}`
       const r = d.request
@@ -259,8 +430,15 @@ export function views() {
         d.output === null || d.output === undefined
           ? `<p class="muted" id="item-no-output">No output${["completed", "failed", "needs_review", "rejected"].includes(d.state) ? "" : " yet"}.</p>`
           : `<pre id="item-output">${esc(pretty(d.output))}</pre>`
+      // a pipeline step's item: why it waits for a person, or why it was skipped, is no error
+      const why =
+        d.state === "skipped"
+          ? "Why it was skipped"
+          : d.error?.class === "review"
+            ? "Why it waits"
+            : "Last error"
       const error = d.error
-        ? `<h4>Last error</h4><p><code>${esc(d.error.class ?? "")}</code> ${esc(d.error.message)}</p>`
+        ? `<h4>${why}</h4><p><code>${esc(d.error.class ?? "")}</code> ${esc(d.error.message)}</p>`
         : ""
       const paid = d.cached_usage
       const cached = paid
@@ -268,11 +446,24 @@ export function views() {
         : ""
       // an answer left for a person: approve it, edit it (the whole answer; JSON for a structured job), or reject it
       const structured = !("unfilled" in r) && !!r.schema
+      const s = d.step
+      const gated =
+        s?.kind === "review"
+          ? `The pipeline's step ${esc(s.name)} stops this row for a person`
+          : "This answer failed a gate and waits for a person"
       const review =
         d.state === "needs_review"
-          ? `<div id="review"><h4>Review</h4><p class="muted">This answer failed a gate and waits for a person: approve it as it is, correct it below${structured ? " (as JSON the output schema accepts)" : ""} and approve it, or reject it.</p><textarea id="review-output" rows="6" spellcheck="false" aria-label="the answer">${esc(d.output === null || d.output === undefined ? "" : pretty(d.output))}</textarea><input id="review-reason" type="text" maxlength="2000" placeholder="a reason (kept with the decision; a rejection's error)" aria-label="reason"><div><button data-review="approve">Approve</button><button data-review="edit">Save the edit and approve</button><button data-review="reject">Reject</button></div></div>`
+          ? `<div id="review"><h4>Review</h4><p class="muted">${gated}: approve it as it is, correct it below${structured ? " (as JSON the output schema accepts)" : ""} and approve it, or reject it.</p><textarea id="review-output" rows="6" spellcheck="false" aria-label="the answer">${esc(d.output === null || d.output === undefined ? "" : pretty(d.output))}</textarea><input id="review-reason" type="text" maxlength="2000" placeholder="a reason (kept with the decision; a rejection's error)" aria-label="reason"><div><button data-review="approve">Approve</button><button data-review="edit">Save the edit and approve</button><button data-review="reject">Reject</button></div></div>`
           : ""
-      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${tokens}${cost}</p>${cached}<h4>Input row</h4><pre id="item-input">${esc(pretty(d.input))}</pre><h4>Request</h4>${request}<h4>Attempts</h4>${attempts}<h4>Output</h4>${output}${error}${review}`
+      // a step's item: its row in the pipeline (all its steps there); a review step's calls no model
+      const place = s
+        ? `<p id="item-step">Step <b>${esc(s.name)}</b> of ${s.row_item === null ? esc(s.parent_name) : `<a href="?run=${s.parent}#item=${s.row_item}">row ${esc(d.id)} of ${esc(s.parent_name)}</a> (every step of it)`}</p>`
+        : ""
+      const asked =
+        s?.kind === "review"
+          ? `<p class="muted" id="item-reviews">A review step calls no model: its answer is ${esc(s.needs.at(-1) ?? "")}'s, let through as it is (or edited), or stopped by a person.</p>`
+          : `<h4>Request</h4>${request}<h4>Attempts</h4>${attempts}`
+      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${tokens}${cost}</p>${place}${cached}<h4>${s ? "Input: the row, and the answers of the steps it reaches" : "Input row"}</h4><pre id="item-input">${esc(pretty(d.input))}</pre>${asked}<h4>Output</h4>${output}${error}${review}`
     },
 
     /** What the run sends and how: provider, model, mode, inputs, prompts, schema, limits. Never a key. */
@@ -311,7 +502,10 @@ export function views() {
           : []),
       ]
       const system = j.system ? `<h4>System prompt</h4><pre id="job-system">${esc(j.system)}</pre>` : ""
-      return `<dl id="job-facts">${rows.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")}</dl>${system}<h4>Prompt template</h4><pre id="job-prompt">${esc(j.prompt)}</pre>`
+      const review = j.reviews
+        ? `<p class="muted" id="job-reviews">A review step calls no model: this is the job of ${esc(j.reviews)}, whose answers it reviews.</p>`
+        : ""
+      return `${review}<dl id="job-facts">${rows.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")}</dl>${system}<h4>Prompt template</h4><pre id="job-prompt">${esc(j.prompt)}</pre>`
     },
 
     batches(list: BatchView[]): string {

@@ -94,6 +94,7 @@ describe("the JSON API", () => {
         failed: 1,
         needs_review: 1,
         rejected: 0,
+        skipped: 0,
       })
       expect(body.total).toBe(6)
       expect(body.attempts).toBe(4)
@@ -262,7 +263,7 @@ describe("the JSON API", () => {
     const res = await app().request(`/api/runs/${runId}/items?state=done&limit=x`)
     expect(res.status).toBe(400)
     expect((await json(res)).error).toBe(
-      "query.state: must be one of pending, running, retry_wait, queued, submitted, completed, failed, needs_review, rejected; query.limit: must be a whole number from 1 to 1000",
+      "query.state: must be one of pending, running, retry_wait, queued, submitted, completed, failed, needs_review, rejected, skipped; query.limit: must be a whole number from 1 to 1000",
     )
     const big = await app().request(`/api/runs/${runId}/items?limit=5000`)
     expect(big.status).toBe(400)

@@ -69,3 +69,19 @@ export async function enlist(db: Ledger, run: number, owner = self): Promise<Enl
     },
   }
 }
+
+/**
+ * The right to read a run's inputs into it (`Ingest.lease`), as a check to call before each batch stored: taken or
+ * renewed at most every quarter of a lease (a lease lasts `leaseMs`), so that a watch's passes spare an fsync each;
+ * whether this process holds it.
+ */
+export function ingestLease(db: Ledger, run: number, owner: string): () => Promise<boolean> {
+  const ms = leaseMs()
+  let leasedAt = 0
+  return async () => {
+    if (Date.now() - leasedAt < ms / 4) return true
+    const held = await db.ingest.lease(run, owner, ms, dead)
+    if (held) leasedAt = Date.now()
+    return held
+  }
+}

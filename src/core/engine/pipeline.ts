@@ -20,7 +20,7 @@ import { ingest, plan, preflight, specs, verify } from "./ingest.ts"
 import { sleep } from "./follow.ts"
 import { Runner } from "./runner.ts"
 import { Batcher } from "./batcher.ts"
-import { dead, enlist, leaseMs, ownerId, type Enlisted } from "./owner.ts"
+import { dead, enlist, ingestLease, ownerId, type Enlisted } from "./owner.ts"
 import { Budget, capOf } from "./budget.ts"
 import { warnUnpriced } from "../job/pricing.ts"
 import type { Ticker } from "../report/report.ts"
@@ -44,6 +44,8 @@ const PAGE = 1_000
 /** The promoter's longest sleep: it is woken by every commit and every stored batch of rows before that. */
 const PROMOTE_MS = 1_000
 const TICK_MS = 200
+/** The end of the reason a pipeline run is paused with while rows wait for review (not a person's pause). */
+const WAITING = "wait for review"
 /** How many times as long as a promoter's pass took it rests before the next. */
 const REST = 10
 
@@ -309,14 +311,7 @@ async function session(
 
   async function ingester(): Promise<void> {
     const signal = ingestAbort.signal
-    const ms = leaseMs()
-    let leasedAt = 0
-    const lease = async () => {
-      if (Date.now() - leasedAt < ms / 4) return true
-      const held = await db.ingest.lease(parent.id, owner, ms, dead)
-      if (held) leasedAt = Date.now()
-      return held
-    }
+    const lease = ingestLease(db, parent.id, owner)
     while (!signal.aborted && (await db.runs.get(parent.id))?.ingested === 0) {
       if (!(await lease())) {
         await sleep(2000, signal)
@@ -329,9 +324,12 @@ async function session(
     }
   }
 
-  /** One pass over the steps, in order: every row that can go on does. How many items were made. */
+  /**
+   * One pass over the steps, in order: every row that can go on does. How many rows could, whoever stored their
+   * items: another worker may store them first, and this one must not take the pass for a quiet one.
+   */
   async function promoteAll(): Promise<number> {
-    let made = 0
+    let seen = 0
     for (const p of plans) {
       let after = 0
       for (;;) {
@@ -341,13 +339,13 @@ async function session(
           p.run.id,
           rows.map((r) => promote(p, r)),
         )
-        made += n
+        seen += rows.length
         if (n) drivers.get(p.name)?.poke()
         after = rows.at(-1)!.id
         if (rows.length < PAGE) break
       }
     }
-    return made
+    return seen
   }
 
   /** Whether nothing can move any more without a person: every row read, nothing in flight in any step. */
@@ -391,7 +389,8 @@ async function session(
           name,
           d.loop().then((ending) => {
             // a driver that ends by itself stops the pipeline (paused, cancelled); one stopped here has nothing left
-            if (!stopping && !settled && !ended) ended = { name, ending }
+            // (one that ends done does so after another worker settled the pipeline: this one settles it too)
+            if (!stopping && !settled && !ended && ending !== "done") ended = { name, ending }
             waker.notify()
             return ending
           }),
@@ -410,15 +409,20 @@ async function session(
       })
       try {
         while (!stopping && !ended) {
-          const state = (await db.runs.get(parent.id))?.state
-          if (state === "cancelling" || state === "cancelled" || state === "paused") {
-            ended = { name: parent.name, ending: state === "paused" ? "paused" : "cancelled" }
+          const now = await db.runs.get(parent.id)
+          const state = now?.state
+          // paused by a person (`spool pause`), not by another worker's end with rows waiting for review
+          const held = state === "paused" && !now?.reason?.endsWith(WAITING)
+          if (state === "cancelling" || state === "cancelled" || held) {
+            ended = { name: parent.name, ending: held ? "paused" : "cancelled" }
             break
           }
           const began = Date.now()
-          const made = await promoteAll()
-          if (made) await tick()
-          if (made === 0 && (await quiet()) && (await promoteAll()) === 0) {
+          const seen = await promoteAll()
+          if (seen) await tick()
+          // quiet, and still so after a pass that found no row to move: a row another worker was storing is
+          // either found by the pass (not yet stored) or open in its step when looked at after it (stored)
+          if (seen === 0 && (await quiet()) && (await promoteAll()) === 0 && (await quiet())) {
             settled = true
             break
           }
@@ -490,7 +494,7 @@ async function settle(
       await db.runs.setState(p.run.id, c.failed + c.rejected > 0 ? "completed_with_failures" : "completed")
     } else {
       const reason = c.needs_review
-        ? `${c.needs_review} row(s) wait for review`
+        ? `${c.needs_review} row(s) ${WAITING}`
         : "rows wait for review at an earlier step"
       await db.runs.setState(p.run.id, "paused", reason)
     }
@@ -502,7 +506,7 @@ async function settle(
     lines.push(
       `${total} row(s) wait for review: ${where.join(", ")}; approve, edit or reject them, then \`${parent.resume}\` takes them on`,
     )
-    await db.runs.setState(parent.id, "paused", `${total} row(s) wait for review`)
+    await db.runs.setState(parent.id, "paused", `${total} row(s) ${WAITING}`)
   } else await db.runs.setState(parent.id, failed > 0 ? "completed_with_failures" : "completed")
   return { code: failed > 0 ? 3 : 0, lines }
 }

@@ -22,7 +22,7 @@ import {
 } from "./ingest.ts"
 import { Follower, pollMs, sleep } from "./follow.ts"
 import { Runner } from "./runner.ts"
-import { dead, enlist, leaseMs, ownerId } from "./owner.ts"
+import { dead, enlist, ingestLease, ownerId } from "./owner.ts"
 import { Budget, capOf } from "./budget.ts"
 import { warnUnpriced } from "../job/pricing.ts"
 import type { Ticker } from "../report/report.ts"
@@ -193,15 +193,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
 
   async function ingester(): Promise<void> {
     const signal = ingestAbort.signal
-    // a lease is good for 60 s (leaseMs): renewing it every quarter of that spares an fsync on every pass of a watch
-    const ms = leaseMs()
-    let leasedAt = 0
-    const lease = async () => {
-      if (Date.now() - leasedAt < ms / 4) return true
-      const held = await db.ingest.lease(current.id, owner, ms, dead)
-      if (held) leasedAt = Date.now()
-      return held
-    }
+    const lease = ingestLease(db, current.id, owner)
     const seen = follower && new Map<string, string>()
     let files = inputs
     try {
