@@ -7,6 +7,7 @@ import { SQL } from "bun"
 import { describe, expect, test } from "bun:test"
 import { writeFileSync } from "node:fs"
 import { copy } from "../../src/core/ledger/postgres/copy.ts"
+import { usageOf } from "../../src/core/ledger/ledger.ts"
 import { startFake } from "../lib/fake-openai.ts"
 import { pgSchema, pgServer, SKIP_PG } from "../lib/pg.ts"
 import { spool, start, until } from "../lib/spool.ts"
@@ -405,7 +406,7 @@ describe.skipIf(SKIP_PG)("spool migrate", () => {
           )
           .all()
         expect(hits.length).toBe(40)
-        expect(JSON.parse(hits[0]!.cached_usage)).toMatchObject({ cost_usd: null })
+        expect(usageOf(hits[0]!.cached_usage)).toMatchObject({ cost_usd: null })
         for (const schema of [paged.schema, narrow.schema]) {
           expect(await pgRows(sql, schema, "cache", `key COLLATE "C"`)).toEqual(entries)
           expect([

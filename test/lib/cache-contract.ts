@@ -3,7 +3,7 @@
  * every driver. `testLedger` runs it, for each driver.
  */
 import { describe, expect, test } from "bun:test"
-import type { CacheEntry, Ledger } from "../../src/core/ledger/ledger.ts"
+import { usageOf, type CacheEntry, type Ledger } from "../../src/core/ledger/ledger.ts"
 import type { Item, Outcome } from "../../src/core/ledger/types.ts"
 import { JOB, rows, seed } from "./ledger.ts"
 import type { Place } from "./ledger-contract.ts"
@@ -216,11 +216,21 @@ export function testCache(place: () => Promise<Place>, tallied: (l: Ledger, run:
         ["k2", "completed", 'answer to {"text":"t2"}', 0, 0, 0],
         ["k3", "pending", null, 0, 0, 0],
       ])
-      expect(JSON.parse(items[0]!.cached_usage!)).toEqual({
+      expect(usageOf(items[0]!.cached_usage!)).toEqual({
         input_tokens: 30,
         output_tokens: 20,
         cached_input_tokens: 5,
         cost_usd: 0.25,
+      })
+      // stored as a list, a fifth of the object's bytes; a store's older objects still read
+      expect(items[0]!.cached_usage).toBe("[30,20,5,0.25]")
+      expect(
+        usageOf('{"input_tokens":30,"output_tokens":20,"cached_input_tokens":5,"cost_usd":null}'),
+      ).toEqual({
+        input_tokens: 30,
+        output_tokens: 20,
+        cached_input_tokens: 5,
+        cost_usd: null,
       })
       expect(items[2]!.cached_usage).toBeNull()
       expect(items[2]!.cache_key).toBe('key-{"text":"t3"}')
@@ -567,13 +577,13 @@ export function testCache(place: () => Promise<Place>, tallied: (l: Ledger, run:
         ["k4", "pending", null, "", 0],
       ])
       expect(items.map((i) => i.id)).toEqual([...items.map((i) => i.id)].sort((x, y) => x - y))
-      expect(JSON.parse(items[1]!.cached_usage!)).toEqual({
+      expect(usageOf(items[1]!.cached_usage!)).toEqual({
         input_tokens: 30,
         output_tokens: 20,
         cached_input_tokens: 5,
         cost_usd: 0.25,
       })
-      expect(JSON.parse(items[2]!.cached_usage!).cost_usd).toBeNull()
+      expect(usageOf(items[2]!.cached_usage!).cost_usd).toBeNull()
       expect((await l.reads.attempts(items[1]!.id)).map((x) => [x.n, x.outcome])).toEqual([[0, "cached"]])
       expect(await l.reads.attempts(items[0]!.id)).toEqual([])
       // nothing left to look up: the two pending items were asked for

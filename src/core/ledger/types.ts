@@ -80,8 +80,9 @@ export interface Item {
    */
   cache_key: string | null
   /**
-   * A hit: the usage and cost the answer had when it was paid for (JSON of `CachedUsage`); the item itself was
-   * completed without a call, and its own usage and cost stay 0. Null for an item not served from the cache.
+   * A hit: the usage and cost the answer had when it was paid for (`CachedUsage` as `usageText` writes it: read it
+   * with `usageOf`); the item itself was completed without a call, and its own usage and cost stay 0. Null for an
+   * item not served from the cache.
    */
   cached_usage: string | null
   /** An embedding item's vector: float32 bytes, little-endian, 4 a dimension; null for any other item. */

@@ -2,7 +2,7 @@
 import { basename } from "node:path"
 import type { Listed } from "../../plugins/registry.ts"
 import type { State } from "../ledger/states.ts"
-import { alive, type Ledger, type Worker } from "../ledger/ledger.ts"
+import { alive, usageOf, type Ledger, type Worker } from "../ledger/ledger.ts"
 import type { AttemptRow, Batch, CachedUsage, ResultRow, Run, Summary } from "../ledger/types.ts"
 import { paidCost, priceOf, spentOf, type Priced } from "../job/pricing.ts"
 
@@ -471,7 +471,7 @@ export async function resultLine(db: Ledger, run: Run): Promise<(item: ResultRow
     // the run's spend (issue 17)
     cost_usd: item.cached_usage !== null ? 0 : prices ? paidCost(prices, item) : null,
     cached: item.cached_usage !== null,
-    ...(item.cached_usage === null ? {} : { cached_usage: JSON.parse(item.cached_usage) as CachedUsage }),
+    ...(item.cached_usage === null ? {} : { cached_usage: usageOf(item.cached_usage) }),
     source: { file: item.path, row: item.row, id: item.source_id },
   })
 }

@@ -6,7 +6,7 @@
  */
 import type { SQL } from "bun"
 import type * as api from "../ledger.ts"
-import { cachedUsage, type CacheEntry, type CacheStats } from "../ledger.ts"
+import { usageText, type CacheEntry, type CacheStats } from "../ledger.ts"
 import { notify, retrying, type Pg } from "./connect.ts"
 
 /** An entry's columns, as `CacheEntry` has them. */
@@ -64,7 +64,7 @@ export class Cache implements api.Cache {
         id,
         key,
         output: entry.output,
-        usage: JSON.stringify(cachedUsage(entry)),
+        usage: usageText(entry),
         saved: entry.cost_usd ?? 0,
       })),
     )

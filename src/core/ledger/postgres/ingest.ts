@@ -5,7 +5,7 @@
 import type { SQL } from "bun"
 import type { SourceBatch } from "../../../plugins/api/define.ts"
 import type * as api from "../ledger.ts"
-import { cachedUsage, type Asked } from "../ledger.ts"
+import { usageText, type Asked } from "../ledger.ts"
 import type { State } from "../states.ts"
 import { PROGRESS_BUCKET_MS, type Dead, type Input } from "../types.ts"
 import { count } from "./cache.ts"
@@ -57,7 +57,7 @@ export class Ingest implements api.Ingest {
         d: r.raw ?? JSON.stringify(r.data),
         c: asked?.keys[i] ?? null,
         o: hit?.output ?? null,
-        u: hit ? JSON.stringify(cachedUsage(hit)) : null,
+        u: hit ? usageText(hit) : null,
         p: hit ? (hit.cost_usd ?? 0) : null,
       })
     }

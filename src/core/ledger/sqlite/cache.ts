@@ -4,7 +4,7 @@
  * completes its item (`put`, called by claims.ts and batches.ts).
  */
 import type { Database } from "bun:sqlite"
-import { cachedUsage, type CacheEntry, type CacheStats } from "../ledger.ts"
+import { usageText, type CacheEntry, type CacheStats } from "../ledger.ts"
 import { PROGRESS_BUCKET_MS, type CacheWrite } from "../types.ts"
 import { guard } from "./faults.ts"
 import { statements } from "./connect.ts"
@@ -86,7 +86,7 @@ export class Cache {
         let saved = 0
         let again = 0
         for (const { id, key, entry } of hits) {
-          const usage = JSON.stringify(cachedUsage(entry))
+          const usage = usageText(entry)
           // an item looked up before and served now was counted a miss then: it is a hit, and no longer a miss
           if (!this.q.hit.get(entry.output, usage, key, now, id, run)) {
             if (!this.q.hitAgain.get(entry.output, usage, key, now, id, run)) continue

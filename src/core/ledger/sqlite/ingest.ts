@@ -1,7 +1,7 @@
 /** Ingestion: a source batch's rows, problems and checkpoint in one transaction; the run's ingest flag and lease. */
 import type { Database, SQLQueryBindings, Statement } from "bun:sqlite"
 import type { SourceBatch, SourceRow } from "../../../plugins/api/define.ts"
-import { cachedUsage, type Asked } from "../ledger.ts"
+import { usageText, type Asked } from "../ledger.ts"
 import { PROGRESS_BUCKET_MS, type Dead, type Input } from "../types.ts"
 import type { Cache } from "./cache.ts"
 import { guard } from "./faults.ts"
@@ -133,7 +133,7 @@ export class Ingest {
     let saved = 0
     for (const [j, row] of chunk.entries()) {
       const entry = asked.hits.get(from + j)!
-      const usage = JSON.stringify(cachedUsage(entry))
+      const usage = usageText(entry)
       const data = row.raw ?? JSON.stringify(row.data)
       params.push(row.key, row.line, row.id ?? null, data, asked.keys[from + j]!, entry.output, usage)
       saved += entry.cost_usd ?? 0
