@@ -251,6 +251,31 @@ describe("pipelines through dist/spool", () => {
       ...first,
       check: { completed: 5, skipped: 20, needs_review: 5 },
     })
+
+    // --new-run: a new pipeline run with new step runs (never the old pipeline's), every answer from the cache
+    const fresh = await run("--new-run")
+    expect(fresh.code).toBe(0)
+    expect(fake.requests).toBe(50)
+    expect(await steps(tmp, home)).toEqual({
+      ...first,
+      check: { completed: 5, skipped: 20, needs_review: 5 },
+    })
+    const after = await spool(["runs", "--json", "--home", home], { cwd: tmp.path })
+    const count = (name: string) =>
+      (JSON.parse(after.stdout) as { name: string }[]).filter((r) => r.name === name).length
+    expect(["triage", "triage.classify", "triage.summary", "triage.check"].map(count)).toEqual([2, 2, 4, 4])
+
+    // a pipeline under the name of a run made by a job without steps is refused
+    const oneStep = job(fake.url, { mode: "realtime" }).split("[[step]]")[0]!
+    writeFileSync(tmp.join("one.toml"), oneStep.replace('name = "triage"', 'name = "one"'))
+    expect((await spool(["run", "one.toml", "--home", home], { cwd: tmp.path, env })).code).toBe(0)
+    const piped = job(fake.url, { mode: "realtime" }).replace('name = "triage"', 'name = "one"')
+    writeFileSync(tmp.join("job2.toml"), piped)
+    const mixed = await spool(["run", "job2.toml", "--home", home], { cwd: tmp.path, env })
+    expect(mixed.code).toBe(2)
+    expect(mixed.stderr).toContain(
+      'run "one" was started with a job without steps; resuming it would mix two kinds of rows',
+    )
   }, 60_000)
 
   test("review decisions let rows on to the step after the gate; rejected rows end rejected, and the step after skips them", async () => {

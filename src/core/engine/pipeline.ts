@@ -138,8 +138,8 @@ export async function preparePipeline(o: StartOptions, loaded: jobs.Loaded): Pro
     }
     if (parent.fingerprint !== pipelineFingerprint(job))
       throw new JobError(
-        `run "${job.name}" was started with ${parent.step === null && parent.job ? "a different job" : "other inputs"}; resuming it would mix two kinds of rows`,
-        [`the run's inputs, or its kind (one step or a pipeline), changed`],
+        `run "${job.name}" was started with ${parent.job.pipeline ? "other inputs" : "a job without steps"}; resuming it would mix two kinds of rows`,
+        [parent.job.pipeline ? "sources changed" : "[[step]] tables were added"],
         "Put back the old job to resume it, or start a fresh run: add --new-run, or give the job another name.",
       )
     await sameInputs(db, parent, specs(job, false), inputs, new Set())
@@ -168,6 +168,11 @@ async function stepRuns(
   o: StartOptions,
   created: boolean,
 ): Promise<Planned[]> {
+  // the latest run of each step's name first, then this pipeline run's: a step run another worker makes in between
+  // is newer than what `create` is told it saw, and `create` gives it instead of a second one. (Read the other way
+  // round, a worker could make a second; and the latest of the name may be an older pipeline run's, after --new-run.)
+  const seen = new Map<string, number | null>()
+  for (const s of steps) seen.set(s.name, (await db.runs.latest(`${parent.name}.${s.name}`))?.id ?? null)
   const existing = new Map((await db.runs.steps(parent.id)).map((r) => [r.step!, r]))
   const again = o.rerunFrom === undefined ? new Set<string>() : downstream(steps, o.rerunFrom)
   const changed = steps.filter(
@@ -201,7 +206,7 @@ async function stepRuns(
         fingerprint: prints.get(s.name)!,
         resume: o.resume,
         inputs,
-        seen: existing.get(s.name)?.id ?? null,
+        seen: seen.get(s.name)!,
         parent: { run: parent.id, step: s.name },
       })
       run = made.run
