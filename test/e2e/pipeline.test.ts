@@ -405,6 +405,36 @@ request = { prompt = "Answer: t{{row.text}} after {{check}}" }
   }, 60_000)
 })
 
+describe("stopping a pipeline", () => {
+  test("spool cancel of a pipeline run stops the process running it; the next run goes on, paying nothing twice", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY, reply, batch: { processingMs: 1500 } })
+    rows(tmp, 60)
+    writeFileSync(tmp.join("job.toml"), job(fake.url))
+    const home = tmp.join("home")
+    const child = start(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    await until(() => fake.batch.batches.length > 0, 20_000, "classify's first batch")
+    const cancel = await spool(["cancel", "triage", "--home", home], { cwd: tmp.path, env })
+    expect(cancel.code).toBe(0)
+    const [code, stderr] = await Promise.all([child.exited, new Response(child.stderr).text()])
+    expect(code).toBe(1)
+    expect(stderr).toContain('run "triage" was cancelled')
+    const status = await spool(["status", "triage", "--json", "--home", home], { cwd: tmp.path })
+    expect((JSON.parse(status.stdout) as { run: { state: string } }).run.state).toBe("cancelled")
+    // nothing of the pipeline run's own rows went into a batch: only classify's did
+    const batches = fake.batch.batches.length
+    const again = await spool(["run", "job.toml", "--home", home], { cwd: tmp.path, env })
+    expect(again.code).toBe(0)
+    expect(await steps(tmp, home)).toEqual({
+      classify: { completed: 60 },
+      summary: { completed: 20, skipped: 40 },
+      check: { completed: 10, skipped: 40, needs_review: 10 },
+    })
+    expect(fake.batch.batches.length).toBeGreaterThanOrEqual(batches)
+    for (let n = 0; n < 60; n++) expect(fake.paid.get(`Classify: t${n}`)).toBe(1)
+  }, 60_000)
+})
+
 describe("the pipeline example", () => {
   test("examples/pipeline runs offline: counts per step in the closing lines and in status; estimate, watch and --canary say what they do with a pipeline", async () => {
     await using tmp = await tmpdir()

@@ -95,8 +95,10 @@ export async function carryOut(
   const { job } = run
   const holder = await db.batches.holder(run.id)
   const driven = holder !== null && !dead(holder)
-  if (job.provider.mode !== "batch" || driven) {
-    if (job.provider.mode !== "batch" && !(await runningElsewhere(db, run))) {
+  // a pipeline run has no batches of its own (its steps' runs have): the process running it stops its steps
+  const batchy = job.provider.mode === "batch" && !job.pipeline
+  if (!batchy || driven) {
+    if (!batchy && !(await runningElsewhere(db, run))) {
       await db.runs.setState(run.id, "cancelled", "cancelled by `spool cancel`")
       say(`run "${run.name}" cancelled: ${await afterCancel(db, run)}\n`)
       return 0

@@ -353,6 +353,20 @@ async function session(
     return seen
   }
 
+  /** The steps whose every row has its item: read to their end, so that a batch step sends a partial last batch. */
+  const full = new Set<string>()
+  const sum = (c: Record<State, number>) => Object.values(c).reduce((a, b) => a + b, 0)
+  async function fill(): Promise<void> {
+    if ((await db.runs.get(parent.id))?.ingested !== 1) return
+    const rows = sum(await db.reads.counts(parent.id))
+    for (const p of plans) {
+      if (full.has(p.name) || sum(await db.reads.counts(p.run.id)) < rows) continue
+      full.add(p.name)
+      await db.ingest.done(p.run.id)
+      drivers.get(p.name)?.poke()
+    }
+  }
+
   /** Whether nothing can move any more without a person: every row read, nothing in flight in any step. */
   async function quiet(): Promise<boolean> {
     if ((await db.runs.get(parent.id))?.ingested !== 1) return false
@@ -418,6 +432,8 @@ async function session(
           const state = now?.state
           // paused by a person (`spool pause`), not by another worker's end with rows waiting for review
           const held = state === "paused" && !now?.reason?.endsWith(WAITING)
+          if (state === "cancelling")
+            await db.runs.setState(parent.id, "cancelled", "cancelled by `spool cancel`")
           if (state === "cancelling" || state === "cancelled" || held) {
             ended = { name: parent.name, ending: held ? "paused" : "cancelled" }
             break
@@ -425,6 +441,7 @@ async function session(
           const began = Date.now()
           const seen = await promoteAll()
           if (seen) await tick()
+          await fill()
           // quiet, and still so after a pass that found no row to move: a row another worker was storing is
           // either found by the pass (not yet stored) or open in its step when looked at after it (stored)
           if (seen === 0 && (await quiet()) && (await promoteAll()) === 0 && (await quiet())) {
