@@ -1,6 +1,6 @@
 /**
  * Runs every benchmark, each contender in its own process, and writes docs/BENCHMARKS.md, keeping as they are the
- * sections other scripts write (`KEPT`: bench/compare.ts's before and after, bench/postgres.ts's, bench/cache.ts's, bench/results.ts's).
+ * sections other scripts write (`KEPT`: bench/compare.ts's before and after, bench/postgres.ts's, bench/cache.ts's, bench/results.ts's, bench/pipeline.ts's).
  * `bun run bench` (after `bun run build`). Ratios compare contenders measured in the same run.
  * `bun bench/run.ts --only serve` runs only the named sections (comma-separated; for now: serve) and rewrites only
  * their part of docs/BENCHMARKS.md, leaving every other section's text as it is.
@@ -21,6 +21,7 @@ const KEPT = [
   "## PostgreSQL (issue 15)",
   "## Response cache (issue 16)",
   "## Results export (issue 17)",
+  "## Pipelines (issue 18)",
 ]
 
 const SERVE_HEADING = "## Status page and API"

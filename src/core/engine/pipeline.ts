@@ -448,9 +448,11 @@ async function session(
             settled = true
             break
           }
-          // a pass reads every row not yet decided: on a large run it rests ten times as long as it took, so that
-          // the commits that wake it cost the drivers at most a tenth of the process's time
-          await sleep(Math.min(REST * (Date.now() - began), PROMOTE_MS * 30), ingestAbort.signal)
+          // a pass reads every row not yet decided: one that moved few rows for it rests ten times as long as it
+          // took (so that on a large run the commits that wake it cost the drivers at most a tenth of the process's
+          // time), one that moved a page of rows or more rests that much less
+          const rest = (REST * (Date.now() - began)) / Math.max(1, seen / PAGE)
+          await sleep(Math.min(rest, PROMOTE_MS * 30), ingestAbort.signal)
           await waker.sleep(PROMOTE_MS)
         }
       } finally {
