@@ -18,10 +18,11 @@ export const ROOMS: Room[] = [
     may: ["plugin api", "openai"],
   },
   { name: "mock", prefix: "src/plugins/providers/mock/", may: ["plugin api"] },
+  { name: "gemini", prefix: "src/plugins/providers/gemini/", may: ["plugin api"] },
   {
     name: "registry",
     prefix: "src/plugins/registry.ts",
-    may: ["plugin api", "sources", "openai", "anthropic", "openai-compatible", "mock", "base"],
+    may: ["plugin api", "sources", "openai", "anthropic", "openai-compatible", "mock", "gemini", "base"],
   },
   { name: "base", prefix: "src/core/base/", may: ["plugin api"] },
   { name: "job", prefix: "src/core/job/", may: ["base", "plugin api"] },

@@ -33,14 +33,16 @@ describe("the help texts", () => {
   test("list the registry's built-in providers and formats, in its order", () => {
     expect<string[]>([...PROVIDERS]).toEqual(builtIn("provider"))
     expect<string[]>([...FORMATS]).toEqual(builtIn("source"))
-    expect([...PROVIDERS]).toEqual(["openai", "anthropic", "openai-compatible", "mock"])
+    expect([...PROVIDERS]).toEqual(["openai", "anthropic", "openai-compatible", "mock", "gemini"])
     expect([...FORMATS]).toEqual(["jsonl", "csv", "tsv", "parquet"])
   })
 
   test("`run`, `watch` and `estimate --help` name every provider and format, and that a plugin may add one", () => {
     for (const command of ["run", "watch", "estimate"]) {
       const text = help(command)
-      expect(text).toContain("openai | anthropic | openai-compatible | mock | a plugin's (provider.name)")
+      expect(text).toContain(
+        "openai | anthropic | openai-compatible | mock | gemini | a plugin's (provider.name)",
+      )
       expect(text).toContain("jsonl | csv | tsv | parquet | a plugin's (source.format)")
     }
   })

@@ -13,7 +13,7 @@ import { common } from "./common.ts"
  * The built-in providers and input formats, as src/plugins/registry.ts lists them, for the help texts. Written out so
  * that `--help` does not load the registry (and every plugin with it); test/cli.test.ts checks them against it.
  */
-export const PROVIDERS = ["openai", "anthropic", "openai-compatible", "mock"] as const
+export const PROVIDERS = ["openai", "anthropic", "openai-compatible", "mock", "gemini"] as const
 export const FORMATS = ["jsonl", "csv", "tsv", "parquet"] as const
 const choices = (names: readonly string[]) => `${names.join(" | ")} | a plugin's`
 

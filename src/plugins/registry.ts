@@ -14,7 +14,9 @@ import parquet from "../sources/parquet.ts"
 import openai from "./providers/openai/openai.ts"
 import anthropic from "./providers/anthropic/anthropic.ts"
 import openaiCompatible from "./providers/openai-compatible/openai-compatible.ts"
+import { PROFILES, type Profile } from "./providers/openai-compatible/profiles.ts"
 import mock from "./providers/mock/mock.ts"
+import gemini from "./providers/gemini/gemini.ts"
 
 /** Where a source or provider came from: "built-in", or the plugin file's path. */
 export type Origin = string
@@ -24,7 +26,7 @@ export const BUILTIN: Origin = "built-in"
 const sources = new Map<string, { source: Source; origin: Origin }>()
 const providers = new Map<string, { provider: Provider; origin: Origin }>()
 for (const s of [jsonl, csv, tsv, parquet] as Source[]) sources.set(s.name, { source: s, origin: BUILTIN })
-for (const p of [openai, anthropic, openaiCompatible, mock] as Provider[])
+for (const p of [openai, anthropic, openaiCompatible, mock, gemini] as Provider[])
   providers.set(p.name, { provider: p, origin: BUILTIN })
 
 export function provider(name: string): Provider {
@@ -222,6 +224,8 @@ export interface Listed {
   extensions?: string[]
   keyEnv?: string | null
   options: OptionInfo[]
+  /** openai-compatible's batch profiles, by name, with every setting (`[provider.options.batch] profile = …`). */
+  profiles?: Record<string, Readonly<Profile>>
 }
 
 function describe(schema: unknown): OptionInfo[] {
@@ -257,6 +261,7 @@ export function list(): Listed[] {
       origin,
       keyEnv: provider.keyEnv ?? null,
       options: describe(provider.options),
+      ...(provider === openaiCompatible && { profiles: PROFILES }),
     })),
   ]
 }

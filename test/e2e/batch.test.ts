@@ -645,10 +645,10 @@ describe("batch mode refusals", () => {
   test("a provider without a Batch API is refused before anything runs", async () => {
     await using tmp = await tmpdir()
     writeFileSync(tmp.join("in.jsonl"), input(3))
-    writeFileSync(tmp.join("job.toml"), job("http://127.0.0.1:9/v1", "", "openai-compatible"))
+    writeFileSync(tmp.join("job.toml"), job("http://127.0.0.1:9/v1", "", "mock"))
     const run = await spool(["run", "job.toml", "--home", tmp.join("h")], { cwd: tmp.path, env })
     expect(run.code).toBe(2)
-    expect(run.stderr).toContain('provider.mode: provider "openai-compatible" has no batch mode')
+    expect(run.stderr).toContain('provider.mode: provider "mock" has no batch mode')
     expect(existsSync(tmp.join("h", "spool.db"))).toBe(false)
   })
 })

@@ -174,7 +174,77 @@ export interface FakeOptions extends FakeOptionsOf<Faults> {
    * (default: the API's own 404, `Unknown request URL: POST /path`).
    */
   unrouted?: (req: Request) => Response | Promise<Response>
+  /** Serve as one of openai-compatible's profiles does (default "openai": OpenAI's own API). See `SERVED`. */
+  profile?: FakeProfile
+  /** false: keep no batch metadata, as a service that takes none does (batches show `metadata: null`). */
+  metadata?: false
 }
+
+/** The services the fake can serve as: OpenAI's API, or one of openai-compatible's batch profiles. */
+export type FakeProfile = "openai" | "azure" | "groq" | "together"
+
+/**
+ * What each profile serves differently, written from the pages listed at the top of
+ * src/plugins/providers/openai-compatible/profiles.ts (Azure OpenAI global batch, Groq Batch API, Together batch
+ * inference). `root`: the path the API's own paths sit under (Azure's `/openai/files`, Groq's `/openai/v1/files`);
+ * `prefix`: what comes before `/chat/completions` in a line's url and a create's endpoint; `purpose`: the file purpose
+ * taken; `windows`: the completion windows taken; `upper`: statuses in capitals (Together); `job`: the create answered
+ * with the batch under `job` (Together); `azure`: the `api-key` header, an `api-version` on every request (refused
+ * without one, as Azure refuses it), deployment paths for realtime calls, and batches that never expire.
+ */
+const SERVED: Record<
+  FakeProfile,
+  {
+    root: string
+    prefix: string
+    purpose: string
+    windows: string[]
+    upper: boolean
+    job: boolean
+    azure: boolean
+  }
+> = {
+  openai: {
+    root: "",
+    prefix: "/v1",
+    purpose: "batch",
+    windows: ["24h"],
+    upper: false,
+    job: false,
+    azure: false,
+  },
+  azure: {
+    root: "/openai",
+    prefix: "",
+    purpose: "batch",
+    windows: ["24h"],
+    upper: false,
+    job: false,
+    azure: true,
+  },
+  groq: {
+    root: "/openai",
+    prefix: "/v1",
+    purpose: "batch",
+    windows: ["24h", "48h", "72h", "7d"],
+    upper: false,
+    job: false,
+    azure: false,
+  },
+  together: {
+    root: "",
+    prefix: "/v1",
+    purpose: "batch-api",
+    windows: ["24h"],
+    upper: true,
+    job: true,
+    azure: false,
+  },
+}
+
+/** Azure's answer to a wrong or missing `api-key`. */
+const AZURE_DENIED =
+  "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."
 
 /** One error of a batch that failed, as `errors.data` lists them. */
 export interface BatchError {
@@ -569,8 +639,15 @@ function rateLimited(verdict: Extract<Verdict, { ok: false }>, modelName: string
   )
 }
 
-/** A 401 unless the request carries `Bearer <apiKey>` (any key passes when apiKey is undefined). */
-function unauthorized(req: Request, apiKey: string | undefined): Response | undefined {
+/**
+ * A 401 unless the request carries `Bearer <apiKey>` (any key passes when apiKey is undefined); under the azure
+ * profile, `api-key: <apiKey>` instead, and a 401 in Azure's words.
+ */
+function unauthorized(req: Request, apiKey: string | undefined, profile?: FakeProfile): Response | undefined {
+  if (profile === "azure") {
+    if (apiKey === undefined || req.headers.get("api-key") === apiKey) return undefined
+    return Response.json({ error: { code: "401", message: AZURE_DENIED } }, { status: 401 })
+  }
   if (apiKey !== undefined && req.headers.get("authorization") !== `Bearer ${apiKey}`) {
     return errorBody(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
   }
@@ -739,6 +816,7 @@ export const enqueuedLimitMessage = (model: string, limit: number) =>
  * (with or without /v1). Returns undefined for any other request.
  */
 function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
+  const served = SERVED[options.profile ?? "openai"]
   const validators = new Map<Api, Validator>()
   const validator = (api: Api) => {
     let v = validators.get(api)
@@ -789,10 +867,10 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
     if (!file || file.filename === undefined)
       return paramError(400, "Missing required parameter: 'file'.", "file")
     const purposeText = purpose ? new TextDecoder().decode(purpose.data) : undefined
-    if (purposeText !== "batch") {
+    if (purposeText !== served.purpose) {
       return paramError(
         400,
-        `Invalid value for 'purpose': '${purposeText}'. This server takes 'batch' files only.`,
+        `Invalid value for 'purpose': '${purposeText}'. This server takes '${served.purpose}' files only.`,
         "purpose",
       )
     }
@@ -960,7 +1038,17 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
       return refuse(400, "The body of your request must be a JSON object.", null)
     }
     if (options.validate !== false) {
-      const errors = validateSchema("CreateBatchRequest", body)
+      // a profile's own endpoint and window words are checked above and below; the rest against OpenAI's spec
+      const endpoint = String(body.endpoint)
+      const openai = endpoint.startsWith(served.prefix)
+        ? `/v1${endpoint.slice(served.prefix.length)}`
+        : endpoint
+      const window = served.windows.includes(String(body.completion_window)) ? "24h" : body.completion_window
+      const errors = validateSchema("CreateBatchRequest", {
+        ...body,
+        endpoint: openai,
+        completion_window: window,
+      })
       if (errors.length) fake.invalid.push({ body, errors })
     }
     const inputFileId = String(body.input_file_id)
@@ -970,18 +1058,21 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
       return refuse(400, `The file ${inputFileId} was not uploaded with purpose 'batch'.`, "input_file_id")
     }
     const endpoint = String(body.endpoint)
-    const api = ENDPOINTS[endpoint]
+    // Azure names endpoints without /v1 ("/chat/completions")
+    const api = endpoint.startsWith(served.prefix)
+      ? ENDPOINTS[`/v1${endpoint.slice(served.prefix.length)}`]
+      : undefined
     if (!api) {
       return refuse(
         400,
-        `Invalid value for 'endpoint': '${endpoint}'. This server runs batches of '/v1/chat/completions', '/v1/responses' and '/v1/embeddings'.`,
+        `Invalid value for 'endpoint': '${endpoint}'. This server runs batches of '${served.prefix}/chat/completions', '${served.prefix}/responses' and '${served.prefix}/embeddings'.`,
         "endpoint",
       )
     }
-    if (body.completion_window !== "24h") {
+    if (!served.windows.includes(String(body.completion_window))) {
       return refuse(
         400,
-        `Invalid value for 'completion_window': '${body.completion_window}'. Supported values are: '24h'.`,
+        `Invalid value for 'completion_window': '${body.completion_window}'. Supported values are: ${served.windows.map((w) => `'${w}'`).join(", ")}.`,
         "completion_window",
       )
     }
@@ -1030,7 +1121,10 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
         })
       }
     }
-    const metadata = (body.metadata as Record<string, string> | null | undefined) ?? null
+    const metadata =
+      options.metadata === false
+        ? null
+        : ((body.metadata as Record<string, string> | null | undefined) ?? null)
     const batch = fake.batch.create({
       id: (seq) => `batch_${hex(`${fake.port}|batch|${seq}`)}`,
       lines,
@@ -1045,7 +1139,8 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
       requests: count,
       ...(errors.length ? { error: errors[0]!.message } : {}),
     })
-    return Response.json(batchJson(batch, fake.batch.fresh(batch)))
+    const made = batchJson(batch, fake.batch.fresh(batch))
+    return Response.json(served.job ? { job: made } : made)
   }
 
   /**
@@ -1122,11 +1217,11 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
       ...(errors.length ? { errors: { object: "list", data: errors } } : {}),
       input_file_id: d.inputFileId,
       completion_window: "24h",
-      status: ended ? view.ending : view.phase,
+      status: fake.batch.host.status(view),
       ...(ended && d.outputFileId ? { output_file_id: d.outputFileId } : {}),
       ...(ended && d.errorFileId ? { error_file_id: d.errorFileId } : {}),
       created_at: unix(b.createdAt),
-      expires_at: unix(b.createdAt + 86_400_000),
+      expires_at: served.azure ? null : unix(b.createdAt + 86_400_000),
     }
     const times: [string, number | undefined][] = [
       ["in_progress_at", view.at.inProgress],
@@ -1159,7 +1254,7 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
     const path = url.pathname.startsWith("/v1/") ? url.pathname.slice(3) : url.pathname
     const [kind, id, action, ...rest] = path.split("/").slice(1)
     if ((kind !== "files" && kind !== "batches") || rest.length) return undefined
-    const denied = unauthorized(req, options.apiKey)
+    const denied = unauthorized(req, options.apiKey, options.profile)
     if (denied) return denied
     const method = req.method
     if (kind === "files") {
@@ -1240,7 +1335,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     state: { headers?: Record<string, string> },
   ): Promise<Response> => {
     fake.requests++
-    const denied = unauthorized(req, options.apiKey)
+    const denied = unauthorized(req, options.apiKey, options.profile)
     if (denied) return denied
     let body: Record<string, unknown>
     try {
@@ -1281,9 +1376,19 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
 
   let batchRoutes: ReturnType<typeof batchApi>
 
+  const served = SERVED[options.profile ?? "openai"]
   const server = serveFake((req) => {
     const url = new URL(req.url)
-    const path = url.pathname
+    let path = url.pathname
+    if (served.azure && !url.searchParams.get("api-version")) {
+      return Response.json({ error: { code: "404", message: "Resource not found" } }, { status: 404 })
+    }
+    if (served.root && path.startsWith(`${served.root}/`)) {
+      path = path.slice(served.root.length)
+      // Azure's realtime calls name the deployment in the path
+      if (served.azure) path = path.replace(/^\/deployments\/[^/]+\//, "/")
+      url.pathname = path
+    }
     if (req.method === "POST" && (path === "/v1/chat/completions" || path === "/chat/completions")) {
       return limitedEndpoint(req, CHAT)
     }
@@ -1306,7 +1411,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
   })
 
   const fake: Fake = {
-    url: `http://127.0.0.1:${server.port}/v1`,
+    url: `http://127.0.0.1:${server.port}${served.root}${served.azure ? "" : "/v1"}`,
     port: server.port ?? 0,
     ...counters<FaultKind>(options),
     batch: undefined as unknown as BatchEngine<OpenAIBatch>,
@@ -1318,7 +1423,10 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     },
   }
   // OpenAI's statuses are the engine's phases, and once ended how it ended; 50,000 lines and 200 MB a file
-  const status = (view: View) => (view.phase === "ended" ? view.ending! : view.phase)
+  const status = (view: View) => {
+    const word = view.phase === "ended" ? view.ending! : view.phase
+    return served.upper ? word.toUpperCase() : word
+  }
   const limits = { maxRequests: 50_000, maxBytes: 200 * 1024 * 1024 }
   fake.batch = new BatchEngine<OpenAIBatch>(
     { now, reply, paid: () => fake.paid, status, limits },

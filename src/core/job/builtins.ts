@@ -34,6 +34,7 @@ export const SOURCE_OPTIONS = {
 export const BUILTIN_PROVIDERS: { name: string; model: boolean; keys: string[] }[] = [
   { name: "openai", model: true, keys: ["endpoint"] },
   { name: "anthropic", model: true, keys: [] },
-  { name: "openai-compatible", model: true, keys: [] },
+  { name: "openai-compatible", model: true, keys: ["batch"] },
   { name: "mock", model: false, keys: ["latency_ms", "reply"] },
+  { name: "gemini", model: true, keys: [] },
 ]

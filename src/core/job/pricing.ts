@@ -51,6 +51,17 @@ const TABLE: Record<string, Price> = {
   "text-embedding-3-small": p(0.02, 0.02, 0),
   "text-embedding-3-large": p(0.13, 0.13, 0),
   "text-embedding-ada-002": p(0.1, 0.1, 0),
+  // Gemini: the Gemini Developer API's paid tier, ai.google.dev/gemini-api/docs/pricing ("Standard"; output includes
+  // thinking tokens; cached input is the context-caching price), checked 2026-12 through copies of that page. The
+  // Pro models' rates are those of prompts up to 200k tokens (above, Google charges more: set [pricing] for such
+  // jobs). The Batch API is half price on every model (batch_discount 0.5).
+  "gemini-3.5-flash": p(1.5, 0.15, 9),
+  "gemini-3.1-pro-preview": p(2, 0.2, 12),
+  "gemini-3.1-flash-lite-preview": p(0.25, 0.025, 1.5),
+  "gemini-3-flash-preview": p(0.5, 0.05, 3),
+  "gemini-2.5-pro": p(1.25, 0.125, 10),
+  "gemini-2.5-flash": p(0.3, 0.03, 2.5),
+  "gemini-2.5-flash-lite": p(0.1, 0.01, 0.4),
 }
 
 /** The job's `[pricing]`: input and output are required together; the rest default from them. */

@@ -26,6 +26,11 @@
  *   shapes above): a failure, never a reply. Classified as that HTTP status when it carries a numeric code
  *   400–599 (as OpenRouter does), else a retryable server error.
  *
+ * Batch mode (`mode = "batch"`) is the openai provider's Batch API client, shaped by a profile (profiles.ts:
+ * `[provider.options.batch] profile = "azure" | "groq" | "together" | "generic"`, any field overridden beside it).
+ * The profile's key header, query parameters and deployment paths apply to realtime calls too, so one job runs
+ * either way against the same service.
+ *
  * Classification of HTTP errors is the openai provider's: 429/408/409/5xx retryable with Retry-After,
  * 401/403 and quota pause the run, 404 not_found, other 4xx bad_request. Before any call has been answered well,
  * a 404 or 401 that names a path, has no error shape above, or is a bare "Not Found" says to check base_url and
@@ -38,6 +43,8 @@ import { rated } from "../../api/http.ts"
 import { firstAnswers, shown } from "../../api/baseurl.ts"
 import { body, classify, finishOf, json, post, type ErrorDetail } from "../openai/wire.ts"
 import { embedBody, embedReplyOf } from "../openai/embed.ts"
+import { openaiBatch, type BatchShape } from "../openai/batch.ts"
+import { BatchOptions, resolve, type Profile } from "./profiles.ts"
 
 type Detail = ErrorDetail & {
   /** A numeric code, when the body gives one: an HTTP status for servers that send errors with a 200. */
@@ -179,18 +186,49 @@ function documented(_status: 401 | 404, body: unknown): boolean {
   return explain(body)?.message !== undefined
 }
 
-/** The chat completions URL under a base URL; a base URL that already names the endpoint is kept. */
-function endpoint(baseUrl: string): string {
+/** The base URL without a trailing slash or the endpoint it may already name. */
+function baseOf(baseUrl: string): string {
   const base = baseUrl.replace(/\/+$/, "")
-  return base.endsWith("/chat/completions") ? base : `${base}/chat/completions`
+  return base.endsWith("/chat/completions") ? base.slice(0, -"/chat/completions".length) : base
+}
+
+/** A URL with the profile's query parameters. */
+function withQuery(url: string, query: Record<string, string>): string {
+  const params = new URLSearchParams(query).toString()
+  return params ? `${url}?${params}` : url
+}
+
+/** The headers that carry the key, as the profile sends it. */
+function keyHeaders(profile: Profile, apiKey: string | undefined): Record<string, string> {
+  if (!apiKey) return {}
+  return profile.auth === "api-key" ? { "api-key": apiKey } : { authorization: `Bearer ${apiKey}` }
+}
+
+/** The openai batch client's shape for a profile: its settings, and this provider's own line body and reader. */
+function shapeOf(profile: Profile, apiKey: string | undefined): BatchShape {
+  return {
+    limits: { maxRequests: profile.max_requests, maxBytes: profile.max_bytes },
+    purpose: profile.purpose,
+    window: profile.completion_window,
+    prefix: profile.url_prefix,
+    statuses: profile.statuses,
+    headers: profile.auth === "api-key" ? { authorization: null, "api-key": apiKey ?? null } : {},
+    query: profile.query,
+    enqueuedTokens: profile.max_enqueued_tokens || undefined,
+    body: (model, request) => body(model, request, "max_tokens"),
+    read: (status, parsed) => reply(status, JSON.stringify(parsed), new Headers()),
+  }
 }
 
 export default defineProvider({
   name: "openai-compatible",
-  options: v.strictObject({}),
+  options: v.strictObject({
+    /** The service's Batch API, for `mode = "batch"`: a profile's name and any fields to override (profiles.ts). */
+    batch: v.optional(BatchOptions),
+  }),
   keyEnv: undefined,
   baseUrlEnv: "OPENAI_BASE_URL",
-  create(_options, context) {
+  create(options, context) {
     if (!context.baseUrl) {
       throw new JobError(
         "the job is not valid",
@@ -198,16 +236,20 @@ export default defineProvider({
         'Set base_url = "http://127.0.0.1:8000/v1" under [provider], pass --base-url, or export OPENAI_BASE_URL.',
       )
     }
-    const url = endpoint(context.baseUrl)
-    const embeddings = `${url.slice(0, -"/chat/completions".length)}/embeddings`
+    const profile = resolve(options.batch)
+    const base = baseOf(context.baseUrl)
+    // a deployment's calls go under its name (Azure); the model named in the body is then that deployment too
+    const root =
+      profile.model === "deployment" ? `${base}/deployments/${encodeURIComponent(context.model)}` : base
+    const url = withQuery(`${root}/chat/completions`, profile.query)
+    const embeddings = withQuery(`${root}/embeddings`, profile.query)
     const answers = firstAnswers(
       context.baseUrl,
       documented,
       `spool sends POST ${shown(url)}: base_url is what comes before /chat/completions, for most servers ending in /v1 ` +
         "(vLLM http://127.0.0.1:8000/v1, Ollama http://127.0.0.1:11434/v1).",
     )
-    const headers: Record<string, string> = { "content-type": "application/json" }
-    if (context.apiKey) headers.authorization = `Bearer ${context.apiKey}`
+    const headers = { "content-type": "application/json", ...keyHeaders(profile, context.apiKey) }
     return {
       async call(request, signal) {
         const payload = body(context.model, request, "max_tokens")
@@ -230,6 +272,10 @@ export default defineProvider({
           return embedReplyOf(response.status, json(response.status, text), inputs.length, embedOptions)
         })
       },
+      // chat lines only: these services' batch endpoints are chat completions
+      ...(context.kind !== "embedding" && {
+        batch: openaiBatch({ ...context, baseUrl: base }, "chat", answers, shapeOf(profile, context.apiKey)),
+      }),
     }
   },
 })

@@ -2,7 +2,8 @@
  * The OpenAI Batch API, through the official SDK: the request file is uploaded (purpose "batch") and a batch is made
  * of it, tagged in its metadata; result files are streamed to disk as the API serves them. Lines are written and
  * read with the realtime provider's own body builders and readers (wire.ts, embed.ts), so a batch item is asked and
- * read exactly as a direct call would be.
+ * read exactly as a direct call would be. The same client serves the services that copy this API (Azure, Groq,
+ * Together, …) through a `BatchShape`: what sets each apart (openai-compatible's profiles fill it).
  */
 import OpenAI, {
   APIConnectionError,
@@ -16,6 +17,7 @@ import type { Batch } from "openai/resources/batches"
 import type {
   BatchClient,
   BatchExpect,
+  BatchLimits,
   BatchLine,
   Downloaded,
   EmbedOptions,
@@ -34,6 +36,43 @@ import { embedBody, embedLineReplyOf } from "./embed.ts"
 /** 50,000 requests and 200 MB of request file per batch, as the Batch API guide states. */
 export const OPENAI_BATCH_LIMITS = { maxRequests: 50_000, maxBytes: 200_000_000 } as const
 
+/**
+ * What sets an OpenAI-shaped Batch API apart from OpenAI's own: openai-compatible's profiles fill it, and OpenAI's is
+ * `OPENAI_SHAPE`. Every field is read by the one client below, so every service gets the same guarantees.
+ */
+export interface BatchShape {
+  limits: BatchLimits
+  /** The purpose the request file is uploaded with: "batch" (OpenAI), "batch-api" (Together). */
+  purpose: string
+  /** The create's `completion_window`. */
+  window: string
+  /** What comes before the endpoint's path in each line's `url` and the create's `endpoint`: "/v1" or "" (Azure). */
+  prefix: string
+  /** The service's status words, by OpenAI's word they mean (Together's "IN_PROGRESS"); a word not named is lower-cased. */
+  statuses: Readonly<Record<string, Batch["status"]>>
+  /** Headers on every call (null removes one): Azure's `api-key` in place of `Authorization`. */
+  headers: Readonly<Record<string, string | null>>
+  /** Query parameters on every call: Azure's `api-version`. */
+  query: Readonly<Record<string, string>>
+  /** The enqueued-token cap, when the service documents one: learned when a refusal names no number. */
+  enqueuedTokens?: number | undefined
+  /** A chat line's body, when not OpenAI's (openai-compatible sends `max_tokens`). */
+  body?: ((model: string, request: Request) => Record<string, unknown>) | undefined
+  /** Reads a line's 200 body, when not as OpenAI's (openai-compatible's tolerant reader). */
+  read?: ((status: number, body: unknown) => Reply) | undefined
+}
+
+/** OpenAI's own Batch API. */
+export const OPENAI_SHAPE: BatchShape = {
+  limits: OPENAI_BATCH_LIMITS,
+  purpose: "batch",
+  window: "24h",
+  prefix: "/v1",
+  statuses: {},
+  headers: {},
+  query: {},
+}
+
 /** Batch metadata values may be 512 characters long. */
 const METADATA_MAX = 512
 
@@ -51,7 +90,10 @@ export function enqueuedLimit(message: string): { tokens?: number; requests?: nu
  * a queue_limit, retryable once other batches finish; anything else (the file did not validate) is the request
  * file's fault and is not retried.
  */
-export function batchError(batch: Pick<Batch, "status" | "errors">): ProviderError | undefined {
+export function batchError(
+  batch: Pick<Batch, "status" | "errors">,
+  enqueuedTokens?: number,
+): ProviderError | undefined {
   if (batch.status !== "failed") return undefined
   const data = batch.errors?.data ?? []
   const limit = data.find(
@@ -63,7 +105,8 @@ export function batchError(batch: Pick<Batch, "status" | "errors">): ProviderErr
       `the batch was refused (${limit.code ?? "queue limit"}): ${limit.message ?? "no message"}`,
       { retryable: true },
     )
-    err.queueLimit = enqueuedLimit(limit.message ?? "")
+    err.queueLimit =
+      enqueuedLimit(limit.message ?? "") ?? (enqueuedTokens ? { tokens: enqueuedTokens } : undefined)
     return err
   }
   if (data.length === 0) {
@@ -111,13 +154,22 @@ function expectOf(
   }
 }
 
-/** An OpenAI batch in neutral terms. A status this code does not know is taken as still in progress. */
-export function remote(batch: Batch): RemoteBatch {
+/**
+ * An OpenAI batch in neutral terms. A status this code does not know is taken as still in progress. With a `shape`,
+ * the service's status word is read as the OpenAI word it means, and `status` is that word (Together's "IN_PROGRESS"
+ * is "in_progress"), so a job moved between services shows and stores the same words; a `created_at` given as a
+ * date is read too.
+ */
+export function remote(batch: Batch, shape?: BatchShape): RemoteBatch {
+  const word = shape
+    ? (shape.statuses[batch.status] ?? (batch.status.toLowerCase() as Batch["status"]))
+    : batch.status
+  const created = batch.created_at as number | string
   const out: RemoteBatch = {
     id: batch.id,
-    status: batch.status,
-    ...(PHASES[batch.status] ?? { phase: "in_progress" }),
-    createdAt: batch.created_at * 1000,
+    status: word,
+    ...(PHASES[word] ?? { phase: "in_progress" }),
+    createdAt: typeof created === "string" ? Date.parse(created) : created * 1000,
   }
   const counts = batch.request_counts
   if (counts) {
@@ -132,9 +184,15 @@ export function remote(batch: Batch): RemoteBatch {
     if (output !== undefined) out.files.output = output
     if (errors !== undefined) out.files.errors = errors
   }
-  const error = batchError(batch)
+  const error = batchError(word === batch.status ? batch : { ...batch, status: word }, shape?.enqueuedTokens)
   if (error) out.error = error
   return out
+}
+
+/** A created batch: Together answers the create with the batch under `job`. */
+function unwrapped(batch: Batch): Batch {
+  const job = (batch as Batch & { job?: Batch }).job
+  return job && typeof job === "object" && typeof job.id === "string" ? job : batch
 }
 
 /** The SDK's error classes, for `unanswered`. */
@@ -181,30 +239,33 @@ const NOT_RUN = new Set(["batch_expired", "batch_cancelled"])
 /** What a batch runs: chat completions, responses or embeddings (one endpoint per batch: the create's `endpoint`). */
 export type BatchEndpoint = "chat" | "responses" | "embeddings"
 
-const URLS = {
-  chat: "/v1/chat/completions",
-  responses: "/v1/responses",
-  embeddings: "/v1/embeddings",
+const PATHS = {
+  chat: "/chat/completions",
+  responses: "/responses",
+  embeddings: "/embeddings",
 } as const satisfies Record<BatchEndpoint, string>
 
 /**
- * The Batch API of the openai provider. The SDK client is made on first use (the Batch API needs a key; a run that
- * never uses it never makes one). `first` is the client's first-answer check, shared with its realtime calls.
+ * The Batch API of the openai provider, or of a service that copies it (`shape`, default OpenAI's). The SDK client is
+ * made on first use (the Batch API needs a key; a run that never uses it never makes one). `first` is the client's
+ * first-answer check, shared with its realtime calls.
  */
 export function openaiBatch(
   context: ProviderContext,
   endpoint: BatchEndpoint,
   first?: FirstAnswers,
+  shape: BatchShape = OPENAI_SHAPE,
 ): BatchClient {
   const responses = endpoint === "responses"
   const embeddings = endpoint === "embeddings"
-  const url = URLS[endpoint]
-  const build = responses ? responsesBody : body
+  const url = `${shape.prefix}${PATHS[endpoint]}`
+  const build = responses ? responsesBody : (shape.body ?? body)
   const read: (status: number, body: unknown) => Reply = embeddings
     ? embedLineReplyOf
     : responses
       ? responsesReplyOf
-      : replyOf
+      : (shape.read ?? replyOf)
+  const see = (batch: Batch) => remote(batch, shape === OPENAI_SHAPE ? undefined : shape)
   const model = context.model
   // The SDK rejects a timeout that is not a whole number of milliseconds.
   const timeoutMs = Math.max(1, Math.ceil(context.timeoutMs))
@@ -230,6 +291,8 @@ export function openaiBatch(
       project: null,
       adminAPIKey: null,
       webhookSecret: null,
+      defaultHeaders: shape.headers,
+      defaultQuery: shape.query,
     })
     return made
   }
@@ -242,6 +305,23 @@ export function openaiBatch(
       return out
     } catch (cause) {
       throw sdkFailure(cause, signal, timeoutMs, first)
+    }
+  }
+
+  /**
+   * Whether a batch with no metadata (a service that keeps none) was made of the request file uploaded for `tag`: the
+   * file is uploaded as `<tag>.jsonl`. OpenAI keeps metadata, so its batches are never looked at so; a file gone is
+   * not ours to know, and says no.
+   */
+  const namedFor = async (client: OpenAI, batch: Batch, tag: string, signal: AbortSignal) => {
+    if (shape === OPENAI_SHAPE || batch.metadata?.spool_tag !== undefined || !batch.input_file_id)
+      return false
+    try {
+      const file = await client.files.retrieve(batch.input_file_id, { signal })
+      return file.filename === `${tag}.jsonl`
+    } catch (cause) {
+      if (cause instanceof APIError && cause.status === 404) return false
+      throw cause
     }
   }
 
@@ -262,7 +342,7 @@ export function openaiBatch(
   }
 
   return {
-    limits: OPENAI_BATCH_LIMITS,
+    limits: shape.limits,
 
     line(customId: string, request: Request): string {
       // a batch holds one endpoint: a client made for embeddings writes embedding lines only
@@ -283,7 +363,7 @@ export function openaiBatch(
         // streamed from disk as multipart form data: a 200 MB file is never held in memory
         const upload = toStreamingFile(Bun.file(file).stream(), `${tag.tag}.jsonl`)
         const input = await client.files.create(
-          { file: upload, purpose: "batch" },
+          { file: upload, purpose: shape.purpose as "batch" },
           { signal, timeout: Math.max(timeoutMs, UPLOAD_TIMEOUT_MS) },
         )
         // the input file is left to expire (batch files do, after 30 days): if this create reached the API but its
@@ -291,18 +371,18 @@ export function openaiBatch(
         const batch = await client.batches.create(
           {
             input_file_id: input.id,
-            endpoint: url,
-            completion_window: "24h",
+            endpoint: url as "/v1/chat/completions",
+            completion_window: shape.window as "24h",
             metadata: { spool_run: Array.from(tag.run).slice(0, METADATA_MAX).join(""), spool_tag: tag.tag },
           },
           { signal },
         )
-        return remote(batch)
+        return see(unwrapped(batch))
       })
     },
 
     async retrieve(id, signal) {
-      return attempt(signal, async (client) => remote(await client.batches.retrieve(id, { signal })))
+      return attempt(signal, async (client) => see(await client.batches.retrieve(id, { signal })))
     },
 
     async find(tag, signal) {
@@ -310,15 +390,17 @@ export function openaiBatch(
         const since = tag.since - CLOCK_SLACK_MS
         // newest first, page after page, until the batches are older than the intent
         for await (const batch of client.batches.list({ limit: 100 }, { signal })) {
-          if (batch.created_at * 1000 < since) break
-          if (batch.metadata?.spool_tag === tag.tag) return { found: remote(batch) }
+          const seen = see(batch)
+          if (seen.createdAt < since) break
+          if (batch.metadata?.spool_tag === tag.tag) return { found: seen }
+          if (await namedFor(client, batch, tag.tag, signal)) return { found: seen }
         }
         return { none: true as const }
       })
     },
 
     async cancel(id, signal) {
-      return attempt(signal, async (client) => remote(await client.batches.cancel(id, { signal })))
+      return attempt(signal, async (client) => see(await client.batches.cancel(id, { signal })))
     },
 
     async download(batch, to, signal) {
