@@ -14,7 +14,12 @@ import parquet from "../sources/parquet.ts"
 import openai from "./providers/openai/openai.ts"
 import anthropic from "./providers/anthropic/anthropic.ts"
 import openaiCompatible from "./providers/openai-compatible/openai-compatible.ts"
-import { PROFILES, type Profile } from "./providers/openai-compatible/profiles.ts"
+import {
+  addProfile,
+  profileProblems,
+  profiles,
+  type Profile,
+} from "./providers/openai-compatible/profiles.ts"
 import mock from "./providers/mock/mock.ts"
 import gemini from "./providers/gemini/gemini.ts"
 
@@ -141,24 +146,28 @@ function providerProblems(p: Record<string, unknown>): string[] {
   return problems
 }
 
-/** Splits a default export into sources and providers, telling them apart by shape. */
-function members(
-  value: unknown,
-): { sources: Record<string, unknown>[]; providers: Record<string, unknown>[] } | null {
+type Members = Record<"sources" | "providers" | "profiles", Record<string, unknown>[]>
+
+/** Splits a default export into sources, providers and batch profiles, telling them apart by shape. */
+function members(value: unknown): Members | null {
   if (typeof value !== "object" || value === null) return null
   const o = value as Record<string, unknown>
   // by the keys only one kind has, so a source with a broken `read` is reported as a source of the wrong shape
-  if ("read" in o || "extensions" in o) return { sources: [o], providers: [] }
-  if ("create" in o || "keyEnv" in o) return { sources: [], providers: [o] }
+  if ("read" in o || "extensions" in o) return { sources: [o], providers: [], profiles: [] }
+  if ("create" in o || "keyEnv" in o) return { sources: [], providers: [o], profiles: [] }
   const plugin = o as Plugin
-  if (plugin.sources === undefined && plugin.providers === undefined) return null
-  if (plugin.sources !== undefined && !Array.isArray(plugin.sources)) return null
-  if (plugin.providers !== undefined && !Array.isArray(plugin.providers)) return null
+  const lists = [plugin.sources, plugin.providers, plugin.profiles]
+  if (lists.every((l) => l === undefined) || lists.some((l) => l !== undefined && !Array.isArray(l)))
+    return null
   return {
     sources: (plugin.sources ?? []) as unknown as Record<string, unknown>[],
     providers: (plugin.providers ?? []) as unknown as Record<string, unknown>[],
+    profiles: (plugin.profiles ?? []) as unknown as Record<string, unknown>[],
   }
 }
+
+/** The plugin files loaded, each once. */
+const loaded = new Set<string>()
 
 /**
  * Loads plugin files (absolute paths) and registers what they export. Every problem names its file; nothing
@@ -170,7 +179,7 @@ export async function load(files: string[]): Promise<void> {
     const fail = (problem: string, hint: string): never => {
       throw new JobError(`plugin ${file}: ${problem}`, [], hint)
     }
-    if ([...sources.values(), ...providers.values()].some((e) => e.origin === file)) continue
+    if (loaded.has(file)) continue
     if (!existsSync(file)) fail("no such file", "Paths in plugins = [...] are relative to the job file.")
     if (![".ts", ".js", ".mts", ".mjs"].includes(extname(file)))
       fail("not a .ts or .js file", "A plugin is one TypeScript or JavaScript module.")
@@ -185,12 +194,16 @@ export async function load(files: string[]): Promise<void> {
     if (!found)
       fail(
         "its default export is not a source, a provider or a plugin",
-        "Export default defineSource(…), defineProvider(…) or definePlugin({ sources, providers }) from spool/plugin.",
+        "Export default defineSource(…), defineProvider(…) or definePlugin({ sources, providers, profiles }) from spool/plugin.",
       )
-    const { sources: ss, providers: ps } = found!
+    const { sources: ss, providers: ps, profiles: bs } = found!
     const problems = [
       ...ss.flatMap((s) => sourceProblems(s).map((p) => `source ${String(s.name ?? "?")}: ${p}`)),
       ...ps.flatMap((p) => providerProblems(p).map((q) => `provider ${String(p.name ?? "?")}: ${q}`)),
+      ...bs.flatMap((b) => profileProblems(b).map((q) => `profile ${String(b.name ?? "?")}: ${q}`)),
+      ...bs
+        .filter((b, i) => bs.findIndex((c) => c.name === b.name) !== i)
+        .map((b) => `profile ${String(b.name)}: the file gives its name twice`),
     ]
     if (problems.length)
       throw new JobError(`plugin ${file}: wrong shape`, problems, "See docs/PLUGINS.md for the contract.")
@@ -205,6 +218,8 @@ export async function load(files: string[]): Promise<void> {
     for (const p of ps) clash("provider", providers.get(p.name as string), p.name)
     for (const s of ss) sources.set(s.name as string, { source: s as unknown as Source, origin: file })
     for (const p of ps) providers.set(p.name as string, { provider: p as unknown as Provider, origin: file })
+    for (const b of bs) addProfile(b)
+    loaded.add(file)
   }
 }
 
@@ -224,7 +239,10 @@ export interface Listed {
   extensions?: string[]
   keyEnv?: string | null
   options: OptionInfo[]
-  /** openai-compatible's batch profiles, by name, with every setting (`[provider.options.batch] profile = …`). */
+  /**
+   * openai-compatible's batch profiles, by name, with every setting (`[provider.options.batch] profile = …`): the
+   * built-in ones, then those the job's plugins added.
+   */
   profiles?: Record<string, Readonly<Profile>>
 }
 
@@ -261,7 +279,7 @@ export function list(): Listed[] {
       origin,
       keyEnv: provider.keyEnv ?? null,
       options: describe(provider.options),
-      ...(provider === openaiCompatible && { profiles: PROFILES }),
+      ...(provider === openaiCompatible && { profiles: profiles() }),
     })),
   ]
 }

@@ -309,10 +309,24 @@ export interface Provider<S extends OptionsSchema = OptionsSchema> {
   create(options: v.InferOutput<S>, context: ProviderContext): ProviderClient
 }
 
-/** Several sources and providers from one file. */
+/**
+ * A batch profile of `openai-compatible` (docs/PLUGINS.md, "A batch profile of your own"): an OpenAI-shaped Batch
+ * API's differences, named so that jobs pick it with `[provider.options.batch] profile = "NAME"`. Its fields are those
+ * of `[provider.options.batch]`: `profile` names the built-in profile it starts from (generic when left out), and each
+ * other field set here wins over that profile's. A job's own fields still win over the plugin's.
+ */
+export interface BatchProfile {
+  /** Lowercase letters, digits or dashes; no built-in profile's name. */
+  name: string
+  profile?: string
+  [field: string]: unknown
+}
+
+/** Several sources, providers and batch profiles from one file. */
 export interface Plugin {
   sources?: Source[]
   providers?: Provider[]
+  profiles?: BatchProfile[]
 }
 
 /** Identity function that infers the options type from the valibot schema. */

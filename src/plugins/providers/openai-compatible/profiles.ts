@@ -148,12 +148,12 @@ export type BatchSettings = v.InferOutput<typeof BatchOptions>
  */
 export function resolve(settings: BatchSettings | undefined): Profile {
   const { profile: name = "generic", ...fields } = settings ?? {}
-  const base = PROFILES[name]
+  const base = PROFILES[name] ?? added.get(name)
   if (!base) {
     throw new JobError(
       "the job is not valid",
-      [`provider.options.batch.profile: "${name}" is not a profile (${Object.keys(PROFILES).join(", ")})`],
-      "Name a built-in profile, or leave profile out and give every field that differs from OpenAI's.",
+      [`provider.options.batch.profile: "${name}" is not a profile (${Object.keys(profiles()).join(", ")})`],
+      "Name a built-in profile (or a plugin's: its file in plugins = [...]), or leave profile out and give every field that differs from OpenAI's.",
     )
   }
   const out: Profile = { ...base, ...fields }
@@ -170,4 +170,46 @@ export function resolve(settings: BatchSettings | undefined): Profile {
     )
   }
   return out
+}
+
+/** The profiles plugins added (`definePlugin({ profiles })`), by name: each whole, its base's fields under its own. */
+const added = new Map<string, Profile>()
+
+/** Every profile a job may name: the built-in ones, then the plugins'. */
+export function profiles(): Readonly<Record<string, Readonly<Profile>>> {
+  return { ...PROFILES, ...Object.fromEntries(added) }
+}
+
+/**
+ * What is wrong with a plugin's profile (its name, its fields as `[provider.options.batch]` takes them, its base),
+ * each problem naming its key; none when it can be added.
+ */
+export function profileProblems(given: Record<string, unknown>): string[] {
+  const { name, ...fields } = given
+  const problems: string[] = []
+  if (typeof name !== "string" || !/^[a-z][a-z0-9-]{0,39}$/.test(name))
+    problems.push("name must be lowercase letters, digits or dashes")
+  else if (name in profiles())
+    problems.push(
+      `name "${name}" is taken by ${name in PROFILES ? "a built-in profile" : "another plugin's profile"}`,
+    )
+  const parsed = v.safeParse(BatchOptions, fields)
+  if (!parsed.success)
+    for (const i of parsed.issues)
+      problems.push(`${i.path?.map((p) => String(p.key)).join(".") ?? "(fields)"}: ${i.message}`)
+  else {
+    try {
+      resolve(parsed.output)
+    } catch (err) {
+      if (!(err instanceof JobError)) throw err
+      problems.push(...err.problems.map((p) => p.replace("provider.options.batch.", "")))
+    }
+  }
+  return problems
+}
+
+/** Adds a plugin's profile (checked with `profileProblems` first): its base's fields with its own over them. */
+export function addProfile(given: Record<string, unknown>): void {
+  const { name, ...fields } = given
+  added.set(name as string, resolve(v.parse(BatchOptions, fields)))
 }
