@@ -6,7 +6,9 @@
  * batch is created from a request file and polled through its phases to its end; a batch created just before a crash
  * is found again by its tag; a download writes what the provider serves, or, when its stream stalls or the disk
  * fails, a retryable timeout or a StoreError and nothing behind; a cancel keeps the lines run; an expired batch's
- * lines that never ran, and its errored lines, are told apart from its answers; a caller's abort passes through.
+ * lines that never ran, and its errored lines, are told apart from its answers (or, for a provider that leaves the
+ * lines never run out, such as Gemini, they are absent and the download is still trusted whole); a caller's abort
+ * passes through.
  */
 import { describe, expect, test } from "bun:test"
 import type {
@@ -18,6 +20,7 @@ import type {
   Request,
 } from "../../src/plugins/api/define.ts"
 import { StoreError } from "../../src/plugins/api/errors.ts"
+import { check } from "../../src/core/engine/results.ts"
 import {
   answerLine,
   cancelPartWay,
@@ -30,6 +33,7 @@ import {
   halfExpired,
   handClock,
   itemOf,
+  TAG,
   lines,
   never,
   outputs,
@@ -79,16 +83,27 @@ export interface BatchHarness {
   reply(k: number): Reply
   /** The message the client gives a line that errored with `status` in the fake's words: "HTTP 400: Invalid request.". */
   lineError(status: 400 | 500): string
-  /** The provider's status word and phase of a batch just created, and its status word of one cancelling and one ended. */
+  /**
+   * The provider's status word and phase of a batch just created and of one running (default: status and phase
+   * "in_progress"), and its status word of one cancelling and one ended. A provider with no cancelling state (Gemini:
+   * a cancel ends the batch) gives no `cancelling`: its cancel must answer the batch ended as cancelled.
+   */
   words: {
     created: { status: string; phase: RemoteBatch["phase"] }
-    cancelling: string
+    running?: { status: string; phase: RemoteBatch["phase"] }
+    cancelling?: string
     ended(outcome: "completed" | "expired" | "cancelled"): string
   }
   /** The creation time the provider reports for a batch the fake made at `ms` (OpenAI's is in whole seconds). */
   createdAt(ms: number): number
   /** Whether the provider counts a request never run as failed (OpenAI does; Anthropic counts it apart). */
   unrunFailed: boolean
+  /**
+   * What an ended batch's results say of a request it never ran (cancelled or expired first): "listed" (the default;
+   * OpenAI, Anthropic) gives it a line that is neither an answer nor an error, and counts it done; "absent" (Gemini)
+   * gives it no line, and counts done only the requests that ran (`unrunFailed` then counts nothing).
+   */
+  unrunLines?: "listed" | "absent"
   /** The provider's word for each kind of line, when it gives one (Anthropic's result types); none for OpenAI. */
   kind?(result: Result): string
   /**
@@ -139,10 +154,42 @@ async function download(c: BatchClient, batch: RemoteBatch, tmp: Tmp) {
 export function testBatchClient(harness: BatchHarness): void {
   const kind = (result: Result) => harness.kind?.(result)
   const base = harness.base ?? {}
+  const running = harness.words.running ?? { status: "in_progress", phase: "in_progress" as const }
+  const absent = harness.unrunLines === "absent"
+
+  /**
+   * The counts of an ended batch of `total` requests of which `ran` ran, `errored` of those with an error: a provider
+   * that lists the requests never run counts them done (and failed when `unrunFailed`); one that leaves them absent
+   * counts only those that ran.
+   */
+  const endedCounts = (total: number, ran: number, errored: number) =>
+    absent
+      ? { total, done: ran, failed: errored }
+      : { total, done: total, failed: errored + (harness.unrunFailed ? total - ran : 0) }
+
+  /**
+   * Downloads an ended batch (`download`); when the provider leaves the lines never run out, the download is also
+   * checked as spool checks one before it applies a line of it (src/core/engine/results.ts `check`): with lines
+   * absent it must still be trusted whole, no problem found and no file suspect. That is what makes "absent" safe:
+   * salvage.ts applies every line of a trusted download, then `Batches.finish` puts each item of the batch left
+   * without a line back to pending, unpaid, so a request never run is packed into a later batch, as an unrun line's
+   * item is (a line with no result settles nothing, decide.ts), and never lost nor paid twice.
+   */
+  const downloaded = async (c: BatchClient, batch: RemoteBatch, tmp: Tmp, b: FakeRecord) => {
+    const all = await download(c, batch, tmp)
+    if (absent) {
+      const files = { output: outputs(tmp).output }
+      const items = new Set(b.custom_ids.map(itemOf))
+      const checked = await check(files, batch.expect, { parse: (t) => c.parse(t), prefix: `${TAG}_`, items })
+      expect([checked.problems, [...checked.suspect], checked.broken]).toEqual([[], [], []])
+    }
+    return all
+  }
 
   /**
    * Every request of the batch `b` (a fake's record) has exactly one line in `all`: an answer for a line the fake ran,
-   * an error for the items `errors` names (their fields), and an unrun line of `unrun` for one it never ran.
+   * an error for the items `errors` names (their fields), and an unrun line of `unrun` for one it never ran; or, when
+   * the provider leaves those out (`unrunLines` "absent"), none for a request never run.
    */
   const expectLines = (
     all: BatchLine[],
@@ -150,8 +197,9 @@ export function testBatchClient(harness: BatchHarness): void {
     unrun: Result,
     errors: Record<number, ReturnType<typeof errorFields>> = {},
   ) => {
-    expect(all.map((l) => l.customId).sort()).toEqual(b.custom_ids.slice().sort())
     const ran = new Set(customIds(b.order.slice(0, b.done)))
+    const listed = absent ? b.custom_ids.filter((id) => ran.has(id)) : b.custom_ids
+    expect(all.map((l) => l.customId).sort()).toEqual(listed.slice().sort())
     for (const line of all) {
       const k = itemOf(line.customId)
       const want = !ran.has(line.customId)
@@ -182,8 +230,8 @@ export function testBatchClient(harness: BatchHarness): void {
       clock.t += 3_000
       expect(await c.retrieve(created.id, never())).toEqual({
         id: created.id,
-        status: "in_progress",
-        phase: "in_progress",
+        status: running.status,
+        phase: running.phase,
         counts: { total: 10, done: 3, failed: 0 },
         createdAt: created.createdAt,
       })
@@ -197,7 +245,7 @@ export function testBatchClient(harness: BatchHarness): void {
         undefined,
       ])
       // every line ran: none is unrun
-      expectLines(await download(c, ended, tmp), b, "expired")
+      expectLines(await downloaded(c, ended, tmp, b), b, "expired")
       expect(fake.batch.paidLines).toBe(10)
     })
 
@@ -248,28 +296,35 @@ export function testBatchClient(harness: BatchHarness): void {
       expect(await Bun.file(`${output}.part`).exists()).toBe(false)
     })
 
-    test("cancel part way: cancelling, then ended as cancelled; the lines run keep their answers, the others are unrun", async () => {
+    test("cancel part way: cancelling (where the provider has that state), then ended as cancelled; the lines run keep their answers, the others are unrun", async () => {
       const clock = handClock()
       await using fake = await harness.start({ now: clock.now, batch: SLOW_CANCEL })
       await using tmp = await tmpdir()
       const c = fake.client()
-      const at = { ranMs: 4_000, done: 4, word: harness.words.cancelling }
+      const cancelling = harness.words.cancelling
+      const at = {
+        ranMs: 4_000,
+        done: 4,
+        running,
+        word: cancelling ?? harness.words.ended("cancelled"),
+        ends: cancelling === undefined,
+      }
       const { created, ended } = await cancelPartWay(c, tmp, clock, at, base)
       expect(ended).toMatchObject({
         id: created.id,
         status: harness.words.ended("cancelled"),
         phase: "ended",
         outcome: "cancelled",
-        counts: { total: 10, done: 10, failed: harness.unrunFailed ? 6 : 0 },
+        counts: endedCounts(10, 4, 0),
         createdAt: created.createdAt,
       })
       const b = fake.batch.batches[0]!
       expect(b.done).toBe(4)
-      expectLines(await download(c, ended, tmp), b, "cancelled")
+      expectLines(await downloaded(c, ended, tmp, b), b, "cancelled")
       expect(fake.batch.paidLines).toBe(4)
     })
 
-    test("an expired batch: its errored lines are classified as a direct call's, the lines it never ran come back unrun", async () => {
+    test("an expired batch: its errored lines are classified as a direct call's, the lines it never ran come back unrun (or absent)", async () => {
       await using fake = await harness.start({ batch: halfExpired(400, 500) })
       await using tmp = await tmpdir()
       const c = fake.client()
@@ -281,11 +336,11 @@ export function testBatchClient(harness: BatchHarness): void {
         status: harness.words.ended("expired"),
         phase: "ended",
         outcome: "expired",
-        counts: { total: 20, done: 20, failed: harness.unrunFailed ? 12 : 2 },
+        counts: endedCounts(20, 10, 2),
       })
       const b = fake.batch.batches[0]!
       expect(b.done).toBe(10)
-      expectLines(await download(c, ended, tmp), b, "expired", {
+      expectLines(await downloaded(c, ended, tmp, b), b, "expired", {
         1: errorFields("bad_request", harness.lineError(400), { status: 400 }),
         2: errorFields("server", harness.lineError(500), { retryable: true, status: 500 }),
       })

@@ -216,31 +216,38 @@ export const SLOW_CANCEL: BatchOptions = { processingMs: 10_000, cancelMs: 5_000
 
 /**
  * On a fake with SLOW_CANCEL on `clock`: a batch of 10 items (over `base`) has `done` of them done `ranMs` after its
- * create, and is still in progress; a cancel then answers cancelling (the provider's own word for it: `word`); 5 s
- * later the batch is retrieved again. Returns the batch created, and as it was then.
+ * create, and is still in progress (in the provider's words `running`, default status and phase "in_progress"); a
+ * cancel then answers cancelling (the provider's own word for it: `word`), or, for a provider with no cancelling state
+ * (`ends`), the batch ended as cancelled (its status word then `word`); 5 s later the batch is retrieved again.
+ * Returns the batch created, and as it was then.
  */
 export async function cancelPartWay(
   c: BatchClient,
   tmp: Tmp,
   clock: { t: number },
-  at: { ranMs: number; done: number; word: string },
+  at: {
+    ranMs: number
+    done: number
+    word: string
+    running?: { status: string; phase: RemoteBatch["phase"] }
+    ends?: boolean
+  },
   base: Omit<Request, "prompt"> = {},
 ): Promise<{ created: RemoteBatch; ended: RemoteBatch }> {
   const created = await submit(c, tmp, tagOf(10, clock.t), base)
   clock.t += at.ranMs
+  const running = at.running ?? { status: "in_progress", phase: "in_progress" }
   expect(await c.retrieve(created.id, never())).toEqual({
     id: created.id,
-    status: "in_progress",
-    phase: "in_progress",
+    status: running.status,
+    phase: running.phase,
     counts: { total: 10, done: at.done, failed: 0 },
     createdAt: created.createdAt,
   })
   const cancelling = await c.cancel(created.id, never())
-  expect([cancelling.status, cancelling.phase, cancelling.outcome]).toEqual([
-    at.word,
-    "cancelling",
-    undefined,
-  ])
+  expect([cancelling.status, cancelling.phase, cancelling.outcome]).toEqual(
+    at.ends ? [at.word, "ended", "cancelled"] : [at.word, "cancelling", undefined],
+  )
   clock.t += 5_000
   return { created, ended: await c.retrieve(created.id, never()) }
 }

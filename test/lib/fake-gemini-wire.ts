@@ -266,3 +266,31 @@ export function discoveryErrors(name: string, value: unknown): string[] {
   }
   return checker(name, value)
 }
+
+/** The google.rpc.Code and status word of an HTTP status (google.rpc.code.proto), for a batch line's error. */
+const CODE_OF_HTTP: Readonly<Record<number, { code: number; status: string; message: string }>> = {
+  400: { code: 3, status: "INVALID_ARGUMENT", message: "Request contains an invalid argument." },
+  403: { code: 7, status: "PERMISSION_DENIED", message: "The caller does not have permission." },
+  404: { code: 5, status: "NOT_FOUND", message: "Requested entity was not found." },
+  429: { code: 8, status: "RESOURCE_EXHAUSTED", message: "Resource has been exhausted (e.g. check quota)." },
+  500: {
+    code: 13,
+    status: "INTERNAL",
+    message:
+      "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+  },
+  503: { code: 14, status: "UNAVAILABLE", message: "The model is overloaded. Please try again later." },
+}
+
+/**
+ * The google.rpc.Status a batch line ends in for a shared fault's line error (fake-batch.ts `LineError`: an HTTP
+ * status, a message perhaps), so the contract suite's `halfExpired(400, 500)` reads on Gemini as the API's own errors.
+ */
+export function lineStatus(e: { status: number; message?: string }): {
+  code: number
+  message: string
+  status: string
+} {
+  const known = CODE_OF_HTTP[e.status] ?? CODE_OF_HTTP[500]!
+  return { code: known.code, status: known.status, message: e.message ?? known.message }
+}

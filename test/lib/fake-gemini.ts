@@ -26,10 +26,13 @@ import {
   exhausted,
   inputOf,
   isRecord,
+  lineStatus,
   rpc,
   status,
   type FaultKind,
 } from "./fake-gemini-wire.ts"
+import type { BatchFault, BatchOptions } from "./fake-batch.ts"
+import type { BatchServer, FakeRecord } from "./batch-contract.ts"
 
 /** The wire helpers the tests use too, from fake-gemini-wire.ts. */
 export { checkRequest, inputOf, promptTokens, type FaultKind } from "./fake-gemini-wire.ts"
@@ -48,6 +51,14 @@ export interface FakeOptions {
   processingMs?: number
   /** A batch line whose input this names ends in this google.rpc.Status instead of an answer. */
   lineError?: (input: string) => { code: number; message: string; status: string } | undefined
+  /**
+   * The shared batch options of the other fakes (fake-batch.ts), as the contract suite starts a fake with them: its
+   * `processingMs` when the one above is not given; `faults` and `script` (a batch ending part way, expired, cancelled
+   * or failed; lines errored by custom_id, as the google.rpc.Status of their HTTP status). A batch runs its lines in
+   * request order, whatever `shuffle` says. `cancelMs` is taken and does nothing: a Gemini batch has no cancelling
+   * state, a cancel ends it.
+   */
+  batch?: BatchOptions
 }
 
 /** One batch the fake holds. */
@@ -62,6 +73,8 @@ export interface FakeBatch {
   processingMs: number
   /** Set when a cancel came: the lines run by then are all that ever run. */
   cancelledAt?: number
+  /** Its fault (`batch.script`'s next, else `batch.faults`), taken at its create. */
+  fault: BatchFault
 }
 
 /** A running fake: its URL, its script of faults, what it received, billed and holds. */
@@ -90,6 +103,10 @@ export interface Fake extends AsyncDisposable {
   files: Map<string, string>
   /** The options a batch created from now on takes (`processingMs`). */
   options: FakeOptions
+  /** Batch lines answered and billed, over every batch. */
+  paidLines: number
+  /** How many of a batch's lines have run by now (in request order: its lines 0 to this one less). */
+  ran(b: FakeBatch): number
   stop(): Promise<void>
 }
 
@@ -102,6 +119,8 @@ export async function startFakeGemini(options: FakeOptions = {}): Promise<Fake> 
   const now = () => (options.now ?? Date.now)()
   const seen = new Map<string, number>()
   let uploads = 0
+  // the faults of the next batches created, one each (`batch.script`)
+  const scripts = [...(options.batch?.script ?? [])]
 
   /** A key check: none is 403 PERMISSION_DENIED, a wrong one 400 API_KEY_INVALID, as the API answers. */
   const denied = (req: Request): Response | undefined => {
@@ -202,24 +221,51 @@ export async function startFakeGemini(options: FakeOptions = {}): Promise<Fake> 
 
   // ---- the Batch API
 
-  /** How many of a batch's lines have run by now. */
+  /** When a batch's fault ends it part way (`end`): at what time, after how many lines, and in which state. */
+  const stopOf = (b: FakeBatch) => {
+    const end = b.fault.end
+    if (!end) return undefined
+    const after = Math.min(1, Math.max(0, end.after))
+    return {
+      at: b.createdAt + b.processingMs * after,
+      processed: Math.floor(b.lines.length * after),
+      state: `BATCH_STATE_${end.outcome === "expired" ? "EXPIRED" : end.outcome === "cancelled" ? "CANCELLED" : "FAILED"}`,
+    }
+  }
+
+  /** How many of a batch's lines have run by now: linearly over its processingMs, up to a cancel or its end. */
   const ran = (b: FakeBatch): number => {
+    const stop = stopOf(b)
     const at = Math.min(now(), b.cancelledAt ?? Infinity)
-    if (b.processingMs <= 0) return b.lines.length
-    return Math.min(b.lines.length, Math.floor(((at - b.createdAt) / b.processingMs) * b.lines.length))
+    if (stop && at >= stop.at) return stop.processed
+    const n = b.lines.length
+    const linear =
+      b.processingMs <= 0 ? n : Math.min(n, Math.floor(((at - b.createdAt) * n) / b.processingMs))
+    return Math.min(linear, stop?.processed ?? n)
   }
 
   const stateOf = (b: FakeBatch): string => {
     const done = ran(b)
     if (b.cancelledAt !== undefined) return "BATCH_STATE_CANCELLED"
+    const stop = stopOf(b)
+    if (stop && now() >= stop.at) return stop.state
     if (done === b.lines.length) return "BATCH_STATE_SUCCEEDED"
     return done === 0 ? "BATCH_STATE_PENDING" : "BATCH_STATE_RUNNING"
   }
 
-  /** A line's result: its answer, or the Status its input was given (`lineError`). */
+  /** The Status a line ends in, if it errs: its input's (`lineError`), else its fault's (by custom_id). */
+  const errorOf = (b: FakeBatch, i: number) => {
+    const line = b.lines[i]!
+    const own = options.lineError?.(line.input)
+    if (own) return own
+    const shared = b.fault.lineError?.(line.key, line.input, line.request)
+    return shared && lineStatus(shared)
+  }
+
+  /** A line's result: its answer, or the Status it errs with (`errorOf`). */
   const resultOf = (b: FakeBatch, i: number) => {
     const line = b.lines[i]!
-    const error = options.lineError?.(line.input)
+    const error = errorOf(b, i)
     if (error) return { key: line.key, error }
     return {
       key: line.key,
@@ -236,7 +282,8 @@ export async function startFakeGemini(options: FakeOptions = {}): Promise<Fake> 
   const operation = (b: FakeBatch) => {
     const state = stateOf(b)
     const done = ran(b)
-    const failed = b.lines.slice(0, done).filter((l) => options.lineError?.(l.input)).length
+    let failed = 0
+    for (let i = 0; i < done; i++) if (errorOf(b, i)) failed++
     const ended = state !== "BATCH_STATE_PENDING" && state !== "BATCH_STATE_RUNNING"
     const op: Record<string, unknown> = {
       name: b.name,
@@ -258,6 +305,10 @@ export async function startFakeGemini(options: FakeOptions = {}): Promise<Fake> 
       done: ended,
     }
     if (!ended) return op
+    if (state === "BATCH_STATE_FAILED") {
+      op.error = { code: 13, message: "The batch failed.", status: "INTERNAL" }
+      return op
+    }
     const results = Array.from({ length: done }, (_, i) => resultOf(b, i))
     if (b.via === "file") {
       const file = `files/batch-${b.name.slice("batches/".length)}`
@@ -283,8 +334,14 @@ export async function startFakeGemini(options: FakeOptions = {}): Promise<Fake> 
     const op = operation(b)
     if (!op.done || billed.has(b.name)) return op
     billed.add(b.name)
-    for (const l of b.lines.slice(0, ran(b))) {
-      if (!options.lineError?.(l.input)) fake.paid.set(l.input, (fake.paid.get(l.input) ?? 0) + 1)
+    // a failed batch serves no results: none of its lines is billed
+    if (op.error) return op
+    const done = ran(b)
+    for (let i = 0; i < done; i++) {
+      if (errorOf(b, i)) continue
+      const input = b.lines[i]!.input
+      fake.paid.set(input, (fake.paid.get(input) ?? 0) + 1)
+      fake.paidLines++
     }
     return op
   }
@@ -344,7 +401,8 @@ export async function startFakeGemini(options: FakeOptions = {}): Promise<Fake> 
         request: l.request as Record<string, unknown>,
         input: inputOf(l.request as Record<string, unknown>),
       })),
-      processingMs: options.processingMs ?? 0,
+      processingMs: options.processingMs ?? options.batch?.processingMs ?? 0,
+      fault: scripts.length ? scripts.shift()! : (options.batch?.faults ?? {}),
     }
     fake.batches.push(b)
     return sent("Operation", bill(b))
@@ -452,6 +510,8 @@ export async function startFakeGemini(options: FakeOptions = {}): Promise<Fake> 
     batches: [],
     files: new Map(),
     options,
+    paidLines: 0,
+    ran,
     async stop() {
       for (const release of [...hung]) release()
       await server.stop(true)
@@ -461,4 +521,43 @@ export async function startFakeGemini(options: FakeOptions = {}): Promise<Fake> 
     },
   }
   return fake
+}
+
+/**
+ * The fake's batches as the batch-client contract suite reads a fake's engine (batch-contract.ts `BatchServer.batch`):
+ * each batch a FakeRecord (its keys as custom_ids, run in request order, `done` read live from the fake's clock), the
+ * `processingMs` that the batches created next take, and the lines billed.
+ */
+export function contractView(fake: Fake): BatchServer["batch"] {
+  const records = new Map<FakeBatch, FakeRecord>()
+  const recordOf = (b: FakeBatch): FakeRecord => {
+    let r = records.get(b)
+    if (!r) {
+      r = {
+        id: b.name,
+        createdAt: b.createdAt,
+        custom_ids: b.lines.map((l) => l.key),
+        order: Uint32Array.from(b.lines, (_, i) => i),
+        get done() {
+          return fake.ran(b)
+        },
+      }
+      records.set(b, r)
+    }
+    return r
+  }
+  return {
+    get batches() {
+      return fake.batches.map(recordOf)
+    },
+    get processingMs() {
+      return fake.options.processingMs ?? fake.options.batch?.processingMs ?? 0
+    },
+    set processingMs(ms: number) {
+      fake.options.processingMs = ms
+    },
+    get paidLines() {
+      return fake.paidLines
+    },
+  }
 }
