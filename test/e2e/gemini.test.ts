@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
-import { readFileSync, writeFileSync } from "node:fs"
+import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import { startFakeGemini } from "../lib/fake-gemini.ts"
 import { spool } from "../lib/spool.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
@@ -142,5 +142,27 @@ describe("gemini through dist/spool", () => {
       [1, "rate_limit", 429],
       [2, null, 200],
     ])
+  })
+
+  test("a schema with a keyword Gemini refuses is refused with the job, exit 2, before a store is made or a call sent", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFakeGemini({ apiKey: KEY })
+    setUp(tmp)
+    const schema = { ...SCHEMA, properties: { label: { type: "string", pattern: "^[a-z]+$" } } }
+    writeFileSync(tmp.join("label.json"), JSON.stringify(schema))
+    const env = { GEMINI_API_KEY: KEY, GEMINI_BASE_URL: fake.url }
+    for (const command of [
+      ["run", "job.toml"],
+      ["estimate", "job.toml"],
+    ]) {
+      const out = await spool(command, { cwd: tmp.path, env })
+      expect(out.code).toBe(2)
+      expect(out.stderr).toContain("the output schema cannot be sent to gemini")
+      expect(out.stderr).toContain(
+        `output.schema.properties.label.pattern: "pattern" is not a keyword Gemini's responseJsonSchema accepts`,
+      )
+    }
+    expect(existsSync(tmp.join(".spool"))).toBe(false)
+    expect(fake.requests).toBe(0)
   })
 })

@@ -31,6 +31,13 @@ export function checkProvider(job: jobs.Job): { provider: Provider; options: Rec
     )
   }
   assertUsable(job)
+  const refused = job.output && provider.checkSchema ? provider.checkSchema(job.output.schema) : []
+  if (refused.length)
+    throw new JobError(
+      `the output schema cannot be sent to ${provider.name}`,
+      refused,
+      "Remove or rewrite the keywords listed (describe the constraint in the schema's `description` instead); nothing was run.",
+    )
   return { provider, options }
 }
 

@@ -305,6 +305,12 @@ export interface Provider<S extends OptionsSchema = OptionsSchema> {
   baseUrlEnv?: string
   /** A job may leave `provider.model` out (the provider is given its own name); otherwise the model is required. */
   modelOptional?: boolean
+  /**
+   * What the provider cannot send of a job's output schema (a keyword its API refuses), each problem naming its path
+   * (`output.schema.properties.x.pattern: …`); none when it can send it all. Checked with the job, before the store is
+   * opened or any call is made (`spool run` and `spool estimate` refuse the job, exit 2).
+   */
+  checkSchema?(schema: Record<string, unknown>): string[]
   /** Makes the client one run uses; called once, before any item is claimed. */
   create(options: v.InferOutput<S>, context: ProviderContext): ProviderClient
 }

@@ -14,6 +14,8 @@ export default defineProvider({
   options: v.strictObject({}),
   keyEnv: "GEMINI_API_KEY",
   baseUrlEnv: "GEMINI_BASE_URL",
+  // a job whose schema Gemini would refuse is refused with the job, before anything is opened or sent
+  checkSchema: (schema) => schemaProblems(schema),
   create(_options, context) {
     const w = wire(context)
     const path = `/v1beta/${modelPath(context.model)}:generateContent`
