@@ -360,6 +360,12 @@ function validated(raw: Table, path: string | undefined, base: string): Loaded {
       problems,
       "Fix the keys listed above; nothing was run.",
     )
+  // `[provider.batch]` (issue 19's spelling) is `[provider.options.batch]`: openai-compatible's batch profile
+  const p = raw.provider as Table | undefined
+  if (p?.batch !== undefined && (p.options as Table | undefined)?.batch === undefined) {
+    p.options = { ...(p.options as Table | undefined), batch: p.batch }
+    delete p.batch
+  }
   const parsed = v.safeParse(JobSchema, raw)
   const problems = problemsOf(raw, parsed)
   if (!parsed.success || problems.length) throw invalid(problems)
