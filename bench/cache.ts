@@ -14,7 +14,7 @@
  *                                        of the pending items alone (a resumed run's path)
  */
 import { Database } from "bun:sqlite"
-import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
+import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { open } from "../src/core/ledger/open.ts"
@@ -25,7 +25,7 @@ import { keyer } from "../src/core/job/cache.ts"
 import { slot } from "../src/core/ledger/sqlite/cache.ts"
 import * as jobs from "../src/core/job/job.ts"
 import * as registry from "../src/plugins/registry.ts"
-import { child, fmt, median, medianRun, root, splice, type Figures } from "./shared.ts"
+import { child, dataDir, type Figures, fmt, median, medianRun, root, rowsFile, splice } from "./shared.ts"
 
 const HEADING = "## Response cache (issue 16)"
 
@@ -156,10 +156,8 @@ console.log(
 /** Runs every contender, alternating, and writes the section of docs/BENCHMARKS.md. */
 async function report(quick: boolean): Promise<void> {
   const rows = quick ? 100_000 : 1_000_000
-  const data = join(import.meta.dir, ".data")
-  mkdirSync(data, { recursive: true })
-  const input = join(data, `rows-${rows}.jsonl`)
-  if (!existsSync(input)) child(["bench/data.ts", "jsonl", input, String(rows)])
+  const data = dataDir()
+  const input = rowsFile(rows)
   const filled = join(data, "cache-filled")
   rmSync(filled, { recursive: true, force: true })
   child(["bench/cache.ts", "fill", input, filled])

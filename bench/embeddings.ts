@@ -7,12 +7,12 @@
  *
  *   bun bench/embeddings.ts embed|chat FILE DIR URL   `spool run`'s engine (prepare, execute), start to done
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { open } from "../src/core/ledger/open.ts"
 import { prepare } from "../src/core/engine/run.ts"
-import { child, fmt, root, splice, withFake, type Figures } from "./shared.ts"
+import { child, dataDir, type Figures, fmt, root, rowsFile, splice, withFake } from "./shared.ts"
 
 const HEADING = "## Embeddings (issue 17)"
 
@@ -74,10 +74,8 @@ console.log(
 /** Runs both contenders against one fake and writes the section of docs/BENCHMARKS.md. */
 async function report(quick: boolean): Promise<void> {
   const rows = quick ? 100_000 : 1_000_000
-  const data = join(import.meta.dir, ".data")
-  mkdirSync(data, { recursive: true })
-  const input = join(data, `rows-${rows}.jsonl`)
-  if (!existsSync(input)) child(["bench/data.ts", "jsonl", input, String(rows)])
+  const data = dataDir()
+  const input = rowsFile(rows)
   const runs = await withFake(0, (fake) => {
     const out: Record<string, Figures> = {}
     for (const m of ["embed", "chat"]) {

@@ -14,7 +14,7 @@ import { cpus } from "node:os"
 import { join } from "node:path"
 import { prepare } from "../src/core/engine/run.ts"
 import { open } from "../src/core/ledger/open.ts"
-import { child, fmt, median, medianRun, root, splice, type Figures } from "./shared.ts"
+import { child, dataDir, type Figures, fmt, median, medianRun, root, rowsFile, splice } from "./shared.ts"
 
 const HEADING = "## Pipelines (issue 18)"
 
@@ -91,10 +91,8 @@ console.log(
 /** Runs both contenders, alternating, three times, and writes the section of docs/BENCHMARKS.md. */
 async function report(quick: boolean): Promise<void> {
   const rows = quick ? 20_000 : 100_000
-  const data = join(import.meta.dir, ".data")
-  mkdirSync(data, { recursive: true })
-  const input = join(data, `rows-${rows}.jsonl`)
-  if (!(await Bun.file(input).exists())) child(["bench/data.ts", "jsonl", input, String(rows)])
+  const data = dataDir()
+  const input = rowsFile(rows)
   const runs: Record<string, Figures[]> = { one: [], steps: [] }
   for (let i = 0; i < 3; i++)
     for (const m of ["one", "steps"]) {

@@ -2,6 +2,7 @@
  * What the benchmark runners (bench/run.ts, bench/compare.ts) share: a contender in a child process, the fake
  * provider in another, medians, number formatting, and replacing one section of docs/BENCHMARKS.md.
  */
+import { existsSync, mkdirSync } from "node:fs"
 import { join } from "node:path"
 
 /** This checkout. */
@@ -96,4 +97,18 @@ export async function withFake<T>(
     server.kill("SIGTERM")
     await server.exited
   }
+}
+
+/** Where the benchmarks keep their inputs and stores (bench/.data, made when missing). */
+export function dataDir(): string {
+  const dir = join(import.meta.dir, ".data")
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+/** A JSONL file of `rows` rows (bench/data.ts), made once and kept in bench/.data for the next run. */
+export function rowsFile(rows: number): string {
+  const input = join(dataDir(), `rows-${rows}.jsonl`)
+  if (!existsSync(input)) child(["bench/data.ts", "jsonl", input, String(rows)])
+  return input
 }

@@ -179,12 +179,8 @@ const PAGE = 50
  * Lines as a byte stream, pulled a chunk at a time as the client reads: the ledger's read goes no further than the
  * client has taken, and stops (its read let go) when the client goes away.
  */
-/** An iterable's values as a generator (what `chunked` pulls from). */
-async function* generator<T>(values: AsyncIterable<T>): AsyncGenerator<T> {
-  yield* values
-}
-
-function chunked(lines: AsyncGenerator<string>, what: string): ReadableStream<Uint8Array> {
+function chunked(values: AsyncIterable<string>, what: string): ReadableStream<Uint8Array> {
+  const lines = values[Symbol.asyncIterator]()
   const encoder = new TextEncoder()
   return new ReadableStream<Uint8Array>(
     {
@@ -207,7 +203,7 @@ function chunked(lines: AsyncGenerator<string>, what: string): ReadableStream<Ui
         out.enqueue(encoder.encode(text))
       },
       async cancel() {
-        await lines.return(undefined)
+        await lines.return?.(undefined)
       },
     },
     { highWaterMark: 0 },
@@ -364,7 +360,7 @@ export function createApp(o: ServerOptions): Hono {
           message: "a pipeline's rows have no state of their own: ask a step's run",
         })
       const lines = (await joined(db, run, { format: "jsonl", join: false })).jsonl()
-      return c.body(chunked(generator(lines), run.name))
+      return c.body(chunked(lines, run.name))
     }
     return c.body(chunked(report.results(db, run, q.state), run.name))
   })

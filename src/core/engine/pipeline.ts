@@ -29,7 +29,7 @@ import { lookupOf } from "./cache.ts"
 import { client, identity } from "./provider.ts"
 import { promote, type Promoted } from "./promote.ts"
 import { Waker } from "./wake.ts"
-import { finish, sameInputs, tally, type Session, type StartOptions } from "./session.ts"
+import { finish, sameInputs, startRun, tally, totalOf, type Session, type StartOptions } from "./session.ts"
 
 /** A step of this pipeline as the session drives it: its job (a review's: the job of what it reviews), and its run. */
 interface Planned extends Promoted {
@@ -118,25 +118,20 @@ export async function preparePipeline(o: StartOptions, loaded: jobs.Loaded): Pro
   log.debug("ledger opened", { store: shown(at) })
   const prints = fingerprints(steps, job)
   try {
-    const latest = await db.runs.latest(job.name)
-    let parent = o.newRun ? null : latest
-    let created = false
-    if (!parent) {
-      await preflight(inputs, template.parse(job.request.prompt), "request.prompt")
-      const made = await db.runs.create({
+    const fingerprint = pipelineFingerprint(job)
+    const { run: parent, created } = await startRun(
+      db,
+      o,
+      await db.runs.latest(job.name),
+      {
         name: job.name,
         job,
-        fingerprint: pipelineFingerprint(job),
-        resume: o.resume,
+        fingerprint,
         inputs: inputs.map((i) => ({ path: i.path, format: i.source.name })),
-        seen: o.newRun ? (latest?.id ?? null) : null,
-        worker: ownerId(),
-      })
-      parent = made.run
-      created = made.created
-      if (created) log.info("pipeline run created", { run: parent.name, id: parent.id })
-    }
-    if (parent.fingerprint !== pipelineFingerprint(job))
+      },
+      () => preflight(inputs, template.parse(job.request.prompt), "request.prompt"),
+    )
+    if (parent.fingerprint !== fingerprint)
       throw new JobError(
         `run "${job.name}" was started with ${parent.job.pipeline ? "other inputs" : "a job without steps"}; resuming it would mix two kinds of rows`,
         [parent.job.pipeline ? "sources changed" : "[[step]] tables were added"],
@@ -299,16 +294,14 @@ async function session(
   const ingestAbort = new AbortController()
   let stopping = false
   const ticker: Ticker = { total: 0, done: 0, failed: 0, review: 0, startedAt: Date.now(), doneAtStart: 0 }
-  const counts = async () => {
-    const per = new Map<string, Record<State, number>>()
-    for (const p of plans) per.set(p.name, await db.reads.counts(p.run.id))
-    return per
-  }
+  // every step's counts together: the pipeline's progress
   const read = async () => {
     const sum = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>
-    for (const c of (await counts()).values()) for (const s of STATES) sum[s] += c[s]
+    for (const p of plans) {
+      const c = await db.reads.counts(p.run.id)
+      for (const s of STATES) sum[s] += c[s]
+    }
     Object.assign(ticker, tally(sum))
-    ticker.done += sum.skipped
   }
   await read()
   ticker.doneAtStart = ticker.done
@@ -355,12 +348,11 @@ async function session(
 
   /** The steps whose every row has its item: read to their end, so that a batch step sends a partial last batch. */
   const full = new Set<string>()
-  const sum = (c: Record<State, number>) => Object.values(c).reduce((a, b) => a + b, 0)
   async function fill(): Promise<void> {
     if ((await db.runs.get(parent.id))?.ingested !== 1) return
-    const rows = sum(await db.reads.counts(parent.id))
+    const rows = totalOf(await db.reads.counts(parent.id))
     for (const p of plans) {
-      if (full.has(p.name) || sum(await db.reads.counts(p.run.id)) < rows) continue
+      if (full.has(p.name) || totalOf(await db.reads.counts(p.run.id)) < rows) continue
       full.add(p.name)
       await db.ingest.done(p.run.id)
       drivers.get(p.name)?.poke()
@@ -499,13 +491,13 @@ async function settle(
   parent: Run,
   plans: Planned[],
 ): Promise<{ code: ExitCode; lines: string[] }> {
-  const rows = Object.values(await db.reads.counts(parent.id)).reduce((a, b) => a + b, 0)
+  const rows = totalOf(await db.reads.counts(parent.id))
   let failed = 0
   const waiting: { step: string; n: number }[] = []
   const parts: string[] = []
   for (const p of plans) {
     const c = await db.reads.counts(p.run.id)
-    const made = Object.values(c).reduce((a, b) => a + b, 0)
+    const made = totalOf(c)
     failed += c.failed
     if (c.needs_review) waiting.push({ step: p.name, n: c.needs_review })
     const said = (["completed", "skipped", "failed", "needs_review", "rejected"] as const)

@@ -32,7 +32,7 @@ import * as canaries from "./canary.ts"
 import { canaryReport, type CanaryReport } from "../report/canary.ts"
 import { lookupOf } from "./cache.ts"
 import { client, identity } from "./provider.ts"
-import { finish, sameInputs, tally, type Session, type StartOptions } from "./session.ts"
+import { finish, sameInputs, startRun, tally, type Session, type StartOptions } from "./session.ts"
 import { preparePipeline } from "./pipeline.ts"
 
 export { checkProvider, client, identity } from "./provider.ts"
@@ -93,23 +93,18 @@ export async function prepare(o: StartOptions): Promise<Session> {
     await db.close()
     throw unread
   }
-  let run = o.newRun ? null : latest
-  let created = false
-  if (!run) {
-    await preflight(inputs, prompt, job.request.kind === "embedding" ? "request.input" : "request.prompt")
-    const made = await db.runs.create({
+  const { run, created } = await startRun(
+    db,
+    o,
+    latest,
+    {
       name: job.name,
       job,
       fingerprint: jobs.fingerprint(job),
-      resume: o.resume,
       inputs: inputs.map((i) => ({ path: i.path, format: i.source.name })),
-      seen: o.newRun ? (latest?.id ?? null) : null,
-      worker: ownerId(),
-    })
-    run = made.run
-    created = made.created
-    if (created) log.info("run created", { run: run.name, id: run.id })
-  }
+    },
+    () => preflight(inputs, prompt, job.request.kind === "embedding" ? "request.input" : "request.prompt"),
+  )
   // decided before the run is touched: --canary on a run past its first items is refused with nothing changed
   const canary = await canaries
     .plan(db, run, { asked: o.canary, job, follow: o.follow ?? false })

@@ -8,11 +8,12 @@ import { RunCancelledError, RunPausedError } from "../base/errors.ts"
 import * as jobs from "../job/job.ts"
 import * as log from "../base/log.ts"
 import type { Ledger } from "../ledger/ledger.ts"
-import type { Run } from "../ledger/types.ts"
+import type { NewRun, Run } from "../ledger/types.ts"
 import type { State } from "../ledger/states.ts"
 import type { Planned, Spec } from "./ingest.ts"
 import type { Ticker } from "../report/report.ts"
 import type { CanaryReport } from "../report/canary.ts"
+import { ownerId } from "./owner.ts"
 
 export interface StartOptions {
   file: string | undefined
@@ -45,10 +46,15 @@ export interface StartOptions {
   rerunFrom?: string | undefined
 }
 
+/** How many items a run's counts hold, of every state. */
+export const totalOf = (counts: Record<State, number>): number =>
+  Object.values(counts).reduce((a, b) => a + b, 0)
+
+/** A run's counts as progress shows them: every item, those ended (a pipeline step's skipped too), failed, held. */
 export function tally(counts: Record<State, number>): Pick<Ticker, "total" | "done" | "failed" | "review"> {
   return {
-    total: Object.values(counts).reduce((a, b) => a + b, 0),
-    done: counts.completed + counts.failed + counts.needs_review + counts.rejected,
+    total: totalOf(counts),
+    done: counts.completed + counts.failed + counts.needs_review + counts.rejected + counts.skipped,
     failed: counts.failed + counts.rejected,
     review: counts.needs_review,
   }
@@ -73,6 +79,31 @@ export interface Session {
   summary?: () => string[]
   /** First signal: stop claiming, give in-flight calls `graceMs`, then cut them short. */
   stop(graceMs: number): void
+}
+
+/**
+ * The run a start goes on with: `latest` (the latest run of the job's name), or a new one when there is none or
+ * `--new-run` asks for one, made after `check` (the inputs' preflight) passes. A run another worker made meanwhile is
+ * given instead of a second one (`NewRun.seen`); `created` says whether this process made it.
+ */
+export async function startRun(
+  db: Ledger,
+  o: StartOptions,
+  latest: Run | null,
+  made: Pick<NewRun, "name" | "job" | "fingerprint" | "inputs">,
+  check: () => Promise<void>,
+): Promise<{ run: Run; created: boolean }> {
+  if (latest && !o.newRun) return { run: latest, created: false }
+  await check()
+  const out = await db.runs.create({
+    ...made,
+    resume: o.resume,
+    seen: o.newRun ? (latest?.id ?? null) : null,
+    worker: ownerId(),
+  })
+  const what = made.job.pipeline ? "pipeline run created" : "run created"
+  if (out.created) log.info(what, { run: out.run.name, id: out.run.id })
+  return out
 }
 
 /**

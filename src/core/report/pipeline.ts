@@ -6,7 +6,7 @@ import type { StepShape } from "../job/job.ts"
 import type { Ledger } from "../ledger/ledger.ts"
 import type { State } from "../ledger/states.ts"
 import type { Run } from "../ledger/types.ts"
-import { status, usd, type StatusView } from "./report.ts"
+import { STATE_ORDER, status, usd, type StatusView } from "./report.ts"
 
 /** One step of a pipeline as shown: its shape, its run, and that run's counts and spend. */
 export interface StepView extends StepShape {
@@ -60,19 +60,6 @@ export async function pipelineOf(db: Ledger, run: Run, now = Date.now()): Promis
   return { run: view, rows: view.total, steps, spend_usd: spend }
 }
 
-const ORDER: State[] = [
-  "completed",
-  "skipped",
-  "failed",
-  "needs_review",
-  "rejected",
-  "pending",
-  "running",
-  "retry_wait",
-  "queued",
-  "submitted",
-]
-
 /** The text of `spool status` for a pipeline run. */
 export function pipelineText(v: PipelineView): string {
   const r = v.run
@@ -87,7 +74,7 @@ export function pipelineText(v: PipelineView): string {
   )
   const width = Math.max(...heads.map((h) => h.length))
   for (const [i, s] of v.steps.entries()) {
-    const counts = ORDER.filter((st) => s.counts[st] > 0).map(
+    const counts = STATE_ORDER.filter((st) => s.counts[st] > 0).map(
       (st) => `${st === "needs_review" ? "needs review" : st} ${s.counts[st].toLocaleString("en-US")}`,
     )
     if (s.not_reached) counts.push(`not reached ${s.not_reached.toLocaleString("en-US")}`)

@@ -274,21 +274,22 @@ function spendText(spend: StatusView["spend"]): string {
   return `${usd(spend.usd)} so far${rest} (${spend.prices?.source})`
 }
 
+/** The order `spool status` lists the states in: the ended ones first, then those under way. */
+export const STATE_ORDER: readonly State[] = [
+  "completed",
+  "failed",
+  "needs_review",
+  "rejected",
+  "skipped",
+  "pending",
+  "running",
+  "retry_wait",
+  "queued",
+  "submitted",
+]
+
 export function statusText(v: StatusView): string {
-  const order: State[] = [
-    "completed",
-    "failed",
-    "needs_review",
-    "rejected",
-    "skipped",
-    "pending",
-    "running",
-    "retry_wait",
-    "queued",
-    "submitted",
-  ]
-  const counts = order
-    .filter((s) => v.counts[s] > 0 || s === "completed")
+  const counts = STATE_ORDER.filter((s) => v.counts[s] > 0 || s === "completed")
     .map((s) => `${s} ${n(v.counts[s])}`)
     .join(" · ")
   const lines = [
