@@ -8,7 +8,7 @@ import { hostname } from "node:os"
 import { TransitionError } from "../../src/core/base/errors.ts"
 import { alive, FRESH_MS, type Ledger } from "../../src/core/ledger/ledger.ts"
 import { STATES, type State } from "../../src/core/ledger/states.ts"
-import type { Batch, Item, LineOutcome, Outcome } from "../../src/core/ledger/types.ts"
+import type { Batch, Item, LineOutcome, Outcome, Prime } from "../../src/core/ledger/types.ts"
 import { JOB, rows, seed } from "./ledger.ts"
 import { LEGAL } from "./states.ts"
 import { testCache } from "./cache-contract.ts"
@@ -78,20 +78,33 @@ export async function itemsOf(ledger: Ledger, run: number, state?: State): Promi
 
 /**
  * Checks the run's tallies (its counts, and the summary's totals) against a GROUP BY of its items by state,
- * computed here from the items the stream gives.
+ * computed here from the items the stream gives. The summary's totals hold the run's answered priming calls too:
+ * theirs are taken off (the primes tests check them).
  */
 export async function tallied(ledger: Ledger, run: number): Promise<void> {
   const counts = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>
-  const sum = { attempts: 0, input: 0, output: 0, cached: 0, batchInput: 0, batchOutput: 0, batchCached: 0 }
+  const sum = {
+    attempts: 0,
+    input: 0,
+    output: 0,
+    cached: 0,
+    written: 0,
+    batchInput: 0,
+    batchOutput: 0,
+    batchCached: 0,
+    batchWritten: 0,
+  }
   for (const i of await itemsOf(ledger, run)) {
     counts[i.state]++
     sum.attempts += i.attempts
     sum.input += i.input_tokens
     sum.output += i.output_tokens
     sum.cached += i.cached_input_tokens
+    sum.written += i.cache_write_tokens
     sum.batchInput += i.batch_input_tokens
     sum.batchOutput += i.batch_output_tokens
     sum.batchCached += i.batch_cached_tokens
+    sum.batchWritten += i.batch_write_tokens
   }
   expect(await ledger.reads.counts(run)).toEqual(counts)
   const s = await ledger.reads.summary(run)
@@ -99,12 +112,14 @@ export async function tallied(ledger: Ledger, run: number): Promise<void> {
   expect(s.total).toBe(Object.values(counts).reduce((a, b) => a + b, 0))
   expect({
     attempts: s.attempts,
-    input: s.inputTokens,
-    output: s.outputTokens,
-    cached: s.cachedTokens,
+    input: s.inputTokens - s.primes.inputTokens,
+    output: s.outputTokens - s.primes.outputTokens,
+    cached: s.cachedTokens - s.primes.cachedTokens,
+    written: s.writeTokens - s.primes.writeTokens,
     batchInput: s.batch.inputTokens,
     batchOutput: s.batch.outputTokens,
     batchCached: s.batch.cachedTokens,
+    batchWritten: s.batch.writeTokens,
   }).toEqual(sum)
 }
 
@@ -1052,7 +1067,7 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         // the line never run left no attempt behind
         expect(await l.reads.attempts(ids[3]!)).toEqual([])
         const s = await l.reads.summary(run.id)
-        expect(s.batch).toEqual({ inputTokens: 20, outputTokens: 8, cachedTokens: 0 })
+        expect(s.batch).toEqual({ inputTokens: 20, outputTokens: 8, cachedTokens: 0, writeTokens: 0 })
         expect(await l.batches.live(run.id)).toEqual([])
         await tallied(l, run.id)
       })
@@ -1241,7 +1256,14 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         await l.batches.submitted(b3.id, { id: "b3", status: "in_progress", phase: "in_progress" })
         await tallied(l, run.id)
         const settle = (i: number, to: LineOutcome["to"], extra: Partial<LineOutcome> = {}) =>
-          line(five[i]!.id, to, { label: to, inputTokens: 3, outputTokens: 1, cachedTokens: 1, ...extra })
+          line(five[i]!.id, to, {
+            label: to,
+            inputTokens: 3,
+            outputTokens: 1,
+            cachedTokens: 1,
+            writeTokens: 2,
+            ...extra,
+          })
         await l.batches.apply(
           b3.id,
           [
@@ -1877,6 +1899,170 @@ export function testLedger(name: string, place: () => Promise<Place>): void {
         await l.reads.recordExport(other.id, { ...e1, at: 30_000 })
         expect(await l.reads.lastExport(run.id)).toEqual(e2)
         expect(await l.reads.lastExport(other.id)).toEqual({ ...e1, at: 30_000 })
+      })
+    })
+
+    describe("prompt caching (issue 20)", () => {
+      test("a call's cache writes are kept on its attempt and added to its item and the run's totals, apart from its cached tokens", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 3)
+        const c = await l.claims.step(run.id, "w", [], 2, 60_000)
+        await l.claims.step(
+          run.id,
+          "w",
+          [
+            { ...ok(c[0]!.id, 1), inputTokens: 1200, cachedTokens: 700, writeTokens: 300 },
+            { ...ok(c[1]!.id, 1), to: "retry_wait", label: "retry", nextAt: 0, writeTokens: 20 },
+          ],
+          0,
+          60_000,
+        )
+        // the retry's second attempt writes again: an item's writes are the sum of its attempts'
+        const [again] = await l.claims.step(run.id, "w", [], 1, 60_000)
+        expect(again).toMatchObject({ id: c[1]!.id, attempt: 2 })
+        await l.claims.step(run.id, "w", [{ ...ok(c[1]!.id, 2), writeTokens: 5 }], 0, 60_000)
+        const items = await itemsOf(l, run.id)
+        expect(
+          items.map((i) => [i.key, i.cached_input_tokens, i.cache_write_tokens, i.batch_write_tokens]),
+        ).toEqual([
+          ["k1", 700, 300, 0],
+          ["k2", 0, 25, 0],
+          ["k3", 0, 0, 0],
+        ])
+        expect(
+          (await l.reads.attempts(c[0]!.id)).map((a) => [a.cached_input_tokens, a.cache_write_tokens]),
+        ).toEqual([[700, 300]])
+        expect((await l.reads.attempts(c[1]!.id)).map((a) => [a.n, a.cache_write_tokens])).toEqual([
+          [1, 20],
+          [2, 5],
+        ])
+        const [paged] = await l.reads.page(run.id, { limit: 1 })
+        expect([paged!.cache_write_tokens, paged!.batch_write_tokens]).toEqual([300, 0])
+        expect((await l.reads.item(run.id, c[0]!.id))?.cache_write_tokens).toBe(300)
+        const [exported] = await l.reads.exportPage(run.id, { after: 0, limit: 1 })
+        expect([exported!.cache_write_tokens, exported!.batch_write_tokens]).toEqual([300, 0])
+        const s = await l.reads.summary(run.id)
+        expect([s.inputTokens, s.cachedTokens, s.writeTokens]).toEqual([1206, 700, 325])
+        expect(s.batch).toEqual({ inputTokens: 0, outputTokens: 0, cachedTokens: 0, writeTokens: 0 })
+        await tallied(l, run.id)
+      })
+
+      test("a canary's calls count their cache writes as any other call", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 3)
+        await l.canaries.start(run.id, 1)
+        const [c] = await l.canaries.step(run.id, "w", [], 5, 60_000, 1)
+        await l.canaries.step(run.id, "w", [{ ...ok(c!.id, 1), writeTokens: 300 }], 0, 60_000, 1)
+        expect((await l.reads.attempts(c!.id))[0]?.cache_write_tokens).toBe(300)
+        expect((await l.reads.summary(run.id)).writeTokens).toBe(300)
+        await tallied(l, run.id)
+      })
+
+      test("a batch line's cache writes are kept on its attempt and counted at the batch price, once however often it is applied", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 3)
+        const ids = (await itemsOf(l, run.id)).map((i) => i.id)
+        const b = await intended(l, run.id, ids)
+        await l.batches.submitted(b.id, remote("in_progress"))
+        const applied = [
+          line(ids[0]!, "completed", { cachedTokens: 6, writeTokens: 40 }),
+          line(ids[1]!, "failed", { errorClass: "bad_request", error: "no", writeTokens: 60 }),
+        ]
+        await l.batches.apply(b.id, applied, "me")
+        await l.batches.apply(b.id, applied, "me")
+        const items = await itemsOf(l, run.id)
+        expect(
+          items.map((i) => [i.state, i.cache_write_tokens, i.batch_write_tokens, i.batch_cached_tokens]),
+        ).toEqual([
+          ["completed", 40, 40, 6],
+          ["failed", 60, 60, 0],
+          ["submitted", 0, 0, 0],
+        ])
+        expect((await l.reads.attempts(ids[0]!)).map((a) => [a.cache_write_tokens, a.batch_id])).toEqual([
+          [40, b.id],
+        ])
+        expect((await l.reads.attempts(ids[1]!)).map((a) => a.cache_write_tokens)).toEqual([60])
+        const s = await l.reads.summary(run.id)
+        expect(s.writeTokens).toBe(100)
+        expect(s.batch).toEqual({ inputTokens: 20, outputTokens: 8, cachedTokens: 6, writeTokens: 100 })
+        await tallied(l, run.id)
+        await l.batches.finish(b.id, 2)
+        await tallied(l, run.id)
+      })
+
+      test("primes: counted, the answered ones' tokens in the run's totals (not at the batch price), the last answered one by prefix", async () => {
+        await using p = await place()
+        const l = await p.open()
+        const { run } = await seed(l, 2)
+        const { run: other } = await seed(l, 1, "other")
+        const prime = (o: Partial<Prime>): Prime => ({
+          prefix: "p1",
+          batch: null,
+          owner: "w",
+          startedAt: 500,
+          endedAt: 1_000,
+          outcome: "ok",
+          inputTokens: 1_000,
+          outputTokens: 1,
+          cachedTokens: 0,
+          writeTokens: 990,
+          latencyMs: 40,
+          ...o,
+        })
+        expect(await l.primes.last(run.id, "p1")).toBeNull()
+        await l.primes.record(run.id, prime({}))
+        await l.primes.record(
+          run.id,
+          prime({ endedAt: 2_000, inputTokens: 1_100, cachedTokens: 990, writeTokens: 100 }),
+        )
+        await l.primes.record(
+          run.id,
+          prime({
+            endedAt: 3_000,
+            outcome: "failed",
+            error: "HTTP 529",
+            status: 529,
+            inputTokens: 0,
+            outputTokens: 0,
+            writeTokens: 0,
+          }),
+        )
+        // another run's priming is its own
+        await l.primes.record(other.id, prime({ endedAt: 9_000 }))
+        // a direct call's tokens beside them
+        const [c] = await l.claims.step(run.id, "w", [], 1, 60_000)
+        await l.claims.step(run.id, "w", [{ ...ok(c!.id, 1), writeTokens: 7 }], 0, 60_000)
+        const s = await l.reads.summary(run.id)
+        expect(s.primes).toEqual({
+          count: 3,
+          failed: 1,
+          lastAt: 2_000,
+          inputTokens: 2_100,
+          outputTokens: 2,
+          cachedTokens: 990,
+          writeTokens: 1_090,
+        })
+        expect([s.inputTokens, s.outputTokens, s.cachedTokens, s.writeTokens]).toEqual([2_103, 4, 990, 1_097])
+        expect(s.batch).toEqual({ inputTokens: 0, outputTokens: 0, cachedTokens: 0, writeTokens: 0 })
+        expect(await l.primes.last(run.id, "p1")).toBe(2_000)
+        expect(await l.primes.last(run.id, "p2")).toBeNull()
+        expect(await l.primes.last(other.id, "p1")).toBe(9_000)
+        const o = await l.reads.summary(other.id)
+        expect([o.primes.count, o.primes.lastAt, o.inputTokens]).toEqual([1, 9_000, 1_000])
+        const none = (await l.reads.summary((await seed(l, 1, "none")).run.id)).primes
+        expect(none).toEqual({
+          count: 0,
+          failed: 0,
+          lastAt: null,
+          inputTokens: 0,
+          outputTokens: 0,
+          cachedTokens: 0,
+          writeTokens: 0,
+        })
+        await tallied(l, run.id)
       })
     })
 

@@ -64,6 +64,7 @@ export function within(db: Ledger, first: number): Ledger {
     cache: db.cache,
     reviews: db.reviews,
     steps: db.steps,
+    primes: db.primes,
     claims: {
       ...db.claims,
       step: (run, owner, outcomes, limit, leaseMs, o) =>

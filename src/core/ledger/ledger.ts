@@ -28,6 +28,7 @@ import type {
   Outcome,
   Packable,
   PagedItem,
+  Prime,
   Problem,
   Ready,
   RemoteView,
@@ -49,6 +50,7 @@ export interface Ledger {
   readonly cache: Cache
   readonly reviews: Reviews
   readonly steps: Steps
+  readonly primes: Primes
   /**
    * Calls `onNotice` whenever another process changes something a worker waits for (items to claim, a run's
    * state), as long as the returned stop has not been called. Only a store shared over a network has it
@@ -282,6 +284,14 @@ export interface Batches {
     run: number,
     limit: { tokens?: number | undefined; requests?: number | undefined },
   ): Promise<void>
+}
+
+/** A run's priming calls (README, "Paying less"): recorded once each ends, answered or not. */
+export interface Primes {
+  /** Records one priming call; an answered one's tokens count in the run's spend (`Summary.primes`). */
+  record(run: number, prime: Prime): Promise<void>
+  /** When the last answered priming of `prefix` in this run ended (ms), or null: a batch re-primes when it is old. */
+  last(run: number, prefix: string): Promise<number | null>
 }
 
 /** Reads: counts and totals from maintained tallies, charts, errors, and items a page or a stream at a time. */

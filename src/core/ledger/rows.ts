@@ -71,17 +71,22 @@ export class RowDecoder {
   }
 }
 
-/** The sums a `tallies` row keeps beside its count: attempts, and tokens (the batch-priced part apart). */
-export type Tally = Paid & { attempts: number }
+/**
+ * The sums a `tallies` row keeps beside its count: attempts, and tokens (the batch-priced part apart; the tokens
+ * written to the provider's prompt cache, migration 13, beside the cached ones).
+ */
+export type Tally = Paid & { attempts: number; cache_write_tokens: number; batch_write_tokens: number }
 
 export const ZERO_TALLY = (): Tally => ({
   attempts: 0,
   input_tokens: 0,
   output_tokens: 0,
   cached_input_tokens: 0,
+  cache_write_tokens: 0,
   batch_input_tokens: 0,
   batch_output_tokens: 0,
   batch_cached_tokens: 0,
+  batch_write_tokens: 0,
 })
 
 /**
@@ -115,23 +120,29 @@ export interface SummaryParts {
   since: number
   now: number
   cache: Summary["cache"]
+  /** The run's priming calls: their tokens (of the answered ones) go into the totals too. */
+  primes: Summary["primes"]
 }
 
 /** A run's summary from what a driver read (reads.summary of either driver). */
 export function summaryOf(p: SummaryParts): Summary {
-  const { counts, sum } = p
+  const { counts, sum, primes } = p
   return {
     counts,
     total: Object.values(counts).reduce((a, b) => a + b, 0),
     attempts: sum.attempts,
-    inputTokens: sum.input_tokens,
-    outputTokens: sum.output_tokens,
-    cachedTokens: sum.cached_input_tokens,
+    // an answered priming call is paid at the full price: in the totals (so in spend and the cap), not in `batch`
+    inputTokens: sum.input_tokens + primes.inputTokens,
+    outputTokens: sum.output_tokens + primes.outputTokens,
+    cachedTokens: sum.cached_input_tokens + primes.cachedTokens,
+    writeTokens: sum.cache_write_tokens + primes.writeTokens,
     batch: {
       inputTokens: sum.batch_input_tokens,
       outputTokens: sum.batch_output_tokens,
       cachedTokens: sum.batch_cached_tokens,
+      writeTokens: sum.batch_write_tokens,
     },
+    primes,
     errors: p.errors,
     problems: p.problems,
     firstStarted: p.firstStarted,

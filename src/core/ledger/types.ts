@@ -69,11 +69,14 @@ export interface Item {
   input_tokens: number
   output_tokens: number
   cached_input_tokens: number
+  /** Input tokens written to the provider's prompt cache (part of `input_tokens`), priced at the cache-write price. */
+  cache_write_tokens: number
   batch_id: number | null
   batch_line: number | null
   batch_input_tokens: number
   batch_output_tokens: number
   batch_cached_tokens: number
+  batch_write_tokens: number
   /**
    * The response cache's key of the item's request (README, "Cache"), once the cache was asked for it ("" when no
    * request can be made of its row); null while it has not been. A completed answer is stored under it.
@@ -125,6 +128,8 @@ export interface Outcome {
   inputTokens?: number
   outputTokens?: number
   cachedTokens?: number
+  /** Input tokens written to the provider's prompt cache (`Usage.cache_write_tokens`). */
+  writeTokens?: number
   latencyMs: number
   endedAt: number
   /** A completed answer that goes into the response cache (the job's cache writes). */
@@ -204,6 +209,7 @@ export interface LineOutcome {
   inputTokens?: number | undefined
   outputTokens?: number | undefined
   cachedTokens?: number | undefined
+  writeTokens?: number | undefined
   endedAt: number
   /** A completed answer that goes into the response cache (the job's cache writes). */
   cache?: CacheWrite | undefined
@@ -218,8 +224,27 @@ export interface Summary {
   inputTokens: number
   outputTokens: number
   cachedTokens: number
-  /** The part of the tokens paid at the batch price. */
-  batch: { inputTokens: number; outputTokens: number; cachedTokens: number }
+  /** Input tokens written to the provider's prompt cache (part of `inputTokens`). */
+  writeTokens: number
+  /**
+   * The part of the tokens paid at the batch price (a flex call's tokens too: flex costs the batch price). Priming
+   * calls are never in it.
+   */
+  batch: { inputTokens: number; outputTokens: number; cachedTokens: number; writeTokens: number }
+  /**
+   * The run's priming calls (README, "Paying less"): how many were sent, how many failed, when the last one that
+   * answered ended, and their tokens. Their tokens are also in the totals above (at the full price), so that spend
+   * and the spend cap count them.
+   */
+  primes: {
+    count: number
+    failed: number
+    lastAt: number | null
+    inputTokens: number
+    outputTokens: number
+    cachedTokens: number
+    writeTokens: number
+  }
   errors: { class: string; count: number; example: string; key: string }[]
   problems: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
   firstStarted: number | null
@@ -246,6 +271,7 @@ export interface AttemptRow {
   input_tokens: number | null
   output_tokens: number | null
   cached_input_tokens: number | null
+  cache_write_tokens: number | null
   latency_ms: number | null
   batch_id: number | null
 }
@@ -272,9 +298,11 @@ export type ResultRow = Pick<
   | "input_tokens"
   | "output_tokens"
   | "cached_input_tokens"
+  | "cache_write_tokens"
   | "batch_input_tokens"
   | "batch_output_tokens"
   | "batch_cached_tokens"
+  | "batch_write_tokens"
   | "cached_usage"
   | "path"
   | "row"
@@ -378,4 +406,27 @@ export interface StepItem {
   output?: string | null | undefined
   error?: string | null | undefined
   error_class?: string | null | undefined
+}
+
+/**
+ * A priming call (README, "Paying less"): one small request sent before a batch so that its requests read their
+ * shared prefix from the provider's prompt cache. It belongs to the run, not to an item.
+ */
+export interface Prime {
+  /** The prefix it primed (`PromptCache.key`). */
+  prefix: string
+  /** The local batch it was sent for, when it was. */
+  batch: number | null
+  owner: string
+  startedAt: number
+  endedAt: number
+  /** "ok" (answered: its tokens are paid) or "failed" (no answer; `error` says why). */
+  outcome: "ok" | "failed"
+  error?: string | undefined
+  status?: number | undefined
+  inputTokens: number
+  outputTokens: number
+  cachedTokens: number
+  writeTokens: number
+  latencyMs: number
 }

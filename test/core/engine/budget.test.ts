@@ -19,7 +19,10 @@ import * as jobs from "../../../src/core/job/job.ts"
 import { tmpdir } from "../../lib/tmp.ts"
 
 /** USD per million tokens: 1 in, 2 out, half price in batches. */
-const CAP: Cap = { usd: 0.01, price: { input: 1, output: 2, cached_input: 0.5, batch_discount: 0.5 } }
+const CAP: Cap = {
+  usd: 0.01,
+  price: { input: 1, output: 2, cached_input: 0.5, cache_write: 1, cache_write_1h: 1, batch_discount: 0.5 },
+}
 /** "abcd": 1 token; with the framing (6), a 400-byte row (100): 107 in, and max_tokens out. */
 const REQUEST = { prompt: "abcd", max_tokens: 100 } as jobs.Job["request"]
 
@@ -30,7 +33,8 @@ function spent(o: Partial<Spent> & { queued?: number; submitted?: number } = {})
     inputTokens: o.inputTokens ?? 0,
     outputTokens: o.outputTokens ?? 0,
     cachedTokens: o.cachedTokens ?? 0,
-    batch: o.batch ?? { inputTokens: 0, outputTokens: 0, cachedTokens: 0 },
+    writeTokens: o.writeTokens ?? 0,
+    batch: o.batch ?? { inputTokens: 0, outputTokens: 0, cachedTokens: 0, writeTokens: 0 },
     counts: { queued: o.queued ?? 0, submitted: o.submitted ?? 0 },
   }
 }
@@ -85,7 +89,7 @@ describe("the spend cap", () => {
       attempts: 4,
       inputTokens: 2000,
       outputTokens: 1000,
-      batch: { inputTokens: 2000, outputTokens: 1000, cachedTokens: 0 },
+      batch: { inputTokens: 2000, outputTokens: 1000, cachedTokens: 0, writeTokens: 0 },
     })
     // all of it at half price: 0.002
     const budget = new Budget(CAP, REQUEST, s)

@@ -233,3 +233,105 @@ describe.skipIf(SKIP_PG)("a session without the ledger's schema on its search_pa
     }
   })
 })
+
+describe.skipIf(SKIP_PG)("postgres: a store made before prompt caching (schema version 6)", () => {
+  test("is migrated to the current version when opened: its tokens and tallies kept, cache writes counted from then on, primes recorded", async () => {
+    await using schema = await pgSchema()
+    const sql = new SQL({ url: await pgServer(), max: 1 })
+    try {
+      // as the spool of version 6 made it: its six migrations, a run of three items written as it wrote them (the
+      // ingest's tallies), two claimed and settled by its claim_step, with tokens
+      await sql.begin(async (tx) => {
+        await tx.unsafe(`CREATE SCHEMA "${schema.schema}"`)
+        await tx.unsafe(`SET LOCAL search_path TO "${schema.schema}"`)
+        await tx.unsafe("CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)")
+        for (const m of MIGRATIONS.slice(0, 6)) await tx.unsafe(m)
+        await tx.unsafe("INSERT INTO meta VALUES ('version', '6')")
+        await tx.unsafe(
+          `INSERT INTO runs (name, state, job, fingerprint, resume, created_at, updated_at)
+           VALUES ('old', 'running', $1, 'fp', 'spool run job.toml', 1, 1)`,
+          [JSON.stringify({ ...JOB, name: "old" })],
+        )
+        await tx.unsafe(
+          "INSERT INTO inputs (run_id, idx, path, format, done) VALUES (1, 0, '/in.jsonl', 'jsonl', 1)",
+        )
+        await tx.unsafe(
+          `INSERT INTO items (run_id, input, key, row, data, state, updated_at)
+           SELECT 1, 0, 'k' || n, n, '{"text":"t' || n || '"}', 'pending', 1 FROM generate_series(1, 3) AS n`,
+        )
+        await tx.unsafe("INSERT INTO tallies (run_id, state, n) VALUES (1, 'pending', 3)")
+        await tx.unsafe("UPDATE runs SET ingested = 1")
+        await tx.unsafe("SELECT * FROM claim_step(1, 'w', NULL, 2, 2, 60000, 2147483647, 0, -1, false)")
+        const outcomes = [
+          {
+            item: 1,
+            attempt: 1,
+            to: "completed",
+            label: "ok",
+            output: "o",
+            inputTokens: 50,
+            cachedTokens: 20,
+          },
+          { item: 2, attempt: 1, to: "failed", label: "failed", errorClass: "bad_request", inputTokens: 7 },
+        ].map((o) => ({ ...o, outputTokens: 2, latencyMs: 5, endedAt: 3 }))
+        await tx.unsafe("SELECT * FROM claim_step(1, 'w', $1, 0, 3, 60000, 2147483647, 0, -1, false)", [
+          JSON.stringify(outcomes),
+        ])
+      })
+      const l = await postgres.open(schema.url)
+      try {
+        const [version] = await sql.unsafe(`SELECT value FROM "${schema.schema}".meta WHERE key = 'version'`)
+        expect(version).toEqual({ value: String(MIGRATIONS.length) })
+        const run = (await l.runs.find("old"))!
+        const items = async () => {
+          const out: unknown[][] = []
+          for await (const i of l.reads.items(run.id))
+            out.push([i.key, i.state, i.input_tokens, i.cached_input_tokens, i.cache_write_tokens])
+          return out
+        }
+        expect(await items()).toEqual([
+          ["k1", "completed", 50, 20, 0],
+          ["k2", "failed", 7, 0, 0],
+          ["k3", "pending", 0, 0, 0],
+        ])
+        const before = await l.reads.summary(run.id)
+        expect([before.inputTokens, before.cachedTokens, before.writeTokens, before.primes.count]).toEqual([
+          57, 20, 0, 0,
+        ])
+        expect((await l.reads.attempts(1)).map((a) => [a.input_tokens, a.cache_write_tokens])).toEqual([
+          [50, null],
+        ])
+        await tallied(l, run.id)
+        // the migrated claim_step and trigger record and count the writes of the calls made since
+        const [c] = await l.claims.step(run.id, "w", [], 1, 60_000)
+        await l.claims.step(run.id, "w", [{ ...ok(c!.id, 1), writeTokens: 300 }], 0, 60_000)
+        await l.primes.record(run.id, {
+          prefix: "p",
+          batch: null,
+          owner: "w",
+          startedAt: 1,
+          endedAt: 2,
+          outcome: "ok",
+          inputTokens: 10,
+          outputTokens: 1,
+          cachedTokens: 0,
+          writeTokens: 9,
+          latencyMs: 1,
+        })
+        expect(await items()).toEqual([
+          ["k1", "completed", 50, 20, 0],
+          ["k2", "failed", 7, 0, 0],
+          ["k3", "completed", 3, 0, 300],
+        ])
+        await tallied(l, run.id)
+        const after = await l.reads.summary(run.id)
+        expect([after.inputTokens, after.writeTokens, after.primes.count]).toEqual([70, 309, 1])
+        expect(await l.primes.last(run.id, "p")).toBe(2)
+      } finally {
+        await l.close()
+      }
+    } finally {
+      await sql.close()
+    }
+  })
+})

@@ -36,8 +36,24 @@ function undoVectors(db: Database): void {
   for (const t of ["items", "cache"]) db.run(`ALTER TABLE ${t} DROP COLUMN vector`)
 }
 
+/**
+ * Takes a store back to before migration 13 (prompt caching: cache-write tokens, primes), its tally trigger as
+ * migration 7 made it.
+ */
+function undoPrimes(db: Database): void {
+  db.run("DROP TABLE primes")
+  db.run("DROP TRIGGER items_tally")
+  for (const t of ["items", "tallies"])
+    for (const c of ["cache_write_tokens", "batch_write_tokens"]) db.run(`ALTER TABLE ${t} DROP COLUMN ${c}`)
+  db.run("ALTER TABLE attempts DROP COLUMN cache_write_tokens")
+  const seven = MIGRATIONS[6] as string
+  const start = seven.indexOf("CREATE TRIGGER items_tally")
+  db.run(seven.slice(start, seven.indexOf("END;", start) + 4))
+}
+
 /** Takes a store back to before migration 12 (pipelines: a run's parent and step). */
 function undoSteps(db: Database): void {
+  undoPrimes(db)
   db.run("DROP INDEX runs_parent")
   for (const c of ["parent", "step"]) db.run(`ALTER TABLE runs DROP COLUMN ${c}`)
 }
@@ -126,7 +142,7 @@ describe("the SQLite store", () => {
     expect(pragma<number>(db.db, "foreign_keys")).toBe(1)
     expect(pragma<number>(db.db, "busy_timeout")).toBe(10_000)
     expect(pragma<number>(db.db, "user_version")).toBe(MIGRATIONS.length)
-    expect(MIGRATIONS.length).toBe(12)
+    expect(MIGRATIONS.length).toBe(13)
     await db.close()
     // opening again migrates nothing and keeps the data
     const again = sqlite.open(home)
@@ -331,6 +347,62 @@ describe("the SQLite store", () => {
     const again = sqlite.open(tmp.path)
     expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
     expect(await again.workers.take(run.id, "rpm", 60, 100, 1_000)).toEqual({ granted: 60, waitMs: 40_000 })
+    await again.close()
+  })
+
+  test("a store of schema 12 is migrated on open: its tokens and tallies kept, cache writes counted from then on, no primes", async () => {
+    await using tmp = await tmpdir()
+    const db = sqlite.open(tmp.path)
+    const { run } = await seed(db, 4)
+    const c = await db.claims.step(run.id, "w", [], 2, 60_000)
+    await db.claims.step(
+      run.id,
+      "w",
+      [
+        { ...ok(c[0]!.id, 1), inputTokens: 50, cachedTokens: 20 },
+        { ...ok(c[1]!.id, 1), to: "failed", label: "failed", errorClass: "bad_request", inputTokens: 7 },
+      ],
+      0,
+      60_000,
+    )
+    const [id] = (await db.batches.packable(run.id, 1)).map((p) => p.id)
+    const b = (await db.batches.intend(
+      run.id,
+      { tag: "t", requests: "/r", bytes: 1, tokens: 1 },
+      [{ id: id!, line: 1, offset: 0, bytes: 1 }],
+      [],
+      "w",
+    ))!
+    await db.batches.submitted(b.id, { id: "b", status: "in_progress", phase: "in_progress" })
+    undoPrimes(db.db)
+    db.db.run("PRAGMA user_version = 12")
+    await db.close()
+    const again = sqlite.open(tmp.path)
+    expect(pragma<number>(again.db, "user_version")).toBe(MIGRATIONS.length)
+    expect(
+      (await itemsOf(again, run.id)).map((i) => [i.state, i.input_tokens, i.cache_write_tokens]),
+    ).toEqual([
+      ["completed", 50, 0],
+      ["failed", 7, 0],
+      ["submitted", 0, 0],
+      ["pending", 0, 0],
+    ])
+    const before = await again.reads.summary(run.id)
+    expect([before.inputTokens, before.cachedTokens, before.writeTokens, before.primes.count]).toEqual([
+      57, 20, 0, 0,
+    ])
+    await tallied(again, run.id)
+    // the trigger as migration 13 left it, and the batch path, count the writes of the calls made since
+    const [d] = await again.claims.step(run.id, "w", [], 1, 60_000)
+    await again.claims.step(run.id, "w", [{ ...ok(d!.id, 1), writeTokens: 300 }], 0, 60_000)
+    await again.batches.apply(
+      b.id,
+      [{ item: id!, to: "completed", label: "ok", output: "o", writeTokens: 40, endedAt: Date.now() }],
+      "w",
+    )
+    await tallied(again, run.id)
+    const after = await again.reads.summary(run.id)
+    expect([after.writeTokens, after.batch.writeTokens]).toEqual([340, 40])
     await again.close()
   })
 

@@ -80,7 +80,7 @@ describe("pipelines in the SQLite store", () => {
 
     const l = sqlite.open(tmp.path)
     expect(l.db.query("PRAGMA user_version").get()).toEqual({ user_version: MIGRATIONS.length })
-    expect(MIGRATIONS.length).toBe(12)
+    expect(MIGRATIONS.length).toBe(13)
     const columns = l.db.query(
       "SELECT name, type FROM pragma_table_info('runs') WHERE name IN ('parent', 'step')",
     )

@@ -256,6 +256,7 @@ export class Batches implements api.Batches {
         input_tokens: o.inputTokens,
         output_tokens: o.outputTokens,
         cached_tokens: o.cachedTokens,
+        write_tokens: o.writeTokens,
         ended_at: o.endedAt,
         cache: o.cache ?? null,
       })),
@@ -278,7 +279,7 @@ export class Batches implements api.Batches {
       const settled: { item: number; run: number }[] = await tx`WITH r AS (
           SELECT * FROM jsonb_to_recordset(${json}::text::jsonb) AS r(ord int, item int, state text, label text,
             output text, error_class text, error text, status int, input_tokens float8, output_tokens float8,
-            cached_tokens float8, ended_at float8, cache jsonb)),
+            cached_tokens float8, write_tokens float8, ended_at float8, cache jsonb)),
         u AS (
           UPDATE items SET state = r.state, output = r.output, error_class = r.error_class, error = r.error,
           input_tokens = items.input_tokens + coalesce(r.input_tokens, 0),
@@ -287,6 +288,8 @@ export class Batches implements api.Batches {
           batch_input_tokens = items.batch_input_tokens + coalesce(r.input_tokens, 0),
           batch_output_tokens = items.batch_output_tokens + coalesce(r.output_tokens, 0),
           batch_cached_tokens = items.batch_cached_tokens + coalesce(r.cached_tokens, 0),
+          cache_write_tokens = items.cache_write_tokens + coalesce(r.write_tokens, 0),
+          batch_write_tokens = items.batch_write_tokens + coalesce(r.write_tokens, 0),
           updated_at = r.ended_at
           FROM r WHERE items.id = r.item AND items.batch_id IS NOT DISTINCT FROM ${batch} AND items.state = 'submitted'
           RETURNING items.id, items.run_id, items.attempts, items.cache_key),
@@ -304,11 +307,11 @@ export class Batches implements api.Batches {
             cached_input_tokens = excluded.cached_input_tokens, cost_usd = excluded.cost_usd, bytes = excluded.bytes,
             created_at = excluded.created_at)
         INSERT INTO attempts (item_id, run_id, n, owner, started_at, ended_at, outcome, error_class, error,
-          http_status, input_tokens, output_tokens, cached_input_tokens, batch_id)
+          http_status, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, batch_id)
         SELECT u.id, u.run_id, u.attempts, ${owner},
           coalesce((SELECT coalesce(submitted_at, created_at) FROM batches WHERE id = ${batch}), ${now}::float8),
           r.ended_at, r.label, r.error_class, r.error, r.status, r.input_tokens, r.output_tokens, r.cached_tokens,
-          ${batch}
+          r.write_tokens, ${batch}
         FROM u JOIN r ON r.item = u.id ORDER BY r.ord
         RETURNING item_id AS item, run_id AS run`
       if (settled.length === 0) return
@@ -316,7 +319,7 @@ export class Batches implements api.Batches {
       const run = settled[0]!.run
       const done = new Set(settled.map((s) => s.item))
       const moved: Partial<Record<State, number>> = { submitted: 0 }
-      const tokens = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0 }
+      const tokens = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, cache_write_tokens: 0 }
       const buckets = new Map<number, { completed: number; failed: number }>()
       for (const o of lines.values()) {
         if (!done.has(o.item)) continue
@@ -325,6 +328,7 @@ export class Batches implements api.Batches {
         tokens.input_tokens += o.inputTokens ?? 0
         tokens.output_tokens += o.outputTokens ?? 0
         tokens.cached_input_tokens += o.cachedTokens ?? 0
+        tokens.cache_write_tokens += o.writeTokens ?? 0
         if (!states.isFinal(o.to)) continue
         const at = Math.floor(o.endedAt / PROGRESS_BUCKET_MS)
         const bucket = buckets.get(at) ?? { completed: 0, failed: 0 }
@@ -337,6 +341,7 @@ export class Batches implements api.Batches {
         batch_input_tokens: tokens.input_tokens,
         batch_output_tokens: tokens.output_tokens,
         batch_cached_tokens: tokens.cached_input_tokens,
+        batch_write_tokens: tokens.cache_write_tokens,
       })
       for (const [at, b] of buckets) await ended(tx, run, at, b.completed, b.failed)
       if ((moved.pending ?? 0) > 0) await notify(tx, this.pg, { run, kind: "items" })

@@ -40,7 +40,7 @@ export interface Copied {
 }
 
 /** The tables whose `id` is an identity column: their sequences are set past the ids copied. */
-const IDENTITIES = ["runs", "items", "attempts", "problems", "batches", "reviews"] as const
+const IDENTITIES = ["runs", "items", "attempts", "problems", "batches", "reviews", "primes"] as const
 /** The counters PostgreSQL's triggers keep: they are copied as SQLite kept them, not as the inserts would count. */
 const DERIVED: readonly dump.Table[] = ["tallies", "progress", "error_tallies"]
 /**

@@ -12,6 +12,7 @@ import { Cache } from "./cache.ts"
 import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
 import { Ingest } from "./ingest.ts"
+import { Primes } from "./primes.ts"
 import { Reads } from "./reads.ts"
 import { Reviews } from "./reviews.ts"
 import { Runs } from "./runs.ts"
@@ -49,6 +50,7 @@ export class PgLedger implements api.Ledger {
   readonly cache: api.Cache
   readonly reviews: api.Reviews
   readonly steps: api.Steps
+  readonly primes: api.Primes
 
   constructor(readonly pg: Pg) {
     const runs = new Runs(pg)
@@ -63,6 +65,7 @@ export class PgLedger implements api.Ledger {
     this.cache = new Cache(pg)
     this.reviews = new Reviews(pg)
     this.steps = new Steps(pg)
+    this.primes = new Primes(pg)
   }
 
   /** LISTEN on the store's channel: every worker hears what the others' transactions `notify`. */

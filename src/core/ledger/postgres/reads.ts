@@ -21,6 +21,7 @@ import {
 } from "../types.ts"
 import { runCounts } from "./cache.ts"
 import { retrying, type Pg } from "./connect.ts"
+import { primed } from "./primes.ts"
 import { tallied } from "./tallies.ts"
 
 /** How many items the stream reads a page at a time. */
@@ -37,18 +38,19 @@ const cursor = (after: number | undefined): number =>
 const isId = (id: number): boolean => Number.isSafeInteger(id) && id >= 1 && id <= MAX_ID
 
 const PAGE_COLUMNS = `items.id, items.input, items.key, items.state, items.attempts, items.output, items.error_class,
-  items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.batch_input_tokens,
-  items.batch_output_tokens, items.batch_cached_tokens, items.cached_usage, items.row, items.source_id, inputs.path`
+  items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.cache_write_tokens,
+  items.batch_input_tokens, items.batch_output_tokens, items.batch_cached_tokens, items.batch_write_tokens,
+  items.cached_usage, items.row, items.source_id, inputs.path`
 
 /** The fields of an `Item`, and no others of the row (its lease, its batch file offsets). */
 const ITEM_COLUMNS = `items.id, items.run_id, items.input, items.key, items.row, items.source_id, items.data,
   items.state, items.attempts, items.next_at, items.output, items.error_class, items.error, items.input_tokens,
-  items.output_tokens, items.cached_input_tokens, items.batch_id, items.batch_line, items.batch_input_tokens,
-  items.batch_output_tokens, items.batch_cached_tokens, items.cache_key, items.cached_usage, items.vector,
-  items.updated_at, inputs.path`
+  items.output_tokens, items.cached_input_tokens, items.cache_write_tokens, items.batch_id, items.batch_line,
+  items.batch_input_tokens, items.batch_output_tokens, items.batch_cached_tokens, items.batch_write_tokens,
+  items.cache_key, items.cached_usage, items.vector, items.updated_at, inputs.path`
 
 const ATTEMPT_COLUMNS = `n, started_at, ended_at, outcome, error_class, error, http_status, input_tokens,
-  output_tokens, cached_input_tokens, latency_ms, batch_id`
+  output_tokens, cached_input_tokens, cache_write_tokens, latency_ms, batch_id`
 
 const OPEN: State[] = ["pending", "running", "retry_wait", "queued", "submitted"]
 
@@ -92,7 +94,7 @@ export class Reads implements api.Reads {
       problems: number
       duplicates: number
     }
-    const [{ counts, sum }, [totals], errors, sample, cache] = await this.read((sql) =>
+    const [{ counts, sum }, [totals], errors, sample, cache, primes] = await this.read((sql) =>
       Promise.all([
         tallied(sql, run),
         // attempts_run_ended gives the first and the last ended attempt; the buckets and inputs are a few rows each
@@ -109,6 +111,7 @@ export class Reads implements api.Reads {
         sql<{ file: string; line: number; reason: string }[]>`SELECT file, line, reason FROM problems
           WHERE run_id = ${run} ORDER BY input, line, id LIMIT 5`,
         runCounts(sql, run),
+        primed(sql, run),
       ]),
     )
     return summaryOf({
@@ -122,6 +125,7 @@ export class Reads implements api.Reads {
       since,
       now,
       cache,
+      primes,
     })
   }
 

@@ -22,13 +22,15 @@ export async function shift(
   for (const { state, n, sum: a } of shifts(moved, added))
     await tx`INSERT INTO tallies AS t VALUES (${run}, ${state}, shard(), ${n}, ${a.attempts}, ${a.input_tokens},
       ${a.output_tokens}, ${a.cached_input_tokens}, ${a.batch_input_tokens}, ${a.batch_output_tokens},
-      ${a.batch_cached_tokens})
+      ${a.batch_cached_tokens}, ${a.cache_write_tokens}, ${a.batch_write_tokens})
       ON CONFLICT (run_id, state, shard) DO UPDATE SET n = t.n + excluded.n, attempts = t.attempts + excluded.attempts,
       input_tokens = t.input_tokens + excluded.input_tokens, output_tokens = t.output_tokens + excluded.output_tokens,
       cached_input_tokens = t.cached_input_tokens + excluded.cached_input_tokens,
       batch_input_tokens = t.batch_input_tokens + excluded.batch_input_tokens,
       batch_output_tokens = t.batch_output_tokens + excluded.batch_output_tokens,
-      batch_cached_tokens = t.batch_cached_tokens + excluded.batch_cached_tokens`
+      batch_cached_tokens = t.batch_cached_tokens + excluded.batch_cached_tokens,
+      cache_write_tokens = t.cache_write_tokens + excluded.cache_write_tokens,
+      batch_write_tokens = t.batch_write_tokens + excluded.batch_write_tokens`
 }
 
 /** Counts items that ended in one 10 s bucket of a run (the batch path's; the trigger counts the others'). */

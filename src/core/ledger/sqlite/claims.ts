@@ -172,7 +172,7 @@ function prepare(db: Database) {
          WHERE i.id = attempts.item_id AND i.state = 'running' AND i.lease_owner = ?2) THEN 0 ELSE attempts.n END,
        error_class = j.value ->> 'errorClass', error = j.value ->> 'error', http_status = j.value ->> 'status',
        input_tokens = j.value ->> 'inputTokens', output_tokens = j.value ->> 'outputTokens',
-       cached_input_tokens = j.value ->> 'cachedTokens',
+       cached_input_tokens = j.value ->> 'cachedTokens', cache_write_tokens = j.value ->> 'writeTokens',
        latency_ms = j.value ->> 'latencyMs'
        FROM json_each(?1) AS j WHERE attempts.item_id = j.value ->> 'item' AND attempts.n = j.value ->> 'attempt'`,
     ),
@@ -182,6 +182,7 @@ function prepare(db: Database) {
        error_class = j.value ->> 'errorClass', error = j.value ->> 'error', next_at = j.value ->> 'nextAt',
        input_tokens = input_tokens + coalesce(j.value ->> 'inputTokens', 0),
        cached_input_tokens = cached_input_tokens + coalesce(j.value ->> 'cachedTokens', 0),
+       cache_write_tokens = cache_write_tokens + coalesce(j.value ->> 'writeTokens', 0),
        output_tokens = output_tokens + coalesce(j.value ->> 'outputTokens', 0),
        lease_owner = NULL, lease_expires = NULL, updated_at = j.value ->> 'endedAt'
        FROM json_each(?1) AS j

@@ -28,6 +28,7 @@ export const TABLES = {
   canaries: { key: ["run_id"], run: "run_id" },
   cache_tallies: { key: ["run_id"], run: "run_id" },
   reviews: { key: ["id"], run: "run_id" },
+  primes: { key: ["id"], run: "run_id" },
   // the response cache is shared by every run of the store: all of it goes, whichever runs are copied. Its `id` (the
   // order of writing) and `slot` (a hash of the key, schema.ts migration 11) are SQLite's way to find a key:
   // PostgreSQL finds it by the key

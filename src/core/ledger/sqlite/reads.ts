@@ -17,6 +17,7 @@ import {
 } from "../types.ts"
 import { damaged, failure, guard } from "./faults.ts"
 import { statements } from "./connect.ts"
+import type { Primes } from "./primes.ts"
 import type { Tallies } from "./tallies.ts"
 import { runCounts } from "./cache.ts"
 
@@ -28,6 +29,7 @@ export class Reads {
     private readonly db: Database,
     readonly path: string,
     private readonly tallies: Tallies,
+    private readonly primes: Primes,
   ) {
     this.q = prepare(db)
     this.cacheCounts = runCounts(db)
@@ -59,6 +61,7 @@ export class Reads {
       since,
       now,
       cache: this.cacheCounts(run),
+      primes: this.primes.totals(run),
     })
   }
 
@@ -345,8 +348,9 @@ const FAILED_ATTEMPTS = `SELECT a.id, a.item_id, i.key, a.n, a.ended_at, a.outco
   FROM attempts a JOIN items i ON i.id = a.item_id WHERE a.run_id = ? AND a.error_class IS NOT NULL`
 
 const PAGE_COLUMNS = `items.id, items.input, items.key, items.state, items.attempts, items.output, items.error_class,
-  items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.batch_input_tokens,
-  items.batch_output_tokens, items.batch_cached_tokens, items.cached_usage, items.row, items.source_id, inputs.path`
+  items.error, items.input_tokens, items.output_tokens, items.cached_input_tokens, items.cache_write_tokens,
+  items.batch_input_tokens, items.batch_output_tokens, items.batch_cached_tokens, items.batch_write_tokens,
+  items.cached_usage, items.row, items.source_id, inputs.path`
 
 function prepare(db: Database) {
   const q = statements(db)
@@ -429,7 +433,7 @@ function prepare(db: Database) {
     // in the order they were made, not by n: an attempt that did not count is numbered 0 (claims.ts `record`)
     attemptsOf: q<AttemptRow, [number]>(
       `SELECT n, started_at, ended_at, outcome, error_class, error, http_status, input_tokens, output_tokens,
-       cached_input_tokens, latency_ms, batch_id FROM attempts WHERE item_id = ? ORDER BY id`,
+       cached_input_tokens, cache_write_tokens, latency_ms, batch_id FROM attempts WHERE item_id = ? ORDER BY id`,
     ),
     problemTotals: q<{ n: number; duplicates: number }, [number]>(
       "SELECT coalesce(sum(problems), 0) AS n, coalesce(sum(duplicates), 0) AS duplicates FROM inputs WHERE run_id = ?",

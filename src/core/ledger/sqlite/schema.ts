@@ -398,4 +398,61 @@ export const MIGRATIONS = [
   ALTER TABLE runs ADD COLUMN step TEXT;
   CREATE INDEX runs_parent ON runs (parent, id);
   `,
+  // prompt caching (issue 20, README "Paying less"): the input tokens a call wrote to the provider's prompt cache (a
+  // part of input_tokens, billed at the cache-write price), on items (the batch-priced part apart, as the cached
+  // ones), attempts and tallies, and the tally trigger of migration 7 counting them too. `primes`: a run's priming
+  // calls, each one request sent before a batch so that the batch's requests read their shared prefix from the
+  // cache; they belong to the run, not to an item, and an answered one's tokens are paid (reads.ts `summary`).
+  `
+  ALTER TABLE items ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE items ADD COLUMN batch_write_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE attempts ADD COLUMN cache_write_tokens INTEGER;
+  ALTER TABLE tallies ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE tallies ADD COLUMN batch_write_tokens INTEGER NOT NULL DEFAULT 0;
+  DROP TRIGGER items_tally;
+  CREATE TRIGGER items_tally AFTER UPDATE OF state, attempts, input_tokens, output_tokens, cached_input_tokens,
+    batch_input_tokens, batch_output_tokens, batch_cached_tokens, cache_write_tokens, batch_write_tokens ON items
+    WHEN old.state NOT IN ('queued', 'submitted') AND new.state NOT IN ('queued', 'submitted')
+    AND NOT (old.state = 'pending' AND new.state = 'completed')
+  BEGIN
+    UPDATE tallies SET n = n - 1, attempts = attempts - old.attempts, input_tokens = input_tokens - old.input_tokens,
+      output_tokens = output_tokens - old.output_tokens,
+      cached_input_tokens = cached_input_tokens - old.cached_input_tokens,
+      batch_input_tokens = batch_input_tokens - old.batch_input_tokens,
+      batch_output_tokens = batch_output_tokens - old.batch_output_tokens,
+      batch_cached_tokens = batch_cached_tokens - old.batch_cached_tokens,
+      cache_write_tokens = cache_write_tokens - old.cache_write_tokens,
+      batch_write_tokens = batch_write_tokens - old.batch_write_tokens
+      WHERE run_id = old.run_id AND state = old.state;
+    INSERT INTO tallies VALUES (new.run_id, new.state, 1, new.attempts, new.input_tokens, new.output_tokens,
+      new.cached_input_tokens, new.batch_input_tokens, new.batch_output_tokens, new.batch_cached_tokens,
+      new.cache_write_tokens, new.batch_write_tokens)
+      ON CONFLICT (run_id, state) DO UPDATE SET n = n + 1, attempts = attempts + excluded.attempts,
+      input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+      cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+      batch_input_tokens = batch_input_tokens + excluded.batch_input_tokens,
+      batch_output_tokens = batch_output_tokens + excluded.batch_output_tokens,
+      batch_cached_tokens = batch_cached_tokens + excluded.batch_cached_tokens,
+      cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+      batch_write_tokens = batch_write_tokens + excluded.batch_write_tokens;
+  END;
+  CREATE TABLE primes (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    prefix TEXT NOT NULL,
+    batch_id INTEGER,
+    owner TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    http_status INTEGER,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_ms INTEGER NOT NULL
+  );
+  CREATE INDEX primes_run ON primes (run_id, prefix, ended_at);
+  `,
 ]

@@ -13,6 +13,7 @@ import { Cache } from "./cache.ts"
 import { Canaries } from "./canaries.ts"
 import { Claims } from "./claims.ts"
 import { Ingest } from "./ingest.ts"
+import { Primes } from "./primes.ts"
 import { Reads } from "./reads.ts"
 import { Reviews } from "./reviews.ts"
 import { Runs } from "./runs.ts"
@@ -49,6 +50,7 @@ export class SqliteLedger implements api.Ledger {
     cache: Cache
     reviews: Reviews
     steps: Steps
+    primes: Primes
   }
   readonly runs: api.Runs
   readonly ingest: api.Ingest
@@ -60,6 +62,7 @@ export class SqliteLedger implements api.Ledger {
   readonly cache: api.Cache
   readonly reviews: api.Reviews
   readonly steps: api.Steps
+  readonly primes: api.Primes
 
   constructor(conn: Conn) {
     this.db = conn.db
@@ -70,12 +73,30 @@ export class SqliteLedger implements api.Ledger {
     const ingest = new Ingest(conn.db, conn.path, runs, tallies, cache)
     const claims = new Claims(conn.db, conn.path, runs, cache)
     const batches = new Batches(conn, runs, tallies, cache)
-    const reads = new Reads(conn.db, conn.path, tallies)
+    const primes = new Primes(conn.db, conn.path)
+    const reads = new Reads(conn.db, conn.path, tallies, primes)
     const canaries = new Canaries(conn.db, conn.path, claims)
     const workers = new Workers(conn.db, conn.path)
     const reviews = new Reviews(conn.db, conn.path, runs)
     const steps = new Steps(conn.db, conn.path, tallies)
-    this.parts = { runs, ingest, claims, batches, reads, tallies, canaries, workers, cache, reviews, steps }
+    this.parts = {
+      runs,
+      ingest,
+      claims,
+      batches,
+      reads,
+      tallies,
+      canaries,
+      workers,
+      cache,
+      reviews,
+      steps,
+      primes,
+    }
+    this.primes = {
+      record: async (run, prime) => primes.record(run, prime),
+      last: async (run, prefix) => primes.last(run, prefix),
+    }
     this.reviews = {
       decide: async (run, decisions) => reviews.decide(run, decisions),
       history: async (item) => reviews.history(item),

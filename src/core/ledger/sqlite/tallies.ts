@@ -38,6 +38,8 @@ export class Tallies {
         a.batch_input_tokens,
         a.batch_output_tokens,
         a.batch_cached_tokens,
+        a.cache_write_tokens,
+        a.batch_write_tokens,
       )
   }
 
@@ -63,14 +65,20 @@ function prepare(db: Database) {
   const q = statements(db)
   return {
     tallies: q<Tally & { state: string; n: number }, [number]>("SELECT * FROM tallies WHERE run_id = ?"),
-    tallyAdd: q<void, [number, string, number, number, number, number, number, number, number, number]>(
-      `INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    // the columns in their order: migration 13 added the write tokens last
+    tallyAdd: q<
+      void,
+      [number, string, number, number, number, number, number, number, number, number, number, number]
+    >(
+      `INSERT INTO tallies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (run_id, state) DO UPDATE SET n = n + excluded.n, attempts = attempts + excluded.attempts,
        input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
        cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
        batch_input_tokens = batch_input_tokens + excluded.batch_input_tokens,
        batch_output_tokens = batch_output_tokens + excluded.batch_output_tokens,
-       batch_cached_tokens = batch_cached_tokens + excluded.batch_cached_tokens`,
+       batch_cached_tokens = batch_cached_tokens + excluded.batch_cached_tokens,
+       cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+       batch_write_tokens = batch_write_tokens + excluded.batch_write_tokens`,
     ),
     progressAdd: q<void, [number, number, number, number]>(
       `INSERT INTO progress VALUES (?, ?, ?, ?) ON CONFLICT (run_id, bucket) DO UPDATE SET
