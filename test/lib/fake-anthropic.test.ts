@@ -375,3 +375,242 @@ describe("the fake Anthropic server's rate limit", () => {
     })
   })
 })
+
+/** 8,192 characters: a 2,048-token prefix by the fake's count, cacheable on claude-sonnet-4-5 (minimum 1,024). */
+const LONG = "x".repeat(8192)
+const SONNET = "claude-sonnet-4-5"
+
+/** A request whose system prompt carries a breakpoint (of `ttl`, when given); `row` is its user text. */
+const cached = (row: string, extra: Record<string, unknown> = {}, ttl?: "1h") => ({
+  model: SONNET,
+  max_tokens: 64,
+  system: [
+    { type: "text", text: LONG, cache_control: ttl ? { type: "ephemeral", ttl } : { type: "ephemeral" } },
+  ],
+  messages: [{ role: "user", content: row }],
+  ...extra,
+})
+
+/** The Message usage the fake serves, with the cache's figures. */
+const cacheUsage = (input: number, output: number, read: number, write5m: number, write1h = 0) => ({
+  input_tokens: input,
+  output_tokens: output,
+  cache_creation_input_tokens: write5m + write1h,
+  cache_read_input_tokens: read,
+  cache_creation: { ephemeral_5m_input_tokens: write5m, ephemeral_1h_input_tokens: write1h },
+  server_tool_use: null,
+  service_tier: "standard",
+  inference_geo: null,
+})
+
+/** POSTs a Message Batch of `bodies` (custom_ids b_0, b_1, …) and reads its results, ended at once. */
+async function batchOf(fake: Fake, bodies: Record<string, unknown>[]) {
+  const headers = { "x-api-key": "k", "content-type": "application/json", "anthropic-version": VERSION }
+  const requests = bodies.map((params, i) => ({ custom_id: `b_${i}`, params }))
+  const created = await fetch(`${fake.url}/v1/messages/batches`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ requests }),
+  })
+  expect(created.status).toBe(200)
+  const { id } = (await created.json()) as { id: string }
+  const results = await fetch(`${fake.url}/v1/messages/batches/${id}/results`, { headers })
+  expect(results.status).toBe(200)
+  const lines = (await results.text())
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { custom_id: string; result: { type: string; message: Message } })
+  for (const line of lines)
+    expect(validateSchema("MessageBatchIndividualResponse", line, "anthropic")).toEqual([])
+  return lines.sort((a, b) => Number(a.custom_id.slice(2)) - Number(b.custom_id.slice(2)))
+}
+
+describe("the fake Anthropic server's prompt cache", () => {
+  // a request of LONG and "p": [LONG, [{role, content: "p"}]] is 8,228 characters, 2,057 tokens, 2,048 of them
+  // the prefix; "echo: p" is 2 output tokens
+  test("a realtime request writes the prefix, the next within 5 minutes reads it, one after they lapse writes it again", async () => {
+    let t = 1_000_000
+    await using fake = await startFakeAnthropic({ now: () => t })
+    const usage = async (body: unknown) => {
+      const res = await post(fake, body)
+      expect(res.status).toBe(200)
+      const message = (await res.json()) as Message
+      expect(validateSchema("Message", message, "anthropic")).toEqual([])
+      return message.usage
+    }
+    expect(await usage(cached("p"))).toEqual(cacheUsage(9, 2, 0, 2048))
+    t += 299_999
+    expect(await usage(cached("q"))).toEqual(cacheUsage(9, 2, 2048, 0))
+    // the read renewed the lifetime: 5 minutes from it, not from the write
+    t += 299_999
+    expect(await usage(cached("p"))).toEqual(cacheUsage(9, 2, 2048, 0))
+    t += 300_000
+    expect(await usage(cached("p"))).toEqual(cacheUsage(9, 2, 0, 2048))
+    expect(fake.cached()).toEqual({ reads: 2, writes: 2, readTokens: 4096, writeTokens: 4096 })
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("a 1-hour breakpoint writes ephemeral_1h tokens, and its prefix lives an hour", async () => {
+    let t = 1_000_000
+    await using fake = await startFakeAnthropic({ now: () => t })
+    const usage = async (body: unknown) => ((await (await post(fake, body)).json()) as Message).usage
+    expect(await usage(cached("p", {}, "1h"))).toEqual(cacheUsage(9, 2, 0, 0, 2048))
+    t += 59 * 60_000
+    expect(await usage(cached("p", {}, "1h"))).toEqual(cacheUsage(9, 2, 2048, 0))
+    t += 60 * 60_000
+    expect(await usage(cached("p", {}, "1h"))).toEqual(cacheUsage(9, 2, 0, 0, 2048))
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("a prefix ends with the block that carries the breakpoint: a user block's prefix takes in the system prompt and its text", async () => {
+    await using fake = await startFakeAnthropic()
+    const split = (row: string) => ({
+      model: SONNET,
+      max_tokens: 64,
+      system: "s",
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: LONG, cache_control: { type: "ephemeral" } },
+            { type: "text", text: row },
+          ],
+        },
+      ],
+    })
+    const first = (await (await post(fake, split("p"))).json()) as Message
+    // counted as ["s", [{role, content: LONG + "p"}]]: 8,229 characters, 2,058 tokens; the prefix "s" + LONG 2,049;
+    // the echo of LONG + "p" is 2,050
+    expect(first.usage).toEqual(cacheUsage(9, 2050, 0, 2049))
+    expect(first.content[0]!.text).toBe(`echo: ${LONG}p`)
+    const second = (await (await post(fake, split("q"))).json()) as Message
+    expect(second.usage).toEqual(cacheUsage(9, 2050, 2049, 0))
+    // another system prompt is another prefix
+    const other = (await (await post(fake, { ...split("q"), system: "t" })).json()) as Message
+    expect(other.usage).toEqual(cacheUsage(9, 2050, 0, 2049))
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("nothing is cached without a breakpoint, nor below the model's minimum (dated snapshots are their model's)", async () => {
+    await using fake = await startFakeAnthropic()
+    const usage = async (body: unknown) => ((await (await post(fake, body)).json()) as Message).usage
+    const plain = { model: SONNET, max_tokens: 64, system: LONG, messages: [{ role: "user", content: "p" }] }
+    expect(await usage(plain)).toEqual(cacheUsage(2057, 2, 0, 0))
+    expect(await usage(plain)).toEqual(cacheUsage(2057, 2, 0, 0))
+    // 2,048 tokens: below claude-haiku-4-5's 4,096 and claude-sonnet-4-6's 2,048 is not
+    for (const model of ["claude-haiku-4-5", "claude-haiku-4-5-20251001", "claude-opus-4-6"]) {
+      expect(await usage(cached("p", { model }))).toEqual(cacheUsage(2057, 2, 0, 0))
+      expect(await usage(cached("p", { model }))).toEqual(cacheUsage(2057, 2, 0, 0))
+    }
+    expect(fake.cached()).toEqual({ reads: 0, writes: 0, readTokens: 0, writeTokens: 0 })
+    expect(await usage(cached("p", { model: "claude-sonnet-4-6" }))).toEqual(cacheUsage(9, 2, 0, 2048))
+    expect(await usage(cached("p", { model: "claude-sonnet-4-5-20250929" }))).toEqual(
+      cacheUsage(9, 2, 0, 2048),
+    )
+    // a model is its own cache
+    expect(await usage(cached("p", { model: "claude-sonnet-4-6" }))).toEqual(cacheUsage(9, 2, 2048, 0))
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("a cold batch reads nothing: its 10 lines all write; a later request reads what they wrote", async () => {
+    await using fake = await startFakeAnthropic()
+    const lines = await batchOf(
+      fake,
+      Array.from({ length: 10 }, (_, i) => cached(`row ${i}`)),
+    )
+    // [LONG, [{role, content: "row i"}]] is 8,232 characters: 2,058 tokens; "echo: row i" 3
+    expect(lines.map((l) => l.result.message.usage)).toEqual(Array(10).fill(cacheUsage(10, 3, 0, 2048)))
+    expect(fake.cached()).toEqual({ reads: 0, writes: 10, readTokens: 0, writeTokens: 20480 })
+    const after = (await (await post(fake, cached("p"))).json()) as Message
+    expect(after.usage).toEqual(cacheUsage(9, 2, 2048, 0))
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("a batch after a priming request reads on every line; one after the prefix lapsed writes again", async () => {
+    let t = 1_000_000
+    await using fake = await startFakeAnthropic({ now: () => t })
+    expect(((await (await post(fake, cached("prime"))).json()) as Message).usage).toEqual(
+      cacheUsage(10, 3, 0, 2048),
+    )
+    t += 60_000
+    const rows = Array.from({ length: 10 }, (_, i) => cached(`row ${i}`))
+    const primed = await batchOf(fake, rows)
+    expect(primed.map((l) => l.result.message.usage)).toEqual(Array(10).fill(cacheUsage(10, 3, 2048, 0)))
+    expect(fake.cached()).toEqual({ reads: 10, writes: 1, readTokens: 20480, writeTokens: 2048 })
+    // the batch's reads renewed the prefix: 5 minutes from when it ran
+    t += 300_000
+    const lapsed = await batchOf(fake, rows)
+    expect(lapsed.map((l) => l.result.message.usage)).toEqual(Array(10).fill(cacheUsage(10, 3, 0, 2048)))
+    expect(fake.cached()).toEqual({ reads: 10, writes: 11, readTokens: 20480, writeTokens: 22528 })
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("a batch is decided as its processing began: a request after its create but before it ran does not count", async () => {
+    let t = 1_000_000
+    await using fake = await startFakeAnthropic({ now: () => t, batch: { validatingMs: 1000 } })
+    const headers = { "x-api-key": "k", "content-type": "application/json", "anthropic-version": VERSION }
+    const requests = [0, 1, 2].map((i) => ({ custom_id: `b_${i}`, params: cached(`row ${i}`) }))
+    const res = await fetch(`${fake.url}/v1/messages/batches`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ requests }),
+    })
+    const { id } = (await res.json()) as { id: string }
+    // the priming request comes in while the batch validates: the batch begins processing after it, and reads
+    t += 500
+    expect(((await (await post(fake, cached("p"))).json()) as Message).usage).toEqual(
+      cacheUsage(9, 2, 0, 2048),
+    )
+    t += 500
+    const text = await (await fetch(`${fake.url}/v1/messages/batches/${id}/results`, { headers })).text()
+    const usages = text
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { result: { message: Message } }).result.message.usage)
+    expect(usages).toEqual(Array(3).fill(cacheUsage(10, 3, 2048, 0)))
+  })
+
+  test("bills USD as the API does: writes at 1.25× (2× for 1 hour), reads at 0.1×, output at its price; batch lines at half", async () => {
+    let t = 1_000_000
+    await using fake = await startFakeAnthropic({ now: () => t })
+    expect(fake.billed()).toBe(0)
+    // write: 9 × $3 + 2,048 × $3.75 + 2 × $15 per million = $0.007737
+    await post(fake, cached("p"))
+    expect(fake.billed()).toBeCloseTo(0.007737, 12)
+    // read: 9 × $3 + 2,048 × $0.30 + 2 × $15 = $0.0006714
+    await post(fake, cached("p"))
+    expect(fake.billed()).toBeCloseTo(0.007737 + 0.0006714, 12)
+    // a 1-hour write, of a prefix of its own: 9 × $3 + 2,048 × $6 + 2 × $15 = $0.012345
+    await post(
+      fake,
+      cached("p", {
+        system: [
+          { type: "text", text: `${LONG.slice(1)}y`, cache_control: { type: "ephemeral", ttl: "1h" } },
+        ],
+      }),
+    )
+    expect(fake.billed()).toBeCloseTo(0.007737 + 0.0006714 + 0.012345, 12)
+    // two batch lines, reads, at half: 2 × (10 × $3 + 2,048 × $0.30 + 3 × $15) / 2 = $0.0006894
+    await batchOf(fake, [cached("row 0"), cached("row 1")])
+    expect(fake.billed()).toBeCloseTo(0.007737 + 0.0006714 + 0.012345 + 0.0006894, 12)
+    // without a breakpoint: 2,057 × $3 + 2 × $15 = $0.006201
+    const before = fake.billed()
+    await post(fake, {
+      model: SONNET,
+      max_tokens: 64,
+      system: LONG,
+      messages: [{ role: "user", content: "p" }],
+    })
+    expect(fake.billed() - before).toBeCloseTo(0.006201, 12)
+  })
+
+  test("bills each model at the price it is given, a dated snapshot at its model's, any other at $3 / $15", async () => {
+    await using fake = await startFakeAnthropic({ prices: { "claude-haiku-4-5": { input: 1, output: 5 } } })
+    const plain = (model: string) => ({ model, max_tokens: 64, messages: [{ role: "user", content: "p" }] })
+    // ["", [{role, content: "p"}]] is 36 characters: 9 input tokens; 2 output
+    await post(fake, plain("claude-haiku-4-5-20251001"))
+    expect(fake.billed()).toBeCloseTo((9 * 1 + 2 * 5) / 1e6, 15)
+    await post(fake, plain("claude-opus-4-6"))
+    expect(fake.billed()).toBeCloseTo((9 * 1 + 2 * 5 + 9 * 3 + 2 * 15) / 1e6, 15)
+  })
+})

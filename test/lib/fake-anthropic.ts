@@ -18,8 +18,18 @@ import {
 import { BatchEngine, base62, jsonl, mapIter, pageLimit, Validator } from "./fake-batch.ts"
 import type { BatchLine, BatchOptions, FakeBatch, LineError, View } from "./fake-batch.ts"
 import { validateSchema } from "./spec.ts"
+import {
+  inputTokens,
+  PromptCacheModel,
+  tokens,
+  usageOf,
+  type CacheCounts,
+  type CacheUse,
+  type Price,
+} from "./fake-anthropic-cache.ts"
 
 export type { RateLimit, Stats } from "./fake-openai.ts"
+export type { CacheCounts, Price } from "./fake-anthropic-cache.ts"
 
 /**
  * What one request gets. Besides the faults: "max_tokens" answers with the reply cut at the request's
@@ -48,6 +58,11 @@ export interface FakeOptions extends FakeOptionsOf<Faults> {
    * (default: the API's own 404 not_found_error, `Not Found: POST /path`).
    */
   unrouted?: (req: Request) => Response | Promise<Response>
+  /**
+   * USD per million input and output tokens, by model (a dated snapshot falls back to its model's entry), for
+   * `billed()`; any model not named costs claude-sonnet-4-5's $3 / $15.
+   */
+  prices?: Record<string, Price>
 }
 
 export interface Fake extends FakeOf<FaultKind> {
@@ -63,12 +78,23 @@ export interface Fake extends FakeOf<FaultKind> {
   served: number[]
   /** The Message Batches API: its options (change them at any time), faults, and records of every batch. */
   batch: BatchEngine<null>
+  /**
+   * USD billed so far for the 200 messages and the succeeded batch lines (batches are brought up to date first), as
+   * the API bills them: uncached input at the input price, cache writes at 1.25× it (2× for the 1-hour cache), cache
+   * reads at 0.1×, output at the output price; batch lines at half.
+   */
+  billed(): number
+  /**
+   * The prompt cache's use so far (batches brought up to date first): requests and batch lines that read a prefix
+   * or wrote one, and the tokens. A request's cacheable prefix ends with its last `cache_control` block; one seen
+   * within its lifetime (5 minutes or 1 hour on the fake's clock, renewed by every read) is read, else written. A
+   * batch's lines are decided against the cache as it stood when the batch began processing.
+   */
+  cached(): CacheCounts
 }
 
 export const CREDIT_MESSAGE =
   "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."
-
-const tokens = (text: string) => Math.max(1, Math.ceil(text.length / 4))
 
 /**
  * The message of a create refused for the Message Batches queue limit (`batch.queueLimit`): Anthropic's docs name the
@@ -116,14 +142,30 @@ function rateHeaders(limiter: RateLimiter, now: number): Record<string, string> 
   return headers
 }
 
+/** The text a reply is served with: cut at max_tokens for the "max_tokens" kind. */
+function served(body: Record<string, unknown>, full: string, kind: FaultKind): string {
+  const limit = typeof body.max_tokens === "number" ? body.max_tokens : 0
+  return kind === "max_tokens" ? full.slice(0, Math.max(1, limit) * 4) : full
+}
+
+/** The usage of the Message for a request, with what the prompt cache did for it. */
+function usage(body: Record<string, unknown>, full: string, kind: FaultKind, use: CacheUse | undefined) {
+  return usageOf(inputTokens(body), kind === "empty" ? 0 : tokens(served(body, full, kind)), use)
+}
+
 /**
  * The Message for a request: the reply as a text block (cut at max_tokens for the "max_tokens" kind, none for
- * "empty"), or, when the request forces a tool, a tool_use block whose input is the reply parsed. `n` seeds the ids.
+ * "empty"), or, when the request forces a tool, a tool_use block whose input is the reply parsed. `n` seeds the ids;
+ * `use` is what the prompt cache did for the request.
  */
-function message(body: Record<string, unknown>, full: string, kind: FaultKind, n: number | string) {
-  const inputTokens = tokens(JSON.stringify([body.system ?? "", body.messages ?? ""]))
-  const limit = typeof body.max_tokens === "number" ? body.max_tokens : 0
-  const text = kind === "max_tokens" ? full.slice(0, Math.max(1, limit) * 4) : full
+function message(
+  body: Record<string, unknown>,
+  full: string,
+  kind: FaultKind,
+  n: number | string,
+  use?: CacheUse,
+) {
+  const text = served(body, full, kind)
   // a forced tool call (how spool asks for structured output): the reply, parsed, is the tool's input
   const forced = body.tool_choice as { type?: string; name?: string } | undefined
   const tool = forced?.type === "tool" && kind !== "empty" && kind !== "max_tokens"
@@ -157,16 +199,7 @@ function message(body: Record<string, unknown>, full: string, kind: FaultKind, n
     stop_sequence: null,
     stop_details: null,
     container: null,
-    usage: {
-      input_tokens: inputTokens,
-      output_tokens: kind === "empty" ? 0 : tokens(text),
-      cache_creation_input_tokens: 0,
-      cache_read_input_tokens: 0,
-      cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 },
-      server_tool_use: null,
-      service_tier: "standard",
-      inference_geo: null,
-    },
+    usage: usage(body, full, kind, use),
   }
 }
 
@@ -203,6 +236,7 @@ function messageBatchApi(
   now: () => number,
   error: ErrorFn,
   denied: (req: Request) => Response | undefined,
+  cache: PromptCacheModel,
 ) {
   const validator = new Validator("CreateMessageParams", "anthropic")
   const iso = (ms: number) => new Date(ms).toISOString()
@@ -339,7 +373,7 @@ function messageBatchApi(
             custom_id,
             result: {
               type: "succeeded",
-              message: message(line.body, result.content, "ok", `${b.id}|${index}`),
+              message: message(line.body, result.content, "ok", `${b.id}|${index}`, cache.line(b, index)),
             },
           })
         case "errored":
@@ -418,6 +452,8 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
   const reply = options.reply ?? ((input: string) => `echo: ${input}`)
   const now = options.now ?? Date.now
   const limiter = options.rateLimit ? new RateLimiter(options.rateLimit, now()) : undefined
+  const cache = new PromptCacheModel(options.prices)
+  const modelOf = (body: Record<string, unknown>) => (typeof body.model === "string" ? body.model : "")
 
   /** The API's 429 for a refused request: rate_limit_error, with retry-after unless waiting cannot help. */
   const rateLimited = (verdict: Extract<Verdict, { ok: false }>) => {
@@ -514,12 +550,11 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
       const errors = validateSchema("CreateMessageParams", body, "anthropic")
       if (errors.length) fake.invalid.push({ body, errors })
     }
-    const inputTokens = tokens(JSON.stringify([body.system ?? "", body.messages ?? ""]))
     const limit = typeof body.max_tokens === "number" ? body.max_tokens : 0
     if (limiter) {
       // before anything else is counted: a refused request is not `seen` and does not move the script on
       const at = now()
-      const verdict = limiter.admit({ input: inputTokens, output: Math.max(0, limit) }, at)
+      const verdict = limiter.admit({ input: inputTokens(body), output: Math.max(0, limit) }, at)
       state.headers = rateHeaders(limiter, at)
       if (!verdict.ok) {
         fake.limited++
@@ -528,14 +563,18 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     }
     const input = inputOf(body)
     const kind = faultFor(fake, input)
+    // the prompt cache as the request arrives: requests that overlap a write (latency) all write
+    const arrived = now()
+    const use = cache.lookup(body, arrived)
     if (fake.latencyMs > 0 && kind !== "hang") await Bun.sleep(fake.latencyMs)
     const failed = fault(kind, req.signal)
     if (failed) return failed
     fake.paid.set(input, (fake.paid.get(input) ?? 0) + 1)
     fake.served.push(now())
-    return Response.json(message(body, reply(input, body), kind, fake.requests), {
-      headers: { "request-id": id("req_", fake.requests) },
-    })
+    cache.keep(body, use, arrived)
+    const answer = message(body, reply(input, body), kind, fake.requests, use)
+    cache.bill(modelOf(body), answer.usage, false)
+    return Response.json(answer, { headers: { "request-id": id("req_", fake.requests) } })
   }
 
   let batchRoutes: ReturnType<typeof messageBatchApi>
@@ -559,6 +598,14 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
     bodies: [],
     batch: undefined as unknown as BatchEngine<null>,
     stats: () => statsOf(fake, options.rateLimit),
+    billed() {
+      fake.batch.settle()
+      return cache.billed()
+    },
+    cached() {
+      fake.batch.settle()
+      return { ...cache.counts }
+    },
     stop: () => stopFake(server, hung),
     async [Symbol.asyncDispose]() {
       await fake.stop()
@@ -574,9 +621,15 @@ export async function startFakeAnthropic(options: FakeOptions = {}): Promise<Fak
         view.phase === "ended" ? "ended" : view.phase === "cancelling" ? "canceling" : "in_progress",
       // 100,000 requests and 256 MB a create
       limits: { maxRequests: 100_000, maxBytes: 256 * 1024 * 1024 },
+      // a succeeded line is billed as it is paid, with its share of the batch's prompt cache
+      served(b, index) {
+        const line = b.lines[index]!
+        const use = cache.line(b, index)
+        cache.bill(modelOf(line.body), usage(line.body, b.content[index] ?? "", "ok", use), true)
+      },
     },
     options.batch,
   )
-  batchRoutes = messageBatchApi(fake, options, now, error, denied)
+  batchRoutes = messageBatchApi(fake, options, now, error, denied, cache)
   return fake
 }

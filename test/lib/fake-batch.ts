@@ -141,6 +141,8 @@ export interface Host {
   status(view: View): string
   /** The provider's own limits, where the options set none. */
   limits: { maxRequests: number; maxBytes: number }
+  /** Called for each line that succeeds, as it is paid (Anthropic: the line's prompt-cache use and bill). */
+  served?(batch: FakeBatch, index: number): void
 }
 
 interface Stop {
@@ -445,6 +447,7 @@ export class BatchEngine<D = unknown> {
       b.succeeded++
       paid.set(line.input, (paid.get(line.input) ?? 0) + 1)
       this.paidLines++
+      host.served?.(b, i)
     }
   }
 

@@ -325,3 +325,119 @@ describe("the fake OpenAI server's rate limit", () => {
     })
   })
 })
+
+describe("the fake OpenAI server's prompt cache and bill", () => {
+  /** A 3,000-token system prompt (12,000 characters, 4 a token). */
+  const SYSTEM = "s".repeat(12_000)
+  const MINI = "gpt-5-mini"
+  const withSystem = (row: string, more: Record<string, unknown> = {}) => ({
+    model: MINI,
+    messages: [
+      { role: "system", content: SYSTEM },
+      { role: "user", content: row },
+    ],
+    ...more,
+  })
+  type Completion = {
+    usage: {
+      prompt_tokens: number
+      completion_tokens: number
+      total_tokens: number
+      prompt_tokens_details: { cached_tokens: number }
+    }
+    service_tier?: string
+  }
+  const send = async (fake: Fake, body: unknown) => {
+    const res = await post(fake, body)
+    expect(res.status).toBe(200)
+    const answer = (await res.json()) as Completion
+    expect(validateSchema("CreateChatCompletionResponse", answer)).toEqual([])
+    return answer
+  }
+  const cachedOf = async (fake: Fake, body: unknown) =>
+    (await send(fake, body)).usage.prompt_tokens_details.cached_tokens
+  // a prompt is its messages' JSON: 29 characters, the system prompt, 29 more, the row and 3: "alpha" → 12,066
+  // characters, 3,017 tokens; the shared 12,058 are 3,014 whole tokens: 1,024 + 15 × 128 = 2,944 cached
+  const FULL = 3017 * 0.25 + 3 * 2
+  const READ = (3017 - 2944) * 0.25 + 2944 * 0.25 * 0.1 + 3 * 2
+
+  test("a shared 3,000-token prefix is read as 2,944 cached tokens, and is gone after 5 idle minutes", async () => {
+    let t = 0
+    await using fake = await startFake({ now: () => t })
+    const first = await send(fake, withSystem("alpha", { prompt_cache_key: "r1-p0" }))
+    expect(first.usage).toEqual({
+      prompt_tokens: 3017,
+      completion_tokens: 3,
+      total_tokens: 3020,
+      prompt_tokens_details: { cached_tokens: 0 },
+    })
+    t += 60_000
+    expect(await cachedOf(fake, withSystem("bravo", { prompt_cache_key: "r1-p0" }))).toBe(2944)
+    // each use refreshes the prefix: 4 minutes after the last use it is still there, though 5 after the first
+    t += 4 * 60_000
+    expect(await cachedOf(fake, withSystem("gamma"))).toBe(2944)
+    t += 5 * 60_000
+    expect(await cachedOf(fake, withSystem("delta"))).toBe(0)
+    // that miss wrote it again
+    expect(await cachedOf(fake, withSystem("omega"))).toBe(2944)
+    expect(fake.cache.keys).toEqual(["r1-p0", "r1-p0", null, null, null])
+    expect([fake.cache.hits, fake.cache.cachedTokens]).toEqual([3, 3 * 2944])
+    // every row has 5 letters: each prompt 3,017 tokens, each answer 3
+    expect(fake.cache.billed).toBeCloseTo((2 * FULL + 3 * READ) / 1e6, 15)
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("a prompt under 1,024 tokens is never cached, a prefix is the model's own, and a different start shares nothing", async () => {
+    await using fake = await startFake()
+    const short = { model: MINI, messages: [{ role: "user", content: "x".repeat(4000) }] }
+    expect([await cachedOf(fake, short), await cachedOf(fake, short)]).toEqual([0, 0])
+    await cachedOf(fake, withSystem("alpha"))
+    expect(await cachedOf(fake, { ...withSystem("alpha"), model: "gpt-5-nano" })).toBe(0)
+    const other = withSystem("alpha")
+    other.messages[0] = { role: "system", content: `t${SYSTEM.slice(1)}` }
+    expect(await cachedOf(fake, other)).toBe(0)
+    // 1,149 whole tokens shared: read as 1,024, the last whole block (1,152 is past them)
+    const long = (end: string) => ({
+      model: MINI,
+      messages: [{ role: "user", content: "y".repeat(4570) + end }],
+    })
+    await cachedOf(fake, long("a"))
+    expect(await cachedOf(fake, long("b"))).toBe(1024)
+    expect(fake.cache.hits).toBe(1)
+  })
+
+  test("bills USD by the usage it reports: the model's prices, the cached ratio, and half for flex", async () => {
+    const prices = { "gpt-5": { input: 1.25, output: 10 } }
+    await using fake = await startFake({ cache: { prices, cachedRatio: 0.5 } })
+    await send(fake, { ...withSystem("alpha"), model: "gpt-5-2025-08-07" })
+    await send(fake, { ...withSystem("bravo"), model: "gpt-5" })
+    const full = 3017 * 1.25 + 3 * 10
+    const read = (3017 - 2944) * 1.25 + 2944 * 1.25 * 0.5 + 3 * 10
+    // the dated snapshot is priced as its model, and shares its cache only with itself
+    expect(fake.cache.billed).toBeCloseTo((full + full) / 1e6, 15)
+    const flexed = await send(fake, { ...withSystem("gamma"), model: "gpt-5", service_tier: "flex" })
+    expect(flexed.service_tier).toBe("flex")
+    expect(flexed.usage.prompt_tokens_details.cached_tokens).toBe(2944)
+    expect(fake.cache.billed).toBeCloseTo((2 * full + read / 2) / 1e6, 15)
+    // a model it has no price for is billed as gpt-5-mini
+    await send(fake, ask("hi"))
+    const hi = 8 * 0.25 + 2 * 2
+    expect(fake.cache.billed).toBeCloseTo((2 * full + read / 2 + hi) / 1e6, 15)
+    expect(fake.invalid).toEqual([])
+  })
+
+  test("flex_unavailable answers 429 with the flex tier's error, retry-after when the faults give one, unbilled", async () => {
+    await using fake = await startFake()
+    fake.script.set("busy", ["flex_unavailable", "flex_unavailable"])
+    const res = await post(fake, { ...ask("busy"), service_tier: "flex" })
+    expect(res.status).toBe(429)
+    expect(res.headers.get("retry-after")).toBeNull()
+    const body = (await res.json()) as { error: Record<string, unknown> }
+    expect(validateSchema("ErrorResponse", body)).toEqual([])
+    expect(body.error.code).toBe("resource_unavailable")
+    expect(String(body.error.message)).toStartWith("Resource Unavailable")
+    fake.faults = { rate: 0, kinds: [], retryAfter: "9" }
+    expect((await post(fake, { ...ask("busy"), service_tier: "flex" })).headers.get("retry-after")).toBe("9")
+    expect([fake.paid.size, fake.cache.billed]).toEqual([0, 0])
+  })
+})

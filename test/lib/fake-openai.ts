@@ -1,12 +1,16 @@
 /**
  * A fake OpenAI server on 127.0.0.1 (`POST /v1/chat/completions`, `POST /v1/responses` and `POST /v1/embeddings`) that speaks the official
- * wire format, with switchable faults.
+ * wire format, with switchable faults. Chat completions, realtime and batch, read and write its automatic prompt cache,
+ * and every answer is billed in USD (fake-openai-cache.ts); `service_tier: "flex"` is served, at half the price.
  */
+import { PromptCache, type CacheOptions } from "./fake-openai-cache.ts"
 import { BatchEngine, base62, jsonl, mapIter, pageLimit, unix, Validator } from "./fake-batch.ts"
 import type { BatchLine, BatchOptions, FakeBatch, LineError, View } from "./fake-batch.ts"
 import { validateSchema } from "./spec.ts"
 
-export type FaultKind = "ok" | "429" | "quota" | "500" | "503" | "hang" | "reset" | "garbage"
+/** "flex_unavailable": the 429 a flex call gets when the flex tier has no capacity ("Resource Unavailable"). */
+export type FaultKind =
+  "ok" | "429" | "quota" | "500" | "503" | "hang" | "reset" | "garbage" | "flex_unavailable"
 
 /** Random faults, of the kinds `K` a fake has (this one's FaultKind, or fake-anthropic.ts's). */
 export interface FaultsOf<K extends string> {
@@ -178,6 +182,8 @@ export interface FakeOptions extends FakeOptionsOf<Faults> {
   profile?: FakeProfile
   /** false: keep no batch metadata, as a service that takes none does (batches show `metadata: null`). */
   metadata?: false
+  /** The prompt cache's lifetime and the bill's prices (fake-openai-cache.ts). */
+  cache?: CacheOptions
 }
 
 /** The services the fake can serve as: OpenAI's API, or one of openai-compatible's batch profiles. */
@@ -309,6 +315,8 @@ export interface Fake extends FakeOf<FaultKind> {
   batch: BatchEngine<OpenAIBatch>
   /** The Files API's files, by id. */
   files: Map<string, StoredFile>
+  /** The prompt cache and the bill: `billed` USD, `hits`, `cachedTokens`, and every chat request's `keys`. */
+  cache: PromptCache
 }
 
 /** What a fake that has answered nothing yet counts, with the latency and faults `options` give. */
@@ -439,6 +447,14 @@ function userText(messages: unknown): string {
   return ""
 }
 
+/** A flex call's answer says it was served by the flex tier. */
+const tierOf = (body: Record<string, unknown>) =>
+  body.service_tier === "flex" ? { service_tier: "flex" } : {}
+
+/** The endpoint of each batch line's body, and the cached tokens of each chat line once it was processed. */
+const lineApis = new WeakMap<object, Api>()
+const lineCached = new WeakMap<object, number>()
+
 /** One endpoint the fake serves: its request schema, where its input text is, and its success body. */
 export interface Api {
   schema: string
@@ -447,8 +463,17 @@ export interface Api {
   inputs?(body: Record<string, unknown>): string[]
   /** What the request costs against a token limit: its input tokens as usage reports them, plus its max output. */
   cost(body: Record<string, unknown>): Cost
-  /** `at`: the answer's creation time in unix seconds (now unless given: a batch's lines keep theirs across downloads). */
-  answer(body: Record<string, unknown>, content: string, n: number, at?: number): Record<string, unknown>
+  /**
+   * `at`: the answer's creation time in unix seconds (now unless given: a batch's lines keep theirs across downloads);
+   * `cached`: its prompt tokens read from the prompt cache (chat completions).
+   */
+  answer(
+    body: Record<string, unknown>,
+    content: string,
+    n: number,
+    at?: number,
+    cached?: number,
+  ): Record<string, unknown>
 }
 
 const model = (body: Record<string, unknown>) => (typeof body.model === "string" ? body.model : "unknown")
@@ -461,7 +486,7 @@ const CHAT: Api = {
     input: tokens(JSON.stringify(body.messages ?? "")),
     output: count(body.max_completion_tokens ?? body.max_tokens),
   }),
-  answer(body, content, n, at = Math.floor(Date.now() / 1000)) {
+  answer(body, content, n, at = Math.floor(Date.now() / 1000), cached = 0) {
     const prompt = tokens(JSON.stringify(body.messages ?? ""))
     const completion = tokens(content)
     return {
@@ -477,7 +502,13 @@ const CHAT: Api = {
           finish_reason: "stop",
         },
       ],
-      usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
+      usage: {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: { cached_tokens: cached },
+      },
+      ...tierOf(body),
     }
   },
 }
@@ -589,6 +620,7 @@ const RESPONSES: Api = {
         total_tokens: input + output,
       },
       ...(typeof body.user === "string" ? { user: body.user } : {}),
+      ...tierOf(body),
       metadata: body.metadata ?? {},
     }
   },
@@ -1003,6 +1035,8 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
         if (wrong.length) fake.invalid.push({ body, errors: wrong.map((e) => `line ${k}: body${e}`) })
       }
       lines.push({ customId, input: api.input(body), body })
+      lineApis.set(body, api)
+      if (api === CHAT) fake.cache.key(body)
     }
     if (models.size) {
       fake.invalid.push({
@@ -1161,7 +1195,13 @@ function batchApi(fake: Fake, options: FakeOptions, now: () => number) {
       const start = `${idHead}${tail}","custom_id":${JSON.stringify(line.customId)},"response":`
       if (kind === "output") {
         if (result.type !== "succeeded") return undefined
-        const made = b.data.api.answer(line.body, result.content, base + index, created)
+        const made = b.data.api.answer(
+          line.body,
+          result.content,
+          base + index,
+          created,
+          lineCached.get(line.body),
+        )
         const answer = b.fault.reshape ? b.fault.reshape(line.customId, made) : made
         if (b.data.api === EMBEDDINGS && options.validate !== false) {
           const wrong = embeddingAnswerErrors(answer)
@@ -1309,6 +1349,16 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
           "server_error",
           null,
         )
+      case "flex_unavailable": {
+        const after = fake.faults?.retryAfter
+        return errorBody(
+          429,
+          "Resource Unavailable: Flex processing has no capacity for this request right now. Please try again later.",
+          "service_unavailable_error",
+          "resource_unavailable",
+          after === undefined ? {} : { headers: { "retry-after": after } },
+        )
+      }
       case "garbage":
       case "reset":
       case "hang":
@@ -1352,6 +1402,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
       const errors = validateSchema(api.schema, body)
       if (errors.length) fake.invalid.push({ body, errors })
     }
+    if (api === CHAT) fake.cache.key(body)
     if (limiter) {
       // before anything else is counted: a refused request is not `seen` and does not move the script on
       const verdict = limiter.admit(api.cost(body), now())
@@ -1369,9 +1420,32 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     const content = reply(input, body)
     for (const text of api.inputs?.(body) ?? [input]) fake.paid.set(text, (fake.paid.get(text) ?? 0) + 1)
     fake.served.push(now())
-    const answer = api.answer(body, content, fake.requests) as { choices?: { finish_reason: string }[] }
+    const cached = charge(api, body, content, body.service_tier === "flex")
+    const answer = api.answer(body, content, fake.requests, undefined, cached) as {
+      choices?: { finish_reason: string }[]
+    }
     if (options.finish && answer.choices?.[0]) answer.choices[0].finish_reason = options.finish(input)
     return Response.json(answer)
+  }
+
+  /**
+   * Reads a chat prompt's cached tokens (writing its prefixes), and bills an answered request (`half`: a batch line
+   * or a flex call) by the usage its answer reports. Returns the cached tokens.
+   */
+  const charge = (api: Api, body: Record<string, unknown>, content: string, half: boolean) => {
+    const name = model(body)
+    const cached = api === CHAT ? fake.cache.read(name, JSON.stringify(body.messages ?? "")) : 0
+    const output = api === EMBEDDINGS ? 0 : tokens(content)
+    fake.cache.bill({ model: name, input: api.cost(body).input, cached, output, half })
+    return cached
+  }
+
+  /** A batch line is answered: the cache and the bill see it as it is processed, in processing order. */
+  const replyLine = (input: string, body: Record<string, unknown>) => {
+    const content = reply(input, body)
+    const cached = charge(lineApis.get(body) ?? CHAT, body, content, true)
+    if (cached > 0) lineCached.set(body, cached)
+    return content
   }
 
   let batchRoutes: ReturnType<typeof batchApi>
@@ -1416,6 +1490,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
     ...counters<FaultKind>(options),
     batch: undefined as unknown as BatchEngine<OpenAIBatch>,
     files: new Map(),
+    cache: new PromptCache(options.cache ?? {}, now),
     stats: () => statsOf(fake, options.rateLimit),
     stop: () => stopFake(server, hung),
     async [Symbol.asyncDispose]() {
@@ -1429,7 +1504,7 @@ export async function startFake(options: FakeOptions = {}): Promise<Fake> {
   }
   const limits = { maxRequests: 50_000, maxBytes: 200 * 1024 * 1024 }
   fake.batch = new BatchEngine<OpenAIBatch>(
-    { now, reply, paid: () => fake.paid, status, limits },
+    { now, reply: replyLine, paid: () => fake.paid, status, limits },
     options.batch,
   )
   batchRoutes = batchApi(fake, options, now)

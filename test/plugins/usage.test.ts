@@ -29,7 +29,7 @@ describe("usage with a prompt cache", () => {
     })
   })
 
-  test("anthropic: cache reads and writes are added back to the input; the reads are the cached part", () => {
+  test("anthropic: cache reads and writes are added back to the input; the reads are the cached part, the writes the cache writes", () => {
     const message = {
       content: [{ type: "text", text: "ok" }],
       stop_reason: "end_turn",
@@ -44,6 +44,7 @@ describe("usage with a prompt cache", () => {
       input_tokens: 3250,
       output_tokens: 7,
       cached_input_tokens: 3000,
+      cache_write_tokens: 200,
     })
   })
 })

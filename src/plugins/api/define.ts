@@ -102,6 +102,28 @@ export interface Request {
    * mechanism (OpenAI `response_format` json_schema, Anthropic a forced tool call) and returns the JSON as `text`.
    */
   schema?: { name: string; schema: Record<string, unknown> } | undefined
+  /**
+   * Prompt caching (README, "Paying less"): where the request's shared prefix ends. Set by spool when the job's
+   * `[request] cache` is not "off". A provider with explicit breakpoints (Anthropic) marks the end of the prefix with
+   * `cache_control`; one with automatic caching (OpenAI) sends `key` as its `prompt_cache_key`. Never part of the
+   * response cache's key: it does not change the answer.
+   */
+  cache?: PromptCache | undefined
+}
+
+/** Where a request's cacheable prefix ends, and how long the provider should keep it (`Request.cache`). */
+export interface PromptCache {
+  /**
+   * Characters of `prompt` that belong to the shared prefix: 0 when the prefix ends with the system prompt. The
+   * prefix is always the whole system prompt followed by `prompt.slice(0, prefix)`.
+   */
+  prefix: number
+  /** Anthropic's `cache_control.ttl`: "5m" (the default one, sent without `ttl`) or "1h". */
+  ttl: "5m" | "1h"
+  /** A short stable name of the run and prefix (letters, digits, `-`; at most 64 characters): OpenAI's `prompt_cache_key`. */
+  key: string
+  /** False: the prefix is too short to be cached (below the model's minimum), so no breakpoint is marked. */
+  mark: boolean
 }
 
 export interface Usage {
@@ -110,6 +132,11 @@ export interface Usage {
   output_tokens: number
   /** The input tokens served from the provider's prompt cache (billed at the cached-input price), when it says. */
   cached_input_tokens?: number | undefined
+  /**
+   * The input tokens written to the provider's prompt cache by this request (Anthropic `cache_creation_input_tokens`),
+   * billed at the cache-write price; like cached ones, they are part of `input_tokens`. Undefined or 0 when none.
+   */
+  cache_write_tokens?: number | undefined
 }
 
 /** A successful answer. Failures are thrown as `ProviderError`. */
@@ -156,6 +183,11 @@ export interface ProviderContext {
    * `BatchClient.embedLine`). A batch client is made for one of them: a provider batch holds one endpoint.
    */
   kind?: "chat" | "embedding" | undefined
+  /**
+   * The service tier of realtime calls: "flex" (`[provider] mode = "flex"`: OpenAI's Flex processing, at the batch
+   * price, slower and sometimes unavailable); undefined for the standard tier.
+   */
+  tier?: "flex" | undefined
 }
 
 export interface ProviderClient {
@@ -311,6 +343,19 @@ export interface Provider<S extends OptionsSchema = OptionsSchema> {
    * opened or any call is made (`spool run` and `spool estimate` refuse the job, exit 2).
    */
   checkSchema?(schema: Record<string, unknown>): string[]
+  /**
+   * How the provider caches prompt prefixes, when it does (README, "Paying less"). `explicit`: only where a request
+   * marks a breakpoint (Anthropic `cache_control`), and a batch's requests read a prefix only once it was written, so
+   * spool primes it first; otherwise automatic (OpenAI). `minimumTokens`: the shortest prefix the model caches.
+   * `ttlMs`: how long an unread prefix lives, by `PromptCache.ttl`.
+   */
+  promptCache?: {
+    explicit: boolean
+    minimumTokens(model: string): number
+    ttlMs(ttl: "5m" | "1h"): number
+  }
+  /** Whether the model is offered in the flex tier (`mode = "flex"`); a provider without it has no flex tier. */
+  flex?(model: string): boolean
   /** Makes the client one run uses; called once, before any item is claimed. */
   create(options: v.InferOutput<S>, context: ProviderContext): ProviderClient
 }

@@ -68,7 +68,7 @@ export class StoreError extends SpoolError {
 /**
  * Why an item's attempt failed. Classes group errors in `spool status`:
  * rate_limit, server, timeout, network, bad_response, bad_request, auth, quota, not_found, template, output,
- * queue_limit.
+ * queue_limit, unavailable.
  */
 export type ErrorClass =
   | "rate_limit"
@@ -85,6 +85,11 @@ export type ErrorClass =
   | "output"
   /** A batch was refused because the provider's queue for this model is full (enqueued tokens or requests). */
   | "queue_limit"
+  /**
+   * The flex tier has no capacity for the request just now (OpenAI's 429 "Resource Unavailable" to a
+   * `service_tier: "flex"` call): retried later, with a longer backoff than a rate limit, and not a sign of a rate limit.
+   */
+  | "unavailable"
 
 /** A provider call failed. Providers map their SDK's or HTTP errors to this once; the runner reads only this. */
 export class ProviderError extends SpoolError {

@@ -11,7 +11,7 @@ import Anthropic, {
   APIUserAbortError,
 } from "@anthropic-ai/sdk"
 import type { Message, MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/messages"
-import type { ProviderContext, Reply, Request } from "../../api/define.ts"
+import type { PromptCache, ProviderContext, Reply, Request } from "../../api/define.ts"
 import { firstAnswers, shown, type FirstAnswers } from "../../api/baseurl.ts"
 import { ProviderError } from "../../api/errors.ts"
 import { byStatus, retryAfterMs, unanswered, type SdkErrors } from "../../api/http.ts"
@@ -23,14 +23,46 @@ import { byStatus, retryAfterMs, unanswered, type SdkErrors } from "../../api/ht
  */
 export const DEFAULT_MAX_TOKENS = 4096
 
-/** The Messages body for a neutral request; `params` are laid over it as they are. */
+/**
+ * The `cache_control` of a breakpoint: the 5-minute cache is the API's default and goes without `ttl`. The 1-hour
+ * one is part of the Messages API (CacheControlEphemeral's `ttl` enum): it needs no beta header.
+ */
+const breakpointOf = (ttl: PromptCache["ttl"]) =>
+  ttl === "1h" ? { type: "ephemeral", ttl: "1h" } : { type: "ephemeral" }
+
+/**
+ * Where `cache_control` goes (README, "Paying less"): on the system prompt when the prefix ends with it, else on a
+ * first text block of the user message that holds the prompt's shared part (the rest follows in a second block).
+ * The API caches tools, then system, then messages up to the block that carries the breakpoint.
+ */
+function marked(request: Request): { system?: unknown; content: unknown } {
+  const cache = request.cache
+  if (!cache?.mark) return { system: request.system, content: request.prompt }
+  const cache_control = breakpointOf(cache.ttl)
+  const cut = Math.min(Math.max(0, cache.prefix), request.prompt.length)
+  if (cut === 0) {
+    // nothing of the prompt is shared: the prefix is the system prompt, or (without one) there is none to mark
+    if (!request.system) return { content: request.prompt }
+    return { system: [{ type: "text", text: request.system, cache_control }], content: request.prompt }
+  }
+  const rest = request.prompt.slice(cut)
+  const shared = { type: "text", text: request.prompt.slice(0, cut), cache_control }
+  return { system: request.system, content: rest ? [shared, { type: "text", text: rest }] : [shared] }
+}
+
+/**
+ * The Messages body for a neutral request; `params` are laid over it as they are. With `request.cache` marked, the
+ * end of the shared prefix carries a `cache_control` breakpoint (`marked`); without it, the prompt and the system
+ * prompt are plain strings.
+ */
 export function body(model: string, request: Request): MessageCreateParamsNonStreaming {
+  const { system, content } = marked(request)
   const out: Record<string, unknown> = {
     model,
     max_tokens: request.max_tokens ?? DEFAULT_MAX_TOKENS,
-    messages: [{ role: "user", content: request.prompt }],
+    messages: [{ role: "user", content }],
   }
-  if (request.system) out.system = request.system
+  if (system) out.system = system
   if (request.temperature !== undefined) out.temperature = request.temperature
   if (request.schema) {
     // structured output as a forced tool call: the one tool's input is the answer, shaped by the job's schema.
@@ -49,14 +81,17 @@ export function body(model: string, request: Request): MessageCreateParamsNonStr
 
 /**
  * Anthropic's usage in spool's terms: its `input_tokens` leaves out the tokens read from and written to the prompt
- * cache, so they are added back (all input is input); the ones read from the cache are the cached input.
+ * cache, so they are added back (all input is input); the ones read from the cache are the cached input, the ones
+ * written to it the cache writes.
  */
 function usageOf(usage: Message["usage"] | undefined): Reply["usage"] {
   const read = usage?.cache_read_input_tokens ?? 0
+  const written = usage?.cache_creation_input_tokens ?? 0
   return {
-    input_tokens: (usage?.input_tokens ?? 0) + read + (usage?.cache_creation_input_tokens ?? 0),
+    input_tokens: (usage?.input_tokens ?? 0) + read + written,
     output_tokens: usage?.output_tokens ?? 0,
     cached_input_tokens: read || undefined,
+    cache_write_tokens: written || undefined,
   }
 }
 

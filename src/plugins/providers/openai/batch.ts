@@ -30,7 +30,16 @@ import { announced, save, stallWatch, UPLOAD_TIMEOUT_MS, CLOCK_SLACK_MS } from "
 import { ProviderError, StoreError } from "../../api/errors.ts"
 import { unanswered, type SdkErrors } from "../../api/http.ts"
 import type { FirstAnswers } from "../../api/baseurl.ts"
-import { baseOf, body, classify, replyOf, responsesBody, responsesReplyOf, type ErrorDetail } from "./wire.ts"
+import {
+  baseOf,
+  body,
+  classify,
+  extras,
+  replyOf,
+  responsesBody,
+  responsesReplyOf,
+  type ErrorDetail,
+} from "./wire.ts"
 import { embedBody, embedLineReplyOf } from "./embed.ts"
 
 /** 50,000 requests and 200 MB of request file per batch, as the Batch API guide states. */
@@ -60,6 +69,8 @@ export interface BatchShape {
   body?: ((model: string, request: Request) => Record<string, unknown>) | undefined
   /** Reads a line's 200 body, when not as OpenAI's (openai-compatible's tolerant reader). */
   read?: ((status: number, body: unknown) => Reply) | undefined
+  /** Lines carry `prompt_cache_key` for a request with a shared prefix (OpenAI's own API; never `service_tier`). */
+  cacheKey?: boolean | undefined
 }
 
 /** OpenAI's own Batch API. */
@@ -71,6 +82,7 @@ export const OPENAI_SHAPE: BatchShape = {
   statuses: {},
   headers: {},
   query: {},
+  cacheKey: true,
 }
 
 /** Batch metadata values may be 512 characters long. */
@@ -259,7 +271,11 @@ export function openaiBatch(
   const responses = endpoint === "responses"
   const embeddings = endpoint === "embeddings"
   const url = `${shape.prefix}${PATHS[endpoint]}`
-  const build = responses ? responsesBody : (shape.body ?? body)
+  // a batch line is never flex: the Batch API has its own discount
+  const extra = (request: Request) => (shape.cacheKey ? extras(request) : {})
+  const build = responses
+    ? (model: string, request: Request) => responsesBody(model, request, extra(request))
+    : (shape.body ?? ((model: string, request: Request) => body(model, request, undefined, extra(request))))
   const read: (status: number, body: unknown) => Reply = embeddings
     ? embedLineReplyOf
     : responses

@@ -44,13 +44,27 @@ export function first(context: ProviderContext): FirstAnswers {
 }
 
 /**
- * The chat completions body for a neutral request; `params` are laid over it as they are. `limit` names the
- * output-limit field: OpenAI's current one by default; servers that mimic the older API read `max_tokens`.
+ * What OpenAI's own API is sent beyond a mimic's body: `prompt_cache_key` when the request has a shared prefix
+ * (OpenAI caches prefixes by itself; the key routes the requests that share one together), and `service_tier: "flex"`
+ * for a flex call (realtime only: a batch line never carries it).
+ */
+export function extras(request: Request, tier?: "flex"): Record<string, unknown> {
+  return {
+    ...(request.cache ? { prompt_cache_key: request.cache.key } : {}),
+    ...(tier === "flex" ? { service_tier: "flex" } : {}),
+  }
+}
+
+/**
+ * The chat completions body for a neutral request; `extra` (OpenAI's own fields: `extras`), then `params`, are laid
+ * over it as they are. `limit` names the output-limit field: OpenAI's current one by default; servers that mimic the
+ * older API read `max_tokens`.
  */
 export function body(
   model: string,
   request: Request,
   limit: "max_completion_tokens" | "max_tokens" = "max_completion_tokens",
+  extra: Record<string, unknown> = {},
 ): Record<string, unknown> {
   const messages: { role: string; content: string }[] = []
   if (request.system) messages.push({ role: "system", content: request.system })
@@ -63,7 +77,7 @@ export function body(
       type: "json_schema",
       json_schema: { name: request.schema.name, strict: true, schema: request.schema.schema },
     }
-  return request.params ? { ...out, ...request.params } : out
+  return { ...out, ...extra, ...request.params }
 }
 
 /** How a chat completion ended, in the neutral terms of `Reply.finish`; nothing for a whole answer. */
@@ -78,9 +92,13 @@ export const MIN_OUTPUT_TOKENS = 16
 
 /**
  * The Responses API body for a neutral request: the prompt as the `input` string, the system prompt as
- * `instructions`; `params` are laid over it as they are.
+ * `instructions`; `extra` (`extras`), then `params`, are laid over it as they are.
  */
-export function responsesBody(model: string, request: Request): Record<string, unknown> {
+export function responsesBody(
+  model: string,
+  request: Request,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   const out: Record<string, unknown> = { model, input: request.prompt }
   if (request.system) out.instructions = request.system
   if (request.max_tokens !== undefined)
@@ -90,7 +108,7 @@ export function responsesBody(model: string, request: Request): Record<string, u
     out.text = {
       format: { type: "json_schema", name: request.schema.name, schema: request.schema.schema, strict: true },
     }
-  return request.params ? { ...out, ...request.params } : out
+  return { ...out, ...extra, ...request.params }
 }
 
 type ResponseObject = {
@@ -175,19 +193,39 @@ function detailOf(text: string): ErrorDetail | undefined {
 }
 
 /**
+ * Whether an error says the flex tier has no capacity just now: Flex processing's 429 "Resource Unavailable", which
+ * its guide tells apart from a rate limit (and does not bill). Read from the code, the type or the message, as the
+ * guide names no code.
+ */
+export function unavailable(detail: ErrorDetail | undefined): boolean {
+  if (detail?.code === "rate_limit_exceeded" || detail?.code === "insufficient_quota") return false
+  const said = `${detail?.code ?? ""} ${detail?.type ?? ""} ${detail?.message ?? ""}`
+  return /resources?[ _]unavailable|resources? (?:are |is )?(?:currently )?unavailable/i.test(said)
+}
+
+/**
  * Maps an HTTP error response to the project's error, once, here. `detail` is what the body says; a provider
- * that reads other error shapes passes its own reading.
+ * that reads other error shapes passes its own reading. `tier` is the call's: a flex call's 429 that says the tier
+ * has no capacity is "unavailable" (retried, with the wait asked for, but no sign of a rate limit).
  */
 export function classify(
   status: number,
   text: string,
   headers: Headers,
   detail: ErrorDetail | undefined = detailOf(text),
+  tier?: "flex",
 ): ProviderError {
   const message = `HTTP ${status}: ${detail?.message ?? text.slice(0, 200)}`
   const code = detail?.code ?? detail?.type ?? ""
   if (status === 429 && (code === "insufficient_quota" || detail?.type === "insufficient_quota")) {
     return new ProviderError("quota", message, { retryable: false, pause: true, status })
+  }
+  if (status === 429 && tier === "flex" && unavailable(detail)) {
+    return new ProviderError("unavailable", message, {
+      retryable: true,
+      retryAfterMs: retryAfterMs(headers),
+      status,
+    })
   }
   return byStatus(status, message, retryAfterMs(headers))
 }

@@ -206,7 +206,7 @@ describe("the anthropic batch client, without a server", () => {
         "tag_1",
         {
           text: "Hello again! It's nice to see you.",
-          usage: { input_tokens: 35, output_tokens: 36, cached_input_tokens: 20 },
+          usage: { input_tokens: 35, output_tokens: 36, cached_input_tokens: 20, cache_write_tokens: 4 },
           finish: "stop",
         },
         "succeeded",
