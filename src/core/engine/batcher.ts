@@ -30,6 +30,8 @@ import { packOne, queueLimited, queueRoom, requestFile, tailItems, type PackOpti
 import { Salvager } from "./salvage.ts"
 import type { BatchClient, BatchTag, ProviderClient } from "../../plugins/api/define.ts"
 import type { Lookup } from "./cache.ts"
+import type { Prefixes } from "./prefix.ts"
+import { primerOf, type Primer } from "./prime.ts"
 
 export interface BatcherOptions {
   ledger: Ledger
@@ -44,6 +46,8 @@ export interface BatcherOptions {
   cap?: Cap | undefined
   /** The response cache's look-ups, unless the job turns it off: asked before any item is packed (cache.ts). */
   lookup?: Lookup | undefined
+  /** The prompt cache's prefixes (prefix.ts), unless the job turns it off; explicit ones are primed (prime.ts). */
+  prefixes?: Prefixes | undefined
 }
 
 export interface BatchProgress {
@@ -57,11 +61,6 @@ const LEASE_MS = leaseMs()
 const YOUNG_MS = 120_000
 /** The longest the loop sleeps when nothing is due: it looks at the run's state (pause, cancel) this often. */
 const TICK_MS = 1000
-
-/** The directory of a run's batch files. */
-export function artifactsDir(home: string, run: Pick<Run, "name">): string {
-  return join(home, "artifacts", run.name)
-}
 
 export class Batcher {
   readonly progress: BatchProgress = { completed: 0, failed: 0 }
@@ -98,6 +97,7 @@ export class Batcher {
   /** Downloads, their check and the apply of result lines; it holds the batches whose files would not verify. */
   private readonly salvage: Salvager
   private readonly packing: PackOptions
+  private readonly primer: Primer | undefined
   /** A lease renewal that failed (the store, the disk): the loop stops with it at its next turn. */
   private renewal: unknown
 
@@ -106,7 +106,7 @@ export class Batcher {
     this.api = options.client.batch
     this.prompt = template.parse(options.job.request.prompt)
     this.validate = options.job.output ? schemas.validator(options.job.output.schema) : undefined
-    this.dir = artifactsDir(options.home, options.run)
+    this.dir = join(options.home, "artifacts", options.run.name)
     const { ledger, run, job, owner } = options
     this.salvage = new Salvager({
       ledger,
@@ -118,7 +118,9 @@ export class Batcher {
       validate: this.validate,
       cache: options.lookup?.use,
     })
-    this.packing = { ledger, run, job, owner, api: this.api, dir: this.dir, prompt: this.prompt }
+    const { prefixes } = options
+    this.packing = { ledger, run, job, owner, api: this.api, dir: this.dir, prompt: this.prompt, prefixes }
+    this.primer = primerOf(this.packing, options.client)
   }
 
   /** Stops packing and creating; batches already at the provider are picked up by the next run. */
@@ -306,6 +308,7 @@ export class Batcher {
     const file = await requestFile(this.packing, b)
     if (file === null) return
     crashPoint("intent")
+    await this.primer?.prime(b.id, this.signal)
     let remote
     try {
       remote = await this.api.create(file, this.tagOf(b), this.signal)
@@ -467,7 +470,8 @@ export class Batcher {
       if (Date.now() - this.waitingSince < job.batch.flush_s * 1000) return false
     }
     this.waitingSince = undefined
-    const { batch: b, failed } = await packOne(this.packing, candidates, room.tokens)
+    const { batch: b, failed, marked } = await packOne(this.packing, candidates, room.tokens)
+    if (b) this.primer?.note(b.id, marked)
     if (failed > 0) {
       this.progress.failed += failed
       await this.onCommit?.(this.progress)
@@ -526,6 +530,7 @@ export class Batcher {
       ...(this.o.policy ? { policy: this.o.policy } : {}),
       budget: cap && new Budget(cap, job.request, await ledger.reads.summary(run.id)),
       lookup: this.o.lookup,
+      prefixes: this.o.prefixes,
     })
     this.tailRunner = runner
     runner.onCommit = (p) =>

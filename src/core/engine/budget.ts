@@ -17,8 +17,8 @@
 import { JobError } from "../../plugins/api/errors.ts"
 import { firstCall } from "../job/estimate.ts"
 import type { Job } from "../job/job.ts"
-import { cost, priceOf, spentOf, type Price } from "../job/pricing.ts"
-import type { Summary } from "../ledger/types.ts"
+import { cost, jobPrice, spentOf, type Price, type Tokens } from "../job/pricing.ts"
+import type { Outcome, Summary } from "../ledger/types.ts"
 
 /** A run's cap, and the model's price it is counted at. */
 export interface Cap {
@@ -27,8 +27,23 @@ export interface Cap {
 }
 
 /** What the spend is read from: the ledger's totals (`reads.summary`). */
-export type Spent = Pick<Summary, "attempts" | "inputTokens" | "outputTokens" | "cachedTokens" | "batch"> & {
+export type Spent = Pick<
+  Summary,
+  "attempts" | "inputTokens" | "outputTokens" | "cachedTokens" | "writeTokens" | "batch"
+> & {
   counts: Pick<Summary["counts"], "queued" | "submitted">
+}
+
+/** An attempt's tokens, as `cost` prices them. */
+export function tokensOf(
+  o: Pick<Outcome, "inputTokens" | "outputTokens" | "cachedTokens" | "writeTokens">,
+): Tokens {
+  return {
+    input_tokens: o.inputTokens ?? 0,
+    output_tokens: o.outputTokens ?? 0,
+    cached_input_tokens: o.cachedTokens ?? 0,
+    cache_write_tokens: o.writeTokens ?? 0,
+  }
 }
 
 /** A batch's items are each counted at this much of the most one item has cost so far. */
@@ -38,7 +53,7 @@ const BATCH_MARGIN = 1.25
 export function capOf(job: Job): Cap | undefined {
   const usd = job.limits.max_cost_usd
   if (usd === undefined) return undefined
-  const price = priceOf(job.provider.model, job.pricing)
+  const price = jobPrice(job)
   if (!price)
     throw new JobError(
       "the job is not valid",
@@ -93,6 +108,7 @@ function worthOf(price: Price, s: Spent): number {
     input_tokens: s.inputTokens,
     output_tokens: s.outputTokens,
     cached_input_tokens: s.cachedTokens,
+    cache_write_tokens: s.writeTokens,
   })
 }
 
@@ -135,7 +151,7 @@ export class Budget {
   }
 
   /** Counts an attempt that ended, with the tokens it used. */
-  add(tokens: { input_tokens: number; output_tokens: number; cached_input_tokens: number }): void {
+  add(tokens: Tokens): void {
     this.attempts++
     const usd = cost(this.cap.price, tokens)
     this.spentUsd += usd

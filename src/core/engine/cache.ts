@@ -5,7 +5,7 @@
  * it when it completes the item (`cacheWrite`), in the same transaction.
  */
 import type { Price } from "../job/pricing.ts"
-import { cost, priceOf } from "../job/pricing.ts"
+import { cost, jobPrice } from "../job/pricing.ts"
 import { keyer, type Identity } from "../job/cache.ts"
 import { durationMs } from "../job/duration.ts"
 import type { Job } from "../job/job.ts"
@@ -42,7 +42,7 @@ export function cacheUse(job: Job, who: Identity): CacheUse | undefined {
     keyOf: keyer(job, who),
     provider: who.provider,
     model: who.model,
-    price: priceOf(job.provider.model, job.pricing),
+    price: jobPrice(job),
   }
 }
 

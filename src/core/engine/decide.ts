@@ -25,6 +25,7 @@ export interface Settled {
   inputTokens?: number
   outputTokens?: number
   cachedTokens?: number
+  writeTokens?: number
 }
 
 /** An error as a provider classified it (a ProviderError, for a call or a batch line). */

@@ -13,7 +13,7 @@ import * as registry from "../../plugins/registry.ts"
 import { checkProvider } from "./run.ts"
 import * as template from "../job/template.ts"
 import { plan } from "./ingest.ts"
-import { cost, priceOf, warnUnpriced, type Priced } from "../job/pricing.ts"
+import { cost, jobPrice, warnUnpriced, type Priced } from "../job/pricing.ts"
 import { HEURISTIC, framing, tokens } from "../job/estimate.ts"
 import { usd } from "../report/report.ts"
 import type { Job } from "../job/job.ts"
@@ -99,7 +99,7 @@ export async function estimate(job: Job): Promise<Estimate> {
   const max = job.request.max_tokens
   e.tokens.output = max === undefined ? null : max * e.requests
   e.cost.output_included = e.tokens.output !== null
-  const prices = priceOf(job.provider.model, job.pricing)
+  const prices = jobPrice(job)
   if (prices) {
     const used = { input_tokens: e.tokens.input, output_tokens: e.tokens.output ?? 0 }
     e.cost.realtime_usd = round(cost(prices, used))

@@ -2,7 +2,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
 import { join } from "node:path"
 import type { ErrorClass, ProviderError } from "../../plugins/api/errors.ts"
-import type { BatchClient } from "../../plugins/api/define.ts"
+import type { BatchClient, Request } from "../../plugins/api/define.ts"
 import * as log from "../base/log.ts"
 import type { Job } from "../job/job.ts"
 import * as template from "../job/template.ts"
@@ -10,6 +10,7 @@ import type { Ledger } from "../ledger/ledger.ts"
 import type { Batch, Packable, Run } from "../ledger/types.ts"
 import { crashPoint } from "./crash.ts"
 import { inputOf, limitsOf } from "./embed.ts"
+import { arrange, type Prefixes } from "./prefix.ts"
 
 /** One run's batch work: its ledger, job and owner, the provider's batch client, and where its batch files go. */
 export interface BatchScope {
@@ -24,12 +25,18 @@ export interface BatchScope {
 
 export interface PackOptions extends BatchScope {
   prompt: template.Template
+  /** The prompt cache's prefixes (prefix.ts), unless the job turns it off: a batch's lines go prefix by prefix. */
+  prefixes?: Prefixes | undefined
 }
 
-/** A packed batch (null when nothing could be sent), and how many candidates failed before sending (template, size). */
+/**
+ * A packed batch (null when nothing could be sent), how many candidates failed before sending (template, size), and a
+ * request of each prefix its lines mark for the prompt cache (by prefix key), to prime before the batch is created.
+ */
 export interface Packed {
   batch: Batch | null
   failed: number
+  marked: Map<string, Request>
 }
 
 /** The exact bytes of an item's earlier request line, from its batch's request file. */
@@ -101,10 +108,11 @@ export async function packOne(o: PackOptions, candidates: Packable[], tokenRoom:
   const lines: { id: number; line: number; offset: number; bytes: number }[] = []
   const failed: { id: number; errorClass: ErrorClass; error: string }[] = []
   const files = new Map<number, string | null>()
+  const marked = new Map<string, Request>()
   let tokens = 0
   try {
-    for (const item of candidates) {
-      const text = await lineOf(o, item, `${tag}_${item.id}`, files)
+    for (const item of await arrange(o.prefixes, candidates, ledger, run.id)) {
+      const text = await lineOf(o, item, `${tag}_${item.id}`, files, marked)
       if (typeof text !== "string") {
         failed.push({ id: item.id, ...text })
         continue
@@ -153,10 +161,10 @@ export async function packOne(o: PackOptions, candidates: Packable[], tokenRoom:
     failed,
     owner,
   )
-  if (!batch) return { batch: null, failed: failed.length }
+  if (!batch) return { batch: null, failed: failed.length, marked }
   Bun.gc(false)
   log.info("batch packed", { run: run.name, batch: batch.id, items: lines.length, bytes: out.bytes })
-  return { batch, failed: failed.length }
+  return { batch, failed: failed.length, marked }
 }
 
 /** With no batch of ours in the provider's queue, a request larger than the queue can never be sent. */
@@ -173,6 +181,7 @@ async function lineOf(
   item: Packable,
   customId: string,
   files: Map<number, string | null>,
+  marked?: Map<string, Request>,
 ): Promise<string | Refused> {
   if (item.batch_id !== null && item.batch_offset !== null && item.batch_bytes !== null) {
     let file = files.get(item.batch_id)
@@ -188,14 +197,19 @@ async function lineOf(
       if (typeof before.custom_id === "string") return JSON.stringify({ ...before, custom_id: customId })
     }
   }
-  return render(o, item.data, customId)
+  return render(o, item.data, customId, marked)
 }
 
 /**
  * An item's request line rendered from its row: a chat request (`line`), or for an embedding job one input
  * (`embedLine`), checked against the model's per-input limit as a realtime run checks it (embed.ts `inputOf`).
  */
-function render(o: PackOptions, data: string, customId: string): string | Refused {
+function render(
+  o: PackOptions,
+  data: string,
+  customId: string,
+  marked?: Map<string, Request>,
+): string | Refused {
   const { job, api } = o
   if (job.request.kind === "embedding") {
     const model = job.provider.model ?? job.provider.name
@@ -203,8 +217,9 @@ function render(o: PackOptions, data: string, customId: string): string | Refuse
     if ("error" in got) return got
     return api.embedLine!(customId, got.text, { dimensions: job.request.dimensions })
   }
-  const request = template.requestOf(job, o.prompt, data)
+  const request = template.requestOf(job, o.prompt, data, o.prefixes)
   if ("unfilled" in request) return { errorClass: "template", error: request.unfilled }
+  if (request.cache?.mark && marked && !marked.has(request.cache.key)) marked.set(request.cache.key, request)
   return api.line(customId, request)
 }
 

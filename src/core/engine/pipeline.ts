@@ -26,6 +26,7 @@ import { warnUnpriced } from "../job/pricing.ts"
 import type { Ticker } from "../report/report.ts"
 import type { BatchClient, ProviderClient } from "../../plugins/api/define.ts"
 import { lookupOf } from "./cache.ts"
+import { prefixesOf } from "./prefix.ts"
 import { client, identity } from "./provider.ts"
 import { promote, type Promoted } from "./promote.ts"
 import { Waker } from "./wake.ts"
@@ -262,6 +263,7 @@ async function session(
     const cap = capOf(p.job)
     const policy = { baseMs: p.job.limits.retry_base_s * 1000, capMs: p.job.limits.retry_cap_s * 1000 }
     const lookup = lookupOf(db, p.run, owner, p.job, identity(p.job))
+    const prefixes = prefixesOf(p.job, p.run.name)
     const provider = clients.get(p.name)!
     drivers.set(
       p.name,
@@ -276,6 +278,7 @@ async function session(
             policy,
             cap,
             lookup,
+            prefixes,
           })
         : new Runner({
             ledger: db,
@@ -287,6 +290,7 @@ async function session(
             budget: cap && new Budget(cap, p.job.request, await db.reads.summary(p.run.id)),
             listening: db.listen !== undefined,
             lookup,
+            prefixes,
           }),
     )
   }

@@ -31,6 +31,17 @@ export function checkProvider(job: jobs.Job): { provider: Provider; options: Rec
     )
   }
   assertUsable(job)
+  const model = job.provider.model ?? provider.name
+  if (job.provider.mode === "flex" && !provider.flex?.(model))
+    throw new JobError(
+      "the job is not valid",
+      [
+        provider.flex
+          ? `provider.mode: "flex" is not offered for the model "${model}"`
+          : `provider.mode: "flex": provider "${provider.name}" has no flex tier`,
+      ],
+      'Use mode = "batch" for the same discount (hours, not minutes), or a model that has a flex tier (README, "Paying less").',
+    )
   const refused = job.output && provider.checkSchema ? provider.checkSchema(job.output.schema) : []
   if (refused.length)
     throw new JobError(
@@ -56,6 +67,11 @@ export function identity(job: jobs.Job): Identity {
   }
 }
 
+/** A flex call's timeout unless the job sets `timeout_s`: OpenAI advises 15 minutes (docs, "Flex processing"). */
+export const FLEX_TIMEOUT_S = 900
+/** `[limits] timeout_s`'s default (job.ts). */
+const DEFAULT_TIMEOUT_S = 120
+
 export function client(job: jobs.Job): ProviderClient {
   const { provider, options } = checkProvider(job)
   const keyEnv = job.provider.api_key_env ?? provider.keyEnv
@@ -70,13 +86,17 @@ export function client(job: jobs.Job): ProviderClient {
     )
   }
   const envUrl = provider.baseUrlEnv ? process.env[provider.baseUrlEnv] : undefined
+  const flex = job.provider.mode === "flex"
   const made = provider.create(options, {
     model: job.provider.model ?? provider.name,
     baseUrl: job.provider.base_url ?? (envUrl || undefined),
     apiKey,
-    timeoutMs: job.limits.timeout_s * 1000,
+    // a flex call may queue for minutes before it is served: unless the job sets timeout_s, it waits FLEX_TIMEOUT_S
+    timeoutMs:
+      (flex && job.limits.timeout_s === DEFAULT_TIMEOUT_S ? FLEX_TIMEOUT_S : job.limits.timeout_s) * 1000,
     info: (message) => log.info(message),
     kind: job.request.kind ?? "chat",
+    ...(flex && { tier: "flex" as const }),
   })
   const refused =
     job.provider.mode === "batch" ? batchRefusal(provider.name, job.request.kind, made) : undefined

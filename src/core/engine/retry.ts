@@ -25,3 +25,17 @@ export function delay(
   if (retryAfterMs !== undefined) return Math.min(retryAfterMs, 15 * 60_000)
   return backoff(attempt, policy)
 }
+
+/**
+ * The wait an error asks for: the provider's word (Retry-After) when it gave one. A flex call the tier had no
+ * capacity for (ErrorClass "unavailable") waits, without one, the longest backoff (`retry_cap_s`, with jitter from
+ * half of it): capacity comes back in minutes, and asking again at once only adds to the queue.
+ */
+export function askedWait(
+  e: { errorClass: string; retryAfterMs?: number | undefined },
+  policy: Policy = DEFAULT_POLICY,
+  random = Math.random,
+): number | undefined {
+  if (e.errorClass !== "unavailable" || e.retryAfterMs !== undefined) return e.retryAfterMs
+  return Math.round(policy.capMs * (0.5 + random() / 2))
+}

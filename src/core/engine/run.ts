@@ -32,6 +32,7 @@ import * as canaries from "./canary.ts"
 import { canaryReport, type CanaryReport } from "../report/canary.ts"
 import { lookupOf } from "./cache.ts"
 import { client, identity } from "./provider.ts"
+import { prefixesOf } from "./prefix.ts"
 import { finish, sameInputs, startRun, tally, type Session, type StartOptions } from "./session.ts"
 import { preparePipeline } from "./pipeline.ts"
 
@@ -143,6 +144,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const lookup = lookupOf(db, run, owner, job, identity(job))
   if (job.request.kind === "embedding" && job.cache.enabled)
     log.info("the response cache is off for embedding jobs")
+  // the provider's prompt cache: where each request's shared prefix ends, learned from the run's first rows
+  const prefixes = prefixesOf(job, run.name)
   /** Direct calls, their spend cap counted from what the run has spent by the time they start. */
   const runner = async (ledger: Ledger) =>
     new Runner({
@@ -155,6 +158,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       budget: cap && new Budget(cap, job.request, await db.reads.summary(run.id)),
       listening: db.listen !== undefined,
       lookup,
+      prefixes,
     })
   // realtime calls or provider batches: the same ledger, driven one way or the other
   const drive = async (): Promise<Runner | Batcher> =>
@@ -169,6 +173,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
           policy,
           cap,
           lookup,
+          prefixes,
         })
       : runner(db)
   // a canary's calls come first, through a Runner that sees only the run's first items; the rest once it has ended

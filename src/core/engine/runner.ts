@@ -8,13 +8,14 @@ import type { Job } from "../job/job.ts"
 import type { ProviderClient } from "../../plugins/api/define.ts"
 import { baseTokens, tokens } from "../job/estimate.ts"
 import * as schemas from "../job/schema.ts"
-import type { Budget } from "./budget.ts"
+import { tokensOf, type Budget } from "./budget.ts"
 import * as decide from "./decide.ts"
 import { dead, leaseMs } from "./owner.ts"
 import { Limiter } from "./ratelimit.ts"
 import { Waker } from "./wake.ts"
 import { cacheWrite, type Lookup } from "./cache.ts"
 import { EMBEDDERS, Embedder, type Group } from "./embed.ts"
+import { arrange, type Prefixes } from "./prefix.ts"
 
 export type Ending = "done" | "interrupted" | "paused" | "cancelled"
 
@@ -42,6 +43,8 @@ export interface RunnerOptions {
   listening?: boolean
   /** The response cache's look-ups, unless the job turns it off: asked before any item is claimed (cache.ts). */
   lookup?: Lookup | undefined
+  /** The prompt cache's prefixes (prefix.ts), unless the job turns it off: each claim is sent prefix by prefix. */
+  prefixes?: Prefixes | undefined
 }
 
 const IDLE_POLL_MS = 1000
@@ -204,7 +207,7 @@ export class Runner {
         })
         const told = this.committed(done)
         if (told) await told
-        this.queue.push(...claimed)
+        this.queue.push(...(await arrange(this.o.prefixes, claimed, ledger, run.id)))
         this.fill()
         if (this.outcomes.length > 0) {
           await this.waker.sleep(this.commitNow() ? 0 : GROUP_MS)
@@ -453,12 +456,7 @@ export class Runner {
   private committed(outcomes: Outcome[]): void | Promise<void> {
     const budget = this.o.budget
     for (const o of outcomes) {
-      if (budget && o.label !== "unsent")
-        budget.add({
-          input_tokens: o.inputTokens ?? 0,
-          output_tokens: o.outputTokens ?? 0,
-          cached_input_tokens: o.cachedTokens ?? 0,
-        })
+      if (budget && o.label !== "unsent") budget.add(tokensOf(o))
       if (o.to === "completed") this.progress.completed++
       else if (o.to === "failed" || o.to === "needs_review") this.progress.failed++
       else if (o.to === "retry_wait") this.progress.retried++
@@ -504,7 +502,7 @@ export class Runner {
     const started = performance.now()
     const base = { item: item.id, attempt: item.attempt }
     const end = () => ({ latencyMs: Math.round(performance.now() - started), endedAt: Date.now() })
-    const request = template.requestOf(this.o.job, this.prompt, item.data)
+    const request = template.requestOf(this.o.job, this.prompt, item.data, this.o.prefixes)
     if ("unfilled" in request)
       return {
         ...base,
@@ -572,7 +570,7 @@ export class Runner {
       return items.map((item) => ({ ...base(item), ...decide.recorded(e), to: "pending", label: "paused" }))
     }
     return items.map((item) =>
-      this.outcome(item, ended, decide.error(e, item.attempt, this.max), e.retryAfterMs),
+      this.outcome(item, ended, decide.error(e, item.attempt, this.max), retry.askedWait(e, this.o.policy)),
     )
   }
 

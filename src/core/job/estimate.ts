@@ -45,7 +45,10 @@ export function baseTokens(request: Pick<Job["request"], "system" | "prompt">): 
  * One call, before any answer has come back to tell better: the base tokens and a row of ROW_BYTES in, max_tokens
  * (or ANSWER_TOKENS) out.
  */
-export function firstCall(request: Job["request"]): { input_tokens: number; output_tokens: number } {
+export function firstCall(request: Pick<Job["request"], "system" | "prompt" | "max_tokens">): {
+  input_tokens: number
+  output_tokens: number
+} {
   return {
     input_tokens: baseTokens(request) + Math.ceil(ROW_BYTES / 4),
     output_tokens: request.max_tokens ?? ANSWER_TOKENS,

@@ -23,7 +23,7 @@ export type Given = Record<string, string | string[] | boolean | undefined>
 /**
  * Flags whose name is not their key's own (kebab-case, a trailing `_s` dropped): the names spool has always had,
  * the plural `plugins`, given one file a flag, `[store] url`, which is `--store` on every command, and the
- * cache's (`--no-cache`, `--cache-ttl`, `--refresh-cache`), and an embedding's `--embed-input` (`--input` is an input
+ * cache's (`--no-cache`, `--cache-ttl`, `--refresh-cache`; the provider's prompt cache is `--prompt-cache`), and an embedding's `--embed-input` (`--input` is an input
  * file). `input` and `plugin` may be repeated.
  */
 const NAMED: Record<string, string> = {
@@ -35,6 +35,7 @@ const NAMED: Record<string, string> = {
   "cache.enabled": "cache",
   "cache.ttl": "cache-ttl",
   "cache.refresh": "refresh-cache",
+  "request.cache": "prompt-cache",
 }
 
 /** Tables whose keys would clash or mislead alone (`pricing.input` beside `--input`): their flags take its name. */

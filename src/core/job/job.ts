@@ -9,26 +9,12 @@ import { BUILTIN_PROVIDERS, BUILTIN_SOURCES, SOURCE_OPTIONS } from "./builtins.t
 import { readToml } from "./toml.ts"
 import { distance } from "./pricing.ts"
 import { DURATION, DURATION_TEXT } from "./duration.ts"
-import { KIND_ENTRIES, kindProblems } from "./kind.ts"
+import { kindProblems } from "./kind.ts"
+import { PricingSchema, RequestSchema } from "./request.ts"
+import { int, seconds, strict, text } from "./valid.ts"
 export { loadDotenv } from "./dotenv.ts"
 export type { StepShape } from "./steps.ts"
 export { BUILTIN_PROVIDERS, BUILTIN_SOURCES } from "./builtins.ts"
-
-const strict = <const E extends v.ObjectEntries>(entries: E, what: string) =>
-  v.strictObject(entries, (issue) =>
-    issue.expected === "never" ? "unknown key (check its spelling)" : `expected a table (${what})`,
-  )
-
-const text = (what: string) =>
-  v.pipe(v.string(`expected a string (${what})`), v.minLength(1, "must not be empty"))
-const int = (min: number, max: number) =>
-  v.pipe(
-    v.number("expected a number"),
-    v.integer("expected a whole number"),
-    v.minValue(min, `must be at least ${min}`),
-    v.maxValue(max, `must be at most ${max}`),
-  )
-const seconds = (min: number) => v.pipe(v.number("expected a number of seconds"), v.minValue(min))
 
 /** A share of a file's rows ("10%") or a number of them. */
 const MALFORMED = /^(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)%$/
@@ -60,8 +46,8 @@ const ProviderSchema = strict(
     model: v.optional(text("the model name")),
     mode: v.optional(
       v.picklist(
-        ["realtime", "batch"],
-        'must be "realtime" (direct calls) or "batch" (the provider\'s Batch API)',
+        ["realtime", "batch", "flex"],
+        'must be "realtime" (direct calls), "batch" (the provider\'s Batch API) or "flex" (direct calls in the flex tier)',
       ),
       "realtime",
     ),
@@ -72,18 +58,6 @@ const ProviderSchema = strict(
     options: v.optional(v.record(v.string(), v.unknown())),
   },
   "[provider]",
-)
-
-const RequestSchema = strict(
-  {
-    ...KIND_ENTRIES,
-    system: v.optional(v.string("expected a string")),
-    prompt: v.optional(text("the prompt template, with {{field}} placeholders")),
-    max_tokens: v.optional(int(1, 1_000_000)),
-    temperature: v.optional(v.pipe(v.number("expected a number"), v.minValue(0), v.maxValue(2))),
-    params: v.optional(v.record(v.string(), v.unknown(), "expected a table of request parameters")),
-  },
-  "[request]",
 )
 
 const LimitsSchema = strict(
@@ -129,26 +103,6 @@ const BatchSchema = strict(
     download_tries: v.optional(int(1, 100), 5),
   },
   "[batch]",
-)
-
-const usd = (what: string) =>
-  v.pipe(v.number(`expected a number (${what})`), v.minValue(0, "must not be negative"))
-
-/** Prices for this job's model, in USD per million tokens; they override the built-in table (src/core/pricing.ts). */
-const PricingSchema = strict(
-  {
-    input: usd("USD per million input tokens"),
-    output: usd("USD per million output tokens"),
-    cached_input: v.optional(usd("USD per million cached input tokens")),
-    batch_discount: v.optional(
-      v.pipe(
-        v.number("expected a number"),
-        v.minValue(0),
-        v.maxValue(1, "must be at most 1 (a share: 0.5 is half)"),
-      ),
-    ),
-  },
-  "[pricing]",
 )
 
 /** Structured output: a JSON Schema file (relative to the job file) or an inline table. */
@@ -582,6 +536,8 @@ export function shaping(job: Job): Record<string, unknown> {
     ...(job.output && { "output.schema": job.output.schema }),
     // likewise: a batch run's items are in provider batches, which a realtime process would never poll
     ...(job.provider.mode === "batch" && { "provider.mode": "batch" }),
+    // and a flex run's spend is priced at the flex tier's prices, which a realtime process would not pay
+    ...(job.provider.mode === "flex" && { "provider.mode": "flex" }),
     ...(job.request.kind === "embedding" && {
       "request.kind": "embedding",
       "request.dimensions": job.request.dimensions ?? null,

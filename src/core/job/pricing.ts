@@ -10,41 +10,74 @@ export interface Price {
   output: number
   /** Input tokens read from the provider's prompt cache. */
   cached_input: number
+  /**
+   * Input tokens written to the provider's prompt cache, at the job's cache lifetime (`jobPrice` picks the 5-minute
+   * or the 1-hour price): Anthropic 1.25× input (2× for 1 hour); providers without a write premium charge input.
+   */
+  cache_write: number
+  /** The 1-hour cache's write price (Anthropic 2× input). */
+  cache_write_1h: number
   /** The share taken off by the provider's Batch API (0.5: half price). */
   batch_discount: number
+  /**
+   * The share taken off in the flex tier (OpenAI `service_tier: "flex"`), for the models that have one; undefined
+   * for the others. Flex costs what the Batch API does, so a flex call's tokens are kept with the batch-priced ones.
+   */
+  flex_discount?: number | undefined
 }
 
 /** When the table below was checked against the providers' published prices. */
 export const PRICES_AS_OF = "2025-11"
 
+/** A price with no cache-write premium (OpenAI, Gemini): a write costs what input does. */
 const p = (input: number, cached_input: number, output: number): Price => ({
   input,
   output,
   cached_input,
+  cache_write: input,
+  cache_write_1h: input,
+  batch_discount: 0.5,
+})
+
+/** OpenAI's Flex processing: the batch price through the synchronous API, on the models that offer it. */
+const flex = (price: Price): Price => ({ ...price, flex_discount: 0.5 })
+
+/**
+ * Anthropic: a cache write costs 1.25× input for the 5-minute cache and 2× for the 1-hour one; a read 0.1×
+ * (docs.anthropic.com, "Prompt caching", pricing table; the batch discount stacks with both).
+ */
+const a = (input: number, output: number): Price => ({
+  input,
+  output,
+  cached_input: Math.round(input * 100_000) / 1_000_000,
+  cache_write: input * 1.25,
+  cache_write_1h: input * 2,
   batch_discount: 0.5,
 })
 
 /** Standard-tier list prices (input, cached input, output), as published by OpenAI and Anthropic. */
 const TABLE: Record<string, Price> = {
-  "gpt-5": p(1.25, 0.125, 10),
-  "gpt-5-mini": p(0.25, 0.025, 2),
-  "gpt-5-nano": p(0.05, 0.005, 0.4),
+  // Flex processing (platform.openai.com/docs/guides/flex-processing): the gpt-5 family, o3 and o4-mini, at the
+  // Batch API's prices
+  "gpt-5": flex(p(1.25, 0.125, 10)),
+  "gpt-5-mini": flex(p(0.25, 0.025, 2)),
+  "gpt-5-nano": flex(p(0.05, 0.005, 0.4)),
   "gpt-4.1": p(2, 0.5, 8),
   "gpt-4.1-mini": p(0.4, 0.1, 1.6),
   "gpt-4.1-nano": p(0.1, 0.025, 0.4),
   "gpt-4o": p(2.5, 1.25, 10),
   "gpt-4o-mini": p(0.15, 0.075, 0.6),
-  o3: p(2, 0.5, 8),
+  o3: flex(p(2, 0.5, 8)),
   "o3-mini": p(1.1, 0.55, 4.4),
-  "o4-mini": p(1.1, 0.275, 4.4),
-  "claude-opus-4-5": p(5, 0.5, 25),
-  "claude-opus-4-1": p(15, 1.5, 75),
-  "claude-opus-4": p(15, 1.5, 75),
-  "claude-sonnet-4-5": p(3, 0.3, 15),
-  "claude-sonnet-4": p(3, 0.3, 15),
-  "claude-3-7-sonnet": p(3, 0.3, 15),
-  "claude-haiku-4-5": p(1, 0.1, 5),
-  "claude-3-5-haiku": p(0.8, 0.08, 4),
+  "o4-mini": flex(p(1.1, 0.275, 4.4)),
+  "claude-opus-4-5": a(5, 25),
+  "claude-opus-4-1": a(15, 75),
+  "claude-opus-4": a(15, 75),
+  "claude-sonnet-4-5": a(3, 15),
+  "claude-sonnet-4": a(3, 15),
+  "claude-3-7-sonnet": a(3, 15),
+  "claude-haiku-4-5": a(1, 5),
+  "claude-3-5-haiku": a(0.8, 4),
   // embeddings bill their input alone (no output, no cached-input price): OpenAI's model pages, "Pricing",
   // developers.openai.com/api/docs/models/text-embedding-3-small and …-3-large ($0.02 and $0.13 per 1M tokens,
   // checked 2026-12); the Batch API at half price, as for every OpenAI model (batch_discount 0.5)
@@ -69,7 +102,13 @@ export interface Override {
   input: number
   output: number
   cached_input?: number | undefined
+  /** USD per million tokens written to the prompt cache (the 5-minute cache's); default: input. */
+  cache_write?: number | undefined
+  /** The 1-hour cache's write price; default: twice input when `cache_write` is above input, else input. */
+  cache_write_1h?: number | undefined
   batch_discount?: number | undefined
+  /** The flex tier's share off; default: `batch_discount` (flex costs the batch price). */
+  flex_discount?: number | undefined
 }
 
 export interface Priced extends Price {
@@ -97,16 +136,48 @@ function tableName(model: string): string | undefined {
  */
 export function priceOf(model: string | undefined, override?: Override): Priced | undefined {
   if (override) {
+    const write = override.cache_write ?? override.input
     return {
       input: override.input,
       output: override.output,
       cached_input: override.cached_input ?? override.input,
+      cache_write: write,
+      cache_write_1h: override.cache_write_1h ?? (write > override.input ? override.input * 2 : write),
       batch_discount: override.batch_discount ?? 0.5,
+      flex_discount: override.flex_discount ?? override.batch_discount ?? 0.5,
       source: "the job's [pricing]",
     }
   }
   const name = model === undefined ? undefined : tableName(model)
   return name ? { ...TABLE[name]!, source: `built-in prices for ${name} (${PRICES_AS_OF})` } : undefined
+}
+
+/**
+ * The price a job pays: its model's (`priceOf`), with the cache-write price of the job's cache lifetime (`[request]
+ * cache = "1h"` writes at the 1-hour price). A flex job's direct calls are its only calls, all in the flex tier: its
+ * prices are the flex tier's (undefined when the model has none and no `[pricing]` says).
+ */
+export function jobPrice(job: {
+  provider: { model?: string | undefined; mode?: string | undefined }
+  pricing?: Override | undefined
+  request: { cache?: string | undefined }
+}): Priced | undefined {
+  let price = priceOf(job.provider.model, job.pricing)
+  if (price && job.request.cache === "1h") price = { ...price, cache_write: price.cache_write_1h }
+  if (price && job.provider.mode === "flex") {
+    if (price.flex_discount === undefined) return undefined
+    const k = 1 - price.flex_discount
+    price = {
+      ...price,
+      input: price.input * k,
+      output: price.output * k,
+      cached_input: price.cached_input * k,
+      cache_write: price.cache_write * k,
+      cache_write_1h: price.cache_write_1h * k,
+      source: `${price.source}, flex tier`,
+    }
+  }
+  return price
 }
 
 /** Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`: the optimal string alignment. */
@@ -165,17 +236,36 @@ export function warnUnpriced(
   log.warn(warning)
 }
 
+/** Tokens to price: every input token (cached reads and cache writes among them), and the output. */
+export interface Tokens {
+  input_tokens: number
+  output_tokens: number
+  cached_input_tokens?: number | undefined
+  cache_write_tokens?: number | undefined
+}
+
 /** The cost in USD of the tokens, at the batch price when `batch`. */
-export function cost(
-  price: Price,
-  tokens: { input_tokens: number; output_tokens: number; cached_input_tokens?: number },
-  batch = false,
-): number {
+export function cost(price: Price, tokens: Tokens, batch = false): number {
   const cached = tokens.cached_input_tokens ?? 0
+  const written = tokens.cache_write_tokens ?? 0
   const usd =
-    ((tokens.input_tokens - cached) * price.input +
+    ((tokens.input_tokens - cached - written) * price.input +
       cached * price.cached_input +
+      written * price.cache_write +
       tokens.output_tokens * price.output) /
+    1e6
+  return batch ? usd * (1 - price.batch_discount) : usd
+}
+
+/**
+ * What the provider's prompt cache saved on these tokens, in USD: the cached reads at the input price less what they
+ * cost, less the premium the writes cost over the input price (negative when writes outweighed reads), at the batch
+ * price when `batch`.
+ */
+export function cacheSaving(price: Price, tokens: Tokens, batch = false): number {
+  const usd =
+    ((tokens.cached_input_tokens ?? 0) * (price.input - price.cached_input) -
+      (tokens.cache_write_tokens ?? 0) * (price.cache_write - price.input)) /
     1e6
   return batch ? usd * (1 - price.batch_discount) : usd
 }
@@ -187,17 +277,36 @@ export function spentOf(
     inputTokens: number
     outputTokens: number
     cachedTokens: number
-    batch: { inputTokens: number; outputTokens: number; cachedTokens: number }
+    writeTokens?: number | undefined
+    batch: {
+      inputTokens: number
+      outputTokens: number
+      cachedTokens: number
+      writeTokens?: number | undefined
+    }
   },
 ): number {
-  return paidCost(price, {
+  return paidCost(price, paidOf(s))
+}
+
+/** A run's totals (`reads.summary`) as `Paid` tokens. */
+export function paidOf(s: {
+  inputTokens: number
+  outputTokens: number
+  cachedTokens: number
+  writeTokens?: number | undefined
+  batch: { inputTokens: number; outputTokens: number; cachedTokens: number; writeTokens?: number | undefined }
+}): Paid {
+  return {
     input_tokens: s.inputTokens,
     output_tokens: s.outputTokens,
     cached_input_tokens: s.cachedTokens,
+    cache_write_tokens: s.writeTokens ?? 0,
     batch_input_tokens: s.batch.inputTokens,
     batch_output_tokens: s.batch.outputTokens,
     batch_cached_tokens: s.batch.cachedTokens,
-  })
+    batch_write_tokens: s.batch.writeTokens ?? 0,
+  }
 }
 
 /** Tokens of which a part was paid at the batch price (an item, or a run's totals). */
@@ -205,22 +314,39 @@ export interface Paid {
   input_tokens: number
   output_tokens: number
   cached_input_tokens: number
+  cache_write_tokens?: number | undefined
   batch_input_tokens: number
   batch_output_tokens: number
   batch_cached_tokens: number
+  batch_write_tokens?: number | undefined
+}
+
+/** Paid tokens split into the part at the batch price (or flex's, the same) and the part at the full one. */
+function split(t: Paid): { direct: Tokens; batch: Tokens } {
+  return {
+    batch: {
+      input_tokens: t.batch_input_tokens,
+      output_tokens: t.batch_output_tokens,
+      cached_input_tokens: t.batch_cached_tokens,
+      cache_write_tokens: t.batch_write_tokens ?? 0,
+    },
+    direct: {
+      input_tokens: t.input_tokens - t.batch_input_tokens,
+      output_tokens: t.output_tokens - t.batch_output_tokens,
+      cached_input_tokens: t.cached_input_tokens - t.batch_cached_tokens,
+      cache_write_tokens: (t.cache_write_tokens ?? 0) - (t.batch_write_tokens ?? 0),
+    },
+  }
 }
 
 /** The cost of tokens of which the `batch_` part was paid at the batch price and the rest at the full one. */
 export function paidCost(price: Price, t: Paid): number {
-  const batch = {
-    input_tokens: t.batch_input_tokens,
-    output_tokens: t.batch_output_tokens,
-    cached_input_tokens: t.batch_cached_tokens,
-  }
-  const direct = {
-    input_tokens: t.input_tokens - t.batch_input_tokens,
-    output_tokens: t.output_tokens - t.batch_output_tokens,
-    cached_input_tokens: t.cached_input_tokens - t.batch_cached_tokens,
-  }
+  const { direct, batch } = split(t)
   return cost(price, direct) + cost(price, batch, true)
+}
+
+/** What the provider's prompt cache saved on paid tokens (`cacheSaving`), each part at the price it was paid. */
+export function paidSaving(price: Price, t: Paid): number {
+  const { direct, batch } = split(t)
+  return cacheSaving(price, direct) + cacheSaving(price, batch, true)
 }

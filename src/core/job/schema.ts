@@ -96,13 +96,20 @@ export function judge(
     inputTokens: reply.usage.input_tokens,
     outputTokens: reply.usage.output_tokens,
     cachedTokens: reply.usage.cached_input_tokens ?? 0,
+    writeTokens: reply.usage.cache_write_tokens ?? 0,
   }
   const checked = gate(reply, validate)
   if (checked.ok) return { ok: true, usage, output: reply.text }
   return { ok: false, usage, failed: { errorClass: "output", error: checked.gate, output: reply.text } }
 }
 
-type Usage = { status: number; inputTokens: number; outputTokens: number; cachedTokens: number }
+type Usage = {
+  status: number
+  inputTokens: number
+  outputTokens: number
+  cachedTokens: number
+  writeTokens: number
+}
 
 /** A validator that names the first violation: "schema violation at /label: must be equal to one of …". */
 export function validator(schema: JsonSchema): (value: unknown) => string | undefined {

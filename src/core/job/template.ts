@@ -32,7 +32,7 @@ export function parse(source: string): Template {
  * A field of the row. `row.x` is the row's `x` (a pipeline step's prompt names the row so, beside `classify.label`),
  * unless the row has a field `row` of its own.
  */
-function lookup(row: Record<string, unknown>, path: string[]): unknown {
+export function lookup(row: Record<string, unknown>, path: string[]): unknown {
   if (path[0] === "row" && path.length > 1 && !Object.hasOwn(row, "row")) path = path.slice(1)
   let value: unknown = row
   for (const key of path) {
@@ -68,10 +68,17 @@ export function render(template: Template, row: Record<string, unknown>): string
 
 /**
  * The neutral request for one item (its row as JSON text): the job's request with the row's prompt; or, when the row
- * cannot fill every placeholder, why (the item fails with it, as a `template` error).
+ * cannot fill every placeholder, why (the item fails with it, as a `template` error). With `cache` (engine/prefix.ts),
+ * the request says where its shared prefix ends, for the provider's prompt cache.
  */
-export function requestOf(job: Job, prompt: Template, data: string): Request | { unfilled: string } {
-  const text = render(prompt, JSON.parse(data) as Record<string, unknown>)
+export function requestOf(
+  job: Job,
+  prompt: Template,
+  data: string,
+  cache?: { of(row: Record<string, unknown>, prompt: string): Request["cache"] },
+): Request | { unfilled: string } {
+  const row = JSON.parse(data) as Record<string, unknown>
+  const text = render(prompt, row)
   if (typeof text !== "string") {
     const fields = text.missing.map((f) => `"${f}"`).join(", ")
     const s = text.missing.length > 1 ? "s" : ""
@@ -85,5 +92,6 @@ export function requestOf(job: Job, prompt: Template, data: string): Request | {
     temperature: request.temperature,
     params: request.params,
     schema: job.output,
+    ...(cache && { cache: cache.of(row, text) }),
   }
 }

@@ -128,9 +128,9 @@ describe("the batcher", () => {
     const [a, big] = await db.batches.packable(run.id, 10)
     // a room of 100 tokens, read while a batch of ours held the rest, is stale once none is live: "a" fits the queue
     // (about 420 tokens of 500) and waits for the next pack, unfailed
-    expect(await packOne(o, [a!], 100)).toEqual({ batch: null, failed: 0 })
+    expect(await packOne(o, [a!], 100)).toEqual({ batch: null, failed: 0, marked: new Map() })
     // "big" (about 620 tokens) is larger than the whole queue, and none of ours is in it: it can never be sent
-    expect(await packOne(o, [big!], 500)).toEqual({ batch: null, failed: 1 })
+    expect(await packOne(o, [big!], 500)).toEqual({ batch: null, failed: 1, marked: new Map() })
     const items = await itemsOf(db, run.id)
     expect(items.map((i) => [i.key, i.state])).toEqual([
       ["a", "pending"],

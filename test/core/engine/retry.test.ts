@@ -20,3 +20,15 @@ describe("the retry policy", () => {
     expect(d).toBeLessThanOrEqual(40)
   })
 })
+
+describe("an unavailable flex call", () => {
+  test("waits the provider's word when it gave one, else the longest backoff with jitter from half of it", () => {
+    const policy = { baseMs: 10, capMs: 60_000 }
+    expect(retry.askedWait({ errorClass: "unavailable", retryAfterMs: 7000 }, policy)).toBe(7000)
+    expect(retry.askedWait({ errorClass: "unavailable" }, policy, () => 0)).toBe(30_000)
+    expect(retry.askedWait({ errorClass: "unavailable" }, policy, () => 1)).toBe(60_000)
+    // any other class: the provider's word, or nothing (the backoff decides)
+    expect(retry.askedWait({ errorClass: "rate_limit", retryAfterMs: 5 }, policy)).toBe(5)
+    expect(retry.askedWait({ errorClass: "server" }, policy)).toBeUndefined()
+  })
+})

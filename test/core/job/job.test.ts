@@ -81,7 +81,13 @@ describe("loading a job", () => {
     )
     expect(job.sources.map((s) => [s.path, s.id])).toEqual([[tmp.join("other.jsonl"), "ticket_id"]])
     expect(job.provider.model).toBe("m2")
-    expect(job.request).toEqual({ prompt: "P {{x}}", max_tokens: 9, temperature: 0.5 })
+    expect(job.request).toEqual({
+      prompt: "P {{x}}",
+      max_tokens: 9,
+      temperature: 0.5,
+      cache: "auto",
+      prime: true,
+    })
     expect(job.limits.concurrency).toBe(4)
   })
 
@@ -202,7 +208,7 @@ describe("loading a job", () => {
       "name: must be letters, digits, dot, dash or underscore",
       "source.path: missing (required)",
       "source.id: expected a string (the field that holds each row's stable id)",
-      `provider.mode: must be "realtime" (direct calls) or "batch" (the provider's Batch API)`,
+      `provider.mode: must be "realtime" (direct calls), "batch" (the provider's Batch API) or "flex" (direct calls in the flex tier)`,
       "provider.model: missing (required): the model's name, or --model",
       "request.prompt: missing (required)",
       "request.max_tokens: must be at least 1",

@@ -1,5 +1,16 @@
 import { describe, expect, test } from "bun:test"
-import { cost, distance, nearest, priceOf, PRICES_AS_OF, unpriced } from "../../../src/core/job/pricing.ts"
+import {
+  cacheSaving,
+  cost,
+  distance,
+  jobPrice,
+  nearest,
+  paidCost,
+  paidSaving,
+  priceOf,
+  PRICES_AS_OF,
+  unpriced,
+} from "../../../src/core/job/pricing.ts"
 
 describe("prices", () => {
   test("a model's price: by its exact name or a dated snapshot of it, unknown as undefined", () => {
@@ -7,6 +18,8 @@ describe("prices", () => {
       input: 0.4,
       output: 1.6,
       cached_input: 0.1,
+      cache_write: 0.4,
+      cache_write_1h: 0.4,
       batch_discount: 0.5,
       source: `built-in prices for gpt-4.1-mini (${PRICES_AS_OF})`,
     })
@@ -74,9 +87,16 @@ describe("prices", () => {
       input: 1,
       output: 2,
       cached_input: 1,
+      cache_write: 1,
+      cache_write_1h: 1,
       batch_discount: 0.5,
+      flex_discount: 0.5,
       source: "the job's [pricing]",
     })
+    // a write premium given for the 5-minute cache doubles input for the 1-hour one, unless that is given too
+    const written = priceOf("x", { input: 2, output: 4, cache_write: 2.5 })!
+    expect([written.cache_write, written.cache_write_1h]).toEqual([2.5, 4])
+    expect(priceOf("x", { input: 2, output: 4, cache_write: 2.5, cache_write_1h: 3 })!.cache_write_1h).toBe(3)
     expect(priceOf("llama3.2", { input: 0, output: 0, batch_discount: 0 })?.output).toBe(0)
   })
 
@@ -90,5 +110,56 @@ describe("prices", () => {
       (2000 * 0.4 + 500 * 1.6) / 2e6,
       12,
     )
+  })
+
+  test("prompt caching: Anthropic writes at 1.25× input (2× for 1 hour), reads at 0.1×; OpenAI writes at input", () => {
+    const sonnet = priceOf("claude-sonnet-4-5")!
+    expect([sonnet.input, sonnet.cached_input, sonnet.cache_write, sonnet.cache_write_1h]).toEqual([
+      3, 0.3, 3.75, 6,
+    ])
+    const gpt = priceOf("gpt-5-mini")!
+    expect([gpt.cache_write, gpt.cache_write_1h, gpt.flex_discount]).toEqual([0.25, 0.25, 0.5])
+    expect(priceOf("gpt-4.1")!.flex_discount).toBeUndefined()
+    // 3,000 input tokens of which 2,000 read and 500 written, 100 out: 500 × 3 + 2,000 × 0.3 + 500 × 3.75 + 100 × 15
+    const tokens = {
+      input_tokens: 3000,
+      output_tokens: 100,
+      cached_input_tokens: 2000,
+      cache_write_tokens: 500,
+    }
+    expect(cost(sonnet, tokens)).toBeCloseTo((500 * 3 + 2000 * 0.3 + 500 * 3.75 + 100 * 15) / 1e6, 12)
+    expect(cost(sonnet, tokens, true)).toBeCloseTo((500 * 3 + 2000 * 0.3 + 500 * 3.75 + 100 * 15) / 2e6, 12)
+    // saved: the reads' 2.7 a million each, less the writes' premium of 0.75 a million each
+    expect(cacheSaving(sonnet, tokens)).toBeCloseTo((2000 * 2.7 - 500 * 0.75) / 1e6, 12)
+    // a cold batch that only wrote saved less than nothing
+    expect(
+      cacheSaving(sonnet, { input_tokens: 3000, output_tokens: 0, cache_write_tokens: 3000 }, true),
+    ).toBeCloseTo((-3000 * 0.75) / 2e6, 12)
+    // paid tokens split at the batch price: the batch part's saving is halved
+    const paid = {
+      input_tokens: 6000,
+      output_tokens: 0,
+      cached_input_tokens: 4000,
+      cache_write_tokens: 1000,
+      batch_input_tokens: 3000,
+      batch_output_tokens: 0,
+      batch_cached_tokens: 2000,
+      batch_write_tokens: 500,
+    }
+    expect(paidSaving(sonnet, paid)).toBeCloseTo(((2000 * 2.7 - 500 * 0.75) * 1.5) / 1e6, 12)
+    expect(paidCost(sonnet, paid)).toBeCloseTo(((500 * 3 + 2000 * 0.3 + 500 * 3.75) * 1.5) / 1e6, 12)
+  })
+
+  test("a job's price: the 1-hour cache writes at its price; a flex job pays the flex tier's, or has none", () => {
+    const job = (model: string, mode: string, cache: string) => ({
+      provider: { model, mode },
+      request: { cache },
+    })
+    expect(jobPrice(job("claude-sonnet-4-5", "realtime", "1h"))!.cache_write).toBe(6)
+    expect(jobPrice(job("claude-sonnet-4-5", "realtime", "auto"))!.cache_write).toBe(3.75)
+    const flex = jobPrice(job("gpt-5-mini", "flex", "auto"))!
+    expect([flex.input, flex.cached_input, flex.output]).toEqual([0.125, 0.0125, 1])
+    expect(flex.source).toBe(`built-in prices for gpt-5-mini (${PRICES_AS_OF}), flex tier`)
+    expect(jobPrice(job("gpt-4.1", "flex", "auto"))).toBeUndefined()
   })
 })
