@@ -151,7 +151,13 @@ export async function runDetail(db: Ledger, run: Run, now = Date.now()): Promise
   return {
     ...status,
     chart: await chartOf(db, run, status.state, now, counted),
-    pipeline: pipeline && { rows: pipeline.rows, steps: pipeline.steps, spend_usd: pipeline.spend_usd },
+    pipeline: pipeline && {
+      rows: pipeline.rows,
+      steps: pipeline.steps,
+      spend_usd: pipeline.spend_usd,
+      prompt_cache: pipeline.prompt_cache,
+      priming: pipeline.priming,
+    },
     step: await stepOf(db, run),
   }
 }

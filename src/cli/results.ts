@@ -81,7 +81,7 @@ export const results = defineCommand({
   meta: {
     name: "results",
     description:
-      "A run's items as JSONL, CSV or Parquet: input columns (--join), id, state, attempts, cost, error, the output (a pipeline: each row with its steps)",
+      "A run's items as JSONL, CSV or Parquet: input columns (--join), id, state, attempts, cost, what the prompt cache saved, error, the output (a pipeline: each row with its steps)",
   },
   args: {
     run: { type: "positional", required: false, description: "Run name or id (default: the latest)" },

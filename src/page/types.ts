@@ -37,8 +37,14 @@ export interface Chart {
 /** What `GET /api/runs/:id` returns: the status view of `spool status --json`, with its chart. */
 export interface RunDetail extends StatusView {
   chart: Chart
-  /** A pipeline run's steps, each with its run and counts (report/pipeline.ts); null for any other run. */
-  pipeline: Omit<PipelineView, "run"> | null
+  /**
+   * A pipeline run's steps, each with its run and counts (report/pipeline.ts); null for any other run. Its steps'
+   * prompt cache and priming are drawn when given.
+   */
+  pipeline:
+    | (Omit<PipelineView, "run" | "prompt_cache" | "priming"> &
+        Partial<Pick<PipelineView, "prompt_cache" | "priming">>)
+    | null
   /** A pipeline step's run: which step of which pipeline run it is; null for any other run. */
   step: StepOf | null
 }

@@ -27,6 +27,34 @@ export function views() {
   /** A count and its noun: `1 hit`, `1,200 hits`, `2 misses`. */
   const count = (n: number, noun: string): string =>
     `${num(n)} ${n === 1 ? noun : noun.endsWith("s") ? `${noun}es` : `${noun}s`}`
+  /** Tokens as the page shows them: `1,200 in · 40 out (1,000 cached, 200 written)`: the prompt cache's when it was used. */
+  const tokens = (input: number, output: number, cached: number, written: number): string =>
+    `${num(input)} in · ${num(output)} out${written ? ` (${num(cached)} cached, ${num(written)} written)` : cached ? ` (${num(cached)} cached)` : ""}`
+  /** Dollars, a loss with its sign first (-$0.0023). */
+  const signed = (x: number): string => (x < 0 ? `-${usd(-x)}` : usd(x))
+  /**
+   * The provider's prompt cache as a figure, once it read or wrote: `2,997,000 read · 3,000 written · saved $8.09 (89%
+   * of input)`, the share rounded down (never more than was saved); else null.
+   */
+  const caching = (
+    p: { read_tokens: number; write_tokens: number; saved_usd: number | null; saved_share?: number | null },
+    unpriced: string,
+  ): string | null => {
+    if (p.read_tokens + p.write_tokens === 0) return null
+    const share = p.saved_share == null ? "" : ` (${Math.trunc(p.saved_share * 100)}% of input)`
+    const loss =
+      p.saved_usd !== null && p.saved_usd < 0 ? ": the cache writes cost more than its reads saved" : ""
+    const saved = p.saved_usd === null ? unpriced : `${signed(p.saved_usd)}${share}${loss}`
+    return `${num(p.read_tokens)} read · ${num(p.write_tokens)} written · saved ${saved}`
+  }
+  /** The priming calls as a figure, once one was sent: `3 calls (1 failed) · $0.0123`; else null. */
+  const priming = (
+    p: { calls: number; failed: number; cost_usd: number | null },
+    unpriced: string,
+  ): string | null =>
+    p.calls
+      ? `${count(p.calls, "call")}${p.failed ? ` (${num(p.failed)} failed)` : ""} · ${p.cost_usd === null ? `cost ${unpriced}` : usd(p.cost_usd)}`
+      : null
   /** A state as words: `completed with failures`, not `completed_with_failures`. */
   const word = (s: string): string => s.replace(/_/g, " ")
   const chip = (s: string, id = ""): string =>
@@ -302,6 +330,11 @@ export function views() {
           ["elapsed", dur(v.elapsed_s)],
           ["spend", spend],
         ]
+        // the steps' prompt cache and priming together, once a step used them
+        const pc = p.prompt_cache && caching(p.prompt_cache, "unknown (a step's model has no price)")
+        if (pc) facts.push(["prompt cache", pc])
+        const pr = p.priming && priming(p.priming, "unknown (a step's model has no price)")
+        if (pr) facts.push(["priming", pr])
         return facts.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")
       }
       const rest = v.spend.remaining_usd ? ` · ~${usd(v.spend.remaining_usd)} for the rest` : ""
@@ -322,6 +355,10 @@ export function views() {
         hits > 0 && saved_usd === 0 && v.spend.usd === null ? "unknown (no price)" : usd(saved_usd)
       if (hits + misses > 0)
         rows.push(["cache", `${count(hits, "hit")} · ${count(misses, "miss")} · saved ${saved}`])
+      const pc = caching(v.prompt_cache, "unknown (no price)")
+      if (pc) rows.push(["prompt cache", pc])
+      const pr = priming(v.priming, "unknown (no price)")
+      if (pr) rows.push(["priming", pr])
       return rows.map(([k, x]) => `<dt>${k}</dt><dd data-k="${k}">${esc(x)}</dd>`).join("")
     },
 
@@ -403,8 +440,12 @@ export function views() {
     /** One item opened: its input row, the request made of it, every attempt, its output. */
     item(d: ItemDetail): string {
       if (d.steps) return row(d, d.steps)
-      const cost = d.cost_usd === null ? "" : ` · ${usd(d.cost_usd)}`
-      const tokens = `${num(d.usage.input_tokens)} in · ${num(d.usage.output_tokens)} out${d.usage.cached_input_tokens ? ` (${num(d.usage.cached_input_tokens)} cached)` : ""}`
+      const saved = d.prompt_cache_saved_usd
+        ? ` (the prompt cache saved ${signed(d.prompt_cache_saved_usd)})`
+        : ""
+      const cost = d.cost_usd === null ? "" : ` · ${usd(d.cost_usd)}${saved}`
+      const u = d.usage
+      const used = tokens(u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens)
       const r = d.request
       const request =
         "unfilled" in r
@@ -422,7 +463,7 @@ export function views() {
         ? `<div class="wide"><table id="item-attempts"><thead><tr><th>#</th><th>started</th><th>ended</th><th>outcome</th><th>error</th><th>HTTP</th><th>latency</th><th>tokens</th></tr></thead><tbody>${d.history
             .map(
               (a) =>
-                `<tr><td>${a.n || "—"}</td><td>${at(iso(a.started_at))}</td><td>${at(iso(a.ended_at))}</td><td>${esc(a.outcome ? word(a.outcome) : "in flight")}${a.note ? `<div class="muted">${esc(a.note)}</div>` : ""}</td><td>${a.error_class ? `<code>${esc(a.error_class)}</code> ` : ""}${esc(a.error ?? "")}</td><td>${a.http_status ?? ""}</td><td>${a.latency_ms === null ? "" : `${num(a.latency_ms)} ms`}</td><td>${a.input_tokens === null ? "" : `${num(a.input_tokens)} in · ${num(a.output_tokens ?? 0)} out`}</td></tr>`,
+                `<tr><td>${a.n || "—"}</td><td>${at(iso(a.started_at))}</td><td>${at(iso(a.ended_at))}</td><td>${esc(a.outcome ? word(a.outcome) : "in flight")}${a.note ? `<div class="muted">${esc(a.note)}</div>` : ""}</td><td>${a.error_class ? `<code>${esc(a.error_class)}</code> ` : ""}${esc(a.error ?? "")}</td><td>${a.http_status ?? ""}</td><td>${a.latency_ms === null ? "" : `${num(a.latency_ms)} ms`}</td><td>${a.input_tokens === null ? "" : tokens(a.input_tokens, a.output_tokens ?? 0, a.cached_input_tokens ?? 0, a.cache_write_tokens ?? 0)}</td></tr>`,
             )
             .join("")}</tbody></table></div>`
         : `<p class="muted">No attempt yet.</p>`
@@ -463,7 +504,7 @@ export function views() {
         s?.kind === "review"
           ? `<p class="muted" id="item-reviews">A review step calls no model: its answer is ${esc(s.needs.at(-1) ?? "")}'s, let through as it is (or edited), or stopped by a person.</p>`
           : `<h4>Request</h4>${request}<h4>Attempts</h4>${attempts}`
-      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${tokens}${cost}</p>${place}${cached}<h4>${s ? "Input: the row, and the answers of the steps it reaches" : "Input row"}</h4><pre id="item-input">${esc(pretty(d.input))}</pre>${asked}<h4>Output</h4>${output}${error}${review}`
+      return `<div class="item-head"><h3>Item <code>${esc(d.id)}</code> ${chip(d.state, "item-state")}</h3><a href="#" id="close-item">close</a></div><p class="muted">${esc(d.source.file)}, row ${d.source.row} · ${d.attempts} attempt(s) · ${used}${cost}</p>${place}${cached}<h4>${s ? "Input: the row, and the answers of the steps it reaches" : "Input row"}</h4><pre id="item-input">${esc(pretty(d.input))}</pre>${asked}<h4>Output</h4>${output}${error}${review}`
     },
 
     /** What the run sends and how: provider, model, mode, inputs, prompts, schema, limits. Never a key. */

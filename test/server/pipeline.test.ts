@@ -139,7 +139,7 @@ const plain = (x: any): any =>
     k === "started_at" || k === "ended_at" ? (v === null ? null : "T") : v,
   )
 
-const zero = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0 }
+const zero = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, cache_write_tokens: 0 }
 const counts = (o: Record<string, number>) => ({
   pending: 0,
   running: 0,
@@ -166,6 +166,7 @@ describe("a pipeline run's rows at every step", () => {
       input_tokens: null,
       output_tokens: null,
       cached_input_tokens: null,
+      cache_write_tokens: null,
       latency_ms: 5,
       batch_id: null,
       note: null,
@@ -176,6 +177,7 @@ describe("a pipeline run's rows at every step", () => {
       attempts: 0,
       usage: zero,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
       source: { file, row: 1, id: null },
       history: [],
@@ -200,7 +202,7 @@ describe("a pipeline run's rows at every step", () => {
             state: "completed",
             output: { label: "bug", confidence: 0.2 },
             attempts: 1,
-            usage: { input_tokens: 10, output_tokens: 4, cached_input_tokens: 0 },
+            usage: { input_tokens: 10, output_tokens: 4, cached_input_tokens: 0, cache_write_tokens: 0 },
             cost_usd: 0.0000039,
             history: [attempt({ outcome: "ok", input_tokens: 10, output_tokens: 4 })],
           }),

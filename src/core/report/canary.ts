@@ -4,7 +4,7 @@
  * item cost and what the job will.
  */
 import type { Job } from "../job/job.ts"
-import { paidCost, priceOf } from "../job/pricing.ts"
+import { jobPrice, paidCost } from "../job/pricing.ts"
 import type { Ledger } from "../ledger/ledger.ts"
 import type { State } from "../ledger/states.ts"
 import type { AttemptRow, Item, Run } from "../ledger/types.ts"
@@ -22,7 +22,8 @@ export interface CanaryReport {
   /** Every item of the run, its inputs read to the end; and how many come after the canary. */
   total: number
   rest: number
-  mode: "realtime" | "batch"
+  /** flex: the canary's calls are the flex tier's too, at its price (a batch job's are direct, at the full one). */
+  mode: "realtime" | "batch" | "flex"
   /** The first few items, each on one line: its id, how it ended, and its output or error. */
   outputs: { id: string; state: State; text: string }[]
   /**
@@ -160,7 +161,7 @@ function errorsOf(attempts: AttemptRow[]): CanaryReport["errors"] {
 }
 
 function costOf(job: Job, items: Item[], total: number): CanaryReport["cost"] {
-  const price = priceOf(job.provider.model, job.pricing)
+  const price = jobPrice(job)
   if (!price) return null
   const spent = items.reduce((sum, item) => sum + paidCost(price, item), 0)
   const ended = items.filter((i) => ["completed", "needs_review", "failed"].includes(i.state)).length
@@ -184,7 +185,7 @@ const n = (x: number) => x.toLocaleString("en-US")
 
 export function canaryText(r: CanaryReport): string {
   const lines = [
-    `canary    the first ${n(r.items)} of ${n(r.total)} item(s), sent as direct calls${r.mode === "batch" ? " (the rest goes in batches)" : ""}`,
+    `canary    the first ${n(r.items)} of ${n(r.total)} item(s), sent as direct calls${r.mode === "batch" ? " (the rest goes in batches)" : r.mode === "flex" ? " in the flex tier" : ""}`,
     "outputs",
     ...r.outputs.map((o) => `  ${o.id}  ${o.state}  ${o.text}`),
     `gates     ${gatesText(r.gates)}`,

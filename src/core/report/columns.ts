@@ -22,8 +22,22 @@ export interface Column {
   from: { part: "input" | "spool" | "output"; field: string | null }
 }
 
-/** spool's own columns, in their order; `cached` only when the run used the response cache, `vector` with vectors. */
-export const SPOOL_COLUMNS = ["id", "state", "attempts", "cost_usd", "cached", "error", "vector"] as const
+/**
+ * spool's own columns, in their order; `cached` only when the run used the response cache, `vector` with vectors.
+ * `prompt_cache_saved_usd` and `cache_write_tokens` are the provider's prompt cache's (ResultLine's), always there:
+ * a provider may cache prompts whatever the job asks (OpenAI does by itself).
+ */
+export const SPOOL_COLUMNS = [
+  "id",
+  "state",
+  "attempts",
+  "cost_usd",
+  "prompt_cache_saved_usd",
+  "cache_write_tokens",
+  "cached",
+  "error",
+  "vector",
+] as const
 export type SpoolField = (typeof SPOOL_COLUMNS)[number]
 
 const SPOOL_SHAPES: Record<Exclude<SpoolField, "vector">, Shape> = {
@@ -31,6 +45,8 @@ const SPOOL_SHAPES: Record<Exclude<SpoolField, "vector">, Shape> = {
   state: { kind: "string" },
   attempts: { kind: "integer" },
   cost_usd: { kind: "number" },
+  prompt_cache_saved_usd: { kind: "number" },
+  cache_write_tokens: { kind: "integer" },
   cached: { kind: "boolean" },
   error: { kind: "string" },
 }

@@ -101,6 +101,8 @@ export async function maker(db: Ledger, run: Run, join: boolean): Promise<Maker>
       state: l.state,
       attempts: l.attempts,
       cost_usd: l.cost_usd,
+      prompt_cache_saved_usd: l.prompt_cache_saved_usd,
+      cache_write_tokens: l.usage.cache_write_tokens,
       cached: l.cached,
       error: l.error?.message ?? null,
       vector: row.vector ? floats(row.vector) : null,

@@ -30,6 +30,10 @@ export interface PipelineView {
   steps: StepView[]
   /** The steps' spend together; null when a step's price is unknown. */
   spend_usd: number | null
+  /** The steps' prompt cache together (their `status`'s): what it saved is null when a step's price is unknown. */
+  prompt_cache: { read_tokens: number; write_tokens: number; saved_usd: number | null }
+  /** The steps' priming calls together; their cost null when a step's price is unknown. */
+  priming: { calls: number; failed: number; cost_usd: number | null }
 }
 
 /** The pipeline view of `run`, or null when it is not a pipeline run. */
@@ -40,11 +44,19 @@ export async function pipelineOf(db: Ledger, run: Run, now = Date.now()): Promis
   const view = await status(db, run, now)
   const steps: StepView[] = []
   let spend: number | null = 0
+  const cache: PipelineView["prompt_cache"] = { read_tokens: 0, write_tokens: 0, saved_usd: 0 }
+  const priming: PipelineView["priming"] = { calls: 0, failed: 0, cost_usd: 0 }
   for (const shape of shapes) {
     const r = runs.get(shape.name)
     if (!r) continue
     const s = await status(db, r, now)
     spend = spend === null || s.spend.usd === null ? null : spend + s.spend.usd
+    cache.read_tokens += s.prompt_cache.read_tokens
+    cache.write_tokens += s.prompt_cache.write_tokens
+    cache.saved_usd = sum(cache.saved_usd, s.prompt_cache.saved_usd)
+    priming.calls += s.priming.calls
+    priming.failed += s.priming.failed
+    priming.cost_usd = sum(priming.cost_usd, s.priming.cost_usd)
     steps.push({
       ...shape,
       run: r.id,
@@ -57,8 +69,13 @@ export async function pipelineOf(db: Ledger, run: Run, now = Date.now()): Promis
       spend_usd: s.spend.usd,
     })
   }
-  return { run: view, rows: view.total, steps, spend_usd: spend }
+  return { run: view, rows: view.total, steps, spend_usd: spend, prompt_cache: cache, priming }
 }
+
+/** Two amounts added up; unknown (null) when either is. */
+const sum = (a: number | null, b: number | null) => (a === null || b === null ? null : a + b)
+
+const n = (x: number) => x.toLocaleString("en-US")
 
 /** The text of `spool status` for a pipeline run. */
 export function pipelineText(v: PipelineView): string {
@@ -67,8 +84,21 @@ export function pipelineText(v: PipelineView): string {
     `run ${r.name} (#${r.id}) · pipeline of ${v.steps.length} step(s) · ${r.state}${r.reason ? ` (${r.reason})` : ""}`,
     `rows      ${v.rows.toLocaleString("en-US")}`,
     `spend     ${v.spend_usd === null ? "unknown (a step's model has no price)" : usd(v.spend_usd)}`,
-    "steps",
   ]
+  const { read_tokens: read, write_tokens: written, saved_usd: saved } = v.prompt_cache
+  if (read + written > 0) {
+    const kept =
+      saved === null ? "unknown (a step's model has no price)" : saved < 0 ? `-${usd(-saved)}` : usd(saved)
+    lines.push(`caching   ${n(read)} tokens read, ${n(written)} written · saved ${kept}`)
+  }
+  const p = v.priming
+  if (p.calls > 0) {
+    const paid = p.cost_usd === null ? "cost unknown (a step's model has no price)" : usd(p.cost_usd)
+    lines.push(
+      `priming   ${n(p.calls)} call${p.calls === 1 ? "" : "s"}${p.failed ? ` (${n(p.failed)} failed)` : ""} · ${paid}`,
+    )
+  }
+  lines.push("steps")
   const heads = v.steps.map(
     (s) => `${s.name} (${[s.kind, ...(s.needs.length ? [`after ${s.needs.join(", ")}`] : [])].join(", ")})`,
   )

@@ -4,7 +4,9 @@ import type { Listed } from "../../plugins/registry.ts"
 import type { State } from "../ledger/states.ts"
 import { alive, usageOf, type Ledger, type Worker } from "../ledger/ledger.ts"
 import type { AttemptRow, Batch, CachedUsage, ResultRow, Run, Summary } from "../ledger/types.ts"
-import { paidCost, priceOf, spentOf, type Priced } from "../job/pricing.ts"
+import { jobPrice, paidCost, paidSaving, spentOf, type Priced } from "../job/pricing.ts"
+import { primingOf, promptCacheOf, type PrimingView, type PromptCacheView } from "./savings.ts"
+import { workerViews, type WorkerView } from "./workers.ts"
 
 export interface StatusView {
   id: number
@@ -40,6 +42,10 @@ export interface StatusView {
    * answers served had cost when they were paid for (USD; those of unknown price count 0). Zeros when never asked.
    */
   cache: { hits: number; misses: number; saved_usd: number }
+  /** The provider's prompt cache (README, "Paying less"): tokens read and written, and what it saved. */
+  prompt_cache: PromptCacheView
+  /** The run's priming calls: how many, how many failed, what the answered ones cost (in `spend` too). */
+  priming: PrimingView
   errors: { class: string; count: number; example: string; id: string }[]
   malformed: { count: number; duplicates: number; sample: { file: string; line: number; reason: string }[] }
   /** Batch mode: every provider batch of the run, oldest first (the page: the live ones and the last 50). */
@@ -53,36 +59,6 @@ export interface StatusView {
   /** null when unknown, and for a run that is not going (paused, cancelled, interrupted). */
   eta_s: number | null
   resume: string
-}
-
-export interface WorkerView {
-  host: string
-  pid: number | null
-  items: number
-  started_at: string
-  beat_at: string
-  alive: boolean
-}
-
-/** A run's workers as `status` and the page list them (ledger.ts `Workers`, `alive`). */
-export async function workersOf(db: Ledger, run: Run, now = Date.now()): Promise<WorkerView[]> {
-  const [list, held] = await Promise.all([db.workers.list(run.id), db.workers.held(run.id)])
-  return workerViews(list, held, now)
-}
-
-function workerViews(list: Worker[], holds: { owner: string; items: number }[], now: number): WorkerView[] {
-  const held = new Map(holds.map((h) => [h.owner, h.items]))
-  return list.map((w) => {
-    const [host, pid] = w.owner.split(":")
-    return {
-      host: host ?? w.owner,
-      pid: pid && /^\d+$/.test(pid) ? Number(pid) : null,
-      items: held.get(w.owner) ?? 0,
-      started_at: new Date(w.started_at).toISOString(),
-      beat_at: new Date(w.beat_at).toISOString(),
-      alive: alive([w], now) === 1,
-    }
-  })
 }
 
 /** What a run is shown as when it is `running` in the ledger but no process works on it any more. */
@@ -109,9 +85,9 @@ function shownOf(run: Run, list: Worker[], now: number): { state: string; worker
   return { state: run.state === "running" && workers === 0 ? INTERRUPTED : run.state, workers }
 }
 
-/** The prices of a run's model, from the job it was (last) run with. */
+/** The prices of a run's model, from the job it was (last) run with (its cache lifetime's write price). */
 export function pricesOf(run: Run): Priced | undefined {
-  return priceOf(run.job.provider.model, run.job.pricing)
+  return jobPrice(run.job)
 }
 
 const round = (usd: number) => Math.round(usd * 1e6) / 1e6
@@ -228,6 +204,8 @@ export async function status(
       prices: prices ?? null,
     },
     cache: { hits: s.cache.hits, misses: s.cache.misses, saved_usd: round(s.cache.savedUsd) },
+    prompt_cache: promptCacheOf(s, prices),
+    priming: primingOf(s, prices),
     errors: s.errors.map((e) => ({ class: e.class, count: e.count, example: e.example, id: e.key })),
     malformed: s.problems,
     ...batches,
@@ -305,6 +283,15 @@ export function statusText(v: StatusView): string {
   const saved = hits > 0 && saved_usd === 0 && v.spend.usd === null ? "unknown (no price)" : usd(saved_usd)
   if (hits + misses > 0)
     lines.push(`cache     ${count(hits, "hit")} · ${count(misses, "miss")} · saved ${saved}`)
+  const read = v.prompt_cache.read_tokens
+  const written = v.prompt_cache.write_tokens
+  if (read + written > 0)
+    lines.push(`caching   ${n(read)} tokens read, ${n(written)} written · saved ${savedText(v.prompt_cache)}`)
+  if (v.priming.calls > 0) {
+    const failed = v.priming.failed ? ` (${n(v.priming.failed)} failed)` : ""
+    const paid = v.priming.cost_usd === null ? "cost unknown (no price)" : usd(v.priming.cost_usd)
+    lines.push(`priming   ${count(v.priming.calls, "call")}${failed} · ${paid}`)
+  }
   lines.push(`time      ${timeText(v)}`)
   // one worker is the common case, said by the state line; several (a shared store) are listed, each where it runs
   if (v.worker_list.length > 1) {
@@ -334,6 +321,17 @@ export function statusText(v: StatusView): string {
   if (v.state === "paused" || v.state === "running" || v.state === INTERRUPTED)
     lines.push(`resume    ${v.resume}`)
   return `${lines.join("\n")}\n`
+}
+
+/**
+ * What the prompt cache saved, as the status text says it: `$8.09 (89% of input)`, the share rounded down (never more
+ * than was saved); a loss with its sign, and why.
+ */
+function savedText(p: PromptCacheView): string {
+  if (p.saved_usd === null) return "unknown (no price)"
+  const share = p.saved_share === null ? "" : ` (${Math.trunc(p.saved_share * 100)}% of input)`
+  if (p.saved_usd >= 0) return `${usd(p.saved_usd)}${share}`
+  return `-${usd(-p.saved_usd)}${share}: the cache writes cost more than its reads saved`
 }
 
 /** How many of the batches that ended the status text lists: the last ones. */
@@ -434,9 +432,20 @@ export interface ResultLine {
   output: unknown
   error: { class: string | null; message: string } | null
   attempts: number
-  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
+  /** Its calls' tokens: `cached_input_tokens` read from the prompt cache, `cache_write_tokens` written to it. */
+  usage: {
+    input_tokens: number
+    output_tokens: number
+    cached_input_tokens: number
+    cache_write_tokens: number
+  }
   /** USD; null when the model's price is unknown. 0 for an item served from the cache: no call was made. */
   cost_usd: number | null
+  /**
+   * USD the prompt cache saved on its calls (pricing.ts `paidSaving`, each part at the price it was paid); negative
+   * when its writes cost more than its reads saved; null when the model's price is unknown.
+   */
+  prompt_cache_saved_usd: number | null
   /** Served from the response cache: completed with no call, its own usage 0. */
   cached: boolean
   /** A hit only: what its answer cost when it was paid for (tokens, and USD or null when unknown). */
@@ -467,10 +476,12 @@ export async function resultLine(db: Ledger, run: Run): Promise<(item: ResultRow
       input_tokens: item.input_tokens,
       output_tokens: item.output_tokens,
       cached_input_tokens: item.cached_input_tokens,
+      cache_write_tokens: item.cache_write_tokens,
     },
     // at full precision: a cheap item's cost rounded to 6 decimals was off by up to 5%, and their sum drifted from
     // the run's spend (issue 17)
     cost_usd: item.cached_usage !== null ? 0 : prices ? paidCost(prices, item) : null,
+    prompt_cache_saved_usd: item.cached_usage !== null ? 0 : prices ? paidSaving(prices, item) : null,
     cached: item.cached_usage !== null,
     ...(item.cached_usage === null ? {} : { cached_usage: usageOf(item.cached_usage) }),
     source: { file: item.path, row: item.row, id: item.source_id },

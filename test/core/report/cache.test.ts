@@ -61,7 +61,7 @@ async function lines(l: Ledger, run: Run) {
 }
 
 const source = (row: number) => ({ file: "/in.jsonl", row, id: null })
-const none = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0 }
+const none = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, cache_write_tokens: 0 }
 
 describe("the response cache in the reports", () => {
   test("a hit's result line: cached, cost 0, and what its answer cost when it was paid for; the others not cached", async () => {
@@ -78,6 +78,7 @@ describe("the response cache in the reports", () => {
       attempts: 0,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: true,
       cached_usage: { input_tokens: 30, output_tokens: 20, cached_input_tokens: 5, cost_usd: 0.25 },
       source: source(1),
@@ -91,6 +92,7 @@ describe("the response cache in the reports", () => {
       "attempts",
       "usage",
       "cost_usd",
+      "prompt_cache_saved_usd",
       "cached",
       "cached_usage",
       "source",
@@ -102,8 +104,9 @@ describe("the response cache in the reports", () => {
       output: "paid answer",
       error: null,
       attempts: 1,
-      usage: { input_tokens: 10, output_tokens: 4, cached_input_tokens: 0 },
+      usage: { input_tokens: 10, output_tokens: 4, cached_input_tokens: 0, cache_write_tokens: 0 },
       cost_usd: 0.0000039,
+      prompt_cache_saved_usd: 0,
       cached: false,
       source: source(2),
     })
@@ -115,6 +118,7 @@ describe("the response cache in the reports", () => {
       attempts: 0,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
       source: source(3),
     })

@@ -65,6 +65,8 @@ describe("results export of vectors", () => {
         "state",
         "attempts",
         "cost_usd",
+        "prompt_cache_saved_usd",
+        "cache_write_tokens",
         "cached",
         "error",
         "vector",
@@ -116,8 +118,19 @@ describe("results export of vectors", () => {
       const o: ExportOptions = { format: "csv", join: false }
       const text = await all(csvLines(l, run, o, await plan(l, run, o)))
       const rows = Papa.parse<string[]>(text.trimEnd()).data
-      expect(rows[0]).toEqual(["id", "state", "attempts", "cost_usd", "cached", "error", "vector", "output"])
-      expect(rows.slice(1).map((r) => r[6])).toEqual([
+      expect(rows[0]).toEqual([
+        "id",
+        "state",
+        "attempts",
+        "cost_usd",
+        "prompt_cache_saved_usd",
+        "cache_write_tokens",
+        "cached",
+        "error",
+        "vector",
+        "output",
+      ])
+      expect(rows.slice(1).map((r) => r[8])).toEqual([
         JSON.stringify(VECTORS[0]!.map(Math.fround)),
         "[1,2,3.25]",
         "",
@@ -187,11 +200,23 @@ describe("output columns of a schema", () => {
       "state",
       "attempts",
       "cost_usd",
+      "prompt_cache_saved_usd",
+      "cache_write_tokens",
       "error",
       "output.label",
       "output.n",
     ])
-    expect(names("")).toEqual(["id", "state", "attempts", "cost_usd", "error", "label", "n"])
+    expect(names("")).toEqual([
+      "id",
+      "state",
+      "attempts",
+      "cost_usd",
+      "prompt_cache_saved_usd",
+      "cache_write_tokens",
+      "error",
+      "label",
+      "n",
+    ])
     // a property named like one of spool's columns, with bare names: refused, naming it
     expect(() =>
       columnsOf({
@@ -245,6 +270,8 @@ describe("DuckDB reads the Parquet file", () => {
         state: "VARCHAR",
         attempts: "BIGINT",
         cost_usd: "DOUBLE",
+        prompt_cache_saved_usd: "DOUBLE",
+        cache_write_tokens: "BIGINT",
         cached: "BOOLEAN",
         error: "VARCHAR",
         vector: "FLOAT[]",

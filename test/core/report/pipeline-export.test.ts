@@ -173,7 +173,7 @@ async function all(lines: AsyncIterable<string>): Promise<string> {
   return text
 }
 
-const none = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0 }
+const none = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, cache_write_tokens: 0 }
 const source = (file: string, row: number, id: string | null) => ({ file, row, id })
 
 /** The JSONL lines of the pipeline above, without the input rows. */
@@ -185,8 +185,9 @@ const LINES = [
       output: { label: "bug", confidence: 0.25 },
       error: null,
       attempts: 1,
-      usage: { input_tokens: 100, output_tokens: 10, cached_input_tokens: 0 },
+      usage: { input_tokens: 100, output_tokens: 10, cached_input_tokens: 0, cache_write_tokens: 0 },
       cost_usd: 0.000021,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     summary: {
@@ -194,8 +195,9 @@ const LINES = [
       output: "a bug, says a1",
       error: null,
       attempts: 1,
-      usage: { input_tokens: 200, output_tokens: 20, cached_input_tokens: 0 },
+      usage: { input_tokens: 200, output_tokens: 20, cached_input_tokens: 0, cache_write_tokens: 0 },
       cost_usd: 0.000042,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     check: {
@@ -205,6 +207,7 @@ const LINES = [
       attempts: 0,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     source: source("/a.jsonl", 1, "s1"),
@@ -216,8 +219,9 @@ const LINES = [
       output: { label: "billing", confidence: 0.5 },
       error: null,
       attempts: 1,
-      usage: { input_tokens: 100, output_tokens: 10, cached_input_tokens: 0 },
+      usage: { input_tokens: 100, output_tokens: 10, cached_input_tokens: 0, cache_write_tokens: 0 },
       cost_usd: 0.000021,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     summary: {
@@ -227,6 +231,7 @@ const LINES = [
       attempts: 0,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     check: {
@@ -236,6 +241,7 @@ const LINES = [
       attempts: 0,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     source: source("/a.jsonl", 2, "s2"),
@@ -249,6 +255,7 @@ const LINES = [
       attempts: 1,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     summary: {
@@ -258,6 +265,7 @@ const LINES = [
       attempts: 0,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     check: {
@@ -267,6 +275,7 @@ const LINES = [
       attempts: 0,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     source: source("/a.jsonl", 3, "s3"),
@@ -279,8 +288,9 @@ const LINES = [
       output: { label: "bug", confidence: 0.75 },
       error: null,
       attempts: 1,
-      usage: { input_tokens: 100, output_tokens: 10, cached_input_tokens: 0 },
+      usage: { input_tokens: 100, output_tokens: 10, cached_input_tokens: 0, cache_write_tokens: 0 },
       cost_usd: 0.000021,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     summary: {
@@ -290,6 +300,7 @@ const LINES = [
       attempts: 0,
       usage: none,
       cost_usd: 0,
+      prompt_cache_saved_usd: 0,
       cached: false,
     },
     check: null,
