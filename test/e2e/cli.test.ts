@@ -70,8 +70,9 @@ describe("dist/spool", () => {
       output: "label for: Charged twice this month",
       error: null,
       attempts: 1,
-      usage: { input_tokens: 20, output_tokens: 9, cached_input_tokens: 0 },
+      usage: { input_tokens: 20, output_tokens: 9, cached_input_tokens: 0, cache_write_tokens: 0 },
       cost_usd: null, // mock-1 has no price: unknown, not 0
+      prompt_cache_saved_usd: null,
       cached: false,
       source: { file: join(dir, "tickets.jsonl"), row: 1, id: "T-1001" },
     })

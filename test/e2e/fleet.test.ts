@@ -89,7 +89,12 @@ interface Line {
   state: string
   output: unknown
   attempts: number
-  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
+  usage: {
+    input_tokens: number
+    output_tokens: number
+    cached_input_tokens: number
+    cache_write_tokens: number
+  }
   cost_usd: number | null
 }
 
@@ -463,7 +468,7 @@ describe.skipIf(SKIP_PG)("a fleet of workers on one PostgreSQL run", () => {
     // each call cost what the fake counted, at the job's prices
     for (const l of done)
       expect([l.usage, l.cost_usd]).toEqual([
-        { input_tokens: inTokens, output_tokens: outTokens, cached_input_tokens: 0 },
+        { input_tokens: inTokens, output_tokens: outTokens, cached_input_tokens: 0, cache_write_tokens: 0 },
         each,
       ])
     expect(countsOf(lines)).toEqual({ completed: done.length, pending: N - done.length })

@@ -44,6 +44,7 @@ const usage = (input: number, output: number) => ({
   input_tokens: input,
   output_tokens: output,
   cached_input_tokens: 0,
+  cache_write_tokens: 0,
 })
 
 /** A step's part of a JSONL line: an answer paid for, or an item that made no call. */
@@ -60,6 +61,7 @@ const answered = (
   attempts: 1,
   usage: usage(...u),
   cost_usd: cost,
+  prompt_cache_saved_usd: 0,
   cached: false,
 })
 const decided = (state: string, output: unknown, error: [string, string] | null) => ({
@@ -69,6 +71,7 @@ const decided = (state: string, output: unknown, error: [string, string] | null)
   attempts: 0,
   usage: usage(0, 0),
   cost_usd: 0,
+  prompt_cache_saved_usd: 0,
   cached: false,
 })
 
@@ -205,7 +208,7 @@ describe("spool results of a pipeline run", () => {
       { cwd: tmp.path },
     )
     expect(review.stdout).toBe(
-      "id,state,attempts,cost_usd,cached,error,label,confidence\r\nr4,needs_review,1,0.000007600000000000001,false,not JSON: not sure,,\r\n",
+      "id,state,attempts,cost_usd,prompt_cache_saved_usd,cache_write_tokens,cached,error,label,confidence\r\nr4,needs_review,1,0.000007600000000000001,0,0,false,not JSON: not sure,,\r\n",
     )
     // the step's own export mark: its finished items (not the skipped ones), then none finished since
     const since = ["results", "--step", "check", "--since-last-export", "--out", "check.jsonl"]

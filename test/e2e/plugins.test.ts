@@ -42,6 +42,7 @@ describe("plugins in dist/spool", () => {
         attempts: 1,
         usage: expect.any(Object),
         cost_usd: null,
+        prompt_cache_saved_usd: null,
         cached: false,
         source: { file: join(dir, "sqlite-table", "tickets.db"), row: Number(r.rowid), id: r.ticket_id },
       })),
@@ -99,7 +100,7 @@ describe("plugins in dist/spool", () => {
       tickets.map((t) => [
         t.ticket_id,
         `label(${t.subject})`,
-        { input_tokens: 9, output_tokens: 2, cached_input_tokens: 0 },
+        { input_tokens: 9, output_tokens: 2, cached_input_tokens: 0, cache_write_tokens: 0 },
       ]),
     )
     expect(prompts.sort()).toEqual(tickets.map((t) => String(t.subject)).sort())

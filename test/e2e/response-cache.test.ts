@@ -21,7 +21,12 @@ interface Line {
   id: string
   state: string
   output: unknown
-  usage: { input_tokens: number; output_tokens: number; cached_input_tokens: number }
+  usage: {
+    input_tokens: number
+    output_tokens: number
+    cached_input_tokens: number
+    cache_write_tokens: number
+  }
   cost_usd: number | null
   cached: boolean
   cached_usage?: { input_tokens: number; output_tokens: number; cost_usd: number | null }
@@ -136,7 +141,12 @@ describe("the response cache through dist/spool", () => {
       expect(l.cached_usage!.input_tokens).toBe(a[i]!.usage.input_tokens)
       expect(l.cached_usage!.output_tokens).toBe(a[i]!.usage.output_tokens)
       expect(l.cached_usage!.cost_usd).toBeCloseTo(a[i]!.cost_usd!, 12)
-      expect(l.usage).toEqual({ input_tokens: 0, output_tokens: 0, cached_input_tokens: 0 })
+      expect(l.usage).toEqual({
+        input_tokens: 0,
+        output_tokens: 0,
+        cached_input_tokens: 0,
+        cache_write_tokens: 0,
+      })
     }
     const st = await s.status("b")
     expect(st.cache.hits).toBe(4)

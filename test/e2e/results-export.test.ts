@@ -134,6 +134,8 @@ describe("spool results as csv, parquet and jsonl", () => {
       "spool.state",
       "spool.attempts",
       "spool.cost_usd",
+      "spool.prompt_cache_saved_usd",
+      "spool.cache_write_tokens",
       "spool.cached",
       "spool.error",
       "output.label",
@@ -153,6 +155,8 @@ describe("spool results as csv, parquet and jsonl", () => {
       "completed",
       "1",
       String(ref[0]!.cost_usd),
+      "0",
+      "0",
       "false",
       "",
       "ALPHA",
@@ -160,13 +164,15 @@ describe("spool results as csv, parquet and jsonl", () => {
       '["t","alpha"]',
       '{"ok":true}',
     ])
-    expect(rows[1]!.slice(12)).toEqual(["BETA", "0.5", '["t","beta"]', '{"ok":false}'])
+    expect(rows[1]!.slice(14)).toEqual(["BETA", "0.5", '["t","beta"]', '{"ok":false}'])
     // left for review: its answer is not JSON, so no column of the schema holds it (jsonl keeps it)
-    expect(rows[2]!.slice(6, 16)).toEqual([
+    expect(rows[2]!.slice(6, 18)).toEqual([
       "r3",
       "needs_review",
       "1",
       String(ref[2]!.cost_usd),
+      "0",
+      "0",
       "false",
       ref[2]!.error!.message,
       "",
@@ -175,7 +181,16 @@ describe("spool results as csv, parquet and jsonl", () => {
       "",
     ])
     expect(ref[2]!.output).toBe("not json at all")
-    expect(rows[3]!.slice(6, 12)).toEqual(["r4", "failed", "1", "0", "false", ref[3]!.error!.message])
+    expect(rows[3]!.slice(6, 14)).toEqual([
+      "r4",
+      "failed",
+      "1",
+      "0",
+      "0",
+      "0",
+      "false",
+      ref[3]!.error!.message,
+    ])
     expect(ref[3]!.error!.message.length).toBeGreaterThan(0)
   })
 
@@ -203,6 +218,8 @@ describe("spool results as csv, parquet and jsonl", () => {
       "state",
       "attempts",
       "cost_usd",
+      "prompt_cache_saved_usd",
+      "cache_write_tokens",
       "cached",
       "error",
       "label",
@@ -211,7 +228,7 @@ describe("spool results as csv, parquet and jsonl", () => {
       "extra",
     ])
     expect(first!.slice(0, 3)).toEqual(["r1", "completed", "1"])
-    expect(first!.slice(6)).toEqual(["ALPHA", "0.625", '["t","alpha"]', '{"ok":true}'])
+    expect(first!.slice(8)).toEqual(["ALPHA", "0.625", '["t","alpha"]', '{"ok":true}'])
     const llm = csv((await cli("results", "labels", "--format", "csv", "--prefix", "llm_")).stdout)[0]!
     expect(llm.slice(-4)).toEqual(["llm_label", "llm_confidence", "llm_tags", "llm_extra"])
     // the input has a column `extra`, as the schema has a property: bare names clash, and nothing is written
@@ -243,6 +260,8 @@ describe("spool results as csv, parquet and jsonl", () => {
       "spool.state": ["BYTE_ARRAY", "UTF8"],
       "spool.attempts": ["INT64", null],
       "spool.cost_usd": ["DOUBLE", null],
+      "spool.prompt_cache_saved_usd": ["DOUBLE", null],
+      "spool.cache_write_tokens": ["INT64", null],
       "spool.cached": ["BOOLEAN", null],
       "spool.error": ["BYTE_ARRAY", "UTF8"],
       "output.label": ["BYTE_ARRAY", "UTF8"],
@@ -267,6 +286,8 @@ describe("spool results as csv, parquet and jsonl", () => {
       "spool.state": "completed",
       "spool.attempts": 1n,
       "spool.cost_usd": ref[0]!.cost_usd,
+      "spool.prompt_cache_saved_usd": 0,
+      "spool.cache_write_tokens": 0n,
       "spool.cached": false,
       "spool.error": null,
       "output.label": "ALPHA",
@@ -293,6 +314,7 @@ describe("spool results as csv, parquet and jsonl", () => {
       "attempts",
       "usage",
       "cost_usd",
+      "prompt_cache_saved_usd",
       "cached",
       "source",
     ])
@@ -398,6 +420,76 @@ describe("--since-last-export", () => {
   })
 })
 
+describe("a run whose requests share a long prefix", () => {
+  test("the fake's automatic prompt cache: each line's reads and saving, summing to status --json's; the csv column too", async () => {
+    await using dir = await tmpdir()
+    await using cached = await startFake({ apiKey: KEY })
+    // about 2,700 tokens of instructions before each row: past OpenAI's 1,024, so the fake caches them
+    const system = "You label support tickets by their topic. ".repeat(260)
+    writeFileSync(
+      dir.join("in.jsonl"),
+      TEXTS.map((t, i) => JSON.stringify({ id: `r${i + 1}`, text: t })).join("\n") + "\n",
+    )
+    writeFileSync(
+      dir.join("job.toml"),
+      `name = "prefix"
+[source]
+path = "in.jsonl"
+id = "id"
+[provider]
+name = "openai"
+model = "gpt-4.1-mini"
+base_url = "${cached.url}"
+[request]
+system = "${system}"
+prompt = "Ticket: {{text}}"
+max_tokens = 20
+[limits]
+concurrency = 1
+`,
+    )
+    const at = (...args: string[]) => spool(args, { cwd: dir.path, env: { OPENAI_API_KEY: KEY } })
+    expect((await at("run", "job.toml")).code).toBe(0)
+    const out = lines((await at("results", "prefix")).stdout) as (Line & {
+      usage: { cached_input_tokens: number; cache_write_tokens: number }
+      prompt_cache_saved_usd: number
+    })[]
+    const read = out.reduce((a, l) => a + l.usage.cached_input_tokens, 0)
+    const input = out.reduce((a, l) => a + l.usage.input_tokens, 0)
+    // the first request wrote the prefix, the four after it read it: what the fake served is what the lines say
+    expect(read).toBe(cached.cache.cachedTokens)
+    expect(out.map((l) => l.usage.cached_input_tokens > 0)).toEqual([false, true, true, true, true])
+    expect(out.map((l) => l.usage.cache_write_tokens)).toEqual([0, 0, 0, 0, 0])
+    // gpt-4.1-mini: $0.40 input, $0.10 cached: each cached token saved $0.30 a million
+    for (const l of out)
+      expect(l.prompt_cache_saved_usd).toBeCloseTo((l.usage.cached_input_tokens * 0.3) / 1e6, 15)
+    const status = JSON.parse((await at("status", "prefix", "--json")).stdout) as {
+      prompt_cache: { read_tokens: number; write_tokens: number; saved_usd: number; saved_share: number }
+    }
+    const share = Math.round(((read * 0.3) / (input * 0.4)) * 1e4) / 1e4
+    expect({ ...status.prompt_cache, saved_usd: 0 }).toEqual({
+      read_tokens: read,
+      write_tokens: 0,
+      saved_usd: 0,
+      saved_share: share,
+    })
+    expect(status.prompt_cache.saved_usd).toBeCloseTo((read * 0.3) / 1e6, 6)
+    const sum = out.reduce((a, l) => a + l.prompt_cache_saved_usd, 0)
+    expect(sum).toBeCloseTo(status.prompt_cache.saved_usd, 6)
+    const text = (await at("status", "prefix")).stdout.split("\n")
+    // the text says the JSON's figure, as `usd` shows dollars
+    const usd = status.prompt_cache.saved_usd
+    const saved = `$${usd.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: usd < 1 ? 4 : 2 })}`
+    expect(text.filter((t) => t.startsWith("caching "))).toEqual([
+      `caching   ${read.toLocaleString("en-US")} tokens read, 0 written · saved ${saved} (${Math.trunc(share * 100)}% of input)`,
+    ])
+    const [head, ...rows] = csv((await at("results", "prefix", "--format", "csv", "--no-join")).stdout)
+    const col = head!.indexOf("prompt_cache_saved_usd")
+    expect(head!.slice(col, col + 2)).toEqual(["prompt_cache_saved_usd", "cache_write_tokens"])
+    expect(rows.map((r) => Number(r[col]))).toEqual(out.map((l) => l.prompt_cache_saved_usd))
+  })
+})
+
 describe.skipIf(SKIP_PG)("on PostgreSQL (--store)", () => {
   test("csv and parquet from a PostgreSQL store; --since-last-export's marks kept there", async () => {
     await using pg = await pgSchema()
@@ -419,6 +511,8 @@ describe.skipIf(SKIP_PG)("on PostgreSQL (--store)", () => {
       "state",
       "attempts",
       "cost_usd",
+      "prompt_cache_saved_usd",
+      "cache_write_tokens",
       "cached",
       "error",
       "output.label",
@@ -426,7 +520,7 @@ describe.skipIf(SKIP_PG)("on PostgreSQL (--store)", () => {
       "output.tags",
       "output.extra",
     ])
-    expect(rows.map((r) => [r[0], r[1], r[6], r[8]])).toEqual([
+    expect(rows.map((r) => [r[0], r[1], r[8], r[10]])).toEqual([
       ["r1", "completed", "ALPHA", '["t","alpha"]'],
       ["r2", "completed", "BETA", '["t","beta"]'],
     ])

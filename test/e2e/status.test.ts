@@ -277,3 +277,68 @@ describe("spool status of a batch run", () => {
     ])
   }, 60_000)
 })
+
+describe("spool status of a run that primed the prompt cache", () => {
+  test("its priming calls counted, their cost in spend, their writes in the prompt cache's figures; text and --json", async () => {
+    await using tmp = await tmpdir()
+    await using fake = await startFake({ apiKey: KEY })
+    writeFileSync(tmp.join("in.jsonl"), input(3))
+    writeFileSync(tmp.join("job.toml"), job("primed", fake.url))
+    expect((await spool(["run", "job.toml"], { cwd: tmp.path, env })).code).toBe(0)
+    type Json = {
+      spend: { usd: number }
+      prompt_cache: Record<string, unknown>
+      priming: { cost_usd: number } & Record<string, unknown>
+    }
+    const json = async () => JSON.parse((await spool(["status", "--json"], { cwd: tmp.path })).stdout) as Json
+    const before = await json()
+    // short prompts: nothing cached, nothing primed, and no line of either
+    expect([before.prompt_cache, before.priming]).toEqual([
+      { read_tokens: 0, write_tokens: 0, saved_usd: 0, saved_share: null },
+      { calls: 0, failed: 0, cost_usd: 0, last_at: null },
+    ])
+    expect((await spool(["status"], { cwd: tmp.path })).stdout).not.toMatch(/^(caching|priming) /m)
+    // a priming call that wrote 1,000 tokens, and one that failed, as the runner records them
+    const db = await open(`${tmp.path}/.spool`)
+    try {
+      const run = (await db.runs.latest("primed"))!
+      const prime = {
+        prefix: "p1",
+        batch: null,
+        owner: "w",
+        startedAt: 1_000,
+        endedAt: 2_000,
+        outcome: "ok" as const,
+        inputTokens: 1_000,
+        outputTokens: 1,
+        cachedTokens: 0,
+        writeTokens: 1_000,
+        latencyMs: 40,
+      }
+      await db.primes.record(run.id, prime)
+      await db.primes.record(run.id, {
+        ...prime,
+        endedAt: 3_000,
+        outcome: "failed",
+        inputTokens: 0,
+        outputTokens: 0,
+        writeTokens: 0,
+      })
+    } finally {
+      await db.close()
+    }
+    const after = await json()
+    // gpt-4.1-mini: $0.40 input (a write costs the same: OpenAI charges no premium), $1.60 output, per million
+    expect([after.prompt_cache, after.priming]).toEqual([
+      { read_tokens: 0, write_tokens: 1_000, saved_usd: 0, saved_share: 0 },
+      { calls: 2, failed: 1, cost_usd: after.priming.cost_usd, last_at: "1970-01-01T00:00:02.000Z" },
+    ])
+    expect(after.priming.cost_usd).toBeCloseTo(0.0004016, 15)
+    expect(after.spend.usd - before.spend.usd).toBeCloseTo(0.0004016, 12)
+    const text = (await spool(["status"], { cwd: tmp.path })).stdout.split("\n")
+    expect(text.filter((t) => /^(caching|priming) /.test(t))).toEqual([
+      "caching   0 tokens read, 1,000 written · saved $0.00 (0% of input)",
+      "priming   2 calls (1 failed) · $0.0004",
+    ])
+  }, 60_000)
+})
