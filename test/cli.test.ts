@@ -85,8 +85,17 @@ describe("every job key is a flag", () => {
   ]
 
   test("the walk finds the job's tables and keys", () => {
-    expect(keys.length).toBe(54)
+    expect(keys.length).toBe(59)
     expect(keys).toContain("limits.rpm")
+    // issue 20's: the prompt cache, priming, and the prices of cache writes and of the flex tier
+    for (const key of [
+      "request.cache",
+      "request.prime",
+      "pricing.cache_write",
+      "pricing.cache_write_1h",
+      "pricing.flex_discount",
+    ])
+      expect(keys).toContain(key)
     expect(keys).toContain("source.delimiter")
     expect(keys).toContain("pricing.batch_discount")
   })

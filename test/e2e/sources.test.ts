@@ -94,6 +94,7 @@ const completed = (id: string, text: string, file: string, row: number) => ({
   error: null,
   attempts: 1,
   cost_usd: null,
+  prompt_cache_saved_usd: null,
   cached: false,
   source: { file, row, id },
 })
@@ -177,6 +178,7 @@ describe("inputs through dist/spool", () => {
           error: null,
           attempts: 1,
           cost_usd: null,
+          prompt_cache_saved_usd: null,
           cached: false,
           source: { file, row: line, id },
         })),
@@ -236,6 +238,7 @@ describe("inputs through dist/spool", () => {
       error: null,
       attempts: 1,
       cost_usd: null,
+      prompt_cache_saved_usd: null,
       cached: false,
       source: { file, row: i + 1, id: `p${i}` },
     })
@@ -272,6 +275,7 @@ describe("inputs through dist/spool", () => {
       error: null,
       attempts: 1,
       cost_usd: null,
+      prompt_cache_saved_usd: null,
       cached: false,
       source: { file: tmp.join(file), row, id: String(key) },
     })

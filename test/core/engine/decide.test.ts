@@ -7,8 +7,8 @@ import { describe, expect, test } from "bun:test"
 import * as decide from "../../../src/core/engine/decide.ts"
 import * as schemas from "../../../src/core/job/schema.ts"
 
-const usage = { input_tokens: 12, output_tokens: 3, cached_input_tokens: 2 }
-const recorded = { status: 200, inputTokens: 12, outputTokens: 3, cachedTokens: 2 }
+const usage = { input_tokens: 12, output_tokens: 3, cached_input_tokens: 2, cache_write_tokens: 4 }
+const recorded = { status: 200, inputTokens: 12, outputTokens: 3, cachedTokens: 2, writeTokens: 4 }
 const validate = schemas.validator({
   type: "object",
   properties: { label: { enum: ["a", "b"] } },
