@@ -44,6 +44,8 @@ export interface Estimate {
   cost: {
     realtime_usd: number | null
     batch_usd: number | null
+    /** Direct calls in the flex tier (`mode = "flex"`), when the model has one; null otherwise. */
+    flex_usd: number | null
     /** Whether the costs include output tokens; false without max_tokens: input only, a lower bound. */
     output_included: boolean
     prices: Priced | null
@@ -71,7 +73,7 @@ export async function estimate(job: Job): Promise<Estimate> {
     unfilled: { count: 0, sample: [] },
     requests: 0,
     tokens: { input: 0, output: null, output_upper_bound: true, heuristic: HEURISTIC },
-    cost: { realtime_usd: null, batch_usd: null, output_included: false, prices: null },
+    cost: { realtime_usd: null, batch_usd: null, flex_usd: null, output_included: false, prices: null },
   }
   for (const input of inputs) {
     const file = basename(input.path)
@@ -99,11 +101,14 @@ export async function estimate(job: Job): Promise<Estimate> {
   const max = job.request.max_tokens
   e.tokens.output = max === undefined ? null : max * e.requests
   e.cost.output_included = e.tokens.output !== null
-  const prices = jobPrice(job)
+  // every mode at the standard tier's prices (a flex job's own are the flex tier's), flex from them
+  const prices = jobPrice({ ...job, provider: { ...job.provider, mode: "realtime" } })
   if (prices) {
     const used = { input_tokens: e.tokens.input, output_tokens: e.tokens.output ?? 0 }
-    e.cost.realtime_usd = round(cost(prices, used))
+    const realtime = cost(prices, used)
+    e.cost.realtime_usd = round(realtime)
     e.cost.batch_usd = round(cost(prices, used, true))
+    if (prices.flex_discount !== undefined) e.cost.flex_usd = round(realtime * (1 - prices.flex_discount))
     e.cost.prices = prices
   }
   return e
@@ -129,7 +134,7 @@ export function estimateText(e: Estimate): string {
     )
   else
     lines.push(
-      `cost      ~${usd(c.realtime_usd)} realtime · ~${usd(c.batch_usd)} batch` +
+      `cost      ~${usd(c.realtime_usd)} realtime${c.flex_usd === null ? "" : ` · ~${usd(c.flex_usd)} flex`} · ~${usd(c.batch_usd)} batch` +
         ` (${c.output_included ? "output at max_tokens: an upper bound" : "input only: output unknown"}; ${c.prices.source})`,
     )
   if (e.unfilled.count) {

@@ -40,6 +40,7 @@ describe("estimate", () => {
     // gpt-4.1-mini: $0.40 in, $1.60 out per million; batch half price
     expect(e.cost.realtime_usd).toBe(0.000496) // (41 × 0.4 + 300 × 1.6) / 1e6 = 0.0004964, rounded to 1e-6
     expect(e.cost.batch_usd).toBe(0.000248)
+    expect(e.cost.flex_usd).toBeNull() // gpt-4.1-mini has no flex tier
     expect(e.cost.output_included).toBe(true)
     expect(e.cost.prices?.source).toContain("gpt-4.1-mini")
     const text = estimateText(e)
@@ -48,6 +49,18 @@ describe("estimate", () => {
     expect(text).toContain("≤ 300")
     expect(text).toContain("in.jsonl:4 d  missing {{q}}")
     expect(existsSync(tmp.join(".spool"))).toBe(false)
+  })
+
+  test("a model with a flex tier: its flex cost beside realtime and batch, whatever the job's mode", async () => {
+    await using tmp = await tmpdir()
+    for (const mode of ["realtime", "flex"]) {
+      const e = await estimate(
+        job(tmp, `name = "openai"\nmodel = "gpt-5-mini"\nmode = "${mode}"`, "max_tokens = 100\n"),
+      )
+      // gpt-5-mini: $0.25 in, $2 out per million; flex and batch at half
+      expect(e.cost).toMatchObject({ realtime_usd: 0.00061, flex_usd: 0.000305, batch_usd: 0.000305 })
+      expect(estimateText(e)).toContain("cost      ~$0.0006 realtime · ~$0.0003 flex · ~$0.0003 batch")
+    }
   })
 
   test("without max_tokens the output is unknown and the cost covers the input only", async () => {
@@ -62,7 +75,13 @@ describe("estimate", () => {
     await using tmp = await tmpdir()
     const e = await estimate(job(tmp, `name = "openai"\nmodel = "my-own-model"`, "max_tokens = 100\n"))
     expect(e.tokens.input).toBe(INPUT_TOKENS)
-    expect(e.cost).toEqual({ realtime_usd: null, batch_usd: null, output_included: true, prices: null })
+    expect(e.cost).toEqual({
+      realtime_usd: null,
+      batch_usd: null,
+      flex_usd: null,
+      output_included: true,
+      prices: null,
+    })
     expect(estimateText(e)).toContain("cost      unknown (no price for my-own-model")
     const priced = await estimate(
       job(
