@@ -175,7 +175,9 @@ describe("pipelines through dist/spool", () => {
       expect(paid - 1).toBeLessThanOrEqual(cut.length)
       repaid += paid - 1
     }
-    expect(repaid).toBeLessThanOrEqual(2 * kills.summary)
+    // a kill cuts at most `concurrency` (2) calls in flight, whichever step's round it falls in: summary's calls go
+    // out while classify's later batches still wait, so a kill in a classify round can cut them too
+    expect(repaid).toBeLessThanOrEqual(2 * (kills.classify + kills.summary))
     expect([...fake.paid.keys()].filter((k) => k.startsWith("Summary")).length).toBe(334)
     expect(fake.invalid).toEqual([])
 
