@@ -156,9 +156,16 @@ describe("prompt caching (Anthropic cache_control)", () => {
 describe("OpenAI: prompt_cache_key and flex", () => {
   test("realtime: the prefix is cached automatically; prompt_cache_key is sent per run and prefix", async () => {
     const auto = await measure({ provider: "openai", mode: "realtime", cache: "auto", items: 1000 })
+    const off = await measure({ provider: "openai", mode: "realtime", cache: "off", items: 1000 })
     billedRight(auto)
+    billedRight(off)
     expect(auto.reads).toBeGreaterThanOrEqual(992)
     expect(auto.saved!).toBeGreaterThan(0)
+    // one key for the run's one prefix, on every request; none with the cache hints off
+    expect(auto.keys).toHaveLength(1000)
+    expect(new Set(auto.keys).size).toBe(1)
+    expect(auto.keys[0]).toMatch(/^spool-[0-9a-f]{32}$/)
+    expect(off.keys).toEqual(Array(1000).fill(null))
   }, 120_000)
 
   test("mode = flex: every call asks the flex tier and is billed at half; a 429 Resource Unavailable waits and retries", async () => {

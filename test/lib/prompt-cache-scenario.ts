@@ -39,6 +39,8 @@ export interface Figures extends Scenario {
   primes: number
   /** What spool says the prompt cache saved (`prompt_cache.saved_usd`). */
   saved: number | null
+  /** OpenAI: the `prompt_cache_key` of every chat request the fake received (null for none); [] for Anthropic. */
+  keys: (string | null)[]
   /** The exit code of `spool run`. */
   code: number
   /** spool run's stderr, for a failing test's message. */
@@ -110,6 +112,7 @@ export async function measure(s: Scenario): Promise<Figures> {
       writes: counts.writes,
       primes: view.priming?.calls ?? 0,
       saved: view.prompt_cache?.saved_usd ?? null,
+      keys: openai ? [...openai.cache.keys] : [],
       code: run.code,
       stderr: run.stderr,
     }

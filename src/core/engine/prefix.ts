@@ -11,6 +11,7 @@
 import type { PromptCache, Provider } from "../../plugins/api/define.ts"
 import * as log from "../base/log.ts"
 import type { Job } from "../job/job.ts"
+import { tokens } from "../job/estimate.ts"
 import * as template from "../job/template.ts"
 import type { Ledger } from "../ledger/ledger.ts"
 import { checkProvider } from "./provider.ts"
@@ -21,14 +22,19 @@ export const SAMPLE = 500
 /** A leading placeholder is part of the prefix when it has at most one distinct value per this many sampled rows. */
 const REPEATS = 10
 
-/** About four characters a token, as spool estimates everywhere (budget, packing). */
-export const tokensOf = (chars: number): number => Math.ceil(chars / 4)
+/** Distinct prefixes remembered with their key and mark; past this many, the memory starts afresh. */
+const MEMO = 10_000
 
 type Part = template.Template["parts"][number]
 
 export class Prefixes {
-  /** The leading placeholders that are part of the prefix; undefined until learned. */
-  private fields: Set<string> | undefined
+  /**
+   * The template's head: its parts up to the first placeholder whose value varies (static text, and the leading
+   * placeholders whose values repeat); undefined until learned. Rendered for a row, it is the row's prefix.
+   */
+  private head: template.Template | undefined
+  /** A head's rendered text → its key and whether it is marked: hashed once per distinct prefix, not per request. */
+  private readonly memo = new Map<string, { key: string; mark: boolean }>()
   private readonly ttl: "5m" | "1h"
   private readonly minimum: number
   private told = false
@@ -63,7 +69,7 @@ export class Prefixes {
   }
 
   get learned(): boolean {
-    return this.fields !== undefined
+    return this.head !== undefined
   }
 
   /**
@@ -72,59 +78,58 @@ export class Prefixes {
    * REPEATS rows to tell by).
    */
   learn(rows: string[]): void {
-    if (this.fields) return
+    if (this.head) return
     const parsed = rows.slice(0, SAMPLE).map((r) => JSON.parse(r) as Record<string, unknown>)
-    const fields = new Set<string>()
-    for (const part of this.prompt.parts) {
+    const { parts } = this.prompt
+    let end = 0
+    for (; end < parts.length; end++) {
+      const part = parts[end]!
       if (typeof part === "string") continue
       const values = new Set(parsed.map((row) => JSON.stringify(template.lookup(row, part.path))))
       if (parsed.length < REPEATS || values.size > Math.max(1, Math.floor(parsed.length / REPEATS))) break
-      fields.add(part.field)
     }
-    this.fields = fields
+    const head = parts.slice(0, end)
+    this.head = {
+      source: "",
+      parts: head,
+      fields: head.flatMap((p) => (typeof p === "string" ? [] : [p.field])),
+    }
     if (parsed[0]) this.tell(parsed[0])
   }
 
-  /** The characters of a rendered prompt that belong to its prefix. */
-  private prefixOf(row: Record<string, unknown>): number {
-    let chars = 0
-    for (const part of this.prompt.parts) {
-      if (typeof part === "string") {
-        chars += part.length
-        continue
-      }
-      if (!this.fields?.has(part.field)) break
-      const value = template.lookup(row, part.path)
-      chars += typeof value === "string" ? value.length : JSON.stringify(value ?? "").length
+  /** A row's prefix: its rendered head ("" when the row lacks a field of it). */
+  private prefixOf(row: Record<string, unknown>): string {
+    // before it is learned, the head is the prompt's static text before its first placeholder
+    const text = this.head ? template.render(this.head, row) : this.prompt.parts[0]
+    return typeof text === "string" ? text : ""
+  }
+
+  /** The key and mark of a prefix, from the memo. */
+  private entry(prefix: string): { key: string; mark: boolean } {
+    let e = this.memo.get(prefix)
+    if (!e) {
+      const system = this.job.request.system ?? ""
+      const hash = new Bun.CryptoHasher("sha256").update(`${this.run}\0${system}\0${prefix}`).digest("hex")
+      const mark = this.job.request.cache !== "auto" || tokens(system) + tokens(prefix) >= this.minimum
+      // `spool-` and a hash of the run and the prefix: 64 characters at most, letters, digits and dashes
+      e = { key: `spool-${hash.slice(0, 32)}`, mark }
+      if (this.memo.size >= MEMO) this.memo.clear()
+      this.memo.set(prefix, e)
     }
-    return chars
+    return e
   }
 
   /** The request's cache hints, for a row and its rendered prompt. */
   of(row: Record<string, unknown>, prompt: string): PromptCache {
-    const prefix = Math.min(this.prefixOf(row), prompt.length)
-    const system = this.job.request.system ?? ""
-    const tokens = tokensOf(system.length + prefix)
-    const mark = this.job.request.cache !== "auto" || tokens >= this.minimum
-    return { prefix, ttl: this.ttl, key: this.keyOf(system, prompt.slice(0, prefix)), mark }
-  }
-
-  /** A row's prefix key ("" when its row cannot be read): requests sharing one are sent together. */
-  rowKey(data: string): string {
-    try {
-      const row = JSON.parse(data) as Record<string, unknown>
-      const text = template.render(this.prompt, row)
-      if (typeof text !== "string") return ""
-      return this.of(row, text).key
-    } catch {
-      return ""
-    }
+    const prefix = this.prefixOf(row)
+    return { prefix: Math.min(prefix.length, prompt.length), ttl: this.ttl, ...this.entry(prefix) }
   }
 
   /** Sorts items so that those sharing a prefix are next to each other, in their first one's place (stable). */
   order<T extends { data: string }>(items: T[]): T[] {
-    if (items.length < 2) return items
-    const keys = items.map((i) => this.rowKey(i.data))
+    // with no repeating field in it, the head is static text alone: every row has the same prefix
+    if (items.length < 2 || !this.head?.fields.length) return items
+    const keys = items.map((i) => this.prefixOf(JSON.parse(i.data) as Record<string, unknown>))
     const first = new Map<string, number>()
     keys.forEach((k, i) => first.has(k) || first.set(k, i))
     if (first.size < 2) return items
@@ -134,22 +139,16 @@ export class Prefixes {
       .map((x) => x.item)
   }
 
-  /** `spool-` and a hash of the run and the prefix: 64 characters at most, letters, digits and dashes. */
-  private keyOf(system: string, prefix: string): string {
-    const hash = new Bun.CryptoHasher("sha256").update(`${this.run}\0${system}\0${prefix}`).digest("hex")
-    return `spool-${hash.slice(0, 32)}`
-  }
-
   /** Says once, from the first row, when the prefix is too short to cache, or how to make it longer. */
   private tell(row: Record<string, unknown>): void {
     if (this.told) return
     this.told = true
     const system = this.job.request.system ?? ""
-    const tokens = tokensOf(system.length + this.prefixOf(row))
+    const count = tokens(system) + tokens(this.prefixOf(row))
     const model = this.job.provider.model ?? this.provider.name
-    const hint = moveHint(this.prompt.parts, this.fields ?? new Set(), this.minimum)
-    if (tokens >= this.minimum) {
-      log.info(`prompt caching: the shared prefix is ~${tokens} tokens; cached after its first request`)
+    const hint = moveHint(this.prompt.parts, new Set(this.head?.fields), this.minimum)
+    if (count >= this.minimum) {
+      log.info(`prompt caching: the shared prefix is ~${count} tokens; cached after its first request`)
     } else {
       const what = !this.explicit
         ? "so the provider does not cache it"
@@ -157,7 +156,7 @@ export class Prefixes {
           ? "so it is not marked for caching"
           : "so the provider may not cache it"
       log.info(
-        `prompt caching: the shared prefix is ~${tokens} tokens, below ${model}'s minimum of ${this.minimum}, ${what}`,
+        `prompt caching: the shared prefix is ~${count} tokens, below ${model}'s minimum of ${this.minimum}, ${what}`,
       )
     }
     if (hint) log.info(hint)
@@ -176,7 +175,7 @@ export function moveHint(parts: Part[], fields: Set<string>, minimum: number): s
       if (!fields.has(part.field)) first ??= part.field
       continue
     }
-    if (first !== undefined) longest = Math.max(longest, tokensOf(part.length))
+    if (first !== undefined) longest = Math.max(longest, tokens(part))
   }
   if (first === undefined || longest < Math.min(minimum, 1024)) return undefined
   return `move \`{{${first}}}\` after the instructions to make them cacheable (~${longest} tokens of static text come after it)`
