@@ -5,7 +5,9 @@ const outfile = "dist/spool"
 const version = process.env.SPOOL_VERSION ?? pkg.version
 
 const result = await Bun.build({
-  entrypoints: ["src/main.ts"],
+  // the response cache's look-ups worker (engine/asker.ts) is an entrypoint of its own: a compiled program finds a
+  // `new Worker(…)` only among the entrypoints it was built from
+  entrypoints: ["src/main.ts", "src/core/engine/ask-worker.ts"],
   compile: {
     outfile,
     autoloadBunfig: false,
@@ -14,6 +16,8 @@ const result = await Bun.build({
     autoloadPackageJson: false,
   },
   bytecode: true,
+  // every entrypoint at the root of the program's files, where `new URL("./ask-worker.ts", import.meta.url)` finds it
+  naming: { entry: "[name].[ext]" },
   format: "esm",
   splitting: true,
   minify: true,

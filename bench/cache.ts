@@ -195,18 +195,20 @@ alternated three times, the median run of each shown (RSS: the median of the thr
 The 100%-hit run goes at **${ratio.toFixed(2)}×** the ingest rate (each round: ${pairs.map((x) => `${x.toFixed(2)}×`).join(", ")}); the goal
 was ≥ 0.5×: **${ratio >= 0.5 ? "met" : "missed"}**. Every one of its ${fmt(Number(run.hits))} items was served from the cache, none called.
 
-What a hit costs beyond ingest (profiled at 1,000,000 rows while building it, with \`bun --cpu-prof\`; not re-measured
-by this script): its key (render the prompt, one SHA-256: ~1.2 µs); its look-up (~1.4 µs, was ~6.5; the store filled
-in the rows' order, as a paid run of the same file writes it): the cache is kept in the order its answers were
-written, and a run reads on along the table where the last look-up's entries were, searching the slot index (16 MB a
-million entries, held by the 16 MB page cache) only for the keys not found there (a run of the rows in another order:
-~4 µs a look-up); and its writes, half again ingest's (~6.3 µs against ~4.1 for the rows' transaction): the item
-carries its key, its answer and what it first cost, and the \`cached\` attempt the issue asks for is a row with two
-indexes of its own, written for the whole transaction by one statement from the items it stored (~2 µs when it was one
-statement of 50 ids a chunk). Time goes with the bytes written (WAL and checkpoint): a hit run writes about twice
-ingest's. Ingest's own rate moves by ±10% from one run to the next on these machines, and the ratio with it. Tried and
-dropped: a memory map of the store (no gain once the look-ups are neighbours), one statement of \`IN\` for a chunk's
-keys alone (~4 µs a key: a random page each), a second thread looking up while the first stores (15.5 s against 17).
+How a hit run goes (engine/asker.ts): the input's first source batch is looked up on the main thread, the others by a
+worker thread with its own read-only connection to the store, which renders and hashes each row's prompt and reads
+its answer while the main thread stores the batch before (ingest.ts reads a batch ahead when the cache is on). The
+worker's reply crosses as a few flat values (the keys joined, the answers one after another, their numbers in a
+Float64Array): ten thousand objects cloned from one thread to the other cost the main thread ~0.9 s a million rows,
+the flat form ~0.2 s. What is left on the main thread beyond ingest is the writes (profiled at 1,000,000 rows with
+\`bun --cpu-prof\`, not re-measured by this script): a hit's item carries its key, its answer and what it first cost,
+and the \`cached\` attempt the issue asks for is a row with two indexes of its own (~1.3 to 2 s a million, written by one
+statement a transaction from the items it stored). The worker took the run from 0.41× to 0.50× ingest when it was
+built (alternated with a build that asked on the main thread, medians of four). On 2 cores the worker's reads and
+the main thread's writes slow each other somewhat: the main thread's SQLite work takes ~20% longer than alone.
+Ingest's own rate moves by ±10% or more from one run to the next on these machines, and the ratio with it. Tried and
+dropped: a memory map of the store, one \`IN\` statement for a chunk's keys (~4 µs a key: a random page each), storing
+a hit's first cost as an object rather than a list (a fifth more bytes), 64 MB of page cache (no gain).
 `
   const docPath = join(root, "docs", "BENCHMARKS.md")
   await Bun.write(docPath, splice(await Bun.file(docPath).text(), HEADING, md))

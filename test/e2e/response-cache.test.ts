@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test"
 import { Database } from "bun:sqlite"
-import { appendFileSync, writeFileSync } from "node:fs"
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs"
 import { startFake, type Fake } from "../lib/fake-openai.ts"
 import { spool, start } from "../lib/spool.ts"
 import { tmpdir, type Tmp } from "../lib/tmp.ts"
@@ -332,6 +332,48 @@ path = "in.jsonl"
       ["needs_review", false],
     ])
   })
+
+  test("a long input is asked of the cache by a second thread: every changed row re-paid, every other one served A's answer", async () => {
+    const n = 3_000
+    const texts = Array.from({ length: n }, (_, i) => `row ${i + 1}`)
+    await using s = await setUp(texts)
+    // small source batches: the first is asked on the main thread, the others by the worker (engine/asker.ts)
+    const small = (name: string) =>
+      jobText(s.fake.url, { name })
+        .replace('id = "id"', 'id = "id"\nchunk_bytes = 4096')
+        .replace("[limits]\n", "[limits]\nconcurrency = 64\n")
+    writeFileSync(s.tmp.join("job.toml"), small("a"))
+    expect((await spool(["run", "job.toml"], { cwd: s.tmp.path, env })).code).toBe(0)
+    expect(billed(s.fake)).toBe(n)
+    // every seventh row changed
+    const changed = texts.map((t, i) => ((i + 1) % 7 === 0 ? `${t} changed` : t))
+    writeFileSync(s.tmp.join("in.jsonl"), rowsOf(changed))
+    writeFileSync(s.tmp.join("job.toml"), small("b"))
+    const b = await spool(["run", "job.toml"], { cwd: s.tmp.path, env })
+    expect(b.code, b.stderr).toBe(0)
+    const repaid = Math.floor(n / 7)
+    expect(billed(s.fake)).toBe(n + repaid)
+    const lines = await s.results("b")
+    expect(lines).toHaveLength(n)
+    for (const [i, l] of lines.entries()) {
+      expect(l.id).toBe(`r${i + 1}`)
+      expect([l.state, l.cached, l.output]).toEqual([
+        "completed",
+        (i + 1) % 7 !== 0,
+        `answer to Label: ${changed[i]}`,
+      ])
+    }
+    expect((await s.status("b")).cache).toMatchObject({ hits: n - repaid, misses: repaid })
+    // the log says where the batches were asked: the worker answered all but the first
+    const said = readFileSync(s.tmp.join(".spool/logs/spool.log"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { msg: string; run?: string; batches?: { worker: number; main: number } })
+      .filter((l) => l.msg === "cache look-ups" && l.run === "b")
+    expect(said).toHaveLength(1)
+    expect(said[0]!.batches!.main).toBe(1)
+    expect(said[0]!.batches!.worker).toBeGreaterThan(10)
+  }, 60_000)
 
   for (const at of ["hits", "sweep"] as const)
     test(`a SIGKILL while a run stores its hits (${at === "hits" ? "as its rows are read" : "as a resumed run looks up its pending items"}) loses nothing and pays nothing`, async () => {

@@ -1,6 +1,8 @@
 /** Runs of `n` ingested rows (keys k1…kn), for ledger tests. */
 import * as jobs from "../../src/core/job/job.ts"
+import { cacheWrite, Lookup, type CacheUse } from "../../src/core/engine/cache.ts"
 import type { Ledger } from "../../src/core/ledger/ledger.ts"
+import type { Run } from "../../src/core/ledger/types.ts"
 
 /** A job as `spool run` keeps it: loaded and checked, one input, `/in.jsonl`. */
 export const JOB: jobs.Job = jobs.load(undefined, {
@@ -32,4 +34,37 @@ export async function seed(ledger: Ledger, n: number, name = "r") {
   await ledger.ingest.add(run.id, input, { rows: rows(n), problems: [], checkpoint: { offset: n } }, true)
   await ledger.ingest.done(run.id)
   return { run, input }
+}
+
+/**
+ * Looks up, claims and completes every item of the run with `answer(text)` and `tokens(text)` input tokens (100
+ * unless told), writing the answers to the cache: a paid run, for the response cache's tests.
+ */
+export async function pay(
+  l: Ledger,
+  run: Run,
+  use: CacheUse,
+  answer: (text: string) => string,
+  tokens: (text: string) => number = () => 100,
+): Promise<void> {
+  await new Lookup(l, run, "w", use, undefined).sweep(Infinity)
+  const claimed = await l.claims.step(run.id, "w", [], 100, 60_000, { looked: true })
+  await l.claims.step(
+    run.id,
+    "w",
+    claimed.map((c) => ({
+      item: c.id,
+      attempt: c.attempt,
+      to: "completed" as const,
+      label: "ok",
+      output: answer(JSON.parse(c.data).text),
+      inputTokens: tokens(JSON.parse(c.data).text),
+      outputTokens: 10,
+      latencyMs: 1,
+      endedAt: Date.now(),
+      cache: cacheWrite(use, { input_tokens: tokens(JSON.parse(c.data).text), output_tokens: 10 }, false),
+    })),
+    0,
+    60_000,
+  )
 }

@@ -201,11 +201,14 @@ async function read(
   let problems = 0
   const check = guard(planned, input)
   const batches = planned.source.read(input.path, planned.options, input.checkpoint, signal)
-  for await (const batch of batches) {
-    for (const warning of batch.warnings ?? []) log.warn(warning, { run: run.name, input: input.path })
-    check.check(batch)
-    const asked = ask && batch.rows.length > 0 ? await ask(batch.rows) : undefined
-    const added = await ledger.ingest.add(run.id, input, batch, false, asked)
+  /** A batch read and checked, its rows being asked of the cache, stored once the batch before it is. */
+  let ahead: { batch: SourceBatch; asked: Promise<Asked | undefined> } | undefined
+  const store = async ({ batch, asked: asking }: NonNullable<typeof ahead>): Promise<void> => {
+    const asked = await asking
+    const added = await ledger.ingest.add(run.id, input, batch, false, asked).catch((err: unknown) => {
+      broken = true
+      throw err
+    })
     if (asked && asked.hits.size > 0) crashPoint("hits")
     rows += added.added
     problems += batch.problems.length + added.duplicates
@@ -213,8 +216,35 @@ async function read(
     // the rows just stored are garbage now: a hint to collect keeps peak memory flat however long the input
     Bun.gc(false)
     await renew()
-    if (signal?.aborted) break
   }
+  /** Whether a store failed: then nothing more is stored (the ledger's error goes up as it is). */
+  let broken = false
+  try {
+    for await (const batch of batches) {
+      for (const warning of batch.warnings ?? []) log.warn(warning, { run: run.name, input: input.path })
+      // a batch refused (too many malformed rows) throws: the batches before it are stored (below), as its message says
+      check.check(batch)
+      if (!ask) {
+        await store({ batch, asked: Promise.resolve(undefined) })
+        if (signal?.aborted) break
+        continue
+      }
+      // with the cache: this batch's rows are asked (by the asker's worker) while the one before is stored
+      const asked = batch.rows.length > 0 ? ask(batch.rows) : Promise.resolve(undefined)
+      // (awaited by store; should the batch before fail to store first, its error is the one that goes up)
+      asked.catch(() => undefined)
+      const before = ahead
+      ahead = { batch, asked }
+      if (before) await store(before)
+      if (signal?.aborted) break
+    }
+  } catch (err) {
+    // a source's or a check's error: the batch read before it is stored, as it was before reading ahead
+    if (ahead && !broken) await store(ahead).catch(() => undefined)
+    throw err
+  }
+  // the batch read last is stored too, also when the run was stopped: its rows were read and asked
+  if (ahead) await store(ahead)
   return { rows, problems }
 }
 

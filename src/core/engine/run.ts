@@ -31,6 +31,7 @@ import { Batcher } from "./batcher.ts"
 import * as canaries from "./canary.ts"
 import { canaryReport, type CanaryReport } from "../report/canary.ts"
 import { lookupOf } from "./cache.ts"
+import { Asker } from "./asker.ts"
 import { client, identity } from "./provider.ts"
 import { prefixesOf } from "./prefix.ts"
 import { finish, sameInputs, startRun, tally, type Session, type StartOptions } from "./session.ts"
@@ -159,6 +160,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
       listening: db.listen !== undefined,
       lookup,
       prefixes,
+      reading: () => ingesting,
     })
   // realtime calls or provider batches: the same ledger, driven one way or the other
   const drive = async (): Promise<Runner | Batcher> =>
@@ -191,7 +193,10 @@ export async function prepare(o: StartOptions): Promise<Session> {
   /** Shows the run's counts again (at most every TICK_MS): set by execute() to its `tick`. */
   let progressed = (): void => {}
 
+  /** This process reads the inputs to their end (not `spool watch`'s endless passes), and has not yet. */
+  let ingesting = false
   async function ingester(): Promise<void> {
+    ingesting = !follower && !unread
     const signal = ingestAbort.signal
     const lease = ingestLease(db, current.id, owner)
     const seen = follower && new Map<string, string>()
@@ -203,17 +208,19 @@ export async function prepare(o: StartOptions): Promise<Session> {
           continue
         }
         if (follower) files = await pass(follower)
+        // a long input's rows are asked of the cache on a thread of their own (asker.ts)
+        const asker = lookup && new Asker(lookup, { store: at, run: current, owner, job, who: identity(job) })
         const added = await ingest(db, current, files, lease, {
           signal,
           follow: seen,
-          ask: lookup && ((rows) => lookup.ask(rows)),
+          ask: asker && ((rows) => asker.ask(rows)),
           onBatch: (n) => {
             ticker.total += n
             // rows the cache answered were stored completed: progress the driver has no commit of its own to show
             if (lookup) progressed()
             driver.poke()
           },
-        })
+        }).finally(() => asker?.close())
         if (added.problems > 0) {
           log.warn("input lines skipped", { run: current.name, count: added.problems, see: "spool status" })
         }
@@ -222,6 +229,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
         else await follower.wait(signal)
       }
     } finally {
+      ingesting = false
       follower?.close()
     }
   }

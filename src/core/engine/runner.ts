@@ -36,15 +36,14 @@ export interface RunnerOptions {
   policy?: retry.Policy
   /** The spend cap (`limits.max_cost_usd`), with what the run had spent before this process. */
   budget?: Budget | undefined
-  /**
-   * The store tells this process of new items and state changes (`Ledger.listen`): an idle runner then looks at the
-   * ledger every few seconds instead of every second, and at once when told.
-   */
+  /** The store tells this process of changes (`Ledger.listen`): idle, it looks every few seconds, and when told. */
   listening?: boolean
   /** The response cache's look-ups, unless the job turns it off: asked before any item is claimed (cache.ts). */
   lookup?: Lookup | undefined
   /** The prompt cache's prefixes (prefix.ts), unless the job turns it off: each claim is sent prefix by prefix. */
   prefixes?: Prefixes | undefined
+  /** Whether this process is still reading the run's inputs to their end (not `spool watch`'s passes). */
+  reading?: (() => boolean) | undefined
 }
 
 const IDLE_POLL_MS = 1000
@@ -97,10 +96,7 @@ export class Runner {
   /** `spool pause` or `spool cancel` from another process, read from the run's state every half second. */
   private userHold: "paused" | "cancelling" | undefined
   private checkedAt = 0
-  /**
-   * Work of the store outside the loop's turns that failed (a lease renewal, a rate grant; the store, the disk): the
-   * loop stops with it at its next turn.
-   */
+  /** Work outside the loop's turns that failed (a lease renewal, a rate grant): the loop stops with it next turn. */
   private broken: unknown
   /** A grant from the run's rate buckets is being asked for (one at a time). */
   private granting = false
@@ -230,7 +226,11 @@ export class Runner {
             // a run still reading its inputs has items to come: capped before they are in, it pauses, not ends
             const left = await this.o.ledger.reads.counts(run.id)
             const reading = (await this.o.ledger.runs.get(run.id))?.ingested === 0
-            return left.pending + left.retry_wait > 0 || reading ? "paused" : "done"
+            const waiting = left.pending + left.retry_wait > 0
+            // nothing waits while this process reads on: what it reads may be all hits, or nothing new (a resume)
+            if (!waiting && reading && this.o.reading?.()) await this.waker.sleep(this.idleMs)
+            else return waiting || reading ? "paused" : "done"
+            continue
           }
           if (this.stopping) return "interrupted"
           if (this.userHold === "cancelling") {

@@ -12,7 +12,7 @@ import * as schemas from "../../../src/core/job/schema.ts"
 import type { Ledger } from "../../../src/core/ledger/ledger.ts"
 import * as sqlite from "../../../src/core/ledger/sqlite/sqlite.ts"
 import type { Item, Run } from "../../../src/core/ledger/types.ts"
-import { rows } from "../../lib/ledger.ts"
+import { pay, rows } from "../../lib/ledger.ts"
 import { tmpdir } from "../../lib/tmp.ts"
 
 const WHO = { provider: "openai", baseUrl: undefined, model: "gpt-4o-mini", options: {} }
@@ -39,31 +39,6 @@ async function runOf(l: Ledger, name: string, n: number, j = job()): Promise<Run
   await l.ingest.add(run.id, input, { rows: rows(n), problems: [], checkpoint: { offset: n } }, true)
   await l.ingest.done(run.id)
   return run
-}
-
-/** Looks up, claims and completes every item of the run with `answer(text)`, writing the answers to the cache. */
-async function pay(l: Ledger, run: Run, use: CacheUse, answer: (text: string) => string): Promise<void> {
-  await new Lookup(l, run, "w", use, undefined).sweep(Infinity)
-  const claimed = await l.claims.step(run.id, "w", [], 100, 60_000, { looked: true })
-  const usage = { input_tokens: 100, output_tokens: 10 }
-  await l.claims.step(
-    run.id,
-    "w",
-    claimed.map((c) => ({
-      item: c.id,
-      attempt: c.attempt,
-      to: "completed" as const,
-      label: "ok",
-      output: answer(JSON.parse(c.data).text),
-      inputTokens: 100,
-      outputTokens: 10,
-      latencyMs: 1,
-      endedAt: Date.now(),
-      cache: cacheWrite(use, usage, false),
-    })),
-    0,
-    60_000,
-  )
 }
 
 async function itemsOf(l: Ledger, run: number): Promise<Item[]> {
