@@ -16,7 +16,7 @@ import {
   type Packed,
 } from "./asker.ts"
 
-declare const self: Worker & { close(): void }
+declare const self: Worker
 
 let ledger: Promise<Ledger> | undefined
 let lookup: Promise<Lookup | undefined> | undefined
@@ -31,7 +31,8 @@ self.onmessage = async (event: MessageEvent<AskerInit | AskerRequest | AskerClos
   }
   if (message.type === "close") {
     await (await ledger?.catch(() => undefined))?.close()
-    self.close()
+    // ends this thread only (a worker's `self.close` is not there in a compiled program)
+    process.exit(0)
     return
   }
   try {

@@ -98,15 +98,23 @@ export class Asker {
     return this.unpacked(reply)
   }
 
-  /** Lets the worker go (it closes its connection to the store); says in the log where the batches were asked. */
-  close(): void {
+  /**
+   * Lets the worker go: it closes its connection to the store and exits, with the code this resolves to (undefined
+   * when there was no worker). The log says where the batches were asked.
+   */
+  close(): Promise<number | undefined> {
     if (this.counted.worker + this.counted.main > 0)
       log.debug("cache look-ups", { run: this.init.run.name, batches: this.counted })
     const worker = this.worker
     this.worker = undefined
-    if (!worker) return
+    if (!worker) return Promise.resolve(undefined)
+    worker.onerror = null
+    const exited = new Promise<number>((done) =>
+      worker.addEventListener("close", (event) => done((event as CloseEvent).code)),
+    )
     worker.postMessage({ type: "close" } satisfies AskerClose)
     worker.unref()
+    return exited
   }
 
   private unpacked({ keys: joined, at, outputs, numbers }: Packed): Asked {

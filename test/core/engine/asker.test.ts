@@ -110,6 +110,8 @@ describe("the cache's look-ups worker", () => {
         expect([first.input_tokens, first.output_tokens, first.cached_input_tokens]).toEqual([101, 10, 0])
         if (priced) expect(first.cost_usd).toBeGreaterThan(0)
         else expect(first.cost_usd).toBeNull()
+        // the worker closes its connection and exits of itself
+        expect(await asker.close()).toBe(0)
       } finally {
         asker.close()
         await l.close()
