@@ -204,11 +204,11 @@ async function read(
   /** A batch read and checked, its rows being asked of the cache, stored once the batch before it is. */
   let ahead: { batch: SourceBatch; asked: Promise<Asked | undefined> } | undefined
   const store = async ({ batch, asked: asking }: NonNullable<typeof ahead>): Promise<void> => {
+    // until it has stored (its look-ups, its rows, the lease renewed), a store that fails leaves nothing more to
+    // store: a later batch stored past it would move the checkpoint over its rows
+    broken = true
     const asked = await asking
-    const added = await ledger.ingest.add(run.id, input, batch, false, asked).catch((err: unknown) => {
-      broken = true
-      throw err
-    })
+    const added = await ledger.ingest.add(run.id, input, batch, false, asked)
     if (asked && asked.hits.size > 0) crashPoint("hits")
     rows += added.added
     problems += batch.problems.length + added.duplicates
@@ -216,8 +216,9 @@ async function read(
     // the rows just stored are garbage now: a hint to collect keeps peak memory flat however long the input
     Bun.gc(false)
     await renew()
+    broken = false
   }
-  /** Whether a store failed: then nothing more is stored (the ledger's error goes up as it is). */
+  /** A store failed (or is under way): nothing more is stored, and its error goes up as it is. */
   let broken = false
   try {
     for await (const batch of batches) {
