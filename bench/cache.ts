@@ -200,15 +200,16 @@ worker thread with its own read-only connection to the store, which renders and 
 its answer while the main thread stores the batch before (ingest.ts reads a batch ahead when the cache is on). The
 worker's reply crosses as a few flat values (the keys joined, the answers one after another, their numbers in a
 Float64Array): replies of cloned objects cost the main thread ~0.9 s a million rows; made into entries from the flat
-form, ~0.7 s in a run's profile (~0.2 s alone: the rest is its allocations' share of collection). What is left on the main thread beyond ingest is the writes (profiled at 1,000,000 rows with
-\`bun --cpu-prof\`, not re-measured by this script): a hit's item carries its key, its answer and what it first cost,
-and the \`cached\` attempt the issue asks for is a row with two indexes of its own (~1.3 to 2 s a million, written by one
-statement a transaction from the items it stored). The worker took the run from 0.41× to 0.50× ingest when it was
-built (alternated with a build that asked on the main thread, medians of four). On 2 cores the worker's reads and
-the main thread's writes slow each other somewhat: the main thread's SQLite work takes ~20% longer than alone.
-Ingest's own rate moves by ±20% from one run to the next on these machines, and the ratio with it (see the rounds). Tried and
-dropped: a memory map of the store, one \`IN\` statement for a chunk's keys (~4 µs a key: a random page each), storing
-a hit's first cost as an object rather than a list (a fifth more bytes), 64 MB of page cache (no gain).
+form, ~0.7 s in a run's profile (~0.2 s alone: the rest is its allocations' share of collection). What is left on
+the main thread beyond ingest is the writes (profiled at 1,000,000 rows with \`bun --cpu-prof\`, not re-measured by this
+script): a hit's item carries its key, its answer and what it first cost, and the \`cached\` attempt the issue asks for
+is a row with two indexes of its own (~1.3 to 2 s a million, written by one statement a transaction from the items
+it stored). The worker took the run from 0.41× to 0.50× ingest when it was built (alternated with a build that
+asked on the main thread, medians of four). On 2 cores the worker's reads and the main thread's writes slow each other
+somewhat: the main thread's SQLite work takes ~20% longer than alone. Ingest's own rate moves by ±20% from one run to
+the next on these machines, and the ratio with it (see the rounds). Tried and dropped: a memory map of the store, one
+\`IN\` statement for a chunk's keys (~4 µs a key: a random page each), storing a hit's first cost as an object rather
+than a list (a fifth more bytes), 64 MB of page cache (no gain).
 `
   const docPath = join(root, "docs", "BENCHMARKS.md")
   await Bun.write(docPath, splice(await Bun.file(docPath).text(), HEADING, md))

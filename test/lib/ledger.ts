@@ -52,18 +52,22 @@ export async function pay(
   await l.claims.step(
     run.id,
     "w",
-    claimed.map((c) => ({
-      item: c.id,
-      attempt: c.attempt,
-      to: "completed" as const,
-      label: "ok",
-      output: answer(JSON.parse(c.data).text),
-      inputTokens: tokens(JSON.parse(c.data).text),
-      outputTokens: 10,
-      latencyMs: 1,
-      endedAt: Date.now(),
-      cache: cacheWrite(use, { input_tokens: tokens(JSON.parse(c.data).text), output_tokens: 10 }, false),
-    })),
+    claimed.map((c) => {
+      const text = (JSON.parse(c.data) as { text: string }).text
+      const usage = { input_tokens: tokens(text), output_tokens: 10 }
+      return {
+        item: c.id,
+        attempt: c.attempt,
+        to: "completed" as const,
+        label: "ok",
+        output: answer(text),
+        inputTokens: usage.input_tokens,
+        outputTokens: usage.output_tokens,
+        latencyMs: 1,
+        endedAt: Date.now(),
+        cache: cacheWrite(use, usage, false),
+      }
+    }),
     0,
     60_000,
   )

@@ -142,7 +142,8 @@ export async function prepare(o: StartOptions): Promise<Session> {
   const policy = { baseMs: job.limits.retry_base_s * 1000, capMs: job.limits.retry_cap_s * 1000 }
   // the response cache's look-ups, one for the process: rows it answers are stored completed as they are read
   // (Lookup.ask), and pending items are asked before the runner claims or the batcher packs them
-  const lookup = lookupOf(db, run, owner, job, identity(job))
+  const who = identity(job)
+  const lookup = lookupOf(db, run, owner, job, who)
   if (job.request.kind === "embedding" && job.cache.enabled)
     log.info("the response cache is off for embedding jobs")
   // the provider's prompt cache: where each request's shared prefix ends, learned from the run's first rows
@@ -209,7 +210,7 @@ export async function prepare(o: StartOptions): Promise<Session> {
         }
         if (follower) files = await pass(follower)
         // a long input's rows are asked of the cache on a thread of their own (asker.ts)
-        const asker = lookup && new Asker(lookup, { store: at, run: current, owner, job, who: identity(job) })
+        const asker = lookup && new Asker(lookup, { store: at, run: current, owner, job, who })
         const added = await ingest(db, current, files, lease, {
           signal,
           follow: seen,
